@@ -1,0 +1,260 @@
+/*
+ * engine.h — the saga engine: start, complete steps, query, cancel, retry.
+ *
+ * One engine runs on one libuv loop thread; every function here must be
+ * called on that thread. Transitions made during one loop turn are written
+ * in one store transaction (group commit); nothing that depends on a
+ * transition (the next action, a completion callback, an outbox publish) is
+ * released before that transaction commits.
+ */
+#ifndef SAGA_ENGINE_H
+#define SAGA_ENGINE_H
+
+#include <uv.h>
+
+#include "saga/saga.h"
+
+SAGA_BEGIN_DECL
+
+/** The clock: milliseconds since the Unix epoch. */
+typedef int64_t (*saga_clock_fn)(void *arg);
+/** The random source: 64 uniformly random bits. */
+typedef uint64_t (*saga_random_fn)(void *arg);
+/** The log sink. @p saga_id is NULL and @p step -1 when not about a saga. */
+typedef void (*saga_log_fn)(saga_log_level level, const char *saga_id,
+                            int step, const char *msg, void *arg);
+/** A saga reached COMPLETED, COMPENSATED or FAILED (durably). */
+typedef void (*saga_done_cb)(saga_engine *e, const char *saga_id,
+                             saga_state state, void *arg);
+/** saga_start() is durable (status SAGA_OK) or failed for good. @p existed
+ * is 1 when the idempotency key named an existing saga. */
+typedef void (*saga_start_cb)(saga_engine *e, int status, const char *saga_id,
+                              int existed, void *arg);
+/** saga_engine_close() finished; the engine's memory is gone. */
+typedef void (*saga_close_cb)(void *arg);
+
+#define SAGA_ENGINE_OPTIONS_VERSION 1
+#define SAGA_ENGINE_OPTIONS_INIT {SAGA_ENGINE_OPTIONS_VERSION}
+
+/** Engine options. Zero (or NULL) in any field selects its default. */
+typedef struct saga_engine_options {
+    unsigned int version;
+    /** The loop to run on; NULL: the engine makes and owns one. */
+    uv_loop_t *loop;
+    /** Time source; default: the loop's clock anchored to the wall clock. */
+    saga_clock_fn clock;
+    void *clock_arg;
+    /** Random source; default: a generator seeded with @c seed. */
+    saga_random_fn random;
+    void *random_arg;
+    /** Seed of the default generator; 0: one drawn from the OS. */
+    uint64_t seed;
+    /** Log sink; default: stderr for WARN and above. */
+    saga_log_fn log;
+    void *log_arg;
+    saga_log_level log_level;
+    /** Called for every saga that ends (see saga_done_cb). */
+    saga_done_cb on_done;
+    void *on_done_arg;
+    /** Keep terminal sagas and idempotency keys this long; default 24 h. */
+    uint64_t retention_ms;
+    /** How often the housekeeping pass runs; default 60 s. */
+    uint64_t housekeeping_interval_ms;
+    /** Largest saga data in bytes; default 1 MiB. */
+    size_t max_data_size;
+    /** Most transitions in one commit; default 8192. */
+    uint32_t max_batch;
+    /** Delay before a failed commit is tried again; default 100 ms
+     * (doubling up to 5 s). */
+    uint32_t store_retry_ms;
+    /** This engine's service name on the transport: replies to its remote
+     * steps come to this topic. Default "orchestrator". */
+    const char *service;
+} saga_engine_options;
+
+SAGA_EXTERN int saga_engine_options_init(saga_engine_options *opts,
+                                         unsigned int version);
+
+/**
+ * A new engine.
+ * @param store the store; NULL for a new in-memory store.
+ * @param transport the transport for remote steps; may be NULL.
+ * @param opts NULL for defaults.
+ * @return SAGA_OK, SAGA_EINVAL, SAGA_EVERSION (a plug-in version of 0 or
+ *   newer than this library knows), SAGA_ENOMEM.
+ * Ownership: on SAGA_OK the engine owns @p store and @p transport; on an
+ *   error the caller still does. Since: 0.1.
+ */
+SAGA_EXTERN int saga_engine_new(saga_engine **out, saga_store *store,
+                                saga_transport *transport,
+                                const saga_engine_options *opts);
+
+/**
+ * Register a definition. Several versions of one name may be registered;
+ * saga_start() uses the highest, and recovery finds each saga's own.
+ * @return SAGA_OK, SAGA_EINVAL (invalid: see saga_def_errmsg()), SAGA_EDUP
+ *   (that name and version is registered), SAGA_EBUSY (after start).
+ * Ownership: on SAGA_OK the engine owns @p def.
+ */
+SAGA_EXTERN int saga_engine_register(saga_engine *e, saga_def *def);
+
+/**
+ * Recover and start: resume every non-terminal saga in the store, re-arm its
+ * timers, start housekeeping and the transport subscriptions.
+ * @return SAGA_OK, SAGA_EBUSY (started already), SAGA_ESTORE.
+ */
+SAGA_EXTERN int saga_engine_start(saga_engine *e);
+
+/** The engine's loop (its own, or the one in the options). */
+SAGA_EXTERN uv_loop_t *saga_engine_loop(saga_engine *e);
+
+/** Run the engine's own loop: uv_run() with @p mode. Housekeeping does not
+ * keep the loop alive, so UV_RUN_DEFAULT returns once no saga has a pending
+ * step or timer. @return uv_run()'s result. */
+SAGA_EXTERN int saga_engine_run(saga_engine *e, uv_run_mode mode);
+
+/** Commit the staged transitions now, and release what depends on them.
+ * @return SAGA_OK or SAGA_ESTORE (they stay staged and are retried). */
+SAGA_EXTERN int saga_engine_flush(saga_engine *e);
+
+/** Run the housekeeping pass (retention purge) now. @return SAGA_OK or
+ * SAGA_ESTORE. */
+SAGA_EXTERN int saga_engine_housekeep(saga_engine *e);
+
+/**
+ * Stop: flush, close the engine's handles, close the transport and the
+ * store, then call @p cb (may be NULL) and free the engine. The loop must run
+ * for this to finish.
+ */
+SAGA_EXTERN void saga_engine_close(saga_engine *e, saga_close_cb cb,
+                                   void *arg);
+/** Close and free an engine, running its loop until it is gone; for an
+ * engine on its own loop, or when the caller's loop is not running.
+ * NULL is a no-op. */
+SAGA_EXTERN void saga_engine_free(saga_engine *e);
+
+/** Detail of the last failure on @p e; "" if none. Borrowed until the next
+ * call on @p e. */
+SAGA_EXTERN const char *saga_engine_errmsg(saga_engine *e);
+/** The seed of the default random source (print it to replay a run). */
+SAGA_EXTERN uint64_t saga_engine_seed(saga_engine *e);
+/** The engine's clock, in ms since the epoch. */
+SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
+
+/* ------------------------------------------------------------------------ */
+/* Sagas                                                                    */
+
+/**
+ * Start a saga of definition @p def_name (its highest registered version).
+ * @param idem_key NULL, or a key: while the key is retained, a second start
+ *   with it returns the first saga's id and starts nothing.
+ * @param data a msgpack map (or NULL / 0 for an empty one); copied.
+ * @param id_out receives the saga id.
+ * @param cb NULL, or called once the start is durable.
+ * @return SAGA_OK; SAGA_EINVAL (bad key, data not a map, data larger than
+ *   max_data_size); SAGA_ENOTFOUND (no such definition); SAGA_ECLOSED;
+ *   SAGA_ESTORE (the key lookup failed); SAGA_ENOMEM. On an error @p cb is
+ *   not called.
+ */
+SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
+                           const char *idem_key, const void *data, size_t len,
+                           char id_out[SAGA_ID_SIZE], saga_start_cb cb,
+                           void *arg);
+
+/**
+ * Report the outcome of the step attempt @p ref (from an action or a
+ * compensation). For OK, @p out / @p out_len (a msgpack map, may be NULL)
+ * is merged into the saga's data, key by key. @p error (may be NULL) is
+ * recorded in the journal for FAIL and RETRY.
+ * @return SAGA_OK; SAGA_ESTALE (that attempt is no longer current: it timed
+ *   out, the saga was cancelled, or it was reported already; logged and
+ *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, output not a map or
+ *   too large).
+ */
+SAGA_EXTERN int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
+                                   saga_outcome outcome, const void *out,
+                                   size_t out_len, const char *error);
+
+/**
+ * Force compensation of a RUNNING saga before its pivot. A step in flight
+ * counts as one that may have run, and is compensated too.
+ * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not RUNNING, or past the
+ *   pivot).
+ */
+SAGA_EXTERN int saga_cancel(saga_engine *e, const char *saga_id,
+                            const char *reason);
+
+/**
+ * Resume a FAILED saga where it failed, with a fresh retry budget.
+ * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not FAILED).
+ */
+SAGA_EXTERN int saga_retry(saga_engine *e, const char *saga_id);
+
+/**
+ * Call @p cb once when saga @p saga_id ends (or on a later loop turn if it
+ * has ended already).
+ * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ENOMEM.
+ */
+SAGA_EXTERN int saga_on_done(saga_engine *e, const char *saga_id,
+                             saga_done_cb cb, void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Queries (they read what is committed to the store)                       */
+
+typedef struct saga_info saga_info;
+
+/**
+ * A snapshot of one saga and its journal.
+ * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ESTORE, SAGA_ENOMEM.
+ * Ownership: free *out with saga_info_free().
+ */
+SAGA_EXTERN int saga_get(saga_engine *e, const char *saga_id,
+                         saga_info **out);
+SAGA_EXTERN void saga_info_free(saga_info *info);
+SAGA_EXTERN const char *saga_info_id(const saga_info *info);
+SAGA_EXTERN const char *saga_info_def_name(const saga_info *info);
+SAGA_EXTERN uint32_t saga_info_def_version(const saga_info *info);
+SAGA_EXTERN saga_state saga_info_state(const saga_info *info);
+/** The current step index (-1 when none), and its name (NULL when none). */
+SAGA_EXTERN int saga_info_step(const saga_info *info);
+SAGA_EXTERN const char *saga_info_step_name(const saga_info *info);
+SAGA_EXTERN uint32_t saga_info_attempt(const saga_info *info);
+SAGA_EXTERN uint32_t saga_info_flags(const saga_info *info);
+SAGA_EXTERN int64_t saga_info_created_ms(const saga_info *info);
+SAGA_EXTERN int64_t saga_info_updated_ms(const saga_info *info);
+/** The idempotency key, or NULL. */
+SAGA_EXTERN const char *saga_info_idem_key(const saga_info *info);
+/** The last error, or NULL. */
+SAGA_EXTERN const char *saga_info_error(const saga_info *info);
+/** The saga data (a msgpack map), borrowed from @p info. */
+SAGA_EXTERN const void *saga_info_data(const saga_info *info, size_t *len);
+SAGA_EXTERN size_t saga_info_journal_count(const saga_info *info);
+/** Journal entry @p i (0-based), borrowed from @p info; NULL if out of
+ * range. */
+SAGA_EXTERN const saga_journal_entry *
+saga_info_journal(const saga_info *info, size_t i);
+
+/** Visit sagas whose state is in @p state_mask (SAGA_STATE_BIT()s), oldest
+ * first; @p cb returns non-zero to stop. Runs synchronously.
+ * @return SAGA_OK, SAGA_EINVAL, SAGA_ESTORE. */
+typedef int (*saga_list_cb)(const char *saga_id, saga_state state,
+                            const char *def_name, void *arg);
+SAGA_EXTERN int saga_list(saga_engine *e, unsigned int state_mask,
+                          saga_list_cb cb, void *arg);
+
+/** Counters since the engine started. */
+typedef struct saga_stats {
+    uint64_t started, completed, compensated, failed;
+    uint64_t steps_ok, steps_failed, retries, timeouts, compensations;
+    uint64_t stale_completions;
+    uint64_t commits, commit_failures, transitions;
+    uint64_t purged;
+    uint64_t active; /* sagas currently RUNNING or COMPENSATING */
+} saga_stats;
+
+/** Copy the engine's counters. @return SAGA_OK or SAGA_EINVAL. */
+SAGA_EXTERN int saga_engine_stats(saga_engine *e, saga_stats *out);
+
+SAGA_END_DECL
+
+#endif /* SAGA_ENGINE_H */

@@ -1,0 +1,226 @@
+/*
+ * store.h — the store plug-in interface, and the built-in stores.
+ *
+ * The vtable below is the plug-in ABI. Like libgit2's git2/sys headers it is
+ * stable only through a minor release: slots are appended under a
+ * "version N" comment, and the engine calls a version-N slot only when
+ * store->version >= N and the slot is not NULL.
+ *
+ * Threading: the engine calls every slot on its loop thread, one call at a
+ * time. Slots may block (a SQLite fsync) and never call back into the
+ * engine. Records handed to a callback are borrowed for that call only.
+ */
+#ifndef SAGA_STORE_H
+#define SAGA_STORE_H
+
+#include "saga/saga.h"
+
+SAGA_BEGIN_DECL
+
+/* Flags in saga_record.flags. */
+#define SAGA_REC_INFLIGHT 0x01u  /* current attempt sent/invoked, awaiting */
+#define SAGA_REC_MAYBE 0x02u     /* current step's action may have applied */
+#define SAGA_REC_PIVOTED 0x04u   /* the pivot step completed */
+#define SAGA_REC_BACKWARD 0x08u  /* compensating (kept when FAILED) */
+
+/** One saga instance as a store keeps it. Strings are NUL-terminated. */
+typedef struct saga_record {
+    const char *id;
+    const char *def_name;
+    uint32_t def_version;
+    saga_state state;
+    int32_t step;        /* the step running forward, or being compensated */
+    uint32_t attempt;    /* attempts started at that step in this direction */
+    uint32_t flags;      /* SAGA_REC_* */
+    int64_t created_ms;
+    int64_t updated_ms;
+    int64_t due_ms;      /* step timer: timeout or retry time; 0 = none */
+    int64_t deadline_ms; /* saga deadline; 0 = none */
+    const char *idem_key; /* NULL if none */
+    const char *error;    /* last error text; NULL if none */
+    const void *data;     /* msgpack map */
+    size_t data_len;
+} saga_record;
+
+/** Journal events. */
+typedef enum saga_event {
+    SAGA_EV_STARTED = 1,      /* saga created */
+    SAGA_EV_STEP_OK = 2,      /* an action attempt reported OK */
+    SAGA_EV_STEP_FAIL = 3,    /* ... reported FAIL */
+    SAGA_EV_STEP_RETRY = 4,   /* ... reported RETRY */
+    SAGA_EV_STEP_TIMEOUT = 5, /* ... timed out (it may have applied) */
+    SAGA_EV_COMP_OK = 6,      /* a compensation attempt reported OK */
+    SAGA_EV_COMP_FAIL = 7,    /* ... reported FAIL or RETRY (retried) */
+    SAGA_EV_COMP_TIMEOUT = 8, /* ... timed out */
+    SAGA_EV_COMPLETED = 9,
+    SAGA_EV_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
+    SAGA_EV_COMPENSATED = 11,
+    SAGA_EV_FAILED = 12,
+    SAGA_EV_OPERATOR_RETRY = 13,
+    SAGA_EV_STEP_SKIPPED = 14 /* a step with no compensation, going back */
+} saga_event;
+
+/** "STARTED", "STEP_OK", ... or "UNKNOWN". */
+SAGA_EXTERN const char *saga_event_name(saga_event ev);
+
+/** One journal entry. */
+typedef struct saga_journal_entry {
+    const char *saga_id;
+    uint32_t seq;       /* 1, 2, ... per saga */
+    saga_event event;
+    int32_t step;       /* -1 for a saga-level event */
+    uint32_t attempt;   /* 0 for a saga-level event */
+    int64_t started_ms; /* when the attempt started; 0 if none */
+    int64_t at_ms;      /* when the event happened */
+    const char *error;  /* NULL if none */
+} saga_journal_entry;
+
+/** An outgoing message in the outbox (or any message: see transport.h). */
+typedef struct saga_message {
+    const char *id;     /* unique message id */
+    const char *topic;
+    const char *key;    /* ordering key, usually the saga id; may be NULL */
+    const void *payload;
+    size_t len;
+    int64_t created_ms;
+} saga_message;
+
+/* Iteration callbacks: return 0 to go on, non-zero to stop. */
+typedef int (*saga_record_cb)(const saga_record *rec, void *arg);
+typedef int (*saga_journal_cb)(const saga_journal_entry *e, void *arg);
+typedef int (*saga_message_cb)(const saga_message *m, void *arg);
+/** A blob handed over by a store: borrowed for the call. */
+typedef void (*saga_blob_cb)(const void *buf, size_t len, void *arg);
+
+/* Flags for saga_put. */
+#define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
+#define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
+
+#define SAGA_STORE_VERSION 1
+
+/**
+ * The store vtable. A store embeds it first in its own state:
+ * `struct my_store { saga_store base; ... };`
+ * Unless a comment says otherwise every slot is required and returns
+ * SAGA_OK, SAGA_ESTORE (with errmsg() set) or SAGA_ENOMEM.
+ */
+struct saga_store {
+    unsigned int version; /* SAGA_STORE_VERSION */
+    /* version 1 */
+    /** Open a transaction. All writes of one engine batch go in one. */
+    int (*begin)(saga_store *self);
+    /** Make the transaction durable. On failure the transaction is rolled
+     * back by the store and nothing of it remains. */
+    int (*commit)(saga_store *self);
+    /** Drop the open transaction. */
+    int (*rollback)(saga_store *self);
+    /** Insert or update a saga (SAGA_PUT_* flags). An update without
+     * SAGA_PUT_DATA keeps the stored data and idem_key.
+     * @return also SAGA_EDUP (insert of an existing id), SAGA_ENOTFOUND
+     * (update of a missing id). */
+    int (*saga_put)(saga_store *self, const saga_record *rec,
+                    unsigned int flags);
+    /** Read one saga. @return also SAGA_ENOTFOUND. cb runs once on OK. */
+    int (*saga_get)(saga_store *self, const char *id, saga_record_cb cb,
+                    void *arg);
+    /** Visit sagas whose state bit is in @p state_mask, oldest first. */
+    int (*saga_scan)(saga_store *self, unsigned int state_mask,
+                     saga_record_cb cb, void *arg);
+    /** Append a journal entry. @return also SAGA_EDUP (same saga, seq). */
+    int (*journal_append)(saga_store *self, const saga_journal_entry *e);
+    /** Visit a saga's journal in seq order (nothing for an unknown id). */
+    int (*journal_scan)(saga_store *self, const char *saga_id,
+                        saga_journal_cb cb, void *arg);
+    /** Bind an idempotency key to a saga id. @return also SAGA_EDUP if the
+     * key is bound already (to any saga). */
+    int (*idem_put)(saga_store *self, const char *key, const char *saga_id,
+                    int64_t created_ms);
+    /** Look a key up; copies the saga id into @p saga_id_out.
+     * @return also SAGA_ENOTFOUND. */
+    int (*idem_get)(saga_store *self, const char *key,
+                    char saga_id_out[SAGA_ID_SIZE]);
+    /** Delete terminal sagas (COMPLETED, COMPENSATED) last updated before
+     * @p before_ms, with their journals and idempotency keys, and inbox
+     * entries created before it. @p purged_out (may be NULL) gets the
+     * number of sagas deleted. Runs inside a transaction. */
+    int (*purge)(saga_store *self, int64_t before_ms, uint64_t *purged_out);
+    /** Queue a message, in the open transaction. @return also SAGA_EDUP. */
+    int (*outbox_put)(saga_store *self, const saga_message *m);
+    /** Visit up to @p limit pending messages, oldest first. */
+    int (*outbox_scan)(saga_store *self, uint32_t limit, saga_message_cb cb,
+                       void *arg);
+    /** Remove a published message. Unknown ids are not an error. */
+    int (*outbox_done)(saga_store *self, const char *msg_id);
+    /** Claim a received message id. @return SAGA_OK if new (now claimed,
+     * with an empty reply), SAGA_EDUP if seen before: then @p cb (may be
+     * NULL) gets the reply recorded for it. */
+    int (*inbox_claim)(saga_store *self, const char *msg_id, int64_t now_ms,
+                       saga_blob_cb cb, void *arg);
+    /** Record the reply for a claimed message. @return also
+     * SAGA_ENOTFOUND. */
+    int (*inbox_reply)(saga_store *self, const char *msg_id,
+                       const void *reply, size_t len);
+    /** A small key-value space for plug-in users (the participant's
+     * barrier). @return also SAGA_ENOTFOUND from kv_get. */
+    int (*kv_get)(saga_store *self, const char *key, saga_blob_cb cb,
+                  void *arg);
+    int (*kv_put)(saga_store *self, const char *key, const void *val,
+                  size_t len);
+    /** Optional: the underlying handle (sqlite3 *, PGconn *) so that a
+     * service can write its own tables in the same transaction; NULL if
+     * none. */
+    void *(*native_handle)(saga_store *self);
+    /** Detail of the last failure; never NULL. */
+    const char *(*errmsg)(saga_store *self);
+    /** Close and free the store, the struct included. */
+    void (*close)(saga_store *self);
+};
+
+#define SAGA_STORE_INIT {SAGA_STORE_VERSION}
+/** Zero @p s and set its version. @return SAGA_OK or SAGA_EVERSION. */
+SAGA_EXTERN int saga_store_init(saga_store *s, unsigned int version);
+/** Close and free a store not handed to an engine; NULL is a no-op. */
+SAGA_EXTERN void saga_store_free(saga_store *s);
+
+/* ------------------------------------------------------------------------ */
+/* Built-in stores                                                          */
+
+/**
+ * An in-memory store (tests, ephemeral use). Transactions are real:
+ * rollback undoes every write since begin.
+ * @return SAGA_OK or SAGA_ENOMEM. Ownership: the caller's until an engine
+ * takes it. Since: 0.1.
+ */
+SAGA_EXTERN int saga_store_memory_new(saga_store **out);
+
+#define SAGA_SQLITE_OPTIONS_VERSION 1
+#define SAGA_SQLITE_OPTIONS_INIT {SAGA_SQLITE_OPTIONS_VERSION}
+
+/** SQLite options; zero selects each default. */
+typedef struct saga_sqlite_options {
+    unsigned int version;
+    /** 0 = FULL (default), 1 = NORMAL, 2 = OFF. */
+    int synchronous;
+    /** Busy timeout in ms; 0 = 5000. */
+    int busy_timeout_ms;
+    /** Optional SQLite VFS name (tests inject faults through a shim). */
+    const char *vfs;
+} saga_sqlite_options;
+
+SAGA_EXTERN int saga_sqlite_options_init(saga_sqlite_options *opts,
+                                         unsigned int version);
+
+/**
+ * A SQLite store on @p path (created if missing), in WAL mode, with a
+ * versioned schema migrated on open and cached prepared statements.
+ * @param opts NULL for defaults.
+ * @return SAGA_OK, SAGA_EINVAL, SAGA_ESTORE (cannot open or migrate; a
+ * schema newer than this library gives SAGA_EVERSION) or SAGA_ENOMEM.
+ * Since: 0.1.
+ */
+SAGA_EXTERN int saga_store_sqlite_open(saga_store **out, const char *path,
+                                       const saga_sqlite_options *opts);
+
+SAGA_END_DECL
+
+#endif /* SAGA_STORE_H */

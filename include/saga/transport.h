@@ -1,0 +1,107 @@
+/*
+ * transport.h — the transport plug-in interface, and the built-in
+ * in-memory transport.
+ *
+ * Delivery is at-least-once: a message that was not acked may be delivered
+ * again. It is ordered per (topic, key) where the transport can. Exactly-once
+ * effects come from the outbox and the inbox (store.h), not from here.
+ *
+ * The vtable is the plug-in ABI, stable only through a minor release; slots
+ * are appended under "version N" comments and a version-N slot is called only
+ * when transport->version >= N and the slot is not NULL.
+ *
+ * Threading: slots are called on the loop thread the transport was created
+ * on, and every callback arrives on that thread, never from inside the call
+ * that caused it. A slot never calls into the engine.
+ */
+#ifndef SAGA_TRANSPORT_H
+#define SAGA_TRANSPORT_H
+
+#include "saga/saga.h"
+
+struct uv_loop_s;
+
+SAGA_BEGIN_DECL
+
+/** A received message, valid until it is acked or the transport closes. */
+typedef struct saga_delivery saga_delivery;
+
+/** Called once when a send is confirmed (status SAGA_OK) or has failed
+ * (SAGA_ETRANSPORT, SAGA_ECLOSED, SAGA_ETIMEDOUT). */
+typedef void (*saga_sent_cb)(saga_transport *t, int status, void *arg);
+
+/**
+ * Called for each received message. @p buf is borrowed until the delivery
+ * is acked. The receiver must ack each delivery exactly once, after its
+ * effect is durable; an unacked delivery may come again.
+ */
+typedef void (*saga_recv_cb)(saga_transport *t, saga_delivery *d,
+                             const char *topic, const char *key,
+                             const void *buf, size_t len, void *arg);
+
+#define SAGA_TRANSPORT_VERSION 1
+
+struct saga_transport {
+    unsigned int version; /* SAGA_TRANSPORT_VERSION */
+    /* version 1 */
+    /**
+     * Send @p len bytes (copied) to @p topic. @p key (may be NULL) orders
+     * messages. @p cb (may be NULL) runs once, later.
+     * @return SAGA_OK; SAGA_EINVAL; SAGA_EFULL (the send queue is full: the
+     * caller retries later, cb will not run); SAGA_ECLOSED; SAGA_ENOMEM.
+     */
+    int (*send)(saga_transport *self, const char *topic, const char *key,
+                const void *buf, size_t len, saga_sent_cb cb, void *arg);
+    /**
+     * Receive messages of @p topic. Subscribers with the same @p group share
+     * the messages (each goes to one of them); each group gets every
+     * message. @return SAGA_OK, SAGA_EINVAL, SAGA_EDUP (same topic and
+     * group twice on this transport), SAGA_ECLOSED, SAGA_ENOMEM.
+     */
+    int (*subscribe)(saga_transport *self, const char *topic,
+                     const char *group, saga_recv_cb cb, void *arg);
+    /** Acknowledge a delivery; it is freed. @return SAGA_OK, SAGA_EINVAL. */
+    int (*ack)(saga_transport *self, saga_delivery *d);
+    /** Detail of the last failure; never NULL. */
+    const char *(*errmsg)(saga_transport *self);
+    /**
+     * Stop, drop pending sends (their callbacks get SAGA_ECLOSED) and free
+     * the transport once its uv handles are closed: the loop must run for
+     * that to finish.
+     */
+    void (*close)(saga_transport *self);
+};
+
+#define SAGA_TRANSPORT_INIT {SAGA_TRANSPORT_VERSION}
+/** Zero @p t and set its version. @return SAGA_OK or SAGA_EVERSION. */
+SAGA_EXTERN int saga_transport_init(saga_transport *t, unsigned int version);
+/** Close a transport not handed to an engine; NULL is a no-op. */
+SAGA_EXTERN void saga_transport_free(saga_transport *t);
+
+/* ------------------------------------------------------------------------ */
+/* The in-memory transport: endpoints on one loop share a bus.              */
+
+typedef struct saga_inmem_bus saga_inmem_bus;
+
+/**
+ * A message bus for in-memory endpoints on @p loop. Messages sent before a
+ * group subscribes to a topic are kept for it, as a broker keeps them.
+ * @return SAGA_OK, SAGA_EINVAL or SAGA_ENOMEM. Since: 0.1.
+ */
+SAGA_EXTERN int saga_inmem_bus_new(saga_inmem_bus **out,
+                                   struct uv_loop_s *loop);
+/** Free the bus once every endpoint on it is closed; NULL is a no-op. */
+SAGA_EXTERN void saga_inmem_bus_free(saga_inmem_bus *bus);
+
+/**
+ * A transport endpoint on @p bus. Its sends are delivered on a later loop
+ * turn; an unacked delivery is redelivered if its subscriber's endpoint
+ * closes.
+ * @return SAGA_OK, SAGA_EINVAL or SAGA_ENOMEM. Since: 0.1.
+ */
+SAGA_EXTERN int saga_transport_inmem_new(saga_transport **out,
+                                         saga_inmem_bus *bus);
+
+SAGA_END_DECL
+
+#endif /* SAGA_TRANSPORT_H */

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package libsaga needs to build, test and benchmark.
+# Idempotent: only missing packages are installed. Run as root (or via sudo).
+set -euo pipefail
+PKGS=(
+  build-essential cmake pkg-config git
+  libuv1-dev libsqlite3-dev sqlite3 libmsgpack-dev libcriterion-dev
+  librdkafka-dev libpq-dev postgresql
+  libh2o-dev libssl-dev libjansson-dev
+  libcurl4-openssl-dev curl wrk hyperfine
+  clang libclang-rt-14-dev llvm
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get -o DPkg::Lock::Timeout=300 update -qq
+  $SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}"
+fi
