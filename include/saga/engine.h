@@ -62,8 +62,6 @@ typedef struct saga_engine_options {
     uint64_t housekeeping_interval_ms;
     /** Largest saga data in bytes; default 1 MiB. */
     size_t max_data_size;
-    /** Most transitions in one commit; default 8192. */
-    uint32_t max_batch;
     /** Delay before a failed commit is tried again; default 100 ms
      * (doubling up to 5 s). */
     uint32_t store_retry_ms;
@@ -116,6 +114,14 @@ SAGA_EXTERN int saga_engine_run(saga_engine *e, uv_run_mode mode);
 /** Commit the staged transitions now, and release what depends on them.
  * @return SAGA_OK or SAGA_ESTORE (they stay staged and are retried). */
 SAGA_EXTERN int saga_engine_flush(saga_engine *e);
+
+/**
+ * Fire every timer that is due by the engine's clock now. An engine on the
+ * default clock never needs this; a test with an injected clock calls it
+ * after moving the clock forward, so timeouts, retries and deadlines are
+ * driven without sleeping. @return SAGA_OK.
+ */
+SAGA_EXTERN int saga_engine_advance(saga_engine *e);
 
 /** Run the housekeeping pass (retention purge) now. @return SAGA_OK or
  * SAGA_ESTORE. */

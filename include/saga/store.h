@@ -56,8 +56,7 @@ typedef enum saga_event {
     SAGA_EV_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
     SAGA_EV_COMPENSATED = 11,
     SAGA_EV_FAILED = 12,
-    SAGA_EV_OPERATOR_RETRY = 13,
-    SAGA_EV_STEP_SKIPPED = 14 /* a step with no compensation, going back */
+    SAGA_EV_OPERATOR_RETRY = 13
 } saga_event;
 
 /** "STARTED", "STEP_OK", ... or "UNKNOWN". */

@@ -1,0 +1,131 @@
+/*
+ * common.c — version, error codes, the allocator hook, enum names and the
+ * plug-in init helpers.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "saga/saga.h"
+
+int saga_version(void) { return SAGA_VERSION_NUMBER; }
+const char *saga_version_string(void) { return SAGA_VERSION_STRING; }
+
+const char *saga_strerror(int err)
+{
+    switch (err) {
+    case SAGA_OK:
+        return "success";
+#define XX(name, val, msg)                                                     \
+    case SAGA_##name:                                                          \
+        return msg;
+        SAGA_ERRNO_MAP(XX)
+#undef XX
+    default:
+        return "unknown error";
+    }
+}
+
+const char *saga_err_name(int err)
+{
+    switch (err) {
+    case SAGA_OK:
+        return "SAGA_OK";
+#define XX(name, val, msg)                                                     \
+    case SAGA_##name:                                                          \
+        return "SAGA_" #name;
+        SAGA_ERRNO_MAP(XX)
+#undef XX
+    default:
+        return "SAGA_UNKNOWN";
+    }
+}
+
+/* The allocator is process-wide, like uv_replace_allocator(): it must be set
+ * before anything is allocated, so plain statics are enough. */
+static saga_malloc_fn g_malloc = malloc;
+static saga_realloc_fn g_realloc = realloc;
+static saga_free_fn g_free = free;
+
+int saga_replace_allocator(saga_malloc_fn m, saga_realloc_fn r, saga_free_fn f)
+{
+    if (m == NULL || r == NULL || f == NULL)
+        return SAGA_EINVAL;
+    g_malloc = m;
+    g_realloc = r;
+    g_free = f;
+    return SAGA_OK;
+}
+
+void *saga_malloc(size_t size) { return g_malloc(size ? size : 1); }
+void *saga_realloc(void *ptr, size_t size)
+{
+    return g_realloc(ptr, size ? size : 1);
+}
+void saga_free(void *ptr)
+{
+    if (ptr != NULL)
+        g_free(ptr);
+}
+
+const char *saga_state_name(saga_state s)
+{
+    switch (s) {
+    case SAGA_STATE_RUNNING:
+        return "RUNNING";
+    case SAGA_STATE_COMPENSATING:
+        return "COMPENSATING";
+    case SAGA_STATE_COMPLETED:
+        return "COMPLETED";
+    case SAGA_STATE_COMPENSATED:
+        return "COMPENSATED";
+    case SAGA_STATE_FAILED:
+        return "FAILED";
+    }
+    return "UNKNOWN";
+}
+
+const char *saga_event_name(saga_event ev)
+{
+    static const char *const names[] = {
+        "UNKNOWN",      "STARTED",     "STEP_OK",      "STEP_FAIL",
+        "STEP_RETRY",   "STEP_TIMEOUT", "COMP_OK",     "COMP_FAIL",
+        "COMP_TIMEOUT", "COMPLETED",   "COMPENSATING", "COMPENSATED",
+        "FAILED",       "OPERATOR_RETRY"};
+    if ((int)ev < 1 || (size_t)ev >= sizeof names / sizeof names[0])
+        return names[0];
+    return names[ev];
+}
+
+int saga_store_init(saga_store *s, unsigned int version)
+{
+    if (s == NULL)
+        return SAGA_EINVAL;
+    if (version == 0 || version > SAGA_STORE_VERSION)
+        return SAGA_EVERSION;
+    memset(s, 0, sizeof *s);
+    s->version = version;
+    return SAGA_OK;
+}
+
+void saga_store_free(saga_store *s)
+{
+    if (s != NULL && s->close != NULL)
+        s->close(s);
+}
+
+int saga_transport_init(saga_transport *t, unsigned int version)
+{
+    if (t == NULL)
+        return SAGA_EINVAL;
+    if (version == 0 || version > SAGA_TRANSPORT_VERSION)
+        return SAGA_EVERSION;
+    memset(t, 0, sizeof *t);
+    t->version = version;
+    return SAGA_OK;
+}
+
+void saga_transport_free(saga_transport *t)
+{
+    if (t != NULL && t->close != NULL)
+        t->close(t);
+}
