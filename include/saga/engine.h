@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "saga/saga.h"
+#include "saga/store.h"
 
 SAGA_BEGIN_DECL
 
@@ -34,7 +35,7 @@ typedef void (*saga_start_cb)(saga_engine *e, int status, const char *saga_id,
 typedef void (*saga_close_cb)(void *arg);
 
 #define SAGA_ENGINE_OPTIONS_VERSION 1
-#define SAGA_ENGINE_OPTIONS_INIT {SAGA_ENGINE_OPTIONS_VERSION}
+#define SAGA_ENGINE_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_ENGINE_OPTIONS_VERSION)
 
 /** Engine options. Zero (or NULL) in any field selects its default. */
 typedef struct saga_engine_options {
