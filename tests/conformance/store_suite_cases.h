@@ -161,6 +161,7 @@ static void ssc_update_without_data_keeps_data_and_key(saga_store *s)
     cr_assert_eq(c.r.data_len, 3);
     cr_assert_arr_eq(c.data, "one", 3);
     r.error = NULL;
+    free(c.data);
     cr_assert_eq(s->saga_put(s, &r, SAGA_PUT_DATA), SAGA_OK);
     cr_assert_eq(ssc_get(s, "a", &c), SAGA_OK);
     cr_assert_null(c.r.error, "error cleared");
