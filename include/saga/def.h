@@ -63,7 +63,7 @@ typedef void (*saga_action_fn)(saga_engine *e, const saga_step_ref *ref,
                                const void *data, size_t len, void *arg);
 
 #define SAGA_STEP_OPTIONS_VERSION 1
-#define SAGA_STEP_OPTIONS_INIT {SAGA_STEP_OPTIONS_VERSION}
+#define SAGA_STEP_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_STEP_OPTIONS_VERSION)
 
 /**
  * Options for one step. Zero in any field selects its default.

@@ -10,11 +10,22 @@
 #ifndef SAGA_ENGINE_H
 #define SAGA_ENGINE_H
 
-#include <uv.h>
-
 #include "saga/saga.h"
+#include "saga/store.h"
+
+/* The engine runs on a libuv loop; the header needs only its name, so that
+ * it compiles without <uv.h> (which needs POSIX feature macros). */
+struct uv_loop_s;
 
 SAGA_BEGIN_DECL
+
+/** How saga_engine_run() runs the engine's own loop; the values are
+ * libuv's uv_run_mode. */
+typedef enum saga_run_mode {
+    SAGA_RUN_DEFAULT = 0,
+    SAGA_RUN_ONCE = 1,
+    SAGA_RUN_NOWAIT = 2
+} saga_run_mode;
 
 /** The clock: milliseconds since the Unix epoch. */
 typedef int64_t (*saga_clock_fn)(void *arg);
@@ -34,13 +45,13 @@ typedef void (*saga_start_cb)(saga_engine *e, int status, const char *saga_id,
 typedef void (*saga_close_cb)(void *arg);
 
 #define SAGA_ENGINE_OPTIONS_VERSION 1
-#define SAGA_ENGINE_OPTIONS_INIT {SAGA_ENGINE_OPTIONS_VERSION}
+#define SAGA_ENGINE_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_ENGINE_OPTIONS_VERSION)
 
 /** Engine options. Zero (or NULL) in any field selects its default. */
 typedef struct saga_engine_options {
     unsigned int version;
     /** The loop to run on; NULL: the engine makes and owns one. */
-    uv_loop_t *loop;
+    struct uv_loop_s *loop;
     /** Time source; default: the loop's clock anchored to the wall clock. */
     saga_clock_fn clock;
     void *clock_arg;
@@ -104,12 +115,12 @@ SAGA_EXTERN int saga_engine_register(saga_engine *e, saga_def *def);
 SAGA_EXTERN int saga_engine_start(saga_engine *e);
 
 /** The engine's loop (its own, or the one in the options). */
-SAGA_EXTERN uv_loop_t *saga_engine_loop(saga_engine *e);
+SAGA_EXTERN struct uv_loop_s *saga_engine_loop(saga_engine *e);
 
-/** Run the engine's own loop: uv_run() with @p mode. Housekeeping does not
- * keep the loop alive, so UV_RUN_DEFAULT returns once no saga has a pending
- * step or timer. @return uv_run()'s result. */
-SAGA_EXTERN int saga_engine_run(saga_engine *e, uv_run_mode mode);
+/** Run the engine's loop: uv_run() with @p mode. Housekeeping does not
+ * keep the loop alive, so SAGA_RUN_DEFAULT returns once no saga has a
+ * pending step or timer. @return uv_run()'s result, or SAGA_EINVAL. */
+SAGA_EXTERN int saga_engine_run(saga_engine *e, saga_run_mode mode);
 
 /** Commit the staged transitions now, and release what depends on them.
  * @return SAGA_OK or SAGA_ESTORE (they stay staged and are retried). */

@@ -30,6 +30,14 @@
 
 SAGA_BEGIN_DECL
 
+/* Options and vtable INIT macros set only the version; designated
+ * initializers keep -Wextra quiet in C callers. */
+#ifdef __cplusplus
+#define SAGA_INIT_VERSION(v) {(v)}
+#else
+#define SAGA_INIT_VERSION(v) {.version = (v)}
+#endif
+
 /* ------------------------------------------------------------------------ */
 /* Version                                                                  */
 
@@ -189,8 +197,8 @@ SAGA_EXTERN int saga_data_get_bool(const void *data, size_t len,
 SAGA_END_DECL
 
 #include "saga/def.h"
-#include "saga/engine.h"
 #include "saga/store.h"
 #include "saga/transport.h"
+#include "saga/engine.h"
 
 #endif /* SAGA_SAGA_H */

@@ -175,7 +175,7 @@ struct saga_store {
     void (*close)(saga_store *self);
 };
 
-#define SAGA_STORE_INIT {SAGA_STORE_VERSION}
+#define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)
 /** Zero @p s and set its version. @return SAGA_OK or SAGA_EVERSION. */
 SAGA_EXTERN int saga_store_init(saga_store *s, unsigned int version);
 /** Close and free a store not handed to an engine; NULL is a no-op. */
@@ -193,7 +193,7 @@ SAGA_EXTERN void saga_store_free(saga_store *s);
 SAGA_EXTERN int saga_store_memory_new(saga_store **out);
 
 #define SAGA_SQLITE_OPTIONS_VERSION 1
-#define SAGA_SQLITE_OPTIONS_INIT {SAGA_SQLITE_OPTIONS_VERSION}
+#define SAGA_SQLITE_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_SQLITE_OPTIONS_VERSION)
 
 /** SQLite options; zero selects each default. */
 typedef struct saga_sqlite_options {

@@ -72,7 +72,7 @@ struct saga_transport {
     void (*close)(saga_transport *self);
 };
 
-#define SAGA_TRANSPORT_INIT {SAGA_TRANSPORT_VERSION}
+#define SAGA_TRANSPORT_INIT SAGA_INIT_VERSION(SAGA_TRANSPORT_VERSION)
 /** Zero @p t and set its version. @return SAGA_OK or SAGA_EVERSION. */
 SAGA_EXTERN int saga_transport_init(saga_transport *t, unsigned int version);
 /** Close a transport not handed to an engine; NULL is a no-op. */

@@ -1,0 +1,183 @@
+/*
+ * engine_int.h — the engine's private state, shared by engine.c (loop,
+ * batches, timers, life-cycle), saga.c (transitions) and query.c.
+ */
+#ifndef SAGA_ENGINE_INT_H
+#define SAGA_ENGINE_INT_H
+
+#include <uv.h>
+
+#include "internal.h"
+
+/* An active saga held in memory. Sagas leave memory once their terminal
+ * state is committed; queries about them go to the store. */
+typedef struct saga__inst {
+    char id[SAGA_ID_SIZE];
+    const saga_def *def;
+    saga_state state;
+    int32_t step;
+    uint32_t attempt;
+    uint32_t flags; /* SAGA_REC_* */
+    int64_t created_ms, updated_ms, due_ms, deadline_ms;
+    int64_t started_ms; /* when the current attempt was invoked */
+    char *idem_key;
+    char *error;
+    void *data;
+    size_t data_len;
+    uint32_t jseq; /* last journal seq written or staged */
+
+    /* batch membership */
+    unsigned int put_flags; /* SAGA_PUT_* pending, 0 = clean */
+    int in_batch;
+    struct saga__inst *batch_next;
+
+    /* timer heap (index, or SIZE_MAX when not armed) */
+    size_t heap_idx;
+    int64_t heap_key;
+
+    /* hash chains */
+    struct saga__inst *id_next;
+    struct saga__inst *idem_next;
+
+    /* per-saga completion callbacks */
+    struct saga__donecb *done_cbs;
+} saga__inst;
+
+typedef struct saga__donecb {
+    saga_done_cb cb;
+    void *arg;
+    struct saga__donecb *next;
+} saga__donecb;
+
+/* What a batch releases once it commits. */
+typedef enum {
+    EFF_INVOKE,   /* run the current attempt's action/compensation */
+    EFF_STARTED,  /* saga_start()'s callback */
+    EFF_DONE,     /* the saga ended: callbacks, then leave memory */
+    EFF_DONE_CB   /* a saga_on_done() for a saga that ended before */
+} saga__eff_kind;
+
+typedef struct saga__effect {
+    saga__eff_kind kind;
+    saga__inst *inst;         /* EFF_INVOKE, EFF_DONE, EFF_STARTED(new) */
+    char id[SAGA_ID_SIZE];    /* EFF_STARTED, EFF_DONE_CB */
+    int32_t step;             /* EFF_INVOKE: what was scheduled */
+    uint32_t attempt;
+    uint32_t backward;
+    int existed;              /* EFF_STARTED */
+    saga_state state;         /* EFF_DONE_CB */
+    saga_start_cb start_cb;
+    saga_done_cb done_cb;
+    void *arg;
+} saga__effect;
+
+typedef struct saga__jentry {
+    saga_journal_entry e;
+    char saga_id[SAGA_ID_SIZE];
+    char *error; /* owned */
+} saga__jentry;
+
+typedef struct saga__idem {
+    char *key;
+    char saga_id[SAGA_ID_SIZE];
+    int64_t created_ms;
+} saga__idem;
+
+/* A group-commit batch: everything staged since the last commit. */
+typedef struct saga__batch {
+    saga__inst *head, **tail; /* dirty instances, in staging order */
+    size_t ninst;
+    saga__jentry *journal;
+    size_t njournal, cjournal;
+    saga__idem *idem;
+    size_t nidem, cidem;
+    saga__effect *effects;
+    size_t neffects, ceffects;
+} saga__batch;
+
+typedef struct saga__defent {
+    saga_def *def;
+    struct saga__defent *next;
+} saga__defent;
+
+struct saga_engine {
+    uv_loop_t *loop;
+    uv_loop_t own_loop;
+    int owns_loop;
+    saga_store *store;
+    saga_transport *transport;
+    saga_engine_options opts;
+    int started, closing;
+
+    saga_clock_fn clock;
+    void *clock_arg;
+    saga_random_fn random;
+    void *random_arg;
+    uint64_t seed, rng;
+    int64_t wall_base, loop_base;
+
+    saga__defent *defs;
+
+    /* active sagas */
+    saga__inst **by_id;
+    saga__inst **by_idem;
+    size_t nbuckets, ninst;
+
+    /* timer heap */
+    saga__inst **heap;
+    size_t nheap, cheap;
+
+    saga__batch batch;
+    int flushing;
+    uint32_t store_backoff_ms;
+
+    uv_timer_t timer;      /* the heap's earliest */
+    uv_timer_t hk_timer;   /* housekeeping */
+    uv_timer_t retry_timer;/* a failed commit */
+    uv_idle_t idle;        /* keeps poll from blocking while a batch is open */
+    uv_check_t check;      /* commits the batch at the end of a loop turn */
+    int nclosing;
+    saga_close_cb close_cb;
+    void *close_arg;
+
+    /* data buffers replaced while an action still holds them */
+    void **graveyard;
+    size_t ngrave, cgrave;
+    int invoking;
+
+    saga_stats stats;
+    char errmsg[512];
+};
+
+/* engine.c */
+void saga__log(saga_engine *e, saga_log_level lvl, const char *saga_id,
+               int step, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+int saga__err(saga_engine *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int64_t saga__now(saga_engine *e);
+uint64_t saga__rand(saga_engine *e);
+const saga_def *saga__def_find(saga_engine *e, const char *name,
+                               uint32_t version);
+saga__inst *saga__inst_find(saga_engine *e, const char *id);
+saga__inst *saga__idem_find(saga_engine *e, const char *key);
+int saga__inst_add(saga_engine *e, saga__inst *in);
+void saga__inst_free(saga_engine *e, saga__inst *in);
+void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key);
+void saga__heap_remove(saga_engine *e, saga__inst *in);
+/* Staging: mark @p in dirty in the open batch (flags SAGA_PUT_*). */
+void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags);
+int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
+                  const char *error);
+int saga__push_effect(saga_engine *e, const saga__effect *eff);
+int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id);
+void saga__graveyard(saga_engine *e, void *p);
+void saga__record_from_inst(const saga__inst *in, saga_record *r);
+
+/* saga.c */
+void saga__invoke(saga_engine *e, saga__inst *in, const saga__effect *eff);
+void saga__arm(saga_engine *e, saga__inst *in);
+void saga__fire(saga_engine *e, saga__inst *in, int64_t now);
+int saga__recover(saga_engine *e);
+
+#endif /* SAGA_ENGINE_INT_H */

@@ -1,0 +1,39 @@
+/*
+ * internal.h — declarations shared by the engine's own source files.
+ * Nothing here is public; names are saga__*.
+ */
+#ifndef SAGA_INTERNAL_H
+#define SAGA_INTERNAL_H
+
+#include <stdarg.h>
+
+#include "saga/saga.h"
+
+/* One step of a definition, with every default filled in. */
+typedef struct saga__step {
+    char *name;
+    saga_action_fn action;
+    saga_action_fn compensation;
+    void *arg;
+    saga_step_options opts; /* effective; strings are owned copies */
+} saga__step;
+
+struct saga_def {
+    char *name;
+    uint32_t version;
+    uint64_t deadline_ms;
+    saga__step *steps;
+    size_t nsteps;
+    size_t cap;
+    int pivot; /* index of the pivot step, -1 if none */
+    char errmsg[256];
+};
+
+/* 1 if step @p s has a compensation (local or remote). */
+int saga__step_has_comp(const saga__step *s);
+/* 1 if @p name is a valid definition/step name. */
+int saga__valid_name(const char *name);
+/* strdup with saga_malloc; NULL in, NULL out. */
+char *saga__strdup(const char *s);
+
+#endif /* SAGA_INTERNAL_H */
