@@ -49,8 +49,7 @@ typedef void (*saga_tcp_log_fn)(saga_log_level level, const char *msg,
                                 void *arg);
 
 #define SAGA_TCP_OPTIONS_VERSION 1
-/* Designated, so -Wextra (missing-field-initializers) stays quiet. */
-#define SAGA_TCP_OPTIONS_INIT {.version = SAGA_TCP_OPTIONS_VERSION}
+#define SAGA_TCP_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_TCP_OPTIONS_VERSION)
 
 /** TCP transport options. Zero (or NULL) in any field selects its default.
  * Strings and the peer array are copied. */
