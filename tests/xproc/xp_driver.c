@@ -19,7 +19,11 @@
  *   - every compensation row matches an applied action and a COMP_OK, and
  *     every COMP_OK is either a real compensation or a null compensation
  *     recorded in the participant's barrier ('N');
- *   - the barrier agrees with the effect rows; outboxes are drained.
+ *   - the barrier agrees with the effect rows.
+ * Outbox rows left over are reported, not failed: a message is deleted only
+ * once its receiver acked it, and the orchestrator may exit (every saga
+ * terminal) before a restarted participant has re-sent replies it had sent
+ * already; they wait for the next start (at-least-once).
  * It fails loudly, naming the saga and the step.
  */
 #include <arpa/inet.h>
@@ -59,6 +63,7 @@ static xsaga *sagas;
 static size_t nsagas;
 static int failures;
 static const char *workdir;
+static int64_t orch_outbox;
 
 static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void failf(const char *fmt, ...)
@@ -299,10 +304,7 @@ static void load_orchestrator(const char *path, int n)
         }
     }
     sqlite3_finalize(st);
-    int64_t ob = scalar(db, "SELECT count(*) FROM outbox");
-    if (ob != 0)
-        failf("orchestrator outbox holds %lld messages after the run",
-              (long long)ob);
+    orch_outbox = scalar(db, "SELECT count(*) FROM outbox");
     sqlite3_close(db);
 }
 
@@ -433,8 +435,11 @@ static void check_saga(const xsaga *s, int *compl, int *comp_biz,
         if (rf || cf)
             failf("saga %s COMPLETED but its %s answers FAIL", id,
                   rf ? "reserve" : "charge");
-        if (xp_ship_retries(id, 1) && s->retry[2] < 1)
-            failf("saga %s: ship answered RETRY but no STEP_RETRY", id);
+        /* Attempt 1 answers RETRY: the journal shows that, or a timeout
+         * of attempt 1 (its reply came late and was stale). */
+        if (xp_ship_retries(id, 1) && s->retry[2] + s->timeout[2] < 1)
+            failf("saga %s: ship answered RETRY but the journal shows "
+                  "neither a STEP_RETRY nor a timeout", id);
         return;
     }
     if (rf || cf) {
@@ -581,9 +586,6 @@ verify:;
     pstats ps[2] = {{0}, {0}};
     for (int i = 0; i < 2; i++) {
         load_participant(&parts[i], &ps[i]);
-        if (ps[i].outbox != 0)
-            failf("%s outbox holds %lld messages after a clean stop",
-                  parts[i].service, (long long)ps[i].outbox);
     }
     int compl = 0, comp_biz = 0, comp_to = 0, timeouts = 0, comp_ok = 0;
     for (size_t i = 0; i < nsagas; i++) {
@@ -600,12 +602,15 @@ verify:;
     printf("xproc: %s sagas=%zu completed=%d compensated=%d "
            "(business=%d timeouts=%d) kills=%d step_timeouts=%d "
            "comp_ok=%d null_comps=%lld effects inventory=%lld+%lld "
-           "payment=%lld dups=%lld run=%.1fs failures=%d\n",
+           "payment=%lld dups=%lld outbox_left=%lld/%lld/%lld run=%.1fs "
+           "failures=%d\n",
            failures ? "FAILED" : "OK", nsagas, compl, comp_biz + comp_to,
            comp_biz, comp_to, done_kills, timeouts, comp_ok,
            (long long)(ps[0].nulls + ps[1].nulls), (long long)ps[0].actions,
            (long long)ps[0].comps, (long long)ps[1].actions,
-           (long long)(ps[0].dups + ps[1].dups), run_s, failures);
+           (long long)(ps[0].dups + ps[1].dups), (long long)orch_outbox,
+           (long long)ps[0].outbox, (long long)ps[1].outbox, run_s,
+           failures);
     if (failures)
         fprintf(stderr, "xproc: logs and databases kept in %s\n", workdir);
     return failures ? 1 : 0;
