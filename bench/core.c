@@ -1,0 +1,724 @@
+/*
+ * core.c — the engine's core cost, measured against a plain-SQLite floor.
+ *
+ *   bench_core [-n sagas] [-w window] [-s seq_sagas] [-r reps] [-d dir] [-k]
+ *
+ * What runs. A definition of 4 local steps whose actions report OK at once
+ * (saga_step_complete() inside the action), on the SQLite store with its
+ * defaults (WAL, synchronous=FULL), in a fresh database file per run.
+ *  - engine-batch: N sagas, at most W in flight; a done callback starts the
+ *    next saga. Time from the first saga_start() to the loop returning.
+ *  - engine-sequential: S sagas one at a time; the next starts from the
+ *    previous one's done callback, i.e. once its COMPLETED is committed.
+ *    Latency is saga_start() -> done callback.
+ *
+ * The floor is what the same durable work costs with nothing but SQLite:
+ * the same file settings (WAL, synchronous=FULL, the engine database's page
+ * size), the store's schema and its INSERT/UPDATE/BEGIN IMMEDIATE/COMMIT
+ * statements (copied from stores/sqlite; the program checks that the two
+ * schemas come out identical), each prepared once, bound SQLITE_STATIC.
+ * It writes the rows the engine writes for one saga: 1 saga INSERT, 4 saga
+ * UPDATEs and 6 journal INSERTs (STARTED, STEP_OK x4, COMPLETED), with the
+ * same column values (random 32-hex ids, timestamps, flags, a 1-byte data
+ * map). Rows are grouped as the engine groups them: the engine commits once
+ * per loop turn, and with sagas in lockstep a turn holds one "phase" (start,
+ * step 1..3 done, completed) of every saga in flight. The floor walks the
+ * same (saga, phase) sequence and cuts it into exactly as many transactions
+ * as the engine committed in that run (saga_engine_stats().commits), split
+ * evenly; inside a transaction the saga rows go first, then the journal,
+ * as write_batch() does. After each run both files are checked to hold N
+ * sagas, all COMPLETED, and 6N journal rows.
+ *
+ * So the ratio engine/floor is the engine's own overhead (state machine,
+ * staging, timers, callbacks, the store's vtable layer and its checks) on
+ * top of the unavoidable SQLite work and fsyncs. The floor does not
+ * generate ids or timestamps inside its timed region beyond a clock read
+ * per transaction. Each measurement is repeated -r times on fresh files,
+ * alternating engine and floor, and the median time is reported. The
+ * machine is shared: expect noise, compare ratios rather than absolutes.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <saga/saga.h>
+
+#define NSTEPS 4
+#define NPHASES (NSTEPS + 1) /* start, steps 1..3 done, completed */
+#define STEP_TIMEOUT_MS 30000
+
+typedef struct config {
+    long n, window, seq, reps;
+    const char *dir;
+    int keep;
+    int engine_only; /* -x: skip the floor (for profiling the engine) */
+} config;
+
+static char g_dir[1024];
+static int g_page_size;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void die(const char *what, const char *detail)
+{
+    fprintf(stderr, "bench_core: %s: %s\n", what, detail);
+    exit(1);
+}
+
+static void db_path(char *out, size_t n, const char *name, long rep)
+{
+    snprintf(out, n, "%s/%s-%ld.db", g_dir, name, rep);
+}
+
+static void db_remove(const char *path, int keep)
+{
+    if (keep)
+        return;
+    char p[1400];
+    unlink(path);
+    snprintf(p, sizeof p, "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", path);
+    unlink(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                               */
+
+typedef struct erun {
+    saga_engine *e;
+    long total, started, done, failed;
+    double *t_start; /* per saga, by start order */
+    double *lat;     /* per saga latency, filled in done order */
+    long nlat;
+} erun;
+
+static void noop_step(saga_engine *e, const saga_step_ref *ref,
+                      const void *data, size_t len, void *arg)
+{
+    (void)data, (void)len, (void)arg;
+    saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
+}
+
+static void start_one(erun *r)
+{
+    char id[SAGA_ID_SIZE];
+    r->t_start[r->started] = now_s();
+    int rc = saga_start(r->e, "bench", NULL, NULL, 0, id, NULL, NULL);
+    if (rc != SAGA_OK)
+        die("saga_start", saga_engine_errmsg(r->e));
+    r->started++;
+}
+
+static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
+{
+    erun *r = arg;
+    (void)e, (void)id;
+    if (st != SAGA_STATE_COMPLETED)
+        r->failed++;
+    /* Sagas run in lockstep and end in start order, so the k-th done is
+     * the k-th started (checked: a later done never precedes an earlier
+     * start time). */
+    double t = now_s();
+    r->lat[r->nlat] = t - r->t_start[r->done];
+    r->nlat++;
+    r->done++;
+    if (r->started < r->total)
+        start_one(r);
+}
+
+/* Run @p n sagas with at most @p window in flight. Returns the time. */
+static double engine_run(const char *path, long n, long window, double *lat,
+                         uint64_t *commits)
+{
+    saga_store *store;
+    int rc = saga_store_sqlite_open(&store, path, NULL);
+    if (rc != SAGA_OK)
+        die("saga_store_sqlite_open", saga_strerror(rc));
+    erun r;
+    memset(&r, 0, sizeof r);
+    r.total = n;
+    r.lat = lat;
+    r.t_start = malloc((size_t)n * sizeof *r.t_start);
+    if (r.t_start == NULL)
+        die("malloc", strerror(errno));
+    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
+    o.on_done = on_done;
+    o.on_done_arg = &r;
+    rc = saga_engine_new(&r.e, store, NULL, &o);
+    if (rc != SAGA_OK)
+        die("saga_engine_new", saga_strerror(rc));
+    saga_def *d;
+    saga_step_options so = SAGA_STEP_OPTIONS_INIT;
+    so.timeout_ms = STEP_TIMEOUT_MS;
+    if (saga_def_new(&d, "bench", 1) != SAGA_OK)
+        die("saga_def_new", "failed");
+    static const char *const names[NSTEPS] = {"s1", "s2", "s3", "s4"};
+    for (int i = 0; i < NSTEPS; i++)
+        if (saga_def_add_step(d, names[i], noop_step, NULL, &so, NULL) !=
+            SAGA_OK)
+            die("saga_def_add_step", saga_def_errmsg(d));
+    if (saga_engine_register(r.e, d) != SAGA_OK ||
+        saga_engine_start(r.e) != SAGA_OK)
+        die("engine setup", saga_engine_errmsg(r.e));
+
+    double t0 = now_s();
+    for (long i = 0; i < window && i < n; i++)
+        start_one(&r);
+    saga_engine_run(r.e, UV_RUN_DEFAULT);
+    double t = now_s() - t0;
+
+    if (r.done != n || r.failed != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%ld of %ld sagas done, %ld not COMPLETED",
+                 r.done, n, r.failed);
+        die("engine run", msg);
+    }
+    saga_stats st;
+    saga_engine_stats(r.e, &st);
+    *commits = st.commits;
+    saga_engine_free(r.e);
+    free(r.t_start);
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The floor: plain SQLite                                                  */
+
+/* Copied from stores/sqlite (store_sqlite.c migration 0 -> 1 and
+ * sqlite_ops.c). check_schema() compares the resulting sqlite_master with
+ * the engine's database, so a schema change there cannot go unnoticed. */
+static const char schema_sql[] =
+    "CREATE TABLE sagas("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " def_name TEXT NOT NULL,"
+    " def_version INTEGER NOT NULL,"
+    " state INTEGER NOT NULL,"
+    " step INTEGER NOT NULL,"
+    " attempt INTEGER NOT NULL,"
+    " flags INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL,"
+    " due_ms INTEGER NOT NULL,"
+    " deadline_ms INTEGER NOT NULL,"
+    " idem_key TEXT,"
+    " error TEXT,"
+    " data BLOB NOT NULL);"
+    "CREATE INDEX sagas_state ON sagas(state, created_ms);"
+    "CREATE TABLE journal("
+    " saga_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " event INTEGER NOT NULL,"
+    " step INTEGER NOT NULL,"
+    " attempt INTEGER NOT NULL,"
+    " started_ms INTEGER NOT NULL,"
+    " at_ms INTEGER NOT NULL,"
+    " error TEXT,"
+    " PRIMARY KEY(saga_id, seq)) WITHOUT ROWID;"
+    "CREATE TABLE idem("
+    " key TEXT PRIMARY KEY NOT NULL,"
+    " saga_id TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE outbox("
+    " seq INTEGER PRIMARY KEY,"
+    " id TEXT NOT NULL UNIQUE,"
+    " topic TEXT NOT NULL,"
+    " key TEXT,"
+    " payload BLOB NOT NULL,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE inbox("
+    " msg_id TEXT PRIMARY KEY NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " reply BLOB NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE kv("
+    " key TEXT PRIMARY KEY NOT NULL,"
+    " val BLOB NOT NULL) WITHOUT ROWID;"
+    "PRAGMA user_version = 1;";
+
+#define SAGA_COLS                                                              \
+    "id, def_name, def_version, state, step, attempt, flags, created_ms, "     \
+    "updated_ms, due_ms, deadline_ms, idem_key, error, data"
+
+enum { F_BEGIN, F_COMMIT, F_INSERT, F_UPDATE, F_JOURNAL, F__COUNT };
+static const char *const floor_sql[F__COUNT] = {
+    [F_BEGIN] = "BEGIN IMMEDIATE",
+    [F_COMMIT] = "COMMIT",
+    [F_INSERT] = "INSERT INTO sagas(" SAGA_COLS ") VALUES "
+                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                 "?13, ?14)",
+    [F_UPDATE] = "UPDATE sagas SET def_name = ?2, def_version = ?3, "
+                 "state = ?4, step = ?5, attempt = ?6, flags = ?7, "
+                 "created_ms = ?8, updated_ms = ?9, due_ms = ?10, "
+                 "deadline_ms = ?11, error = ?13 WHERE id = ?1",
+    [F_JOURNAL] = "INSERT INTO journal(saga_id, seq, event, step, "
+                  "attempt, started_ms, at_ms, error) VALUES "
+                  "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+};
+
+typedef struct floor_db {
+    sqlite3 *db;
+    sqlite3_stmt *st[F__COUNT];
+} floor_db;
+
+static void fexec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        die(sql, err ? err : sqlite3_errmsg(db));
+}
+
+static void fstep(floor_db *f, sqlite3_stmt *st)
+{
+    if (sqlite3_step(st) != SQLITE_DONE)
+        die("floor step", sqlite3_errmsg(f->db));
+    sqlite3_reset(st);
+}
+
+static void floor_open(floor_db *f, const char *path, int page_size)
+{
+    if (sqlite3_open_v2(path, &f->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                            SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK)
+        die("sqlite3_open_v2", sqlite3_errmsg(f->db));
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA page_size = %d", page_size);
+    fexec(f->db, sql); /* before anything creates the file's first page */
+    fexec(f->db, "PRAGMA journal_mode = WAL");
+    fexec(f->db, "PRAGMA synchronous = FULL");
+    fexec(f->db, "BEGIN IMMEDIATE");
+    fexec(f->db, schema_sql);
+    fexec(f->db, "COMMIT");
+    for (int i = 0; i < F__COUNT; i++)
+        if (sqlite3_prepare_v3(f->db, floor_sql[i], -1,
+                               SQLITE_PREPARE_PERSISTENT, &f->st[i],
+                               NULL) != SQLITE_OK)
+            die("prepare", sqlite3_errmsg(f->db));
+}
+
+static void floor_close(floor_db *f)
+{
+    for (int i = 0; i < F__COUNT; i++)
+        sqlite3_finalize(f->st[i]);
+    sqlite3_close(f->db);
+}
+
+/* One saga's fixed fields, as the engine keeps them. */
+typedef struct fsaga {
+    char id[SAGA_ID_SIZE];
+    int64_t created_ms, started_ms;
+} fsaga;
+
+static const unsigned char empty_map = 0x80;
+
+/* The saga row after phase @p p (0 = started, 1..3 = step p running, 4 =
+ * completed), written as the store's saga_put() binds it. */
+static void put_saga(floor_db *f, fsaga *s, int p, int64_t now)
+{
+    sqlite3_stmt *st = f->st[p == 0 ? F_INSERT : F_UPDATE];
+    int done = p == NPHASES - 1;
+    sqlite3_bind_text(st, 1, s->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, "bench", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, 1);
+    sqlite3_bind_int(st, 4, done ? SAGA_STATE_COMPLETED : SAGA_STATE_RUNNING);
+    sqlite3_bind_int(st, 5, done ? NSTEPS - 1 : p);
+    sqlite3_bind_int64(st, 6, 1);
+    sqlite3_bind_int64(st, 7, done ? 0 : SAGA_REC_INFLIGHT);
+    sqlite3_bind_int64(st, 8, s->created_ms);
+    sqlite3_bind_int64(st, 9, now);
+    sqlite3_bind_int64(st, 10, done ? 0 : now + STEP_TIMEOUT_MS);
+    sqlite3_bind_int64(st, 11, 0);
+    sqlite3_bind_null(st, 13);
+    if (p == 0) {
+        sqlite3_bind_null(st, 12);
+        sqlite3_bind_blob64(st, 14, &empty_map, 1, SQLITE_STATIC);
+    }
+    fstep(f, st);
+}
+
+static void put_journal(floor_db *f, fsaga *s, uint32_t seq, saga_event ev,
+                        int step, int64_t now)
+{
+    sqlite3_stmt *st = f->st[F_JOURNAL];
+    int saga_level = step < 0;
+    sqlite3_bind_text(st, 1, s->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int(st, 3, (int)ev);
+    sqlite3_bind_int(st, 4, step);
+    sqlite3_bind_int64(st, 5, saga_level ? 0 : 1);
+    sqlite3_bind_int64(st, 6, saga_level ? 0 : s->started_ms);
+    sqlite3_bind_int64(st, 7, now);
+    sqlite3_bind_null(st, 8);
+    fstep(f, st);
+}
+
+/* Phase @p p's journal entries: STARTED; STEP_OK of step p-1; at the end
+ * STEP_OK of the last step and COMPLETED. */
+static void put_phase_journal(floor_db *f, fsaga *s, int p, int64_t now)
+{
+    if (p == 0) {
+        put_journal(f, s, 1, SAGA_EV_STARTED, -1, now);
+    } else {
+        put_journal(f, s, (uint32_t)p + 1, SAGA_EV_STEP_OK, p - 1, now);
+        if (p == NPHASES - 1)
+            put_journal(f, s, NPHASES + 1, SAGA_EV_COMPLETED, -1, now);
+    }
+    s->started_ms = now;
+}
+
+/* The (saga, phase) of transition @p k in lockstep order: wave by wave of
+ * @p window sagas, phase by phase, saga by saga. */
+static void transition(long k, long n, long window, long *saga, int *phase)
+{
+    long per_wave = window * NPHASES;
+    long w = k / per_wave, r = k % per_wave;
+    long wsize = (w + 1) * window <= n ? window : n - w * window;
+    *phase = (int)(r / wsize);
+    *saga = w * window + r % wsize;
+}
+
+static void make_id(uint64_t *rng, char out[SAGA_ID_SIZE])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int h = 0; h < 2; h++) {
+        uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        for (int i = 0; i < 16; i++)
+            out[16 * h + i] = hex[(z >> (60 - 4 * i)) & 15];
+    }
+    out[SAGA_ID_LEN] = '\0';
+}
+
+/* Write @p n sagas' rows in @p ncommits transactions. @p lat gets each
+ * saga's first BEGIN -> last COMMIT. Returns the time. */
+static double floor_run(const char *path, int page_size, long n, long window,
+                        uint64_t ncommits, double *lat)
+{
+    floor_db f;
+    floor_open(&f, path, page_size);
+    fsaga *s = calloc((size_t)n, sizeof *s);
+    double *t_first = calloc((size_t)n, sizeof *t_first);
+    long *chunk = malloc((size_t)n * NPHASES * sizeof *chunk);
+    int *cphase = malloc((size_t)n * NPHASES * sizeof *cphase);
+    if (!s || !t_first || !chunk || !cphase)
+        die("calloc", strerror(errno));
+    uint64_t rng = (uint64_t)wall_ms() * 2654435761u;
+    for (long i = 0; i < n; i++)
+        make_id(&rng, s[i].id);
+
+    long total = n * NPHASES;
+    double t0 = now_s();
+    for (uint64_t c = 0; c < ncommits; c++) {
+        long lo = (long)((uint64_t)total * c / ncommits);
+        long hi = (long)((uint64_t)total * (c + 1) / ncommits);
+        int64_t now = wall_ms();
+        double tb = now_s();
+        fstep(&f, f.st[F_BEGIN]);
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &chunk[k - lo], &cphase[k - lo]);
+            fsaga *x = &s[chunk[k - lo]];
+            if (cphase[k - lo] == 0) {
+                x->created_ms = now;
+                t_first[chunk[k - lo]] = tb;
+            }
+            put_saga(&f, x, cphase[k - lo], now);
+        }
+        for (long k = lo; k < hi; k++)
+            put_phase_journal(&f, &s[chunk[k - lo]], cphase[k - lo], now);
+        fstep(&f, f.st[F_COMMIT]);
+        double tc = now_s();
+        for (long k = lo; k < hi; k++)
+            if (cphase[k - lo] == NPHASES - 1)
+                lat[chunk[k - lo]] = tc - t_first[chunk[k - lo]];
+    }
+    double t = now_s() - t0;
+    floor_close(&f);
+    free(s);
+    free(t_first);
+    free(chunk);
+    free(cphase);
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checks                                                                   */
+
+static long count(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    long v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        die(sql, sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static sqlite3 *ro_open(const char *path)
+{
+    sqlite3 *db;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        die("open for checking", sqlite3_errmsg(db));
+    return db;
+}
+
+/* Both programs must have left N COMPLETED sagas and 6N journal rows. */
+static void check_rows(const char *path, const char *who, long n)
+{
+    sqlite3 *db = ro_open(path);
+    long sagas = count(db, "SELECT count(*) FROM sagas WHERE state = 3");
+    long all = count(db, "SELECT count(*) FROM sagas");
+    long jr = count(db, "SELECT count(*) FROM journal");
+    sqlite3_close(db);
+    if (sagas != n || all != n || jr != n * (NPHASES + 1)) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "expected %ld COMPLETED sagas and %ld journal rows, found "
+                 "%ld/%ld and %ld", n, n * (NPHASES + 1), sagas, all, jr);
+        die(who, msg);
+    }
+}
+
+static int page_size_of(const char *path)
+{
+    sqlite3 *db = ro_open(path);
+    int ps = (int)count(db, "PRAGMA page_size");
+    sqlite3_close(db);
+    return ps;
+}
+
+/* The floor's schema must be the store's, statement for statement. */
+static int check_schema(const char *engine_db, const char *floor_path)
+{
+    static const char q[] = "SELECT group_concat(type || name || "
+                            "coalesce(sql, ''), ';') FROM (SELECT * FROM "
+                            "sqlite_master ORDER BY name)";
+    char *txt[2] = {NULL, NULL};
+    const char *paths[2] = {engine_db, floor_path};
+    for (int i = 0; i < 2; i++) {
+        sqlite3 *db = ro_open(paths[i]);
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
+            die("schema", sqlite3_errmsg(db));
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+            txt[i] = strdup((const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    int same = txt[0] && txt[1] && strcmp(txt[0], txt[1]) == 0;
+    free(txt[0]);
+    free(txt[1]);
+    return same;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statistics and the driver                                                */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, long n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Nearest-rank percentile of sorted @p v. */
+static double pct(const double *v, long n, double p)
+{
+    long k = (long)(p / 100.0 * (double)n + 0.999999);
+    if (k < 1)
+        k = 1;
+    return v[k > n ? n - 1 : k - 1];
+}
+
+typedef struct result {
+    const char *name;
+    long n;
+    double *times; /* per rep */
+    uint64_t commits;
+    double *lat;   /* all reps' latencies, or NULL */
+    long nlat;
+} result;
+
+static void report(result *r, long reps)
+{
+    double t = median(r->times, reps);
+    printf("%-18s sagas/s=%9.0f  time=%7.3fs  commits=%-7llu", r->name,
+           (double)r->n / t, t, (unsigned long long)r->commits);
+    if (r->lat != NULL) {
+        qsort(r->lat, (size_t)r->nlat, sizeof *r->lat, cmp_double);
+        printf("  p50=%.3fms p99=%.3fms", pct(r->lat, r->nlat, 50) * 1e3,
+               pct(r->lat, r->nlat, 99) * 1e3);
+    }
+    printf("\n");
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: bench_core [-n sagas] [-w window] [-s seq_sagas] "
+            "[-r reps] [-d dir] [-k]\n"
+            "  -n  sagas in batch mode (20000)\n"
+            "  -w  batch mode: sagas in flight at once (2000; -w 0 = all)\n"
+            "  -s  sagas in sequential mode (500; 0 skips it)\n"
+            "  -r  repetitions, median reported (3)\n"
+            "  -d  directory for the database files ($TMPDIR or /tmp)\n"
+            "  -k  keep the database files\n"
+            "  -x  engine only, no floor (for profiling; floor lines repeat "
+            "the engine's)\n");
+    exit(2);
+}
+
+static long num_arg(const char *s, long min)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min)
+        usage();
+    return v;
+}
+
+static void parse(config *c, int argc, char **argv)
+{
+    int ch;
+    c->n = 20000, c->window = 2000, c->seq = 500, c->reps = 3;
+    c->dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    c->keep = 0;
+    c->engine_only = 0;
+    while ((ch = getopt(argc, argv, "n:w:s:r:d:kxh")) != -1) {
+        switch (ch) {
+        case 'n': c->n = num_arg(optarg, 1); break;
+        case 'w': c->window = num_arg(optarg, 0); break;
+        case 's': c->seq = num_arg(optarg, 0); break;
+        case 'r': c->reps = num_arg(optarg, 1); break;
+        case 'd': c->dir = optarg; break;
+        case 'k': c->keep = 1; break;
+        case 'x': c->engine_only = 1; break;
+        default: usage();
+        }
+    }
+    if (optind != argc)
+        usage();
+    if (c->window == 0 || c->window > c->n)
+        c->window = c->n;
+}
+
+/* One engine run and the floor run that mirrors it. */
+static void pair(const config *c, const char *tag, long n, long window,
+                 long rep, result *eng, result *flo)
+{
+    char ep[1200], fp[1200], en[64], fn[64];
+    snprintf(en, sizeof en, "engine-%s", tag);
+    snprintf(fn, sizeof fn, "floor-%s", tag);
+    db_path(ep, sizeof ep, en, rep);
+    db_path(fp, sizeof fp, fn, rep);
+    uint64_t commits;
+    double *elat = eng->lat ? eng->lat + eng->nlat : NULL;
+    double *flat = flo->lat ? flo->lat + flo->nlat : NULL;
+    double *scratch = NULL;
+    if (elat == NULL) {
+        scratch = malloc((size_t)n * sizeof *scratch);
+        if (scratch == NULL)
+            die("malloc", strerror(errno));
+        elat = flat = scratch;
+    }
+    eng->times[rep] = engine_run(ep, n, window, elat, &commits);
+    check_rows(ep, en, n);
+    int ps = page_size_of(ep);
+    g_page_size = ps;
+    if (c->engine_only) {
+        flo->times[rep] = eng->times[rep];
+        for (long i = 0; flat != elat && i < n; i++)
+            flat[i] = elat[i];
+    } else {
+        flo->times[rep] = floor_run(fp, ps, n, window, commits, flat);
+    }
+    if (getenv("BENCH_DEBUG"))
+        fprintf(stderr, "%s rep %ld: engine %.4fs floor %.4fs\n", tag, rep,
+                eng->times[rep], flo->times[rep]);
+    if (!c->engine_only)
+        check_rows(fp, fn, n);
+    if (!c->engine_only && !check_schema(ep, fp))
+        die("schema check", "the floor's schema differs from the SQLite "
+                            "store's; update schema_sql in bench/core.c");
+    if (eng->lat) {
+        eng->nlat += n;
+        flo->nlat += n;
+    }
+    eng->commits = flo->commits = commits;
+    free(scratch);
+    db_remove(ep, c->keep);
+    db_remove(fp, c->keep);
+}
+
+int main(int argc, char **argv)
+{
+    config c;
+    parse(&c, argc, argv);
+    snprintf(g_dir, sizeof g_dir, "%s/saga-bench-XXXXXX", c.dir);
+    if (mkdtemp(g_dir) == NULL)
+        die("mkdtemp", strerror(errno));
+
+    double *times = calloc((size_t)c.reps * 4, sizeof *times);
+    double *lat = c.seq ? malloc((size_t)(c.seq * c.reps) * 2 * sizeof *lat)
+                        : NULL;
+    if (times == NULL || (c.seq && lat == NULL))
+        die("malloc", strerror(errno));
+    result eb = {"engine-batch", c.n, times, 0, NULL, 0};
+    result fb = {"floor-batch", c.n, times + c.reps, 0, NULL, 0};
+    result es = {"engine-sequential", c.seq, times + 2 * c.reps, 0, lat, 0};
+    result fs = {"floor-sequential", c.seq, times + 3 * c.reps, 0,
+                 lat ? lat + c.seq * c.reps : NULL, 0};
+
+    printf("bench core: %ld sagas x %d no-op local steps, window %ld; "
+           "sequential %ld; %ld reps (median); SQLite %s WAL "
+           "synchronous=FULL; dir %s\n",
+           c.n, NSTEPS, c.window, c.seq, c.reps, sqlite3_libversion(), g_dir);
+    fflush(stdout);
+    for (long rep = 0; rep < c.reps; rep++) {
+        pair(&c, "batch", c.n, c.window, rep, &eb, &fb);
+        if (c.seq)
+            pair(&c, "seq", c.seq, 1, rep, &es, &fs);
+    }
+    report(&eb, c.reps);
+    report(&fb, c.reps);
+    if (c.seq) {
+        report(&es, c.reps);
+        report(&fs, c.reps);
+    }
+    printf("rows per run: %ld sagas (1 INSERT + %d UPDATEs each), %ld journal "
+           "rows; schema identical; page_size %d\n",
+           c.n, NSTEPS, c.n * (NPHASES + 1), g_page_size);
+    double ratio = median(eb.times, c.reps) / median(fb.times, c.reps);
+    printf("engine_vs_floor=%.2f\n", ratio);
+    if (!c.keep)
+        rmdir(g_dir);
+    free(times);
+    free(lat);
+    return 0;
+}
