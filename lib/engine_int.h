@@ -114,6 +114,7 @@ struct saga_engine {
     saga_random_fn random;
     void *random_arg;
     uint64_t seed, rng;
+    uint32_t id_seq; /* the counter in saga ids (new_id()) */
     int64_t wall_base, loop_base;
 
     saga__defent *defs;

@@ -330,14 +330,26 @@ void saga__fire(saga_engine *e, saga__inst *in, int64_t now)
 /* ------------------------------------------------------------------------ */
 /* The public verbs                                                         */
 
+/* 12 hex digits of the creation time (ms, 48 bits), 4 of a per-engine
+ * counter, then 64 random bits. Ids made by one engine thus sort in
+ * creation order, which keeps the store's id-keyed B-trees (sagas, journal)
+ * growing at their right edge: with fully random ids every commit dirtied
+ * about one leaf page per saga per tree, and the SQLite store wrote ~21 KB
+ * of WAL per 4-step saga instead of ~3 KB (bench/core). The random part
+ * keeps ids unique across engines and unguessable; everything comes from
+ * the injectable clock and random source, so a seeded run still replays. */
 static void new_id(saga_engine *e, char out[SAGA_ID_SIZE])
 {
     static const char hex[] = "0123456789abcdef";
-    uint64_t a = saga__rand(e), b = saga__rand(e);
-    for (int i = 0; i < 16; i++) {
-        out[i] = hex[(a >> (60 - 4 * i)) & 15];
-        out[16 + i] = hex[(b >> (60 - 4 * i)) & 15];
-    }
+    uint64_t t = (uint64_t)saga__now(e);
+    uint64_t seq = e->id_seq++;
+    uint64_t r = saga__rand(e);
+    for (int i = 0; i < 12; i++)
+        out[i] = hex[(t >> (44 - 4 * i)) & 15];
+    for (int i = 0; i < 4; i++)
+        out[12 + i] = hex[(seq >> (12 - 4 * i)) & 15];
+    for (int i = 0; i < 16; i++)
+        out[16 + i] = hex[(r >> (60 - 4 * i)) & 15];
     out[SAGA_ID_LEN] = '\0';
 }
 
