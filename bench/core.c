@@ -60,7 +60,8 @@ typedef struct config {
 } config;
 
 static char g_dir[1024];
-static int g_page_size;
+static int g_page_size;  /* the engine database's, the floor uses it */
+static char *g_schema;    /* the engine database's schema */
 
 static double now_s(void)
 {
@@ -74,6 +75,22 @@ static int64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Bytes this process handed to write()/pwrite() so far: the WAL and
+ * checkpoint traffic of a run, which the engine and the floor should match. */
+static long long wchar_now(void)
+{
+    long long v = -1;
+    char line[128];
+    FILE *f = fopen("/proc/self/io", "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "wchar: %lld", &v) == 1)
+            break;
+    fclose(f);
+    return v;
 }
 
 static void die(const char *what, const char *detail)
@@ -394,17 +411,24 @@ static void transition(long k, long n, long window, long *saga, int *phase)
     *saga = w * window + r % wsize;
 }
 
-static void make_id(uint64_t *rng, char out[SAGA_ID_SIZE])
+/* The engine's id scheme (new_id() in lib/saga.c): 12 hex digits of the
+ * creation time in ms, 4 of a counter, 16 random. Ids decide where rows
+ * land in the B-trees, so the floor must use the same scheme. */
+static void make_id(uint64_t *rng, uint32_t *seq, int64_t ms,
+                    char out[SAGA_ID_SIZE])
 {
     static const char hex[] = "0123456789abcdef";
-    for (int h = 0; h < 2; h++) {
-        uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
-        for (int i = 0; i < 16; i++)
-            out[16 * h + i] = hex[(z >> (60 - 4 * i)) & 15];
-    }
+    uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    uint32_t c = (*seq)++;
+    for (int i = 0; i < 12; i++)
+        out[i] = hex[((uint64_t)ms >> (44 - 4 * i)) & 15];
+    for (int i = 0; i < 4; i++)
+        out[12 + i] = hex[(c >> (12 - 4 * i)) & 15];
+    for (int i = 0; i < 16; i++)
+        out[16 + i] = hex[(z >> (60 - 4 * i)) & 15];
     out[SAGA_ID_LEN] = '\0';
 }
 
@@ -422,8 +446,7 @@ static double floor_run(const char *path, int page_size, long n, long window,
     if (!s || !t_first || !chunk || !cphase)
         die("calloc", strerror(errno));
     uint64_t rng = (uint64_t)wall_ms() * 2654435761u;
-    for (long i = 0; i < n; i++)
-        make_id(&rng, s[i].id);
+    uint32_t seq = 0;
 
     long total = n * NPHASES;
     double t0 = now_s();
@@ -437,6 +460,8 @@ static double floor_run(const char *path, int page_size, long n, long window,
             transition(k, n, window, &chunk[k - lo], &cphase[k - lo]);
             fsaga *x = &s[chunk[k - lo]];
             if (cphase[k - lo] == 0) {
+                /* The engine makes the id in saga_start(), at this time. */
+                make_id(&rng, &seq, now, x->id);
                 x->created_ms = now;
                 t_first[chunk[k - lo]] = tb;
             }
@@ -507,28 +532,25 @@ static int page_size_of(const char *path)
     return ps;
 }
 
-/* The floor's schema must be the store's, statement for statement. */
-static int check_schema(const char *engine_db, const char *floor_path)
+/* The schema as text (sqlite_master in name order), malloc'd: the floor's
+ * must be the store's, statement for statement. */
+static char *schema_of(const char *path)
 {
     static const char q[] = "SELECT group_concat(type || name || "
                             "coalesce(sql, ''), ';') FROM (SELECT * FROM "
                             "sqlite_master ORDER BY name)";
-    char *txt[2] = {NULL, NULL};
-    const char *paths[2] = {engine_db, floor_path};
-    for (int i = 0; i < 2; i++) {
-        sqlite3 *db = ro_open(paths[i]);
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
-            die("schema", sqlite3_errmsg(db));
-        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-            txt[i] = strdup((const char *)sqlite3_column_text(st, 0));
-        sqlite3_finalize(st);
-        sqlite3_close(db);
-    }
-    int same = txt[0] && txt[1] && strcmp(txt[0], txt[1]) == 0;
-    free(txt[0]);
-    free(txt[1]);
-    return same;
+    char *txt = NULL;
+    sqlite3 *db = ro_open(path);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
+        die("schema", sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        txt = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (txt == NULL)
+        die("schema", path);
+    return txt;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -559,6 +581,7 @@ typedef struct result {
     const char *name;
     long n;
     double *times; /* per rep */
+    double *mbytes; /* per rep: MB written (WAL and checkpoints) */
     uint64_t commits;
     double *lat;   /* all reps' latencies, or NULL */
     long nlat;
@@ -567,8 +590,9 @@ typedef struct result {
 static void report(result *r, long reps)
 {
     double t = median(r->times, reps);
-    printf("%-18s sagas/s=%9.0f  time=%7.3fs  commits=%-7llu", r->name,
-           (double)r->n / t, t, (unsigned long long)r->commits);
+    double mb = median(r->mbytes, reps);
+    printf("%-18s sagas/s=%8.0f  time=%7.3fs  commits=%-6llu written=%7.1fMB",
+           r->name, (double)r->n / t, t, (unsigned long long)r->commits, mb);
     if (r->lat != NULL) {
         qsort(r->lat, (size_t)r->nlat, sizeof *r->lat, cmp_double);
         printf("  p50=%.3fms p99=%.3fms", pct(r->lat, r->nlat, 50) * 1e3,
@@ -628,7 +652,18 @@ static void parse(config *c, int argc, char **argv)
         c->window = c->n;
 }
 
-/* One engine run and the floor run that mirrors it. */
+/* Drop a finished run's file and push its dirty pages out, so that the
+ * next measurement does not pay for this one's writeback. */
+static void settle(const char *path, int keep)
+{
+    db_remove(path, keep);
+    sync();
+}
+
+/* One engine run and the floor run that mirrors it. The floor needs the
+ * engine's commit count; from the second repetition on, odd repetitions
+ * run the floor first (with the count of the engine's last run) so that
+ * neither side always goes second. */
 static void pair(const config *c, const char *tag, long n, long window,
                  long rep, result *eng, result *flo)
 {
@@ -637,43 +672,63 @@ static void pair(const config *c, const char *tag, long n, long window,
     snprintf(fn, sizeof fn, "floor-%s", tag);
     db_path(ep, sizeof ep, en, rep);
     db_path(fp, sizeof fp, fn, rep);
-    uint64_t commits;
-    double *elat = eng->lat ? eng->lat + eng->nlat : NULL;
-    double *flat = flo->lat ? flo->lat + flo->nlat : NULL;
-    double *scratch = NULL;
-    if (elat == NULL) {
+    double *scratch = NULL, *elat, *flat;
+    if (eng->lat != NULL) {
+        elat = eng->lat + eng->nlat;
+        flat = flo->lat + flo->nlat;
+    } else {
         scratch = malloc((size_t)n * sizeof *scratch);
         if (scratch == NULL)
             die("malloc", strerror(errno));
         elat = flat = scratch;
     }
-    eng->times[rep] = engine_run(ep, n, window, elat, &commits);
-    check_rows(ep, en, n);
-    int ps = page_size_of(ep);
-    g_page_size = ps;
-    if (c->engine_only) {
-        flo->times[rep] = eng->times[rep];
-        for (long i = 0; flat != elat && i < n; i++)
-            flat[i] = elat[i];
-    } else {
-        flo->times[rep] = floor_run(fp, ps, n, window, commits, flat);
+    int floor_first = !c->engine_only && rep % 2 == 1;
+    for (int turn = 0; turn < 2; turn++) {
+        long long w0 = wchar_now();
+        if (turn == floor_first) {
+            uint64_t commits;
+            eng->times[rep] = engine_run(ep, n, window, elat, &commits);
+            eng->mbytes[rep] = (double)(wchar_now() - w0) / 1e6;
+            check_rows(ep, en, n);
+            if (eng->commits != 0 && commits != eng->commits)
+                fprintf(stderr, "bench_core: warning: the engine made %llu "
+                        "commits, its previous run %llu\n",
+                        (unsigned long long)commits,
+                        (unsigned long long)eng->commits);
+            eng->commits = commits;
+            if (g_page_size == 0)
+                g_page_size = page_size_of(ep);
+            if (g_schema == NULL)
+                g_schema = schema_of(ep);
+            settle(ep, c->keep);
+        } else if (c->engine_only) {
+            flo->times[rep] = eng->times[rep];
+            flo->mbytes[rep] = eng->mbytes[rep];
+            flo->commits = eng->commits;
+            memcpy(flat, elat, flat == elat ? 0 : (size_t)n * sizeof *flat);
+        } else {
+            flo->commits = eng->commits;
+            flo->times[rep] = floor_run(fp, g_page_size, n, window,
+                                        flo->commits, flat);
+            flo->mbytes[rep] = (double)(wchar_now() - w0) / 1e6;
+            check_rows(fp, fn, n);
+            char *fs = schema_of(fp);
+            if (strcmp(fs, g_schema) != 0)
+                die("schema check", "the floor's schema differs from the "
+                    "SQLite store's; update schema_sql in bench/core.c");
+            free(fs);
+            settle(fp, c->keep);
+        }
     }
     if (getenv("BENCH_DEBUG"))
-        fprintf(stderr, "%s rep %ld: engine %.4fs floor %.4fs\n", tag, rep,
-                eng->times[rep], flo->times[rep]);
-    if (!c->engine_only)
-        check_rows(fp, fn, n);
-    if (!c->engine_only && !check_schema(ep, fp))
-        die("schema check", "the floor's schema differs from the SQLite "
-                            "store's; update schema_sql in bench/core.c");
-    if (eng->lat) {
+        fprintf(stderr, "%s rep %ld: engine %.4fs floor %.4fs%s\n", tag, rep,
+                eng->times[rep], flo->times[rep],
+                floor_first ? " (floor first)" : "");
+    if (eng->lat != NULL) {
         eng->nlat += n;
         flo->nlat += n;
     }
-    eng->commits = flo->commits = commits;
     free(scratch);
-    db_remove(ep, c->keep);
-    db_remove(fp, c->keep);
 }
 
 int main(int argc, char **argv)
@@ -685,15 +740,17 @@ int main(int argc, char **argv)
         die("mkdtemp", strerror(errno));
 
     double *times = calloc((size_t)c.reps * 4, sizeof *times);
+    double *mb = calloc((size_t)c.reps * 4, sizeof *mb);
     double *lat = c.seq ? malloc((size_t)(c.seq * c.reps) * 2 * sizeof *lat)
                         : NULL;
-    if (times == NULL || (c.seq && lat == NULL))
+    if (times == NULL || mb == NULL || (c.seq && lat == NULL))
         die("malloc", strerror(errno));
-    result eb = {"engine-batch", c.n, times, 0, NULL, 0};
-    result fb = {"floor-batch", c.n, times + c.reps, 0, NULL, 0};
-    result es = {"engine-sequential", c.seq, times + 2 * c.reps, 0, lat, 0};
-    result fs = {"floor-sequential", c.seq, times + 3 * c.reps, 0,
-                 lat ? lat + c.seq * c.reps : NULL, 0};
+    result eb = {"engine-batch", c.n, times, mb, 0, NULL, 0};
+    result fb = {"floor-batch", c.n, times + c.reps, mb + c.reps, 0, NULL, 0};
+    result es = {"engine-sequential", c.seq, times + 2 * c.reps,
+                 mb + 2 * c.reps, 0, lat, 0};
+    result fs = {"floor-sequential", c.seq, times + 3 * c.reps,
+                 mb + 3 * c.reps, 0, lat ? lat + c.seq * c.reps : NULL, 0};
 
     printf("bench core: %ld sagas x %d no-op local steps, window %ld; "
            "sequential %ld; %ld reps (median); SQLite %s WAL "
@@ -719,6 +776,8 @@ int main(int argc, char **argv)
     if (!c.keep)
         rmdir(g_dir);
     free(times);
+    free(mb);
     free(lat);
+    free(g_schema);
     return 0;
 }
