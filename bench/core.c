@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +92,17 @@ static long long wchar_now(void)
             break;
     fclose(f);
     return v;
+}
+
+/* CPU seconds (user + system) this process used so far: steadier than
+ * wall time on a shared machine, and blind to time spent waiting for
+ * fsync. */
+static double cpu_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static void die(const char *what, const char *detail)
@@ -582,6 +594,7 @@ typedef struct result {
     long n;
     double *times; /* per rep */
     double *mbytes; /* per rep: MB written (WAL and checkpoints) */
+    double *cpu;    /* per rep: CPU seconds */
     uint64_t commits;
     double *lat;   /* all reps' latencies, or NULL */
     long nlat;
@@ -590,9 +603,10 @@ typedef struct result {
 static void report(result *r, long reps)
 {
     double t = median(r->times, reps);
-    double mb = median(r->mbytes, reps);
-    printf("%-18s sagas/s=%8.0f  time=%7.3fs  commits=%-6llu written=%7.1fMB",
-           r->name, (double)r->n / t, t, (unsigned long long)r->commits, mb);
+    double mb = median(r->mbytes, reps), cpu = median(r->cpu, reps);
+    printf("%-18s sagas/s=%7.0f time=%6.3fs cpu=%6.3fs commits=%-5llu "
+           "written=%6.1fMB", r->name, (double)r->n / t, t, cpu,
+           (unsigned long long)r->commits, mb);
     if (r->lat != NULL) {
         qsort(r->lat, (size_t)r->nlat, sizeof *r->lat, cmp_double);
         printf("  p50=%.3fms p99=%.3fms", pct(r->lat, r->nlat, 50) * 1e3,
@@ -685,10 +699,12 @@ static void pair(const config *c, const char *tag, long n, long window,
     int floor_first = !c->engine_only && rep % 2 == 1;
     for (int turn = 0; turn < 2; turn++) {
         long long w0 = wchar_now();
+        double c0 = cpu_now();
         if (turn == floor_first) {
             uint64_t commits;
             eng->times[rep] = engine_run(ep, n, window, elat, &commits);
             eng->mbytes[rep] = (double)(wchar_now() - w0) / 1e6;
+            eng->cpu[rep] = cpu_now() - c0;
             check_rows(ep, en, n);
             if (eng->commits != 0 && commits != eng->commits)
                 fprintf(stderr, "bench_core: warning: the engine made %llu "
@@ -704,6 +720,7 @@ static void pair(const config *c, const char *tag, long n, long window,
         } else if (c->engine_only) {
             flo->times[rep] = eng->times[rep];
             flo->mbytes[rep] = eng->mbytes[rep];
+            flo->cpu[rep] = eng->cpu[rep];
             flo->commits = eng->commits;
             memcpy(flat, elat, flat == elat ? 0 : (size_t)n * sizeof *flat);
         } else {
@@ -711,6 +728,7 @@ static void pair(const config *c, const char *tag, long n, long window,
             flo->times[rep] = floor_run(fp, g_page_size, n, window,
                                         flo->commits, flat);
             flo->mbytes[rep] = (double)(wchar_now() - w0) / 1e6;
+            flo->cpu[rep] = cpu_now() - c0;
             check_rows(fp, fn, n);
             char *fs = schema_of(fp);
             if (strcmp(fs, g_schema) != 0)
@@ -740,17 +758,20 @@ int main(int argc, char **argv)
         die("mkdtemp", strerror(errno));
 
     double *times = calloc((size_t)c.reps * 4, sizeof *times);
-    double *mb = calloc((size_t)c.reps * 4, sizeof *mb);
+    double *mb = calloc((size_t)c.reps * 8, sizeof *mb);
+    double *cpu = mb ? mb + 4 * c.reps : NULL;
     double *lat = c.seq ? malloc((size_t)(c.seq * c.reps) * 2 * sizeof *lat)
                         : NULL;
     if (times == NULL || mb == NULL || (c.seq && lat == NULL))
         die("malloc", strerror(errno));
-    result eb = {"engine-batch", c.n, times, mb, 0, NULL, 0};
-    result fb = {"floor-batch", c.n, times + c.reps, mb + c.reps, 0, NULL, 0};
+    result eb = {"engine-batch", c.n, times, mb, cpu, 0, NULL, 0};
+    result fb = {"floor-batch", c.n, times + c.reps, mb + c.reps,
+                 cpu + c.reps, 0, NULL, 0};
     result es = {"engine-sequential", c.seq, times + 2 * c.reps,
-                 mb + 2 * c.reps, 0, lat, 0};
+                 mb + 2 * c.reps, cpu + 2 * c.reps, 0, lat, 0};
     result fs = {"floor-sequential", c.seq, times + 3 * c.reps,
-                 mb + 3 * c.reps, 0, lat ? lat + c.seq * c.reps : NULL, 0};
+                 mb + 3 * c.reps, cpu + 3 * c.reps, 0,
+                 lat ? lat + c.seq * c.reps : NULL, 0};
 
     printf("bench core: %ld sagas x %d no-op local steps, window %ld; "
            "sequential %ld; %ld reps (median); SQLite %s WAL "
