@@ -1,0 +1,105 @@
+/*
+ * mem_store.h — state of the in-memory store, shared by its two files:
+ * store_memory.c (transactions, node life-cycle, sagas) and mem_ops.c
+ * (journal, idempotency keys, purge, outbox, inbox, kv).
+ */
+#ifndef SAGA_MEM_STORE_H
+#define SAGA_MEM_STORE_H
+
+#include "saga/saga.h"
+#include "mem_table.h"
+
+typedef struct msaga {
+    mnode n;       /* key = rec.id */
+    saga_record rec; /* strings and data point into this allocation */
+    uint64_t seq;  /* insertion order, the tie-break of saga_scan */
+} msaga;
+
+typedef struct mjentry {
+    mnode n; /* not in a table */
+    saga_journal_entry e;
+} mjentry;
+
+/* One saga's journal. The entry array is the only thing the store edits in
+ * place; scans copy it first, so growing it under a callback is safe. */
+typedef struct mjlist {
+    mnode n; /* key = saga id */
+    mjentry **v;
+    size_t len, cap;
+} mjlist;
+
+typedef struct midem {
+    mnode n; /* key = idempotency key */
+    char saga_id[SAGA_ID_SIZE];
+    int64_t created_ms;
+} midem;
+
+typedef struct moutbox {
+    mnode n; /* key = message id */
+    saga_message m;
+    uint64_t seq; /* queue order */
+    struct moutbox *prev, *onext;
+} moutbox;
+
+typedef struct minbox {
+    mnode n; /* key = message id */
+    int64_t created_ms;
+    const void *reply;
+    size_t len;
+} minbox;
+
+typedef struct mkv {
+    mnode n;
+    const void *val;
+    size_t len;
+} mkv;
+
+enum { U_NODE = 1, U_JAPPEND = 2 };
+
+/* One undo step. U_NODE: @new_ replaced @old in @t (either may be NULL).
+ * U_JAPPEND: entry @old was added to list @new_. */
+typedef struct mundo {
+    int kind;
+    mtable *t;
+    mnode *old;
+    mnode *new_;
+} mundo;
+
+typedef struct mem_store {
+    saga_store base;
+    mtable sagas, journal, idem, outbox, inbox, kv;
+    moutbox *ob_head, *ob_tail;
+    uint64_t saga_seq, ob_seq;
+    int in_txn;
+    mundo *log;
+    size_t log_len, log_cap;
+    int visiting;      /* > 0 while a callback runs */
+    mnode *graveyard;  /* nodes released while visiting */
+    char err[256];
+} mem_store;
+
+/* Data pointers of zero length point here, never NULL. */
+extern const char saga__mem_empty[1];
+
+int saga__mem_fail(mem_store *s, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/** Make room for @p n more undo steps (no-op outside a transaction). */
+int saga__mem_log_reserve(mem_store *s, size_t n);
+/** Replace @p old by @p nw in @p t (either may be NULL), logging the
+ * change in a transaction or releasing @p old outside one. On error
+ * nothing changed and the caller still owns @p nw. */
+int saga__mem_put_node(mem_store *s, mtable *t, mnode *old, mnode *nw);
+/** Log that @p e was added to @p l (after saga__mem_log_reserve). */
+void saga__mem_log_jappend(mem_store *s, mjlist *l, mjentry *e);
+/** Free a node now, or park it if a callback is running. */
+void saga__mem_release(mem_store *s, mnode *n);
+void saga__mem_visit_begin(mem_store *s);
+void saga__mem_visit_end(mem_store *s);
+int saga__mem_begin(saga_store *self);
+int saga__mem_commit(saga_store *self);
+int saga__mem_rollback(saga_store *self);
+
+/* mem_ops.c */
+void saga__mem_ops_install(saga_store *base);
+
+#endif /* SAGA_MEM_STORE_H */
