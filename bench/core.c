@@ -211,7 +211,7 @@ static double engine_run(const char *path, long n, long window, double *lat,
     double t0 = now_s();
     for (long i = 0; i < window && i < n; i++)
         start_one(&r);
-    saga_engine_run(r.e, UV_RUN_DEFAULT);
+    saga_engine_run(r.e, SAGA_RUN_DEFAULT);
     double t = now_s() - t0;
 
     if (r.done != n || r.failed != 0) {
