@@ -1,7 +1,8 @@
 /*
  * core.c — the engine's core cost, measured against a plain-SQLite floor.
  *
- *   bench_core [-n sagas] [-w window] [-s seq_sagas] [-r reps] [-d dir] [-k]
+ *   bench_core [-n sagas] [-w window] [-s seq_sagas] [-r reps] [-d dir]
+ *              [-k] [-x]
  *
  * What runs. A definition of 4 local steps whose actions report OK at once
  * (saga_step_complete() inside the action), on the SQLite store with its
@@ -19,23 +20,29 @@
  * schemas come out identical), each prepared once, bound SQLITE_STATIC.
  * It writes the rows the engine writes for one saga: 1 saga INSERT, 4 saga
  * UPDATEs and 6 journal INSERTs (STARTED, STEP_OK x4, COMPLETED), with the
- * same column values (random 32-hex ids, timestamps, flags, a 1-byte data
- * map). Rows are grouped as the engine groups them: the engine commits once
- * per loop turn, and with sagas in lockstep a turn holds one "phase" (start,
- * step 1..3 done, completed) of every saga in flight. The floor walks the
- * same (saga, phase) sequence and cuts it into exactly as many transactions
- * as the engine committed in that run (saga_engine_stats().commits), split
- * evenly; inside a transaction the saga rows go first, then the journal,
- * as write_batch() does. After each run both files are checked to hold N
- * sagas, all COMPLETED, and 6N journal rows.
+ * same column values: ids of the engine's scheme (time, counter, random;
+ * they decide where rows land in the B-trees), timestamps, flags, a 1-byte
+ * data map.
+ *
+ * Rows are grouped as the engine groups them. The engine commits a batch,
+ * then releases its effects, which stage the next batch; with sagas in
+ * lockstep each batch holds one "phase" (start, step 1..3 done, completed)
+ * of every saga in flight. The floor walks the same (saga, phase) sequence
+ * and cuts it into exactly as many transactions as the engine committed
+ * in that run (saga_engine_stats().commits), split evenly; inside a
+ * transaction the saga rows go first, then the journal, as write_batch()
+ * does. After each run the file is checked to hold N sagas, all COMPLETED,
+ * and 6N journal rows, and the bytes written are reported: the engine and
+ * the floor should match to the MB.
  *
  * So the ratio engine/floor is the engine's own overhead (state machine,
  * staging, timers, callbacks, the store's vtable layer and its checks) on
- * top of the unavoidable SQLite work and fsyncs. The floor does not
- * generate ids or timestamps inside its timed region beyond a clock read
- * per transaction. Each measurement is repeated -r times on fresh files,
- * alternating engine and floor, and the median time is reported. The
- * machine is shared: expect noise, compare ratios rather than absolutes.
+ * top of the unavoidable SQLite work and fsyncs. The floor's timed region
+ * holds only the SQLite calls, a clock read per transaction and making
+ * each id. Each measurement is repeated -r times on fresh files (engine
+ * first on even repetitions, floor first on odd ones; sync() between runs
+ * so that no run pays for another's writeback) and the median is reported,
+ * with the CPU time, which is steadier than wall time on a shared machine.
  */
 #include <errno.h>
 #include <getopt.h>
