@@ -2,7 +2,7 @@
  * core.c — the engine's core cost, measured against a plain-SQLite floor.
  *
  *   bench_core [-n sagas] [-w window] [-s seq_sagas] [-r reps] [-d dir]
- *              [-k] [-x]
+ *              [-k] [-x] [-v]
  *
  * What runs. A definition of 4 local steps whose actions report OK at once
  * (saga_step_complete() inside the action), on the SQLite store with its
@@ -65,6 +65,7 @@ typedef struct config {
     const char *dir;
     int keep;
     int engine_only; /* -x: skip the floor (for profiling the engine) */
+    int verbose;     /* -v: print every repetition */
 } config;
 
 static char g_dir[1024];
@@ -626,7 +627,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: bench_core [-n sagas] [-w window] [-s seq_sagas] "
-            "[-r reps] [-d dir] [-k]\n"
+            "[-r reps] [-d dir] [-k] [-x] [-v]\n"
             "  -n  sagas in batch mode (20000)\n"
             "  -w  batch mode: sagas in flight at once (2000; -w 0 = all)\n"
             "  -s  sagas in sequential mode (500; 0 skips it)\n"
@@ -634,7 +635,8 @@ static void usage(void)
             "  -d  directory for the database files ($TMPDIR or /tmp)\n"
             "  -k  keep the database files\n"
             "  -x  engine only, no floor (for profiling; floor lines repeat "
-            "the engine's)\n");
+            "the engine's)\n"
+            "  -v  print every repetition\n");
     exit(2);
 }
 
@@ -655,7 +657,8 @@ static void parse(config *c, int argc, char **argv)
     c->dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     c->keep = 0;
     c->engine_only = 0;
-    while ((ch = getopt(argc, argv, "n:w:s:r:d:kxh")) != -1) {
+    c->verbose = 0;
+    while ((ch = getopt(argc, argv, "n:w:s:r:d:kxvh")) != -1) {
         switch (ch) {
         case 'n': c->n = num_arg(optarg, 1); break;
         case 'w': c->window = num_arg(optarg, 0); break;
@@ -664,6 +667,7 @@ static void parse(config *c, int argc, char **argv)
         case 'd': c->dir = optarg; break;
         case 'k': c->keep = 1; break;
         case 'x': c->engine_only = 1; break;
+        case 'v': c->verbose = 1; break;
         default: usage();
         }
     }
@@ -745,10 +749,11 @@ static void pair(const config *c, const char *tag, long n, long window,
             settle(fp, c->keep);
         }
     }
-    if (getenv("BENCH_DEBUG"))
-        fprintf(stderr, "%s rep %ld: engine %.4fs floor %.4fs%s\n", tag, rep,
-                eng->times[rep], flo->times[rep],
-                floor_first ? " (floor first)" : "");
+    if (c->verbose)
+        printf("  %-5s rep %ld: engine %.3fs (cpu %.3fs)  floor %.3fs (cpu "
+               "%.3fs)%s\n", tag, rep, eng->times[rep], eng->cpu[rep],
+               flo->times[rep], flo->cpu[rep],
+               floor_first ? "  floor ran first" : "");
     if (eng->lat != NULL) {
         eng->nlat += n;
         flo->nlat += n;
