@@ -802,8 +802,9 @@ int main(int argc, char **argv)
         report(&fs, c.reps);
     }
     printf("rows per run: %ld sagas (1 INSERT + %d UPDATEs each), %ld journal "
-           "rows; schema identical; page_size %d\n",
-           c.n, NSTEPS, c.n * (NPHASES + 1), g_page_size);
+           "rows; %s; page_size %d\n",
+           c.n, NSTEPS, c.n * (NPHASES + 1),
+           c.engine_only ? "no floor (-x)" : "schema identical", g_page_size);
     double ratio = median(eb.times, c.reps) / median(fb.times, c.reps);
     printf("engine_vs_floor=%.2f\n", ratio);
     if (!c.keep)
