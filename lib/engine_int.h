@@ -21,6 +21,9 @@ typedef struct saga__inst {
     uint32_t flags; /* SAGA_REC_* */
     int64_t created_ms, updated_ms, due_ms, deadline_ms;
     int64_t started_ms; /* when the current attempt was invoked */
+    /* The current attempt may have run: its action was called, its command
+     * queued, or (after recovery) it was in flight before the restart. */
+    int invoked;
     char *idem_key;
     char *error;
     void *data;

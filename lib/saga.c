@@ -63,6 +63,9 @@ static void begin_attempt(saga_engine *e, saga__inst *in)
     in->due_ms = s->opts.timeout_ms == SAGA_TIMEOUT_NONE
                      ? 0
                      : now + (int64_t)s->opts.timeout_ms;
+    /* A local action runs only after the commit; a command, once queued,
+     * is published with the commit whatever happens next. */
+    in->invoked = s->opts.service != NULL;
     if (s->opts.service != NULL) {
         /* A remote attempt is a command in the outbox, written in the same
          * transaction as this transition. */
@@ -281,6 +284,7 @@ void saga__invoke(saga_engine *e, saga__inst *in, const saga__effect *f)
     ref.attempt = in->attempt;
     ref.compensating = f->backward;
     saga_action_fn fn = f->backward ? s->compensation : s->action;
+    in->invoked = 1;
     fn(e, &ref, in->data, in->data_len, s->arg);
     if (!in->in_batch)
         saga__arm(e, in);
@@ -307,7 +311,7 @@ void saga__fire(saga_engine *e, saga__inst *in, int64_t now)
     if (in->state == SAGA_STATE_RUNNING && !(in->flags & SAGA_REC_PIVOTED) &&
         in->deadline_ms > 0 && now >= in->deadline_ms) {
         if (can_compensate(in)) {
-            if (in->flags & SAGA_REC_INFLIGHT)
+            if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
                 in->flags |= SAGA_REC_MAYBE;
             in->updated_ms = now;
             start_compensation(e, in, "saga deadline passed");
@@ -570,7 +574,9 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
                          saga_state_name(in->state),
                          in->state == SAGA_STATE_RUNNING ? " past its pivot"
                                                          : "");
-    if (in->flags & SAGA_REC_INFLIGHT)
+    /* A step in flight may have run, unless its action was never called
+     * (its attempt is not committed yet). */
+    if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
         in->flags |= SAGA_REC_MAYBE;
     in->updated_ms = saga__now(e);
     char why[300];
@@ -635,6 +641,8 @@ static int load_cb(const saga_record *r, void *arg)
     in->step = r->step;
     in->attempt = r->attempt ? r->attempt : 1;
     in->flags = r->flags;
+    /* In flight before a restart: it may have run. */
+    in->invoked = (r->flags & SAGA_REC_INFLIGHT) != 0;
     in->created_ms = r->created_ms;
     in->updated_ms = r->updated_ms;
     in->due_ms = r->due_ms;
