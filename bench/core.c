@@ -1,48 +1,44 @@
 /*
- * core.c — the engine's core cost, measured against a plain-SQLite floor.
+ * core.c — the engine's core cost, measured against a plain-SQLite floor
+ * (bench/README.md has the results).
  *
  *   bench_core [-n sagas] [-w window] [-s seq_sagas] [-r reps] [-d dir]
  *              [-k] [-x] [-v]
  *
- * What runs. A definition of 4 local steps whose actions report OK at once
- * (saga_step_complete() inside the action), on the SQLite store with its
- * defaults (WAL, synchronous=FULL), in a fresh database file per run.
- *  - engine-batch: N sagas, at most W in flight; a done callback starts the
- *    next saga. Time from the first saga_start() to the loop returning.
- *  - engine-sequential: S sagas one at a time; the next starts from the
- *    previous one's done callback, i.e. once its COMPLETED is committed.
- *    Latency is saga_start() -> done callback.
+ * Sagas of 4 local steps whose actions report OK at once run through the
+ * engine on the SQLite store with its defaults (WAL, synchronous=FULL), in
+ * a fresh file per run. engine-batch: N sagas, at most W in flight, a done
+ * callback starting the next; timed from the first saga_start() to the loop
+ * returning. engine-sequential: one saga at a time, the next started from
+ * the previous one's done callback (its COMPLETED is durable); latency is
+ * saga_start() -> done callback.
  *
- * The floor is what the same durable work costs with nothing but SQLite:
- * the same file settings (WAL, synchronous=FULL, the engine database's page
- * size), the store's schema and its INSERT/UPDATE/BEGIN IMMEDIATE/COMMIT
- * statements (copied from stores/sqlite; the program checks that the two
- * schemas come out identical), each prepared once, bound SQLITE_STATIC.
- * It writes the rows the engine writes for one saga: 1 saga INSERT, 4 saga
- * UPDATEs and 6 journal INSERTs (STARTED, STEP_OK x4, COMPLETED), with the
- * same column values: ids of the engine's scheme (time, counter, random;
- * they decide where rows land in the B-trees), timestamps, flags, a 1-byte
- * data map.
+ * The floor is the same durable work done with SQLite alone: the same file
+ * settings (WAL, synchronous=FULL, the engine file's page size), the
+ * store's schema and its INSERT/UPDATE/BEGIN IMMEDIATE/COMMIT statements
+ * (copied from stores/sqlite; the run fails if the schemas differ), each
+ * prepared once, bound SQLITE_STATIC. Per saga it writes the engine's rows:
+ * 1 saga INSERT, 4 saga UPDATEs, 6 journal INSERTs (STARTED, STEP_OK x4,
+ * COMPLETED), with the same values and ids of the engine's scheme (ids
+ * decide where rows land in the B-trees). The engine commits a batch, then
+ * releases its effects, which stage the next batch: with sagas in lockstep
+ * each commit holds one phase (start, step 1..3 done, completed) of every
+ * saga in flight. The floor walks the same (saga, phase) sequence and cuts
+ * it into exactly as many transactions as the engine committed in that run
+ * (saga_engine_stats().commits): at the phase boundaries when the count is
+ * the lockstep one, else evenly. Saga rows go first in a transaction, then
+ * the journal, as in write_batch(). Both files are checked afterwards (N
+ * COMPLETED sagas, 6N journal rows) and the bytes each run wrote are
+ * reported: they match. So engine/floor is the engine's own overhead (state
+ * machine, staging, timers, callbacks, the store's vtable and checks) over
+ * the SQLite work and fsyncs any durable implementation pays. The floor's
+ * timed region holds only SQLite calls, a clock read per transaction and
+ * making each id.
  *
- * Rows are grouped as the engine groups them. The engine commits a batch,
- * then releases its effects, which stage the next batch; with sagas in
- * lockstep each batch holds one "phase" (start, step 1..3 done, completed)
- * of every saga in flight. The floor walks the same (saga, phase) sequence
- * and cuts it into exactly as many transactions as the engine committed
- * in that run (saga_engine_stats().commits), split evenly; inside a
- * transaction the saga rows go first, then the journal, as write_batch()
- * does. After each run the file is checked to hold N sagas, all COMPLETED,
- * and 6N journal rows, and the bytes written are reported: the engine and
- * the floor should match to the MB.
- *
- * So the ratio engine/floor is the engine's own overhead (state machine,
- * staging, timers, callbacks, the store's vtable layer and its checks) on
- * top of the unavoidable SQLite work and fsyncs. The floor's timed region
- * holds only the SQLite calls, a clock read per transaction and making
- * each id. Each measurement is repeated -r times on fresh files (engine
- * first on even repetitions, floor first on odd ones; sync() between runs
- * so that no run pays for another's writeback) and the median is reported,
- * with the CPU time, which is steadier than wall time on a shared machine.
+ * Each measurement is repeated -r times on fresh files, engine first on
+ * even repetitions and floor first on odd ones, with sync() between runs so
+ * that none pays for another's writeback; medians are reported, with CPU
+ * time, which is steadier than wall time on a shared machine.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -126,14 +122,12 @@ static void db_path(char *out, size_t n, const char *name, long rep)
 
 static void db_remove(const char *path, int keep)
 {
-    if (keep)
-        return;
+    static const char *const suffix[] = {"", "-wal", "-shm"};
     char p[1400];
-    unlink(path);
-    snprintf(p, sizeof p, "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", path);
-    unlink(p);
+    for (int i = 0; i < 3 && !keep; i++) {
+        snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+        unlink(p);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -143,8 +137,7 @@ typedef struct erun {
     saga_engine *e;
     long total, started, done, failed;
     double *t_start; /* per saga, by start order */
-    double *lat;     /* per saga latency, filled in done order */
-    long nlat;
+    double *lat;     /* per saga latency, by done order */
 } erun;
 
 static void noop_step(saga_engine *e, const saga_step_ref *ref,
@@ -170,12 +163,9 @@ static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
     (void)e, (void)id;
     if (st != SAGA_STATE_COMPLETED)
         r->failed++;
-    /* Sagas run in lockstep and end in start order, so the k-th done is
-     * the k-th started (checked: a later done never precedes an earlier
-     * start time). */
-    double t = now_s();
-    r->lat[r->nlat] = t - r->t_start[r->done];
-    r->nlat++;
+    /* Latency is reported for sequential runs only: one saga at a time, so
+     * the k-th to end is the k-th started. */
+    r->lat[r->done] = now_s() - r->t_start[r->done];
     r->done++;
     if (r->started < r->total)
         start_one(r);
@@ -361,6 +351,7 @@ static void floor_close(floor_db *f)
 typedef struct fsaga {
     char id[SAGA_ID_SIZE];
     int64_t created_ms, started_ms;
+    double t_first; /* when its first transaction began */
 } fsaga;
 
 static const unsigned char empty_map = 0x80;
@@ -431,6 +422,18 @@ static void transition(long k, long n, long window, long *saga, int *phase)
     *saga = w * window + r % wsize;
 }
 
+/* Where transaction @p c of @p nc starts in that sequence: at a phase
+ * boundary when the engine committed once per phase (the lockstep count),
+ * else an even split of the @p total transitions. */
+static long cut(uint64_t c, uint64_t nc, long n, long window, long total)
+{
+    long waves = (n + window - 1) / window, w = (long)c / NPHASES;
+    if (c >= nc || nc != (uint64_t)(waves * NPHASES))
+        return c >= nc ? total : (long)((uint64_t)total * c / nc);
+    long wsize = (w + 1) * window <= n ? window : n - w * window;
+    return w * window * NPHASES + (long)(c % NPHASES) * wsize;
+}
+
 /* The engine's id scheme (new_id() in lib/saga.c): 12 hex digits of the
  * creation time in ms, 4 of a counter, 16 random. Ids decide where rows
  * land in the B-trees, so the floor must use the same scheme. */
@@ -460,47 +463,44 @@ static double floor_run(const char *path, int page_size, long n, long window,
     floor_db f;
     floor_open(&f, path, page_size);
     fsaga *s = calloc((size_t)n, sizeof *s);
-    double *t_first = calloc((size_t)n, sizeof *t_first);
-    long *chunk = malloc((size_t)n * NPHASES * sizeof *chunk);
-    int *cphase = malloc((size_t)n * NPHASES * sizeof *cphase);
-    if (!s || !t_first || !chunk || !cphase)
+    if (s == NULL)
         die("calloc", strerror(errno));
     uint64_t rng = (uint64_t)wall_ms() * 2654435761u;
     uint32_t seq = 0;
-
-    long total = n * NPHASES;
+    long total = n * NPHASES, i;
+    int p;
     double t0 = now_s();
     for (uint64_t c = 0; c < ncommits; c++) {
-        long lo = (long)((uint64_t)total * c / ncommits);
-        long hi = (long)((uint64_t)total * (c + 1) / ncommits);
+        long lo = cut(c, ncommits, n, window, total);
+        long hi = cut(c + 1, ncommits, n, window, total);
         int64_t now = wall_ms();
         double tb = now_s();
         fstep(&f, f.st[F_BEGIN]);
         for (long k = lo; k < hi; k++) {
-            transition(k, n, window, &chunk[k - lo], &cphase[k - lo]);
-            fsaga *x = &s[chunk[k - lo]];
-            if (cphase[k - lo] == 0) {
+            transition(k, n, window, &i, &p);
+            if (p == 0) {
                 /* The engine makes the id in saga_start(), at this time. */
-                make_id(&rng, &seq, now, x->id);
-                x->created_ms = now;
-                t_first[chunk[k - lo]] = tb;
+                make_id(&rng, &seq, now, s[i].id);
+                s[i].created_ms = now;
+                s[i].t_first = tb;
             }
-            put_saga(&f, x, cphase[k - lo], now);
+            put_saga(&f, &s[i], p, now);
         }
-        for (long k = lo; k < hi; k++)
-            put_phase_journal(&f, &s[chunk[k - lo]], cphase[k - lo], now);
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &p);
+            put_phase_journal(&f, &s[i], p, now);
+        }
         fstep(&f, f.st[F_COMMIT]);
         double tc = now_s();
-        for (long k = lo; k < hi; k++)
-            if (cphase[k - lo] == NPHASES - 1)
-                lat[chunk[k - lo]] = tc - t_first[chunk[k - lo]];
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &p);
+            if (p == NPHASES - 1)
+                lat[i] = tc - s[i].t_first;
+        }
     }
     double t = now_s() - t0;
     floor_close(&f);
     free(s);
-    free(t_first);
-    free(chunk);
-    free(cphase);
     return t;
 }
 
@@ -535,21 +535,12 @@ static void check_rows(const char *path, const char *who, long n)
     long all = count(db, "SELECT count(*) FROM sagas");
     long jr = count(db, "SELECT count(*) FROM journal");
     sqlite3_close(db);
-    if (sagas != n || all != n || jr != n * (NPHASES + 1)) {
-        char msg[160];
-        snprintf(msg, sizeof msg,
-                 "expected %ld COMPLETED sagas and %ld journal rows, found "
-                 "%ld/%ld and %ld", n, n * (NPHASES + 1), sagas, all, jr);
-        die(who, msg);
-    }
-}
-
-static int page_size_of(const char *path)
-{
-    sqlite3 *db = ro_open(path);
-    int ps = (int)count(db, "PRAGMA page_size");
-    sqlite3_close(db);
-    return ps;
+    if (sagas == n && all == n && jr == n * (NPHASES + 1))
+        return;
+    fprintf(stderr, "bench_core: %s: expected %ld COMPLETED sagas and %ld "
+            "journal rows, found %ld/%ld and %ld\n", who, n,
+            n * (NPHASES + 1), sagas, all, jr);
+    exit(1);
 }
 
 /* The schema as text (sqlite_master in name order), malloc'd: the floor's
@@ -592,9 +583,7 @@ static double median(double *v, long n)
 static double pct(const double *v, long n, double p)
 {
     long k = (long)(p / 100.0 * (double)n + 0.999999);
-    if (k < 1)
-        k = 1;
-    return v[k > n ? n - 1 : k - 1];
+    return v[k < 1 ? 0 : k > n ? n - 1 : k - 1];
 }
 
 typedef struct result {
@@ -634,8 +623,7 @@ static void usage(void)
             "  -r  repetitions, median reported (3)\n"
             "  -d  directory for the database files ($TMPDIR or /tmp)\n"
             "  -k  keep the database files\n"
-            "  -x  engine only, no floor (for profiling; floor lines repeat "
-            "the engine's)\n"
+            "  -x  engine only, for profiling (floor lines repeat it)\n"
             "  -v  print every repetition\n");
     exit(2);
 }
@@ -653,11 +641,8 @@ static long num_arg(const char *s, long min)
 static void parse(config *c, int argc, char **argv)
 {
     int ch;
-    c->n = 20000, c->window = 2000, c->seq = 500, c->reps = 3;
-    c->dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    c->keep = 0;
-    c->engine_only = 0;
-    c->verbose = 0;
+    const char *tmp = getenv("TMPDIR");
+    *c = (config){20000, 2000, 500, 3, tmp ? tmp : "/tmp", 0, 0, 0};
     while ((ch = getopt(argc, argv, "n:w:s:r:d:kxvh")) != -1) {
         switch (ch) {
         case 'n': c->n = num_arg(optarg, 1); break;
@@ -723,10 +708,12 @@ static void pair(const config *c, const char *tag, long n, long window,
                         (unsigned long long)commits,
                         (unsigned long long)eng->commits);
             eng->commits = commits;
-            if (g_page_size == 0)
-                g_page_size = page_size_of(ep);
-            if (g_schema == NULL)
+            if (g_schema == NULL) {
+                sqlite3 *db = ro_open(ep);
+                g_page_size = (int)count(db, "PRAGMA page_size");
+                sqlite3_close(db);
                 g_schema = schema_of(ep);
+            }
             settle(ep, c->keep);
         } else if (c->engine_only) {
             flo->times[rep] = eng->times[rep];
@@ -769,21 +756,22 @@ int main(int argc, char **argv)
     if (mkdtemp(g_dir) == NULL)
         die("mkdtemp", strerror(errno));
 
-    double *times = calloc((size_t)c.reps * 4, sizeof *times);
-    double *mb = calloc((size_t)c.reps * 8, sizeof *mb);
-    double *cpu = mb ? mb + 4 * c.reps : NULL;
+    /* Per repetition: time, MB written and CPU time of each of 4 lines. */
+    double *v = calloc((size_t)c.reps * 12, sizeof *v);
     double *lat = c.seq ? malloc((size_t)(c.seq * c.reps) * 2 * sizeof *lat)
                         : NULL;
-    if (times == NULL || mb == NULL || (c.seq && lat == NULL))
+    if (v == NULL || (c.seq && lat == NULL))
         die("malloc", strerror(errno));
-    result eb = {"engine-batch", c.n, times, mb, cpu, 0, NULL, 0};
-    result fb = {"floor-batch", c.n, times + c.reps, mb + c.reps,
-                 cpu + c.reps, 0, NULL, 0};
-    result es = {"engine-sequential", c.seq, times + 2 * c.reps,
-                 mb + 2 * c.reps, cpu + 2 * c.reps, 0, lat, 0};
-    result fs = {"floor-sequential", c.seq, times + 3 * c.reps,
-                 mb + 3 * c.reps, cpu + 3 * c.reps, 0,
-                 lat ? lat + c.seq * c.reps : NULL, 0};
+    result r[4] = {{.name = "engine-batch", .n = c.n},
+                   {.name = "floor-batch", .n = c.n},
+                   {.name = "engine-sequential", .n = c.seq, .lat = lat},
+                   {.name = "floor-sequential", .n = c.seq,
+                    .lat = lat ? lat + c.seq * c.reps : NULL}};
+    for (int i = 0; i < 4; i++) {
+        r[i].times = v + (3 * i) * c.reps;
+        r[i].mbytes = v + (3 * i + 1) * c.reps;
+        r[i].cpu = v + (3 * i + 2) * c.reps;
+    }
 
     printf("bench core: %ld sagas x %d no-op local steps, window %ld; "
            "sequential %ld; %ld reps (median); SQLite %s WAL "
@@ -791,26 +779,21 @@ int main(int argc, char **argv)
            c.n, NSTEPS, c.window, c.seq, c.reps, sqlite3_libversion(), g_dir);
     fflush(stdout);
     for (long rep = 0; rep < c.reps; rep++) {
-        pair(&c, "batch", c.n, c.window, rep, &eb, &fb);
+        pair(&c, "batch", c.n, c.window, rep, &r[0], &r[1]);
         if (c.seq)
-            pair(&c, "seq", c.seq, 1, rep, &es, &fs);
+            pair(&c, "seq", c.seq, 1, rep, &r[2], &r[3]);
     }
-    report(&eb, c.reps);
-    report(&fb, c.reps);
-    if (c.seq) {
-        report(&es, c.reps);
-        report(&fs, c.reps);
-    }
+    for (int i = 0; i < (c.seq ? 4 : 2); i++)
+        report(&r[i], c.reps);
     printf("rows per run: %ld sagas (1 INSERT + %d UPDATEs each), %ld journal "
            "rows; %s; page_size %d\n",
            c.n, NSTEPS, c.n * (NPHASES + 1),
            c.engine_only ? "no floor (-x)" : "schema identical", g_page_size);
-    double ratio = median(eb.times, c.reps) / median(fb.times, c.reps);
+    double ratio = median(r[0].times, c.reps) / median(r[1].times, c.reps);
     printf("engine_vs_floor=%.2f\n", ratio);
     if (!c.keep)
         rmdir(g_dir);
-    free(times);
-    free(mb);
+    free(v);
     free(lat);
     free(g_schema);
     return 0;
