@@ -91,7 +91,7 @@ static void run_engine(void)
     CHECK(saga_start(e, "consumer", "order-1", NULL, 0, id, NULL, NULL) ==
           SAGA_OK);
     CHECK(saga_on_done(e, id, on_done, &done) == SAGA_OK);
-    saga_engine_run(e, UV_RUN_DEFAULT);
+    saga_engine_run(e, SAGA_RUN_DEFAULT);
     CHECK(done == SAGA_STATE_COMPLETED);
     saga_engine_free(e);
 }
