@@ -35,6 +35,8 @@ for h in "$here"/../../include/saga/*.h; do
     [ -f "$prefix/include/saga/$(basename "$h")" ] ||
         die "public header $(basename "$h") not installed"
 done
+stray=$(cd "$prefix/include" && find . -type f ! -path './saga/*.h')
+[ -z "$stray" ] || die "non-public files installed under include/: $stray"
 soname=$(readelf -d "$libdir/libsaga.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ -n "$soname" ] && [ -e "$libdir/$soname" ] || die "SONAME link '$soname' not installed"
 grep -qx "prefix=$prefix" "$pc" || die "saga.pc does not name the install prefix: $(grep '^prefix=' "$pc")"
