@@ -14,7 +14,8 @@
 #      exists, then every tests/*/ci.sh (run from the repo root)
 # The last line is always "N passed, N failed": every ctest test counts as
 # one suite, every other step as one step. Logs go to build-logs/.
-# Idempotent: re-running reuses build/ and build-asan/.
+# Idempotent: re-running reuses build/ and build-asan/. SAGA_JOBS (default 2)
+# sets the build and ctest parallelism.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
