@@ -132,7 +132,8 @@ step deps bash scripts/deps.sh
 
 fresh_build_dir build
 step configure cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DSAGA_SANITIZE=OFF -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=ON
+    -DSAGA_SANITIZE=OFF -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=ON \
+    -DSAGA_BUILD_BENCH=ON
 step build cmake --build build -j"$JOBS"
 ctest_step tests build -LE packaging
 
