@@ -63,8 +63,11 @@ step "pkg-config shared: $(pkg-config --cflags --libs saga)"
 # shellcheck disable=SC2046
 $CC -Wall -Wextra -Werror "${dflags[@]}" "$here/consumer.c" -o "$work/consumer-pc" \
     $(pkg-config --cflags --libs saga) || die "build with pkg-config failed"
-LD_LIBRARY_PATH="$libdir" ldd "$work/consumer-pc" | grep -q "$libdir/libsaga.so" ||
-    die "consumer-pc does not load the installed libsaga.so"
+# Output captured first: with pipefail, `ldd | grep -q` fails when grep
+# exits early and ldd gets SIGPIPE.
+deps=$(LD_LIBRARY_PATH="$libdir" ldd "$work/consumer-pc")
+grep -q "$libdir/libsaga.so" <<< "$deps" ||
+    die "consumer-pc does not load the installed libsaga.so: $deps"
 LD_LIBRARY_PATH="$libdir" "$work/consumer-pc" || die "consumer-pc failed"
 
 # --- 2. pkg-config, static ----------------------------------------------------
@@ -74,7 +77,8 @@ step "pkg-config static: $static_libs"
 # shellcheck disable=SC2046,SC2086
 $CC -Wall -Wextra -Werror "${dflags[@]}" "$here/consumer.c" -o "$work/consumer-static" \
     $(pkg-config --cflags saga) $static_libs || die "static build with pkg-config failed"
-if readelf -d "$work/consumer-static" | grep -q 'NEEDED.*libsaga'; then
+dyn=$(readelf -d "$work/consumer-static")
+if grep -q 'NEEDED.*libsaga' <<< "$dyn"; then
     die "consumer-static still needs libsaga.so"
 fi
 "$work/consumer-static" || die "consumer-static failed"
