@@ -22,7 +22,7 @@ step "cmake --install $build --prefix $prefix"
 cmake --install "$build" --prefix "$prefix" > "$work/install.log" 2>&1 ||
     { cat "$work/install.log" >&2; die "cmake --install failed"; }
 
-pc=$(find "$prefix" -path '*/pkgconfig/saga.pc' | head -n 1)
+pc=$(find "$prefix" -path '*/pkgconfig/saga.pc' -print -quit)
 [ -n "$pc" ] || die "no pkgconfig/saga.pc installed"
 libdir=$(dirname "$(dirname "$pc")")
 for f in "$prefix/include/saga/saga.h" "$libdir/libsaga.so" "$libdir/libsaga.a" \
