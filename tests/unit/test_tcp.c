@@ -287,3 +287,37 @@ Test(tcp, a_service_can_message_itself)
     cr_assert_eq(sent_ok, 1);
     s->close(s);
 }
+
+Test(tcp, receiver_stops_reading_until_acks_free_room)
+{
+    /* B holds at most ~2 MiB of unacked messages per connection. */
+    saga_tcp_options o = SAGA_TCP_OPTIONS_INIT;
+    o.service = "b";
+    o.max_queue_bytes = 2u << 20;
+    saga_transport *b;
+    int port;
+    cr_assert_eq(saga_transport_tcp_new(&b, &loop, &o), SAGA_OK);
+    cr_assert_eq(saga_transport_tcp_port(b, &port), SAGA_OK);
+    saga_transport *a = sender("b", port, 0, 0, 0);
+    cr_assert_eq(b->subscribe(b, "b", "g", recv_cb, NULL), SAGA_OK);
+    static char mib[1u << 20];
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(a->send(a, "b", "k", mib, sizeof mib, sent_cb, NULL),
+                     SAGA_OK);
+    run_until(&nrx, 2);
+    settle();
+    cr_assert_lt(nrx, 10, "read past the bound without acks");
+    /* Acking resumes the flow: ack as they come until all are confirmed. */
+    int acked = 0;
+    for (int i = 0; i < 1000000 && sent_calls < 10; i++) {
+        while (acked < nrx)
+            cr_assert_eq(b->ack(b, rx[acked++]), SAGA_OK);
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    cr_assert_eq(nrx, 10);
+    cr_assert_eq(sent_ok, 10);
+    cr_assert_eq(stats(b).dead_peers, 0);
+    cr_assert_eq(stats(a).resent, 0);
+    a->close(a);
+    b->close(b);
+}

@@ -56,6 +56,7 @@ static tcp_t *as_tcp(saga_transport *self)
 
 static void rx_msg_free(rx_msg *m)
 {
+    saga__tcp_conn_release(m->conn, m->size);
     saga__tcp_conn_unref(m->conn);
     saga_free(m);
 }

@@ -228,6 +228,8 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
     m->id = f->id;
     m->refs = 0;
     m->conn = c;
+    m->size = sizeof *m + f->topic_len + klen + f->payload_len;
+    c->held += m->size;
     c->refs++;
     for (qlink *n = t->subs.next; n != &t->subs; n = n->next) {
         tcp_sub *s = CONTAINER(n, tcp_sub, node);
@@ -372,11 +374,28 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (conn_frame(c, p[4], p + SAGA__TCP_HDR, l - 1) != 0)
             return;
     }
+    /* Flow control: a sender (or an attacker) cannot make us hold more
+     * unacked data than the queue bound; we read on once acks free it. */
+    if (c->held > t->o.max_queue_bytes && !c->paused) {
+        uv_read_stop((uv_stream_t *)&c->h);
+        c->paused = 1;
+    }
     /* Keep the partial frame at the front of the buffer. */
     if (c->roff > 0) {
         memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
         c->rlen -= c->roff;
         c->roff = 0;
+    }
+}
+
+void saga__tcp_conn_release(tcp_conn *c, size_t size)
+{
+    c->held -= size;
+    if (c->paused && !c->closing && c->held <= c->t->o.max_queue_bytes / 2) {
+        c->paused = 0;
+        c->last_rx = uv_now(c->t->loop);
+        if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0)
+            saga__tcp_conn_close(c, "read_start failed");
     }
 }
 
@@ -526,10 +545,18 @@ void saga__tcp_on_heartbeat(uv_timer_t *h)
     while (n != &t->conns) {
         tcp_conn *c = CONTAINER(n, tcp_conn, node);
         n = n->next; /* saga__tcp_conn_close unlinks c */
+        if (c->paused) {
+            /* We stopped reading: its heartbeats wait in the socket. We
+             * keep sending ours, so the sender waits instead of
+             * reconnecting and sending everything again. */
+            c->last_rx = now;
+        }
         if (now - c->last_rx > t->o.dead_peer_ms) {
             t->st.dead_peers++;
-            saga__tcp_log(t, SAGA_LOG_WARN, "tcp: %s silent for %u ms, closing",
-                 c->name[0] ? c->name : "peer", (unsigned)t->o.dead_peer_ms);
+            saga__tcp_log(t, SAGA_LOG_WARN,
+                          "tcp: %s silent for %u ms, closing",
+                          c->name[0] ? c->name : "peer",
+                          (unsigned)t->o.dead_peer_ms);
             saga__tcp_conn_close(c, "dead peer");
         } else if (c->peer == NULL || c->up) {
             conn_write_ctl(c, SAGA__TCP_HEARTBEAT, NULL, 0);
