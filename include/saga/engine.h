@@ -19,6 +19,12 @@ struct uv_loop_s;
 
 SAGA_BEGIN_DECL
 
+/* Defined in def.h and store.h. Whichever public header a program includes
+ * first, saga.h pulls this one in before those bodies are seen, so engine.h
+ * names the two structs by tag only. */
+struct saga_step_ref;
+struct saga_journal_entry;
+
 /** How saga_engine_run() runs the engine's own loop; the values are
  * libuv's uv_run_mode. */
 typedef enum saga_run_mode {
@@ -188,7 +194,8 @@ SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
  *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, output not a map or
  *   too large).
  */
-SAGA_EXTERN int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
+SAGA_EXTERN int saga_step_complete(saga_engine *e,
+                                   const struct saga_step_ref *ref,
                                    saga_outcome outcome, const void *out,
                                    size_t out_len, const char *error);
 
@@ -248,7 +255,7 @@ SAGA_EXTERN const void *saga_info_data(const saga_info *info, size_t *len);
 SAGA_EXTERN size_t saga_info_journal_count(const saga_info *info);
 /** Journal entry @p i (0-based), borrowed from @p info; NULL if out of
  * range. */
-SAGA_EXTERN const saga_journal_entry *
+SAGA_EXTERN const struct saga_journal_entry *
 saga_info_journal(const saga_info *info, size_t i);
 
 /** Visit sagas whose state is in @p state_mask (SAGA_STATE_BIT()s), oldest
