@@ -208,6 +208,7 @@ struct tcp_t {
     qlink completed; /* out_msg, callback due */
     unsigned handles; /* open uv handles */
     int closing;
+    int accept_pending; /* a connection waits for memory to accept */
     saga_tcp_stats st;
     char err[256];
 };

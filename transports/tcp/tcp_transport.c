@@ -146,12 +146,16 @@ void saga__tcp_write_data(tcp_conn *c, out_msg *m)
     conn_write(c, m->frame, m->flen, m);
 }
 
+static int try_accept(tcp_t *t);
+
 /* ---- the pump: every user callback runs here ------------------------------ */
 
 void saga__tcp_on_pump(uv_idle_t *h)
 {
     tcp_t *t = h->data;
     qlink batch, *n;
+    if (t->accept_pending && try_accept(t) == 0)
+        t->accept_pending = 0;
     l_init(&batch);
     l_splice_front(&batch, &t->completed);
     while (!t->closing && (n = l_pop_front(&batch)) != NULL) {
@@ -173,7 +177,8 @@ void saga__tcp_on_pump(uv_idle_t *h)
     }
     l_splice_front(&t->ready, &batch);
 
-    if (!t->closing && l_empty(&t->completed) && l_empty(&t->ready))
+    if (!t->closing && l_empty(&t->completed) && l_empty(&t->ready) &&
+        !t->accept_pending)
         uv_idle_stop(&t->pump);
 }
 
@@ -233,8 +238,17 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
     c->refs++;
     for (qlink *n = t->subs.next; n != &t->subs; n = n->next) {
         tcp_sub *s = CONTAINER(n, tcp_sub, node);
-        if (strcmp(s->topic, m->topic) == 0 && saga__tcp_deliver(t, m, s) != SAGA_OK)
-            return SAGA_ENOMEM; /* the deliveries made hold m */
+        if (strcmp(s->topic, m->topic) == 0 &&
+            saga__tcp_deliver(t, m, s) != SAGA_OK) {
+            /* The deliveries made hold m; the frame is not acked, so the
+             * sender sends it again after the reconnect. */
+            if (m->refs == 0) {
+                saga__tcp_conn_release(c, m->size);
+                saga__tcp_conn_unref(c);
+                saga_free(m);
+            }
+            return SAGA_ENOMEM;
+        }
     }
     if (m->refs == 0)
         l_push_back(&t->backlog, &m->node);
@@ -520,21 +534,33 @@ void saga__tcp_on_backoff(uv_timer_t *h)
     saga__tcp_peer_connect(p);
 }
 
+/* @return 0, or -1 if out of memory (the connection is left pending). */
+static int try_accept(tcp_t *t)
+{
+    tcp_conn *c = conn_new(t, NULL);
+    if (c == NULL)
+        return -1;
+    if (uv_accept((uv_stream_t *)&t->listener, (uv_stream_t *)&c->h) != 0 ||
+        uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
+        saga__tcp_conn_close(c, "accept failed");
+        return 0;
+    }
+    uv_tcp_nodelay(&c->h, 1);
+    t->st.accepted++;
+    return 0;
+}
+
 void saga__tcp_on_accept(uv_stream_t *server, int status)
 {
     tcp_t *t = server->data;
     if (status < 0 || t->closing)
         return;
-    tcp_conn *c = conn_new(t, NULL);
-    if (c == NULL)
-        return; /* the kernel keeps the connection queued */
-    if (uv_accept(server, (uv_stream_t *)&c->h) != 0 ||
-        uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
-        saga__tcp_conn_close(c, "accept failed");
-        return;
+    /* libuv stops listening until this connection is accepted, so a
+     * failure must be retried (from the pump), not dropped. */
+    if (try_accept(t) != 0) {
+        t->accept_pending = 1;
+        saga__tcp_pump_kick(t);
     }
-    uv_tcp_nodelay(&c->h, 1);
-    t->st.accepted++;
 }
 
 void saga__tcp_on_heartbeat(uv_timer_t *h)
