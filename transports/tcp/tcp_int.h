@@ -141,6 +141,7 @@ typedef struct tcp_conn {
     unsigned char *rbuf;
     size_t roff, rlen, rcap;
     uint64_t last_rx;
+    uint64_t born; /* when the connection was made (loop time) */
     size_t held; /* bytes of received messages not yet acked */
     int paused;  /* reading stopped until the application acks */
 } tcp_conn;

@@ -430,7 +430,7 @@ static tcp_conn *conn_new(tcp_t *t, tcp_peer *peer)
     c->t = t;
     c->peer = peer;
     c->refs = 1;
-    c->last_rx = uv_now(t->loop);
+    c->last_rx = c->born = uv_now(t->loop);
     if (peer != NULL)
         snprintf(c->name, sizeof c->name, "%s", peer->service);
     t->handles++;
@@ -577,7 +577,10 @@ void saga__tcp_on_heartbeat(uv_timer_t *h)
              * reconnecting and sending everything again. */
             c->last_rx = now;
         }
-        if (now - c->last_rx > t->o.dead_peer_ms) {
+        /* Heartbeats alone do not keep a link that never said HELLO. */
+        int anonymous = c->peer == NULL && !c->hello &&
+                        now - c->born > t->o.dead_peer_ms;
+        if (anonymous || now - c->last_rx > t->o.dead_peer_ms) {
             t->st.dead_peers++;
             saga__tcp_log(t, SAGA_LOG_WARN,
                           "tcp: %s silent for %u ms, closing",
