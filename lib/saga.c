@@ -63,6 +63,18 @@ static void begin_attempt(saga_engine *e, saga__inst *in)
     in->due_ms = s->opts.timeout_ms == SAGA_TIMEOUT_NONE
                      ? 0
                      : now + (int64_t)s->opts.timeout_ms;
+    /* A local action runs only after the commit; a command, once queued,
+     * is published with the commit whatever happens next. */
+    in->invoked = s->opts.service != NULL;
+    if (s->opts.service != NULL) {
+        /* A remote attempt is a command in the outbox, written in the same
+         * transaction as this transition. */
+        if (saga__remote_command(e, in) != SAGA_OK)
+            saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
+                      "cannot queue the command: %s; the step times out "
+                      "and is retried", e->errmsg);
+        return;
+    }
     saga__effect f;
     memset(&f, 0, sizeof f);
     f.kind = EFF_INVOKE;
@@ -272,6 +284,7 @@ void saga__invoke(saga_engine *e, saga__inst *in, const saga__effect *f)
     ref.attempt = in->attempt;
     ref.compensating = f->backward;
     saga_action_fn fn = f->backward ? s->compensation : s->action;
+    in->invoked = 1;
     fn(e, &ref, in->data, in->data_len, s->arg);
     if (!in->in_batch)
         saga__arm(e, in);
@@ -298,7 +311,7 @@ void saga__fire(saga_engine *e, saga__inst *in, int64_t now)
     if (in->state == SAGA_STATE_RUNNING && !(in->flags & SAGA_REC_PIVOTED) &&
         in->deadline_ms > 0 && now >= in->deadline_ms) {
         if (can_compensate(in)) {
-            if (in->flags & SAGA_REC_INFLIGHT)
+            if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
                 in->flags |= SAGA_REC_MAYBE;
             in->updated_ms = now;
             start_compensation(e, in, "saga deadline passed");
@@ -508,9 +521,15 @@ int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
                   in->attempt, saga_state_name(in->state));
         return SAGA_ESTALE;
     }
+    return saga__complete(e, in, outcome, out, out_len, error);
+}
+
+int saga__complete(saga_engine *e, saga__inst *in, saga_outcome outcome,
+                   const void *out, size_t out_len, const char *error)
+{
     unsigned int put = 0;
     if (outcome == SAGA_OUTCOME_OK && out != NULL && out_len > 0 &&
-        !ref->compensating) {
+        !backward(in)) {
         if (!saga__data_is_map(out, out_len))
             return saga__err(e, SAGA_EINVAL,
                              "step output must be a msgpack map");
@@ -555,7 +574,9 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
                          saga_state_name(in->state),
                          in->state == SAGA_STATE_RUNNING ? " past its pivot"
                                                          : "");
-    if (in->flags & SAGA_REC_INFLIGHT)
+    /* A step in flight may have run, unless its action was never called
+     * (its attempt is not committed yet). */
+    if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
         in->flags |= SAGA_REC_MAYBE;
     in->updated_ms = saga__now(e);
     char why[300];
@@ -620,6 +641,8 @@ static int load_cb(const saga_record *r, void *arg)
     in->step = r->step;
     in->attempt = r->attempt ? r->attempt : 1;
     in->flags = r->flags;
+    /* In flight before a restart: it may have run. */
+    in->invoked = (r->flags & SAGA_REC_INFLIGHT) != 0;
     in->created_ms = r->created_ms;
     in->updated_ms = r->updated_ms;
     in->due_ms = r->due_ms;
@@ -667,7 +690,11 @@ int saga__recover(saga_engine *e)
         if (rc != SAGA_OK)
             continue;
         resumed++;
-        if (in->flags & SAGA_REC_INFLIGHT) {
+        if ((in->flags & SAGA_REC_INFLIGHT) && step_of(in)->opts.service) {
+            /* A remote attempt: its command is in the outbox (or was
+             * published); the reply, or the durable timeout, moves on. */
+            saga__arm(e, in);
+        } else if (in->flags & SAGA_REC_INFLIGHT) {
             /* The attempt's outcome never became durable: run it again
              * (actions are at-least-once), after the next commit point. */
             saga__effect f;
