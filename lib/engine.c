@@ -739,6 +739,10 @@ static int flush_once(saga_engine *e)
             return SAGA_ESTORE;
         }
         e->stats.commits++;
+        /* A commit (an fsync) takes time, and one check callback may run
+         * several: refresh the loop's clock so that what the next round
+         * stamps (journal times, timeouts) is not stale. */
+        uv_update_time(e->loop);
     }
     e->store_backoff_ms = e->opts.store_retry_ms;
     /* Detach the committed batch: what release() stages opens a new one. */
