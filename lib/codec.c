@@ -380,9 +380,11 @@ static int decode_map(dctx *c, const msgpack_object *top, saga_envelope *e,
             return reject(c, R_MALFORMED, SAGA_ECORRUPT, "non-string key");
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *o = &m->ptr[j].key;
+            /* Empty strings may come with NULL pointers: no memcmp then. */
             if (o->via.str.size == key->via.str.size &&
-                memcmp(o->via.str.ptr, key->via.str.ptr, key->via.str.size) ==
-                    0)
+                (key->via.str.size == 0 ||
+                 memcmp(o->via.str.ptr, key->via.str.ptr,
+                        key->via.str.size) == 0))
                 return reject(c, R_DUPLICATE, SAGA_ECORRUPT, "duplicate key");
         }
         int k = key_lookup(key->via.str.ptr, key->via.str.size);

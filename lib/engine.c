@@ -34,13 +34,15 @@
 static void default_log(saga_log_level lvl, const char *saga_id, int step,
                         const char *msg, void *arg)
 {
-    static const char *const names[] = {"debug", "info", "warn", "error"};
+    static const char *const names[] = {"?", "debug", "info", "warn",
+                                        "error"};
+    unsigned i = (unsigned)lvl <= SAGA_LOG_ERROR ? (unsigned)lvl : 0;
     (void)arg;
     if (saga_id != NULL)
-        fprintf(stderr, "libsaga %s [%s step %d] %s\n", names[lvl & 3],
+        fprintf(stderr, "libsaga %s [%s step %d] %s\n", names[i],
                 saga_id, step, msg);
     else
-        fprintf(stderr, "libsaga %s %s\n", names[lvl & 3], msg);
+        fprintf(stderr, "libsaga %s %s\n", names[i], msg);
 }
 
 void saga__log(saga_engine *e, saga_log_level lvl, const char *saga_id,
@@ -737,6 +739,10 @@ static int flush_once(saga_engine *e)
             return SAGA_ESTORE;
         }
         e->stats.commits++;
+        /* A commit (an fsync) takes time, and one check callback may run
+         * several: refresh the loop's clock so that what the next round
+         * stamps (journal times, timeouts) is not stale. */
+        uv_update_time(e->loop);
     }
     e->store_backoff_ms = e->opts.store_retry_ms;
     /* Detach the committed batch: what release() stages opens a new one. */
@@ -884,11 +890,10 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     else
         saga_engine_options_init(&e->opts, SAGA_ENGINE_OPTIONS_VERSION);
     saga_engine_options *o = &e->opts;
-    if (o->log == NULL) {
+    if (o->log == NULL)
         o->log = default_log;
-        if (o->log_level == SAGA_LOG_DEBUG)
-            o->log_level = SAGA_LOG_WARN;
-    }
+    if (o->log_level == 0)
+        o->log_level = SAGA_LOG_WARN;
     if (o->retention_ms == 0)
         o->retention_ms = DEFAULT_RETENTION_MS;
     if (o->housekeeping_interval_ms == 0)

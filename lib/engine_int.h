@@ -21,6 +21,9 @@ typedef struct saga__inst {
     uint32_t flags; /* SAGA_REC_* */
     int64_t created_ms, updated_ms, due_ms, deadline_ms;
     int64_t started_ms; /* when the current attempt was invoked */
+    /* The current attempt may have run: its action was called, its command
+     * queued, or (after recovery) it was in flight before the restart. */
+    int invoked;
     char *idem_key;
     char *error;
     void *data;
@@ -120,6 +123,7 @@ struct saga_engine {
     saga_random_fn random;
     void *random_arg;
     uint64_t seed, rng;
+    uint32_t id_seq; /* the counter in saga ids (new_id()) */
     int64_t wall_base, loop_base;
 
     saga__defent *defs;

@@ -668,7 +668,7 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         saga_free(p);
         return SAGA_ENOMEM;
     }
-    if (p->opts.log == NULL && p->opts.log_level == SAGA_LOG_DEBUG)
+    if (p->opts.log_level == 0)
         p->opts.log_level = SAGA_LOG_WARN;
     if (p->opts.max_payload == 0)
         p->opts.max_payload = DEFAULT_MAX_PAYLOAD;

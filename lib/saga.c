@@ -63,6 +63,9 @@ static void begin_attempt(saga_engine *e, saga__inst *in)
     in->due_ms = s->opts.timeout_ms == SAGA_TIMEOUT_NONE
                      ? 0
                      : now + (int64_t)s->opts.timeout_ms;
+    /* A local action runs only after the commit; a command, once queued,
+     * is published with the commit whatever happens next. */
+    in->invoked = s->opts.service != NULL;
     if (s->opts.service != NULL) {
         /* A remote attempt is a command in the outbox, written in the same
          * transaction as this transition. */
@@ -281,6 +284,7 @@ void saga__invoke(saga_engine *e, saga__inst *in, const saga__effect *f)
     ref.attempt = in->attempt;
     ref.compensating = f->backward;
     saga_action_fn fn = f->backward ? s->compensation : s->action;
+    in->invoked = 1;
     fn(e, &ref, in->data, in->data_len, s->arg);
     if (!in->in_batch)
         saga__arm(e, in);
@@ -307,7 +311,7 @@ void saga__fire(saga_engine *e, saga__inst *in, int64_t now)
     if (in->state == SAGA_STATE_RUNNING && !(in->flags & SAGA_REC_PIVOTED) &&
         in->deadline_ms > 0 && now >= in->deadline_ms) {
         if (can_compensate(in)) {
-            if (in->flags & SAGA_REC_INFLIGHT)
+            if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
                 in->flags |= SAGA_REC_MAYBE;
             in->updated_ms = now;
             start_compensation(e, in, "saga deadline passed");
@@ -339,14 +343,26 @@ void saga__fire(saga_engine *e, saga__inst *in, int64_t now)
 /* ------------------------------------------------------------------------ */
 /* The public verbs                                                         */
 
+/* 12 hex digits of the creation time (ms, 48 bits), 4 of a per-engine
+ * counter, then 64 random bits. Ids made by one engine thus sort in
+ * creation order, which keeps the store's id-keyed B-trees (sagas, journal)
+ * growing at their right edge: with fully random ids every commit dirtied
+ * about one leaf page per saga per tree, and the SQLite store wrote ~21 KB
+ * of WAL per 4-step saga instead of ~3 KB (bench/core). The random part
+ * keeps ids unique across engines and unguessable; everything comes from
+ * the injectable clock and random source, so a seeded run still replays. */
 static void new_id(saga_engine *e, char out[SAGA_ID_SIZE])
 {
     static const char hex[] = "0123456789abcdef";
-    uint64_t a = saga__rand(e), b = saga__rand(e);
-    for (int i = 0; i < 16; i++) {
-        out[i] = hex[(a >> (60 - 4 * i)) & 15];
-        out[16 + i] = hex[(b >> (60 - 4 * i)) & 15];
-    }
+    uint64_t t = (uint64_t)saga__now(e);
+    uint64_t seq = e->id_seq++;
+    uint64_t r = saga__rand(e);
+    for (int i = 0; i < 12; i++)
+        out[i] = hex[(t >> (44 - 4 * i)) & 15];
+    for (int i = 0; i < 4; i++)
+        out[12 + i] = hex[(seq >> (12 - 4 * i)) & 15];
+    for (int i = 0; i < 16; i++)
+        out[16 + i] = hex[(r >> (60 - 4 * i)) & 15];
     out[SAGA_ID_LEN] = '\0';
 }
 
@@ -570,7 +586,9 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
                          saga_state_name(in->state),
                          in->state == SAGA_STATE_RUNNING ? " past its pivot"
                                                          : "");
-    if (in->flags & SAGA_REC_INFLIGHT)
+    /* A step in flight may have run, unless its action was never called
+     * (its attempt is not committed yet). */
+    if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
         in->flags |= SAGA_REC_MAYBE;
     in->updated_ms = saga__now(e);
     char why[300];
@@ -635,6 +653,8 @@ static int load_cb(const saga_record *r, void *arg)
     in->step = r->step;
     in->attempt = r->attempt ? r->attempt : 1;
     in->flags = r->flags;
+    /* In flight before a restart: it may have run. */
+    in->invoked = (r->flags & SAGA_REC_INFLIGHT) != 0;
     in->created_ms = r->created_ms;
     in->updated_ms = r->updated_ms;
     in->due_ms = r->due_ms;

@@ -22,5 +22,8 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAGA_BUILD_EXAMPLES=ON \
     > /dev/null
 cmake --build build -j"$JOBS" --target saga_hello
 
-echo "==> running build/examples/hello/saga_hello"
-exec build/examples/hello/saga_hello "$@"
+# From build/, so the example's files (its SQLite database) stay out of the
+# source tree.
+echo "==> running build/examples/hello/saga_hello (in build/)"
+cd build
+exec ./examples/hello/saga_hello "$@"

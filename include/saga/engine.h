@@ -66,7 +66,8 @@ typedef struct saga_engine_options {
     void *random_arg;
     /** Seed of the default generator; 0: one drawn from the OS. */
     uint64_t seed;
-    /** Log sink; default: stderr for WARN and above. */
+    /** Log sink; default: stderr. Messages below log_level (0: WARN) are
+     * dropped. */
     saga_log_fn log;
     void *log_arg;
     saga_log_level log_level;

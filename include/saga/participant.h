@@ -85,7 +85,8 @@ typedef struct saga_participant_options {
     unsigned int version;
     /** The service name: commands arrive on this topic (required). */
     const char *service;
-    /** Log sink (as in engine.h); default stderr for WARN and above. */
+    /** Log sink (as in engine.h); default stderr. Below log_level (0:
+     * WARN) messages are dropped. */
     void (*log)(saga_log_level level, const char *saga_id, int step,
                 const char *msg, void *arg);
     void *log_arg;

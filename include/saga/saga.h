@@ -2,9 +2,9 @@
  * libsaga — durable sagas for native services.
  *
  * saga.h is the umbrella header: version, error codes, the allocator hook and
- * the types every other header shares. It includes def.h, engine.h, store.h,
- * transport.h and participant.h at its end, so `#include <saga/saga.h>` is all
- * a program needs.
+ * the types every other header shares. It includes def.h, store.h,
+ * transport.h, tcp.h, engine.h, participant.h and codec.h at its end, so
+ * `#include <saga/saga.h>` is all a program needs.
  */
 #ifndef SAGA_SAGA_H
 #define SAGA_SAGA_H
@@ -142,12 +142,13 @@ typedef enum saga_outcome {
     SAGA_OUTCOME_RETRY = 2  /* transient: try again after backoff */
 } saga_outcome;
 
-/** Log levels for the structured log callback. */
+/** Log levels for the structured log callback. In options, a level of 0
+ * selects the default, SAGA_LOG_WARN. */
 typedef enum saga_log_level {
-    SAGA_LOG_DEBUG = 0,
-    SAGA_LOG_INFO = 1,
-    SAGA_LOG_WARN = 2,
-    SAGA_LOG_ERROR = 3
+    SAGA_LOG_DEBUG = 1,
+    SAGA_LOG_INFO = 2,
+    SAGA_LOG_WARN = 3,
+    SAGA_LOG_ERROR = 4
 } saga_log_level;
 
 /** Opaque handles. */

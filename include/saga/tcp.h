@@ -94,6 +94,10 @@ SAGA_EXTERN int saga_tcp_options_init(saga_tcp_options *opts,
  * A TCP transport endpoint on @p loop, listening at once. Connections to
  * peers are opened on the first send to them and kept up (reconnecting
  * with backoff) until close.
+ *
+ * Signals: if SIGPIPE still has its default action (which kills the
+ * process when a peer closes while we write), this sets it to SIG_IGN; a
+ * disposition the application chose is left alone.
  * @param opts options; NULL for the defaults.
  * @return SAGA_OK, SAGA_EINVAL (bad option, address or name), SAGA_EVERSION,
  * SAGA_ETRANSPORT (cannot listen; e.g. the port is in use) or SAGA_ENOMEM.

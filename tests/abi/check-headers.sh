@@ -5,18 +5,14 @@
 # With a library directory it also links a C++ program against libsaga.so,
 # which proves the extern "C" linkage is right.
 #   usage: check-headers.sh INCLUDE_DIR [DIR_WITH_libsaga.so]
-#
-# -D_POSIX_C_SOURCE=200809L: engine.h includes <uv.h>, and uv.h itself needs
-# POSIX types (pthread_rwlock_t) that strict -std=c11 hides. Programs that use
-# -std=c11 need the same define (or -std=gnu11); see docs/getting-started.md.
+
 set -euo pipefail
 inc=$(cd "${1:?usage: check-headers.sh INCLUDE_DIR [LIBDIR]}" && pwd)
 libdir=${2:-}
 CC=${CC:-cc}
 CXX=${CXX:-c++}
-uvflags=$(pkg-config --cflags libuv 2>/dev/null || true)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-cflags=(-std=c11 -D_POSIX_C_SOURCE=200809L -pedantic -Wall -Wextra -Werror
+cflags=(-std=c11 -pedantic -Wall -Wextra -Werror
         -Wshadow -Wstrict-prototypes -Wmissing-prototypes)
 cxxflags=(-std=c++11 -pedantic -Wall -Wextra -Werror -Wshadow)
 n=0; failed=0
@@ -24,11 +20,11 @@ for h in "$inc"/saga/*.h; do
     name=$(basename "$h")
     printf '#include <saga/%s>\n' "$name" > "$work/t.c"
     cp "$work/t.c" "$work/t.cpp"
-    if ! $CC "${cflags[@]}" -I"$inc" $uvflags -c "$work/t.c" -o "$work/t.o"; then
+    if ! $CC "${cflags[@]}" -I"$inc" -c "$work/t.c" -o "$work/t.o"; then
         echo "check-headers: saga/$name does not compile alone as C11" >&2
         failed=$((failed + 1))
     fi
-    if ! $CXX "${cxxflags[@]}" -I"$inc" $uvflags -c "$work/t.cpp" -o "$work/t.o"; then
+    if ! $CXX "${cxxflags[@]}" -I"$inc" -c "$work/t.cpp" -o "$work/t.o"; then
         echo "check-headers: saga/$name does not compile alone as C++11" >&2
         failed=$((failed + 1))
     fi
@@ -49,7 +45,7 @@ int main()
     return std::strcmp(saga_strerror(SAGA_EINVAL), "invalid argument") != 0;
 }
 CPP
-    if ! $CXX "${cxxflags[@]}" -I"$inc" $uvflags "$work/link.cpp" \
+    if ! $CXX "${cxxflags[@]}" -I"$inc" "$work/link.cpp" \
             -L"$libdir" -lsaga -Wl,-rpath,"$libdir" -o "$work/link" ||
        ! "$work/link"; then
         echo "check-headers: a C++ program cannot link/run against $libdir/libsaga.so" >&2

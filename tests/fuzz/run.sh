@@ -1,7 +1,8 @@
 #!/bin/sh
 # run.sh — build the libFuzzer targets with clang and fuzz each one.
 #
-#   tests/fuzz/run.sh SECONDS [TARGET...]   (targets: envelope data; default both)
+#   tests/fuzz/run.sh SECONDS [TARGET...]
+#     (targets: envelope data tcp_frame; default all, SECONDS each)
 #   tests/fuzz/run.sh --regen               (rewrite the seed corpora)
 #
 # Each target runs for SECONDS (-max_total_time) on a COPY of its seed corpus
@@ -22,10 +23,11 @@ pkg-config --exists $pc 2>/dev/null || pc=msgpack-c
 mkdir -p "$out/artifacts"
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
  -Wall -Wextra -Werror -Wno-unused-parameter \
- -I$root/include -I$root/lib $(pkg-config --cflags $pc)"
+ -I$root/include -I$root/lib -I$root/transports/tcp \
+ $(pkg-config --cflags $pc libuv)"
 san="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 libsrc="$root/lib/common.c $root/lib/mpread.c $root/lib/codec.c $root/lib/data.c"
-libs=$(pkg-config --libs $pc)
+libs=$(pkg-config --libs $pc libuv)
 
 if [ "${1:-}" = "--regen" ]; then
     $CC $cflags -fsanitize=address,undefined $libsrc "$here/gen_corpus.c" \
@@ -39,7 +41,7 @@ fi
 
 secs=${1:?usage: run.sh SECONDS [envelope|data ...] | --regen}
 shift
-targets=${*:-envelope data}
+targets=${*:-envelope data tcp_frame}
 status=0
 for t in $targets; do
     echo "== building fuzz_$t"
@@ -47,7 +49,9 @@ for t in $targets; do
     $CC $cflags $san $libsrc "$here/fuzz_$t.c" -o "$out/fuzz_$t" $libs
     rm -rf "$out/corpus-$t"
     mkdir -p "$out/corpus-$t"
-    cp "$here/corpus/$t"/* "$out/corpus-$t"/ 2>/dev/null || true
+    if [ -d "$here/corpus/$t" ]; then
+        cp "$here/corpus/$t"/* "$out/corpus-$t"/ 2>/dev/null || true
+    fi
     echo "== fuzzing fuzz_$t for ${secs}s"
     if ! "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 \

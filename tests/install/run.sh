@@ -22,7 +22,7 @@ step "cmake --install $build --prefix $prefix"
 cmake --install "$build" --prefix "$prefix" > "$work/install.log" 2>&1 ||
     { cat "$work/install.log" >&2; die "cmake --install failed"; }
 
-pc=$(find "$prefix" -path '*/pkgconfig/saga.pc' | head -n 1)
+pc=$(find "$prefix" -path '*/pkgconfig/saga.pc' -print -quit)
 [ -n "$pc" ] || die "no pkgconfig/saga.pc installed"
 libdir=$(dirname "$(dirname "$pc")")
 for f in "$prefix/include/saga/saga.h" "$libdir/libsaga.so" "$libdir/libsaga.a" \
@@ -35,6 +35,8 @@ for h in "$here"/../../include/saga/*.h; do
     [ -f "$prefix/include/saga/$(basename "$h")" ] ||
         die "public header $(basename "$h") not installed"
 done
+stray=$(cd "$prefix/include" && find . -type f ! -path './saga/*.h')
+[ -z "$stray" ] || die "non-public files installed under include/: $stray"
 soname=$(readelf -d "$libdir/libsaga.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ -n "$soname" ] && [ -e "$libdir/$soname" ] || die "SONAME link '$soname' not installed"
 grep -qx "prefix=$prefix" "$pc" || die "saga.pc does not name the install prefix: $(grep '^prefix=' "$pc")"
@@ -61,8 +63,11 @@ step "pkg-config shared: $(pkg-config --cflags --libs saga)"
 # shellcheck disable=SC2046
 $CC -Wall -Wextra -Werror "${dflags[@]}" "$here/consumer.c" -o "$work/consumer-pc" \
     $(pkg-config --cflags --libs saga) || die "build with pkg-config failed"
-LD_LIBRARY_PATH="$libdir" ldd "$work/consumer-pc" | grep -q "$libdir/libsaga.so" ||
-    die "consumer-pc does not load the installed libsaga.so"
+# Output captured first: with pipefail, `ldd | grep -q` fails when grep
+# exits early and ldd gets SIGPIPE.
+deps=$(LD_LIBRARY_PATH="$libdir" ldd "$work/consumer-pc")
+grep -q "$libdir/libsaga.so" <<< "$deps" ||
+    die "consumer-pc does not load the installed libsaga.so: $deps"
 LD_LIBRARY_PATH="$libdir" "$work/consumer-pc" || die "consumer-pc failed"
 
 # --- 2. pkg-config, static ----------------------------------------------------
@@ -72,7 +77,8 @@ step "pkg-config static: $static_libs"
 # shellcheck disable=SC2046,SC2086
 $CC -Wall -Wextra -Werror "${dflags[@]}" "$here/consumer.c" -o "$work/consumer-static" \
     $(pkg-config --cflags saga) $static_libs || die "static build with pkg-config failed"
-if readelf -d "$work/consumer-static" | grep -q 'NEEDED.*libsaga'; then
+dyn=$(readelf -d "$work/consumer-static")
+if grep -q 'NEEDED.*libsaga' <<< "$dyn"; then
     die "consumer-static still needs libsaga.so"
 fi
 "$work/consumer-static" || die "consumer-static failed"

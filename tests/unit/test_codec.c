@@ -457,3 +457,13 @@ Test(codec, kind_names)
     cr_assert_str_eq(saga_msg_kind_name(SAGA_MSG_EVENT), "event");
     cr_assert_str_eq(saga_msg_kind_name((saga_msg_kind)0), "unknown");
 }
+
+Test(codec, two_empty_keys_are_duplicates_not_ub)
+{
+    /* {"": "0", "": <bin>} — found by the fuzzer: empty keys may carry NULL
+     * pointers, and memcmp(NULL, NULL, 0) is undefined. */
+    static const unsigned char m[] = {0x82, 0xa0, 0x30, 0xa0, 0xfc};
+    saga_envelope e;
+    cr_expect_eq(saga_envelope_decode(&e, m, sizeof m, 1024, NULL),
+                 SAGA_ECORRUPT);
+}

@@ -256,3 +256,32 @@ Test(durability, saga_of_unknown_definition_is_left_alone)
     cr_expect(strstr(H.log, "not registered") != NULL, "%s", H.log);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_RUNNING);
 }
+
+static void fast_store_retry(saga_engine_options *o) { o->store_retry_ms = 1; }
+
+Test(durability, failed_commit_is_retried_by_the_engine_itself)
+{
+    saga_store *inner, *s;
+    fault_store *fs;
+    cr_assert_eq(saga_store_memory_new(&inner), SAGA_OK);
+    cr_assert_eq(fault_store_new(&s, inner, &fs), SAGA_OK);
+    cr_assert_eq(h_engine(&H, s, fast_store_retry), SAGA_OK);
+    saga_def *d = h_def(&H, "cc", NULL);
+    cr_assert_eq(saga_engine_register(H.e, d), SAGA_OK);
+    cr_assert_eq(saga_engine_start(H.e), SAGA_OK);
+    fault_store_fail_always(fs, FAULT_COMMIT, 1);
+    char id[SAGA_ID_SIZE];
+    cr_assert_eq(saga_start(H.e, "t", NULL, NULL, 0, id, NULL, NULL), SAGA_OK);
+    h_pump(&H);
+    uint64_t tries = fault_store_calls(fs, FAULT_COMMIT);
+    /* Let the retry timer fire a few times while the store still fails. */
+    for (int i = 0; i < 6; i++)
+        uv_run(&H.loop, UV_RUN_ONCE);
+    cr_expect_gt(fault_store_calls(fs, FAULT_COMMIT), tries,
+                 "the engine did not retry the commit by itself");
+    cr_expect_eq(H.ncalls, 0);
+    fault_store_clear(fs);
+    for (int i = 0; i < 2000 && h_state(&H, id) != SAGA_STATE_COMPLETED; i++)
+        uv_run(&H.loop, UV_RUN_ONCE);
+    cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
+}

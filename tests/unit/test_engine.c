@@ -338,3 +338,18 @@ Test(engine, double_completion_is_stale)
     h_pump(&H);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
 }
+
+Test(engine, cancel_before_the_first_action_ran_compensates_nothing)
+{
+    cr_assert_eq(h_engine(&H, NULL, NULL), SAGA_OK);
+    saga_def *d = h_def(&H, "cc", NULL);
+    cr_assert_eq(saga_engine_register(H.e, d), SAGA_OK);
+    cr_assert_eq(saga_engine_start(H.e), SAGA_OK);
+    char id[SAGA_ID_SIZE];
+    cr_assert_eq(saga_start(H.e, "t", NULL, NULL, 0, id, NULL, NULL), SAGA_OK);
+    /* Same loop turn: the start is not even committed. */
+    cr_assert_eq(saga_cancel(H.e, id, "changed my mind"), SAGA_OK);
+    h_pump(&H);
+    cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPENSATED);
+    cr_expect_eq(H.ncalls, 0, "an action or compensation ran");
+}

@@ -326,3 +326,72 @@ Test(remote, same_command_three_times_one_effect_three_replies)
     cr_expect_eq(st.retried_actions, 1u);
     saga_transport_free(t);
 }
+
+/* --- choreography: events through the outbox, deduplicated by the inbox -- */
+
+static int h_reserve_and_publish(saga_participant *p, const saga_command *c,
+                                 saga_reply *r, void *arg)
+{
+    (void)r, (void)arg;
+    if (c->compensating)
+        return SAGA_OK;
+    static const unsigned char body[] = {0x81, 0xa2, 'o', 'k', 0xc3};
+    int rc = saga_participant_publish(p, "inventory-events", c->saga_id,
+                                      "InventoryReservedEvent", body,
+                                      sizeof body);
+    return rc ? rc : bump(p, "reserved");
+}
+
+static int on_inventory_event(saga_participant *p, const saga_command *ev,
+                              void *arg)
+{
+    (void)arg;
+    cr_expect_str_eq(ev->name, "InventoryReservedEvent");
+    int ok = 0;
+    cr_expect_eq(saga_data_get_bool(ev->payload, ev->payload_len, "ok", &ok),
+                 SAGA_OK);
+    return bump(p, "notified");
+}
+
+Test(remote, events_are_published_after_commit_and_applied_once)
+{
+    /* A notification service reacts to inventory's events. */
+    saga_participant_close(inv, NULL, NULL);
+    inv = mk_participant("inventory", "reserve", h_reserve_and_publish);
+    saga_participant *note = mk_participant("notification", "noop", h_charge);
+    cr_assert_eq(saga_participant_on_event(note, "inventory-events", NULL,
+                                           "InventoryReservedEvent",
+                                           on_inventory_event, NULL), SAGA_OK);
+    cr_assert_eq(saga_participant_start(inv), SAGA_OK);
+    cr_assert_eq(saga_participant_start(pay), SAGA_OK);
+    cr_assert_eq(saga_participant_start(note), SAGA_OK);
+    char id[SAGA_ID_SIZE];
+    cr_assert_eq(saga_start(E, "checkout", NULL, NULL, 0, id, NULL, NULL), 0);
+    pump();
+    cr_expect_eq(state_of(id), SAGA_STATE_COMPLETED, "%s", logbuf);
+    cr_expect_eq(effects(note, "notified"), 1);
+    /* The same event delivered again (a redelivery) is applied once. */
+    saga_transport *t;
+    cr_assert_eq(saga_transport_inmem_new(&t, bus), SAGA_OK);
+    saga_envelope e;
+    memset(&e, 0, sizeof e);
+    e.kind = SAGA_MSG_EVENT;
+    strcpy(e.msg_id, "ev-1");
+    strcpy(e.saga_id, id);
+    strcpy(e.name, "InventoryReservedEvent");
+    static const unsigned char body[] = {0x81, 0xa2, 'o', 'k', 0xc3};
+    e.payload = body;
+    e.payload_len = sizeof body;
+    void *b;
+    size_t len;
+    cr_assert_eq(saga_envelope_encode(&e, &b, &len), SAGA_OK);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(t->send(t, "inventory-events", id, b, len, NULL, NULL),
+                     SAGA_OK);
+    saga_free(b);
+    pump();
+    cr_expect_eq(effects(note, "notified"), 2, "one new event, applied once");
+    saga_transport_free(t);
+    int closed_n = 0;
+    saga_participant_close(note, closed, &closed_n);
+}

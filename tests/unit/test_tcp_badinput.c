@@ -284,3 +284,27 @@ Test(tcp_badinput, others_keep_working)
     close(stall);
     close(good);
 }
+
+Test(tcp_badinput, heartbeats_without_hello_are_dropped)
+{
+    /* A fast-clocked server: heartbeats every 10 ms, silence after 60. */
+    srv->close(srv);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    saga_tcp_options o = SAGA_TCP_OPTIONS_INIT;
+    o.service = "svc";
+    o.heartbeat_ms = 10;
+    o.dead_peer_ms = 60;
+    o.log = log_cb;
+    cr_assert_eq(saga_transport_tcp_new(&srv, &loop, &o), SAGA_OK);
+    cr_assert_eq(saga_transport_tcp_port(srv, &port), SAGA_OK);
+    int fd = client();
+    static const unsigned char hb[] = {0, 0, 0, 1, 4};
+    for (int i = 0; i < 100000 && stats().dead_peers == 0; i++) {
+        /* Keep talking, but never say who we are. */
+        (void)send(fd, hb, sizeof hb, MSG_NOSIGNAL);
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    cr_assert_eq(stats().dead_peers, 1);
+    cr_assert_geq(stats().frames_in, 1);
+    assert_closed(fd);
+}

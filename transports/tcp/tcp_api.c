@@ -2,6 +2,7 @@
  * tcp_api.c — the TCP transport's constructor, vtable slots, close and
  * counters. The I/O lives in tcp_transport.c; the wire in tcp_wire.c.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,6 +57,7 @@ static tcp_t *as_tcp(saga_transport *self)
 
 static void rx_msg_free(rx_msg *m)
 {
+    saga__tcp_conn_release(m->conn, m->size);
     saga__tcp_conn_unref(m->conn);
     saga_free(m);
 }
@@ -442,6 +444,22 @@ static int tcp_open(tcp_t *t, const saga_tcp_options *opts)
     return SAGA_OK;
 }
 
+/* libuv writes with write(2), so a write to a peer that has just gone away
+ * raises SIGPIPE, whose default action kills the process. Only the default
+ * is replaced; a handler or SIG_IGN the application chose stays. */
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL &&
+        !(old.sa_flags & SA_SIGINFO)) {
+        struct sigaction ign;
+        memset(&ign, 0, sizeof ign);
+        ign.sa_handler = SIG_IGN;
+        sigemptyset(&ign.sa_mask);
+        sigaction(SIGPIPE, &ign, NULL);
+    }
+}
+
 int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
                            const saga_tcp_options *opts)
 {
@@ -462,6 +480,7 @@ int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
     tcp_t *t = saga_malloc(sizeof *t);
     if (t == NULL)
         return SAGA_ENOMEM;
+    ignore_sigpipe();
     memset(t, 0, sizeof *t);
     saga_transport_init(&t->base, SAGA_TRANSPORT_VERSION);
     t->base.send = tcp_send;

@@ -141,6 +141,9 @@ typedef struct tcp_conn {
     unsigned char *rbuf;
     size_t roff, rlen, rcap;
     uint64_t last_rx;
+    uint64_t born; /* when the connection was made (loop time) */
+    size_t held; /* bytes of received messages not yet acked */
+    int paused;  /* reading stopped until the application acks */
 } tcp_conn;
 
 struct tcp_peer {
@@ -166,6 +169,7 @@ typedef struct rx_msg {
     char *key;
     size_t len;
     unsigned char *data;
+    size_t size; /* counted in conn->held */
 } rx_msg;
 
 typedef struct tcp_sub {
@@ -205,6 +209,7 @@ struct tcp_t {
     qlink completed; /* out_msg, callback due */
     unsigned handles; /* open uv handles */
     int closing;
+    int accept_pending; /* a connection waits for memory to accept */
     saga_tcp_stats st;
     char err[256];
 };
@@ -213,6 +218,8 @@ struct tcp_t {
 
 void saga__tcp_conn_close(tcp_conn *c, const char *why);
 void saga__tcp_conn_unref(tcp_conn *c);
+/* A received message from @p c of @p size bytes is gone. */
+void saga__tcp_conn_release(tcp_conn *c, size_t size);
 void saga__tcp_conn_write_ack(tcp_conn *c, uint64_t id);
 void saga__tcp_write_data(tcp_conn *c, out_msg *m);
 void saga__tcp_peer_connect(tcp_peer *p);

@@ -146,12 +146,16 @@ void saga__tcp_write_data(tcp_conn *c, out_msg *m)
     conn_write(c, m->frame, m->flen, m);
 }
 
+static int try_accept(tcp_t *t);
+
 /* ---- the pump: every user callback runs here ------------------------------ */
 
 void saga__tcp_on_pump(uv_idle_t *h)
 {
     tcp_t *t = h->data;
     qlink batch, *n;
+    if (t->accept_pending && try_accept(t) == 0)
+        t->accept_pending = 0;
     l_init(&batch);
     l_splice_front(&batch, &t->completed);
     while (!t->closing && (n = l_pop_front(&batch)) != NULL) {
@@ -173,7 +177,8 @@ void saga__tcp_on_pump(uv_idle_t *h)
     }
     l_splice_front(&t->ready, &batch);
 
-    if (!t->closing && l_empty(&t->completed) && l_empty(&t->ready))
+    if (!t->closing && l_empty(&t->completed) && l_empty(&t->ready) &&
+        !t->accept_pending)
         uv_idle_stop(&t->pump);
 }
 
@@ -228,11 +233,22 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
     m->id = f->id;
     m->refs = 0;
     m->conn = c;
+    m->size = sizeof *m + f->topic_len + klen + f->payload_len;
+    c->held += m->size;
     c->refs++;
     for (qlink *n = t->subs.next; n != &t->subs; n = n->next) {
         tcp_sub *s = CONTAINER(n, tcp_sub, node);
-        if (strcmp(s->topic, m->topic) == 0 && saga__tcp_deliver(t, m, s) != SAGA_OK)
-            return SAGA_ENOMEM; /* the deliveries made hold m */
+        if (strcmp(s->topic, m->topic) == 0 &&
+            saga__tcp_deliver(t, m, s) != SAGA_OK) {
+            /* The deliveries made hold m; the frame is not acked, so the
+             * sender sends it again after the reconnect. */
+            if (m->refs == 0) {
+                saga__tcp_conn_release(c, m->size);
+                saga__tcp_conn_unref(c);
+                saga_free(m);
+            }
+            return SAGA_ENOMEM;
+        }
     }
     if (m->refs == 0)
         l_push_back(&t->backlog, &m->node);
@@ -372,11 +388,28 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (conn_frame(c, p[4], p + SAGA__TCP_HDR, l - 1) != 0)
             return;
     }
+    /* Flow control: a sender (or an attacker) cannot make us hold more
+     * unacked data than the queue bound; we read on once acks free it. */
+    if (c->held > t->o.max_queue_bytes && !c->paused) {
+        uv_read_stop((uv_stream_t *)&c->h);
+        c->paused = 1;
+    }
     /* Keep the partial frame at the front of the buffer. */
     if (c->roff > 0) {
         memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
         c->rlen -= c->roff;
         c->roff = 0;
+    }
+}
+
+void saga__tcp_conn_release(tcp_conn *c, size_t size)
+{
+    c->held -= size;
+    if (c->paused && !c->closing && c->held <= c->t->o.max_queue_bytes / 2) {
+        c->paused = 0;
+        c->last_rx = uv_now(c->t->loop);
+        if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0)
+            saga__tcp_conn_close(c, "read_start failed");
     }
 }
 
@@ -397,7 +430,7 @@ static tcp_conn *conn_new(tcp_t *t, tcp_peer *peer)
     c->t = t;
     c->peer = peer;
     c->refs = 1;
-    c->last_rx = uv_now(t->loop);
+    c->last_rx = c->born = uv_now(t->loop);
     if (peer != NULL)
         snprintf(c->name, sizeof c->name, "%s", peer->service);
     t->handles++;
@@ -501,21 +534,33 @@ void saga__tcp_on_backoff(uv_timer_t *h)
     saga__tcp_peer_connect(p);
 }
 
+/* @return 0, or -1 if out of memory (the connection is left pending). */
+static int try_accept(tcp_t *t)
+{
+    tcp_conn *c = conn_new(t, NULL);
+    if (c == NULL)
+        return -1;
+    if (uv_accept((uv_stream_t *)&t->listener, (uv_stream_t *)&c->h) != 0 ||
+        uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
+        saga__tcp_conn_close(c, "accept failed");
+        return 0;
+    }
+    uv_tcp_nodelay(&c->h, 1);
+    t->st.accepted++;
+    return 0;
+}
+
 void saga__tcp_on_accept(uv_stream_t *server, int status)
 {
     tcp_t *t = server->data;
     if (status < 0 || t->closing)
         return;
-    tcp_conn *c = conn_new(t, NULL);
-    if (c == NULL)
-        return; /* the kernel keeps the connection queued */
-    if (uv_accept(server, (uv_stream_t *)&c->h) != 0 ||
-        uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
-        saga__tcp_conn_close(c, "accept failed");
-        return;
+    /* libuv stops listening until this connection is accepted, so a
+     * failure must be retried (from the pump), not dropped. */
+    if (try_accept(t) != 0) {
+        t->accept_pending = 1;
+        saga__tcp_pump_kick(t);
     }
-    uv_tcp_nodelay(&c->h, 1);
-    t->st.accepted++;
 }
 
 void saga__tcp_on_heartbeat(uv_timer_t *h)
@@ -526,10 +571,21 @@ void saga__tcp_on_heartbeat(uv_timer_t *h)
     while (n != &t->conns) {
         tcp_conn *c = CONTAINER(n, tcp_conn, node);
         n = n->next; /* saga__tcp_conn_close unlinks c */
-        if (now - c->last_rx > t->o.dead_peer_ms) {
+        if (c->paused) {
+            /* We stopped reading: its heartbeats wait in the socket. We
+             * keep sending ours, so the sender waits instead of
+             * reconnecting and sending everything again. */
+            c->last_rx = now;
+        }
+        /* Heartbeats alone do not keep a link that never said HELLO. */
+        int anonymous = c->peer == NULL && !c->hello &&
+                        now - c->born > t->o.dead_peer_ms;
+        if (anonymous || now - c->last_rx > t->o.dead_peer_ms) {
             t->st.dead_peers++;
-            saga__tcp_log(t, SAGA_LOG_WARN, "tcp: %s silent for %u ms, closing",
-                 c->name[0] ? c->name : "peer", (unsigned)t->o.dead_peer_ms);
+            saga__tcp_log(t, SAGA_LOG_WARN,
+                          "tcp: %s silent for %u ms, closing",
+                          c->name[0] ? c->name : "peer",
+                          (unsigned)t->o.dead_peer_ms);
             saga__tcp_conn_close(c, "dead peer");
         } else if (c->peer == NULL || c->up) {
             conn_write_ctl(c, SAGA__TCP_HEARTBEAT, NULL, 0);

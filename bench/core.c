@@ -1,0 +1,800 @@
+/*
+ * core.c — the engine's core cost, measured against a plain-SQLite floor
+ * (bench/README.md has the results).
+ *
+ *   bench_core [-n sagas] [-w window] [-s seq_sagas] [-r reps] [-d dir]
+ *              [-k] [-x] [-v]
+ *
+ * Sagas of 4 local steps whose actions report OK at once run through the
+ * engine on the SQLite store with its defaults (WAL, synchronous=FULL), in
+ * a fresh file per run. engine-batch: N sagas, at most W in flight, a done
+ * callback starting the next; timed from the first saga_start() to the loop
+ * returning. engine-sequential: one saga at a time, the next started from
+ * the previous one's done callback (its COMPLETED is durable); latency is
+ * saga_start() -> done callback.
+ *
+ * The floor is the same durable work done with SQLite alone: the same file
+ * settings (WAL, synchronous=FULL, the engine file's page size), the
+ * store's schema and its INSERT/UPDATE/BEGIN IMMEDIATE/COMMIT statements
+ * (copied from stores/sqlite; the run fails if the schemas differ), each
+ * prepared once, bound SQLITE_STATIC. Per saga it writes the engine's rows:
+ * 1 saga INSERT, 4 saga UPDATEs, 6 journal INSERTs (STARTED, STEP_OK x4,
+ * COMPLETED), with the same values and ids of the engine's scheme (ids
+ * decide where rows land in the B-trees). The engine commits a batch, then
+ * releases its effects, which stage the next batch: with sagas in lockstep
+ * each commit holds one phase (start, step 1..3 done, completed) of every
+ * saga in flight. The floor walks the same (saga, phase) sequence and cuts
+ * it into exactly as many transactions as the engine committed in that run
+ * (saga_engine_stats().commits): at the phase boundaries when the count is
+ * the lockstep one, else evenly. Saga rows go first in a transaction, then
+ * the journal, as in write_batch(). Both files are checked afterwards (N
+ * COMPLETED sagas, 6N journal rows) and the bytes each run wrote are
+ * reported: they match. So engine/floor is the engine's own overhead (state
+ * machine, staging, timers, callbacks, the store's vtable and checks) over
+ * the SQLite work and fsyncs any durable implementation pays. The floor's
+ * timed region holds only SQLite calls, a clock read per transaction and
+ * making each id.
+ *
+ * Each measurement is repeated -r times on fresh files, engine first on
+ * even repetitions and floor first on odd ones, with sync() between runs so
+ * that none pays for another's writeback; medians are reported, with CPU
+ * time, which is steadier than wall time on a shared machine.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <sqlite3.h>
+#include <sys/resource.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <saga/saga.h>
+
+#define NSTEPS 4
+#define NPHASES (NSTEPS + 1) /* start, steps 1..3 done, completed */
+#define STEP_TIMEOUT_MS 30000
+
+typedef struct config {
+    long n, window, seq, reps;
+    const char *dir;
+    int keep;
+    int engine_only; /* -x: skip the floor (for profiling the engine) */
+    int verbose;     /* -v: print every repetition */
+} config;
+
+static char g_dir[1024];
+static int g_page_size;  /* the engine database's, the floor uses it */
+static char *g_schema;    /* the engine database's schema */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Bytes this process handed to write()/pwrite() so far: the WAL and
+ * checkpoint traffic of a run, which the engine and the floor should match. */
+static long long wchar_now(void)
+{
+    long long v = -1;
+    char line[128];
+    FILE *f = fopen("/proc/self/io", "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "wchar: %lld", &v) == 1)
+            break;
+    fclose(f);
+    return v;
+}
+
+/* CPU seconds (user + system) this process used so far: steadier than
+ * wall time on a shared machine, and blind to time spent waiting for
+ * fsync. */
+static double cpu_now(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+static void die(const char *what, const char *detail)
+{
+    fprintf(stderr, "bench_core: %s: %s\n", what, detail);
+    exit(1);
+}
+
+static void db_path(char *out, size_t n, const char *name, long rep)
+{
+    snprintf(out, n, "%s/%s-%ld.db", g_dir, name, rep);
+}
+
+static void db_remove(const char *path, int keep)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm"};
+    char p[1400];
+    for (int i = 0; i < 3 && !keep; i++) {
+        snprintf(p, sizeof p, "%s%s", path, suffix[i]);
+        unlink(p);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                               */
+
+typedef struct erun {
+    saga_engine *e;
+    long total, started, done, failed;
+    double *t_start; /* per saga, by start order */
+    double *lat;     /* per saga latency, by done order */
+} erun;
+
+static void noop_step(saga_engine *e, const saga_step_ref *ref,
+                      const void *data, size_t len, void *arg)
+{
+    (void)data, (void)len, (void)arg;
+    saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
+}
+
+static void start_one(erun *r)
+{
+    char id[SAGA_ID_SIZE];
+    r->t_start[r->started] = now_s();
+    int rc = saga_start(r->e, "bench", NULL, NULL, 0, id, NULL, NULL);
+    if (rc != SAGA_OK)
+        die("saga_start", saga_engine_errmsg(r->e));
+    r->started++;
+}
+
+static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
+{
+    erun *r = arg;
+    (void)e, (void)id;
+    if (st != SAGA_STATE_COMPLETED)
+        r->failed++;
+    /* Latency is reported for sequential runs only: one saga at a time, so
+     * the k-th to end is the k-th started. */
+    r->lat[r->done] = now_s() - r->t_start[r->done];
+    r->done++;
+    if (r->started < r->total)
+        start_one(r);
+}
+
+/* Run @p n sagas with at most @p window in flight. Returns the time. */
+static double engine_run(const char *path, long n, long window, double *lat,
+                         uint64_t *commits)
+{
+    saga_store *store;
+    int rc = saga_store_sqlite_open(&store, path, NULL);
+    if (rc != SAGA_OK)
+        die("saga_store_sqlite_open", saga_strerror(rc));
+    erun r;
+    memset(&r, 0, sizeof r);
+    r.total = n;
+    r.lat = lat;
+    r.t_start = malloc((size_t)n * sizeof *r.t_start);
+    if (r.t_start == NULL)
+        die("malloc", strerror(errno));
+    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
+    o.on_done = on_done;
+    o.on_done_arg = &r;
+    rc = saga_engine_new(&r.e, store, NULL, &o);
+    if (rc != SAGA_OK)
+        die("saga_engine_new", saga_strerror(rc));
+    saga_def *d;
+    saga_step_options so = SAGA_STEP_OPTIONS_INIT;
+    so.timeout_ms = STEP_TIMEOUT_MS;
+    if (saga_def_new(&d, "bench", 1) != SAGA_OK)
+        die("saga_def_new", "failed");
+    static const char *const names[NSTEPS] = {"s1", "s2", "s3", "s4"};
+    for (int i = 0; i < NSTEPS; i++)
+        if (saga_def_add_step(d, names[i], noop_step, NULL, &so, NULL) !=
+            SAGA_OK)
+            die("saga_def_add_step", saga_def_errmsg(d));
+    if (saga_engine_register(r.e, d) != SAGA_OK ||
+        saga_engine_start(r.e) != SAGA_OK)
+        die("engine setup", saga_engine_errmsg(r.e));
+
+    double t0 = now_s();
+    for (long i = 0; i < window && i < n; i++)
+        start_one(&r);
+    saga_engine_run(r.e, SAGA_RUN_DEFAULT);
+    double t = now_s() - t0;
+
+    if (r.done != n || r.failed != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%ld of %ld sagas done, %ld not COMPLETED",
+                 r.done, n, r.failed);
+        die("engine run", msg);
+    }
+    saga_stats st;
+    saga_engine_stats(r.e, &st);
+    *commits = st.commits;
+    saga_engine_free(r.e);
+    free(r.t_start);
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The floor: plain SQLite                                                  */
+
+/* Copied from stores/sqlite (store_sqlite.c migration 0 -> 1 and
+ * sqlite_ops.c). check_schema() compares the resulting sqlite_master with
+ * the engine's database, so a schema change there cannot go unnoticed. */
+static const char schema_sql[] =
+    "CREATE TABLE sagas("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " def_name TEXT NOT NULL,"
+    " def_version INTEGER NOT NULL,"
+    " state INTEGER NOT NULL,"
+    " step INTEGER NOT NULL,"
+    " attempt INTEGER NOT NULL,"
+    " flags INTEGER NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL,"
+    " due_ms INTEGER NOT NULL,"
+    " deadline_ms INTEGER NOT NULL,"
+    " idem_key TEXT,"
+    " error TEXT,"
+    " data BLOB NOT NULL);"
+    "CREATE INDEX sagas_state ON sagas(state, created_ms);"
+    "CREATE TABLE journal("
+    " saga_id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " event INTEGER NOT NULL,"
+    " step INTEGER NOT NULL,"
+    " attempt INTEGER NOT NULL,"
+    " started_ms INTEGER NOT NULL,"
+    " at_ms INTEGER NOT NULL,"
+    " error TEXT,"
+    " PRIMARY KEY(saga_id, seq)) WITHOUT ROWID;"
+    "CREATE TABLE idem("
+    " key TEXT PRIMARY KEY NOT NULL,"
+    " saga_id TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE outbox("
+    " seq INTEGER PRIMARY KEY,"
+    " id TEXT NOT NULL UNIQUE,"
+    " topic TEXT NOT NULL,"
+    " key TEXT,"
+    " payload BLOB NOT NULL,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE inbox("
+    " msg_id TEXT PRIMARY KEY NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " reply BLOB NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE kv("
+    " key TEXT PRIMARY KEY NOT NULL,"
+    " val BLOB NOT NULL) WITHOUT ROWID;"
+    "PRAGMA user_version = 1;";
+
+#define SAGA_COLS                                                              \
+    "id, def_name, def_version, state, step, attempt, flags, created_ms, "     \
+    "updated_ms, due_ms, deadline_ms, idem_key, error, data"
+
+enum { F_BEGIN, F_COMMIT, F_INSERT, F_UPDATE, F_JOURNAL, F__COUNT };
+static const char *const floor_sql[F__COUNT] = {
+    [F_BEGIN] = "BEGIN IMMEDIATE",
+    [F_COMMIT] = "COMMIT",
+    [F_INSERT] = "INSERT INTO sagas(" SAGA_COLS ") VALUES "
+                 "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                 "?13, ?14)",
+    [F_UPDATE] = "UPDATE sagas SET def_name = ?2, def_version = ?3, "
+                 "state = ?4, step = ?5, attempt = ?6, flags = ?7, "
+                 "created_ms = ?8, updated_ms = ?9, due_ms = ?10, "
+                 "deadline_ms = ?11, error = ?13 WHERE id = ?1",
+    [F_JOURNAL] = "INSERT INTO journal(saga_id, seq, event, step, "
+                  "attempt, started_ms, at_ms, error) VALUES "
+                  "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+};
+
+typedef struct floor_db {
+    sqlite3 *db;
+    sqlite3_stmt *st[F__COUNT];
+} floor_db;
+
+static void fexec(sqlite3 *db, const char *sql)
+{
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        die(sql, err ? err : sqlite3_errmsg(db));
+}
+
+static void fstep(floor_db *f, sqlite3_stmt *st)
+{
+    if (sqlite3_step(st) != SQLITE_DONE)
+        die("floor step", sqlite3_errmsg(f->db));
+    sqlite3_reset(st);
+}
+
+static void floor_open(floor_db *f, const char *path, int page_size)
+{
+    if (sqlite3_open_v2(path, &f->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                            SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK)
+        die("sqlite3_open_v2", sqlite3_errmsg(f->db));
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA page_size = %d", page_size);
+    fexec(f->db, sql); /* before anything creates the file's first page */
+    fexec(f->db, "PRAGMA journal_mode = WAL");
+    fexec(f->db, "PRAGMA synchronous = FULL");
+    fexec(f->db, "BEGIN IMMEDIATE");
+    fexec(f->db, schema_sql);
+    fexec(f->db, "COMMIT");
+    for (int i = 0; i < F__COUNT; i++)
+        if (sqlite3_prepare_v3(f->db, floor_sql[i], -1,
+                               SQLITE_PREPARE_PERSISTENT, &f->st[i],
+                               NULL) != SQLITE_OK)
+            die("prepare", sqlite3_errmsg(f->db));
+}
+
+static void floor_close(floor_db *f)
+{
+    for (int i = 0; i < F__COUNT; i++)
+        sqlite3_finalize(f->st[i]);
+    sqlite3_close(f->db);
+}
+
+/* One saga's fixed fields, as the engine keeps them. */
+typedef struct fsaga {
+    char id[SAGA_ID_SIZE];
+    int64_t created_ms, started_ms;
+    double t_first; /* when its first transaction began */
+} fsaga;
+
+static const unsigned char empty_map = 0x80;
+
+/* The saga row after phase @p p (0 = started, 1..3 = step p running, 4 =
+ * completed), written as the store's saga_put() binds it. */
+static void put_saga(floor_db *f, fsaga *s, int p, int64_t now)
+{
+    sqlite3_stmt *st = f->st[p == 0 ? F_INSERT : F_UPDATE];
+    int done = p == NPHASES - 1;
+    sqlite3_bind_text(st, 1, s->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, "bench", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, 1);
+    sqlite3_bind_int(st, 4, done ? SAGA_STATE_COMPLETED : SAGA_STATE_RUNNING);
+    sqlite3_bind_int(st, 5, done ? NSTEPS - 1 : p);
+    sqlite3_bind_int64(st, 6, 1);
+    sqlite3_bind_int64(st, 7, done ? 0 : SAGA_REC_INFLIGHT);
+    sqlite3_bind_int64(st, 8, s->created_ms);
+    sqlite3_bind_int64(st, 9, now);
+    sqlite3_bind_int64(st, 10, done ? 0 : now + STEP_TIMEOUT_MS);
+    sqlite3_bind_int64(st, 11, 0);
+    sqlite3_bind_null(st, 13);
+    if (p == 0) {
+        sqlite3_bind_null(st, 12);
+        sqlite3_bind_blob64(st, 14, &empty_map, 1, SQLITE_STATIC);
+    }
+    fstep(f, st);
+}
+
+static void put_journal(floor_db *f, fsaga *s, uint32_t seq, saga_event ev,
+                        int step, int64_t now)
+{
+    sqlite3_stmt *st = f->st[F_JOURNAL];
+    int saga_level = step < 0;
+    sqlite3_bind_text(st, 1, s->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_int(st, 3, (int)ev);
+    sqlite3_bind_int(st, 4, step);
+    sqlite3_bind_int64(st, 5, saga_level ? 0 : 1);
+    sqlite3_bind_int64(st, 6, saga_level ? 0 : s->started_ms);
+    sqlite3_bind_int64(st, 7, now);
+    sqlite3_bind_null(st, 8);
+    fstep(f, st);
+}
+
+/* Phase @p p's journal entries: STARTED; STEP_OK of step p-1; at the end
+ * STEP_OK of the last step and COMPLETED. */
+static void put_phase_journal(floor_db *f, fsaga *s, int p, int64_t now)
+{
+    if (p == 0) {
+        put_journal(f, s, 1, SAGA_EV_STARTED, -1, now);
+    } else {
+        put_journal(f, s, (uint32_t)p + 1, SAGA_EV_STEP_OK, p - 1, now);
+        if (p == NPHASES - 1)
+            put_journal(f, s, NPHASES + 1, SAGA_EV_COMPLETED, -1, now);
+    }
+    s->started_ms = now;
+}
+
+/* The (saga, phase) of transition @p k in lockstep order: wave by wave of
+ * @p window sagas, phase by phase, saga by saga. */
+static void transition(long k, long n, long window, long *saga, int *phase)
+{
+    long per_wave = window * NPHASES;
+    long w = k / per_wave, r = k % per_wave;
+    long wsize = (w + 1) * window <= n ? window : n - w * window;
+    *phase = (int)(r / wsize);
+    *saga = w * window + r % wsize;
+}
+
+/* Where transaction @p c of @p nc starts in that sequence: at a phase
+ * boundary when the engine committed once per phase (the lockstep count),
+ * else an even split of the @p total transitions. */
+static long cut(uint64_t c, uint64_t nc, long n, long window, long total)
+{
+    long waves = (n + window - 1) / window, w = (long)c / NPHASES;
+    if (c >= nc || nc != (uint64_t)(waves * NPHASES))
+        return c >= nc ? total : (long)((uint64_t)total * c / nc);
+    long wsize = (w + 1) * window <= n ? window : n - w * window;
+    return w * window * NPHASES + (long)(c % NPHASES) * wsize;
+}
+
+/* The engine's id scheme (new_id() in lib/saga.c): 12 hex digits of the
+ * creation time in ms, 4 of a counter, 16 random. Ids decide where rows
+ * land in the B-trees, so the floor must use the same scheme. */
+static void make_id(uint64_t *rng, uint32_t *seq, int64_t ms,
+                    char out[SAGA_ID_SIZE])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    uint32_t c = (*seq)++;
+    for (int i = 0; i < 12; i++)
+        out[i] = hex[((uint64_t)ms >> (44 - 4 * i)) & 15];
+    for (int i = 0; i < 4; i++)
+        out[12 + i] = hex[(c >> (12 - 4 * i)) & 15];
+    for (int i = 0; i < 16; i++)
+        out[16 + i] = hex[(z >> (60 - 4 * i)) & 15];
+    out[SAGA_ID_LEN] = '\0';
+}
+
+/* Write @p n sagas' rows in @p ncommits transactions. @p lat gets each
+ * saga's first BEGIN -> last COMMIT. Returns the time. */
+static double floor_run(const char *path, int page_size, long n, long window,
+                        uint64_t ncommits, double *lat)
+{
+    floor_db f;
+    floor_open(&f, path, page_size);
+    fsaga *s = calloc((size_t)n, sizeof *s);
+    if (s == NULL)
+        die("calloc", strerror(errno));
+    uint64_t rng = (uint64_t)wall_ms() * 2654435761u;
+    uint32_t seq = 0;
+    long total = n * NPHASES, i;
+    int p;
+    double t0 = now_s();
+    for (uint64_t c = 0; c < ncommits; c++) {
+        long lo = cut(c, ncommits, n, window, total);
+        long hi = cut(c + 1, ncommits, n, window, total);
+        int64_t now = wall_ms();
+        double tb = now_s();
+        fstep(&f, f.st[F_BEGIN]);
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &p);
+            if (p == 0) {
+                /* The engine makes the id in saga_start(), at this time. */
+                make_id(&rng, &seq, now, s[i].id);
+                s[i].created_ms = now;
+                s[i].t_first = tb;
+            }
+            put_saga(&f, &s[i], p, now);
+        }
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &p);
+            put_phase_journal(&f, &s[i], p, now);
+        }
+        fstep(&f, f.st[F_COMMIT]);
+        double tc = now_s();
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &p);
+            if (p == NPHASES - 1)
+                lat[i] = tc - s[i].t_first;
+        }
+    }
+    double t = now_s() - t0;
+    floor_close(&f);
+    free(s);
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checks                                                                   */
+
+static long count(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st;
+    long v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        die(sql, sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static sqlite3 *ro_open(const char *path)
+{
+    sqlite3 *db;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        die("open for checking", sqlite3_errmsg(db));
+    return db;
+}
+
+/* Both programs must have left N COMPLETED sagas and 6N journal rows. */
+static void check_rows(const char *path, const char *who, long n)
+{
+    sqlite3 *db = ro_open(path);
+    long sagas = count(db, "SELECT count(*) FROM sagas WHERE state = 3");
+    long all = count(db, "SELECT count(*) FROM sagas");
+    long jr = count(db, "SELECT count(*) FROM journal");
+    sqlite3_close(db);
+    if (sagas == n && all == n && jr == n * (NPHASES + 1))
+        return;
+    fprintf(stderr, "bench_core: %s: expected %ld COMPLETED sagas and %ld "
+            "journal rows, found %ld/%ld and %ld\n", who, n,
+            n * (NPHASES + 1), sagas, all, jr);
+    exit(1);
+}
+
+/* The schema as text (sqlite_master in name order), malloc'd: the floor's
+ * must be the store's, statement for statement. */
+static char *schema_of(const char *path)
+{
+    static const char q[] = "SELECT group_concat(type || name || "
+                            "coalesce(sql, ''), ';') FROM (SELECT * FROM "
+                            "sqlite_master ORDER BY name)";
+    char *txt = NULL;
+    sqlite3 *db = ro_open(path);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
+        die("schema", sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        txt = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (txt == NULL)
+        die("schema", path);
+    return txt;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statistics and the driver                                                */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, long n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Nearest-rank percentile of sorted @p v. */
+static double pct(const double *v, long n, double p)
+{
+    long k = (long)(p / 100.0 * (double)n + 0.999999);
+    return v[k < 1 ? 0 : k > n ? n - 1 : k - 1];
+}
+
+typedef struct result {
+    const char *name;
+    long n;
+    double *times; /* per rep */
+    double *mbytes; /* per rep: MB written (WAL and checkpoints) */
+    double *cpu;    /* per rep: CPU seconds */
+    uint64_t commits;
+    double *lat;   /* all reps' latencies, or NULL */
+    long nlat;
+} result;
+
+static void report(result *r, long reps)
+{
+    double t = median(r->times, reps);
+    double mb = median(r->mbytes, reps), cpu = median(r->cpu, reps);
+    printf("%-18s sagas/s=%7.0f time=%6.3fs cpu=%6.3fs commits=%-5llu "
+           "written=%6.1fMB", r->name, (double)r->n / t, t, cpu,
+           (unsigned long long)r->commits, mb);
+    if (r->lat != NULL) {
+        qsort(r->lat, (size_t)r->nlat, sizeof *r->lat, cmp_double);
+        printf("  p50=%.3fms p99=%.3fms", pct(r->lat, r->nlat, 50) * 1e3,
+               pct(r->lat, r->nlat, 99) * 1e3);
+    }
+    printf("\n");
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: bench_core [-n sagas] [-w window] [-s seq_sagas] "
+            "[-r reps] [-d dir] [-k] [-x] [-v]\n"
+            "  -n  sagas in batch mode (20000)\n"
+            "  -w  batch mode: sagas in flight at once (2000; -w 0 = all)\n"
+            "  -s  sagas in sequential mode (500; 0 skips it)\n"
+            "  -r  repetitions, median reported (3)\n"
+            "  -d  directory for the database files ($TMPDIR or /tmp)\n"
+            "  -k  keep the database files\n"
+            "  -x  engine only, for profiling (floor lines repeat it)\n"
+            "  -v  print every repetition\n");
+    exit(2);
+}
+
+static long num_arg(const char *s, long min)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min)
+        usage();
+    return v;
+}
+
+static void parse(config *c, int argc, char **argv)
+{
+    int ch;
+    const char *tmp = getenv("TMPDIR");
+    *c = (config){20000, 2000, 500, 3, tmp ? tmp : "/tmp", 0, 0, 0};
+    while ((ch = getopt(argc, argv, "n:w:s:r:d:kxvh")) != -1) {
+        switch (ch) {
+        case 'n': c->n = num_arg(optarg, 1); break;
+        case 'w': c->window = num_arg(optarg, 0); break;
+        case 's': c->seq = num_arg(optarg, 0); break;
+        case 'r': c->reps = num_arg(optarg, 1); break;
+        case 'd': c->dir = optarg; break;
+        case 'k': c->keep = 1; break;
+        case 'x': c->engine_only = 1; break;
+        case 'v': c->verbose = 1; break;
+        default: usage();
+        }
+    }
+    if (optind != argc)
+        usage();
+    if (c->window == 0 || c->window > c->n)
+        c->window = c->n;
+}
+
+/* Drop a finished run's file and push its dirty pages out, so that the
+ * next measurement does not pay for this one's writeback. */
+static void settle(const char *path, int keep)
+{
+    db_remove(path, keep);
+    sync();
+}
+
+/* One engine run and the floor run that mirrors it. The floor needs the
+ * engine's commit count; from the second repetition on, odd repetitions
+ * run the floor first (with the count of the engine's last run) so that
+ * neither side always goes second. */
+static void pair(const config *c, const char *tag, long n, long window,
+                 long rep, result *eng, result *flo)
+{
+    char ep[1200], fp[1200], en[64], fn[64];
+    snprintf(en, sizeof en, "engine-%s", tag);
+    snprintf(fn, sizeof fn, "floor-%s", tag);
+    db_path(ep, sizeof ep, en, rep);
+    db_path(fp, sizeof fp, fn, rep);
+    double *scratch = NULL, *elat, *flat;
+    if (eng->lat != NULL) {
+        elat = eng->lat + eng->nlat;
+        flat = flo->lat + flo->nlat;
+    } else {
+        scratch = malloc((size_t)n * sizeof *scratch);
+        if (scratch == NULL)
+            die("malloc", strerror(errno));
+        elat = flat = scratch;
+    }
+    int floor_first = !c->engine_only && rep % 2 == 1;
+    for (int turn = 0; turn < 2; turn++) {
+        long long w0 = wchar_now();
+        double c0 = cpu_now();
+        if (turn == floor_first) {
+            uint64_t commits;
+            eng->times[rep] = engine_run(ep, n, window, elat, &commits);
+            eng->mbytes[rep] = (double)(wchar_now() - w0) / 1e6;
+            eng->cpu[rep] = cpu_now() - c0;
+            check_rows(ep, en, n);
+            if (eng->commits != 0 && commits != eng->commits)
+                fprintf(stderr, "bench_core: warning: the engine made %llu "
+                        "commits, its previous run %llu\n",
+                        (unsigned long long)commits,
+                        (unsigned long long)eng->commits);
+            eng->commits = commits;
+            if (g_schema == NULL) {
+                sqlite3 *db = ro_open(ep);
+                g_page_size = (int)count(db, "PRAGMA page_size");
+                sqlite3_close(db);
+                g_schema = schema_of(ep);
+            }
+            settle(ep, c->keep);
+        } else if (c->engine_only) {
+            flo->times[rep] = eng->times[rep];
+            flo->mbytes[rep] = eng->mbytes[rep];
+            flo->cpu[rep] = eng->cpu[rep];
+            flo->commits = eng->commits;
+            memcpy(flat, elat, flat == elat ? 0 : (size_t)n * sizeof *flat);
+        } else {
+            flo->commits = eng->commits;
+            flo->times[rep] = floor_run(fp, g_page_size, n, window,
+                                        flo->commits, flat);
+            flo->mbytes[rep] = (double)(wchar_now() - w0) / 1e6;
+            flo->cpu[rep] = cpu_now() - c0;
+            check_rows(fp, fn, n);
+            char *fs = schema_of(fp);
+            if (strcmp(fs, g_schema) != 0)
+                die("schema check", "the floor's schema differs from the "
+                    "SQLite store's; update schema_sql in bench/core.c");
+            free(fs);
+            settle(fp, c->keep);
+        }
+    }
+    if (c->verbose)
+        printf("  %-5s rep %ld: engine %.3fs (cpu %.3fs)  floor %.3fs (cpu "
+               "%.3fs)%s\n", tag, rep, eng->times[rep], eng->cpu[rep],
+               flo->times[rep], flo->cpu[rep],
+               floor_first ? "  floor ran first" : "");
+    if (eng->lat != NULL) {
+        eng->nlat += n;
+        flo->nlat += n;
+    }
+    free(scratch);
+}
+
+int main(int argc, char **argv)
+{
+    config c;
+    parse(&c, argc, argv);
+    snprintf(g_dir, sizeof g_dir, "%s/saga-bench-XXXXXX", c.dir);
+    if (mkdtemp(g_dir) == NULL)
+        die("mkdtemp", strerror(errno));
+
+    /* Per repetition: time, MB written and CPU time of each of 4 lines. */
+    double *v = calloc((size_t)c.reps * 12, sizeof *v);
+    double *lat = c.seq ? malloc((size_t)(c.seq * c.reps) * 2 * sizeof *lat)
+                        : NULL;
+    if (v == NULL || (c.seq && lat == NULL))
+        die("malloc", strerror(errno));
+    result r[4] = {{.name = "engine-batch", .n = c.n},
+                   {.name = "floor-batch", .n = c.n},
+                   {.name = "engine-sequential", .n = c.seq, .lat = lat},
+                   {.name = "floor-sequential", .n = c.seq,
+                    .lat = lat ? lat + c.seq * c.reps : NULL}};
+    for (int i = 0; i < 4; i++) {
+        r[i].times = v + (3 * i) * c.reps;
+        r[i].mbytes = v + (3 * i + 1) * c.reps;
+        r[i].cpu = v + (3 * i + 2) * c.reps;
+    }
+
+    printf("bench core: %ld sagas x %d no-op local steps, window %ld; "
+           "sequential %ld; %ld reps (median); SQLite %s WAL "
+           "synchronous=FULL; dir %s\n",
+           c.n, NSTEPS, c.window, c.seq, c.reps, sqlite3_libversion(), g_dir);
+    fflush(stdout);
+    for (long rep = 0; rep < c.reps; rep++) {
+        pair(&c, "batch", c.n, c.window, rep, &r[0], &r[1]);
+        if (c.seq)
+            pair(&c, "seq", c.seq, 1, rep, &r[2], &r[3]);
+    }
+    for (int i = 0; i < (c.seq ? 4 : 2); i++)
+        report(&r[i], c.reps);
+    printf("rows per run: %ld sagas (1 INSERT + %d UPDATEs each), %ld journal "
+           "rows; %s; page_size %d\n",
+           c.n, NSTEPS, c.n * (NPHASES + 1),
+           c.engine_only ? "no floor (-x)" : "schema identical", g_page_size);
+    double ratio = median(r[0].times, c.reps) / median(r[1].times, c.reps);
+    printf("engine_vs_floor=%.2f\n", ratio);
+    if (!c.keep)
+        rmdir(g_dir);
+    free(v);
+    free(lat);
+    free(g_schema);
+    return 0;
+}
