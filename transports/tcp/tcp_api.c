@@ -272,6 +272,9 @@ static void tcp_close(saga_transport *self)
     tcp_t *t = (tcp_t *)self;
     if (t == NULL || t->closing)
         return;
+    /* Hand queued frames (acks of what the application committed) to the
+     * kernel first: uv_write writes at once when it can. */
+    saga__tcp_flush(t);
     t->closing = 1;
     uv_handle_t *own[] = {(uv_handle_t *)&t->listener,
                           (uv_handle_t *)&t->heartbeat,
@@ -497,6 +500,7 @@ int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
     l_init(&t->ready);
     l_init(&t->handed);
     l_init(&t->completed);
+    l_init(&t->flushq);
     t->service = dup_str(opts->service ? opts->service : DEF_SERVICE);
     if (t->service == NULL) {
         saga_free(t);

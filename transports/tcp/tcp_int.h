@@ -127,8 +127,21 @@ typedef struct out_msg {
     int done;    /* the callback has run; free when wrefs == 0 */
 } out_msg;
 
+/* A frame queued for the next write of its connection: a DATA frame of
+ * @c m, or @c len control bytes at @c off in the connection's ctl buffer. */
+typedef struct wpend {
+    out_msg *m;
+    size_t off, len;
+} wpend;
+
 typedef struct tcp_conn {
     qlink node; /* t->conns while open */
+    qlink fnode; /* t->flushq while frames are queued (fqueued) */
+    int fqueued;
+    wpend *wq; /* frames queued this loop turn, written as one writev */
+    size_t nwq, cwq;
+    unsigned char *ctl; /* control frame bytes of wq */
+    size_t nctl, cctl;
     uv_tcp_t h;
     uv_connect_t creq;
     tcp_t *t;
@@ -207,6 +220,7 @@ struct tcp_t {
     qlink ready;     /* saga_delivery, to hand over */
     qlink handed;    /* saga_delivery, waiting for ack */
     qlink completed; /* out_msg, callback due */
+    qlink flushq;    /* tcp_conn with frames to write */
     unsigned handles; /* open uv handles */
     int closing;
     int accept_pending; /* a connection waits for memory to accept */
@@ -224,6 +238,8 @@ void saga__tcp_conn_write_ack(tcp_conn *c, uint64_t id);
 void saga__tcp_write_data(tcp_conn *c, out_msg *m);
 void saga__tcp_peer_connect(tcp_peer *p);
 void saga__tcp_pump_kick(tcp_t *t);
+/* Write what every connection has queued (one writev each). */
+void saga__tcp_flush(tcp_t *t);
 void saga__tcp_out_msg_release(out_msg *m);
 int saga__tcp_deliver(tcp_t *t, rx_msg *m, tcp_sub *s);
 void saga__tcp_on_pump(uv_idle_t *h);

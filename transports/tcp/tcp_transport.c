@@ -58,67 +58,172 @@ void saga__tcp_conn_unref(tcp_conn *c)
 {
     if (--c->refs == 0) {
         saga_free(c->rbuf);
+        saga_free(c->wq);
+        saga_free(c->ctl);
         saga_free(c);
     }
 }
 
 /* ---- writing ------------------------------------------------------------- */
 
+/*
+ * Frames are not written one by one: each write is a syscall and a TCP
+ * segment, and a busy endpoint writes many small frames per loop turn (a
+ * reply and an ACK per command). conn_write() queues a frame on its
+ * connection; the pump writes each connection's queue as one uv_write of
+ * several buffers (a writev) at the end of its run, in the same loop turn
+ * or early in the next one, before the loop polls again. Order per
+ * connection is kept.
+ */
 typedef struct wreq {
     uv_write_t req;
     tcp_conn *conn;
-    out_msg *m; /* DATA: the frame belongs to m */
-    unsigned char small[];
+    unsigned char *ctl; /* the control bytes written, owned */
+    size_t nms;
+    out_msg *ms[]; /* DATA frames written: their frames stay until done */
 } wreq;
+
+static void out_msg_unwrite(out_msg *m)
+{
+    if (--m->wrefs == 0 && m->done) {
+        saga_free(m->frame);
+        saga_free(m);
+    }
+}
 
 static void on_write(uv_write_t *req, int status)
 {
     wreq *w = req->data;
     tcp_conn *c = w->conn;
-    if (w->m != NULL && --w->m->wrefs == 0 && w->m->done) {
-        saga_free(w->m->frame);
-        saga_free(w->m);
-    }
+    for (size_t i = 0; i < w->nms; i++)
+        out_msg_unwrite(w->ms[i]);
+    saga_free(w->ctl);
     saga_free(w);
     if (status < 0 && status != UV_ECANCELED && !c->closing)
         saga__tcp_conn_close(c, uv_strerror(status));
     saga__tcp_conn_unref(c);
 }
 
-/* Write @p len bytes: a DATA frame of @p m, or a copied control frame. */
+/* Drop what @p c has queued (it is closing). */
+static void conn_drop_queued(tcp_conn *c)
+{
+    for (size_t i = 0; i < c->nwq; i++)
+        if (c->wq[i].m != NULL)
+            out_msg_unwrite(c->wq[i].m);
+    c->nwq = c->nctl = 0;
+    if (c->fqueued) {
+        c->fqueued = 0;
+        l_remove(&c->fnode);
+        saga__tcp_conn_unref(c);
+    }
+}
+
+/* Queue @p len bytes: a DATA frame of @p m, or a copied control frame. */
 static void conn_write(tcp_conn *c, const unsigned char *buf, size_t len,
                        out_msg *m)
 {
     if (c->closing)
         return;
-    wreq *w = saga_malloc(sizeof *w + (m == NULL ? len : 0));
-    if (w == NULL) {
-        /* Dropping a frame silently would break ordering; resync instead. */
+    if (c->nwq == c->cwq) {
+        size_t nc = c->cwq ? c->cwq * 2 : 16;
+        wpend *nw = saga_realloc(c->wq, nc * sizeof *nw);
+        if (nw == NULL) {
+            /* Dropping a frame silently would break ordering; resync. */
+            saga__tcp_conn_close(c, "out of memory");
+            return;
+        }
+        c->wq = nw;
+        c->cwq = nc;
+    }
+    wpend *e = &c->wq[c->nwq];
+    e->m = m;
+    e->len = len;
+    e->off = 0;
+    if (m == NULL) {
+        if (c->nctl + len > c->cctl) {
+            size_t nc = c->cctl ? c->cctl : 256;
+            while (nc < c->nctl + len)
+                nc *= 2;
+            unsigned char *nb = saga_realloc(c->ctl, nc);
+            if (nb == NULL) {
+                saga__tcp_conn_close(c, "out of memory");
+                return;
+            }
+            c->ctl = nb;
+            c->cctl = nc;
+        }
+        e->off = c->nctl;
+        memcpy(c->ctl + c->nctl, buf, len);
+        c->nctl += len;
+    } else {
+        m->wrefs++;
+    }
+    c->nwq++;
+    c->t->st.frames_out++;
+    if (!c->fqueued) {
+        c->fqueued = 1;
+        c->refs++;
+        l_push_back(&c->t->flushq, &c->fnode);
+        saga__tcp_pump_kick(c->t);
+    }
+}
+
+static void conn_flush(tcp_conn *c)
+{
+    size_t n = c->nwq, nms = 0;
+    for (size_t i = 0; i < n; i++)
+        nms += c->wq[i].m != NULL;
+    wreq *w = saga_malloc(sizeof *w + nms * sizeof(out_msg *));
+    uv_buf_t small[16], *b = n <= 16 ? small : saga_malloc(n * sizeof *b);
+    if (w == NULL || b == NULL) {
+        saga_free(w);
+        if (b != small)
+            saga_free(b);
         saga__tcp_conn_close(c, "out of memory");
         return;
     }
     w->req.data = w;
     w->conn = c;
-    w->m = m;
-    uv_buf_t b;
-    if (m == NULL) {
-        memcpy(w->small, buf, len);
-        b = uv_buf_init((char *)w->small, (unsigned)len);
-    } else {
-        b = uv_buf_init((char *)buf, (unsigned)len);
-        m->wrefs++;
+    w->ctl = c->ctl; /* the control bytes move to the request */
+    w->nms = 0;
+    for (size_t i = 0; i < n; i++) {
+        wpend *e = &c->wq[i];
+        if (e->m != NULL) {
+            w->ms[w->nms++] = e->m;
+            b[i] = uv_buf_init((char *)e->m->frame, (unsigned)e->len);
+        } else {
+            b[i] = uv_buf_init((char *)w->ctl + e->off, (unsigned)e->len);
+        }
     }
+    c->ctl = NULL;
+    c->nctl = c->cctl = 0;
+    c->nwq = 0;
     c->refs++;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->h, &b, 1, on_write);
+    /* libuv copies the buffer array; the bytes live until on_write. */
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->h, b, (unsigned)n,
+                      on_write);
+    if (b != small)
+        saga_free(b);
     if (rc != 0) {
-        if (m != NULL)
-            m->wrefs--;
+        for (size_t i = 0; i < w->nms; i++)
+            out_msg_unwrite(w->ms[i]);
+        saga_free(w->ctl);
         saga_free(w);
         saga__tcp_conn_unref(c);
         saga__tcp_conn_close(c, uv_strerror(rc));
-        return;
     }
-    c->t->st.frames_out++;
+}
+
+void saga__tcp_flush(tcp_t *t)
+{
+    qlink *n;
+    while ((n = l_pop_front(&t->flushq)) != NULL) {
+        tcp_conn *c = CONTAINER(n, tcp_conn, fnode);
+        c->fqueued = 0;
+        if (!c->closing && c->nwq > 0)
+            conn_flush(c);
+        saga__tcp_conn_unref(c);
+    }
 }
 
 static void conn_write_ctl(tcp_conn *c, int kind, const void *body,
@@ -177,8 +282,11 @@ void saga__tcp_on_pump(uv_idle_t *h)
     }
     l_splice_front(&t->ready, &batch);
 
+    /* What the callbacks (and everything since the last pump) queued. */
+    if (!t->closing)
+        saga__tcp_flush(t);
     if (!t->closing && l_empty(&t->completed) && l_empty(&t->ready) &&
-        !t->accept_pending)
+        l_empty(&t->flushq) && !t->accept_pending)
         uv_idle_stop(&t->pump);
 }
 
@@ -465,6 +573,7 @@ void saga__tcp_conn_close(tcp_conn *c, const char *why)
     tcp_t *t = c->t;
     c->closing = 1;
     l_remove(&c->node);
+    conn_drop_queued(c);
     tcp_peer *p = c->peer;
     if (p != NULL && p->conn == c) {
         p->conn = NULL;
