@@ -516,8 +516,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2; i++)
         part_start(&parts[i]);
     snprintf(nb, sizeof nb, "%d", n);
-    /* Spread the starts over ~5 s so that every kill lands mid-run. */
-    snprintf(rate, sizeof rate, "%d", n / 5 > 20 ? n / 5 : 20);
+    /* Spread the starts over ~5 s, longer for many kills, so that every
+     * kill lands mid-run. */
+    double span = kills * 1.25 > 5 ? kills * 1.25 : 5;
+    int r = (int)(n / span);
+    snprintf(rate, sizeof rate, "%d", r > 20 ? r : 20);
     char *oargv[] = {(char *)orch_bin, odb, orch_port, parts[0].port,
                      parts[1].port, nb, rate, ostatus, NULL};
     pid_t orch = spawn(oargv, olog);
