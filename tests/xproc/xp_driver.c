@@ -1,14 +1,15 @@
 /*
  * xp_driver.c — the cross-process test over TCP on loopback.
  *
- *   xp_driver XP_ORCH XP_PART WORKDIR [N] [KILLS] [SEED]
+ *   xp_driver XP_ORCH XP_PART WORKDIR [N] [KILLS] [SEED] [ORCH_KILLS]
  *
  * It starts an orchestrator (xp_orch) and two participants (xp_part:
  * inventory, payment), each on its own SQLite file, lets the orchestrator
  * run N sagas (default 1000) and SIGKILLs a participant KILLS times
  * (default 4, alternating, at different points of progress), restarting it
- * after a pause. Once the orchestrator reports every saga terminal it stops
- * everything and checks the three SQLite files directly:
+ * after a pause; with ORCH_KILLS (default 0) every third kill is the
+ * orchestrator's instead, restarted on the same file. Once the
+ * orchestrator reports every saga terminal it stops everything and checks the three SQLite files directly:
  *   - N sagas, one per idempotency key, every one COMPLETED or COMPENSATED,
  *     as the business outcome (a pure function of the saga id) predicts,
  *     journals gap-free;
@@ -471,8 +472,8 @@ static int read_status(const char *path, int v[5])
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr,
-                "usage: xp_driver XP_ORCH XP_PART WORKDIR [N] [KILLS] [SEED]\n");
+        fprintf(stderr, "usage: xp_driver XP_ORCH XP_PART WORKDIR [N] [KILLS] "
+                        "[SEED] [ORCH_KILLS]\n");
         return 2;
     }
     const char *orch_bin = argv[1];
@@ -481,12 +482,14 @@ int main(int argc, char **argv)
     int n = argc > 4 ? atoi(argv[4]) : 1000;
     int kills = argc > 5 ? atoi(argv[5]) : 4;
     rng = argc > 6 ? strtoull(argv[6], NULL, 10) : (uint64_t)time(NULL);
+    int okills = argc > 7 ? atoi(argv[7]) : 0;
     if (rng == 0)
         rng = 1;
-    if (n <= 0 || kills < 0 || kills > 64)
+    if (n <= 0 || kills < 0 || kills > 64 || okills < 0 || okills > 64)
         return 2;
-    fprintf(stderr, "xproc: N=%d kills=%d seed=%llu workdir=%s\n", n, kills,
-            (unsigned long long)rng, workdir);
+    fprintf(stderr, "xproc: N=%d kills=%d orchestrator kills=%d seed=%llu "
+            "workdir=%s\n", n, kills, okills, (unsigned long long)rng,
+            workdir);
     signal(SIGPIPE, SIG_IGN);
     /* XP_VERIFY_ONLY=1: check the files a previous run left in WORKDIR
      * (to see the checks fail on a doctored database). */
@@ -510,7 +513,7 @@ int main(int argc, char **argv)
     snprintf(olog, sizeof olog, "%s/orders.log", workdir);
     snprintf(ostatus, sizeof ostatus, "%s/status", workdir);
     double t0 = now_s();
-    int done_kills = 0;
+    int done_kills = 0, done_okills = 0;
     if (verify_only)
         goto verify;
     for (int i = 0; i < 2; i++)
@@ -518,12 +521,18 @@ int main(int argc, char **argv)
     snprintf(nb, sizeof nb, "%d", n);
     /* Spread the starts over ~5 s, longer for many kills, so that every
      * kill lands mid-run. */
-    double span = kills * 1.25 > 5 ? kills * 1.25 : 5;
+    double span = (kills + okills) * 1.25 > 5 ? (kills + okills) * 1.25 : 5;
     int r = (int)(n / span);
     snprintf(rate, sizeof rate, "%d", r > 20 ? r : 20);
+    char t0ms[32];
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    snprintf(t0ms, sizeof t0ms, "%lld",
+             (long long)wall.tv_sec * 1000 + wall.tv_nsec / 1000000);
     char *oargv[] = {(char *)orch_bin, odb, orch_port, parts[0].port,
-                     parts[1].port, nb, rate, ostatus, NULL};
+                     parts[1].port, nb, rate, ostatus, t0ms, NULL};
     pid_t orch = spawn(oargv, olog);
+    int total = kills + okills, pkills = 0;
 
     int ost = 0, orch_exited = 0, v[5] = {0};
     while (now_s() - t0 < RUN_LIMIT_S) {
@@ -541,23 +550,45 @@ int main(int argc, char **argv)
             }
         }
         read_status(ostatus, v);
-        /* Kill k when k+1 K+1ths of the sagas are terminal. */
-        if (done_kills < kills && v[2] >= n * (done_kills + 1) / (kills + 1)) {
-            part *p = &parts[done_kills % 2];
-            sleep_ms((int)rnd(40));
+        /* Kill j when j+1 (total+1)ths of the sagas are terminal; every
+         * third one is the orchestrator's while there are some to do. */
+        int j = done_kills + done_okills;
+        if (j < total && v[2] >= n * (j + 1) / (total + 1)) {
+            /* Aim at a moment with sagas in flight (the starts come in
+             * bursts every 500 ms), waiting at most 600 ms for one. */
+            for (int w = 0; w < 300; w++) {
+                if (read_status(ostatus, v) == 0 && v[3] >= 5)
+                    break;
+                sleep_ms(2);
+            }
+            sleep_ms((int)rnd(5));
             read_status(ostatus, v);
+            if (done_okills < okills && (j % 3 == 2 || pkills == kills)) {
+                kill(orch, SIGKILL);
+                waitpid(orch, NULL, 0);
+                int down = 100 + (int)rnd(900);
+                fprintf(stderr,
+                        "xproc: kill %d: SIGKILL orchestrator (pid %d) at "
+                        "started=%d terminal=%d active=%d; down %d ms\n",
+                        j + 1, (int)orch, v[0], v[2], v[3], down);
+                sleep_ms(down);
+                orch = spawn(oargv, olog);
+                done_okills++;
+                continue;
+            }
+            part *p = &parts[pkills % 2];
             kill(p->pid, SIGKILL);
             waitpid(p->pid, NULL, 0);
             /* The third outage is long: reserve gives up after its three
              * 500 ms attempts and compensates steps that may have applied. */
-            int down = done_kills == 2 ? 2500 : 100 + (int)rnd(1100);
+            int down = pkills == 2 ? 2500 : 100 + (int)rnd(1100);
             fprintf(stderr,
                     "xproc: kill %d: SIGKILL %s (pid %d) at started=%d "
                     "terminal=%d active=%d; down %d ms\n",
-                    done_kills + 1, p->service, (int)p->pid, v[0], v[2], v[3],
-                    down);
+                    j + 1, p->service, (int)p->pid, v[0], v[2], v[3], down);
             sleep_ms(down);
             part_start(p);
+            pkills++;
             done_kills++;
         }
         sleep_ms(5);
@@ -573,8 +604,9 @@ int main(int argc, char **argv)
         failf("orchestrator exited with status %d", ost);
         dump_log(olog);
     }
-    if (done_kills < kills)
-        failf("only %d of %d kills happened", done_kills, kills);
+    if (done_kills < kills || done_okills < okills)
+        failf("only %d of %d participant kills and %d of %d orchestrator "
+              "kills happened", done_kills, kills, done_okills, okills);
     for (int i = 0; i < 2; i++) {
         int st = stop(parts[i].pid, SIGTERM, 10000);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
@@ -603,12 +635,12 @@ verify:;
                         "not hit sagas in flight\n");
     free(sagas);
     printf("xproc: %s sagas=%zu completed=%d compensated=%d "
-           "(business=%d timeouts=%d) kills=%d step_timeouts=%d "
+           "(business=%d timeouts=%d) kills=%d+%d step_timeouts=%d "
            "comp_ok=%d null_comps=%lld effects inventory=%lld+%lld "
            "payment=%lld dups=%lld outbox_left=%lld/%lld/%lld run=%.1fs "
            "failures=%d\n",
            failures ? "FAILED" : "OK", nsagas, compl, comp_biz + comp_to,
-           comp_biz, comp_to, done_kills, timeouts, comp_ok,
+           comp_biz, comp_to, done_kills, done_okills, timeouts, comp_ok,
            (long long)(ps[0].nulls + ps[1].nulls), (long long)ps[0].actions,
            (long long)ps[0].comps, (long long)ps[1].actions,
            (long long)(ps[0].dups + ps[1].dups), (long long)orch_outbox,

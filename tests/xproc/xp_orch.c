@@ -1,14 +1,16 @@
 /*
  * xp_orch.c — the orchestrator process of the cross-process test.
  *
- *   xp_orch DB PORT INV_PORT PAY_PORT N RATE STATUS
+ *   xp_orch DB PORT INV_PORT PAY_PORT N RATE STATUS [T0_MS]
  *
  * An engine on a SQLite file and a TCP transport runs N sagas of
  * "checkout" (reserve @inventory, compensatable; charge @payment, the
  * pivot; ship @inventory, retriable), started at RATE per second with
- * idempotency keys xp-0 .. xp-(N-1). Every 20 ms it writes
+ * idempotency keys xp-0 .. xp-(N-1). Every 10 ms it writes
  * "started acked terminal active failed" to STATUS (write + rename). It
- * exits 0 once every saga is started and none is active.
+ * exits 0 once every saga is started and none is active. T0_MS (wall
+ * clock) is when the starts began: a restarted orchestrator is given the
+ * first one's, and re-issues the keys due by now (they exist already).
  *
  * Step timeouts are 500 ms, so a killed participant causes timeouts,
  * retries, late (stale) replies and compensations of steps that may have
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include <saga/saga.h>
@@ -41,14 +44,22 @@ static void on_started(saga_engine *e, int st, const char *id, int existed,
         fprintf(stderr, "xp_orch: start failed: %s\n", saga_strerror(st));
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t t0_wall; /* when the first incarnation began starting */
+
 static void start_some(uv_timer_t *h)
 {
-    /* Open loop: the starts due by now, whatever the sagas are doing. */
-    static uint64_t t0;
-    uint64_t now = uv_now(h->loop);
-    if (t0 == 0)
-        t0 = now;
-    int due = (int)((now - t0) * (uint64_t)rate / 1000) + 1;
+    /* Open loop: the starts due by now, whatever the sagas are doing. A
+     * restarted orchestrator catches up at once: the keys it started
+     * already name their sagas and start nothing. */
+    int64_t el = wall_ms() - t0_wall;
+    int due = (int)((el > 0 ? el : 0) * rate / 1000) + 1;
     while (next_i < n_total && next_i < due) {
         char key[32], id[SAGA_ID_SIZE];
         snprintf(key, sizeof key, "xp-%d", next_i);
@@ -183,12 +194,13 @@ static int define(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 8) {
-        fprintf(stderr,
-                "usage: xp_orch DB PORT INV_PORT PAY_PORT N RATE STATUS\n");
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: xp_orch DB PORT INV_PORT PAY_PORT N RATE "
+                        "STATUS [T0_MS]\n");
         return 2;
     }
     n_total = atoi(argv[5]);
+    t0_wall = argc == 9 ? strtoll(argv[8], NULL, 10) : wall_ms();
     rate = atoi(argv[6]);
     status_path = argv[7];
     if (n_total <= 0 || rate <= 0)
@@ -237,8 +249,10 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &starter);
     uv_timer_init(loop, &status);
     uv_signal_init(loop, &sigterm);
-    uv_timer_start(&starter, start_some, 0, 5);
-    uv_timer_start(&status, write_status, 20, 20);
+    /* Bursts every 500 ms: many sagas in flight at once, for the kills to
+     * land among. */
+    uv_timer_start(&starter, start_some, 0, 500);
+    uv_timer_start(&status, write_status, 10, 10);
     uv_signal_start(&sigterm, on_sigterm, SIGTERM);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
