@@ -33,7 +33,7 @@
 
 static saga_engine *E;
 static uv_loop_t *loop;
-static uv_timer_t tick;
+static uv_timer_t tick, watchdog;
 static uv_idle_t refill;
 
 /* Saga id -> scheduled start (ns), open addressing keyed by the id's
@@ -131,6 +131,7 @@ static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
 {
     (void)e, (void)arg;
     uint64_t t = now_ns(), t0;
+    uv_timer_again(&watchdog);
     if (st != SAGA_STATE_COMPLETED)
         fprintf(stderr, "bench_remote: saga %s ended %s\n", id,
                 saga_state_name(st));
@@ -191,6 +192,18 @@ static void begin_phase2(void)
     phase = 2;
     t_phase = now_ns();
     uv_timer_start(&tick, tick_cb, 0, 1);
+}
+
+static pid_t pa, pb;
+
+static void on_watchdog(uv_timer_t *h)
+{
+    (void)h;
+    fprintf(stderr, "bench_remote: no progress for 30 s (started %ld, done "
+                    "%ld); giving up\n", n_started, n_done);
+    kill(pa, SIGKILL);
+    kill(pb, SIGKILL);
+    exit(1);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -304,8 +317,8 @@ int main(int argc, char **argv)
         snprintf(db[i], sizeof db[i], "%s/%s.db", dir, names[i]);
         unlink(db[i]);
     }
-    pid_t pa = spawn_part(part, db[1], "alpha", ports[1], ports[0], sync);
-    pid_t pb = spawn_part(part, db[2], "beta", ports[2], ports[0], sync);
+    pa = spawn_part(part, db[1], "alpha", ports[1], ports[0], sync);
+    pb = spawn_part(part, db[2], "beta", ports[2], ports[0], sync);
 
     loop = uv_default_loop();
     saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
@@ -340,6 +353,11 @@ int main(int argc, char **argv)
            sync == 1 ? "NORMAL" : sync == 2 ? "OFF" : "FULL");
     uv_timer_init(loop, &tick);
     uv_idle_init(loop, &refill);
+    /* A participant that cannot start (or a hang) fails the run rather
+     * than blocking it: 30 s without a saga ending. */
+    uv_timer_init(loop, &watchdog);
+    uv_timer_start(&watchdog, on_watchdog, 30000, 30000);
+    uv_unref((uv_handle_t *)&watchdog);
     phase = 1;
     t_first = now_ns();
     uv_idle_start(&refill, refill_cb);
@@ -359,6 +377,9 @@ int main(int argc, char **argv)
            (unsigned long long)st.commits,
            st.commits ? (double)st.transitions / (double)st.commits : 0.0,
            (unsigned long long)st.timeouts);
+    uv_close((uv_handle_t *)&watchdog, NULL);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_close((uv_handle_t *)&refill, NULL);
     saga_engine_free(E);
     kill(pa, SIGTERM);
     kill(pb, SIGTERM);
