@@ -325,10 +325,27 @@ Test(codec, value_ranges_and_lengths)
     cr_assert_eq(c.rej_oversize, 3);
 }
 
+static void deep22(msgpack_packer *pk)
+{
+    for (int i = 0; i < 22; i++)
+        msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 0);
+}
+static void deep23(msgpack_packer *pk)
+{
+    for (int i = 0; i < 23; i++)
+        msgpack_pack_array(pk, 1);
+    msgpack_pack_nil(pk);
+}
+
 Test(codec, nesting_in_unknown_keys)
 {
     cr_assert_eq(decode_with("zz", deep20, 0), SAGA_OK);
     cr_assert_eq(decode_with("zz", deep1000, 0), SAGA_ECORRUPT);
+    /* The top map is level 1, so 22 arrays and an empty one reach level 24,
+     * the limit; msgpack-c (limit 32) must accept what the walker does. */
+    cr_assert_eq(decode_with("zz", deep22, 0), SAGA_OK);
+    cr_assert_eq(decode_with("zz", deep23, 0), SAGA_ECORRUPT);
 }
 
 static void good_bytes(void **buf, size_t *len)
