@@ -153,7 +153,9 @@ int saga_envelope_encode(const saga_envelope *env, void **buf_out,
     long namen = arrlen(env->name, sizeof(env->name));
     long tracen = arrlen(env->trace, sizeof(env->trace));
     long errn = arrlen(env->error, sizeof(env->error));
-    if (idn <= 0 || sidn <= 0 || namen <= 0 || tracen < 0 || errn < 0)
+    long rton = arrlen(env->reply_to, sizeof(env->reply_to));
+    if (idn <= 0 || sidn <= 0 || namen <= 0 || tracen < 0 || errn < 0 ||
+        rton < 0)
         return SAGA_EINVAL;
     if (env->kind == SAGA_MSG_REPLY &&
         (env->outcome < SAGA_OUTCOME_OK || env->outcome > SAGA_OUTCOME_RETRY))
@@ -165,7 +167,7 @@ int saga_envelope_encode(const saga_envelope *env, void **buf_out,
     int is_cmd = env->kind == SAGA_MSG_COMMAND;
     int is_reply = env->kind == SAGA_MSG_REPLY;
     size_t nkeys = 9 + (is_cmd ? 1 : 0) + (is_reply ? 1 : 0) +
-                   (is_reply && errn > 0 ? 1 : 0);
+                   (is_reply && errn > 0 ? 1 : 0) + (rton > 0 ? 1 : 0);
     growbuf g = {0};
     msgpack_packer pk;
     msgpack_packer_init(&pk, &g, growbuf_write);
@@ -186,6 +188,8 @@ int saga_envelope_encode(const saga_envelope *env, void **buf_out,
     msgpack_pack_uint32(&pk, env->attempt);
     pack_kv_str(&pk, "name", env->name, (size_t)namen);
     pack_kv_str(&pk, "trace", env->trace, (size_t)tracen);
+    if (rton > 0)
+        pack_kv_str(&pk, "reply_to", env->reply_to, (size_t)rton);
     if (is_cmd) {
         pack_key(&pk, "comp");
         if (env->comp)
@@ -227,13 +231,15 @@ enum key_id {
     K_COMP,
     K_OUTCOME,
     K_ERROR,
+    K_REPLY_TO,
     K_COUNT,
     K_UNKNOWN = -1
 };
 
 static const char *const key_names[K_COUNT] = {
     "v",    "kind",  "msg_id",  "saga_id", "step",    "attempt",
-    "name", "trace", "payload", "comp",    "outcome", "error"};
+    "name", "trace", "payload", "comp",    "outcome", "error",
+    "reply_to"};
 
 static int key_lookup(const char *p, size_t n)
 {
@@ -314,6 +320,8 @@ static int field(saga_envelope *e, int k, const msgpack_object *o,
         return copy_str(o, e->trace, SAGA_ENVELOPE_TRACE_MAX, 1);
     case K_ERROR:
         return copy_str(o, e->error, SAGA_ENVELOPE_ERROR_MAX, 1);
+    case K_REPLY_TO:
+        return copy_str(o, e->reply_to, SAGA_NAME_MAX, 1);
     case K_STEP:
         return get_u32(o, &e->step);
     case K_ATTEMPT:

@@ -892,11 +892,16 @@ int saga_engine_start(saga_engine *e)
     return SAGA_OK;
 }
 
-int saga_engine_run(saga_engine *e, uv_run_mode mode)
+_Static_assert(SAGA_RUN_DEFAULT == (int)UV_RUN_DEFAULT &&
+                   SAGA_RUN_ONCE == (int)UV_RUN_ONCE &&
+                   SAGA_RUN_NOWAIT == (int)UV_RUN_NOWAIT,
+               "saga_run_mode mirrors uv_run_mode");
+
+int saga_engine_run(saga_engine *e, saga_run_mode mode)
 {
-    if (e == NULL)
+    if (e == NULL || (int)mode < 0 || mode > SAGA_RUN_NOWAIT)
         return SAGA_EINVAL;
-    return uv_run(e->loop, mode);
+    return uv_run(e->loop, (uv_run_mode)mode);
 }
 
 int saga_engine_stats(saga_engine *e, saga_stats *out)

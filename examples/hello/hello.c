@@ -126,7 +126,7 @@ int main(int argc, char **argv)
         saga_map_free(m);
         if (check(rc, "start saga", e))
             return 1;
-        saga_engine_run(e, UV_RUN_DEFAULT);
+        saga_engine_run(e, SAGA_RUN_DEFAULT);
 
         saga_info *info;
         if (saga_get(e, id, &info) == SAGA_OK) {

@@ -13,6 +13,7 @@
  *   attempt  uint   all        attempt number (uint32)
  *   name     str    all        command / event name
  *   trace    str    optional   W3C traceparent, may be absent or ""
+ *   reply_to str    optional   commands: the topic replies go to
  *   payload  bin    all        saga data (a msgpack map), may be empty
  *   comp     bool   optional   a command that is a compensation
  *   outcome  uint   replies    saga_outcome: 0 OK, 1 FAIL, 2 RETRY
@@ -74,6 +75,9 @@ typedef struct saga_envelope {
     char name[SAGA_NAME_MAX + 1];     /* 1..255 bytes */
     char trace[SAGA_ENVELOPE_TRACE_MAX + 1]; /* 0..256 bytes */
     char error[SAGA_ENVELOPE_ERROR_MAX + 1]; /* replies; "" for none */
+    /** Commands: the topic the reply goes to (the orchestrator's service
+     * name); 0..255 bytes, "" for none (optional on the wire). */
+    char reply_to[SAGA_NAME_MAX + 1];
     /**
      * The payload bytes (saga data, a msgpack map by convention; the codec
      * does not look inside). After decode it is borrowed: it points into

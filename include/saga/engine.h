@@ -10,12 +10,28 @@
 #ifndef SAGA_ENGINE_H
 #define SAGA_ENGINE_H
 
-#include <uv.h>
-
 #include "saga/saga.h"
 #include "saga/store.h"
 
+/* The engine runs on a libuv loop; the header needs only its name, so that
+ * it compiles without <uv.h> (which needs POSIX feature macros). */
+struct uv_loop_s;
+
 SAGA_BEGIN_DECL
+
+/* Defined in def.h and store.h. Whichever public header a program includes
+ * first, saga.h pulls this one in before those bodies are seen, so engine.h
+ * names the two structs by tag only. */
+struct saga_step_ref;
+struct saga_journal_entry;
+
+/** How saga_engine_run() runs the engine's own loop; the values are
+ * libuv's uv_run_mode. */
+typedef enum saga_run_mode {
+    SAGA_RUN_DEFAULT = 0,
+    SAGA_RUN_ONCE = 1,
+    SAGA_RUN_NOWAIT = 2
+} saga_run_mode;
 
 /** The clock: milliseconds since the Unix epoch. */
 typedef int64_t (*saga_clock_fn)(void *arg);
@@ -41,7 +57,7 @@ typedef void (*saga_close_cb)(void *arg);
 typedef struct saga_engine_options {
     unsigned int version;
     /** The loop to run on; NULL: the engine makes and owns one. */
-    uv_loop_t *loop;
+    struct uv_loop_s *loop;
     /** Time source; default: the loop's clock anchored to the wall clock. */
     saga_clock_fn clock;
     void *clock_arg;
@@ -105,12 +121,12 @@ SAGA_EXTERN int saga_engine_register(saga_engine *e, saga_def *def);
 SAGA_EXTERN int saga_engine_start(saga_engine *e);
 
 /** The engine's loop (its own, or the one in the options). */
-SAGA_EXTERN uv_loop_t *saga_engine_loop(saga_engine *e);
+SAGA_EXTERN struct uv_loop_s *saga_engine_loop(saga_engine *e);
 
-/** Run the engine's own loop: uv_run() with @p mode. Housekeeping does not
- * keep the loop alive, so UV_RUN_DEFAULT returns once no saga has a pending
- * step or timer. @return uv_run()'s result. */
-SAGA_EXTERN int saga_engine_run(saga_engine *e, uv_run_mode mode);
+/** Run the engine's loop: uv_run() with @p mode. Housekeeping does not
+ * keep the loop alive, so SAGA_RUN_DEFAULT returns once no saga has a
+ * pending step or timer. @return uv_run()'s result, or SAGA_EINVAL. */
+SAGA_EXTERN int saga_engine_run(saga_engine *e, saga_run_mode mode);
 
 /** Commit the staged transitions now, and release what depends on them.
  * @return SAGA_OK or SAGA_ESTORE (they stay staged and are retried). */
@@ -178,7 +194,8 @@ SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
  *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, output not a map or
  *   too large).
  */
-SAGA_EXTERN int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
+SAGA_EXTERN int saga_step_complete(saga_engine *e,
+                                   const struct saga_step_ref *ref,
                                    saga_outcome outcome, const void *out,
                                    size_t out_len, const char *error);
 
@@ -238,7 +255,7 @@ SAGA_EXTERN const void *saga_info_data(const saga_info *info, size_t *len);
 SAGA_EXTERN size_t saga_info_journal_count(const saga_info *info);
 /** Journal entry @p i (0-based), borrowed from @p info; NULL if out of
  * range. */
-SAGA_EXTERN const saga_journal_entry *
+SAGA_EXTERN const struct saga_journal_entry *
 saga_info_journal(const saga_info *info, size_t i);
 
 /** Visit sagas whose state is in @p state_mask (SAGA_STATE_BIT()s), oldest

@@ -199,6 +199,7 @@ SAGA_END_DECL
 #include "saga/def.h"
 #include "saga/store.h"
 #include "saga/transport.h"
+#include "saga/tcp.h"
 #include "saga/engine.h"
 
 #endif /* SAGA_SAGA_H */

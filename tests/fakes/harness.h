@@ -7,6 +7,7 @@
 #define SAGA_TEST_HARNESS_H
 
 #include <saga/saga.h>
+#include <uv.h>
 
 #define H_MAX_STEPS 8
 #define H_MAX_CALLS 256

@@ -44,6 +44,7 @@ static void roundtrip(const saga_envelope *in)
     cr_assert_str_eq(out.saga_id, in->saga_id);
     cr_assert_str_eq(out.name, in->name);
     cr_assert_str_eq(out.trace, in->trace);
+    cr_assert_str_eq(out.reply_to, in->reply_to);
     cr_assert_str_eq(out.error, in->kind == SAGA_MSG_REPLY ? in->error : "");
     cr_assert_eq(out.payload_len, in->payload_len);
     if (in->payload_len > 0) {
@@ -60,6 +61,8 @@ static void roundtrip(const saga_envelope *in)
 Test(codec, roundtrip_every_kind_and_field)
 {
     saga_envelope e = make_env(SAGA_MSG_COMMAND);
+    roundtrip(&e);
+    strcpy(e.reply_to, "orders");
     roundtrip(&e);
     e.comp = 1;
     e.step = UINT32_MAX;

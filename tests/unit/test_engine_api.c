@@ -414,7 +414,7 @@ Test(own_loop, run_returns_when_all_sagas_end)
     for (int i = 0; i < 10; i++)
         cr_assert_eq(saga_start(e, "x", NULL, NULL, 0, id, NULL, NULL),
                      SAGA_OK);
-    saga_engine_run(e, UV_RUN_DEFAULT);
+    saga_engine_run(e, SAGA_RUN_DEFAULT);
     saga_stats st;
     saga_engine_stats(e, &st);
     cr_expect_eq(st.completed, 10u);

@@ -1,0 +1,132 @@
+/*
+ * tcp.h — the TCP transport on libuv: one endpoint per service, framed
+ * messages over one stream per peer, acknowledged end to end.
+ *
+ * Routing: a message sent to topic T goes to the configured peer whose
+ * service name is T (saga_tcp_options.peers). A peer's service subscribes
+ * to its own name as the topic. There is no broker: a consumer group is
+ * local to one endpoint, so subscribers of one group on two endpoints do
+ * not share messages; each endpoint that subscribes gets what its peers
+ * send it.
+ *
+ * Wire format: every frame is a 4-byte big-endian length L (of what
+ * follows), then one kind byte and L-1 bytes of body:
+ *   HELLO     version byte, service name length byte, service name
+ *   DATA      8-byte id, 2-byte topic length, topic, 2-byte key length
+ *             (0xffff: no key), key, payload
+ *   ACK       8-byte id of a DATA frame
+ *   HEARTBEAT empty
+ * A connecting endpoint sends HELLO first. DATA ids count up per (sender,
+ * peer) across reconnects. The receiver acks a DATA frame when the
+ * application has acked every delivery made from it; only then does the
+ * sender's saga_sent_cb run with SAGA_OK. Frames not acked when a
+ * connection drops are sent again after the reconnect, in order, so a
+ * message may arrive twice (at-least-once; the inbox deduplicates).
+ *
+ * Bad input (a length over max_frame_size, an unknown kind, a malformed
+ * body, DATA before HELLO, a truncated frame at EOF) is logged, counted in
+ * rejected_frames, and closes that one connection; the endpoint keeps
+ * serving the others.
+ */
+#ifndef SAGA_TCP_H
+#define SAGA_TCP_H
+
+#include "saga/saga.h"
+
+struct uv_loop_s;
+
+SAGA_BEGIN_DECL
+
+/** A peer: its service name and its "host:port" ("127.0.0.1:7001",
+ * "[::1]:7001"). */
+typedef struct saga_tcp_peer {
+    const char *service;
+    const char *address;
+} saga_tcp_peer;
+
+/** The log sink of the transport (same shape as the engine's). */
+typedef void (*saga_tcp_log_fn)(saga_log_level level, const char *msg,
+                                void *arg);
+
+#define SAGA_TCP_OPTIONS_VERSION 1
+#define SAGA_TCP_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_TCP_OPTIONS_VERSION)
+
+/** TCP transport options. Zero (or NULL) in any field selects its default.
+ * Strings and the peer array are copied. */
+typedef struct saga_tcp_options {
+    unsigned int version;
+    /** This endpoint's service name (sent in HELLO); default
+     * "orchestrator". At most SAGA_NAME_MAX bytes. */
+    const char *service;
+    /** Where to listen, "host:port"; default "127.0.0.1:0" (an ephemeral
+     * port: read it with saga_transport_tcp_port()). */
+    const char *listen;
+    /** The peers messages are routed to, by service name = topic. */
+    const saga_tcp_peer *peers;
+    size_t npeers;
+    /** Largest frame accepted or sent; default 4 MiB. A larger send is
+     * SAGA_EINVAL. */
+    uint32_t max_frame_size;
+    /** Per peer, unacknowledged bytes and messages before send returns
+     * SAGA_EFULL; default 64 MiB and 65536. */
+    size_t max_queue_bytes;
+    uint32_t max_queue_msgs;
+    /** Heartbeat period; default 1000 ms. */
+    uint32_t heartbeat_ms;
+    /** A connection silent this long is closed (and reconnected if it is
+     * ours); default 5000 ms. */
+    uint32_t dead_peer_ms;
+    /** Reconnect backoff: starts here, doubles, capped; default 50 ms and
+     * 5000 ms. */
+    uint32_t reconnect_min_ms;
+    uint32_t reconnect_max_ms;
+    /** Log sink; default: none (errors still reach the counters). */
+    saga_tcp_log_fn log;
+    void *log_arg;
+} saga_tcp_options;
+
+/** Zero @p opts and set its version. @return SAGA_OK, SAGA_EINVAL or
+ * SAGA_EVERSION. Since: 0.1. */
+SAGA_EXTERN int saga_tcp_options_init(saga_tcp_options *opts,
+                                      unsigned int version);
+
+/**
+ * A TCP transport endpoint on @p loop, listening at once. Connections to
+ * peers are opened on the first send to them and kept up (reconnecting
+ * with backoff) until close.
+ * @param opts options; NULL for the defaults.
+ * @return SAGA_OK, SAGA_EINVAL (bad option, address or name), SAGA_EVERSION,
+ * SAGA_ETRANSPORT (cannot listen; e.g. the port is in use) or SAGA_ENOMEM.
+ * Ownership: the caller owns *out and closes it with its close slot (or
+ * saga_transport_free()). Since: 0.1.
+ */
+SAGA_EXTERN int saga_transport_tcp_new(saga_transport **out,
+                                       struct uv_loop_s *loop,
+                                       const saga_tcp_options *opts);
+
+/** The port @p t listens on (useful after listening on port 0).
+ * @return SAGA_OK, or SAGA_EINVAL if @p t is not a TCP transport. */
+SAGA_EXTERN int saga_transport_tcp_port(saga_transport *t, int *port);
+
+#define SAGA_TCP_STATS_VERSION 1
+
+/** Counters since the transport was made. */
+typedef struct saga_tcp_stats {
+    unsigned int version; /* set by the caller: SAGA_TCP_STATS_VERSION */
+    uint64_t frames_in;   /* well-formed frames received */
+    uint64_t frames_out;  /* frames written */
+    uint64_t rejected_frames; /* bad input: the connection was closed */
+    uint64_t reconnects;  /* connection attempts after a lost connection */
+    uint64_t resent;      /* DATA frames sent again after a reconnect */
+    uint64_t dead_peers;  /* connections closed for silence */
+    uint64_t accepted;    /* inbound connections accepted */
+} saga_tcp_stats;
+
+/** Copy the counters into @p out (up to out->version). @return SAGA_OK,
+ * SAGA_EINVAL (not a TCP transport, or NULL) or SAGA_EVERSION. */
+SAGA_EXTERN int saga_transport_tcp_stats(saga_transport *t,
+                                         saga_tcp_stats *out);
+
+SAGA_END_DECL
+
+#endif /* SAGA_TCP_H */

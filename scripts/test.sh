@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The test command (README quick start; .ci/run calls only this):
+#   sudo bash scripts/test.sh
+# Steps, stopping at the first failure:
+#   1. scripts/deps.sh (Debian 12 packages; a no-op when all are installed)
+#   2. configure + build build/ (everything: library, tests, examples, bench)
+#   3. ctest in build/: unit, conformance and integration tests
+#   4. configure + build build-asan/ (-DSAGA_SANITIZE=ON: ASan + UBSan,
+#      -fno-sanitize-recover=undefined) and run the unit + conformance tests
+#      with leak detection
+#   5. packaging checks (ctest -L packaging in build/): install + consumers
+#      via pkg-config and find_package, exported symbols, header check
+#   6. extra suites that register themselves: tests/fuzz/run.sh 60 if it
+#      exists, then every tests/*/ci.sh (run from the repo root)
+# The last line is always "N passed, N failed": every ctest test counts as
+# one suite, every other step as one step. Logs go to build-logs/.
+# Idempotent: re-running reuses build/ and build-asan/.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+JOBS=${SAGA_JOBS:-2}
+logs=$root/build-logs
+mkdir -p "$logs"
+
+passed=0
+failed=0
+started=$(date +%s)
+
+summary() {
+    local t=$(($(date +%s) - started))
+    echo "---- $((t / 60))m$((t % 60))s; logs in build-logs/"
+    echo "$passed passed, $failed failed"
+}
+
+fail() {
+    echo
+    echo "FAILED: $*" >&2
+    summary
+    exit 1
+}
+
+banner() { printf '\n==> %s\n' "$*"; }
+
+# step NAME CMD...: one counted step; its output goes to the console and to
+# build-logs/NAME.log.
+step() {
+    local name=$1
+    shift
+    banner "$name"
+    if "$@" 2>&1 | tee "$logs/$name.log"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        fail "step '$name' failed (log: build-logs/$name.log)"
+    fi
+}
+
+# ctest_step NAME BUILD_DIR CTEST_ARGS...: counts each ctest test.
+ctest_step() {
+    local name=$1 dir=$2
+    shift 2
+    banner "$name"
+    ctest --test-dir "$dir" --output-on-failure -j"$JOBS" "$@" 2>&1 |
+        tee "$logs/$name.log"
+    local rc=${PIPESTATUS[0]}
+    local line total nfail
+    line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' \
+        "$logs/$name.log" | tail -n 1)
+    if [ -n "$line" ]; then
+        total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<< "$line")
+        nfail=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<< "$line")
+    elif grep -q 'No tests were found' "$logs/$name.log"; then
+        total=0
+        nfail=0
+    else
+        total=1
+        nfail=1
+    fi
+    passed=$((passed + total - nfail))
+    failed=$((failed + nfail))
+    criterion_totals "$dir"
+    if [ "$rc" -ne 0 ] || [ "$nfail" -ne 0 ]; then
+        fail "$name: $nfail of $total test suites failed (log: build-logs/$name.log)"
+    fi
+}
+
+# Criterion prints its synthesis on stderr; ctest keeps every test's output
+# in LastTest.log. Sum it for an informational line.
+criterion_totals() {
+    local f
+    f=$(ls -t "$1"/Testing/Temporary/LastTest*.log 2>/dev/null | head -n 1)
+    [ -n "$f" ] || return 0
+    grep -ho 'Synthesis: Tested: [0-9]* | Passing: [0-9]* | Failing: [0-9]* | Crashing: [0-9]*' "$f" |
+        awk -F'[:|]' '{ t += $3; p += $5; f += $7; c += $9 }
+            END { if (NR) printf "(Criterion: %d suites, %d tests, %d passing, %d failing, %d crashing)\n", NR, t, p, f, c }'
+}
+
+# A build dir configured from another checkout (a copied tree) cannot be
+# reused: CMake refuses it. Start it afresh.
+fresh_build_dir() {
+    local cache=$1/CMakeCache.txt
+    if [ -f "$cache" ] &&
+        ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$root" "$cache"; then
+        echo "removing $1 (configured for another source tree)"
+        rm -rf "$1"
+    fi
+}
+
+step deps bash scripts/deps.sh
+
+fresh_build_dir build
+step configure cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DSAGA_SANITIZE=OFF -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=ON
+step build cmake --build build -j"$JOBS"
+ctest_step tests build -LE packaging
+
+fresh_build_dir build-asan
+step asan-configure cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DSAGA_SANITIZE=ON -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=OFF \
+    -DSAGA_BUILD_BENCH=OFF
+step asan-build cmake --build build-asan -j"$JOBS"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+ctest_step asan-tests build-asan -L '^(unit|conformance)$'
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+ctest_step packaging build -L packaging
+
+if [ -f tests/fuzz/run.sh ]; then
+    step fuzz bash tests/fuzz/run.sh 60
+fi
+for ci in tests/*/ci.sh; do
+    [ -f "$ci" ] || continue
+    step "extra-$(basename "$(dirname "$ci")")" bash "$ci"
+done
+
+banner "done"
+summary

@@ -1,0 +1,517 @@
+/*
+ * tcp_api.c — the TCP transport's constructor, vtable slots, close and
+ * counters. The I/O lives in tcp_transport.c; the wire in tcp_wire.c.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "saga/tcp.h"
+#include "tcp_int.h"
+
+#define DEF_SERVICE "orchestrator"
+#define DEF_LISTEN "127.0.0.1:0"
+#define DEF_MAX_FRAME (4u << 20)
+#define MIN_MAX_FRAME 64u
+#define MAX_MAX_FRAME (1u << 30)
+#define DEF_QUEUE_BYTES ((size_t)64 << 20)
+#define DEF_QUEUE_MSGS 65536u
+#define DEF_HEARTBEAT_MS 1000u
+#define DEF_DEAD_MS 5000u
+#define DEF_BACKOFF_MIN_MS 50u
+#define DEF_BACKOFF_MAX_MS 5000u
+
+static int tcp_send(saga_transport *self, const char *topic, const char *key,
+                    const void *buf, size_t len, saga_sent_cb cb, void *arg);
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = saga_malloc(n);
+    if (p != NULL)
+        memcpy(p, s, n);
+    return p;
+}
+
+static int set_err(tcp_t *t, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int set_err(tcp_t *t, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->err, sizeof t->err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int valid_name(const char *s)
+{
+    return s != NULL && s[0] != '\0' && strlen(s) <= SAGA_NAME_MAX;
+}
+
+static tcp_t *as_tcp(saga_transport *self)
+{
+    return self != NULL && self->send == tcp_send ? (tcp_t *)self : NULL;
+}
+
+static void rx_msg_free(rx_msg *m)
+{
+    saga__tcp_conn_unref(m->conn);
+    saga_free(m);
+}
+
+/* ---- slots ----------------------------------------------------------------- */
+
+static tcp_peer *peer_find(tcp_t *t, const char *service)
+{
+    for (size_t i = 0; i < t->npeers; i++)
+        if (strcmp(t->peers[i].service, service) == 0)
+            return &t->peers[i];
+    return NULL;
+}
+
+static int tcp_send(saga_transport *self, const char *topic, const char *key,
+                    const void *buf, size_t len, saga_sent_cb cb, void *arg)
+{
+    tcp_t *t = (tcp_t *)self;
+    if (t == NULL)
+        return SAGA_EINVAL;
+    if (t->closing)
+        return set_err(t, SAGA_ECLOSED, "send: transport is closed");
+    if (!valid_name(topic))
+        return set_err(t, SAGA_EINVAL, "send: topic is NULL, empty or long");
+    if (buf == NULL && len > 0)
+        return set_err(t, SAGA_EINVAL, "send: buf is NULL but len > 0");
+    size_t kl = key != NULL ? strlen(key) : 0;
+    if (kl >= SAGA__TCP_NOKEY)
+        return set_err(t, SAGA_EINVAL, "send: key longer than 65534 bytes");
+    size_t flen = SAGA__TCP_DATA_OVERHEAD + strlen(topic) + kl;
+    if (len > (size_t)t->o.max_frame_size ||
+        flen - 4 + len > (size_t)t->o.max_frame_size)
+        return set_err(t, SAGA_EINVAL,
+                       "send: %zu bytes exceed max_frame_size %u", len,
+                       (unsigned)t->o.max_frame_size);
+    flen += len;
+    tcp_peer *p = peer_find(t, topic);
+    if (p == NULL)
+        return set_err(t, SAGA_EINVAL, "send: no peer for topic '%s'",
+                       topic);
+    if (p->qmsgs + 1 > t->o.max_queue_msgs ||
+        p->qbytes + flen > t->o.max_queue_bytes)
+        return set_err(t, SAGA_EFULL,
+                       "send: queue to '%s' is full (%u msgs, %zu bytes)",
+                       topic, (unsigned)p->qmsgs, p->qbytes);
+    out_msg *m = saga_malloc(sizeof *m);
+    if (m == NULL)
+        return set_err(t, SAGA_ENOMEM, "send: out of memory");
+    memset(m, 0, sizeof *m);
+    m->id = p->next_id + 1;
+    if (saga__tcp_data_encode(m->id, topic, key, buf, len, &m->frame,
+                              &m->flen) != SAGA_OK) {
+        saga_free(m);
+        return set_err(t, SAGA_ENOMEM, "send: out of memory");
+    }
+    p->next_id++;
+    m->cb = cb;
+    m->arg = arg;
+    l_push_back(&p->queue, &m->node);
+    p->qbytes += m->flen;
+    p->qmsgs++;
+    p->active = 1;
+    if (p->conn != NULL && p->conn->up)
+        saga__tcp_write_data(p->conn, m);
+    else if (p->conn == NULL && !uv_is_active((uv_handle_t *)&p->timer))
+        saga__tcp_peer_connect(p);
+    return SAGA_OK;
+}
+
+static int tcp_subscribe(saga_transport *self, const char *topic,
+                         const char *group, saga_recv_cb cb, void *arg)
+{
+    tcp_t *t = (tcp_t *)self;
+    if (t == NULL)
+        return SAGA_EINVAL;
+    if (t->closing)
+        return set_err(t, SAGA_ECLOSED, "subscribe: transport is closed");
+    if (!valid_name(topic) || !valid_name(group) || cb == NULL)
+        return set_err(t, SAGA_EINVAL,
+                       "subscribe: topic, group and cb are required");
+    for (qlink *n = t->subs.next; n != &t->subs; n = n->next) {
+        tcp_sub *s = CONTAINER(n, tcp_sub, node);
+        if (strcmp(s->topic, topic) == 0 && strcmp(s->group, group) == 0)
+            return set_err(t, SAGA_EDUP,
+                           "subscribe: topic and group already subscribed");
+    }
+    tcp_sub *s = saga_malloc(sizeof *s);
+    if (s == NULL)
+        return set_err(t, SAGA_ENOMEM, "subscribe: out of memory");
+    s->topic = dup_str(topic);
+    s->group = dup_str(group);
+    if (s->topic == NULL || s->group == NULL) {
+        saga_free(s->topic);
+        saga_free(s->group);
+        saga_free(s);
+        return set_err(t, SAGA_ENOMEM, "subscribe: out of memory");
+    }
+    s->cb = cb;
+    s->arg = arg;
+    l_push_back(&t->subs, &s->node);
+    /* The first subscription to a topic takes what waited for it. On
+     * memory failure the rest stay in the backlog for a later one. */
+    qlink *n = t->backlog.next;
+    while (n != &t->backlog) {
+        rx_msg *m = CONTAINER(n, rx_msg, node);
+        n = n->next;
+        if (strcmp(m->topic, topic) != 0)
+            continue;
+        if (saga__tcp_deliver(t, m, s) != SAGA_OK)
+            break;
+        l_remove(&m->node);
+    }
+    return SAGA_OK;
+}
+
+static int tcp_ack(saga_transport *self, saga_delivery *d)
+{
+    tcp_t *t = (tcp_t *)self;
+    if (t == NULL || d == NULL)
+        return SAGA_EINVAL;
+    if (d->magic != SAGA__TCP_DELIVERY_MAGIC || d->t != t || !d->handed)
+        return set_err(t, SAGA_EINVAL,
+                       "ack: not an unacked delivery of this transport");
+    rx_msg *m = d->m;
+    l_remove(&d->node);
+    d->magic = 0;
+    saga_free(d);
+    if (--m->refs == 0) {
+        /* Every group has it: now the sender may forget it. */
+        if (!m->conn->closing && !t->closing)
+            saga__tcp_conn_write_ack(m->conn, m->id);
+        rx_msg_free(m);
+    }
+    return SAGA_OK;
+}
+
+static const char *tcp_errmsg(saga_transport *self)
+{
+    tcp_t *t = (tcp_t *)self;
+    return t != NULL ? t->err : "no transport";
+}
+
+/* ---- close ----------------------------------------------------------------- */
+
+static void finish(tcp_t *t)
+{
+    qlink *n;
+    /* Callbacks first (they may call slots, which answer SAGA_ECLOSED);
+     * confirmed sends keep their status, the rest were dropped. */
+    while ((n = l_pop_front(&t->completed)) != NULL) {
+        out_msg *m = CONTAINER(n, out_msg, node);
+        if (m->cb != NULL)
+            m->cb(&t->base, m->status, m->arg);
+        saga__tcp_out_msg_release(m);
+    }
+    for (size_t i = 0; i < t->npeers; i++) {
+        tcp_peer *p = &t->peers[i];
+        while ((n = l_pop_front(&p->queue)) != NULL) {
+            out_msg *m = CONTAINER(n, out_msg, node);
+            if (m->cb != NULL)
+                m->cb(&t->base, SAGA_ECLOSED, m->arg);
+            saga__tcp_out_msg_release(m);
+        }
+        saga_free(p->service);
+    }
+    qlink *lists[] = {&t->ready, &t->handed};
+    for (size_t i = 0; i < 2; i++) {
+        while ((n = l_pop_front(lists[i])) != NULL) {
+            saga_delivery *d = CONTAINER(n, saga_delivery, node);
+            rx_msg *m = d->m;
+            d->magic = 0;
+            saga_free(d);
+            if (--m->refs == 0)
+                rx_msg_free(m);
+        }
+    }
+    while ((n = l_pop_front(&t->backlog)) != NULL)
+        rx_msg_free(CONTAINER(n, rx_msg, node));
+    while ((n = l_pop_front(&t->subs)) != NULL) {
+        tcp_sub *s = CONTAINER(n, tcp_sub, node);
+        saga_free(s->topic);
+        saga_free(s->group);
+        saga_free(s);
+    }
+    saga_free(t->peers);
+    saga_free(t->service);
+    saga_free(t);
+}
+
+void saga__tcp_maybe_finish(tcp_t *t)
+{
+    if (t->closing && t->handles == 0)
+        finish(t);
+}
+
+static void on_t_handle_closed(uv_handle_t *h)
+{
+    tcp_t *t = h->data;
+    t->handles--;
+    saga__tcp_maybe_finish(t);
+}
+
+static void on_peer_timer_closed(uv_handle_t *h)
+{
+    tcp_peer *p = h->data;
+    p->t->handles--;
+    saga__tcp_maybe_finish(p->t);
+}
+
+static void tcp_close(saga_transport *self)
+{
+    tcp_t *t = (tcp_t *)self;
+    if (t == NULL || t->closing)
+        return;
+    t->closing = 1;
+    uv_handle_t *own[] = {(uv_handle_t *)&t->listener,
+                          (uv_handle_t *)&t->heartbeat,
+                          (uv_handle_t *)&t->pump};
+    for (size_t i = 0; i < 3; i++)
+        if (own[i]->data != NULL)
+            uv_close(own[i], on_t_handle_closed);
+    for (size_t i = 0; i < t->npeers; i++)
+        if (t->peers[i].timer.data != NULL)
+            uv_close((uv_handle_t *)&t->peers[i].timer, on_peer_timer_closed);
+    while (!l_empty(&t->conns))
+        saga__tcp_conn_close(CONTAINER(t->conns.next, tcp_conn, node),
+                             "transport closed");
+    /* Nothing was opened: free now rather than never. */
+    saga__tcp_maybe_finish(t);
+}
+
+/* ---- constructor ----------------------------------------------------------- */
+
+int saga_tcp_options_init(saga_tcp_options *opts, unsigned int version)
+{
+    if (opts == NULL)
+        return SAGA_EINVAL;
+    if (version == 0 || version > SAGA_TCP_OPTIONS_VERSION)
+        return SAGA_EVERSION;
+    memset(opts, 0, sizeof *opts);
+    opts->version = version;
+    return SAGA_OK;
+}
+
+static int check_options(const saga_tcp_options *o, const char **why)
+{
+    struct sockaddr_storage ss;
+    if (o->service != NULL && !valid_name(o->service))
+        return *why = "service name is empty or longer than 255 bytes",
+               SAGA_EINVAL;
+    if (o->listen != NULL && saga__tcp_parse_addr(o->listen, &ss) != SAGA_OK)
+        return *why = "listen is not host:port", SAGA_EINVAL;
+    if (o->npeers > 0 && o->peers == NULL)
+        return *why = "npeers > 0 but peers is NULL", SAGA_EINVAL;
+    for (size_t i = 0; i < o->npeers; i++) {
+        if (!valid_name(o->peers[i].service))
+            return *why = "a peer's service name is empty or too long",
+                   SAGA_EINVAL;
+        if (saga__tcp_parse_addr(o->peers[i].address, &ss) != SAGA_OK)
+            return *why = "a peer's address is not host:port", SAGA_EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(o->peers[i].service, o->peers[j].service) == 0)
+                return *why = "two peers have the same service name",
+                       SAGA_EINVAL;
+    }
+    if (o->max_frame_size != 0 && (o->max_frame_size < MIN_MAX_FRAME ||
+                                   o->max_frame_size > MAX_MAX_FRAME))
+        return *why = "max_frame_size out of range", SAGA_EINVAL;
+    return SAGA_OK;
+}
+
+static void apply_defaults(saga_tcp_options *o)
+{
+#define DEF(field, val)                                                        \
+    if (o->field == 0)                                                         \
+    o->field = (val)
+    DEF(max_frame_size, DEF_MAX_FRAME);
+    DEF(max_queue_bytes, DEF_QUEUE_BYTES);
+    DEF(max_queue_msgs, DEF_QUEUE_MSGS);
+    DEF(heartbeat_ms, DEF_HEARTBEAT_MS);
+    DEF(dead_peer_ms, DEF_DEAD_MS);
+    DEF(reconnect_min_ms, DEF_BACKOFF_MIN_MS);
+    DEF(reconnect_max_ms, DEF_BACKOFF_MAX_MS);
+#undef DEF
+    if (o->reconnect_max_ms < o->reconnect_min_ms)
+        o->reconnect_max_ms = o->reconnect_min_ms;
+    /* Strings were checked and are copied elsewhere; do not keep them. */
+    o->service = NULL;
+    o->listen = NULL;
+    o->peers = NULL;
+}
+
+static int init_peer(tcp_t *t, tcp_peer *p, const char *service,
+                     const struct sockaddr_storage *addr)
+{
+    p->t = t;
+    p->addr = *addr;
+    p->backoff = t->o.reconnect_min_ms;
+    l_init(&p->queue);
+    if ((p->service = dup_str(service)) == NULL)
+        return SAGA_ENOMEM;
+    t->npeers++; /* from here on, close and finish take care of it */
+    if (uv_timer_init(t->loop, &p->timer) != 0)
+        return SAGA_ETRANSPORT;
+    p->timer.data = p;
+    t->handles++;
+    return SAGA_OK;
+}
+
+/* Listen, and learn the port (the caller may have asked for port 0). */
+static int start_listening(tcp_t *t, const struct sockaddr_storage *addr,
+                           struct sockaddr_storage *bound)
+{
+    int rc, len = sizeof *bound;
+    if ((rc = uv_tcp_bind(&t->listener, (const struct sockaddr *)addr, 0)) ||
+        (rc = uv_listen((uv_stream_t *)&t->listener, 128,
+                        saga__tcp_on_accept)) ||
+        (rc = uv_tcp_getsockname(&t->listener, (struct sockaddr *)bound,
+                                 &len)))
+        return set_err(t, SAGA_ETRANSPORT, "cannot listen: %s",
+                       uv_strerror(rc));
+    t->port = bound->ss_family == AF_INET6
+                  ? ntohs(((struct sockaddr_in6 *)bound)->sin6_port)
+                  : ntohs(((struct sockaddr_in *)bound)->sin_port);
+    return SAGA_OK;
+}
+
+/* Without a configured peer of our own name, sends to our own name loop
+ * back through our listener, so a service can message itself. */
+static void self_address(struct sockaddr_storage *bound)
+{
+    if (bound->ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)bound;
+        if (a->sin_addr.s_addr == htonl(INADDR_ANY))
+            a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)bound;
+        if (memcmp(&a->sin6_addr, &in6addr_any, sizeof in6addr_any) == 0)
+            a->sin6_addr = in6addr_loopback;
+    }
+}
+
+static int tcp_open(tcp_t *t, const saga_tcp_options *opts)
+{
+    struct sockaddr_storage laddr, bound, pa;
+    int rc;
+    /* A handle's data is set once it is initialised: close uses that to
+     * know which handles to close after a failure here. */
+    if (uv_idle_init(t->loop, &t->pump) != 0)
+        return set_err(t, SAGA_ETRANSPORT, "cannot make uv handles");
+    t->handles++;
+    t->pump.data = t;
+    if (uv_timer_init(t->loop, &t->heartbeat) != 0)
+        return set_err(t, SAGA_ETRANSPORT, "cannot make uv handles");
+    t->handles++;
+    t->heartbeat.data = t;
+    if (uv_tcp_init(t->loop, &t->listener) != 0)
+        return set_err(t, SAGA_ETRANSPORT, "cannot make uv handles");
+    t->handles++;
+    t->listener.data = t;
+    saga__tcp_parse_addr(opts->listen ? opts->listen : DEF_LISTEN, &laddr);
+    if ((rc = start_listening(t, &laddr, &bound)) != SAGA_OK)
+        return rc;
+    self_address(&bound);
+    int self_routed = 0;
+    for (size_t i = 0; i < opts->npeers; i++)
+        self_routed |= strcmp(opts->peers[i].service, t->service) == 0;
+    t->peers = saga_malloc((opts->npeers + 1) * sizeof *t->peers);
+    if (t->peers == NULL)
+        return set_err(t, SAGA_ENOMEM, "out of memory");
+    memset(t->peers, 0, (opts->npeers + 1) * sizeof *t->peers);
+    for (size_t i = 0; i < opts->npeers; i++) {
+        saga__tcp_parse_addr(opts->peers[i].address, &pa);
+        if ((rc = init_peer(t, &t->peers[i], opts->peers[i].service, &pa)))
+            return set_err(t, rc, "cannot set up peer '%s'",
+                           opts->peers[i].service);
+    }
+    if (!self_routed) {
+        if ((rc = init_peer(t, &t->peers[t->npeers], t->service, &bound)))
+            return set_err(t, rc, "cannot set up the self route");
+    }
+    uv_timer_start(&t->heartbeat, saga__tcp_on_heartbeat, t->o.heartbeat_ms,
+                   t->o.heartbeat_ms);
+    return SAGA_OK;
+}
+
+int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
+                           const saga_tcp_options *opts)
+{
+    saga_tcp_options defaults = SAGA_TCP_OPTIONS_INIT;
+    const char *why = NULL;
+    if (out == NULL)
+        return SAGA_EINVAL;
+    *out = NULL;
+    if (loop == NULL)
+        return SAGA_EINVAL;
+    if (opts == NULL)
+        opts = &defaults;
+    if (opts->version == 0 || opts->version > SAGA_TCP_OPTIONS_VERSION)
+        return SAGA_EVERSION;
+    int rc = check_options(opts, &why);
+    if (rc != SAGA_OK)
+        return rc;
+    tcp_t *t = saga_malloc(sizeof *t);
+    if (t == NULL)
+        return SAGA_ENOMEM;
+    memset(t, 0, sizeof *t);
+    saga_transport_init(&t->base, SAGA_TRANSPORT_VERSION);
+    t->base.send = tcp_send;
+    t->base.subscribe = tcp_subscribe;
+    t->base.ack = tcp_ack;
+    t->base.errmsg = tcp_errmsg;
+    t->base.close = tcp_close;
+    t->loop = loop;
+    t->o = *opts;
+    apply_defaults(&t->o);
+    l_init(&t->conns);
+    l_init(&t->subs);
+    l_init(&t->backlog);
+    l_init(&t->ready);
+    l_init(&t->handed);
+    l_init(&t->completed);
+    t->service = dup_str(opts->service ? opts->service : DEF_SERVICE);
+    if (t->service == NULL) {
+        saga_free(t);
+        return SAGA_ENOMEM;
+    }
+    if ((rc = tcp_open(t, opts)) != SAGA_OK) {
+        /* Handles that were opened are closed; the memory goes when the
+         * loop next runs their close callbacks. */
+        saga__tcp_log(t, SAGA_LOG_ERROR, "tcp: %s", t->err);
+        tcp_close(&t->base);
+        return rc;
+    }
+    *out = &t->base;
+    return SAGA_OK;
+}
+
+int saga_transport_tcp_port(saga_transport *self, int *port)
+{
+    tcp_t *t = as_tcp(self);
+    if (t == NULL || port == NULL)
+        return SAGA_EINVAL;
+    *port = t->port;
+    return SAGA_OK;
+}
+
+int saga_transport_tcp_stats(saga_transport *self, saga_tcp_stats *out)
+{
+    tcp_t *t = as_tcp(self);
+    if (t == NULL || out == NULL)
+        return SAGA_EINVAL;
+    if (out->version == 0 || out->version > SAGA_TCP_STATS_VERSION)
+        return SAGA_EVERSION;
+    unsigned int v = out->version;
+    *out = t->st;
+    out->version = v;
+    return SAGA_OK;
+}

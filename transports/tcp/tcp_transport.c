@@ -1,0 +1,538 @@
+/*
+ * tcp_transport.c — the TCP transport on libuv (include/saga/tcp.h).
+ *
+ * Shape: one listener for inbound connections (peers sending to us), and
+ * per configured peer one outbound connection that we keep up. DATA flows
+ * on outbound connections and ACKs come back on them; both directions
+ * carry heartbeats.
+ *
+ * Sending: a message is encoded once into a DATA frame with the peer's next
+ * id and queued on the peer until the peer ACKs it. While connected, new
+ * frames are written at once; after a reconnect every queued frame is
+ * written again in order. The queue bound (bytes and messages) is the
+ * backpressure: send returns SAGA_EFULL.
+ *
+ * Receiving: a DATA frame becomes one delivery per local subscription to
+ * its topic (or waits in a backlog until a first subscription). When the
+ * application has acked all of them, the ACK goes back on the connection
+ * the frame came on; if that connection is gone the ACK is dropped and the
+ * sender will send again (at-least-once).
+ *
+ * User callbacks run only from one idle handle (the pump), never from a
+ * slot call or from the middle of frame parsing; every loop over a list
+ * that calls back re-checks t->closing. The transport is freed when its
+ * last uv handle has closed.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "saga/tcp.h"
+#include "tcp_int.h"
+
+
+/* ---- small helpers -------------------------------------------------------- */
+
+void saga__tcp_log(tcp_t *t, saga_log_level lvl, const char *fmt, ...)
+{
+    if (t->o.log == NULL)
+        return;
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    t->o.log(lvl, buf, t->o.log_arg);
+}
+
+void saga__tcp_out_msg_release(out_msg *m)
+{
+    m->done = 1;
+    if (m->wrefs == 0) {
+        saga_free(m->frame);
+        saga_free(m);
+    }
+}
+
+void saga__tcp_conn_unref(tcp_conn *c)
+{
+    if (--c->refs == 0) {
+        saga_free(c->rbuf);
+        saga_free(c);
+    }
+}
+
+/* ---- writing ------------------------------------------------------------- */
+
+typedef struct wreq {
+    uv_write_t req;
+    tcp_conn *conn;
+    out_msg *m; /* DATA: the frame belongs to m */
+    unsigned char small[];
+} wreq;
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq *w = req->data;
+    tcp_conn *c = w->conn;
+    if (w->m != NULL && --w->m->wrefs == 0 && w->m->done) {
+        saga_free(w->m->frame);
+        saga_free(w->m);
+    }
+    saga_free(w);
+    if (status < 0 && status != UV_ECANCELED && !c->closing)
+        saga__tcp_conn_close(c, uv_strerror(status));
+    saga__tcp_conn_unref(c);
+}
+
+/* Write @p len bytes: a DATA frame of @p m, or a copied control frame. */
+static void conn_write(tcp_conn *c, const unsigned char *buf, size_t len,
+                       out_msg *m)
+{
+    if (c->closing)
+        return;
+    wreq *w = saga_malloc(sizeof *w + (m == NULL ? len : 0));
+    if (w == NULL) {
+        /* Dropping a frame silently would break ordering; resync instead. */
+        saga__tcp_conn_close(c, "out of memory");
+        return;
+    }
+    w->req.data = w;
+    w->conn = c;
+    w->m = m;
+    uv_buf_t b;
+    if (m == NULL) {
+        memcpy(w->small, buf, len);
+        b = uv_buf_init((char *)w->small, (unsigned)len);
+    } else {
+        b = uv_buf_init((char *)buf, (unsigned)len);
+        m->wrefs++;
+    }
+    c->refs++;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->h, &b, 1, on_write);
+    if (rc != 0) {
+        if (m != NULL)
+            m->wrefs--;
+        saga_free(w);
+        saga__tcp_conn_unref(c);
+        saga__tcp_conn_close(c, uv_strerror(rc));
+        return;
+    }
+    c->t->st.frames_out++;
+}
+
+static void conn_write_ctl(tcp_conn *c, int kind, const void *body,
+                           size_t blen)
+{
+    unsigned char f[SAGA__TCP_HDR + 2 + SAGA_NAME_MAX];
+    saga__tcp_put_header(f, kind, blen);
+    if (blen > 0)
+        memcpy(f + SAGA__TCP_HDR, body, blen);
+    conn_write(c, f, SAGA__TCP_HDR + blen, NULL);
+}
+
+void saga__tcp_conn_write_ack(tcp_conn *c, uint64_t id)
+{
+    unsigned char b[8];
+    saga__tcp_put_u64(b, id);
+    conn_write_ctl(c, SAGA__TCP_ACK, b, sizeof b);
+}
+
+void saga__tcp_write_data(tcp_conn *c, out_msg *m)
+{
+    if (m->written)
+        c->t->st.resent++;
+    m->written = 1;
+    conn_write(c, m->frame, m->flen, m);
+}
+
+/* ---- the pump: every user callback runs here ------------------------------ */
+
+void saga__tcp_on_pump(uv_idle_t *h)
+{
+    tcp_t *t = h->data;
+    qlink batch, *n;
+    l_init(&batch);
+    l_splice_front(&batch, &t->completed);
+    while (!t->closing && (n = l_pop_front(&batch)) != NULL) {
+        out_msg *m = CONTAINER(n, out_msg, node);
+        if (m->cb != NULL)
+            m->cb(&t->base, m->status, m->arg);
+        saga__tcp_out_msg_release(m);
+    }
+    l_splice_front(&t->completed, &batch);
+
+    l_splice_front(&batch, &t->ready);
+    while (!t->closing && (n = l_pop_front(&batch)) != NULL) {
+        saga_delivery *d = CONTAINER(n, saga_delivery, node);
+        l_push_back(&t->handed, &d->node);
+        d->handed = 1;
+        rx_msg *m = d->m;
+        d->sub->cb(&t->base, d, m->topic, m->key, m->data, m->len,
+                   d->sub->arg);
+    }
+    l_splice_front(&t->ready, &batch);
+
+    if (!t->closing && l_empty(&t->completed) && l_empty(&t->ready))
+        uv_idle_stop(&t->pump);
+}
+
+void saga__tcp_pump_kick(tcp_t *t)
+{
+    if (!t->closing)
+        uv_idle_start(&t->pump, saga__tcp_on_pump);
+}
+
+/* ---- receiving ----------------------------------------------------------- */
+
+int saga__tcp_deliver(tcp_t *t, rx_msg *m, tcp_sub *s)
+{
+    saga_delivery *d = saga_malloc(sizeof *d);
+    if (d == NULL)
+        return SAGA_ENOMEM;
+    d->magic = SAGA__TCP_DELIVERY_MAGIC;
+    d->handed = 0;
+    d->t = t;
+    d->m = m;
+    d->sub = s;
+    m->refs++;
+    l_push_back(&t->ready, &d->node);
+    saga__tcp_pump_kick(t);
+    return SAGA_OK;
+}
+
+static int on_data(tcp_conn *c, const saga__tcp_frame *f)
+{
+    tcp_t *t = c->t;
+    size_t klen = f->key != NULL ? f->key_len + 1 : 0;
+    rx_msg *m = saga_malloc(sizeof *m + f->topic_len + 1 + klen +
+                            f->payload_len);
+    if (m == NULL)
+        return SAGA_ENOMEM;
+    char *p = (char *)(m + 1);
+    m->topic = p;
+    memcpy(p, f->topic, f->topic_len);
+    p[f->topic_len] = '\0';
+    p += f->topic_len + 1;
+    m->key = NULL;
+    if (f->key != NULL) {
+        m->key = p;
+        memcpy(p, f->key, f->key_len);
+        p[f->key_len] = '\0';
+        p += klen;
+    }
+    m->data = (unsigned char *)p;
+    m->len = f->payload_len;
+    if (m->len > 0)
+        memcpy(m->data, f->payload, m->len);
+    m->id = f->id;
+    m->refs = 0;
+    m->conn = c;
+    c->refs++;
+    for (qlink *n = t->subs.next; n != &t->subs; n = n->next) {
+        tcp_sub *s = CONTAINER(n, tcp_sub, node);
+        if (strcmp(s->topic, m->topic) == 0 && saga__tcp_deliver(t, m, s) != SAGA_OK)
+            return SAGA_ENOMEM; /* the deliveries made hold m */
+    }
+    if (m->refs == 0)
+        l_push_back(&t->backlog, &m->node);
+    return SAGA_OK;
+}
+
+static void on_ack(tcp_conn *c, uint64_t id)
+{
+    tcp_peer *p = c->peer;
+    for (qlink *n = p->queue.next; n != &p->queue; n = n->next) {
+        out_msg *m = CONTAINER(n, out_msg, node);
+        if (m->id == id) {
+            l_remove(&m->node);
+            p->qbytes -= m->flen;
+            p->qmsgs--;
+            m->status = SAGA_OK;
+            l_push_back(&c->t->completed, &m->node);
+            saga__tcp_pump_kick(c->t);
+            return;
+        }
+    }
+    /* An ACK for a frame already acked (sent twice): harmless. */
+}
+
+/* Handle one frame. @return 0, or -1 after closing the connection. */
+static int conn_frame(tcp_conn *c, int kind, const unsigned char *body,
+                      size_t len)
+{
+    tcp_t *t = c->t;
+    saga__tcp_frame f;
+    const char *why = NULL;
+    if (saga__tcp_frame_decode(kind, body, len, &f, &why) != SAGA_OK)
+        goto reject;
+    int inbound = c->peer == NULL;
+    switch (kind) {
+    case SAGA__TCP_HELLO:
+        if (!inbound || c->hello) {
+            why = "unexpected HELLO";
+            goto reject;
+        }
+        memcpy(c->name, f.name, f.name_len);
+        c->name[f.name_len] = '\0';
+        c->hello = 1;
+        break;
+    case SAGA__TCP_DATA:
+        if (!inbound || !c->hello) {
+            why = inbound ? "DATA before HELLO" : "DATA on an outbound link";
+            goto reject;
+        }
+        if (on_data(c, &f) != SAGA_OK) {
+            saga__tcp_conn_close(c, "out of memory");
+            return -1;
+        }
+        break;
+    case SAGA__TCP_ACK:
+        if (inbound) {
+            why = "ACK on an inbound link";
+            goto reject;
+        }
+        on_ack(c, f.id);
+        break;
+    default: /* HEARTBEAT: last_rx is already updated */
+        break;
+    }
+    t->st.frames_in++;
+    return 0;
+reject:
+    t->st.rejected_frames++;
+    saga__tcp_log(t, SAGA_LOG_WARN, "tcp: rejected frame from %s: %s",
+         c->name[0] ? c->name : "unknown peer", why);
+    saga__tcp_conn_close(c, why);
+    return -1;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    tcp_conn *c = h->data;
+    (void)suggested;
+    /* Grow to hold the frame being read (its length is known once 4 bytes
+     * are in), plus room to read ahead; never beyond max_frame_size. */
+    size_t want = c->rlen + 65536;
+    if (c->rlen - c->roff >= 4) {
+        size_t need = c->roff + 4 +
+                      (size_t)saga__tcp_get_u32(c->rbuf + c->roff);
+        if (need > want && need - c->roff <= (size_t)c->t->o.max_frame_size +
+                                                  4)
+            want = need;
+    }
+    if (want > c->rcap) {
+        unsigned char *nb = saga_realloc(c->rbuf, want);
+        if (nb != NULL) {
+            c->rbuf = nb;
+            c->rcap = want;
+        }
+    }
+    *buf = uv_buf_init((char *)c->rbuf + c->rlen,
+                       (unsigned)(c->rcap - c->rlen));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    tcp_conn *c = s->data;
+    tcp_t *t = c->t;
+    (void)buf;
+    if (nread == 0 || c->closing)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF && c->rlen > c->roff) {
+            t->st.rejected_frames++;
+            saga__tcp_log(t, SAGA_LOG_WARN, "tcp: %s closed in the middle of a frame",
+                 c->name[0] ? c->name : "peer");
+        }
+        if (nread == UV_ENOBUFS) {
+            saga__tcp_log(t, SAGA_LOG_ERROR, "tcp: out of memory reading a frame");
+        }
+        saga__tcp_conn_close(c, nread == UV_EOF ? "closed by peer"
+                                      : uv_strerror((int)nread));
+        return;
+    }
+    c->rlen += (size_t)nread;
+    c->last_rx = uv_now(t->loop);
+    while (c->rlen - c->roff >= 4) {
+        const unsigned char *p = c->rbuf + c->roff;
+        uint32_t l = saga__tcp_get_u32(p);
+        if (l == 0 || l > t->o.max_frame_size) {
+            t->st.rejected_frames++;
+            saga__tcp_log(t, SAGA_LOG_WARN,
+                 "tcp: rejected frame from %s: length %lu (max %lu)",
+                 c->name[0] ? c->name : "unknown peer", (unsigned long)l,
+                 (unsigned long)t->o.max_frame_size);
+            saga__tcp_conn_close(c, "bad frame length");
+            return;
+        }
+        if (c->rlen - c->roff < 4 + (size_t)l)
+            break;
+        c->roff += 4 + (size_t)l;
+        if (conn_frame(c, p[4], p + SAGA__TCP_HDR, l - 1) != 0)
+            return;
+    }
+    /* Keep the partial frame at the front of the buffer. */
+    if (c->roff > 0) {
+        memmove(c->rbuf, c->rbuf + c->roff, c->rlen - c->roff);
+        c->rlen -= c->roff;
+        c->roff = 0;
+    }
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
+static tcp_conn *conn_new(tcp_t *t, tcp_peer *peer)
+{
+    tcp_conn *c = saga_malloc(sizeof *c);
+    if (c == NULL)
+        return NULL;
+    memset(c, 0, sizeof *c);
+    if (uv_tcp_init(t->loop, &c->h) != 0) {
+        saga_free(c);
+        return NULL;
+    }
+    c->h.data = c;
+    c->creq.data = c;
+    c->t = t;
+    c->peer = peer;
+    c->refs = 1;
+    c->last_rx = uv_now(t->loop);
+    if (peer != NULL)
+        snprintf(c->name, sizeof c->name, "%s", peer->service);
+    t->handles++;
+    l_push_back(&t->conns, &c->node);
+    return c;
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    tcp_conn *c = h->data;
+    tcp_t *t = c->t;
+    t->handles--;
+    saga__tcp_conn_unref(c);
+    saga__tcp_maybe_finish(t);
+}
+
+static void peer_schedule(tcp_peer *p)
+{
+    tcp_t *t = p->t;
+    if (t->closing || !p->active || p->conn != NULL)
+        return;
+    uv_timer_start(&p->timer, saga__tcp_on_backoff, p->backoff, 0);
+    p->backoff = p->backoff >= t->o.reconnect_max_ms / 2
+                     ? t->o.reconnect_max_ms
+                     : p->backoff * 2;
+}
+
+void saga__tcp_conn_close(tcp_conn *c, const char *why)
+{
+    if (c->closing)
+        return;
+    tcp_t *t = c->t;
+    c->closing = 1;
+    l_remove(&c->node);
+    tcp_peer *p = c->peer;
+    if (p != NULL && p->conn == c) {
+        p->conn = NULL;
+        if (!t->closing) {
+            saga__tcp_log(t, SAGA_LOG_INFO, "tcp: link to %s lost (%s), retry in %u ms",
+                 p->service, why, (unsigned)p->backoff);
+            peer_schedule(p);
+        }
+    } else if (p == NULL && !t->closing) {
+        saga__tcp_log(t, SAGA_LOG_DEBUG, "tcp: inbound link from %s closed (%s)",
+             c->name[0] ? c->name : "unknown peer", why);
+    }
+    uv_close((uv_handle_t *)&c->h, on_conn_closed);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    tcp_conn *c = req->data;
+    tcp_peer *p = c->peer;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        saga__tcp_conn_close(c, uv_strerror(status));
+        return;
+    }
+    c->up = 1;
+    p->backoff = p->t->o.reconnect_min_ms;
+    c->last_rx = uv_now(p->t->loop);
+    uv_tcp_nodelay(&c->h, 1);
+    if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
+        saga__tcp_conn_close(c, "read_start failed");
+        return;
+    }
+    unsigned char hello[2 + SAGA_NAME_MAX];
+    size_t nl = strlen(p->t->service);
+    hello[0] = SAGA__TCP_PROTO_VERSION;
+    hello[1] = (unsigned char)nl;
+    memcpy(hello + 2, p->t->service, nl);
+    conn_write_ctl(c, SAGA__TCP_HELLO, hello, 2 + nl);
+    /* Everything not yet acked goes again, in order. */
+    for (qlink *n = p->queue.next; !c->closing && n != &p->queue;
+         n = n->next)
+        saga__tcp_write_data(c, CONTAINER(n, out_msg, node));
+}
+
+void saga__tcp_peer_connect(tcp_peer *p)
+{
+    tcp_t *t = p->t;
+    if (t->closing || p->conn != NULL)
+        return;
+    tcp_conn *c = conn_new(t, p);
+    if (c == NULL) {
+        peer_schedule(p);
+        return;
+    }
+    p->conn = c;
+    int rc = uv_tcp_connect(&c->creq, &c->h, (struct sockaddr *)&p->addr,
+                            on_connect);
+    if (rc != 0)
+        saga__tcp_conn_close(c, uv_strerror(rc));
+}
+
+void saga__tcp_on_backoff(uv_timer_t *h)
+{
+    tcp_peer *p = h->data;
+    p->t->st.reconnects++;
+    saga__tcp_peer_connect(p);
+}
+
+void saga__tcp_on_accept(uv_stream_t *server, int status)
+{
+    tcp_t *t = server->data;
+    if (status < 0 || t->closing)
+        return;
+    tcp_conn *c = conn_new(t, NULL);
+    if (c == NULL)
+        return; /* the kernel keeps the connection queued */
+    if (uv_accept(server, (uv_stream_t *)&c->h) != 0 ||
+        uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
+        saga__tcp_conn_close(c, "accept failed");
+        return;
+    }
+    uv_tcp_nodelay(&c->h, 1);
+    t->st.accepted++;
+}
+
+void saga__tcp_on_heartbeat(uv_timer_t *h)
+{
+    tcp_t *t = h->data;
+    uint64_t now = uv_now(t->loop);
+    qlink *n = t->conns.next;
+    while (n != &t->conns) {
+        tcp_conn *c = CONTAINER(n, tcp_conn, node);
+        n = n->next; /* saga__tcp_conn_close unlinks c */
+        if (now - c->last_rx > t->o.dead_peer_ms) {
+            t->st.dead_peers++;
+            saga__tcp_log(t, SAGA_LOG_WARN, "tcp: %s silent for %u ms, closing",
+                 c->name[0] ? c->name : "peer", (unsigned)t->o.dead_peer_ms);
+            saga__tcp_conn_close(c, "dead peer");
+        } else if (c->peer == NULL || c->up) {
+            conn_write_ctl(c, SAGA__TCP_HEARTBEAT, NULL, 0);
+        }
+    }
+}
