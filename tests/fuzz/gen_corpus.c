@@ -62,6 +62,7 @@ int main(int argc, char **argv)
     saga_envelope e = base(SAGA_MSG_COMMAND);
     put_env("command", &e, -1);
     e.comp = 1;
+    strcpy(e.reply_to, "orders");
     put_env("command_comp", &e, -1);
     e = base(SAGA_MSG_REPLY);
     e.outcome = SAGA_OUTCOME_FAIL;

@@ -120,11 +120,11 @@ Test(codec, encode_rejects_bad_input)
 /* ---- hand-built messages ------------------------------------------------ */
 
 enum { KV, KKIND, KMSG, KSAGA, KSTEP, KATT, KNAME, KTRACE, KPAY, KCOMP, KOUT,
-       KERR, NKEYS };
+       KERR, KRTO, NKEYS };
 static const char *const keys[NKEYS] = {
     "v",    "kind",  "msg_id",  "saga_id", "step",    "attempt",
-    "name", "trace", "payload", "comp",    "outcome", "error"};
-static const int required[NKEYS] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0};
+    "name", "trace", "payload", "comp",    "outcome", "error", "reply_to"};
+static const int required[NKEYS] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, 0};
 
 static void pstr(msgpack_packer *pk, const char *s)
 {
