@@ -90,6 +90,10 @@ int main(int argc, char **argv)
     static const char ext[] = "\x81\xa2zz\xd6\xff\x00\x00\x00\x01";
     put("ext_timestamp", ext, sizeof(ext) - 1);
 
+    /* Found by the fuzzer: empty keys (msgpack-c gives them a NULL ptr). */
+    static const char ek[] = "\x82\xa0\xc0\xa0\xc0";
+    put("empty_keys", ek, sizeof(ek) - 1);
+
     /* Data seeds: first byte is where the input splits into a and b. */
     g_dir = argv[2];
     static const char d1[] = "\x0b\x82\xa1k\xa1x\xa1n\x05\x82\xa1k\xa1y\xa1m"

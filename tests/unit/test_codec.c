@@ -297,6 +297,31 @@ static void deep1000(msgpack_packer *pk)
     msgpack_pack_nil(pk);
 }
 
+static void emptykey(msgpack_packer *pk) { msgpack_pack_nil(pk); }
+
+Test(codec, empty_keys_and_strings)
+{
+    /* An unknown empty key is skipped; twice it is a duplicate. */
+    cr_assert_eq(decode_with("", emptykey, 0), SAGA_OK);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    saga_envelope e;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, NKEYS + 2);
+    for (int k = 0; k < NKEYS; k++) {
+        pstr(&pk, keys[k]);
+        pack_val(&pk, k, 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pstr(&pk, "");
+        msgpack_pack_nil(&pk);
+    }
+    cr_assert_eq(decode_sb(&sb, &e), SAGA_ECORRUPT);
+    cr_assert_eq(decode_with("error", empty, 0), SAGA_OK);
+    cr_assert_eq(decode_with("reply_to", empty, 0), SAGA_OK);
+}
+
 Test(codec, version)
 {
     cr_assert_eq(decode_with("v", v2, 0), SAGA_EVERSION);
