@@ -166,7 +166,8 @@ int saga_envelope_encode(const saga_envelope *env, void **buf_out,
 
     int is_cmd = env->kind == SAGA_MSG_COMMAND;
     int is_reply = env->kind == SAGA_MSG_REPLY;
-    size_t nkeys = 9 + (is_cmd ? 1 : 0) + (is_reply ? 1 : 0) +
+    /* comp: commands, and replies (which answer a command or its undo). */
+    size_t nkeys = 9 + (is_cmd || is_reply ? 1 : 0) + (is_reply ? 1 : 0) +
                    (is_reply && errn > 0 ? 1 : 0) + (rton > 0 ? 1 : 0);
     growbuf g = {0};
     msgpack_packer pk;
@@ -190,7 +191,7 @@ int saga_envelope_encode(const saga_envelope *env, void **buf_out,
     pack_kv_str(&pk, "trace", env->trace, (size_t)tracen);
     if (rton > 0)
         pack_kv_str(&pk, "reply_to", env->reply_to, (size_t)rton);
-    if (is_cmd) {
+    if (is_cmd || is_reply) {
         pack_key(&pk, "comp");
         if (env->comp)
             msgpack_pack_true(&pk);

@@ -490,6 +490,41 @@ int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id)
     return SAGA_OK;
 }
 
+void saga__stage_outmsg(saga_engine *e, saga__outmsg *m)
+{
+    m->next = NULL;
+    *e->batch.out_tail = m;
+    e->batch.out_tail = &m->next;
+    schedule_flush(e);
+}
+
+/* The relay published a message: delete its outbox row with the next
+ * batch (losing the delete only means publishing it again). */
+static void relay_done(void *owner, const char *msg_id)
+{
+    saga_engine *e = owner;
+    saga__batch *b = &e->batch;
+    char *id = saga__strdup(msg_id);
+    if (id == NULL || GROW(b->done_ids, b->ndone, b->cdone) != SAGA_OK) {
+        saga_free(id);
+        return;
+    }
+    b->done_ids[b->ndone++] = id;
+    schedule_flush(e);
+}
+
+static void relay_log(void *owner, saga_log_level lvl, const char *msg)
+{
+    saga__log(owner, lvl, NULL, -1, "%s", msg);
+}
+
+int saga__engine_relay_new(saga_engine *e);
+int saga__engine_relay_new(saga_engine *e)
+{
+    return saga__relay_new(&e->relay, e->loop, e->transport, e, relay_done,
+                           relay_log);
+}
+
 void saga__graveyard(saga_engine *e, void *p)
 {
     if (!e->invoking) {
@@ -541,6 +576,13 @@ static int write_batch(saga_engine *e, saga__batch *b)
     for (size_t i = 0; i < b->nidem && rc == SAGA_OK; i++)
         rc = s->idem_put(s, b->idem[i].key, b->idem[i].saga_id,
                          b->idem[i].created_ms);
+    for (saga__outmsg *m = b->out_head; m && rc == SAGA_OK; m = m->next) {
+        saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
+                            m->created_ms};
+        rc = s->outbox_put(s, &msg);
+    }
+    for (size_t i = 0; i < b->ndone && rc == SAGA_OK; i++)
+        rc = s->outbox_done(s, b->done_ids[i]);
     for (size_t i = 0; i < b->njournal && rc == SAGA_OK; i++) {
         saga__jentry *j = &b->journal[i];
         j->e.saga_id = j->saga_id;
@@ -559,9 +601,17 @@ static void batch_reset(saga__batch *b)
         saga_free(b->journal[i].error);
     for (size_t i = 0; i < b->nidem; i++)
         saga_free(b->idem[i].key);
+    for (size_t i = 0; i < b->ndone; i++)
+        saga_free(b->done_ids[i]);
+    while (b->out_head != NULL) {
+        saga__outmsg *m = b->out_head;
+        b->out_head = m->next;
+        saga__outmsg_free(m);
+    }
+    b->out_tail = &b->out_head;
     b->head = NULL;
     b->tail = &b->head;
-    b->ninst = b->njournal = b->nidem = b->neffects = 0;
+    b->ninst = b->njournal = b->nidem = b->neffects = b->ndone = 0;
 }
 
 static void batch_free(saga__batch *b)
@@ -570,14 +620,23 @@ static void batch_free(saga__batch *b)
     saga_free(b->journal);
     saga_free(b->idem);
     saga_free(b->effects);
+    saga_free(b->done_ids);
     memset(b, 0, sizeof *b);
     b->tail = &b->head;
+    b->out_tail = &b->out_head;
 }
 
-static int batch_pending(const saga__batch *b)
+static int batch_writes(const saga__batch *b)
 {
-    return b->head != NULL || b->njournal || b->nidem || b->neffects;
+    return b->head != NULL || b->njournal || b->nidem || b->ndone ||
+           b->out_head != NULL;
 }
+
+int saga__batch_pending(const saga__batch *b)
+{
+    return batch_writes(b) || b->neffects;
+}
+#define batch_pending saga__batch_pending
 
 static void retry_timer_cb(uv_timer_t *t) { schedule_flush(t->data); }
 
@@ -615,6 +674,10 @@ static void release(saga_engine *e, saga__batch *b)
             break;
         case EFF_DONE_CB:
             f->done_cb(e, f->id, f->state, f->arg);
+            break;
+        case EFF_ACK:
+            if (e->transport != NULL)
+                e->transport->ack(e->transport, f->delivery);
             break;
         case EFF_DONE: {
             saga__inst *in = f->inst;
@@ -662,7 +725,7 @@ static int flush_once(saga_engine *e)
     saga__batch b = e->batch;
     if (!batch_pending(&b))
         return SAGA_OK;
-    if (b.head != NULL || b.njournal || b.nidem) {
+    if (batch_writes(&b)) {
         int rc = write_batch(e, &b);
         if (rc != SAGA_OK) {
             e->stats.commit_failures++;
@@ -679,7 +742,20 @@ static int flush_once(saga_engine *e)
     /* Detach the committed batch: what release() stages opens a new one. */
     memset(&e->batch, 0, sizeof e->batch);
     e->batch.tail = &e->batch.head;
+    e->batch.out_tail = &e->batch.out_head;
+    /* Committed outbox messages go to the relay. */
+    while (b.out_head != NULL) {
+        saga__outmsg *m = b.out_head;
+        b.out_head = m->next;
+        if (e->relay != NULL)
+            saga__relay_push(e->relay, m);
+        else
+            saga__outmsg_free(m);
+    }
+    b.out_tail = &b.out_head;
     release(e, &b);
+    if (e->relay != NULL)
+        saga__relay_kick(e->relay);
     batch_reset(&b);
     /* Hand the arrays back for reuse when the new batch has none. */
     if (e->batch.journal == NULL) {
@@ -825,6 +901,7 @@ int saga_engine_new(saga_engine **out, saga_store *store,
         o->service = "orchestrator";
     e->store_backoff_ms = o->store_retry_ms;
     e->batch.tail = &e->batch.head;
+    e->batch.out_tail = &e->batch.out_head;
 
     int rc = SAGA_OK;
     saga_store *own_store = NULL;
@@ -884,6 +961,8 @@ int saga_engine_start(saga_engine *e)
     if (e->closing)
         return SAGA_ECLOSED;
     int rc = saga__recover(e);
+    if (rc == SAGA_OK && e->transport != NULL)
+        rc = saga__remote_start(e);
     if (rc != SAGA_OK)
         return rc;
     e->started = 1;
@@ -967,6 +1046,7 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
     e->closing = 1;
     e->close_cb = cb;
     e->close_arg = arg;
+    saga__remote_close(e);
     if (e->transport != NULL) {
         saga_transport_free(e->transport);
         e->transport = NULL;

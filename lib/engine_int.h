@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "internal.h"
+#include "relay.h"
 
 /* An active saga held in memory. Sagas leave memory once their terminal
  * state is committed; queries about them go to the store. */
@@ -54,7 +55,8 @@ typedef enum {
     EFF_INVOKE,   /* run the current attempt's action/compensation */
     EFF_STARTED,  /* saga_start()'s callback */
     EFF_DONE,     /* the saga ended: callbacks, then leave memory */
-    EFF_DONE_CB   /* a saga_on_done() for a saga that ended before */
+    EFF_DONE_CB,  /* a saga_on_done() for a saga that ended before */
+    EFF_ACK       /* ack a transport delivery whose effect is now durable */
 } saga__eff_kind;
 
 typedef struct saga__effect {
@@ -69,6 +71,7 @@ typedef struct saga__effect {
     saga_start_cb start_cb;
     saga_done_cb done_cb;
     void *arg;
+    saga_delivery *delivery; /* EFF_ACK */
 } saga__effect;
 
 typedef struct saga__jentry {
@@ -93,6 +96,9 @@ typedef struct saga__batch {
     size_t nidem, cidem;
     saga__effect *effects;
     size_t neffects, ceffects;
+    saga__outmsg *out_head, **out_tail; /* outbox rows to write */
+    char **done_ids;                    /* outbox rows to delete */
+    size_t ndone, cdone;
 } saga__batch;
 
 typedef struct saga__defent {
@@ -145,6 +151,9 @@ struct saga_engine {
     size_t ngrave, cgrave;
     int invoking;
 
+    saga__relay *relay;
+    uint64_t replies_rejected;
+
     saga_stats stats;
     char errmsg[512];
 };
@@ -174,7 +183,20 @@ int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id);
 void saga__graveyard(saga_engine *e, void *p);
 void saga__record_from_inst(const saga__inst *in, saga_record *r);
 
+/* Queue an outbox message in the open batch (it takes @p m). */
+void saga__stage_outmsg(saga_engine *e, saga__outmsg *m);
+int saga__batch_pending(const saga__batch *b);
+
+/* remote.c */
+int saga__remote_start(saga_engine *e);
+/* The outbox message that runs the current attempt of a remote step. */
+int saga__remote_command(saga_engine *e, saga__inst *in);
+void saga__remote_close(saga_engine *e);
+
 /* saga.c */
+/* Apply an attempt's outcome (validated, current) and stage it. */
+int saga__complete(saga_engine *e, saga__inst *in, saga_outcome oc,
+                   const void *out, size_t out_len, const char *error);
 void saga__invoke(saga_engine *e, saga__inst *in, const saga__effect *eff);
 void saga__arm(saga_engine *e, saga__inst *in);
 void saga__fire(saga_engine *e, saga__inst *in, int64_t now);

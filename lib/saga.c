@@ -63,6 +63,15 @@ static void begin_attempt(saga_engine *e, saga__inst *in)
     in->due_ms = s->opts.timeout_ms == SAGA_TIMEOUT_NONE
                      ? 0
                      : now + (int64_t)s->opts.timeout_ms;
+    if (s->opts.service != NULL) {
+        /* A remote attempt is a command in the outbox, written in the same
+         * transaction as this transition. */
+        if (saga__remote_command(e, in) != SAGA_OK)
+            saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
+                      "cannot queue the command: %s; the step times out "
+                      "and is retried", e->errmsg);
+        return;
+    }
     saga__effect f;
     memset(&f, 0, sizeof f);
     f.kind = EFF_INVOKE;
@@ -508,9 +517,15 @@ int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
                   in->attempt, saga_state_name(in->state));
         return SAGA_ESTALE;
     }
+    return saga__complete(e, in, outcome, out, out_len, error);
+}
+
+int saga__complete(saga_engine *e, saga__inst *in, saga_outcome outcome,
+                   const void *out, size_t out_len, const char *error)
+{
     unsigned int put = 0;
     if (outcome == SAGA_OUTCOME_OK && out != NULL && out_len > 0 &&
-        !ref->compensating) {
+        !backward(in)) {
         if (!saga__data_is_map(out, out_len))
             return saga__err(e, SAGA_EINVAL,
                              "step output must be a msgpack map");
@@ -667,7 +682,11 @@ int saga__recover(saga_engine *e)
         if (rc != SAGA_OK)
             continue;
         resumed++;
-        if (in->flags & SAGA_REC_INFLIGHT) {
+        if ((in->flags & SAGA_REC_INFLIGHT) && step_of(in)->opts.service) {
+            /* A remote attempt: its command is in the outbox (or was
+             * published); the reply, or the durable timeout, moves on. */
+            saga__arm(e, in);
+        } else if (in->flags & SAGA_REC_INFLIGHT) {
             /* The attempt's outcome never became durable: run it again
              * (actions are at-least-once), after the next commit point. */
             saga__effect f;

@@ -15,7 +15,8 @@
  *   trace    str    optional   W3C traceparent, may be absent or ""
  *   reply_to str    optional   commands: the topic replies go to
  *   payload  bin    all        saga data (a msgpack map), may be empty
- *   comp     bool   optional   a command that is a compensation
+ *   comp     bool   optional   a command (or the reply to one) that is a
+ *                              compensation
  *   outcome  uint   replies    saga_outcome: 0 OK, 1 FAIL, 2 RETRY
  *   error    str    optional   a reply's error text
  *
@@ -68,7 +69,7 @@ typedef struct saga_envelope {
     saga_msg_kind kind;
     uint32_t step;
     uint32_t attempt;
-    int comp;              /* 1: a compensation command; 0 otherwise */
+    int comp;              /* 1: a compensation command, or its reply */
     saga_outcome outcome;  /* replies only */
     char msg_id[SAGA_NAME_MAX + 1];   /* 1..255 bytes, no NUL inside */
     char saga_id[SAGA_NAME_MAX + 1];  /* 1..255 bytes */

@@ -201,5 +201,7 @@ SAGA_END_DECL
 #include "saga/transport.h"
 #include "saga/tcp.h"
 #include "saga/engine.h"
+#include "saga/participant.h"
+#include "saga/codec.h"
 
 #endif /* SAGA_SAGA_H */

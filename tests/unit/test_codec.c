@@ -38,7 +38,7 @@ static void roundtrip(const saga_envelope *in)
     cr_assert_eq(out.kind, in->kind);
     cr_assert_eq(out.step, in->step);
     cr_assert_eq(out.attempt, in->attempt);
-    cr_assert_eq(out.comp, in->kind == SAGA_MSG_COMMAND ? !!in->comp : 0);
+    cr_assert_eq(out.comp, in->kind != SAGA_MSG_EVENT ? !!in->comp : 0);
     cr_assert_eq(out.outcome, in->kind == SAGA_MSG_REPLY ? in->outcome : 0);
     cr_assert_str_eq(out.msg_id, in->msg_id);
     cr_assert_str_eq(out.saga_id, in->saga_id);
@@ -78,6 +78,8 @@ Test(codec, roundtrip_every_kind_and_field)
         e.outcome = (saga_outcome)o;
         roundtrip(&e);
         strcpy(e.error, "out of stock");
+        roundtrip(&e);
+        e.comp = 1; /* the reply to a compensation */
         roundtrip(&e);
     }
     /* Strings at their longest. */

@@ -1,0 +1,177 @@
+/*
+ * participant.h — the service side of remote steps, and choreography.
+ *
+ * A participant receives commands from orchestrators over a transport and
+ * runs a registered handler for each, inside a local store transaction that
+ * also (DESIGN §6.3):
+ *   - claims the message id in the inbox: a redelivered command gets the
+ *     reply recorded the first time, and nothing is applied twice;
+ *   - keeps a per-(saga, step) barrier: a compensation for an action that
+ *     never applied is recorded as a no-op ("null compensation"); an action
+ *     that arrives after its compensation is refused ("hanging action"); a
+ *     retried action returns the first result instead of applying again;
+ *   - writes the reply through its own outbox.
+ * The service's business tables live in the same store, so "apply the
+ * effect + mark the inbox" is one transaction: a handler writes them through
+ * saga_participant_store_handle() (the sqlite3 * of a SQLite store).
+ *
+ * Commands that arrive in one loop turn share one transaction (group
+ * commit). Deliveries are acked, and replies published, only after it
+ * commits. A handler must not do non-transactional side effects it cannot
+ * repeat: a failed commit runs it again.
+ *
+ * Events: saga_participant_publish() queues a domain event through the same
+ * outbox; saga_participant_on_event() subscribes a handler, deduplicated by
+ * the same inbox.
+ */
+#ifndef SAGA_PARTICIPANT_H
+#define SAGA_PARTICIPANT_H
+
+#include "saga/saga.h"
+
+struct uv_loop_s;
+
+SAGA_BEGIN_DECL
+
+typedef struct saga_participant saga_participant;
+
+/** A command or event as a handler sees it; borrowed for the call. */
+typedef struct saga_command {
+    const char *saga_id;
+    const char *name;   /* the command (or event) name */
+    uint32_t step;
+    uint32_t attempt;
+    int compensating;   /* 1: undo what the action with this name did */
+    const char *msg_id;
+    const void *payload; /* the saga data (a msgpack map) or event body */
+    size_t payload_len;
+} saga_command;
+
+/** What a handler answers: set by saga_reply_set() (default: OK, no
+ * output). */
+typedef struct saga_reply saga_reply;
+
+/**
+ * Set the reply of a command handler.
+ * @param outcome SAGA_OUTCOME_OK, _FAIL (a business no: nothing applied) or
+ *   _RETRY (transient; the orchestrator retries with backoff).
+ * @param out a msgpack map merged into the saga data on OK; may be NULL.
+ * @param error a reason for FAIL/RETRY; may be NULL.
+ * @return SAGA_OK, SAGA_EINVAL (bad outcome, out not a map), SAGA_ENOMEM.
+ */
+SAGA_EXTERN int saga_reply_set(saga_reply *r, saga_outcome outcome,
+                               const void *out, size_t out_len,
+                               const char *error);
+
+/**
+ * A command handler. It runs on the loop thread inside the store
+ * transaction; it writes its effect through the store handle and answers
+ * with saga_reply_set(). Returning non-zero (a SAGA_E* code) aborts the
+ * whole transaction: it is retried later and the command redelivered.
+ */
+typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
+                               saga_reply *reply, void *arg);
+
+/** An event handler; same transaction rules as saga_command_fn. */
+typedef int (*saga_event_fn)(saga_participant *p, const saga_command *event,
+                             void *arg);
+
+#define SAGA_PARTICIPANT_OPTIONS_VERSION 1
+#define SAGA_PARTICIPANT_OPTIONS_INIT                                          \
+    SAGA_INIT_VERSION(SAGA_PARTICIPANT_OPTIONS_VERSION)
+
+/** Participant options; zero selects each default. */
+typedef struct saga_participant_options {
+    unsigned int version;
+    /** The service name: commands arrive on this topic (required). */
+    const char *service;
+    /** Log sink (as in engine.h); default stderr for WARN and above. */
+    void (*log)(saga_log_level level, const char *saga_id, int step,
+                const char *msg, void *arg);
+    void *log_arg;
+    saga_log_level log_level;
+    /** Clock in ms since the epoch; default the wall clock. */
+    int64_t (*clock)(void *arg);
+    void *clock_arg;
+    /** Largest accepted payload; default 1 MiB. */
+    size_t max_payload;
+    /** Delay before a failed commit is retried; default 100 ms. */
+    uint32_t store_retry_ms;
+} saga_participant_options;
+
+/**
+ * A participant on @p loop, with its own store and transport.
+ * @return SAGA_OK, SAGA_EINVAL (no service name, NULL store or transport),
+ *   SAGA_EVERSION, SAGA_ENOMEM.
+ * Ownership: on SAGA_OK the participant owns @p store and @p transport.
+ * Since: 0.1.
+ */
+SAGA_EXTERN int saga_participant_new(saga_participant **out,
+                                     struct uv_loop_s *loop, saga_store *store,
+                                     saga_transport *transport,
+                                     const saga_participant_options *opts);
+
+/**
+ * Handle the command @p name (both its action and, with compensating set,
+ * its compensation). Register before saga_participant_start().
+ * @return SAGA_OK, SAGA_EINVAL, SAGA_EDUP, SAGA_EBUSY (started), ENOMEM.
+ */
+SAGA_EXTERN int saga_participant_on_command(saga_participant *p,
+                                            const char *name,
+                                            saga_command_fn fn, void *arg);
+
+/**
+ * Subscribe @p fn to events named @p name (NULL: every event) on @p topic,
+ * as consumer group @p group (NULL: the service name).
+ * @return as saga_participant_on_command().
+ */
+SAGA_EXTERN int saga_participant_on_event(saga_participant *p,
+                                          const char *topic, const char *group,
+                                          const char *name, saga_event_fn fn,
+                                          void *arg);
+
+/** Subscribe and re-publish what the outbox still holds.
+ * @return SAGA_OK, SAGA_EBUSY, SAGA_ESTORE, SAGA_ETRANSPORT. */
+SAGA_EXTERN int saga_participant_start(saga_participant *p);
+
+/**
+ * Publish an event on @p topic with key @p key (ordering; may be NULL).
+ * Inside a handler it joins the handler's transaction; outside it is
+ * committed with the next batch. Published only after that commit.
+ * @return SAGA_OK, SAGA_EINVAL, SAGA_ENOMEM, SAGA_ECLOSED.
+ */
+SAGA_EXTERN int saga_participant_publish(saga_participant *p,
+                                         const char *topic, const char *key,
+                                         const char *name, const void *payload,
+                                         size_t len);
+
+/** The store's native handle (sqlite3 *), for the service's own tables in
+ * the handler's transaction; NULL if the store has none. */
+SAGA_EXTERN void *saga_participant_store_handle(saga_participant *p);
+
+/** The participant's store (borrowed). */
+SAGA_EXTERN saga_store *saga_participant_store(saga_participant *p);
+
+/** Counters. */
+typedef struct saga_participant_stats {
+    uint64_t commands, duplicates, null_compensations, hanging_refused;
+    uint64_t retried_actions; /* answered from the barrier */
+    uint64_t events, rejected, commits, commit_failures;
+} saga_participant_stats;
+
+SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,
+                                           saga_participant_stats *out);
+
+/** Detail of the last failure; "" if none. */
+SAGA_EXTERN const char *saga_participant_errmsg(saga_participant *p);
+
+/**
+ * Stop: commit what is pending, close the transport and the store, then
+ * call @p cb (may be NULL) once everything is freed; the loop must run.
+ */
+SAGA_EXTERN void saga_participant_close(saga_participant *p,
+                                        void (*cb)(void *arg), void *arg);
+
+SAGA_END_DECL
+
+#endif /* SAGA_PARTICIPANT_H */

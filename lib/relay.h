@@ -1,0 +1,54 @@
+/*
+ * relay.h — the outbox relay shared by the engine and participants.
+ *
+ * The owner writes a message to the store's outbox in the same transaction
+ * as the state change that causes it; after the commit it hands the message
+ * to the relay, which publishes it through the transport. Only when the
+ * transport confirms does the relay tell the owner, who deletes the outbox
+ * row in its next batch. A crash in between leaves the row, and
+ * saga__relay_recover() publishes it again on start: at-least-once.
+ */
+#ifndef SAGA_RELAY_H
+#define SAGA_RELAY_H
+
+#include <uv.h>
+
+#include "saga/saga.h"
+
+typedef struct saga__relay saga__relay;
+
+typedef struct saga__outmsg {
+    struct saga__outmsg *next;
+    saga__relay *relay;
+    char *id, *topic, *key;
+    void *buf;
+    size_t len;
+    int64_t created_ms;
+} saga__outmsg;
+
+/* The transport confirmed @p msg_id: delete it from the outbox. */
+typedef void (*saga__relay_done_fn)(void *owner, const char *msg_id);
+typedef void (*saga__relay_log_fn)(void *owner, saga_log_level lvl,
+                                   const char *msg);
+
+/* A message with copies of every field; NULL on ENOMEM. */
+saga__outmsg *saga__outmsg_new(const char *id, const char *topic,
+                               const char *key, const void *buf, size_t len,
+                               int64_t created_ms);
+void saga__outmsg_free(saga__outmsg *m);
+
+int saga__relay_new(saga__relay **out, uv_loop_t *loop, saga_transport *t,
+                    void *owner, saga__relay_done_fn done,
+                    saga__relay_log_fn log);
+/* Queue a committed message (the relay owns it) and publish. */
+void saga__relay_push(saga__relay *r, saga__outmsg *m);
+void saga__relay_kick(saga__relay *r);
+/* Queue everything the outbox still holds (start-up). */
+int saga__relay_recover(saga__relay *r, saga_store *s);
+/* Stop. The relay frees itself once the transport has called back for
+ * every message in flight; call before closing the transport. */
+void saga__relay_close(saga__relay *r);
+uint64_t saga__relay_published(const saga__relay *r);
+size_t saga__relay_backlog(const saga__relay *r);
+
+#endif /* SAGA_RELAY_H */

@@ -1,0 +1,135 @@
+/*
+ * remote.c — remote steps on the orchestrator side (DESIGN §5, §6).
+ *
+ * An attempt of a remote step is a command envelope written to the outbox in
+ * the transaction of the transition that starts the attempt; the relay
+ * publishes it to the step's service after the commit. The reply comes back
+ * on the engine's own topic and carries (saga id, step, attempt, comp): a
+ * reply for anything but the current attempt is stale, logged and dropped.
+ * A reply is acked only after the transition it causes is committed.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "saga/codec.h"
+#include "engine_int.h"
+
+int saga__engine_relay_new(saga_engine *e);
+
+int saga__remote_command(saga_engine *e, saga__inst *in)
+{
+    const saga__step *s = &in->def->steps[in->step];
+    int comp = (in->flags & SAGA_REC_BACKWARD) != 0;
+    saga_envelope env;
+    memset(&env, 0, sizeof env);
+    env.v = SAGA_ENVELOPE_VERSION;
+    env.kind = SAGA_MSG_COMMAND;
+    env.step = (uint32_t)in->step;
+    env.attempt = in->attempt;
+    env.comp = comp;
+    /* Deterministic: one id per (saga, step, attempt, direction), so a
+     * re-sent command is recognised by the participant's inbox. */
+    snprintf(env.msg_id, sizeof env.msg_id, "%s.%d.%u.%c", in->id, in->step,
+             in->attempt, comp ? 'c' : 'a');
+    snprintf(env.saga_id, sizeof env.saga_id, "%s", in->id);
+    snprintf(env.name, sizeof env.name, "%s",
+             comp ? s->opts.comp_command : s->opts.command);
+    snprintf(env.reply_to, sizeof env.reply_to, "%s", e->opts.service);
+    env.payload = in->data;
+    env.payload_len = in->data_len;
+    void *buf;
+    size_t len;
+    int rc = saga_envelope_encode(&env, &buf, &len);
+    if (rc != SAGA_OK)
+        return saga__err(e, rc, "encoding the command failed");
+    saga__outmsg *m = saga__outmsg_new(env.msg_id, s->opts.service, in->id,
+                                       buf, len, saga__now(e));
+    saga_free(buf);
+    if (m == NULL)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
+    saga__stage_outmsg(e, m);
+    return SAGA_OK;
+}
+
+static void ack_now(saga_engine *e, saga_delivery *d)
+{
+    e->transport->ack(e->transport, d);
+}
+
+static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
+                     const char *key, const void *buf, size_t len, void *arg)
+{
+    (void)t, (void)topic, (void)key;
+    saga_engine *e = arg;
+    saga_envelope env;
+    const char *why = NULL;
+    int rc = saga_envelope_decode(&env, buf, len, e->opts.max_data_size, &why);
+    if (rc != SAGA_OK || env.kind != SAGA_MSG_REPLY) {
+        e->replies_rejected++;
+        saga__log(e, SAGA_LOG_WARN, NULL, -1,
+                  "rejected a %zu-byte message on '%s': %s", len,
+                  e->opts.service,
+                  rc != SAGA_OK ? (why ? why : saga_err_name(rc))
+                                : "not a reply");
+        ack_now(e, d);
+        return;
+    }
+    saga__inst *in = saga__inst_find(e, env.saga_id);
+    int current = in != NULL &&
+                  (in->state == SAGA_STATE_RUNNING ||
+                   in->state == SAGA_STATE_COMPENSATING) &&
+                  (in->flags & SAGA_REC_INFLIGHT) &&
+                  (uint32_t)in->step == env.step &&
+                  in->attempt == env.attempt &&
+                  ((in->flags & SAGA_REC_BACKWARD) != 0) == (env.comp != 0) &&
+                  in->def->steps[in->step].opts.service != NULL;
+    if (!current) {
+        e->stats.stale_completions++;
+        saga__log(e, SAGA_LOG_INFO, env.saga_id, (int)env.step,
+                  "ignored a stale reply (attempt %u%s)%s", env.attempt,
+                  env.comp ? ", compensation" : "",
+                  in ? "" : ": the saga is not active");
+        ack_now(e, d);
+        return;
+    }
+    const char *err = env.error[0] ? env.error : NULL;
+    rc = saga__complete(e, in, env.outcome, env.payload, env.payload_len, err);
+    if (rc == SAGA_EINVAL) {
+        /* The participant said OK but its output cannot be merged: treat
+         * it as a timed-out attempt, which may have applied. */
+        saga__log(e, SAGA_LOG_WARN, in->id, in->step,
+                  "reply output rejected: %s", e->errmsg);
+        in->flags |= SAGA_REC_MAYBE;
+        rc = saga__complete(e, in, SAGA_OUTCOME_RETRY, NULL, 0,
+                            "reply output rejected");
+    }
+    saga__effect f;
+    memset(&f, 0, sizeof f);
+    f.kind = EFF_ACK;
+    f.delivery = d;
+    if (rc != SAGA_OK || saga__push_effect(e, &f) != SAGA_OK)
+        ack_now(e, d); /* nothing staged: the reply is spent */
+}
+
+int saga__remote_start(saga_engine *e)
+{
+    int rc = saga__engine_relay_new(e);
+    if (rc != SAGA_OK)
+        return rc;
+    rc = e->transport->subscribe(e->transport, e->opts.service,
+                                 e->opts.service, on_reply, e);
+    if (rc != SAGA_OK)
+        return saga__err(e, SAGA_ETRANSPORT, "subscribing to '%s': %s",
+                         e->opts.service, e->transport->errmsg(e->transport));
+    rc = saga__relay_recover(e->relay, e->store);
+    if (rc != SAGA_OK)
+        return saga__err(e, SAGA_ESTORE, "outbox recovery: %s",
+                         e->store->errmsg(e->store));
+    return SAGA_OK;
+}
+
+void saga__remote_close(saga_engine *e)
+{
+    saga__relay_close(e->relay);
+    e->relay = NULL;
+}
