@@ -59,7 +59,7 @@ static void check_accepted(const saga_envelope *e, const uint8_t *data,
         CHECK(back.outcome == e->outcome);
         CHECK(strcmp(back.error, e->error) == 0);
     }
-    if (e->kind == SAGA_MSG_COMMAND)
+    if (e->kind == SAGA_MSG_COMMAND || e->kind == SAGA_MSG_REPLY)
         CHECK(back.comp == e->comp);
     if (e->payload_len > 0)
         CHECK(memcmp(back.payload, e->payload, e->payload_len) == 0);
