@@ -277,7 +277,8 @@ static int copy_str(const msgpack_object *o, char *dst, size_t max,
         return R_TYPE;
     if (n > 0 && memchr(o->via.str.ptr, '\0', n) != NULL)
         return R_TYPE;
-    memcpy(dst, o->via.str.ptr, n);
+    if (n > 0) /* ptr may be NULL when n is 0 */
+        memcpy(dst, o->via.str.ptr, n);
     dst[n] = '\0';
     return -1;
 }
@@ -380,7 +381,8 @@ static int decode_map(dctx *c, const msgpack_object *top, saga_envelope *e,
             return reject(c, R_MALFORMED, SAGA_ECORRUPT, "non-string key");
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *o = &m->ptr[j].key;
-            /* Empty strings may come with NULL pointers: no memcmp then. */
+            /* An empty string may come with a NULL pointer from msgpack-c,
+             * and memcmp must not see NULL even for zero bytes. */
             if (o->via.str.size == key->via.str.size &&
                 (key->via.str.size == 0 ||
                  memcmp(o->via.str.ptr, key->via.str.ptr,

@@ -36,6 +36,7 @@ static void check_accepted(const saga_envelope *e, const uint8_t *data,
     CHECK(strlen(e->name) >= 1 && strlen(e->name) <= SAGA_NAME_MAX);
     CHECK(strlen(e->trace) <= SAGA_ENVELOPE_TRACE_MAX);
     CHECK(strlen(e->error) <= SAGA_ENVELOPE_ERROR_MAX);
+    CHECK(strlen(e->reply_to) <= SAGA_NAME_MAX);
     CHECK(e->outcome <= SAGA_OUTCOME_RETRY);
     if (e->payload_len > 0)
         CHECK((const uint8_t *)e->payload >= data &&
@@ -53,11 +54,12 @@ static void check_accepted(const saga_envelope *e, const uint8_t *data,
     CHECK(strcmp(back.saga_id, e->saga_id) == 0);
     CHECK(strcmp(back.name, e->name) == 0);
     CHECK(strcmp(back.trace, e->trace) == 0);
+    CHECK(strcmp(back.reply_to, e->reply_to) == 0);
     if (e->kind == SAGA_MSG_REPLY) {
         CHECK(back.outcome == e->outcome);
         CHECK(strcmp(back.error, e->error) == 0);
     }
-    if (e->kind == SAGA_MSG_COMMAND)
+    if (e->kind == SAGA_MSG_COMMAND || e->kind == SAGA_MSG_REPLY)
         CHECK(back.comp == e->comp);
     if (e->payload_len > 0)
         CHECK(memcmp(back.payload, e->payload, e->payload_len) == 0);

@@ -62,6 +62,7 @@ int main(int argc, char **argv)
     saga_envelope e = base(SAGA_MSG_COMMAND);
     put_env("command", &e, -1);
     e.comp = 1;
+    strcpy(e.reply_to, "orders");
     put_env("command_comp", &e, -1);
     e = base(SAGA_MSG_REPLY);
     e.outcome = SAGA_OUTCOME_FAIL;
@@ -88,6 +89,10 @@ int main(int argc, char **argv)
     put("deep", deep, sizeof(deep));
     static const char ext[] = "\x81\xa2zz\xd6\xff\x00\x00\x00\x01";
     put("ext_timestamp", ext, sizeof(ext) - 1);
+
+    /* Found by the fuzzer: empty keys (msgpack-c gives them a NULL ptr). */
+    static const char ek[] = "\x82\xa0\xc0\xa0\xc0";
+    put("empty_keys", ek, sizeof(ek) - 1);
 
     /* Data seeds: first byte is where the input splits into a and b. */
     g_dir = argv[2];

@@ -122,11 +122,11 @@ Test(codec, encode_rejects_bad_input)
 /* ---- hand-built messages ------------------------------------------------ */
 
 enum { KV, KKIND, KMSG, KSAGA, KSTEP, KATT, KNAME, KTRACE, KPAY, KCOMP, KOUT,
-       KERR, NKEYS };
+       KERR, KRTO, NKEYS };
 static const char *const keys[NKEYS] = {
     "v",    "kind",  "msg_id",  "saga_id", "step",    "attempt",
-    "name", "trace", "payload", "comp",    "outcome", "error"};
-static const int required[NKEYS] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0};
+    "name", "trace", "payload", "comp",    "outcome", "error", "reply_to"};
+static const int required[NKEYS] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, 0};
 
 static void pstr(msgpack_packer *pk, const char *s)
 {
@@ -299,6 +299,31 @@ static void deep1000(msgpack_packer *pk)
     msgpack_pack_nil(pk);
 }
 
+static void emptykey(msgpack_packer *pk) { msgpack_pack_nil(pk); }
+
+Test(codec, empty_keys_and_strings)
+{
+    /* An unknown empty key is skipped; twice it is a duplicate. */
+    cr_assert_eq(decode_with("", emptykey, 0), SAGA_OK);
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    saga_envelope e;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, NKEYS + 2);
+    for (int k = 0; k < NKEYS; k++) {
+        pstr(&pk, keys[k]);
+        pack_val(&pk, k, 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pstr(&pk, "");
+        msgpack_pack_nil(&pk);
+    }
+    cr_assert_eq(decode_sb(&sb, &e), SAGA_ECORRUPT);
+    cr_assert_eq(decode_with("error", empty, 0), SAGA_OK);
+    cr_assert_eq(decode_with("reply_to", empty, 0), SAGA_OK);
+}
+
 Test(codec, version)
 {
     cr_assert_eq(decode_with("v", v2, 0), SAGA_EVERSION);
@@ -330,10 +355,27 @@ Test(codec, value_ranges_and_lengths)
     cr_assert_eq(c.rej_oversize, 3);
 }
 
+static void deep22(msgpack_packer *pk)
+{
+    for (int i = 0; i < 22; i++)
+        msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 0);
+}
+static void deep23(msgpack_packer *pk)
+{
+    for (int i = 0; i < 23; i++)
+        msgpack_pack_array(pk, 1);
+    msgpack_pack_nil(pk);
+}
+
 Test(codec, nesting_in_unknown_keys)
 {
     cr_assert_eq(decode_with("zz", deep20, 0), SAGA_OK);
     cr_assert_eq(decode_with("zz", deep1000, 0), SAGA_ECORRUPT);
+    /* The top map is level 1, so 22 arrays and an empty one reach level 24,
+     * the limit; msgpack-c (limit 32) must accept what the walker does. */
+    cr_assert_eq(decode_with("zz", deep22, 0), SAGA_OK);
+    cr_assert_eq(decode_with("zz", deep23, 0), SAGA_ECORRUPT);
 }
 
 static void good_bytes(void **buf, size_t *len)
