@@ -28,6 +28,12 @@
 #define DEFAULT_MAX_PAYLOAD (1024u * 1024u)
 #define DEFAULT_RETRY_MS 100u
 #define MAX_RETRY_MS 5000u
+/* Outbox rows of published messages are deleted with the next batch; when
+ * no batch comes (an idle service), after this delay, or at once when this
+ * many wait. Left undeleted they would all be published again after a
+ * crash. */
+#define DONE_DELAY_MS 200u
+#define DONE_BATCH 256u
 
 typedef struct handler {
     char *name;  /* command or event name; NULL: every event */
@@ -73,6 +79,7 @@ struct saga_participant {
     uv_idle_t idle;
     uv_check_t check;
     uv_timer_t retry;
+    uv_timer_t done_timer; /* commits outbox deletes when idle */
     uint32_t backoff_ms;
     uint64_t rng;
     saga_participant_stats stats;
@@ -185,6 +192,9 @@ int saga_reply_set(saga_reply *r, saga_outcome outcome, const void *out,
 /* ------------------------------------------------------------------------ */
 /* Outgoing messages                                                        */
 
+static void schedule(saga_participant *p);
+static void done_timer_cb(uv_timer_t *t);
+
 static void relay_done(void *owner, const char *msg_id)
 {
     saga_participant *p = owner;
@@ -202,6 +212,12 @@ static void relay_done(void *owner, const char *msg_id)
         p->cdone = nc;
     }
     p->done[p->ndone++] = id;
+    /* A busy participant deletes them with its next batch anyway; an idle
+     * one would keep them forever without this. */
+    if (p->ndone >= DONE_BATCH)
+        schedule(p);
+    else if (!p->closing && !uv_is_active((uv_handle_t *)&p->done_timer))
+        uv_timer_start(&p->done_timer, done_timer_cb, DONE_DELAY_MS, 0);
 }
 
 static void relay_log(void *owner, saga_log_level lvl, const char *msg)
@@ -500,6 +516,7 @@ static void free_items(item *it)
 }
 
 static void retry_cb(uv_timer_t *t) { schedule(t->data); }
+static void done_timer_cb(uv_timer_t *t) { schedule(t->data); }
 static void idle_cb(uv_idle_t *h) { (void)h; }
 
 static int run_batch(saga_participant *p)
@@ -696,7 +713,10 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     uv_idle_init(loop, &p->idle);
     uv_check_init(loop, &p->check);
     uv_timer_init(loop, &p->retry);
-    p->idle.data = p->check.data = p->retry.data = p;
+    uv_timer_init(loop, &p->done_timer);
+    /* Deleting outbox rows never needs to keep the loop alive. */
+    uv_unref((uv_handle_t *)&p->done_timer);
+    p->idle.data = p->check.data = p->retry.data = p->done_timer.data = p;
     *out = p;
     return SAGA_OK;
 }
@@ -831,8 +851,9 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
     p->head = NULL;
     p->tail = &p->head;
     saga_transport_free(p->transport);
-    p->nclosing = 3;
+    p->nclosing = 4;
     uv_close((uv_handle_t *)&p->idle, handle_closed);
     uv_close((uv_handle_t *)&p->check, handle_closed);
     uv_close((uv_handle_t *)&p->retry, handle_closed);
+    uv_close((uv_handle_t *)&p->done_timer, handle_closed);
 }
