@@ -9,6 +9,14 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Saga ids start with their creation time; the last 8 hex digits are the
+ * random part, and tell sagas apart at a glance. */
+static const char *tail(const char *id)
+{
+    size_t n = strlen(id);
+    return n > 8 ? id + n - 8 : id;
+}
+
 static int decline_next_payment;
 
 static void reserve(saga_engine *e, const saga_step_ref *ref, const void *data,
@@ -18,7 +26,8 @@ static void reserve(saga_engine *e, const saga_step_ref *ref, const void *data,
     const char *item = "";
     size_t n = 0;
     saga_data_get_str(data, len, "item", &item, &n);
-    printf("  [%.8s] reserve inventory: %.*s\n", ref->saga_id, (int)n, item);
+    printf("  [%s] reserve inventory: %.*s\n", tail(ref->saga_id), (int)n,
+           item);
     /* Output merged into the saga's data: the compensation will need it. */
     saga_map *out;
     const void *buf;
@@ -37,7 +46,7 @@ static void release(saga_engine *e, const saga_step_ref *ref, const void *data,
     const char *rsv = "?";
     size_t n = 1;
     saga_data_get_str(data, len, "reservation_id", &rsv, &n);
-    printf("  [%.8s] compensate: release reservation %.*s\n", ref->saga_id,
+    printf("  [%s] compensate: release reservation %.*s\n", tail(ref->saga_id),
            (int)n, rsv);
     saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
 }
@@ -47,12 +56,11 @@ static void charge(saga_engine *e, const saga_step_ref *ref, const void *data,
 {
     (void)data, (void)len, (void)arg;
     if (decline_next_payment) {
-        printf("  [%.8s] charge payment: DECLINED\n", ref->saga_id);
-        saga_step_complete(e, ref, SAGA_OUTCOME_FAIL, NULL, 0,
-                           "card declined");
+        printf("  [%s] charge payment: DECLINED\n", tail(ref->saga_id));
+        saga_step_complete(e, ref, SAGA_OUTCOME_FAIL, NULL, 0, "card declined");
         return;
     }
-    printf("  [%.8s] charge payment: ok (the pivot)\n", ref->saga_id);
+    printf("  [%s] charge payment: ok (the pivot)\n", tail(ref->saga_id));
     saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
 }
 
@@ -60,14 +68,14 @@ static void notify(saga_engine *e, const saga_step_ref *ref, const void *data,
                    size_t len, void *arg)
 {
     (void)data, (void)len, (void)arg;
-    printf("  [%.8s] notify warehouse\n", ref->saga_id);
+    printf("  [%s] notify warehouse\n", tail(ref->saga_id));
     saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
 }
 
 static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
 {
     (void)e, (void)arg;
-    printf("saga %.8s ended %s\n", id, saga_state_name(st));
+    printf("saga %s ended %s\n", tail(id), saga_state_name(st));
 }
 
 static int check(int rc, const char *what, saga_engine *e)
@@ -130,7 +138,7 @@ int main(int argc, char **argv)
 
         saga_info *info;
         if (saga_get(e, id, &info) == SAGA_OK) {
-            printf("  journal of %.8s (%s):\n", id,
+            printf("  journal of %s (%s):\n", tail(id),
                    saga_state_name(saga_info_state(info)));
             for (size_t k = 0; k < saga_info_journal_count(info); k++) {
                 const saga_journal_entry *j = saga_info_journal(info, k);
