@@ -190,6 +190,9 @@ void saga__record_from_inst(const saga__inst *in, saga_record *r);
 /* Queue an outbox message in the open batch (it takes @p m). */
 void saga__stage_outmsg(saga_engine *e, saga__outmsg *m);
 int saga__batch_pending(const saga__batch *b);
+void saga__batch_free(saga__batch *b);
+/* Delete a published message's outbox row with the next batch. */
+void saga__stage_outbox_done(saga_engine *e, const char *msg_id);
 
 /* remote.c */
 int saga__remote_start(saga_engine *e);

@@ -14,7 +14,15 @@
 #include "saga/codec.h"
 #include "engine_int.h"
 
-int saga__engine_relay_new(saga_engine *e);
+static void relay_done(void *owner, const char *msg_id)
+{
+    saga__stage_outbox_done(owner, msg_id);
+}
+
+static void relay_log(void *owner, saga_log_level lvl, const char *msg)
+{
+    saga__log(owner, lvl, NULL, -1, "%s", msg);
+}
 
 int saga__remote_command(saga_engine *e, saga__inst *in)
 {
@@ -113,7 +121,8 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
 
 int saga__remote_start(saga_engine *e)
 {
-    int rc = saga__engine_relay_new(e);
+    int rc = saga__relay_new(&e->relay, e->loop, e->transport, e,
+                             relay_done, relay_log);
     if (rc != SAGA_OK)
         return rc;
     rc = e->transport->subscribe(e->transport, e->opts.service,
