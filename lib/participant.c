@@ -20,10 +20,7 @@
 #include <unistd.h>
 
 #include "data.h"
-#include "internal.h"
-#include "relay.h"
-#include "saga/codec.h"
-#include "saga/participant.h"
+#include "participant_int.h"
 
 #define DEFAULT_MAX_PAYLOAD (1024u * 1024u)
 #define DEFAULT_RETRY_MS 100u
@@ -34,67 +31,10 @@
  * crash. */
 #define DONE_DELAY_MS 200u
 #define DONE_BATCH 256u
-
-typedef struct handler {
-    char *name;  /* command or event name; NULL: every event */
-    char *topic; /* events: the topic */
-    char *group;
-    saga_command_fn cmd;
-    saga_event_fn ev;
-    void *arg;
-    void *ev_owner; /* events: the participant */
-    struct handler *next;
-} handler;
-
-/* A received message waiting for the end of the loop turn. */
-typedef struct item {
-    saga_delivery *d;
-    saga_envelope env; /* payload borrowed from the delivery */
-    handler *ev;       /* set for an event subscription */
-    struct item *next;
-} item;
-
-struct saga_reply {
-    saga_outcome outcome;
-    void *out;
-    size_t out_len;
-    char *error;
-};
-
-struct saga_participant {
-    uv_loop_t *loop;
-    saga_store *store;
-    saga_transport *transport;
-    saga_participant_options opts;
-    saga__relay *relay;
-    handler *handlers;
-    item *head, **tail;          /* received, not yet committed */
-    saga__outmsg *ext, **ext_tail; /* published outside a handler */
-    saga__outmsg *txn, **txn_tail; /* replies written this batch */
-    saga__outmsg *txn_ev, **txn_ev_tail; /* events from handlers */
-    saga__outmsg *resend;        /* recorded replies of duplicates */
-    char **done;
-    size_t ndone, cdone;
-    int in_handler, started, closing, nclosing;
-    uv_idle_t idle;
-    uv_check_t check;
-    uv_timer_t retry;
-    uv_timer_t done_timer; /* commits outbox deletes when idle */
-    uint32_t backoff_ms;
-    uint64_t rng;
-    saga_participant_stats stats;
-    void (*close_cb)(void *);
-    void *close_arg;
-    char errmsg[512];
-};
-
 /* ------------------------------------------------------------------------ */
 
-static void plog(saga_participant *p, saga_log_level lvl, const char *id,
-                 int step, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void plog(saga_participant *p, saga_log_level lvl, const char *id,
-                 int step, const char *fmt, ...)
+void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
+                int step, const char *fmt, ...)
 {
     if (lvl < p->opts.log_level)
         return;
@@ -120,7 +60,7 @@ static int perr(saga_participant *p, int code, const char *fmt, ...)
     return code;
 }
 
-static int64_t pnow(saga_participant *p)
+int64_t saga__pnow(saga_participant *p)
 {
     if (p->opts.clock)
         return p->opts.clock(p->opts.clock_arg);
@@ -151,8 +91,7 @@ saga_store *saga_participant_store(saga_participant *p)
 {
     return p ? p->store : NULL;
 }
-int saga_participant_stats_get(saga_participant *p,
-                               saga_participant_stats *out)
+int saga_participant_stats_get(saga_participant *p, saga_participant_stats *out)
 {
     if (p == NULL || out == NULL)
         return SAGA_EINVAL;
@@ -222,12 +161,12 @@ static void relay_done(void *owner, const char *msg_id)
 
 static void relay_log(void *owner, saga_log_level lvl, const char *msg)
 {
-    plog(owner, lvl, NULL, -1, "%s", msg);
+    saga__plog(owner, lvl, NULL, -1, "%s", msg);
 }
 
 static void schedule(saga_participant *p);
 
-static void append(saga__outmsg ***tail, saga__outmsg *m)
+void saga__pappend(saga__outmsg ***tail, saga__outmsg *m)
 {
     m->next = NULL;
     **tail = m;
@@ -244,8 +183,8 @@ static void free_list(saga__outmsg **head, saga__outmsg ***tail)
     *tail = head;
 }
 
-static int encode_msg(saga_participant *p, saga_envelope *env,
-                      const char *topic, const char *key, saga__outmsg **out)
+int saga__pencode(saga_participant *p, saga_envelope *env, const char *topic,
+                  const char *key, saga__outmsg **out)
 {
     void *buf;
     size_t len;
@@ -253,7 +192,7 @@ static int encode_msg(saga_participant *p, saga_envelope *env,
     if (rc != SAGA_OK)
         return perr(p, rc, "encoding a %s failed",
                     saga_msg_kind_name(env->kind));
-    *out = saga__outmsg_new(env->msg_id, topic, key, buf, len, pnow(p));
+    *out = saga__outmsg_new(env->msg_id, topic, key, buf, len, saga__pnow(p));
     saga_free(buf);
     return *out ? SAGA_OK : SAGA_ENOMEM;
 }
@@ -274,233 +213,21 @@ int saga_participant_publish(saga_participant *p, const char *topic,
     snprintf(env.msg_id, sizeof env.msg_id, "%s.ev.%016llx%016llx",
              p->opts.service, (unsigned long long)prand(p),
              (unsigned long long)prand(p));
-    snprintf(env.saga_id, sizeof env.saga_id, "%s",
-             key && key[0] ? key : "-");
+    snprintf(env.saga_id, sizeof env.saga_id, "%s", key && key[0] ? key : "-");
     snprintf(env.name, sizeof env.name, "%s", name);
     env.payload = payload;
     env.payload_len = len;
     saga__outmsg *m;
-    int rc = encode_msg(p, &env, topic, key, &m);
+    int rc = saga__pencode(p, &env, topic, key, &m);
     if (rc != SAGA_OK)
         return rc;
     if (p->in_handler) {
-        append(&p->txn_ev_tail, m);
+        saga__pappend(&p->txn_ev_tail, m);
     } else {
-        append(&p->ext_tail, m);
+        saga__pappend(&p->ext_tail, m);
         schedule(p);
     }
     return SAGA_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Processing one message inside the batch transaction                     */
-
-typedef struct blob {
-    void *p;
-    size_t n;
-    int found;
-    int oom;
-} blob;
-
-static void blob_cb(const void *buf, size_t len, void *arg)
-{
-    blob *b = arg;
-    b->found = 1;
-    b->p = saga_malloc(len ? len : 1);
-    if (b->p == NULL) {
-        b->oom = 1;
-        return;
-    }
-    if (len)
-        memcpy(b->p, buf, len);
-    b->n = len;
-}
-
-static handler *find_cmd(saga_participant *p, const char *name)
-{
-    for (handler *h = p->handlers; h; h = h->next)
-        if (h->cmd != NULL && strcmp(h->name, name) == 0)
-            return h;
-    return NULL;
-}
-
-/* Build, record and queue the reply to command @p env. */
-static int reply(saga_participant *p, const saga_envelope *env,
-                 saga_outcome oc, const void *out, size_t out_len,
-                 const char *error)
-{
-    saga_store *s = p->store;
-    saga_envelope r;
-    memset(&r, 0, sizeof r);
-    r.v = SAGA_ENVELOPE_VERSION;
-    r.kind = SAGA_MSG_REPLY;
-    r.step = env->step;
-    r.attempt = env->attempt;
-    r.comp = env->comp;
-    r.outcome = oc;
-    snprintf(r.msg_id, sizeof r.msg_id, "%.250s.r", env->msg_id);
-    memcpy(r.saga_id, env->saga_id, sizeof r.saga_id);
-    memcpy(r.name, env->name, sizeof r.name);
-    memcpy(r.trace, env->trace, sizeof r.trace);
-    if (error != NULL)
-        snprintf(r.error, sizeof r.error, "%s", error);
-    r.payload = out;
-    r.payload_len = out_len;
-    saga__outmsg *m;
-    int rc = encode_msg(p, &r, env->reply_to, env->saga_id, &m);
-    if (rc != SAGA_OK)
-        return rc;
-    rc = s->inbox_reply(s, env->msg_id, m->buf, m->len);
-    saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
-                        m->created_ms};
-    if (rc == SAGA_OK)
-        rc = s->outbox_put(s, &msg);
-    if (rc == SAGA_EDUP)
-        rc = SAGA_OK; /* the same reply queued before: fine */
-    if (rc != SAGA_OK) {
-        saga__outmsg_free(m);
-        return rc;
-    }
-    append(&p->txn_tail, m);
-    return SAGA_OK;
-}
-
-static int run_handler(saga_participant *p, handler *h, const saga_envelope *env,
-                       saga_reply *rep)
-{
-    saga_command c = {env->saga_id, env->name, env->step, env->attempt,
-                      env->comp, env->msg_id, env->payload,
-                      env->payload_len};
-    p->in_handler = 1;
-    int rc = h->cmd(p, &c, rep, h->arg);
-    p->in_handler = 0;
-    return rc;
-}
-
-static int process_command(saga_participant *p, item *it)
-{
-    saga_store *s = p->store;
-    saga_envelope *env = &it->env;
-    blob rec = {0};
-    int rc = s->inbox_claim(s, env->msg_id, pnow(p), blob_cb, &rec);
-    if (rc == SAGA_EDUP) {
-        /* Seen before: answer again with the recorded reply. */
-        p->stats.duplicates++;
-        if (rec.found && rec.n > 0 && env->reply_to[0]) {
-            char id[SAGA_NAME_MAX + 8];
-            snprintf(id, sizeof id, "%.250s.r", env->msg_id);
-            saga__outmsg *m = saga__outmsg_new(id, env->reply_to,
-                                               env->saga_id, rec.p, rec.n, 0);
-            if (m != NULL) {
-                m->next = p->resend;
-                p->resend = m;
-            }
-        }
-        saga_free(rec.p);
-        return SAGA_OK;
-    }
-    saga_free(rec.p);
-    if (rc != SAGA_OK)
-        return rc;
-    p->stats.commands++;
-    if (env->reply_to[0] == '\0') {
-        plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
-             "command %s has no reply_to; dropped", env->msg_id);
-        return SAGA_OK;
-    }
-    handler *h = find_cmd(p, env->name);
-    if (h == NULL) {
-        plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
-             "no handler for command '%s'", env->name);
-        return reply(p, env, SAGA_OUTCOME_FAIL, NULL, 0, "unknown command");
-    }
-    char key[SAGA_NAME_MAX + 32];
-    snprintf(key, sizeof key, "b/%s/%u", env->saga_id, env->step);
-    blob bar = {0};
-    rc = s->kv_get(s, key, blob_cb, &bar);
-    if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
-        return rc;
-    if (bar.oom)
-        return SAGA_ENOMEM;
-    char state = bar.found && bar.n > 0 ? ((char *)bar.p)[0] : 0;
-    saga_reply rep = {SAGA_OUTCOME_OK, NULL, 0, NULL};
-    if (!env->comp) {
-        if (state == 'C' || state == 'N') {
-            /* A hanging action: its compensation came first. */
-            p->stats.hanging_refused++;
-            plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
-                 "refused a hanging action (already %s)",
-                 state == 'N' ? "null-compensated" : "compensated");
-            rc = reply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
-                       "refused: the step was already compensated");
-        } else if (state == 'A') {
-            /* A retried action: the first result, not a second effect. */
-            p->stats.retried_actions++;
-            rc = reply(p, env, SAGA_OUTCOME_OK, (char *)bar.p + 1, bar.n - 1,
-                       NULL);
-        } else {
-            rc = run_handler(p, h, env, &rep);
-            if (rc == SAGA_OK && rep.outcome == SAGA_OUTCOME_OK) {
-                /* Record the first result after the marker. */
-                char *v = saga_malloc(rep.out_len + 1);
-                rc = v ? SAGA_OK : SAGA_ENOMEM;
-                if (v != NULL) {
-                    v[0] = 'A';
-                    if (rep.out_len)
-                        memcpy(v + 1, rep.out, rep.out_len);
-                    rc = s->kv_put(s, key, v, rep.out_len + 1);
-                    saga_free(v);
-                }
-            }
-            if (rc == SAGA_OK)
-                rc = reply(p, env, rep.outcome, rep.out, rep.out_len,
-                           rep.error);
-        }
-    } else {
-        if (state == 'A') {
-            rc = run_handler(p, h, env, &rep);
-            if (rc == SAGA_OK && rep.outcome == SAGA_OUTCOME_OK)
-                rc = s->kv_put(s, key, "C", 1);
-            if (rc == SAGA_OK)
-                rc = reply(p, env, rep.outcome, NULL, 0, rep.error);
-        } else if (state == 'C' || state == 'N') {
-            rc = reply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
-        } else {
-            /* Undo of an action that never applied: record it, so that a
-             * late action is refused, and do nothing else. */
-            p->stats.null_compensations++;
-            rc = s->kv_put(s, key, "N", 1);
-            if (rc == SAGA_OK)
-                rc = reply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
-        }
-    }
-    saga_free(bar.p);
-    saga_free(rep.out);
-    saga_free(rep.error);
-    return rc;
-}
-
-static int process_event(saga_participant *p, item *it)
-{
-    saga_store *s = p->store;
-    /* One claim per subscription: two subscriptions may both want it. */
-    char claim[SAGA_NAME_MAX * 3 + 8];
-    snprintf(claim, sizeof claim, "%s@%s/%s", it->env.msg_id, it->ev->topic,
-             it->ev->group);
-    int rc = s->inbox_claim(s, claim, pnow(p), NULL, NULL);
-    if (rc == SAGA_EDUP) {
-        p->stats.duplicates++;
-        return SAGA_OK;
-    }
-    if (rc != SAGA_OK)
-        return rc;
-    p->stats.events++;
-    saga_command c = {it->env.saga_id, it->env.name, 0, 0, 0,
-                      it->env.msg_id, it->env.payload, it->env.payload_len};
-    p->in_handler = 1;
-    rc = it->ev->ev(p, &c, it->ev->arg);
-    p->in_handler = 0;
-    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -526,15 +253,15 @@ static int run_batch(saga_participant *p)
     if (rc != SAGA_OK)
         return rc;
     for (item *it = p->head; it && rc == SAGA_OK; it = it->next)
-        rc = it->ev ? process_event(p, it) : process_command(p, it);
+        rc = it->ev ? saga__pevent(p, it) : saga__pcommand(p, it);
     for (saga__outmsg *m = p->ext; m && rc == SAGA_OK; m = m->next) {
-        saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
-                            m->created_ms};
+        saga_message msg = {m->id,  m->topic, m->key,
+                            m->buf, m->len,   m->created_ms};
         rc = s->outbox_put(s, &msg);
     }
     for (saga__outmsg *m = p->txn_ev; m && rc == SAGA_OK; m = m->next) {
-        saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
-                            m->created_ms};
+        saga_message msg = {m->id,  m->topic, m->key,
+                            m->buf, m->len,   m->created_ms};
         rc = s->outbox_put(s, &msg);
     }
     size_t ndone = p->ndone;
@@ -558,10 +285,11 @@ static void check_cb(uv_check_t *h)
     if (rc != SAGA_OK) {
         /* Nothing of it remains: handlers run again on the retry. */
         p->stats.commit_failures++;
-        plog(p, SAGA_LOG_ERROR, NULL, -1,
-             "commit of %s failed (%s): %s; retrying in %u ms",
-             p->head ? "received messages" : "the outbox",
-             saga_err_name(rc), p->store->errmsg(p->store), p->backoff_ms);
+        saga__plog(p, SAGA_LOG_ERROR, NULL, -1,
+                   "commit of %s failed (%s): %s; retrying in %u ms",
+                   p->head ? "received messages" : "the outbox",
+                   saga_err_name(rc), p->store->errmsg(p->store),
+                   p->backoff_ms);
         free_list(&p->txn, &p->txn_tail);
         free_list(&p->txn_ev, &p->txn_ev_tail);
         saga__outmsg **rt = &p->resend;
@@ -569,8 +297,8 @@ static void check_cb(uv_check_t *h)
         uv_idle_stop(&p->idle);
         uv_check_stop(&p->check);
         uv_timer_start(&p->retry, retry_cb, p->backoff_ms, 0);
-        p->backoff_ms = p->backoff_ms * 2 > MAX_RETRY_MS ? MAX_RETRY_MS
-                                                          : p->backoff_ms * 2;
+        p->backoff_ms =
+            p->backoff_ms * 2 > MAX_RETRY_MS ? MAX_RETRY_MS : p->backoff_ms * 2;
         return;
     }
     p->stats.commits++;
@@ -609,30 +337,30 @@ static void schedule(saga_participant *p)
 }
 
 static void on_message(saga_transport *t, saga_delivery *d, const char *topic,
-                       const char *key, const void *buf, size_t len,
-                       void *arg, handler *ev)
+                       const char *key, const void *buf, size_t len, void *arg,
+                       handler *ev)
 {
     (void)key;
     saga_participant *p = arg;
     item *it = saga_malloc(sizeof *it);
     if (it == NULL) {
         /* Not acked: the transport delivers it again. */
-        plog(p, SAGA_LOG_ERROR, NULL, -1, "out of memory receiving");
+        saga__plog(p, SAGA_LOG_ERROR, NULL, -1, "out of memory receiving");
         return;
     }
     memset(it, 0, sizeof *it);
     const char *why = NULL;
-    int rc = saga_envelope_decode(&it->env, buf, len, p->opts.max_payload,
-                                  &why);
+    int rc =
+        saga_envelope_decode(&it->env, buf, len, p->opts.max_payload, &why);
     saga_msg_kind want = ev ? SAGA_MSG_EVENT : SAGA_MSG_COMMAND;
     if (rc != SAGA_OK || it->env.kind != want ||
         (ev && ev->name && strcmp(ev->name, it->env.name) != 0)) {
         if (rc != SAGA_OK || it->env.kind != want) {
             p->stats.rejected++;
-            plog(p, SAGA_LOG_WARN, NULL, -1,
-                 "rejected a %zu-byte message on '%s': %s", len, topic,
-                 rc != SAGA_OK ? (why ? why : saga_err_name(rc))
-                               : "unexpected kind");
+            saga__plog(p, SAGA_LOG_WARN, NULL, -1,
+                       "rejected a %zu-byte message on '%s': %s", len, topic,
+                       rc != SAGA_OK ? (why ? why : saga_err_name(rc))
+                                     : "unexpected kind");
         }
         saga_free(it);
         t->ack(t, d); /* nothing to do with it, ever */
@@ -671,7 +399,8 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     if (loop == NULL || store == NULL || transport == NULL || opts == NULL ||
         !saga__valid_name(opts->service))
         return SAGA_EINVAL;
-    if (opts->version == 0 || opts->version > SAGA_PARTICIPANT_OPTIONS_VERSION ||
+    if (opts->version == 0 ||
+        opts->version > SAGA_PARTICIPANT_OPTIONS_VERSION ||
         store->version == 0 || store->version > SAGA_STORE_VERSION ||
         transport->version == 0 || transport->version > SAGA_TRANSPORT_VERSION)
         return SAGA_EVERSION;
@@ -701,11 +430,11 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     p->txn_ev_tail = &p->txn_ev;
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (fd < 0 || read(fd, &p->rng, sizeof p->rng) != (ssize_t)sizeof p->rng)
-        p->rng = (uint64_t)pnow(p) ^ ((uint64_t)getpid() << 32);
+        p->rng = (uint64_t)saga__pnow(p) ^ ((uint64_t)getpid() << 32);
     if (fd >= 0)
         close(fd);
-    if (saga__relay_new(&p->relay, loop, transport, p, relay_done,
-                        relay_log) != SAGA_OK) {
+    if (saga__relay_new(&p->relay, loop, transport, p, relay_done, relay_log) !=
+        SAGA_OK) {
         saga_free((char *)p->opts.service);
         saga_free(p);
         return SAGA_ENOMEM;
@@ -721,9 +450,9 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     return SAGA_OK;
 }
 
-static int add_handler(saga_participant *p, const char *name,
-                       const char *topic, const char *group,
-                       saga_command_fn cmd, saga_event_fn ev, void *arg)
+static int add_handler(saga_participant *p, const char *name, const char *topic,
+                       const char *group, saga_command_fn cmd, saga_event_fn ev,
+                       void *arg)
 {
     handler *h = saga_malloc(sizeof *h);
     if (h == NULL)
@@ -755,7 +484,7 @@ int saga_participant_on_command(saga_participant *p, const char *name,
         return SAGA_EINVAL;
     if (p->started)
         return SAGA_EBUSY;
-    if (find_cmd(p, name) != NULL)
+    if (saga__pfind_cmd(p, name) != NULL)
         return SAGA_EDUP;
     return add_handler(p, name, NULL, NULL, fn, NULL, arg);
 }
