@@ -78,6 +78,13 @@ static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
     printf("saga %s ended %s\n", tail(id), saga_state_name(st));
 }
 
+static void on_started(saga_engine *e, int status, const char *id, int existed,
+                       void *arg)
+{
+    (void)e, (void)status, (void)id;
+    *(int *)arg = existed;
+}
+
 static int check(int rc, const char *what, saga_engine *e)
 {
     if (rc != SAGA_OK)
@@ -130,11 +137,18 @@ int main(int argc, char **argv)
         saga_map_set_str(m, "item", i ? "blue mug" : "red kettle");
         saga_map_encode(m, &buf, &len);
         char id[SAGA_ID_SIZE];
-        int rc = saga_start(e, "checkout", orders[i], buf, len, id, NULL, NULL);
+        /* The order number is the idempotency key: run the program again
+         * on the same file and the orders are found, not started twice. */
+        int existed = 0;
+        int rc = saga_start(e, "checkout", orders[i], buf, len, id, on_started,
+                            &existed);
         saga_map_free(m);
         if (check(rc, "start saga", e))
             return 1;
         saga_engine_run(e, SAGA_RUN_DEFAULT);
+        if (existed)
+            printf("  (key %s was used before: saga %s, not started again)\n",
+                   orders[i], tail(id));
 
         saga_info *info;
         if (saga_get(e, id, &info) == SAGA_OK) {
