@@ -2,10 +2,13 @@
  * common.c — version, error codes, the allocator hook, enum names and the
  * plug-in init helpers.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "saga/saga.h"
+#include "internal.h"
 
 int saga_version(void) { return SAGA_VERSION_NUMBER; }
 const char *saga_version_string(void) { return SAGA_VERSION_STRING; }
@@ -87,9 +90,9 @@ const char *saga_state_name(saga_state s)
 const char *saga_event_name(saga_event ev)
 {
     static const char *const names[] = {
-        "UNKNOWN",      "STARTED",     "STEP_OK",      "STEP_FAIL",
-        "STEP_RETRY",   "STEP_TIMEOUT", "COMP_OK",     "COMP_FAIL",
-        "COMP_TIMEOUT", "COMPLETED",   "COMPENSATING", "COMPENSATED",
+        "UNKNOWN",      "STARTED",       "STEP_OK",      "STEP_FAIL",
+        "STEP_RETRY",   "STEP_TIMEOUT",  "COMP_OK",      "COMP_FAIL",
+        "COMP_TIMEOUT", "COMPLETED",     "COMPENSATING", "COMPENSATED",
         "FAILED",       "OPERATOR_RETRY"};
     if ((int)ev < 1 || (size_t)ev >= sizeof names / sizeof names[0])
         return names[0];
@@ -128,4 +131,42 @@ void saga_transport_free(saga_transport *t)
 {
     if (t != NULL && t->close != NULL)
         t->close(t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Time and randomness shared by the engine and participants                */
+
+int64_t saga__wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* splitmix64: small, fast, and good enough for jitter and ids; the point is
+ * that a seed replays a run. */
+uint64_t saga__splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t saga__os_seed(void)
+{
+    uint64_t s = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &s, sizeof s) != (ssize_t)sizeof s)
+            s = 0;
+        close(fd);
+    }
+    if (s == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+            (uint64_t)getpid();
+    }
+    return s ? s : 1;
 }

@@ -7,9 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <fcntl.h>
 
 #include "engine_int.h"
 
@@ -24,13 +21,12 @@
 static void default_log(saga_log_level lvl, const char *saga_id, int step,
                         const char *msg, void *arg)
 {
-    static const char *const names[] = {"?", "debug", "info", "warn",
-                                        "error"};
+    static const char *const names[] = {"?", "debug", "info", "warn", "error"};
     unsigned i = (unsigned)lvl <= SAGA_LOG_ERROR ? (unsigned)lvl : 0;
     (void)arg;
     if (saga_id != NULL)
-        fprintf(stderr, "libsaga %s [%s step %d] %s\n", names[i],
-                saga_id, step, msg);
+        fprintf(stderr, "libsaga %s [%s step %d] %s\n", names[i], saga_id, step,
+                msg);
     else
         fprintf(stderr, "libsaga %s %s\n", names[i], msg);
 }
@@ -71,33 +67,9 @@ static int64_t default_clock(void *arg)
     return e->wall_base + ((int64_t)uv_now(e->loop) - e->loop_base);
 }
 
-/* splitmix64: small, fast, and good enough for jitter and ids; the point is
- * that a seed replays a run. */
 static uint64_t default_random(void *arg)
 {
-    saga_engine *e = arg;
-    uint64_t z = (e->rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t os_seed(void)
-{
-    uint64_t s = 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        if (read(fd, &s, sizeof s) != (ssize_t)sizeof s)
-            s = 0;
-        close(fd);
-    }
-    if (s == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
-            (uint64_t)getpid();
-    }
-    return s ? s : 1;
+    return saga__splitmix64(&((saga_engine *)arg)->rng);
 }
 
 int64_t saga__now(saga_engine *e) { return e->clock(e->clock_arg); }
@@ -140,7 +112,8 @@ int saga_engine_register(saga_engine *e, saga_def *def)
         if (def->steps[i].opts.service != NULL && e->transport == NULL)
             return saga__err(e, SAGA_EINVAL,
                              "step '%s' is remote but the engine has no "
-                             "transport", def->steps[i].name);
+                             "transport",
+                             def->steps[i].name);
     saga__defent *ent = saga_malloc(sizeof *ent);
     if (ent == NULL)
         return SAGA_ENOMEM;
@@ -252,8 +225,8 @@ void saga__inst_free(saga_engine *e, saga__inst *in)
     if (e != NULL && e->nbuckets) {
         unlink_chain(&e->by_id[hash_str(in->id) & (e->nbuckets - 1)], in, 0);
         if (in->idem_key)
-            unlink_chain(&e->by_idem[hash_str(in->idem_key) &
-                                     (e->nbuckets - 1)], in, 1);
+            unlink_chain(
+                &e->by_idem[hash_str(in->idem_key) & (e->nbuckets - 1)], in, 1);
         saga__heap_remove(e, in);
         e->ninst--;
     }
@@ -502,13 +475,11 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     uv_unref((uv_handle_t *)&e->hk_timer);
 
     uv_update_time(e->loop);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    e->wall_base = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    e->wall_base = saga__wall_ms();
     e->loop_base = (int64_t)uv_now(e->loop);
     e->clock = o->clock ? o->clock : default_clock;
     e->clock_arg = o->clock ? o->clock_arg : e;
-    e->seed = o->seed ? o->seed : os_seed();
+    e->seed = o->seed ? o->seed : saga__os_seed();
     e->rng = e->seed;
     e->random = o->random ? o->random : default_random;
     e->random_arg = o->random ? o->random_arg : e;

@@ -33,6 +33,12 @@ struct saga_def {
 int saga__step_has_comp(const saga__step *s);
 /* 1 if @p name is a valid definition/step name. */
 int saga__valid_name(const char *name);
+/* Milliseconds since the epoch, from the real-time clock. */
+int64_t saga__wall_ms(void);
+/* One step of splitmix64 over *state. */
+uint64_t saga__splitmix64(uint64_t *state);
+/* A non-zero seed from /dev/urandom (or the time and pid without it). */
+uint64_t saga__os_seed(void);
 /* strdup with saga_malloc; NULL in, NULL out. */
 char *saga__strdup(const char *s);
 

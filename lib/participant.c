@@ -13,11 +13,8 @@
  * (saga, step): 'A' + the first OK output (the action applied), 'C' (it was
  * compensated) or 'N' (a null compensation: undo arrived first).
  */
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "data.h"
 #include "participant_int.h"
@@ -64,17 +61,7 @@ int64_t saga__pnow(saga_participant *p)
 {
     if (p->opts.clock)
         return p->opts.clock(p->opts.clock_arg);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t prand(saga_participant *p)
-{
-    uint64_t z = (p->rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return saga__wall_ms();
 }
 
 const char *saga_participant_errmsg(saga_participant *p)
@@ -211,8 +198,8 @@ int saga_participant_publish(saga_participant *p, const char *topic,
     env.v = SAGA_ENVELOPE_VERSION;
     env.kind = SAGA_MSG_EVENT;
     snprintf(env.msg_id, sizeof env.msg_id, "%s.ev.%016llx%016llx",
-             p->opts.service, (unsigned long long)prand(p),
-             (unsigned long long)prand(p));
+             p->opts.service, (unsigned long long)saga__splitmix64(&p->rng),
+             (unsigned long long)saga__splitmix64(&p->rng));
     snprintf(env.saga_id, sizeof env.saga_id, "%s", key && key[0] ? key : "-");
     snprintf(env.name, sizeof env.name, "%s", name);
     env.payload = payload;
@@ -428,11 +415,7 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     p->ext_tail = &p->ext;
     p->txn_tail = &p->txn;
     p->txn_ev_tail = &p->txn_ev;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, &p->rng, sizeof p->rng) != (ssize_t)sizeof p->rng)
-        p->rng = (uint64_t)saga__pnow(p) ^ ((uint64_t)getpid() << 32);
-    if (fd >= 0)
-        close(fd);
+    p->rng = saga__os_seed();
     if (saga__relay_new(&p->relay, loop, transport, p, relay_done, relay_log) !=
         SAGA_OK) {
         saga_free((char *)p->opts.service);

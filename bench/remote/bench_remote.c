@@ -260,7 +260,6 @@ static int define(void)
                                SAGA_STEP_RETRIABLE};
     for (int i = 0; i < 4; i++) {
         saga_step_options o = SAGA_STEP_OPTIONS_INIT;
-        saga_step_options_init(&o, SAGA_STEP_OPTIONS_VERSION);
         o.kind = kinds[i];
         o.service = svc[i];
         o.command = names[i];
