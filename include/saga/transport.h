@@ -39,7 +39,7 @@ typedef void (*saga_recv_cb)(saga_transport *t, saga_delivery *d,
                              const char *topic, const char *key,
                              const void *buf, size_t len, void *arg);
 
-#define SAGA_TRANSPORT_VERSION 1
+#define SAGA_TRANSPORT_VERSION 2
 
 struct saga_transport {
     unsigned int version; /* SAGA_TRANSPORT_VERSION */
@@ -70,6 +70,16 @@ struct saga_transport {
      * that to finish.
      */
     void (*close)(saga_transport *self);
+    /* version 2 */
+    /**
+     * Whether @p topic can ever be delivered to (optional; NULL means every
+     * topic may be). The relay and the participant ask before queueing, so
+     * that a message for a destination that does not exist fails at once
+     * instead of waiting behind the others.
+     * @return SAGA_OK (known, even if it is down right now), SAGA_ENOROUTE
+     * (no peer or topic by that name: a configuration error), SAGA_EINVAL.
+     */
+    int (*route)(saga_transport *self, const char *topic);
 };
 
 #define SAGA_TRANSPORT_INIT SAGA_INIT_VERSION(SAGA_TRANSPORT_VERSION)
