@@ -337,3 +337,87 @@ Test(relay_isolation, full_destination_holds_only_its_own, .timeout = 60)
     saga_participant *ps[] = {inv, pay};
     close_all(ps, 2);
 }
+
+/* ---- item 2: the participant's outbox ----------------------------------- */
+
+static int replies_a, replies_b;
+
+static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
+                     const char *key, const void *buf, size_t len, void *arg)
+{
+    (void)topic, (void)key, (void)buf, (void)len;
+    (*(int *)arg)++;
+    t->ack(t, d);
+}
+
+static void send_command(saga_transport *t, const char *reply_to, int i)
+{
+    saga_envelope e;
+    memset(&e, 0, sizeof e);
+    e.v = SAGA_ENVELOPE_VERSION;
+    e.kind = SAGA_MSG_COMMAND;
+    e.attempt = 1;
+    snprintf(e.msg_id, sizeof e.msg_id, "%s-%d", reply_to, i);
+    snprintf(e.saga_id, sizeof e.saga_id, "%08d%s", i,
+             "aaaaaaaaaaaaaaaaaaaaaaaa");
+    e.saga_id[SAGA_ID_LEN] = '\0';
+    strcpy(e.name, "reserve");
+    snprintf(e.reply_to, sizeof e.reply_to, "%s", reply_to);
+    void *b;
+    size_t n;
+    cr_assert_eq(saga_envelope_encode(&e, &b, &n), SAGA_OK);
+    cr_assert_eq(t->send(t, "inventory", e.saga_id, b, n, NULL, NULL),
+                 SAGA_OK);
+    saga_free(b);
+}
+
+static int got_b(void *arg) { return replies_b >= *(int *)arg; }
+
+Test(relay_isolation, participant_replies_isolated_per_destination,
+     .timeout = 60)
+{
+    logbuf[0] = 0;
+    replies_a = replies_b = 0;
+    uv_loop_init(&loop);
+    int pi = free_port(), pa = free_port(), pb = free_port(),
+        pdown = free_port();
+    /* The participant knows "down" (configured, never up) and two
+     * orchestrators; "nobody" it does not know at all. Four unacked
+     * replies per peer at most. */
+    const char *inames[] = {"orch-a", "orch-b", "down"};
+    const int iports[] = {pa, pb, pdown};
+    saga_transport *ti = tcp_ep("inventory", pi, 4, 3, inames, iports);
+    const char *cnames[] = {"inventory"};
+    const int cports[] = {pi};
+    saga_transport *ta = tcp_ep("orch-a", pa, 0, 1, cnames, cports);
+    saga_transport *tb = tcp_ep("orch-b", pb, 0, 1, cnames, cports);
+    cr_assert_eq(ta->subscribe(ta, "orch-a", "g", on_reply, &replies_a),
+                 SAGA_OK);
+    cr_assert_eq(tb->subscribe(tb, "orch-b", "g", on_reply, &replies_b),
+                 SAGA_OK);
+    saga_participant *inv = participant("inventory", ti);
+    cr_assert_eq(saga_participant_start(inv), SAGA_OK);
+
+    /* Valid commands whose replies cannot go out: to a peer that is down
+     * (its queue fills: SAGA_EFULL) and to a topic nobody configured. */
+    for (int i = 0; i < 10; i++)
+        send_command(ta, "down", i);
+    for (int i = 0; i < 3; i++)
+        send_command(ta, "nobody", 100 + i);
+    for (int i = 0; i < 30; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    /* Then ordinary commands from orch-b: answered. */
+    for (int i = 0; i < 20; i++)
+        send_command(tb, "orch-b", 200 + i);
+    int want = 20;
+    cr_assert(run_until(got_b, &want, 20),
+              "replies to orch-b were held behind undeliverable ones "
+              "(%d of 20):\n%s",
+              replies_b, logbuf);
+    int c = 0;
+    saga_participant_close(inv, closed, &c);
+    ta->close(ta);
+    tb->close(tb);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_expect_eq(uv_loop_close(&loop), 0, "loop has open handles");
+}
