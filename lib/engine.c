@@ -74,7 +74,7 @@ static uint64_t default_random(void *arg)
 
 int64_t saga__now(saga_engine *e) { return e->clock(e->clock_arg); }
 uint64_t saga__rand(saga_engine *e) { return e->random(e->random_arg); }
-int64_t saga_engine_now(saga_engine *e) { return saga__now(e); }
+int64_t saga_engine_now(saga_engine *e) { return e ? saga__now(e) : 0; }
 uint64_t saga_engine_seed(saga_engine *e) { return e ? e->seed : 0; }
 uv_loop_t *saga_engine_loop(saga_engine *e) { return e ? e->loop : NULL; }
 

@@ -508,6 +508,11 @@ int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
     if (outcome != SAGA_OUTCOME_OK && outcome != SAGA_OUTCOME_FAIL &&
         outcome != SAGA_OUTCOME_RETRY)
         return saga__err(e, SAGA_EINVAL, "unknown outcome %d", (int)outcome);
+    if (out == NULL && out_len > 0)
+        return saga__err(e, SAGA_EINVAL, "output is NULL but out_len is %zu",
+                         out_len);
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     if (strnlen(ref->saga_id, SAGA_ID_SIZE) != SAGA_ID_LEN)
         return saga__err(e, SAGA_EINVAL, "malformed saga id");
     saga__inst *in = saga__inst_find(e, ref->saga_id);
@@ -573,6 +578,8 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
 {
     if (e == NULL || saga_id == NULL)
         return SAGA_EINVAL;
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     saga__inst *in = saga__inst_find(e, saga_id);
     if (in == NULL) {
         saga_state st;
@@ -755,6 +762,8 @@ int saga_retry(saga_engine *e, const char *saga_id)
 {
     if (e == NULL || saga_id == NULL)
         return SAGA_EINVAL;
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     saga__inst *in = saga__inst_find(e, saga_id);
     if (in == NULL) {
         saga_state st;

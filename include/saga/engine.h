@@ -130,7 +130,9 @@ SAGA_EXTERN struct uv_loop_s *saga_engine_loop(saga_engine *e);
 SAGA_EXTERN int saga_engine_run(saga_engine *e, saga_run_mode mode);
 
 /** Commit the staged transitions now, and release what depends on them.
- * @return SAGA_OK or SAGA_ESTORE (they stay staged and are retried). */
+ * @return SAGA_OK; SAGA_ESTORE (they stay staged and are retried);
+ *   SAGA_EBUSY (called from an action or callback released by a commit:
+ *   that commit writes what was staged once the callback returns). */
 SAGA_EXTERN int saga_engine_flush(saga_engine *e);
 
 /**
@@ -162,7 +164,7 @@ SAGA_EXTERN void saga_engine_free(saga_engine *e);
 SAGA_EXTERN const char *saga_engine_errmsg(saga_engine *e);
 /** The seed of the default random source (print it to replay a run). */
 SAGA_EXTERN uint64_t saga_engine_seed(saga_engine *e);
-/** The engine's clock, in ms since the epoch. */
+/** The engine's clock, in ms since the epoch; 0 for a NULL engine. */
 SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
 
 /* ------------------------------------------------------------------------ */
@@ -192,8 +194,9 @@ SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
  * recorded in the journal for FAIL and RETRY.
  * @return SAGA_OK; SAGA_ESTALE (that attempt is no longer current: it timed
  *   out, the saga was cancelled, or it was reported already; logged and
- *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, output not a map or
- *   too large).
+ *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, @p out NULL with a
+ *   non-zero @p out_len, output not a map or too large); SAGA_ECLOSED
+ *   (after saga_engine_close(): nothing is recorded).
  */
 SAGA_EXTERN int saga_step_complete(saga_engine *e,
                                    const struct saga_step_ref *ref,
@@ -204,14 +207,14 @@ SAGA_EXTERN int saga_step_complete(saga_engine *e,
  * Force compensation of a RUNNING saga before its pivot. A step in flight
  * counts as one that may have run, and is compensated too.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not RUNNING, or past the
- *   pivot).
+ *   pivot), SAGA_ECLOSED.
  */
 SAGA_EXTERN int saga_cancel(saga_engine *e, const char *saga_id,
                             const char *reason);
 
 /**
  * Resume a FAILED saga where it failed, with a fresh retry budget.
- * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not FAILED).
+ * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not FAILED), SAGA_ECLOSED.
  */
 SAGA_EXTERN int saga_retry(saga_engine *e, const char *saga_id);
 
