@@ -189,22 +189,26 @@ static void forward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
     if (oc == SAGA_OUTCOME_FAIL) {
         saga__journal(e, in, SAGA_EV_STEP_FAIL, err);
         e->stats.steps_failed++;
-        in->flags &= ~SAGA_REC_INFLIGHT;
-        snprintf(why, sizeof why, "step '%s' failed: %s", s->name,
-                 err ? err : "no reason given");
-        if (past_pivot)
-            end_saga(e, in, SAGA_STATE_FAILED, SAGA_EV_FAILED, why);
-        else
+        if (!past_pivot) {
+            in->flags &= ~SAGA_REC_INFLIGHT;
+            snprintf(why, sizeof why, "step '%s' failed: %s", s->name,
+                     err ? err : "no reason given");
             start_compensation(e, in, why);
-        return;
+            return;
+        }
+        /* Past the pivot the saga can only move forward: a retriable
+         * step's FAIL is retried under its policy, like RETRY (and like a
+         * compensation's FAIL). */
+    } else {
+        /* RETRY or a timeout. */
+        if (timed_out) {
+            in->flags |= SAGA_REC_MAYBE;
+            e->stats.timeouts++;
+        }
+        saga__journal(e, in,
+                      timed_out ? SAGA_EV_STEP_TIMEOUT : SAGA_EV_STEP_RETRY,
+                      timed_out ? "timed out" : err);
     }
-    /* RETRY or a timeout. */
-    if (timed_out) {
-        in->flags |= SAGA_REC_MAYBE;
-        e->stats.timeouts++;
-    }
-    saga__journal(e, in, timed_out ? SAGA_EV_STEP_TIMEOUT : SAGA_EV_STEP_RETRY,
-                  timed_out ? "timed out" : err);
     if (attempts_left(&s->opts.retry, in->attempt)) {
         e->stats.retries++;
         wait_retry(e, in, &s->opts.retry);

@@ -12,7 +12,8 @@ SAGA_BEGIN_DECL
 typedef enum saga_step_kind {
     SAGA_STEP_COMPENSATABLE = 0, /* has a compensation; undone on failure */
     SAGA_STEP_PIVOT = 1,         /* go/no-go: once OK the saga only moves on */
-    SAGA_STEP_RETRIABLE = 2      /* after the pivot; retried, never undone */
+    SAGA_STEP_RETRIABLE = 2      /* after the pivot; retried (FAIL too) under
+                                    its policy, never undone */
 } saga_step_kind;
 
 /** max_attempts value meaning "no limit". */

@@ -191,7 +191,10 @@ SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
  * Report the outcome of the step attempt @p ref (from an action or a
  * compensation). For OK, @p out / @p out_len (a msgpack map, may be NULL)
  * is merged into the saga's data, key by key. @p error (may be NULL) is
- * recorded in the journal for FAIL and RETRY.
+ * recorded in the journal for FAIL and RETRY. FAIL from a compensatable
+ * step or the pivot starts compensation; FAIL from a retriable step or a
+ * compensation is retried like RETRY under its policy, and the saga goes
+ * FAILED only when a finite policy is exhausted.
  * @return SAGA_OK; SAGA_ESTALE (that attempt is no longer current: it timed
  *   out, the saga was cancelled, or it was reported already; logged and
  *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, @p out NULL with a
