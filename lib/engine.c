@@ -100,8 +100,16 @@ int saga_engine_register(saga_engine *e, saga_def *def)
 {
     if (e == NULL || def == NULL)
         return SAGA_EINVAL;
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     if (e->started)
         return saga__err(e, SAGA_EBUSY, "register definitions before start");
+    if (def->registered)
+        /* Another engine (or this one) owns it and frees it. */
+        return saga__err(e, SAGA_EBUSY,
+                         "definition '%s' v%u is registered with an engine "
+                         "already; make one definition per engine",
+                         def->name, def->version);
     int rc = saga_def_validate(def);
     if (rc != SAGA_OK)
         return saga__err(e, rc, "%s", saga_def_errmsg(def));
@@ -120,6 +128,7 @@ int saga_engine_register(saga_engine *e, saga_def *def)
     ent->def = def;
     ent->next = e->defs;
     e->defs = ent;
+    def->registered = 1;
     return SAGA_OK;
 }
 

@@ -26,6 +26,8 @@ struct saga_def {
     size_t nsteps;
     size_t cap;
     int pivot; /* index of the pivot step, -1 if none */
+    /* Owned by an engine (saga_engine_register()): frozen from then on. */
+    int registered;
     char errmsg[256];
 };
 

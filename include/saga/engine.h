@@ -109,8 +109,11 @@ SAGA_EXTERN int saga_engine_new(saga_engine **out, saga_store *store,
  * Register a definition. Several versions of one name may be registered;
  * saga_start() uses the highest, and recovery finds each saga's own.
  * @return SAGA_OK, SAGA_EINVAL (invalid: see saga_def_errmsg()), SAGA_EDUP
- *   (that name and version is registered), SAGA_EBUSY (after start).
- * Ownership: on SAGA_OK the engine owns @p def.
+ *   (that name and version is registered), SAGA_EBUSY (after start, or
+ *   @p def is registered with an engine already: one definition belongs to
+ *   one engine), SAGA_ECLOSED.
+ * Ownership: on SAGA_OK the engine owns @p def, which is frozen from then
+ *   on (saga_def_add_step() and saga_def_set_deadline() return SAGA_EBUSY).
  */
 SAGA_EXTERN int saga_engine_register(saga_engine *e, saga_def *def);
 

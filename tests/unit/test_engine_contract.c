@@ -114,3 +114,47 @@ Test(contract, flush_inside_an_action_is_ebusy_with_a_reason)
     saga_engine_stats(H.e, &st);
     cr_expect_eq(st.commit_failures, 0u);
 }
+
+/* --- item 13: one definition, one engine; frozen once registered --------- */
+
+static void ok_action(saga_engine *e, const saga_step_ref *ref, const void *d,
+                      size_t l, void *arg)
+{
+    (void)d, (void)l, (void)arg;
+    saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
+}
+
+Test(contract, a_registered_definition_is_owned_and_frozen)
+{
+    cr_assert_eq(h_engine(&H, NULL, NULL), SAGA_OK);
+    saga_engine *e2;
+    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
+    o.loop = &H.loop;
+    o.log_level = SAGA_LOG_ERROR;
+    cr_assert_eq(saga_engine_new(&e2, NULL, NULL, &o), SAGA_OK);
+    saga_def *d;
+    cr_assert_eq(saga_def_new(&d, "shared", 1), SAGA_OK);
+    cr_assert_eq(saga_def_add_step(d, "a", ok_action, NULL, NULL, NULL),
+                 SAGA_OK);
+    cr_assert_eq(saga_engine_register(H.e, d), SAGA_OK);
+    /* A second engine would free it too (use-after-free): refused. */
+    cr_expect_eq(saga_engine_register(e2, d), SAGA_EBUSY);
+    cr_expect(strstr(saga_engine_errmsg(e2), "registered") != NULL, "%s",
+              saga_engine_errmsg(e2));
+    /* Changing it under running sagas: refused, with a reason. */
+    cr_expect_eq(saga_def_add_step(d, "b", ok_action, NULL, NULL, NULL),
+                 SAGA_EBUSY);
+    cr_expect(strstr(saga_def_errmsg(d), "registered") != NULL, "%s",
+              saga_def_errmsg(d));
+    cr_expect_eq(saga_def_set_deadline(d, 1000), SAGA_EBUSY);
+    cr_expect_eq(saga_def_step_count(d), 1u);
+    cr_expect_eq(saga_def_deadline(d), 0u);
+    saga_engine_free(e2);
+    /* Still usable by its engine. */
+    cr_assert_eq(saga_engine_start(H.e), SAGA_OK);
+    char id[SAGA_ID_SIZE];
+    cr_assert_eq(saga_start(H.e, "shared", NULL, NULL, 0, id, NULL, NULL),
+                 SAGA_OK);
+    h_pump(&H);
+    cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
+}
