@@ -409,11 +409,6 @@ int saga_engine_options_init(saga_engine_options *opts, unsigned int version)
     return SAGA_OK;
 }
 
-static int plugin_version_ok(unsigned int v, unsigned int max)
-{
-    return v > 0 && v <= max;
-}
-
 int saga_engine_new(saga_engine **out, saga_store *store,
                     saga_transport *transport, const saga_engine_options *opts)
 {
@@ -423,11 +418,11 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     if (opts != NULL &&
         (opts->version == 0 || opts->version > SAGA_ENGINE_OPTIONS_VERSION))
         return SAGA_EVERSION;
-    if (store != NULL && !plugin_version_ok(store->version, SAGA_STORE_VERSION))
-        return SAGA_EVERSION;
-    if (transport != NULL &&
-        !plugin_version_ok(transport->version, SAGA_TRANSPORT_VERSION))
-        return SAGA_EVERSION;
+    int rc = saga__plugins_check(store, transport,
+                                 opts != NULL ? opts->log : NULL,
+                                 opts != NULL ? opts->log_arg : NULL);
+    if (rc != SAGA_OK)
+        return rc;
     saga_engine *e = saga_malloc(sizeof *e);
     if (e == NULL)
         return SAGA_ENOMEM;
@@ -455,7 +450,6 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     e->batch.tail = &e->batch.head;
     e->batch.out_tail = &e->batch.out_head;
 
-    int rc = SAGA_OK;
     saga_store *own_store = NULL;
     if (store == NULL) {
         rc = saga_store_memory_new(&own_store);

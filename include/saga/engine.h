@@ -96,8 +96,11 @@ SAGA_EXTERN int saga_engine_options_init(saga_engine_options *opts,
  * @param store the store; NULL for a new in-memory store.
  * @param transport the transport for remote steps; may be NULL.
  * @param opts NULL for defaults.
- * @return SAGA_OK, SAGA_EINVAL, SAGA_EVERSION (a plug-in version of 0 or
- *   newer than this library knows), SAGA_ENOMEM.
+ * @return SAGA_OK, SAGA_EINVAL (also: a required slot of @p store or
+ *   @p transport is NULL; all are required but the store's native_handle
+ *   and the transport's route; the log sink, or stderr, names the slot),
+ *   SAGA_EVERSION (a plug-in version of 0 or newer than this library
+ *   knows), SAGA_ENOMEM.
  * Ownership: on SAGA_OK the engine owns @p store and @p transport; on an
  *   error the caller still does. Since: 0.1.
  */

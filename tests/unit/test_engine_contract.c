@@ -158,3 +158,60 @@ Test(contract, a_registered_definition_is_owned_and_frozen)
     h_pump(&H);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
 }
+
+/* --- item 12: plug-ins with missing slots -------------------------------- */
+
+#include <saga/participant.h>
+
+static char plog[512];
+static void plog_cb(saga_log_level lvl, const char *id, int step,
+                    const char *msg, void *arg)
+{
+    (void)lvl, (void)id, (void)step, (void)arg;
+    snprintf(plog, sizeof plog, "%s", msg);
+}
+
+Test(contract, plugins_with_missing_slots_are_refused_naming_the_slot)
+{
+    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
+    o.loop = &H.loop;
+    o.log = plog_cb;
+    saga_engine *e = (saga_engine *)&o; /* must be reset to NULL */
+    saga_store *s;
+    cr_assert_eq(saga_store_memory_new(&s), SAGA_OK);
+    s->purge = NULL;
+    plog[0] = 0;
+    cr_expect_eq(saga_engine_new(&e, s, NULL, &o), SAGA_EINVAL);
+    cr_expect_null(e);
+    cr_expect(strstr(plog, "'purge'") != NULL, "log: '%s'", plog);
+    saga_store_free(s); /* still the caller's */
+
+    saga_inmem_bus *bus;
+    cr_assert_eq(saga_inmem_bus_new(&bus, &H.loop), SAGA_OK);
+    saga_transport *t;
+    cr_assert_eq(saga_transport_inmem_new(&t, bus), SAGA_OK);
+    saga_transport ack_slot = *t;
+    t->ack = NULL;
+    plog[0] = 0;
+    cr_expect_eq(saga_engine_new(&e, NULL, t, &o), SAGA_EINVAL);
+    cr_expect(strstr(plog, "transport") && strstr(plog, "'ack'"), "log: '%s'",
+              plog);
+
+    /* The participant uses the same check. */
+    cr_assert_eq(saga_store_memory_new(&s), SAGA_OK);
+    s->kv_put = NULL;
+    saga_participant_options po = SAGA_PARTICIPANT_OPTIONS_INIT;
+    po.service = "svc";
+    po.log = plog_cb;
+    saga_participant *p = NULL;
+    plog[0] = 0;
+    t->ack = ack_slot.ack;
+    cr_expect_eq(saga_participant_new(&p, &H.loop, s, t, &po), SAGA_EINVAL);
+    cr_expect_null(p);
+    cr_expect(strstr(plog, "store") && strstr(plog, "'kv_put'"), "log: '%s'",
+              plog);
+    saga_store_free(s);
+    saga_transport_free(t);
+    uv_run(&H.loop, UV_RUN_DEFAULT);
+    saga_inmem_bus_free(bus);
+}
