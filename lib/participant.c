@@ -401,6 +401,9 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         store->version == 0 || store->version > SAGA_STORE_VERSION ||
         transport->version == 0 || transport->version > SAGA_TRANSPORT_VERSION)
         return SAGA_EVERSION;
+    int rc = saga__plugins_check(store, transport, opts->log, opts->log_arg);
+    if (rc != SAGA_OK)
+        return rc;
     saga_participant *p = saga_malloc(sizeof *p);
     if (p == NULL)
         return SAGA_ENOMEM;
