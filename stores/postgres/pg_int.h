@@ -33,6 +33,8 @@ enum pg_stmt {
     PG_INBOX_REPLY,
     PG_KV_GET,
     PG_KV_PUT,
+    PG_KV_SCAN,
+    PG_KV_DEL,
     PG__COUNT
 };
 
@@ -53,6 +55,7 @@ typedef struct pg_store {
     int connect_timeout_s;
     int in_txn;   /* between our begin and commit/rollback */
     int aborted;  /* a statement failed inside the transaction */
+    int in_sp;    /* a savepoint is open */
     char err[512];
 } pg_store;
 
@@ -91,6 +94,9 @@ int saga__pg_begin(saga_store *self);
 int saga__pg_commit(saga_store *self);
 int saga__pg_rollback(saga_store *self);
 void saga__pg_close(saga_store *self);
+int saga__pg_savepoint(saga_store *self);
+int saga__pg_savepoint_rollback(saga_store *self);
+int saga__pg_savepoint_release(saga_store *self);
 
 /* pg_ops.c */
 extern const saga_store saga__pg_ops;

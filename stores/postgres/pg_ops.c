@@ -98,6 +98,9 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_KV_PUT] = {"INSERT INTO kv(key, val) VALUES ($1, $2) ON CONFLICT "
                    "(key) DO UPDATE SET val = EXCLUDED.val",
                    {T_TEXT, T_BYTEA}},
+    [PG_KV_SCAN] = {"SELECT key, val FROM kv WHERE starts_with(key, $1)",
+                    {T_TEXT}},
+    [PG_KV_DEL] = {"DELETE FROM kv WHERE key = $1", {T_TEXT}},
 };
 
 #define SELF pg_store *s = (pg_store *)self
@@ -565,6 +568,41 @@ static int pg_kv_put(saga_store *self, const char *key, const void *val,
     return write(s, PG_KV_PUT, &p, "kv_put", NULL);
 }
 
+static int pg_kv_scan(saga_store *self, const char *prefix, saga_kv_cb cb,
+                      void *arg)
+{
+    SELF;
+    if (prefix == NULL || cb == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "kv_scan: NULL argument");
+    pg_params p = {0};
+    saga__pg_text(&p, prefix);
+    PGresult *res;
+    int rc = saga__pg_run(s, PG_KV_SCAN, &p, &res, "kv_scan");
+    if (rc)
+        return rc;
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        size_t len;
+        const void *v = saga__pg_col_blob(res, i, 1, &len);
+        if (cb(saga__pg_col_text(res, i, 0), v, len, arg) != 0)
+            break;
+    }
+    PQclear(res);
+    return SAGA_OK;
+}
+
+static int pg_kv_del(saga_store *self, const char *key)
+{
+    SELF;
+    if (key == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "kv_del: NULL key");
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    return write(s, PG_KV_DEL, &p, "kv_del", NULL);
+}
+
 static void *pg_native_handle(saga_store *self)
 {
     return ((pg_store *)self)->conn;
@@ -598,4 +636,9 @@ const saga_store saga__pg_ops = {
     .native_handle = pg_native_handle,
     .errmsg = pg_errmsg,
     .close = saga__pg_close,
+    .kv_scan = pg_kv_scan,
+    .kv_del = pg_kv_del,
+    .savepoint = saga__pg_savepoint,
+    .savepoint_rollback = saga__pg_savepoint_rollback,
+    .savepoint_release = saga__pg_savepoint_release,
 };

@@ -269,6 +269,7 @@ int saga__pg_commit(saga_store *self)
     }
     s->in_txn = 0;
     s->aborted = 0;
+    s->in_sp = 0;
     return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
 }
 
@@ -281,10 +282,59 @@ int saga__pg_rollback(saga_store *self)
         return SAGA_OK;
     s->in_txn = 0;
     s->aborted = 0;
+    s->in_sp = 0;
     if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)
         return SAGA_OK; /* the server dropped it with the connection */
     return exec_sql(s, "ROLLBACK", "rollback") == SAGA_OK ? SAGA_OK
                                                           : SAGA_ESTORE;
+}
+
+/* One level of savepoint. ROLLBACK TO also clears an error raised after
+ * the savepoint, so the transaction is usable again. */
+int saga__pg_savepoint(saga_store *self)
+{
+    pg_store *s = (pg_store *)self;
+    if (!s->in_txn || s->in_sp)
+        return saga__pg_failf(s, SAGA_ESTORE, "savepoint: %s",
+                              s->in_txn ? "one is open already"
+                                        : "no open transaction");
+    int rc = saga__pg_check_txn(s);
+    if (rc == SAGA_OK)
+        rc = exec_sql(s, "SAVEPOINT saga_sp", "savepoint");
+    if (rc == SAGA_OK)
+        s->in_sp = 1;
+    return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
+}
+
+static int savepoint_end(pg_store *s, int undo)
+{
+    const char *what = undo ? "savepoint_rollback" : "savepoint_release";
+    if (!s->in_txn || !s->in_sp)
+        return saga__pg_failf(s, SAGA_ESTORE, "%s: no open savepoint", what);
+    s->in_sp = 0;
+    if (s->conn == NULL)
+        return saga__pg_failf(s, SAGA_ESTORE, "%s: not connected", what);
+    int rc;
+    if (undo) {
+        s->aborted = 0;
+        rc = exec_sql(s, "ROLLBACK TO SAVEPOINT saga_sp; "
+                         "RELEASE SAVEPOINT saga_sp", what);
+    } else {
+        rc = saga__pg_check_txn(s);
+        if (rc == SAGA_OK)
+            rc = exec_sql(s, "RELEASE SAVEPOINT saga_sp", what);
+    }
+    return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
+}
+
+int saga__pg_savepoint_rollback(saga_store *self)
+{
+    return savepoint_end((pg_store *)self, 1);
+}
+
+int saga__pg_savepoint_release(saga_store *self)
+{
+    return savepoint_end((pg_store *)self, 0);
 }
 
 /* ------------------------------------------------------------------------ */
