@@ -35,6 +35,15 @@ enum pg_stmt {
     PG_KV_PUT,
     PG_KV_SCAN,
     PG_KV_DEL,
+    /* Strict variants for a pipelined batch: a conflict or a missing row
+     * raises an error, which aborts the transaction (there is no turning
+     * back once COMMIT is queued behind them). */
+    PG_SAGA_INSERT_X,
+    PG_SAGA_UPDATE_X,
+    PG_SAGA_UPDATE_DATA_X,
+    PG_IDEM_INSERT_X,
+    PG_OUTBOX_INSERT_X,
+    PG_JOURNAL_INSERT_X,
     PG__COUNT
 };
 
@@ -86,6 +95,19 @@ int saga__pg_failf(pg_store *s, int rc, const char *fmt, ...)
  * set. @p out may be NULL for statements without rows. */
 int saga__pg_run(pg_store *s, enum pg_stmt which, const pg_params *p,
                  PGresult **out, const char *what);
+/** Make sure the connection is up (reconnecting outside a transaction). */
+int saga__pg_ensure_conn(pg_store *s);
+/** The message of a failed result (or of the connection), trimmed. */
+int saga__pg_fail_res(pg_store *s, const PGresult *res, const char *what);
+
+/* pg_batch.c: the pipelined write_batch slot. */
+int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w);
+
+/* Parameters of the data statements, shared by the slots and the batch. */
+void saga__pg_saga_params(pg_params *p, const saga_record *r,
+                          enum pg_stmt which);
+void saga__pg_journal_params(pg_params *p, const saga_journal_entry *e);
+void saga__pg_outbox_params(pg_params *p, const saga_message *m);
 /** SAGA_ESTORE if a statement of the open transaction failed: PostgreSQL
  * then refuses every further statement until the rollback. */
 int saga__pg_check_txn(pg_store *s);

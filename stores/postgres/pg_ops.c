@@ -101,6 +101,39 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_KV_SCAN] = {"SELECT key, val FROM kv WHERE starts_with(key, $1)",
                     {T_TEXT}},
     [PG_KV_DEL] = {"DELETE FROM kv WHERE key = $1", {T_TEXT}},
+    [PG_SAGA_INSERT_X] = {"INSERT INTO sagas(" SAGA_COLS ") VALUES ($1, $2, "
+                          "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+                          "$14)",
+                          {SAGA_TYPES}},
+    /* No row updated: 1/0 raises division_by_zero (22012), which the batch
+     * reads as SAGA_ENOTFOUND. */
+    [PG_SAGA_UPDATE_X] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
+                          "def_version = $3, state = $4, step = $5, "
+                          "attempt = $6, flags = $7, created_ms = $8, "
+                          "updated_ms = $9, due_ms = $10, deadline_ms = $11, "
+                          "error = $12 WHERE id = $1 RETURNING 1) "
+                          "SELECT 1 / (SELECT count(*)::int FROM u)",
+                          {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8,
+                           T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT}},
+    [PG_SAGA_UPDATE_DATA_X] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
+                               "def_version = $3, state = $4, step = $5, "
+                               "attempt = $6, flags = $7, created_ms = $8, "
+                               "updated_ms = $9, due_ms = $10, deadline_ms "
+                               "= $11, idem_key = $12, error = $13, data = "
+                               "$14 WHERE id = $1 RETURNING 1) "
+                               "SELECT 1 / (SELECT count(*)::int FROM u)",
+                               {SAGA_TYPES}},
+    [PG_IDEM_INSERT_X] = {"INSERT INTO idem(key, saga_id, created_ms) "
+                          "VALUES ($1, $2, $3)",
+                          {T_TEXT, T_TEXT, T_INT8}},
+    [PG_OUTBOX_INSERT_X] = {"INSERT INTO outbox(id, topic, key, payload, "
+                            "created_ms) VALUES ($1, $2, $3, $4, $5)",
+                            {T_TEXT, T_TEXT, T_TEXT, T_BYTEA, T_INT8}},
+    [PG_JOURNAL_INSERT_X] = {"INSERT INTO journal(saga_id, seq, event, step, "
+                             "attempt, started_ms, at_ms, error) VALUES ($1, "
+                             "$2, $3, $4, $5, $6, $7, $8)",
+                             {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
+                              T_INT8, T_TEXT}},
 };
 
 #define SELF pg_store *s = (pg_store *)self
@@ -145,24 +178,7 @@ static int pg_saga_put(saga_store *self, const saga_record *r,
                          : (flags & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA
                                                    : PG_SAGA_UPDATE;
     pg_params p = {0};
-    saga__pg_text(&p, r->id);
-    saga__pg_text(&p, r->def_name);
-    saga__pg_int(&p, r->def_version);
-    saga__pg_int(&p, (int64_t)r->state);
-    saga__pg_int(&p, r->step);
-    saga__pg_int(&p, r->attempt);
-    saga__pg_int(&p, r->flags);
-    saga__pg_int(&p, r->created_ms);
-    saga__pg_int(&p, r->updated_ms);
-    saga__pg_int(&p, r->due_ms);
-    saga__pg_int(&p, r->deadline_ms);
-    if (which == PG_SAGA_UPDATE) {
-        saga__pg_text(&p, r->error);
-    } else {
-        saga__pg_text(&p, r->idem_key);
-        saga__pg_text(&p, r->error);
-        saga__pg_blob(&p, r->data, r->data_len);
-    }
+    saga__pg_saga_params(&p, r, which);
     PGresult *res;
     rc = saga__pg_run(s, which, &p, &res, "saga_put");
     if (rc)
@@ -175,6 +191,29 @@ static int pg_saga_put(saga_store *self, const saga_record *r,
                                   r->id);
     PQclear(res);
     return rc;
+}
+
+void saga__pg_saga_params(pg_params *p, const saga_record *r,
+                          enum pg_stmt which)
+{
+    saga__pg_text(p, r->id);
+    saga__pg_text(p, r->def_name);
+    saga__pg_int(p, r->def_version);
+    saga__pg_int(p, (int64_t)r->state);
+    saga__pg_int(p, r->step);
+    saga__pg_int(p, r->attempt);
+    saga__pg_int(p, r->flags);
+    saga__pg_int(p, r->created_ms);
+    saga__pg_int(p, r->updated_ms);
+    saga__pg_int(p, r->due_ms);
+    saga__pg_int(p, r->deadline_ms);
+    if (which == PG_SAGA_UPDATE || which == PG_SAGA_UPDATE_X) {
+        saga__pg_text(p, r->error);
+    } else {
+        saga__pg_text(p, r->idem_key);
+        saga__pg_text(p, r->error);
+        saga__pg_blob(p, r->data, r->data_len);
+    }
 }
 
 /* Column order of SAGA_COLS. */
@@ -270,6 +309,18 @@ static int write(pg_store *s, enum pg_stmt which, const pg_params *p,
     return rc;
 }
 
+void saga__pg_journal_params(pg_params *p, const saga_journal_entry *e)
+{
+    saga__pg_text(p, e->saga_id);
+    saga__pg_int(p, e->seq);
+    saga__pg_int(p, (int64_t)e->event);
+    saga__pg_int(p, e->step);
+    saga__pg_int(p, e->attempt);
+    saga__pg_int(p, e->started_ms);
+    saga__pg_int(p, e->at_ms);
+    saga__pg_text(p, e->error);
+}
+
 static int pg_journal_append(saga_store *self, const saga_journal_entry *e)
 {
     SELF;
@@ -279,14 +330,7 @@ static int pg_journal_append(saga_store *self, const saga_journal_entry *e)
     if (rc)
         return rc;
     pg_params p = {0};
-    saga__pg_text(&p, e->saga_id);
-    saga__pg_int(&p, e->seq);
-    saga__pg_int(&p, (int64_t)e->event);
-    saga__pg_int(&p, e->step);
-    saga__pg_int(&p, e->attempt);
-    saga__pg_int(&p, e->started_ms);
-    saga__pg_int(&p, e->at_ms);
-    saga__pg_text(&p, e->error);
+    saga__pg_journal_params(&p, e);
     return write(s, PG_JOURNAL_INSERT, &p, "journal_append", "entry");
 }
 
@@ -412,6 +456,15 @@ static int pg_purge(saga_store *self, int64_t before_ms, uint64_t *out)
 /* ------------------------------------------------------------------------ */
 /* Outbox                                                                   */
 
+void saga__pg_outbox_params(pg_params *p, const saga_message *m)
+{
+    saga__pg_text(p, m->id);
+    saga__pg_text(p, m->topic);
+    saga__pg_text(p, m->key);
+    saga__pg_blob(p, m->payload, m->len);
+    saga__pg_int(p, m->created_ms);
+}
+
 static int pg_outbox_put(saga_store *self, const saga_message *m)
 {
     SELF;
@@ -423,11 +476,7 @@ static int pg_outbox_put(saga_store *self, const saga_message *m)
     if (rc)
         return rc;
     pg_params p = {0};
-    saga__pg_text(&p, m->id);
-    saga__pg_text(&p, m->topic);
-    saga__pg_text(&p, m->key);
-    saga__pg_blob(&p, m->payload, m->len);
-    saga__pg_int(&p, m->created_ms);
+    saga__pg_outbox_params(&p, m);
     return write(s, PG_OUTBOX_INSERT, &p, "outbox_put", "message");
 }
 
@@ -641,4 +690,5 @@ const saga_store saga__pg_ops = {
     .savepoint = saga__pg_savepoint,
     .savepoint_rollback = saga__pg_savepoint_rollback,
     .savepoint_release = saga__pg_savepoint_release,
+    .write_batch = saga__pg_write_batch,
 };

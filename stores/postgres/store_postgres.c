@@ -146,7 +146,7 @@ int saga__pg_failf(pg_store *s, int rc, const char *fmt, ...)
 
 /* A failure reported by the server or libpq. The message ends with a
  * newline: drop it. */
-static int fail_pg(pg_store *s, const PGresult *res, const char *what)
+int saga__pg_fail_res(pg_store *s, const PGresult *res, const char *what)
 {
     const char *msg = res ? PQresultErrorMessage(res) : "";
     if (msg == NULL || msg[0] == '\0')
@@ -175,7 +175,7 @@ static int connect_db(pg_store *s);
 /* Outside a transaction, a broken connection is re-opened before the next
  * statement. Inside one, the transaction is lost: the error says so and the
  * caller rolls back; the next begin reconnects. */
-static int ensure_conn(pg_store *s)
+int saga__pg_ensure_conn(pg_store *s)
 {
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
         return SAGA_OK;
@@ -190,7 +190,7 @@ int saga__pg_run(pg_store *s, enum pg_stmt which, const pg_params *p,
 {
     if (out)
         *out = NULL;
-    int rc = ensure_conn(s);
+    int rc = saga__pg_ensure_conn(s);
     if (rc)
         return rc;
     char name[16];
@@ -201,7 +201,7 @@ int saga__pg_run(pg_store *s, enum pg_stmt which, const pg_params *p,
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
                                 : NULL;
-        rc = fail_pg(s, res, what);
+        rc = saga__pg_fail_res(s, res, what);
         if (state && strcmp(state, "23505") == 0)
             rc = SAGA_EDUP;
         else if (res == NULL)
@@ -223,7 +223,7 @@ static int exec_sql(pg_store *s, const char *sql, const char *what)
     int rc = SAGA_OK;
     if (res == NULL || (PQresultStatus(res) != PGRES_COMMAND_OK &&
                         PQresultStatus(res) != PGRES_TUPLES_OK))
-        rc = fail_pg(s, res, what);
+        rc = saga__pg_fail_res(s, res, what);
     PQclear(res);
     return rc;
 }
@@ -237,7 +237,7 @@ int saga__pg_begin(saga_store *self)
     if (s->in_txn)
         return saga__pg_failf(s, SAGA_ESTORE,
                               "begin: a transaction is already open");
-    int rc = ensure_conn(s);
+    int rc = saga__pg_ensure_conn(s);
     if (rc == SAGA_OK)
         rc = exec_sql(s, "BEGIN", "begin");
     if (rc != SAGA_OK)
@@ -259,7 +259,7 @@ int saga__pg_commit(saga_store *self)
          * and a success status: look at the command tag too. */
         if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK ||
             strcmp(PQcmdStatus(res), "COMMIT") != 0)
-            rc = fail_pg(s, res, "commit");
+            rc = saga__pg_fail_res(s, res, "commit");
         PQclear(res);
     }
     if (rc != SAGA_OK && s->conn && PQstatus(s->conn) == CONNECTION_OK &&
@@ -347,7 +347,7 @@ static int schema_version(pg_store *s, int *out)
     if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
         *out = PQntuples(res) ? atoi(PQgetvalue(res, 0, 0)) : 0;
     else
-        rc = fail_pg(s, res, "read schema version");
+        rc = saga__pg_fail_res(s, res, "read schema version");
     PQclear(res);
     return rc;
 }
@@ -421,12 +421,18 @@ static int prepare_all(pg_store *s)
         PGresult *res = PQprepare(s->conn, name, d->sql, n, types);
         int rc = SAGA_OK;
         if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
-            rc = fail_pg(s, res, "prepare");
+            rc = saga__pg_fail_res(s, res, "prepare");
         PQclear(res);
         if (rc)
             return rc;
     }
     return SAGA_OK;
+}
+
+static void ignore_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
 }
 
 static int connect_db(pg_store *s)
@@ -442,11 +448,13 @@ static int connect_db(pg_store *s)
     if (s->conn == NULL)
         return saga__pg_failf(s, SAGA_ENOMEM, "connect: out of memory");
     if (PQstatus(s->conn) != CONNECTION_OK) {
-        int rc = fail_pg(s, NULL, "connect");
+        int rc = saga__pg_fail_res(s, NULL, "connect");
         PQfinish(s->conn);
         s->conn = NULL;
         return rc;
     }
+    /* The server's notices (schema exists, ...) are not errors. */
+    PQsetNoticeProcessor(s->conn, ignore_notice, NULL);
     char sql[128];
     snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", s->schema);
     int rc = migrate(s);

@@ -9,6 +9,9 @@
  *     in reverse order.
  *
  *   crash_driver CHILD WORKDIR [KILLS] [N] [SEED]
+ *
+ * SAGA_CRASH_STORE names another store (saga_store_open(): a PostgreSQL
+ * URL with a schema of its own) instead of WORKDIR/crash.db.
  */
 #include <saga/saga.h>
 #include <signal.h>
@@ -228,9 +231,14 @@ int main(int argc, char **argv)
     printf("crash test: seed %u, %d kills, %d sagas\n", seed, kills, n);
     srand(seed);
     char db[512], ledger[512];
-    snprintf(db, sizeof db, "%s/crash.db", dir);
+    const char *spec = getenv("SAGA_CRASH_STORE");
+    if (spec != NULL && spec[0] != '\0') {
+        snprintf(db, sizeof db, "%s", spec);
+    } else {
+        snprintf(db, sizeof db, "%s/crash.db", dir);
+        unlink(db);
+    }
     snprintf(ledger, sizeof ledger, "%s/ledger.txt", dir);
-    unlink(db);
     unlink(ledger);
     int landed = 0, runs = 0;
     /* Vary the kill point widely: during start-up and recovery (a few ms),
@@ -247,8 +255,8 @@ int main(int argc, char **argv)
         FAILF("the final run exited %d", rc);
     read_ledger(ledger);
     saga_store *s;
-    if (saga_store_sqlite_open(&s, db, NULL) != SAGA_OK) {
-        FAILF("cannot open %s", db);
+    if (saga_store_open(&s, db) != SAGA_OK) {
+        FAILF("cannot open %s: %s", db, saga_store_open_errmsg());
         return 1;
     }
     vctx v = {s, 0, 0, 0};

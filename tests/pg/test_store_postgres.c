@@ -129,9 +129,12 @@ Test(postgres, lost_connection_fails_the_batch_then_reconnects)
 
     cr_assert_eq(s->begin(s), SAGA_OK);
     ssc_insert(s, "B", SAGA_STATE_RUNNING, 2);
-    /* Kill the store's backend from outside, mid-transaction. */
-    admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-               "WHERE application_name = 'libsaga'");
+    /* Kill the store's backend from outside, mid-transaction (only its
+     * own: other tests run beside this one). */
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)",
+             PQbackendPID(s->native_handle(s)));
+    admin_exec(sql);
     saga_record r = ssc_rec("C", SAGA_STATE_RUNNING, 3);
     int rc = s->saga_put(s, &r, SAGA_PUT_INSERT);
     if (rc == SAGA_OK)
