@@ -109,7 +109,7 @@ static int checkout(scenario *s, int i)
     char user[32], cart[32], path[128], body[512], key[64];
     long st;
     snprintf(user, sizeof user, "demo_user_%d", i + 1);
-    snprintf(cart, sizeof cart, "cart_demo_%d", i + 1);
+    snprintf(cart, sizeof cart, "cart_demo_%d_%ld", i + 1, (long)getpid());
     snprintf(key, sizeof key, "demo-key-%d-%ld", i + 1, (long)getpid());
     snprintf(path, sizeof path, "/api/v1/carts/%s/items", cart);
     snprintf(body, sizeof body, "{\"product_id\": \"%s\", \"quantity\": %d}",
@@ -267,15 +267,17 @@ static pid_t start_server(const char *dir, const char *listen)
 int ck_demo(int argc, char **argv)
 {
     int serve = 0;
-    const char *listen = "127.0.0.1:0";
+    const char *listen = "127.0.0.1:0", *url = NULL;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--serve") == 0)
             serve = 1;
         else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
             listen = argv[++i];
+        else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc)
+            url = argv[++i];
         else {
             fprintf(stderr, "usage: saga-checkout demo [--serve] [--listen "
-                            "HOST:PORT]\n");
+                            "HOST:PORT] [--url http://HOST:PORT]\n");
             return 2;
         }
     }
@@ -285,13 +287,18 @@ int ck_demo(int argc, char **argv)
         return 1;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    child = start_server(dir, listen);
-    if (child < 0)
+    if (url != NULL) {
+        /* Against a running deployment (e.g. run-distributed.sh). */
+        snprintf(base, sizeof base, "%s", url);
+        rmdir(dir);
+        snprintf(dir, sizeof dir, "%s", "(the server's)");
+        child = 0;
+    } else if ((child = start_server(dir, listen)) < 0)
         return 1;
     signal(SIGINT, forward);
     signal(SIGTERM, forward);
-    printf("saga-checkout demo: seven services in one process, data in %s, "
-           "API at %s\n\n", dir, base);
+    printf("saga-checkout demo: seven services%s, data in %s, API at %s\n\n",
+           child ? " in one process" : "", dir, base);
     long st;
     json_t *before = http("GET", "/api/v1/inventory", NULL, NULL, NULL, &st);
     for (size_t i = 0; i < NSC; i++) {
@@ -373,7 +380,8 @@ int ck_demo(int argc, char **argv)
            json_number_value(json_object_get(ledger, "total_charged")),
            json_number_value(json_object_get(ledger, "total_refunded")),
            json_number_value(json_object_get(ledger, "net")));
-    printf("emails sent: %s/notifications.log\n", dir);
+    if (child)
+        printf("emails sent: %s/notifications.log\n", dir);
     if (good == (int)NSC)
         printf("demo: all %d scenarios as expected\n", (int)NSC);
     else
@@ -384,6 +392,10 @@ int ck_demo(int argc, char **argv)
     json_decref(ledger);
     for (size_t k = 0; k < NSC; k++)
         json_decref(sc[k].order);
+    if (child == 0) {
+        curl_global_cleanup();
+        return good == (int)NSC ? 0 : 1;
+    }
     if (serve) {
         printf("\nstill serving at %s (data in %s); Ctrl-C to stop\n", base,
                dir);
