@@ -201,7 +201,6 @@ static int refund(ck_app *a, saga_participant *p, const saga_command *c)
     return ck_publish(p, CK_T_PAYMENT, ch.order_id, ev);
 }
 
-#ifdef CK_HAVE_DEFER
 static void charge_close_cb(uv_handle_t *h) { free(h->data); }
 
 static void charge_finish(charge *ch, ck_gw_result res, const char *txn)
@@ -243,7 +242,6 @@ static void gw_timeout(uv_timer_t *t)
     int v = ck_gateway_void(ch->a->gateway, ch->key, txn);
     charge_finish(ch, v == 1 ? CK_GW_CHARGED : CK_GW_VOIDED, txn);
 }
-#endif
 
 static int on_charge(saga_participant *p, const saga_command *c,
                      saga_reply *r, void *arg)
@@ -252,7 +250,6 @@ static int on_charge(saga_participant *p, const saga_command *c,
     ck_app *a = s->a;
     if (c->compensating)
         return refund(a, p, c);
-#ifdef CK_HAVE_DEFER
     charge *ch = malloc(sizeof *ch);
     if (ch == NULL)
         return SAGA_ENOMEM;
@@ -280,31 +277,6 @@ static int on_charge(saga_participant *p, const saga_command *c,
     ch->gw_req = ck_gateway_charge(a->gateway, ch->key, ch->token,
                                    ch->order_id, ch->amount, gw_answered, ch);
     return SAGA_OK;
-#else
-    /* No deferred replies in this libsaga: ask the gateway at once. */
-    charge ch;
-    charge_setup(&ch, a, p, c);
-    char txn[64] = "";
-    ck_gw_result res;
-    if (strcmp(ch.token, "tok_timeout") == 0) {
-        int v = ck_gateway_void(a->gateway, ch.key, txn);
-        res = v == 1 ? CK_GW_CHARGED : CK_GW_VOIDED;
-    } else
-        res = ck_gateway_charge_now(a->gateway, ch.key, ch.token, ch.order_id,
-                                    ch.amount, txn);
-    saga_outcome oc;
-    saga_map *out;
-    const char *err;
-    if (outcome(a, p, &ch, res, txn, &oc, &out, &err) != 0)
-        return SAGA_ESTORE;
-    const void *b = NULL;
-    size_t n = 0;
-    if (out)
-        saga_map_encode(out, &b, &n);
-    int rc = saga_reply_set(r, oc, b, n, err);
-    saga_map_free(out);
-    return rc;
-#endif
 }
 
 int ck_payment_open(ck_app *a)
@@ -333,7 +305,6 @@ void ck_payment_shutdown(ck_app *a)
     pay_state *s = a->state[CK_SVC_PAYMENT];
     if (s == NULL)
         return;
-#ifdef CK_HAVE_DEFER
     while (s->inflight) {
         charge *ch = s->inflight;
         s->inflight = ch->next;
@@ -341,5 +312,4 @@ void ck_payment_shutdown(ck_app *a)
         saga_deferred_abandon(ch->deferred);
         uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
     }
-#endif
 }
