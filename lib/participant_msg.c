@@ -103,6 +103,32 @@ static int run_handler(saga_participant *p, handler *h, item *it,
     return rc;
 }
 
+/* Run the handler, or, once it has failed too often, answer FAIL with its
+ * last error instead. A failure is noted in the item for the batch. */
+static int call_handler(saga_participant *p, handler *h, item *it,
+                        saga_reply *rep)
+{
+    if (it->give_up) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "the handler failed %u times: %s%s%s",
+                 it->tries, saga_err_name(it->herr_rc),
+                 it->herr[0] ? ": " : "", it->herr);
+        p->stats.handler_gave_up++;
+        saga__plog(p, SAGA_LOG_ERROR, it->env.saga_id, (int)it->env.step,
+                   "command %s: %s; answered FAIL", it->env.msg_id, msg);
+        rep->p = NULL; /* no deferring here */
+        return saga_reply_set(rep, SAGA_OUTCOME_FAIL, NULL, 0, msg);
+    }
+    int rc = run_handler(p, h, it, rep);
+    if (rc != SAGA_OK) {
+        it->hfail = 1;
+        it->herr_rc = rc;
+        snprintf(it->herr, sizeof it->herr, "%s",
+                 rep->error ? rep->error : "");
+    }
+    return rc;
+}
+
 /* Write the barrier; an empty value deletes it. */
 static int put_barrier(saga_store *s, const char *key, const void *v,
                        size_t n)
@@ -256,7 +282,7 @@ int saga__pcommand(saga_participant *p, item *it)
                 rc = saga__preply(p, env, SAGA_OUTCOME_OK,
                                   (const char *)cur + 1, cur_len - 1, NULL);
         } else {
-            rc = run_handler(p, h, it, &rep);
+            rc = call_handler(p, h, it, &rep);
             if (rc == SAGA_OK && rep.deferred != NULL)
                 rc = defer_barrier(p, it, key, cur, cur_len);
             else if (rc == SAGA_OK) {
@@ -268,7 +294,7 @@ int saga__pcommand(saga_participant *p, item *it)
         }
     } else {
         if (state == 'A') {
-            rc = run_handler(p, h, it, &rep);
+            rc = call_handler(p, h, it, &rep);
             if (rc == SAGA_OK && rep.deferred != NULL)
                 rc = defer_barrier(p, it, key, cur, cur_len);
             else if (rc == SAGA_OK) {
@@ -322,5 +348,10 @@ int saga__pevent(saga_participant *p, item *it)
     p->in_handler = 1;
     rc = it->ev->ev(p, &c, it->ev->arg);
     p->in_handler = 0;
+    if (rc != SAGA_OK) {
+        it->hfail = 1;
+        it->herr_rc = rc;
+        it->herr[0] = '\0';
+    }
     return rc;
 }

@@ -137,8 +137,11 @@ SAGA_EXTERN void saga_deferred_abandon(saga_deferred *d);
 /**
  * A command handler. It runs on the loop thread inside the store
  * transaction; it writes its effect through the store handle and answers
- * with saga_reply_set(). Returning non-zero (a SAGA_E* code) aborts the
- * whole transaction: it is retried later and the command redelivered.
+ * with saga_reply_set(). Returning non-zero (a SAGA_E* code) undoes what
+ * this command wrote (the other commands of the batch commit without it);
+ * it is tried again alone after a backoff, and after handler_max_tries
+ * answered SAGA_OUTCOME_FAIL with the code and the error text it set with
+ * saga_reply_set().
  */
 typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
                                saga_reply *reply, void *arg);
@@ -147,7 +150,7 @@ typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
 typedef int (*saga_event_fn)(saga_participant *p, const saga_command *event,
                              void *arg);
 
-#define SAGA_PARTICIPANT_OPTIONS_VERSION 1
+#define SAGA_PARTICIPANT_OPTIONS_VERSION 2
 #define SAGA_PARTICIPANT_OPTIONS_INIT                                          \
     SAGA_INIT_VERSION(SAGA_PARTICIPANT_OPTIONS_VERSION)
 
@@ -167,8 +170,16 @@ typedef struct saga_participant_options {
     void *clock_arg;
     /** Largest accepted payload; default 1 MiB. */
     size_t max_payload;
-    /** Delay before a failed commit is retried; default 100 ms. */
+    /** Delay before a failed commit is retried; default 100 ms. Also the
+     * first delay before a failed handler is tried again (doubling, capped
+     * at 5 s). */
     uint32_t store_retry_ms;
+    /* version 2 (since 0.2) */
+    /** Tries of a command whose handler returns an error before the
+     * command is answered SAGA_OUTCOME_FAIL with the handler's error (the
+     * saga then compensates); default 5. A failing event handler is
+     * retried without end (an event has no one to answer to). */
+    uint32_t handler_max_tries;
 } saga_participant_options;
 
 /**
@@ -233,6 +244,8 @@ typedef struct saga_participant_stats {
     uint64_t deferred;        /* commands answered later (saga_reply_defer) */
     uint64_t pending_retried; /* answered RETRY: their step was pending */
     uint64_t redriven;        /* pending commands driven again at start */
+    uint64_t handler_failures; /* handler calls that returned an error */
+    uint64_t handler_gave_up;  /* commands answered FAIL after the tries */
 } saga_participant_stats;
 
 SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,
