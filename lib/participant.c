@@ -24,6 +24,8 @@
 #define DEFAULT_RETRY_MS 100u
 #define MAX_RETRY_MS 5000u
 #define DEFAULT_HANDLER_TRIES 5u
+#define DEFAULT_RETENTION_MS (24ull * 3600 * 1000)
+#define DEFAULT_HK_MS 60000u
 /* Outbox rows of published messages are deleted with the next batch; when
  * no batch comes (an idle service), after this delay, or at once when this
  * many wait. Left undeleted they would all be published again after a
@@ -556,6 +558,8 @@ static void on_event(saga_transport *t, saga_delivery *d, const char *topic,
     on_message(t, d, topic, key, buf, len, h->ev_owner, h);
 }
 
+static void hk_timer_cb(uv_timer_t *t) { saga_participant_housekeep(t->data); }
+
 /* ------------------------------------------------------------------------ */
 /* Life-cycle                                                               */
 
@@ -596,6 +600,10 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         p->opts.store_retry_ms = DEFAULT_RETRY_MS;
     if (p->opts.handler_max_tries == 0)
         p->opts.handler_max_tries = DEFAULT_HANDLER_TRIES;
+    if (p->opts.retention_ms == 0)
+        p->opts.retention_ms = DEFAULT_RETENTION_MS;
+    if (p->opts.housekeeping_interval_ms == 0)
+        p->opts.housekeeping_interval_ms = DEFAULT_HK_MS;
     p->backoff_ms = p->opts.store_retry_ms;
     p->loop = loop;
     p->store = store;
@@ -617,10 +625,13 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     uv_timer_init(loop, &p->retry);
     uv_timer_init(loop, &p->done_timer);
     uv_timer_init(loop, &p->park_timer);
+    uv_timer_init(loop, &p->hk_timer);
+    /* Housekeeping never needs to keep the loop alive. */
+    uv_unref((uv_handle_t *)&p->hk_timer);
     /* Deleting outbox rows never needs to keep the loop alive. */
     uv_unref((uv_handle_t *)&p->done_timer);
     p->idle.data = p->check.data = p->retry.data = p->done_timer.data = p;
-    p->park_timer.data = p;
+    p->park_timer.data = p->hk_timer.data = p;
     *out = p;
     return SAGA_OK;
 }
@@ -702,6 +713,8 @@ int saga_participant_start(saga_participant *p)
     if (rc != SAGA_OK)
         return perr(p, rc == SAGA_ENOMEM ? rc : SAGA_ESTORE,
                     "pending commands: %s", p->store->errmsg(p->store));
+    uv_timer_start(&p->hk_timer, hk_timer_cb, p->opts.housekeeping_interval_ms,
+                   p->opts.housekeeping_interval_ms);
     p->started = 1;
     return SAGA_OK;
 }
@@ -768,8 +781,9 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
     free_items(p->parked);
     p->parked = NULL;
     saga_transport_free(p->transport);
-    p->nclosing = 5;
+    p->nclosing = 6;
     uv_close((uv_handle_t *)&p->park_timer, handle_closed);
+    uv_close((uv_handle_t *)&p->hk_timer, handle_closed);
     uv_close((uv_handle_t *)&p->idle, handle_closed);
     uv_close((uv_handle_t *)&p->check, handle_closed);
     uv_close((uv_handle_t *)&p->retry, handle_closed);

@@ -101,6 +101,7 @@ struct saga_participant {
     uv_timer_t done_timer; /* commits outbox deletes when idle */
     item *parked;          /* failed handlers waiting for their next try */
     uv_timer_t park_timer;
+    uv_timer_t hk_timer; /* housekeeping */
     saga_participant_stats snap; /* stats when the batch began */
     uint32_t backoff_ms;
     uint64_t rng;
@@ -127,6 +128,16 @@ int saga__preply(saga_participant *p, const saga_envelope *env,
                  saga_outcome oc, const void *out, size_t out_len,
                  const char *error);
 void saga__pschedule(saga_participant *p);
+
+/* participant_keep.c: barrier rows carry the time of their last write. */
+/* Read the barrier of @p key (*val NULL, *len 0 if none; free *val). */
+int saga__pbar_get(saga_participant *p, const char *key, void **val,
+                   size_t *len);
+/* Write it, stamped with the clock; an empty value deletes it. */
+int saga__pbar_put(saga_participant *p, const char *key, const void *val,
+                   size_t len);
+/* The value inside a stored row (as kv_scan hands it). */
+const void *saga__pbar_value(const void *val, size_t len, size_t *inner_len);
 
 /* participant_defer.c */
 /* The barrier key of (saga, step). */

@@ -180,6 +180,13 @@ typedef struct saga_participant_options {
      * saga then compensates); default 5. A failing event handler is
      * retried without end (an event has no one to answer to). */
     uint32_t handler_max_tries;
+    /** Keep inbox entries and barrier rows this long after their last
+     * write; default 24 h (as the engine). It must outlast every message
+     * an orchestrator may still send about a step (docs/api/participant.md,
+     * "Retention"). Pending (deferred) commands are never purged. */
+    uint64_t retention_ms;
+    /** How often the housekeeping pass runs; default 60 s. */
+    uint64_t housekeeping_interval_ms;
 } saga_participant_options;
 
 /**
@@ -246,6 +253,7 @@ typedef struct saga_participant_stats {
     uint64_t redriven;        /* pending commands driven again at start */
     uint64_t handler_failures; /* handler calls that returned an error */
     uint64_t handler_gave_up;  /* commands answered FAIL after the tries */
+    uint64_t barriers_purged;  /* barrier rows removed by housekeeping */
 } saga_participant_stats;
 
 SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,
@@ -253,6 +261,19 @@ SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,
 
 /** Detail of the last failure; "" if none. */
 SAGA_EXTERN const char *saga_participant_errmsg(saga_participant *p);
+
+/**
+ * Run the housekeeping pass now (it also runs every
+ * housekeeping_interval_ms once started): purge inbox entries and barrier
+ * rows last written more than retention_ms ago by the participant's clock,
+ * except pending deferred commands. Barrier rows written before 0.2 carry
+ * no time: the first pass stamps them with the current time.
+ * @return SAGA_OK, SAGA_EINVAL (NULL), SAGA_ECLOSED, SAGA_ESTORE (the
+ *   purge failed; nothing of it remains; saga_participant_errmsg() says
+ *   why).
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_participant_housekeep(saga_participant *p);
 
 /**
  * Stop: commit what is pending, close the transport and the store, then
