@@ -506,6 +506,16 @@ static void schedule(saga_participant *p)
     uv_check_start(&p->check, check_cb);
 }
 
+/* Whether the transport can ever deliver to @p topic (version-2 route();
+ * without it every topic is taken as routable). */
+static int routable(saga_participant *p, const char *topic)
+{
+    saga_transport *t = p->transport;
+    if (t->version < 2 || t->route == NULL)
+        return 1;
+    return t->route(t, topic) != SAGA_ENOROUTE;
+}
+
 static void on_message(saga_transport *t, saga_delivery *d, const char *topic,
                        const char *key, const void *buf, size_t len, void *arg,
                        handler *ev)
@@ -534,6 +544,17 @@ static void on_message(saga_transport *t, saga_delivery *d, const char *topic,
         }
         saga_free(it);
         t->ack(t, d); /* nothing to do with it, ever */
+        return;
+    }
+    if (!ev && it->env.reply_to[0] && !routable(p, it->env.reply_to)) {
+        /* Its reply could never leave: refuse it now, before it has any
+         * effect, instead of letting the reply wait in the outbox. */
+        p->stats.unroutable++;
+        saga__plog(p, SAGA_LOG_WARN, it->env.saga_id, (int)it->env.step,
+                   "refused command %s: no route to its reply_to '%s'",
+                   it->env.msg_id, it->env.reply_to);
+        saga_free(it);
+        t->ack(t, d);
         return;
     }
     it->d = d;

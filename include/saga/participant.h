@@ -254,6 +254,7 @@ typedef struct saga_participant_stats {
     uint64_t handler_failures; /* handler calls that returned an error */
     uint64_t handler_gave_up;  /* commands answered FAIL after the tries */
     uint64_t barriers_purged;  /* barrier rows removed by housekeeping */
+    uint64_t unroutable;       /* commands refused: no route to reply_to */
 } saga_participant_stats;
 
 SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,
