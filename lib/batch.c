@@ -282,7 +282,10 @@ static void release(saga_engine *e, saga__batch *b)
         saga__effect *f = &b->effects[i];
         switch (f->kind) {
         case EFF_INVOKE:
-            saga__invoke(e, f->inst, f);
+            /* A closing engine runs no more actions: they are in flight
+             * in the store and run again after a restart. */
+            if (!e->closing)
+                saga__invoke(e, f->inst, f);
             break;
         case EFF_STARTED:
             f->start_cb(e, SAGA_OK, f->id, f->existed, f->arg);
@@ -434,6 +437,10 @@ int saga_engine_flush(saga_engine *e)
                          "saga_engine_flush() inside a callback of the engine: "
                          "what it staged is committed when it returns");
     flush_rounds(e);
-    return batch_pending(&e->batch) ? SAGA_ESTORE : SAGA_OK;
+    int rc = batch_pending(&e->batch) ? SAGA_ESTORE : SAGA_OK;
+    if (e->free_deferred && e->owns_loop && !e->running)
+        /* A callback it released closed or freed the engine: finish. */
+        saga_engine_free(e);
+    return rc;
 }
 

@@ -520,11 +520,37 @@ _Static_assert(SAGA_RUN_DEFAULT == (int)UV_RUN_DEFAULT &&
                    SAGA_RUN_NOWAIT == (int)UV_RUN_NOWAIT,
                "saga_run_mode mirrors uv_run_mode");
 
+static void own_loop_finish(saga_engine *e);
+
+/* Whether user code of this engine is on the stack: an action or callback
+ * released by a commit, or saga_engine_run() of the engine's own loop. The
+ * engine cannot be freed under it. */
+static int in_callback(const saga_engine *e)
+{
+    return e->flushing || e->running;
+}
+
 int saga_engine_run(saga_engine *e, saga_run_mode mode)
 {
     if (e == NULL || (int)mode < 0 || mode > SAGA_RUN_NOWAIT)
         return SAGA_EINVAL;
-    return uv_run(e->loop, (uv_run_mode)mode);
+    if (!e->owns_loop)
+        /* A close may free the engine inside uv_run(): do not touch it
+         * after. */
+        return uv_run(e->loop, (uv_run_mode)mode);
+    if (e->closing && !in_callback(e)) {
+        own_loop_finish(e);
+        return 0;
+    }
+    e->running++;
+    int r = uv_run(e->loop, (uv_run_mode)mode);
+    e->running--;
+    if (e->closing && !in_callback(e)) {
+        /* Closed from a callback during this run: finish it now. */
+        own_loop_finish(e);
+        return 0;
+    }
+    return r;
 }
 
 int saga_engine_stats(saga_engine *e, saga_stats *out)
@@ -559,9 +585,25 @@ static void engine_destroy(saga_engine *e)
         saga_free(d);
     }
     saga_store_free(e->store);
+    if (e->destroyed != NULL)
+        *e->destroyed = 1;
     saga_free(e);
     if (cb)
         cb(arg);
+}
+
+/* Finish closing an engine on its own loop, outside that loop: run it until
+ * the engine's and the transport's handles are closed, close it, free. */
+static void own_loop_finish(saga_engine *e)
+{
+    while (e->nclosing != -1)
+        uv_run(e->loop, UV_RUN_ONCE);
+    uv_run(e->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(e->loop) != 0)
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1,
+                  "the engine's loop still has handles open at close: "
+                  "they are leaked");
+    engine_destroy(e);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -570,7 +612,8 @@ static void on_handle_closed(uv_handle_t *h)
     if (--e->nclosing > 0)
         return;
     if (e->owns_loop) {
-        /* Freed by saga_engine_free() after the own loop is closed. */
+        /* The loop is inside the engine: freed after uv_run() returns, by
+         * saga_engine_run(), saga_engine_free() or saga_engine_flush(). */
         e->nclosing = -1;
         return;
     }
@@ -584,7 +627,10 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
     /* Make what was staged durable first; a store that still fails loses
      * only transitions whose effects were never released, and recovery
      * replays from the last commit. */
-    if (saga__batch_pending(&e->batch) && saga_engine_flush(e) != SAGA_OK)
+    /* From a callback of a commit, the commit in progress goes on and
+     * writes the rest. */
+    if (!e->flushing && saga__batch_pending(&e->batch) &&
+        saga_engine_flush(e) != SAGA_OK)
         saga__log(e, SAGA_LOG_WARN, NULL, -1,
                   "closing with uncommitted transitions: %s", e->errmsg);
     e->closing = 1;
@@ -603,25 +649,37 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
         uv_close(hs[i], on_handle_closed);
 }
 
-static void free_done(void *arg) { *(int *)arg = 1; }
-
 void saga_engine_free(saga_engine *e)
 {
-    if (e == NULL || e->closing)
+    if (e == NULL)
         return;
-    if (e->owns_loop) {
+    if (!e->closing)
         saga_engine_close(e, NULL, NULL);
-        while (e->nclosing != -1)
-            uv_run(e->loop, UV_RUN_ONCE);
-        /* Let the transport's handles close on the same loop. */
-        uv_run(e->loop, UV_RUN_DEFAULT);
-        uv_loop_close(e->loop);
-        engine_destroy(e);
+    if (in_callback(e)) {
+        /* Called from an action or callback: freeing now would pull the
+         * engine from under the code that called it. Deferred: the engine
+         * is closing, and is freed once control is back in the loop (own
+         * loop: when saga_engine_run() returns). */
+        saga__log(e, SAGA_LOG_INFO, NULL, -1,
+                  "saga_engine_free() inside a callback: deferred");
+        e->free_deferred = 1;
+        return;
+    }
+    if (e->owns_loop) {
+        own_loop_finish(e);
         return;
     }
     uv_loop_t *loop = e->loop;
     int done = 0;
-    saga_engine_close(e, free_done, &done);
+    /* engine_destroy() sets it, then frees the engine (and the pointer). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
+    e->destroyed = &done;
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic pop
+#endif
     while (!done)
         uv_run(loop, UV_RUN_ONCE);
 }

@@ -149,6 +149,9 @@ struct saga_engine {
     int nclosing;
     saga_close_cb close_cb;
     void *close_arg;
+    int running;     /* inside saga_engine_run() (own loop) */
+    int *destroyed;  /* set by engine_destroy() (saga_engine_free waits) */
+    int free_deferred; /* saga_engine_free() was called in a callback */
 
     /* data buffers replaced while an action still holds them */
     void **graveyard;

@@ -156,12 +156,18 @@ SAGA_EXTERN int saga_engine_housekeep(saga_engine *e);
 /**
  * Stop: flush, close the engine's handles, close the transport and the
  * store, then call @p cb (may be NULL) and free the engine. The loop must run
- * for this to finish.
+ * for this to finish: the caller's loop, or for an engine on its own loop the
+ * next saga_engine_run() (it then returns 0, the engine gone) or
+ * saga_engine_free(). A closing engine invokes no more actions; the verbs
+ * return SAGA_ECLOSED. Safe from an action or callback.
  */
 SAGA_EXTERN void saga_engine_close(saga_engine *e, saga_close_cb cb,
                                    void *arg);
 /** Close and free an engine, running its loop until it is gone; for an
- * engine on its own loop, or when the caller's loop is not running.
+ * engine on its own loop, or when the caller's loop is not running. It also
+ * finishes a saga_engine_close() in progress. From an action or callback of
+ * the engine it is deferred: the engine closes at once and is freed when
+ * control is back in the loop (own loop: when saga_engine_run() returns).
  * NULL is a no-op. */
 SAGA_EXTERN void saga_engine_free(saga_engine *e);
 
