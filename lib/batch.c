@@ -140,6 +140,16 @@ void saga__stage_outbox_done(saga_engine *e, const char *msg_id)
     schedule_flush(e);
 }
 
+void saga__pin(saga_engine *e, int64_t updated_ms)
+{
+    if (updated_ms <= 0)
+        updated_ms = 1;
+    if (e->batch.pin_ms == 0 || updated_ms < e->batch.pin_ms)
+        e->batch.pin_ms = updated_ms;
+    /* The pin lasts until this batch is released, at the end of the turn. */
+    schedule_flush(e);
+}
+
 void saga__graveyard(saga_engine *e, void *p)
 {
     if (!e->invoking) {
@@ -249,7 +259,7 @@ static int batch_writes(const saga__batch *b)
 
 int saga__batch_pending(const saga__batch *b)
 {
-    return batch_writes(b) || b->neffects;
+    return batch_writes(b) || b->neffects || b->pin_ms != 0;
 }
 #define batch_pending saga__batch_pending
 
@@ -375,7 +385,9 @@ static int flush_once(saga_engine *e)
             saga__outmsg_free(m);
     }
     b.out_tail = &b.out_head;
+    e->releasing_pin_ms = b.pin_ms;
     release(e, &b);
+    e->releasing_pin_ms = 0;
     if (e->relay != NULL)
         saga__relay_kick(e->relay);
     batch_reset(&b);

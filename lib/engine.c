@@ -373,7 +373,15 @@ int saga_engine_housekeep(saga_engine *e)
     if (e == NULL)
         return SAGA_EINVAL;
     saga_store *s = e->store;
-    int64_t before = saga__now(e) - (int64_t)e->opts.retention_ms;
+    int64_t now = saga__now(e);
+    int64_t before = now - (int64_t)e->opts.retention_ms;
+    /* An ended saga whose id saga_start() has just returned (existed=1) is
+     * spared until that start is released: the caller holds its id. */
+    if (e->batch.pin_ms > 0 && e->batch.pin_ms < before)
+        before = e->batch.pin_ms;
+    if (e->releasing_pin_ms > 0 && e->releasing_pin_ms < before)
+        before = e->releasing_pin_ms;
+    e->hk_next_ms = now + (int64_t)e->opts.housekeeping_interval_ms;
     uint64_t n = 0;
     int rc = s->begin(s);
     if (rc == SAGA_OK) {
@@ -396,6 +404,19 @@ int saga_engine_housekeep(saga_engine *e)
 }
 
 static void hk_cb(uv_timer_t *t) { saga_engine_housekeep(t->data); }
+
+static int in_callback(const saga_engine *e);
+
+/* A program that polls with SAGA_RUN_NOWAIT while no saga is active runs a
+ * loop that is not alive: uv_run() returns before running any timer, so the
+ * housekeeping timer alone would never fire. */
+static void hk_if_due(saga_engine *e)
+{
+    if (e->started && !e->closing && !in_callback(e) &&
+        saga__now(e) >= e->hk_next_ms)
+        saga_engine_housekeep(e);
+}
+
 
 /* ------------------------------------------------------------------------ */
 /* Life-cycle                                                               */
@@ -510,6 +531,7 @@ int saga_engine_start(saga_engine *e)
     if (rc != SAGA_OK)
         return rc;
     e->started = 1;
+    e->hk_next_ms = saga__now(e) + (int64_t)e->opts.housekeeping_interval_ms;
     uv_timer_start(&e->hk_timer, hk_cb, e->opts.housekeeping_interval_ms,
                    e->opts.housekeeping_interval_ms);
     return SAGA_OK;
@@ -534,6 +556,7 @@ int saga_engine_run(saga_engine *e, saga_run_mode mode)
 {
     if (e == NULL || (int)mode < 0 || mode > SAGA_RUN_NOWAIT)
         return SAGA_EINVAL;
+    hk_if_due(e);
     if (!e->owns_loop)
         /* A close may free the engine inside uv_run(): do not touch it
          * after. */

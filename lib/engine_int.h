@@ -102,6 +102,10 @@ typedef struct saga__batch {
     saga__outmsg *out_head, **out_tail; /* outbox rows to write */
     char **done_ids;                    /* outbox rows to delete */
     size_t ndone, cdone;
+    /* The oldest updated_ms of an ended saga that saga_start() returned
+     * (existed=1) for this batch; purges spare it until the batch is
+     * released. 0: none. */
+    int64_t pin_ms;
 } saga__batch;
 
 typedef struct saga__defent {
@@ -143,6 +147,8 @@ struct saga_engine {
 
     uv_timer_t timer;      /* the heap's earliest */
     uv_timer_t hk_timer;   /* housekeeping */
+    int64_t hk_next_ms;    /* when the next pass is due (engine clock) */
+    int64_t releasing_pin_ms; /* pin_ms of the batch being released */
     uv_timer_t retry_timer;/* a failed commit */
     uv_idle_t idle;        /* keeps poll from blocking while a batch is open */
     uv_check_t check;      /* commits the batch at the end of a loop turn */
@@ -188,6 +194,9 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
 int saga__push_effect(saga_engine *e, const saga__effect *eff);
 int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id);
 void saga__graveyard(saga_engine *e, void *p);
+/* Keep ended sagas updated at or after @p updated_ms from being purged
+ * until the open batch is released. */
+void saga__pin(saga_engine *e, int64_t updated_ms);
 void saga__record_from_inst(const saga__inst *in, saga_record *r);
 
 /* Queue an outbox message in the open batch (it takes @p m). */

@@ -405,6 +405,44 @@ static int started_effect(saga_engine *e, const char *id, int existed,
     return saga__push_effect(e, &f);
 }
 
+static int rec_updated_cb(const saga_record *r, void *arg)
+{
+    *(int64_t *)arg = r->updated_ms;
+    return 0;
+}
+
+/* Look @p key up in the store (the sagas it names have ended). A saga past
+ * its retention is purged first, so that the key starts a new saga instead
+ * of naming one about to disappear; one that is returned is pinned: no
+ * purge removes it until this start is released. */
+static int stored_key(saga_engine *e, const char *key, char found[SAGA_ID_SIZE])
+{
+    saga_store *s = e->store;
+    for (int pass = 0;; pass++) {
+        int rc = s->idem_get(s, key, found);
+        if (rc == SAGA_ENOTFOUND)
+            return rc;
+        if (rc != SAGA_OK)
+            return saga__err(e, SAGA_ESTORE, "idempotency lookup: %s",
+                             s->errmsg(s));
+        int64_t updated = 0;
+        rc = s->saga_get(s, found, rec_updated_cb, &updated);
+        if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
+            return saga__err(e, SAGA_ESTORE, "idempotency lookup: %s",
+                             s->errmsg(s));
+        int64_t cut = saga__now(e) - (int64_t)e->opts.retention_ms;
+        if (pass == 0 && rc == SAGA_OK && updated < cut) {
+            /* Expired, not purged yet: purge now (pinned sagas stay). */
+            rc = saga_engine_housekeep(e);
+            if (rc != SAGA_OK)
+                return rc;
+            continue;
+        }
+        saga__pin(e, rc == SAGA_OK && updated < cut ? updated : cut);
+        return SAGA_OK;
+    }
+}
+
 int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
                const void *data, size_t len, char id_out[SAGA_ID_SIZE],
                saga_start_cb cb, void *arg)
@@ -434,10 +472,9 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
             memcpy(found, old->id, SAGA_ID_SIZE);
             rc = SAGA_OK;
         } else {
-            rc = e->store->idem_get(e->store, idem_key, found);
+            rc = stored_key(e, idem_key, found);
             if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
-                return saga__err(e, SAGA_ESTORE, "idempotency lookup: %s",
-                                 e->store->errmsg(e->store));
+                return rc;
         }
         if (rc == SAGA_OK) {
             memcpy(id_out, found, SAGA_ID_SIZE);
