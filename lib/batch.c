@@ -76,9 +76,8 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
         return SAGA_ENOMEM;
     saga__jentry *j = &b->journal[b->njournal];
     memset(j, 0, sizeof *j);
+    /* Out of memory for the text: the entry is kept without it. */
     j->error = saga__strdup(error);
-    if (error != NULL && j->error == NULL)
-        return SAGA_ENOMEM;
     memcpy(j->saga_id, in->id, SAGA_ID_SIZE);
     int saga_level = ev == SAGA_EV_STARTED || ev == SAGA_EV_COMPLETED ||
                      ev == SAGA_EV_COMPENSATING || ev == SAGA_EV_COMPENSATED ||
@@ -90,6 +89,37 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
     j->e.started_ms = saga_level ? 0 : in->started_ms;
     j->e.at_ms = saga__now(e);
     b->njournal++;
+    return SAGA_OK;
+}
+
+/* Room for one transition: the most journal entries one writes (a step
+ * outcome, COMPENSATING, a compensation outcome, the end) and effects. */
+#define RESERVE_JOURNAL 8
+#define RESERVE_EFFECTS 4
+
+static int reserve(void **arr, size_t n, size_t *cap, size_t elem,
+                   size_t room)
+{
+    while (n + room > *cap)
+        if (grow_array(arr, cap, elem) != SAGA_OK)
+            return SAGA_ENOMEM;
+    return SAGA_OK;
+}
+
+int saga__reserve(saga_engine *e)
+{
+    saga__batch *b = &e->batch;
+    if (reserve((void **)&b->journal, b->njournal, &b->cjournal,
+                sizeof *b->journal, RESERVE_JOURNAL) != SAGA_OK ||
+        reserve((void **)&b->effects, b->neffects, &b->ceffects,
+                sizeof *b->effects, RESERVE_EFFECTS) != SAGA_OK ||
+        reserve((void **)&b->idem, b->nidem, &b->cidem, sizeof *b->idem,
+                1) != SAGA_OK ||
+        /* Saga data replaced under a running action goes there. */
+        (e->invoking && reserve((void **)&e->graveyard, e->ngrave,
+                                &e->cgrave, sizeof *e->graveyard,
+                                1) != SAGA_OK))
+        return SAGA_ENOMEM;
     return SAGA_OK;
 }
 
@@ -276,16 +306,16 @@ static int is_end_state(saga_state s)
  * leave memory and the others get their timers. */
 static void release(saga_engine *e, saga__batch *b)
 {
-    size_t n = b->ninst, k = 0;
-    saga__inst *stackbuf[64];
-    saga__inst **committed = n <= 64 ? stackbuf : saga_malloc(n * sizeof *committed);
+    /* The committed sagas, linked through release_next: the effects may
+     * stage them again, which reuses batch_next. No allocation here, so
+     * no saga can lose its timer to an out-of-memory. */
+    saga__inst *committed = b->head;
     for (saga__inst *in = b->head, *nx; in; in = nx) {
         nx = in->batch_next;
         in->in_batch = 0;
         in->put_flags = 0;
         in->batch_next = NULL;
-        if (committed != NULL)
-            committed[k++] = in;
+        in->release_next = nx;
     }
     e->invoking = 1;
     for (size_t i = 0; i < b->neffects; i++) {
@@ -327,15 +357,9 @@ static void release(saga_engine *e, saga__batch *b)
     for (size_t i = 0; i < e->ngrave; i++)
         saga_free(e->graveyard[i]);
     e->ngrave = 0;
-    if (committed == NULL) {
-        /* Out of memory for the list: timers are re-armed by the next
-         * housekeeping pass, ended sagas are dropped by it too. */
-        saga__log(e, SAGA_LOG_ERROR, NULL, -1,
-                  "out of memory after commit; timers deferred");
-        return;
-    }
-    for (size_t i = 0; i < k; i++) {
-        saga__inst *in = committed[i];
+    for (saga__inst *in = committed, *nx; in; in = nx) {
+        nx = in->release_next;
+        in->release_next = NULL;
         if (in->in_batch)
             continue; /* staged again: handled after its next commit */
         if (is_end_state(in->state))
@@ -343,8 +367,6 @@ static void release(saga_engine *e, saga__batch *b)
         else
             saga__arm(e, in);
     }
-    if (committed != stackbuf)
-        saga_free(committed);
 }
 
 /* Commit the open batch and release its effects. */

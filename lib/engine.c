@@ -203,6 +203,16 @@ int saga__inst_add(saga_engine *e, saga__inst *in)
 {
     if (e->ninst + 1 > e->nbuckets && index_grow(e) != SAGA_OK)
         return SAGA_ENOMEM;
+    /* Every saga in memory has its timer slot from the start, so that
+     * arming a timer never allocates (and never fails). */
+    if (e->ninst + 1 > e->cheap) {
+        size_t nc = e->cheap ? e->cheap * 2 : 256;
+        saga__inst **nh = saga_realloc(e->heap, nc * sizeof *nh);
+        if (nh == NULL)
+            return SAGA_ENOMEM;
+        e->heap = nh;
+        e->cheap = nc;
+    }
     size_t b = hash_str(in->id) & (e->nbuckets - 1);
     in->id_next = e->by_id[b];
     e->by_id[b] = in;
@@ -322,17 +332,10 @@ void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key)
 {
     saga__heap_remove(e, in);
     if (e->nheap == e->cheap) {
-        size_t nc = e->cheap ? e->cheap * 2 : 256;
-        saga__inst **nh = saga_realloc(e->heap, nc * sizeof *nh);
-        if (nh == NULL) {
-            /* Without a heap slot the saga would never time out; keep
-             * going and let the next housekeeping pass re-arm it. */
-            saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
-                      "out of memory arming a timer");
-            return;
-        }
-        e->heap = nh;
-        e->cheap = nc;
+        /* Cannot happen: saga__inst_add() reserves a slot per saga. */
+        saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
+                  "no timer slot (a bug): the saga has no timer");
+        return;
     }
     in->heap_key = key;
     in->heap_idx = e->nheap;

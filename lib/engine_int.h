@@ -34,6 +34,7 @@ typedef struct saga__inst {
     unsigned int put_flags; /* SAGA_PUT_* pending, 0 = clean */
     int in_batch;
     struct saga__inst *batch_next;
+    struct saga__inst *release_next; /* the batch being released */
 
     /* timer heap (index, or SIZE_MAX when not armed) */
     size_t heap_idx;
@@ -192,6 +193,10 @@ void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags);
 int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
                   const char *error);
 int saga__push_effect(saga_engine *e, const saga__effect *eff);
+/* Make room in the open batch for one transition (its journal entries and
+ * effects), so that staging it cannot fail half-way: call before changing
+ * a saga. @return SAGA_OK or SAGA_ENOMEM (nothing changed). */
+int saga__reserve(saga_engine *e);
 int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id);
 void saga__graveyard(saga_engine *e, void *p);
 /* Keep ended sagas updated at or after @p updated_ms from being purged

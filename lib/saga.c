@@ -312,6 +312,14 @@ void saga__fire(saga_engine *e, saga__inst *in, int64_t now)
 {
     if (in->in_batch || !IS_ACTIVE(in->state))
         return;
+    if (saga__reserve(e) != SAGA_OK) {
+        /* No room to stage what is due: try again shortly. */
+        saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
+                  "out of memory firing a timer; retrying in %u ms",
+                  e->opts.store_retry_ms);
+        saga__heap_set(e, in, now + (int64_t)e->opts.store_retry_ms);
+        return;
+    }
     if (in->state == SAGA_STATE_RUNNING && !(in->flags & SAGA_REC_PIVOTED) &&
         in->deadline_ms > 0 && now >= in->deadline_ms) {
         if (can_compensate(in)) {
@@ -463,6 +471,8 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
     if (def == NULL)
         return saga__err(e, SAGA_ENOTFOUND, "no definition named '%.64s'",
                          def_name);
+    if (saga__reserve(e) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
     if (idem_key != NULL) {
         /* Active sagas are indexed in memory (their key may not be committed
          * yet); ended ones are found in the store until purged. */
@@ -586,6 +596,8 @@ int saga__complete(saga_engine *e, saga__inst *in, saga_outcome outcome,
                    const void *out, size_t out_len, const char *error)
 {
     unsigned int put = 0;
+    if (saga__reserve(e) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
     if (outcome == SAGA_OUTCOME_OK && out != NULL && out_len > 0 &&
         !backward(in)) {
         if (!saga__data_is_map(out, out_len))
@@ -634,6 +646,8 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
                          saga_state_name(in->state),
                          in->state == SAGA_STATE_RUNNING ? " past its pivot"
                                                          : "");
+    if (saga__reserve(e) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
     /* A step in flight may have run, unless its action was never called
      * (its attempt is not committed yet). */
     if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
@@ -823,6 +837,8 @@ int saga_retry(saga_engine *e, const char *saga_id)
         return saga__err(e, SAGA_EBUSY, "saga %s is %s, not FAILED", saga_id,
                          saga_state_name(in->state));
     }
+    if (saga__reserve(e) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
     in->state = backward(in) ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING;
     in->attempt = 1;
     in->updated_ms = saga__now(e);
