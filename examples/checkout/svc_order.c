@@ -421,7 +421,7 @@ int ck_order_open(ck_app *a)
     snprintf(path, sizeof path, "%s/order-saga.db", a->dir);
     saga_store *s;
     saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
-    so.synchronous = 1;
+    so.synchronous = ck_synchronous();
     if (saga_store_sqlite_open(&s, path, &so) != SAGA_OK)
         return -1;
     saga_transport *t = ck_transport(a, "orchestrator");
