@@ -95,7 +95,7 @@ int64_t ck_money_parse(const json_t *v)
     if (!json_is_number(v))
         return -1;
     double d = json_number_value(v);
-    if (!(d >= 0) || d > 1e12)
+    if (!(d >= 0) || d > 1e9)
         return -1;
     return (int64_t)llround(d * 100.0);
 }
