@@ -1,0 +1,363 @@
+# tests/checkout/lib.sh: helpers shared by the checkout tests (sourced, bash).
+#
+# An independent HTTP client of saga-checkout, written from the seed's Part 6
+# and issue 8 (not from the service code). It starts and stops its own
+# servers on free loopback ports in a temporary directory and kills them on
+# any exit. Needs: curl, jq, sqlite3; SAGA_CHECKOUT = the saga-checkout binary.
+#
+#   co_start_serve DIR              all seven services in one process
+#   co_start_distributed DIR        one process per service (TCP transport)
+#   req METHOD PATH [BODY|@FILE] [curl args...]   sets ST (status) and BODY
+#   expect NAME STATUS [JQ]         ST == STATUS and JQ true on BODY
+#   expect_error NAME STATUS [CODE] [FIELD]       plus the error body shape
+#   co_finish                       prints the tally; exits 1 on any failure
+set -uo pipefail
+
+CO_BIN=${SAGA_CHECKOUT:?set SAGA_CHECKOUT to the saga-checkout binary}
+CO_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CO_TMP=$(mktemp -d "${TMPDIR:-/tmp}/co-test.XXXXXX")
+CO_URL=
+CO_MODE=
+CO_PASS=0
+CO_FAIL=0
+declare -A CO_PID=()      # service name -> pid of the process we started
+declare -A CO_PORT=()     # service name -> its TCP port (distributed mode)
+
+co_cleanup() {
+    local rc=$? n
+    for n in "${!CO_PID[@]}"; do
+        kill -KILL "${CO_PID[$n]}" 2>/dev/null
+    done
+    wait 2>/dev/null
+    if [ "$rc" -eq 0 ] && [ "${CO_KEEP:-0}" != 1 ]; then
+        rm -rf "$CO_TMP"
+    else
+        echo "(files kept in $CO_TMP)" >&2
+    fi
+    exit "$rc"
+}
+trap co_cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '%s\n' "$*" >&2; }
+pass() { CO_PASS=$((CO_PASS + 1)); }
+bad() {
+    CO_FAIL=$((CO_FAIL + 1))
+    log "FAIL[$CO_MODE]: $*"
+}
+# Stops at once: the test cannot go on (a server did not start...).
+die() {
+    log "FATAL[$CO_MODE]: $*"
+    exit 1
+}
+co_finish() {
+    log "${0##*/} [$CO_MODE]: $CO_PASS checks passed, $CO_FAIL failed"
+    [ "$CO_FAIL" -eq 0 ] || exit 1
+}
+
+# A port nobody listens on now. Collisions are retried by co_start_*.
+co_free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 40000))
+        (exec 3<> "/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    done
+}
+
+# The catalogue every test starts with (the format of issue 8's --catalog).
+# p_fragile is the product whose pick list the warehouse refuses
+# (the flag is named in docs/checkout-api.md); p_rare has one unit.
+co_catalog() {
+    cat > "$CO_TMP/catalog.json" <<'EOF'
+[
+ {"product_id": "p_widget",  "name": "Widget",  "price": 10.00, "stock": 100000},
+ {"product_id": "p_gadget",  "name": "Gadget",  "price": 25.50, "stock": 100000},
+ {"product_id": "p_rare",    "name": "Rare",    "price": 99.99, "stock": 1},
+ {"product_id": "p_fragile", "name": "Fragile", "price": 7.25,  "stock": 1000,
+  "fail_fulfillment": true}
+]
+EOF
+    echo "$CO_TMP/catalog.json"
+}
+
+# co_wait_line FILE PATTERN PID [OFFSET]: waits (bounded) for PATTERN in
+# FILE after byte OFFSET while PID lives.
+co_wait_line() {
+    local i
+    for i in $(seq 1 300); do
+        tail -c +"$((${4:-0} + 1))" "$1" 2>/dev/null | grep -q "$2" && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# co_start_serve DIR [PORT]: starts `saga-checkout serve` on DIR (kept
+# across restarts) and PORT (default: a free one), sets CO_URL. The catalogue
+# is passed on every start: loading it again must not reset stock.
+co_start_serve() {
+    local dir=$1 want=${2:-} try port off log=$1/serve.log
+    mkdir -p "$dir"
+    for try in 1 2 3 4 5; do
+        port=${want:-$(co_free_port)}
+        off=$(stat -c %s "$log" 2>/dev/null || echo 0)
+        "$CO_BIN" serve --data "$dir" --listen "127.0.0.1:$port" \
+            --catalog "$CO_CATALOG" >> "$log" 2>&1 &
+        CO_PID[serve]=$!
+        if co_wait_line "$log" "listening on http://127.0.0.1:$port" "${CO_PID[serve]}" "$off"; then
+            CO_URL=http://127.0.0.1:$port
+            return 0
+        fi
+        co_stop serve KILL
+        grep -qi 'in use' "$log" || break
+        want=
+    done
+    tail -n 20 "$log" >&2
+    die "saga-checkout serve did not start (log: $log)"
+}
+
+co_stop() { # co_stop NAME [SIGNAL]: signals one process we started and reaps it
+    local pid=${CO_PID[$1]:-}
+    [ -n "$pid" ] || return 0
+    kill "-${2:-TERM}" "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    unset "CO_PID[$1]"
+}
+
+# req METHOD PATH [BODY] [curl args...]: one request; ST = status, BODY = body.
+# BODY may be @file. Every request carries X-User-Id: $CO_USER (default u1).
+req() {
+    local m=$1 p=$2 data=()
+    shift 2
+    if [ $# -gt 0 ]; then
+        data=(--data-binary "$1")
+        shift
+    fi
+    ST=$(curl -sS -m 30 -o "$CO_TMP/body" -w '%{http_code}' -X "$m" \
+        -H 'Content-Type: application/json' -H "X-User-Id: ${CO_USER:-u1}" \
+        "${data[@]}" "$@" "$CO_URL$p" 2> "$CO_TMP/curl.err") || ST=000
+    BODY=$(cat "$CO_TMP/body" 2>/dev/null)
+    : > "$CO_TMP/body"
+}
+
+# jqt JQ: true when the filter yields true on BODY.
+jqt() { [ "$(jq -r "$1" <<< "$BODY" 2>/dev/null)" = true ]; }
+
+expect() { # expect NAME STATUS [JQ]
+    if [ "$ST" != "$2" ]; then
+        bad "$1: status $ST, want $2; body: ${BODY:0:300}"
+    elif [ $# -ge 3 ] && ! jqt "$3"; then
+        bad "$1: body fails [$3]: ${BODY:0:300}"
+    else
+        pass
+    fi
+}
+
+# expect_error NAME STATUS [CODE] [FIELD]: the error body is
+# {"error": {"code": "...", "message": "..."}}, with CODE if given, and the
+# field named (in the message, or in error.field) if FIELD is given.
+expect_error() {
+    local shape='(.error.code|type) == "string" and (.error.message|type) == "string"'
+    [ -n "${3:-}" ] && shape="$shape and .error.code == \"$3\""
+    [ -n "${4:-}" ] && shape="$shape and ((.error.message|contains(\"$4\")) or .error.field == \"$4\")"
+    expect "$1" "$2" "$shape"
+}
+
+# co_add_item CART PRODUCT QTY: adds and returns the cart_item_id.
+co_add_item() {
+    req POST "/api/v1/carts/$1/items" "{\"product_id\":\"$2\",\"quantity\":$3}"
+    [ "$ST" = 201 ] || die "adding $2 to $1: $ST $BODY"
+    jq -r .cart_item_id <<< "$BODY"
+}
+
+# co_checkout_body CART TOKEN: a checkout request in the seed's shape.
+co_checkout_body() {
+    printf '{"cart_id":"%s","shipping_address":{"street":"123 Main St","city":"San Francisco","state":"CA","zip":"94102","country":"USA"},"payment_method":{"type":"credit_card","card_token":"%s"}}' "$1" "$2"
+}
+
+# co_checkout CART TOKEN KEY: POSTs a checkout; ST, BODY set; prints order_id.
+co_checkout() {
+    req POST /api/v1/orders/checkout "$(co_checkout_body "$1" "$2")" \
+        -H "Idempotency-Key: $3"
+    jq -r '.order_id // empty' <<< "$BODY" 2>/dev/null
+}
+
+# co_wait_final ORDER [SECONDS]: polls GET /orders/ORDER until COMPLETED or
+# CANCELLED (bounded; the bound is not an assertion about speed). Leaves
+# the order in BODY; returns 1 if it never ended.
+co_wait_final() {
+    local end=$((SECONDS + ${2:-90}))
+    while [ $SECONDS -lt $end ]; do
+        req GET "/api/v1/orders/$1"
+        jqt '.status == "COMPLETED" or .status == "CANCELLED"' && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+# co_sql DB SQL: reads a service's SQLite file (read-only).
+co_sql() { sqlite3 -readonly -batch -noheader "$1" "$2"; }
+
+# co_burst_add CFG TAG KEY USER BODYFILE [PATH]: appends one POST (a
+# checkout by default; KEY "-" sends no Idempotency-Key) to a curl config
+# for co_burst; its answer goes to $CO_TMP/r_TAG.json.
+co_burst_add() {
+    {
+        echo "url = \"$CO_URL${6:-/api/v1/orders/checkout}\""
+        echo 'header = "Content-Type: application/json"'
+        [ "$3" = - ] || echo "header = \"Idempotency-Key: $3\""
+        echo "header = \"X-User-Id: $4\""
+        echo "data-binary = \"@$5\""
+        echo "output = \"$CO_TMP/r_$2.json\""
+        echo "write-out = \"$2 %{http_code}\\n\""
+        echo "max-time = 60"
+        echo next
+    } >> "$1"
+}
+
+# co_burst CFG OUT: sends every request of CFG at once (one curl process,
+# one connection each, libcurl multi); OUT gets "TAG STATUS" per request
+# (status 000: no answer, e.g. the server was killed).
+co_burst() {
+    curl -s -Z --parallel-max 300 --parallel-immediate -K "$1" \
+        > "$2" 2> "$CO_TMP/burst.err"
+    return 0
+}
+
+# ---- the deployment ---------------------------------------------------------
+# co_start MODE DIR: serve (one process) or distributed (one per service).
+co_start() {
+    CO_MODE=$1
+    CO_DATA=$2
+    CO_CATALOG=${CO_CATALOG:-$(co_catalog)}
+    case $1 in
+        serve) co_start_serve "$2" ;;
+        distributed) co_start_distributed "$2" ;;
+        *) die "unknown mode $1" ;;
+    esac
+}
+
+# co_revive NAME: starts again a process that co_stop stopped, on the same
+# data (and, for serve, the same port).
+co_revive() {
+    if [ "$1" = serve ]; then
+        co_start_serve "$CO_DATA" "${CO_URL##*:}"
+    else
+        co_start_service "$1"
+    fi
+}
+
+# co_restart: stops everything cleanly (SIGTERM) and starts it again.
+co_restart() {
+    local n
+    for n in "${!CO_PID[@]}"; do co_stop "$n" TERM; done
+    if [ "$CO_MODE" = serve ]; then
+        co_revive serve
+    else
+        co_start_distributed "$CO_DATA"
+    fi
+}
+
+# co_db SERVICE: the service's SQLite file.
+co_db() { echo "$CO_DATA/$1.db"; }
+
+# ---- reading the services' SQLite files (the seed's Part 5 tables) ----------
+# co_stock PRODUCT: "available reserved total" from the inventory table.
+co_stock() {
+    co_sql "$(co_db inventory)" "SELECT available_quantity || ' ' || reserved_quantity
+        || ' ' || total_quantity FROM inventory WHERE product_id = '$1'"
+}
+# Money is compared in cents.
+co_cents() { printf 'CAST(ROUND(%s * 100) AS INTEGER)' "$1"; }
+# co_charged ORDER: cents that stand charged for ORDER (charges - refunds).
+co_charged() {
+    co_sql "$(co_db payment)" "SELECT COALESCE(SUM($(co_cents amount)), 0) FROM payments
+        WHERE order_id = '$1' AND status = 'COMPLETED'"
+}
+# co_charges ORDER: how many times the card was charged for ORDER.
+co_charges() {
+    co_sql "$(co_db payment)" "SELECT COUNT(*) FROM payments
+        WHERE order_id = '$1' AND status IN ('COMPLETED', 'REFUNDED')"
+}
+# co_refunds ORDER: how many refunds ORDER got.
+co_refunds() {
+    co_sql "$(co_db payment)" "SELECT COUNT(*) FROM payments
+        WHERE order_id = '$1' AND status = 'REFUNDED'"
+}
+
+# co_wait_all_final SECONDS: waits until no order is pending (bounded).
+co_wait_all_final() {
+    local end=$((SECONDS + $1))
+    while [ $SECONDS -lt $end ]; do
+        [ "$(co_sql "$(co_db order)" "SELECT COUNT(*) FROM orders
+            WHERE status NOT IN ('COMPLETED', 'CANCELLED')")" = 0 ] && return 0
+        sleep 0.3
+    done
+    return 1
+}
+
+# co_wait_gateway_idle: waits until every late (tok_slow) gateway answer has
+# come back: longer than the gateway's slow delay.
+co_wait_gateway_idle() { sleep "${CO_SLOW_WAIT:-6}"; }
+
+# co_wait_emails ORDER...: the notification service wrote an email for each.
+co_wait_emails() {
+    local o i
+    for o in "$@"; do
+        for i in $(seq 1 100); do
+            [ "$(co_sql "$(co_db notification)" "SELECT COUNT(*) FROM emails
+                WHERE body LIKE '%$o%' OR subject LIKE '%$o%'")" -ge 1 ] && break
+            sleep 0.1
+        done
+        [ "$i" -lt 100 ] || return 1
+    done
+}
+
+# co_invariants: once every saga has ended, across the services' files:
+#  - every order is COMPLETED or CANCELLED;
+#  - each COMPLETED order has exactly one standing charge, of its total;
+#  - no charge stands for a CANCELLED order (nor for an order that does not
+#    exist), i.e. no late gateway answer charged one;
+#  - money: charges - refunds = sum of totals of COMPLETED orders;
+#  - stock per product: nothing reserved, available + sold = total, sold =
+#    units in COMPLETED orders, total = the catalogue's stock.
+co_invariants() {
+    local o=$CO_TMP/orders.tsv p=$CO_TMP/charges.tsv
+    co_wait_all_final 240 || bad "orders still pending: $(co_sql "$(co_db order)" \
+        "SELECT status, COUNT(*) FROM orders GROUP BY status")"
+    co_sql "$(co_db order)" "SELECT order_id, status, $(co_cents total_amount) FROM orders
+        ORDER BY order_id" | tr '|' '\t' > "$o"
+    co_sql "$(co_db payment)" "SELECT order_id, SUM($(co_cents amount)), COUNT(*) FROM payments
+        WHERE status = 'COMPLETED' GROUP BY order_id ORDER BY order_id" | tr '|' '\t' > "$p"
+    local errs
+    errs=$(awk -F'\t' 'NR == FNR { st[$1] = $2; tot[$1] = $3; next }
+        { ch[$1] = $2; n[$1] = $3 }
+        END {
+            for (id in st) {
+                if (st[id] == "COMPLETED" && (n[id] != 1 || ch[id] != tot[id]))
+                    printf "COMPLETED order %s: %d standing charges of %d cents, total %d\n", id, n[id], ch[id], tot[id]
+                if (st[id] == "CANCELLED" && n[id] > 0)
+                    printf "CANCELLED order %s: %d cents stand charged\n", id, ch[id]
+            }
+            for (id in ch) if (!(id in st)) printf "charge of %d cents for unknown order %s\n", ch[id], id
+        }' "$o" "$p" | head -n 20)
+    [ -z "$errs" ] && pass || bad "payments vs orders:"$'\n'"$errs"
+    local money sold
+    money=$(awk -F'\t' 'NR == FNR { if ($2 == "COMPLETED") t += $3; next } { c += $2 }
+        END { print c - t }' "$o" "$p")
+    [ "$money" = 0 ] && pass || bad "money: charges - refunds - completed totals = $money cents"
+    co_sql "$(co_db order)" "SELECT i.product_id, SUM(i.quantity) FROM order_items i
+        JOIN orders o ON o.order_id = i.order_id WHERE o.status = 'COMPLETED'
+        GROUP BY i.product_id" | tr '|' '\t' > "$CO_TMP/sold.tsv"
+    jq -r '.[] | [.product_id, .stock] | @tsv' "$CO_CATALOG" > "$CO_TMP/cat.tsv"
+    co_sql "$(co_db inventory)" "SELECT product_id, available_quantity, reserved_quantity,
+        total_quantity FROM inventory" | tr '|' '\t' > "$CO_TMP/inv.tsv"
+    errs=$(awk -F'\t' 'FILENAME ~ /sold/ { sold[$1] = $2; next }
+        FILENAME ~ /cat/ { cat[$1] = $2; next }
+        { s = sold[$1] + 0
+          if ($3 != 0) printf "%s: %d still reserved\n", $1, $3
+          if ($4 != cat[$1]) printf "%s: total %d, catalogue %d\n", $1, $4, cat[$1]
+          if ($2 + s != $4) printf "%s: available %d + sold %d != total %d\n", $1, $2, s, $4 }' \
+        "$CO_TMP/sold.tsv" "$CO_TMP/cat.tsv" "$CO_TMP/inv.tsv")
+    [ -z "$errs" ] && pass || bad "stock:"$'\n'"$errs"
+}
