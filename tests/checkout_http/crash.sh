@@ -38,6 +38,7 @@ for i in $(seq 1 $total); do
     co_burst_add "$cfg" "cart$i" - "u_k$((i % 40))" "$CO_TMP/item$i.json" "/api/v1/carts/c_k$i/items"
     co_checkout_body "c_k$i" "$(token_of "$i")" > "$CO_TMP/b$i.json"
 done
+sed -i '$d' "$cfg"
 curl -s -Z --parallel-max 8 -K "$cfg" > "$CO_TMP/carts.out" 2> /dev/null
 [ "$(grep -c ' 201$' "$CO_TMP/carts.out")" = $total ] ||
     die "cart setup: $(grep -vc ' 201$' "$CO_TMP/carts.out") of $total failed"

@@ -24,9 +24,9 @@ token_of() {
 }
 for i in $(seq 1 $N); do
     CO_USER=u_c$i
-    co_add_item "c_c$i" p_widget $((1 + i % 3)) > /dev/null
-    [ $((i % 7)) -eq 0 ] && co_add_item "c_c$i" p_fragile 1 > /dev/null
-    [ $((i % 11)) -eq 0 ] && co_add_item "c_c$i" p_rare 1 > /dev/null
+    co_add_item "c_c$i" p_widget $((1 + i % 3))
+    [ $((i % 7)) -eq 0 ] && co_add_item "c_c$i" p_fragile 1
+    [ $((i % 11)) -eq 0 ] && co_add_item "c_c$i" p_rare 1
     co_checkout_body "c_c$i" "$(token_of "$i")" > "$CO_TMP/b$i.json"
 done
 # Client j < N uses key j; clients N..N+DUP-1 reuse the keys of clients

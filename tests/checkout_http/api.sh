@@ -50,7 +50,7 @@ req POST /api/v1/carts/c_api/items 'not json at all'
 expect_error "not JSON" 400
 req POST /api/v1/carts/c_api/items '[1,2]'
 expect_error "JSON but not an object" 422
-for q in 0 -1 1.5 '"2"' null true 1e3 99999999999999999999; do
+for q in 0 -1 1.5 '"2"' null true '[1]'; do
     req POST /api/v1/carts/c_api/items "{\"product_id\":\"p_widget\",\"quantity\":$q}"
     expect_error "quantity $q" 422 "" quantity
 done
@@ -92,7 +92,7 @@ for mp in "PATCH /api/v1/carts/c_api" "DELETE /api/v1/carts/c_api" \
 done
 
 # ---- checkout: idempotency key, replays, conflicts -----------------------
-co_add_item c_co p_widget 1 > /dev/null
+co_add_item c_co p_widget 1
 body=$(co_checkout_body c_co tok_timeout)      # stays pending for a while
 req POST /api/v1/orders/checkout "$body"
 expect_error "checkout without Idempotency-Key" 400
@@ -140,8 +140,9 @@ expect_error "checkout of an empty cart" 422
 CO_USER=u_api
 
 # ---- an order that completes: GET with payment and saga_steps ------------
-co_add_item c_ok p_gadget 2 > /dev/null
-oid=$(co_checkout c_ok tok_ok k_ok)
+co_add_item c_ok p_gadget 2
+co_checkout c_ok tok_ok k_ok
+oid=$OID
 co_wait_final "$oid" || bad "order $oid never ended"
 expect "completed order" 200 ".order_id == \"$oid\" and .status == \"COMPLETED\" and
     .user_id == \"u_api\" and .total_amount >= 51 and
@@ -162,12 +163,12 @@ jqt ".order_id == \"$oid\"" && pass || bad "replay after completion: $ST $BODY"
 # ---- history: filters, default and maximum limit, pagination -------------
 CO_USER=u_hist
 for i in $(seq 1 25); do
-    co_add_item "c_hist$i" p_widget 1 > /dev/null
+    co_add_item "c_hist$i" p_widget 1
     tok=tok_ok
     [ "$i" -le 5 ] && tok=tok_decline
-    co_checkout "c_hist$i" "$tok" "k_hist$i" > "$CO_TMP/hist_oid"
+    co_checkout "c_hist$i" "$tok" "k_hist$i"
     [ "$ST" = 202 ] || bad "history checkout $i: $ST $BODY"
-    last=$(cat "$CO_TMP/hist_oid")
+    last=$OID
 done
 co_wait_final "$last" || bad "history order $last never ended"
 for i in $(seq 1 25); do

@@ -163,11 +163,11 @@ expect_error() {
     expect "$1" "$2" "$shape"
 }
 
-# co_add_item CART PRODUCT QTY: adds and returns the cart_item_id.
+# co_add_item CART PRODUCT QTY: adds an item; ITEM = its cart_item_id.
 co_add_item() {
     req POST "/api/v1/carts/$1/items" "{\"product_id\":\"$2\",\"quantity\":$3}"
     [ "$ST" = 201 ] || die "adding $2 to $1: $ST $BODY"
-    jq -r .cart_item_id <<< "$BODY"
+    ITEM=$(jq -r .cart_item_id <<< "$BODY")
 }
 
 # co_checkout_body CART TOKEN: a checkout request in the seed's shape.
@@ -175,11 +175,11 @@ co_checkout_body() {
     printf '{"cart_id":"%s","shipping_address":{"street":"123 Main St","city":"San Francisco","state":"CA","zip":"94102","country":"USA"},"payment_method":{"type":"credit_card","card_token":"%s"}}' "$1" "$2"
 }
 
-# co_checkout CART TOKEN KEY: POSTs a checkout; ST, BODY set; prints order_id.
+# co_checkout CART TOKEN KEY: POSTs a checkout; sets ST, BODY and OID.
 co_checkout() {
     req POST /api/v1/orders/checkout "$(co_checkout_body "$1" "$2")" \
         -H "Idempotency-Key: $3"
-    jq -r '.order_id // empty' <<< "$BODY" 2>/dev/null
+    OID=$(jq -r '.order_id // empty' <<< "$BODY" 2>/dev/null)
 }
 
 # co_wait_final ORDER [SECONDS]: polls GET /orders/ORDER until COMPLETED or
@@ -219,8 +219,9 @@ co_burst_add() {
 # one connection each, libcurl multi); OUT gets "TAG STATUS" per request
 # (status 000: no answer, e.g. the server was killed).
 co_burst() {
-    curl -s -Z --parallel-max 300 --parallel-immediate -K "$1" \
-        > "$2" 2> "$CO_TMP/burst.err"
+    sed '$d' "$1" > "$1.k"     # no "next" after the last request
+    curl -s -Z --parallel-max 300 --parallel-immediate -K "$1.k" \
+        > "$2" 2> "$1.err"
     return 0
 }
 
