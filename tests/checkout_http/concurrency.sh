@@ -64,7 +64,7 @@ for i in $(seq 1 $N); do
     oid=${oid_of[$i]:-}
     [ -n "$oid" ] || continue
     co_wait_final "$oid" 180 || { bad "order $oid (cart c_c$i) never ended"; continue; }
-    case $(jq -r '.status + "/" + (.cancellation_reason // "")' <<< "$BODY") in
+    case $(jq -r '.status + "/" + (.cancel_reason // "")' <<< "$BODY") in
         COMPLETED/)
             [ "$(token_of "$i")" != tok_decline ] && [ $((i % 7)) -ne 0 ] && pass ||
                 bad "cart c_c$i completed ($(token_of "$i"), i%7=$((i % 7)))" ;;
@@ -76,7 +76,7 @@ for i in $(seq 1 $N); do
         CANCELLED/inventory_failed)
             [ $((i % 11)) -eq 0 ] && jqt '.payment == null' && pass ||
                 bad "c_c$i: inventory_failed: $BODY" ;;
-        *) bad "c_c$i: unexpected end $(jq -c '{status, cancellation_reason}' <<< "$BODY")" ;;
+        *) bad "c_c$i: unexpected end $(jq -c '{status, cancel_reason}' <<< "$BODY")" ;;
     esac
     # A replay after the end still answers the same order.
     [ $((i % 25)) -eq 0 ] || continue

@@ -125,16 +125,18 @@ co_stop() { # co_stop NAME [SIGNAL]: signals one process we started and reaps it
 }
 
 # req METHOD PATH [BODY] [curl args...]: one request; ST = status, BODY = body.
-# BODY may be @file. Every request carries X-User-Id: $CO_USER (default u1).
+# BODY may be @file, or "" for none. Every request carries X-User-Id:
+# $CO_USER (default u1; CO_USER=- sends none).
 req() {
-    local m=$1 p=$2 data=()
+    local m=$1 p=$2 data=() user=()
     shift 2
     if [ $# -gt 0 ]; then
-        data=(--data-binary "$1")
+        [ -n "$1" ] && data=(--data-binary "$1")
         shift
     fi
+    [ "${CO_USER:-u1}" = - ] || user=(-H "X-User-Id: ${CO_USER:-u1}")
     ST=$(curl -sS -m 30 -o "$CO_TMP/body" -w '%{http_code}' -X "$m" \
-        -H 'Content-Type: application/json' -H "X-User-Id: ${CO_USER:-u1}" \
+        -H 'Content-Type: application/json' "${user[@]}" \
         "${data[@]}" "$@" "$CO_URL$p" 2> "$CO_TMP/curl.err") || ST=000
     BODY=$(cat "$CO_TMP/body" 2>/dev/null)
     : > "$CO_TMP/body"
@@ -263,27 +265,31 @@ co_restart() {
 co_db() { echo "$CO_DATA/$1.db"; }
 
 # ---- reading the services' SQLite files (the seed's Part 5 tables) ----------
-# co_stock PRODUCT: "available reserved total" from the inventory table.
+# Money is kept in integer cents in every table (docs/checkout-api.md).
+# co_stock PRODUCT: "available reserved sold total" from the inventory table.
 co_stock() {
     co_sql "$(co_db inventory)" "SELECT available_quantity || ' ' || reserved_quantity
-        || ' ' || total_quantity FROM inventory WHERE product_id = '$1'"
+        || ' ' || sold_quantity || ' ' || total_quantity FROM inventory
+        WHERE product_id = '$1'"
 }
-# Money is compared in cents.
-co_cents() { printf 'CAST(ROUND(%s * 100) AS INTEGER)' "$1"; }
-# co_charged ORDER: cents that stand charged for ORDER (charges - refunds).
+# The simulated bank's record (payment.db gateway_charges): one row per
+# gateway idempotency key; the saga's keys start with pay_, the internal
+# endpoint's with api_.
+CO_SAGA_KEYS="key LIKE 'pay\_%' ESCAPE '\'"
+# co_charged ORDER: cents that stand charged at the bank for ORDER.
 co_charged() {
-    co_sql "$(co_db payment)" "SELECT COALESCE(SUM($(co_cents amount)), 0) FROM payments
-        WHERE order_id = '$1' AND status = 'COMPLETED'"
+    co_sql "$(co_db payment)" "SELECT COALESCE(SUM(amount - refunded), 0) FROM gateway_charges
+        WHERE order_id = '$1' AND state IN ('CHARGED', 'REFUNDED') AND $CO_SAGA_KEYS"
 }
-# co_charges ORDER: how many times the card was charged for ORDER.
+# co_charges ORDER: how many times the bank charged the card for ORDER.
 co_charges() {
-    co_sql "$(co_db payment)" "SELECT COUNT(*) FROM payments
-        WHERE order_id = '$1' AND status IN ('COMPLETED', 'REFUNDED')"
+    co_sql "$(co_db payment)" "SELECT COUNT(*) FROM gateway_charges
+        WHERE order_id = '$1' AND state IN ('CHARGED', 'REFUNDED') AND $CO_SAGA_KEYS"
 }
-# co_refunds ORDER: how many refunds ORDER got.
+# co_refunds ORDER: how many charges of ORDER were refunded.
 co_refunds() {
-    co_sql "$(co_db payment)" "SELECT COUNT(*) FROM payments
-        WHERE order_id = '$1' AND status = 'REFUNDED'"
+    co_sql "$(co_db payment)" "SELECT COUNT(*) FROM gateway_charges
+        WHERE order_id = '$1' AND refunded > 0 AND $CO_SAGA_KEYS"
 }
 
 # co_wait_all_final SECONDS: waits until no order is pending (bounded).
@@ -297,68 +303,90 @@ co_wait_all_final() {
     return 1
 }
 
-# co_wait_gateway_idle: waits until every late (tok_slow) gateway answer has
-# come back: longer than the gateway's slow delay.
-co_wait_gateway_idle() { sleep "${CO_SLOW_WAIT:-6}"; }
-
-# co_wait_emails ORDER...: the notification service wrote an email for each.
+# co_wait_emails ORDER...: the notification service wrote an email for each
+# (in its emails table and in DIR/notifications.log).
 co_wait_emails() {
     local o i
     for o in "$@"; do
         for i in $(seq 1 100); do
             [ "$(co_sql "$(co_db notification)" "SELECT COUNT(*) FROM emails
-                WHERE body LIKE '%$o%' OR subject LIKE '%$o%'")" -ge 1 ] && break
+                WHERE order_id = '$o'")" -ge 1 ] && grep -q "$o" "$CO_DATA/notifications.log" && break
             sleep 0.1
         done
         [ "$i" -lt 100 ] || return 1
     done
 }
 
-# co_invariants: once every saga has ended, across the services' files:
+# co_invariants: once every saga has ended, across the services' files and
+# the operator endpoints:
 #  - every order is COMPLETED or CANCELLED;
-#  - each COMPLETED order has exactly one standing charge, of its total;
-#  - no charge stands for a CANCELLED order (nor for an order that does not
-#    exist), i.e. no late gateway answer charged one;
-#  - money: charges - refunds = sum of totals of COMPLETED orders;
-#  - stock per product: nothing reserved, available + sold = total, sold =
-#    units in COMPLETED orders, total = the catalogue's stock.
+#  - a COMPLETED order was charged exactly once, and its net charge at the
+#    bank is its total; a CANCELLED order has no net charge (no late
+#    gateway answer left a charge standing); no charge for an unknown order;
+#  - the payments table agrees: one COMPLETED payment of the total per
+#    COMPLETED order, none standing for a CANCELLED one;
+#  - money: charges - refunds = sum of totals of COMPLETED orders, in the
+#    SQLite file and in GET /api/v1/ledger;
+#  - stock per product: nothing reserved, sold = units in COMPLETED orders,
+#    available + sold = total = the catalogue's stock, and
+#    GET /api/v1/inventory says the same.
 co_invariants() {
-    local o=$CO_TMP/orders.tsv p=$CO_TMP/charges.tsv
+    local t=$CO_TMP/inv errs net sum
+    mkdir -p "$t"
     co_wait_all_final 240 || bad "orders still pending: $(co_sql "$(co_db order)" \
         "SELECT status, COUNT(*) FROM orders GROUP BY status")"
-    co_sql "$(co_db order)" "SELECT order_id, status, $(co_cents total_amount) FROM orders
-        ORDER BY order_id" | tr '|' '\t' > "$o"
-    co_sql "$(co_db payment)" "SELECT order_id, SUM($(co_cents amount)), COUNT(*) FROM payments
-        WHERE status = 'COMPLETED' GROUP BY order_id ORDER BY order_id" | tr '|' '\t' > "$p"
-    local errs
-    errs=$(awk -F'\t' 'NR == FNR { st[$1] = $2; tot[$1] = $3; next }
-        { ch[$1] = $2; n[$1] = $3 }
+    co_sql "$(co_db order)" "SELECT order_id, status, total_amount FROM orders" |
+        tr '|' '\t' > "$t/orders"
+    co_sql "$(co_db payment)" "SELECT order_id, SUM(amount - refunded), COUNT(*)
+        FROM gateway_charges WHERE state IN ('CHARGED', 'REFUNDED') AND $CO_SAGA_KEYS
+        GROUP BY order_id" | tr '|' '\t' > "$t/bank"
+    co_sql "$(co_db payment)" "SELECT order_id,
+        SUM(CASE WHEN status IN ('COMPLETED', 'REFUNDED') THEN amount - refunded_amount ELSE 0 END),
+        SUM(status = 'COMPLETED') FROM payments GROUP BY order_id" | tr '|' '\t' > "$t/payments"
+    errs=$(awk -F'\t' 'FILENAME ~ /orders/ { st[$1] = $2; tot[$1] = $3; next }
+        FILENAME ~ /bank/ { net[$1] = $2; n[$1] = $3; next }
+        { pnet[$1] = $2; pok[$1] = $3 }
         END {
             for (id in st) {
-                if (st[id] == "COMPLETED" && (n[id] != 1 || ch[id] != tot[id]))
-                    printf "COMPLETED order %s: %d standing charges of %d cents, total %d\n", id, n[id], ch[id], tot[id]
-                if (st[id] == "CANCELLED" && n[id] > 0)
-                    printf "CANCELLED order %s: %d cents stand charged\n", id, ch[id]
+                if (st[id] == "COMPLETED" && (n[id] != 1 || net[id] != tot[id]))
+                    printf "COMPLETED %s: %d charges, net %d cents, total %d\n", id, n[id], net[id], tot[id]
+                if (st[id] == "COMPLETED" && (pok[id] != 1 || pnet[id] != tot[id]))
+                    printf "COMPLETED %s: payments table has %d COMPLETED, net %d, total %d\n", id, pok[id], pnet[id], tot[id]
+                if (st[id] == "CANCELLED" && (net[id] != 0 || pnet[id] != 0 || pok[id] > 0))
+                    printf "CANCELLED %s: %d cents stand charged (payments table: %d)\n", id, net[id], pnet[id]
             }
-            for (id in ch) if (!(id in st)) printf "charge of %d cents for unknown order %s\n", ch[id], id
-        }' "$o" "$p" | head -n 20)
+            for (id in net) if (!(id in st)) printf "charge of %d cents for unknown order %s\n", net[id], id
+        }' "$t/orders" "$t/bank" "$t/payments" | sort | head -n 20)
     [ -z "$errs" ] && pass || bad "payments vs orders:"$'\n'"$errs"
-    local money sold
-    money=$(awk -F'\t' 'NR == FNR { if ($2 == "COMPLETED") t += $3; next } { c += $2 }
-        END { print c - t }' "$o" "$p")
-    [ "$money" = 0 ] && pass || bad "money: charges - refunds - completed totals = $money cents"
+    sum=$(awk -F'\t' '$2 == "COMPLETED" { s += $3 } END { print s + 0 }' "$t/orders")
+    net=$(awk -F'\t' '{ s += $2 } END { print s + 0 }' "$t/bank")
+    [ "$net" = "$sum" ] && pass ||
+        bad "money: charges - refunds = $net cents, COMPLETED orders total $sum cents"
+    req GET /api/v1/ledger
+    net=$(jq '[.charges[] | select(.idempotency_key | startswith("pay_")) |
+        select(.state == "CHARGED" or .state == "REFUNDED") | (.amount - .refunded) * 100]
+        | add // 0 | round' <<< "$BODY")
+    [ "$ST" = 200 ] && [ "$net" = "$sum" ] && pass ||
+        bad "GET /api/v1/ledger: $ST, saga net $net cents, COMPLETED orders total $sum cents"
+
     co_sql "$(co_db order)" "SELECT i.product_id, SUM(i.quantity) FROM order_items i
         JOIN orders o ON o.order_id = i.order_id WHERE o.status = 'COMPLETED'
-        GROUP BY i.product_id" | tr '|' '\t' > "$CO_TMP/sold.tsv"
-    jq -r '.[] | [.product_id, .stock] | @tsv' "$CO_CATALOG" > "$CO_TMP/cat.tsv"
+        GROUP BY i.product_id" | tr '|' '\t' > "$t/sold"
+    jq -r '.[] | [.product_id, .stock] | @tsv' "$CO_CATALOG" > "$t/cat"
     co_sql "$(co_db inventory)" "SELECT product_id, available_quantity, reserved_quantity,
-        total_quantity FROM inventory" | tr '|' '\t' > "$CO_TMP/inv.tsv"
+        sold_quantity, total_quantity FROM inventory ORDER BY product_id" |
+        tr '|' '\t' > "$t/stock"
     errs=$(awk -F'\t' 'FILENAME ~ /sold/ { sold[$1] = $2; next }
         FILENAME ~ /cat/ { cat[$1] = $2; next }
         { s = sold[$1] + 0
           if ($3 != 0) printf "%s: %d still reserved\n", $1, $3
-          if ($4 != cat[$1]) printf "%s: total %d, catalogue %d\n", $1, $4, cat[$1]
-          if ($2 + s != $4) printf "%s: available %d + sold %d != total %d\n", $1, $2, s, $4 }' \
-        "$CO_TMP/sold.tsv" "$CO_TMP/cat.tsv" "$CO_TMP/inv.tsv")
+          if ($4 != s) printf "%s: sold %d, COMPLETED orders hold %d\n", $1, $4, s
+          if ($1 in cat && $5 != cat[$1]) printf "%s: total %d, catalogue %d\n", $1, $5, cat[$1]
+          if ($2 + $3 + $4 != $5) printf "%s: available %d + reserved %d + sold %d != total %d\n", $1, $2, $3, $4, $5 }' \
+        "$t/sold" "$t/cat" "$t/stock")
     [ -z "$errs" ] && pass || bad "stock:"$'\n'"$errs"
+    req GET /api/v1/inventory
+    [ "$(jq -r '.inventory | sort_by(.product_id)[] | [.product_id, .available_quantity,
+        .reserved_quantity, .sold_quantity, .total_quantity] | @tsv' <<< "$BODY")" = \
+        "$(cat "$t/stock")" ] && pass || bad "GET /api/v1/inventory differs from inventory.db: $BODY"
 }
