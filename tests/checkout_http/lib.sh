@@ -116,6 +116,49 @@ co_start_serve() {
     die "saga-checkout serve did not start (log: $log)"
 }
 
+# co_start_distributed DIR: one process per service over TCP
+# (`saga-checkout service NAME --data DIR --config FILE`), with a config in
+# the documented format on free ports; the order process serves the API.
+CO_SERVICES=(cart inventory payment shipping warehouse notification order)
+co_start_distributed() {
+    local dir=$1 n i sep eps=(orchestrator order cart inventory payment shipping warehouse notification)
+    mkdir -p "$dir"
+    if [ ! -f "$dir/config.json" ]; then
+        CO_PORT[http]=$(co_free_port)
+        {
+            printf '{"http": "127.0.0.1:%s", "catalog": "%s", "endpoints": {' \
+                "${CO_PORT[http]}" "$CO_CATALOG"
+            sep=
+            for n in "${eps[@]}"; do
+                CO_PORT[$n]=$(co_free_port)
+                printf '%s"%s": "127.0.0.1:%s"' "$sep" "$n" "${CO_PORT[$n]}"
+                sep=", "
+            done
+            printf '}}\n'
+        } > "$dir/config.json"
+    fi
+    for n in "${CO_SERVICES[@]}"; do
+        [ "$n" = order ] || co_start_service "$n"
+    done
+    co_start_service order
+}
+
+# co_start_service NAME: starts one service process on CO_DATA; for
+# order, waits until it serves HTTP and sets CO_URL.
+co_start_service() {
+    local n=$1 log=$CO_DATA/$1.log off
+    off=$(stat -c %s "$log" 2>/dev/null || echo 0)
+    "$CO_BIN" service "$n" --data "$CO_DATA" --config "$CO_DATA/config.json" >> "$log" 2>&1 &
+    CO_PID[$n]=$!
+    [ "$n" = order ] || return 0
+    co_wait_line "$log" "listening on http://" "${CO_PID[order]}" "$off" || {
+        tail -n 20 "$log" >&2
+        die "saga-checkout service order did not start (log: $log)"
+    }
+    CO_URL=$(tail -c +"$((off + 1))" "$log" | grep -o 'listening on http://[0-9.:]*' |
+        head -n 1 | cut -d' ' -f3)
+}
+
 co_stop() { # co_stop NAME [SIGNAL]: signals one process we started and reaps it
     local pid=${CO_PID[$1]:-}
     [ -n "$pid" ] || return 0
@@ -138,7 +181,7 @@ req() {
     ST=$(curl -sS -m 30 -o "$CO_TMP/body" -w '%{http_code}' -X "$m" \
         -H 'Content-Type: application/json' "${user[@]}" \
         "${data[@]}" "$@" "$CO_URL$p" 2> "$CO_TMP/curl.err") || ST=000
-    BODY=$(cat "$CO_TMP/body" 2>/dev/null)
+    BODY=$(< "$CO_TMP/body")
     : > "$CO_TMP/body"
 }
 
@@ -389,4 +432,27 @@ co_invariants() {
     [ "$(jq -r '.inventory | sort_by(.product_id)[] | [.product_id, .available_quantity,
         .reserved_quantity, .sold_quantity, .total_quantity] | @tsv' <<< "$BODY")" = \
         "$(cat "$t/stock")" ] && pass || bad "GET /api/v1/inventory differs from inventory.db: $BODY"
+}
+
+# co_get_many OUT PATH...: GETs every PATH with one curl (8 connections);
+# OUT gets one line per answer: the path's index (1-based), its status and
+# its compact JSON body, tab-separated. One process for many requests: on
+# a loaded machine each process start costs more than a request.
+co_get_many() {
+    local out=$1 i=0 p cfg=$CO_TMP/get.cfg
+    shift
+    : > "$cfg"
+    for p in "$@"; do
+        i=$((i + 1))
+        printf 'url = "%s%s"\nheader = "X-User-Id: %s"\noutput = "%s/g_%d.json"\nwrite-out = "%d %%{http_code}\\n"\nnext\n' \
+            "$CO_URL" "$p" "${CO_USER:-u1}" "$CO_TMP" "$i" "$i" >> "$cfg"
+    done
+    sed -i '$d' "$cfg"
+    curl -s -Z --parallel-max 8 -K "$cfg" 2> /dev/null | sort -n > "$cfg.st"
+    for p in $(seq -f "$CO_TMP/g_%g.json" 1 $i); do
+        [ -s "$p" ] || echo '{}' > "$p"
+    done
+    jq -c . $(seq -f "$CO_TMP/g_%g.json" 1 $i) > "$cfg.js"
+    paste "$cfg.st" "$cfg.js" | sed 's/ /\t/' > "$out"
+    rm -f "$CO_TMP"/g_*.json
 }
