@@ -15,9 +15,9 @@ DUP=50         # clients that reuse one of them
 # 150 carts. The mix puts money and stock through every path: most pay,
 # some are declined, some are flaky, some hold the product the warehouse
 # refuses (refund), some ask for scarce p_rare (one unit: inventory fails).
-token_of() {
+token_of() { # sets TOK (no subshell)
     case $(($1 % 10)) in
-        0) echo tok_decline ;; 1) echo tok_flaky ;; *) echo tok_ok ;;
+        0) TOK=tok_decline ;; 1) TOK=tok_flaky ;; *) TOK=tok_ok ;;
     esac
 }
 cfg=$CO_TMP/carts.cfg
@@ -33,7 +33,8 @@ for i in $(seq 1 $N); do
         echo '{"product_id":"p_rare","quantity":1}' > "$CO_TMP/r$i.json"
         co_burst_add "$cfg" "r$i" - "u_c$i" "$CO_TMP/r$i.json" "/api/v1/carts/c_c$i/items"
     fi
-    co_checkout_body "c_c$i" "$(token_of "$i")" > "$CO_TMP/b$i.json"
+    token_of "$i"
+    co_checkout_body "c_c$i" "$TOK" > "$CO_TMP/b$i.json"
 done
 co_burst "$cfg" "$CO_TMP/carts.out"
 [ "$(grep -vc ' 201$' "$CO_TMP/carts.out")" = 0 ] ||
