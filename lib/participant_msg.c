@@ -152,8 +152,18 @@ int saga__pcommand(saga_participant *p, item *it)
             p->stats.retried_actions++;
             rc = reply(p, env, SAGA_OUTCOME_OK, (char *)bar.p + 1, bar.n - 1,
                        NULL);
+        } else if (state == 'F') {
+            /* The action answered FAIL before, and the orchestrator moved
+             * on: an older attempt still in the network (it timed out, so
+             * a pivot without compensation may have been given up on)
+             * must not apply now. */
+            p->stats.retried_actions++;
+            rc = reply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
+                       "refused: the action failed before");
         } else {
             rc = run_handler(p, h, env, &rep);
+            if (rc == SAGA_OK && rep.outcome == SAGA_OUTCOME_FAIL)
+                rc = s->kv_put(s, key, "F", 1);
             if (rc == SAGA_OK && rep.outcome == SAGA_OUTCOME_OK) {
                 /* Record the first result after the marker. */
                 char *v = saga_malloc(rep.out_len + 1);
