@@ -61,6 +61,13 @@ static void kit_done(saga_engine *e, const char *id, saga_state st, void *arg)
     k->state = st;
 }
 
+/* A retriable step whose FAIL is retried without end. */
+static int forever(const saga__step *s)
+{
+    return s->opts.kind == SAGA_STEP_RETRIABLE &&
+           s->opts.retry.max_attempts == SAGA_RETRY_FOREVER;
+}
+
 static void k_action(saga_engine *e, const saga_step_ref *ref,
                      const void *data, size_t len, void *arg)
 {
@@ -68,7 +75,10 @@ static void k_action(saga_engine *e, const saga_step_ref *ref,
     kit *k = ks->k;
     int idx = ks->idx;
     const saga__step *s = &k->def->steps[idx];
-    if ((k->f.kind == SAGA_TEST_STEP_FAILS && idx == k->f.step) ||
+    /* A retriable step retried forever fails its first attempt only. */
+    int fails_here = k->f.kind == SAGA_TEST_STEP_FAILS && idx == k->f.step &&
+                     (!forever(s) || ref->attempt == 1);
+    if (fails_here ||
         (k->f.kind == SAGA_TEST_COMP_FAILS && idx == k->trigger)) {
         saga_step_complete(e, ref, SAGA_OUTCOME_FAIL, NULL, 0,
                            "injected failure");
@@ -225,8 +235,10 @@ static saga_state expected_state(const saga_def *d, const saga_test_fault *f)
     const saga__step *s = &d->steps[f->step];
     switch (f->kind) {
     case SAGA_TEST_STEP_FAILS:
-        return s->opts.kind == SAGA_STEP_RETRIABLE ? SAGA_STATE_FAILED
-                                                   : SAGA_STATE_COMPENSATED;
+        /* Past the pivot a FAIL is retried under the step's policy. */
+        return s->opts.kind != SAGA_STEP_RETRIABLE ? SAGA_STATE_COMPENSATED
+               : forever(s)                        ? SAGA_STATE_COMPLETED
+                                                   : SAGA_STATE_FAILED;
     case SAGA_TEST_STEP_TIMES_OUT:
         return s->opts.kind == SAGA_STEP_COMPENSATABLE ? SAGA_STATE_COMPENSATED
                : s->opts.kind == SAGA_STEP_PIVOT       ? SAGA_STATE_FAILED

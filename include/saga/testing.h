@@ -10,7 +10,7 @@
  * run it returns the journal and whether the run met the saga invariants:
  *   - the saga ended in the state the fault calls for (COMPLETED,
  *     COMPENSATED, or FAILED when the pivot may have applied, a step past
- *     the pivot failed, or a compensation ran out of attempts);
+ *     the pivot ran out of attempts, or a compensation did);
  *   - exactly the steps that completed or may have run (timed out, or in
  *     flight when cancelled), and have a compensation, were compensated;
  *   - in reverse order;
@@ -37,8 +37,9 @@ SAGA_BEGIN_DECL
 /** What a run injects. */
 typedef enum saga_test_fault_kind {
     SAGA_TEST_NO_FAULT = 0,
-    /** Step @c step answers FAIL without running its action (every
-     * attempt): a business "no". */
+    /** Step @c step answers FAIL without running its action: a business
+     * "no", every attempt (the first only for a retriable step retried
+     * forever, since past the pivot a FAIL is retried). */
     SAGA_TEST_STEP_FAILS = 1,
     /** Step @c step's action runs but never answers, every attempt (the
      * first attempt only for a retriable step): it may have applied. */
