@@ -1024,6 +1024,36 @@ static void final_checks(world *w)
     check_conservation(w);
 }
 
+typedef struct failedctx {
+    char (*ids)[SAGA_ID_SIZE];
+    int n;
+} failedctx;
+
+static int failed_cb(const saga_record *r, void *arg)
+{
+    failedctx *c = arg;
+    c->ids = realloc(c->ids, (size_t)(c->n + 1) * sizeof *c->ids);
+    snprintf(c->ids[c->n++], SAGA_ID_SIZE, "%s", r->id);
+    return 0;
+}
+
+/* After the faults heal, an operator retries whatever is FAILED now and
+ * then (a retry lost in a crash is not reported again). */
+static void sweep(world *w, int round)
+{
+    proc *pr = &w->procs[P_ORCH];
+    if (pr->up) {
+        failedctx c = {NULL, 0};
+        pr->inner->saga_scan(pr->inner, SAGA_STATE_BIT(SAGA_STATE_FAILED),
+                             failed_cb, &c);
+        for (int i = 0; i < c.n; i++)
+            do_retry(w, c.ids[i]);
+        free(c.ids);
+    }
+    if (round < 40)
+        ev_new(w, sim_now_ms + 30000, EV_SWEEP)->a = round + 1;
+}
+
 static void heal(world *w)
 {
     tracef(w, "heal: no more faults");
@@ -1034,11 +1064,14 @@ static void heal(world *w)
     proc *pr = &w->procs[P_ORCH];
     if (pr->up)
         saga_engine_flush(pr->e);
+    ev_new(w, sim_now_ms + 1000, EV_SWEEP)->a = 0;
 }
 
 static void process_event(world *w, event *ev)
 {
-    proc *pr = ev->a >= 0 && ev->a < NPROC ? &w->procs[ev->a] : NULL;
+    proc *pr = ev->kind != EV_SWEEP && ev->a >= 0 && ev->a < NPROC
+                   ? &w->procs[ev->a]
+                   : NULL;
     switch (ev->kind) {
     case EV_DELIVER:
         net_deliver(w, ev);
@@ -1069,6 +1102,9 @@ static void process_event(world *w, event *ev)
         break;
     case EV_HEAL:
         heal(w);
+        break;
+    case EV_SWEEP:
+        sweep(w, ev->a);
         break;
     }
 }

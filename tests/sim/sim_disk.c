@@ -131,6 +131,27 @@ static int d_kv_put(saga_store *self, const char *k, const void *v, size_t n)
 {
     FWD(INNER(self)->kv_put(INNER(self), k, v, n));
 }
+static int d_kv_scan(saga_store *self, const char *prefix, saga_kv_cb cb,
+                     void *arg)
+{
+    FWD(INNER(self)->kv_scan(INNER(self), prefix, cb, arg));
+}
+static int d_kv_del(saga_store *self, const char *k)
+{
+    FWD(INNER(self)->kv_del(INNER(self), k));
+}
+static int d_savepoint(saga_store *self)
+{
+    FWD(INNER(self)->savepoint(INNER(self)));
+}
+static int d_savepoint_rollback(saga_store *self)
+{
+    FWD(INNER(self)->savepoint_rollback(INNER(self)));
+}
+static int d_savepoint_release(saga_store *self)
+{
+    FWD(INNER(self)->savepoint_release(INNER(self)));
+}
 static void *d_native(saga_store *self)
 {
     (void)self;
@@ -173,6 +194,17 @@ int disk_new(world *w, proc *pr, disk **out)
     s->native_handle = d_native;
     s->errmsg = d_errmsg;
     s->close = d_close;
+    /* version 2: forwarded when the platter has them */
+    saga_store *in = pr->inner;
+    if (in->version >= 2) {
+        s->kv_scan = in->kv_scan ? d_kv_scan : NULL;
+        s->kv_del = in->kv_del ? d_kv_del : NULL;
+        s->savepoint = in->savepoint ? d_savepoint : NULL;
+        s->savepoint_rollback =
+            in->savepoint_rollback ? d_savepoint_rollback : NULL;
+        s->savepoint_release =
+            in->savepoint_release ? d_savepoint_release : NULL;
+    }
     dk->w = w;
     dk->pr = pr;
     dk->inner = pr->inner;

@@ -92,7 +92,8 @@ enum ev_kind {
     EV_START,
     EV_CANCEL,
     EV_RETRY,
-    EV_HEAL
+    EV_HEAL,
+    EV_SWEEP
 };
 
 typedef struct event {
