@@ -134,7 +134,8 @@ static int defer_barrier(saga_participant *p, item *it, const char *key,
 static int action_done(saga_store *s, const char *key, const saga_reply *rep,
                        const void *cur, size_t cur_len, int redrive)
 {
-    if (rep->outcome == SAGA_OUTCOME_FAIL)
+    if (rep->outcome == SAGA_OUTCOME_FAIL &&
+        !SAGA__BUG(SAGA__BUG_FAIL_NOT_FINAL))
         return put_barrier(s, key, "F", 1); /* final: see the 'F' state */
     if (rep->outcome != SAGA_OUTCOME_OK)
         return redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;

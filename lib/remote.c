@@ -94,7 +94,8 @@ int saga__remote_command(saga_engine *e, saga__inst *in)
      * answer with the old reply). A re-sent command is the outbox row, id
      * included, so the inbox still recognises it. */
     snprintf(env.msg_id, sizeof env.msg_id, "%s.%d.%u.%c.%u", in->id,
-             in->step, in->attempt, comp ? 'c' : 'a', in->jseq);
+             in->step, in->attempt, comp ? 'c' : 'a',
+             SAGA__BUG(SAGA__BUG_RETRY_SAME_ID) ? 0u : in->jseq);
     snprintf(env.saga_id, sizeof env.saga_id, "%s", in->id);
     snprintf(env.name, sizeof env.name, "%s",
              comp ? s->opts.comp_command : s->opts.command);

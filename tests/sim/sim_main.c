@@ -27,8 +27,11 @@ static const char *const bug_names[] = {
     "comp-never", /* 2: a failed step (that never applied) is compensated */
     "early-reply",/* 3: a participant releases its replies before commit */
     "no-hanging", /* 4: the barrier's hanging-action check is dropped */
+    /* bugs saga-sim found in libsaga, fixed, and put back on demand: */
+    "fail-not-final", /* 5: a FAILed action's late attempt may apply */
+    "retry-same-id",  /* 6: an operator retry reuses attempt 1's id */
 };
-#define NBUGS 4
+#define NBUGS 6
 
 static void usage(void)
 {
@@ -36,7 +39,7 @@ static void usage(void)
             "usage: saga-sim [--seed S | --seeds N [--start S]] [--trace]\n"
             "                [--twice] [--bug NAME] [--expect-fail]\n"
             "bugs (saga-sim-bugs only): inbox comp-never early-reply "
-            "no-hanging\n");
+            "no-hanging fail-not-final retry-same-id\n");
 }
 
 int main(int argc, char **argv)
