@@ -323,7 +323,9 @@ int saga__pevent(saga_participant *p, item *it)
     char claim[SAGA_NAME_MAX * 3 + 8];
     snprintf(claim, sizeof claim, "%s@%s/%s", it->env.msg_id, it->ev->topic,
              it->ev->group);
-    int rc = s->inbox_claim(s, claim, saga__pnow(p), NULL, NULL);
+    int rc = SAGA__BUG(SAGA__BUG_INBOX)
+                 ? SAGA_OK
+                 : s->inbox_claim(s, claim, saga__pnow(p), NULL, NULL);
     if (rc == SAGA_EDUP) {
         p->stats.duplicates++;
         return SAGA_OK;

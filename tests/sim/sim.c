@@ -368,7 +368,28 @@ static int ship_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
     if (sim_chance(&w->rng, 60))
         return saga_reply_set(r, SAGA_OUTCOME_RETRY, NULL, 0,
                               "carrier busy");
-    return s->kv_put(s, ek, "S", 1);
+    /* Choreography: the stock service hears of it by an event, in the
+     * same transaction (outbox), deduplicated by its inbox. */
+    rc = saga_participant_publish(p, "notify", c->saga_id, "shipped", "\x80",
+                                  1);
+    return rc ? rc : s->kv_put(s, ek, "S", 1);
+}
+
+/* The stock service counts shipment notices: exactly one per shipment. */
+static int shipped_ev(saga_participant *p, const saga_command *ev, void *arg)
+{
+    world *w = arg;
+    saga_store *s = saga_participant_store(p);
+    char k[64];
+    snprintf(k, sizeof k, "n/%s", ev->saga_id);
+    int64_t n;
+    int rc = kv_int(s, k, &n);
+    if (rc)
+        return rc;
+    if (n > 0)
+        violation(w, "effects: the shipment of saga %.32s was notified "
+                  "twice (an event handled twice)", ev->saga_id);
+    return kv_put_int(s, k, n + 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -525,6 +546,15 @@ static void check_saga(world *w, const char *id, saga_state st)
         return;
     char sk = ledger(w, P_STOCK, id), pk = ledger(w, P_PAY, id),
          hk = ledger(w, P_SHIP, id);
+    if (w->quiescent) {
+        char k[64];
+        int64_t n;
+        snprintf(k, sizeof k, "n/%s", id);
+        kv_int(w->procs[P_STOCK].inner, k, &n);
+        if (n != (hk == 'S'))
+            violation(w, "effects: saga %.32s shipped '%c' but notified "
+                      "%lld times", id, hk ? hk : '-', (long long)n);
+    }
     if (st == SAGA_STATE_COMPLETED && (sk != 'S' || pk != 'C' || hk != 'S'))
         violation(w, "effects: %s COMPLETED but stock '%c' payment '%c' "
                   "shipping '%c' (want S C S)", pre, sk ? sk : '-',
@@ -647,6 +677,8 @@ static void proc_up(world *w, proc *pr)
         if (pr->id == P_STOCK) {
             saga_participant_on_command(pr->p, "reserve", stock_cmd, w);
             saga_participant_on_command(pr->p, "confirm", stock_cmd, w);
+            saga_participant_on_event(pr->p, "notify", NULL, "shipped",
+                                      shipped_ev, w);
         } else if (pr->id == P_PAY) {
             saga_participant_on_command(pr->p, "charge", pay_cmd, w);
         } else {
@@ -1006,6 +1038,7 @@ static int exists_cb(const saga_record *r, void *arg)
 
 static void final_checks(world *w)
 {
+    w->quiescent = 1;
     saga_store *os = w->procs[P_ORCH].inner;
     scanctx c = {w, 0, 0, 0, NULL, 0, 1};
     os->saga_scan(os, SAGA_STATE_MASK_ALL, scan_cb, &c);

@@ -23,10 +23,20 @@
 static const char *const topics[NPROC] = {"orchestrator", "stock", "payment",
                                           "shipping"};
 
+/* Each process's own topic; "notify" (shipping's events) is consumed by
+ * the stock service. */
 int topic_proc(const char *topic)
 {
     for (int i = 0; i < NPROC; i++)
         if (strcmp(topics[i], topic) == 0)
+            return i;
+    return strcmp(topic, "notify") == 0 ? P_STOCK : -1;
+}
+
+static int find_sub(const endpoint *ep, const char *topic)
+{
+    for (int i = 0; i < ep->nsubs; i++)
+        if (strcmp(ep->subs[i].topic, topic) == 0)
             return i;
     return -1;
 }
@@ -134,13 +144,18 @@ static int ep_subscribe(saga_transport *self, const char *topic,
     endpoint *ep = (endpoint *)self;
     if (ep->closed)
         return SAGA_ECLOSED;
-    if (topic_proc(topic) != ep->pr->id || cb == NULL)
+    if (topic_proc(topic) != ep->pr->id || cb == NULL ||
+        strlen(topic) >= sizeof ep->subs[0].topic)
         return SAGA_EINVAL;
-    if (ep->cb != NULL)
+    if (find_sub(ep, topic) >= 0)
         return SAGA_EDUP;
+    if (ep->nsubs == 2)
+        return SAGA_ENOMEM;
     (void)group;
-    ep->cb = cb;
-    ep->cb_arg = arg;
+    snprintf(ep->subs[ep->nsubs].topic, sizeof ep->subs[0].topic, "%s", topic);
+    ep->subs[ep->nsubs].cb = cb;
+    ep->subs[ep->nsubs].arg = arg;
+    ep->nsubs++;
     return SAGA_OK;
 }
 
@@ -237,7 +252,8 @@ void net_deliver(world *w, event *ev)
         return; /* done; only a duplicate in flight still arrives */
     proc *to = &w->procs[m->to];
     endpoint *ep = to->ep;
-    if (!to->up || ep == NULL || ep->closed || ep->dead || ep->cb == NULL ||
+    int sub = ep ? find_sub(ep, m->topic) : -1;
+    if (!to->up || ep == NULL || ep->closed || ep->dead || sub < 0 ||
         partitioned(w, to)) {
         if (!ev->a || !m->acked)
             schedule_delivery(w, m, sim_range(&w->rng, 200, 1000), 0);
@@ -255,7 +271,8 @@ void net_deliver(world *w, event *ev)
     tracef(w, "deliver %s %s%s", to->name, m->desc, ev->a ? " (dup)" : "");
     /* Not acked in time: the broker delivers it again. */
     schedule_delivery(w, m, ACK_TIMEOUT_MS, 0);
-    ep->cb(&ep->base, d, m->topic, m->key, m->buf, m->len, ep->cb_arg);
+    ep->subs[sub].cb(&ep->base, d, m->topic, m->key, m->buf, m->len,
+                     ep->subs[sub].arg);
 }
 
 int net_unacked(world *w)

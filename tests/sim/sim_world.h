@@ -68,8 +68,12 @@ struct endpoint {
     proc *pr;
     int closed;
     int dead; /* its process is crashing: sends vanish */
-    saga_recv_cb cb;
-    void *cb_arg;
+    struct {
+        char topic[32];
+        saga_recv_cb cb;
+        void *arg;
+    } subs[2];
+    int nsubs;
     char errmsg[128];
 };
 
@@ -169,6 +173,7 @@ struct world {
 
     sim_result *res;
     int failed;
+    int quiescent; /* final checks: every message was delivered */
 };
 
 /* sim.c */
