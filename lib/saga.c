@@ -132,7 +132,10 @@ static void compensate_from(saga_engine *e, saga__inst *in, int32_t from)
 static void start_compensation(saga_engine *e, saga__inst *in,
                                const char *reason)
 {
-    int32_t from = (in->flags & SAGA_REC_MAYBE) ? in->step : in->step - 1;
+    int32_t from = (in->flags & SAGA_REC_MAYBE) ||
+                           SAGA__BUG(SAGA__BUG_COMP_NEVER)
+                       ? in->step
+                       : in->step - 1;
     in->state = SAGA_STATE_COMPENSATING;
     in->flags |= SAGA_REC_BACKWARD;
     in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
