@@ -14,5 +14,11 @@ cmake --build "$build" --target saga -j2 >/dev/null
 so="$build/libsaga.so"
 [ -f "$so" ] || { echo "update-exports: $so was not built" >&2; exit 1; }
 saga_list_exports "$so" > "$here/exports.txt"
+# The Kafka transport's library, when the build has it.
+if grep -q '^SAGA_WITH_KAFKA:BOOL=ON' "$build/CMakeCache.txt"; then
+    cmake --build "$build" --target saga_kafka -j2 >/dev/null
+    saga_list_exports "$build/libsaga_kafka.so" > "$here/exports_kafka.txt"
+    echo "update-exports: wrote $(wc -l < "$here/exports_kafka.txt") symbols to tests/abi/exports_kafka.txt"
+fi
 echo "update-exports: wrote $(wc -l < "$here/exports.txt") symbols to tests/abi/exports.txt"
 git -C "$root" diff --stat -- tests/abi/exports.txt 2>/dev/null || true
