@@ -319,6 +319,7 @@ static int k_send(saga_transport *self, const char *topic, const char *key,
                                    rd_kafka_err2str(err));
     }
     kl_push_back(&t->inflight, &m->node);
+    saga__kafka_warm_topic(t, kt);
     return SAGA_OK;
 }
 
@@ -481,6 +482,9 @@ static void finish(kafka_t *t)
         saga_free((char *)t->props[i].name);
         saga_free((char *)t->props[i].value);
     }
+    for (size_t i = 0; i < t->nknown; i++)
+        saga_free(t->known[i]);
+    saga_free(t->known);
     saga_free(t->topics);
     saga_free(t->props);
     saga_free(t->prefix);

@@ -67,6 +67,7 @@ typedef struct kclient {
     uv_timer_t timer; /* consumer: commits; both: polling while closing */
     uv_work_t work;   /* rd_kafka_destroy on the thread pool */
     int handles;      /* open uv handles (poll, timer) */
+    int busy;         /* thread-pool jobs using rk (topic warm-ups) */
     int state;        /* KC_* */
     uint64_t close_deadline; /* loop time */
 } kclient;
@@ -140,6 +141,8 @@ struct kafka_t {
     saga_kafka_property *props; /* URL's, then the options' (copies) */
     size_t nprops;
     kclient prod;
+    char **known; /* Kafka topics sent to (warmed up), up to KNOWN_MAX */
+    size_t nknown;
     klink groups;    /* kgroup */
     klink inflight;  /* kout */
     klink completed; /* kout, callback due (after close) */
@@ -177,5 +180,8 @@ void saga__kafka_delivery_free(saga_delivery *d);
 void saga__kafka_part_unref(kpart *p);
 void saga__kafka_pump_kick(kafka_t *t);
 void saga__kafka_pump_close(kafka_t *t);
+/* First send to Kafka topic @p kt: fetch its metadata now, off the loop,
+ * instead of when librdkafka's once-a-second topic scan gets to it. */
+void saga__kafka_warm_topic(kafka_t *t, const char *kt);
 
 #endif /* SAGA_KAFKA_INT_H */

@@ -559,8 +559,71 @@ static void destroy_off_loop(kclient *c)
 static void on_client_handle_closed(uv_handle_t *h)
 {
     kclient *c = h->data;
-    if (--c->handles == 0)
+    if (--c->handles == 0 && c->busy == 0)
         destroy_off_loop(c);
+}
+
+/* ---- topic warm-up ------------------------------------------------------ */
+
+#define KNOWN_MAX 4096
+
+typedef struct kwarm {
+    uv_work_t w;
+    kclient *c;
+    rd_kafka_topic_t *rkt;
+} kwarm;
+
+static void on_warm_work(uv_work_t *w)
+{
+    kwarm *k = w->data;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(k->c->rk, 0, k->rkt, &md, 2000) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        md != NULL)
+        rd_kafka_metadata_destroy(md);
+}
+
+static void on_warmed(uv_work_t *w, int status)
+{
+    kwarm *k = w->data;
+    kclient *c = k->c;
+    (void)status;
+    rd_kafka_topic_destroy(k->rkt);
+    saga_free(k);
+    if (--c->busy == 0 && c->state == KC_DESTROYING && c->handles == 0)
+        destroy_off_loop(c);
+}
+
+void saga__kafka_warm_topic(kafka_t *t, const char *kt)
+{
+    for (size_t i = 0; i < t->nknown; i++)
+        if (strcmp(t->known[i], kt) == 0)
+            return;
+    if (t->nknown >= KNOWN_MAX)
+        return;
+    char **nk = saga_realloc(t->known, (t->nknown + 1) * sizeof *nk);
+    if (nk == NULL)
+        return;
+    t->known = nk;
+    if ((nk[t->nknown] = saga__kafka_strdup(kt)) == NULL)
+        return;
+    t->nknown++;
+    kwarm *k = saga_malloc(sizeof *k);
+    if (k == NULL)
+        return;
+    k->c = &t->prod;
+    k->rkt = rd_kafka_topic_new(t->prod.rk, kt, NULL);
+    k->w.data = k;
+    if (k->rkt == NULL) {
+        saga_free(k);
+        return;
+    }
+    if (uv_queue_work(t->loop, &k->w, on_warm_work, on_warmed) != 0) {
+        rd_kafka_topic_destroy(k->rkt);
+        saga_free(k);
+        return;
+    }
+    t->prod.busy++;
 }
 
 static void begin_destroy(kclient *c)
@@ -569,6 +632,8 @@ static void begin_destroy(kclient *c)
         return;
     c->state = KC_DESTROYING;
     if (c->handles == 0) {
+        if (c->busy > 0)
+            return; /* the last job's completion destroys it */
         destroy_off_loop(c);
         return;
     }
