@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -304,13 +305,10 @@ static int start_mock(const char *bin, char *bs, size_t cap)
     return bs[0] ? 0 : -1;
 }
 
-static void stop_mock(void)
+static double cpu_s(const struct rusage *ru)
 {
-    if (mock_pid <= 0)
-        return;
-    fclose(mock_in);
-    waitpid(mock_pid, NULL, 0);
-    mock_pid = -1;
+    return (double)(ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) +
+           (double)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1e6;
 }
 
 static int define(void)
@@ -486,11 +484,29 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&tick, NULL);
     uv_close((uv_handle_t *)&refill, NULL);
     saga_engine_free(E);
+    /* Where the CPU went (user + sys, whole run): this process, the
+     * participants, and the mock broker (not a real broker's cost). */
+    struct rusage ru;
+    double cpu_o = 0, cpu_p = 0, cpu_m = 0;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        cpu_o = cpu_s(&ru);
     kill(pa, SIGTERM);
     kill(pb, SIGTERM);
-    waitpid(pa, NULL, 0);
-    waitpid(pb, NULL, 0);
-    stop_mock();
+    if (wait4(pa, NULL, 0, &ru) == pa)
+        cpu_p += cpu_s(&ru);
+    if (wait4(pb, NULL, 0, &ru) == pb)
+        cpu_p += cpu_s(&ru);
+    if (mock_pid > 0) {
+        fclose(mock_in);
+        if (wait4(mock_pid, NULL, 0, &ru) == mock_pid)
+            cpu_m = cpu_s(&ru);
+        mock_pid = -1;
+    }
+    printf("cpu: orchestrator %.2f s, participants %.2f s", cpu_o, cpu_p);
+    if (cpu_m > 0)
+        printf(", mock broker %.2f s (%.0f%% of the total)", cpu_m,
+               100 * cpu_m / (cpu_o + cpu_p + cpu_m));
+    printf("\n");
     printf("%s_sagas_per_s=%.0f\n", kafka ? "kafka" : "remote", tput);
     free(tab);
     free(lat);
