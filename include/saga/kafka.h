@@ -131,6 +131,9 @@ typedef struct saga_kafka_stats {
     uint64_t commit_errors; /* offset commits that failed (retried) */
     uint64_t rebalances;  /* assignments and revocations */
     uint64_t errors;      /* client errors reported by librdkafka */
+    uint64_t skipped;     /* redeliveries not handed over: acked here
+                             before their partition was revoked and came
+                             back */
     uint32_t assigned;    /* partitions assigned right now, all groups */
     uint32_t groups;      /* consumers (groups) */
 } saga_kafka_stats;

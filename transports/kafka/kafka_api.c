@@ -471,6 +471,9 @@ static void finish(kafka_t *t)
         }
         while ((n = kl_pop_front(&g->subs)) != NULL)
             sub_free(KCONTAINER(n, ksub, node));
+        for (size_t i = 0; i < g->nfloors; i++)
+            saga_free(g->floors[i].ktopic);
+        saga_free(g->floors);
         saga_free(g->name);
         saga_free(g);
     }

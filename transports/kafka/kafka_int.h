@@ -100,9 +100,18 @@ typedef struct kpart {
     int64_t next;      /* offset after the last one delivered; -1: none */
     int64_t requested; /* offset in the last commit request; -1: none */
     int64_t committed; /* offset the broker confirmed; -1: none */
+    int64_t floor;     /* offsets below were acked here before; -1 */
     int revoked;
     unsigned refs; /* pending deliveries, plus 1 while assigned */
 } kpart;
+
+/* What a revoked partition had acked, in case it comes back to us (the
+ * commit made at revocation may have failed: a rebalance in progress). */
+typedef struct kfloor {
+    char *ktopic;
+    int32_t partition;
+    int64_t offset;
+} kfloor;
 
 #define SAGA__KAFKA_DELIVERY_MAGIC 0x53414b44u /* "SAKD" */
 
@@ -129,6 +138,8 @@ struct kgroup {
     int dead; /* its client failed or was closed: not found by name */
     int commits_inflight;
     uint32_t assigned;
+    kfloor *floors;
+    size_t nfloors;
 };
 
 struct kafka_t {

@@ -185,6 +185,12 @@ static void on_commit_timer(uv_timer_t *h)
         group_commit(c->g);
 }
 
+/* A failed commit is tried again after a pause of at least 250 ms. */
+static uint32_t retry_ms(uint32_t interval)
+{
+    return interval > 250 ? interval : 250;
+}
+
 static void on_commit_result(kgroup *g, rd_kafka_event_t *ev)
 {
     kafka_t *t = g->t;
@@ -199,6 +205,8 @@ static void on_commit_result(kgroup *g, rd_kafka_event_t *ev)
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR ||
             e->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             failed = 1;
+            if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+                err = e->err;
             if (p != NULL && p->requested == e->offset)
                 p->requested = p->committed; /* ask again */
         } else if (p != NULL && e->offset > p->committed) {
@@ -207,15 +215,19 @@ static void on_commit_result(kgroup *g, rd_kafka_event_t *ev)
     }
     if (failed || (l == NULL && err != RD_KAFKA_RESP_ERR_NO_ERROR)) {
         t->st.commit_errors++;
-        saga__kafka_log(t, SAGA_LOG_WARN,
+        /* A rebalance in progress refuses commits until it is over: that
+         * is routine, not worth a warning. */
+        saga__kafka_log(t,
+                        err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+                                err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION
+                            ? SAGA_LOG_INFO
+                            : SAGA_LOG_WARN,
                         "kafka: group %s: offset commit failed: %s "
                         "(tried again)", g->name,
-                        rd_kafka_err2str(err != RD_KAFKA_RESP_ERR_NO_ERROR
-                                             ? err
-                                             : RD_KAFKA_RESP_ERR__FAIL));
+                        rd_kafka_err2str(err));
         if (g->c.state == KC_RUN)
             uv_timer_start(&g->c.timer, on_commit_timer,
-                           t->o.commit_interval_ms, 0);
+                           retry_ms(t->o.commit_interval_ms), 0);
     } else {
         t->st.commits++;
     }
@@ -244,13 +256,38 @@ static void on_assign(kgroup *g, const rd_kafka_topic_partition_list_t *l)
         p->g = g;
         p->ktopic = kt;
         p->partition = e->partition;
-        p->next = p->requested = p->committed = -1;
+        p->next = p->requested = p->committed = p->floor = -1;
+        for (size_t j = 0; j < g->nfloors; j++)
+            if (g->floors[j].partition == e->partition &&
+                strcmp(g->floors[j].ktopic, e->topic) == 0)
+                p->floor = p->next = g->floors[j].offset;
         p->refs = 1;
         kl_init(&p->pending);
         kl_push_back(&g->parts, &p->node);
         g->assigned++;
         t->st.assigned++;
     }
+}
+
+static void remember_floor(kgroup *g, const char *kt, int32_t partition,
+                           int64_t off)
+{
+    for (size_t i = 0; i < g->nfloors; i++)
+        if (g->floors[i].partition == partition &&
+            strcmp(g->floors[i].ktopic, kt) == 0) {
+            if (off > g->floors[i].offset)
+                g->floors[i].offset = off;
+            return;
+        }
+    kfloor *nf = saga_realloc(g->floors, (g->nfloors + 1) * sizeof *nf);
+    if (nf == NULL)
+        return; /* only an optimisation: the inbox absorbs the repeats */
+    g->floors = nf;
+    if ((nf[g->nfloors].ktopic = saga__kafka_strdup(kt)) == NULL)
+        return;
+    nf[g->nfloors].partition = partition;
+    nf[g->nfloors].offset = off;
+    g->nfloors++;
 }
 
 static void on_revoke(kgroup *g, const rd_kafka_topic_partition_list_t *l)
@@ -266,6 +303,8 @@ static void on_revoke(kgroup *g, const rd_kafka_topic_partition_list_t *l)
         if (off >= 0 && off > p->committed)
             rd_kafka_topic_partition_list_add(c, p->ktopic, p->partition)
                 ->offset = off;
+        if (off >= 0)
+            remember_floor(g, p->ktopic, p->partition, off);
         p->revoked = 1;
         g->assigned--;
         t->st.assigned--;
@@ -356,6 +395,12 @@ static void on_message(kgroup *g, const rd_kafka_message_t *m)
         saga__kafka_log(t, SAGA_LOG_DEBUG, "kafka: group %s: skipped %s [%d] "
                                            "@%lld: not assigned", g->name, kt,
                         (int)m->partition, (long long)m->offset);
+        return;
+    }
+    if (m->offset < p->floor) {
+        /* Acked here before the partition was revoked and came back: the
+         * effect is durable already, do not hand it over again. */
+        t->st.skipped++;
         return;
     }
     size_t kl = m->key != NULL ? m->key_len : 0;
