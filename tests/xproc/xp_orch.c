@@ -58,8 +58,10 @@ static int64_t wall_ms(void)
 }
 
 static int64_t t0_wall; /* when the first incarnation began starting */
+#ifdef XP_WITH_KAFKA
 static int64_t began_ms; /* when this incarnation began */
 static int kafka_ready;
+#endif
 
 static void start_some(uv_timer_t *h)
 {
@@ -223,7 +225,9 @@ int main(int argc, char **argv)
     }
     n_total = atoi(argv[5]);
     t0_wall = argc == 9 ? strtoll(argv[8], NULL, 10) : wall_ms();
+#ifdef XP_WITH_KAFKA
     began_ms = wall_ms();
+#endif
     rate = atoi(argv[6]);
     status_path = argv[7];
     if (n_total <= 0 || rate <= 0)
