@@ -267,6 +267,13 @@ static pid_t spawn(char *const argv[], const char *log)
             dup2(fileno(f), 1);
             dup2(fileno(f), 2);
         }
+        /* SIGTERM waits (blocked; the mask survives exec) until the
+         * program has its handler and unblocks it: a process stopped
+         * just after a restart still stops cleanly. */
+        sigset_t term;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        sigprocmask(SIG_BLOCK, &term, NULL);
         execv(argv[0], argv);
         _exit(127);
     }

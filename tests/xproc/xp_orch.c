@@ -295,6 +295,11 @@ int main(int argc, char **argv)
     uv_timer_start(&starter, start_some, 0, 500);
     uv_timer_start(&status, write_status, 10, 10);
     uv_signal_start(&sigterm, on_sigterm, SIGTERM);
+    /* The driver starts us with SIGTERM blocked (see xp_driver.c). */
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     return exit_code;

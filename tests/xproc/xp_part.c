@@ -194,6 +194,11 @@ int main(int argc, char **argv)
      * it has just restarted. */
     uv_signal_init(loop, &sigterm);
     uv_signal_start(&sigterm, on_sigterm, SIGTERM);
+    /* The driver starts us with SIGTERM blocked (see xp_driver.c). */
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
     saga_store *store;
     int rc = saga_store_sqlite_open(&store, argv[1], NULL);
     if (rc != SAGA_OK) {
