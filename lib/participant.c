@@ -13,6 +13,7 @@
  * (saga, step): 'A' + the first OK output (the action applied), 'C' (it was
  * compensated) or 'N' (a null compensation: undo arrived first).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,7 +41,9 @@ void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    if (p->opts.log != NULL)
+    if (p->opts.version >= 2 && p->opts.log_event != NULL)
+        saga__plog_event(p, lvl, id, step, buf);
+    else if (p->opts.log != NULL)
         p->opts.log(lvl, id, step, buf, p->opts.log_arg);
     else
         fprintf(stderr, "libsaga participant %s: %s\n", p->opts.service, buf);
@@ -395,7 +398,10 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     if (p == NULL)
         return SAGA_ENOMEM;
     memset(p, 0, sizeof *p);
-    p->opts = *opts;
+    /* A version-1 caller's struct ends before the version-2 fields. */
+    memcpy(&p->opts, opts,
+           opts->version >= 2 ? sizeof *opts
+                              : offsetof(saga_participant_options, log_event));
     p->opts.service = saga__strdup(opts->service);
     if (p->opts.service == NULL) {
         saga_free(p);

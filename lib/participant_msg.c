@@ -84,9 +84,11 @@ static int run_handler(saga_participant *p, handler *h,
 {
     saga_command c = {env->saga_id, env->name,       env->step,
                       env->attempt, env->comp,       env->msg_id,
-                      env->payload, env->payload_len};
+                      env->payload, env->payload_len, env->trace};
     p->in_handler = 1;
+    p->cur = env;
     int rc = h->cmd(p, &c, rep, h->arg);
+    p->cur = NULL;
     p->in_handler = 0;
     return rc;
 }
@@ -117,6 +119,12 @@ int saga__pcommand(saga_participant *p, item *it)
     if (rc != SAGA_OK)
         return rc;
     p->stats.commands++;
+    p->cur = env;
+    saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
+               "%s %s (attempt %u)%s%s", env->comp ? "compensation" : "command",
+               env->name, env->attempt, env->trace[0] ? " traceparent " : "",
+               env->trace);
+    p->cur = NULL;
     if (env->reply_to[0] == '\0') {
         saga__plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
                    "command %s has no reply_to; dropped", env->msg_id);
@@ -211,7 +219,7 @@ int saga__pevent(saga_participant *p, item *it)
     p->stats.events++;
     saga_command c = {
         it->env.saga_id, it->env.name,       0, 0, 0, it->env.msg_id,
-        it->env.payload, it->env.payload_len};
+        it->env.payload, it->env.payload_len, it->env.trace};
     p->in_handler = 1;
     rc = it->ev->ev(p, &c, it->ev->arg);
     p->in_handler = 0;

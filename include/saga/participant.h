@@ -45,6 +45,8 @@ typedef struct saga_command {
     const char *msg_id;
     const void *payload; /* the saga data (a msgpack map) or event body */
     size_t payload_len;
+    /** Since 0.2: the W3C traceparent the command carried, "" if none. */
+    const char *traceparent;
 } saga_command;
 
 /** What a handler answers: set by saga_reply_set() (default: OK, no
@@ -76,7 +78,9 @@ typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
 typedef int (*saga_event_fn)(saga_participant *p, const saga_command *event,
                              void *arg);
 
-#define SAGA_PARTICIPANT_OPTIONS_VERSION 1
+struct saga_log_event; /* saga/trace.h */
+
+#define SAGA_PARTICIPANT_OPTIONS_VERSION 2
 #define SAGA_PARTICIPANT_OPTIONS_INIT                                          \
     SAGA_INIT_VERSION(SAGA_PARTICIPANT_OPTIONS_VERSION)
 
@@ -98,6 +102,12 @@ typedef struct saga_participant_options {
     size_t max_payload;
     /** Delay before a failed commit is retried; default 100 ms. */
     uint32_t store_retry_ms;
+    /* version 2 */
+    /** Structured log sink (saga/trace.h), used instead of @c log when
+     * set; events about a command carry its attempt and trace id.
+     * Since: 0.2. */
+    void (*log_event)(const struct saga_log_event *ev, void *arg);
+    void *log_event_arg;
 } saga_participant_options;
 
 /**

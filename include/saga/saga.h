@@ -205,5 +205,8 @@ SAGA_END_DECL
 #include "saga/engine.h"
 #include "saga/participant.h"
 #include "saga/codec.h"
+#include "saga/admin.h"
+#include "saga/metrics.h"
+#include "saga/trace.h"
 
 #endif /* SAGA_SAGA_H */
