@@ -180,9 +180,60 @@ void saga__record_from_inst(const saga__inst *in, saga_record *r)
 /* ------------------------------------------------------------------------ */
 /* Commit                                                                   */
 
+/* A store that writes a batch in one go (version 3) gets it as arrays. */
+static int write_batch_whole(saga_engine *e, saga__batch *b)
+{
+    saga_store *s = e->store;
+    size_t nout = 0;
+    for (saga__outmsg *m = b->out_head; m; m = m->next)
+        nout++;
+    saga_record *recs = saga_malloc((b->ninst + 1) * sizeof *recs);
+    unsigned int *flags = saga_malloc((b->ninst + 1) * sizeof *flags);
+    saga_idem_entry *idem = saga_malloc((b->nidem + 1) * sizeof *idem);
+    saga_message *msgs = saga_malloc((nout + 1) * sizeof *msgs);
+    saga_journal_entry *jes = saga_malloc((b->njournal + 1) * sizeof *jes);
+    int rc = SAGA_ENOMEM;
+    if (recs && flags && idem && msgs && jes) {
+        size_t i = 0;
+        for (saga__inst *in = b->head; in; in = in->batch_next, i++) {
+            saga__record_from_inst(in, &recs[i]);
+            flags[i] = in->put_flags & (SAGA_PUT_INSERT | SAGA_PUT_DATA);
+        }
+        for (i = 0; i < b->nidem; i++) {
+            idem[i].key = b->idem[i].key;
+            idem[i].saga_id = b->idem[i].saga_id;
+            idem[i].created_ms = b->idem[i].created_ms;
+        }
+        i = 0;
+        for (saga__outmsg *m = b->out_head; m; m = m->next, i++) {
+            saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
+                                m->created_ms};
+            msgs[i] = msg;
+        }
+        for (i = 0; i < b->njournal; i++) {
+            saga__jentry *j = &b->journal[i];
+            j->e.saga_id = j->saga_id;
+            j->e.error = j->error;
+            jes[i] = j->e;
+        }
+        saga_batch_writes w = {recs, flags, b->ninst, idem, b->nidem,
+                               msgs, nout, (const char *const *)b->done_ids,
+                               b->ndone, jes, b->njournal};
+        rc = s->write_batch(s, &w);
+    }
+    saga_free(recs);
+    saga_free(flags);
+    saga_free(idem);
+    saga_free(msgs);
+    saga_free(jes);
+    return rc;
+}
+
 static int write_batch(saga_engine *e, saga__batch *b)
 {
     saga_store *s = e->store;
+    if (s->version >= 3 && s->write_batch != NULL)
+        return write_batch_whole(e, b);
     int rc = s->begin(s);
     if (rc != SAGA_OK)
         return rc;
@@ -434,6 +485,12 @@ int saga_engine_flush(saga_engine *e)
 {
     if (e == NULL)
         return SAGA_EINVAL;
+    if (e->flushing)
+        /* Called from an action or callback that a commit released: the
+         * commit in progress writes what it staged as soon as it returns. */
+        return saga__err(e, SAGA_EBUSY,
+                         "saga_engine_flush() inside a callback of the engine: "
+                         "what it staged is committed when it returns");
     flush_rounds(e);
     return batch_pending(&e->batch) ? SAGA_ESTORE : SAGA_OK;
 }

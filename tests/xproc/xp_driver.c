@@ -193,7 +193,10 @@ static int by_id(const void *a, const void *b)
 static xsaga *find(const char *id)
 {
     xsaga key;
-    snprintf(key.id, sizeof key.id, "%s", id);
+    size_t n = strlen(id);
+    if (n >= sizeof key.id)
+        return NULL; /* longer than any id this test creates */
+    memcpy(key.id, id, n + 1);
     return bsearch(&key, sagas, nsagas, sizeof *sagas, by_id);
 }
 
