@@ -501,8 +501,16 @@ static void load_participant(const part *p, pstats *ps)
         char id[64];
         int k = -1;
         const unsigned char *v = sqlite3_column_blob(st, 1);
+        int n = sqlite3_column_bytes(st, 1);
+        /* Rows written since participant retention carry a header: a
+         * 0x01 marker and the 8-byte time of the last write
+         * (lib/participant_keep.c); the state letter follows it. */
+        if (v != NULL && n >= 9 && v[0] == 0x01) {
+            v += 9;
+            n -= 9;
+        }
         if (sscanf(col(st, 0), "b/%63[^/]/%d", id, &k) != 2 || k < 0 ||
-            k >= XP_NSTEPS || v == NULL || sqlite3_column_bytes(st, 1) < 1) {
+            k >= XP_NSTEPS || v == NULL || n < 1) {
             failf("%s: bad barrier row '%s'", p->service, col(st, 0));
             continue;
         }
