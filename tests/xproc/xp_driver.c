@@ -1,14 +1,19 @@
 /*
  * xp_driver.c — the cross-process test over TCP on loopback.
  *
- *   xp_driver XP_ORCH XP_PART WORKDIR [N] [KILLS] [SEED] [ORCH_KILLS]
+ *   xp_driver XP_ORCH XP_PART WORKDIR [N] [KILLS] [SEED] [ORCH_KILLS] [CHAOS]
  *
  * It starts an orchestrator (xp_orch) and two participants (xp_part:
  * inventory, payment), each on its own SQLite file, lets the orchestrator
  * run N sagas (default 1000) and SIGKILLs a participant KILLS times
  * (default 4, alternating, at different points of progress), restarting it
  * after a pause; with ORCH_KILLS (default 0) every third kill is the
- * orchestrator's instead, restarted on the same file. Once the
+ * orchestrator's instead, restarted on the same file. With CHAOS=1 there
+ * are KILLS kill events at random points of progress, each SIGKILLing a
+ * random non-empty set of {orchestrator, inventory, payment} at the same
+ * moment (the first kills all three), so the orchestrator and the
+ * participants go down together and recover from each other's state.
+ * Once the
  * orchestrator reports every saga terminal it stops everything and checks the three SQLite files directly:
  *   - N sagas, one per idempotency key, every one COMPLETED or COMPENSATED,
  *     as the business outcome (a pure function of the saga id) predicts,
@@ -624,7 +629,7 @@ int main(int argc, char **argv)
 {
     if (argc < 4) {
         fprintf(stderr, "usage: xp_driver XP_ORCH XP_PART WORKDIR [N] [KILLS] "
-                        "[SEED] [ORCH_KILLS]\n");
+                        "[SEED] [ORCH_KILLS] [CHAOS]\n");
         return 2;
     }
     const char *orch_bin = argv[1];
@@ -634,13 +639,17 @@ int main(int argc, char **argv)
     int kills = argc > 5 ? atoi(argv[5]) : 4;
     rng = argc > 6 ? strtoull(argv[6], NULL, 10) : (uint64_t)time(NULL);
     int okills = argc > 7 ? atoi(argv[7]) : 0;
+    int chaos = argc > 8 ? atoi(argv[8]) : 0;
     if (rng == 0)
         rng = 1;
+    if (chaos)
+        okills = 0; /* the events pick their victims */
     if (n <= 0 || kills < 0 || kills > 64 || okills < 0 || okills > 64)
         return 2;
-    fprintf(stderr, "xproc: N=%d kills=%d orchestrator kills=%d seed=%llu "
-            "workdir=%s\n", n, kills, okills, (unsigned long long)rng,
-            workdir);
+    fprintf(stderr, "xproc: N=%d kills=%d orchestrator kills=%d%s seed=%llu "
+            "workdir=%s\n", n, kills, okills,
+            chaos ? " (chaos: random victims, together)" : "",
+            (unsigned long long)rng, workdir);
     signal(SIGPIPE, SIG_IGN);
     /* XP_VERIFY_ONLY=1: check the files a previous run left in WORKDIR
      * (to see the checks fail on a doctored database). */
@@ -718,6 +727,17 @@ int main(int argc, char **argv)
                      parts[1].port, nb, rate, ostatus, t0ms, NULL};
     pid_t orch = spawn(oargv, olog);
     int total = kills + okills, pkills = 0;
+    /* Chaos: kill events at random points of progress (sorted). */
+    int at[64];
+    for (int j = 0; j < total; j++)
+        at[j] = (int)((int64_t)n * (int64_t)(5 + rnd(85)) / 100);
+    for (int j = 1; j < total; j++)
+        for (int k = j; k > 0 && at[k - 1] > at[k]; k--) {
+            int x = at[k];
+            at[k] = at[k - 1];
+            at[k - 1] = x;
+        }
+    int chaos_orch = 0, chaos_part = 0, chaos_both = 0;
 
     int ost = 0, orch_exited = 0, v[5] = {0};
     while (now_s() - t0 < RUN_LIMIT_S) {
@@ -738,7 +758,52 @@ int main(int argc, char **argv)
         /* Kill j when j+1 (total+1)ths of the sagas are terminal; every
          * third one is the orchestrator's while there are some to do. */
         int j = done_kills + done_okills;
-        if (j < total && v[2] >= n * (j + 1) / (total + 1)) {
+        if (chaos && j < total && v[2] >= at[j]) {
+            for (int w = 0; w < 300; w++) {
+                if (read_status(ostatus, v) == 0 && v[3] >= 5)
+                    break;
+                sleep_ms(2);
+            }
+            sleep_ms((int)rnd(20));
+            read_status(ostatus, v);
+            /* bit 0: orchestrator, 1: inventory, 2: payment */
+            unsigned mask = j == 0 ? 7u : 1u + rnd(7);
+            if (mask & 1u) {
+                kill(orch, SIGKILL);
+                waitpid(orch, NULL, 0);
+            }
+            for (int i = 0; i < 2; i++)
+                if (mask & (2u << i)) {
+                    kill(parts[i].pid, SIGKILL);
+                    waitpid(parts[i].pid, NULL, 0);
+                }
+            int down = 100 + (int)rnd(900);
+            fprintf(stderr,
+                    "xproc: kill %d: SIGKILL%s%s%s at started=%d "
+                    "terminal=%d active=%d; down %d ms\n",
+                    j + 1, mask & 1u ? " orchestrator" : "",
+                    mask & 2u ? " inventory" : "",
+                    mask & 4u ? " payment" : "", v[0], v[2], v[3], down);
+            sleep_ms(down);
+            /* Participants first or the orchestrator first, at random. */
+            int orch_first = (int)rnd(2);
+            if ((mask & 1u) && orch_first)
+                orch = spawn(oargv, olog);
+            for (int i = 0; i < 2; i++)
+                if (mask & (2u << i)) {
+                    if (!orch_first)
+                        sleep_ms((int)rnd(200));
+                    part_start(&parts[i]);
+                }
+            if ((mask & 1u) && !orch_first)
+                orch = spawn(oargv, olog);
+            chaos_orch += (mask & 1u) != 0;
+            chaos_part += (mask & 6u) != 0;
+            chaos_both += (mask & 1u) && (mask & 6u);
+            done_kills++;
+            continue;
+        }
+        if (!chaos && j < total && v[2] >= n * (j + 1) / (total + 1)) {
             /* Aim at a moment with sagas in flight (the starts come in
              * bursts every 500 ms), waiting at most 600 ms for one. */
             for (int w = 0; w < 300; w++) {
@@ -803,6 +868,10 @@ int main(int argc, char **argv)
         failf("orchestrator exited with status %d", ost);
         dump_log(olog);
     }
+    if (chaos && (chaos_orch == 0 || chaos_part == 0 || chaos_both == 0))
+        failf("chaos: the kills hit the orchestrator %d times, participants "
+              "%d times, both together %d times", chaos_orch, chaos_part,
+              chaos_both);
     if (done_kills < kills || done_okills < okills)
         failf("only %d of %d participant kills and %d of %d orchestrator "
               "kills happened", done_kills, kills, done_okills, okills);
