@@ -755,8 +755,10 @@ int main(int argc, char **argv)
             }
         }
         read_status(ostatus, v);
-        /* Kill j when j+1 (total+1)ths of the sagas are terminal; every
-         * third one is the orchestrator's while there are some to do. */
+        /* Kill j when j+1 (total+2)ths of the sagas are terminal (the
+         * last one with a quarter or so still to go, so that a loaded
+         * machine cannot finish the run first); every third one is the
+         * orchestrator's while there are some to do. */
         int j = done_kills + done_okills;
         if (chaos && j < total && v[2] >= at[j]) {
             for (int w = 0; w < 300; w++) {
@@ -803,7 +805,7 @@ int main(int argc, char **argv)
             done_kills++;
             continue;
         }
-        if (!chaos && j < total && v[2] >= n * (j + 1) / (total + 1)) {
+        if (!chaos && j < total && v[2] >= n * (j + 1) / (total + 2)) {
             /* Aim at a moment with sagas in flight (the starts come in
              * bursts every 500 ms), waiting at most 600 ms for one. */
             for (int w = 0; w < 300; w++) {
