@@ -66,7 +66,7 @@ static int record(sqlite3 *db, const char *pid, const char *order_id,
         sqlite3_bind_text(st, 8, error, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 9, now);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
+    ck_done(st);
     return rc;
 }
 
@@ -78,6 +78,7 @@ typedef struct charge {
     uv_timer_t timeout;
     char key[256], pid[80], order_id[64], token[64], method[32];
     int64_t amount;
+    uint64_t started; /* uv_now() when the command came */
     struct charge *next, **prev;
 } charge;
 
@@ -126,6 +127,7 @@ static int outcome(ck_app *a, saga_participant *p, const charge *ch,
     }
     *oc = SAGA_OUTCOME_FAIL;
     const char *code = res == CK_GW_DECLINED ? "INSUFFICIENT_FUNDS"
+                       : res == CK_GW_LATE   ? "PAYMENT_LATE"
                                              : "PAYMENT_TIMEOUT";
     *err = code;
     if (record(db, ch->pid, ch->order_id, ch->amount, ch->method, ch->key,
@@ -137,6 +139,10 @@ static int outcome(ck_app *a, saga_participant *p, const charge *ch,
     json_object_set_new(ev, "error_message",
                         json_string(res == CK_GW_DECLINED
                                         ? "Payment failed: insufficient funds"
+                                    : res == CK_GW_LATE
+                                        ? "Payment failed: the gateway "
+                                          "answered after the step's timeout; "
+                                          "the charge was reversed"
                                         : "Payment failed: the gateway did "
                                           "not answer in time"));
     ck_publish(p, CK_T_PAYMENT, ch->order_id, ev);
@@ -191,7 +197,7 @@ static int refund(ck_app *a, saga_participant *p, const saga_command *c)
     sqlite3_bind_int64(st, 2, ck_now_ms());
     sqlite3_bind_text(st, 3, ch.key, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
     if (rc != SQLITE_DONE)
         return SAGA_ESTORE;
     json_t *ev = ck_event("PaymentRefundedEvent", ch.order_id, ck_now_ms());
@@ -205,6 +211,18 @@ static void charge_close_cb(uv_handle_t *h) { free(h->data); }
 
 static void charge_finish(charge *ch, ck_gw_result res, const char *txn)
 {
+    /* A charge that comes back after the orchestrator's per-attempt timeout
+     * is not trusted to be wanted any more: the saga may be compensating.
+     * Reverse it at once and answer FAIL, so that a slow gateway always
+     * ends in a cancelled order with nothing charged, however loaded the
+     * machine is (the refund compensation then finds it refunded). */
+    if (res == CK_GW_CHARGED &&
+        uv_now(ch->a->loop) - ch->started >
+            ch->a->timing.payment_step_timeout_ms) {
+        int64_t amount;
+        if (ck_gateway_refund(ch->a->gateway, ch->key, &amount) == 0)
+            res = CK_GW_LATE;
+    }
     saga_outcome oc;
     saga_map *out;
     const char *err;
@@ -266,6 +284,7 @@ static int on_charge(saga_participant *p, const saga_command *c,
         return rc;
     }
     ch->deferred = d;
+    ch->started = uv_now(a->loop);
     uv_timer_init(a->loop, &ch->timeout);
     ch->timeout.data = ch;
     ch->next = s->inflight;
