@@ -104,9 +104,12 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r,
     char id[SAGA_ID_SIZE];
     if (r != NULL)
         c->w = ck_defer(r, CHECKOUT_WAIT_MS);
-    int rc = saga_start(a->engine, "checkout", order_id,
-                        sqlite3_column_blob(st, 0),
-                        (size_t)sqlite3_column_bytes(st, 0), id, started, c);
+    /* A request's W3C traceparent: the saga and its steps join its trace. */
+    int rc = saga_start_traced(a->engine, "checkout", order_id,
+                               sqlite3_column_blob(st, 0),
+                               (size_t)sqlite3_column_bytes(st, 0),
+                               r != NULL ? r->traceparent : NULL, id, started,
+                               c);
     ck_done(st);
     if (rc != SAGA_OK) {
         ck_log(a, "saga start of %s: %s", order_id, saga_strerror(rc));

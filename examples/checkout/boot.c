@@ -99,6 +99,9 @@ int ck_participant(ck_app *a, int svc, saga_participant **out, sqlite3 **db)
     o.service = name;
     o.log = part_log;
     o.log_arg = (void *)name;
+    o.log_event = ck_log_sink(a);
+    o.log_event_arg = stderr;
+    o.log_level = a->log_json ? SAGA_LOG_INFO : 0;
     if (saga_participant_new(out, a->loop, s, t, &o) != SAGA_OK) {
         saga_store_free(s);
         saga_transport_free(t);

@@ -75,6 +75,12 @@ typedef struct ck_app {
     int closing;
     int pending_close;
     int quiet;
+    /* operations (docs/operations.md) */
+    int log_json;              /* --log-format json: JSON-lines logs */
+    const char *admin_token;   /* CK_ADMIN_TOKEN: the console at /console/ */
+    saga_participant *parts[CK_NSVC]; /* for GET /metrics */
+    size_t nparts;
+    void *metrics_http;        /* a metrics-only server (distributed) */
 } ck_app;
 
 /* --- util.c ---------------------------------------------------------- */
@@ -181,6 +187,10 @@ int ck_gateway_refund(ck_gateway *g, const char *key, int64_t *amount);
 
 /* --- http.c -------------------------------------------------------------- */
 int ck_http_start(ck_app *a, const char *listen, char *bound, size_t bsize);
+/* GET /metrics alone, for a service without the REST front. */
+int ck_metrics_start(ck_app *a, const char *listen);
+/* The structured log sink to use (NULL: the services' own text lines). */
+void (*ck_log_sink(ck_app *a))(const saga_log_event *ev, void *arg);
 void ck_http_stop(ck_app *a);
 
 /* --- demo.c ------------------------------------------------------------ */

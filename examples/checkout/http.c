@@ -14,6 +14,54 @@
 #include <string.h>
 
 #include "http.h"
+#ifdef CK_HAVE_CONSOLE
+#include "console.h"
+
+static void ck_parts(ck_app *a)
+{
+    a->nparts = 0;
+    for (int i = 0; i < CK_NSVC; i++)
+        if (a->svc[i] != NULL)
+            a->parts[a->nparts++] = a->svc[i];
+}
+
+int ck_metrics_start(ck_app *a, const char *listen)
+{
+    static h2o_globalconf_t conf;
+    h2o_config_init(&conf);
+    conf.http1.upgrade_to_http2 = 0;
+    h2o_hostconf_t *hc = h2o_config_register_host(
+        &conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    ck_parts(a);
+    saga_console_mount_metrics(hc, a->engine, a->parts, a->nparts);
+    char err[256];
+    saga_http_server *srv;
+    if (saga_http_listen(&srv, a->loop, &conf, listen, err, sizeof err) != 0) {
+        fprintf(stderr, "saga-checkout: metrics: %s\n", err);
+        return -1;
+    }
+    a->metrics_http = srv;
+    return 0;
+}
+
+void (*ck_log_sink(ck_app *a))(const saga_log_event *ev, void *arg)
+{
+    return a->log_json ? saga_console_log_json : NULL;
+}
+#else
+int ck_metrics_start(ck_app *a, const char *listen)
+{
+    (void)a, (void)listen;
+    fprintf(stderr, "saga-checkout: built without the console library\n");
+    return -1;
+}
+
+void (*ck_log_sink(ck_app *a))(const saga_log_event *ev, void *arg)
+{
+    (void)a;
+    return NULL;
+}
+#endif
 
 #define CK_BODY_MAX (1024 * 1024)      /* our 413, with a JSON body */
 #define CK_H2O_BODY_MAX (8 * 1024 * 1024) /* h2o's own 413 beyond this */
@@ -263,6 +311,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     r->body_len = req->entity.base ? req->entity.len : 0;
     r->user_id = header(req, "x-user-id");
     r->idem_key = header(req, "idempotency-key");
+    r->traceparent = header(req, "traceparent");
     r->query = "";
     if (req->query_at != SIZE_MAX)
         r->query = h2o_strdup(&req->pool, req->path.base + req->query_at + 1,
@@ -334,6 +383,23 @@ int ck_http_start(ck_app *a, const char *listen, char *bound, size_t bsize)
     h->config.http1.upgrade_to_http2 = 0;
     h2o_hostconf_t *hc = h2o_config_register_host(
         &h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+#ifdef CK_HAVE_CONSOLE
+    /* Before "/": h2o takes the first path that matches. GET /metrics is
+     * always served; the console only with an admin token. */
+    ck_parts(a);
+    saga_console_mount_metrics(hc, a->engine, a->parts, a->nparts);
+    if (a->admin_token != NULL && a->engine != NULL) {
+        saga_console_config cc = {saga_engine_store(a->engine), a->engine,
+                                  a->admin_token, 0};
+        saga_console *con;
+        if (saga_console_new(&con, &cc) != SAGA_OK) {
+            fprintf(stderr, "saga-checkout: CK_ADMIN_TOKEN must have at "
+                            "least 8 characters\n");
+            return -1;
+        }
+        saga_console_mount(con, hc);
+    }
+#endif
     h2o_pathconf_t *pc = h2o_config_register_path(hc, "/", 0);
     h2o_handler_t *hd =
         h2o_create_handler(pc, sizeof *hd + sizeof(ck_http *));

@@ -17,6 +17,7 @@ typedef struct ck_req {
     size_t body_len;
     const char *user_id;    /* X-User-Id or NULL */
     const char *idem_key;   /* Idempotency-Key or NULL */
+    const char *traceparent; /* W3C traceparent or NULL */
     char *segs[CK_MAX_SEGS]; /* path segments */
     int nsegs;
     const char *query;      /* after '?', or "" */

@@ -26,6 +26,9 @@ static void usage(void)
             "       saga-checkout demo [--serve] [--listen HOST:PORT] "
             "[--url URL]\n"
             "       saga-checkout service NAME --data DIR --config FILE\n"
+            "options: --log-format json (JSON-lines logs); CK_ADMIN_TOKEN "
+            "in the environment\n  turns on the operator console at "
+            "/console/ (GET /metrics is always served)\n"
             "services: order cart inventory payment shipping warehouse "
             "notification\n");
 }
@@ -89,6 +92,12 @@ static int run(ck_app *a, int only, const char *listen)
         printf("listening on http://%s\n", bound);
         fflush(stdout);
     } else {
+        /* A service without the REST front serves GET /metrics when the
+         * config names an address for it: "metrics": {"cart": "H:P"}. */
+        const char *m = json_string_value(json_object_get(
+            json_object_get(a->config, "metrics"), ck_svc_names[only]));
+        if (m != NULL && ck_metrics_start(a, m) != 0)
+            return 1;
         printf("service %s running\n", ck_svc_names[only]);
         fflush(stdout);
     }
@@ -102,9 +111,14 @@ static int run(ck_app *a, int only, const char *listen)
     return 0;
 }
 
+static int ck_log_json; /* --log-format json */
+
 static void app_init(ck_app *a)
 {
     memset(a, 0, sizeof *a);
+    a->log_json = ck_log_json;
+    const char *tok = getenv("CK_ADMIN_TOKEN");
+    a->admin_token = tok != NULL && *tok ? tok : NULL;
     a->loop = uv_default_loop();
     a->timing.reservation_ttl_ms = 15 * 60 * 1000;
     a->timing.ttl_sweep_ms = 1000;
@@ -182,6 +196,8 @@ static int cmd_service(int argc, char **argv)
             dir = argv[++i];
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             config = argv[++i];
+        else if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc)
+            ck_log_json = strcmp(argv[++i], "json") == 0;
         else {
             usage();
             return 2;
@@ -227,6 +243,8 @@ int main(int argc, char **argv)
                 listen = argv[++i];
             else if (strcmp(argv[i], "--catalog") == 0 && i + 1 < argc)
                 catalog = argv[++i];
+            else if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc)
+                ck_log_json = strcmp(argv[++i], "json") == 0;
             else {
                 usage();
                 return 2;

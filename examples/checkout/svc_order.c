@@ -433,6 +433,9 @@ int ck_order_open(ck_app *a)
     o.loop = a->loop;
     o.service = "orchestrator";
     o.log = engine_log;
+    o.log_event = ck_log_sink(a);
+    o.log_event_arg = stderr;
+    o.log_level = a->log_json ? SAGA_LOG_INFO : 0;
     saga_def *d;
     if (saga_engine_new(&a->engine, s, t, &o) != SAGA_OK) {
         saga_store_free(s);

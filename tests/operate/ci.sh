@@ -2,10 +2,15 @@
 # The operator console in a real browser (run by scripts/test.sh, so by
 # .ci/run): headless chromium driven by puppeteer-core (a test-only npm
 # dependency installed here into build/operate-node, never committed).
-# Twice, each time with a FAILED order and the order service running:
+# Twice, each time with a FAILED order (find it, press Retry, see it reach
+# COMPENSATED) and the order service running:
 #  1. `sagactl serve` on the service's store (actions go through the
 #     store's control queue, which the running engine picks up);
 #  2. the console mounted in the service itself (actions call its engine).
+# Then 3. the console of the running checkout (saga-checkout serve with
+# CK_ADMIN_TOKEN) after two orders: its sagas, timeline and diagram. The
+# checkout's sagas never end FAILED by themselves (compensations retry
+# forever), so the retry scenario runs on order_svc.
 # Screenshots: build-logs/console-*.png.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,7 +32,8 @@ if [ ! -d "$node_dir/node_modules/puppeteer-core" ]; then
     (cd "$node_dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm install --no-audit --no-fund \
         --loglevel=error puppeteer-core@24)
 fi
-cp "$root/tests/operate/console_test.mjs" "$node_dir/"
+cp "$root/tests/operate/console_test.mjs" "$root/tests/operate/console_view.mjs" \
+    "$node_dir/"
 
 work=$(mktemp -d)
 pids=()
@@ -75,4 +81,27 @@ echo "== the console in the order service (its engine)"
     "$logs/console-service.png")
 "$sagactl" --store "$db" show "$id1" | grep -q 'OPERATOR_RETRY .*by console: warehouse API is back'
 grep -q '"trace_id"' "$logs/console-service.log"
+
+ck=$build/examples/checkout/saga-checkout
+if [ -x "$ck" ]; then
+    echo "== the console in the running checkout"
+    p3=$(port)
+    CK_ADMIN_TOKEN=$token "$ck" serve --data "$work/ck" --listen "127.0.0.1:$p3" \
+        > "$logs/console-checkout.log" 2>&1 &
+    pids+=($!)
+    wait_http "127.0.0.1:$p3"
+    for n in 1 2; do
+        curl -sf -X POST "http://127.0.0.1:$p3/api/v1/carts/cart_$n/items" \
+            -H 'X-User-Id: u1' -d '{"product_id": "prod_123", "quantity": 1}' > /dev/null
+        tok=tok_ok; [ $n = 2 ] && tok=tok_decline
+        curl -sf -X POST "http://127.0.0.1:$p3/api/v1/orders/checkout" \
+            -H 'X-User-Id: u1' -H "Idempotency-Key: k$n" \
+            -d '{"cart_id": "cart_'$n'", "shipping_address": {"street": "1 Main",
+                 "city": "SF", "state": "CA", "zip": "94102", "country": "USA"},
+                 "payment_method": {"type": "credit_card", "card_token": "'$tok'"}}' > /dev/null
+    done
+    sleep 1
+    (cd "$node_dir" && node console_view.mjs "http://127.0.0.1:$p3" "$token" \
+        "$logs/console-checkout.png")
+fi
 echo "ci(operate): browser tests OK"

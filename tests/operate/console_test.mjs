@@ -8,8 +8,8 @@ const [url, token, sagaId, shot] = process.argv.slice(2);
 const fail = (msg) => { console.error('console_test: FAIL: ' + msg); process.exit(1); };
 
 // The admin API refuses a request without the token.
-const anon = await fetch(new URL('/api/stats', url));
-if (anon.status !== 401) fail('GET /api/stats without a token gave ' + anon.status);
+const anon = await fetch(new URL('/console/api/stats', url));
+if (anon.status !== 401) fail('GET /console/api/stats without a token gave ' + anon.status);
 
 const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',

@@ -176,7 +176,11 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     saga_store *st;
-    if (saga_store_sqlite_open(&st, store_path, NULL) != SAGA_OK) {
+    /* NORMAL: WAL keeps commits atomic; the tests need no fsync per
+     * commit on a shared, busy disk. */
+    saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
+    so.synchronous = 1;
+    if (saga_store_sqlite_open(&st, store_path, &so) != SAGA_OK) {
         fprintf(stderr, "order_svc: cannot open %s\n", store_path);
         return 1;
     }

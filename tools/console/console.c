@@ -109,12 +109,13 @@ static int is_method(h2o_req_t *req, const char *m)
     return h2o_memis(req->method.base, req->method.len, m, strlen(m));
 }
 
-/* Split "/api/a/b/c" into at most 4 segments (NUL-terminated copies). */
-static size_t split_path(h2o_req_t *req, char seg[4][SAGA_NAME_MAX + 1])
+/* Split the path into at most @p max segments (NUL-terminated copies). */
+static size_t split_path(h2o_req_t *req, char seg[][SAGA_NAME_MAX + 1],
+                         size_t max)
 {
     h2o_iovec_t p = req->path_normalized;
     size_t n = 0, i = 0;
-    while (i < p.len && n < 4) {
+    while (i < p.len && n < max) {
         while (i < p.len && p.base[i] == '/')
             i++;
         size_t s = i;
@@ -287,8 +288,11 @@ static int api_on_req(h2o_handler_t *self, h2o_req_t *req)
         return respond_error(req, 401, "Unauthorized", "unauthorized",
                              "an Authorization: Bearer token is required");
     }
-    char seg[4][SAGA_NAME_MAX + 1];
-    size_t n = split_path(req, seg);
+    /* /console/api/X/Y/Z: drop "console" so that seg[1] is X. */
+    char all[5][SAGA_NAME_MAX + 1];
+    size_t n = split_path(req, all, 5);
+    n = n > 0 ? n - 1 : 0;
+    char (*seg)[SAGA_NAME_MAX + 1] = all + 1;
     int get = is_method(req, "GET"), post = is_method(req, "POST");
     json_t *out = NULL;
     int rc;
@@ -330,7 +334,7 @@ static int static_on_req(h2o_handler_t *self, h2o_req_t *req)
         return respond_error(req, 405, "Method Not Allowed", "method",
                              "GET only");
     char seg[4][SAGA_NAME_MAX + 1];
-    size_t n = split_path(req, seg);
+    size_t n = split_path(req, seg, 4);
     const char *file = n >= 2 ? seg[1] : "index.html";
     for (size_t i = 0; i < saga_console_nassets; i++) {
         const saga_console_asset *a = &saga_console_assets[i];
@@ -376,7 +380,7 @@ int saga_console_new(saga_console **out, const saga_console_config *cfg)
 
 void saga_console_mount(saga_console *c, h2o_hostconf_t *host)
 {
-    h2o_pathconf_t *pc = h2o_config_register_path(host, "/api", 0);
+    h2o_pathconf_t *pc = h2o_config_register_path(host, "/console/api", 0);
     api_handler *h = (api_handler *)h2o_create_handler(pc, sizeof *h);
     h->super.on_req = api_on_req;
     h->c = c;

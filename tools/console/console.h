@@ -4,15 +4,16 @@
  * service). See docs/operations.md.
  *
  *   GET  /console/...                    the page (static, built in)
- *   GET  /api/stats                      counts per state and definition
- *   POST /api/sagas    {state, definition, since, offset, limit}
- *   GET  /api/sagas/ID                   one saga: journal, data, shape
- *   POST /api/sagas/ID/retry             {reason}
- *   POST /api/sagas/ID/compensate        {reason}
- *   POST /api/sagas/ID/resolve           {as, reason}
- *   GET  /api/definitions                recorded definitions
- *   GET  /api/definitions/NAME[/VERSION] one shape, with its diagrams
- * Every /api request needs `Authorization: Bearer TOKEN` (401 without).
+ * and under /console/api (so that it never meets a service's own API):
+ *   GET  /stats                          counts per state and definition
+ *   POST /sagas    {state, definition, since, offset, limit}
+ *   GET  /sagas/ID                       one saga: journal, data, shape
+ *   POST /sagas/ID/retry                 {reason}
+ *   POST /sagas/ID/compensate            {reason}
+ *   POST /sagas/ID/resolve               {as, reason}
+ *   GET  /definitions                    recorded definitions
+ *   GET  /definitions/NAME[/VERSION]     one shape, with its diagrams
+ * Every /console/api request needs `Authorization: Bearer TOKEN` (401 without).
  * The actor of an action is the X-Saga-Actor header, else "console".
  *
  * Actions: with an engine (the owning service mounts the console) they call
@@ -39,7 +40,8 @@ typedef struct saga_console saga_console;
  * token shorter than 8 bytes), SAGA_ENOMEM. */
 int saga_console_new(saga_console **out, const saga_console_config *cfg);
 
-/** Register /console/ and /api/ on @p host. */
+/** Register /console/api and /console/ on @p host: call it before a
+ * catch-all "/" path (h2o takes the first path that matches). */
 void saga_console_mount(saga_console *c, h2o_hostconf_t *host);
 
 /** Register `GET /metrics` (Prometheus text) for @p e (may be NULL) and

@@ -21,7 +21,7 @@
       opts.headers['Content-Type'] = 'application/json';
       opts.body = JSON.stringify(body);
     }
-    const r = await fetch('/api/' + path, opts);
+    const r = await fetch('/console/api/' + path, opts);
     if (r.status === 401) {
       $('login').hidden = false;
       throw new Error('unauthorized: give the admin token');
