@@ -9,6 +9,23 @@
 
 #include "saga/saga.h"
 
+/* Known bugs, compiled only into the simulator's test build of the library
+ * (tests/sim, CMake option SAGA_SIM_BUGS) and selected at run time there;
+ * the shipped library never contains them. SAGA__BUG(n) is 0 otherwise. */
+#ifdef SAGA_SIM_BUGS
+extern int saga__sim_bug;
+#define SAGA__BUG(n) (saga__sim_bug == (n))
+#else
+#define SAGA__BUG(n) 0
+#endif
+#define SAGA__BUG_INBOX 1       /* the inbox claim is skipped */
+#define SAGA__BUG_COMP_NEVER 2  /* a step that never ran is compensated */
+#define SAGA__BUG_EARLY_REPLY 3 /* a reply is released before its commit */
+#define SAGA__BUG_NO_HANGING 4  /* the barrier's hanging-action check */
+/* Bugs saga-sim found and that are fixed: put back, to show it still would */
+#define SAGA__BUG_FAIL_NOT_FINAL 5 /* no 'F' barrier after an action FAIL */
+#define SAGA__BUG_RETRY_SAME_ID 6  /* an operator retry reuses command ids */
+
 /* One step of a definition, with every default filled in. */
 typedef struct saga__step {
     char *name;
@@ -26,6 +43,8 @@ struct saga_def {
     size_t nsteps;
     size_t cap;
     int pivot; /* index of the pivot step, -1 if none */
+    /* Owned by an engine (saga_engine_register()): frozen from then on. */
+    int registered;
     char errmsg[256];
 };
 
@@ -41,5 +60,15 @@ uint64_t saga__splitmix64(uint64_t *state);
 uint64_t saga__os_seed(void);
 /* strdup with saga_malloc; NULL in, NULL out. */
 char *saga__strdup(const char *s);
+
+/* Check the plug-ins handed to a constructor (either may be NULL: not
+ * checked): a version this library knows (else SAGA_EVERSION) and every
+ * required slot set (else SAGA_EINVAL). The reason, naming the slot, goes
+ * to @p log (NULL: stderr) at SAGA_LOG_ERROR, since the constructor has no
+ * object to keep it in. */
+typedef void (*saga__log_fn)(saga_log_level level, const char *saga_id,
+                             int step, const char *msg, void *arg);
+int saga__plugins_check(const saga_store *s, const saga_transport *t,
+                        saga__log_fn log, void *log_arg);
 
 #endif /* SAGA_INTERNAL_H */

@@ -10,7 +10,8 @@
  * back as a whole and run again later, handlers included.
  *
  * The barrier lives in the store's key-value space, one key per
- * (saga, step): 'A' + the first OK output (the action applied), 'C' (it was
+ * (saga, step): 'A' + the first OK output (the action applied), 'F' (the
+ * action answered FAIL: final, later attempts are refused), 'C' (it was
  * compensated) or 'N' (a null compensation: undo arrived first).
  */
 #include <stddef.h>
@@ -331,6 +332,15 @@ static int run_batch(saga_participant *p)
     size_t ndone = p->ndone;
     for (size_t i = 0; i < ndone && rc == SAGA_OK; i++)
         rc = s->outbox_done(s, p->done[i]);
+    if (rc == SAGA_OK && SAGA__BUG(SAGA__BUG_EARLY_REPLY)) {
+        for (saga__outmsg *m = p->txn; m; m = m->next) {
+            saga__outmsg *c = saga__outmsg_new(m->id, m->topic, m->key,
+                                               m->buf, m->len, m->created_ms);
+            if (c != NULL)
+                saga__relay_push(p->relay, c);
+        }
+        saga__relay_kick(p->relay);
+    }
     if (rc == SAGA_OK)
         return s->commit(s);
     s->rollback(s);
@@ -618,6 +628,9 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         store->version == 0 || store->version > SAGA_STORE_VERSION ||
         transport->version == 0 || transport->version > SAGA_TRANSPORT_VERSION)
         return SAGA_EVERSION;
+    int rc = saga__plugins_check(store, transport, opts->log, opts->log_arg);
+    if (rc != SAGA_OK)
+        return rc;
     saga_participant *p = saga_malloc(sizeof *p);
     if (p == NULL)
         return SAGA_ENOMEM;

@@ -250,6 +250,8 @@ static int record_one(saga_participant *p, saga_deferred *d)
             }
         } else if (d->outcome == SAGA_OUTCOME_OK) {
             rc = saga__pbar_put(p, key, "C", 1);
+        } else if (d->outcome == SAGA_OUTCOME_FAIL && !d->env.comp) {
+            rc = saga__pbar_put(p, key, "F", 1); /* final (participant_msg.c) */
         } else {
             rc = saga__pbar_put(p, key, prev, prev_len);
         }

@@ -173,6 +173,9 @@ static int action_done(saga_participant *p, const char *key,
                        const saga_reply *rep,
                        const void *cur, size_t cur_len, int redrive)
 {
+    if (rep->outcome == SAGA_OUTCOME_FAIL &&
+        !SAGA__BUG(SAGA__BUG_FAIL_NOT_FINAL))
+        return put_barrier(s, key, "F", 1); /* final: see the 'F' state */
     if (rep->outcome != SAGA_OUTCOME_OK)
         return redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
     /* Record the first result after the marker. */
@@ -195,7 +198,10 @@ int saga__pcommand(saga_participant *p, item *it)
     int rc;
     if (!redrive) {
         blob rec = {0};
-        rc = s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb, &rec);
+        rc = SAGA__BUG(SAGA__BUG_INBOX)
+                 ? SAGA_OK
+                 : s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb,
+                                  &rec);
         if (rc == SAGA_EDUP) {
             /* Seen before: answer again with the recorded reply (none
              * yet while it is pending: nothing to do). */
@@ -275,7 +281,8 @@ int saga__pcommand(saga_participant *p, item *it)
     memset(&rep, 0, sizeof rep);
     rep.outcome = SAGA_OUTCOME_OK;
     if (!env->comp) {
-        if (state == 'C' || state == 'N') {
+        if ((state == 'C' || state == 'N') &&
+            !SAGA__BUG(SAGA__BUG_NO_HANGING)) {
             /* A hanging action: its compensation came first. */
             p->stats.hanging_refused++;
             saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
@@ -293,6 +300,16 @@ int saga__pcommand(saga_participant *p, item *it)
             if (rc == SAGA_OK)
                 rc = saga__preply(p, env, SAGA_OUTCOME_OK,
                                   (const char *)cur + 1, cur_len - 1, NULL);
+        } else if (state == 'F' && !SAGA__BUG(SAGA__BUG_NO_HANGING)) {
+            /* The action answered FAIL before, and the orchestrator moved
+             * on: an older attempt still in the network (it timed out, so
+             * a pivot without compensation may have been given up on)
+             * must not apply now. */
+            p->stats.retried_actions++;
+            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            if (rc == SAGA_OK)
+                rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
+                                  "refused: the action failed before");
         } else {
             rc = call_handler(p, h, it, &rep);
             if (rc == SAGA_OK && rep.deferred != NULL)
@@ -344,7 +361,9 @@ int saga__pevent(saga_participant *p, item *it)
     char claim[SAGA_NAME_MAX * 3 + 8];
     snprintf(claim, sizeof claim, "%s@%s/%s", it->env.msg_id, it->ev->topic,
              it->ev->group);
-    int rc = s->inbox_claim(s, claim, saga__pnow(p), NULL, NULL);
+    int rc = SAGA__BUG(SAGA__BUG_INBOX)
+                 ? SAGA_OK
+                 : s->inbox_claim(s, claim, saga__pnow(p), NULL, NULL);
     if (rc == SAGA_EDUP) {
         p->stats.duplicates++;
         return SAGA_OK;

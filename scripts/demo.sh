@@ -2,7 +2,9 @@
 # The demo command (README quick start):
 #   sudo bash scripts/demo.sh
 # Installs the Debian 12 packages, builds libsaga and its examples in build/,
-# and runs the main job: examples/hello (build/examples/hello/saga_hello).
+# and runs the main job: `saga-checkout demo`, the seed's checkout system
+# (seven services, REST API) driven through HTTP, ending with its table.
+# Arguments go to the demo (`--serve` keeps the server running).
 # Idempotent: re-running reuses build/.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,10 +22,8 @@ fi
 echo "==> configuring and building (build/)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSAGA_BUILD_EXAMPLES=ON \
     > /dev/null
-cmake --build build -j"$JOBS" --target saga_hello
+cmake --build build -j"$JOBS" --target saga-checkout
 
-# From build/, so the example's files (its SQLite database) stay out of the
-# source tree.
-echo "==> running build/examples/hello/saga_hello (in build/)"
-cd build
-exec ./examples/hello/saga_hello "$@"
+# The demo keeps its databases in a temporary directory.
+echo "==> running build/examples/checkout/saga-checkout demo"
+exec ./build/examples/checkout/saga-checkout demo "$@"

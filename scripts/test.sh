@@ -8,9 +8,12 @@
 #   4. configure + build build-asan/ (-DSAGA_SANITIZE=ON: ASan + UBSan,
 #      -fno-sanitize-recover=undefined) and run the unit + conformance tests
 #      with leak detection
-#   5. packaging checks (ctest -L packaging in build/): install + consumers
+#   5. the other builds a user may try, warnings as errors, tests included:
+#      Debug and Release with gcc, Release with clang (built; the clang one
+#      also runs the unit tests)
+#   6. packaging checks (ctest -L packaging in build/): install + consumers
 #      via pkg-config and find_package, exported symbols, header check
-#   6. extra suites that register themselves: tests/fuzz/run.sh 60 if it
+#   7. extra suites that register themselves: tests/fuzz/run.sh 60 if it
 #      exists, then every tests/*/ci.sh (run from the repo root)
 # The last line is always "N passed, N failed": every ctest test counts as
 # one suite, every other step as one step. Logs go to build-logs/.
@@ -132,14 +135,14 @@ step deps bash scripts/deps.sh
 
 fresh_build_dir build
 step configure cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DSAGA_SANITIZE=OFF -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=ON \
+    -DSAGA_WERROR=ON -DSAGA_SANITIZE=OFF -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=ON \
     -DSAGA_BUILD_BENCH=ON
 step build cmake --build build -j"$JOBS"
 ctest_step tests build -LE packaging
 
 fresh_build_dir build-asan
 step asan-configure cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DSAGA_SANITIZE=ON -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=OFF \
+    -DSAGA_WERROR=ON -DSAGA_SANITIZE=ON -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=OFF \
     -DSAGA_BUILD_BENCH=OFF
 step asan-build cmake --build build-asan -j"$JOBS"
 # LeakSanitizer cannot run under ptrace or some container seccomp profiles;
@@ -164,6 +167,19 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=$leaks:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 ctest_step asan-tests build-asan -L '^(unit|conformance)$'
 unset ASAN_OPTIONS UBSAN_OPTIONS
+
+# build_variant DIR CC BUILD_TYPE: one more configuration, everything built.
+build_variant() {
+    local dir=$1 cc=$2 type=$3
+    fresh_build_dir "$dir"
+    CC=$cc cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" -DSAGA_WERROR=ON \
+        -DSAGA_BUILD_TESTS=ON -DSAGA_BUILD_EXAMPLES=ON -DSAGA_BUILD_BENCH=ON \
+        > /dev/null && cmake --build "$dir" -j"$JOBS"
+}
+quiet_step build-gcc-debug build_variant build-variants/gcc-debug gcc Debug
+quiet_step build-gcc-release build_variant build-variants/gcc-release gcc Release
+quiet_step build-clang-release build_variant build-variants/clang-release clang Release
+ctest_step clang-release-unit build-variants/clang-release -L '^(unit|conformance)$'
 
 ctest_step packaging build -L packaging
 

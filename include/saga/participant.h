@@ -9,7 +9,9 @@
  *   - keeps a per-(saga, step) barrier: a compensation for an action that
  *     never applied is recorded as a no-op ("null compensation"); an action
  *     that arrives after its compensation is refused ("hanging action"); a
- *     retried action returns the first result instead of applying again;
+ *     retried action returns the first result instead of applying again,
+ *     and once an action answered FAIL every later attempt of it (an older
+ *     one still in the network) is refused with FAIL too;
  *   - writes the reply through its own outbox.
  * The service's business tables live in the same store, so "apply the
  * effect + mark the inbox" is one transaction: a handler writes them through

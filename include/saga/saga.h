@@ -3,8 +3,8 @@
  *
  * saga.h is the umbrella header: version, error codes, the allocator hook and
  * the types every other header shares. It includes def.h, store.h,
- * transport.h, tcp.h, engine.h, participant.h and codec.h at its end, so
- * `#include <saga/saga.h>` is all a program needs.
+ * transport.h, tcp.h, engine.h, participant.h, codec.h and testing.h at
+ * its end, so `#include <saga/saga.h>` is all a program needs.
  */
 #ifndef SAGA_SAGA_H
 #define SAGA_SAGA_H
@@ -125,7 +125,8 @@ typedef enum saga_state {
     SAGA_STATE_COMPENSATING = 2,
     SAGA_STATE_COMPLETED = 3,   /* terminal */
     SAGA_STATE_COMPENSATED = 4, /* terminal */
-    SAGA_STATE_FAILED = 5       /* needs an operator */
+    SAGA_STATE_FAILED = 5       /* a finite retry policy ran out where the
+                                   saga cannot go back: needs an operator */
 } saga_state;
 /** Bit for a state in a state mask: SAGA_STATE_BIT(SAGA_STATE_RUNNING). */
 #define SAGA_STATE_BIT(s) (1u << (unsigned)(s))
@@ -205,5 +206,6 @@ SAGA_END_DECL
 #include "saga/engine.h"
 #include "saga/participant.h"
 #include "saga/codec.h"
+#include "saga/testing.h"
 
 #endif /* SAGA_SAGA_H */

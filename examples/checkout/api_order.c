@@ -1,0 +1,459 @@
+/*
+ * api_order.c — checkout (the seed's idempotency flow), order status with
+ * its saga steps (from the saga journal), and order history.
+ *
+ * Checkout: the order row, its items and the idempotency key are written in
+ * one SQLite transaction on order.db, then the saga is started with the
+ * order id as the engine's idempotency key; the 202 is sent from the start
+ * callback, once the start is durable. A request with a known key joins that
+ * order: the same saga_start with the same key answers the same saga (also
+ * for 50 clients at once, or after a crash between the two writes).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+#define CHECKOUT_WAIT_MS 10000
+
+typedef struct start_ctx {
+    ck_app *a;
+    ck_wait *w; /* NULL: a restart, nobody waits */
+    char order_id[64];
+    char key[256];
+    int created; /* this request created the order: 202, else 200 */
+} start_ctx;
+
+static json_t *accepted_body(sqlite3 *db, const char *order_id)
+{
+    sqlite3_stmt *st = ck_prep(db, "SELECT status, idempotency_key, "
+                                   "created_at FROM orders WHERE order_id = ?");
+    if (st == NULL)
+        return NULL;
+    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
+    json_t *b = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t created = sqlite3_column_int64(st, 2);
+        b = json_pack("{s:s, s:s, s:o, s:s, s:o}", "order_id", order_id,
+                      "status", (const char *)sqlite3_column_text(st, 0),
+                      "estimated_completion",
+                      ck_json_time(created + 3 * 60 * 1000), "idempotency_key",
+                      (const char *)sqlite3_column_text(st, 1), "created_at",
+                      ck_json_time(created));
+    }
+    sqlite3_finalize(st);
+    return b;
+}
+
+static void started(saga_engine *e, int status, const char *saga_id,
+                    int existed, void *arg)
+{
+    (void)e, (void)existed;
+    start_ctx *c = arg;
+    ck_app *a = c->a;
+    if (status == SAGA_OK) {
+        sqlite3_stmt *st = ck_prep(a->order_db,
+                                   "UPDATE orders SET saga_id = ? WHERE "
+                                   "order_id = ? AND saga_id IS NULL");
+        if (st != NULL) {
+            sqlite3_bind_text(st, 1, saga_id, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 2, c->order_id, -1, SQLITE_TRANSIENT);
+            sqlite3_step(st);
+            sqlite3_finalize(st);
+        }
+    }
+    if (c->w != NULL) {
+        if (status != SAGA_OK)
+            ck_wait_error(c->w, 503, "unavailable",
+                          "the order is recorded but its processing could "
+                          "not be started yet; retry with the same "
+                          "Idempotency-Key");
+        else
+            ck_wait_reply(c->w, c->created ? 202 : 200,
+                          accepted_body(a->order_db, c->order_id),
+                          "x-idempotency-key", c->key);
+    }
+    free(c);
+}
+
+/* saga_start for an order whose row exists (new, duplicate or restart). */
+static int start_saga(ck_app *a, const char *order_id, ck_req *r,
+                      int created)
+{
+    sqlite3_stmt *st = ck_prep(a->order_db, "SELECT saga_data, "
+                                            "idempotency_key FROM orders "
+                                            "WHERE order_id = ?");
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    start_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    c->a = a;
+    c->created = created;
+    snprintf(c->order_id, sizeof c->order_id, "%s", order_id);
+    snprintf(c->key, sizeof c->key, "%s",
+             (const char *)sqlite3_column_text(st, 1));
+    char id[SAGA_ID_SIZE];
+    if (r != NULL)
+        c->w = ck_defer(r, CHECKOUT_WAIT_MS);
+    int rc = saga_start(a->engine, "checkout", order_id,
+                        sqlite3_column_blob(st, 0),
+                        (size_t)sqlite3_column_bytes(st, 0), id, started, c);
+    sqlite3_finalize(st);
+    if (rc != SAGA_OK) {
+        ck_log(a, "saga start of %s: %s", order_id, saga_strerror(rc));
+        if (c->w != NULL)
+            ck_wait_error(c->w, 503, "unavailable",
+                          "the order is recorded but its processing could "
+                          "not be started yet; retry with the same "
+                          "Idempotency-Key");
+        free(c);
+    }
+    return 0;
+}
+
+int ck_order_restart_pending(ck_app *a);
+int ck_order_restart_pending(ck_app *a)
+{
+    sqlite3_stmt *st = ck_prep(a->order_db, "SELECT order_id FROM orders "
+                                            "WHERE saga_id IS NULL");
+    if (st == NULL)
+        return -1;
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char id[64];
+        snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(st, 0));
+        if (start_saga(a, id, NULL, 0) == 0)
+            n++;
+    }
+    sqlite3_finalize(st);
+    if (n > 0)
+        ck_log(a, "re-started %d order saga(s) accepted before a restart", n);
+    return 0;
+}
+
+/* --- checkout ------------------------------------------------------------- */
+
+static const char *field_str(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) && json_string_length(v) > 0 ? json_string_value(v)
+                                                          : NULL;
+}
+
+static int validate(ck_req *r, json_t *b)
+{
+    if (field_str(b, "cart_id") == NULL) {
+        ck_error(r, 422, "invalid_field",
+                 "cart_id is required and must be a non-empty string");
+        return -1;
+    }
+    json_t *addr = json_object_get(b, "shipping_address");
+    if (!json_is_object(addr)) {
+        ck_error(r, 422, "invalid_field",
+                 "shipping_address is required and must be an object");
+        return -1;
+    }
+    static const char *const af[] = {"street", "city", "zip", "country"};
+    for (size_t i = 0; i < 4; i++)
+        if (field_str(addr, af[i]) == NULL) {
+            ck_error(r, 422, "invalid_field",
+                     "shipping_address.%s is required and must be a "
+                     "non-empty string",
+                     af[i]);
+            return -1;
+        }
+    json_t *pm = json_object_get(b, "payment_method");
+    if (!json_is_object(pm)) {
+        ck_error(r, 422, "invalid_field",
+                 "payment_method is required and must be an object");
+        return -1;
+    }
+    if (field_str(pm, "type") == NULL) {
+        ck_error(r, 422, "invalid_field",
+                 "payment_method.type is required and must be a string");
+        return -1;
+    }
+    if (field_str(pm, "card_token") == NULL) {
+        ck_error(r, 422, "invalid_field",
+                 "payment_method.card_token is required and must be a "
+                 "string");
+        return -1;
+    }
+    return 0;
+}
+
+static int existing_order(ck_app *a, const char *key, char *order_id,
+                          size_t size, char **request, int *has_saga)
+{
+    sqlite3_stmt *st = ck_prep(a->order_db,
+                               "SELECT order_id, request, saga_id IS NOT NULL "
+                               "FROM orders WHERE idempotency_key = ?");
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    int found = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        found = 1;
+        snprintf(order_id, size, "%s", (const char *)sqlite3_column_text(st, 0));
+        *request = strdup((const char *)sqlite3_column_text(st, 1));
+        *has_saga = sqlite3_column_int(st, 2);
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+static void answer_known(ck_req *r, const char *order_id, const char *key,
+                         int has_saga)
+{
+    ck_app *a = r->a;
+    if (has_saga) {
+        ck_reply_hdr(r, 200, accepted_body(a->order_db, order_id),
+                     "x-idempotency-key", key);
+        return;
+    }
+    if (start_saga(a, order_id, r, 0) != 0)
+        ck_error(r, 503, "unavailable", "try again with the same key");
+}
+
+static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
+                         int64_t *max_item)
+{
+    ck_app *a = r->a;
+    sqlite3_stmt *st = ck_prep(a->cart_db, "SELECT user_id FROM carts WHERE "
+                                           "cart_id = ?");
+    if (st == NULL) {
+        ck_error(r, 500, "internal", "cart database unavailable");
+        return NULL;
+    }
+    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        ck_error(r, 404, "cart_not_found", "no cart %s", cart_id);
+        return NULL;
+    }
+    int mine = strcmp((const char *)sqlite3_column_text(st, 0), r->user_id) == 0;
+    sqlite3_finalize(st);
+    if (!mine) {
+        ck_error(r, 403, "forbidden", "cart %s belongs to another user",
+                 cart_id);
+        return NULL;
+    }
+    st = ck_prep(a->cart_db, "SELECT cart_item_id, product_id, quantity, "
+                             "price FROM cart_items WHERE cart_id = ? ORDER "
+                             "BY cart_item_id");
+    if (st == NULL) {
+        ck_error(r, 500, "internal", "cart database unavailable");
+        return NULL;
+    }
+    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
+    json_t *items = json_array();
+    *subtotal = 0;
+    *max_item = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t q = sqlite3_column_int64(st, 2), p = sqlite3_column_int64(st, 3);
+        *max_item = sqlite3_column_int64(st, 0);
+        *subtotal += q * p;
+        json_array_append_new(items,
+                              json_pack("{s:s, s:I, s:I}", "product_id",
+                                        (const char *)sqlite3_column_text(st, 1),
+                                        "quantity", (json_int_t)q, "price",
+                                        (json_int_t)p));
+    }
+    sqlite3_finalize(st);
+    if (json_array_size(items) == 0) {
+        json_decref(items);
+        ck_error(r, 422, "cart_empty", "cart %s has no items", cart_id);
+        return NULL;
+    }
+    return items;
+}
+
+static int pending_order(ck_app *a, const char *cart_id, char *out,
+                         size_t size)
+{
+    sqlite3_stmt *st = ck_prep(a->order_db,
+                               "SELECT order_id FROM orders WHERE cart_id = ? "
+                               "AND status NOT IN ('COMPLETED', 'CANCELLED')");
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
+    int found = sqlite3_step(st) == SQLITE_ROW;
+    if (found)
+        snprintf(out, size, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return found;
+}
+
+static int insert_order(ck_app *a, const char *order_id, const char *key,
+                        const char *request, ck_req *r, json_t *b,
+                        json_t *items, int64_t subtotal, int64_t max_item,
+                        const void *data, size_t dlen)
+{
+    sqlite3 *db = a->order_db;
+    int64_t now = ck_now_ms();
+    char *addr = ck_dump(json_object_get(b, "shipping_address"));
+    const char *type = json_string_value(
+        json_object_get(json_object_get(b, "payment_method"), "type"));
+    char addr_id[40];
+    ck_random_id("addr_", addr_id, sizeof addr_id);
+    int rc = ck_exec(db, "BEGIN IMMEDIATE");
+    sqlite3_stmt *st = rc ? NULL : ck_prep(db,
+        "INSERT INTO orders (order_id, user_id, cart_id, status, "
+        "total_amount, subtotal, address_id, shipping_address, "
+        "payment_method, idempotency_key, request, cart_max_item, saga_data, "
+        "created_at, updated_at) VALUES (?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, "
+        "?, ?, ?, ?, ?, ?)");
+    int ok = st != NULL;
+    if (ok) {
+        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, r->user_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, field_str(b, "cart_id"), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 4, subtotal);
+        sqlite3_bind_int64(st, 5, subtotal);
+        sqlite3_bind_text(st, 6, addr_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 7, addr ? addr : "{}", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 8, type, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 9, key, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 10, request, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 11, max_item);
+        sqlite3_bind_blob(st, 12, data, (int)dlen, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 13, now);
+        sqlite3_bind_int64(st, 14, now);
+        rc = sqlite3_step(st);
+        ok = rc == SQLITE_DONE;
+        sqlite3_finalize(st);
+    }
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it)
+    {
+        if (!ok)
+            break;
+        st = ck_prep(db, "INSERT INTO order_items (order_id, product_id, "
+                         "quantity, price) VALUES (?, ?, ?, ?)");
+        if (st == NULL) {
+            ok = 0;
+            break;
+        }
+        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2,
+                          json_string_value(json_object_get(it, "product_id")),
+                          -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 3,
+                           json_integer_value(json_object_get(it, "quantity")));
+        sqlite3_bind_int64(st, 4,
+                           json_integer_value(json_object_get(it, "price")));
+        ok = sqlite3_step(st) == SQLITE_DONE;
+        sqlite3_finalize(st);
+    }
+    free(addr);
+    if (ok && ck_exec(db, "COMMIT") == SQLITE_OK)
+        return 0;
+    int constraint = rc == SQLITE_CONSTRAINT;
+    ck_exec(db, "ROLLBACK");
+    return constraint ? 1 : -1;
+}
+
+void ck_api_checkout(ck_req *r)
+{
+    ck_app *a = r->a;
+    if (r->user_id == NULL || r->user_id[0] == '\0') {
+        ck_error(r, 401, "missing_user_id",
+                 "the X-User-Id header (set by the API gateway) is required");
+        return;
+    }
+    if (r->idem_key == NULL || r->idem_key[0] == '\0') {
+        ck_error(r, 400, "missing_idempotency_key",
+                 "the Idempotency-Key header is required");
+        return;
+    }
+    if (strlen(r->idem_key) > 200) {
+        ck_error(r, 400, "invalid_idempotency_key",
+                 "the Idempotency-Key header is longer than 200 bytes");
+        return;
+    }
+    json_t *b = ck_body_object(r);
+    if (b == NULL)
+        return;
+    if (validate(r, b) != 0) {
+        json_decref(b);
+        return;
+    }
+    char *canon = ck_dump(b);
+    size_t rl = strlen(canon) + strlen(r->user_id) + 2;
+    char *request = malloc(rl);
+    snprintf(request, rl, "%s|%s", r->user_id, canon);
+    free(canon);
+
+    char order_id[64], *prior = NULL;
+    int has_saga = 0;
+    int found = existing_order(a, r->idem_key, order_id, sizeof order_id,
+                               &prior, &has_saga);
+    if (found == 1) {
+        if (strcmp(prior, request) != 0)
+            ck_error(r, 422, "idempotency_key_reused",
+                     "Idempotency-Key %s was used with a different request",
+                     r->idem_key);
+        else
+            answer_known(r, order_id, r->idem_key, has_saga);
+        goto done;
+    }
+    const char *cart_id = field_str(b, "cart_id");
+    int64_t subtotal, max_item;
+    json_t *items = load_cart(r, cart_id, &subtotal, &max_item);
+    if (items == NULL)
+        goto done;
+    char other[64];
+    if (pending_order(a, cart_id, other, sizeof other) == 1) {
+        ck_error(r, 409, "checkout_in_progress",
+                 "cart %s has a checkout in progress (order %s)", cart_id,
+                 other);
+        json_decref(items);
+        goto done;
+    }
+    ck_random_id("order_", order_id, sizeof order_id);
+    json_t *pm = json_object_get(b, "payment_method");
+    char *items_s = ck_dump(items);
+    char *addr_s = ck_dump(json_object_get(b, "shipping_address"));
+    saga_map *m;
+    const void *data = NULL;
+    size_t dlen = 0;
+    saga_map_new(&m);
+    ck_map_str(m, "order_id", order_id);
+    ck_map_str(m, "user_id", r->user_id);
+    ck_map_str(m, "cart_id", cart_id);
+    ck_map_str(m, "items", items_s);
+    ck_map_str(m, "shipping_address", addr_s);
+    ck_map_str(m, "card_token", field_str(pm, "card_token"));
+    ck_map_str(m, "payment_type", field_str(pm, "type"));
+    saga_map_set_int(m, "subtotal", subtotal);
+    saga_map_encode(m, &data, &dlen);
+    int rc = insert_order(a, order_id, r->idem_key, request, r, b, items,
+                          subtotal, max_item, data, dlen);
+    saga_map_free(m);
+    free(items_s);
+    free(addr_s);
+    json_decref(items);
+    if (rc == 1)
+        ck_error(r, 409, "checkout_in_progress",
+                 "cart %s has a checkout in progress", cart_id);
+    else if (rc != 0)
+        ck_error(r, 503, "unavailable", "the order could not be recorded");
+    else if (start_saga(a, order_id, r, 1) != 0)
+        ck_error(r, 503, "unavailable",
+                 "the order is recorded but its processing could not be "
+                 "started yet; retry with the same Idempotency-Key");
+done:
+    free(prior);
+    free(request);
+    json_decref(b);
+}

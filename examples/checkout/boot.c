@@ -1,0 +1,125 @@
+/*
+ * boot.c — the plumbing each service starts on: its transport endpoint
+ * (in-memory bus, or TCP with every peer and event topic from the config),
+ * its participant on DIR/<service>.db, and plain connections to another
+ * service's file for the HTTP front.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "ck.h"
+
+/* --- transports ---------------------------------------------------------- */
+
+static const char *const event_topics[][2] = {
+    {CK_T_ORDER, "notification"}, {CK_T_INVENTORY, "order"},
+    {CK_T_PAYMENT, "order"},      {CK_T_FULFILL, "order"},
+    {CK_T_CART, "cart"}};
+
+static void tcp_log(saga_log_level lvl, const char *msg, void *arg)
+{
+    if (lvl >= SAGA_LOG_WARN)
+        fprintf(stderr, "saga-checkout: tcp %s: %s\n", (const char *)arg, msg);
+}
+
+static const char *endpoint_addr(ck_app *a, const char *name)
+{
+    json_t *eps = json_object_get(a->config, "endpoints");
+    return json_string_value(json_object_get(eps, name));
+}
+
+saga_transport *ck_transport(ck_app *a, const char *endpoint)
+{
+    saga_transport *t = NULL;
+    if (!a->distributed) {
+        if (saga_transport_inmem_new(&t, a->bus) != SAGA_OK)
+            return NULL;
+        return t;
+    }
+    saga_tcp_peer peers[32];
+    size_t n = 0;
+    const char *names[] = {"orchestrator", "order", "cart", "inventory",
+                           "payment", "shipping", "warehouse", "notification"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *ad = endpoint_addr(a, names[i]);
+        if (ad == NULL) {
+            fprintf(stderr, "saga-checkout: config: endpoints.%s missing\n",
+                    names[i]);
+            return NULL;
+        }
+        peers[n].service = names[i];
+        peers[n++].address = ad;
+    }
+    for (size_t i = 0; i < sizeof event_topics / sizeof event_topics[0]; i++) {
+        peers[n].service = event_topics[i][0];
+        peers[n++].address = endpoint_addr(a, event_topics[i][1]);
+    }
+    saga_tcp_options o = SAGA_TCP_OPTIONS_INIT;
+    o.service = endpoint;
+    o.listen = endpoint_addr(a, endpoint);
+    o.peers = peers;
+    o.npeers = n;
+    o.log = tcp_log;
+    o.log_arg = (void *)endpoint;
+    if (saga_transport_tcp_new(&t, a->loop, &o) != SAGA_OK) {
+        fprintf(stderr, "saga-checkout: cannot listen as %s on %s\n", endpoint,
+                o.listen);
+        return NULL;
+    }
+    return t;
+}
+
+static void part_log(saga_log_level level, const char *saga_id, int step,
+                     const char *msg, void *arg)
+{
+    (void)step;
+    if (level >= SAGA_LOG_WARN)
+        fprintf(stderr, "saga-checkout: %s: %s%s%s\n", (const char *)arg,
+                saga_id ? saga_id : "", saga_id ? ": " : "", msg);
+}
+
+int ck_participant(ck_app *a, int svc, saga_participant **out, sqlite3 **db)
+{
+    const char *name = ck_svc_names[svc];
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.db", a->dir, name);
+    saga_store *s = NULL;
+    saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
+    so.synchronous = ck_synchronous();
+    if (saga_store_sqlite_open(&s, path, &so) != SAGA_OK) {
+        fprintf(stderr, "saga-checkout: cannot open %s\n", path);
+        return -1;
+    }
+    saga_transport *t = ck_transport(a, name);
+    if (t == NULL) {
+        saga_store_free(s);
+        return -1;
+    }
+    saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
+    o.service = name;
+    o.log = part_log;
+    o.log_arg = (void *)name;
+    if (saga_participant_new(out, a->loop, s, t, &o) != SAGA_OK) {
+        saga_store_free(s);
+        saga_transport_free(t);
+        return -1;
+    }
+    *db = saga_participant_store_handle(*out);
+    sqlite3_busy_timeout(*db, 5000);
+    a->svc[svc] = *out;
+    return 0;
+}
+
+int ck_open_db(ck_app *a, const char *svc, sqlite3 **out)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s.db", a->dir, svc);
+    if (sqlite3_open(path, out) != SQLITE_OK) {
+        fprintf(stderr, "saga-checkout: cannot open %s\n", path);
+        return -1;
+    }
+    sqlite3_busy_timeout(*out, 5000);
+    ck_exec(*out, "PRAGMA journal_mode = WAL");
+    return 0;
+}
+

@@ -1,0 +1,261 @@
+/*
+ * gateway.c — a simulated card payment gateway (the outside world of the
+ * payment service). Its outcome is chosen by the card token:
+ *   tok_ok       charged            (after gateway_latency_ms)
+ *   tok_decline  INSUFFICIENT_FUNDS
+ *   tok_timeout  never answers      (the caller's own timeout then voids)
+ *   tok_slow     charged, but only after gateway_slow_ms
+ *   tok_flaky    fails (transient) twice per key, then charged
+ * any other token behaves as tok_ok.
+ *
+ * Like a real gateway it deduplicates by idempotency key: a key that has
+ * charged answers the same transaction again and never charges twice; a
+ * voided key never charges. Its books (gateway_charges) live in the payment
+ * service's file but are written outside the service's transactions, as an
+ * outside system's would be.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ck.h"
+
+struct ck_gateway {
+    ck_app *a;
+    sqlite3 *db;
+    struct gw_req *reqs;
+};
+
+typedef struct gw_req {
+    ck_gateway *g;
+    struct gw_req *next, **prev;
+    uv_timer_t timer;
+    char key[256], token[64], order_id[64];
+    int64_t amount;
+    ck_gw_cb cb;
+    void *arg;
+} gw_req;
+
+static int schema(sqlite3 *db)
+{
+    return ck_exec(db, "CREATE TABLE IF NOT EXISTS gateway_charges ("
+                       " key TEXT PRIMARY KEY, order_id TEXT, token TEXT,"
+                       " amount INTEGER NOT NULL, state TEXT NOT NULL,"
+                       " attempts INTEGER NOT NULL DEFAULT 0,"
+                       " refunded INTEGER NOT NULL DEFAULT 0, txn_id TEXT,"
+                       " created_at INTEGER NOT NULL,"
+                       " updated_at INTEGER NOT NULL)");
+}
+
+int ck_gateway_new(ck_gateway **out, ck_app *a, sqlite3 *db)
+{
+    ck_gateway *g = calloc(1, sizeof *g);
+    if (g == NULL || schema(db) != SQLITE_OK) {
+        free(g);
+        return -1;
+    }
+    g->a = a;
+    g->db = db;
+    *out = g;
+    return 0;
+}
+
+static void req_free(uv_handle_t *h) { free(h->data); }
+
+static void unlink_req(gw_req *r)
+{
+    *r->prev = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    uv_close((uv_handle_t *)&r->timer, req_free);
+}
+
+void ck_gateway_close(ck_gateway *g)
+{
+    if (g == NULL)
+        return;
+    while (g->reqs)
+        unlink_req(g->reqs);
+    free(g);
+}
+
+void ck_gateway_forget(ck_gateway *g, void *req)
+{
+    (void)g;
+    if (req != NULL)
+        unlink_req(req);
+}
+
+/* The state of @p key; 0 found, 1 none. */
+static int lookup(ck_gateway *g, const char *key, char state[16],
+                  char txn[64], int *attempts, int64_t *amount)
+{
+    sqlite3_stmt *st = ck_prep(g->db, "SELECT state, COALESCE(txn_id, ''), "
+                                      "attempts, amount FROM gateway_charges "
+                                      "WHERE key = ?");
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    int rc = 1;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(state, 16, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(txn, 64, "%s", (const char *)sqlite3_column_text(st, 1));
+        *attempts = sqlite3_column_int(st, 2);
+        *amount = sqlite3_column_int64(st, 3);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void put(ck_gateway *g, const gw_req *r, const char *state,
+                int attempts, const char *txn)
+{
+    int64_t now = ck_now_ms();
+    sqlite3_stmt *st = ck_prep(
+        g->db, "INSERT INTO gateway_charges (key, order_id, token, amount, "
+               "state, attempts, txn_id, created_at, updated_at) VALUES (?1, "
+               "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) ON CONFLICT(key) DO UPDATE SET "
+               "state = ?5, attempts = ?6, txn_id = ?7, updated_at = ?8");
+    if (st == NULL)
+        return;
+    sqlite3_bind_text(st, 1, r->key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, r->order_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 3, r->token, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, r->amount);
+    sqlite3_bind_text(st, 5, state, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 6, attempts);
+    if (txn)
+        sqlite3_bind_text(st, 7, txn, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 8, now);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+}
+
+/* The gateway decides (at the moment the request "arrives"). */
+static ck_gw_result decide(ck_gateway *g, const gw_req *r, char txn[64])
+{
+    char state[16] = "";
+    int attempts = 0;
+    int64_t amount = 0;
+    txn[0] = '\0';
+    int rc = lookup(g, r->key, state, txn, &attempts, &amount);
+    if (rc == 0) {
+        if (strcmp(state, "CHARGED") == 0 || strcmp(state, "REFUNDED") == 0)
+            return CK_GW_CHARGED;
+        if (strcmp(state, "VOIDED") == 0)
+            return CK_GW_VOIDED;
+        if (strcmp(state, "DECLINED") == 0)
+            return CK_GW_DECLINED;
+    }
+    attempts++;
+    if (strcmp(r->token, "tok_decline") == 0) {
+        put(g, r, "DECLINED", attempts, NULL);
+        return CK_GW_DECLINED;
+    }
+    if (strcmp(r->token, "tok_flaky") == 0 && attempts <= 2) {
+        put(g, r, "FAILED_TRANSIENT", attempts, NULL);
+        return CK_GW_TRANSIENT;
+    }
+    ck_random_id("txn_", txn, 64);
+    put(g, r, "CHARGED", attempts, txn);
+    return CK_GW_CHARGED;
+}
+
+static void fire(uv_timer_t *t)
+{
+    gw_req *r = t->data;
+    char txn[64];
+    ck_gw_result res = decide(r->g, r, txn);
+    ck_gw_cb cb = r->cb;
+    void *arg = r->arg;
+    unlink_req(r);
+    cb(res, txn, arg);
+}
+
+void *ck_gateway_charge(ck_gateway *g, const char *key, const char *token,
+                        const char *order_id, int64_t amount, ck_gw_cb cb,
+                        void *arg)
+{
+    gw_req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->g = g;
+    snprintf(r->key, sizeof r->key, "%s", key);
+    snprintf(r->token, sizeof r->token, "%s", token);
+    snprintf(r->order_id, sizeof r->order_id, "%s", order_id);
+    r->amount = amount;
+    r->cb = cb;
+    r->arg = arg;
+    uv_timer_init(g->a->loop, &r->timer);
+    r->timer.data = r;
+    r->next = g->reqs;
+    r->prev = &g->reqs;
+    if (g->reqs)
+        g->reqs->prev = &r->next;
+    g->reqs = r;
+    if (strcmp(token, "tok_timeout") == 0)
+        return r; /* the network ate it: no answer, ever */
+    uint32_t delay = strcmp(token, "tok_slow") == 0
+                         ? g->a->timing.gateway_slow_ms
+                         : g->a->timing.gateway_latency_ms;
+    uv_timer_start(&r->timer, fire, delay, 0);
+    return r;
+}
+
+ck_gw_result ck_gateway_charge_now(ck_gateway *g, const char *key,
+                                   const char *token, const char *order_id,
+                                   int64_t amount, char txn[64])
+{
+    gw_req r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.key, sizeof r.key, "%s", key);
+    snprintf(r.token, sizeof r.token, "%s", token);
+    snprintf(r.order_id, sizeof r.order_id, "%s", order_id);
+    r.amount = amount;
+    return decide(g, &r, txn);
+}
+
+int ck_gateway_void(ck_gateway *g, const char *key, char txn[64])
+{
+    char state[16] = "";
+    int attempts = 0;
+    int64_t amount = 0;
+    if (lookup(g, key, state, txn, &attempts, &amount) == 0 &&
+        (strcmp(state, "CHARGED") == 0 || strcmp(state, "REFUNDED") == 0))
+        return 1; /* too late: it charged */
+    sqlite3_stmt *st = ck_prep(
+        g->db, "INSERT INTO gateway_charges (key, amount, state, created_at, "
+               "updated_at) VALUES (?1, 0, 'VOIDED', ?2, ?2) ON "
+               "CONFLICT(key) DO UPDATE SET state = 'VOIDED', updated_at = ?2");
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, ck_now_ms());
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int ck_gateway_refund(ck_gateway *g, const char *key, int64_t *amount)
+{
+    char state[16] = "", txn[64];
+    int attempts = 0;
+    *amount = 0;
+    if (lookup(g, key, state, txn, &attempts, amount) != 0)
+        return 1;
+    if (strcmp(state, "REFUNDED") == 0)
+        return 0;
+    if (strcmp(state, "CHARGED") != 0)
+        return 1;
+    sqlite3_stmt *st = ck_prep(g->db, "UPDATE gateway_charges SET state = "
+                                      "'REFUNDED', refunded = amount, "
+                                      "updated_at = ? WHERE key = ?");
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_int64(st, 1, ck_now_ms());
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}

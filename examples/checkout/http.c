@@ -1,0 +1,382 @@
+/*
+ * http.c — the REST front on libh2o (HTTP/1.1) on the services' libuv loop.
+ *
+ * Every request gets a ck_req in the request's pool, allocated with
+ * h2o_mem_alloc_shared() so that its dispose callback tells a deferred
+ * answer (ck_wait) that the request is gone: an answer that comes after the
+ * client left is dropped instead of touching freed memory. A deferred answer
+ * has its own timeout (503).
+ */
+#include <h2o.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+#define CK_BODY_MAX (1024 * 1024)      /* our 413, with a JSON body */
+#define CK_H2O_BODY_MAX (8 * 1024 * 1024) /* h2o's own 413 beyond this */
+
+typedef struct ck_http {
+    ck_app *a;
+    h2o_globalconf_t config;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    uv_tcp_t listener;
+    int listening;
+} ck_http;
+
+struct ck_wait {
+    ck_req *r;          /* NULL once the request is gone */
+    uv_timer_t timer;
+};
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+static void send_json(h2o_req_t *req, int status, json_t *body,
+                      const char *hname, const char *hval)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (body != NULL && status != 204) {
+        text = ck_dump(body);
+        len = text ? strlen(text) : 0;
+    }
+    json_decref(body);
+    req->res.status = status;
+    req->res.reason = reason(status);
+    if (len > 0)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                       NULL, H2O_STRLIT("application/json"));
+    if (hname != NULL && hval != NULL)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, hname,
+                              strlen(hname), 0, NULL,
+                              h2o_strdup(&req->pool, hval, SIZE_MAX).base,
+                              strlen(hval));
+    req->res.content_length = len;
+    h2o_send_inline(req, text ? text : "", len);
+    free(text);
+}
+
+void ck_reply_hdr(ck_req *r, int status, json_t *body, const char *hname,
+                  const char *hval)
+{
+    if (r->h2o == NULL) {
+        json_decref(body);
+        return;
+    }
+    h2o_req_t *req = r->h2o;
+    r->h2o = NULL; /* answered */
+    send_json(req, status, body, hname, hval);
+}
+
+void ck_reply(ck_req *r, int status, json_t *body)
+{
+    ck_reply_hdr(r, status, body, NULL, NULL);
+}
+
+void ck_error(ck_req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ck_reply(r, status,
+             json_pack("{s:{s:s, s:s}}", "error", "code", code, "message",
+                       msg));
+}
+
+/* --- deferred answers ---------------------------------------------------- */
+
+static void wait_free(uv_handle_t *h) { free(h->data); }
+
+static void wait_done(ck_wait *w)
+{
+    if (w->r != NULL)
+        w->r->wait = NULL;
+    w->r = NULL;
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, wait_free);
+}
+
+static void wait_timeout(uv_timer_t *t)
+{
+    ck_wait *w = t->data;
+    if (w->r != NULL)
+        ck_error(w->r, 503, "timeout",
+                 "the request could not be completed in time; retry it with "
+                 "the same Idempotency-Key");
+    wait_done(w);
+}
+
+ck_wait *ck_defer(ck_req *r, uint32_t timeout_ms)
+{
+    ck_wait *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return NULL;
+    w->r = r;
+    r->wait = w;
+    uv_timer_init(r->a->loop, &w->timer);
+    w->timer.data = w;
+    uv_timer_start(&w->timer, wait_timeout, timeout_ms, 0);
+    return w;
+}
+
+int ck_wait_gone(const ck_wait *w) { return w->r == NULL || w->r->h2o == NULL; }
+
+void ck_wait_reply(ck_wait *w, int status, json_t *body, const char *hname,
+                   const char *hval)
+{
+    if (w->r != NULL)
+        ck_reply_hdr(w->r, status, body, hname, hval);
+    else
+        json_decref(body);
+    wait_done(w);
+}
+
+void ck_wait_error(ck_wait *w, int status, const char *code, const char *msg)
+{
+    ck_wait_reply(w, status,
+                  json_pack("{s:{s:s, s:s}}", "error", "code", code,
+                            "message", msg),
+                  NULL, NULL);
+}
+
+/* The request's pool is being freed: the client is gone (or answered). */
+static void req_dispose(void *p)
+{
+    ck_req *r = p;
+    r->h2o = NULL;
+    if (r->wait != NULL) {
+        r->wait->r = NULL;
+        r->wait = NULL;
+    }
+}
+
+/* --- requests ------------------------------------------------------------ */
+
+static int hexv(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static void url_decode(const char *s, size_t n, char *out, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 1 < size; i++) {
+        if (s[i] == '%' && i + 2 < n && hexv(s[i + 1]) >= 0 &&
+            hexv(s[i + 2]) >= 0) {
+            out[o++] = (char)(hexv(s[i + 1]) * 16 + hexv(s[i + 2]));
+            i += 2;
+        } else
+            out[o++] = s[i] == '+' ? ' ' : s[i];
+    }
+    out[o] = '\0';
+}
+
+const char *ck_query(const ck_req *r, const char *name, char *buf,
+                     size_t size)
+{
+    size_t nl = strlen(name);
+    const char *p = r->query;
+    while (p && *p) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+            url_decode(p + nl + 1, len - nl - 1, buf, size);
+            return buf;
+        }
+        if (len == nl && strncmp(p, name, nl) == 0) {
+            buf[0] = '\0';
+            return buf;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+json_t *ck_body_object(ck_req *r)
+{
+    json_error_t je;
+    json_t *j = json_loadb(r->body ? r->body : "", r->body_len,
+                           JSON_REJECT_DUPLICATES, &je);
+    if (j == NULL) {
+        ck_error(r, 400, "invalid_json", "malformed JSON at line %d: %s",
+                 je.line, je.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        ck_error(r, 400, "invalid_json", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+static const char *header(h2o_req_t *req, const char *lname)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, lname, strlen(lname), -1);
+    if (i < 0)
+        return NULL;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    return h2o_strdup(&req->pool, v.base, v.len).base;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    ck_http *h = *(ck_http **)(self + 1);
+    ck_req *r = h2o_mem_alloc_shared(&req->pool, sizeof *r, req_dispose);
+    memset(r, 0, sizeof *r);
+    r->a = h->a;
+    r->h2o = req;
+    r->method = h2o_strdup(&req->pool, req->method.base, req->method.len).base;
+    r->body = req->entity.base;
+    r->body_len = req->entity.base ? req->entity.len : 0;
+    r->user_id = header(req, "x-user-id");
+    r->idem_key = header(req, "idempotency-key");
+    r->query = "";
+    if (req->query_at != SIZE_MAX)
+        r->query = h2o_strdup(&req->pool, req->path.base + req->query_at + 1,
+                              req->path.len - req->query_at - 1)
+                       .base;
+    char *path = h2o_strdup(&req->pool, req->path_normalized.base,
+                            req->path_normalized.len)
+                     .base;
+    char *save = NULL;
+    for (char *s = strtok_r(path, "/", &save); s != NULL;
+         s = strtok_r(NULL, "/", &save)) {
+        if (r->nsegs == CK_MAX_SEGS) {
+            ck_error(r, 404, "not_found", "no such path");
+            return 0;
+        }
+        size_t n = strlen(s);
+        char *d = h2o_mem_alloc_pool(&req->pool, n + 1);
+        url_decode(s, n, d, n + 1);
+        r->segs[r->nsegs++] = d;
+    }
+    if (r->body_len > CK_BODY_MAX) {
+        ck_error(r, 413, "payload_too_large",
+                 "the request body is larger than 1 MiB");
+        return 0;
+    }
+    if (h->a->closing) {
+        ck_error(r, 503, "shutting_down", "the service is shutting down");
+        return 0;
+    }
+    ck_route(r);
+    return 0;
+}
+
+static void on_accept(uv_stream_t *listener, int status)
+{
+    ck_http *h = listener->data;
+    if (status != 0)
+        return;
+    uv_tcp_t *conn = h2o_mem_alloc(sizeof *conn);
+    uv_tcp_init(listener->loop, conn);
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    h2o_socket_t *sock =
+        h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    h2o_accept(&h->accept_ctx, sock);
+}
+
+int ck_http_start(ck_app *a, const char *listen, char *bound, size_t bsize)
+{
+    char host[256];
+    int port = 0;
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL || (size_t)(colon - listen) >= sizeof host ||
+        sscanf(colon + 1, "%d", &port) != 1 || port < 0 || port > 65535) {
+        fprintf(stderr, "saga-checkout: --listen wants HOST:PORT, got %s\n",
+                listen);
+        return -1;
+    }
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    ck_http *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return -1;
+    h->a = a;
+    h2o_config_init(&h->config);
+    h->config.max_request_entity_size = CK_H2O_BODY_MAX;
+    h->config.http1.upgrade_to_http2 = 0;
+    h2o_hostconf_t *hc = h2o_config_register_host(
+        &h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pc = h2o_config_register_path(hc, "/", 0);
+    h2o_handler_t *hd =
+        h2o_create_handler(pc, sizeof *hd + sizeof(ck_http *));
+    *(ck_http **)(hd + 1) = h;
+    hd->on_req = on_req;
+    h2o_context_init(&h->ctx, a->loop, &h->config);
+    h->accept_ctx.ctx = &h->ctx;
+    h->accept_ctx.hosts = h->config.hosts;
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+        fprintf(stderr, "saga-checkout: bad listen address %s\n", listen);
+        return -1;
+    }
+    uv_tcp_init(a->loop, &h->listener);
+    h->listener.data = h;
+    int rc = uv_tcp_bind(&h->listener, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&h->listener, 512, on_accept);
+    if (rc != 0) {
+        fprintf(stderr, "saga-checkout: cannot listen on %s: %s\n", listen,
+                uv_strerror(rc));
+        uv_close((uv_handle_t *)&h->listener, NULL);
+        a->http = h;
+        return -1;
+    }
+    h->listening = 1;
+    struct sockaddr_storage got;
+    int len = sizeof got;
+    uv_tcp_getsockname(&h->listener, (struct sockaddr *)&got, &len);
+    int p = ntohs(((struct sockaddr_in *)&got)->sin_port);
+    snprintf(bound, bsize, "%s:%d", host, p);
+    a->http = h;
+    return 0;
+}
+
+void ck_http_stop(ck_app *a)
+{
+    ck_http *h = a->http;
+    if (h == NULL || !h->listening)
+        return;
+    h->listening = 0;
+    uv_close((uv_handle_t *)&h->listener, NULL);
+}

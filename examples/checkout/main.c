@@ -1,0 +1,247 @@
+/*
+ * main.c — saga-checkout: the seed's checkout system on libsaga.
+ *
+ *   saga-checkout serve --data DIR --listen HOST:PORT [--catalog FILE]
+ *   saga-checkout demo [--serve] [--listen HOST:PORT]
+ *   saga-checkout service NAME --data DIR --config FILE
+ *
+ * serve runs the seven services in one process (one SQLite file per
+ * service in DIR, the in-memory transport, one HTTP port); service runs one
+ * of them over the TCP transport (the config file names every endpoint; see
+ * docs/checkout-api.md).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ck.h"
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: saga-checkout serve --data DIR --listen HOST:PORT "
+            "[--catalog FILE]\n"
+            "       saga-checkout demo [--serve] [--listen HOST:PORT] "
+            "[--url URL]\n"
+            "       saga-checkout service NAME --data DIR --config FILE\n"
+            "services: order cart inventory payment shipping warehouse "
+            "notification\n");
+}
+
+/* --- life cycle ---------------------------------------------------------- */
+
+static uv_signal_t sig_term, sig_int;
+
+static void closed(ck_app *a)
+{
+    (void)a;
+    uv_stop(a->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    ck_app *a = s->data;
+    if (a->closing)
+        return;
+    fprintf(stderr, "saga-checkout: signal %d, shutting down\n", signum);
+    a->closing = 1;
+    ck_http_stop(a);
+    uv_signal_stop(&sig_term);
+    uv_signal_stop(&sig_int);
+    ck_services_close(a, closed);
+}
+
+static int start_services(ck_app *a, int only)
+{
+    int (*open[CK_NSVC])(ck_app *) = {
+        ck_order_open,    ck_cart_open,      ck_inventory_open,
+        ck_payment_open,  ck_shipping_open,  ck_warehouse_open,
+        ck_notification_open};
+    /* The order service last: it reads the others' databases when they run
+     * here, and opens its own connections when they do not. */
+    for (int k = 1; k <= CK_NSVC; k++) {
+        int i = k % CK_NSVC;
+        if (only >= 0 && i != only)
+            continue;
+        if (open[i](a) != 0) {
+            fprintf(stderr, "saga-checkout: cannot start the %s service\n",
+                    ck_svc_names[i]);
+            return -1;
+        }
+    }
+    if (only < 0 || only == CK_SVC_ORDER)
+        return ck_order_start(a);
+    return 0;
+}
+
+/* Run until a signal; returns the exit code. */
+static int run(ck_app *a, int only, const char *listen)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (start_services(a, only) != 0)
+        return 1;
+    if (listen != NULL) {
+        char bound[300];
+        if (ck_http_start(a, listen, bound, sizeof bound) != 0)
+            return 1;
+        printf("listening on http://%s\n", bound);
+        fflush(stdout);
+    } else {
+        printf("service %s running\n", ck_svc_names[only]);
+        fflush(stdout);
+    }
+    uv_signal_init(a->loop, &sig_term);
+    uv_signal_init(a->loop, &sig_int);
+    sig_term.data = sig_int.data = a;
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+    uv_run(a->loop, UV_RUN_DEFAULT);
+    fprintf(stderr, "saga-checkout: stopped\n");
+    return 0;
+}
+
+static void app_init(ck_app *a)
+{
+    memset(a, 0, sizeof *a);
+    a->loop = uv_default_loop();
+    a->timing.reservation_ttl_ms = 15 * 60 * 1000;
+    a->timing.ttl_sweep_ms = 1000;
+    a->timing.payment_step_timeout_ms = 800;
+    a->timing.gateway_timeout_ms = 3000;
+    a->timing.gateway_slow_ms = 2000;
+    a->timing.gateway_latency_ms = 5;
+    a->timing.pick_ms = 5;
+    const char *ttl = getenv("CK_RESERVATION_TTL_MS");
+    if (ttl != NULL && atoll(ttl) > 0)
+        a->timing.reservation_ttl_ms = atoll(ttl);
+}
+
+static int set_dir(ck_app *a, const char *dir)
+{
+    if (dir == NULL) {
+        fprintf(stderr, "saga-checkout: --data DIR is required\n");
+        return -1;
+    }
+    mkdir(dir, 0755);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "saga-checkout: %s is not a directory\n", dir);
+        return -1;
+    }
+    snprintf(a->dir, sizeof a->dir, "%s", dir);
+    return 0;
+}
+
+static int load_catalog(ck_app *a, const char *path)
+{
+    if (path == NULL) {
+        ck_catalog_builtin(&a->catalog);
+        return 0;
+    }
+    char err[512];
+    if (ck_catalog_load(&a->catalog, path, err, sizeof err) != 0) {
+        fprintf(stderr, "saga-checkout: catalogue: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+int ck_serve_dir(const char *dir, const char *listen, const char *catalog);
+int ck_serve_dir(const char *dir, const char *listen, const char *catalog)
+{
+    static ck_app app;
+    ck_app *a = &app;
+    app_init(a);
+    if (set_dir(a, dir) != 0 || load_catalog(a, catalog) != 0)
+        return 2;
+    if (saga_inmem_bus_new(&a->bus, a->loop) != SAGA_OK)
+        return 1;
+    return run(a, -1, listen);
+}
+
+static int cmd_service(int argc, char **argv)
+{
+    static ck_app app;
+    ck_app *a = &app;
+    app_init(a);
+    const char *dir = NULL, *config = NULL;
+    if (argc < 3) {
+        usage();
+        return 2;
+    }
+    int svc = ck_svc_index(argv[2]);
+    if (svc < 0) {
+        fprintf(stderr, "saga-checkout: unknown service %s\n", argv[2]);
+        usage();
+        return 2;
+    }
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config = argv[++i];
+        else {
+            usage();
+            return 2;
+        }
+    }
+    if (config == NULL) {
+        fprintf(stderr, "saga-checkout: --config FILE is required\n");
+        return 2;
+    }
+    json_error_t je;
+    a->config = json_load_file(config, 0, &je);
+    if (a->config == NULL || !json_is_object(a->config)) {
+        fprintf(stderr, "saga-checkout: %s:%d: %s\n", config, je.line,
+                a->config ? "the config must be a JSON object" : je.text);
+        return 2;
+    }
+    a->distributed = 1;
+    if (set_dir(a, dir) != 0 ||
+        load_catalog(a, json_string_value(
+                            json_object_get(a->config, "catalog"))) != 0)
+        return 2;
+    const char *http = json_string_value(json_object_get(a->config, "http"));
+    if (svc == CK_SVC_ORDER && http == NULL) {
+        fprintf(stderr, "saga-checkout: config: \"http\" (HOST:PORT) is "
+                        "required for the order service\n");
+        return 2;
+    }
+    return run(a, svc, svc == CK_SVC_ORDER ? http : NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage();
+        return 2;
+    }
+    if (strcmp(argv[1], "serve") == 0) {
+        const char *dir = NULL, *listen = NULL, *catalog = NULL;
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+                dir = argv[++i];
+            else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
+                listen = argv[++i];
+            else if (strcmp(argv[i], "--catalog") == 0 && i + 1 < argc)
+                catalog = argv[++i];
+            else {
+                usage();
+                return 2;
+            }
+        }
+        if (listen == NULL) {
+            fprintf(stderr, "saga-checkout: --listen HOST:PORT is required\n");
+            return 2;
+        }
+        return ck_serve_dir(dir, listen, catalog);
+    }
+    if (strcmp(argv[1], "service") == 0)
+        return cmd_service(argc, argv);
+    if (strcmp(argv[1], "demo") == 0)
+        return ck_demo(argc, argv);
+    usage();
+    return 2;
+}

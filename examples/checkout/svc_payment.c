@@ -1,0 +1,315 @@
+/*
+ * svc_payment.c — the payment service: the seed's payments table on
+ * payment.db, the saga's payment.charge command (and its compensation, the
+ * refund), and the internal POST /api/v1/payments/process.
+ *
+ * The gateway is called asynchronously: the handler defers its reply
+ * (saga_reply_defer), a timer stands for the network, and the answer is
+ * given when the gateway answers, or when our own gateway timeout passes
+ * (then the key is voided at the gateway, so that a late answer cannot
+ * charge). The idempotency key is derived from the saga and the step, so a
+ * re-driven command after a crash asks the gateway again with the same key
+ * and is never charged twice. A transient gateway failure answers RETRY:
+ * the orchestrator retries with exponential backoff (the seed's "payment
+ * retry").
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+int ck_payment_schema(sqlite3 *db)
+{
+    return ck_exec(
+        db,
+        "CREATE TABLE IF NOT EXISTS payments (payment_id TEXT PRIMARY KEY,"
+        " order_id TEXT NOT NULL, amount INTEGER NOT NULL,"
+        " payment_method TEXT NOT NULL, transaction_id TEXT,"
+        " status TEXT NOT NULL, idempotency_key TEXT NOT NULL UNIQUE,"
+        " error_code TEXT, refunded_amount INTEGER NOT NULL DEFAULT 0,"
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS idx_pay_order ON payments(order_id);"
+        "CREATE INDEX IF NOT EXISTS idx_pay_txn ON payments(transaction_id);"
+        "CREATE TABLE IF NOT EXISTS gateway_charges ("
+        " key TEXT PRIMARY KEY, order_id TEXT, token TEXT,"
+        " amount INTEGER NOT NULL, state TEXT NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " refunded INTEGER NOT NULL DEFAULT 0, txn_id TEXT,"
+        " created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)");
+}
+
+/* Insert or update the payments row of @p key. */
+static int record(sqlite3 *db, const char *pid, const char *order_id,
+                  int64_t amount, const char *method, const char *key,
+                  const char *status, const char *txn, const char *error)
+{
+    int64_t now = ck_now_ms();
+    sqlite3_stmt *st = ck_prep(
+        db, "INSERT INTO payments (payment_id, order_id, amount, "
+            "payment_method, transaction_id, status, idempotency_key, "
+            "error_code, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, "
+            "?6, ?7, ?8, ?9, ?9) ON CONFLICT(idempotency_key) DO UPDATE SET "
+            "transaction_id = COALESCE(?5, transaction_id), status = ?6, "
+            "error_code = ?8, updated_at = ?9");
+    if (st == NULL)
+        return -1;
+    sqlite3_bind_text(st, 1, pid, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, order_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, amount);
+    sqlite3_bind_text(st, 4, method, -1, SQLITE_TRANSIENT);
+    if (txn && txn[0])
+        sqlite3_bind_text(st, 5, txn, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 6, status, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 7, key, -1, SQLITE_TRANSIENT);
+    if (error)
+        sqlite3_bind_text(st, 8, error, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 9, now);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+typedef struct charge {
+    ck_app *a;
+    saga_participant *p;
+    void *deferred;   /* saga_deferred * */
+    void *gw_req;
+    uv_timer_t timeout;
+    char key[256], pid[80], order_id[64], token[64], method[32];
+    int64_t amount;
+    struct charge *next, **prev;
+} charge;
+
+typedef struct pay_state {
+    ck_app *a;
+    sqlite3 *db;
+    charge *inflight;
+} pay_state;
+
+static void key_of(const saga_command *c, char *key, size_t size)
+{
+    snprintf(key, size, "pay_%s_%u", c->saga_id, c->step);
+}
+
+/* What the saga learns, and the event, for a gateway outcome. */
+static int outcome(ck_app *a, saga_participant *p, const charge *ch,
+                   ck_gw_result res, const char *txn, saga_outcome *oc,
+                   saga_map **out, const char **err)
+{
+    sqlite3 *db = ((pay_state *)a->state[CK_SVC_PAYMENT])->db;
+    int64_t now = ck_now_ms();
+    *out = NULL;
+    *err = NULL;
+    if (res == CK_GW_TRANSIENT) {
+        *oc = SAGA_OUTCOME_RETRY;
+        *err = "GATEWAY_UNAVAILABLE";
+        return record(db, ch->pid, ch->order_id, ch->amount, ch->method,
+                      ch->key, "PENDING", NULL, *err);
+    }
+    if (res == CK_GW_CHARGED) {
+        *oc = SAGA_OUTCOME_OK;
+        if (record(db, ch->pid, ch->order_id, ch->amount, ch->method, ch->key,
+                   "COMPLETED", txn, NULL) != 0)
+            return -1;
+        json_t *ev = ck_event("PaymentProcessedEvent", ch->order_id, now);
+        json_object_set_new(ev, "payment_id", json_string(ch->pid));
+        json_object_set_new(ev, "transaction_id", json_string(txn));
+        json_object_set_new(ev, "amount", ck_json_money(ch->amount));
+        json_object_set_new(ev, "success", json_true());
+        ck_publish(p, CK_T_PAYMENT, ch->order_id, ev);
+        saga_map_new(out);
+        saga_map_set_str(*out, "payment_id", ch->pid);
+        saga_map_set_str(*out, "transaction_id", txn);
+        saga_map_set_int(*out, "amount", ch->amount);
+        return 0;
+    }
+    *oc = SAGA_OUTCOME_FAIL;
+    const char *code = res == CK_GW_DECLINED ? "INSUFFICIENT_FUNDS"
+                                             : "PAYMENT_TIMEOUT";
+    *err = code;
+    if (record(db, ch->pid, ch->order_id, ch->amount, ch->method, ch->key,
+               "FAILED", NULL, code) != 0)
+        return -1;
+    json_t *ev = ck_event("PaymentFailedEvent", ch->order_id, now);
+    json_object_set_new(ev, "payment_id", json_string(ch->pid));
+    json_object_set_new(ev, "error_code", json_string(code));
+    json_object_set_new(ev, "error_message",
+                        json_string(res == CK_GW_DECLINED
+                                        ? "Payment failed: insufficient funds"
+                                        : "Payment failed: the gateway did "
+                                          "not answer in time"));
+    ck_publish(p, CK_T_PAYMENT, ch->order_id, ev);
+    return 0;
+}
+
+static void charge_setup(charge *ch, ck_app *a, saga_participant *p,
+                         const saga_command *c)
+{
+    memset(ch, 0, sizeof *ch);
+    ch->a = a;
+    ch->p = p;
+    key_of(c, ch->key, sizeof ch->key);
+    ck_data_str(c->payload, c->payload_len, "order_id", ch->order_id,
+                sizeof ch->order_id);
+    ck_data_str(c->payload, c->payload_len, "card_token", ch->token,
+                sizeof ch->token);
+    ck_data_str(c->payload, c->payload_len, "payment_type", ch->method,
+                sizeof ch->method);
+    snprintf(ch->pid, sizeof ch->pid, "pay_%.60s",
+             strncmp(ch->order_id, "order_", 6) == 0 ? ch->order_id + 6
+                                                     : ch->order_id);
+    ch->amount = ck_data_int(c->payload, c->payload_len, "subtotal", 0) +
+                 ck_data_int(c->payload, c->payload_len, "shipping_cost", 0);
+}
+
+static int refund(ck_app *a, saga_participant *p, const saga_command *c)
+{
+    pay_state *s = a->state[CK_SVC_PAYMENT];
+    charge ch;
+    charge_setup(&ch, a, p, c);
+    int64_t amount = 0;
+    int rc = ck_gateway_refund(a->gateway, ch.key, &amount);
+    if (rc < 0)
+        return SAGA_ESTORE;
+    if (rc == 1) {
+        /* Never charged: make sure a late request cannot charge either. */
+        char txn[64];
+        if (ck_gateway_void(a->gateway, ch.key, txn) == 1 &&
+            ck_gateway_refund(a->gateway, ch.key, &amount) != 0)
+            return SAGA_ESTORE;
+        if (amount == 0)
+            return SAGA_OK;
+    }
+    sqlite3_stmt *st = ck_prep(s->db, "UPDATE payments SET status = "
+                                      "'REFUNDED', refunded_amount = ?, "
+                                      "updated_at = ? WHERE idempotency_key "
+                                      "= ?");
+    if (st == NULL)
+        return SAGA_ESTORE;
+    sqlite3_bind_int64(st, 1, amount);
+    sqlite3_bind_int64(st, 2, ck_now_ms());
+    sqlite3_bind_text(st, 3, ch.key, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return SAGA_ESTORE;
+    json_t *ev = ck_event("PaymentRefundedEvent", ch.order_id, ck_now_ms());
+    json_object_set_new(ev, "payment_id", json_string(ch.pid));
+    json_object_set_new(ev, "amount", ck_json_money(amount));
+    json_object_set_new(ev, "compensation", json_true());
+    return ck_publish(p, CK_T_PAYMENT, ch.order_id, ev);
+}
+
+static void charge_close_cb(uv_handle_t *h) { free(h->data); }
+
+static void charge_finish(charge *ch, ck_gw_result res, const char *txn)
+{
+    saga_outcome oc;
+    saga_map *out;
+    const char *err;
+    *ch->prev = ch->next;
+    if (ch->next)
+        ch->next->prev = ch->prev;
+    uv_timer_stop(&ch->timeout);
+    if (outcome(ch->a, ch->p, ch, res, txn, &oc, &out, &err) != 0) {
+        /* Our books failed: leave it pending; re-driven at the next start. */
+        saga_deferred_abandon(ch->deferred);
+    } else {
+        const void *b = NULL;
+        size_t n = 0;
+        if (out)
+            saga_map_encode(out, &b, &n);
+        saga_deferred_reply(ch->deferred, oc, b, n, err);
+        saga_map_free(out);
+    }
+    uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
+}
+
+static void gw_answered(ck_gw_result res, const char *txn, void *arg)
+{
+    charge *ch = arg;
+    ch->gw_req = NULL;
+    charge_finish(ch, res, txn);
+}
+
+static void gw_timeout(uv_timer_t *t)
+{
+    charge *ch = t->data;
+    ck_gateway_forget(ch->a->gateway, ch->gw_req);
+    ch->gw_req = NULL;
+    char txn[64] = "";
+    int v = ck_gateway_void(ch->a->gateway, ch->key, txn);
+    charge_finish(ch, v == 1 ? CK_GW_CHARGED : CK_GW_VOIDED, txn);
+}
+
+static int on_charge(saga_participant *p, const saga_command *c,
+                     saga_reply *r, void *arg)
+{
+    pay_state *s = arg;
+    ck_app *a = s->a;
+    if (c->compensating)
+        return refund(a, p, c);
+    charge *ch = malloc(sizeof *ch);
+    if (ch == NULL)
+        return SAGA_ENOMEM;
+    charge_setup(ch, a, p, c);
+    if (record(s->db, ch->pid, ch->order_id, ch->amount, ch->method, ch->key,
+               "PENDING", NULL, NULL) != 0) {
+        free(ch);
+        return SAGA_ESTORE;
+    }
+    saga_deferred *d;
+    int rc = saga_reply_defer(r, &d);
+    if (rc != SAGA_OK) {
+        free(ch);
+        return rc;
+    }
+    ch->deferred = d;
+    uv_timer_init(a->loop, &ch->timeout);
+    ch->timeout.data = ch;
+    ch->next = s->inflight;
+    ch->prev = &s->inflight;
+    if (s->inflight)
+        s->inflight->prev = &ch->next;
+    s->inflight = ch;
+    uv_timer_start(&ch->timeout, gw_timeout, a->timing.gateway_timeout_ms, 0);
+    ch->gw_req = ck_gateway_charge(a->gateway, ch->key, ch->token,
+                                   ch->order_id, ch->amount, gw_answered, ch);
+    return SAGA_OK;
+}
+
+int ck_payment_open(ck_app *a)
+{
+    saga_participant *p;
+    pay_state *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return -1;
+    s->a = a;
+    a->state[CK_SVC_PAYMENT] = s;
+    if (ck_participant(a, CK_SVC_PAYMENT, &p, &s->db) != 0 ||
+        ck_payment_schema(s->db) != SQLITE_OK ||
+        ck_gateway_new(&a->gateway, a, s->db) != 0)
+        return -1;
+    a->payment_db = s->db;
+    if (saga_participant_on_command(p, "payment.charge", on_charge, s) ||
+        saga_participant_start(p))
+        return -1;
+    return 0;
+}
+
+/* At shutdown: charges in flight stay pending, re-driven at the next start. */
+void ck_payment_shutdown(ck_app *a);
+void ck_payment_shutdown(ck_app *a)
+{
+    pay_state *s = a->state[CK_SVC_PAYMENT];
+    if (s == NULL)
+        return;
+    while (s->inflight) {
+        charge *ch = s->inflight;
+        s->inflight = ch->next;
+        ck_gateway_forget(a->gateway, ch->gw_req);
+        saga_deferred_abandon(ch->deferred);
+        uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
+    }
+}
