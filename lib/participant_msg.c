@@ -175,7 +175,7 @@ static int action_done(saga_participant *p, const char *key,
 {
     if (rep->outcome == SAGA_OUTCOME_FAIL &&
         !SAGA__BUG(SAGA__BUG_FAIL_NOT_FINAL))
-        return put_barrier(s, key, "F", 1); /* final: see the 'F' state */
+        return put_barrier(p, key, "F", 1); /* final: see the 'F' state */
     if (rep->outcome != SAGA_OUTCOME_OK)
         return redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
     /* Record the first result after the marker. */
@@ -306,7 +306,7 @@ int saga__pcommand(saga_participant *p, item *it)
              * a pivot without compensation may have been given up on)
              * must not apply now. */
             p->stats.retried_actions++;
-            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
             if (rc == SAGA_OK)
                 rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
                                   "refused: the action failed before");
