@@ -596,6 +596,25 @@ static void hk_timer_cb(uv_timer_t *t) { saga_participant_housekeep(t->data); }
 /* ------------------------------------------------------------------------ */
 /* Life-cycle                                                               */
 
+/* The size of options struct version @p v (1 or 2). */
+static size_t opts_size(unsigned int v)
+{
+    return v >= 2 ? sizeof(saga_participant_options)
+                  : offsetof(saga_participant_options, handler_max_tries);
+}
+
+int saga_participant_options_init(saga_participant_options *opts,
+                                  unsigned int version)
+{
+    if (opts == NULL)
+        return SAGA_EINVAL;
+    if (version == 0 || version > SAGA_PARTICIPANT_OPTIONS_VERSION)
+        return SAGA_EVERSION;
+    memset(opts, 0, opts_size(version));
+    opts->version = version;
+    return SAGA_OK;
+}
+
 int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
                          saga_store *store, saga_transport *transport,
                          const saga_participant_options *opts)
@@ -619,10 +638,7 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         return SAGA_ENOMEM;
     memset(p, 0, sizeof *p);
     /* A version-1 caller's struct ends before the version-2 fields. */
-    memcpy(&p->opts, opts,
-           opts->version >= 2
-               ? sizeof *opts
-               : offsetof(saga_participant_options, handler_max_tries));
+    memcpy(&p->opts, opts, opts_size(opts->version));
     p->opts.service = saga__strdup(opts->service);
     if (p->opts.service == NULL) {
         saga_free(p);

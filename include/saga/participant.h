@@ -202,6 +202,17 @@ typedef struct saga_participant_options {
 } saga_participant_options;
 
 /**
+ * Zero @p opts as options struct @p version (pass
+ * SAGA_PARTICIPANT_OPTIONS_VERSION) and set its version: every field then
+ * selects its default; only `service` is required.
+ * @return SAGA_OK, SAGA_EINVAL (NULL @p opts), SAGA_EVERSION (0 or newer
+ *   than this library).
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_participant_options_init(saga_participant_options *opts,
+                                              unsigned int version);
+
+/**
  * A participant on @p loop, with its own store and transport.
  * @return SAGA_OK, SAGA_EINVAL (no service name, NULL store or transport),
  *   SAGA_EVERSION, SAGA_ENOMEM.
