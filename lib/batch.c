@@ -427,6 +427,12 @@ int saga_engine_flush(saga_engine *e)
 {
     if (e == NULL)
         return SAGA_EINVAL;
+    if (e->flushing)
+        /* Called from an action or callback that a commit released: the
+         * commit in progress writes what it staged as soon as it returns. */
+        return saga__err(e, SAGA_EBUSY,
+                         "saga_engine_flush() inside a callback of the engine: "
+                         "what it staged is committed when it returns");
     flush_rounds(e);
     return batch_pending(&e->batch) ? SAGA_ESTORE : SAGA_OK;
 }

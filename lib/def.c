@@ -59,6 +59,17 @@ static int fail(saga_def *d, const char *fmt, ...)
     return SAGA_EINVAL;
 }
 
+/* A registered definition is shared with running sagas: it never changes. */
+static int frozen(saga_def *d)
+{
+    if (!d->registered)
+        return 0;
+    snprintf(d->errmsg, sizeof d->errmsg,
+             "definition '%s' v%u is registered with an engine and can no "
+             "longer change", d->name, d->version);
+    return 1;
+}
+
 int saga_step_options_init(saga_step_options *opts, unsigned int version)
 {
     if (opts == NULL || version == 0 || version > SAGA_STEP_OPTIONS_VERSION)
@@ -140,6 +151,8 @@ int saga_def_add_step(saga_def *d, const char *name, saga_action_fn action,
     if (d == NULL)
         return SAGA_EINVAL;
     d->errmsg[0] = '\0';
+    if (frozen(d))
+        return SAGA_EBUSY;
     saga_step_options o;
     if (opts == NULL)
         saga_step_options_init(&o, SAGA_STEP_OPTIONS_VERSION);
@@ -257,6 +270,8 @@ int saga_def_set_deadline(saga_def *d, uint64_t deadline_ms)
 {
     if (d == NULL || deadline_ms > (uint64_t)INT64_MAX / 2)
         return SAGA_EINVAL;
+    if (frozen(d))
+        return SAGA_EBUSY;
     d->deadline_ms = deadline_ms;
     return SAGA_OK;
 }

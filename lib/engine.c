@@ -74,7 +74,7 @@ static uint64_t default_random(void *arg)
 
 int64_t saga__now(saga_engine *e) { return e->clock(e->clock_arg); }
 uint64_t saga__rand(saga_engine *e) { return e->random(e->random_arg); }
-int64_t saga_engine_now(saga_engine *e) { return saga__now(e); }
+int64_t saga_engine_now(saga_engine *e) { return e ? saga__now(e) : 0; }
 uint64_t saga_engine_seed(saga_engine *e) { return e ? e->seed : 0; }
 uv_loop_t *saga_engine_loop(saga_engine *e) { return e ? e->loop : NULL; }
 
@@ -100,8 +100,16 @@ int saga_engine_register(saga_engine *e, saga_def *def)
 {
     if (e == NULL || def == NULL)
         return SAGA_EINVAL;
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     if (e->started)
         return saga__err(e, SAGA_EBUSY, "register definitions before start");
+    if (def->registered)
+        /* Another engine (or this one) owns it and frees it. */
+        return saga__err(e, SAGA_EBUSY,
+                         "definition '%s' v%u is registered with an engine "
+                         "already; make one definition per engine",
+                         def->name, def->version);
     int rc = saga_def_validate(def);
     if (rc != SAGA_OK)
         return saga__err(e, rc, "%s", saga_def_errmsg(def));
@@ -120,6 +128,7 @@ int saga_engine_register(saga_engine *e, saga_def *def)
     ent->def = def;
     ent->next = e->defs;
     e->defs = ent;
+    def->registered = 1;
     return SAGA_OK;
 }
 
@@ -400,11 +409,6 @@ int saga_engine_options_init(saga_engine_options *opts, unsigned int version)
     return SAGA_OK;
 }
 
-static int plugin_version_ok(unsigned int v, unsigned int max)
-{
-    return v > 0 && v <= max;
-}
-
 int saga_engine_new(saga_engine **out, saga_store *store,
                     saga_transport *transport, const saga_engine_options *opts)
 {
@@ -414,11 +418,11 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     if (opts != NULL &&
         (opts->version == 0 || opts->version > SAGA_ENGINE_OPTIONS_VERSION))
         return SAGA_EVERSION;
-    if (store != NULL && !plugin_version_ok(store->version, SAGA_STORE_VERSION))
-        return SAGA_EVERSION;
-    if (transport != NULL &&
-        !plugin_version_ok(transport->version, SAGA_TRANSPORT_VERSION))
-        return SAGA_EVERSION;
+    int rc = saga__plugins_check(store, transport,
+                                 opts != NULL ? opts->log : NULL,
+                                 opts != NULL ? opts->log_arg : NULL);
+    if (rc != SAGA_OK)
+        return rc;
     saga_engine *e = saga_malloc(sizeof *e);
     if (e == NULL)
         return SAGA_ENOMEM;
@@ -446,7 +450,6 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     e->batch.tail = &e->batch.head;
     e->batch.out_tail = &e->batch.out_head;
 
-    int rc = SAGA_OK;
     saga_store *own_store = NULL;
     if (store == NULL) {
         rc = saga_store_memory_new(&own_store);

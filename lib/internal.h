@@ -26,6 +26,8 @@ struct saga_def {
     size_t nsteps;
     size_t cap;
     int pivot; /* index of the pivot step, -1 if none */
+    /* Owned by an engine (saga_engine_register()): frozen from then on. */
+    int registered;
     char errmsg[256];
 };
 
@@ -41,5 +43,15 @@ uint64_t saga__splitmix64(uint64_t *state);
 uint64_t saga__os_seed(void);
 /* strdup with saga_malloc; NULL in, NULL out. */
 char *saga__strdup(const char *s);
+
+/* Check the plug-ins handed to a constructor (either may be NULL: not
+ * checked): a version this library knows (else SAGA_EVERSION) and every
+ * required slot set (else SAGA_EINVAL). The reason, naming the slot, goes
+ * to @p log (NULL: stderr) at SAGA_LOG_ERROR, since the constructor has no
+ * object to keep it in. */
+typedef void (*saga__log_fn)(saga_log_level level, const char *saga_id,
+                             int step, const char *msg, void *arg);
+int saga__plugins_check(const saga_store *s, const saga_transport *t,
+                        saga__log_fn log, void *log_arg);
 
 #endif /* SAGA_INTERNAL_H */

@@ -121,6 +121,8 @@ int saga_reply_set(saga_reply *r, saga_outcome outcome, const void *out,
 static void schedule(saga_participant *p);
 static void done_timer_cb(uv_timer_t *t);
 
+void saga__pschedule(saga_participant *p) { schedule(p); }
+
 static void relay_done(void *owner, const char *msg_id)
 {
     saga_participant *p = owner;
@@ -224,6 +226,7 @@ static void free_items(item *it)
 {
     while (it != NULL) {
         item *nx = it->next;
+        saga_free(it->own);
         saga_free(it);
         it = nx;
     }
@@ -239,6 +242,7 @@ static int run_batch(saga_participant *p)
     int rc = s->begin(s);
     if (rc != SAGA_OK)
         return rc;
+    rc = saga__pdefer_record(p);
     for (item *it = p->head; it && rc == SAGA_OK; it = it->next)
         rc = it->ev ? saga__pevent(p, it) : saga__pcommand(p, it);
     for (saga__outmsg *m = p->ext; m && rc == SAGA_OK; m = m->next) {
@@ -263,7 +267,8 @@ static int run_batch(saga_participant *p)
 static void check_cb(uv_check_t *h)
 {
     saga_participant *p = h->data;
-    if (p->head == NULL && p->ext == NULL && p->ndone == 0) {
+    if (p->head == NULL && p->ext == NULL && p->ndone == 0 &&
+        p->answers == NULL) {
         uv_idle_stop(&p->idle);
         uv_check_stop(&p->check);
         return;
@@ -272,6 +277,7 @@ static void check_cb(uv_check_t *h)
     if (rc != SAGA_OK) {
         /* Nothing of it remains: handlers run again on the retry. */
         p->stats.commit_failures++;
+        saga__pdefer_rolled_back(p);
         saga__plog(p, SAGA_LOG_ERROR, NULL, -1,
                    "commit of %s failed (%s): %s; retrying in %u ms",
                    p->head ? "received messages" : "the outbox",
@@ -290,6 +296,7 @@ static void check_cb(uv_check_t *h)
     }
     p->stats.commits++;
     p->backoff_ms = p->opts.store_retry_ms;
+    saga__pdefer_committed(p);
     for (size_t i = 0; i < p->ndone; i++)
         saga_free(p->done[i]);
     p->ndone = 0;
@@ -298,7 +305,8 @@ static void check_cb(uv_check_t *h)
     p->head = NULL;
     p->tail = &p->head;
     for (item *it = done; it; it = it->next)
-        p->transport->ack(p->transport, it->d);
+        if (it->d != NULL)
+            p->transport->ack(p->transport, it->d);
     free_items(done);
     saga__outmsg *lists[4] = {p->ext, p->txn, p->txn_ev, p->resend};
     p->ext = p->txn = p->txn_ev = p->resend = NULL;
@@ -354,6 +362,8 @@ static void on_message(saga_transport *t, saga_delivery *d, const char *topic,
         return;
     }
     it->d = d;
+    it->raw = buf;
+    it->raw_len = len;
     it->ev = ev;
     *p->tail = it;
     p->tail = &it->next;
@@ -391,6 +401,9 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         store->version == 0 || store->version > SAGA_STORE_VERSION ||
         transport->version == 0 || transport->version > SAGA_TRANSPORT_VERSION)
         return SAGA_EVERSION;
+    int rc = saga__plugins_check(store, transport, opts->log, opts->log_arg);
+    if (rc != SAGA_OK)
+        return rc;
     saga_participant *p = saga_malloc(sizeof *p);
     if (p == NULL)
         return SAGA_ENOMEM;
@@ -415,6 +428,7 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     p->ext_tail = &p->ext;
     p->txn_tail = &p->txn;
     p->txn_ev_tail = &p->txn_ev;
+    p->answers_tail = &p->answers;
     p->rng = saga__os_seed();
     if (saga__relay_new(&p->relay, loop, transport, p, relay_done, relay_log) !=
         SAGA_OK) {
@@ -506,6 +520,10 @@ int saga_participant_start(saga_participant *p)
     if (rc != SAGA_OK)
         return perr(p, SAGA_ESTORE, "outbox recovery: %s",
                     p->store->errmsg(p->store));
+    rc = saga__pdefer_redrive(p);
+    if (rc != SAGA_OK)
+        return perr(p, rc == SAGA_ENOMEM ? rc : SAGA_ESTORE,
+                    "pending commands: %s", p->store->errmsg(p->store));
     p->started = 1;
     return SAGA_OK;
 }
@@ -522,6 +540,7 @@ static void destroy(saga_participant *p)
         saga_free(h->group);
         saga_free(h);
     }
+    saga__pdefer_detach(p);
     free_items(p->head);
     free_list(&p->ext, &p->ext_tail);
     free_list(&p->txn, &p->txn_tail);
@@ -552,7 +571,7 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
         return;
     /* Commit what is pending if the store lets us; otherwise the
      * deliveries stay unacked and come again. */
-    if (p->head != NULL || p->ext != NULL || p->ndone)
+    if (p->head != NULL || p->ext != NULL || p->ndone || p->answers)
         check_cb(&p->check);
     p->closing = 1;
     p->close_cb = cb;

@@ -26,9 +26,13 @@ typedef struct handler {
 
 /* A received message waiting for the end of the loop turn. */
 typedef struct item {
-    saga_delivery *d;
-    saga_envelope env; /* payload borrowed from the delivery */
+    saga_delivery *d;  /* NULL for a re-driven pending command */
+    saga_envelope env; /* payload borrowed from the delivery (or own) */
+    const void *raw;   /* the message as received (borrowed, or own) */
+    size_t raw_len;
+    void *own;         /* a re-driven command's bytes, owned */
     handler *ev;       /* set for an event subscription */
+    saga_deferred *dfr; /* the handle its handler deferred in this batch */
     struct item *next;
 } item;
 
@@ -37,6 +41,32 @@ struct saga_reply {
     void *out;
     size_t out_len;
     char *error;
+    /* Set for a handler's reply: saga_reply_defer() needs them. */
+    saga_participant *p;
+    item *it;
+    saga_deferred *deferred;
+};
+
+/* Life of a deferred handle (participant_defer.c). */
+enum dstate {
+    D_NEW = 1, /* its handler's transaction is not committed yet */
+    D_PENDING, /* committed: waits for the answer */
+    D_VOID     /* that transaction was rolled back: answering does nothing */
+};
+
+struct saga_deferred {
+    saga_participant *p; /* NULL once the participant is freed */
+    enum dstate state;
+    int answered; /* the answer below is set: the participant owns it */
+    saga_envelope env; /* copy; payload points at @payload */
+    void *payload;
+    saga_command cmd; /* strings point into @env */
+    saga_outcome outcome;
+    void *out;
+    size_t out_len;
+    char *error;
+    struct saga_deferred *prev, *next; /* every handle of the participant */
+    struct saga_deferred *anext;       /* the answer queue */
 };
 
 struct saga_participant {
@@ -53,6 +83,9 @@ struct saga_participant {
     saga__outmsg *resend;                /* recorded replies of duplicates */
     char **done;
     size_t ndone, cdone;
+    saga_deferred *defs;                  /* every live deferred handle */
+    saga_deferred *answers, **answers_tail; /* answered, to record */
+    saga_deferred *answering;             /* recorded in the running batch */
     int in_handler, started, closing, nclosing;
     uv_idle_t idle;
     uv_check_t check;
@@ -78,5 +111,34 @@ handler *saga__pfind_cmd(saga_participant *p, const char *name);
 /* Process one received command or event in the open transaction. */
 int saga__pcommand(saga_participant *p, item *it);
 int saga__pevent(saga_participant *p, item *it);
+/* Build, record (inbox) and queue (outbox) the reply to command @p env. */
+int saga__preply(saga_participant *p, const saga_envelope *env,
+                 saga_outcome oc, const void *out, size_t out_len,
+                 const char *error);
+void saga__pschedule(saga_participant *p);
+
+/* participant_defer.c */
+/* The barrier key of (saga, step). */
+void saga__pbarrier_key(char *buf, size_t n, const char *saga_id,
+                        uint32_t step);
+/* The value of a pending barrier: 'P', the previous value, the command. */
+int saga__pbarrier_pending(const void *prev, size_t prev_len,
+                           const void *raw, size_t raw_len, void **out,
+                           size_t *out_len);
+/* Split a pending barrier value; 0 if it is malformed. */
+int saga__pbarrier_split(const void *val, size_t len, const void **prev,
+                         size_t *prev_len, const void **raw,
+                         size_t *raw_len);
+/* Record the answers queued since the last batch (in the transaction). */
+int saga__pdefer_record(saga_participant *p);
+/* The batch committed / was rolled back. */
+void saga__pdefer_committed(saga_participant *p);
+void saga__pdefer_rolled_back(saga_participant *p);
+/* A handle @p d made in a command whose writes were undone. */
+void saga__pdefer_void(saga_participant *p, saga_deferred *d);
+/* Queue the pending commands found in the store to be driven again. */
+int saga__pdefer_redrive(saga_participant *p);
+/* The participant is being freed: detach the app's handles. */
+void saga__pdefer_detach(saga_participant *p);
 
 #endif /* SAGA_PARTICIPANT_INT_H */

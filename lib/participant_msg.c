@@ -41,8 +41,9 @@ handler *saga__pfind_cmd(saga_participant *p, const char *name)
 }
 
 /* Build, record and queue the reply to command @p env. */
-static int reply(saga_participant *p, const saga_envelope *env, saga_outcome oc,
-                 const void *out, size_t out_len, const char *error)
+int saga__preply(saga_participant *p, const saga_envelope *env,
+                 saga_outcome oc, const void *out, size_t out_len,
+                 const char *error)
 {
     saga_store *s = p->store;
     saga_envelope r;
@@ -66,6 +67,8 @@ static int reply(saga_participant *p, const saga_envelope *env, saga_outcome oc,
     if (rc != SAGA_OK)
         return rc;
     rc = s->inbox_reply(s, env->msg_id, m->buf, m->len);
+    if (rc == SAGA_ENOTFOUND)
+        rc = SAGA_OK; /* a deferred answer whose claim was purged: send it */
     saga_message msg = {m->id, m->topic, m->key, m->buf, m->len, m->created_ms};
     if (rc == SAGA_OK)
         rc = s->outbox_put(s, &msg);
@@ -79,15 +82,69 @@ static int reply(saga_participant *p, const saga_envelope *env, saga_outcome oc,
     return SAGA_OK;
 }
 
-static int run_handler(saga_participant *p, handler *h,
-                       const saga_envelope *env, saga_reply *rep)
+static int run_handler(saga_participant *p, handler *h, item *it,
+                       saga_reply *rep)
 {
-    saga_command c = {env->saga_id, env->name,       env->step,
-                      env->attempt, env->comp,       env->msg_id,
-                      env->payload, env->payload_len};
+    const saga_envelope *env = &it->env;
+    saga_command c = {.saga_id = env->saga_id,
+                      .name = env->name,
+                      .step = env->step,
+                      .attempt = env->attempt,
+                      .compensating = env->comp,
+                      .msg_id = env->msg_id,
+                      .payload = env->payload,
+                      .payload_len = env->payload_len,
+                      .redriven = it->own != NULL};
+    rep->p = p;
+    rep->it = it;
     p->in_handler = 1;
     int rc = h->cmd(p, &c, rep, h->arg);
     p->in_handler = 0;
+    return rc;
+}
+
+/* Write the barrier; an empty value deletes it. */
+static int put_barrier(saga_store *s, const char *key, const void *v,
+                       size_t n)
+{
+    if (n == 0 && s->version >= 2 && s->kv_del != NULL)
+        return s->kv_del(s, key);
+    return s->kv_put(s, key, n ? v : "", n);
+}
+
+/* The handler deferred its answer: the barrier becomes pending, holding
+ * what it was (@p cur) and the command, and nothing is replied now. */
+static int defer_barrier(saga_participant *p, item *it, const char *key,
+                         const void *cur, size_t cur_len)
+{
+    void *v;
+    size_t n;
+    int rc = saga__pbarrier_pending(cur, cur_len, it->raw, it->raw_len, &v,
+                                    &n);
+    if (rc != SAGA_OK)
+        return rc;
+    rc = p->store->kv_put(p->store, key, v, n);
+    saga_free(v);
+    if (rc == SAGA_OK)
+        p->stats.deferred++;
+    return rc;
+}
+
+/* The barrier after an action answered @p oc (@p cur: what it was). */
+static int action_done(saga_store *s, const char *key, const saga_reply *rep,
+                       const void *cur, size_t cur_len, int redrive)
+{
+    if (rep->outcome != SAGA_OUTCOME_OK)
+        return redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+    /* Record the first result after the marker. */
+    char *v = saga_malloc(rep->out_len + 1);
+    if (v == NULL)
+        return SAGA_ENOMEM;
+    v[0] = 'A';
+    if (rep->out_len)
+        memcpy(v + 1, rep->out, rep->out_len);
+    int rc = s->kv_put(s, key, v, rep->out_len + 1);
+    saga_free(v);
     return rc;
 }
 
@@ -95,49 +152,90 @@ int saga__pcommand(saga_participant *p, item *it)
 {
     saga_store *s = p->store;
     saga_envelope *env = &it->env;
-    blob rec = {0};
-    int rc = s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb, &rec);
-    if (rc == SAGA_EDUP) {
-        /* Seen before: answer again with the recorded reply. */
-        p->stats.duplicates++;
-        if (rec.found && rec.n > 0 && env->reply_to[0]) {
-            char id[SAGA_NAME_MAX + 8];
-            snprintf(id, sizeof id, "%.250s.r", env->msg_id);
-            saga__outmsg *m = saga__outmsg_new(id, env->reply_to, env->saga_id,
-                                               rec.p, rec.n, 0);
-            if (m != NULL) {
-                m->next = p->resend;
-                p->resend = m;
+    int redrive = it->own != NULL;
+    int rc;
+    if (!redrive) {
+        blob rec = {0};
+        rc = s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb, &rec);
+        if (rc == SAGA_EDUP) {
+            /* Seen before: answer again with the recorded reply (none
+             * yet while it is pending: nothing to do). */
+            p->stats.duplicates++;
+            if (rec.found && rec.n > 0 && env->reply_to[0]) {
+                char id[SAGA_NAME_MAX + 8];
+                snprintf(id, sizeof id, "%.250s.r", env->msg_id);
+                saga__outmsg *m = saga__outmsg_new(
+                    id, env->reply_to, env->saga_id, rec.p, rec.n, 0);
+                if (m != NULL) {
+                    m->next = p->resend;
+                    p->resend = m;
+                }
             }
+            saga_free(rec.p);
+            return SAGA_OK;
         }
         saga_free(rec.p);
-        return SAGA_OK;
-    }
-    saga_free(rec.p);
-    if (rc != SAGA_OK)
-        return rc;
-    p->stats.commands++;
-    if (env->reply_to[0] == '\0') {
-        saga__plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
-                   "command %s has no reply_to; dropped", env->msg_id);
-        return SAGA_OK;
-    }
-    handler *h = saga__pfind_cmd(p, env->name);
-    if (h == NULL) {
-        saga__plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
-                   "no handler for command '%s'", env->name);
-        return reply(p, env, SAGA_OUTCOME_FAIL, NULL, 0, "unknown command");
+        if (rc != SAGA_OK)
+            return rc;
+        p->stats.commands++;
+        if (env->reply_to[0] == '\0') {
+            saga__plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
+                       "command %s has no reply_to; dropped", env->msg_id);
+            return SAGA_OK;
+        }
     }
     char key[SAGA_NAME_MAX + 32];
-    snprintf(key, sizeof key, "b/%s/%u", env->saga_id, env->step);
+    saga__pbarrier_key(key, sizeof key, env->saga_id, env->step);
     blob bar = {0};
     rc = s->kv_get(s, key, blob_cb, &bar);
     if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
         return rc;
     if (bar.oom)
         return SAGA_ENOMEM;
-    char state = bar.found && bar.n > 0 ? ((char *)bar.p)[0] : 0;
-    saga_reply rep = {SAGA_OUTCOME_OK, NULL, 0, NULL};
+    /* What the barrier says; for a re-driven command, what it said before
+     * the command became pending. */
+    const void *cur = bar.p;
+    size_t cur_len = bar.found ? bar.n : 0;
+    char state = cur_len > 0 ? ((const char *)cur)[0] : 0;
+    if (state == 'P') {
+        const void *raw;
+        size_t raw_len;
+        if (!redrive) {
+            /* Its step waits for a deferred answer: not twice, not now. */
+            p->stats.pending_retried++;
+            saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
+                       "%s %s: the step is pending; answered RETRY",
+                       env->comp ? "compensation" : "action", env->msg_id);
+            rc = saga__preply(p, env, SAGA_OUTCOME_RETRY, NULL, 0,
+                              "pending: the participant has not answered "
+                              "the step yet");
+            saga_free(bar.p);
+            return rc;
+        }
+        if (!saga__pbarrier_split(bar.p, bar.n, &cur, &cur_len, &raw,
+                                  &raw_len)) {
+            saga_free(bar.p);
+            return SAGA_OK; /* logged when it was found */
+        }
+        state = cur_len > 0 ? ((const char *)cur)[0] : 0;
+    } else if (redrive) {
+        saga_free(bar.p); /* answered meanwhile */
+        return SAGA_OK;
+    }
+    handler *h = saga__pfind_cmd(p, env->name);
+    if (h == NULL) {
+        saga__plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
+                   "no handler for command '%s'", env->name);
+        rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+        if (rc == SAGA_OK)
+            rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
+                              "unknown command");
+        saga_free(bar.p);
+        return rc;
+    }
+    saga_reply rep;
+    memset(&rep, 0, sizeof rep);
+    rep.outcome = SAGA_OUTCOME_OK;
     if (!env->comp) {
         if (state == 'C' || state == 'N') {
             /* A hanging action: its compensation came first. */
@@ -145,47 +243,54 @@ int saga__pcommand(saga_participant *p, item *it)
             saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
                        "refused a hanging action (already %s)",
                        state == 'N' ? "null-compensated" : "compensated");
-            rc = reply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
-                       "refused: the step was already compensated");
+            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            if (rc == SAGA_OK)
+                rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
+                                  "refused: the step was already "
+                                  "compensated");
         } else if (state == 'A') {
             /* A retried action: the first result, not a second effect. */
             p->stats.retried_actions++;
-            rc = reply(p, env, SAGA_OUTCOME_OK, (char *)bar.p + 1, bar.n - 1,
-                       NULL);
-        } else {
-            rc = run_handler(p, h, env, &rep);
-            if (rc == SAGA_OK && rep.outcome == SAGA_OUTCOME_OK) {
-                /* Record the first result after the marker. */
-                char *v = saga_malloc(rep.out_len + 1);
-                rc = v ? SAGA_OK : SAGA_ENOMEM;
-                if (v != NULL) {
-                    v[0] = 'A';
-                    if (rep.out_len)
-                        memcpy(v + 1, rep.out, rep.out_len);
-                    rc = s->kv_put(s, key, v, rep.out_len + 1);
-                    saga_free(v);
-                }
-            }
+            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
             if (rc == SAGA_OK)
-                rc =
-                    reply(p, env, rep.outcome, rep.out, rep.out_len, rep.error);
+                rc = saga__preply(p, env, SAGA_OUTCOME_OK,
+                                  (const char *)cur + 1, cur_len - 1, NULL);
+        } else {
+            rc = run_handler(p, h, it, &rep);
+            if (rc == SAGA_OK && rep.deferred != NULL)
+                rc = defer_barrier(p, it, key, cur, cur_len);
+            else if (rc == SAGA_OK) {
+                rc = action_done(s, key, &rep, cur, cur_len, redrive);
+                if (rc == SAGA_OK)
+                    rc = saga__preply(p, env, rep.outcome, rep.out,
+                                      rep.out_len, rep.error);
+            }
         }
     } else {
         if (state == 'A') {
-            rc = run_handler(p, h, env, &rep);
-            if (rc == SAGA_OK && rep.outcome == SAGA_OUTCOME_OK)
-                rc = s->kv_put(s, key, "C", 1);
-            if (rc == SAGA_OK)
-                rc = reply(p, env, rep.outcome, NULL, 0, rep.error);
+            rc = run_handler(p, h, it, &rep);
+            if (rc == SAGA_OK && rep.deferred != NULL)
+                rc = defer_barrier(p, it, key, cur, cur_len);
+            else if (rc == SAGA_OK) {
+                if (rep.outcome == SAGA_OUTCOME_OK)
+                    rc = s->kv_put(s, key, "C", 1);
+                else if (redrive)
+                    rc = put_barrier(s, key, cur, cur_len);
+                if (rc == SAGA_OK)
+                    rc = saga__preply(p, env, rep.outcome, NULL, 0,
+                                      rep.error);
+            }
         } else if (state == 'C' || state == 'N') {
-            rc = reply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
+            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            if (rc == SAGA_OK)
+                rc = saga__preply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
         } else {
             /* Undo of an action that never applied: record it, so that a
              * late action is refused, and do nothing else. */
             p->stats.null_compensations++;
             rc = s->kv_put(s, key, "N", 1);
             if (rc == SAGA_OK)
-                rc = reply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
+                rc = saga__preply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
         }
     }
     saga_free(bar.p);
@@ -209,9 +314,11 @@ int saga__pevent(saga_participant *p, item *it)
     if (rc != SAGA_OK)
         return rc;
     p->stats.events++;
-    saga_command c = {
-        it->env.saga_id, it->env.name,       0, 0, 0, it->env.msg_id,
-        it->env.payload, it->env.payload_len};
+    saga_command c = {.saga_id = it->env.saga_id,
+                      .name = it->env.name,
+                      .msg_id = it->env.msg_id,
+                      .payload = it->env.payload,
+                      .payload_len = it->env.payload_len};
     p->in_handler = 1;
     rc = it->ev->ev(p, &c, it->ev->arg);
     p->in_handler = 0;

@@ -1,5 +1,14 @@
 /*
  * relay.c — publishes committed outbox messages (see relay.h).
+ *
+ * Messages are queued per destination (topic) and published in order
+ * within it; destinations never wait for each other. A destination whose
+ * send is refused (SAGA_EFULL, or a transient error) or whose publish fails
+ * later backs off on its own timer while the others keep flowing. A message
+ * that can never be delivered, because the transport knows no such
+ * destination (route() or send() says SAGA_ENOROUTE) or refuses the message
+ * itself (SAGA_EINVAL: too large), is taken out at once: its outbox row is
+ * deleted and the owner is told why (the engine fails the step).
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,17 +19,31 @@
 #define RETRY_MIN_MS 10u
 #define RETRY_MAX_MS 2000u
 
+/* The queue of one destination. It exists while it holds messages or is
+ * backing off, so hostile or one-off topics do not accumulate. */
+typedef struct rdest {
+    struct rdest *next;
+    char *topic;
+    saga__outmsg *head, **tail;
+    size_t queued;
+    uint64_t retry_at; /* loop time before which nothing is sent; 0: now */
+    uint32_t backoff_ms;
+    int noroute; /* route() said SAGA_ENOROUTE: fail what comes */
+} rdest;
+
 struct saga__relay {
     saga_transport *t;
+    uv_loop_t *loop;
     uv_timer_t timer;
-    saga__outmsg *head, **tail;
+    rdest *dests, *last; /* last: the one used most recently */
+    size_t ndests;
     size_t queued, inflight;
     void *owner;
     saga__relay_done_fn done;
     saga__relay_log_fn log;
-    uint32_t backoff_ms;
-    int closing, timer_closed;
-    uint64_t published;
+    saga__relay_fail_fn fail;
+    int closing, timer_closed, kicking;
+    uint64_t published, undeliverable;
 };
 
 saga__outmsg *saga__outmsg_new(const char *id, const char *topic,
@@ -54,6 +77,7 @@ void saga__outmsg_free(saga__outmsg *m)
     saga_free(m->topic);
     saga_free(m->key);
     saga_free(m->buf);
+    saga_free(m->why);
     saga_free(m);
 }
 
@@ -79,25 +103,114 @@ int saga__relay_new(saga__relay **out, uv_loop_t *loop, saga_transport *t,
         return SAGA_ENOMEM;
     memset(r, 0, sizeof *r);
     r->t = t;
-    r->tail = &r->head;
+    r->loop = loop;
     r->owner = owner;
     r->done = done;
     r->log = log;
-    r->backoff_ms = RETRY_MIN_MS;
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
     *out = r;
     return SAGA_OK;
 }
 
-static void push_front(saga__relay *r, saga__outmsg *m)
+void saga__relay_on_fail(saga__relay *r, saga__relay_fail_fn fail)
 {
-    m->next = r->head;
-    r->head = m;
-    if (r->tail == &r->head)
-        r->tail = &m->next;
+    r->fail = fail;
+}
+
+/* ---- destinations ------------------------------------------------------ */
+
+static rdest *dest_find(saga__relay *r, const char *topic)
+{
+    if (r->last != NULL && strcmp(r->last->topic, topic) == 0)
+        return r->last;
+    for (rdest *d = r->dests; d != NULL; d = d->next)
+        if (strcmp(d->topic, topic) == 0)
+            return r->last = d;
+    return NULL;
+}
+
+static rdest *dest_get(saga__relay *r, const char *topic)
+{
+    rdest *d = dest_find(r, topic);
+    if (d != NULL)
+        return d;
+    d = saga_malloc(sizeof *d);
+    if (d == NULL)
+        return NULL;
+    memset(d, 0, sizeof *d);
+    if ((d->topic = saga__strdup(topic)) == NULL) {
+        saga_free(d);
+        return NULL;
+    }
+    d->tail = &d->head;
+    d->backoff_ms = RETRY_MIN_MS;
+    /* Asked once per destination: a transport that knows its peers says
+     * at once that a name is wrong (a typo in a definition, a forged
+     * reply_to), rather than after the message waited for a timeout. */
+    if (r->t->version >= 2 && r->t->route != NULL &&
+        r->t->route(r->t, topic) == SAGA_ENOROUTE)
+        d->noroute = 1;
+    d->next = r->dests;
+    r->dests = d;
+    r->ndests++;
+    return r->last = d;
+}
+
+static void dest_free(saga__relay *r, rdest *d)
+{
+    while (d->head != NULL) {
+        saga__outmsg *m = d->head;
+        d->head = m->next;
+        saga__outmsg_free(m);
+    }
+    if (r->last == d)
+        r->last = NULL;
+    r->ndests--;
+    saga_free(d->topic);
+    saga_free(d);
+}
+
+static void dest_push_back(saga__relay *r, rdest *d, saga__outmsg *m)
+{
+    m->next = NULL;
+    *d->tail = m;
+    d->tail = &m->next;
+    d->queued++;
     r->queued++;
 }
+
+static void dest_push_front(saga__relay *r, rdest *d, saga__outmsg *m)
+{
+    m->next = d->head;
+    d->head = m;
+    if (d->tail == &d->head)
+        d->tail = &m->next;
+    d->queued++;
+    r->queued++;
+}
+
+static saga__outmsg *dest_pop(saga__relay *r, rdest *d)
+{
+    saga__outmsg *m = d->head;
+    d->head = m->next;
+    if (d->head == NULL)
+        d->tail = &d->head;
+    m->next = NULL;
+    d->queued--;
+    r->queued--;
+    return m;
+}
+
+/* Refused or failed: nothing more to @p d until its backoff passes. */
+static void dest_backoff(saga__relay *r, rdest *d)
+{
+    d->retry_at = uv_now(r->loop) + d->backoff_ms;
+    d->backoff_ms = d->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
+                                                     : d->backoff_ms * 2;
+}
+
+/* ---- publishing -------------------------------------------------------- */
 
 void saga__relay_push(saga__relay *r, saga__outmsg *m)
 {
@@ -107,21 +220,134 @@ void saga__relay_push(saga__relay *r, saga__outmsg *m)
         return;
     }
     m->relay = r;
-    m->next = NULL;
-    *r->tail = m;
-    r->tail = &m->next;
-    r->queued++;
+    rdest *d = dest_get(r, m->topic);
+    if (d == NULL) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "out of memory queueing %.64s to "
+                 "'%.64s'; it is published after a restart", m->id,
+                 m->topic);
+        r->log(r->owner, SAGA_LOG_ERROR, msg);
+        saga__outmsg_free(m);
+        return;
+    }
+    dest_push_back(r, d, m);
 }
 
 static void timer_cb(uv_timer_t *t) { saga__relay_kick(t->data); }
 
-static void retry_later(saga__relay *r)
+/* Arm the timer for the earliest destination that waits. */
+static void arm_timer(saga__relay *r)
 {
-    if (r->closing || uv_is_active((uv_handle_t *)&r->timer))
+    if (r->closing)
         return;
-    uv_timer_start(&r->timer, timer_cb, r->backoff_ms, 0);
-    r->backoff_ms = r->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
-                                                     : r->backoff_ms * 2;
+    uint64_t now = uv_now(r->loop), first = UINT64_MAX;
+    for (rdest *d = r->dests; d != NULL; d = d->next)
+        if (d->head != NULL && d->retry_at > now && d->retry_at < first)
+            first = d->retry_at;
+    if (first == UINT64_MAX) {
+        uv_timer_stop(&r->timer);
+        return;
+    }
+    if (uv_is_active((uv_handle_t *)&r->timer) &&
+        uv_timer_get_due_in(&r->timer) <= first - now)
+        return;
+    uv_timer_start(&r->timer, timer_cb, first - now, 0);
+}
+
+/* The message cannot be delivered, ever: delete its row and say why. */
+static void give_up(saga__relay *r, saga__outmsg *m, int code,
+                    const char *why)
+{
+    char msg[400];
+    r->undeliverable++;
+    snprintf(msg, sizeof msg, "message %.64s to '%.64s' cannot be delivered "
+             "(%s: %.200s); dropped", m->id, m->topic, saga_err_name(code),
+             why);
+    r->log(r->owner, SAGA_LOG_ERROR, msg);
+    r->done(r->owner, m->id);
+    if (r->fail != NULL)
+        r->fail(r->owner, m, code, why);
+}
+
+/* Send what @p d may send now; messages that can never be delivered go to
+ * *failed (the caller reports them once the queues are consistent). */
+static void dest_pump(saga__relay *r, rdest *d, uint64_t now,
+                      saga__outmsg ***failed, saga_sent_cb cb)
+{
+    if (d->retry_at > now)
+        return;
+    d->retry_at = 0;
+    while (d->head != NULL && !r->closing) {
+        saga__outmsg *m = d->head;
+        int rc = d->noroute ? SAGA_ENOROUTE
+                            : r->t->send(r->t, m->topic, m->key, m->buf,
+                                         m->len, cb, m);
+        if (rc == SAGA_OK) {
+            dest_pop(r, d);
+            r->inflight++;
+            d->backoff_ms = RETRY_MIN_MS;
+            continue;
+        }
+        if (rc == SAGA_ENOROUTE || rc == SAGA_EINVAL) {
+            /* No such destination: everything queued for it fails. A
+             * message the transport refuses as such: only that one. */
+            if (rc == SAGA_ENOROUTE)
+                d->noroute = 1;
+            dest_pop(r, d);
+            m->status = rc;
+            saga_free(m->why);
+            m->why = saga__strdup(rc == SAGA_ENOROUTE || r->t->errmsg == NULL
+                                      ? "no such destination"
+                                      : r->t->errmsg(r->t));
+            m->next = NULL;
+            **failed = m;
+            *failed = &m->next;
+            continue;
+        }
+        if (rc != SAGA_EFULL) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "send of %.64s to '%.64s' refused (%s: "
+                     "%s)", m->id, m->topic, saga_err_name(rc),
+                     r->t->errmsg ? r->t->errmsg(r->t) : "");
+            r->log(r->owner, SAGA_LOG_WARN, msg);
+        }
+        /* Backpressure or a transient error: this destination waits, in
+         * order; the others go on. */
+        dest_backoff(r, d);
+        return;
+    }
+}
+
+static void sent_cb(saga_transport *t, int status, void *arg);
+
+void saga__relay_kick(saga__relay *r)
+{
+    if (r->kicking || r->closing)
+        return;
+    r->kicking = 1;
+    saga__outmsg *failed = NULL, **ftail = &failed;
+    uint64_t now = uv_now(r->loop);
+    rdest **pp = &r->dests;
+    while (*pp != NULL && !r->closing) {
+        rdest *d = *pp;
+        dest_pump(r, d, now, &ftail, sent_cb);
+        if (d->head == NULL && d->retry_at == 0) {
+            *pp = d->next; /* nothing left: forget it */
+            dest_free(r, d);
+            continue;
+        }
+        pp = &d->next;
+    }
+    arm_timer(r);
+    r->kicking = 0;
+    /* Reported last: the owner may queue more (a compensation command). */
+    while (failed != NULL) {
+        saga__outmsg *m = failed;
+        failed = m->next;
+        if (!r->closing)
+            give_up(r, m, m->status, m->why ? m->why : "refused");
+        saga__outmsg_free(m);
+    }
 }
 
 static void sent_cb(saga_transport *t, int status, void *arg)
@@ -137,8 +363,12 @@ static void sent_cb(saga_transport *t, int status, void *arg)
     }
     if (status == SAGA_OK) {
         r->published++;
-        r->backoff_ms = RETRY_MIN_MS;
         r->done(r->owner, m->id);
+        saga__outmsg_free(m);
+        return;
+    }
+    if (status == SAGA_ENOROUTE) {
+        give_up(r, m, status, "no such destination");
         saga__outmsg_free(m);
         return;
     }
@@ -146,37 +376,15 @@ static void sent_cb(saga_transport *t, int status, void *arg)
     snprintf(msg, sizeof msg, "publish of %.64s to '%.64s' failed (%s); "
              "resending", m->id, m->topic, saga_err_name(status));
     r->log(r->owner, SAGA_LOG_WARN, msg);
-    push_front(r, m);
-    retry_later(r);
-}
-
-void saga__relay_kick(saga__relay *r)
-{
-    while (r->head != NULL && !r->closing) {
-        saga__outmsg *m = r->head;
-        int rc = r->t->send(r->t, m->topic, m->key, m->buf, m->len, sent_cb,
-                            m);
-        if (rc == SAGA_EFULL) {
-            retry_later(r); /* backpressure: keep the queue, try later */
-            return;
-        }
-        r->head = m->next;
-        if (r->head == NULL)
-            r->tail = &r->head;
-        r->queued--;
-        if (rc == SAGA_OK) {
-            r->inflight++;
-            continue;
-        }
-        char msg[200];
-        snprintf(msg, sizeof msg, "send of %.64s to '%.64s' refused (%s: "
-                 "%s)", m->id, m->topic, saga_err_name(rc),
-                 r->t->errmsg ? r->t->errmsg(r->t) : "");
-        r->log(r->owner, SAGA_LOG_WARN, msg);
-        push_front(r, m);
-        retry_later(r);
+    rdest *d = dest_get(r, m->topic);
+    if (d == NULL) {
+        saga__outmsg_free(m); /* the row stays for the next start */
         return;
     }
+    dest_push_front(r, d, m);
+    if (d->retry_at == 0)
+        dest_backoff(r, d);
+    arm_timer(r);
 }
 
 typedef struct rec_ctx {
@@ -222,17 +430,20 @@ void saga__relay_close(saga__relay *r)
     if (r == NULL || r->closing)
         return;
     r->closing = 1;
-    while (r->head != NULL) {
-        saga__outmsg *m = r->head;
-        r->head = m->next;
-        saga__outmsg_free(m);
+    while (r->dests != NULL) {
+        rdest *d = r->dests;
+        r->dests = d->next;
+        dest_free(r, d);
     }
-    r->tail = &r->head;
     r->queued = 0;
     uv_close((uv_handle_t *)&r->timer, timer_closed);
 }
 
 uint64_t saga__relay_published(const saga__relay *r) { return r->published; }
+uint64_t saga__relay_undeliverable(const saga__relay *r)
+{
+    return r->undeliverable;
+}
 size_t saga__relay_backlog(const saga__relay *r)
 {
     return r->queued + r->inflight;

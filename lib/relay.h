@@ -7,6 +7,11 @@
  * transport confirms does the relay tell the owner, who deletes the outbox
  * row in its next batch. A crash in between leaves the row, and
  * saga__relay_recover() publishes it again on start: at-least-once.
+ *
+ * Order is kept per destination (topic), never across destinations: one
+ * refused, full or failing destination holds only its own messages. A
+ * message that can never be delivered (no such destination) is dropped at
+ * once, logged, its row deleted, and reported to the owner.
  */
 #ifndef SAGA_RELAY_H
 #define SAGA_RELAY_H
@@ -24,12 +29,19 @@ typedef struct saga__outmsg {
     void *buf;
     size_t len;
     int64_t created_ms;
+    int status; /* why it cannot be delivered (the relay's) */
+    char *why;
 } saga__outmsg;
 
 /* The transport confirmed @p msg_id: delete it from the outbox. */
 typedef void (*saga__relay_done_fn)(void *owner, const char *msg_id);
 typedef void (*saga__relay_log_fn)(void *owner, saga_log_level lvl,
                                    const char *msg);
+/* @p msg can never be delivered: no such destination (@p code
+ * SAGA_ENOROUTE) or the transport refuses the message itself (SAGA_EINVAL);
+ * @p why is the detail. Its outbox row was already handed to done(). */
+typedef void (*saga__relay_fail_fn)(void *owner, const struct saga__outmsg *msg,
+                                    int code, const char *why);
 
 /* A message with copies of every field; NULL on ENOMEM. */
 saga__outmsg *saga__outmsg_new(const char *id, const char *topic,
@@ -40,6 +52,9 @@ void saga__outmsg_free(saga__outmsg *m);
 int saga__relay_new(saga__relay **out, uv_loop_t *loop, saga_transport *t,
                     void *owner, saga__relay_done_fn done,
                     saga__relay_log_fn log);
+/* Also tell @p fail about undeliverable messages (they are logged and
+ * their rows deleted in any case). */
+void saga__relay_on_fail(saga__relay *r, saga__relay_fail_fn fail);
 /* Queue a committed message (the relay owns it) and publish. */
 void saga__relay_push(saga__relay *r, saga__outmsg *m);
 void saga__relay_kick(saga__relay *r);
@@ -49,6 +64,8 @@ int saga__relay_recover(saga__relay *r, saga_store *s);
  * every message in flight; call before closing the transport. */
 void saga__relay_close(saga__relay *r);
 uint64_t saga__relay_published(const saga__relay *r);
+/* Messages dropped as undeliverable. */
+uint64_t saga__relay_undeliverable(const saga__relay *r);
 size_t saga__relay_backlog(const saga__relay *r);
 
 #endif /* SAGA_RELAY_H */

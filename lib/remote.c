@@ -7,6 +7,8 @@
  * on the engine's own topic and carries (saga id, step, attempt, comp): a
  * reply for anything but the current attempt is stale, logged and dropped.
  * A reply is acked only after the transition it causes is committed.
+ * A command the transport can never deliver (no such service) fails its
+ * attempt at once with the reason (relay_fail).
  */
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +24,56 @@ static void relay_done(void *owner, const char *msg_id)
 static void relay_log(void *owner, saga_log_level lvl, const char *msg)
 {
     saga__log(owner, lvl, NULL, -1, "%s", msg);
+}
+
+/* Whether a reply (or a failure) for (step, attempt, comp) is for the
+ * current attempt of @p in, a remote step in flight. */
+static int is_current(const saga__inst *in, uint32_t step, uint32_t attempt,
+                      int comp)
+{
+    return in != NULL &&
+           (in->state == SAGA_STATE_RUNNING ||
+            in->state == SAGA_STATE_COMPENSATING) &&
+           (in->flags & SAGA_REC_INFLIGHT) && (uint32_t)in->step == step &&
+           in->attempt == attempt &&
+           ((in->flags & SAGA_REC_BACKWARD) != 0) == (comp != 0) &&
+           in->def->steps[in->step].opts.service != NULL;
+}
+
+/* The relay cannot deliver a command, ever (its service is unknown to the
+ * transport): the attempt fails now, naming the destination, instead of
+ * timing out (and the retries with it). Its id is "<saga>.<step>.<attempt>.
+ * <a|c>" and its key the saga id (saga__remote_command). */
+static void relay_fail(void *owner, const saga__outmsg *m, int code,
+                       const char *why)
+{
+    saga_engine *e = owner;
+    int step;
+    unsigned attempt;
+    char dir;
+    size_t kl = m->key != NULL ? strlen(m->key) : 0;
+    if (kl == 0 || strncmp(m->id, m->key, kl) != 0 ||
+        sscanf(m->id + kl, ".%d.%u.%c", &step, &attempt, &dir) != 3 ||
+        step < 0)
+        return; /* not a command of ours: the relay logged it */
+    saga__inst *in = saga__inst_find(e, m->key);
+    if (!is_current(in, (uint32_t)step, attempt, dir == 'c')) {
+        saga__log(e, SAGA_LOG_INFO, m->key, step,
+                  "undeliverable command of a past attempt (%u) ignored",
+                  attempt);
+        return;
+    }
+    char err[SAGA_NAME_MAX + 300];
+    snprintf(err, sizeof err, "cannot deliver the %s to service '%s' (%s: "
+             "%.200s)", dir == 'c' ? "compensation command" : "command",
+             m->topic, code == SAGA_ENOROUTE ? "no such destination"
+                                             : saga_err_name(code),
+             why);
+    saga__log(e, SAGA_LOG_ERROR, in->id, in->step, "%s", err);
+    if (saga__complete(e, in, SAGA_OUTCOME_FAIL, NULL, 0, err) != SAGA_OK)
+        saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
+                  "cannot fail the step: %s; it times out instead",
+                  e->errmsg);
 }
 
 int saga__remote_command(saga_engine *e, saga__inst *in)
@@ -83,14 +135,7 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
         return;
     }
     saga__inst *in = saga__inst_find(e, env.saga_id);
-    int current = in != NULL &&
-                  (in->state == SAGA_STATE_RUNNING ||
-                   in->state == SAGA_STATE_COMPENSATING) &&
-                  (in->flags & SAGA_REC_INFLIGHT) &&
-                  (uint32_t)in->step == env.step &&
-                  in->attempt == env.attempt &&
-                  ((in->flags & SAGA_REC_BACKWARD) != 0) == (env.comp != 0) &&
-                  in->def->steps[in->step].opts.service != NULL;
+    int current = is_current(in, env.step, env.attempt, env.comp);
     if (!current) {
         e->stats.stale_completions++;
         saga__log(e, SAGA_LOG_INFO, env.saga_id, (int)env.step,
@@ -125,6 +170,7 @@ int saga__remote_start(saga_engine *e)
                              relay_done, relay_log);
     if (rc != SAGA_OK)
         return rc;
+    saga__relay_on_fail(e->relay, relay_fail);
     rc = e->transport->subscribe(e->transport, e->opts.service,
                                  e->opts.service, on_reply, e);
     if (rc != SAGA_OK)

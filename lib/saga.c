@@ -189,22 +189,26 @@ static void forward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
     if (oc == SAGA_OUTCOME_FAIL) {
         saga__journal(e, in, SAGA_EV_STEP_FAIL, err);
         e->stats.steps_failed++;
-        in->flags &= ~SAGA_REC_INFLIGHT;
-        snprintf(why, sizeof why, "step '%s' failed: %s", s->name,
-                 err ? err : "no reason given");
-        if (past_pivot)
-            end_saga(e, in, SAGA_STATE_FAILED, SAGA_EV_FAILED, why);
-        else
+        if (!past_pivot) {
+            in->flags &= ~SAGA_REC_INFLIGHT;
+            snprintf(why, sizeof why, "step '%s' failed: %s", s->name,
+                     err ? err : "no reason given");
             start_compensation(e, in, why);
-        return;
+            return;
+        }
+        /* Past the pivot the saga can only move forward: a retriable
+         * step's FAIL is retried under its policy, like RETRY (and like a
+         * compensation's FAIL). */
+    } else {
+        /* RETRY or a timeout. */
+        if (timed_out) {
+            in->flags |= SAGA_REC_MAYBE;
+            e->stats.timeouts++;
+        }
+        saga__journal(e, in,
+                      timed_out ? SAGA_EV_STEP_TIMEOUT : SAGA_EV_STEP_RETRY,
+                      timed_out ? "timed out" : err);
     }
-    /* RETRY or a timeout. */
-    if (timed_out) {
-        in->flags |= SAGA_REC_MAYBE;
-        e->stats.timeouts++;
-    }
-    saga__journal(e, in, timed_out ? SAGA_EV_STEP_TIMEOUT : SAGA_EV_STEP_RETRY,
-                  timed_out ? "timed out" : err);
     if (attempts_left(&s->opts.retry, in->attempt)) {
         e->stats.retries++;
         wait_retry(e, in, &s->opts.retry);
@@ -508,6 +512,11 @@ int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
     if (outcome != SAGA_OUTCOME_OK && outcome != SAGA_OUTCOME_FAIL &&
         outcome != SAGA_OUTCOME_RETRY)
         return saga__err(e, SAGA_EINVAL, "unknown outcome %d", (int)outcome);
+    if (out == NULL && out_len > 0)
+        return saga__err(e, SAGA_EINVAL, "output is NULL but out_len is %zu",
+                         out_len);
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     if (strnlen(ref->saga_id, SAGA_ID_SIZE) != SAGA_ID_LEN)
         return saga__err(e, SAGA_EINVAL, "malformed saga id");
     saga__inst *in = saga__inst_find(e, ref->saga_id);
@@ -573,6 +582,8 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
 {
     if (e == NULL || saga_id == NULL)
         return SAGA_EINVAL;
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     saga__inst *in = saga__inst_find(e, saga_id);
     if (in == NULL) {
         saga_state st;
@@ -755,6 +766,8 @@ int saga_retry(saga_engine *e, const char *saga_id)
 {
     if (e == NULL || saga_id == NULL)
         return SAGA_EINVAL;
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     saga__inst *in = saga__inst_find(e, saga_id);
     if (in == NULL) {
         saga_state st;

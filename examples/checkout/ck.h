@@ -79,6 +79,7 @@ typedef struct ck_app {
 
 /* --- util.c ---------------------------------------------------------- */
 int64_t ck_now_ms(void);
+int ck_synchronous(void); /* saga_sqlite_options.synchronous */
 void ck_iso8601(int64_t ms, char out[32]);
 json_t *ck_json_time(int64_t ms);
 json_t *ck_json_money(int64_t cents);
@@ -149,7 +150,8 @@ int ck_inv_check(sqlite3 *db);
 /* Payment gateway simulation (gateway.c). */
 typedef struct ck_gateway ck_gateway;
 typedef enum ck_gw_result {
-    CK_GW_CHARGED, CK_GW_DECLINED, CK_GW_TRANSIENT, CK_GW_VOIDED
+    CK_GW_CHARGED, CK_GW_DECLINED, CK_GW_TRANSIENT, CK_GW_VOIDED,
+    CK_GW_LATE /* charged too late, and reversed (payment service) */
 } ck_gw_result;
 typedef void (*ck_gw_cb)(ck_gw_result r, const char *txn_id, void *arg);
 int ck_gateway_new(ck_gateway **out, ck_app *a, sqlite3 *db);

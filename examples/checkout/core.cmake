@@ -8,14 +8,6 @@ pkg_check_modules(H2O REQUIRED IMPORTED_TARGET libh2o)
 pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3)
 
-# Deferred participant replies (saga_reply_defer) when this libsaga has them.
-include(CheckSymbolExists)
-set(CMAKE_REQUIRED_INCLUDES ${PROJECT_SOURCE_DIR}/include)
-set(CMAKE_REQUIRED_DEFINITIONS -D_GNU_SOURCE)
-check_symbol_exists(saga_reply_defer "saga/saga.h" CK_HAVE_DEFER)
-unset(CMAKE_REQUIRED_INCLUDES)
-unset(CMAKE_REQUIRED_DEFINITIONS)
-
 # The services as a static library: the binary and the unit tests link it.
 set(CK_DIR ${PROJECT_SOURCE_DIR}/examples/checkout)
 add_library(checkout_core STATIC
@@ -28,9 +20,6 @@ target_include_directories(checkout_core PUBLIC ${CK_DIR})
 set_target_properties(checkout_core PROPERTIES C_STANDARD 11 C_EXTENSIONS ON)
 target_compile_options(checkout_core PRIVATE ${SAGA_WARN} -Wno-missing-prototypes)
 target_compile_definitions(checkout_core PUBLIC _GNU_SOURCE)
-if(CK_HAVE_DEFER)
-  target_compile_definitions(checkout_core PUBLIC CK_HAVE_DEFER)
-endif()
 target_link_libraries(checkout_core PUBLIC saga PkgConfig::H2O PkgConfig::UV
   PkgConfig::JANSSON PkgConfig::SQLITE3 m)
 

@@ -23,7 +23,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: saga-checkout serve --data DIR --listen HOST:PORT "
             "[--catalog FILE]\n"
-            "       saga-checkout demo [--serve] [--listen HOST:PORT]\n"
+            "       saga-checkout demo [--serve] [--listen HOST:PORT] "
+            "[--url URL]\n"
             "       saga-checkout service NAME --data DIR --config FILE\n"
             "services: order cart inventory payment shipping warehouse "
             "notification\n");
@@ -107,9 +108,9 @@ static void app_init(ck_app *a)
     a->loop = uv_default_loop();
     a->timing.reservation_ttl_ms = 15 * 60 * 1000;
     a->timing.ttl_sweep_ms = 1000;
-    a->timing.payment_step_timeout_ms = 800;
+    a->timing.payment_step_timeout_ms = 1500;
     a->timing.gateway_timeout_ms = 3000;
-    a->timing.gateway_slow_ms = 2000;
+    a->timing.gateway_slow_ms = 2500;
     a->timing.gateway_latency_ms = 5;
     a->timing.pick_ms = 5;
     const char *ttl = getenv("CK_RESERVATION_TTL_MS");

@@ -145,7 +145,6 @@ static int pick(plain_state *s, saga_participant *p, const char *order_id,
     return rc == SAGA_OK ? 0 : rc;
 }
 
-#ifdef CK_HAVE_DEFER
 typedef struct picking {
     plain_state *s;
     saga_participant *p;
@@ -189,13 +188,11 @@ static void picked(uv_timer_t *t)
     }
     uv_close((uv_handle_t *)&k->timer, picking_free);
 }
-#endif
 
 static int on_fulfil(saga_participant *p, const saga_command *c,
                      saga_reply *r, void *arg)
 {
     plain_state *s = arg;
-#ifdef CK_HAVE_DEFER
     picking *k = calloc(1, sizeof *k);
     if (k == NULL)
         return SAGA_ENOMEM;
@@ -215,32 +212,11 @@ static int on_fulfil(saga_participant *p, const saga_command *c,
     s->inflight = k;
     uv_timer_start(&k->timer, picked, s->a->timing.pick_ms, 0);
     return SAGA_OK;
-#else
-    char order_id[64], items[65536], pick_id[64], why[256];
-    ck_data_str(c->payload, c->payload_len, "order_id", order_id,
-                sizeof order_id);
-    ck_data_str(c->payload, c->payload_len, "items", items, sizeof items);
-    int rc = pick(s, p, order_id, items, pick_id, why, sizeof why);
-    if (rc < 0)
-        return rc;
-    if (rc == 1)
-        return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0, why);
-    saga_map *m;
-    const void *b;
-    size_t n;
-    saga_map_new(&m);
-    saga_map_set_str(m, "pick_list_id", pick_id);
-    saga_map_encode(m, &b, &n);
-    rc = saga_reply_set(r, SAGA_OUTCOME_OK, b, n, NULL);
-    saga_map_free(m);
-    return rc;
-#endif
 }
 
 void ck_warehouse_shutdown(ck_app *a);
 void ck_warehouse_shutdown(ck_app *a)
 {
-#ifdef CK_HAVE_DEFER
     plain_state *s = a->state[CK_SVC_WAREHOUSE];
     while (s != NULL && s->inflight) {
         picking *k = s->inflight;
@@ -248,9 +224,6 @@ void ck_warehouse_shutdown(ck_app *a)
         saga_deferred_abandon(k->d);
         uv_close((uv_handle_t *)&k->timer, picking_free);
     }
-#else
-    (void)a;
-#endif
 }
 
 int ck_warehouse_open(ck_app *a)

@@ -78,6 +78,7 @@ typedef struct charge {
     uv_timer_t timeout;
     char key[256], pid[80], order_id[64], token[64], method[32];
     int64_t amount;
+    uint64_t started; /* uv_now() when the command came */
     struct charge *next, **prev;
 } charge;
 
@@ -126,6 +127,7 @@ static int outcome(ck_app *a, saga_participant *p, const charge *ch,
     }
     *oc = SAGA_OUTCOME_FAIL;
     const char *code = res == CK_GW_DECLINED ? "INSUFFICIENT_FUNDS"
+                       : res == CK_GW_LATE   ? "PAYMENT_LATE"
                                              : "PAYMENT_TIMEOUT";
     *err = code;
     if (record(db, ch->pid, ch->order_id, ch->amount, ch->method, ch->key,
@@ -137,6 +139,10 @@ static int outcome(ck_app *a, saga_participant *p, const charge *ch,
     json_object_set_new(ev, "error_message",
                         json_string(res == CK_GW_DECLINED
                                         ? "Payment failed: insufficient funds"
+                                    : res == CK_GW_LATE
+                                        ? "Payment failed: the gateway "
+                                          "answered after the step's timeout; "
+                                          "the charge was reversed"
                                         : "Payment failed: the gateway did "
                                           "not answer in time"));
     ck_publish(p, CK_T_PAYMENT, ch->order_id, ev);
@@ -201,11 +207,22 @@ static int refund(ck_app *a, saga_participant *p, const saga_command *c)
     return ck_publish(p, CK_T_PAYMENT, ch.order_id, ev);
 }
 
-#ifdef CK_HAVE_DEFER
 static void charge_close_cb(uv_handle_t *h) { free(h->data); }
 
 static void charge_finish(charge *ch, ck_gw_result res, const char *txn)
 {
+    /* A charge that comes back after the orchestrator's per-attempt timeout
+     * is not trusted to be wanted any more: the saga may be compensating.
+     * Reverse it at once and answer FAIL, so that a slow gateway always
+     * ends in a cancelled order with nothing charged, however loaded the
+     * machine is (the refund compensation then finds it refunded). */
+    if (res == CK_GW_CHARGED &&
+        uv_now(ch->a->loop) - ch->started >
+            ch->a->timing.payment_step_timeout_ms) {
+        int64_t amount;
+        if (ck_gateway_refund(ch->a->gateway, ch->key, &amount) == 0)
+            res = CK_GW_LATE;
+    }
     saga_outcome oc;
     saga_map *out;
     const char *err;
@@ -243,7 +260,6 @@ static void gw_timeout(uv_timer_t *t)
     int v = ck_gateway_void(ch->a->gateway, ch->key, txn);
     charge_finish(ch, v == 1 ? CK_GW_CHARGED : CK_GW_VOIDED, txn);
 }
-#endif
 
 static int on_charge(saga_participant *p, const saga_command *c,
                      saga_reply *r, void *arg)
@@ -252,7 +268,6 @@ static int on_charge(saga_participant *p, const saga_command *c,
     ck_app *a = s->a;
     if (c->compensating)
         return refund(a, p, c);
-#ifdef CK_HAVE_DEFER
     charge *ch = malloc(sizeof *ch);
     if (ch == NULL)
         return SAGA_ENOMEM;
@@ -269,6 +284,7 @@ static int on_charge(saga_participant *p, const saga_command *c,
         return rc;
     }
     ch->deferred = d;
+    ch->started = uv_now(a->loop);
     uv_timer_init(a->loop, &ch->timeout);
     ch->timeout.data = ch;
     ch->next = s->inflight;
@@ -280,31 +296,6 @@ static int on_charge(saga_participant *p, const saga_command *c,
     ch->gw_req = ck_gateway_charge(a->gateway, ch->key, ch->token,
                                    ch->order_id, ch->amount, gw_answered, ch);
     return SAGA_OK;
-#else
-    /* No deferred replies in this libsaga: ask the gateway at once. */
-    charge ch;
-    charge_setup(&ch, a, p, c);
-    char txn[64] = "";
-    ck_gw_result res;
-    if (strcmp(ch.token, "tok_timeout") == 0) {
-        int v = ck_gateway_void(a->gateway, ch.key, txn);
-        res = v == 1 ? CK_GW_CHARGED : CK_GW_VOIDED;
-    } else
-        res = ck_gateway_charge_now(a->gateway, ch.key, ch.token, ch.order_id,
-                                    ch.amount, txn);
-    saga_outcome oc;
-    saga_map *out;
-    const char *err;
-    if (outcome(a, p, &ch, res, txn, &oc, &out, &err) != 0)
-        return SAGA_ESTORE;
-    const void *b = NULL;
-    size_t n = 0;
-    if (out)
-        saga_map_encode(out, &b, &n);
-    int rc = saga_reply_set(r, oc, b, n, err);
-    saga_map_free(out);
-    return rc;
-#endif
 }
 
 int ck_payment_open(ck_app *a)
@@ -333,7 +324,6 @@ void ck_payment_shutdown(ck_app *a)
     pay_state *s = a->state[CK_SVC_PAYMENT];
     if (s == NULL)
         return;
-#ifdef CK_HAVE_DEFER
     while (s->inflight) {
         charge *ch = s->inflight;
         s->inflight = ch->next;
@@ -341,5 +331,4 @@ void ck_payment_shutdown(ck_app *a)
         saga_deferred_abandon(ch->deferred);
         uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
     }
-#endif
 }

@@ -12,7 +12,8 @@ SAGA_BEGIN_DECL
 typedef enum saga_step_kind {
     SAGA_STEP_COMPENSATABLE = 0, /* has a compensation; undone on failure */
     SAGA_STEP_PIVOT = 1,         /* go/no-go: once OK the saga only moves on */
-    SAGA_STEP_RETRIABLE = 2      /* after the pivot; retried, never undone */
+    SAGA_STEP_RETRIABLE = 2      /* after the pivot; retried (FAIL too) under
+                                    its policy, never undone */
 } saga_step_kind;
 
 /** max_attempts value meaning "no limit". */
@@ -111,7 +112,8 @@ SAGA_EXTERN void saga_def_free(saga_def *d);
  * @return SAGA_OK; SAGA_EINVAL with saga_def_errmsg() naming the problem
  *   (empty or bad name, duplicate step, no action, a compensation on a
  *   retriable step or the pivot, a second pivot, a compensatable step after
- *   the pivot, a retriable step before it, a bad policy); SAGA_ENOMEM.
+ *   the pivot, a retriable step before it, a bad policy); SAGA_EBUSY (@p d
+ *   is registered with an engine: it no longer changes); SAGA_ENOMEM.
  */
 SAGA_EXTERN int saga_def_add_step(saga_def *d, const char *name,
                                   saga_action_fn action,
@@ -122,7 +124,7 @@ SAGA_EXTERN int saga_def_add_step(saga_def *d, const char *name,
  * Set the saga-level deadline, counted from the saga's start: a RUNNING
  * saga still before its pivot when it passes is compensated.
  * @param deadline_ms 0 for none (the default).
- * @return SAGA_OK or SAGA_EINVAL.
+ * @return SAGA_OK, SAGA_EINVAL, or SAGA_EBUSY (registered with an engine).
  */
 SAGA_EXTERN int saga_def_set_deadline(saga_def *d, uint64_t deadline_ms);
 

@@ -96,8 +96,11 @@ SAGA_EXTERN int saga_engine_options_init(saga_engine_options *opts,
  * @param store the store; NULL for a new in-memory store.
  * @param transport the transport for remote steps; may be NULL.
  * @param opts NULL for defaults.
- * @return SAGA_OK, SAGA_EINVAL, SAGA_EVERSION (a plug-in version of 0 or
- *   newer than this library knows), SAGA_ENOMEM.
+ * @return SAGA_OK, SAGA_EINVAL (also: a required slot of @p store or
+ *   @p transport is NULL; all are required but the store's native_handle
+ *   and the transport's route; the log sink, or stderr, names the slot),
+ *   SAGA_EVERSION (a plug-in version of 0 or newer than this library
+ *   knows), SAGA_ENOMEM.
  * Ownership: on SAGA_OK the engine owns @p store and @p transport; on an
  *   error the caller still does. Since: 0.1.
  */
@@ -109,8 +112,11 @@ SAGA_EXTERN int saga_engine_new(saga_engine **out, saga_store *store,
  * Register a definition. Several versions of one name may be registered;
  * saga_start() uses the highest, and recovery finds each saga's own.
  * @return SAGA_OK, SAGA_EINVAL (invalid: see saga_def_errmsg()), SAGA_EDUP
- *   (that name and version is registered), SAGA_EBUSY (after start).
- * Ownership: on SAGA_OK the engine owns @p def.
+ *   (that name and version is registered), SAGA_EBUSY (after start, or
+ *   @p def is registered with an engine already: one definition belongs to
+ *   one engine), SAGA_ECLOSED.
+ * Ownership: on SAGA_OK the engine owns @p def, which is frozen from then
+ *   on (saga_def_add_step() and saga_def_set_deadline() return SAGA_EBUSY).
  */
 SAGA_EXTERN int saga_engine_register(saga_engine *e, saga_def *def);
 
@@ -130,7 +136,9 @@ SAGA_EXTERN struct uv_loop_s *saga_engine_loop(saga_engine *e);
 SAGA_EXTERN int saga_engine_run(saga_engine *e, saga_run_mode mode);
 
 /** Commit the staged transitions now, and release what depends on them.
- * @return SAGA_OK or SAGA_ESTORE (they stay staged and are retried). */
+ * @return SAGA_OK; SAGA_ESTORE (they stay staged and are retried);
+ *   SAGA_EBUSY (called from an action or callback released by a commit:
+ *   that commit writes what was staged once the callback returns). */
 SAGA_EXTERN int saga_engine_flush(saga_engine *e);
 
 /**
@@ -162,7 +170,7 @@ SAGA_EXTERN void saga_engine_free(saga_engine *e);
 SAGA_EXTERN const char *saga_engine_errmsg(saga_engine *e);
 /** The seed of the default random source (print it to replay a run). */
 SAGA_EXTERN uint64_t saga_engine_seed(saga_engine *e);
-/** The engine's clock, in ms since the epoch. */
+/** The engine's clock, in ms since the epoch; 0 for a NULL engine. */
 SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
 
 /* ------------------------------------------------------------------------ */
@@ -189,11 +197,15 @@ SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
  * Report the outcome of the step attempt @p ref (from an action or a
  * compensation). For OK, @p out / @p out_len (a msgpack map, may be NULL)
  * is merged into the saga's data, key by key. @p error (may be NULL) is
- * recorded in the journal for FAIL and RETRY.
+ * recorded in the journal for FAIL and RETRY. FAIL from a compensatable
+ * step or the pivot starts compensation; FAIL from a retriable step or a
+ * compensation is retried like RETRY under its policy, and the saga goes
+ * FAILED only when a finite policy is exhausted.
  * @return SAGA_OK; SAGA_ESTALE (that attempt is no longer current: it timed
  *   out, the saga was cancelled, or it was reported already; logged and
- *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, output not a map or
- *   too large).
+ *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, @p out NULL with a
+ *   non-zero @p out_len, output not a map or too large); SAGA_ECLOSED
+ *   (after saga_engine_close(): nothing is recorded).
  */
 SAGA_EXTERN int saga_step_complete(saga_engine *e,
                                    const struct saga_step_ref *ref,
@@ -204,14 +216,14 @@ SAGA_EXTERN int saga_step_complete(saga_engine *e,
  * Force compensation of a RUNNING saga before its pivot. A step in flight
  * counts as one that may have run, and is compensated too.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not RUNNING, or past the
- *   pivot).
+ *   pivot), SAGA_ECLOSED.
  */
 SAGA_EXTERN int saga_cancel(saga_engine *e, const char *saga_id,
                             const char *reason);
 
 /**
  * Resume a FAILED saga where it failed, with a fresh retry budget.
- * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not FAILED).
+ * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not FAILED), SAGA_ECLOSED.
  */
 SAGA_EXTERN int saga_retry(saga_engine *e, const char *saga_id);
 

@@ -45,6 +45,11 @@ typedef struct saga_command {
     const char *msg_id;
     const void *payload; /* the saga data (a msgpack map) or event body */
     size_t payload_len;
+    /** Since 0.2: 1 when a deferred command (saga_reply_defer()) that was
+     * never answered is driven again after a restart: the handler runs
+     * again and must redo its outside call idempotently (the same
+     * idempotency key). 0 otherwise. */
+    int redriven;
 } saga_command;
 
 /** What a handler answers: set by saga_reply_set() (default: OK, no
@@ -62,6 +67,72 @@ typedef struct saga_reply saga_reply;
 SAGA_EXTERN int saga_reply_set(saga_reply *r, saga_outcome outcome,
                                const void *out, size_t out_len,
                                const char *error);
+
+/** A command whose handler answers later (saga_reply_defer()). */
+typedef struct saga_deferred saga_deferred;
+
+/**
+ * Answer later: called inside a command handler, which then returns SAGA_OK.
+ * The handler's transaction commits the inbox claim and the barrier as
+ * PENDING together with whatever the handler wrote; the delivery is acked
+ * after that commit, and nothing is replied until saga_deferred_reply().
+ * While the command is pending, a redelivery of it calls nothing and
+ * answers nothing; any other command for the same (saga, step) (a retried
+ * attempt, or the compensation) is answered SAGA_OUTCOME_RETRY, which the
+ * orchestrator retries with backoff, until the answer is recorded. If the
+ * participant stops before the answer, the command stays pending and its
+ * handler is called again at the next start, with saga_command.redriven
+ * set. A saga_reply_set() on a deferred reply has no effect.
+ * If the batch that holds the handler's transaction is rolled back (a
+ * failed commit), @p out's handle is void: answering it does nothing, and
+ * the command runs again, handler included.
+ * @param reply the handler's reply.
+ * @param out receives the handle; the caller owns it until it passes it to
+ *   saga_deferred_reply() or saga_deferred_abandon().
+ * @return SAGA_OK; SAGA_EINVAL (NULL argument, not inside a command
+ *   handler, deferred twice, or a store without the version-2 kv_scan and
+ *   kv_del slots, without which a pending command cannot be re-driven);
+ *   SAGA_ENOMEM.
+ * Ownership: *out is the caller's.
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_reply_defer(saga_reply *reply, saga_deferred **out);
+
+/**
+ * The command a deferred handle answers.
+ * @return a copy owned by @p d, valid until @p d is answered or abandoned;
+ *   NULL if @p d is NULL.
+ * Since: 0.2.
+ */
+SAGA_EXTERN const saga_command *saga_deferred_command(const saga_deferred *d);
+
+/**
+ * Answer a deferred command, any time later, on the loop thread (also from
+ * inside a handler, even the one that deferred it: the answer then waits
+ * for that handler's transaction to commit). The reply is recorded in the inbox, the
+ * barrier and the outbox in one transaction, group-committed with the
+ * other messages of the loop turn, and published after it commits.
+ * @param outcome, out, out_len, error as saga_reply_set().
+ * @return SAGA_OK (@p d is freed; also when @p d was void, see
+ *   saga_reply_defer()); SAGA_EINVAL (NULL @p d, bad outcome, @p out not
+ *   a msgpack map: @p d is kept); SAGA_ENOMEM (@p d is kept);
+ *   SAGA_ECLOSED (the participant is closing or closed: @p d is freed, the
+ *   command stays pending in the store and is re-driven at the next start).
+ * Ownership: on every return but SAGA_EINVAL and SAGA_ENOMEM @p d is freed.
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_deferred_reply(saga_deferred *d, saga_outcome outcome,
+                                    const void *out, size_t out_len,
+                                    const char *error);
+
+/**
+ * Drop @p d without answering (e.g. at shutdown): the command stays
+ * pending and is re-driven at the next start. Valid also after the
+ * participant is closed; NULL is a no-op.
+ * Ownership: @p d is freed.
+ * Since: 0.2.
+ */
+SAGA_EXTERN void saga_deferred_abandon(saga_deferred *d);
 
 /**
  * A command handler. It runs on the loop thread inside the store
@@ -158,6 +229,10 @@ typedef struct saga_participant_stats {
     uint64_t commands, duplicates, null_compensations, hanging_refused;
     uint64_t retried_actions; /* answered from the barrier */
     uint64_t events, rejected, commits, commit_failures;
+    /* Since 0.2 */
+    uint64_t deferred;        /* commands answered later (saga_reply_defer) */
+    uint64_t pending_retried; /* answered RETRY: their step was pending */
+    uint64_t redriven;        /* pending commands driven again at start */
 } saga_participant_stats;
 
 SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,

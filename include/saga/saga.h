@@ -125,7 +125,8 @@ typedef enum saga_state {
     SAGA_STATE_COMPENSATING = 2,
     SAGA_STATE_COMPLETED = 3,   /* terminal */
     SAGA_STATE_COMPENSATED = 4, /* terminal */
-    SAGA_STATE_FAILED = 5       /* needs an operator */
+    SAGA_STATE_FAILED = 5       /* a finite retry policy ran out where the
+                                   saga cannot go back: needs an operator */
 } saga_state;
 /** Bit for a state in a state mask: SAGA_STATE_BIT(SAGA_STATE_RUNNING). */
 #define SAGA_STATE_BIT(s) (1u << (unsigned)(s))

@@ -90,12 +90,16 @@ typedef int (*saga_journal_cb)(const saga_journal_entry *e, void *arg);
 typedef int (*saga_message_cb)(const saga_message *m, void *arg);
 /** A blob handed over by a store: borrowed for the call. */
 typedef void (*saga_blob_cb)(const void *buf, size_t len, void *arg);
+/** A key-value entry handed over by kv_scan: borrowed for the call; return
+ * 0 to go on, non-zero to stop. */
+typedef int (*saga_kv_cb)(const char *key, const void *val, size_t len,
+                          void *arg);
 
 /* Flags for saga_put. */
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 1
+#define SAGA_STORE_VERSION 2
 
 /**
  * The store vtable. A store embeds it first in its own state:
@@ -173,6 +177,24 @@ struct saga_store {
     const char *(*errmsg)(saga_store *self);
     /** Close and free the store, the struct included. */
     void (*close)(saga_store *self);
+    /* version 2: optional (NULL if the store has none); the participant
+     * needs them for deferred replies, handler isolation and retention. */
+    /** Visit the key-value entries whose key starts with @p prefix ("":
+     * all), in no particular order. @p cb must not write to the store.
+     * @return SAGA_OK (also when @p cb stopped the scan), SAGA_EINVAL. */
+    int (*kv_scan)(saga_store *self, const char *prefix, saga_kv_cb cb,
+                   void *arg);
+    /** Delete a key-value entry; an unknown key is not an error. */
+    int (*kv_del)(saga_store *self, const char *key);
+    /** Mark a savepoint in the open transaction (one level: a second
+     * savepoint before the first is released or rolled back is an error,
+     * SAGA_ESTORE, as is one outside a transaction). */
+    int (*savepoint)(saga_store *self);
+    /** Undo every write since the savepoint and drop it; the transaction
+     * stays open. */
+    int (*savepoint_rollback)(saga_store *self);
+    /** Drop the savepoint, keeping its writes in the transaction. */
+    int (*savepoint_release)(saga_store *self);
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)

@@ -4,7 +4,9 @@
  *
  * Routing: a message sent to topic T goes to the configured peer whose
  * service name is T (saga_tcp_options.peers). A peer's service subscribes
- * to its own name as the topic. There is no broker: a consumer group is
+ * to its own name as the topic. Without such a peer, a topic subscribed on
+ * this endpoint loops back through its own listener; any other topic has
+ * no route: route() and send() return SAGA_ENOROUTE. There is no broker: a consumer group is
  * local to one endpoint, so subscribers of one group on two endpoints do
  * not share messages; each endpoint that subscribes gets what its peers
  * send it.

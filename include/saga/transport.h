@@ -48,7 +48,9 @@ struct saga_transport {
      * Send @p len bytes (copied) to @p topic. @p key (may be NULL) orders
      * messages. @p cb (may be NULL) runs once, later.
      * @return SAGA_OK; SAGA_EINVAL; SAGA_EFULL (the send queue is full: the
-     * caller retries later, cb will not run); SAGA_ECLOSED; SAGA_ENOMEM.
+     * caller retries later, cb will not run); SAGA_ENOROUTE (no such
+     * destination, as route() would say; cb will not run); SAGA_ECLOSED;
+     * SAGA_ENOMEM.
      */
     int (*send)(saga_transport *self, const char *topic, const char *key,
                 const void *buf, size_t len, saga_sent_cb cb, void *arg);
@@ -106,7 +108,8 @@ SAGA_EXTERN void saga_inmem_bus_free(saga_inmem_bus *bus);
 /**
  * A transport endpoint on @p bus. Its sends are delivered on a later loop
  * turn; an unacked delivery is redelivered if its subscriber's endpoint
- * closes.
+ * closes. Its route() says SAGA_OK for every topic: the bus keeps messages
+ * for a group that subscribes later, so no topic is known to be wrong.
  * @return SAGA_OK, SAGA_EINVAL or SAGA_ENOMEM. Since: 0.1.
  */
 SAGA_EXTERN int saga_transport_inmem_new(saga_transport **out,

@@ -465,6 +465,45 @@ static int mem_kv_put(saga_store *self, const char *key, const void *val,
     return rc;
 }
 
+typedef struct kv_scan_acc {
+    const char *prefix;
+    size_t plen;
+    saga_kv_cb cb;
+    void *arg;
+    int stop;
+} kv_scan_acc;
+
+static void kv_scan_one(mnode *n, void *arg)
+{
+    kv_scan_acc *a = arg;
+    mkv *m = (mkv *)n;
+    if (a->stop || strncmp(n->key, a->prefix, a->plen) != 0)
+        return;
+    a->stop = a->cb(n->key, m->val, m->len, a->arg) != 0;
+}
+
+static int mem_kv_scan(saga_store *self, const char *prefix, saga_kv_cb cb,
+                       void *arg)
+{
+    SELF;
+    if (prefix == NULL || cb == NULL)
+        return saga__mem_fail(s, SAGA_EINVAL, "kv_scan: NULL argument");
+    kv_scan_acc a = {prefix, strlen(prefix), cb, arg, 0};
+    saga__mem_visit_begin(s);
+    saga__mt_each(&s->kv, kv_scan_one, &a);
+    saga__mem_visit_end(s);
+    return SAGA_OK;
+}
+
+static int mem_kv_del(saga_store *self, const char *key)
+{
+    SELF;
+    if (key == NULL)
+        return saga__mem_fail(s, SAGA_EINVAL, "kv_del: NULL key");
+    mnode *old = saga__mt_find(&s->kv, key);
+    return old ? saga__mem_put_node(s, &s->kv, old, NULL) : SAGA_OK;
+}
+
 void saga__mem_ops_install(saga_store *b)
 {
     b->journal_append = mem_journal_append;
@@ -479,4 +518,6 @@ void saga__mem_ops_install(saga_store *b)
     b->inbox_reply = mem_inbox_reply;
     b->kv_get = mem_kv_get;
     b->kv_put = mem_kv_put;
+    b->kv_scan = mem_kv_scan;
+    b->kv_del = mem_kv_del;
 }

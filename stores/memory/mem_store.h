@@ -121,6 +121,8 @@ typedef struct mem_store {
     moutbox *ob_head, *ob_tail;
     uint64_t saga_seq, ob_seq;
     int in_txn;
+    int in_sp;     /* a savepoint is open */
+    size_t sp_len; /* the undo log's length at the savepoint */
     mundo *log;
     size_t log_len, log_cap;
     int visiting;      /* > 0 while a callback runs */

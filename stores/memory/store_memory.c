@@ -284,6 +284,7 @@ int saga__mem_commit(saga_store *self)
             saga__mem_release(s, s->log[i].old);
     s->log_len = 0;
     s->in_txn = 0;
+    s->in_sp = 0;
     return SAGA_OK;
 }
 
@@ -298,13 +299,11 @@ static void jlist_remove(mjlist *l, mjentry *e)
     }
 }
 
-int saga__mem_rollback(saga_store *self)
+/* Undo the log back to @p len entries. */
+static void undo_to(mem_store *s, size_t len)
 {
-    mem_store *s = (mem_store *)self;
-    if (!s->in_txn)
-        return SAGA_OK; /* e.g. after a failed commit: nothing to undo */
     /* Backwards, so each step finds the table as its write left it. */
-    while (s->log_len > 0) {
+    while (s->log_len > len) {
         mundo *u = &s->log[--s->log_len];
         if (u->kind == U_NODE) {
             swap_nodes(s, u->t, u->new_, u->old);
@@ -314,7 +313,49 @@ int saga__mem_rollback(saga_store *self)
             saga__mem_release(s, u->old);
         }
     }
+}
+
+int saga__mem_rollback(saga_store *self)
+{
+    mem_store *s = (mem_store *)self;
+    if (!s->in_txn)
+        return SAGA_OK; /* e.g. after a failed commit: nothing to undo */
+    undo_to(s, 0);
     s->in_txn = 0;
+    s->in_sp = 0;
+    return SAGA_OK;
+}
+
+static int mem_savepoint(saga_store *self)
+{
+    mem_store *s = (mem_store *)self;
+    if (!s->in_txn || s->in_sp)
+        return saga__mem_fail(s, SAGA_ESTORE,
+                              s->in_sp ? "savepoint: one is already open"
+                                       : "savepoint: no open transaction");
+    s->in_sp = 1;
+    s->sp_len = s->log_len;
+    return SAGA_OK;
+}
+
+static int mem_savepoint_rollback(saga_store *self)
+{
+    mem_store *s = (mem_store *)self;
+    if (!s->in_txn || !s->in_sp)
+        return saga__mem_fail(s, SAGA_ESTORE,
+                              "savepoint_rollback: no open savepoint");
+    undo_to(s, s->sp_len);
+    s->in_sp = 0;
+    return SAGA_OK;
+}
+
+static int mem_savepoint_release(saga_store *self)
+{
+    mem_store *s = (mem_store *)self;
+    if (!s->in_txn || !s->in_sp)
+        return saga__mem_fail(s, SAGA_ESTORE,
+                              "savepoint_release: no open savepoint");
+    s->in_sp = 0;
     return SAGA_OK;
 }
 
@@ -527,6 +568,9 @@ int saga_store_memory_new(saga_store **out)
     s->base.native_handle = mem_native_handle;
     s->base.errmsg = mem_errmsg;
     s->base.close = mem_close;
+    s->base.savepoint = mem_savepoint;
+    s->base.savepoint_rollback = mem_savepoint_rollback;
+    s->base.savepoint_release = mem_savepoint_release;
     saga__mem_ops_install(&s->base);
     *out = &s->base;
     return SAGA_OK;

@@ -36,6 +36,11 @@ enum sq_stmt {
     SQ_INBOX_REPLY,
     SQ_KV_GET,
     SQ_KV_PUT,
+    SQ_KV_SCAN,
+    SQ_KV_DEL,
+    SQ_SAVEPOINT,
+    SQ_SP_ROLLBACK,
+    SQ_SP_RELEASE,
     SQ__COUNT
 };
 
@@ -44,6 +49,7 @@ typedef struct sqlite_store {
     sqlite3 *db;
     sqlite3_stmt *st[SQ__COUNT];
     int in_txn; /* between our begin and commit/rollback */
+    int in_sp;  /* a savepoint is open in it */
     char err[512];
 } sqlite_store;
 

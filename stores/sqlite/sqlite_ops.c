@@ -69,6 +69,13 @@ const char *const saga__sq_sql[SQ__COUNT] = {
     [SQ_INBOX_REPLY] = "UPDATE inbox SET reply = ?2 WHERE msg_id = ?1",
     [SQ_KV_GET] = "SELECT val FROM kv WHERE key = ?1",
     [SQ_KV_PUT] = "INSERT OR REPLACE INTO kv(key, val) VALUES (?1, ?2)",
+    /* ?2: the first key past the prefix, NULL for no upper bound. */
+    [SQ_KV_SCAN] = "SELECT key, val FROM kv WHERE key >= ?1 "
+                   "AND (?2 IS NULL OR key < ?2)",
+    [SQ_KV_DEL] = "DELETE FROM kv WHERE key = ?1",
+    [SQ_SAVEPOINT] = "SAVEPOINT saga_sp",
+    [SQ_SP_ROLLBACK] = "ROLLBACK TO saga_sp",
+    [SQ_SP_RELEASE] = "RELEASE saga_sp",
 };
 
 #define SELF sqlite_store *s = (sqlite_store *)self
@@ -535,6 +542,99 @@ static int sq_kv_put(saga_store *self, const char *key, const void *val,
     return saga__sq_exec(s, SQ_KV_PUT, "kv_put");
 }
 
+static int sq_kv_scan(saga_store *self, const char *prefix, saga_kv_cb cb,
+                      void *arg)
+{
+    SELF;
+    if (prefix == NULL || cb == NULL)
+        return saga__sq_failf(s, SAGA_EINVAL, "kv_scan: NULL argument");
+    sqlite3_stmt *st = s->st[SQ_KV_SCAN];
+    int rc = busy(s, st, "kv_scan");
+    if (rc)
+        return rc;
+    /* The upper bound: the prefix with its last byte incremented (keys
+     * compare as bytes); none if it is empty or ends in 0xff. */
+    size_t n = strlen(prefix);
+    char *hi = NULL;
+    if (n > 0 && (unsigned char)prefix[n - 1] != 0xff) {
+        hi = saga_malloc(n + 1);
+        if (hi == NULL)
+            return saga__sq_failf(s, SAGA_ENOMEM, "kv_scan: out of memory");
+        memcpy(hi, prefix, n + 1);
+        hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1);
+    }
+    sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
+    bind_text(st, 2, hi);
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        size_t len;
+        const char *key = col_text(st, 0);
+        const void *val = col_blob(st, 1, &len);
+        if (key == NULL || strncmp(key, prefix, n) != 0)
+            continue;
+        if (cb(key, val, len, arg) != 0)
+            break;
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE)
+        rc = saga__sq_fail(s, src, "kv_scan");
+    saga__sq_done(st);
+    saga_free(hi);
+    return rc;
+}
+
+static int sq_kv_del(saga_store *self, const char *key)
+{
+    SELF;
+    if (key == NULL)
+        return saga__sq_failf(s, SAGA_EINVAL, "kv_del: NULL key");
+    int rc = saga__sq_check_txn(s);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(s->st[SQ_KV_DEL], 1, key, -1, SQLITE_STATIC);
+    return saga__sq_exec(s, SQ_KV_DEL, "kv_del");
+}
+
+static int sq_savepoint(saga_store *self)
+{
+    SELF;
+    if (!s->in_txn || s->in_sp)
+        return saga__sq_failf(s, SAGA_ESTORE, "savepoint: %s",
+                              s->in_sp ? "one is already open"
+                                       : "no open transaction");
+    int rc = saga__sq_check_txn(s);
+    if (rc == SAGA_OK)
+        rc = saga__sq_exec(s, SQ_SAVEPOINT, "savepoint");
+    if (rc == SAGA_OK)
+        s->in_sp = 1;
+    return rc == SAGA_OK ? rc : SAGA_ESTORE;
+}
+
+static int sq_savepoint_end(saga_store *self, int undo)
+{
+    SELF;
+    const char *what = undo ? "savepoint_rollback" : "savepoint_release";
+    if (!s->in_txn || !s->in_sp)
+        return saga__sq_failf(s, SAGA_ESTORE, "%s: no open savepoint", what);
+    s->in_sp = 0;
+    int rc = saga__sq_check_txn(s);
+    /* ROLLBACK TO keeps the savepoint on SQLite's stack: release it too. */
+    if (rc == SAGA_OK && undo)
+        rc = saga__sq_exec(s, SQ_SP_ROLLBACK, what);
+    if (rc == SAGA_OK)
+        rc = saga__sq_exec(s, SQ_SP_RELEASE, what);
+    return rc == SAGA_OK ? rc : SAGA_ESTORE;
+}
+
+static int sq_savepoint_rollback(saga_store *self)
+{
+    return sq_savepoint_end(self, 1);
+}
+
+static int sq_savepoint_release(saga_store *self)
+{
+    return sq_savepoint_end(self, 0);
+}
+
 void saga__sq_ops_install(saga_store *b)
 {
     b->saga_put = sq_saga_put;
@@ -552,4 +652,9 @@ void saga__sq_ops_install(saga_store *b)
     b->inbox_reply = sq_inbox_reply;
     b->kv_get = sq_kv_get;
     b->kv_put = sq_kv_put;
+    b->kv_scan = sq_kv_scan;
+    b->kv_del = sq_kv_del;
+    b->savepoint = sq_savepoint;
+    b->savepoint_rollback = sq_savepoint_rollback;
+    b->savepoint_release = sq_savepoint_release;
 }

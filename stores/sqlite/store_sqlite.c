@@ -150,6 +150,7 @@ int saga__sq_commit(saga_store *self)
     if (rc == SAGA_OK)
         rc = saga__sq_exec(s, SQ_COMMIT, "commit");
     s->in_txn = 0;
+    s->in_sp = 0;
     if (rc != SAGA_OK) {
         /* A failed COMMIT may leave the transaction open (SQLITE_BUSY) or
          * SQLite may have rolled it back already (I/O errors). Either way
@@ -171,6 +172,7 @@ int saga__sq_rollback(saga_store *self)
     if (!s->in_txn)
         return SAGA_OK;
     s->in_txn = 0;
+    s->in_sp = 0;
     if (sqlite3_get_autocommit(s->db))
         return SAGA_OK;
     int rc = saga__sq_exec(s, SQ_ROLLBACK, "rollback");

@@ -321,4 +321,109 @@ static void ssc_kv_get_put_overwrite(saga_store *s)
     cr_assert_eq(s->kv_get(s, "k", NULL, NULL), SAGA_OK);
 }
 
+/* Version 2 (optional slots): kv_scan by prefix, kv_del. Entries come in
+ * no particular order, so count them and sum their value lengths. */
+typedef struct ssc_kvsum {
+    int n;
+    size_t bytes;
+    int stop_after;
+    char seen[8][16];
+} ssc_kvsum;
+
+static int ssc_kv_cb(const char *key, const void *val, size_t len, void *arg)
+{
+    ssc_kvsum *k = arg;
+    cr_assert_not_null(key);
+    cr_assert_not_null(val, "values are never NULL");
+    if (k->n < 8)
+        snprintf(k->seen[k->n], sizeof k->seen[0], "%s", key);
+    k->n++;
+    k->bytes += len;
+    return k->stop_after && k->n >= k->stop_after;
+}
+
+static void ssc_kv_scan_prefix_and_del(saga_store *s)
+{
+    if (s->kv_scan == NULL || s->kv_del == NULL)
+        return; /* optional */
+    cr_assert_eq(s->kv_put(s, "b/1", "ab", 2), SAGA_OK);
+    cr_assert_eq(s->kv_put(s, "b/2", "cde", 3), SAGA_OK);
+    cr_assert_eq(s->kv_put(s, "b", "x", 1), SAGA_OK);
+    cr_assert_eq(s->kv_put(s, "c/1", "yyyy", 4), SAGA_OK);
+    cr_assert_eq(s->kv_put(s, "b/3", NULL, 0), SAGA_OK);
+    ssc_kvsum k = {0};
+    cr_assert_eq(s->kv_scan(s, "b/", ssc_kv_cb, &k), SAGA_OK);
+    cr_assert_eq(k.n, 3);
+    cr_assert_eq(k.bytes, 5);
+    memset(&k, 0, sizeof k);
+    cr_assert_eq(s->kv_scan(s, "", ssc_kv_cb, &k), SAGA_OK);
+    cr_assert_eq(k.n, 5);
+    memset(&k, 0, sizeof k);
+    k.stop_after = 2;
+    cr_assert_eq(s->kv_scan(s, "", ssc_kv_cb, &k), SAGA_OK);
+    cr_assert_eq(k.n, 2, "the callback stops the scan");
+    cr_assert_eq(s->kv_scan(s, NULL, ssc_kv_cb, &k), SAGA_EINVAL);
+    /* Deleting: in a transaction (undone by rollback) and without. */
+    cr_assert_eq(s->begin(s), SAGA_OK);
+    cr_assert_eq(s->kv_del(s, "b/1"), SAGA_OK);
+    cr_assert_eq(s->kv_get(s, "b/1", NULL, NULL), SAGA_ENOTFOUND);
+    cr_assert_eq(s->rollback(s), SAGA_OK);
+    cr_assert_eq(s->kv_get(s, "b/1", NULL, NULL), SAGA_OK);
+    cr_assert_eq(s->kv_del(s, "b/1"), SAGA_OK);
+    cr_assert_eq(s->kv_del(s, "nope"), SAGA_OK, "unknown keys are fine");
+    memset(&k, 0, sizeof k);
+    cr_assert_eq(s->kv_scan(s, "b/", ssc_kv_cb, &k), SAGA_OK);
+    cr_assert_eq(k.n, 2);
+    cr_assert_eq(s->kv_get(s, "b/1", NULL, NULL), SAGA_ENOTFOUND);
+}
+
+/* Version 2: one level of savepoint inside a transaction. */
+static void ssc_savepoint_rollback_and_release(saga_store *s)
+{
+    if (s->savepoint == NULL || s->savepoint_rollback == NULL ||
+        s->savepoint_release == NULL)
+        return; /* optional */
+    cr_assert_eq(s->savepoint(s), SAGA_ESTORE, "no transaction");
+    cr_assert_eq(s->begin(s), SAGA_OK);
+    cr_assert_eq(s->kv_put(s, "k1", "before", 6), SAGA_OK);
+    cr_assert_eq(s->savepoint(s), SAGA_OK);
+    cr_assert_eq(s->savepoint(s), SAGA_ESTORE, "one level only");
+    cr_assert_eq(s->kv_put(s, "k1", "inside", 6), SAGA_OK);
+    cr_assert_eq(s->kv_put(s, "k2", "inside", 6), SAGA_OK);
+    cr_assert_eq(s->inbox_claim(s, "m-sp", 1, NULL, NULL), SAGA_OK);
+    saga_message m = {"o-sp", "t", NULL, "p", 1, 1};
+    cr_assert_eq(s->outbox_put(s, &m), SAGA_OK);
+    cr_assert_eq(s->savepoint_rollback(s), SAGA_OK);
+    cr_assert_eq(s->savepoint_rollback(s), SAGA_ESTORE, "dropped");
+    ssc_text t;
+    memset(&t, 0, sizeof t);
+    cr_assert_eq(s->kv_get(s, "k1", ssc_blob_cb, &t), SAGA_OK);
+    cr_assert_str_eq(t.buf, "before");
+    cr_assert_eq(s->kv_get(s, "k2", NULL, NULL), SAGA_ENOTFOUND);
+    /* A second savepoint, released: its writes stay. */
+    cr_assert_eq(s->savepoint(s), SAGA_OK);
+    cr_assert_eq(s->kv_put(s, "k3", "kept", 4), SAGA_OK);
+    cr_assert_eq(s->savepoint_release(s), SAGA_OK);
+    cr_assert_eq(s->savepoint_release(s), SAGA_ESTORE, "dropped");
+    cr_assert_eq(s->commit(s), SAGA_OK);
+    cr_assert_eq(s->kv_get(s, "k3", NULL, NULL), SAGA_OK);
+    cr_assert_eq(s->kv_get(s, "k1", NULL, NULL), SAGA_OK);
+    cr_assert_eq(s->kv_get(s, "k2", NULL, NULL), SAGA_ENOTFOUND);
+    /* The rolled-back claim and message are gone after the commit. */
+    cr_assert_eq(s->begin(s), SAGA_OK);
+    cr_assert_eq(s->inbox_claim(s, "m-sp", 1, NULL, NULL), SAGA_OK);
+    cr_assert_eq(s->rollback(s), SAGA_OK);
+    memset(&t, 0, sizeof t);
+    cr_assert_eq(s->outbox_scan(s, 0, ssc_msg_cb, &t), SAGA_OK);
+    cr_assert_eq(t.len, 0, "outbox: %s", t.buf);
+    /* A whole-transaction rollback also ends an open savepoint. */
+    cr_assert_eq(s->begin(s), SAGA_OK);
+    cr_assert_eq(s->savepoint(s), SAGA_OK);
+    cr_assert_eq(s->rollback(s), SAGA_OK);
+    cr_assert_eq(s->begin(s), SAGA_OK);
+    cr_assert_eq(s->savepoint(s), SAGA_OK);
+    cr_assert_eq(s->savepoint_release(s), SAGA_OK);
+    cr_assert_eq(s->commit(s), SAGA_OK);
+}
+
 #endif /* SAGA_TESTS_STORE_SUITE_CASES_H */

@@ -31,6 +31,10 @@
 #define SAGA_TSUITE_SHARED_GROUPS (1u << 0)
 /* An unacked delivery comes again to a new B after B closes. */
 #define SAGA_TSUITE_REDELIVER (1u << 1)
+/* The transport knows every destination (version 2 route()): a topic with
+ * no peer and no local subscriber is SAGA_ENOROUTE. Without this flag every
+ * topic must route (a broker keeps messages for later subscribers). */
+#define SAGA_TSUITE_KNOWS_ROUTES (1u << 2)
 
 typedef struct saga_tsuite_env {
     uv_loop_t loop;
@@ -554,6 +558,67 @@ static void tsuite_closed(const saga_tsuite_fixture *fx)
     tsuite_teardown(&env, fx);
 }
 
+static void tsuite_route(const saga_tsuite_fixture *fx)
+{
+    saga_tsuite_env env;
+    tsuite_setup(&env, fx);
+    saga_transport *a = env.a;
+    if (a->version < 2 || a->route == NULL) {
+        tsuite_teardown(&env, fx);
+        cr_skip_test("transport has no route slot (version 1)");
+    }
+    tsuite_g.auto_ack = 1;
+    tsuite_g.in_call = 1; /* route never calls back */
+    cr_assert_eq(a->route(a, fx->topic), SAGA_OK);
+    cr_assert_eq(a->route(a, NULL), SAGA_EINVAL);
+    cr_assert_eq(a->route(a, ""), SAGA_EINVAL);
+    cr_assert_not_null(a->errmsg(a));
+    int unknown = a->route(a, "no-such-destination");
+    tsuite_g.in_call = 0;
+    if (fx->features & SAGA_TSUITE_KNOWS_ROUTES) {
+        cr_assert_eq(unknown, SAGA_ENOROUTE);
+        cr_assert(strstr(a->errmsg(a), "no-such-destination") != NULL,
+                  "errmsg does not name the topic: %s", a->errmsg(a));
+        /* send agrees with route, at once, and never calls back. */
+        cr_assert_eq(tsuite_send(a, "no-such-destination", "k", "x", 1, NULL),
+                     SAGA_ENOROUTE);
+    } else {
+        cr_assert_eq(unknown, SAGA_OK,
+                     "a transport without KNOWS_ROUTES must route any topic");
+    }
+    /* A topic subscribed on A routes on A, and A's sends reach it. */
+    cr_assert_eq(tsuite_sub(a, "local-topic", "g", 1), SAGA_OK);
+    cr_assert_eq(a->route(a, "local-topic"), SAGA_OK);
+    cr_assert_eq(tsuite_send(a, "local-topic", "k", "self", 4, NULL), SAGA_OK);
+    /* The ordinary destination still works beside it. */
+    cr_assert_eq(tsuite_sub(env.b, fx->topic, "g", 2), SAGA_OK);
+    cr_assert_eq(tsuite_send(a, fx->topic, "k", "peer", 4, NULL), SAGA_OK);
+    int two = 2;
+    cr_assert(tsuite_run_until(&env, tsuite_have_rx, &two));
+    tsuite_settle(&env);
+    cr_assert_eq(tsuite_g.nrx, 2);
+    int self = 0, peer = 0;
+    for (int i = 0; i < 2; i++) {
+        tsuite_rx *r = &tsuite_g.rx[i];
+        if (r->group == 1) {
+            self++;
+            cr_assert_str_eq(r->topic, "local-topic");
+            cr_assert_eq(memcmp(r->buf, "self", 4), 0);
+        } else {
+            peer++;
+            cr_assert_str_eq(r->topic, fx->topic);
+        }
+    }
+    cr_assert_eq(self, 1);
+    cr_assert_eq(peer, 1);
+    /* Both sends confirmed once; the refused one never called back. */
+    cr_assert(tsuite_run_until(&env, tsuite_have_sent, &two));
+    tsuite_settle(&env);
+    cr_assert_eq(tsuite_g.sent_calls, 2, "a refused send called back");
+    cr_assert_eq(tsuite_g.sent_ok, 2);
+    tsuite_teardown(&env, fx);
+}
+
 #define SAGA_TRANSPORT_CONFORMANCE(name, fixture)                              \
     Test(name, roundtrip, .timeout = 60) { tsuite_roundtrip(&(fixture)); }    \
     Test(name, sent_cb_once, .timeout = 60) { tsuite_sent_once(&(fixture)); } \
@@ -571,6 +636,7 @@ static void tsuite_closed(const saga_tsuite_fixture *fx)
     Test(name, redeliver, .timeout = 60) { tsuite_redeliver(&(fixture)); }    \
     Test(name, subscribe_dup, .timeout = 60) { tsuite_sub_dup(&(fixture)); }  \
     Test(name, bad_args, .timeout = 60) { tsuite_bad_args(&(fixture)); }      \
-    Test(name, closed, .timeout = 60) { tsuite_closed(&(fixture)); }
+    Test(name, closed, .timeout = 60) { tsuite_closed(&(fixture)); }       \
+    Test(name, route, .timeout = 60) { tsuite_route(&(fixture)); }
 
 #endif /* SAGA_TESTS_TRANSPORT_SUITE_H */

@@ -177,6 +177,44 @@ static int f_kv_put(saga_store *self, const char *key, const void *val,
     FWD(FAULT_KV_PUT, kv_put(fs->inner, key, val, len));
 }
 
+/* Version 2 slots: forwarded without injection (set only if the inner
+ * store has them). */
+static int f_kv_scan(saga_store *self, const char *prefix, saga_kv_cb cb,
+                     void *arg)
+{
+    FS;
+    fs->err = NULL;
+    return fs->inner->kv_scan(fs->inner, prefix, cb, arg);
+}
+
+static int f_kv_del(saga_store *self, const char *key)
+{
+    FS;
+    fs->err = NULL;
+    return fs->inner->kv_del(fs->inner, key);
+}
+
+static int f_savepoint(saga_store *self)
+{
+    FS;
+    fs->err = NULL;
+    return fs->inner->savepoint(fs->inner);
+}
+
+static int f_savepoint_rollback(saga_store *self)
+{
+    FS;
+    fs->err = NULL;
+    return fs->inner->savepoint_rollback(fs->inner);
+}
+
+static int f_savepoint_release(saga_store *self)
+{
+    FS;
+    fs->err = NULL;
+    return fs->inner->savepoint_release(fs->inner);
+}
+
 static void *f_native_handle(saga_store *self)
 {
     FS;
@@ -229,6 +267,16 @@ int fault_store_new(saga_store **out, saga_store *inner, fault_store **handle)
     b->native_handle = f_native_handle;
     b->errmsg = f_errmsg;
     b->close = f_close;
+    if (inner->version >= 2) {
+        b->kv_scan = inner->kv_scan ? f_kv_scan : NULL;
+        b->kv_del = inner->kv_del ? f_kv_del : NULL;
+        if (inner->savepoint && inner->savepoint_rollback &&
+            inner->savepoint_release) {
+            b->savepoint = f_savepoint;
+            b->savepoint_rollback = f_savepoint_rollback;
+            b->savepoint_release = f_savepoint_release;
+        }
+    }
     *out = b;
     if (handle)
         *handle = fs;

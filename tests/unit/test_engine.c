@@ -199,13 +199,45 @@ Test(engine, pivot_fail_compensates_steps_before_it)
     cr_expect_str_eq(buf, "0 1 c0");
 }
 
-Test(engine, retriable_fail_after_pivot_goes_failed)
+Test(engine, retriable_fail_is_retried_until_it_succeeds)
+{
+    /* Past the pivot the saga can only move forward: FAIL from a
+     * retriable step is retried under its policy (forever by default). */
+    char id[SAGA_ID_SIZE];
+    saga_step_options o = SAGA_STEP_OPTIONS_INIT;
+    o.retry.jitter = SAGA_JITTER_NONE;
+    o.retry.max_backoff_ms = 100;
+    H.script[2] = "fffo";
+    run1("cpr", &o, id);
+    for (int i = 0; i < 5; i++)
+        h_advance(&H, 100);
+    cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
+    h_calls(&H, buf, sizeof buf);
+    cr_expect_str_eq(buf, "0 1 2 2 2 2");
+    h_journal(&H, id, buf, sizeof buf);
+    cr_expect_str_eq(buf, "STARTED STEP_OK:0 STEP_OK:1 STEP_FAIL:2 "
+                          "STEP_FAIL:2 STEP_FAIL:2 STEP_OK:2 COMPLETED");
+}
+
+Test(engine, retriable_fail_exhausting_a_finite_policy_goes_failed)
 {
     char id[SAGA_ID_SIZE];
+    saga_step_options o = SAGA_STEP_OPTIONS_INIT;
+    o.retry.max_attempts = 2;
+    o.retry.jitter = SAGA_JITTER_NONE;
     H.script[2] = "f";
-    run1("cpr", NULL, id);
+    run1("cpr", &o, id);
+    cr_expect_eq(h_state(&H, id), SAGA_STATE_RUNNING, "FAILED after one try");
+    h_advance(&H, 100);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_FAILED);
     cr_expect_eq(H.last_state, SAGA_STATE_FAILED);
+    h_calls(&H, buf, sizeof buf);
+    cr_expect_str_eq(buf, "0 1 2 2", "never compensated: %s", buf);
+    saga_info *i;
+    cr_assert_eq(saga_get(H.e, id, &i), SAGA_OK);
+    cr_expect(strstr(saga_info_error(i), "gave up after 2 attempts") != NULL,
+              "%s", saga_info_error(i));
+    saga_info_free(i);
 }
 
 Test(engine, pivot_timing_out_goes_failed_not_compensated)

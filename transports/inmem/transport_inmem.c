@@ -22,7 +22,8 @@
  * queued and an idle handle of an endpoint runs it on a later loop turn. The
  * idle handle is started only while there is work, so the loop is alive
  * exactly while messages or callbacks are pending. The in-memory queues are
- * unbounded: send never returns SAGA_EFULL.
+ * unbounded: send never returns SAGA_EFULL. Every topic routes (route()
+ * never says SAGA_ENOROUTE): a topic may get its first group later.
  */
 #include <stdio.h>
 #include <string.h>
@@ -473,6 +474,21 @@ nomem:
     return set_err(ep, SAGA_ENOMEM, "send: out of memory");
 }
 
+/* Every topic is a route on a bus: like a broker, the bus keeps what is
+ * sent to a topic for the first groups that subscribe later, and a topic
+ * nobody has subscribed to yet may still get its subscriber (a service
+ * that starts after its callers). No topic name is ever known to be wrong,
+ * so this never says SAGA_ENOROUTE. */
+static int inmem_route(saga_transport *self, const char *topic)
+{
+    inmem_ep *ep = (inmem_ep *)self;
+    if (ep == NULL)
+        return SAGA_EINVAL;
+    if (topic == NULL || topic[0] == '\0')
+        return set_err(ep, SAGA_EINVAL, "route: topic is NULL or empty");
+    return SAGA_OK;
+}
+
 static int inmem_subscribe(saga_transport *self, const char *topic,
                            const char *group, saga_recv_cb cb, void *arg)
 {
@@ -664,6 +680,7 @@ int saga_transport_inmem_new(saga_transport **out, saga_inmem_bus *bus)
     ep->base.ack = inmem_ack;
     ep->base.errmsg = inmem_errmsg;
     ep->base.close = inmem_close;
+    ep->base.route = inmem_route;
     ep->bus = bus;
     l_init(&ep->subs);
     l_init(&ep->sent);

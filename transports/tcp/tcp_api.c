@@ -72,6 +72,39 @@ static tcp_peer *peer_find(tcp_t *t, const char *service)
     return NULL;
 }
 
+static int has_local_sub(tcp_t *t, const char *topic)
+{
+    for (qlink *n = t->subs.next; n != &t->subs; n = n->next)
+        if (strcmp(CONTAINER(n, tcp_sub, node)->topic, topic) == 0)
+            return 1;
+    return 0;
+}
+
+/* The peer a message to @p topic goes to: the peer of that service name,
+ * else, for a topic subscribed on this endpoint, the self route (it loops
+ * back through our listener). NULL: no route. */
+static tcp_peer *route_of(tcp_t *t, const char *topic)
+{
+    tcp_peer *p = peer_find(t, topic);
+    if (p == NULL && has_local_sub(t, topic))
+        p = peer_find(t, t->service);
+    return p;
+}
+
+static int tcp_route(saga_transport *self, const char *topic)
+{
+    tcp_t *t = (tcp_t *)self;
+    if (t == NULL)
+        return SAGA_EINVAL;
+    if (!valid_name(topic))
+        return set_err(t, SAGA_EINVAL, "route: topic is NULL, empty or long");
+    if (route_of(t, topic) == NULL)
+        return set_err(t, SAGA_ENOROUTE,
+                       "no peer for topic '%.255s' and no local subscriber",
+                       topic);
+    return SAGA_OK;
+}
+
 static int tcp_send(saga_transport *self, const char *topic, const char *key,
                     const void *buf, size_t len, saga_sent_cb cb, void *arg)
 {
@@ -94,10 +127,11 @@ static int tcp_send(saga_transport *self, const char *topic, const char *key,
                        "send: %zu bytes exceed max_frame_size %u", len,
                        (unsigned)t->o.max_frame_size);
     flen += len;
-    tcp_peer *p = peer_find(t, topic);
+    tcp_peer *p = route_of(t, topic);
     if (p == NULL)
-        return set_err(t, SAGA_EINVAL, "send: no peer for topic '%s'",
-                       topic);
+        return set_err(t, SAGA_ENOROUTE,
+                       "send: no peer for topic '%.255s' and no local "
+                       "subscriber", topic);
     if (p->qmsgs + 1 > t->o.max_queue_msgs ||
         p->qbytes + flen > t->o.max_queue_bytes)
         return set_err(t, SAGA_EFULL,
@@ -491,6 +525,7 @@ int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
     t->base.ack = tcp_ack;
     t->base.errmsg = tcp_errmsg;
     t->base.close = tcp_close;
+    t->base.route = tcp_route;
     t->loop = loop;
     t->o = *opts;
     apply_defaults(&t->o);
