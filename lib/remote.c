@@ -87,16 +87,29 @@ int saga__remote_command(saga_engine *e, saga__inst *in)
     env.step = (uint32_t)in->step;
     env.attempt = in->attempt;
     env.comp = comp;
-    /* Deterministic: one id per (saga, step, attempt, direction), so a
-     * re-sent command is recognised by the participant's inbox. */
-    snprintf(env.msg_id, sizeof env.msg_id, "%s.%d.%u.%c", in->id, in->step,
-             in->attempt, comp ? 'c' : 'a');
+    /* One id per attempt: (saga, step, attempt, direction) and the
+     * journal position, since an operator retry starts the attempts over
+     * at 1 and its command must not collide with the first attempt 1 (its
+     * outbox row may still be queued, and the participant's inbox would
+     * answer with the old reply). A re-sent command is the outbox row, id
+     * included, so the inbox still recognises it. */
+    snprintf(env.msg_id, sizeof env.msg_id, "%s.%d.%u.%c.%u", in->id,
+             in->step, in->attempt, comp ? 'c' : 'a',
+             SAGA__BUG(SAGA__BUG_RETRY_SAME_ID) ? 0u : in->jseq);
     snprintf(env.saga_id, sizeof env.saga_id, "%s", in->id);
     snprintf(env.name, sizeof env.name, "%s",
              comp ? s->opts.comp_command : s->opts.command);
     snprintf(env.reply_to, sizeof env.reply_to, "%s", e->opts.service);
     env.payload = in->data;
     env.payload_len = in->data_len;
+    saga_step_ref ref;
+    memcpy(ref.saga_id, in->id, SAGA_ID_SIZE);
+    ref.step = (uint32_t)in->step;
+    ref.attempt = in->attempt;
+    ref.compensating = (uint32_t)comp;
+    if (saga_step_traceparent(in->data, in->data_len, &ref, env.trace) !=
+        SAGA_OK)
+        env.trace[0] = '\0';
     void *buf;
     size_t len;
     int rc = saga_envelope_encode(&env, &buf, &len);

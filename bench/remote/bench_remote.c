@@ -14,6 +14,14 @@
  * from the scheduled start to the saga's durable end (on_done), so a
  * stalled engine is not hidden by late starts. SYNC: 0 FULL, 1 NORMAL.
  * The last line is remote_sagas_per_s=<n>.
+ *
+ * Over Kafka: -m MOCK_BIN starts librdkafka's mock cluster in a process of
+ * its own (tests/kafka/mock_cluster; topics orders, alpha, beta with 4
+ * partitions) and runs the three processes through it; -k URL uses the
+ * cluster at URL instead; -K "prop=value&..." adds librdkafka properties.
+ * Phase 0 then runs WARM (-W, default 300) untimed sagas first (consumer
+ * groups joined, topic metadata fetched), and the last line is
+ * kafka_sagas_per_s=<n>.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,6 +39,9 @@
 #include <uv.h>
 
 #include <saga/saga.h>
+#ifdef BENCH_WITH_KAFKA
+#include <saga/kafka.h>
+#endif
 
 static saga_engine *E;
 static uv_loop_t *loop;
@@ -45,8 +57,8 @@ typedef struct slot {
 static slot *tab;
 static size_t tab_mask;
 
-static int phase; /* 1 throughput, 2 latency, 3 draining */
-static long n_total, n_started, n_done, window = 2000;
+static int phase; /* 0 warm-up, 1 throughput, 2 latency, 3 draining */
+static long n_total, n_started, n_done, window = 2000, n_warm;
 static double rate;
 static uint64_t t_first, t_last, t_phase;
 static uint64_t *lat;
@@ -119,8 +131,9 @@ static void begin_phase2(void);
 
 static void refill_cb(uv_idle_t *h)
 {
-    /* Phase 1: keep WINDOW sagas in flight. */
-    while (phase == 1 && n_started < n_total &&
+    /* Phases 0 and 1: keep WINDOW sagas in flight. */
+    long target = phase == 0 ? n_warm : n_total;
+    while (phase <= 1 && n_started < target &&
            n_started - n_done < window)
         if (start_one(now_ns()) != 0)
             break;
@@ -139,6 +152,16 @@ static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
         return;
     n_done++;
     t_last = t;
+    if (phase == 0) {
+        if (n_done == n_warm) {
+            /* Warm: everyone joined. Now the measured run. */
+            phase = 1;
+            n_started = n_done = 0;
+            t_first = now_ns();
+        }
+        uv_idle_start(&refill, refill_cb);
+        return;
+    }
     if (phase == 1) {
         if (n_done == n_total)
             begin_phase2();
@@ -194,7 +217,7 @@ static void begin_phase2(void)
     uv_timer_start(&tick, tick_cb, 0, 1);
 }
 
-static pid_t pa, pb;
+static pid_t pa, pb, mock_pid = -1;
 
 static void on_watchdog(uv_timer_t *h)
 {
@@ -203,6 +226,8 @@ static void on_watchdog(uv_timer_t *h)
                     "%ld); giving up\n", n_started, n_done);
     kill(pa, SIGKILL);
     kill(pb, SIGKILL);
+    if (mock_pid > 0)
+        kill(mock_pid, SIGKILL);
     exit(1);
 }
 
@@ -249,6 +274,43 @@ static pid_t spawn_part(const char *bin, const char *db, const char *svc,
     return pid;
 }
 
+/* ---- the mock Kafka cluster (-m) -------------------------------------------- */
+
+static FILE *mock_in;
+
+static int start_mock(const char *bin, char *bs, size_t cap)
+{
+    int in[2], out[2];
+    if (pipe(in) != 0 || pipe(out) != 0)
+        return -1;
+    mock_pid = fork();
+    if (mock_pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        execl(bin, bin, "-t", "orders:4", "-t", "alpha:4", "-t", "beta:4",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    mock_in = fdopen(in[1], "w"); /* the mock lives until we close it */
+    FILE *o = fdopen(out[0], "r");
+    if (mock_pid < 0 || mock_in == NULL || o == NULL ||
+        fgets(bs, (int)cap, o) == NULL)
+        return -1;
+    fclose(o);
+    bs[strcspn(bs, "\n")] = '\0';
+    return bs[0] ? 0 : -1;
+}
+
+static double cpu_s(const struct rusage *ru)
+{
+    return (double)(ru->ru_utime.tv_sec + ru->ru_stime.tv_sec) +
+           (double)(ru->ru_utime.tv_usec + ru->ru_stime.tv_usec) / 1e6;
+}
+
 static int define(void)
 {
     saga_def *d;
@@ -279,8 +341,14 @@ int main(int argc, char **argv)
     int sync = 0, c;
     n_total = 50000;
     secs_p2 = 5;
-    while ((c = getopt(argc, argv, "p:d:n:w:l:s:r:h")) != -1) {
+    const char *kafka_url = NULL, *mock_bin = NULL, *kprops = "";
+    n_warm = -1;
+    while ((c = getopt(argc, argv, "p:d:n:w:l:s:r:k:m:K:W:h")) != -1) {
         switch (c) {
+        case 'k': kafka_url = optarg; break;
+        case 'm': mock_bin = optarg; break;
+        case 'K': kprops = optarg; break;
+        case 'W': n_warm = atol(optarg); break;
         case 'p': part = optarg; break;
         case 'd': dir = optarg; break;
         case 'n': n_total = atol(optarg); break;
@@ -291,7 +359,8 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: bench_remote -p PART_BIN [-d DIR] [-n N] "
                             "[-w WINDOW] [-l SECONDS] [-s SYNC 0|1] "
-                            "[-r RATE]\n");
+                            "[-r RATE] [-m MOCK_BIN | -k KAFKA_URL] "
+                            "[-K PROPS] [-W WARM]\n");
             return 2;
         }
     }
@@ -316,6 +385,29 @@ int main(int argc, char **argv)
         snprintf(db[i], sizeof db[i], "%s/%s.db", dir, names[i]);
         unlink(db[i]);
     }
+    char url[2048];
+    int kafka = kafka_url != NULL || mock_bin != NULL;
+    if (n_warm < 0)
+        n_warm = kafka ? 300 : 0;
+    if (mock_bin != NULL) {
+        char bs[512];
+        if (start_mock(mock_bin, bs, sizeof bs) != 0) {
+            fprintf(stderr, "bench_remote: cannot start %s\n", mock_bin);
+            return 1;
+        }
+        snprintf(url, sizeof url, "kafka://%s", bs);
+    } else if (kafka_url != NULL) {
+        snprintf(url, sizeof url, "%s", kafka_url);
+    }
+    if (kafka) {
+        /* Properties for all three processes: the URL carries them. */
+        size_t l = strlen(url);
+        snprintf(url + l, sizeof url - l, "%s%s", strchr(url, '?') ? "&" : "?",
+                 kprops);
+        if (kprops[0] == '\0')
+            url[l] = '\0';
+        setenv("BENCH_KAFKA", url, 1);
+    }
     pa = spawn_part(part, db[1], "alpha", ports[1], ports[0], sync);
     pb = spawn_part(part, db[2], "beta", ports[2], ports[0], sync);
 
@@ -336,8 +428,19 @@ int main(int argc, char **argv)
     to.peers = peers;
     to.npeers = 2;
     saga_transport *t;
-    if (saga_transport_tcp_new(&t, loop, &to) != SAGA_OK)
+    if (kafka) {
+#ifdef BENCH_WITH_KAFKA
+        saga_kafka_options ko = SAGA_KAFKA_OPTIONS_INIT;
+        ko.url = url;
+        if (saga_transport_kafka_new(&t, loop, &ko) != SAGA_OK)
+            return 1;
+#else
+        fprintf(stderr, "bench_remote: built without the Kafka transport\n");
+        return 2;
+#endif
+    } else if (saga_transport_tcp_new(&t, loop, &to) != SAGA_OK) {
         return 1;
+    }
     saga_engine_options eo = SAGA_ENGINE_OPTIONS_INIT;
     eo.loop = loop;
     eo.service = "orders";
@@ -347,8 +450,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_remote: %s\n", saga_engine_errmsg(E));
         return 1;
     }
-    printf("bench remote: orchestrator + 2 participants on loopback TCP, "
+    printf("bench remote: orchestrator + 2 participants on %s, "
            "SQLite WAL synchronous=%s, 4 remote steps per saga\n",
+           kafka ? url : "loopback TCP",
            sync == 1 ? "NORMAL" : sync == 2 ? "OFF" : "FULL");
     uv_timer_init(loop, &tick);
     uv_idle_init(loop, &refill);
@@ -357,7 +461,7 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &watchdog);
     uv_timer_start(&watchdog, on_watchdog, 30000, 30000);
     uv_unref((uv_handle_t *)&watchdog);
-    phase = 1;
+    phase = n_warm > 0 ? 0 : 1;
     t_first = now_ns();
     uv_idle_start(&refill, refill_cb);
     uv_run(loop, UV_RUN_DEFAULT);
@@ -380,11 +484,30 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&tick, NULL);
     uv_close((uv_handle_t *)&refill, NULL);
     saga_engine_free(E);
+    /* Where the CPU went (user + sys, whole run): this process, the
+     * participants, and the mock broker (not a real broker's cost). */
+    struct rusage ru;
+    double cpu_o = 0, cpu_p = 0, cpu_m = 0;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        cpu_o = cpu_s(&ru);
     kill(pa, SIGTERM);
     kill(pb, SIGTERM);
-    waitpid(pa, NULL, 0);
-    waitpid(pb, NULL, 0);
-    printf("remote_sagas_per_s=%.0f\n", tput);
+    if (wait4(pa, NULL, 0, &ru) == pa)
+        cpu_p += cpu_s(&ru);
+    if (wait4(pb, NULL, 0, &ru) == pb)
+        cpu_p += cpu_s(&ru);
+    if (mock_pid > 0) {
+        fclose(mock_in);
+        if (wait4(mock_pid, NULL, 0, &ru) == mock_pid)
+            cpu_m = cpu_s(&ru);
+        mock_pid = -1;
+    }
+    printf("cpu: orchestrator %.2f s, participants %.2f s", cpu_o, cpu_p);
+    if (cpu_m > 0)
+        printf(", mock broker %.2f s (%.0f%% of the total)", cpu_m,
+               100 * cpu_m / (cpu_o + cpu_p + cpu_m));
+    printf("\n");
+    printf("%s_sagas_per_s=%.0f\n", kafka ? "kafka" : "remote", tput);
     free(tab);
     free(lat);
     return 0;

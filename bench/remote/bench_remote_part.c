@@ -7,7 +7,8 @@
  * by inserting one row into its own effects table through the store's
  * sqlite3 handle, in the participant's transaction: the smallest realistic
  * business write. SYNC is the SQLite synchronous level (0 FULL, 1 NORMAL).
- * Exits on SIGTERM.
+ * Exits on SIGTERM. With BENCH_KAFKA=kafka://... in the environment it
+ * talks over Kafka instead of TCP (the ports are ignored).
  */
 #include <signal.h>
 #include <sqlite3.h>
@@ -17,6 +18,9 @@
 #include <uv.h>
 
 #include <saga/saga.h>
+#ifdef BENCH_WITH_KAFKA
+#include <saga/kafka.h>
+#endif
 
 static saga_participant *P;
 static sqlite3_stmt *ins;
@@ -67,8 +71,19 @@ int main(int argc, char **argv)
     to.peers = &peer;
     to.npeers = 1;
     saga_transport *t;
-    if (saga_transport_tcp_new(&t, loop, &to) != SAGA_OK)
+    const char *kurl = getenv("BENCH_KAFKA");
+    if (kurl != NULL) {
+#ifdef BENCH_WITH_KAFKA
+        saga_kafka_options ko = SAGA_KAFKA_OPTIONS_INIT;
+        ko.url = kurl;
+        if (saga_transport_kafka_new(&t, loop, &ko) != SAGA_OK)
+            return 1;
+#else
+        return 2;
+#endif
+    } else if (saga_transport_tcp_new(&t, loop, &to) != SAGA_OK) {
         return 1;
+    }
     saga_participant_options po = SAGA_PARTICIPANT_OPTIONS_INIT;
     po.service = argv[2];
     if (saga_participant_new(&P, loop, store, t, &po) != SAGA_OK)

@@ -42,7 +42,7 @@ static json_t *accepted_body(sqlite3 *db, const char *order_id)
                       (const char *)sqlite3_column_text(st, 1), "created_at",
                       ck_json_time(created));
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return b;
 }
 
@@ -60,7 +60,7 @@ static void started(saga_engine *e, int status, const char *saga_id,
             sqlite3_bind_text(st, 1, saga_id, -1, SQLITE_TRANSIENT);
             sqlite3_bind_text(st, 2, c->order_id, -1, SQLITE_TRANSIENT);
             sqlite3_step(st);
-            sqlite3_finalize(st);
+            ck_done(st);
         }
     }
     if (c->w != NULL) {
@@ -88,12 +88,12 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r,
         return -1;
     sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        ck_done(st);
         return -1;
     }
     start_ctx *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        sqlite3_finalize(st);
+        ck_done(st);
         return -1;
     }
     c->a = a;
@@ -107,7 +107,7 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r,
     int rc = saga_start(a->engine, "checkout", order_id,
                         sqlite3_column_blob(st, 0),
                         (size_t)sqlite3_column_bytes(st, 0), id, started, c);
-    sqlite3_finalize(st);
+    ck_done(st);
     if (rc != SAGA_OK) {
         ck_log(a, "saga start of %s: %s", order_id, saga_strerror(rc));
         if (c->w != NULL)
@@ -134,7 +134,7 @@ int ck_order_restart_pending(ck_app *a)
         if (start_saga(a, id, NULL, 0) == 0)
             n++;
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     if (n > 0)
         ck_log(a, "re-started %d order saga(s) accepted before a restart", n);
     return 0;
@@ -207,7 +207,7 @@ static int existing_order(ck_app *a, const char *key, char *order_id,
         *request = strdup((const char *)sqlite3_column_text(st, 1));
         *has_saga = sqlite3_column_int(st, 2);
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return found;
 }
 
@@ -236,12 +236,12 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
     }
     sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        ck_done(st);
         ck_error(r, 404, "cart_not_found", "no cart %s", cart_id);
         return NULL;
     }
     int mine = strcmp((const char *)sqlite3_column_text(st, 0), r->user_id) == 0;
-    sqlite3_finalize(st);
+    ck_done(st);
     if (!mine) {
         ck_error(r, 403, "forbidden", "cart %s belongs to another user",
                  cart_id);
@@ -268,7 +268,7 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
                                         "quantity", (json_int_t)q, "price",
                                         (json_int_t)p));
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     if (json_array_size(items) == 0) {
         json_decref(items);
         ck_error(r, 422, "cart_empty", "cart %s has no items", cart_id);
@@ -289,7 +289,7 @@ static int pending_order(ck_app *a, const char *cart_id, char *out,
     int found = sqlite3_step(st) == SQLITE_ROW;
     if (found)
         snprintf(out, size, "%s", (const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    ck_done(st);
     return found;
 }
 
@@ -330,7 +330,7 @@ static int insert_order(ck_app *a, const char *order_id, const char *key,
         sqlite3_bind_int64(st, 14, now);
         rc = sqlite3_step(st);
         ok = rc == SQLITE_DONE;
-        sqlite3_finalize(st);
+        ck_done(st);
     }
     size_t i;
     json_t *it;
@@ -353,7 +353,7 @@ static int insert_order(ck_app *a, const char *order_id, const char *key,
         sqlite3_bind_int64(st, 4,
                            json_integer_value(json_object_get(it, "price")));
         ok = sqlite3_step(st) == SQLITE_DONE;
-        sqlite3_finalize(st);
+        ck_done(st);
     }
     free(addr);
     if (ok && ck_exec(db, "COMMIT") == SQLITE_OK)

@@ -39,7 +39,7 @@ static json_t *payment_json(sqlite3 *db, const char *key, int *status)
                                          : "Payment failed: insufficient funds");
         }
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return o;
 }
 
@@ -121,7 +121,7 @@ void ck_api_payment_process(ck_req *r)
         sqlite3_bind_int64(ins, 9, now);
         sqlite3_bind_int64(ins, 10, now);
         sqlite3_step(ins);
-        sqlite3_finalize(ins);
+        ck_done(ins);
     }
     json_t *o = payment_json(a->payment_db, k, &status);
     if (o == NULL)

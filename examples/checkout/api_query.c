@@ -104,7 +104,7 @@ void ck_api_order_get(ck_req *r, const char *order_id)
     }
     sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        ck_done(st);
         ck_error(r, 404, "order_not_found", "no order %s", order_id);
         return;
     }
@@ -137,7 +137,7 @@ void ck_api_order_get(ck_req *r, const char *order_id)
     if (COL(7) != NULL)
         snprintf(saga_id, sizeof saga_id, "%s", COL(7));
 #undef COL
-    sqlite3_finalize(st);
+    ck_done(st);
     json_t *sstate = NULL;
     json_object_set_new(o, "saga_id",
                         saga_id[0] ? json_string(saga_id) : json_null());
@@ -157,7 +157,7 @@ void ck_api_order_get(ck_req *r, const char *order_id)
                           (const char *)sqlite3_column_text(st, 0), "quantity",
                           (json_int_t)sqlite3_column_int64(st, 1), "price",
                           ck_json_money(sqlite3_column_int64(st, 2))));
-        sqlite3_finalize(st);
+        ck_done(st);
     }
     json_object_set_new(o, "items", items);
     ck_reply(r, 200, o);
@@ -223,7 +223,7 @@ void ck_api_orders_list(ck_req *r)
         sqlite3_bind_text(st, 2, s, -1, SQLITE_TRANSIENT);
     int64_t total = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0)
                                                    : 0;
-    sqlite3_finalize(st);
+    ck_done(st);
     st = ck_prep(a->order_db,
                  "SELECT o.order_id, o.status, o.total_amount, "
                  "(SELECT COALESCE(SUM(quantity), 0) FROM order_items i "
@@ -249,7 +249,7 @@ void ck_api_orders_list(ck_req *r)
                       ck_json_money(sqlite3_column_int64(st, 2)), "item_count",
                       (json_int_t)sqlite3_column_int64(st, 3), "created_at",
                       ck_json_time(sqlite3_column_int64(st, 4))));
-    sqlite3_finalize(st);
+    ck_done(st);
     ck_reply(r, 200,
              json_pack("{s:o, s:{s:i, s:i, s:I, s:I}}", "orders", orders,
                        "pagination", "page", page, "limit", limit, "total",
@@ -273,7 +273,7 @@ void ck_api_products(ck_req *r)
                            (const char *)sqlite3_column_text(st, 0), "name",
                            (const char *)sqlite3_column_text(st, 1), "price",
                            ck_json_money(sqlite3_column_int64(st, 2))));
-    sqlite3_finalize(st);
+    ck_done(st);
     ck_reply(r, 200, json_pack("{s:o}", "products", arr));
 }
 
@@ -300,7 +300,7 @@ void ck_api_inventory(ck_req *r)
                            (json_int_t)sqlite3_column_int64(st, 3),
                            "total_quantity",
                            (json_int_t)sqlite3_column_int64(st, 4)));
-    sqlite3_finalize(st);
+    ck_done(st);
     ck_reply(r, 200, json_pack("{s:o}", "inventory", arr));
 }
 
@@ -335,7 +335,7 @@ void ck_api_ledger(ck_req *r)
                            ck_json_money(ref), "transaction_id",
                            (const char *)sqlite3_column_text(st, 5)));
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     ck_reply(r, 200,
              json_pack("{s:o, s:o, s:o, s:o}", "charges", arr,
                        "total_charged", ck_json_money(charged),

@@ -88,8 +88,12 @@ int64_t ck_money_parse(const json_t *v);
 void ck_random_id(const char *prefix, char *out, size_t size);
 /* Exec SQL (several statements); logs and returns the sqlite code. */
 int ck_exec(sqlite3 *db, const char *sql);
-/* Prepare or log; NULL on error. */
+/* Prepare (from a small cache) or log; NULL on error. Give it back with
+ * ck_done() (never sqlite3_finalize). */
 sqlite3_stmt *ck_prep(sqlite3 *db, const char *sql);
+void ck_done(sqlite3_stmt *st);
+/* Finalize @p db's cached statements (before sqlite3_close). */
+void ck_db_forget(sqlite3 *db);
 char *ck_dump(const json_t *j); /* compact, sorted keys; free() it */
 void ck_log(ck_app *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

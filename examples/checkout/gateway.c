@@ -104,7 +104,7 @@ static int lookup(ck_gateway *g, const char *key, char state[16],
         *amount = sqlite3_column_int64(st, 3);
         rc = 0;
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return rc;
 }
 
@@ -129,7 +129,7 @@ static void put(ck_gateway *g, const gw_req *r, const char *state,
         sqlite3_bind_text(st, 7, txn, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 8, now);
     sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
 }
 
 /* The gateway decides (at the moment the request "arrives"). */
@@ -233,7 +233,7 @@ int ck_gateway_void(ck_gateway *g, const char *key, char txn[64])
     sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, ck_now_ms());
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
+    ck_done(st);
     return rc;
 }
 
@@ -256,6 +256,6 @@ int ck_gateway_refund(ck_gateway *g, const char *key, int64_t *amount)
     sqlite3_bind_int64(st, 1, ck_now_ms());
     sqlite3_bind_text(st, 2, key, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
+    ck_done(st);
     return rc;
 }

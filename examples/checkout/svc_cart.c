@@ -54,7 +54,7 @@ int ck_cart_seed(sqlite3 *db, const ck_catalog *c, int64_t now)
         sqlite3_bind_int64(st, 4, now);
         sqlite3_step(st);
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return ck_exec(db, "COMMIT") == SQLITE_OK ? 0 : -1;
 }
 
@@ -78,7 +78,7 @@ static int on_checked_out(saga_participant *p, const saga_command *e,
             sqlite3_bind_int64(st, 2, json_integer_value(max));
             if (sqlite3_step(st) != SQLITE_DONE)
                 rc = SAGA_ESTORE;
-            sqlite3_finalize(st);
+            ck_done(st);
         }
     }
     json_decref(ev);
@@ -131,7 +131,7 @@ static json_t *cart_json(ck_app *a, const char *cart_id, const char *user,
                              ck_json_money(p), "name",
                              (const char *)sqlite3_column_text(st, 4)));
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return json_pack("{s:s, s:s, s:o, s:o, s:I, s:o}", "cart_id", cart_id,
                      "user_id", user, "items", items, "total_amount",
                      ck_json_money(total), "item_count", (json_int_t)count,
@@ -152,7 +152,7 @@ static int cart_owner(ck_app *a, const char *cart_id, char *owner,
         snprintf(owner, size, "%s", (const char *)sqlite3_column_text(st, 0));
         *updated = sqlite3_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return found;
 }
 
@@ -200,13 +200,13 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
     }
     sqlite3_bind_text(st, 1, json_string_value(pid), -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        ck_done(st);
         ck_error(r, 404, "product_not_found", "no product %s",
                  json_string_value(pid));
         return;
     }
     int64_t price = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    ck_done(st);
     /* A bounded cart keeps every order's saga data small. */
     st = ck_prep(db, "SELECT COUNT(*) FROM cart_items WHERE cart_id = ? AND "
                      "product_id != ?");
@@ -217,7 +217,7 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
     sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, json_string_value(pid), -1, SQLITE_TRANSIENT);
     int lines = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-    sqlite3_finalize(st);
+    ck_done(st);
     if (lines >= CK_CART_MAX_LINES) {
         ck_error(r, 422, "cart_full", "a cart holds at most %d products",
                  CK_CART_MAX_LINES);
@@ -236,7 +236,7 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
             sqlite3_bind_int64(st, 3, now);
             sqlite3_bind_int64(st, 4, now);
             ok = sqlite3_step(st) == SQLITE_DONE;
-            sqlite3_finalize(st);
+            ck_done(st);
         }
     }
     /* The same product again adds to its line (the seed's unique
@@ -263,7 +263,7 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
             qty = sqlite3_column_int64(st, 1);
             added = sqlite3_column_int64(st, 2);
         }
-        sqlite3_finalize(st);
+        ck_done(st);
     } else
         ok = 0;
     if (ok) {
@@ -274,7 +274,7 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
         if (st) {
             sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
             sqlite3_step(st);
-            sqlite3_finalize(st);
+            ck_done(st);
         }
     }
     if (!ok || ck_exec(db, "COMMIT") != SQLITE_OK) {
@@ -316,7 +316,7 @@ static void change_item(ck_req *r, const char *cart_id, const char *item,
         sqlite3_bind_int64(st, 4, now);
     }
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
     if (rc != SQLITE_DONE) {
         ck_error(r, 503, "unavailable", "the cart could not be updated");
         return;

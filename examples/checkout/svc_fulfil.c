@@ -51,7 +51,7 @@ static int on_quote(saga_participant *p, const saga_command *c, saga_reply *r,
     sqlite3_bind_int64(st, 2, cost);
     sqlite3_bind_int64(st, 3, ck_now_ms());
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
     if (rc != SQLITE_DONE)
         return SAGA_ESTORE;
     saga_map *m;
@@ -111,7 +111,7 @@ static int pick(plain_state *s, saga_participant *p, const char *order_id,
                      pid);
             bad = 1;
         }
-        sqlite3_finalize(st);
+        ck_done(st);
         if (bad)
             break;
     }
@@ -131,7 +131,7 @@ static int pick(plain_state *s, saga_participant *p, const char *order_id,
     sqlite3_bind_text(st, 4, items_s, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 5, ck_now_ms());
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
     json_decref(items);
     if (rc != SQLITE_DONE)
         return SAGA_ESTORE;
@@ -253,7 +253,7 @@ int ck_warehouse_open(ck_app *a)
         sqlite3_bind_int(st, 2, a->catalog.v[i].fail_fulfillment);
         sqlite3_step(st);
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return saga_participant_on_command(p, "warehouse.fulfill", on_fulfil, s) ||
                    saga_participant_start(p)
                ? -1
@@ -311,7 +311,7 @@ static int on_order_event(saga_participant *p, const saga_command *e,
             sqlite3_bind_int64(st, 6, now);
             if (sqlite3_step(st) != SQLITE_DONE)
                 rc = SAGA_ESTORE;
-            sqlite3_finalize(st);
+            ck_done(st);
         }
         char path[1200], ts[32];
         snprintf(path, sizeof path, "%s/notifications.log", s->a->dir);

@@ -59,14 +59,14 @@ int ck_inventory_seed(sqlite3 *db, const ck_catalog *c, int64_t now)
         sqlite3_bind_int64(st, 4, now);
         sqlite3_step(st);
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     return ck_exec(db, "COMMIT") == SQLITE_OK ? 0 : -1;
 }
 
 static int step_done(sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
 }
 
@@ -81,7 +81,7 @@ int ck_inv_reserve(sqlite3 *db, const char *order_id, const json_t *items,
         return -1;
     sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
     int n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
-    sqlite3_finalize(st);
+    ck_done(st);
     if (n != 0)
         return n > 0 ? 0 : -1;
     json_t *failed = json_array();
@@ -100,7 +100,7 @@ int ck_inv_reserve(sqlite3 *db, const char *order_id, const json_t *items,
         sqlite3_bind_text(st, 1, pid ? pid : "", -1, SQLITE_TRANSIENT);
         int64_t avail =
             sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-        sqlite3_finalize(st);
+        ck_done(st);
         if (avail < q)
             json_array_append_new(failed,
                                   json_pack("{s:s, s:I, s:I}", "product_id",
@@ -165,7 +165,7 @@ json_t *ck_inv_release(sqlite3 *db, const char *order_id, const char *why,
             rel, json_pack("{s:s, s:I}", "product_id",
                            (const char *)sqlite3_column_text(st, 0), "quantity",
                            (json_int_t)sqlite3_column_int64(st, 1)));
-    sqlite3_finalize(st);
+    ck_done(st);
     size_t i;
     json_t *it;
     json_array_foreach(rel, i, it)
@@ -245,7 +245,7 @@ int ck_inv_sweep(sqlite3 *db, int64_t now, json_t *released)
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(ids,
                               json_string((const char *)sqlite3_column_text(st, 0)));
-    sqlite3_finalize(st);
+    ck_done(st);
     int n = 0;
     size_t i;
     json_t *id;
@@ -281,7 +281,7 @@ int ck_inv_check(sqlite3 *db)
     if (st == NULL)
         return 0;
     int bad = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 1;
-    sqlite3_finalize(st);
+    ck_done(st);
     return bad == 0;
 }
 

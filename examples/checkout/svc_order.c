@@ -76,11 +76,11 @@ static int set_status(sqlite3 *db, const char *order_id, const char *status,
     sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st);
     if (rc != SQLITE_ROW) {
-        sqlite3_finalize(st);
+        ck_done(st);
         return rc == SQLITE_DONE ? 0 : -1;
     }
     snprintf(prev_out, 32, "%s", (const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    ck_done(st);
     int from = rank(prev_out), to = rank(status);
     if (from >= 4 || to <= from)
         return 0;
@@ -95,7 +95,7 @@ static int set_status(sqlite3 *db, const char *order_id, const char *status,
     sqlite3_bind_int64(st, 3, now);
     sqlite3_bind_text(st, 4, order_id, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
     return rc == SQLITE_DONE ? 1 : -1;
 }
 
@@ -132,7 +132,7 @@ static json_t *order_row_json(sqlite3 *db, const char *order_id, int items)
                       "shipping_address", addr ? addr : json_null(),
                       "cart_max_item", (json_int_t)sqlite3_column_int64(st, 5));
     }
-    sqlite3_finalize(st);
+    ck_done(st);
     if (o == NULL || !items)
         return o;
     json_t *arr = json_array();
@@ -148,7 +148,7 @@ static json_t *order_row_json(sqlite3 *db, const char *order_id, int items)
                                (json_int_t)sqlite3_column_int64(st, 1),
                                "price",
                                ck_json_money(sqlite3_column_int64(st, 2))));
-        sqlite3_finalize(st);
+        ck_done(st);
     }
     json_object_set_new(o, "items", arr);
     return o;
@@ -230,7 +230,7 @@ static int on_confirm(saga_participant *p, const saga_command *c,
     sqlite3_bind_int64(st, 2, sub + ship);
     sqlite3_bind_text(st, 3, order_id, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
     if (rc != SQLITE_DONE)
         return SAGA_ESTORE;
     int ch = set_status(db, order_id, "COMPLETED", NULL, now, prev);
@@ -311,7 +311,7 @@ static int on_event(saga_participant *p, const saga_command *e, void *arg)
         sqlite3_bind_text(st, 6, oid, -1, SQLITE_TRANSIENT);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = SAGA_ESTORE;
-        sqlite3_finalize(st);
+        ck_done(st);
         if (ok)
             to = "PAYMENT_COMPLETED";
     }

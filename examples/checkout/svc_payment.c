@@ -66,7 +66,7 @@ static int record(sqlite3 *db, const char *pid, const char *order_id,
         sqlite3_bind_text(st, 8, error, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 9, now);
     int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    sqlite3_finalize(st);
+    ck_done(st);
     return rc;
 }
 
@@ -197,7 +197,7 @@ static int refund(ck_app *a, saga_participant *p, const saga_command *c)
     sqlite3_bind_int64(st, 2, ck_now_ms());
     sqlite3_bind_text(st, 3, ch.key, -1, SQLITE_TRANSIENT);
     rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    ck_done(st);
     if (rc != SQLITE_DONE)
         return SAGA_ESTORE;
     json_t *ev = ck_event("PaymentRefundedEvent", ch.order_id, ck_now_ms());

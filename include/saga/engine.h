@@ -40,6 +40,10 @@ typedef uint64_t (*saga_random_fn)(void *arg);
 /** The log sink. @p saga_id is NULL and @p step -1 when not about a saga. */
 typedef void (*saga_log_fn)(saga_log_level level, const char *saga_id,
                             int step, const char *msg, void *arg);
+/** A structured log sink (saga/trace.h: saga_log_event). */
+struct saga_log_event;
+typedef void (*saga_log_event_fn)(const struct saga_log_event *ev,
+                                  void *arg);
 /** A saga reached COMPLETED, COMPENSATED or FAILED (durably). */
 typedef void (*saga_done_cb)(saga_engine *e, const char *saga_id,
                              saga_state state, void *arg);
@@ -50,7 +54,7 @@ typedef void (*saga_start_cb)(saga_engine *e, int status, const char *saga_id,
 /** saga_engine_close() finished; the engine's memory is gone. */
 typedef void (*saga_close_cb)(void *arg);
 
-#define SAGA_ENGINE_OPTIONS_VERSION 1
+#define SAGA_ENGINE_OPTIONS_VERSION 2
 #define SAGA_ENGINE_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_ENGINE_OPTIONS_VERSION)
 
 /** Engine options. Zero (or NULL) in any field selects its default. */
@@ -86,6 +90,12 @@ typedef struct saga_engine_options {
     /** This engine's service name on the transport: replies to its remote
      * steps come to this topic. Default "orchestrator". */
     const char *service;
+    /* version 2 */
+    /** Structured log sink (saga/trace.h): when set, it receives every
+     * event (with attempt and trace id) instead of @c log; log_level still
+     * filters. Since: 0.2. */
+    saga_log_event_fn log_event;
+    void *log_event_arg;
 } saga_engine_options;
 
 SAGA_EXTERN int saga_engine_options_init(saga_engine_options *opts,
@@ -132,7 +142,9 @@ SAGA_EXTERN struct uv_loop_s *saga_engine_loop(saga_engine *e);
 
 /** Run the engine's loop: uv_run() with @p mode. Housekeeping does not
  * keep the loop alive, so SAGA_RUN_DEFAULT returns once no saga has a
- * pending step or timer. @return uv_run()'s result, or SAGA_EINVAL. */
+ * pending step or timer; each call first runs the housekeeping pass if it is
+ * due by the engine's clock (so polling with SAGA_RUN_NOWAIT purges too).
+ * @return uv_run()'s result, or SAGA_EINVAL. */
 SAGA_EXTERN int saga_engine_run(saga_engine *e, saga_run_mode mode);
 
 /** Commit the staged transitions now, and release what depends on them.
@@ -156,12 +168,18 @@ SAGA_EXTERN int saga_engine_housekeep(saga_engine *e);
 /**
  * Stop: flush, close the engine's handles, close the transport and the
  * store, then call @p cb (may be NULL) and free the engine. The loop must run
- * for this to finish.
+ * for this to finish: the caller's loop, or for an engine on its own loop the
+ * next saga_engine_run() (it then returns 0, the engine gone) or
+ * saga_engine_free(). A closing engine invokes no more actions; the verbs
+ * return SAGA_ECLOSED. Safe from an action or callback.
  */
 SAGA_EXTERN void saga_engine_close(saga_engine *e, saga_close_cb cb,
                                    void *arg);
 /** Close and free an engine, running its loop until it is gone; for an
- * engine on its own loop, or when the caller's loop is not running.
+ * engine on its own loop, or when the caller's loop is not running. It also
+ * finishes a saga_engine_close() in progress. From an action or callback of
+ * the engine it is deferred: the engine closes at once and is freed when
+ * control is back in the loop (own loop: when saga_engine_run() returns).
  * NULL is a no-op. */
 SAGA_EXTERN void saga_engine_free(saga_engine *e);
 
@@ -179,7 +197,9 @@ SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
 /**
  * Start a saga of definition @p def_name (its highest registered version).
  * @param idem_key NULL, or a key: while the key is retained, a second start
- *   with it returns the first saga's id and starts nothing.
+ *   with it returns the first saga's id and starts nothing. That saga is not
+ *   purged before @p cb has run (the end of the loop turn); one past its
+ *   retention is purged first and the key starts a new saga.
  * @param data a msgpack map (or NULL / 0 for an empty one); copied.
  * @param id_out receives the saga id.
  * @param cb NULL, or called once the start is durable.

@@ -56,7 +56,10 @@ typedef enum saga_event {
     SAGA_EV_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
     SAGA_EV_COMPENSATED = 11,
     SAGA_EV_FAILED = 12,
-    SAGA_EV_OPERATOR_RETRY = 13
+    SAGA_EV_OPERATOR_RETRY = 13, /* error: "by ACTOR: REASON" */
+    SAGA_EV_OPERATOR_COMPENSATE = 14, /* since 0.2; error as above */
+    SAGA_EV_OPERATOR_RESOLVE = 15     /* since 0.2; then COMPLETED or
+                                       * COMPENSATED */
 } saga_event;
 
 /** "STARTED", "STEP_OK", ... or "UNKNOWN". */
@@ -95,11 +98,34 @@ typedef void (*saga_blob_cb)(const void *buf, size_t len, void *arg);
 typedef int (*saga_kv_cb)(const char *key, const void *val, size_t len,
                           void *arg);
 
+/** An idempotency key binding, as written by a batch. */
+typedef struct saga_idem_entry {
+    const char *key;
+    const char *saga_id;
+    int64_t created_ms;
+} saga_idem_entry;
+
+/** Everything one engine batch writes, in the order the slots would write
+ * it (see write_batch). */
+typedef struct saga_batch_writes {
+    const saga_record *sagas;     /* saga_put of each, with put_flags[i] */
+    const unsigned int *put_flags;
+    size_t nsagas;
+    const saga_idem_entry *idem;  /* idem_put of each */
+    size_t nidem;
+    const saga_message *outbox;   /* outbox_put of each */
+    size_t noutbox;
+    const char *const *done_ids;  /* outbox_done of each */
+    size_t ndone;
+    const saga_journal_entry *journal; /* journal_append of each */
+    size_t njournal;
+} saga_batch_writes;
+
 /* Flags for saga_put. */
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 2
+#define SAGA_STORE_VERSION 3
 
 /**
  * The store vtable. A store embeds it first in its own state:
@@ -195,6 +221,19 @@ struct saga_store {
     int (*savepoint_rollback)(saga_store *self);
     /** Drop the savepoint, keeping its writes in the transaction. */
     int (*savepoint_release)(saga_store *self);
+    /* version 3: optional (NULL: the engine calls begin, the slots and
+     * commit itself). */
+    /**
+     * Write a whole batch in one transaction and commit it, in as few
+     * round trips as the store can (a network store pipelines it). The
+     * result is that of begin, then saga_put/idem_put/outbox_put/
+     * outbox_done/journal_append for each entry in that order, then commit:
+     * SAGA_OK once durable; on any failure nothing of the batch remains
+     * (SAGA_EDUP: a saga id, key, message id or journal entry existed;
+     * SAGA_ENOTFOUND: an update named a missing saga; SAGA_ESTORE).
+     * Called outside a transaction.
+     */
+    int (*write_batch)(saga_store *self, const saga_batch_writes *w);
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)
@@ -241,6 +280,27 @@ SAGA_EXTERN int saga_sqlite_options_init(saga_sqlite_options *opts,
  */
 SAGA_EXTERN int saga_store_sqlite_open(saga_store **out, const char *path,
                                        const saga_sqlite_options *opts);
+
+/**
+ * Open a built-in store named by one string, as a command line names it.
+ * @param out receives the store on SAGA_OK, NULL otherwise.
+ * @param spec "postgres://..." or "postgresql://..." (the PostgreSQL store,
+ *   if this libsaga was built with it; a "schema=NAME" query parameter
+ *   picks its schema, see postgres.h), "memory:" (a new in-memory store),
+ *   anything else a SQLite file path (created if missing).
+ * @return as the store's own constructor; SAGA_EINVAL for an empty @p spec
+ *   or a PostgreSQL URL in a build without that store.
+ * Ownership: the caller's until an engine or participant takes it.
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_store_open(saga_store **out, const char *spec);
+
+/**
+ * Why the last saga_store_open() on this thread failed ("" if it did not).
+ * @return a thread-local string, valid until the next open on the thread.
+ * Ownership: the library's. Since: 0.2.
+ */
+SAGA_EXTERN const char *saga_store_open_errmsg(void);
 
 SAGA_END_DECL
 

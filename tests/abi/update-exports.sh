@@ -13,6 +13,13 @@ fi
 cmake --build "$build" --target saga -j2 >/dev/null
 so="$build/libsaga.so"
 [ -f "$so" ] || { echo "update-exports: $so was not built" >&2; exit 1; }
-saga_list_exports "$so" > "$here/exports.txt"
+# The optional plug-ins' symbols stay in their own lists.
+saga_list_exports "$so" | LC_ALL=C comm -23 - <(cat "$here"/exports-*.txt 2>/dev/null | LC_ALL=C sort -u) > "$here/exports.txt"
+# The Kafka transport is a library of its own (libsaga_kafka), when built.
+if grep -q '^SAGA_WITH_KAFKA:BOOL=ON' "$build/CMakeCache.txt"; then
+    cmake --build "$build" --target saga_kafka -j2 >/dev/null
+    saga_list_exports "$build/libsaga_kafka.so" > "$here/exports-kafka.txt"
+    echo "update-exports: wrote $(wc -l < "$here/exports-kafka.txt") symbols to tests/abi/exports-kafka.txt"
+fi
 echo "update-exports: wrote $(wc -l < "$here/exports.txt") symbols to tests/abi/exports.txt"
 git -C "$root" diff --stat -- tests/abi/exports.txt 2>/dev/null || true

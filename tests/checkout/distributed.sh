@@ -6,8 +6,9 @@ set -euo pipefail
 bin=$1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dir=$(mktemp -d /tmp/ck-dist.XXXXXX)
-# Ports: a random block of 9 in 20000-59999 (the HTTP port first).
-base=$((20000 + (RANDOM * 7 + $$) % 40000))
+# Ports: a random block of 9 in 20000-31999, below the ephemeral range
+# (32768-60999) where outgoing connections of other tests take theirs.
+base=$((20000 + (RANDOM * 7 + $$) % 12000))
 SAGA_CHECKOUT=$bin "$here/../../examples/checkout/run-distributed.sh" \
     "$dir" "$base" $((base + 1)) > "$dir/run.out" 2>&1 &
 runner=$!

@@ -21,7 +21,11 @@ static void setup(void)
     ck_catalog_free(&c);
 }
 
-static void teardown(void) { sqlite3_close(db); }
+static void teardown(void)
+{
+    ck_db_forget(db);
+    cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+}
 
 TestSuite(checkout_inventory, .init = setup, .fini = teardown);
 

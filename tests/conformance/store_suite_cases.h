@@ -426,4 +426,56 @@ static void ssc_savepoint_rollback_and_release(saga_store *s)
     cr_assert_eq(s->commit(s), SAGA_OK);
 }
 
+/* Version 3 (optional): a whole batch in one call, all or nothing. */
+static void ssc_write_batch_whole_or_nothing(saga_store *s)
+{
+    if (s->version < 3 || s->write_batch == NULL)
+        return; /* optional */
+    ssc_insert(s, "old", SAGA_STATE_RUNNING, 1);
+    saga_record recs[2] = {ssc_rec("new", SAGA_STATE_RUNNING, 2),
+                           ssc_rec("old", SAGA_STATE_COMPLETED, 1)};
+    unsigned int flags[2] = {SAGA_PUT_INSERT, 0};
+    saga_idem_entry idem = {"key-new", "new", 2};
+    saga_message msg = {"m1", "topic", "new", "p", 1, 2};
+    saga_journal_entry je = {"new", 1, SAGA_EV_STARTED, -1, 0, 0, 2, NULL};
+    saga_batch_writes w = {recs, flags, 2, &idem, 1, &msg, 1, NULL, 0, &je, 1};
+    cr_assert_eq(s->write_batch(s, &w), SAGA_OK, "%s", s->errmsg(s));
+    ssc_copy c;
+    cr_assert_eq(ssc_get(s, "new", &c), SAGA_OK);
+    free(c.data);
+    cr_assert_eq(ssc_get(s, "old", &c), SAGA_OK);
+    cr_assert_eq(c.r.state, SAGA_STATE_COMPLETED);
+    free(c.data);
+    char id[SAGA_ID_SIZE];
+    cr_assert_eq(s->idem_get(s, "key-new", id), SAGA_OK);
+    ssc_text t;
+    cr_assert_str_eq(ssc_jscan(s, "new", &t), "new/1:1:-1:0:0:2:- ");
+    cr_assert_str_eq(ssc_oscan(s, 0, &t), "m1:topic:new:p:2 ");
+
+    /* A duplicate key fails the whole batch: the other saga, its message
+     * and its journal entry are not written either. */
+    saga_record r2 = ssc_rec("other", SAGA_STATE_RUNNING, 3);
+    unsigned int f2 = SAGA_PUT_INSERT;
+    saga_idem_entry dup = {"key-new", "other", 3};
+    saga_message m2 = {"m2", "topic", "other", "q", 1, 3};
+    const char *done[] = {"m1"};
+    saga_journal_entry j2 = {"other", 1, SAGA_EV_STARTED, -1, 0, 0, 3, NULL};
+    saga_batch_writes w2 = {&r2, &f2, 1, &dup, 1, &m2, 1, done, 1, &j2, 1};
+    cr_assert_eq(s->write_batch(s, &w2), SAGA_EDUP);
+    cr_assert_eq(ssc_get(s, "other", &c), SAGA_ENOTFOUND);
+    cr_assert_str_eq(ssc_oscan(s, 0, &t), "m1:topic:new:p:2 ",
+                     "nothing of it remains");
+
+    /* An update of a missing saga: SAGA_ENOTFOUND, nothing written. */
+    saga_record r3 = ssc_rec("ghost", SAGA_STATE_RUNNING, 4);
+    unsigned int f3 = 0;
+    w2 = (saga_batch_writes){&r3, &f3, 1, NULL, 0, NULL, 0, done, 1, NULL, 0};
+    cr_assert_eq(s->write_batch(s, &w2), SAGA_ENOTFOUND);
+    cr_assert_str_eq(ssc_oscan(s, 0, &t), "m1:topic:new:p:2 ");
+    /* The store is usable afterwards, and done ids remove messages. */
+    w2 = (saga_batch_writes){NULL, NULL, 0, NULL, 0, NULL, 0, done, 1, NULL, 0};
+    cr_assert_eq(s->write_batch(s, &w2), SAGA_OK, "%s", s->errmsg(s));
+    cr_assert_str_eq(ssc_oscan(s, 0, &t), "");
+}
+
 #endif /* SAGA_TESTS_STORE_SUITE_CASES_H */

@@ -609,7 +609,7 @@ static void tsuite_route(const saga_tsuite_fixture *fx)
             cr_assert_str_eq(r->topic, fx->topic);
         }
     }
-    cr_assert_eq(self, 1);
+    cr_assert_eq(self, 1, "self %d peer %d", self, peer);
     cr_assert_eq(peer, 1);
     /* Both sends confirmed once; the refused one never called back. */
     cr_assert(tsuite_run_until(&env, tsuite_have_sent, &two));

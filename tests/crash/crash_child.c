@@ -153,7 +153,7 @@ int main(int argc, char **argv)
     uv_loop_t loop;
     uv_loop_init(&loop);
     saga_store *store;
-    if (saga_store_sqlite_open(&store, argv[1], NULL) != SAGA_OK)
+    if (saga_store_open(&store, argv[1]) != SAGA_OK)
         return 5;
     saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
     o.loop = &loop;

@@ -75,6 +75,25 @@ if grep -q 'NEEDED.*libsaga' <<< "$dyn"; then
 fi
 "$work/consumer-static" || die "consumer-static failed"
 
+# --- 2b. the Kafka transport's library, when it was built --------------------
+kafka=0
+if [ -e "$libdir/libsaga_kafka.so" ]; then
+    kafka=1
+    [ -f "$libdir/pkgconfig/saga-kafka.pc" ] || die "no pkgconfig/saga-kafka.pc installed"
+    step "pkg-config saga-kafka: $(pkg-config --cflags --libs saga-kafka)"
+    # shellcheck disable=SC2046
+    $CC -Wall -Wextra -Werror "$here/consumer_kafka.c" -o "$work/consumer-kafka" \
+        $(pkg-config --cflags --libs saga-kafka) || die "build with pkg-config saga-kafka failed"
+    LD_LIBRARY_PATH="$libdir" "$work/consumer-kafka" || die "consumer-kafka failed"
+    # Our libraries static, librdkafka shared (its static closure needs
+    # compression -dev packages that are not ours to require).
+    kstatic="-l:libsaga_kafka.a $static_libs $(pkg-config --libs rdkafka)"
+    # shellcheck disable=SC2046,SC2086
+    $CC -Wall -Wextra -Werror "$here/consumer_kafka.c" -o "$work/consumer-kafka-static" \
+        $(pkg-config --cflags saga-kafka) $kstatic || die "static build with saga-kafka failed"
+    "$work/consumer-kafka-static" || die "consumer-kafka-static failed"
+fi
+
 # --- 3. CMake find_package ----------------------------------------------------
 step "find_package(saga) with CMAKE_PREFIX_PATH=$prefix"
 defs_arg=$(IFS=';'; echo "${defs[*]:-}")
@@ -88,4 +107,11 @@ cmake --build "$work/cmake" -j2 > "$work/build.log" 2>&1 ||
 LD_LIBRARY_PATH="$libdir" "$work/cmake/consumer" || die "cmake consumer failed"
 "$work/cmake/consumer_static" || die "cmake consumer_static failed"
 
-step "OK (pkg-config shared + static, find_package shared + static)"
+if [ $kafka = 1 ]; then
+    [ -x "$work/cmake/consumer_kafka" ] || die "find_package(saga COMPONENTS kafka) did not find the Kafka transport"
+    LD_LIBRARY_PATH="$libdir" "$work/cmake/consumer_kafka" || die "cmake consumer_kafka failed"
+    "$work/cmake/consumer_kafka_static" || die "cmake consumer_kafka_static failed"
+fi
+extra=""
+if [ $kafka = 1 ]; then extra=", and the Kafka transport's"; fi
+step "OK (pkg-config shared + static, find_package shared + static$extra)"

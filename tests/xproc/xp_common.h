@@ -46,4 +46,28 @@ static inline int xp_ship_retries(const char *id, uint32_t attempt)
     return attempt == 1 && (xp_hash(id) >> 16) % 100 < 10;
 }
 
+/* XP_KAFKA=kafka://... in the environment runs the programs over Kafka
+ * instead of TCP (built with the Kafka transport: XP_WITH_KAFKA). */
+#ifdef XP_WITH_KAFKA
+#include <saga/kafka.h>
+
+static inline int xp_kafka_new(saga_transport **t, struct uv_loop_s *loop,
+                               const char *url, saga_kafka_log_fn log)
+{
+    saga_kafka_options o = SAGA_KAFKA_OPTIONS_INIT;
+    o.url = url;
+    o.log = log;
+    o.commit_interval_ms = 50;
+    return saga_transport_kafka_new(t, loop, &o);
+}
+
+/* Partitions assigned to @p t's consumers (0 if not Kafka). */
+static inline uint32_t xp_kafka_assigned(saga_transport *t)
+{
+    saga_kafka_stats st;
+    st.version = SAGA_KAFKA_STATS_VERSION;
+    return saga_transport_kafka_stats(t, &st) == SAGA_OK ? st.assigned : 0;
+}
+#endif
+
 #endif /* XP_COMMON_H */

@@ -26,6 +26,21 @@
  * terminal) before a restarted participant has re-sent replies it had sent
  * already; they wait for the next start (at-least-once).
  * It fails loudly, naming the saga and the step.
+ *
+ * Over Kafka: with XP_KAFKA_MOCK=path/to/mock_cluster in the environment
+ * the three programs talk through a mock Kafka cluster (a process of its
+ * own; topics orders, inventory and payment with 4 partitions each) instead
+ * of TCP, and XP_FAULT names faults injected through the mock at two
+ * points of progress (the KILLS participant kills happen as well):
+ *   produce  Produce requests fail: 8 with a retriable error, then 3 with
+ *            a permanent one (the relay sends those again);
+ *   broker   (3 brokers) broker 2 down for 2 s, later broker 1 for 1.5 s;
+ *   lostack  Produce answers delayed past socket.timeout.ms (1 s): the
+ *            producer retries and the 2.0.2 mock stores both copies, so
+ *            consumers see duplicates; the inbox must absorb them;
+ *   commit   OffsetCommit fails: 5 NOT_COORDINATOR, then 2
+ *            UNKNOWN_MEMBER_ID (the consumer rejoins: a rebalance);
+ *   none     no mock fault (use KILLS for consumer kills and rebalances).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -127,6 +142,122 @@ static int pick_ports(int *ports, int n)
     return 0;
 }
 
+/* ---- the mock Kafka cluster (XP_KAFKA_MOCK) ------------------------------ */
+
+static pid_t mock_pid = -1;
+static FILE *mock_in, *mock_out;
+
+static int mock_start(const char *bin, int brokers, char *bootstrap,
+                      size_t cap)
+{
+    int in[2], out[2];
+    char b[16];
+    snprintf(b, sizeof b, "%d", brokers);
+    if (pipe(in) != 0 || pipe(out) != 0)
+        return -1;
+    mock_pid = fork();
+    if (mock_pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        execl(bin, bin, "-b", b, "-t", "orders:4", "-t", "inventory:4", "-t",
+              "payment:4", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    mock_in = fdopen(in[1], "w");
+    mock_out = fdopen(out[0], "r");
+    if (mock_pid < 0 || mock_in == NULL || mock_out == NULL ||
+        fgets(bootstrap, (int)cap, mock_out) == NULL)
+        return -1;
+    bootstrap[strcspn(bootstrap, "\n")] = '\0';
+    return bootstrap[0] ? 0 : -1;
+}
+
+static void mock_cmd(const char *cmd)
+{
+    char ans[256] = "";
+    fprintf(mock_in, "%s\n", cmd);
+    fflush(mock_in);
+    if (fgets(ans, sizeof ans, mock_out) == NULL || strncmp(ans, "ok", 2))
+        failf("mock cluster: '%s' answered '%s'", cmd, ans);
+    fprintf(stderr, "xproc: mock: %s\n", cmd);
+}
+
+static void mock_stop(void)
+{
+    if (mock_pid <= 0)
+        return;
+    fclose(mock_in); /* it exits when stdin closes */
+    int st = 0;
+    for (int w = 0; w < 5000; w += 10) {
+        if (waitpid(mock_pid, &st, WNOHANG) == mock_pid) {
+            mock_pid = -1;
+            break;
+        }
+        sleep_ms(10);
+    }
+    if (mock_pid > 0) {
+        kill(mock_pid, SIGKILL);
+        waitpid(mock_pid, NULL, 0);
+    }
+    fclose(mock_out);
+    mock_pid = -1;
+}
+
+/* A fault: a mock command, and optionally a second one @p ms later. */
+typedef struct fault {
+    const char *cmd;
+    int ms;
+    const char *then;
+} fault;
+
+static const fault *faults_for(const char *name, int *n, int *brokers)
+{
+    static const fault produce[] = {{"errors 0 8 6", 0, NULL},
+                                    {"errors 0 3 10", 0, NULL}};
+    static const fault broker[] = {{"down 2", 2000, "up 2"},
+                                   {"down 1", 1500, "up 1"}};
+    static const fault lostack[] = {{"rtt 1 0 10 0 1500", 0, NULL},
+                                    {"rtt 1 0 10 0 1500", 0, NULL}};
+    static const fault commit[] = {{"errors 8 5 16", 0, NULL},
+                                   {"errors 8 2 25", 0, NULL}};
+    *brokers = 1;
+    *n = 2;
+    if (strcmp(name, "produce") == 0)
+        return produce;
+    if (strcmp(name, "broker") == 0) {
+        *brokers = 3;
+        return broker;
+    }
+    if (strcmp(name, "lostack") == 0)
+        return lostack;
+    if (strcmp(name, "commit") == 0)
+        return commit;
+    *n = 0;
+    return NULL;
+}
+
+/* Wait (at most 30 s) until @p log says the participant has partitions. */
+static int wait_assigned(const char *log)
+{
+    for (int w = 0; w < 30000; w += 20) {
+        FILE *f = fopen(log, "r");
+        char line[512];
+        int found = 0;
+        while (f != NULL && fgets(line, sizeof line, f) != NULL)
+            found |= strstr(line, "xp_part: assigned") != NULL;
+        if (f != NULL)
+            fclose(f);
+        if (found)
+            return 0;
+        sleep_ms(20);
+    }
+    return -1;
+}
+
 static pid_t spawn(char *const argv[], const char *log)
 {
     pid_t pid = fork();
@@ -136,6 +267,13 @@ static pid_t spawn(char *const argv[], const char *log)
             dup2(fileno(f), 1);
             dup2(fileno(f), 2);
         }
+        /* SIGTERM waits (blocked; the mask survives exec) until the
+         * program has its handler and unblocks it: a process stopped
+         * just after a restart still stops cleanly. */
+        sigset_t term;
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        sigprocmask(SIG_BLOCK, &term, NULL);
         execv(argv[0], argv);
         _exit(127);
     }
@@ -417,8 +555,10 @@ static void check_saga(const xsaga *s, int *compl, int *comp_biz,
         if (s->comp_ok[k] && !C && B != 'N')
             failf("saga %s %s: COMP_OK but neither a compensation row nor a "
                   "null compensation (barrier '%c')", id, sn, B ? B : '-');
+        /* 'F': the action answered FAIL (final), nothing applied. */
         if ((B == 'A') != (A && !C) || (B == 'C') != (A && C) ||
-            (B == 'N' && (A || C)) || (B && B != 'A' && B != 'C' && B != 'N'))
+            ((B == 'N' || B == 'F') && (A || C)) ||
+            (B && B != 'A' && B != 'C' && B != 'N' && B != 'F'))
             failf("saga %s %s: barrier '%c' disagrees with effects "
                   "action=%d comp=%d", id, sn, B ? B : '-', A, C);
         if (s->state == SAGA_STATE_COMPLETED && (!s->ok[k] || C ||
@@ -519,8 +659,42 @@ int main(int argc, char **argv)
     int done_kills = 0, done_okills = 0;
     if (verify_only)
         goto verify;
+    const char *mock_bin = getenv("XP_KAFKA_MOCK");
+    const char *fault_name = getenv("XP_FAULT") ? getenv("XP_FAULT") : "none";
+    int nfaults = 0, brokers = 1, done_faults = 0;
+    const fault *faults = NULL;
+    if (mock_bin != NULL) {
+        char bs[512], url[1024];
+        faults = faults_for(fault_name, &nfaults, &brokers);
+        if (faults == NULL && strcmp(fault_name, "none") != 0) {
+            fprintf(stderr, "xproc: unknown XP_FAULT '%s'\n", fault_name);
+            return 2;
+        }
+        if (mock_start(mock_bin, brokers, bs, sizeof bs) != 0) {
+            fprintf(stderr, "xproc: cannot start the mock cluster %s\n",
+                    mock_bin);
+            return 1;
+        }
+        /* Short waits (linger, fetch); the mock finishes a rebalance only
+         * after the session timeout less 1 s when a member died. */
+        snprintf(url, sizeof url,
+                 "kafka://%s?producer.linger.ms=1&consumer.fetch.wait.max.ms=10"
+                 "&consumer.session.timeout.ms=6000%s", bs,
+                 strcmp(fault_name, "lostack") == 0 ? "&socket.timeout.ms=1000"
+                                                    : "");
+        setenv("XP_KAFKA", url, 1);
+        fprintf(stderr, "xproc: over Kafka (mock cluster of %d broker(s) at "
+                "%s), fault '%s'\n", brokers, bs, fault_name);
+    }
     for (int i = 0; i < 2; i++)
         part_start(&parts[i]);
+    if (mock_bin != NULL)
+        for (int i = 0; i < 2; i++)
+            if (wait_assigned(parts[i].log) != 0) {
+                failf("participant %s never got partitions",
+                      parts[i].service);
+                dump_log(parts[i].log);
+            }
     snprintf(nb, sizeof nb, "%d", n);
     /* Spread the starts over ~5 s, longer for many kills, so that every
      * kill lands mid-run. */
@@ -594,6 +768,20 @@ int main(int argc, char **argv)
             pkills++;
             done_kills++;
         }
+        /* Mock faults at their own points of progress. */
+        /* (by starts, which come at a steady rate, so that the faults
+         * are spread over the run and land among sagas in flight) */
+        if (done_faults < nfaults &&
+            v[0] >= n * (done_faults + 1) / (nfaults + 1) && v[3] > 0) {
+            const fault *f = &faults[done_faults++];
+            fprintf(stderr, "xproc: fault %d at started=%d terminal=%d "
+                    "active=%d\n", done_faults, v[0], v[2], v[3]);
+            mock_cmd(f->cmd);
+            if (f->then != NULL) {
+                sleep_ms(f->ms);
+                mock_cmd(f->then);
+            }
+        }
         sleep_ms(5);
     }
     if (!orch_exited) {
@@ -618,6 +806,9 @@ int main(int argc, char **argv)
             dump_log(parts[i].log);
         }
     }
+    if (done_faults < nfaults)
+        failf("only %d of %d mock faults happened", done_faults, nfaults);
+    mock_stop();
 verify:;
     double run_s = now_s() - t0;
     load_orchestrator(odb, n);

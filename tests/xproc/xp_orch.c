@@ -12,6 +12,10 @@
  * clock) is when the starts began: a restarted orchestrator is given the
  * first one's, and re-issues the keys due by now (they exist already).
  *
+ * With XP_KAFKA=kafka://... in the environment it runs over Kafka instead
+ * (the ports are ignored) and starts sagas once its reply consumer has
+ * partitions; XP_STEP_TIMEOUT_MS changes the step timeout.
+ *
  * Step timeouts are 500 ms, so a killed participant causes timeouts,
  * retries, late (stale) replies and compensations of steps that may have
  * applied. The pivot is retried (almost) forever so that it never gives up
@@ -33,6 +37,8 @@ static int n_total, rate, next_i, acked, closing, exit_code = 1;
 static const char *status_path;
 static uv_timer_t starter, status;
 static uv_signal_t sigterm;
+static saga_transport *T;
+static const char *kafka_url;
 
 static void on_started(saga_engine *e, int st, const char *id, int existed,
                        void *arg)
@@ -52,12 +58,28 @@ static int64_t wall_ms(void)
 }
 
 static int64_t t0_wall; /* when the first incarnation began starting */
+#ifdef XP_WITH_KAFKA
+static int64_t began_ms; /* when this incarnation began */
+static int kafka_ready;
+#endif
 
 static void start_some(uv_timer_t *h)
 {
     /* Open loop: the starts due by now, whatever the sagas are doing. A
      * restarted orchestrator catches up at once: the keys it started
      * already name their sagas and start nothing. */
+#ifdef XP_WITH_KAFKA
+    /* Replies would wait in Kafka until our consumer joins its group;
+     * steps would time out meanwhile. */
+    if (kafka_url != NULL && !kafka_ready) {
+        if (xp_kafka_assigned(T) == 0)
+            return;
+        /* The schedule starts now: no burst of the starts due while we
+         * waited (re-issued keys would start nothing anyway). */
+        kafka_ready = 1;
+        t0_wall += wall_ms() - began_ms;
+    }
+#endif
     int64_t el = wall_ms() - t0_wall;
     int due = (int)((el > 0 ? el : 0) * rate / 1000) + 1;
     while (next_i < n_total && next_i < due) {
@@ -153,8 +175,10 @@ static void tlog(saga_log_level l, const char *msg, void *arg)
 {
     (void)arg;
     if (l >= SAGA_LOG_WARN)
-        fprintf(stderr, "xp_orch tcp: %s\n", msg);
+        fprintf(stderr, "xp_orch transport: %s\n", msg);
 }
+
+static uint32_t step_timeout_ms = 500;
 
 static int define(void)
 {
@@ -166,7 +190,7 @@ static int define(void)
         saga_step_options_init(&o[i], SAGA_STEP_OPTIONS_VERSION);
         o[i].service = xp_step_service[i];
         o[i].command = xp_step_name[i];
-        o[i].timeout_ms = 500;
+        o[i].timeout_ms = step_timeout_ms;
         o[i].retry.max_backoff_ms = 400;
         o[i].comp_retry.max_backoff_ms = 400;
     }
@@ -201,6 +225,9 @@ int main(int argc, char **argv)
     }
     n_total = atoi(argv[5]);
     t0_wall = argc == 9 ? strtoll(argv[8], NULL, 10) : wall_ms();
+#ifdef XP_WITH_KAFKA
+    began_ms = wall_ms();
+#endif
     rate = atoi(argv[6]);
     status_path = argv[7];
     if (n_total <= 0 || rate <= 0)
@@ -225,11 +252,25 @@ int main(int argc, char **argv)
     to.reconnect_max_ms = 200;
     to.log = tlog;
     saga_transport *t;
-    rc = saga_transport_tcp_new(&t, loop, &to);
+    if (getenv("XP_STEP_TIMEOUT_MS") != NULL)
+        step_timeout_ms = (uint32_t)atoi(getenv("XP_STEP_TIMEOUT_MS"));
+    kafka_url = getenv("XP_KAFKA");
+    if (kafka_url != NULL) {
+#ifdef XP_WITH_KAFKA
+        rc = xp_kafka_new(&t, loop, kafka_url, tlog);
+#else
+        fprintf(stderr, "xp_orch: built without the Kafka transport\n");
+        return 2;
+#endif
+    } else {
+        rc = saga_transport_tcp_new(&t, loop, &to);
+    }
     if (rc != SAGA_OK) {
-        fprintf(stderr, "xp_orch: listen %s: %s\n", listen, saga_strerror(rc));
+        fprintf(stderr, "xp_orch: transport (%s): %s\n",
+                kafka_url ? kafka_url : listen, saga_strerror(rc));
         return 1;
     }
+    T = t;
     saga_engine_options eo = SAGA_ENGINE_OPTIONS_INIT;
     eo.loop = loop;
     eo.service = XP_ORCH;
@@ -254,6 +295,11 @@ int main(int argc, char **argv)
     uv_timer_start(&starter, start_some, 0, 500);
     uv_timer_start(&status, write_status, 10, 10);
     uv_signal_start(&sigterm, on_sigterm, SIGTERM);
+    /* The driver starts us with SIGTERM blocked (see xp_driver.c). */
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     return exit_code;

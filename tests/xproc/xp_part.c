@@ -11,6 +11,10 @@
  * a duplicate effect: it is not an error here (the handler must not loop),
  * it is counted in counters('dup') and the verifier fails on it.
  *
+ * With XP_KAFKA=kafka://... in the environment it runs over Kafka instead
+ * (the ports are ignored) and logs "assigned" once its consumer has
+ * partitions.
+ *
  * SIGTERM closes the participant cleanly; the driver also SIGKILLs it.
  */
 #include <signal.h>
@@ -29,6 +33,20 @@ static saga_participant *P;
 static sqlite3_stmt *ins_effect, *bump;
 static uv_signal_t sigterm;
 static int closed_ok;
+static saga_transport *T;
+static uv_timer_t ready_timer;
+
+#ifdef XP_WITH_KAFKA
+/* Tell the driver (through the log) when our consumer has partitions. */
+static void check_ready(uv_timer_t *h)
+{
+    uint32_t n = xp_kafka_assigned(T);
+    if (n == 0)
+        return;
+    fprintf(stderr, "xp_part: assigned %u partitions\n", (unsigned)n);
+    uv_close((uv_handle_t *)h, NULL);
+}
+#endif
 
 static int effect(sqlite3 *db, const saga_command *c)
 {
@@ -98,10 +116,20 @@ static void on_closed(void *arg)
     closed_ok = 1;
 }
 
+static int started, term_pending;
+
 static void on_sigterm(uv_signal_t *h, int sig)
 {
     (void)sig;
+    if (!started) {
+        /* Still starting (a Kafka client takes a moment): stop once up. */
+        term_pending = 1;
+        return;
+    }
     uv_close((uv_handle_t *)h, NULL);
+    if (ready_timer.loop != NULL &&
+        !uv_is_closing((uv_handle_t *)&ready_timer))
+        uv_close((uv_handle_t *)&ready_timer, NULL);
     saga_participant_stats st;
     saga_participant_stats_get(P, &st);
     fprintf(stderr,
@@ -125,7 +153,7 @@ static void tlog(saga_log_level l, const char *msg, void *arg)
 {
     (void)arg;
     if (l >= SAGA_LOG_WARN)
-        fprintf(stderr, "xp_part tcp: %s\n", msg);
+        fprintf(stderr, "xp_part transport: %s\n", msg);
 }
 
 static int schema(sqlite3 *db)
@@ -162,6 +190,15 @@ int main(int argc, char **argv)
     }
     const char *service = argv[2];
     uv_loop_t *loop = uv_default_loop();
+    /* SIGTERM is ours from the start: the driver may stop a participant
+     * it has just restarted. */
+    uv_signal_init(loop, &sigterm);
+    uv_signal_start(&sigterm, on_sigterm, SIGTERM);
+    /* The driver starts us with SIGTERM blocked (see xp_driver.c). */
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
     saga_store *store;
     int rc = saga_store_sqlite_open(&store, argv[1], NULL);
     if (rc != SAGA_OK) {
@@ -180,12 +217,24 @@ int main(int argc, char **argv)
     to.reconnect_max_ms = 200;
     to.log = tlog;
     saga_transport *t;
-    rc = saga_transport_tcp_new(&t, loop, &to);
+    const char *kafka_url = getenv("XP_KAFKA");
+    if (kafka_url != NULL) {
+#ifdef XP_WITH_KAFKA
+        rc = xp_kafka_new(&t, loop, kafka_url, tlog);
+#else
+        fprintf(stderr, "xp_part: built without the Kafka transport\n");
+        return 2;
+#endif
+    } else {
+        rc = saga_transport_tcp_new(&t, loop, &to);
+    }
     if (rc != SAGA_OK) {
-        fprintf(stderr, "xp_part: listen %s: %s\n", listen, saga_strerror(rc));
+        fprintf(stderr, "xp_part: transport (%s): %s\n",
+                kafka_url ? kafka_url : listen, saga_strerror(rc));
         saga_store_free(store);
         return 1;
     }
+    T = t;
     saga_participant_options po = SAGA_PARTICIPANT_OPTIONS_INIT;
     po.service = service;
     po.log_level = SAGA_LOG_WARN;
@@ -206,8 +255,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "xp_part: start: %s\n", saga_participant_errmsg(P));
         return 1;
     }
-    uv_signal_init(loop, &sigterm);
-    uv_signal_start(&sigterm, on_sigterm, SIGTERM);
+#ifdef XP_WITH_KAFKA
+    if (kafka_url != NULL) {
+        uv_timer_init(loop, &ready_timer);
+        uv_timer_start(&ready_timer, check_ready, 10, 10);
+    }
+#endif
+    started = 1;
+    if (term_pending)
+        on_sigterm(&sigterm, SIGTERM);
     fprintf(stderr, "xp_part %s: up on %s (pid %d)\n", service, listen,
             (int)getpid());
     uv_run(loop, UV_RUN_DEFAULT);

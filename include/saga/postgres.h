@@ -1,0 +1,70 @@
+/*
+ * postgres.h — the PostgreSQL store (libpq).
+ *
+ * A store on a PostgreSQL database that several processes may share. Its
+ * tables live in a schema of their own (default "saga"), created and
+ * migrated on open under an advisory lock, so two processes opening one
+ * new database at once do not race. Tables are keyed by saga id (the
+ * journal by (saga id, seq)), so that a distributed PostgreSQL could shard
+ * them by that column.
+ *
+ * Threading: one connection, used from the engine's loop thread only.
+ */
+#ifndef SAGA_POSTGRES_H
+#define SAGA_POSTGRES_H
+
+#include "saga/store.h"
+
+SAGA_BEGIN_DECL
+
+#define SAGA_PG_OPTIONS_VERSION 1
+#define SAGA_PG_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_PG_OPTIONS_VERSION)
+
+/** PostgreSQL store options; zero selects each default. */
+typedef struct saga_pg_options {
+    unsigned int version;
+    /** The schema that holds the store's tables; default "saga". A
+     * service that shares a database with others gives each its own. */
+    const char *schema;
+    /** Seconds to wait for a connection; 0 = 10. */
+    int connect_timeout_s;
+} saga_pg_options;
+
+/**
+ * Initialise @p opts with every default.
+ * @param opts the options to fill.
+ * @param version SAGA_PG_OPTIONS_VERSION.
+ * @return SAGA_OK, SAGA_EINVAL (NULL @p opts) or SAGA_EVERSION.
+ * Ownership: the caller's. Since: 0.2.
+ */
+SAGA_EXTERN int saga_pg_options_init(saga_pg_options *opts,
+                                     unsigned int version);
+
+/**
+ * Open a store on the PostgreSQL database named by @p conninfo.
+ * @param out receives the store on SAGA_OK, NULL otherwise.
+ * @param conninfo a libpq connection string or URI ("postgresql://..."),
+ *   or NULL to read it from the environment variable SAGA_PG_URL.
+ * @param opts NULL for defaults.
+ * @return SAGA_OK; SAGA_EINVAL (no connection string, bad schema name);
+ *   SAGA_EVERSION (bad options version, or a schema newer than this
+ *   library); SAGA_ESTORE (cannot connect or migrate: the reason is
+ *   given by saga_store_postgres_open_errmsg()); SAGA_ENOMEM.
+ * Ownership: the caller's until an engine or participant takes it.
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_store_postgres_open(saga_store **out,
+                                         const char *conninfo,
+                                         const saga_pg_options *opts);
+
+/**
+ * Why the last saga_store_postgres_open() on this thread failed ("" if it
+ * did not).
+ * @return a thread-local string, valid until the next open on the thread.
+ * Ownership: the library's. Since: 0.2.
+ */
+SAGA_EXTERN const char *saga_store_postgres_open_errmsg(void);
+
+SAGA_END_DECL
+
+#endif /* SAGA_POSTGRES_H */

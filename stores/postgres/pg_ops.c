@@ -1,0 +1,694 @@
+/*
+ * pg_ops.c — the PostgreSQL store's data slots: sagas, journal,
+ * idempotency keys, purge, outbox, inbox and key-value space.
+ *
+ * Every slot runs one prepared statement with binary parameters and binary
+ * results. Rows handed to callbacks point into the PGresult, which is
+ * cleared after the callbacks: a callback may call any other slot.
+ * Inserts that may collide use ON CONFLICT DO NOTHING and report SAGA_EDUP
+ * from the row count: a unique violation would abort the whole
+ * transaction in PostgreSQL, where SQLite keeps it open.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_int.h"
+
+#define T_INT8 20u
+#define T_TEXT 25u
+#define T_BYTEA 17u
+
+_Static_assert(SAGA_STATE_COMPLETED == 3 && SAGA_STATE_COMPENSATED == 4,
+               "the purge SQL below hard-codes the terminal states");
+
+#define SAGA_COLS                                                              \
+    "id, def_name, def_version, state, step, attempt, flags, created_ms, "     \
+    "updated_ms, due_ms, deadline_ms, idem_key, error, data"
+#define SAGA_TYPES                                                             \
+    T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,    \
+        T_INT8, T_INT8, T_TEXT, T_TEXT, T_BYTEA
+#define PURGE_VICTIMS                                                          \
+    "SELECT id FROM sagas WHERE state IN (3, 4) AND updated_ms < $1"
+
+const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
+    [PG_SAGA_INSERT] = {"INSERT INTO sagas(" SAGA_COLS ") VALUES ($1, $2, "
+                        "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+                        "$14) ON CONFLICT (id) DO NOTHING",
+                        {SAGA_TYPES}},
+    [PG_SAGA_UPDATE] = {"UPDATE sagas SET def_name = $2, def_version = $3, "
+                        "state = $4, step = $5, attempt = $6, flags = $7, "
+                        "created_ms = $8, updated_ms = $9, due_ms = $10, "
+                        "deadline_ms = $11, error = $12 WHERE id = $1",
+                        {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8,
+                         T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT}},
+    [PG_SAGA_UPDATE_DATA] = {"UPDATE sagas SET def_name = $2, def_version = "
+                             "$3, state = $4, step = $5, attempt = $6, "
+                             "flags = $7, created_ms = $8, updated_ms = $9, "
+                             "due_ms = $10, deadline_ms = $11, idem_key = "
+                             "$12, error = $13, data = $14 WHERE id = $1",
+                             {SAGA_TYPES}},
+    [PG_SAGA_GET] = {"SELECT " SAGA_COLS " FROM sagas WHERE id = $1",
+                     {T_TEXT}},
+    /* seq (a bigserial) keeps insertion order among equal creation times,
+     * as SQLite's rowid does. */
+    [PG_SAGA_SCAN] = {"SELECT " SAGA_COLS " FROM sagas WHERE state = "
+                      "ANY($1::int8[]) ORDER BY created_ms, seq",
+                      {0}},
+    [PG_JOURNAL_INSERT] = {"INSERT INTO journal(saga_id, seq, event, step, "
+                           "attempt, started_ms, at_ms, error) VALUES ($1, "
+                           "$2, $3, $4, $5, $6, $7, $8) ON CONFLICT "
+                           "(saga_id, seq) DO NOTHING",
+                           {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
+                            T_INT8, T_TEXT}},
+    [PG_JOURNAL_SCAN] = {"SELECT saga_id, seq, event, step, attempt, "
+                         "started_ms, at_ms, error FROM journal WHERE "
+                         "saga_id = $1 ORDER BY seq",
+                         {T_TEXT}},
+    [PG_IDEM_INSERT] = {"INSERT INTO idem(key, saga_id, created_ms) VALUES "
+                        "($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+                        {T_TEXT, T_TEXT, T_INT8}},
+    [PG_IDEM_GET] = {"SELECT saga_id FROM idem WHERE key = $1", {T_TEXT}},
+    [PG_PURGE_JOURNAL] = {"DELETE FROM journal WHERE saga_id IN "
+                          "(" PURGE_VICTIMS ")",
+                          {T_INT8}},
+    [PG_PURGE_IDEM] = {"DELETE FROM idem WHERE saga_id IN (" PURGE_VICTIMS
+                       ")",
+                       {T_INT8}},
+    [PG_PURGE_SAGAS] = {"DELETE FROM sagas WHERE state IN (3, 4) AND "
+                        "updated_ms < $1",
+                        {T_INT8}},
+    [PG_PURGE_INBOX] = {"DELETE FROM inbox WHERE created_ms < $1", {T_INT8}},
+    [PG_OUTBOX_INSERT] = {"INSERT INTO outbox(id, topic, key, payload, "
+                          "created_ms) VALUES ($1, $2, $3, $4, $5) ON "
+                          "CONFLICT (id) DO NOTHING",
+                          {T_TEXT, T_TEXT, T_TEXT, T_BYTEA, T_INT8}},
+    /* LIMIT NULL is no limit. */
+    [PG_OUTBOX_SCAN] = {"SELECT id, topic, key, payload, created_ms FROM "
+                        "outbox ORDER BY seq LIMIT $1",
+                        {T_INT8}},
+    [PG_OUTBOX_DONE] = {"DELETE FROM outbox WHERE id = $1", {T_TEXT}},
+    [PG_INBOX_INSERT] = {"INSERT INTO inbox(msg_id, created_ms, reply) "
+                         "VALUES ($1, $2, '') ON CONFLICT (msg_id) DO "
+                         "NOTHING",
+                         {T_TEXT, T_INT8}},
+    [PG_INBOX_GET] = {"SELECT reply FROM inbox WHERE msg_id = $1", {T_TEXT}},
+    [PG_INBOX_REPLY] = {"UPDATE inbox SET reply = $2 WHERE msg_id = $1",
+                        {T_TEXT, T_BYTEA}},
+    [PG_KV_GET] = {"SELECT val FROM kv WHERE key = $1", {T_TEXT}},
+    [PG_KV_PUT] = {"INSERT INTO kv(key, val) VALUES ($1, $2) ON CONFLICT "
+                   "(key) DO UPDATE SET val = EXCLUDED.val",
+                   {T_TEXT, T_BYTEA}},
+    [PG_KV_SCAN] = {"SELECT key, val FROM kv WHERE starts_with(key, $1)",
+                    {T_TEXT}},
+    [PG_KV_DEL] = {"DELETE FROM kv WHERE key = $1", {T_TEXT}},
+    [PG_SAGA_INSERT_X] = {"INSERT INTO sagas(" SAGA_COLS ") VALUES ($1, $2, "
+                          "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+                          "$14)",
+                          {SAGA_TYPES}},
+    /* No row updated: 1/0 raises division_by_zero (22012), which the batch
+     * reads as SAGA_ENOTFOUND. */
+    [PG_SAGA_UPDATE_X] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
+                          "def_version = $3, state = $4, step = $5, "
+                          "attempt = $6, flags = $7, created_ms = $8, "
+                          "updated_ms = $9, due_ms = $10, deadline_ms = $11, "
+                          "error = $12 WHERE id = $1 RETURNING 1) "
+                          "SELECT 1 / (SELECT count(*)::int FROM u)",
+                          {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8,
+                           T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT}},
+    [PG_SAGA_UPDATE_DATA_X] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
+                               "def_version = $3, state = $4, step = $5, "
+                               "attempt = $6, flags = $7, created_ms = $8, "
+                               "updated_ms = $9, due_ms = $10, deadline_ms "
+                               "= $11, idem_key = $12, error = $13, data = "
+                               "$14 WHERE id = $1 RETURNING 1) "
+                               "SELECT 1 / (SELECT count(*)::int FROM u)",
+                               {SAGA_TYPES}},
+    [PG_IDEM_INSERT_X] = {"INSERT INTO idem(key, saga_id, created_ms) "
+                          "VALUES ($1, $2, $3)",
+                          {T_TEXT, T_TEXT, T_INT8}},
+    [PG_OUTBOX_INSERT_X] = {"INSERT INTO outbox(id, topic, key, payload, "
+                            "created_ms) VALUES ($1, $2, $3, $4, $5)",
+                            {T_TEXT, T_TEXT, T_TEXT, T_BYTEA, T_INT8}},
+    [PG_JOURNAL_INSERT_X] = {"INSERT INTO journal(saga_id, seq, event, step, "
+                             "attempt, started_ms, at_ms, error) VALUES ($1, "
+                             "$2, $3, $4, $5, $6, $7, $8)",
+                             {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
+                              T_INT8, T_TEXT}},
+};
+
+#define SELF pg_store *s = (pg_store *)self
+
+static int changed(const PGresult *r)
+{
+    const char *n = PQcmdTuples((PGresult *)r);
+    return n[0] != '\0' && strcmp(n, "0") != 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sagas                                                                    */
+
+static int check_record(pg_store *s, const saga_record *r, unsigned fl)
+{
+    if (r == NULL || r->id == NULL || r->def_name == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL,
+                              "saga_put: record, id and def_name required");
+    size_t idlen = strlen(r->id);
+    if (idlen == 0 || idlen > SAGA_ID_LEN)
+        return saga__pg_failf(s, SAGA_EINVAL,
+                              "saga_put: id must be 1..%d characters",
+                              SAGA_ID_LEN);
+    if ((int)r->state < SAGA_STATE_RUNNING || (int)r->state > SAGA_STATE_FAILED)
+        return saga__pg_failf(s, SAGA_EINVAL, "saga_put: bad state %d",
+                              (int)r->state);
+    if (r->data == NULL && r->data_len > 0)
+        return saga__pg_failf(s, SAGA_EINVAL, "saga_put: NULL data");
+    if (fl & ~(SAGA_PUT_INSERT | SAGA_PUT_DATA))
+        return saga__pg_failf(s, SAGA_EINVAL, "saga_put: unknown flags");
+    return saga__pg_check_txn(s);
+}
+
+static int pg_saga_put(saga_store *self, const saga_record *r,
+                       unsigned int flags)
+{
+    SELF;
+    int rc = check_record(s, r, flags);
+    if (rc)
+        return rc;
+    enum pg_stmt which = (flags & SAGA_PUT_INSERT) ? PG_SAGA_INSERT
+                         : (flags & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA
+                                                   : PG_SAGA_UPDATE;
+    pg_params p = {0};
+    saga__pg_saga_params(&p, r, which);
+    PGresult *res;
+    rc = saga__pg_run(s, which, &p, &res, "saga_put");
+    if (rc)
+        return rc;
+    if (!changed(res))
+        rc = which == PG_SAGA_INSERT
+                 ? saga__pg_failf(s, SAGA_EDUP, "saga_put: saga %s exists",
+                                  r->id)
+                 : saga__pg_failf(s, SAGA_ENOTFOUND, "saga_put: no saga %s",
+                                  r->id);
+    PQclear(res);
+    return rc;
+}
+
+void saga__pg_saga_params(pg_params *p, const saga_record *r,
+                          enum pg_stmt which)
+{
+    saga__pg_text(p, r->id);
+    saga__pg_text(p, r->def_name);
+    saga__pg_int(p, r->def_version);
+    saga__pg_int(p, (int64_t)r->state);
+    saga__pg_int(p, r->step);
+    saga__pg_int(p, r->attempt);
+    saga__pg_int(p, r->flags);
+    saga__pg_int(p, r->created_ms);
+    saga__pg_int(p, r->updated_ms);
+    saga__pg_int(p, r->due_ms);
+    saga__pg_int(p, r->deadline_ms);
+    if (which == PG_SAGA_UPDATE || which == PG_SAGA_UPDATE_X) {
+        saga__pg_text(p, r->error);
+    } else {
+        saga__pg_text(p, r->idem_key);
+        saga__pg_text(p, r->error);
+        saga__pg_blob(p, r->data, r->data_len);
+    }
+}
+
+/* Column order of SAGA_COLS. */
+static void read_record(const PGresult *res, int row, saga_record *r)
+{
+    r->id = saga__pg_col_text(res, row, 0);
+    r->def_name = saga__pg_col_text(res, row, 1);
+    r->def_version = (uint32_t)saga__pg_col_int(res, row, 2);
+    r->state = (saga_state)saga__pg_col_int(res, row, 3);
+    r->step = (int32_t)saga__pg_col_int(res, row, 4);
+    r->attempt = (uint32_t)saga__pg_col_int(res, row, 5);
+    r->flags = (uint32_t)saga__pg_col_int(res, row, 6);
+    r->created_ms = saga__pg_col_int(res, row, 7);
+    r->updated_ms = saga__pg_col_int(res, row, 8);
+    r->due_ms = saga__pg_col_int(res, row, 9);
+    r->deadline_ms = saga__pg_col_int(res, row, 10);
+    r->idem_key = saga__pg_col_text(res, row, 11);
+    r->error = saga__pg_col_text(res, row, 12);
+    r->data = saga__pg_col_blob(res, row, 13, &r->data_len);
+}
+
+static int pg_saga_get(saga_store *self, const char *id, saga_record_cb cb,
+                       void *arg)
+{
+    SELF;
+    if (id == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "saga_get: NULL id");
+    pg_params p = {0};
+    saga__pg_text(&p, id);
+    PGresult *res;
+    int rc = saga__pg_run(s, PG_SAGA_GET, &p, &res, "saga_get");
+    if (rc)
+        return rc;
+    if (PQntuples(res) == 0) {
+        rc = saga__pg_failf(s, SAGA_ENOTFOUND, "no saga %s", id);
+    } else if (cb) {
+        saga_record r;
+        read_record(res, 0, &r);
+        cb(&r, arg);
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_saga_scan(saga_store *self, unsigned int mask,
+                        saga_record_cb cb, void *arg)
+{
+    SELF;
+    if (cb == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "saga_scan: NULL callback");
+    /* The states as an array literal, sent as text. */
+    char states[32] = "{0";
+    for (int i = 1; i <= 5; i++)
+        if (mask & SAGA_STATE_BIT(i)) {
+            size_t n = strlen(states);
+            states[n] = ',';
+            states[n + 1] = (char)('0' + i);
+            states[n + 2] = '\0';
+        }
+    strcat(states, "}");
+    pg_params p = {0};
+    saga__pg_text(&p, states);
+    p.fmt[0] = 0; /* text: the statement casts it to int8[] */
+    PGresult *res;
+    int rc = saga__pg_run(s, PG_SAGA_SCAN, &p, &res, "saga_scan");
+    if (rc)
+        return rc;
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        saga_record r;
+        read_record(res, i, &r);
+        if (cb(&r, arg) != 0)
+            break;
+    }
+    PQclear(res);
+    return SAGA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Journal and idempotency keys                                             */
+
+/* Run a write and clear its result; @p dup_what (NULL: none) names what a
+ * row count of 0 means (SAGA_EDUP). */
+static int write(pg_store *s, enum pg_stmt which, const pg_params *p,
+                 const char *what, const char *dup_what)
+{
+    PGresult *res;
+    int rc = saga__pg_run(s, which, p, &res, what);
+    if (rc)
+        return rc;
+    if (dup_what && !changed(res))
+        rc = saga__pg_failf(s, SAGA_EDUP, "%s: %s exists", what, dup_what);
+    PQclear(res);
+    return rc;
+}
+
+void saga__pg_journal_params(pg_params *p, const saga_journal_entry *e)
+{
+    saga__pg_text(p, e->saga_id);
+    saga__pg_int(p, e->seq);
+    saga__pg_int(p, (int64_t)e->event);
+    saga__pg_int(p, e->step);
+    saga__pg_int(p, e->attempt);
+    saga__pg_int(p, e->started_ms);
+    saga__pg_int(p, e->at_ms);
+    saga__pg_text(p, e->error);
+}
+
+static int pg_journal_append(saga_store *self, const saga_journal_entry *e)
+{
+    SELF;
+    if (e == NULL || e->saga_id == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "journal_append: NULL entry");
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_journal_params(&p, e);
+    return write(s, PG_JOURNAL_INSERT, &p, "journal_append", "entry");
+}
+
+static int pg_journal_scan(saga_store *self, const char *saga_id,
+                           saga_journal_cb cb, void *arg)
+{
+    SELF;
+    if (saga_id == NULL || cb == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "journal_scan: NULL argument");
+    pg_params p = {0};
+    saga__pg_text(&p, saga_id);
+    PGresult *res;
+    int rc = saga__pg_run(s, PG_JOURNAL_SCAN, &p, &res, "journal_scan");
+    if (rc)
+        return rc;
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        saga_journal_entry e;
+        e.saga_id = saga__pg_col_text(res, i, 0);
+        e.seq = (uint32_t)saga__pg_col_int(res, i, 1);
+        e.event = (saga_event)saga__pg_col_int(res, i, 2);
+        e.step = (int32_t)saga__pg_col_int(res, i, 3);
+        e.attempt = (uint32_t)saga__pg_col_int(res, i, 4);
+        e.started_ms = saga__pg_col_int(res, i, 5);
+        e.at_ms = saga__pg_col_int(res, i, 6);
+        e.error = saga__pg_col_text(res, i, 7);
+        if (cb(&e, arg) != 0)
+            break;
+    }
+    PQclear(res);
+    return SAGA_OK;
+}
+
+static int pg_idem_put(saga_store *self, const char *key, const char *saga_id,
+                       int64_t created_ms)
+{
+    SELF;
+    if (key == NULL || saga_id == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "idem_put: NULL argument");
+    size_t idlen = strlen(saga_id);
+    if (idlen == 0 || idlen > SAGA_ID_LEN)
+        return saga__pg_failf(s, SAGA_EINVAL,
+                              "idem_put: saga id must be 1..%d characters",
+                              SAGA_ID_LEN);
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    saga__pg_text(&p, saga_id);
+    saga__pg_int(&p, created_ms);
+    return write(s, PG_IDEM_INSERT, &p, "idem_put", "key");
+}
+
+static int pg_idem_get(saga_store *self, const char *key,
+                       char saga_id_out[SAGA_ID_SIZE])
+{
+    SELF;
+    if (key == NULL || saga_id_out == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "idem_get: NULL argument");
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    PGresult *res;
+    int rc = saga__pg_run(s, PG_IDEM_GET, &p, &res, "idem_get");
+    if (rc)
+        return rc;
+    if (PQntuples(res) == 0) {
+        rc = saga__pg_failf(s, SAGA_ENOTFOUND, "no idempotency key %s", key);
+    } else {
+        const char *id = saga__pg_col_text(res, 0, 0);
+        size_t n = id ? strlen(id) : 0;
+        if (id == NULL || n > SAGA_ID_LEN)
+            rc = saga__pg_failf(s, SAGA_ECORRUPT,
+                                "idem_get: bad saga id for key %s", key);
+        else
+            memcpy(saga_id_out, id, n + 1);
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Purge                                                                    */
+
+static int pg_purge(saga_store *self, int64_t before_ms, uint64_t *out)
+{
+    SELF;
+    if (out)
+        *out = 0;
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    /* Without a caller's transaction, run in one of our own: a purge
+     * stopped half-way must not leave journals without their saga. */
+    int own = !s->in_txn;
+    if (own && (rc = saga__pg_begin(self)) != SAGA_OK)
+        return rc;
+    pg_params p = {0};
+    saga__pg_int(&p, before_ms);
+    /* Journals and keys first: they find their sagas through the sagas
+     * table, so it is cleared last. */
+    rc = write(s, PG_PURGE_JOURNAL, &p, "purge", NULL);
+    if (rc == SAGA_OK)
+        rc = write(s, PG_PURGE_IDEM, &p, "purge", NULL);
+    uint64_t n = 0;
+    if (rc == SAGA_OK) {
+        PGresult *res;
+        rc = saga__pg_run(s, PG_PURGE_SAGAS, &p, &res, "purge");
+        if (rc == SAGA_OK) {
+            n = strtoull(PQcmdTuples(res), NULL, 10);
+            PQclear(res);
+        }
+    }
+    if (rc == SAGA_OK)
+        rc = write(s, PG_PURGE_INBOX, &p, "purge", NULL);
+    if (own)
+        rc = rc == SAGA_OK ? saga__pg_commit(self)
+                           : (saga__pg_rollback(self), rc);
+    if (rc == SAGA_OK && out)
+        *out = n;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Outbox                                                                   */
+
+void saga__pg_outbox_params(pg_params *p, const saga_message *m)
+{
+    saga__pg_text(p, m->id);
+    saga__pg_text(p, m->topic);
+    saga__pg_text(p, m->key);
+    saga__pg_blob(p, m->payload, m->len);
+    saga__pg_int(p, m->created_ms);
+}
+
+static int pg_outbox_put(saga_store *self, const saga_message *m)
+{
+    SELF;
+    if (m == NULL || m->id == NULL || m->topic == NULL ||
+        (m->payload == NULL && m->len > 0))
+        return saga__pg_failf(s, SAGA_EINVAL,
+                              "outbox_put: message, id and topic required");
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_outbox_params(&p, m);
+    return write(s, PG_OUTBOX_INSERT, &p, "outbox_put", "message");
+}
+
+static int pg_outbox_scan(saga_store *self, uint32_t limit,
+                          saga_message_cb cb, void *arg)
+{
+    SELF;
+    if (cb == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "outbox_scan: NULL callback");
+    pg_params p = {0};
+    if (limit)
+        saga__pg_int(&p, limit);
+    else
+        saga__pg_text(&p, NULL); /* LIMIT NULL: no limit */
+    PGresult *res;
+    int rc = saga__pg_run(s, PG_OUTBOX_SCAN, &p, &res, "outbox_scan");
+    if (rc)
+        return rc;
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        saga_message m;
+        m.id = saga__pg_col_text(res, i, 0);
+        m.topic = saga__pg_col_text(res, i, 1);
+        m.key = saga__pg_col_text(res, i, 2);
+        m.payload = saga__pg_col_blob(res, i, 3, &m.len);
+        m.created_ms = saga__pg_col_int(res, i, 4);
+        if (cb(&m, arg) != 0)
+            break;
+    }
+    PQclear(res);
+    return SAGA_OK;
+}
+
+static int pg_outbox_done(saga_store *self, const char *msg_id)
+{
+    SELF;
+    if (msg_id == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "outbox_done: NULL id");
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_text(&p, msg_id);
+    return write(s, PG_OUTBOX_DONE, &p, "outbox_done", NULL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Inbox and key-value space                                                */
+
+/* Run a one-row, one-blob SELECT keyed by $1 and hand the blob to @p cb. */
+static int get_blob(pg_store *s, enum pg_stmt which, const char *key,
+                    saga_blob_cb cb, void *arg, const char *what)
+{
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    PGresult *res;
+    int rc = saga__pg_run(s, which, &p, &res, what);
+    if (rc)
+        return rc;
+    if (PQntuples(res) == 0) {
+        rc = saga__pg_failf(s, SAGA_ENOTFOUND, "%s: no entry %s", what, key);
+    } else if (cb) {
+        size_t len;
+        const void *v = saga__pg_col_blob(res, 0, 0, &len);
+        cb(v, len, arg);
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_inbox_claim(saga_store *self, const char *msg_id,
+                          int64_t now_ms, saga_blob_cb cb, void *arg)
+{
+    SELF;
+    if (msg_id == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "inbox_claim: NULL id");
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_text(&p, msg_id);
+    saga__pg_int(&p, now_ms);
+    PGresult *res;
+    rc = saga__pg_run(s, PG_INBOX_INSERT, &p, &res, "inbox_claim");
+    if (rc)
+        return rc;
+    int fresh = changed(res);
+    PQclear(res);
+    if (fresh)
+        return SAGA_OK;
+    rc = get_blob(s, PG_INBOX_GET, msg_id, cb, arg, "inbox_claim");
+    return rc == SAGA_OK ? SAGA_EDUP : rc;
+}
+
+static int pg_inbox_reply(saga_store *self, const char *msg_id,
+                          const void *reply, size_t len)
+{
+    SELF;
+    if (msg_id == NULL || (reply == NULL && len > 0))
+        return saga__pg_failf(s, SAGA_EINVAL, "inbox_reply: NULL argument");
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_text(&p, msg_id);
+    saga__pg_blob(&p, reply, len);
+    PGresult *res;
+    rc = saga__pg_run(s, PG_INBOX_REPLY, &p, &res, "inbox_reply");
+    if (rc)
+        return rc;
+    if (!changed(res))
+        rc = saga__pg_failf(s, SAGA_ENOTFOUND,
+                            "inbox_reply: message %s not claimed", msg_id);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_kv_get(saga_store *self, const char *key, saga_blob_cb cb,
+                     void *arg)
+{
+    SELF;
+    if (key == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "kv_get: NULL key");
+    return get_blob(s, PG_KV_GET, key, cb, arg, "kv_get");
+}
+
+static int pg_kv_put(saga_store *self, const char *key, const void *val,
+                     size_t len)
+{
+    SELF;
+    if (key == NULL || (val == NULL && len > 0))
+        return saga__pg_failf(s, SAGA_EINVAL, "kv_put: NULL argument");
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    saga__pg_blob(&p, val, len);
+    return write(s, PG_KV_PUT, &p, "kv_put", NULL);
+}
+
+static int pg_kv_scan(saga_store *self, const char *prefix, saga_kv_cb cb,
+                      void *arg)
+{
+    SELF;
+    if (prefix == NULL || cb == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "kv_scan: NULL argument");
+    pg_params p = {0};
+    saga__pg_text(&p, prefix);
+    PGresult *res;
+    int rc = saga__pg_run(s, PG_KV_SCAN, &p, &res, "kv_scan");
+    if (rc)
+        return rc;
+    for (int i = 0, n = PQntuples(res); i < n; i++) {
+        size_t len;
+        const void *v = saga__pg_col_blob(res, i, 1, &len);
+        if (cb(saga__pg_col_text(res, i, 0), v, len, arg) != 0)
+            break;
+    }
+    PQclear(res);
+    return SAGA_OK;
+}
+
+static int pg_kv_del(saga_store *self, const char *key)
+{
+    SELF;
+    if (key == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "kv_del: NULL key");
+    int rc = saga__pg_check_txn(s);
+    if (rc)
+        return rc;
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    return write(s, PG_KV_DEL, &p, "kv_del", NULL);
+}
+
+static void *pg_native_handle(saga_store *self)
+{
+    return ((pg_store *)self)->conn;
+}
+
+static const char *pg_errmsg(saga_store *self)
+{
+    return ((pg_store *)self)->err;
+}
+
+const saga_store saga__pg_ops = {
+    .version = SAGA_STORE_VERSION,
+    .begin = saga__pg_begin,
+    .commit = saga__pg_commit,
+    .rollback = saga__pg_rollback,
+    .saga_put = pg_saga_put,
+    .saga_get = pg_saga_get,
+    .saga_scan = pg_saga_scan,
+    .journal_append = pg_journal_append,
+    .journal_scan = pg_journal_scan,
+    .idem_put = pg_idem_put,
+    .idem_get = pg_idem_get,
+    .purge = pg_purge,
+    .outbox_put = pg_outbox_put,
+    .outbox_scan = pg_outbox_scan,
+    .outbox_done = pg_outbox_done,
+    .inbox_claim = pg_inbox_claim,
+    .inbox_reply = pg_inbox_reply,
+    .kv_get = pg_kv_get,
+    .kv_put = pg_kv_put,
+    .native_handle = pg_native_handle,
+    .errmsg = pg_errmsg,
+    .close = saga__pg_close,
+    .kv_scan = pg_kv_scan,
+    .kv_del = pg_kv_del,
+    .savepoint = saga__pg_savepoint,
+    .savepoint_rollback = saga__pg_savepoint_rollback,
+    .savepoint_release = saga__pg_savepoint_release,
+    .write_batch = saga__pg_write_batch,
+};

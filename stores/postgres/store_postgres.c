@@ -1,0 +1,559 @@
+/*
+ * store_postgres.c — the PostgreSQL store: options, connect, schema
+ * migrations, transactions, parameters and error mapping. The data slots
+ * are in pg_ops.c.
+ *
+ * Durability is PostgreSQL's: a COMMIT that returned is durable with the
+ * server's synchronous_commit (on by default). A COMMIT whose answer was
+ * lost (the connection broke after sending it) cannot be guessed: the
+ * store reports SAGA_ESTORE and the caller resolves it by reading back, as
+ * the engine does on recovery.
+ */
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pg_int.h"
+
+/* ------------------------------------------------------------------------ */
+/* Schema                                                                   */
+
+/* Migration i takes the schema from version i to i + 1. Steps are
+ * append-only: a released step is never edited, a change is a new step.
+ * Every table is keyed by saga id where it has one, so that a distributed
+ * PostgreSQL could shard by it (docs/stores.md). */
+static const char *const migrations[] = {
+    /* 0 -> 1: the initial schema. */
+    "CREATE TABLE sagas("
+    " id text PRIMARY KEY,"
+    " seq bigserial NOT NULL,"
+    " def_name text NOT NULL,"
+    " def_version bigint NOT NULL,"
+    " state bigint NOT NULL,"
+    " step bigint NOT NULL,"
+    " attempt bigint NOT NULL,"
+    " flags bigint NOT NULL,"
+    " created_ms bigint NOT NULL,"
+    " updated_ms bigint NOT NULL,"
+    " due_ms bigint NOT NULL,"
+    " deadline_ms bigint NOT NULL,"
+    " idem_key text,"
+    " error text,"
+    " data bytea NOT NULL);"
+    "CREATE INDEX sagas_state ON sagas(state, created_ms, seq);"
+    "CREATE TABLE journal("
+    " saga_id text NOT NULL,"
+    " seq bigint NOT NULL,"
+    " event bigint NOT NULL,"
+    " step bigint NOT NULL,"
+    " attempt bigint NOT NULL,"
+    " started_ms bigint NOT NULL,"
+    " at_ms bigint NOT NULL,"
+    " error text,"
+    " PRIMARY KEY(saga_id, seq));"
+    "CREATE TABLE idem("
+    " key text PRIMARY KEY,"
+    " saga_id text NOT NULL,"
+    " created_ms bigint NOT NULL);"
+    "CREATE INDEX idem_saga ON idem(saga_id);"
+    "CREATE TABLE outbox("
+    " seq bigserial PRIMARY KEY,"
+    " id text NOT NULL UNIQUE,"
+    " topic text NOT NULL,"
+    " key text,"
+    " payload bytea NOT NULL,"
+    " created_ms bigint NOT NULL);"
+    "CREATE TABLE inbox("
+    " msg_id text PRIMARY KEY,"
+    " created_ms bigint NOT NULL,"
+    " reply bytea NOT NULL);"
+    "CREATE INDEX inbox_created ON inbox(created_ms);"
+    "CREATE TABLE kv("
+    " key text PRIMARY KEY,"
+    " val bytea NOT NULL);",
+};
+
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* ------------------------------------------------------------------------ */
+/* Parameters and columns                                                   */
+
+void saga__pg_text(pg_params *p, const char *v)
+{
+    int i = p->n++;
+    p->val[i] = v;
+    p->len[i] = v ? (int)strlen(v) : 0;
+    p->fmt[i] = 1;
+}
+
+void saga__pg_blob(pg_params *p, const void *v, size_t len)
+{
+    int i = p->n++;
+    /* An empty bytea is not NULL: give libpq a non-NULL pointer. */
+    p->val[i] = len ? (const char *)v : "";
+    p->len[i] = (int)len;
+    p->fmt[i] = 1;
+}
+
+void saga__pg_int(pg_params *p, int64_t v)
+{
+    int i = p->n++;
+    uint64_t u = (uint64_t)v;
+    for (int b = 7; b >= 0; b--, u >>= 8)
+        p->ints[i][b] = (char)(u & 0xff);
+    p->val[i] = p->ints[i];
+    p->len[i] = 8;
+    p->fmt[i] = 1;
+}
+
+int64_t saga__pg_col_int(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col) || PQgetlength(r, row, col) != 8)
+        return 0;
+    const unsigned char *b = (const unsigned char *)PQgetvalue(r, row, col);
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u = u << 8 | b[i];
+    return (int64_t)u;
+}
+
+/* libpq terminates every value with a NUL, binary ones included. */
+const char *saga__pg_col_text(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+const void *saga__pg_col_blob(const PGresult *r, int row, int col,
+                              size_t *len)
+{
+    *len = (size_t)PQgetlength(r, row, col);
+    return PQgetvalue(r, row, col);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Errors and statements                                                    */
+
+int saga__pg_failf(pg_store *s, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof s->err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* A failure reported by the server or libpq. The message ends with a
+ * newline: drop it. */
+int saga__pg_fail_res(pg_store *s, const PGresult *res, const char *what)
+{
+    const char *msg = res ? PQresultErrorMessage(res) : "";
+    if (msg == NULL || msg[0] == '\0')
+        msg = s->conn ? PQerrorMessage(s->conn) : "no connection";
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        n--;
+    if (s->in_txn)
+        s->aborted = 1;
+    return saga__pg_failf(s, SAGA_ESTORE, "%s: %.*s", what, (int)n, msg);
+}
+
+int saga__pg_check_txn(pg_store *s)
+{
+    if (s->conn == NULL)
+        return saga__pg_failf(s, SAGA_ESTORE, "not connected");
+    if (s->in_txn && s->aborted)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "the transaction failed on an earlier error; "
+                              "roll back and retry the batch");
+    return SAGA_OK;
+}
+
+static int connect_db(pg_store *s);
+
+/* Outside a transaction, a broken connection is re-opened before the next
+ * statement. Inside one, the transaction is lost: the error says so and the
+ * caller rolls back; the next begin reconnects. */
+int saga__pg_ensure_conn(pg_store *s)
+{
+    if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
+        return SAGA_OK;
+    if (s->in_txn)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "the connection was lost in a transaction");
+    return connect_db(s);
+}
+
+int saga__pg_run(pg_store *s, enum pg_stmt which, const pg_params *p,
+                 PGresult **out, const char *what)
+{
+    if (out)
+        *out = NULL;
+    int rc = saga__pg_ensure_conn(s);
+    if (rc)
+        return rc;
+    char name[16];
+    snprintf(name, sizeof name, "s%d", (int)which);
+    PGresult *res = PQexecPrepared(s->conn, name, p->n, p->val, p->len,
+                                   p->fmt, 1);
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
+                                : NULL;
+        rc = saga__pg_fail_res(s, res, what);
+        if (state && strcmp(state, "23505") == 0)
+            rc = SAGA_EDUP;
+        else if (res == NULL)
+            rc = SAGA_ENOMEM;
+        PQclear(res);
+        return rc;
+    }
+    if (out)
+        *out = res;
+    else
+        PQclear(res);
+    return SAGA_OK;
+}
+
+/* A plain command without parameters. */
+static int exec_sql(pg_store *s, const char *sql, const char *what)
+{
+    PGresult *res = PQexec(s->conn, sql);
+    int rc = SAGA_OK;
+    if (res == NULL || (PQresultStatus(res) != PGRES_COMMAND_OK &&
+                        PQresultStatus(res) != PGRES_TUPLES_OK))
+        rc = saga__pg_fail_res(s, res, what);
+    PQclear(res);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Transactions                                                             */
+
+int saga__pg_begin(saga_store *self)
+{
+    pg_store *s = (pg_store *)self;
+    if (s->in_txn)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "begin: a transaction is already open");
+    int rc = saga__pg_ensure_conn(s);
+    if (rc == SAGA_OK)
+        rc = exec_sql(s, "BEGIN", "begin");
+    if (rc != SAGA_OK)
+        return SAGA_ESTORE;
+    s->in_txn = 1;
+    s->aborted = 0;
+    return SAGA_OK;
+}
+
+int saga__pg_commit(saga_store *self)
+{
+    pg_store *s = (pg_store *)self;
+    if (!s->in_txn)
+        return saga__pg_failf(s, SAGA_ESTORE, "commit: no open transaction");
+    int rc = saga__pg_check_txn(s);
+    if (rc == SAGA_OK) {
+        PGresult *res = PQexec(s->conn, "COMMIT");
+        /* A transaction that failed earlier answers COMMIT with ROLLBACK
+         * and a success status: look at the command tag too. */
+        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK ||
+            strcmp(PQcmdStatus(res), "COMMIT") != 0)
+            rc = saga__pg_fail_res(s, res, "commit");
+        PQclear(res);
+    }
+    if (rc != SAGA_OK && s->conn && PQstatus(s->conn) == CONNECTION_OK &&
+        PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
+        PGresult *res = PQexec(s->conn, "ROLLBACK");
+        PQclear(res);
+    }
+    s->in_txn = 0;
+    s->aborted = 0;
+    s->in_sp = 0;
+    return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
+}
+
+int saga__pg_rollback(saga_store *self)
+{
+    pg_store *s = (pg_store *)self;
+    /* Rolling back nothing is fine: the engine rolls back after a failed
+     * commit, which has already dropped the transaction. */
+    if (!s->in_txn)
+        return SAGA_OK;
+    s->in_txn = 0;
+    s->aborted = 0;
+    s->in_sp = 0;
+    if (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)
+        return SAGA_OK; /* the server dropped it with the connection */
+    return exec_sql(s, "ROLLBACK", "rollback") == SAGA_OK ? SAGA_OK
+                                                          : SAGA_ESTORE;
+}
+
+/* One level of savepoint. ROLLBACK TO also clears an error raised after
+ * the savepoint, so the transaction is usable again. */
+int saga__pg_savepoint(saga_store *self)
+{
+    pg_store *s = (pg_store *)self;
+    if (!s->in_txn || s->in_sp)
+        return saga__pg_failf(s, SAGA_ESTORE, "savepoint: %s",
+                              s->in_txn ? "one is open already"
+                                        : "no open transaction");
+    int rc = saga__pg_check_txn(s);
+    if (rc == SAGA_OK)
+        rc = exec_sql(s, "SAVEPOINT saga_sp", "savepoint");
+    if (rc == SAGA_OK)
+        s->in_sp = 1;
+    return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
+}
+
+static int savepoint_end(pg_store *s, int undo)
+{
+    const char *what = undo ? "savepoint_rollback" : "savepoint_release";
+    if (!s->in_txn || !s->in_sp)
+        return saga__pg_failf(s, SAGA_ESTORE, "%s: no open savepoint", what);
+    s->in_sp = 0;
+    if (s->conn == NULL)
+        return saga__pg_failf(s, SAGA_ESTORE, "%s: not connected", what);
+    int rc;
+    if (undo) {
+        s->aborted = 0;
+        rc = exec_sql(s, "ROLLBACK TO SAVEPOINT saga_sp; "
+                         "RELEASE SAVEPOINT saga_sp", what);
+    } else {
+        rc = saga__pg_check_txn(s);
+        if (rc == SAGA_OK)
+            rc = exec_sql(s, "RELEASE SAVEPOINT saga_sp", what);
+    }
+    return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
+}
+
+int saga__pg_savepoint_rollback(saga_store *self)
+{
+    return savepoint_end((pg_store *)self, 1);
+}
+
+int saga__pg_savepoint_release(saga_store *self)
+{
+    return savepoint_end((pg_store *)self, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connect and migrate                                                      */
+
+static int schema_version(pg_store *s, int *out)
+{
+    PGresult *res = PQexec(s->conn, "SELECT v FROM schema_version");
+    int rc = SAGA_OK;
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+        *out = PQntuples(res) ? atoi(PQgetvalue(res, 0, 0)) : 0;
+    else
+        rc = saga__pg_fail_res(s, res, "read schema version");
+    PQclear(res);
+    return rc;
+}
+
+/* Bring the schema to SCHEMA_VERSION in one transaction, under an advisory
+ * lock named after the schema: a second process opening the same new
+ * database waits, then finds the schema made. */
+static int migrate(pg_store *s)
+{
+    char sql[256];
+    int rc = exec_sql(s, "BEGIN", "migrate: begin");
+    if (rc)
+        return rc;
+    s->in_txn = 1;
+    snprintf(sql, sizeof sql,
+             "SELECT pg_advisory_xact_lock(hashtext('saga schema %s'))",
+             s->schema);
+    rc = exec_sql(s, sql, "migrate: lock");
+    if (rc == SAGA_OK) {
+        snprintf(sql, sizeof sql,
+                 "CREATE SCHEMA IF NOT EXISTS \"%s\"; "
+                 "SET LOCAL search_path TO \"%s\"; "
+                 "CREATE TABLE IF NOT EXISTS schema_version(v int NOT NULL)",
+                 s->schema, s->schema);
+        rc = exec_sql(s, sql, "migrate: create schema");
+    }
+    int v = 0;
+    if (rc == SAGA_OK)
+        rc = schema_version(s, &v);
+    if (rc == SAGA_OK && v > SCHEMA_VERSION)
+        rc = saga__pg_failf(s, SAGA_EVERSION,
+                            "schema version %d is newer than this library "
+                            "supports (%d)",
+                            v, SCHEMA_VERSION);
+    int from = v;
+    for (; rc == SAGA_OK && v < SCHEMA_VERSION; v++)
+        rc = exec_sql(s, migrations[v], "migrate");
+    if (rc == SAGA_OK && from < SCHEMA_VERSION) {
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM schema_version; "
+                 "INSERT INTO schema_version(v) VALUES (%d)",
+                 SCHEMA_VERSION);
+        rc = exec_sql(s, sql, "migrate: set version");
+    }
+    s->in_txn = 0;
+    s->aborted = 0;
+    if (rc == SAGA_OK)
+        rc = exec_sql(s, "COMMIT", "migrate: commit");
+    else
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+    return rc;
+}
+
+static int prepare_all(pg_store *s)
+{
+    for (int i = 0; i < PG__COUNT; i++) {
+        const pg_stmt_def *d = &saga__pg_stmts[i];
+        Oid types[16];
+        int n = 0;
+        /* The parameter count is the highest $N in the SQL; a 0 type lets
+         * the server infer it (from a cast). */
+        for (const char *p = d->sql; (p = strchr(p, '$')) != NULL; p++) {
+            int k = atoi(p + 1);
+            if (k > n)
+                n = k;
+        }
+        for (int k = 0; k < n; k++)
+            types[k] = d->types[k];
+        char name[16];
+        snprintf(name, sizeof name, "s%d", i);
+        PGresult *res = PQprepare(s->conn, name, d->sql, n, types);
+        int rc = SAGA_OK;
+        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = saga__pg_fail_res(s, res, "prepare");
+        PQclear(res);
+        if (rc)
+            return rc;
+    }
+    return SAGA_OK;
+}
+
+static void ignore_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+static int connect_db(pg_store *s)
+{
+    if (s->conn)
+        PQfinish(s->conn);
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", s->connect_timeout_s);
+    const char *keys[] = {"dbname", "connect_timeout", "application_name",
+                          NULL};
+    const char *vals[] = {s->conninfo, timeout, "libsaga", NULL};
+    s->conn = PQconnectdbParams(keys, vals, 1);
+    if (s->conn == NULL)
+        return saga__pg_failf(s, SAGA_ENOMEM, "connect: out of memory");
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        int rc = saga__pg_fail_res(s, NULL, "connect");
+        PQfinish(s->conn);
+        s->conn = NULL;
+        return rc;
+    }
+    /* The server's notices (schema exists, ...) are not errors. */
+    PQsetNoticeProcessor(s->conn, ignore_notice, NULL);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", s->schema);
+    int rc = migrate(s);
+    if (rc == SAGA_OK)
+        rc = exec_sql(s, sql, "set search_path");
+    if (rc == SAGA_OK)
+        rc = prepare_all(s);
+    if (rc != SAGA_OK) {
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    return rc;
+}
+
+void saga__pg_close(saga_store *self)
+{
+    pg_store *s = (pg_store *)self;
+    if (s == NULL)
+        return;
+    if (s->conn)
+        PQfinish(s->conn); /* an open transaction is rolled back */
+    saga_free(s->conninfo);
+    saga_free(s);
+}
+
+int saga_pg_options_init(saga_pg_options *opts, unsigned int version)
+{
+    if (opts == NULL)
+        return SAGA_EINVAL;
+    if (version == 0 || version > SAGA_PG_OPTIONS_VERSION)
+        return SAGA_EVERSION;
+    memset(opts, 0, sizeof *opts);
+    opts->version = version;
+    return SAGA_OK;
+}
+
+static _Thread_local char open_err[512];
+
+const char *saga_store_postgres_open_errmsg(void) { return open_err; }
+
+static int valid_schema(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+int saga_store_postgres_open(saga_store **out, const char *conninfo,
+                             const saga_pg_options *opts)
+{
+    saga_pg_options defaults = SAGA_PG_OPTIONS_INIT;
+    open_err[0] = '\0';
+    if (out == NULL)
+        return SAGA_EINVAL;
+    *out = NULL;
+    if (opts == NULL)
+        opts = &defaults;
+    if (opts->version == 0 || opts->version > SAGA_PG_OPTIONS_VERSION)
+        return SAGA_EVERSION;
+    if (conninfo == NULL)
+        conninfo = getenv("SAGA_PG_URL");
+    if (conninfo == NULL || conninfo[0] == '\0') {
+        snprintf(open_err, sizeof open_err,
+                 "no connection string (and SAGA_PG_URL is not set)");
+        return SAGA_EINVAL;
+    }
+    const char *schema = opts->schema ? opts->schema : "saga";
+    if (!valid_schema(schema) || opts->connect_timeout_s < 0) {
+        snprintf(open_err, sizeof open_err,
+                 "bad schema name \"%s\" (1-63 of a-z, 0-9, _)", schema);
+        return SAGA_EINVAL;
+    }
+    pg_store *s = saga_malloc(sizeof *s);
+    if (s == NULL)
+        return SAGA_ENOMEM;
+    memset(s, 0, sizeof *s);
+    s->base = saga__pg_ops;
+    snprintf(s->schema, sizeof s->schema, "%s", schema);
+    s->connect_timeout_s = opts->connect_timeout_s ? opts->connect_timeout_s
+                                                   : 10;
+    size_t n = strlen(conninfo) + 1;
+    s->conninfo = saga_malloc(n);
+    if (s->conninfo == NULL) {
+        saga_free(s);
+        return SAGA_ENOMEM;
+    }
+    memcpy(s->conninfo, conninfo, n);
+    int rc = connect_db(s);
+    if (rc != SAGA_OK) {
+        snprintf(open_err, sizeof open_err, "%s", s->err);
+        saga__pg_close(&s->base);
+        return rc == SAGA_EVERSION || rc == SAGA_ENOMEM ? rc : SAGA_ESTORE;
+    }
+    *out = &s->base;
+    return SAGA_OK;
+}

@@ -1,0 +1,90 @@
+/*
+ * store_open.c — open a built-in store named by one string, as operators
+ * and command lines name them: a SQLite file path, "memory:", or a
+ * PostgreSQL URL. Part of the plug-in layer (it calls the constructors);
+ * lib/ never calls it.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "saga/postgres.h"
+#include "saga/store.h"
+
+static _Thread_local char open_err[512];
+
+const char *saga_store_open_errmsg(void) { return open_err; }
+
+static int is_pg_url(const char *spec)
+{
+    return strncmp(spec, "postgres://", 11) == 0 ||
+           strncmp(spec, "postgresql://", 13) == 0;
+}
+
+#ifdef SAGA_WITH_POSTGRES
+/* Take our own "schema=NAME" out of the URL's query (libpq refuses
+ * parameters it does not know) and open the rest. */
+static int open_pg(saga_store **out, const char *spec)
+{
+    char url[2048], schema[64] = "";
+    if (strlen(spec) >= sizeof url) {
+        snprintf(open_err, sizeof open_err, "store URL too long");
+        return SAGA_EINVAL;
+    }
+    strcpy(url, spec);
+    char *q = strchr(url, '?');
+    if (q != NULL) {
+        char rest[2048] = "";
+        char *save = NULL;
+        for (char *kv = strtok_r(q + 1, "&", &save); kv != NULL;
+             kv = strtok_r(NULL, "&", &save)) {
+            if (strncmp(kv, "schema=", 7) == 0) {
+                snprintf(schema, sizeof schema, "%s", kv + 7);
+            } else {
+                if (rest[0] != '\0')
+                    strcat(rest, "&");
+                strcat(rest, kv);
+            }
+        }
+        if (rest[0] != '\0')
+            sprintf(q, "?%s", rest);
+        else
+            *q = '\0';
+    }
+    saga_pg_options o = SAGA_PG_OPTIONS_INIT;
+    if (schema[0] != '\0')
+        o.schema = schema;
+    int rc = saga_store_postgres_open(out, url, &o);
+    if (rc != SAGA_OK)
+        snprintf(open_err, sizeof open_err, "%s",
+                 saga_store_postgres_open_errmsg());
+    return rc;
+}
+#endif
+
+int saga_store_open(saga_store **out, const char *spec)
+{
+    open_err[0] = '\0';
+    if (out == NULL)
+        return SAGA_EINVAL;
+    *out = NULL;
+    if (spec == NULL || spec[0] == '\0') {
+        snprintf(open_err, sizeof open_err, "no store named");
+        return SAGA_EINVAL;
+    }
+    if (strcmp(spec, "memory:") == 0)
+        return saga_store_memory_new(out);
+    if (is_pg_url(spec)) {
+#ifdef SAGA_WITH_POSTGRES
+        return open_pg(out, spec);
+#else
+        snprintf(open_err, sizeof open_err,
+                 "this libsaga was built without the PostgreSQL store");
+        return SAGA_EINVAL;
+#endif
+    }
+    int rc = saga_store_sqlite_open(out, spec, NULL);
+    if (rc != SAGA_OK)
+        snprintf(open_err, sizeof open_err, "cannot open SQLite store %s: %s",
+                 spec, saga_strerror(rc));
+    return rc;
+}
