@@ -22,4 +22,9 @@ target_compile_options(checkout_core PRIVATE ${SAGA_WARN} -Wno-missing-prototype
 target_compile_definitions(checkout_core PUBLIC _GNU_SOURCE)
 target_link_libraries(checkout_core PUBLIC saga PkgConfig::H2O PkgConfig::UV
   PkgConfig::JANSSON PkgConfig::SQLITE3 m)
+# --transport kafka://... (the seed's topics on Kafka), when built.
+if(SAGA_WITH_KAFKA)
+  target_compile_definitions(checkout_core PRIVATE CK_WITH_KAFKA)
+  target_link_libraries(checkout_core PUBLIC saga_kafka)
+endif()
 

@@ -24,7 +24,8 @@ static void usage(void)
             "usage: saga-checkout serve --data DIR --listen HOST:PORT "
             "[--catalog FILE]\n"
             "       saga-checkout demo [--serve] [--listen HOST:PORT]\n"
-            "       saga-checkout service NAME --data DIR --config FILE\n"
+            "       saga-checkout service NAME --data DIR --config FILE "
+            "[--transport kafka://HOST:PORT[?prop=value&...]]\n"
             "services: order cart inventory payment shipping warehouse "
             "notification\n");
 }
@@ -181,6 +182,8 @@ static int cmd_service(int argc, char **argv)
             dir = argv[++i];
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             config = argv[++i];
+        else if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc)
+            a->transport = argv[++i];
         else {
             usage();
             return 2;
