@@ -76,9 +76,8 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
         return SAGA_ENOMEM;
     saga__jentry *j = &b->journal[b->njournal];
     memset(j, 0, sizeof *j);
+    /* Out of memory for the text: the entry is kept without it. */
     j->error = saga__strdup(error);
-    if (error != NULL && j->error == NULL)
-        return SAGA_ENOMEM;
     memcpy(j->saga_id, in->id, SAGA_ID_SIZE);
     int saga_level = ev == SAGA_EV_STARTED || ev == SAGA_EV_COMPLETED ||
                      ev == SAGA_EV_COMPENSATING || ev == SAGA_EV_COMPENSATED ||
@@ -90,6 +89,37 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
     j->e.started_ms = saga_level ? 0 : in->started_ms;
     j->e.at_ms = saga__now(e);
     b->njournal++;
+    return SAGA_OK;
+}
+
+/* Room for one transition: the most journal entries one writes (a step
+ * outcome, COMPENSATING, a compensation outcome, the end) and effects. */
+#define RESERVE_JOURNAL 8
+#define RESERVE_EFFECTS 4
+
+static int reserve(void **arr, size_t n, size_t *cap, size_t elem,
+                   size_t room)
+{
+    while (n + room > *cap)
+        if (grow_array(arr, cap, elem) != SAGA_OK)
+            return SAGA_ENOMEM;
+    return SAGA_OK;
+}
+
+int saga__reserve(saga_engine *e)
+{
+    saga__batch *b = &e->batch;
+    if (reserve((void **)&b->journal, b->njournal, &b->cjournal,
+                sizeof *b->journal, RESERVE_JOURNAL) != SAGA_OK ||
+        reserve((void **)&b->effects, b->neffects, &b->ceffects,
+                sizeof *b->effects, RESERVE_EFFECTS) != SAGA_OK ||
+        reserve((void **)&b->idem, b->nidem, &b->cidem, sizeof *b->idem,
+                1) != SAGA_OK ||
+        /* Saga data replaced under a running action goes there. */
+        (e->invoking && reserve((void **)&e->graveyard, e->ngrave,
+                                &e->cgrave, sizeof *e->graveyard,
+                                1) != SAGA_OK))
+        return SAGA_ENOMEM;
     return SAGA_OK;
 }
 
@@ -137,6 +167,16 @@ void saga__stage_outbox_done(saga_engine *e, const char *msg_id)
         return;
     }
     b->done_ids[b->ndone++] = id;
+    schedule_flush(e);
+}
+
+void saga__pin(saga_engine *e, int64_t updated_ms)
+{
+    if (updated_ms <= 0)
+        updated_ms = 1;
+    if (e->batch.pin_ms == 0 || updated_ms < e->batch.pin_ms)
+        e->batch.pin_ms = updated_ms;
+    /* The pin lasts until this batch is released, at the end of the turn. */
     schedule_flush(e);
 }
 
@@ -300,7 +340,7 @@ static int batch_writes(const saga__batch *b)
 
 int saga__batch_pending(const saga__batch *b)
 {
-    return batch_writes(b) || b->neffects;
+    return batch_writes(b) || b->neffects || b->pin_ms != 0;
 }
 #define batch_pending saga__batch_pending
 
@@ -317,23 +357,26 @@ static int is_end_state(saga_state s)
  * leave memory and the others get their timers. */
 static void release(saga_engine *e, saga__batch *b)
 {
-    size_t n = b->ninst, k = 0;
-    saga__inst *stackbuf[64];
-    saga__inst **committed = n <= 64 ? stackbuf : saga_malloc(n * sizeof *committed);
+    /* The committed sagas, linked through release_next: the effects may
+     * stage them again, which reuses batch_next. No allocation here, so
+     * no saga can lose its timer to an out-of-memory. */
+    saga__inst *committed = b->head;
     for (saga__inst *in = b->head, *nx; in; in = nx) {
         nx = in->batch_next;
         in->in_batch = 0;
         in->put_flags = 0;
         in->batch_next = NULL;
-        if (committed != NULL)
-            committed[k++] = in;
+        in->release_next = nx;
     }
     e->invoking = 1;
     for (size_t i = 0; i < b->neffects; i++) {
         saga__effect *f = &b->effects[i];
         switch (f->kind) {
         case EFF_INVOKE:
-            saga__invoke(e, f->inst, f);
+            /* A closing engine runs no more actions: they are in flight
+             * in the store and run again after a restart. */
+            if (!e->closing)
+                saga__invoke(e, f->inst, f);
             break;
         case EFF_STARTED:
             f->start_cb(e, SAGA_OK, f->id, f->existed, f->arg);
@@ -365,15 +408,9 @@ static void release(saga_engine *e, saga__batch *b)
     for (size_t i = 0; i < e->ngrave; i++)
         saga_free(e->graveyard[i]);
     e->ngrave = 0;
-    if (committed == NULL) {
-        /* Out of memory for the list: timers are re-armed by the next
-         * housekeeping pass, ended sagas are dropped by it too. */
-        saga__log(e, SAGA_LOG_ERROR, NULL, -1,
-                  "out of memory after commit; timers deferred");
-        return;
-    }
-    for (size_t i = 0; i < k; i++) {
-        saga__inst *in = committed[i];
+    for (saga__inst *in = committed, *nx; in; in = nx) {
+        nx = in->release_next;
+        in->release_next = NULL;
         if (in->in_batch)
             continue; /* staged again: handled after its next commit */
         if (is_end_state(in->state))
@@ -381,8 +418,6 @@ static void release(saga_engine *e, saga__batch *b)
         else
             saga__arm(e, in);
     }
-    if (committed != stackbuf)
-        saga_free(committed);
 }
 
 /* Commit the open batch and release its effects. */
@@ -423,7 +458,9 @@ static int flush_once(saga_engine *e)
             saga__outmsg_free(m);
     }
     b.out_tail = &b.out_head;
+    e->releasing_pin_ms = b.pin_ms;
     release(e, &b);
+    e->releasing_pin_ms = 0;
     if (e->relay != NULL)
         saga__relay_kick(e->relay);
     batch_reset(&b);
@@ -485,6 +522,10 @@ int saga_engine_flush(saga_engine *e)
                          "saga_engine_flush() inside a callback of the engine: "
                          "what it staged is committed when it returns");
     flush_rounds(e);
-    return batch_pending(&e->batch) ? SAGA_ESTORE : SAGA_OK;
+    int rc = batch_pending(&e->batch) ? SAGA_ESTORE : SAGA_OK;
+    if (e->free_deferred && e->owns_loop && !e->running)
+        /* A callback it released closed or freed the engine: finish. */
+        saga_engine_free(e);
+    return rc;
 }
 

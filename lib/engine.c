@@ -203,6 +203,16 @@ int saga__inst_add(saga_engine *e, saga__inst *in)
 {
     if (e->ninst + 1 > e->nbuckets && index_grow(e) != SAGA_OK)
         return SAGA_ENOMEM;
+    /* Every saga in memory has its timer slot from the start, so that
+     * arming a timer never allocates (and never fails). */
+    if (e->ninst + 1 > e->cheap) {
+        size_t nc = e->cheap ? e->cheap * 2 : 256;
+        saga__inst **nh = saga_realloc(e->heap, nc * sizeof *nh);
+        if (nh == NULL)
+            return SAGA_ENOMEM;
+        e->heap = nh;
+        e->cheap = nc;
+    }
     size_t b = hash_str(in->id) & (e->nbuckets - 1);
     in->id_next = e->by_id[b];
     e->by_id[b] = in;
@@ -322,17 +332,10 @@ void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key)
 {
     saga__heap_remove(e, in);
     if (e->nheap == e->cheap) {
-        size_t nc = e->cheap ? e->cheap * 2 : 256;
-        saga__inst **nh = saga_realloc(e->heap, nc * sizeof *nh);
-        if (nh == NULL) {
-            /* Without a heap slot the saga would never time out; keep
-             * going and let the next housekeeping pass re-arm it. */
-            saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
-                      "out of memory arming a timer");
-            return;
-        }
-        e->heap = nh;
-        e->cheap = nc;
+        /* Cannot happen: saga__inst_add() reserves a slot per saga. */
+        saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
+                  "no timer slot (a bug): the saga has no timer");
+        return;
     }
     in->heap_key = key;
     in->heap_idx = e->nheap;
@@ -373,7 +376,15 @@ int saga_engine_housekeep(saga_engine *e)
     if (e == NULL)
         return SAGA_EINVAL;
     saga_store *s = e->store;
-    int64_t before = saga__now(e) - (int64_t)e->opts.retention_ms;
+    int64_t now = saga__now(e);
+    int64_t before = now - (int64_t)e->opts.retention_ms;
+    /* An ended saga whose id saga_start() has just returned (existed=1) is
+     * spared until that start is released: the caller holds its id. */
+    if (e->batch.pin_ms > 0 && e->batch.pin_ms < before)
+        before = e->batch.pin_ms;
+    if (e->releasing_pin_ms > 0 && e->releasing_pin_ms < before)
+        before = e->releasing_pin_ms;
+    e->hk_next_ms = now + (int64_t)e->opts.housekeeping_interval_ms;
     uint64_t n = 0;
     int rc = s->begin(s);
     if (rc == SAGA_OK) {
@@ -396,6 +407,19 @@ int saga_engine_housekeep(saga_engine *e)
 }
 
 static void hk_cb(uv_timer_t *t) { saga_engine_housekeep(t->data); }
+
+static int in_callback(const saga_engine *e);
+
+/* A program that polls with SAGA_RUN_NOWAIT while no saga is active runs a
+ * loop that is not alive: uv_run() returns before running any timer, so the
+ * housekeeping timer alone would never fire. */
+static void hk_if_due(saga_engine *e)
+{
+    if (e->started && !e->closing && !in_callback(e) &&
+        saga__now(e) >= e->hk_next_ms)
+        saga_engine_housekeep(e);
+}
+
 
 /* ------------------------------------------------------------------------ */
 /* Life-cycle                                                               */
@@ -510,6 +534,7 @@ int saga_engine_start(saga_engine *e)
     if (rc != SAGA_OK)
         return rc;
     e->started = 1;
+    e->hk_next_ms = saga__now(e) + (int64_t)e->opts.housekeeping_interval_ms;
     uv_timer_start(&e->hk_timer, hk_cb, e->opts.housekeeping_interval_ms,
                    e->opts.housekeeping_interval_ms);
     return SAGA_OK;
@@ -520,11 +545,38 @@ _Static_assert(SAGA_RUN_DEFAULT == (int)UV_RUN_DEFAULT &&
                    SAGA_RUN_NOWAIT == (int)UV_RUN_NOWAIT,
                "saga_run_mode mirrors uv_run_mode");
 
+static void own_loop_finish(saga_engine *e);
+
+/* Whether user code of this engine is on the stack: an action or callback
+ * released by a commit, or saga_engine_run() of the engine's own loop. The
+ * engine cannot be freed under it. */
+static int in_callback(const saga_engine *e)
+{
+    return e->flushing || e->running;
+}
+
 int saga_engine_run(saga_engine *e, saga_run_mode mode)
 {
     if (e == NULL || (int)mode < 0 || mode > SAGA_RUN_NOWAIT)
         return SAGA_EINVAL;
-    return uv_run(e->loop, (uv_run_mode)mode);
+    hk_if_due(e);
+    if (!e->owns_loop)
+        /* A close may free the engine inside uv_run(): do not touch it
+         * after. */
+        return uv_run(e->loop, (uv_run_mode)mode);
+    if (e->closing && !in_callback(e)) {
+        own_loop_finish(e);
+        return 0;
+    }
+    e->running++;
+    int r = uv_run(e->loop, (uv_run_mode)mode);
+    e->running--;
+    if (e->closing && !in_callback(e)) {
+        /* Closed from a callback during this run: finish it now. */
+        own_loop_finish(e);
+        return 0;
+    }
+    return r;
 }
 
 int saga_engine_stats(saga_engine *e, saga_stats *out)
@@ -559,9 +611,25 @@ static void engine_destroy(saga_engine *e)
         saga_free(d);
     }
     saga_store_free(e->store);
+    if (e->destroyed != NULL)
+        *e->destroyed = 1;
     saga_free(e);
     if (cb)
         cb(arg);
+}
+
+/* Finish closing an engine on its own loop, outside that loop: run it until
+ * the engine's and the transport's handles are closed, close it, free. */
+static void own_loop_finish(saga_engine *e)
+{
+    while (e->nclosing != -1)
+        uv_run(e->loop, UV_RUN_ONCE);
+    uv_run(e->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(e->loop) != 0)
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1,
+                  "the engine's loop still has handles open at close: "
+                  "they are leaked");
+    engine_destroy(e);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -570,7 +638,8 @@ static void on_handle_closed(uv_handle_t *h)
     if (--e->nclosing > 0)
         return;
     if (e->owns_loop) {
-        /* Freed by saga_engine_free() after the own loop is closed. */
+        /* The loop is inside the engine: freed after uv_run() returns, by
+         * saga_engine_run(), saga_engine_free() or saga_engine_flush(). */
         e->nclosing = -1;
         return;
     }
@@ -584,7 +653,10 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
     /* Make what was staged durable first; a store that still fails loses
      * only transitions whose effects were never released, and recovery
      * replays from the last commit. */
-    if (saga__batch_pending(&e->batch) && saga_engine_flush(e) != SAGA_OK)
+    /* From a callback of a commit, the commit in progress goes on and
+     * writes the rest. */
+    if (!e->flushing && saga__batch_pending(&e->batch) &&
+        saga_engine_flush(e) != SAGA_OK)
         saga__log(e, SAGA_LOG_WARN, NULL, -1,
                   "closing with uncommitted transitions: %s", e->errmsg);
     e->closing = 1;
@@ -603,25 +675,37 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
         uv_close(hs[i], on_handle_closed);
 }
 
-static void free_done(void *arg) { *(int *)arg = 1; }
-
 void saga_engine_free(saga_engine *e)
 {
-    if (e == NULL || e->closing)
+    if (e == NULL)
         return;
-    if (e->owns_loop) {
+    if (!e->closing)
         saga_engine_close(e, NULL, NULL);
-        while (e->nclosing != -1)
-            uv_run(e->loop, UV_RUN_ONCE);
-        /* Let the transport's handles close on the same loop. */
-        uv_run(e->loop, UV_RUN_DEFAULT);
-        uv_loop_close(e->loop);
-        engine_destroy(e);
+    if (in_callback(e)) {
+        /* Called from an action or callback: freeing now would pull the
+         * engine from under the code that called it. Deferred: the engine
+         * is closing, and is freed once control is back in the loop (own
+         * loop: when saga_engine_run() returns). */
+        saga__log(e, SAGA_LOG_INFO, NULL, -1,
+                  "saga_engine_free() inside a callback: deferred");
+        e->free_deferred = 1;
+        return;
+    }
+    if (e->owns_loop) {
+        own_loop_finish(e);
         return;
     }
     uv_loop_t *loop = e->loop;
     int done = 0;
-    saga_engine_close(e, free_done, &done);
+    /* engine_destroy() sets it, then frees the engine (and the pointer). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
+    e->destroyed = &done;
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic pop
+#endif
     while (!done)
         uv_run(loop, UV_RUN_ONCE);
 }

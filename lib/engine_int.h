@@ -34,6 +34,7 @@ typedef struct saga__inst {
     unsigned int put_flags; /* SAGA_PUT_* pending, 0 = clean */
     int in_batch;
     struct saga__inst *batch_next;
+    struct saga__inst *release_next; /* the batch being released */
 
     /* timer heap (index, or SIZE_MAX when not armed) */
     size_t heap_idx;
@@ -102,6 +103,10 @@ typedef struct saga__batch {
     saga__outmsg *out_head, **out_tail; /* outbox rows to write */
     char **done_ids;                    /* outbox rows to delete */
     size_t ndone, cdone;
+    /* The oldest updated_ms of an ended saga that saga_start() returned
+     * (existed=1) for this batch; purges spare it until the batch is
+     * released. 0: none. */
+    int64_t pin_ms;
 } saga__batch;
 
 typedef struct saga__defent {
@@ -143,12 +148,17 @@ struct saga_engine {
 
     uv_timer_t timer;      /* the heap's earliest */
     uv_timer_t hk_timer;   /* housekeeping */
+    int64_t hk_next_ms;    /* when the next pass is due (engine clock) */
+    int64_t releasing_pin_ms; /* pin_ms of the batch being released */
     uv_timer_t retry_timer;/* a failed commit */
     uv_idle_t idle;        /* keeps poll from blocking while a batch is open */
     uv_check_t check;      /* commits the batch at the end of a loop turn */
     int nclosing;
     saga_close_cb close_cb;
     void *close_arg;
+    int running;     /* inside saga_engine_run() (own loop) */
+    int *destroyed;  /* set by engine_destroy() (saga_engine_free waits) */
+    int free_deferred; /* saga_engine_free() was called in a callback */
 
     /* data buffers replaced while an action still holds them */
     void **graveyard;
@@ -183,8 +193,15 @@ void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags);
 int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
                   const char *error);
 int saga__push_effect(saga_engine *e, const saga__effect *eff);
+/* Make room in the open batch for one transition (its journal entries and
+ * effects), so that staging it cannot fail half-way: call before changing
+ * a saga. @return SAGA_OK or SAGA_ENOMEM (nothing changed). */
+int saga__reserve(saga_engine *e);
 int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id);
 void saga__graveyard(saga_engine *e, void *p);
+/* Keep ended sagas updated at or after @p updated_ms from being purged
+ * until the open batch is released. */
+void saga__pin(saga_engine *e, int64_t updated_ms);
 void saga__record_from_inst(const saga__inst *in, saga_record *r);
 
 /* Queue an outbox message in the open batch (it takes @p m). */

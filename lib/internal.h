@@ -9,6 +9,23 @@
 
 #include "saga/saga.h"
 
+/* Known bugs, compiled only into the simulator's test build of the library
+ * (tests/sim, CMake option SAGA_SIM_BUGS) and selected at run time there;
+ * the shipped library never contains them. SAGA__BUG(n) is 0 otherwise. */
+#ifdef SAGA_SIM_BUGS
+extern int saga__sim_bug;
+#define SAGA__BUG(n) (saga__sim_bug == (n))
+#else
+#define SAGA__BUG(n) 0
+#endif
+#define SAGA__BUG_INBOX 1       /* the inbox claim is skipped */
+#define SAGA__BUG_COMP_NEVER 2  /* a step that never ran is compensated */
+#define SAGA__BUG_EARLY_REPLY 3 /* a reply is released before its commit */
+#define SAGA__BUG_NO_HANGING 4  /* the barrier's hanging-action check */
+/* Bugs saga-sim found and that are fixed: put back, to show it still would */
+#define SAGA__BUG_FAIL_NOT_FINAL 5 /* no 'F' barrier after an action FAIL */
+#define SAGA__BUG_RETRY_SAME_ID 6  /* an operator retry reuses command ids */
+
 /* One step of a definition, with every default filled in. */
 typedef struct saga__step {
     char *name;

@@ -10,9 +10,11 @@
  * back as a whole and run again later, handlers included.
  *
  * The barrier lives in the store's key-value space, one key per
- * (saga, step): 'A' + the first OK output (the action applied), 'C' (it was
+ * (saga, step): 'A' + the first OK output (the action applied), 'F' (the
+ * action answered FAIL: final, later attempts are refused), 'C' (it was
  * compensated) or 'N' (a null compensation: undo arrived first).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +24,9 @@
 #define DEFAULT_MAX_PAYLOAD (1024u * 1024u)
 #define DEFAULT_RETRY_MS 100u
 #define MAX_RETRY_MS 5000u
+#define DEFAULT_HANDLER_TRIES 5u
+#define DEFAULT_RETENTION_MS (24ull * 3600 * 1000)
+#define DEFAULT_HK_MS 60000u
 /* Outbox rows of published messages are deleted with the next batch; when
  * no batch comes (an idle service), after this delay, or at once when this
  * many wait. Left undeleted they would all be published again after a
@@ -236,15 +241,84 @@ static void retry_cb(uv_timer_t *t) { schedule(t->data); }
 static void done_timer_cb(uv_timer_t *t) { schedule(t->data); }
 static void idle_cb(uv_idle_t *h) { (void)h; }
 
+/* Free the messages queued at and after *@p from (a list tail mark). */
+static void drop_from(saga__outmsg **from, saga__outmsg ***tail)
+{
+    free_list(from, tail);
+}
+
+/* A handler failed in @p it: its writes are undone (by the caller), and
+ * so is what it queued and counted. */
+static void undo_item(saga_participant *p, item *it, saga__outmsg **txn_mark,
+                      saga__outmsg **ev_mark, saga__outmsg *rs_mark,
+                      const saga_participant_stats *st)
+{
+    drop_from(txn_mark, &p->txn_tail);
+    drop_from(ev_mark, &p->txn_ev_tail);
+    while (p->resend != rs_mark) {
+        saga__outmsg *m = p->resend;
+        p->resend = m->next;
+        saga__outmsg_free(m);
+    }
+    p->stats = *st;
+    p->stats.handler_failures++;
+    if (it->dfr != NULL)
+        saga__pdefer_void(p, it->dfr);
+}
+
+/* Process the received messages. With savepoints, one whose handler fails
+ * is undone alone and the others go on; without, the failure is returned
+ * and the caller runs the batch again without it. */
+static int run_items(saga_participant *p, int sp)
+{
+    saga_store *s = p->store;
+    int rc = SAGA_OK;
+    for (item *it = p->head; it && rc == SAGA_OK; it = it->next) {
+        saga__outmsg **txn_mark = p->txn_tail, **ev_mark = p->txn_ev_tail;
+        saga__outmsg *rs_mark = p->resend;
+        saga_participant_stats st = p->stats;
+        if (sp && (rc = s->savepoint(s)) != SAGA_OK)
+            break;
+        it->hfail = 0;
+        it->dfr = NULL;
+        rc = it->ev ? saga__pevent(p, it) : saga__pcommand(p, it);
+        if (!it->hfail) {
+            if (sp && rc == SAGA_OK)
+                rc = s->savepoint_release(s);
+            continue;
+        }
+        undo_item(p, it, txn_mark, ev_mark, rs_mark, &st);
+        if (!sp)
+            return rc;
+        rc = s->savepoint_rollback(s);
+    }
+    return rc;
+}
+
+/* SAGA_OK, a store failure, or HANDLER_FAILED: a handler failed and the
+ * store has no savepoints, so the batch was rolled back to be run again
+ * without it. */
+#define HANDLER_FAILED (-1000)
+
 static int run_batch(saga_participant *p)
 {
     saga_store *s = p->store;
+    p->snap = p->stats;
+    int sp = s->version >= 2 && s->savepoint && s->savepoint_rollback &&
+             s->savepoint_release;
     int rc = s->begin(s);
     if (rc != SAGA_OK)
         return rc;
     rc = saga__pdefer_record(p);
-    for (item *it = p->head; it && rc == SAGA_OK; it = it->next)
-        rc = it->ev ? saga__pevent(p, it) : saga__pcommand(p, it);
+    if (rc == SAGA_OK)
+        rc = run_items(p, sp);
+    int hfailed = 0;
+    for (item *it = p->head; it; it = it->next)
+        hfailed |= it->hfail;
+    if (rc != SAGA_OK && hfailed && !sp) {
+        s->rollback(s);
+        return HANDLER_FAILED;
+    }
     for (saga__outmsg *m = p->ext; m && rc == SAGA_OK; m = m->next) {
         saga_message msg = {m->id,  m->topic, m->key,
                             m->buf, m->len,   m->created_ms};
@@ -258,10 +332,102 @@ static int run_batch(saga_participant *p)
     size_t ndone = p->ndone;
     for (size_t i = 0; i < ndone && rc == SAGA_OK; i++)
         rc = s->outbox_done(s, p->done[i]);
+    if (rc == SAGA_OK && SAGA__BUG(SAGA__BUG_EARLY_REPLY)) {
+        for (saga__outmsg *m = p->txn; m; m = m->next) {
+            saga__outmsg *c = saga__outmsg_new(m->id, m->topic, m->key,
+                                               m->buf, m->len, m->created_ms);
+            if (c != NULL)
+                saga__relay_push(p->relay, c);
+        }
+        saga__relay_kick(p->relay);
+    }
     if (rc == SAGA_OK)
         return s->commit(s);
     s->rollback(s);
     return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Failed handlers: parked, tried again alone, then answered FAIL           */
+
+static void park_cb(uv_timer_t *t);
+
+static void arm_park(saga_participant *p)
+{
+    if (p->closing || p->parked == NULL)
+        return;
+    uint64_t now = uv_now(p->loop), first = UINT64_MAX;
+    for (item *it = p->parked; it; it = it->next)
+        if (it->due < first)
+            first = it->due;
+    uv_timer_start(&p->park_timer, park_cb, first > now ? first - now : 0, 0);
+}
+
+static void park_cb(uv_timer_t *t)
+{
+    saga_participant *p = t->data;
+    uint64_t now = uv_now(p->loop);
+    item **pp = &p->parked;
+    while (*pp != NULL) {
+        item *it = *pp;
+        if (it->due <= now) {
+            *pp = it->next;
+            it->next = NULL;
+            *p->tail = it;
+            p->tail = &it->next;
+        } else {
+            pp = &it->next;
+        }
+    }
+    arm_park(p);
+    schedule(p);
+}
+
+/* Take the items whose handler failed out of the batch and park them. */
+static void park_failed(saga_participant *p)
+{
+    item **pp = &p->head;
+    p->tail = &p->head;
+    uint32_t max = p->opts.handler_max_tries;
+    while (*pp != NULL) {
+        item *it = *pp;
+        if (!it->hfail) {
+            p->tail = &it->next;
+            pp = &it->next;
+            continue;
+        }
+        *pp = it->next;
+        it->hfail = 0;
+        it->tries++;
+        uint64_t delay = p->opts.store_retry_ms;
+        for (unsigned i = 1; i < it->tries && delay < MAX_RETRY_MS; i++)
+            delay *= 2;
+        if (delay > MAX_RETRY_MS)
+            delay = MAX_RETRY_MS;
+        if (!it->ev && it->tries >= max) {
+            it->give_up = 1; /* answered FAIL in the next batch */
+            delay = 0;
+        }
+        if (it->ev)
+            saga__plog(p, SAGA_LOG_ERROR, it->env.saga_id, -1,
+                       "handler for event '%s' on '%s' failed: %s (try %u); "
+                       "again in %llu ms",
+                       it->env.name, it->ev->topic,
+                       saga_err_name(it->herr_rc), it->tries,
+                       (unsigned long long)delay);
+        else
+            saga__plog(p, SAGA_LOG_ERROR, it->env.saga_id,
+                       (int)it->env.step,
+                       "handler for command '%s' failed: %s%s%s (try %u of "
+                       "%u)%s",
+                       it->env.name, saga_err_name(it->herr_rc),
+                       it->herr[0] ? ": " : "", it->herr, it->tries, max,
+                       it->give_up ? "; answering FAIL" : "");
+        it->due = uv_now(p->loop) + delay;
+        it->next = p->parked;
+        p->parked = it;
+    }
+    arm_park(p);
 }
 
 static void check_cb(uv_check_t *h)
@@ -274,10 +440,28 @@ static void check_cb(uv_check_t *h)
         return;
     }
     int rc = run_batch(p);
+    if (rc == HANDLER_FAILED) {
+        /* Without savepoints: run the batch again at once without it. */
+        p->stats = p->snap;
+        for (item *it = p->head; it; it = it->next)
+            if (it->hfail)
+                p->stats.handler_failures++;
+        saga__pdefer_rolled_back(p);
+        free_list(&p->txn, &p->txn_tail);
+        free_list(&p->txn_ev, &p->txn_ev_tail);
+        saga__outmsg **rt = &p->resend;
+        free_list(&p->resend, &rt);
+        park_failed(p);
+        p->rerun = 1;
+        return; /* the check handle stays active: next turn */
+    }
     if (rc != SAGA_OK) {
         /* Nothing of it remains: handlers run again on the retry. */
+        p->stats = p->snap;
         p->stats.commit_failures++;
         saga__pdefer_rolled_back(p);
+        for (item *it = p->head; it; it = it->next)
+            it->hfail = 0;
         saga__plog(p, SAGA_LOG_ERROR, NULL, -1,
                    "commit of %s failed (%s): %s; retrying in %u ms",
                    p->head ? "received messages" : "the outbox",
@@ -297,6 +481,7 @@ static void check_cb(uv_check_t *h)
     p->stats.commits++;
     p->backoff_ms = p->opts.store_retry_ms;
     saga__pdefer_committed(p);
+    park_failed(p);
     for (size_t i = 0; i < p->ndone; i++)
         saga_free(p->done[i]);
     p->ndone = 0;
@@ -331,6 +516,16 @@ static void schedule(saga_participant *p)
     uv_check_start(&p->check, check_cb);
 }
 
+/* Whether the transport can ever deliver to @p topic (version-2 route();
+ * without it every topic is taken as routable). */
+static int routable(saga_participant *p, const char *topic)
+{
+    saga_transport *t = p->transport;
+    if (t->version < 2 || t->route == NULL)
+        return 1;
+    return t->route(t, topic) != SAGA_ENOROUTE;
+}
+
 static void on_message(saga_transport *t, saga_delivery *d, const char *topic,
                        const char *key, const void *buf, size_t len, void *arg,
                        handler *ev)
@@ -361,6 +556,17 @@ static void on_message(saga_transport *t, saga_delivery *d, const char *topic,
         t->ack(t, d); /* nothing to do with it, ever */
         return;
     }
+    if (!ev && it->env.reply_to[0] && !routable(p, it->env.reply_to)) {
+        /* Its reply could never leave: refuse it now, before it has any
+         * effect, instead of letting the reply wait in the outbox. */
+        p->stats.unroutable++;
+        saga__plog(p, SAGA_LOG_WARN, it->env.saga_id, (int)it->env.step,
+                   "refused command %s: no route to its reply_to '%s'",
+                   it->env.msg_id, it->env.reply_to);
+        saga_free(it);
+        t->ack(t, d);
+        return;
+    }
     it->d = d;
     it->raw = buf;
     it->raw_len = len;
@@ -382,6 +588,8 @@ static void on_event(saga_transport *t, saga_delivery *d, const char *topic,
     handler *h = arg;
     on_message(t, d, topic, key, buf, len, h->ev_owner, h);
 }
+
+static void hk_timer_cb(uv_timer_t *t) { saga_participant_housekeep(t->data); }
 
 /* ------------------------------------------------------------------------ */
 /* Life-cycle                                                               */
@@ -408,7 +616,11 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     if (p == NULL)
         return SAGA_ENOMEM;
     memset(p, 0, sizeof *p);
-    p->opts = *opts;
+    /* A version-1 caller's struct ends before the version-2 fields. */
+    memcpy(&p->opts, opts,
+           opts->version >= 2
+               ? sizeof *opts
+               : offsetof(saga_participant_options, handler_max_tries));
     p->opts.service = saga__strdup(opts->service);
     if (p->opts.service == NULL) {
         saga_free(p);
@@ -420,6 +632,12 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         p->opts.max_payload = DEFAULT_MAX_PAYLOAD;
     if (p->opts.store_retry_ms == 0)
         p->opts.store_retry_ms = DEFAULT_RETRY_MS;
+    if (p->opts.handler_max_tries == 0)
+        p->opts.handler_max_tries = DEFAULT_HANDLER_TRIES;
+    if (p->opts.retention_ms == 0)
+        p->opts.retention_ms = DEFAULT_RETENTION_MS;
+    if (p->opts.housekeeping_interval_ms == 0)
+        p->opts.housekeeping_interval_ms = DEFAULT_HK_MS;
     p->backoff_ms = p->opts.store_retry_ms;
     p->loop = loop;
     p->store = store;
@@ -440,9 +658,14 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     uv_check_init(loop, &p->check);
     uv_timer_init(loop, &p->retry);
     uv_timer_init(loop, &p->done_timer);
+    uv_timer_init(loop, &p->park_timer);
+    uv_timer_init(loop, &p->hk_timer);
+    /* Housekeeping never needs to keep the loop alive. */
+    uv_unref((uv_handle_t *)&p->hk_timer);
     /* Deleting outbox rows never needs to keep the loop alive. */
     uv_unref((uv_handle_t *)&p->done_timer);
     p->idle.data = p->check.data = p->retry.data = p->done_timer.data = p;
+    p->park_timer.data = p->hk_timer.data = p;
     *out = p;
     return SAGA_OK;
 }
@@ -524,6 +747,8 @@ int saga_participant_start(saga_participant *p)
     if (rc != SAGA_OK)
         return perr(p, rc == SAGA_ENOMEM ? rc : SAGA_ESTORE,
                     "pending commands: %s", p->store->errmsg(p->store));
+    uv_timer_start(&p->hk_timer, hk_timer_cb, p->opts.housekeeping_interval_ms,
+                   p->opts.housekeeping_interval_ms);
     p->started = 1;
     return SAGA_OK;
 }
@@ -571,8 +796,14 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
         return;
     /* Commit what is pending if the store lets us; otherwise the
      * deliveries stay unacked and come again. */
-    if (p->head != NULL || p->ext != NULL || p->ndone || p->answers)
+    for (int i = 0; i < 64; i++) {
+        if (p->head == NULL && p->ext == NULL && !p->ndone && !p->answers)
+            break;
+        p->rerun = 0;
         check_cb(&p->check);
+        if (!p->rerun) /* committed, or the store failed */
+            break;
+    }
     p->closing = 1;
     p->close_cb = cb;
     p->close_arg = arg;
@@ -581,8 +812,12 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
     free_items(p->head);
     p->head = NULL;
     p->tail = &p->head;
+    free_items(p->parked);
+    p->parked = NULL;
     saga_transport_free(p->transport);
-    p->nclosing = 4;
+    p->nclosing = 6;
+    uv_close((uv_handle_t *)&p->park_timer, handle_closed);
+    uv_close((uv_handle_t *)&p->hk_timer, handle_closed);
     uv_close((uv_handle_t *)&p->idle, handle_closed);
     uv_close((uv_handle_t *)&p->check, handle_closed);
     uv_close((uv_handle_t *)&p->retry, handle_closed);

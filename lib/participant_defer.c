@@ -225,31 +225,15 @@ typedef struct vbuf {
     int found, oom;
 } vbuf;
 
-static void vbuf_cb(const void *buf, size_t len, void *arg)
-{
-    vbuf *b = arg;
-    b->found = 1;
-    b->p = saga_malloc(len ? len : 1);
-    if (b->p == NULL) {
-        b->oom = 1;
-        return;
-    }
-    if (len)
-        memcpy(b->p, buf, len);
-    b->n = len;
-}
-
 static int record_one(saga_participant *p, saga_deferred *d)
 {
-    saga_store *s = p->store;
     char key[SAGA_NAME_MAX + 32];
     saga__pbarrier_key(key, sizeof key, d->env.saga_id, d->env.step);
     vbuf bar = {0};
-    int rc = s->kv_get(s, key, vbuf_cb, &bar);
-    if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
+    int rc = saga__pbar_get(p, key, &bar.p, &bar.n);
+    if (rc != SAGA_OK)
         return rc;
-    if (bar.oom)
-        return SAGA_ENOMEM;
+    bar.found = bar.p != NULL;
     const void *prev, *raw;
     size_t prev_len, raw_len;
     if (bar.found &&
@@ -261,15 +245,15 @@ static int record_one(saga_participant *p, saga_deferred *d)
                 v[0] = 'A';
                 if (d->out_len)
                     memcpy(v + 1, d->out, d->out_len);
-                rc = s->kv_put(s, key, v, d->out_len + 1);
+                rc = saga__pbar_put(p, key, v, d->out_len + 1);
                 saga_free(v);
             }
         } else if (d->outcome == SAGA_OUTCOME_OK) {
-            rc = s->kv_put(s, key, "C", 1);
-        } else if (prev_len > 0) {
-            rc = s->kv_put(s, key, prev, prev_len);
+            rc = saga__pbar_put(p, key, "C", 1);
+        } else if (d->outcome == SAGA_OUTCOME_FAIL && !d->env.comp) {
+            rc = saga__pbar_put(p, key, "F", 1); /* final (participant_msg.c) */
         } else {
-            rc = s->kv_del(s, key);
+            rc = saga__pbar_put(p, key, prev, prev_len);
         }
     }
     saga_free(bar.p);
@@ -377,6 +361,7 @@ static int redrive_cb(const char *key, const void *val, size_t len, void *arg)
     saga_participant *p = a->p;
     const void *prev, *raw;
     size_t prev_len, raw_len;
+    val = saga__pbar_value(val, len, &len);
     if (len == 0 || ((const char *)val)[0] != 'P')
         return 0;
     if (!saga__pbarrier_split(val, len, &prev, &prev_len, &raw, &raw_len)) {

@@ -33,6 +33,13 @@ typedef struct item {
     void *own;         /* a re-driven command's bytes, owned */
     handler *ev;       /* set for an event subscription */
     saga_deferred *dfr; /* the handle its handler deferred in this batch */
+    /* A handler that returned an error (participant.c isolates it). */
+    int hfail;     /* its handler failed in the running batch */
+    int give_up;   /* out of tries: answer FAIL without calling it */
+    int herr_rc;   /* what the handler returned */
+    unsigned tries; /* failed tries so far */
+    uint64_t due;  /* parked until (uv_now) */
+    char herr[256]; /* the error text it set with saga_reply_set() */
     struct item *next;
 } item;
 
@@ -87,10 +94,15 @@ struct saga_participant {
     saga_deferred *answers, **answers_tail; /* answered, to record */
     saga_deferred *answering;             /* recorded in the running batch */
     int in_handler, started, closing, nclosing;
+    int rerun; /* the batch is run again without a failed handler */
     uv_idle_t idle;
     uv_check_t check;
     uv_timer_t retry;
     uv_timer_t done_timer; /* commits outbox deletes when idle */
+    item *parked;          /* failed handlers waiting for their next try */
+    uv_timer_t park_timer;
+    uv_timer_t hk_timer; /* housekeeping */
+    saga_participant_stats snap; /* stats when the batch began */
     uint32_t backoff_ms;
     uint64_t rng;
     saga_participant_stats stats;
@@ -116,6 +128,16 @@ int saga__preply(saga_participant *p, const saga_envelope *env,
                  saga_outcome oc, const void *out, size_t out_len,
                  const char *error);
 void saga__pschedule(saga_participant *p);
+
+/* participant_keep.c: barrier rows carry the time of their last write. */
+/* Read the barrier of @p key (*val NULL, *len 0 if none; free *val). */
+int saga__pbar_get(saga_participant *p, const char *key, void **val,
+                   size_t *len);
+/* Write it, stamped with the clock; an empty value deletes it. */
+int saga__pbar_put(saga_participant *p, const char *key, const void *val,
+                   size_t len);
+/* The value inside a stored row (as kv_scan hands it). */
+const void *saga__pbar_value(const void *val, size_t len, size_t *inner_len);
 
 /* participant_defer.c */
 /* The barrier key of (saga, step). */

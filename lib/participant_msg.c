@@ -40,10 +40,24 @@ handler *saga__pfind_cmd(saga_participant *p, const char *name)
     return NULL;
 }
 
+static int reply_as(saga_participant *p, const saga_envelope *env,
+                    const char *suffix, saga_outcome oc, const void *out,
+                    size_t out_len, const char *error);
+
 /* Build, record and queue the reply to command @p env. */
 int saga__preply(saga_participant *p, const saga_envelope *env,
                  saga_outcome oc, const void *out, size_t out_len,
                  const char *error)
+{
+    return reply_as(p, env, "r", oc, out, out_len, error);
+}
+
+/* The reply's message id is the command's + "." + @p suffix: "r", or "rp"
+ * for a "pending" RETRY, which must not take the id (and outbox row) of
+ * the answer that comes later. */
+static int reply_as(saga_participant *p, const saga_envelope *env,
+                    const char *suffix, saga_outcome oc, const void *out,
+                    size_t out_len, const char *error)
 {
     saga_store *s = p->store;
     saga_envelope r;
@@ -54,7 +68,7 @@ int saga__preply(saga_participant *p, const saga_envelope *env,
     r.attempt = env->attempt;
     r.comp = env->comp;
     r.outcome = oc;
-    snprintf(r.msg_id, sizeof r.msg_id, "%.250s.r", env->msg_id);
+    snprintf(r.msg_id, sizeof r.msg_id, "%.250s.%s", env->msg_id, suffix);
     memcpy(r.saga_id, env->saga_id, sizeof r.saga_id);
     memcpy(r.name, env->name, sizeof r.name);
     memcpy(r.trace, env->trace, sizeof r.trace);
@@ -103,13 +117,37 @@ static int run_handler(saga_participant *p, handler *h, item *it,
     return rc;
 }
 
+/* Run the handler, or, once it has failed too often, answer FAIL with its
+ * last error instead. A failure is noted in the item for the batch. */
+static int call_handler(saga_participant *p, handler *h, item *it,
+                        saga_reply *rep)
+{
+    if (it->give_up) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "the handler failed %u times: %s%s%s",
+                 it->tries, saga_err_name(it->herr_rc),
+                 it->herr[0] ? ": " : "", it->herr);
+        p->stats.handler_gave_up++;
+        saga__plog(p, SAGA_LOG_ERROR, it->env.saga_id, (int)it->env.step,
+                   "command %s: %s; answered FAIL", it->env.msg_id, msg);
+        rep->p = NULL; /* no deferring here */
+        return saga_reply_set(rep, SAGA_OUTCOME_FAIL, NULL, 0, msg);
+    }
+    int rc = run_handler(p, h, it, rep);
+    if (rc != SAGA_OK) {
+        it->hfail = 1;
+        it->herr_rc = rc;
+        snprintf(it->herr, sizeof it->herr, "%s",
+                 rep->error ? rep->error : "");
+    }
+    return rc;
+}
+
 /* Write the barrier; an empty value deletes it. */
-static int put_barrier(saga_store *s, const char *key, const void *v,
+static int put_barrier(saga_participant *p, const char *key, const void *v,
                        size_t n)
 {
-    if (n == 0 && s->version >= 2 && s->kv_del != NULL)
-        return s->kv_del(s, key);
-    return s->kv_put(s, key, n ? v : "", n);
+    return saga__pbar_put(p, key, v, n);
 }
 
 /* The handler deferred its answer: the barrier becomes pending, holding
@@ -123,7 +161,7 @@ static int defer_barrier(saga_participant *p, item *it, const char *key,
                                     &n);
     if (rc != SAGA_OK)
         return rc;
-    rc = p->store->kv_put(p->store, key, v, n);
+    rc = saga__pbar_put(p, key, v, n);
     saga_free(v);
     if (rc == SAGA_OK)
         p->stats.deferred++;
@@ -131,11 +169,15 @@ static int defer_barrier(saga_participant *p, item *it, const char *key,
 }
 
 /* The barrier after an action answered @p oc (@p cur: what it was). */
-static int action_done(saga_store *s, const char *key, const saga_reply *rep,
+static int action_done(saga_participant *p, const char *key,
+                       const saga_reply *rep,
                        const void *cur, size_t cur_len, int redrive)
 {
+    if (rep->outcome == SAGA_OUTCOME_FAIL &&
+        !SAGA__BUG(SAGA__BUG_FAIL_NOT_FINAL))
+        return put_barrier(s, key, "F", 1); /* final: see the 'F' state */
     if (rep->outcome != SAGA_OUTCOME_OK)
-        return redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+        return redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
     /* Record the first result after the marker. */
     char *v = saga_malloc(rep->out_len + 1);
     if (v == NULL)
@@ -143,7 +185,7 @@ static int action_done(saga_store *s, const char *key, const saga_reply *rep,
     v[0] = 'A';
     if (rep->out_len)
         memcpy(v + 1, rep->out, rep->out_len);
-    int rc = s->kv_put(s, key, v, rep->out_len + 1);
+    int rc = saga__pbar_put(p, key, v, rep->out_len + 1);
     saga_free(v);
     return rc;
 }
@@ -156,7 +198,10 @@ int saga__pcommand(saga_participant *p, item *it)
     int rc;
     if (!redrive) {
         blob rec = {0};
-        rc = s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb, &rec);
+        rc = SAGA__BUG(SAGA__BUG_INBOX)
+                 ? SAGA_OK
+                 : s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb,
+                                  &rec);
         if (rc == SAGA_EDUP) {
             /* Seen before: answer again with the recorded reply (none
              * yet while it is pending: nothing to do). */
@@ -187,11 +232,10 @@ int saga__pcommand(saga_participant *p, item *it)
     char key[SAGA_NAME_MAX + 32];
     saga__pbarrier_key(key, sizeof key, env->saga_id, env->step);
     blob bar = {0};
-    rc = s->kv_get(s, key, blob_cb, &bar);
-    if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
+    rc = saga__pbar_get(p, key, &bar.p, &bar.n);
+    if (rc != SAGA_OK)
         return rc;
-    if (bar.oom)
-        return SAGA_ENOMEM;
+    bar.found = bar.p != NULL;
     /* What the barrier says; for a re-driven command, what it said before
      * the command became pending. */
     const void *cur = bar.p;
@@ -206,7 +250,7 @@ int saga__pcommand(saga_participant *p, item *it)
             saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
                        "%s %s: the step is pending; answered RETRY",
                        env->comp ? "compensation" : "action", env->msg_id);
-            rc = saga__preply(p, env, SAGA_OUTCOME_RETRY, NULL, 0,
+            rc = reply_as(p, env, "rp", SAGA_OUTCOME_RETRY, NULL, 0,
                               "pending: the participant has not answered "
                               "the step yet");
             saga_free(bar.p);
@@ -226,7 +270,7 @@ int saga__pcommand(saga_participant *p, item *it)
     if (h == NULL) {
         saga__plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
                    "no handler for command '%s'", env->name);
-        rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+        rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
         if (rc == SAGA_OK)
             rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
                               "unknown command");
@@ -237,13 +281,14 @@ int saga__pcommand(saga_participant *p, item *it)
     memset(&rep, 0, sizeof rep);
     rep.outcome = SAGA_OUTCOME_OK;
     if (!env->comp) {
-        if (state == 'C' || state == 'N') {
+        if ((state == 'C' || state == 'N') &&
+            !SAGA__BUG(SAGA__BUG_NO_HANGING)) {
             /* A hanging action: its compensation came first. */
             p->stats.hanging_refused++;
             saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
                        "refused a hanging action (already %s)",
                        state == 'N' ? "null-compensated" : "compensated");
-            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
             if (rc == SAGA_OK)
                 rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
                                   "refused: the step was already "
@@ -251,16 +296,26 @@ int saga__pcommand(saga_participant *p, item *it)
         } else if (state == 'A') {
             /* A retried action: the first result, not a second effect. */
             p->stats.retried_actions++;
-            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
             if (rc == SAGA_OK)
                 rc = saga__preply(p, env, SAGA_OUTCOME_OK,
                                   (const char *)cur + 1, cur_len - 1, NULL);
+        } else if (state == 'F' && !SAGA__BUG(SAGA__BUG_NO_HANGING)) {
+            /* The action answered FAIL before, and the orchestrator moved
+             * on: an older attempt still in the network (it timed out, so
+             * a pivot without compensation may have been given up on)
+             * must not apply now. */
+            p->stats.retried_actions++;
+            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            if (rc == SAGA_OK)
+                rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
+                                  "refused: the action failed before");
         } else {
-            rc = run_handler(p, h, it, &rep);
+            rc = call_handler(p, h, it, &rep);
             if (rc == SAGA_OK && rep.deferred != NULL)
                 rc = defer_barrier(p, it, key, cur, cur_len);
             else if (rc == SAGA_OK) {
-                rc = action_done(s, key, &rep, cur, cur_len, redrive);
+                rc = action_done(p, key, &rep, cur, cur_len, redrive);
                 if (rc == SAGA_OK)
                     rc = saga__preply(p, env, rep.outcome, rep.out,
                                       rep.out_len, rep.error);
@@ -268,27 +323,27 @@ int saga__pcommand(saga_participant *p, item *it)
         }
     } else {
         if (state == 'A') {
-            rc = run_handler(p, h, it, &rep);
+            rc = call_handler(p, h, it, &rep);
             if (rc == SAGA_OK && rep.deferred != NULL)
                 rc = defer_barrier(p, it, key, cur, cur_len);
             else if (rc == SAGA_OK) {
                 if (rep.outcome == SAGA_OUTCOME_OK)
-                    rc = s->kv_put(s, key, "C", 1);
+                    rc = saga__pbar_put(p, key, "C", 1);
                 else if (redrive)
-                    rc = put_barrier(s, key, cur, cur_len);
+                    rc = put_barrier(p, key, cur, cur_len);
                 if (rc == SAGA_OK)
                     rc = saga__preply(p, env, rep.outcome, NULL, 0,
                                       rep.error);
             }
         } else if (state == 'C' || state == 'N') {
-            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
             if (rc == SAGA_OK)
                 rc = saga__preply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
         } else {
             /* Undo of an action that never applied: record it, so that a
              * late action is refused, and do nothing else. */
             p->stats.null_compensations++;
-            rc = s->kv_put(s, key, "N", 1);
+            rc = saga__pbar_put(p, key, "N", 1);
             if (rc == SAGA_OK)
                 rc = saga__preply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
         }
@@ -306,7 +361,9 @@ int saga__pevent(saga_participant *p, item *it)
     char claim[SAGA_NAME_MAX * 3 + 8];
     snprintf(claim, sizeof claim, "%s@%s/%s", it->env.msg_id, it->ev->topic,
              it->ev->group);
-    int rc = s->inbox_claim(s, claim, saga__pnow(p), NULL, NULL);
+    int rc = SAGA__BUG(SAGA__BUG_INBOX)
+                 ? SAGA_OK
+                 : s->inbox_claim(s, claim, saga__pnow(p), NULL, NULL);
     if (rc == SAGA_EDUP) {
         p->stats.duplicates++;
         return SAGA_OK;
@@ -322,5 +379,10 @@ int saga__pevent(saga_participant *p, item *it)
     p->in_handler = 1;
     rc = it->ev->ev(p, &c, it->ev->arg);
     p->in_handler = 0;
+    if (rc != SAGA_OK) {
+        it->hfail = 1;
+        it->herr_rc = rc;
+        it->herr[0] = '\0';
+    }
     return rc;
 }

@@ -87,10 +87,15 @@ int saga__remote_command(saga_engine *e, saga__inst *in)
     env.step = (uint32_t)in->step;
     env.attempt = in->attempt;
     env.comp = comp;
-    /* Deterministic: one id per (saga, step, attempt, direction), so a
-     * re-sent command is recognised by the participant's inbox. */
-    snprintf(env.msg_id, sizeof env.msg_id, "%s.%d.%u.%c", in->id, in->step,
-             in->attempt, comp ? 'c' : 'a');
+    /* One id per attempt: (saga, step, attempt, direction) and the
+     * journal position, since an operator retry starts the attempts over
+     * at 1 and its command must not collide with the first attempt 1 (its
+     * outbox row may still be queued, and the participant's inbox would
+     * answer with the old reply). A re-sent command is the outbox row, id
+     * included, so the inbox still recognises it. */
+    snprintf(env.msg_id, sizeof env.msg_id, "%s.%d.%u.%c.%u", in->id,
+             in->step, in->attempt, comp ? 'c' : 'a',
+             SAGA__BUG(SAGA__BUG_RETRY_SAME_ID) ? 0u : in->jseq);
     snprintf(env.saga_id, sizeof env.saga_id, "%s", in->id);
     snprintf(env.name, sizeof env.name, "%s",
              comp ? s->opts.comp_command : s->opts.command);

@@ -132,7 +132,10 @@ static void compensate_from(saga_engine *e, saga__inst *in, int32_t from)
 static void start_compensation(saga_engine *e, saga__inst *in,
                                const char *reason)
 {
-    int32_t from = (in->flags & SAGA_REC_MAYBE) ? in->step : in->step - 1;
+    int32_t from = (in->flags & SAGA_REC_MAYBE) ||
+                           SAGA__BUG(SAGA__BUG_COMP_NEVER)
+                       ? in->step
+                       : in->step - 1;
     in->state = SAGA_STATE_COMPENSATING;
     in->flags |= SAGA_REC_BACKWARD;
     in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
@@ -312,6 +315,14 @@ void saga__fire(saga_engine *e, saga__inst *in, int64_t now)
 {
     if (in->in_batch || !IS_ACTIVE(in->state))
         return;
+    if (saga__reserve(e) != SAGA_OK) {
+        /* No room to stage what is due: try again shortly. */
+        saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
+                  "out of memory firing a timer; retrying in %u ms",
+                  e->opts.store_retry_ms);
+        saga__heap_set(e, in, now + (int64_t)e->opts.store_retry_ms);
+        return;
+    }
     if (in->state == SAGA_STATE_RUNNING && !(in->flags & SAGA_REC_PIVOTED) &&
         in->deadline_ms > 0 && now >= in->deadline_ms) {
         if (can_compensate(in)) {
@@ -405,6 +416,44 @@ static int started_effect(saga_engine *e, const char *id, int existed,
     return saga__push_effect(e, &f);
 }
 
+static int rec_updated_cb(const saga_record *r, void *arg)
+{
+    *(int64_t *)arg = r->updated_ms;
+    return 0;
+}
+
+/* Look @p key up in the store (the sagas it names have ended). A saga past
+ * its retention is purged first, so that the key starts a new saga instead
+ * of naming one about to disappear; one that is returned is pinned: no
+ * purge removes it until this start is released. */
+static int stored_key(saga_engine *e, const char *key, char found[SAGA_ID_SIZE])
+{
+    saga_store *s = e->store;
+    for (int pass = 0;; pass++) {
+        int rc = s->idem_get(s, key, found);
+        if (rc == SAGA_ENOTFOUND)
+            return rc;
+        if (rc != SAGA_OK)
+            return saga__err(e, SAGA_ESTORE, "idempotency lookup: %s",
+                             s->errmsg(s));
+        int64_t updated = 0;
+        rc = s->saga_get(s, found, rec_updated_cb, &updated);
+        if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
+            return saga__err(e, SAGA_ESTORE, "idempotency lookup: %s",
+                             s->errmsg(s));
+        int64_t cut = saga__now(e) - (int64_t)e->opts.retention_ms;
+        if (pass == 0 && rc == SAGA_OK && updated < cut) {
+            /* Expired, not purged yet: purge now (pinned sagas stay). */
+            rc = saga_engine_housekeep(e);
+            if (rc != SAGA_OK)
+                return rc;
+            continue;
+        }
+        saga__pin(e, rc == SAGA_OK && updated < cut ? updated : cut);
+        return SAGA_OK;
+    }
+}
+
 int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
                const void *data, size_t len, char id_out[SAGA_ID_SIZE],
                saga_start_cb cb, void *arg)
@@ -425,6 +474,8 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
     if (def == NULL)
         return saga__err(e, SAGA_ENOTFOUND, "no definition named '%.64s'",
                          def_name);
+    if (saga__reserve(e) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
     if (idem_key != NULL) {
         /* Active sagas are indexed in memory (their key may not be committed
          * yet); ended ones are found in the store until purged. */
@@ -434,10 +485,9 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
             memcpy(found, old->id, SAGA_ID_SIZE);
             rc = SAGA_OK;
         } else {
-            rc = e->store->idem_get(e->store, idem_key, found);
+            rc = stored_key(e, idem_key, found);
             if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
-                return saga__err(e, SAGA_ESTORE, "idempotency lookup: %s",
-                                 e->store->errmsg(e->store));
+                return rc;
         }
         if (rc == SAGA_OK) {
             memcpy(id_out, found, SAGA_ID_SIZE);
@@ -549,6 +599,8 @@ int saga__complete(saga_engine *e, saga__inst *in, saga_outcome outcome,
                    const void *out, size_t out_len, const char *error)
 {
     unsigned int put = 0;
+    if (saga__reserve(e) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
     if (outcome == SAGA_OUTCOME_OK && out != NULL && out_len > 0 &&
         !backward(in)) {
         if (!saga__data_is_map(out, out_len))
@@ -597,6 +649,8 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
                          saga_state_name(in->state),
                          in->state == SAGA_STATE_RUNNING ? " past its pivot"
                                                          : "");
+    if (saga__reserve(e) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
     /* A step in flight may have run, unless its action was never called
      * (its attempt is not committed yet). */
     if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
@@ -786,6 +840,8 @@ int saga_retry(saga_engine *e, const char *saga_id)
         return saga__err(e, SAGA_EBUSY, "saga %s is %s, not FAILED", saga_id,
                          saga_state_name(in->state));
     }
+    if (saga__reserve(e) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
     in->state = backward(in) ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING;
     in->attempt = 1;
     in->updated_ms = saga__now(e);

@@ -109,7 +109,7 @@ int ck_participant(ck_app *a, int svc, saga_participant **out, sqlite3 **db)
     snprintf(path, sizeof path, "%s/%s.db", a->dir, name);
     saga_store *s = NULL;
     saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
-    so.synchronous = 1; /* NORMAL: WAL keeps commits atomic; see docs */
+    so.synchronous = ck_synchronous();
     if (saga_store_sqlite_open(&s, path, &so) != SAGA_OK) {
         fprintf(stderr, "saga-checkout: cannot open %s\n", path);
         return -1;

@@ -80,6 +80,7 @@ typedef struct ck_app {
 
 /* --- util.c ---------------------------------------------------------- */
 int64_t ck_now_ms(void);
+int ck_synchronous(void); /* saga_sqlite_options.synchronous */
 void ck_iso8601(int64_t ms, char out[32]);
 json_t *ck_json_time(int64_t ms);
 json_t *ck_json_money(int64_t cents);

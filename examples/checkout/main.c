@@ -23,7 +23,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: saga-checkout serve --data DIR --listen HOST:PORT "
             "[--catalog FILE]\n"
-            "       saga-checkout demo [--serve] [--listen HOST:PORT]\n"
+            "       saga-checkout demo [--serve] [--listen HOST:PORT] "
+            "[--url URL]\n"
             "       saga-checkout service NAME --data DIR --config FILE "
             "[--transport kafka://HOST:PORT[?prop=value&...]]\n"
             "services: order cart inventory payment shipping warehouse "

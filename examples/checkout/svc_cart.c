@@ -13,6 +13,8 @@
 
 #include "http.h"
 
+#define CK_CART_MAX_LINES 100
+
 int ck_cart_schema(sqlite3 *db)
 {
     return ck_exec(
@@ -158,10 +160,10 @@ static int quantity(ck_req *r, json_t *b, int64_t *q)
 {
     json_t *v = json_object_get(b, "quantity");
     if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
-        json_integer_value(v) > 1000000) {
+        json_integer_value(v) > 10000) {
         ck_error(r, 422, "invalid_quantity",
                  "quantity is required and must be an integer from 1 to "
-                 "1000000");
+                 "10000");
         return -1;
     }
     *q = json_integer_value(v);
@@ -205,6 +207,22 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
     }
     int64_t price = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
+    /* A bounded cart keeps every order's saga data small. */
+    st = ck_prep(db, "SELECT COUNT(*) FROM cart_items WHERE cart_id = ? AND "
+                     "product_id != ?");
+    if (st == NULL) {
+        ck_error(r, 500, "internal", "cart database unavailable");
+        return;
+    }
+    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, json_string_value(pid), -1, SQLITE_TRANSIENT);
+    int lines = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (lines >= CK_CART_MAX_LINES) {
+        ck_error(r, 422, "cart_full", "a cart holds at most %d products",
+                 CK_CART_MAX_LINES);
+        return;
+    }
     int64_t now = ck_now_ms();
     ck_exec(db, "BEGIN IMMEDIATE");
     int ok = 1;
@@ -226,7 +244,7 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
     st = ok ? ck_prep(db, "INSERT INTO cart_items (cart_id, product_id, "
                           "quantity, price, added_at, updated_at) VALUES "
                           "(?, ?, ?, ?, ?, ?) ON CONFLICT(cart_id, "
-                          "product_id) DO UPDATE SET quantity = MIN(1000000, "
+                          "product_id) DO UPDATE SET quantity = MIN(10000, "
                           "quantity + excluded.quantity), price = "
                           "excluded.price, updated_at = excluded.updated_at "
                           "RETURNING cart_item_id, quantity, added_at")

@@ -421,7 +421,7 @@ int ck_order_open(ck_app *a)
     snprintf(path, sizeof path, "%s/order-saga.db", a->dir);
     saga_store *s;
     saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
-    so.synchronous = 1;
+    so.synchronous = ck_synchronous();
     if (saga_store_sqlite_open(&s, path, &so) != SAGA_OK)
         return -1;
     saga_transport *t = ck_transport(a, "orchestrator");
@@ -454,7 +454,8 @@ int ck_order_open(ck_app *a)
     }
     if (a->svc[CK_SVC_PAYMENT] == NULL && a->payment_db == NULL) {
         if (ck_open_db(a, "payment", &a->payment_db) != 0 ||
-            ck_payment_schema(a->payment_db) != SQLITE_OK)
+            ck_payment_schema(a->payment_db) != SQLITE_OK ||
+            ck_gateway_new(&a->gateway, a, a->payment_db) != 0)
             return -1;
         a->own_db[1] = 1;
     }

@@ -51,6 +51,16 @@ static int64_t clock_offset(int64_t now)
     return offset;
 }
 
+/* SQLite synchronous level of every service's file: NORMAL by default (in
+ * WAL mode a commit survives a process crash, SIGKILL included; the last
+ * commits may be lost on power loss), FULL with CK_SYNCHRONOUS=full (a
+ * commit survives power loss too; one fsync per commit). */
+int ck_synchronous(void)
+{
+    const char *v = getenv("CK_SYNCHRONOUS");
+    return v != NULL && strcmp(v, "full") == 0 ? 0 : 1;
+}
+
 int64_t ck_now_ms(void)
 {
     struct timespec ts;
@@ -85,7 +95,7 @@ int64_t ck_money_parse(const json_t *v)
     if (!json_is_number(v))
         return -1;
     double d = json_number_value(v);
-    if (!(d >= 0) || d > 1e12)
+    if (!(d >= 0) || d > 1e9)
         return -1;
     return (int64_t)llround(d * 100.0);
 }

@@ -132,7 +132,9 @@ SAGA_EXTERN struct uv_loop_s *saga_engine_loop(saga_engine *e);
 
 /** Run the engine's loop: uv_run() with @p mode. Housekeeping does not
  * keep the loop alive, so SAGA_RUN_DEFAULT returns once no saga has a
- * pending step or timer. @return uv_run()'s result, or SAGA_EINVAL. */
+ * pending step or timer; each call first runs the housekeeping pass if it is
+ * due by the engine's clock (so polling with SAGA_RUN_NOWAIT purges too).
+ * @return uv_run()'s result, or SAGA_EINVAL. */
 SAGA_EXTERN int saga_engine_run(saga_engine *e, saga_run_mode mode);
 
 /** Commit the staged transitions now, and release what depends on them.
@@ -156,12 +158,18 @@ SAGA_EXTERN int saga_engine_housekeep(saga_engine *e);
 /**
  * Stop: flush, close the engine's handles, close the transport and the
  * store, then call @p cb (may be NULL) and free the engine. The loop must run
- * for this to finish.
+ * for this to finish: the caller's loop, or for an engine on its own loop the
+ * next saga_engine_run() (it then returns 0, the engine gone) or
+ * saga_engine_free(). A closing engine invokes no more actions; the verbs
+ * return SAGA_ECLOSED. Safe from an action or callback.
  */
 SAGA_EXTERN void saga_engine_close(saga_engine *e, saga_close_cb cb,
                                    void *arg);
 /** Close and free an engine, running its loop until it is gone; for an
- * engine on its own loop, or when the caller's loop is not running.
+ * engine on its own loop, or when the caller's loop is not running. It also
+ * finishes a saga_engine_close() in progress. From an action or callback of
+ * the engine it is deferred: the engine closes at once and is freed when
+ * control is back in the loop (own loop: when saga_engine_run() returns).
  * NULL is a no-op. */
 SAGA_EXTERN void saga_engine_free(saga_engine *e);
 
@@ -179,7 +187,9 @@ SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
 /**
  * Start a saga of definition @p def_name (its highest registered version).
  * @param idem_key NULL, or a key: while the key is retained, a second start
- *   with it returns the first saga's id and starts nothing.
+ *   with it returns the first saga's id and starts nothing. That saga is not
+ *   purged before @p cb has run (the end of the loop turn); one past its
+ *   retention is purged first and the key starts a new saga.
  * @param data a msgpack map (or NULL / 0 for an empty one); copied.
  * @param id_out receives the saga id.
  * @param cb NULL, or called once the start is durable.

@@ -9,7 +9,9 @@
  *   - keeps a per-(saga, step) barrier: a compensation for an action that
  *     never applied is recorded as a no-op ("null compensation"); an action
  *     that arrives after its compensation is refused ("hanging action"); a
- *     retried action returns the first result instead of applying again;
+ *     retried action returns the first result instead of applying again,
+ *     and once an action answered FAIL every later attempt of it (an older
+ *     one still in the network) is refused with FAIL too;
  *   - writes the reply through its own outbox.
  * The service's business tables live in the same store, so "apply the
  * effect + mark the inbox" is one transaction: a handler writes them through
@@ -137,8 +139,11 @@ SAGA_EXTERN void saga_deferred_abandon(saga_deferred *d);
 /**
  * A command handler. It runs on the loop thread inside the store
  * transaction; it writes its effect through the store handle and answers
- * with saga_reply_set(). Returning non-zero (a SAGA_E* code) aborts the
- * whole transaction: it is retried later and the command redelivered.
+ * with saga_reply_set(). Returning non-zero (a SAGA_E* code) undoes what
+ * this command wrote (the other commands of the batch commit without it);
+ * it is tried again alone after a backoff, and after handler_max_tries
+ * answered SAGA_OUTCOME_FAIL with the code and the error text it set with
+ * saga_reply_set().
  */
 typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
                                saga_reply *reply, void *arg);
@@ -147,7 +152,7 @@ typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
 typedef int (*saga_event_fn)(saga_participant *p, const saga_command *event,
                              void *arg);
 
-#define SAGA_PARTICIPANT_OPTIONS_VERSION 1
+#define SAGA_PARTICIPANT_OPTIONS_VERSION 2
 #define SAGA_PARTICIPANT_OPTIONS_INIT                                          \
     SAGA_INIT_VERSION(SAGA_PARTICIPANT_OPTIONS_VERSION)
 
@@ -167,8 +172,23 @@ typedef struct saga_participant_options {
     void *clock_arg;
     /** Largest accepted payload; default 1 MiB. */
     size_t max_payload;
-    /** Delay before a failed commit is retried; default 100 ms. */
+    /** Delay before a failed commit is retried; default 100 ms. Also the
+     * first delay before a failed handler is tried again (doubling, capped
+     * at 5 s). */
     uint32_t store_retry_ms;
+    /* version 2 (since 0.2) */
+    /** Tries of a command whose handler returns an error before the
+     * command is answered SAGA_OUTCOME_FAIL with the handler's error (the
+     * saga then compensates); default 5. A failing event handler is
+     * retried without end (an event has no one to answer to). */
+    uint32_t handler_max_tries;
+    /** Keep inbox entries and barrier rows this long after their last
+     * write; default 24 h (as the engine). It must outlast every message
+     * an orchestrator may still send about a step (docs/api/participant.md,
+     * "Retention"). Pending (deferred) commands are never purged. */
+    uint64_t retention_ms;
+    /** How often the housekeeping pass runs; default 60 s. */
+    uint64_t housekeeping_interval_ms;
 } saga_participant_options;
 
 /**
@@ -233,6 +253,10 @@ typedef struct saga_participant_stats {
     uint64_t deferred;        /* commands answered later (saga_reply_defer) */
     uint64_t pending_retried; /* answered RETRY: their step was pending */
     uint64_t redriven;        /* pending commands driven again at start */
+    uint64_t handler_failures; /* handler calls that returned an error */
+    uint64_t handler_gave_up;  /* commands answered FAIL after the tries */
+    uint64_t barriers_purged;  /* barrier rows removed by housekeeping */
+    uint64_t unroutable;       /* commands refused: no route to reply_to */
 } saga_participant_stats;
 
 SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,
@@ -240,6 +264,19 @@ SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,
 
 /** Detail of the last failure; "" if none. */
 SAGA_EXTERN const char *saga_participant_errmsg(saga_participant *p);
+
+/**
+ * Run the housekeeping pass now (it also runs every
+ * housekeeping_interval_ms once started): purge inbox entries and barrier
+ * rows last written more than retention_ms ago by the participant's clock,
+ * except pending deferred commands. Barrier rows written before 0.2 carry
+ * no time: the first pass stamps them with the current time.
+ * @return SAGA_OK, SAGA_EINVAL (NULL), SAGA_ECLOSED, SAGA_ESTORE (the
+ *   purge failed; nothing of it remains; saga_participant_errmsg() says
+ *   why).
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_participant_housekeep(saga_participant *p);
 
 /**
  * Stop: commit what is pending, close the transport and the store, then

@@ -3,8 +3,8 @@
  *
  * saga.h is the umbrella header: version, error codes, the allocator hook and
  * the types every other header shares. It includes def.h, store.h,
- * transport.h, tcp.h, engine.h, participant.h and codec.h at its end, so
- * `#include <saga/saga.h>` is all a program needs.
+ * transport.h, tcp.h, engine.h, participant.h, codec.h and testing.h at
+ * its end, so `#include <saga/saga.h>` is all a program needs.
  */
 #ifndef SAGA_SAGA_H
 #define SAGA_SAGA_H
@@ -206,5 +206,6 @@ SAGA_END_DECL
 #include "saga/engine.h"
 #include "saga/participant.h"
 #include "saga/codec.h"
+#include "saga/testing.h"
 
 #endif /* SAGA_SAGA_H */

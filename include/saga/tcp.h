@@ -29,6 +29,13 @@
  * body, DATA before HELLO, a truncated frame at EOF) is logged, counted in
  * rejected_frames, and closes that one connection; the endpoint keeps
  * serving the others.
+ *
+ * Memory is bounded against hostile peers (options version 2): frames for
+ * a topic nobody subscribes to are refused, not kept; inbound connections
+ * are limited in number; a frame must complete within a deadline; the
+ * receive buffers of all connections share one budget; and a peer that
+ * does not read what we write (its ACKs) is no longer read from. Each has
+ * a counter in saga_tcp_stats and a log line.
  */
 #ifndef SAGA_TCP_H
 #define SAGA_TCP_H
@@ -50,7 +57,7 @@ typedef struct saga_tcp_peer {
 typedef void (*saga_tcp_log_fn)(saga_log_level level, const char *msg,
                                 void *arg);
 
-#define SAGA_TCP_OPTIONS_VERSION 1
+#define SAGA_TCP_OPTIONS_VERSION 2
 #define SAGA_TCP_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_TCP_OPTIONS_VERSION)
 
 /** TCP transport options. Zero (or NULL) in any field selects its default.
@@ -70,7 +77,9 @@ typedef struct saga_tcp_options {
      * SAGA_EINVAL. */
     uint32_t max_frame_size;
     /** Per peer, unacknowledged bytes and messages before send returns
-     * SAGA_EFULL; default 64 MiB and 65536. */
+     * SAGA_EFULL; and per inbound connection, received bytes and messages
+     * not yet acked by the application before reading from it pauses.
+     * Default 64 MiB and 65536. */
     size_t max_queue_bytes;
     uint32_t max_queue_msgs;
     /** Heartbeat period; default 1000 ms. */
@@ -85,6 +94,33 @@ typedef struct saga_tcp_options {
     /** Log sink; default: none (errors still reach the counters). */
     saga_tcp_log_fn log;
     void *log_arg;
+    /* version 2: memory bounds against hostile or broken peers */
+    /** DATA frames for the endpoint's own service name that arrive before
+     * anything subscribes to it are kept, up to this many bytes in all;
+     * default 16 MiB. Past it, and for any other topic with no subscriber
+     * here, the frame is refused (unrouted_frames, logged, and its
+     * connection closed unacked, so a legitimate sender sends it again
+     * after reconnecting). What a connection left waiting is freed when it
+     * closes. Since: 0.2. */
+    size_t max_backlog_bytes;
+    /** Inbound connections open at once; one more is accepted and closed
+     * at once (refused_conns); default 1024. Since: 0.2. */
+    uint32_t max_conns;
+    /** A frame must arrive whole within this long of its first byte, or
+     * its connection is closed (slow_frames); default 30000 ms, checked
+     * every heartbeat_ms. Since: 0.2. */
+    uint32_t frame_deadline_ms;
+    /** Receive buffers of all connections together (the partial frames
+     * being read); a connection that would need more is closed
+     * (over_budget). Default 128 MiB; at least max_frame_size + 64 KiB.
+     * Since: 0.2. */
+    size_t max_read_bytes;
+    /** Per inbound connection, bytes waiting to be written (ACKs,
+     * heartbeats) before the endpoint stops reading from that peer
+     * (write_stalls); it reads again once half is written, and a peer
+     * that reads nothing for dead_peer_ms is closed. Default 1 MiB.
+     * Since: 0.2. */
+    size_t max_write_queue_bytes;
 } saga_tcp_options;
 
 /** Zero @p opts and set its version. @return SAGA_OK, SAGA_EINVAL or
@@ -114,7 +150,7 @@ SAGA_EXTERN int saga_transport_tcp_new(saga_transport **out,
  * @return SAGA_OK, or SAGA_EINVAL if @p t is not a TCP transport. */
 SAGA_EXTERN int saga_transport_tcp_port(saga_transport *t, int *port);
 
-#define SAGA_TCP_STATS_VERSION 1
+#define SAGA_TCP_STATS_VERSION 2
 
 /** Counters since the transport was made. */
 typedef struct saga_tcp_stats {
@@ -126,6 +162,12 @@ typedef struct saga_tcp_stats {
     uint64_t resent;      /* DATA frames sent again after a reconnect */
     uint64_t dead_peers;  /* connections closed for silence */
     uint64_t accepted;    /* inbound connections accepted */
+    /* version 2 (Since: 0.2) */
+    uint64_t unrouted_frames; /* DATA for a topic nobody subscribes to */
+    uint64_t refused_conns;   /* inbound connections over max_conns */
+    uint64_t slow_frames;     /* closed: a frame not whole in time */
+    uint64_t over_budget;     /* closed: receive buffers over budget */
+    uint64_t write_stalls;    /* reading stopped: write queue over bound */
 } saga_tcp_stats;
 
 /** Copy the counters into @p out (up to out->version). @return SAGA_OK,

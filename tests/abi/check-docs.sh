@@ -42,6 +42,7 @@ known="$work/known"
 {
     cat "$root"/include/saga/*.h "$root/CMakeLists.txt"
     cat "$root"/examples/*/CMakeLists.txt 2>/dev/null || true
+    cat "$root"/tests/*/CMakeLists.txt 2>/dev/null || true
     echo "saga_static saga_hello"
 } | grep -oE '\b(saga|SAGA)_[A-Za-z0-9_]+' | sort -u > "$known"
 for d in "${docs[@]}"; do

@@ -104,6 +104,7 @@ Test(postgres, two_opens_share_one_schema)
     cr_assert_eq(a->commit(a), SAGA_OK);
     ssc_copy c;
     cr_assert_eq(ssc_get(b, "X", &c), SAGA_OK);
+    free(c.data);
     saga_store_free(a);
     saga_store_free(b);
 }

@@ -555,8 +555,10 @@ static void check_saga(const xsaga *s, int *compl, int *comp_biz,
         if (s->comp_ok[k] && !C && B != 'N')
             failf("saga %s %s: COMP_OK but neither a compensation row nor a "
                   "null compensation (barrier '%c')", id, sn, B ? B : '-');
+        /* 'F': the action answered FAIL (final), nothing applied. */
         if ((B == 'A') != (A && !C) || (B == 'C') != (A && C) ||
-            (B == 'N' && (A || C)) || (B && B != 'A' && B != 'C' && B != 'N'))
+            ((B == 'N' || B == 'F') && (A || C)) ||
+            (B && B != 'A' && B != 'C' && B != 'N' && B != 'F'))
             failf("saga %s %s: barrier '%c' disagrees with effects "
                   "action=%d comp=%d", id, sn, B ? B : '-', A, C);
         if (s->state == SAGA_STATE_COMPLETED && (!s->ok[k] || C ||

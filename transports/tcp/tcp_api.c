@@ -21,6 +21,17 @@
 #define DEF_DEAD_MS 5000u
 #define DEF_BACKOFF_MIN_MS 50u
 #define DEF_BACKOFF_MAX_MS 5000u
+#define DEF_BACKLOG_BYTES ((size_t)16 << 20)
+#define DEF_MAX_CONNS 1024u
+#define DEF_FRAME_DEADLINE_MS 30000u
+#define DEF_READ_BYTES ((size_t)128 << 20)
+#define DEF_WRITE_QUEUE_BYTES ((size_t)1 << 20)
+/* Read-ahead room beyond the frame being read (tcp_transport.c on_alloc). */
+#define READ_AHEAD 65536u
+
+/* The bytes of each options / stats version a caller may pass. */
+#define OPTIONS_V1_SIZE offsetof(saga_tcp_options, max_backlog_bytes)
+#define STATS_V1_SIZE offsetof(saga_tcp_stats, unrouted_frames)
 
 static int tcp_send(saga_transport *self, const char *topic, const char *key,
                     const void *buf, size_t len, saga_sent_cb cb, void *arg);
@@ -55,12 +66,13 @@ static tcp_t *as_tcp(saga_transport *self)
     return self != NULL && self->send == tcp_send ? (tcp_t *)self : NULL;
 }
 
-static void rx_msg_free(rx_msg *m)
+void saga__tcp_rx_msg_free(rx_msg *m)
 {
     saga__tcp_conn_release(m->conn, m->size);
     saga__tcp_conn_unref(m->conn);
     saga_free(m);
 }
+#define rx_msg_free saga__tcp_rx_msg_free
 
 /* ---- slots ----------------------------------------------------------------- */
 
@@ -203,6 +215,7 @@ static int tcp_subscribe(saga_transport *self, const char *topic,
         if (saga__tcp_deliver(t, m, s) != SAGA_OK)
             break;
         l_remove(&m->node);
+        t->backlog_bytes -= m->size;
     }
     return SAGA_OK;
 }
@@ -334,7 +347,8 @@ int saga_tcp_options_init(saga_tcp_options *opts, unsigned int version)
         return SAGA_EINVAL;
     if (version == 0 || version > SAGA_TCP_OPTIONS_VERSION)
         return SAGA_EVERSION;
-    memset(opts, 0, sizeof *opts);
+    /* A caller built against version 1 has the smaller struct. */
+    memset(opts, 0, version == 1 ? OPTIONS_V1_SIZE : sizeof *opts);
     opts->version = version;
     return SAGA_OK;
 }
@@ -363,6 +377,12 @@ static int check_options(const saga_tcp_options *o, const char **why)
     if (o->max_frame_size != 0 && (o->max_frame_size < MIN_MAX_FRAME ||
                                    o->max_frame_size > MAX_MAX_FRAME))
         return *why = "max_frame_size out of range", SAGA_EINVAL;
+    if (o->max_read_bytes != 0 &&
+        o->max_read_bytes < (o->max_frame_size ? o->max_frame_size
+                                               : DEF_MAX_FRAME) +
+                                (size_t)READ_AHEAD + 4)
+        return *why = "max_read_bytes is less than max_frame_size + 64 KiB",
+               SAGA_EINVAL;
     return SAGA_OK;
 }
 
@@ -378,7 +398,14 @@ static void apply_defaults(saga_tcp_options *o)
     DEF(dead_peer_ms, DEF_DEAD_MS);
     DEF(reconnect_min_ms, DEF_BACKOFF_MIN_MS);
     DEF(reconnect_max_ms, DEF_BACKOFF_MAX_MS);
+    DEF(max_backlog_bytes, DEF_BACKLOG_BYTES);
+    DEF(max_conns, DEF_MAX_CONNS);
+    DEF(frame_deadline_ms, DEF_FRAME_DEADLINE_MS);
+    DEF(max_read_bytes, DEF_READ_BYTES);
+    DEF(max_write_queue_bytes, DEF_WRITE_QUEUE_BYTES);
 #undef DEF
+    if (o->max_read_bytes < (size_t)o->max_frame_size + READ_AHEAD + 4)
+        o->max_read_bytes = (size_t)o->max_frame_size + READ_AHEAD + 4;
     if (o->reconnect_max_ms < o->reconnect_min_ms)
         o->reconnect_max_ms = o->reconnect_min_ms;
     /* Strings were checked and are copied elsewhere; do not keep them. */
@@ -500,17 +527,24 @@ static void ignore_sigpipe(void)
 int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
                            const saga_tcp_options *opts)
 {
-    saga_tcp_options defaults = SAGA_TCP_OPTIONS_INIT;
+    saga_tcp_options copy;
     const char *why = NULL;
     if (out == NULL)
         return SAGA_EINVAL;
     *out = NULL;
     if (loop == NULL)
         return SAGA_EINVAL;
-    if (opts == NULL)
-        opts = &defaults;
-    if (opts->version == 0 || opts->version > SAGA_TCP_OPTIONS_VERSION)
-        return SAGA_EVERSION;
+    memset(&copy, 0, sizeof copy);
+    copy.version = SAGA_TCP_OPTIONS_VERSION;
+    if (opts != NULL) {
+        if (opts->version == 0 || opts->version > SAGA_TCP_OPTIONS_VERSION)
+            return SAGA_EVERSION;
+        /* Read only what the caller's version has; newer fields stay 0
+         * (their defaults). */
+        memcpy(&copy, opts, opts->version == 1 ? OPTIONS_V1_SIZE
+                                               : sizeof copy);
+    }
+    opts = &copy;
     int rc = check_options(opts, &why);
     if (rc != SAGA_OK)
         return rc;
@@ -569,7 +603,8 @@ int saga_transport_tcp_stats(saga_transport *self, saga_tcp_stats *out)
     if (out->version == 0 || out->version > SAGA_TCP_STATS_VERSION)
         return SAGA_EVERSION;
     unsigned int v = out->version;
-    *out = t->st;
+    /* Write only what the caller's version has room for. */
+    memcpy(out, &t->st, v == 1 ? STATS_V1_SIZE : sizeof t->st);
     out->version = v;
     return SAGA_OK;
 }

@@ -156,7 +156,13 @@ typedef struct tcp_conn {
     uint64_t last_rx;
     uint64_t born; /* when the connection was made (loop time) */
     size_t held; /* bytes of received messages not yet acked */
+    uint32_t nheld; /* and how many */
     int paused;  /* reading stopped until the application acks */
+    int wpaused; /* reading stopped until the peer reads our writes */
+    int reading; /* uv_read_start is in effect */
+    int counted; /* inbound, counted in t->ninbound */
+    int over_budget; /* on_alloc refused to grow the receive buffer */
+    uint64_t frame_start; /* loop time a partial frame began; 0: none */
 } tcp_conn;
 
 struct tcp_peer {
@@ -217,6 +223,9 @@ struct tcp_t {
     qlink conns;     /* tcp_conn, open */
     qlink subs;      /* tcp_sub */
     qlink backlog;   /* rx_msg */
+    size_t backlog_bytes; /* of the rx_msgs in backlog */
+    size_t rbuf_bytes;    /* receive buffers of all connections */
+    uint32_t ninbound;    /* inbound connections open */
     qlink ready;     /* saga_delivery, to hand over */
     qlink handed;    /* saga_delivery, waiting for ack */
     qlink completed; /* out_msg, callback due */
@@ -235,6 +244,10 @@ void saga__tcp_conn_unref(tcp_conn *c);
 /* A received message from @p c of @p size bytes is gone. */
 void saga__tcp_conn_release(tcp_conn *c, size_t size);
 void saga__tcp_conn_write_ack(tcp_conn *c, uint64_t id);
+/* Start or stop reading @p c as its pause flags say. */
+void saga__tcp_conn_reading(tcp_conn *c);
+/* Free a received message (its connection's hold and reference). */
+void saga__tcp_rx_msg_free(rx_msg *m);
 void saga__tcp_write_data(tcp_conn *c, out_msg *m);
 void saga__tcp_peer_connect(tcp_peer *p);
 void saga__tcp_pump_kick(tcp_t *t);

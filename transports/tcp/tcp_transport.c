@@ -57,6 +57,7 @@ void saga__tcp_out_msg_release(out_msg *m)
 void saga__tcp_conn_unref(tcp_conn *c)
 {
     if (--c->refs == 0) {
+        c->t->rbuf_bytes -= c->rcap;
         saga_free(c->rbuf);
         saga_free(c->wq);
         saga_free(c->ctl);
@@ -91,6 +92,33 @@ static void out_msg_unwrite(out_msg *m)
     }
 }
 
+/* Item: a peer that never reads must not grow our write queue without
+ * bound. Inbound links only write ACKs and heartbeats, which its reading
+ * (our reading of its DATA) causes: stop reading it while its queue is
+ * over the bound, read again once half of it is written. (Outbound DATA is
+ * bounded by max_queue_bytes already.) */
+static void check_write_queue(tcp_conn *c)
+{
+    if (c->peer != NULL || c->closing)
+        return;
+    tcp_t *t = c->t;
+    size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->h) +
+               c->nctl;
+    if (!c->wpaused && q > t->o.max_write_queue_bytes) {
+        c->wpaused = 1;
+        t->st.write_stalls++;
+        saga__tcp_log(t, SAGA_LOG_WARN,
+                      "tcp: %s does not read (%zu bytes queued for it); "
+                      "not reading from it until it does",
+                      c->name[0] ? c->name : "peer", q);
+        saga__tcp_conn_reading(c);
+    } else if (c->wpaused && q <= t->o.max_write_queue_bytes / 2) {
+        c->wpaused = 0;
+        c->last_rx = uv_now(t->loop);
+        saga__tcp_conn_reading(c);
+    }
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     wreq *w = req->data;
@@ -101,6 +129,8 @@ static void on_write(uv_write_t *req, int status)
     saga_free(w);
     if (status < 0 && status != UV_ECANCELED && !c->closing)
         saga__tcp_conn_close(c, uv_strerror(status));
+    else if (c->wpaused)
+        check_write_queue(c);
     saga__tcp_conn_unref(c);
 }
 
@@ -211,7 +241,9 @@ static void conn_flush(tcp_conn *c)
         saga_free(w);
         saga__tcp_conn_unref(c);
         saga__tcp_conn_close(c, uv_strerror(rc));
+        return;
     }
+    check_write_queue(c);
 }
 
 void saga__tcp_flush(tcp_t *t)
@@ -314,10 +346,27 @@ int saga__tcp_deliver(tcp_t *t, rx_msg *m, tcp_sub *s)
     return SAGA_OK;
 }
 
+static int topic_is(const char *name, const saga__tcp_frame *f)
+{
+    return strlen(name) == f->topic_len &&
+           memcmp(name, f->topic, f->topic_len) == 0;
+}
+
+/* @return SAGA_OK, SAGA_ENOMEM, or SAGA_ENOROUTE: nobody here subscribes
+ * to its topic and it may not wait (the caller refuses it). */
 static int on_data(tcp_conn *c, const saga__tcp_frame *f)
 {
     tcp_t *t = c->t;
     size_t klen = f->key != NULL ? f->key_len + 1 : 0;
+    size_t size = sizeof(rx_msg) + f->topic_len + klen + f->payload_len;
+    int subscribed = 0;
+    for (qlink *n = t->subs.next; n != &t->subs && !subscribed; n = n->next)
+        subscribed = topic_is(CONTAINER(n, tcp_sub, node)->topic, f);
+    /* Only our own service name may wait for its first subscriber (a
+     * service starting up), and only up to the backlog budget. */
+    if (!subscribed && (!topic_is(t->service, f) ||
+                        t->backlog_bytes + size > t->o.max_backlog_bytes))
+        return SAGA_ENOROUTE;
     rx_msg *m = saga_malloc(sizeof *m + f->topic_len + 1 + klen +
                             f->payload_len);
     if (m == NULL)
@@ -343,6 +392,7 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
     m->conn = c;
     m->size = sizeof *m + f->topic_len + klen + f->payload_len;
     c->held += m->size;
+    c->nheld++;
     c->refs++;
     for (qlink *n = t->subs.next; n != &t->subs; n = n->next) {
         tcp_sub *s = CONTAINER(n, tcp_sub, node);
@@ -358,8 +408,10 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
             return SAGA_ENOMEM;
         }
     }
-    if (m->refs == 0)
+    if (m->refs == 0) {
         l_push_back(&t->backlog, &m->node);
+        t->backlog_bytes += m->size;
+    }
     return SAGA_OK;
 }
 
@@ -406,7 +458,22 @@ static int conn_frame(tcp_conn *c, int kind, const unsigned char *body,
             why = inbound ? "DATA before HELLO" : "DATA on an outbound link";
             goto reject;
         }
-        if (on_data(c, &f) != SAGA_OK) {
+        switch (on_data(c, &f)) {
+        case SAGA_OK:
+            break;
+        case SAGA_ENOROUTE:
+            /* Not acked: a legitimate sender sends it again after it
+             * reconnects, when a subscriber may be there. */
+            t->st.unrouted_frames++;
+            saga__tcp_log(t, SAGA_LOG_WARN,
+                          "tcp: refused a %zu-byte frame from %s for topic "
+                          "'%.*s': nobody subscribes to it here; closing",
+                          f.payload_len, c->name[0] ? c->name : "peer",
+                          (int)(f.topic_len > 64 ? 64 : f.topic_len),
+                          f.topic);
+            saga__tcp_conn_close(c, "frame for an unrouted topic");
+            return -1;
+        default:
             saga__tcp_conn_close(c, "out of memory");
             return -1;
         }
@@ -446,8 +513,17 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
             want = need;
     }
     if (want > c->rcap) {
+        tcp_t *t = c->t;
+        if (t->rbuf_bytes - c->rcap + want > t->o.max_read_bytes) {
+            /* A zero-length buffer: libuv reports UV_ENOBUFS to on_read,
+             * which closes this connection. */
+            c->over_budget = 1;
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
         unsigned char *nb = saga_realloc(c->rbuf, want);
         if (nb != NULL) {
+            t->rbuf_bytes += want - c->rcap;
             c->rbuf = nb;
             c->rcap = want;
         }
@@ -469,6 +545,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             saga__tcp_log(t, SAGA_LOG_WARN, "tcp: %s closed in the middle of a frame",
                  c->name[0] ? c->name : "peer");
         }
+        if (nread == UV_ENOBUFS && c->over_budget) {
+            t->st.over_budget++;
+            saga__tcp_log(t, SAGA_LOG_WARN,
+                          "tcp: %s: receive buffers would exceed "
+                          "max_read_bytes (%zu); closing",
+                          c->name[0] ? c->name : "peer",
+                          t->o.max_read_bytes);
+            saga__tcp_conn_close(c, "receive memory budget");
+            return;
+        }
         if (nread == UV_ENOBUFS) {
             saga__tcp_log(t, SAGA_LOG_ERROR, "tcp: out of memory reading a frame");
         }
@@ -478,6 +564,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->rlen += (size_t)nread;
     c->last_rx = uv_now(t->loop);
+    int consumed = 0;
     while (c->rlen - c->roff >= 4) {
         const unsigned char *p = c->rbuf + c->roff;
         uint32_t l = saga__tcp_get_u32(p);
@@ -493,14 +580,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->rlen - c->roff < 4 + (size_t)l)
             break;
         c->roff += 4 + (size_t)l;
+        consumed = 1;
         if (conn_frame(c, p[4], p + SAGA__TCP_HDR, l - 1) != 0)
             return;
     }
     /* Flow control: a sender (or an attacker) cannot make us hold more
-     * unacked data than the queue bound; we read on once acks free it. */
-    if (c->held > t->o.max_queue_bytes && !c->paused) {
-        uv_read_stop((uv_stream_t *)&c->h);
+     * unacked data than the queue bounds (a legitimate sender never has
+     * more unacked); we read on once acks free half of it. */
+    if ((c->held > t->o.max_queue_bytes || c->nheld > t->o.max_queue_msgs) &&
+        !c->paused) {
         c->paused = 1;
+        saga__tcp_conn_reading(c);
     }
     /* Keep the partial frame at the front of the buffer. */
     if (c->roff > 0) {
@@ -508,16 +598,47 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->rlen -= c->roff;
         c->roff = 0;
     }
+    /* The deadline of the frame now being read counts from its first
+     * byte. */
+    if (c->rlen == 0)
+        c->frame_start = 0;
+    else if (consumed || c->frame_start == 0)
+        c->frame_start = c->last_rx;
+    /* A buffer grown for a large frame goes back once it is read. */
+    if (c->rlen == 0 && c->rcap > 65536) {
+        t->rbuf_bytes -= c->rcap;
+        saga_free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = 0;
+    }
+}
+
+void saga__tcp_conn_reading(tcp_conn *c)
+{
+    int want = !c->paused && !c->wpaused && !c->closing;
+    if (want && !c->reading) {
+        c->reading = 1;
+        c->last_rx = uv_now(c->t->loop);
+        if (c->frame_start != 0)
+            c->frame_start = c->last_rx; /* we were the ones waiting */
+        if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
+            c->reading = 0;
+            saga__tcp_conn_close(c, "read_start failed");
+        }
+    } else if (!want && c->reading && !c->closing) {
+        c->reading = 0;
+        uv_read_stop((uv_stream_t *)&c->h);
+    }
 }
 
 void saga__tcp_conn_release(tcp_conn *c, size_t size)
 {
     c->held -= size;
-    if (c->paused && !c->closing && c->held <= c->t->o.max_queue_bytes / 2) {
+    c->nheld--;
+    if (c->paused && !c->closing && c->held <= c->t->o.max_queue_bytes / 2 &&
+        c->nheld <= c->t->o.max_queue_msgs / 2) {
         c->paused = 0;
-        c->last_rx = uv_now(c->t->loop);
-        if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0)
-            saga__tcp_conn_close(c, "read_start failed");
+        saga__tcp_conn_reading(c);
     }
 }
 
@@ -551,6 +672,11 @@ static void on_conn_closed(uv_handle_t *h)
     tcp_conn *c = h->data;
     tcp_t *t = c->t;
     t->handles--;
+    /* Messages it delivered may keep c alive; not its receive buffer. */
+    t->rbuf_bytes -= c->rcap;
+    saga_free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = c->rlen = c->roff = 0;
     saga__tcp_conn_unref(c);
     saga__tcp_maybe_finish(t);
 }
@@ -574,6 +700,24 @@ void saga__tcp_conn_close(tcp_conn *c, const char *why)
     c->closing = 1;
     l_remove(&c->node);
     conn_drop_queued(c);
+    if (c->counted) {
+        c->counted = 0;
+        t->ninbound--;
+    }
+    /* What it sent for a topic nobody has subscribed to yet was not acked:
+     * its sender sends it again; do not keep it after the link is gone. */
+    if (!t->closing) {
+        qlink *n = t->backlog.next;
+        while (n != &t->backlog) {
+            rx_msg *m = CONTAINER(n, rx_msg, node);
+            n = n->next;
+            if (m->conn != c)
+                continue;
+            l_remove(&m->node);
+            t->backlog_bytes -= m->size;
+            saga__tcp_rx_msg_free(m);
+        }
+    }
     tcp_peer *p = c->peer;
     if (p != NULL && p->conn == c) {
         p->conn = NULL;
@@ -603,10 +747,9 @@ static void on_connect(uv_connect_t *req, int status)
     p->backoff = p->t->o.reconnect_min_ms;
     c->last_rx = uv_now(p->t->loop);
     uv_tcp_nodelay(&c->h, 1);
-    if (uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
-        saga__tcp_conn_close(c, "read_start failed");
+    saga__tcp_conn_reading(c);
+    if (c->closing)
         return;
-    }
     unsigned char hello[2 + SAGA_NAME_MAX];
     size_t nl = strlen(p->t->service);
     hello[0] = SAGA__TCP_PROTO_VERSION;
@@ -649,11 +792,25 @@ static int try_accept(tcp_t *t)
     tcp_conn *c = conn_new(t, NULL);
     if (c == NULL)
         return -1;
-    if (uv_accept((uv_stream_t *)&t->listener, (uv_stream_t *)&c->h) != 0 ||
-        uv_read_start((uv_stream_t *)&c->h, on_alloc, on_read) != 0) {
+    if (uv_accept((uv_stream_t *)&t->listener, (uv_stream_t *)&c->h) != 0) {
         saga__tcp_conn_close(c, "accept failed");
         return 0;
     }
+    /* Accepted and closed at once over the limit, rather than left in
+     * the listen queue, which would stop every later accept too. */
+    if (t->ninbound >= t->o.max_conns) {
+        t->st.refused_conns++;
+        saga__tcp_log(t, SAGA_LOG_WARN,
+                      "tcp: %u inbound connections open (max_conns); "
+                      "refusing one more", (unsigned)t->ninbound);
+        saga__tcp_conn_close(c, "too many connections");
+        return 0;
+    }
+    c->counted = 1;
+    t->ninbound++;
+    saga__tcp_conn_reading(c);
+    if (c->closing)
+        return 0;
     uv_tcp_nodelay(&c->h, 1);
     t->st.accepted++;
     return 0;
@@ -686,6 +843,19 @@ void saga__tcp_on_heartbeat(uv_timer_t *h)
              * reconnecting and sending everything again. */
             c->last_rx = now;
         }
+        /* A frame dripped in too slowly holds its buffer: a deadline.
+         * Not while we stopped reading it ourselves. */
+        if (c->reading && c->frame_start != 0 &&
+            now - c->frame_start > t->o.frame_deadline_ms) {
+            t->st.slow_frames++;
+            saga__tcp_log(t, SAGA_LOG_WARN,
+                          "tcp: %s: a frame not complete after %u ms "
+                          "(%zu bytes so far); closing",
+                          c->name[0] ? c->name : "peer",
+                          (unsigned)t->o.frame_deadline_ms, c->rlen);
+            saga__tcp_conn_close(c, "frame deadline");
+            continue;
+        }
         /* Heartbeats alone do not keep a link that never said HELLO. */
         int anonymous = c->peer == NULL && !c->hello &&
                         now - c->born > t->o.dead_peer_ms;
@@ -696,7 +866,7 @@ void saga__tcp_on_heartbeat(uv_timer_t *h)
                           c->name[0] ? c->name : "peer",
                           (unsigned)t->o.dead_peer_ms);
             saga__tcp_conn_close(c, "dead peer");
-        } else if (c->peer == NULL || c->up) {
+        } else if ((c->peer == NULL || c->up) && !c->wpaused) {
             conn_write_ctl(c, SAGA__TCP_HEARTBEAT, NULL, 0);
         }
     }
