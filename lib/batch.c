@@ -81,13 +81,16 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
     memcpy(j->saga_id, in->id, SAGA_ID_SIZE);
     int saga_level = ev == SAGA_EV_STARTED || ev == SAGA_EV_COMPLETED ||
                      ev == SAGA_EV_COMPENSATING || ev == SAGA_EV_COMPENSATED ||
-                     ev == SAGA_EV_FAILED || ev == SAGA_EV_OPERATOR_RETRY;
+                     ev == SAGA_EV_FAILED || ev == SAGA_EV_OPERATOR_RETRY ||
+                     ev == SAGA_EV_OPERATOR_COMPENSATE ||
+                     ev == SAGA_EV_OPERATOR_RESOLVE;
     j->e.seq = ++in->jseq;
     j->e.event = ev;
     j->e.step = saga_level ? -1 : in->step;
     j->e.attempt = saga_level ? 0 : in->attempt;
     j->e.started_ms = saga_level ? 0 : in->started_ms;
     j->e.at_ms = saga__now(e);
+    saga__metrics_journal(e, in, &j->e);
     b->njournal++;
     return SAGA_OK;
 }
@@ -427,7 +430,11 @@ static int flush_once(saga_engine *e)
     if (!batch_pending(&b))
         return SAGA_OK;
     if (batch_writes(&b)) {
+        uint64_t t0 = uv_hrtime();
         int rc = write_batch(e, &b);
+        saga__metrics_commit(e, b.njournal,
+                             (int64_t)((uv_hrtime() - t0) / 1000),
+                             rc == SAGA_OK);
         if (rc != SAGA_OK) {
             e->stats.commit_failures++;
             const char *detail = e->store->errmsg(e->store);

@@ -96,7 +96,8 @@ const char *saga_event_name(saga_event ev)
         "UNKNOWN",      "STARTED",       "STEP_OK",      "STEP_FAIL",
         "STEP_RETRY",   "STEP_TIMEOUT",  "COMP_OK",      "COMP_FAIL",
         "COMP_TIMEOUT", "COMPLETED",     "COMPENSATING", "COMPENSATED",
-        "FAILED",       "OPERATOR_RETRY"};
+        "FAILED",       "OPERATOR_RETRY", "OPERATOR_COMPENSATE",
+        "OPERATOR_RESOLVE"};
     if ((int)ev < 1 || (size_t)ev >= sizeof names / sizeof names[0])
         return names[0];
     return names[ev];

@@ -4,6 +4,7 @@
  * and housekeeping. Group commit is in batch.c, the state machine in
  * saga.c, remote steps in remote.c.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,10 @@ void saga__log(saga_engine *e, saga_log_level lvl, const char *saga_id,
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    if (e->opts.version >= 2 && e->opts.log_event != NULL) {
+        saga__log_event(e, lvl, saga_id, step, buf);
+        return;
+    }
     e->opts.log(lvl, saga_id, step, buf, e->opts.log_arg);
 }
 
@@ -452,7 +457,10 @@ int saga_engine_new(saga_engine **out, saga_store *store,
         return SAGA_ENOMEM;
     memset(e, 0, sizeof *e);
     if (opts != NULL)
-        e->opts = *opts;
+        /* A version-1 caller's struct ends before the version-2 fields. */
+        memcpy(&e->opts, opts,
+               opts->version >= 2 ? sizeof *opts
+                                  : offsetof(saga_engine_options, log_event));
     else
         saga_engine_options_init(&e->opts, SAGA_ENGINE_OPTIONS_VERSION);
     saga_engine_options *o = &e->opts;
@@ -471,6 +479,7 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     if (o->service == NULL)
         o->service = "orchestrator";
     e->store_backoff_ms = o->store_retry_ms;
+    e->control_poll_ms = 500;
     e->batch.tail = &e->batch.head;
     e->batch.out_tail = &e->batch.out_head;
 
@@ -535,6 +544,7 @@ int saga_engine_start(saga_engine *e)
         return rc;
     e->started = 1;
     e->hk_next_ms = saga__now(e) + (int64_t)e->opts.housekeeping_interval_ms;
+    saga__admin_start(e);
     uv_timer_start(&e->hk_timer, hk_cb, e->opts.housekeeping_interval_ms,
                    e->opts.housekeeping_interval_ms);
     return SAGA_OK;
@@ -605,6 +615,7 @@ static void engine_destroy(saga_engine *e)
     saga_free(e->heap);
     saga_free(e->graveyard);
     saga__batch_free(&e->batch);
+    saga__metrics_free(e);
     for (saga__defent *d = e->defs, *nx; d; d = nx) {
         nx = d->next;
         saga_def_free(d->def);
@@ -663,6 +674,7 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
     e->close_cb = cb;
     e->close_arg = arg;
     saga__remote_close(e);
+    saga__admin_close(e);
     if (e->transport != NULL) {
         saga_transport_free(e->transport);
         e->transport = NULL;

@@ -169,6 +169,9 @@ struct saga_engine {
     uint64_t replies_rejected;
 
     saga_stats stats;
+    struct saga__admin *admin;     /* admin.c */
+    struct saga__metrics *metrics; /* metrics.c */
+    uint32_t control_poll_ms;      /* 0: off; set before start */
     char errmsg[512];
 };
 
@@ -225,5 +228,29 @@ void saga__invoke(saga_engine *e, saga__inst *in, const saga__effect *eff);
 void saga__arm(saga_engine *e, saga__inst *in);
 void saga__fire(saga_engine *e, saga__inst *in, int64_t now);
 int saga__recover(saga_engine *e);
+/* Operator actions (admin.c). */
+int saga__op_find(saga_engine *e, const char *id, saga__inst **out,
+                  saga_state *st);
+void saga__op_retry(saga_engine *e, saga__inst *in, const char *why);
+int saga__op_can_compensate(const saga__inst *in);
+void saga__op_compensate(saga_engine *e, saga__inst *in, const char *why);
+void saga__op_resolve(saga_engine *e, saga__inst *in, saga_state as,
+                      const char *why);
+
+/* admin.c: shapes recorded and the control queue polled from start; its
+ * timer closed with the engine. */
+struct saga__admin;
+void saga__admin_start(saga_engine *e);
+void saga__admin_close(saga_engine *e);
+/* trace.c: a log line as a structured event (attempt, trace id). */
+void saga__log_event(saga_engine *e, saga_log_level lvl, const char *saga_id,
+                     int step, const char *msg);
+/* metrics.c */
+struct saga__metrics;
+void saga__metrics_journal(saga_engine *e, const saga__inst *in,
+                           const saga_journal_entry *j);
+void saga__metrics_commit(saga_engine *e, size_t transitions,
+                          int64_t latency_us, int ok);
+void saga__metrics_free(saga_engine *e);
 
 #endif /* SAGA_ENGINE_INT_H */

@@ -45,7 +45,9 @@ void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    if (p->opts.log != NULL)
+    if (p->opts.version >= 2 && p->opts.log_event != NULL)
+        saga__plog_event(p, lvl, id, step, buf);
+    else if (p->opts.log != NULL)
         p->opts.log(lvl, id, step, buf, p->opts.log_arg);
     else
         fprintf(stderr, "libsaga participant %s: %s\n", p->opts.service, buf);

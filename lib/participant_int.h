@@ -106,6 +106,7 @@ struct saga_participant {
     uint32_t backoff_ms;
     uint64_t rng;
     saga_participant_stats stats;
+    const saga_envelope *cur; /* the message being processed (logs) */
     void (*close_cb)(void *);
     void *close_arg;
     char errmsg[512];
@@ -115,6 +116,9 @@ void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
                 int step, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 int64_t saga__pnow(saga_participant *p);
+/* trace.c: a participant log line as a structured event. */
+void saga__plog_event(saga_participant *p, saga_log_level lvl,
+                      const char *id, int step, const char *msg);
 /* Encode @p env into a new outgoing message for @p topic. */
 int saga__pencode(saga_participant *p, saga_envelope *env, const char *topic,
                   const char *key, saga__outmsg **out);

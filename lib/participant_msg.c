@@ -108,11 +108,14 @@ static int run_handler(saga_participant *p, handler *h, item *it,
                       .msg_id = env->msg_id,
                       .payload = env->payload,
                       .payload_len = env->payload_len,
-                      .redriven = it->own != NULL};
+                      .redriven = it->own != NULL,
+                      .traceparent = env->trace};
     rep->p = p;
     rep->it = it;
     p->in_handler = 1;
+    p->cur = env;
     int rc = h->cmd(p, &c, rep, h->arg);
+    p->cur = NULL;
     p->in_handler = 0;
     return rc;
 }
@@ -175,7 +178,7 @@ static int action_done(saga_participant *p, const char *key,
 {
     if (rep->outcome == SAGA_OUTCOME_FAIL &&
         !SAGA__BUG(SAGA__BUG_FAIL_NOT_FINAL))
-        return put_barrier(s, key, "F", 1); /* final: see the 'F' state */
+        return put_barrier(p, key, "F", 1); /* final: see the 'F' state */
     if (rep->outcome != SAGA_OUTCOME_OK)
         return redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
     /* Record the first result after the marker. */
@@ -223,6 +226,13 @@ int saga__pcommand(saga_participant *p, item *it)
         if (rc != SAGA_OK)
             return rc;
         p->stats.commands++;
+        p->cur = env;
+        saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
+                   "%s %s (attempt %u)%s%s",
+                   env->comp ? "compensation" : "command", env->name,
+                   env->attempt, env->trace[0] ? " traceparent " : "",
+                   env->trace);
+        p->cur = NULL;
         if (env->reply_to[0] == '\0') {
             saga__plog(p, SAGA_LOG_WARN, env->saga_id, (int)env->step,
                        "command %s has no reply_to; dropped", env->msg_id);
@@ -306,7 +316,7 @@ int saga__pcommand(saga_participant *p, item *it)
              * a pivot without compensation may have been given up on)
              * must not apply now. */
             p->stats.retried_actions++;
-            rc = redrive ? put_barrier(s, key, cur, cur_len) : SAGA_OK;
+            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
             if (rc == SAGA_OK)
                 rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
                                   "refused: the action failed before");
@@ -375,7 +385,8 @@ int saga__pevent(saga_participant *p, item *it)
                       .name = it->env.name,
                       .msg_id = it->env.msg_id,
                       .payload = it->env.payload,
-                      .payload_len = it->env.payload_len};
+                      .payload_len = it->env.payload_len,
+                      .traceparent = it->env.trace};
     p->in_handler = 1;
     rc = it->ev->ev(p, &c, it->ev->arg);
     p->in_handler = 0;

@@ -102,6 +102,14 @@ int saga__remote_command(saga_engine *e, saga__inst *in)
     snprintf(env.reply_to, sizeof env.reply_to, "%s", e->opts.service);
     env.payload = in->data;
     env.payload_len = in->data_len;
+    saga_step_ref ref;
+    memcpy(ref.saga_id, in->id, SAGA_ID_SIZE);
+    ref.step = (uint32_t)in->step;
+    ref.attempt = in->attempt;
+    ref.compensating = (uint32_t)comp;
+    if (saga_step_traceparent(in->data, in->data_len, &ref, env.trace) !=
+        SAGA_OK)
+        env.trace[0] = '\0';
     void *buf;
     size_t len;
     int rc = saga_envelope_encode(&env, &buf, &len);

@@ -884,3 +884,71 @@ int saga_on_done(saga_engine *e, const char *saga_id, saga_done_cb cb,
     f.arg = arg;
     return saga__push_effect(e, &f);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Operator actions (admin.c does the lookups, the checks and the replies;  */
+/* these are the transitions, kept here beside the state machine).          */
+
+int saga__op_find(saga_engine *e, const char *id, saga__inst **out,
+                  saga_state *st)
+{
+    *out = saga__inst_find(e, id);
+    if (*out != NULL) {
+        *st = (*out)->state;
+        return SAGA_OK;
+    }
+    int rc = stored_state(e, id, st);
+    if (rc == SAGA_ENOTFOUND)
+        return saga__err(e, rc, "no saga %.40s", id);
+    if (rc != SAGA_OK)
+        return saga__err(e, SAGA_ESTORE, "%s", e->store->errmsg(e->store));
+    if (*st != SAGA_STATE_FAILED)
+        return SAGA_OK; /* ended (or owned elsewhere): nothing to load */
+    return load_one(e, id, out);
+}
+
+void saga__op_retry(saga_engine *e, saga__inst *in, const char *why)
+{
+    in->state = backward(in) ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING;
+    in->attempt = 1;
+    in->updated_ms = saga__now(e);
+    saga__journal(e, in, SAGA_EV_OPERATOR_RETRY, why);
+    begin_attempt(e, in);
+    saga__stage(e, in, 0);
+}
+
+int saga__op_can_compensate(const saga__inst *in)
+{
+    return in->state == SAGA_STATE_FAILED || can_compensate(in);
+}
+
+void saga__op_compensate(saga_engine *e, saga__inst *in, const char *why)
+{
+    /* A failed compensation is tried again; a step in flight, or one that
+     * may have applied, is undone too. */
+    int include = backward(in) || (in->flags & SAGA_REC_MAYBE) ||
+                  ((in->flags & SAGA_REC_INFLIGHT) && in->invoked);
+    int32_t from = include ? in->step : in->step - 1;
+    in->updated_ms = saga__now(e);
+    saga__journal(e, in, SAGA_EV_OPERATOR_COMPENSATE, why);
+    in->state = SAGA_STATE_COMPENSATING;
+    in->flags |= SAGA_REC_BACKWARD;
+    in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
+    in->due_ms = 0;
+    set_error(in, why);
+    saga__journal(e, in, SAGA_EV_COMPENSATING, why);
+    compensate_from(e, in, from);
+    saga__stage(e, in, 0);
+}
+
+void saga__op_resolve(saga_engine *e, saga__inst *in, saga_state as,
+                      const char *why)
+{
+    in->updated_ms = saga__now(e);
+    saga__journal(e, in, SAGA_EV_OPERATOR_RESOLVE, why);
+    end_saga(e, in, as,
+             as == SAGA_STATE_COMPLETED ? SAGA_EV_COMPLETED
+                                        : SAGA_EV_COMPENSATED,
+             NULL);
+    saga__stage(e, in, 0);
+}

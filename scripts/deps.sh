@@ -9,7 +9,14 @@ PKGS=(
   libh2o-dev libssl-dev libjansson-dev
   libcurl4-openssl-dev curl jq wrk hyperfine
   clang libclang-rt-14-dev llvm
+  chromium prometheus graphviz
 )
+# Node.js and npm drive the browser test (tests/operate/ci.sh: puppeteer-core,
+# test-only). A Node from another source (nodesource ships npm inside its
+# nodejs) is used as it is: Debian's npm package would conflict with it.
+if ! command -v node > /dev/null || ! command -v npm > /dev/null; then
+  PKGS+=(nodejs npm)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] ||

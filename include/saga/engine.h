@@ -40,6 +40,10 @@ typedef uint64_t (*saga_random_fn)(void *arg);
 /** The log sink. @p saga_id is NULL and @p step -1 when not about a saga. */
 typedef void (*saga_log_fn)(saga_log_level level, const char *saga_id,
                             int step, const char *msg, void *arg);
+/** A structured log sink (saga/trace.h: saga_log_event). */
+struct saga_log_event;
+typedef void (*saga_log_event_fn)(const struct saga_log_event *ev,
+                                  void *arg);
 /** A saga reached COMPLETED, COMPENSATED or FAILED (durably). */
 typedef void (*saga_done_cb)(saga_engine *e, const char *saga_id,
                              saga_state state, void *arg);
@@ -50,7 +54,7 @@ typedef void (*saga_start_cb)(saga_engine *e, int status, const char *saga_id,
 /** saga_engine_close() finished; the engine's memory is gone. */
 typedef void (*saga_close_cb)(void *arg);
 
-#define SAGA_ENGINE_OPTIONS_VERSION 1
+#define SAGA_ENGINE_OPTIONS_VERSION 2
 #define SAGA_ENGINE_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_ENGINE_OPTIONS_VERSION)
 
 /** Engine options. Zero (or NULL) in any field selects its default. */
@@ -86,6 +90,12 @@ typedef struct saga_engine_options {
     /** This engine's service name on the transport: replies to its remote
      * steps come to this topic. Default "orchestrator". */
     const char *service;
+    /* version 2 */
+    /** Structured log sink (saga/trace.h): when set, it receives every
+     * event (with attempt and trace id) instead of @c log; log_level still
+     * filters. Since: 0.2. */
+    saga_log_event_fn log_event;
+    void *log_event_arg;
 } saga_engine_options;
 
 SAGA_EXTERN int saga_engine_options_init(saga_engine_options *opts,

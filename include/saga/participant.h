@@ -52,6 +52,8 @@ typedef struct saga_command {
      * again and must redo its outside call idempotently (the same
      * idempotency key). 0 otherwise. */
     int redriven;
+    /** Since 0.2: the W3C traceparent the command carried, "" if none. */
+    const char *traceparent;
 } saga_command;
 
 /** What a handler answers: set by saga_reply_set() (default: OK, no
@@ -152,6 +154,8 @@ typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
 typedef int (*saga_event_fn)(saga_participant *p, const saga_command *event,
                              void *arg);
 
+struct saga_log_event; /* saga/trace.h */
+
 #define SAGA_PARTICIPANT_OPTIONS_VERSION 2
 #define SAGA_PARTICIPANT_OPTIONS_INIT                                          \
     SAGA_INIT_VERSION(SAGA_PARTICIPANT_OPTIONS_VERSION)
@@ -189,6 +193,12 @@ typedef struct saga_participant_options {
     uint64_t retention_ms;
     /** How often the housekeeping pass runs; default 60 s. */
     uint64_t housekeeping_interval_ms;
+    /* version 2, too: the structured log */
+    /** Structured log sink (saga/trace.h), used instead of @c log when
+     * set; events about a command carry its attempt and trace id.
+     * Since: 0.2. */
+    void (*log_event)(const struct saga_log_event *ev, void *arg);
+    void *log_event_arg;
 } saga_participant_options;
 
 /**

@@ -207,5 +207,8 @@ SAGA_END_DECL
 #include "saga/participant.h"
 #include "saga/codec.h"
 #include "saga/testing.h"
+#include "saga/admin.h"
+#include "saga/metrics.h"
+#include "saga/trace.h"
 
 #endif /* SAGA_SAGA_H */

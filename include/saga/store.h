@@ -56,7 +56,10 @@ typedef enum saga_event {
     SAGA_EV_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
     SAGA_EV_COMPENSATED = 11,
     SAGA_EV_FAILED = 12,
-    SAGA_EV_OPERATOR_RETRY = 13
+    SAGA_EV_OPERATOR_RETRY = 13, /* error: "by ACTOR: REASON" */
+    SAGA_EV_OPERATOR_COMPENSATE = 14, /* since 0.2; error as above */
+    SAGA_EV_OPERATOR_RESOLVE = 15     /* since 0.2; then COMPLETED or
+                                       * COMPENSATED */
 } saga_event;
 
 /** "STARTED", "STEP_OK", ... or "UNKNOWN". */
