@@ -501,8 +501,14 @@ static void load_participant(const part *p, pstats *ps)
         char id[64];
         int k = -1;
         const unsigned char *v = sqlite3_column_blob(st, 1);
+        int vlen = sqlite3_column_bytes(st, 1);
+        /* Rows stamped with their write time: 0x01, 8-byte time, value. */
+        if (v != NULL && vlen >= 9 && v[0] == 0x01) {
+            v += 9;
+            vlen -= 9;
+        }
         if (sscanf(col(st, 0), "b/%63[^/]/%d", id, &k) != 2 || k < 0 ||
-            k >= XP_NSTEPS || v == NULL || sqlite3_column_bytes(st, 1) < 1) {
+            k >= XP_NSTEPS || v == NULL || vlen < 1) {
             failf("%s: bad barrier row '%s'", p->service, col(st, 0));
             continue;
         }
