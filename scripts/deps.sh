@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
   libuv1-dev libsqlite3-dev sqlite3 libmsgpack-dev libcriterion-dev
-  librdkafka-dev libpq-dev postgresql
+  librdkafka-dev kcat libpq-dev postgresql
   libh2o-dev libssl-dev libjansson-dev
   libcurl4-openssl-dev curl jq wrk hyperfine
   clang libclang-rt-14-dev llvm

@@ -9,6 +9,10 @@
 
 #include "ck.h"
 
+#ifdef CK_WITH_KAFKA
+#include <saga/kafka.h>
+#endif
+
 /* --- transports ---------------------------------------------------------- */
 
 static const char *const event_topics[][2] = {
@@ -19,7 +23,8 @@ static const char *const event_topics[][2] = {
 static void tcp_log(saga_log_level lvl, const char *msg, void *arg)
 {
     if (lvl >= SAGA_LOG_WARN)
-        fprintf(stderr, "saga-checkout: tcp %s: %s\n", (const char *)arg, msg);
+        fprintf(stderr, "saga-checkout: transport %s: %s\n",
+                (const char *)arg, msg);
 }
 
 static const char *endpoint_addr(ck_app *a, const char *name)
@@ -35,6 +40,25 @@ saga_transport *ck_transport(ck_app *a, const char *endpoint)
         if (saga_transport_inmem_new(&t, a->bus) != SAGA_OK)
             return NULL;
         return t;
+    }
+    if (a->transport != NULL) {
+#ifdef CK_WITH_KAFKA
+        /* Kafka: every endpoint and event topic is a Kafka topic of that
+         * name (order-events, payment-events, ... keyed by order id). */
+        saga_kafka_options ko = SAGA_KAFKA_OPTIONS_INIT;
+        ko.url = a->transport;
+        ko.log = tcp_log;
+        ko.log_arg = (void *)endpoint;
+        if (saga_transport_kafka_new(&t, a->loop, &ko) != SAGA_OK) {
+            fprintf(stderr, "saga-checkout: bad transport %s\n",
+                    a->transport);
+            return NULL;
+        }
+        return t;
+#else
+        fprintf(stderr, "saga-checkout: built without the Kafka transport\n");
+        return NULL;
+#endif
     }
     saga_tcp_peer peers[32];
     size_t n = 0;

@@ -62,6 +62,7 @@ typedef struct ck_app {
     /* transports */
     saga_inmem_bus *bus;     /* one-process mode */
     json_t *config;          /* distributed: the config file */
+    const char *transport;   /* distributed: kafka://... (else TCP) */
     /* services (NULL when not in this process) */
     saga_engine *engine;     /* the order service's orchestrator */
     saga_participant *svc[CK_NSVC];

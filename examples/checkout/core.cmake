@@ -27,4 +27,9 @@ if(TARGET saga_console)
   target_link_libraries(checkout_core PUBLIC saga_console)
   target_compile_definitions(checkout_core PRIVATE CK_HAVE_CONSOLE)
 endif()
+# --transport kafka://... (the seed's topics on Kafka), when built.
+if(SAGA_WITH_KAFKA)
+  target_compile_definitions(checkout_core PRIVATE CK_WITH_KAFKA)
+  target_link_libraries(checkout_core PUBLIC saga_kafka)
+endif()
 

@@ -25,7 +25,8 @@ static void usage(void)
             "[--catalog FILE]\n"
             "       saga-checkout demo [--serve] [--listen HOST:PORT] "
             "[--url URL]\n"
-            "       saga-checkout service NAME --data DIR --config FILE\n"
+            "       saga-checkout service NAME --data DIR --config FILE "
+            "[--transport kafka://HOST:PORT[?prop=value&...]]\n"
             "options: --log-format json (JSON-lines logs); CK_ADMIN_TOKEN "
             "in the environment\n  turns on the operator console at "
             "/console/ (GET /metrics is always served)\n"
@@ -198,6 +199,8 @@ static int cmd_service(int argc, char **argv)
             config = argv[++i];
         else if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc)
             ck_log_json = strcmp(argv[++i], "json") == 0;
+        else if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc)
+            a->transport = argv[++i];
         else {
             usage();
             return 2;

@@ -10,7 +10,8 @@
 # the order process's "listening on http://..." line once the API accepts
 # requests, and runs until SIGINT/SIGTERM, which it passes to every service.
 # SAGA_CHECKOUT names the binary (default: next to this script's build).
-# CATALOG names a catalogue file.
+# CATALOG names a catalogue file. KAFKA_URL=kafka://HOST:PORT[?props] runs
+# the services over Kafka (--transport) instead of TCP.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dir=${1:?usage: run-distributed.sh DIR [HTTP_PORT [BASE_PORT]]}
@@ -42,7 +43,7 @@ trap stop INT TERM
 
 for s in cart inventory payment shipping warehouse notification order; do
     "$bin" service "$s" --data "$dir" --config "$dir/config.json" \
-        > "$dir/$s.log" 2>&1 &
+        ${KAFKA_URL:+--transport "$KAFKA_URL"} > "$dir/$s.log" 2>&1 &
     pids+=($!)
     echo $! > "$dir/$s.pid"
 done
