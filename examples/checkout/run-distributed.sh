@@ -47,11 +47,18 @@ for s in cart inventory payment shipping warehouse notification order; do
     pids+=($!)
     echo $! > "$dir/$s.pid"
 done
-for _ in $(seq 1 200); do
-    if line=$(grep -m1 '^listening on ' "$dir/order.log" 2>/dev/null); then
+# Ready when every service says so: the API reads what the others wrote at
+# their start (the cart's catalogue), so it is announced last.
+for _ in $(seq 1 600); do
+    up=1
+    for s in cart inventory payment shipping warehouse notification; do
+        grep -q "^service $s running" "$dir/$s.log" 2>/dev/null || up=0
+    done
+    if [ $up = 1 ] && line=$(grep -m1 '^listening on ' "$dir/order.log" 2>/dev/null); then
         echo "$line"
         break
     fi
+    line=
     sleep 0.05
 done
 [ -n "${line:-}" ] || { echo "run-distributed: the order service did not start" >&2; cat "$dir/order.log" >&2; stop; }

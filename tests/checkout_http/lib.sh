@@ -150,7 +150,15 @@ co_start_service() {
     off=$(stat -c %s "$log" 2>/dev/null || echo 0)
     "$CO_BIN" service "$n" --data "$CO_DATA" --config "$CO_DATA/config.json" >> "$log" 2>&1 &
     CO_PID[$n]=$!
-    [ "$n" = order ] || return 0
+    if [ "$n" != order ]; then
+        # The API in the order process reads what the other services wrote
+        # at their start (the cart's catalogue): wait until each is up.
+        co_wait_line "$log" "service $n running" "${CO_PID[$n]}" "$off" || {
+            tail -n 20 "$log" >&2
+            die "saga-checkout service $n did not start (log: $log)"
+        }
+        return 0
+    fi
     co_wait_line "$log" "listening on http://" "${CO_PID[order]}" "$off" || {
         tail -n 20 "$log" >&2
         die "saga-checkout service order did not start (log: $log)"
