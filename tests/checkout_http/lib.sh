@@ -59,7 +59,10 @@ co_finish() {
 co_free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        # Below the ephemeral range (32768-60999): a port that another
+        # test's outgoing connection holds cannot be bound, and nothing
+        # listening there would show it.
+        p=$((20000 + RANDOM % 12000))
         (exec 3<> "/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
 }
