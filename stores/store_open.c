@@ -45,10 +45,14 @@ static int open_pg(saga_store **out, const char *spec)
                 strcat(rest, kv);
             }
         }
-        if (rest[0] != '\0')
-            sprintf(q, "?%s", rest);
-        else
+        /* rest is never longer than the query it came from. */
+        size_t n = strlen(rest);
+        if (n > 0) {
+            q[0] = '?';
+            memcpy(q + 1, rest, n + 1);
+        } else {
             *q = '\0';
+        }
     }
     saga_pg_options o = SAGA_PG_OPTIONS_INIT;
     if (schema[0] != '\0')

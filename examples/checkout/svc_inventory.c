@@ -209,18 +209,19 @@ json_t *ck_inv_release(sqlite3 *db, const char *order_id, const char *why,
  * available again when it can be (so the order still ships). */
 int ck_inv_commit(sqlite3 *db, const char *order_id, int64_t now)
 {
+    /* Each element in parentheses: three statements, not one string. */
     static const char *const sql[] = {
-        "UPDATE inventory SET reserved_quantity = reserved_quantity - r.q, "
+        ("UPDATE inventory SET reserved_quantity = reserved_quantity - r.q, "
         "sold_quantity = sold_quantity + r.q, updated_at = ?2 FROM (SELECT "
         "product_id AS p, quantity AS q FROM reservations WHERE order_id = ?1 "
-        "AND status = 'RESERVED') r WHERE inventory.product_id = r.p",
-        "UPDATE inventory SET available_quantity = available_quantity - r.q, "
+        "AND status = 'RESERVED') r WHERE inventory.product_id = r.p"),
+        ("UPDATE inventory SET available_quantity = available_quantity - r.q, "
         "sold_quantity = sold_quantity + r.q, updated_at = ?2 FROM (SELECT "
         "product_id AS p, quantity AS q FROM reservations WHERE order_id = ?1 "
         "AND status = 'EXPIRED') r WHERE inventory.product_id = r.p AND "
-        "inventory.available_quantity >= r.q",
-        "UPDATE reservations SET status = 'COMMITTED', updated_at = ?2 WHERE "
-        "order_id = ?1 AND status IN ('RESERVED', 'EXPIRED')"};
+        "inventory.available_quantity >= r.q"),
+        ("UPDATE reservations SET status = 'COMMITTED', updated_at = ?2 WHERE "
+         "order_id = ?1 AND status IN ('RESERVED', 'EXPIRED')")};
     for (int i = 0; i < 3; i++) {
         sqlite3_stmt *st = ck_prep(db, sql[i]);
         if (st == NULL)
