@@ -125,7 +125,12 @@ typedef struct saga_batch_writes {
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 3
+#define SAGA_STORE_VERSION 4
+
+struct uv_loop_s;
+
+/** Completion of submit_batch(): @p rc as write_batch() would return. */
+typedef void (*saga_store_done_cb)(void *arg, int rc);
 
 /**
  * The store vtable. A store embeds it first in its own state:
@@ -234,6 +239,32 @@ struct saga_store {
      * Called outside a transaction.
      */
     int (*write_batch)(saga_store *self, const saga_batch_writes *w);
+    /* version 4: optional asynchronous commit (NULL: the engine calls
+     * write_batch, or begin/slots/commit, on its loop and waits). */
+    /**
+     * Bind the store to the loop of the engine that takes it. The engine
+     * calls it once, before any other slot, when the slot is set; a store
+     * with submit_batch needs it (it watches its sockets and timers there).
+     * @return SAGA_OK, SAGA_ESTORE, SAGA_ENOMEM.
+     */
+    int (*attach)(saga_store *self, struct uv_loop_s *loop);
+    /**
+     * Start writing a batch, as write_batch would, without blocking: the
+     * store copies what it needs of @p w before it returns (the caller may
+     * free @p w and everything it points to at once), and later calls
+     * @p done on the loop thread, exactly once, with write_batch's result
+     * (never from inside submit_batch). Batches commit in the order they
+     * were submitted; the engine keeps at most one in flight and stages
+     * the next meanwhile. Reading slots may be called while a batch is in
+     * flight and see only committed data. close is never called while a
+     * batch is in flight.
+     * @return SAGA_OK (submitted: @p done will run), or the error with
+     * which the batch was refused at once (then @p done never runs).
+     */
+    int (*submit_batch)(saga_store *self, const saga_batch_writes *w,
+                        saga_store_done_cb done, void *arg);
+    /* version 5 is reserved for multi-engine ownership (leases, fencing,
+     * claiming): see the PostgreSQL store. */
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)
