@@ -20,7 +20,8 @@ static const char *const event_topics[][2] = {
     {CK_T_PAYMENT, "order"},      {CK_T_FULFILL, "order"},
     {CK_T_CART, "cart"}};
 
-static void tcp_log(saga_log_level lvl, const char *msg, void *arg)
+static void tcp_log(saga_log_level lvl, const char *saga_id, int step,
+                    const char *msg, void *arg)
 {
     if (lvl >= SAGA_LOG_WARN)
         fprintf(stderr, "saga-checkout: transport %s: %s\n",
