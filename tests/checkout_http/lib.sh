@@ -349,6 +349,18 @@ co_db() {
     fi
 }
 
+# co_saga_store: the orchestrator's store, as sagactl names it.
+co_saga_store() {
+    if [ -n "${CO_STORE:-}" ]; then
+        case $CO_PG_URL in
+            *\?*) echo "$CO_PG_URL&schema=${CO_PG_PREFIX}_order_saga" ;;
+            *) echo "$CO_PG_URL?schema=${CO_PG_PREFIX}_order_saga" ;;
+        esac
+    else
+        echo "$CO_DATA/order-saga.db"
+    fi
+}
+
 # ---- reading the services' SQLite files (the seed's Part 5 tables) ----------
 # Money is kept in integer cents in every table (docs/checkout-api.md).
 # co_stock PRODUCT: "available reserved sold total" from the inventory table.
