@@ -2,8 +2,9 @@
  * svc_inventory.c — the inventory service: the seed's inventory table (plus
  * sold_quantity) and reservations with a TTL on inventory.db.
  *
- * Invariant, checked by SQLite on every statement (a CHECK constraint), so
- * at every commit: available + reserved + sold == total, none negative.
+ * Invariant, checked by the database (SQLite or PostgreSQL) on every
+ * statement (a CHECK constraint), so at every commit: available + reserved
+ * + sold == total, none negative.
  *
  * Commands (the saga's steps):
  *   inventory.reserve            hold stock for an order (TTL), or FAIL
@@ -120,13 +121,16 @@ int ck_inv_reserve(ck_db *db, const char *order_id, const json_t *items,
         st = ck_prep(db, "UPDATE inventory SET available_quantity = "
                          "available_quantity - ?1, reserved_quantity = "
                          "reserved_quantity + ?1, updated_at = ?2 WHERE "
-                         "product_id = ?3");
+                         "product_id = ?3 AND available_quantity >= ?1");
         if (st == NULL)
             return -1;
         ck_bind_int(st, 1, q);
         ck_bind_int(st, 2, now);
         ck_bind_text(st, 3, pid);
-        if (step_done(st) != 0)
+        /* Checked and taken in one statement: a writer that moved the
+         * stock since the check above (none while one process serves this
+         * schema) makes this an error, and the command is tried again. */
+        if (step_done(st) != 0 || ck_changes(db) != 1)
             return -1;
         st = ck_prep(db, "INSERT INTO reservations (order_id, product_id, "
                          "quantity, status, expires_at, created_at, "
