@@ -176,7 +176,7 @@ int ck_participant(ck_app *a, int svc, saga_participant **out, ck_db **db)
     if (a->store != NULL) {
         if (saga_store_open(&s, spec) != SAGA_OK) {
             fprintf(stderr, "saga-checkout: cannot open the %s store: %s\n",
-                    name, saga_store_open_errmsg());
+                    name, saga_open_errmsg());
             return -1;
         }
     } else {

@@ -51,7 +51,7 @@ int sv_open_store(const char *spec, saga_store **out, char *err, size_t n)
         int rc = saga_store_open(out, spec);
         if (rc != SAGA_OK)
             snprintf(err, n, "cannot open the store: %s (%s)",
-                     saga_store_open_errmsg(), saga_strerror(rc));
+                     saga_open_errmsg(), saga_strerror(rc));
         return rc == SAGA_EINVAL ? SAGA_ESTORE : rc;
     }
     if (strstr(spec, "://") != NULL) {
