@@ -121,8 +121,7 @@ int saga_store_init(saga_store *s, unsigned int version)
 {
     if (s == NULL)
         return SAGA_EINVAL;
-    if (version == 0 || version > SAGA_STORE_VERSION)
-        return SAGA_EVERSION;
+    SAGA__CHECK_VERSION(&version, SAGA_STORE_VERSION);
     memset(s, 0, sizeof *s);
     s->version = version;
     return SAGA_OK;
@@ -138,8 +137,7 @@ int saga_transport_init(saga_transport *t, unsigned int version)
 {
     if (t == NULL)
         return SAGA_EINVAL;
-    if (version == 0 || version > SAGA_TRANSPORT_VERSION)
-        return SAGA_EVERSION;
+    SAGA__CHECK_VERSION(&version, SAGA_TRANSPORT_VERSION);
     memset(t, 0, sizeof *t);
     t->version = version;
     return SAGA_OK;
@@ -173,7 +171,7 @@ int saga__plugins_check(const saga_store *s, const saga_transport *t,
                         saga__log_fn log, void *log_arg)
 {
     if (s != NULL) {
-        if (s->version == 0 || s->version > SAGA_STORE_VERSION)
+        if (saga__check_version(s, SAGA_STORE_VERSION) != SAGA_OK)
             return plugin_refuse(SAGA_EVERSION, log, log_arg,
                                  "store: version %u is not supported (1..%d)",
                                  s->version, SAGA_STORE_VERSION);
@@ -198,7 +196,7 @@ int saga__plugins_check(const saga_store *s, const saga_transport *t,
                                      slots[i].name);
     }
     if (t != NULL) {
-        if (t->version == 0 || t->version > SAGA_TRANSPORT_VERSION)
+        if (saga__check_version(t, SAGA_TRANSPORT_VERSION) != SAGA_OK)
             return plugin_refuse(SAGA_EVERSION, log, log_arg,
                                  "transport: version %u is not supported "
                                  "(1..%d)", t->version, SAGA_TRANSPORT_VERSION);

@@ -61,8 +61,9 @@ static int frozen(saga_def *d)
 
 int saga_step_options_init(saga_step_options *opts, unsigned int version)
 {
-    if (opts == NULL || version == 0 || version > SAGA_STEP_OPTIONS_VERSION)
+    if (opts == NULL)
         return SAGA_EINVAL;
+    SAGA__CHECK_VERSION(&version, SAGA_STEP_OPTIONS_VERSION);
     memset(opts, 0, sizeof *opts);
     opts->version = version;
     return SAGA_OK;
@@ -145,9 +146,10 @@ int saga_def_add_step(saga_def *d, const char *name, saga_action_fn action,
     saga_step_options o;
     if (opts == NULL)
         saga_step_options_init(&o, SAGA_STEP_OPTIONS_VERSION);
-    else if (opts->version == 0 || opts->version > SAGA_STEP_OPTIONS_VERSION)
-        return fail(d, "step options version %u is not supported",
-                    opts->version);
+    else if (saga__check_version(opts, SAGA_STEP_OPTIONS_VERSION) != SAGA_OK) {
+        fail(d, "step options version %u is not supported", opts->version);
+        return SAGA_EVERSION;
+    }
     else
         o = *opts;
 

@@ -437,8 +437,9 @@ static void hk_if_due(saga_engine *e)
 
 int saga_engine_options_init(saga_engine_options *opts, unsigned int version)
 {
-    if (opts == NULL || version == 0 || version > SAGA_ENGINE_OPTIONS_VERSION)
+    if (opts == NULL)
         return SAGA_EINVAL;
+    SAGA__CHECK_VERSION(&version, SAGA_ENGINE_OPTIONS_VERSION);
     memset(opts, 0, sizeof *opts);
     opts->version = version;
     return SAGA_OK;
@@ -450,9 +451,7 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     if (out == NULL)
         return SAGA_EINVAL;
     *out = NULL;
-    if (opts != NULL &&
-        (opts->version == 0 || opts->version > SAGA_ENGINE_OPTIONS_VERSION))
-        return SAGA_EVERSION;
+    SAGA__CHECK_VERSION(opts, SAGA_ENGINE_OPTIONS_VERSION);
     int rc = saga__plugins_check(store, transport,
                                  opts != NULL ? opts->log : NULL,
                                  opts != NULL ? opts->log_arg : NULL);

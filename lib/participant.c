@@ -610,8 +610,7 @@ int saga_participant_options_init(saga_participant_options *opts,
 {
     if (opts == NULL)
         return SAGA_EINVAL;
-    if (version == 0 || version > SAGA_PARTICIPANT_OPTIONS_VERSION)
-        return SAGA_EVERSION;
+    SAGA__CHECK_VERSION(&version, SAGA_PARTICIPANT_OPTIONS_VERSION);
     memset(opts, 0, opts_size(version));
     opts->version = version;
     return SAGA_OK;
@@ -627,11 +626,9 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     if (loop == NULL || store == NULL || transport == NULL || opts == NULL ||
         !saga__valid_name(opts->service))
         return SAGA_EINVAL;
-    if (opts->version == 0 ||
-        opts->version > SAGA_PARTICIPANT_OPTIONS_VERSION ||
-        store->version == 0 || store->version > SAGA_STORE_VERSION ||
-        transport->version == 0 || transport->version > SAGA_TRANSPORT_VERSION)
-        return SAGA_EVERSION;
+    SAGA__CHECK_VERSION(opts, SAGA_PARTICIPANT_OPTIONS_VERSION);
+    SAGA__CHECK_VERSION(store, SAGA_STORE_VERSION);
+    SAGA__CHECK_VERSION(transport, SAGA_TRANSPORT_VERSION);
     int rc = saga__plugins_check(store, transport, opts->log, opts->log_arg);
     if (rc != SAGA_OK)
         return rc;

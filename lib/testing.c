@@ -139,8 +139,9 @@ static void k_comp(saga_engine *e, const saga_step_ref *ref, const void *data,
 
 int saga_test_options_init(saga_test_options *opts, unsigned int version)
 {
-    if (opts == NULL || version == 0 || version > SAGA_TEST_OPTIONS_VERSION)
+    if (opts == NULL)
         return SAGA_EINVAL;
+    SAGA__CHECK_VERSION(&version, SAGA_TEST_OPTIONS_VERSION);
     memset(opts, 0, sizeof *opts);
     opts->version = version;
     return SAGA_OK;
@@ -423,9 +424,7 @@ int saga_test_run_one(const saga_def *def, const void *data, size_t len,
     saga_test_fault none;
     memset(&none, 0, sizeof none);
     out->fault = fault ? *fault : none;
-    if (opts != NULL &&
-        (opts->version == 0 || opts->version > SAGA_TEST_OPTIONS_VERSION))
-        return SAGA_EINVAL;
+    SAGA__CHECK_VERSION(opts, SAGA_TEST_OPTIONS_VERSION);
     make_label(def, &out->fault, out->label, sizeof out->label);
     if (def->nsteps == 0 || !fault_ok(def, &out->fault, out)) {
         if (out->why[0] == '\0')

@@ -173,12 +173,15 @@ int saga__array_grow(void *items, size_t *cap, size_t need, size_t elem,
 /* The one version rule for options structs and vtables (libgit2's
  * GIT_ERROR_CHECK_VERSION): NULL passes (defaults); otherwise the leading
  * `unsigned int version` must be 1..@p max. SAGA_OK or SAGA_EVERSION. */
+static inline int saga__version_ok(unsigned int version, unsigned int max)
+{
+    return version > 0 && version <= max ? SAGA_OK : SAGA_EVERSION;
+}
 static inline int saga__check_version(const void *structure, unsigned int max)
 {
     if (structure == NULL)
         return SAGA_OK;
-    unsigned int v = *(const unsigned int *)structure;
-    return v > 0 && v <= max ? SAGA_OK : SAGA_EVERSION;
+    return saga__version_ok(*(const unsigned int *)structure, max);
 }
 #define SAGA__CHECK_VERSION(structure, max)                                    \
     do {                                                                       \

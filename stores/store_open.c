@@ -82,9 +82,6 @@ int saga_store_open(saga_store **out, const char *spec)
         return SAGA_EINVAL;
 #endif
     }
-    int rc = saga_store_sqlite_open(out, spec, NULL);
-    if (rc != SAGA_OK)
-        saga_open_errmsg_set("cannot open SQLite store %s: %s", spec,
-                             saga_strerror(rc));
-    return rc;
+    /* On failure the SQLite store left its reason in saga_open_errmsg(). */
+    return saga_store_sqlite_open(out, spec, NULL);
 }

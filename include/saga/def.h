@@ -83,7 +83,14 @@ typedef struct saga_step_options {
     const char *comp_command;   /* remote: the compensation's command name */
 } saga_step_options;
 
-/** Fill @p opts with defaults. @return SAGA_OK or SAGA_EINVAL. */
+/**
+ * Zero @p opts and set its version: every field then selects its default.
+ * @param opts     caller memory.
+ * @param version  SAGA_STEP_OPTIONS_VERSION (or an older one).
+ * @return SAGA_OK, SAGA_EINVAL (@p opts NULL), SAGA_EVERSION (0 or newer
+ *   than this library).
+ * Ownership: @p opts is the caller's. Since: 0.1.
+ */
 SAGA_EXTERN int saga_step_options_init(saga_step_options *opts,
                                        unsigned int version);
 
@@ -112,8 +119,9 @@ SAGA_EXTERN void saga_def_free(saga_def *d);
  * @return SAGA_OK; SAGA_EINVAL with saga_def_errmsg() naming the problem
  *   (empty or bad name, duplicate step, no action, a compensation on a
  *   retriable step or the pivot, a second pivot, a compensatable step after
- *   the pivot, a retriable step before it, a bad policy); SAGA_EBUSY (@p d
- *   is registered with an engine: it no longer changes); SAGA_ENOMEM.
+ *   the pivot, a retriable step before it, a bad policy); SAGA_EVERSION
+ *   (opts->version 0 or newer than this library); SAGA_EBUSY (@p d is
+ *   registered with an engine: it no longer changes); SAGA_ENOMEM.
  */
 SAGA_EXTERN int saga_def_add_step(saga_def *d, const char *name,
                                   saga_action_fn action,

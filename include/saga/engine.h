@@ -92,6 +92,14 @@ typedef struct saga_engine_options {
     void *log_event_arg;
 } saga_engine_options;
 
+/**
+ * Zero @p opts and set its version: every field then selects its default.
+ * @param opts     caller memory.
+ * @param version  SAGA_ENGINE_OPTIONS_VERSION (or an older one).
+ * @return SAGA_OK, SAGA_EINVAL (@p opts NULL), SAGA_EVERSION (0 or newer
+ *   than this library).
+ * Ownership: @p opts is the caller's. Since: 0.1.
+ */
 SAGA_EXTERN int saga_engine_options_init(saga_engine_options *opts,
                                          unsigned int version);
 

@@ -116,7 +116,14 @@ typedef struct saga_test_options {
     uint64_t max_virtual_ms;
 } saga_test_options;
 
-/** Fill @p opts with defaults. @return SAGA_OK or SAGA_EINVAL. Since: 0.2. */
+/**
+ * Zero @p opts and set its version: every field then selects its default.
+ * @param opts     caller memory.
+ * @param version  SAGA_TEST_OPTIONS_VERSION (or an older one).
+ * @return SAGA_OK, SAGA_EINVAL (@p opts NULL), SAGA_EVERSION (0 or newer
+ *   than this library).
+ * Ownership: @p opts is the caller's. Since: 0.2.
+ */
 SAGA_EXTERN int saga_test_options_init(saga_test_options *opts,
                                        unsigned int version);
 
@@ -130,7 +137,8 @@ SAGA_EXTERN int saga_test_options_init(saga_test_options *opts,
  *   the invariants held.
  * @return SAGA_OK (the run happened; look at out->ok), SAGA_EINVAL (NULL
  *   argument, invalid definition, a fault naming no such step or one that
- *   cannot apply to it: see out->why), SAGA_ENOMEM.
+ *   cannot apply to it: see out->why), SAGA_EVERSION (opts->version 0 or
+ *   newer than this library), SAGA_ENOMEM.
  * Since: 0.2.
  */
 SAGA_EXTERN int saga_test_run_one(const saga_def *def, const void *data,

@@ -504,20 +504,36 @@ static int mem_kv_del(saga_store *self, const char *key)
     return old ? saga__mem_put_node(s, &s->kv, old, NULL) : SAGA_OK;
 }
 
-void saga__mem_ops_install(saga_store *b)
-{
-    b->journal_append = mem_journal_append;
-    b->journal_scan = mem_journal_scan;
-    b->idem_put = mem_idem_put;
-    b->idem_get = mem_idem_get;
-    b->purge = mem_purge;
-    b->outbox_put = mem_outbox_put;
-    b->outbox_scan = mem_outbox_scan;
-    b->outbox_done = mem_outbox_done;
-    b->inbox_claim = mem_inbox_claim;
-    b->inbox_reply = mem_inbox_reply;
-    b->kv_get = mem_kv_get;
-    b->kv_put = mem_kv_put;
-    b->kv_scan = mem_kv_scan;
-    b->kv_del = mem_kv_del;
-}
+/* The memory store's vtable: one constant table, copied into each store
+ * (SQLite's sqlite3_io_methods, nng's ops tables). */
+const saga_store saga__mem_store_ops = {
+    .version = SAGA_STORE_VERSION,
+    /* version 1 */
+    .begin = saga__mem_begin,
+    .commit = saga__mem_commit,
+    .rollback = saga__mem_rollback,
+    .saga_put = saga__mem_saga_put,
+    .saga_get = saga__mem_saga_get,
+    .saga_scan = saga__mem_saga_scan,
+    .journal_append = mem_journal_append,
+    .journal_scan = mem_journal_scan,
+    .idem_put = mem_idem_put,
+    .idem_get = mem_idem_get,
+    .purge = mem_purge,
+    .outbox_put = mem_outbox_put,
+    .outbox_scan = mem_outbox_scan,
+    .outbox_done = mem_outbox_done,
+    .inbox_claim = mem_inbox_claim,
+    .inbox_reply = mem_inbox_reply,
+    .kv_get = mem_kv_get,
+    .kv_put = mem_kv_put,
+    .native_handle = saga__mem_native_handle,
+    .errmsg = saga__mem_errmsg,
+    .close = saga__mem_close,
+    /* version 2 */
+    .kv_scan = mem_kv_scan,
+    .kv_del = mem_kv_del,
+    .savepoint = saga__mem_savepoint,
+    .savepoint_rollback = saga__mem_savepoint_rollback,
+    .savepoint_release = saga__mem_savepoint_release,
+};

@@ -152,6 +152,20 @@ int saga__mem_commit(saga_store *self);
 int saga__mem_rollback(saga_store *self);
 
 /* mem_ops.c */
-void saga__mem_ops_install(saga_store *base);
+/* store_memory.c's slots, for the ops table in mem_ops.c */
+int saga__mem_saga_put(saga_store *self, const saga_record *r,
+                       unsigned int flags);
+int saga__mem_saga_get(saga_store *self, const char *id, saga_record_cb cb,
+                       void *arg);
+int saga__mem_saga_scan(saga_store *self, unsigned int mask,
+                        saga_record_cb cb, void *arg);
+void *saga__mem_native_handle(saga_store *self);
+const char *saga__mem_errmsg(saga_store *self);
+void saga__mem_close(saga_store *self);
+int saga__mem_savepoint(saga_store *self);
+int saga__mem_savepoint_rollback(saga_store *self);
+int saga__mem_savepoint_release(saga_store *self);
+/* The vtable every memory store starts from. */
+extern const saga_store saga__mem_store_ops;
 
 #endif /* SAGA_MEM_STORE_H */

@@ -326,7 +326,7 @@ int saga__mem_rollback(saga_store *self)
     return SAGA_OK;
 }
 
-static int mem_savepoint(saga_store *self)
+int saga__mem_savepoint(saga_store *self)
 {
     mem_store *s = (mem_store *)self;
     if (!s->in_txn || s->in_sp)
@@ -338,7 +338,7 @@ static int mem_savepoint(saga_store *self)
     return SAGA_OK;
 }
 
-static int mem_savepoint_rollback(saga_store *self)
+int saga__mem_savepoint_rollback(saga_store *self)
 {
     mem_store *s = (mem_store *)self;
     if (!s->in_txn || !s->in_sp)
@@ -349,7 +349,7 @@ static int mem_savepoint_rollback(saga_store *self)
     return SAGA_OK;
 }
 
-static int mem_savepoint_release(saga_store *self)
+int saga__mem_savepoint_release(saga_store *self)
 {
     mem_store *s = (mem_store *)self;
     if (!s->in_txn || !s->in_sp)
@@ -421,8 +421,8 @@ static int check_record(mem_store *s, const saga_record *r, unsigned flags)
     return SAGA_OK;
 }
 
-static int mem_saga_put(saga_store *self, const saga_record *r,
-                        unsigned int flags)
+int saga__mem_saga_put(saga_store *self, const saga_record *r,
+                       unsigned int flags)
 {
     mem_store *s = (mem_store *)self;
     int rc = check_record(s, r, flags);
@@ -451,8 +451,8 @@ static int mem_saga_put(saga_store *self, const saga_record *r,
     return rc;
 }
 
-static int mem_saga_get(saga_store *self, const char *id, saga_record_cb cb,
-                        void *arg)
+int saga__mem_saga_get(saga_store *self, const char *id, saga_record_cb cb,
+                       void *arg)
 {
     mem_store *s = (mem_store *)self;
     if (id == NULL)
@@ -490,8 +490,8 @@ static int scan_cmp(const void *pa, const void *pb)
     return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
-static int mem_saga_scan(saga_store *self, unsigned int mask,
-                         saga_record_cb cb, void *arg)
+int saga__mem_saga_scan(saga_store *self, unsigned int mask,
+                        saga_record_cb cb, void *arg)
 {
     mem_store *s = (mem_store *)self;
     if (cb == NULL)
@@ -522,16 +522,16 @@ static int mem_saga_scan(saga_store *self, unsigned int mask,
 /* ------------------------------------------------------------------------ */
 /* The rest of the vtable                                                   */
 
-static void *mem_native_handle(saga_store *self) { return NULL; }
+void *saga__mem_native_handle(saga_store *self) { return NULL; }
 
-static const char *mem_errmsg(saga_store *self)
+const char *saga__mem_errmsg(saga_store *self)
 {
     return ((mem_store *)self)->err;
 }
 
 static void destroy_node(mnode *n, void *arg) { free_node(n); }
 
-static void mem_close(saga_store *self)
+void saga__mem_close(saga_store *self)
 {
     mem_store *s = (mem_store *)self;
     if (s == NULL)
@@ -558,20 +558,7 @@ int saga_store_memory_new(saga_store **out)
     if (s == NULL)
         return SAGA_ENOMEM;
     memset(s, 0, sizeof *s);
-    saga_store_init(&s->base, SAGA_STORE_VERSION);
-    s->base.begin = saga__mem_begin;
-    s->base.commit = saga__mem_commit;
-    s->base.rollback = saga__mem_rollback;
-    s->base.saga_put = mem_saga_put;
-    s->base.saga_get = mem_saga_get;
-    s->base.saga_scan = mem_saga_scan;
-    s->base.native_handle = mem_native_handle;
-    s->base.errmsg = mem_errmsg;
-    s->base.close = mem_close;
-    s->base.savepoint = mem_savepoint;
-    s->base.savepoint_rollback = mem_savepoint_rollback;
-    s->base.savepoint_release = mem_savepoint_release;
-    saga__mem_ops_install(&s->base);
+    s->base = saga__mem_store_ops;
     *out = &s->base;
     return SAGA_OK;
 }

@@ -75,6 +75,11 @@ int saga__sq_commit(saga_store *self);
 int saga__sq_rollback(saga_store *self);
 
 /* sqlite_ops.c */
-void saga__sq_ops_install(saga_store *base);
+/* store_sqlite.c's slots, for the ops table in sqlite_ops.c */
+void *saga__sq_native_handle(saga_store *self);
+const char *saga__sq_errmsg(saga_store *self);
+void saga__sq_close(saga_store *self);
+/* The vtable every SQLite store starts from. */
+extern const saga_store saga__sq_store_ops;
 
 #endif /* SAGA_SQLITE_INT_H */

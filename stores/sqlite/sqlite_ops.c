@@ -635,26 +635,36 @@ static int sq_savepoint_release(saga_store *self)
     return sq_savepoint_end(self, 0);
 }
 
-void saga__sq_ops_install(saga_store *b)
-{
-    b->saga_put = sq_saga_put;
-    b->saga_get = sq_saga_get;
-    b->saga_scan = sq_saga_scan;
-    b->journal_append = sq_journal_append;
-    b->journal_scan = sq_journal_scan;
-    b->idem_put = sq_idem_put;
-    b->idem_get = sq_idem_get;
-    b->purge = sq_purge;
-    b->outbox_put = sq_outbox_put;
-    b->outbox_scan = sq_outbox_scan;
-    b->outbox_done = sq_outbox_done;
-    b->inbox_claim = sq_inbox_claim;
-    b->inbox_reply = sq_inbox_reply;
-    b->kv_get = sq_kv_get;
-    b->kv_put = sq_kv_put;
-    b->kv_scan = sq_kv_scan;
-    b->kv_del = sq_kv_del;
-    b->savepoint = sq_savepoint;
-    b->savepoint_rollback = sq_savepoint_rollback;
-    b->savepoint_release = sq_savepoint_release;
-}
+/* The SQLite store's vtable: one constant table, copied into each store
+ * (SQLite's own sqlite3_io_methods, nng's ops tables). */
+const saga_store saga__sq_store_ops = {
+    .version = SAGA_STORE_VERSION,
+    /* version 1 */
+    .begin = saga__sq_begin,
+    .commit = saga__sq_commit,
+    .rollback = saga__sq_rollback,
+    .saga_put = sq_saga_put,
+    .saga_get = sq_saga_get,
+    .saga_scan = sq_saga_scan,
+    .journal_append = sq_journal_append,
+    .journal_scan = sq_journal_scan,
+    .idem_put = sq_idem_put,
+    .idem_get = sq_idem_get,
+    .purge = sq_purge,
+    .outbox_put = sq_outbox_put,
+    .outbox_scan = sq_outbox_scan,
+    .outbox_done = sq_outbox_done,
+    .inbox_claim = sq_inbox_claim,
+    .inbox_reply = sq_inbox_reply,
+    .kv_get = sq_kv_get,
+    .kv_put = sq_kv_put,
+    .native_handle = saga__sq_native_handle,
+    .errmsg = saga__sq_errmsg,
+    .close = saga__sq_close,
+    /* version 2 */
+    .kv_scan = sq_kv_scan,
+    .kv_del = sq_kv_del,
+    .savepoint = sq_savepoint,
+    .savepoint_rollback = sq_savepoint_rollback,
+    .savepoint_release = sq_savepoint_release,
+};

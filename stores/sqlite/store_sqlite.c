@@ -13,6 +13,7 @@
 
 #include "saga/saga.h"
 #include "sqlite_int.h"
+#include "util.h"
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                   */
@@ -186,8 +187,7 @@ int saga_sqlite_options_init(saga_sqlite_options *opts, unsigned int version)
 {
     if (opts == NULL)
         return SAGA_EINVAL;
-    if (version == 0 || version > SAGA_SQLITE_OPTIONS_VERSION)
-        return SAGA_EVERSION;
+    SAGA__CHECK_VERSION(&version, SAGA_SQLITE_OPTIONS_VERSION);
     memset(opts, 0, sizeof *opts);
     opts->version = version;
     return SAGA_OK;
@@ -275,17 +275,17 @@ static int prepare_all(sqlite_store *s)
     return SAGA_OK;
 }
 
-static void *sq_native_handle(saga_store *self)
+void *saga__sq_native_handle(saga_store *self)
 {
     return ((sqlite_store *)self)->db;
 }
 
-static const char *sq_errmsg(saga_store *self)
+const char *saga__sq_errmsg(saga_store *self)
 {
     return ((sqlite_store *)self)->err;
 }
 
-static void sq_close(saga_store *self)
+void saga__sq_close(saga_store *self)
 {
     sqlite_store *s = (sqlite_store *)self;
     if (s == NULL)
@@ -305,31 +305,36 @@ int saga_store_sqlite_open(saga_store **out, const char *path,
                            const saga_sqlite_options *opts)
 {
     saga_sqlite_options defaults = SAGA_SQLITE_OPTIONS_INIT;
+    saga_open_errmsg_set("%s", "");
     if (out == NULL)
         return SAGA_EINVAL;
     *out = NULL;
-    if (path == NULL)
+    if (path == NULL) {
+        saga_open_errmsg_set("sqlite: no path");
         return SAGA_EINVAL;
+    }
+    if (saga__check_version(opts, SAGA_SQLITE_OPTIONS_VERSION) != SAGA_OK) {
+        saga_open_errmsg_set("sqlite: options version %u not supported "
+                             "(1..%d)", opts->version,
+                             SAGA_SQLITE_OPTIONS_VERSION);
+        return SAGA_EVERSION;
+    }
     if (opts == NULL)
         opts = &defaults;
-    if (opts->version == 0 || opts->version > SAGA_SQLITE_OPTIONS_VERSION)
-        return SAGA_EVERSION;
     if (opts->synchronous < 0 || opts->synchronous > 2 ||
-        opts->busy_timeout_ms < 0)
+        opts->busy_timeout_ms < 0) {
+        saga_open_errmsg_set("sqlite: synchronous must be 0..2 and "
+                             "busy_timeout_ms not negative");
         return SAGA_EINVAL;
+    }
 
     sqlite_store *s = saga_malloc(sizeof *s);
-    if (s == NULL)
+    if (s == NULL) {
+        saga_open_errmsg_set("sqlite: out of memory");
         return SAGA_ENOMEM;
+    }
     memset(s, 0, sizeof *s);
-    saga_store_init(&s->base, SAGA_STORE_VERSION);
-    s->base.begin = saga__sq_begin;
-    s->base.commit = saga__sq_commit;
-    s->base.rollback = saga__sq_rollback;
-    s->base.native_handle = sq_native_handle;
-    s->base.errmsg = sq_errmsg;
-    s->base.close = sq_close;
-    saga__sq_ops_install(&s->base);
+    s->base = saga__sq_store_ops;
 
     /* NOMUTEX: the connection belongs to the engine's loop thread. */
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
@@ -345,7 +350,10 @@ int saga_store_sqlite_open(saga_store **out, const char *path,
     if (rc == SAGA_OK)
         rc = prepare_all(s);
     if (rc != SAGA_OK) {
-        sq_close(&s->base);
+        /* The store dies with its message: keep it for the caller. */
+        saga_open_errmsg_set("sqlite: %s: %s", path,
+                             s->err[0] ? s->err : saga_strerror(rc));
+        saga__sq_close(&s->base);
         return rc == SAGA_EVERSION || rc == SAGA_ENOMEM ? rc : SAGA_ESTORE;
     }
     *out = &s->base;

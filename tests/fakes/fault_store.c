@@ -235,6 +235,38 @@ static void f_close(saga_store *self)
     saga_free(fs);
 }
 
+static const saga_store f_ops = {
+    .version = SAGA_STORE_VERSION,
+    /* version 1 */
+    .begin = f_begin,
+    .commit = f_commit,
+    .rollback = f_rollback,
+    .saga_put = f_saga_put,
+    .saga_get = f_saga_get,
+    .saga_scan = f_saga_scan,
+    .journal_append = f_journal_append,
+    .journal_scan = f_journal_scan,
+    .idem_put = f_idem_put,
+    .idem_get = f_idem_get,
+    .purge = f_purge,
+    .outbox_put = f_outbox_put,
+    .outbox_scan = f_outbox_scan,
+    .outbox_done = f_outbox_done,
+    .inbox_claim = f_inbox_claim,
+    .inbox_reply = f_inbox_reply,
+    .kv_get = f_kv_get,
+    .kv_put = f_kv_put,
+    .native_handle = f_native_handle,
+    .errmsg = f_errmsg,
+    .close = f_close,
+    /* version 2 */
+    .kv_scan = f_kv_scan,
+    .kv_del = f_kv_del,
+    .savepoint = f_savepoint,
+    .savepoint_rollback = f_savepoint_rollback,
+    .savepoint_release = f_savepoint_release,
+};
+
 int fault_store_new(saga_store **out, saga_store *inner, fault_store **handle)
 {
     if (out == NULL || inner == NULL)
@@ -243,39 +275,19 @@ int fault_store_new(saga_store **out, saga_store *inner, fault_store **handle)
     if (fs == NULL)
         return SAGA_ENOMEM;
     memset(fs, 0, sizeof *fs);
-    saga_store_init(&fs->base, SAGA_STORE_VERSION);
+    fs->base = f_ops;
     fs->inner = inner;
     saga_store *b = &fs->base;
-    b->begin = f_begin;
-    b->commit = f_commit;
-    b->rollback = f_rollback;
-    b->saga_put = f_saga_put;
-    b->saga_get = f_saga_get;
-    b->saga_scan = f_saga_scan;
-    b->journal_append = f_journal_append;
-    b->journal_scan = f_journal_scan;
-    b->idem_put = f_idem_put;
-    b->idem_get = f_idem_get;
-    b->purge = f_purge;
-    b->outbox_put = f_outbox_put;
-    b->outbox_scan = f_outbox_scan;
-    b->outbox_done = f_outbox_done;
-    b->inbox_claim = f_inbox_claim;
-    b->inbox_reply = f_inbox_reply;
-    b->kv_get = f_kv_get;
-    b->kv_put = f_kv_put;
-    b->native_handle = f_native_handle;
-    b->errmsg = f_errmsg;
-    b->close = f_close;
-    if (inner->version >= 2) {
-        b->kv_scan = inner->kv_scan ? f_kv_scan : NULL;
-        b->kv_del = inner->kv_del ? f_kv_del : NULL;
-        if (inner->savepoint && inner->savepoint_rollback &&
-            inner->savepoint_release) {
-            b->savepoint = f_savepoint;
-            b->savepoint_rollback = f_savepoint_rollback;
-            b->savepoint_release = f_savepoint_release;
-        }
+    /* The wrapper offers an optional slot only where the inner store does. */
+    if (inner->version < 2 || inner->kv_scan == NULL)
+        b->kv_scan = NULL;
+    if (inner->version < 2 || inner->kv_del == NULL)
+        b->kv_del = NULL;
+    if (inner->version < 2 || !inner->savepoint ||
+        !inner->savepoint_rollback || !inner->savepoint_release) {
+        b->savepoint = NULL;
+        b->savepoint_rollback = NULL;
+        b->savepoint_release = NULL;
     }
     *out = b;
     if (handle)

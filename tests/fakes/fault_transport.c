@@ -46,6 +46,15 @@ static void ft_close(saga_transport *self)
     saga_free(ft);
 }
 
+static const saga_transport ft_ops = {
+    .version = SAGA_TRANSPORT_VERSION,
+    .send = ft_send,
+    .subscribe = ft_subscribe,
+    .ack = ft_ack,
+    .errmsg = ft_errmsg,
+    .close = ft_close,
+};
+
 int fault_transport_new(saga_transport **out, saga_transport *inner,
                         fault_transport **handle)
 {
@@ -53,12 +62,7 @@ int fault_transport_new(saga_transport **out, saga_transport *inner,
     if (ft == NULL)
         return SAGA_ENOMEM;
     memset(ft, 0, sizeof *ft);
-    saga_transport_init(&ft->base, SAGA_TRANSPORT_VERSION);
-    ft->base.send = ft_send;
-    ft->base.subscribe = ft_subscribe;
-    ft->base.ack = ft_ack;
-    ft->base.errmsg = ft_errmsg;
-    ft->base.close = ft_close;
+    ft->base = ft_ops;
     ft->inner = inner;
     *out = &ft->base;
     if (handle)

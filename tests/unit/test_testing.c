@@ -94,7 +94,7 @@ Test(testing, faults_that_do_not_apply)
     saga_test_options o;
     saga_test_options_init(&o, SAGA_TEST_OPTIONS_VERSION);
     o.version = 99;
-    cr_assert_eq(saga_test_run_one(d, NULL, 0, NULL, &o, &run), SAGA_EINVAL);
+    cr_assert_eq(saga_test_run_one(d, NULL, 0, NULL, &o, &run), SAGA_EVERSION);
     cr_assert_eq(saga_test_options_init(NULL, 1), SAGA_EINVAL);
     saga_def_free(d);
 }

@@ -31,51 +31,18 @@
 #include <uv.h>
 
 #include "saga/saga.h"
+#include "util.h"
 
-/* ---- a circular doubly-linked list (like libuv's QUEUE) ----------------- */
+/* ---- lists: lib/util.h's, under this file's short names ------------------ */
 
-typedef struct qlink {
-    struct qlink *prev, *next;
-} qlink;
-
-#define CONTAINER(ptr, type, field)                                           \
-    ((type *)(void *)((char *)(ptr)-offsetof(type, field)))
-
-static void l_init(qlink *h) { h->prev = h->next = h; }
-static int l_empty(const qlink *h) { return h->next == h; }
-static void l_push_back(qlink *h, qlink *n)
-{
-    n->next = h;
-    n->prev = h->prev;
-    h->prev->next = n;
-    h->prev = n;
-}
-static void l_remove(qlink *n)
-{
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-    n->prev = n->next = n;
-}
-static qlink *l_pop_front(qlink *h)
-{
-    qlink *n = h->next;
-    if (n == h)
-        return NULL;
-    l_remove(n);
-    return n;
-}
-/* Move every node of @p src, in order, to the front of @p dst. */
-static void l_splice_front(qlink *dst, qlink *src)
-{
-    if (l_empty(src))
-        return;
-    qlink *first = src->next, *last = src->prev;
-    last->next = dst->next;
-    dst->next->prev = last;
-    dst->next = first;
-    first->prev = dst;
-    l_init(src);
-}
+typedef saga__list qlink;
+#define CONTAINER SAGA__CONTAINER
+#define l_init saga__list_init
+#define l_empty saga__list_empty
+#define l_push_back saga__list_push_back
+#define l_remove saga__list_remove
+#define l_pop_front saga__list_pop_front
+#define l_splice_front saga__list_splice_front
 
 /* ---- types --------------------------------------------------------------- */
 
@@ -162,15 +129,6 @@ struct saga_inmem_bus {
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = saga_malloc(n);
-    if (p != NULL)
-        memcpy(p, s, n);
-    return p;
-}
-
 static void msg_unref(inmem_msg *m)
 {
     if (--m->refs == 0)
@@ -200,14 +158,6 @@ static void ep_kick(inmem_ep *ep)
 
 static void bus_kick(saga_inmem_bus *bus);
 
-static uint32_t hash_str(const char *s)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
 static inmem_topic *topic_find(saga_inmem_bus *bus, const char *name)
 {
     for (qlink *n = bus->topics.next; n != &bus->topics; n = n->next) {
@@ -226,7 +176,7 @@ static inmem_topic *topic_get(saga_inmem_bus *bus, const char *name)
     t = saga_malloc(sizeof *t);
     if (t == NULL)
         return NULL;
-    if ((t->name = dup_str(name)) == NULL) {
+    if ((t->name = saga__strdup(name)) == NULL) {
         saga_free(t);
         return NULL;
     }
@@ -311,7 +261,7 @@ static void bus_distribute(saga_inmem_bus *bus)
             while ((n = l_pop_front(&g->pending)) != NULL) {
                 saga_delivery *d = CONTAINER(n, saga_delivery, node);
                 unsigned pick = d->msg->key != NULL
-                                    ? hash_str(d->msg->key) % nsubs
+                                    ? saga__hash_str(d->msg->key) % nsubs
                                     : g->rr++ % nsubs;
                 qlink *s = g->subs.next;
                 while (pick--)
@@ -524,7 +474,7 @@ static int inmem_subscribe(saga_transport *self, const char *topic,
         return set_err(ep, SAGA_ENOMEM, "subscribe: out of memory");
     if (g == NULL) {
         g = saga_malloc(sizeof *g);
-        if (g == NULL || (g->name = dup_str(group)) == NULL) {
+        if (g == NULL || (g->name = saga__strdup(group)) == NULL) {
             saga_free(g);
             saga_free(sub);
             return set_err(ep, SAGA_ENOMEM, "subscribe: out of memory");
@@ -663,24 +613,38 @@ void saga_inmem_bus_free(saga_inmem_bus *bus)
         inmem_close(&CONTAINER(bus->eps.next, inmem_ep, node)->base);
 }
 
+/* The in-memory transport's vtable: one constant table, copied into each
+ * endpoint (nng's inproc ops). */
+static const saga_transport inmem_ops = {
+    .version = SAGA_TRANSPORT_VERSION,
+    /* version 1 */
+    .send = inmem_send,
+    .subscribe = inmem_subscribe,
+    .ack = inmem_ack,
+    .errmsg = inmem_errmsg,
+    .close = inmem_close,
+    /* version 2 */
+    .route = inmem_route,
+};
+
 int saga_transport_inmem_new(saga_transport **out, saga_inmem_bus *bus)
 {
+    saga_open_errmsg_set("%s", "");
     if (out == NULL)
         return SAGA_EINVAL;
     *out = NULL;
-    if (bus == NULL || bus->freeing)
+    if (bus == NULL || bus->freeing) {
+        saga_open_errmsg_set("inmem: %s", bus ? "the bus is being freed"
+                                              : "no bus");
         return SAGA_EINVAL;
+    }
     inmem_ep *ep = saga_malloc(sizeof *ep);
-    if (ep == NULL)
+    if (ep == NULL) {
+        saga_open_errmsg_set("inmem: out of memory");
         return SAGA_ENOMEM;
+    }
     memset(ep, 0, sizeof *ep);
-    saga_transport_init(&ep->base, SAGA_TRANSPORT_VERSION);
-    ep->base.send = inmem_send;
-    ep->base.subscribe = inmem_subscribe;
-    ep->base.ack = inmem_ack;
-    ep->base.errmsg = inmem_errmsg;
-    ep->base.close = inmem_close;
-    ep->base.route = inmem_route;
+    ep->base = inmem_ops;
     ep->bus = bus;
     l_init(&ep->subs);
     l_init(&ep->sent);

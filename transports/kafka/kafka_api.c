@@ -22,34 +22,21 @@
 static int k_send(saga_transport *self, const char *topic, const char *key,
                   const void *buf, size_t len, saga_sent_cb cb, void *arg);
 
-char *saga__kafka_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = saga_malloc(n);
-    if (p != NULL)
-        memcpy(p, s, n);
-    return p;
-}
-
 int saga__kafka_set_err(kafka_t *t, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->err, sizeof t->err, fmt, ap);
+    saga__verrf(t->err, sizeof t->err, rc, fmt, ap);
     va_end(ap);
     return rc;
 }
 
 void saga__kafka_log(kafka_t *t, saga_log_level lvl, const char *fmt, ...)
 {
-    if (t->o.log == NULL)
-        return;
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    saga__vlogf(t->o.log, t->o.log_arg, lvl, fmt, ap);
     va_end(ap);
-    t->o.log(lvl, NULL, -1, msg, t->o.log_arg);
 }
 
 static kafka_t *as_kafka(saga_transport *self)
@@ -153,7 +140,7 @@ static int parse_url(kafka_t *t, const char *url)
     if (hn > 0 && hosts[hn - 1] == '/')
         hn--; /* kafka://host:port/?x=y */
     if (hn > 0) {
-        char *name = saga__kafka_strdup("bootstrap.servers");
+        char *name = saga__strdup("bootstrap.servers");
         char *val = pct_decode(hosts, hn);
         if (name == NULL || val == NULL) {
             saga_free(name);
@@ -371,8 +358,8 @@ static int k_subscribe(saga_transport *self, const char *topic,
     if (s == NULL)
         return saga__kafka_set_err(t, SAGA_ENOMEM, "out of memory");
     memset(s, 0, sizeof *s);
-    s->topic = saga__kafka_strdup(topic);
-    s->ktopic = saga__kafka_strdup(kt);
+    s->topic = saga__strdup(topic);
+    s->ktopic = saga__strdup(kt);
     s->cb = cb;
     s->arg = arg;
     if (s->topic == NULL || s->ktopic == NULL) {
@@ -383,7 +370,7 @@ static int k_subscribe(saga_transport *self, const char *topic,
     if (g == NULL) {
         g = saga_malloc(sizeof *g);
         if (g == NULL || (memset(g, 0, sizeof *g),
-                          (g->name = saga__kafka_strdup(group)) == NULL)) {
+                          (g->name = saga__strdup(group)) == NULL)) {
             saga_free(g);
             sub_free(s);
             return saga__kafka_set_err(t, SAGA_ENOMEM, "out of memory");
@@ -532,8 +519,7 @@ int saga_kafka_options_init(saga_kafka_options *opts, unsigned int version)
 {
     if (opts == NULL)
         return SAGA_EINVAL;
-    if (version == 0 || version > SAGA_KAFKA_OPTIONS_VERSION)
-        return SAGA_EVERSION;
+    SAGA__CHECK_VERSION(&version, SAGA_KAFKA_OPTIONS_VERSION);
     memset(opts, 0, sizeof *opts);
     opts->version = version;
     return SAGA_OK;
@@ -550,7 +536,7 @@ static int copy_options(kafka_t *t, const saga_kafka_options *o)
     if (o->max_message_size > MAX_MAX_MSG)
         return saga__kafka_set_err(t, SAGA_EINVAL,
                                    "max_message_size over 1 GiB");
-    t->prefix = saga__kafka_strdup(o->topic_prefix ? o->topic_prefix : "");
+    t->prefix = saga__strdup(o->topic_prefix ? o->topic_prefix : "");
     if (t->prefix == NULL)
         return saga__kafka_set_err(t, SAGA_ENOMEM, "out of memory");
     int rc;
@@ -562,8 +548,8 @@ static int copy_options(kafka_t *t, const saga_kafka_options *o)
             return saga__kafka_set_err(t, SAGA_EINVAL,
                                        "property %zu has no name or value",
                                        i);
-        char *nm = saga__kafka_strdup(p->name);
-        char *v = saga__kafka_strdup(p->value);
+        char *nm = saga__strdup(p->name);
+        char *v = saga__strdup(p->value);
         if (nm == NULL || v == NULL) {
             saga_free(nm);
             saga_free(v);
@@ -584,8 +570,8 @@ static int copy_options(kafka_t *t, const saga_kafka_options *o)
             return saga__kafka_set_err(t, SAGA_EINVAL,
                                        "topic map entry %zu: bad name or "
                                        "Kafka topic", i);
-        t->topics[i].name = saga__kafka_strdup(m->name);
-        t->topics[i].kafka_topic = saga__kafka_strdup(m->kafka_topic);
+        t->topics[i].name = saga__strdup(m->name);
+        t->topics[i].kafka_topic = saga__strdup(m->kafka_topic);
         t->ntopics++;
         if (t->topics[i].name == NULL || t->topics[i].kafka_topic == NULL)
             return saga__kafka_set_err(t, SAGA_ENOMEM, "out of memory");

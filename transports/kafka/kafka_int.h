@@ -15,39 +15,17 @@
 #include <librdkafka/rdkafka.h>
 
 #include "saga/kafka.h"
+#include "util.h"
 
-/* ---- lists --------------------------------------------------------------- */
+/* ---- lists: lib/util.h's, under this file's short names ------------------ */
 
-typedef struct klink {
-    struct klink *prev, *next;
-} klink;
-
-#define KCONTAINER(ptr, type, field)                                          \
-    ((type *)(void *)((char *)(ptr)-offsetof(type, field)))
-
-static inline void kl_init(klink *h) { h->prev = h->next = h; }
-static inline int kl_empty(const klink *h) { return h->next == h; }
-static inline void kl_push_back(klink *h, klink *n)
-{
-    n->next = h;
-    n->prev = h->prev;
-    h->prev->next = n;
-    h->prev = n;
-}
-static inline void kl_remove(klink *n)
-{
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-    n->prev = n->next = n;
-}
-static inline klink *kl_pop_front(klink *h)
-{
-    klink *n = h->next;
-    if (n == h)
-        return NULL;
-    kl_remove(n);
-    return n;
-}
+typedef saga__list klink;
+#define KCONTAINER SAGA__CONTAINER
+#define kl_init saga__list_init
+#define kl_empty saga__list_empty
+#define kl_push_back saga__list_push_back
+#define kl_remove saga__list_remove
+#define kl_pop_front saga__list_pop_front
 
 /* ---- types --------------------------------------------------------------- */
 
@@ -176,7 +154,6 @@ int saga__kafka_set_err(kafka_t *t, int rc, const char *fmt, ...)
 rd_kafka_conf_t *saga__kafka_conf(kafka_t *t, const char *group);
 /* A client finished (its handles closed, its rd_kafka_t destroyed). */
 void saga__kafka_client_done(kafka_t *t);
-char *saga__kafka_strdup(const char *s);
 
 /* ---- kafka_io.c ---------------------------------------------------------- */
 

@@ -243,7 +243,7 @@ static void on_assign(kgroup *g, const rd_kafka_topic_partition_list_t *l)
         if (part_find(g, e->topic, e->partition) != NULL)
             continue;
         kpart *p = saga_malloc(sizeof *p);
-        char *kt = saga__kafka_strdup(e->topic);
+        char *kt = saga__strdup(e->topic);
         if (p == NULL || kt == NULL) {
             /* Delivered messages of an unknown partition are skipped (not
              * committed): another rebalance brings them back. */
@@ -283,7 +283,7 @@ static void remember_floor(kgroup *g, const char *kt, int32_t partition,
     if (nf == NULL)
         return; /* only an optimisation: the inbox absorbs the repeats */
     g->floors = nf;
-    if ((nf[g->nfloors].ktopic = saga__kafka_strdup(kt)) == NULL)
+    if ((nf[g->nfloors].ktopic = saga__strdup(kt)) == NULL)
         return;
     nf[g->nfloors].partition = partition;
     nf[g->nfloors].offset = off;
@@ -650,7 +650,7 @@ void saga__kafka_warm_topic(kafka_t *t, const char *kt)
     if (nk == NULL)
         return;
     t->known = nk;
-    if ((nk[t->nknown] = saga__kafka_strdup(kt)) == NULL)
+    if ((nk[t->nknown] = saga__strdup(kt)) == NULL)
         return;
     t->nknown++;
     kwarm *k = saga_malloc(sizeof *k);

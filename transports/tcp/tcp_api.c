@@ -36,22 +36,13 @@
 static int tcp_send(saga_transport *self, const char *topic, const char *key,
                     const void *buf, size_t len, saga_sent_cb cb, void *arg);
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = saga_malloc(n);
-    if (p != NULL)
-        memcpy(p, s, n);
-    return p;
-}
-
 static int set_err(tcp_t *t, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int set_err(tcp_t *t, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->err, sizeof t->err, fmt, ap);
+    saga__verrf(t->err, sizeof t->err, rc, fmt, ap);
     va_end(ap);
     return rc;
 }
@@ -193,8 +184,8 @@ static int tcp_subscribe(saga_transport *self, const char *topic,
     tcp_sub *s = saga_malloc(sizeof *s);
     if (s == NULL)
         return set_err(t, SAGA_ENOMEM, "subscribe: out of memory");
-    s->topic = dup_str(topic);
-    s->group = dup_str(group);
+    s->topic = saga__strdup(topic);
+    s->group = saga__strdup(group);
     if (s->topic == NULL || s->group == NULL) {
         saga_free(s->topic);
         saga_free(s->group);
@@ -421,7 +412,7 @@ static int init_peer(tcp_t *t, tcp_peer *p, const char *service,
     p->addr = *addr;
     p->backoff = t->o.reconnect_min_ms;
     l_init(&p->queue);
-    if ((p->service = dup_str(service)) == NULL)
+    if ((p->service = saga__strdup(service)) == NULL)
         return SAGA_ENOMEM;
     t->npeers++; /* from here on, close and finish take care of it */
     if (uv_timer_init(t->loop, &p->timer) != 0)
@@ -524,21 +515,42 @@ static void ignore_sigpipe(void)
     }
 }
 
+/* The TCP transport's vtable: one constant table, copied into each
+ * transport (nng's nni_sp_dialer_ops). */
+static const saga_transport tcp_ops = {
+    .version = SAGA_TRANSPORT_VERSION,
+    /* version 1 */
+    .send = tcp_send,
+    .subscribe = tcp_subscribe,
+    .ack = tcp_ack,
+    .errmsg = tcp_errmsg,
+    .close = tcp_close,
+    /* version 2 */
+    .route = tcp_route,
+};
+
 int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
                            const saga_tcp_options *opts)
 {
     saga_tcp_options copy;
     const char *why = NULL;
+    saga_open_errmsg_set("%s", "");
     if (out == NULL)
         return SAGA_EINVAL;
     *out = NULL;
-    if (loop == NULL)
+    if (loop == NULL) {
+        saga_open_errmsg_set("tcp: no loop");
         return SAGA_EINVAL;
+    }
     memset(&copy, 0, sizeof copy);
     copy.version = SAGA_TCP_OPTIONS_VERSION;
     if (opts != NULL) {
-        if (opts->version == 0 || opts->version > SAGA_TCP_OPTIONS_VERSION)
+        if (saga__check_version(opts, SAGA_TCP_OPTIONS_VERSION) != SAGA_OK) {
+            saga_open_errmsg_set("tcp: options version %u not supported "
+                                 "(1..%d)", opts->version,
+                                 SAGA_TCP_OPTIONS_VERSION);
             return SAGA_EVERSION;
+        }
         /* Read only what the caller's version has; newer fields stay 0
          * (their defaults). */
         memcpy(&copy, opts, opts->version == 1 ? OPTIONS_V1_SIZE
@@ -546,20 +558,19 @@ int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
     }
     opts = &copy;
     int rc = check_options(opts, &why);
-    if (rc != SAGA_OK)
+    if (rc != SAGA_OK) {
+        /* The options' fault, named: the caller has no transport to ask. */
+        saga_open_errmsg_set("tcp: %s", why ? why : saga_strerror(rc));
         return rc;
+    }
     tcp_t *t = saga_malloc(sizeof *t);
-    if (t == NULL)
+    if (t == NULL) {
+        saga_open_errmsg_set("tcp: out of memory");
         return SAGA_ENOMEM;
+    }
     ignore_sigpipe();
     memset(t, 0, sizeof *t);
-    saga_transport_init(&t->base, SAGA_TRANSPORT_VERSION);
-    t->base.send = tcp_send;
-    t->base.subscribe = tcp_subscribe;
-    t->base.ack = tcp_ack;
-    t->base.errmsg = tcp_errmsg;
-    t->base.close = tcp_close;
-    t->base.route = tcp_route;
+    t->base = tcp_ops;
     t->loop = loop;
     t->o = *opts;
     apply_defaults(&t->o);
@@ -570,15 +581,17 @@ int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
     l_init(&t->handed);
     l_init(&t->completed);
     l_init(&t->flushq);
-    t->service = dup_str(opts->service ? opts->service : DEF_SERVICE);
+    t->service = saga__strdup(opts->service ? opts->service : DEF_SERVICE);
     if (t->service == NULL) {
         saga_free(t);
+        saga_open_errmsg_set("tcp: out of memory");
         return SAGA_ENOMEM;
     }
     if ((rc = tcp_open(t, opts)) != SAGA_OK) {
         /* Handles that were opened are closed; the memory goes when the
          * loop next runs their close callbacks. */
         saga__tcp_log(t, SAGA_LOG_ERROR, "tcp: %s", t->err);
+        saga_open_errmsg_set("tcp: %s", t->err);
         tcp_close(&t->base);
         return rc;
     }

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "saga/tcp.h"
+#include "util.h"
 
 enum {
     SAGA__TCP_HELLO = 1,
@@ -65,49 +66,16 @@ int saga__tcp_data_encode(uint64_t id, const char *topic, const char *key,
 /** Parse "host:port" or "[v6]:port". @return SAGA_OK or SAGA_EINVAL. */
 int saga__tcp_parse_addr(const char *s, struct sockaddr_storage *out);
 
-/* ---- lists --------------------------------------------------------------- */
+/* ---- lists: lib/util.h's, under this file's short names ------------------ */
 
-typedef struct qlink {
-    struct qlink *prev, *next;
-} qlink;
-
-#define CONTAINER(ptr, type, field)                                           \
-    ((type *)(void *)((char *)(ptr)-offsetof(type, field)))
-
-static inline void l_init(qlink *h) { h->prev = h->next = h; }
-static inline int l_empty(const qlink *h) { return h->next == h; }
-static inline void l_push_back(qlink *h, qlink *n)
-{
-    n->next = h;
-    n->prev = h->prev;
-    h->prev->next = n;
-    h->prev = n;
-}
-static inline void l_remove(qlink *n)
-{
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-    n->prev = n->next = n;
-}
-static inline qlink *l_pop_front(qlink *h)
-{
-    qlink *n = h->next;
-    if (n == h)
-        return NULL;
-    l_remove(n);
-    return n;
-}
-static inline void l_splice_front(qlink *dst, qlink *src)
-{
-    if (l_empty(src))
-        return;
-    qlink *first = src->next, *last = src->prev;
-    last->next = dst->next;
-    dst->next->prev = last;
-    dst->next = first;
-    first->prev = dst;
-    l_init(src);
-}
+typedef saga__list qlink;
+#define CONTAINER SAGA__CONTAINER
+#define l_init saga__list_init
+#define l_empty saga__list_empty
+#define l_push_back saga__list_push_back
+#define l_remove saga__list_remove
+#define l_pop_front saga__list_pop_front
+#define l_splice_front saga__list_splice_front
 
 /* ---- types --------------------------------------------------------------- */
 

@@ -35,14 +35,10 @@
 
 void saga__tcp_log(tcp_t *t, saga_log_level lvl, const char *fmt, ...)
 {
-    if (t->o.log == NULL)
-        return;
-    char buf[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    saga__vlogf(t->o.log, t->o.log_arg, lvl, fmt, ap);
     va_end(ap);
-    t->o.log(lvl, NULL, -1, buf, t->o.log_arg);
 }
 
 void saga__tcp_out_msg_release(out_msg *m)
