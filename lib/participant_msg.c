@@ -171,6 +171,62 @@ static int defer_barrier(saga_participant *p, item *it, const char *key,
     return rc;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The barrier (DESIGN §6, item 3): one row per (saga, step)               */
+
+/* What the barrier says about a step: the row's first byte. 'P' (a
+ * deferred command pending) is taken apart before this is read. */
+typedef enum bar_state {
+    BAR_NONE,        /* no row: nothing ran yet */
+    BAR_APPLIED,     /* 'A' + the action's first result */
+    BAR_FAILED,      /* 'F': the action answered FAIL (final) */
+    BAR_COMPENSATED, /* 'C': the compensation ran */
+    BAR_NULL_COMP,   /* 'N': compensated before the action ever ran */
+    BAR__COUNT
+} bar_state;
+
+/* What a command does, given its direction and the barrier. */
+typedef enum bar_action {
+    DO_RUN,            /* run the handler, then record its result */
+    DO_REPLAY,         /* a retried action: the first result, no 2nd effect */
+    DO_REFUSE_HANGING, /* an action after its compensation: FAIL */
+    DO_REFUSE_FAILED,  /* an action that failed before: FAIL again */
+    DO_ACK,            /* a compensation already done: OK again */
+    DO_NULL_COMP,      /* undo of an action never applied: record 'N', OK */
+    DO_FAILED          /* not in the table: a store write already failed */
+} bar_action;
+
+static const bar_action bar_table[2][BAR__COUNT] = {
+    /* an action arrives */
+    [0] = {[BAR_NONE] = DO_RUN,
+           [BAR_APPLIED] = DO_REPLAY,
+           [BAR_FAILED] = DO_REFUSE_FAILED,
+           [BAR_COMPENSATED] = DO_REFUSE_HANGING,
+           [BAR_NULL_COMP] = DO_REFUSE_HANGING},
+    /* a compensation arrives */
+    [1] = {[BAR_NONE] = DO_NULL_COMP,
+           [BAR_APPLIED] = DO_RUN,
+           [BAR_FAILED] = DO_NULL_COMP,
+           [BAR_COMPENSATED] = DO_ACK,
+           [BAR_NULL_COMP] = DO_ACK},
+};
+
+static bar_state bar_state_of(const void *v, size_t len)
+{
+    switch (len > 0 ? ((const char *)v)[0] : 0) {
+    case 'A':
+        return BAR_APPLIED;
+    case 'F':
+        return BAR_FAILED;
+    case 'C':
+        return BAR_COMPENSATED;
+    case 'N':
+        return BAR_NULL_COMP;
+    default:
+        return BAR_NONE;
+    }
+}
+
 /* The barrier after an action answered @p oc (@p cur: what it was). */
 static int action_done(saga_participant *p, const char *key,
                        const saga_reply *rep,
@@ -190,6 +246,41 @@ static int action_done(saga_participant *p, const char *key,
         memcpy(v + 1, rep->out, rep->out_len);
     int rc = saga__pbar_put(p, key, v, rep->out_len + 1);
     saga_free(v);
+    return rc;
+}
+
+/* The barrier after a compensation answered (@p cur: what it was). */
+static int comp_done(saga_participant *p, const char *key,
+                     const saga_reply *rep, const void *cur, size_t cur_len,
+                     int redrive)
+{
+    if (rep->outcome == SAGA_OUTCOME_OK)
+        return saga__pbar_put(p, key, "C", 1);
+    return redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
+}
+
+/* Run the handler of a command the barrier lets through, record what it
+ * answered and reply (or, deferred, mark the barrier pending). */
+static int run_command(saga_participant *p, handler *h, item *it,
+                       const char *key, const void *cur, size_t cur_len,
+                       int redrive, saga_reply *rep)
+{
+    const saga_envelope *env = &it->env;
+    int rc = call_handler(p, h, it, rep);
+    if (rc != SAGA_OK)
+        return rc;
+    if (rep->deferred != NULL)
+        return defer_barrier(p, it, key, cur, cur_len);
+    if (!env->comp) {
+        rc = action_done(p, key, rep, cur, cur_len, redrive);
+        if (rc == SAGA_OK)
+            rc = saga__preply(p, env, rep->outcome, rep->out, rep->out_len,
+                              rep->error);
+    } else {
+        rc = comp_done(p, key, rep, cur, cur_len, redrive);
+        if (rc == SAGA_OK)
+            rc = saga__preply(p, env, rep->outcome, NULL, 0, rep->error);
+    }
     return rc;
 }
 
@@ -214,10 +305,19 @@ int saga__pcommand(saga_participant *p, item *it)
                 snprintf(id, sizeof id, "%.250s.r", env->msg_id);
                 saga__outmsg *m = saga__outmsg_new(
                     id, env->reply_to, env->saga_id, rec.p, rec.n, 0);
-                if (m != NULL) {
-                    m->next = p->resend;
-                    p->resend = m;
+                if (m == NULL) {
+                    /* Not dropped: the batch fails as a store failure does
+                     * (rolled back, retried later), and the duplicate comes
+                     * through here again. */
+                    saga_free(rec.p);
+                    saga__plog(p, SAGA_LOG_ERROR, env->saga_id,
+                               (int)env->step,
+                               "duplicate %s: out of memory resending its "
+                               "reply; the batch is retried", env->msg_id);
+                    return SAGA_ENOMEM;
                 }
+                m->next = p->resend;
+                p->resend = m;
             }
             saga_free(rec.p);
             return SAGA_OK;
@@ -290,73 +390,54 @@ int saga__pcommand(saga_participant *p, item *it)
     saga_reply rep;
     memset(&rep, 0, sizeof rep);
     rep.outcome = SAGA_OUTCOME_OK;
-    if (!env->comp) {
-        if ((state == 'C' || state == 'N') &&
-            !SAGA__BUG(SAGA__BUG_NO_HANGING)) {
-            /* A hanging action: its compensation came first. */
-            p->stats.hanging_refused++;
-            saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
-                       "refused a hanging action (already %s)",
-                       state == 'N' ? "null-compensated" : "compensated");
-            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
-            if (rc == SAGA_OK)
-                rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
-                                  "refused: the step was already "
-                                  "compensated");
-        } else if (state == 'A') {
-            /* A retried action: the first result, not a second effect. */
-            p->stats.retried_actions++;
-            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
-            if (rc == SAGA_OK)
-                rc = saga__preply(p, env, SAGA_OUTCOME_OK,
-                                  (const char *)cur + 1, cur_len - 1, NULL);
-        } else if (state == 'F' && !SAGA__BUG(SAGA__BUG_NO_HANGING)) {
-            /* The action answered FAIL before, and the orchestrator moved
-             * on: an older attempt still in the network (it timed out, so
-             * a pivot without compensation may have been given up on)
-             * must not apply now. */
-            p->stats.retried_actions++;
-            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
-            if (rc == SAGA_OK)
-                rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
-                                  "refused: the action failed before");
-        } else {
-            rc = call_handler(p, h, it, &rep);
-            if (rc == SAGA_OK && rep.deferred != NULL)
-                rc = defer_barrier(p, it, key, cur, cur_len);
-            else if (rc == SAGA_OK) {
-                rc = action_done(p, key, &rep, cur, cur_len, redrive);
-                if (rc == SAGA_OK)
-                    rc = saga__preply(p, env, rep.outcome, rep.out,
-                                      rep.out_len, rep.error);
-            }
-        }
-    } else {
-        if (state == 'A') {
-            rc = call_handler(p, h, it, &rep);
-            if (rc == SAGA_OK && rep.deferred != NULL)
-                rc = defer_barrier(p, it, key, cur, cur_len);
-            else if (rc == SAGA_OK) {
-                if (rep.outcome == SAGA_OUTCOME_OK)
-                    rc = saga__pbar_put(p, key, "C", 1);
-                else if (redrive)
-                    rc = put_barrier(p, key, cur, cur_len);
-                if (rc == SAGA_OK)
-                    rc = saga__preply(p, env, rep.outcome, NULL, 0,
-                                      rep.error);
-            }
-        } else if (state == 'C' || state == 'N') {
-            rc = redrive ? put_barrier(p, key, cur, cur_len) : SAGA_OK;
-            if (rc == SAGA_OK)
-                rc = saga__preply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
-        } else {
-            /* Undo of an action that never applied: record it, so that a
-             * late action is refused, and do nothing else. */
-            p->stats.null_compensations++;
-            rc = saga__pbar_put(p, key, "N", 1);
-            if (rc == SAGA_OK)
-                rc = saga__preply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
-        }
+    bar_state bs = bar_state_of(cur, cur_len);
+    bar_action act = bar_table[env->comp ? 1 : 0][bs];
+    if (SAGA__BUG(SAGA__BUG_NO_HANGING) &&
+        (act == DO_REFUSE_HANGING || act == DO_REFUSE_FAILED))
+        act = DO_RUN;
+    /* A re-driven command that does not run puts back what the barrier
+     * said before the command became pending. */
+    rc = SAGA_OK;
+    if (redrive && act != DO_RUN && act != DO_NULL_COMP)
+        rc = put_barrier(p, key, cur, cur_len);
+    switch (rc == SAGA_OK ? act : DO_FAILED) {
+    case DO_RUN:
+        rc = run_command(p, h, it, key, cur, cur_len, redrive, &rep);
+        break;
+    case DO_REPLAY:
+        p->stats.retried_actions++;
+        rc = saga__preply(p, env, SAGA_OUTCOME_OK, (const char *)cur + 1,
+                          cur_len - 1, NULL);
+        break;
+    case DO_REFUSE_HANGING:
+        p->stats.hanging_refused++;
+        saga__plog(p, SAGA_LOG_INFO, env->saga_id, (int)env->step,
+                   "refused a hanging action (already %s)",
+                   bs == BAR_NULL_COMP ? "null-compensated" : "compensated");
+        rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
+                          "refused: the step was already compensated");
+        break;
+    case DO_REFUSE_FAILED:
+        /* The action answered FAIL before, and the orchestrator moved on:
+         * an older attempt still in the network (it timed out, so a pivot
+         * without compensation may have been given up on) must not apply
+         * now. */
+        p->stats.retried_actions++;
+        rc = saga__preply(p, env, SAGA_OUTCOME_FAIL, NULL, 0,
+                          "refused: the action failed before");
+        break;
+    case DO_ACK:
+        rc = saga__preply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
+        break;
+    case DO_NULL_COMP:
+        /* Record it, so that a late action is refused; do nothing else. */
+        p->stats.null_compensations++;
+        rc = saga__pbar_put(p, key, "N", 1);
+        if (rc == SAGA_OK)
+            rc = saga__preply(p, env, SAGA_OUTCOME_OK, NULL, 0, NULL);
+        break;
+    case DO_FAILED: /* putting the barrier back failed: rc says why */
+        break;
     }
     saga_free(bar.p);
     saga_free(rep.out);
