@@ -134,25 +134,12 @@ static int policy_fill(saga_def *d, const char *step, const char *what,
     return SAGA_OK;
 }
 
-int saga_def_add_step(saga_def *d, const char *name, saga_action_fn action,
-                      saga_action_fn compensation,
-                      const saga_step_options *opts, void *arg)
+/* Validation: is step @p name, with options @p o (defaults not yet filled
+ * in), a step @p d can take next? Fills the defaults into @p o. SAGA_OK, or
+ * SAGA_EINVAL with d->errmsg naming the problem. Changes nothing in @p d. */
+static int step_check(saga_def *d, const char *name, saga_action_fn action,
+                      saga_action_fn compensation, saga_step_options *o)
 {
-    if (d == NULL)
-        return SAGA_EINVAL;
-    d->errmsg[0] = '\0';
-    if (frozen(d))
-        return SAGA_EBUSY;
-    saga_step_options o;
-    if (opts == NULL)
-        saga_step_options_init(&o, SAGA_STEP_OPTIONS_VERSION);
-    else if (saga__check_version(opts, SAGA_STEP_OPTIONS_VERSION) != SAGA_OK) {
-        fail(d, "step options version %u is not supported", opts->version);
-        return SAGA_EVERSION;
-    }
-    else
-        o = *opts;
-
     if (name == NULL || name[0] == '\0')
         return fail(d, "step %zu: empty name", d->nsteps);
     if (!saga__valid_name(name))
@@ -161,30 +148,30 @@ int saga_def_add_step(saga_def *d, const char *name, saga_action_fn action,
     for (size_t i = 0; i < d->nsteps; i++)
         if (strcmp(d->steps[i].name, name) == 0)
             return fail(d, "duplicate step '%s'", name);
-    if ((int)o.kind < SAGA_STEP_COMPENSATABLE || o.kind > SAGA_STEP_RETRIABLE)
-        return fail(d, "step '%s': unknown kind %d", name, (int)o.kind);
-    int remote = o.service != NULL;
+    if ((int)o->kind < SAGA_STEP_COMPENSATABLE || o->kind > SAGA_STEP_RETRIABLE)
+        return fail(d, "step '%s': unknown kind %d", name, (int)o->kind);
+    int remote = o->service != NULL;
     if (remote && action != NULL)
         return fail(d, "step '%s': both a local action and a remote service",
                     name);
     if (!remote && action == NULL)
         return fail(d, "step '%s': no action (and no remote service)", name);
-    if (remote && (!saga__valid_name(o.service) || !saga__valid_name(o.command)))
+    if (remote && (!saga__valid_name(o->service) || !saga__valid_name(o->command)))
         return fail(d, "step '%s': a remote step needs a valid service and "
                        "command name", name);
     if (remote && compensation != NULL)
         return fail(d, "step '%s': a remote step names its compensation in "
                        "comp_command, not as a local function", name);
-    if (o.comp_command != NULL && (!remote || !saga__valid_name(o.comp_command)))
+    if (o->comp_command != NULL && (!remote || !saga__valid_name(o->comp_command)))
         return fail(d, "step '%s': comp_command needs a remote service and a "
                        "valid name", name);
-    int has_comp = compensation != NULL || o.comp_command != NULL;
+    int has_comp = compensation != NULL || o->comp_command != NULL;
     int seen_retriable = 0, seen_comp = 0;
     for (size_t i = 0; i < d->nsteps; i++) {
         seen_retriable |= d->steps[i].opts.kind == SAGA_STEP_RETRIABLE;
         seen_comp |= d->steps[i].opts.kind == SAGA_STEP_COMPENSATABLE;
     }
-    switch (o.kind) {
+    switch (o->kind) {
     case SAGA_STEP_RETRIABLE:
         if (has_comp)
             return fail(d, "step '%s': a retriable step has no compensation",
@@ -212,34 +199,36 @@ int saga_def_add_step(saga_def *d, const char *name, saga_action_fn action,
                            "step", name);
         break;
     }
-    if (o.timeout_ms == 0)
-        o.timeout_ms = DEFAULT_TIMEOUT_MS;
-    uint32_t def_attempts = o.kind == SAGA_STEP_RETRIABLE ? SAGA_RETRY_FOREVER
-                                                          : DEFAULT_ATTEMPTS;
-    int rc = policy_fill(d, name, "retry", &o.retry, def_attempts);
+    if (o->timeout_ms == 0)
+        o->timeout_ms = DEFAULT_TIMEOUT_MS;
+    uint32_t def_attempts = o->kind == SAGA_STEP_RETRIABLE ? SAGA_RETRY_FOREVER
+                                                           : DEFAULT_ATTEMPTS;
+    int rc = policy_fill(d, name, "retry", &o->retry, def_attempts);
     if (rc == SAGA_OK)
-        rc = policy_fill(d, name, "comp_retry", &o.comp_retry,
+        rc = policy_fill(d, name, "comp_retry", &o->comp_retry,
                          SAGA_RETRY_FOREVER);
-    if (rc != SAGA_OK)
-        return rc;
+    return rc;
+}
 
-    if (d->nsteps == d->cap) {
-        size_t ncap = d->cap ? d->cap * 2 : 4;
-        saga__step *ns = saga_realloc(d->steps, ncap * sizeof *ns);
-        if (ns == NULL)
-            return SAGA_ENOMEM;
-        d->steps = ns;
-        d->cap = ncap;
-    }
+/* Construction: append the checked step, copying its strings. SAGA_OK or
+ * SAGA_ENOMEM (then @p d is unchanged). */
+static int step_append(saga_def *d, const char *name, saga_action_fn action,
+                       saga_action_fn compensation, saga_step_options o,
+                       void *arg)
+{
+    if (saga__array_grow(&d->steps, &d->cap, d->nsteps + 1, sizeof *d->steps,
+                         4) != SAGA_OK)
+        return SAGA_ENOMEM;
     saga__step *s = &d->steps[d->nsteps];
     memset(s, 0, sizeof *s);
+    const char *service = o.service, *command = o.command,
+               *comp_command = o.comp_command;
     s->name = saga__strdup(name);
-    o.service = saga__strdup(o.service);
-    o.command = saga__strdup(o.command);
-    o.comp_command = saga__strdup(o.comp_command);
-    if (s->name == NULL || (opts && opts->service && !o.service) ||
-        (opts && opts->command && !o.command) ||
-        (opts && opts->comp_command && !o.comp_command)) {
+    o.service = saga__strdup(service);
+    o.command = saga__strdup(command);
+    o.comp_command = saga__strdup(comp_command);
+    if (s->name == NULL || (service && !o.service) || (command && !o.command) ||
+        (comp_command && !o.comp_command)) {
         saga_free(s->name);
         saga_free((char *)o.service);
         saga_free((char *)o.command);
@@ -255,6 +244,31 @@ int saga_def_add_step(saga_def *d, const char *name, saga_action_fn action,
         d->pivot = (int)d->nsteps;
     d->nsteps++;
     return SAGA_OK;
+}
+
+int saga_def_add_step(saga_def *d, const char *name, saga_action_fn action,
+                      saga_action_fn compensation,
+                      const saga_step_options *opts, void *arg)
+{
+    if (d == NULL)
+        return SAGA_EINVAL;
+    d->errmsg[0] = '\0';
+    if (frozen(d))
+        return SAGA_EBUSY;
+    saga_step_options o;
+    if (opts == NULL) {
+        saga_step_options_init(&o, SAGA_STEP_OPTIONS_VERSION);
+    } else if (saga__check_version(opts, SAGA_STEP_OPTIONS_VERSION) !=
+               SAGA_OK) {
+        fail(d, "step options version %u is not supported", opts->version);
+        return SAGA_EVERSION;
+    } else {
+        o = *opts;
+    }
+    int rc = step_check(d, name, action, compensation, &o);
+    if (rc != SAGA_OK)
+        return rc;
+    return step_append(d, name, action, compensation, o, arg);
 }
 
 int saga_def_set_deadline(saga_def *d, uint64_t deadline_ms)
