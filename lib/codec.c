@@ -240,10 +240,11 @@ enum key_id {
     K_UNKNOWN = -1
 };
 
-static const char *const key_names[K_COUNT] = {
-    "v",    "kind",  "msg_id",  "saga_id", "step",    "attempt",
-    "name", "trace", "payload", "comp",    "outcome", "error",
-    "reply_to"};
+static const char *const key_names[K_COUNT] = {"v",       "kind",    "msg_id",
+                                               "saga_id", "step",    "attempt",
+                                               "name",    "trace",   "payload",
+                                               "comp",    "outcome", "error",
+                                               "reply_to"};
 
 static int key_lookup(const char *p, size_t n)
 {
@@ -388,8 +389,8 @@ static int decode_map(dctx *c, const msgpack_object *top, saga_envelope *e,
              * and memcmp must not see NULL even for zero bytes. */
             if (o->via.str.size == key->via.str.size &&
                 (key->via.str.size == 0 ||
-                 memcmp(o->via.str.ptr, key->via.str.ptr,
-                        key->via.str.size) == 0))
+                 memcmp(o->via.str.ptr, key->via.str.ptr, key->via.str.size) ==
+                     0))
                 return reject(c, R_DUPLICATE, SAGA_ECORRUPT, "duplicate key");
         }
         int k = key_lookup(key->via.str.ptr, key->via.str.size);
@@ -407,8 +408,8 @@ static int decode_map(dctx *c, const msgpack_object *top, saga_envelope *e,
         return reject(c, R_VERSION, SAGA_EVERSION, "unsupported version");
     e->v = SAGA_ENVELOPE_VERSION;
 
-    static const int required[] = {K_KIND, K_MSG_ID,  K_SAGA_ID, K_STEP,
-                                   K_ATTEMPT, K_NAME, K_PAYLOAD};
+    static const int required[] = {K_KIND,    K_MSG_ID, K_SAGA_ID, K_STEP,
+                                   K_ATTEMPT, K_NAME,   K_PAYLOAD};
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
         if (where[required[i]] < 0)
             return reject(c, R_MISSING, SAGA_ECORRUPT,

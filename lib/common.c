@@ -107,10 +107,11 @@ const char *saga_state_name(saga_state s)
 const char *saga_journal_kind_name(saga_journal_kind ev)
 {
     static const char *const names[] = {
-        "UNKNOWN",      "STARTED",       "STEP_OK",      "STEP_FAIL",
-        "STEP_RETRY",   "STEP_TIMEOUT",  "COMP_OK",      "COMP_FAIL",
-        "COMP_TIMEOUT", "COMPLETED",     "COMPENSATING", "COMPENSATED",
-        "FAILED",       "OPERATOR_RETRY", "OPERATOR_COMPENSATE",
+        "UNKNOWN",         "STARTED",        "STEP_OK",
+        "STEP_FAIL",       "STEP_RETRY",     "STEP_TIMEOUT",
+        "COMP_OK",         "COMP_FAIL",      "COMP_TIMEOUT",
+        "COMPLETED",       "COMPENSATING",   "COMPENSATED",
+        "FAILED",          "OPERATOR_RETRY", "OPERATOR_COMPENSATE",
         "OPERATOR_RESOLVE"};
     if ((int)ev < 1 || (size_t)ev >= sizeof names / sizeof names[0])
         return names[0];
@@ -175,18 +176,23 @@ int saga__plugins_check(const saga_store *s, const saga_transport *t,
             return plugin_refuse(SAGA_EVERSION, log, log_arg,
                                  "store: version %u is not supported (1..%d)",
                                  s->version, SAGA_STORE_VERSION);
-        /* Every version-1 slot but native_handle is required. */
+            /* Every version-1 slot but native_handle is required. */
 #define SLOT(name)                                                             \
-    {#name, s->name == NULL}
+    {                                                                          \
+#name, s->name == NULL                                                 \
+    }
         const struct {
             const char *name;
             int missing;
-        } slots[] = {SLOT(begin),          SLOT(commit),      SLOT(rollback),
-                     SLOT(saga_put),       SLOT(saga_get),    SLOT(saga_scan),
-                     SLOT(journal_append), SLOT(journal_scan), SLOT(idem_put),
-                     SLOT(idem_get),       SLOT(purge),       SLOT(outbox_put),
-                     SLOT(outbox_scan),    SLOT(outbox_done), SLOT(inbox_claim),
-                     SLOT(inbox_reply),    SLOT(kv_get),      SLOT(kv_put),
+        } slots[] = {SLOT(begin),          SLOT(commit),
+                     SLOT(rollback),       SLOT(saga_put),
+                     SLOT(saga_get),       SLOT(saga_scan),
+                     SLOT(journal_append), SLOT(journal_scan),
+                     SLOT(idem_put),       SLOT(idem_get),
+                     SLOT(purge),          SLOT(outbox_put),
+                     SLOT(outbox_scan),    SLOT(outbox_done),
+                     SLOT(inbox_claim),    SLOT(inbox_reply),
+                     SLOT(kv_get),         SLOT(kv_put),
                      SLOT(errmsg),         SLOT(close)};
 #undef SLOT
         for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++)
@@ -199,10 +205,13 @@ int saga__plugins_check(const saga_store *s, const saga_transport *t,
         if (saga__check_version(t, SAGA_TRANSPORT_VERSION) != SAGA_OK)
             return plugin_refuse(SAGA_EVERSION, log, log_arg,
                                  "transport: version %u is not supported "
-                                 "(1..%d)", t->version, SAGA_TRANSPORT_VERSION);
-        /* Every version-1 slot is required; route (version 2) is not. */
+                                 "(1..%d)",
+                                 t->version, SAGA_TRANSPORT_VERSION);
+            /* Every version-1 slot is required; route (version 2) is not. */
 #define SLOT(name)                                                             \
-    {#name, t->name == NULL}
+    {                                                                          \
+#name, t->name == NULL                                                 \
+    }
         const struct {
             const char *name;
             int missing;

@@ -55,7 +55,8 @@ static int frozen(saga_def *d)
         return 0;
     snprintf(d->errmsg, sizeof d->errmsg,
              "definition '%s' v%u is registered with an engine and can no "
-             "longer change", d->name, d->version);
+             "longer change",
+             d->name, d->version);
     return 1;
 }
 
@@ -143,8 +144,10 @@ static int step_check(saga_def *d, const char *name, saga_action_fn action,
     if (name == NULL || name[0] == '\0')
         return fail(d, "step %zu: empty name", d->nsteps);
     if (!saga__valid_name(name))
-        return fail(d, "step '%.64s': name must be 1..%d chars of "
-                       "[A-Za-z0-9._-]", name, SAGA_NAME_MAX);
+        return fail(d,
+                    "step '%.64s': name must be 1..%d chars of "
+                    "[A-Za-z0-9._-]",
+                    name, SAGA_NAME_MAX);
     for (size_t i = 0; i < d->nsteps; i++)
         if (strcmp(d->steps[i].name, name) == 0)
             return fail(d, "duplicate step '%s'", name);
@@ -156,15 +159,23 @@ static int step_check(saga_def *d, const char *name, saga_action_fn action,
                     name);
     if (!remote && action == NULL)
         return fail(d, "step '%s': no action (and no remote service)", name);
-    if (remote && (!saga__valid_name(o->service) || !saga__valid_name(o->command)))
-        return fail(d, "step '%s': a remote step needs a valid service and "
-                       "command name", name);
+    if (remote &&
+        (!saga__valid_name(o->service) || !saga__valid_name(o->command)))
+        return fail(d,
+                    "step '%s': a remote step needs a valid service and "
+                    "command name",
+                    name);
     if (remote && compensation != NULL)
-        return fail(d, "step '%s': a remote step names its compensation in "
-                       "comp_command, not as a local function", name);
-    if (o->comp_command != NULL && (!remote || !saga__valid_name(o->comp_command)))
-        return fail(d, "step '%s': comp_command needs a remote service and a "
-                       "valid name", name);
+        return fail(d,
+                    "step '%s': a remote step names its compensation in "
+                    "comp_command, not as a local function",
+                    name);
+    if (o->comp_command != NULL &&
+        (!remote || !saga__valid_name(o->comp_command)))
+        return fail(d,
+                    "step '%s': comp_command needs a remote service and a "
+                    "valid name",
+                    name);
     int has_comp = compensation != NULL || o->comp_command != NULL;
     int seen_retriable = 0, seen_comp = 0;
     for (size_t i = 0; i < d->nsteps; i++) {
@@ -177,8 +188,10 @@ static int step_check(saga_def *d, const char *name, saga_action_fn action,
             return fail(d, "step '%s': a retriable step has no compensation",
                         name);
         if (d->pivot < 0 && seen_comp)
-            return fail(d, "step '%s': a retriable step after compensatable "
-                           "steps needs a pivot between them", name);
+            return fail(d,
+                        "step '%s': a retriable step after compensatable "
+                        "steps needs a pivot between them",
+                        name);
         break;
     case SAGA_STEP_PIVOT:
         if (d->pivot >= 0)
@@ -192,11 +205,15 @@ static int step_check(saga_def *d, const char *name, saga_action_fn action,
         break;
     case SAGA_STEP_COMPENSATABLE:
         if (d->pivot >= 0)
-            return fail(d, "step '%s': a compensatable step after the pivot "
-                           "'%s'", name, d->steps[d->pivot].name);
+            return fail(d,
+                        "step '%s': a compensatable step after the pivot "
+                        "'%s'",
+                        name, d->steps[d->pivot].name);
         if (seen_retriable)
-            return fail(d, "step '%s': a compensatable step after a retriable "
-                           "step", name);
+            return fail(d,
+                        "step '%s': a compensatable step after a retriable "
+                        "step",
+                        name);
         break;
     }
     if (o->timeout_ms == 0)
@@ -287,8 +304,7 @@ int saga_def_validate(saga_def *d)
         return SAGA_EINVAL;
     d->errmsg[0] = '\0';
     if (d->nsteps == 0)
-        return fail(d, "definition '%s' v%u has no steps", d->name,
-                    d->version);
+        return fail(d, "definition '%s' v%u has no steps", d->name, d->version);
     return SAGA_OK;
 }
 

@@ -45,9 +45,8 @@ static int reply_as(saga_participant *p, const saga_envelope *env,
                     size_t out_len, const char *error);
 
 /* Build, record and queue the reply to command @p env. */
-int saga__preply(saga_participant *p, const saga_envelope *env,
-                 saga_outcome oc, const void *out, size_t out_len,
-                 const char *error)
+int saga__preply(saga_participant *p, const saga_envelope *env, saga_outcome oc,
+                 const void *out, size_t out_len, const char *error)
 {
     return reply_as(p, env, "r", oc, out, out_len, error);
 }
@@ -128,8 +127,8 @@ static int call_handler(saga_participant *p, handler *h, item *it,
     if (it->give_up) {
         char msg[400];
         snprintf(msg, sizeof msg, "the handler failed %u times: %s%s%s",
-                 it->tries, saga_err_name(it->herr_rc),
-                 it->herr[0] ? ": " : "", it->herr);
+                 it->tries, saga_err_name(it->herr_rc), it->herr[0] ? ": " : "",
+                 it->herr);
         p->stats.handler_gave_up++;
         saga__plog(p, SAGA_LOG_ERROR, it->env.saga_id, (int)it->env.step,
                    "command %s: %s; answered FAIL", it->env.msg_id, msg);
@@ -140,8 +139,7 @@ static int call_handler(saga_participant *p, handler *h, item *it,
     if (rc != SAGA_OK) {
         it->hfail = 1;
         it->herr_rc = rc;
-        snprintf(it->herr, sizeof it->herr, "%s",
-                 rep->error ? rep->error : "");
+        snprintf(it->herr, sizeof it->herr, "%s", rep->error ? rep->error : "");
     }
     return rc;
 }
@@ -160,8 +158,7 @@ static int defer_barrier(saga_participant *p, item *it, const char *key,
 {
     void *v;
     size_t n;
-    int rc = saga__pbarrier_pending(cur, cur_len, it->raw, it->raw_len, &v,
-                                    &n);
+    int rc = saga__pbarrier_pending(cur, cur_len, it->raw, it->raw_len, &v, &n);
     if (rc != SAGA_OK)
         return rc;
     rc = saga__pbar_put(p, key, v, n);
@@ -229,8 +226,8 @@ static bar_state bar_state_of(const void *v, size_t len)
 
 /* The barrier after an action answered @p oc (@p cur: what it was). */
 static int action_done(saga_participant *p, const char *key,
-                       const saga_reply *rep,
-                       const void *cur, size_t cur_len, int redrive)
+                       const saga_reply *rep, const void *cur, size_t cur_len,
+                       int redrive)
 {
     if (rep->outcome == SAGA_OUTCOME_FAIL &&
         !SAGA__BUG(SAGA__BUG_FAIL_NOT_FINAL))
@@ -294,8 +291,7 @@ int saga__pcommand(saga_participant *p, item *it)
         blob rec = {0};
         rc = SAGA__BUG(SAGA__BUG_INBOX)
                  ? SAGA_OK
-                 : s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb,
-                                  &rec);
+                 : s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb, &rec);
         if (rc == SAGA_EDUP) {
             /* Seen before: answer again with the recorded reply (none
              * yet while it is pending: nothing to do). */
@@ -303,17 +299,18 @@ int saga__pcommand(saga_participant *p, item *it)
             if (rec.found && rec.n > 0 && env->reply_to[0]) {
                 char id[SAGA_NAME_MAX + 8];
                 snprintf(id, sizeof id, "%.250s.r", env->msg_id);
-                saga__outmsg *m = saga__outmsg_new(
-                    id, env->reply_to, env->saga_id, rec.p, rec.n, 0);
+                saga__outmsg *m = saga__outmsg_new(id, env->reply_to,
+                                                   env->saga_id, rec.p, rec.n,
+                                                   0);
                 if (m == NULL) {
                     /* Not dropped: the batch fails as a store failure does
                      * (rolled back, retried later), and the duplicate comes
                      * through here again. */
                     saga_free(rec.p);
-                    saga__plog(p, SAGA_LOG_ERROR, env->saga_id,
-                               (int)env->step,
+                    saga__plog(p, SAGA_LOG_ERROR, env->saga_id, (int)env->step,
                                "duplicate %s: out of memory resending its "
-                               "reply; the batch is retried", env->msg_id);
+                               "reply; the batch is retried",
+                               env->msg_id);
                     return SAGA_ENOMEM;
                 }
                 m->next = p->resend;
@@ -361,8 +358,8 @@ int saga__pcommand(saga_participant *p, item *it)
                        "%s %s: the step is pending; answered RETRY",
                        env->comp ? "compensation" : "action", env->msg_id);
             rc = reply_as(p, env, "rp", SAGA_OUTCOME_RETRY, NULL, 0,
-                              "pending: the participant has not answered "
-                              "the step yet");
+                          "pending: the participant has not answered "
+                          "the step yet");
             saga_free(bar.p);
             return rc;
         }

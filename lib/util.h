@@ -34,17 +34,14 @@ typedef struct saga__list {
 } saga__list;
 
 #define SAGA__CONTAINER(ptr, type, field)                                      \
-    ((type *)(void *)((char *)(ptr) - offsetof(type, field)))
+    ((type *)(void *)((char *)(ptr)-offsetof(type, field)))
 
 /* for (saga__list *n = ...): @p n must not be removed inside the loop. */
 #define SAGA__LIST_FOREACH(n, head)                                            \
     for (saga__list *n = (head)->next; n != (head); n = n->next)
 
 static inline void saga__list_init(saga__list *h) { h->prev = h->next = h; }
-static inline int saga__list_empty(const saga__list *h)
-{
-    return h->next == h;
-}
+static inline int saga__list_empty(const saga__list *h) { return h->next == h; }
 static inline void saga__list_push_back(saga__list *h, saga__list *n)
 {
     n->prev = h->prev;

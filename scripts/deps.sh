@@ -8,7 +8,7 @@ PKGS=(
   librdkafka-dev kcat libpq-dev postgresql
   libh2o-dev libssl-dev libjansson-dev
   libcurl4-openssl-dev curl jq wrk hyperfine
-  clang libclang-rt-14-dev llvm
+  clang clang-format libclang-rt-14-dev llvm
   chromium prometheus graphviz
 )
 # Node.js and npm drive the browser test (tests/operate/ci.sh: puppeteer-core,

@@ -13,6 +13,8 @@
 #      also runs the unit tests)
 #   6. packaging checks (ctest -L packaging in build/): install + consumers
 #      via pkg-config and find_package, exported symbols, header check
+#   6b. the format check (scripts/check-format.sh; SAGA_CHECK_FORMAT=0
+#      skips it)
 #   7. extra suites that register themselves: tests/fuzz/run.sh 60 if it
 #      exists, then every tests/*/ci.sh (run from the repo root)
 # The last line is always "N passed, N failed": every ctest test counts as
@@ -185,6 +187,12 @@ quiet_step build-clang-release build_variant build-variants/clang-release clang 
 ctest_step clang-release-unit build-variants/clang-release -L '^(unit|conformance)$'
 
 ctest_step packaging build -L packaging
+
+# The format check (clang-format --dry-run -Werror over the tree, with the
+# checked-in .clang-format). On by default; SAGA_CHECK_FORMAT=0 skips it.
+if [ "${SAGA_CHECK_FORMAT:-1}" != 0 ]; then
+    quiet_step format bash scripts/check-format.sh
+fi
 
 if [ -f tests/fuzz/run.sh ]; then
     quiet_step fuzz sh tests/fuzz/run.sh 60

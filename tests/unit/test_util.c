@@ -32,8 +32,7 @@ Test(util, list_keeps_order_and_splices)
     cr_assert_eq(n, 4);
     saga__list_remove(&it[3].node);
     saga__list_remove(&it[3].node); /* twice is harmless */
-    cr_assert_eq(SAGA__CONTAINER(saga__list_pop_front(&a), item, node),
-                 &it[2]);
+    cr_assert_eq(SAGA__CONTAINER(saga__list_pop_front(&a), item, node), &it[2]);
 }
 
 Test(util, htable_finds_after_growth_and_removes)
@@ -96,8 +95,8 @@ Test(util, version_check_gives_eversion)
 }
 
 static char got[64];
-static void logcb(saga_log_level l, const char *id, int step,
-                  const char *msg, void *arg)
+static void logcb(saga_log_level l, const char *id, int step, const char *msg,
+                  void *arg)
 {
     (void)l;
     (void)id;

@@ -60,8 +60,7 @@ Test(versions, test_run_one_refuses_a_bad_options_version)
     cr_assert_eq(saga_def_add_step(d, "a", noop, NULL, NULL, NULL), SAGA_OK);
     saga_test_options o = {.version = 99};
     saga_test_run run;
-    cr_expect_eq(saga_test_run_one(d, NULL, 0, NULL, &o, &run),
-                 SAGA_EVERSION);
+    cr_expect_eq(saga_test_run_one(d, NULL, 0, NULL, &o, &run), SAGA_EVERSION);
     saga_def_free(d);
 }
 
