@@ -10,6 +10,7 @@
 #include "gcommit.h"
 #include "instance.h"
 #include "internal.h"
+#include "machine.h"
 #include "relay.h"
 
 typedef struct saga__jentry {
@@ -176,7 +177,8 @@ int saga__remote_start(saga_engine *e);
 int saga__remote_command(saga_engine *e, saga__inst *in);
 void saga__remote_close(saga_engine *e);
 
-/* saga.c */
+/* saga.c: the state machine (machine.c) staging into the open batch. */
+struct saga__machine saga__machine_of(saga_engine *e);
 /* Apply an attempt's outcome (validated, current) and stage it. */
 int saga__complete(saga_engine *e, saga__inst *in, saga_outcome oc,
                    const void *out, size_t out_len, const char *error);
