@@ -1,11 +1,10 @@
 /*
- * saga.c — the saga state machine (DESIGN §3): start, step outcomes,
- * timeouts, retries with backoff, compensation in reverse order, the
- * deadline, cancel, operator retry and recovery.
- *
- * Every transition changes the in-memory saga, stages it into the open batch
- * with its journal entries, and queues its effects (the next action, a done
- * callback). engine.c commits the batch and releases the effects after.
+ * verbs.c — the public verbs on sagas (saga_start, saga_step_complete,
+ * saga_cancel, saga_retry, saga_on_done), recovery and the operator's
+ * actions: they validate, find or build the instance, and run a transition
+ * of the state machine (machine.c) that stages into the engine's open batch
+ * through the stager defined here. Releasing what a committed transition
+ * queued (invoking an action, arming a timer) is here too.
  */
 #include <stdio.h>
 #include <string.h>
