@@ -378,7 +378,7 @@ static void release(saga_engine *e, saga__batch *b)
         case EFF_INVOKE:
             /* A closing engine runs no more actions: they are in flight
              * in the store and run again after a restart. */
-            if (!e->closing)
+            if (!e->closing && saga__own_may_act(e))
                 saga__invoke(e, f->inst, f);
             break;
         case EFF_STARTED:
@@ -432,6 +432,13 @@ static int flush_once(saga_engine *e)
     if (batch_writes(&b)) {
         uint64_t t0 = uv_hrtime();
         int rc = write_batch(e, &b);
+        /* A shared store refused some sagas (fenced, or a key another
+         * engine took first): drop them and write the rest at once. */
+        for (int k = 0; rc != SAGA_OK && k < 4 && saga__own_resolve(e, rc);
+             k++) {
+            b = e->batch;
+            rc = batch_writes(&b) ? write_batch(e, &b) : SAGA_OK;
+        }
         saga__metrics_commit(e, b.njournal,
                              (int64_t)((uv_hrtime() - t0) / 1000),
                              rc == SAGA_OK);
