@@ -128,7 +128,8 @@ static int lose_lease(saga_engine *e)
     }
     for (size_t i = 0; i < e->nbuckets && n < cap; i++)
         for (saga__inst *in = e->by_id[i]; in && n < cap; in = in->id_next)
-            if (!(in->in_batch && (in->put_flags & SAGA_PUT_INSERT)))
+            if (!(in->in_batch && (in->put_flags & SAGA_PUT_INSERT)) &&
+                !in->in_commit)
                 all[n++] = in;
     for (size_t i = 0; i < n; i++)
         drop(e, all[i], NULL);
@@ -183,9 +184,14 @@ static void own_tick(uv_timer_t *t)
 {
     saga__own *o = t->data;
     saga_engine *e = o->e;
-    if (e->closing || e->flushing)
+    if (e->closing || e->gc.busy)
         return;
     if (o->lost || uv_hrtime() >= o->valid_until_ns) {
+        /* Acting on nothing meanwhile (saga__own_may_act); the sagas of a
+         * batch in flight are dropped once it is done. */
+        o->lost = 1;
+        if (e->gc.inflight)
+            return;
         if (lose_lease(e) != SAGA_OK)
             return;
     } else {
@@ -196,7 +202,8 @@ static void own_tick(uv_timer_t *t)
             o->lease_ms = lease;
             o->valid_until_ns = t0 + (uint64_t)lease * 1000000u;
         } else if (rc == SAGA_EFENCED) {
-            if (lose_lease(e) != SAGA_OK)
+            o->lost = 1;
+            if (e->gc.inflight || lose_lease(e) != SAGA_OK)
                 return;
         } else {
             /* The lease runs on; if it runs out before a renewal gets
@@ -206,7 +213,7 @@ static void own_tick(uv_timer_t *t)
             return;
         }
     }
-    if (claim(e) == SAGA_EFENCED)
+    if (claim(e) == SAGA_EFENCED && !e->gc.inflight)
         lose_lease(e);
 }
 
@@ -256,8 +263,10 @@ void saga__own_close(saga_engine *e)
         return;
     e->own = NULL;
     /* Give the lease up: the sagas left here are claimed at once by the
-     * other engines instead of after the lease. */
-    if (!o->lost && e->store->own_release(e->store) != SAGA_OK)
+     * other engines instead of after the lease (not under a batch in
+     * flight: it would be fenced; the lease then runs out by itself). */
+    if (!o->lost && !e->gc.inflight &&
+        e->store->own_release(e->store) != SAGA_OK)
         saga__log(e, SAGA_LOG_WARN, NULL, -1, "cannot release the lease: %s",
                   e->store->errmsg(e->store));
     uv_timer_stop(&o->timer);
