@@ -366,7 +366,9 @@ SAGA_EXTERN int saga_store_sqlite_open(saga_store **out, const char *path,
  * @param out receives the store on SAGA_OK, NULL otherwise.
  * @param spec "postgres://..." or "postgresql://..." (the PostgreSQL store,
  *   if this libsaga was built with it; a "schema=NAME" query parameter
- *   picks its schema, see postgres.h), "memory:" (a new in-memory store),
+ *   picks its schema, "lease_ms=N" and "owner=ID" make it one of several
+ *   engines on that schema, see postgres.h), "memory:" (a new in-memory
+ *   store),
  *   anything else a SQLite file path (created if missing).
  * @return as the store's own constructor; SAGA_EINVAL for an empty @p spec
  *   or a PostgreSQL URL in a build without that store.

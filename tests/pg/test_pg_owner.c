@@ -455,3 +455,26 @@ Test(pg_owner, two_engines_racing_on_keys_make_one_saga_per_key)
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0);
 }
+
+Test(pg_owner, a_url_gives_the_lease_and_the_owner)
+{
+    new_schema("url");
+    char url[512];
+    snprintf(url, sizeof url, "%s?schema=%s&lease_ms=2000&owner=u1",
+             getenv("SAGA_PG_URL"), schema);
+    saga_store *s = NULL;
+    cr_assert_eq(saga_store_open(&s, url), SAGA_OK, "%s",
+                 saga_store_open_errmsg());
+    cr_assert_not_null(s->own_renew);
+    uint32_t lease = 0;
+    cr_assert_eq(s->own_renew(s, 1, &lease), SAGA_OK, "%s", s->errmsg(s));
+    cr_assert_eq(lease, 2000u);
+    PGconn *c = admin();
+    cr_assert_eq(q1(c, "SELECT count(*) FROM owners WHERE owner = 'u1'"), 1);
+    PQfinish(c);
+    saga_store_free(s);
+    snprintf(url, sizeof url, "%s?schema=%s&lease_ms=soon",
+             getenv("SAGA_PG_URL"), schema);
+    cr_assert_eq(saga_store_open(&s, url), SAGA_EINVAL);
+    cr_assert(strstr(saga_store_open_errmsg(), "lease_ms") != NULL);
+}
