@@ -138,168 +138,21 @@ int saga_engine_register(saga_engine *e, saga_def *def)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The index of active sagas: chained hash tables by id and by idem key.    */
+/* Active sagas (instance.c) and the one uv timer for the earliest due.     */
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-    return h;
-}
-
-static int index_grow(saga_engine *e)
-{
-    size_t nb = e->nbuckets ? e->nbuckets * 2 : 1024;
-    saga__inst **ids = saga_malloc(nb * sizeof *ids);
-    saga__inst **idem = saga_malloc(nb * sizeof *idem);
-    if (ids == NULL || idem == NULL) {
-        saga_free(ids);
-        saga_free(idem);
-        return SAGA_ENOMEM;
-    }
-    memset(ids, 0, nb * sizeof *ids);
-    memset(idem, 0, nb * sizeof *idem);
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        for (saga__inst *in = e->by_id[i], *nx; in; in = nx) {
-            nx = in->id_next;
-            size_t b = hash_str(in->id) & (nb - 1);
-            in->id_next = ids[b];
-            ids[b] = in;
-        }
-        for (saga__inst *in = e->by_idem[i], *nx; in; in = nx) {
-            nx = in->idem_next;
-            size_t b = hash_str(in->idem_key) & (nb - 1);
-            in->idem_next = idem[b];
-            idem[b] = in;
-        }
-    }
-    saga_free(e->by_id);
-    saga_free(e->by_idem);
-    e->by_id = ids;
-    e->by_idem = idem;
-    e->nbuckets = nb;
-    return SAGA_OK;
-}
-
-saga__inst *saga__inst_find(saga_engine *e, const char *id)
-{
-    if (e->nbuckets == 0)
-        return NULL;
-    for (saga__inst *in = e->by_id[hash_str(id) & (e->nbuckets - 1)]; in;
-         in = in->id_next)
-        if (strcmp(in->id, id) == 0)
-            return in;
-    return NULL;
-}
-
-saga__inst *saga__idem_find(saga_engine *e, const char *key)
-{
-    if (e->nbuckets == 0)
-        return NULL;
-    for (saga__inst *in = e->by_idem[hash_str(key) & (e->nbuckets - 1)]; in;
-         in = in->idem_next)
-        if (strcmp(in->idem_key, key) == 0)
-            return in;
-    return NULL;
-}
-
-int saga__inst_add(saga_engine *e, saga__inst *in)
-{
-    if (e->ninst + 1 > e->nbuckets && index_grow(e) != SAGA_OK)
-        return SAGA_ENOMEM;
-    /* Every saga in memory has its timer slot from the start, so that
-     * arming a timer never allocates (and never fails). */
-    if (e->ninst + 1 > e->cheap) {
-        size_t nc = e->cheap ? e->cheap * 2 : 256;
-        saga__inst **nh = saga_realloc(e->heap, nc * sizeof *nh);
-        if (nh == NULL)
-            return SAGA_ENOMEM;
-        e->heap = nh;
-        e->cheap = nc;
-    }
-    size_t b = hash_str(in->id) & (e->nbuckets - 1);
-    in->id_next = e->by_id[b];
-    e->by_id[b] = in;
-    if (in->idem_key != NULL) {
-        b = hash_str(in->idem_key) & (e->nbuckets - 1);
-        in->idem_next = e->by_idem[b];
-        e->by_idem[b] = in;
-    }
-    in->heap_idx = SIZE_MAX;
-    e->ninst++;
-    return SAGA_OK;
-}
-
-static void unlink_chain(saga__inst **head, saga__inst *in, int by_idem)
-{
-    for (saga__inst **pp = head; *pp;
-         pp = by_idem ? &(*pp)->idem_next : &(*pp)->id_next) {
-        if (*pp == in) {
-            *pp = by_idem ? in->idem_next : in->id_next;
-            return;
-        }
-    }
-}
+static void timer_rearm(saga_engine *e);
 
 void saga__inst_free(saga_engine *e, saga__inst *in)
 {
     if (in == NULL)
         return;
-    if (e != NULL && e->nbuckets) {
-        unlink_chain(&e->by_id[hash_str(in->id) & (e->nbuckets - 1)], in, 0);
-        if (in->idem_key)
-            unlink_chain(
-                &e->by_idem[hash_str(in->idem_key) & (e->nbuckets - 1)], in, 1);
-        saga__heap_remove(e, in);
-        e->ninst--;
+    if (e != NULL) {
+        int first = in->heap_idx == 0;
+        saga__index_remove(&e->idx, in);
+        if (first)
+            timer_rearm(e);
     }
-    for (saga__donecb *d = in->done_cbs, *nx; d; d = nx) {
-        nx = d->next;
-        saga_free(d);
-    }
-    saga_free(in->idem_key);
-    saga_free(in->error);
-    saga_free(in->data);
-    saga_free(in);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Timer heap: one uv_timer for the earliest due saga.                      */
-
-static void heap_swap(saga_engine *e, size_t a, size_t b)
-{
-    saga__inst *t = e->heap[a];
-    e->heap[a] = e->heap[b];
-    e->heap[b] = t;
-    e->heap[a]->heap_idx = a;
-    e->heap[b]->heap_idx = b;
-}
-
-static void heap_up(saga_engine *e, size_t i)
-{
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (e->heap[p]->heap_key <= e->heap[i]->heap_key)
-            break;
-        heap_swap(e, p, i);
-        i = p;
-    }
-}
-
-static void heap_down(saga_engine *e, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < e->nheap && e->heap[l]->heap_key < e->heap[m]->heap_key)
-            m = l;
-        if (r < e->nheap && e->heap[r]->heap_key < e->heap[m]->heap_key)
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(e, i, m);
-        i = m;
-    }
+    saga__inst_destroy(in);
 }
 
 static void timer_cb(uv_timer_t *t);
@@ -308,45 +161,28 @@ static void timer_rearm(saga_engine *e)
 {
     if (e->closing)
         return;
-    if (e->nheap == 0) {
+    saga__inst *first = saga__index_first(&e->idx);
+    if (first == NULL) {
         uv_timer_stop(&e->timer);
         return;
     }
-    int64_t delay = e->heap[0]->heap_key - saga__now(e);
+    int64_t delay = first->heap_key - saga__now(e);
     uv_timer_start(&e->timer, timer_cb, delay > 0 ? (uint64_t)delay : 0, 0);
 }
 
 void saga__heap_remove(saga_engine *e, saga__inst *in)
 {
-    size_t i = in->heap_idx;
-    if (i == SIZE_MAX)
-        return;
-    in->heap_idx = SIZE_MAX;
-    e->nheap--;
-    if (i != e->nheap) {
-        e->heap[i] = e->heap[e->nheap];
-        e->heap[i]->heap_idx = i;
-        heap_up(e, i);
-        heap_down(e, e->heap[i]->heap_idx);
-    }
-    if (i == 0)
+    if (saga__index_disarm(&e->idx, in))
         timer_rearm(e);
 }
 
 void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key)
 {
-    saga__heap_remove(e, in);
-    if (e->nheap == e->cheap) {
-        /* Cannot happen: saga__inst_add() reserves a slot per saga. */
+    int rc = saga__index_arm(&e->idx, in, key);
+    if (rc < 0)
         saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
                   "no timer slot (a bug): the saga has no timer");
-        return;
-    }
-    in->heap_key = key;
-    in->heap_idx = e->nheap;
-    e->heap[e->nheap++] = in;
-    heap_up(e, in->heap_idx);
-    if (in->heap_idx == 0)
+    else if (rc)
         timer_rearm(e);
 }
 
@@ -355,8 +191,8 @@ static void fire_due(saga_engine *e)
     int64_t now = saga__now(e);
     /* Pop everything due by now; a fired saga re-arms itself after its
      * transition commits, so this loop terminates. */
-    while (e->nheap > 0 && e->heap[0]->heap_key <= now) {
-        saga__inst *in = e->heap[0];
+    saga__inst *in;
+    while ((in = saga__index_first(&e->idx)) != NULL && in->heap_key <= now) {
         saga__heap_remove(e, in);
         saga__fire(e, in, now);
     }
@@ -383,13 +219,19 @@ int saga_engine_housekeep(saga_engine *e)
     saga_store *s = e->store;
     int64_t now = saga__now(e);
     int64_t before = now - (int64_t)e->opts.retention_ms;
+    e->hk_next_ms = now + (int64_t)e->opts.housekeeping_interval_ms;
+    if (e->gc.inflight) {
+        /* The purge writes: it waits until the batch in flight is done
+         * (and runs right after its release). */
+        e->hk_wanted = 1;
+        return SAGA_OK;
+    }
     /* An ended saga whose id saga_start() has just returned (existed=1) is
      * spared until that start is released: the caller holds its id. */
     if (e->batch.pin_ms > 0 && e->batch.pin_ms < before)
         before = e->batch.pin_ms;
-    if (e->releasing_pin_ms > 0 && e->releasing_pin_ms < before)
-        before = e->releasing_pin_ms;
-    e->hk_next_ms = now + (int64_t)e->opts.housekeeping_interval_ms;
+    if (e->commit.pin_ms > 0 && e->commit.pin_ms < before)
+        before = e->commit.pin_ms;
     uint64_t n = 0;
     int rc = s->begin(s);
     if (rc == SAGA_OK) {
@@ -478,10 +320,7 @@ int saga_engine_new(saga_engine **out, saga_store *store,
         o->store_retry_ms = DEFAULT_STORE_RETRY_MS;
     if (o->service == NULL)
         o->service = "orchestrator";
-    e->store_backoff_ms = o->store_retry_ms;
     e->control_poll_ms = 500;
-    e->batch.tail = &e->batch.head;
-    e->batch.out_tail = &e->batch.out_head;
 
     saga_store *own_store = NULL;
     if (store == NULL) {
@@ -500,13 +339,15 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     } else {
         e->loop = o->loop;
     }
+    if (store->version >= 4 && store->attach != NULL &&
+        (rc = store->attach(store, e->loop)) != SAGA_OK) {
+        if (e->owns_loop)
+            uv_loop_close(e->loop);
+        goto fail;
+    }
     uv_timer_init(e->loop, &e->timer);
     uv_timer_init(e->loop, &e->hk_timer);
-    uv_timer_init(e->loop, &e->retry_timer);
-    uv_idle_init(e->loop, &e->idle);
-    uv_check_init(e->loop, &e->check);
-    e->timer.data = e->hk_timer.data = e->retry_timer.data = e;
-    e->idle.data = e->check.data = e;
+    e->timer.data = e->hk_timer.data = e;
     /* Housekeeping alone must not keep a loop alive. */
     uv_unref((uv_handle_t *)&e->hk_timer);
 
@@ -521,6 +362,7 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     e->random_arg = o->random ? o->random_arg : e;
     e->store = store;
     e->transport = transport;
+    saga__batch_init(e);
     *out = e;
     return SAGA_OK;
 fail:
@@ -562,7 +404,7 @@ static void own_loop_finish(saga_engine *e);
  * engine cannot be freed under it. */
 static int in_callback(const saga_engine *e)
 {
-    return e->flushing || e->running;
+    return e->gc.busy || e->running;
 }
 
 int saga_engine_run(saga_engine *e, saga_run_mode mode)
@@ -594,7 +436,7 @@ int saga_engine_stats(saga_engine *e, saga_stats *out)
     if (e == NULL || out == NULL)
         return SAGA_EINVAL;
     *out = e->stats;
-    out->active = e->ninst;
+    out->active = e->idx.ninst;
     return SAGA_OK;
 }
 
@@ -602,19 +444,9 @@ static void engine_destroy(saga_engine *e)
 {
     saga_close_cb cb = e->close_cb;
     void *arg = e->close_arg;
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        saga__inst *in = e->by_id[i];
-        while (in != NULL) {
-            saga__inst *nx = in->id_next;
-            saga__inst_free(NULL, in);
-            in = nx;
-        }
-    }
-    saga_free(e->by_id);
-    saga_free(e->by_idem);
-    saga_free(e->heap);
+    saga__index_free(&e->idx);
     saga_free(e->graveyard);
-    saga__batch_free(&e->batch);
+    saga__batch_fini(e);
     saga__metrics_free(e);
     for (saga__defent *d = e->defs, *nx; d; d = nx) {
         nx = d->next;
@@ -635,6 +467,9 @@ static void own_loop_finish(saga_engine *e)
 {
     while (e->nclosing != -1)
         uv_run(e->loop, UV_RUN_ONCE);
+    /* A store bound to the loop (attach) closes its handles there. */
+    saga_store_free(e->store);
+    e->store = NULL;
     uv_run(e->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(e->loop) != 0)
         saga__log(e, SAGA_LOG_ERROR, NULL, -1,
@@ -657,6 +492,29 @@ static void on_handle_closed(uv_handle_t *h)
     engine_destroy(e);
 }
 
+static void close_handles(saga_engine *e)
+{
+    uv_handle_t *hs[] = {(uv_handle_t *)&e->timer,
+                         (uv_handle_t *)&e->hk_timer};
+    e->nclosing = (int)(sizeof hs / sizeof hs[0]);
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
+        uv_close(hs[i], on_handle_closed);
+    e->nclosing += saga__gc_close(&e->gc, on_handle_closed, e);
+}
+
+static void close_deferred_cb(uv_timer_t *t) { close_handles(t->data); }
+
+/* batch.c: the batch in flight at close is done (called from the store's
+ * callback: the handles close from a timer, and the store is freed after).
+ */
+void saga__engine_drained(saga_engine *e)
+{
+    if (!e->close_deferred)
+        return;
+    e->close_deferred = 0;
+    uv_timer_start(&e->timer, close_deferred_cb, 0, 0);
+}
+
 void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
 {
     if (e == NULL || e->closing)
@@ -665,26 +523,31 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
      * only transitions whose effects were never released, and recovery
      * replays from the last commit. */
     /* From a callback of a commit, the commit in progress goes on and
-     * writes the rest. */
-    if (!e->flushing && saga__batch_pending(&e->batch) &&
+     * writes the rest. With an asynchronous store this submits the batch
+     * and the close waits for it. */
+    if (!e->gc.busy && saga__batch_pending(&e->batch) &&
         saga_engine_flush(e) != SAGA_OK)
         saga__log(e, SAGA_LOG_WARN, NULL, -1,
                   "closing with uncommitted transitions: %s", e->errmsg);
     e->closing = 1;
     e->close_cb = cb;
     e->close_arg = arg;
+    saga__gc_stop(&e->gc);
     saga__remote_close(e);
     saga__admin_close(e);
     if (e->transport != NULL) {
         saga_transport_free(e->transport);
         e->transport = NULL;
     }
-    uv_handle_t *hs[] = {(uv_handle_t *)&e->timer, (uv_handle_t *)&e->hk_timer,
-                         (uv_handle_t *)&e->retry_timer,
-                         (uv_handle_t *)&e->idle, (uv_handle_t *)&e->check};
-    e->nclosing = (int)(sizeof hs / sizeof hs[0]);
-    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
-        uv_close(hs[i], on_handle_closed);
+    if (e->gc.inflight) {
+        /* The store still writes a batch: the engine, its store and the
+         * sagas the batch names stay until it is done. */
+        uv_timer_stop(&e->timer);
+        uv_timer_stop(&e->hk_timer);
+        e->close_deferred = 1;
+        return;
+    }
+    close_handles(e);
 }
 
 void saga_engine_free(saga_engine *e)

@@ -7,76 +7,10 @@
 
 #include <uv.h>
 
+#include "gcommit.h"
+#include "instance.h"
 #include "internal.h"
 #include "relay.h"
-
-/* An active saga held in memory. Sagas leave memory once their terminal
- * state is committed; queries about them go to the store. */
-typedef struct saga__inst {
-    char id[SAGA_ID_SIZE];
-    const saga_def *def;
-    saga_state state;
-    int32_t step;
-    uint32_t attempt;
-    uint32_t flags; /* SAGA_REC_* */
-    int64_t created_ms, updated_ms, due_ms, deadline_ms;
-    int64_t started_ms; /* when the current attempt was invoked */
-    /* The current attempt may have run: its action was called, its command
-     * queued, or (after recovery) it was in flight before the restart. */
-    int invoked;
-    char *idem_key;
-    char *error;
-    void *data;
-    size_t data_len;
-    uint32_t jseq; /* last journal seq written or staged */
-
-    /* batch membership */
-    unsigned int put_flags; /* SAGA_PUT_* pending, 0 = clean */
-    int in_batch;
-    struct saga__inst *batch_next;
-    struct saga__inst *release_next; /* the batch being released */
-
-    /* timer heap (index, or SIZE_MAX when not armed) */
-    size_t heap_idx;
-    int64_t heap_key;
-
-    /* hash chains */
-    struct saga__inst *id_next;
-    struct saga__inst *idem_next;
-
-    /* per-saga completion callbacks */
-    struct saga__donecb *done_cbs;
-} saga__inst;
-
-typedef struct saga__donecb {
-    saga_done_cb cb;
-    void *arg;
-    struct saga__donecb *next;
-} saga__donecb;
-
-/* What a batch releases once it commits. */
-typedef enum {
-    EFF_INVOKE,   /* run the current attempt's action/compensation */
-    EFF_STARTED,  /* saga_start()'s callback */
-    EFF_DONE,     /* the saga ended: callbacks, then leave memory */
-    EFF_DONE_CB,  /* a saga_on_done() for a saga that ended before */
-    EFF_ACK       /* ack a transport delivery whose effect is now durable */
-} saga__eff_kind;
-
-typedef struct saga__effect {
-    saga__eff_kind kind;
-    saga__inst *inst;         /* EFF_INVOKE, EFF_DONE, EFF_STARTED(new) */
-    char id[SAGA_ID_SIZE];    /* EFF_STARTED, EFF_DONE_CB */
-    int32_t step;             /* EFF_INVOKE: what was scheduled */
-    uint32_t attempt;
-    uint32_t backward;
-    int existed;              /* EFF_STARTED */
-    saga_state state;         /* EFF_DONE_CB */
-    saga_start_cb start_cb;
-    saga_done_cb done_cb;
-    void *arg;
-    saga_delivery *delivery; /* EFF_ACK */
-} saga__effect;
 
 typedef struct saga__jentry {
     saga_journal_entry e;
@@ -133,26 +67,32 @@ struct saga_engine {
 
     saga__defent *defs;
 
-    /* active sagas */
-    saga__inst **by_id;
-    saga__inst **by_idem;
-    size_t nbuckets, ninst;
+    saga__index idx; /* active sagas: by id, by key, and their timers */
 
-    /* timer heap */
-    saga__inst **heap;
-    size_t nheap, cheap;
-
-    saga__batch batch;
-    int flushing;
-    uint32_t store_backoff_ms;
+    saga__batch batch;  /* open: staging */
+    saga__batch commit; /* taken for commit: in flight or being released */
+    int commit_writes;  /* it has writes (metrics) */
+    int commit_stuck;   /* it failed and could not be put back yet */
+    saga__gc gc;        /* the group-commit driver */
+    /* write_batch/submit_batch arrays, kept for the next batch */
+    struct saga__snapshot {
+        saga_record *recs;
+        size_t crecs;
+        unsigned int *flags;
+        size_t cflags;
+        saga_idem_entry *idem;
+        size_t cidem;
+        saga_message *msgs;
+        size_t cmsgs;
+        saga_journal_entry *jes;
+        size_t cjes;
+    } snap;
+    int hk_wanted;       /* a purge waits for the batch in flight */
+    int close_deferred;  /* closing waits for the batch in flight */
 
     uv_timer_t timer;      /* the heap's earliest */
     uv_timer_t hk_timer;   /* housekeeping */
     int64_t hk_next_ms;    /* when the next pass is due (engine clock) */
-    int64_t releasing_pin_ms; /* pin_ms of the batch being released */
-    uv_timer_t retry_timer;/* a failed commit */
-    uv_idle_t idle;        /* keeps poll from blocking while a batch is open */
-    uv_check_t check;      /* commits the batch at the end of a loop turn */
     int nclosing;
     saga_close_cb close_cb;
     void *close_arg;
@@ -185,10 +125,21 @@ int64_t saga__now(saga_engine *e);
 uint64_t saga__rand(saga_engine *e);
 const saga_def *saga__def_find(saga_engine *e, const char *name,
                                uint32_t version);
-saga__inst *saga__inst_find(saga_engine *e, const char *id);
-saga__inst *saga__idem_find(saga_engine *e, const char *key);
-int saga__inst_add(saga_engine *e, saga__inst *in);
+static inline saga__inst *saga__inst_find(saga_engine *e, const char *id)
+{
+    return saga__index_find(&e->idx, id);
+}
+static inline saga__inst *saga__idem_find(saga_engine *e, const char *key)
+{
+    return saga__index_find_key(&e->idx, key);
+}
+static inline int saga__inst_add(saga_engine *e, saga__inst *in)
+{
+    return saga__index_add(&e->idx, in);
+}
+/* Drop @p in from the index (e may be NULL: not indexed) and free it. */
 void saga__inst_free(saga_engine *e, saga__inst *in);
+/* Arm or disarm @p in's timer; the engine's uv timer follows the earliest. */
 void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key);
 void saga__heap_remove(saga_engine *e, saga__inst *in);
 /* Staging: mark @p in dirty in the open batch (flags SAGA_PUT_*). */
@@ -205,14 +156,19 @@ void saga__graveyard(saga_engine *e, void *p);
 /* Keep ended sagas updated at or after @p updated_ms from being purged
  * until the open batch is released. */
 void saga__pin(saga_engine *e, int64_t updated_ms);
-void saga__record_from_inst(const saga__inst *in, saga_record *r);
 
 /* Queue an outbox message in the open batch (it takes @p m). */
 void saga__stage_outmsg(saga_engine *e, saga__outmsg *m);
 int saga__batch_pending(const saga__batch *b);
-void saga__batch_free(saga__batch *b);
+/* Set up the group commit on the engine's loop and store. */
+void saga__batch_init(saga_engine *e);
+/* Free both batches and the arrays (engine teardown). */
+void saga__batch_fini(saga_engine *e);
 /* Delete a published message's outbox row with the next batch. */
 void saga__stage_outbox_done(saga_engine *e, const char *msg_id);
+
+/* Closing waited for the batch in flight: it is done (engine.c). */
+void saga__engine_drained(saga_engine *e);
 
 /* remote.c */
 int saga__remote_start(saga_engine *e);
