@@ -27,6 +27,7 @@ struct ck_db {
 struct ck_stmt {
     ck_db *db;
     sqlite3_stmt *lite;
+    struct cslot *cached; /* SQLite: its cache slot, NULL if uncached */
 #ifdef CK_WITH_PG
     struct pgslot *slot; /* NULL: unnamed (not cached) */
     char *sql;           /* unnamed: the rewritten SQL */
@@ -412,12 +413,14 @@ static cslot *slot_of(sqlite3 *db, const char *sql)
     return &stmt_cache[h % CK_STMT_CACHE];
 }
 
-static sqlite3_stmt *lite_prep(sqlite3 *db, const char *sql)
+static sqlite3_stmt *lite_prep(sqlite3 *db, const char *sql, cslot **slot)
 {
     cslot *c = slot_of(db, sql);
+    *slot = NULL;
     if (c->st != NULL && !c->busy && c->db == db && c->key == sql &&
         strcmp(sqlite3_sql(c->st), sql) == 0) {
         c->busy = 1;
+        *slot = c;
         return c->st;
     }
     sqlite3_stmt *st = NULL;
@@ -433,21 +436,21 @@ static sqlite3_stmt *lite_prep(sqlite3 *db, const char *sql)
         c->key = sql;
         c->st = st;
         c->busy = 1;
+        *slot = c;
     }
     return st;
 }
 
-static void lite_done(sqlite3_stmt *st)
+static void lite_done(sqlite3_stmt *st, cslot *slot)
 {
     if (st == NULL)
         return;
-    for (size_t i = 0; i < CK_STMT_CACHE; i++)
-        if (stmt_cache[i].st == st) {
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
-            stmt_cache[i].busy = 0;
-            return;
-        }
+    if (slot != NULL && slot->st == st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        slot->busy = 0;
+        return;
+    }
     sqlite3_finalize(st);
 }
 
@@ -546,16 +549,18 @@ ck_stmt *ck_prep(ck_db *db, const char *sql)
     if (db->pg)
         return pg_prep(db, sql);
 #endif
-    sqlite3_stmt *s = lite_prep(db->lite, sql);
+    cslot *slot;
+    sqlite3_stmt *s = lite_prep(db->lite, sql, &slot);
     if (s == NULL)
         return NULL;
     ck_stmt *st = calloc(1, sizeof *st);
     if (st == NULL) {
-        lite_done(s);
+        lite_done(s, slot);
         return NULL;
     }
     st->db = db;
     st->lite = s;
+    st->cached = slot;
     return st;
 }
 
@@ -705,7 +710,7 @@ void ck_done(ck_stmt *st)
         return;
     }
 #endif
-    lite_done(st->lite);
+    lite_done(st->lite, st->cached);
     free(st);
 }
 
