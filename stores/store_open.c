@@ -44,9 +44,8 @@ static int open_pg(saga_store **out, const char *spec)
                 lease_ms = strtol(kv + 9, &end, 10);
                 if (end == kv + 9 || *end != '\0' || lease_ms < 1 ||
                     lease_ms > 3600000) {
-                    snprintf(open_err, sizeof open_err,
-                             "bad lease_ms \"%.32s\" (1000..3600000)",
-                             kv + 9);
+                    saga_open_errmsg_set(
+                        "bad lease_ms \"%.32s\" (1000..3600000)", kv + 9);
                     return SAGA_EINVAL;
                 }
             } else if (strncmp(kv, "owner=", 6) == 0) {
