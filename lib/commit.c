@@ -33,7 +33,7 @@ static void run_effects(saga_engine *e, saga__batch *b)
         case EFF_INVOKE:
             /* A closing engine runs no more actions: they are in flight
              * in the store and run again after a restart. */
-            if (!e->closing)
+            if (!e->closing && saga__own_may_act(e))
                 saga__invoke(e, f->inst, f);
             break;
         case EFF_STARTED:
@@ -132,6 +132,11 @@ static void failed(void *owner, int rc)
         e->commit_stuck = 1;
         saga__log(e, SAGA_LOG_ERROR, NULL, -1,
                   "out of memory putting a failed batch back: kept aside");
+    } else if (!e->commit_stuck && saga__own_resolve(e, rc)) {
+        /* A shared store refused some sagas (fenced, or a key another
+         * engine took first): they left the batch; write the rest at
+         * once rather than after the backoff. */
+        e->gc.backoff_ms = 1;
     }
 }
 

@@ -102,7 +102,7 @@ static void begin_attempt(saga__machine *m, saga__inst *in)
 }
 
 static void end_saga(saga__machine *m, saga__inst *in, saga_state st,
-                     saga_event ev, const char *err)
+                     saga_journal_kind ev, const char *err)
 {
     in->state = st;
     in->flags &= ~SAGA_REC_INFLIGHT;
@@ -133,7 +133,7 @@ static void compensate_from(saga__machine *m, saga__inst *in, int32_t from)
     while (from >= 0 && !saga__step_has_comp(&in->def->steps[from]))
         from--;
     if (from < 0) {
-        end_saga(m, in, SAGA_STATE_COMPENSATED, SAGA_EV_COMPENSATED, NULL);
+        end_saga(m, in, SAGA_STATE_COMPENSATED, SAGA_JOURNAL_COMPENSATED, NULL);
         return;
     }
     in->step = from;
@@ -155,7 +155,7 @@ static void start_compensation(saga__machine *m, saga__inst *in,
     in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
     in->due_ms = 0;
     set_error(in, reason);
-    JOURNAL(m, in, SAGA_EV_COMPENSATING, reason);
+    JOURNAL(m, in, SAGA_JOURNAL_COMPENSATING, reason);
     mlog(m, SAGA_LOG_DEBUG, in->id, in->step, "compensating: %s", reason);
     compensate_from(m, in, from);
 }
@@ -187,13 +187,13 @@ static void forward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
     const saga__step *s = step_of(in);
     char why[SAGA_NAME_MAX + 300];
     if (oc == SAGA_OUTCOME_OK) {
-        JOURNAL(m, in, SAGA_EV_STEP_OK, NULL);
+        JOURNAL(m, in, SAGA_JOURNAL_STEP_OK, NULL);
         m->stats->steps_ok++;
         in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
         if (s->opts.kind != SAGA_STEP_COMPENSATABLE)
             in->flags |= SAGA_REC_PIVOTED;
         if ((size_t)in->step + 1 == in->def->nsteps) {
-            end_saga(m, in, SAGA_STATE_COMPLETED, SAGA_EV_COMPLETED, NULL);
+            end_saga(m, in, SAGA_STATE_COMPLETED, SAGA_JOURNAL_COMPLETED, NULL);
             return;
         }
         in->step++;
@@ -204,7 +204,7 @@ static void forward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
     int past_pivot = (in->flags & SAGA_REC_PIVOTED) ||
                      s->opts.kind == SAGA_STEP_RETRIABLE;
     if (oc == SAGA_OUTCOME_FAIL) {
-        JOURNAL(m, in, SAGA_EV_STEP_FAIL, err);
+        JOURNAL(m, in, SAGA_JOURNAL_STEP_FAIL, err);
         m->stats->steps_failed++;
         if (!past_pivot) {
             in->flags &= ~SAGA_REC_INFLIGHT;
@@ -223,7 +223,7 @@ static void forward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
             m->stats->timeouts++;
         }
         JOURNAL(m, in,
-                      timed_out ? SAGA_EV_STEP_TIMEOUT : SAGA_EV_STEP_RETRY,
+                      timed_out ? SAGA_JOURNAL_STEP_TIMEOUT : SAGA_JOURNAL_STEP_RETRY,
                       timed_out ? "timed out" : err);
     }
     if (attempts_left(&s->opts.retry, in->attempt)) {
@@ -238,7 +238,7 @@ static void forward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
                        (in->flags & SAGA_REC_MAYBE))) {
         /* Past the point of no return, or a pivot that may have applied:
          * neither forward nor back is safe without an operator. */
-        end_saga(m, in, SAGA_STATE_FAILED, SAGA_EV_FAILED, why);
+        end_saga(m, in, SAGA_STATE_FAILED, SAGA_JOURNAL_FAILED, why);
         return;
     }
     start_compensation(m, in, why);
@@ -249,7 +249,7 @@ static void backward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
 {
     const saga__step *s = step_of(in);
     if (oc == SAGA_OUTCOME_OK) {
-        JOURNAL(m, in, SAGA_EV_COMP_OK, NULL);
+        JOURNAL(m, in, SAGA_JOURNAL_COMP_OK, NULL);
         m->stats->compensations++;
         in->flags &= ~SAGA_REC_INFLIGHT;
         compensate_from(m, in, in->step - 1);
@@ -258,7 +258,7 @@ static void backward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
     /* A compensation must eventually succeed: FAIL is retried like RETRY. */
     if (timed_out)
         m->stats->timeouts++;
-    JOURNAL(m, in, timed_out ? SAGA_EV_COMP_TIMEOUT : SAGA_EV_COMP_FAIL,
+    JOURNAL(m, in, timed_out ? SAGA_JOURNAL_COMP_TIMEOUT : SAGA_JOURNAL_COMP_FAIL,
                   timed_out ? "timed out" : err);
     if (attempts_left(&s->opts.comp_retry, in->attempt)) {
         m->stats->retries++;
@@ -269,7 +269,7 @@ static void backward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
     snprintf(why, sizeof why,
              "compensation of step '%s' gave up after %u attempts%s%s",
              s->name, in->attempt, err ? ": " : "", err ? err : "");
-    end_saga(m, in, SAGA_STATE_FAILED, SAGA_EV_FAILED, why);
+    end_saga(m, in, SAGA_STATE_FAILED, SAGA_JOURNAL_FAILED, why);
 }
 
 static void apply_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
@@ -312,7 +312,7 @@ int64_t saga__m_due(const saga__inst *in)
 int saga__m_start(saga__machine *m, saga__inst *in,
                   const saga__effect *started)
 {
-    if (JOURNAL(m, in, SAGA_EV_STARTED, NULL) != SAGA_OK ||
+    if (JOURNAL(m, in, SAGA_JOURNAL_STARTED, NULL) != SAGA_OK ||
         (started != NULL && m->ops->effect(m->self, started) != SAGA_OK))
         return SAGA_ENOMEM;
     begin_attempt(m, in);
@@ -386,7 +386,7 @@ void saga__m_retry(saga__machine *m, saga__inst *in, const char *why)
     in->state = backward(in) ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING;
     in->attempt = 1;
     in->updated_ms = NOW(m);
-    JOURNAL(m, in, SAGA_EV_OPERATOR_RETRY, why);
+    JOURNAL(m, in, SAGA_JOURNAL_OPERATOR_RETRY, why);
     begin_attempt(m, in);
     m->ops->stage(m->self, in, 0);
 }
@@ -399,13 +399,13 @@ void saga__m_compensate(saga__machine *m, saga__inst *in, const char *why)
                   ((in->flags & SAGA_REC_INFLIGHT) && in->invoked);
     int32_t from = include ? in->step : in->step - 1;
     in->updated_ms = NOW(m);
-    JOURNAL(m, in, SAGA_EV_OPERATOR_COMPENSATE, why);
+    JOURNAL(m, in, SAGA_JOURNAL_OPERATOR_COMPENSATE, why);
     in->state = SAGA_STATE_COMPENSATING;
     in->flags |= SAGA_REC_BACKWARD;
     in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
     in->due_ms = 0;
     set_error(in, why);
-    JOURNAL(m, in, SAGA_EV_COMPENSATING, why);
+    JOURNAL(m, in, SAGA_JOURNAL_COMPENSATING, why);
     compensate_from(m, in, from);
     m->ops->stage(m->self, in, 0);
 }
@@ -414,10 +414,10 @@ void saga__m_resolve(saga__machine *m, saga__inst *in, saga_state as,
                      const char *why)
 {
     in->updated_ms = NOW(m);
-    JOURNAL(m, in, SAGA_EV_OPERATOR_RESOLVE, why);
+    JOURNAL(m, in, SAGA_JOURNAL_OPERATOR_RESOLVE, why);
     end_saga(m, in, as,
-             as == SAGA_STATE_COMPLETED ? SAGA_EV_COMPLETED
-                                        : SAGA_EV_COMPENSATED,
+             as == SAGA_STATE_COMPLETED ? SAGA_JOURNAL_COMPLETED
+                                        : SAGA_JOURNAL_COMPENSATED,
              NULL);
     m->ops->stage(m->self, in, 0);
 }

@@ -19,7 +19,7 @@ typedef struct saga__stager_ops {
      * staging it cannot fail half-way. @return SAGA_OK or SAGA_ENOMEM. */
     int (*reserve)(void *self);
     /** A journal entry for @p in (its seq is ++in->jseq). */
-    int (*journal)(void *self, saga__inst *in, saga_event ev,
+    int (*journal)(void *self, saga__inst *in, saga_journal_kind ev,
                    const char *error);
     /** An effect, released in order after the commit. */
     int (*effect)(void *self, const saga__effect *f);
@@ -37,7 +37,7 @@ typedef struct saga__stager_ops {
 typedef struct saga__machine {
     const saga__stager_ops *ops;
     void *self;
-    saga_stats *stats; /* counters the transitions move */
+    saga_engine_counters *stats; /* counters the transitions move */
 } saga__machine;
 
 #define SAGA__IS_ACTIVE(s)                                                     \

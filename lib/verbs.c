@@ -21,7 +21,7 @@
 static int64_t st_now(void *self) { return saga__now(self); }
 static uint64_t st_rand(void *self) { return saga__rand(self); }
 static int st_reserve(void *self) { return saga__reserve(self); }
-static int st_journal(void *self, saga__inst *in, saga_event ev,
+static int st_journal(void *self, saga__inst *in, saga_journal_kind ev,
                       const char *error)
 {
     return saga__journal(self, in, ev, error);
@@ -456,10 +456,17 @@ static int adopt(saga_engine *e, saga__inst *in)
     return rc;
 }
 
-int saga__recover(saga_engine *e)
+static int scan_active(saga_engine *e, saga_record_cb cb, void *arg)
+{
+    return e->store->saga_scan(e->store, SAGA_STATE_MASK_ACTIVE, cb, arg);
+}
+
+int saga__recover(saga_engine *e) { return saga__recover_from(e, scan_active); }
+
+int saga__recover_from(saga_engine *e, saga__scan_fn scan)
 {
     load_ctx c = {e, NULL, 0, 0, 0, SAGA_OK};
-    int rc = e->store->saga_scan(e->store, SAGA_STATE_MASK_ACTIVE, load_cb, &c);
+    int rc = scan(e, load_cb, &c);
     if (rc == SAGA_OK)
         rc = c.rc;
     size_t resumed = 0;
@@ -482,7 +489,9 @@ int saga__recover(saga_engine *e)
     }
     saga_free(c.list);
     if (rc != SAGA_OK)
-        return saga__err(e, rc == SAGA_ENOMEM ? rc : SAGA_ESTORE,
+        return saga__err(e, rc == SAGA_ENOMEM || rc == SAGA_EFENCED
+                                ? rc
+                                : SAGA_ESTORE,
                          "recovery failed: %s", e->store->errmsg(e->store));
     if (resumed || c.skipped)
         saga__log(e, SAGA_LOG_INFO, NULL, -1,

@@ -18,7 +18,7 @@ typedef struct rec {
     int commands;       /* remote commands queued */
     int staged;
     unsigned int put_flags;
-    saga_stats stats;
+    saga_engine_counters stats;
 } rec;
 
 static int64_t r_now(void *self) { return ((rec *)self)->now; }
@@ -32,7 +32,7 @@ static int r_reserve(void *self)
     (void)self;
     return SAGA_OK;
 }
-static int r_journal(void *self, saga__inst *in, saga_event ev,
+static int r_journal(void *self, saga__inst *in, saga_journal_kind ev,
                      const char *error)
 {
     rec *r = self;
@@ -40,7 +40,7 @@ static int r_journal(void *self, saga__inst *in, saga_event ev,
     in->jseq++;
     size_t n = strlen(r->journal);
     snprintf(r->journal + n, sizeof r->journal - n, "%s%s", n ? " " : "",
-             saga_event_name(ev));
+             saga_journal_kind_name(ev));
     return SAGA_OK;
 }
 static int r_effect(void *self, const saga__effect *f)
