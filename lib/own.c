@@ -120,14 +120,15 @@ static void drop(saga_engine *e, saga__inst *in, const char *answer_id)
 static int lose_lease(saga_engine *e)
 {
     saga__own *o = e->own;
-    size_t n = 0, cap = e->ninst;
+    size_t n = 0, cap = e->idx.ninst;
     saga__inst **all = cap ? saga_malloc(cap * sizeof *all) : NULL;
     if (cap && all == NULL) {
         o->lost = 1; /* try again on the next tick */
         return SAGA_ENOMEM;
     }
-    for (size_t i = 0; i < e->nbuckets && n < cap; i++)
-        for (saga__inst *in = e->by_id[i]; in && n < cap; in = in->id_next)
+    for (size_t i = 0; i < e->idx.nbuckets && n < cap; i++)
+        for (saga__inst *in = e->idx.by_id[i]; in && n < cap;
+             in = in->id_next)
             if (!(in->in_batch && (in->put_flags & SAGA_PUT_INSERT)) &&
                 !in->in_commit)
                 all[n++] = in;
