@@ -137,7 +137,9 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     /* Ownership (pg_own.c). A saga write checks the fencing token: the
      * row must be owned by (owner, epoch) and that lease live in the
      * server's clock; otherwise not_written() raises SG001 (fenced) or
-     * 22012 (no such saga), aborting the batch. */
+     * 22012 (no such saga), aborting the batch. A FAILED saga (state 5)
+     * is nobody's: any live engine may write it (an operator's retry,
+     * compensate or resolve), and owns it from then on. */
     [PG_SAGA_INSERT_O] = {"WITH i AS (INSERT INTO sagas(" SAGA_COLS ", owner, "
                           "epoch) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, "
                           "$10, $11, $12, $13, $14, $15, $16 WHERE "
@@ -149,8 +151,9 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                           "def_version = $3, state = $4, step = $5, "
                           "attempt = $6, flags = $7, created_ms = $8, "
                           "updated_ms = $9, due_ms = $10, deadline_ms = $11, "
-                          "error = $12 WHERE id = $1 AND owner = $13 AND "
-                          "epoch = $14 AND lease_live($13, $14) RETURNING 1) "
+                          "error = $12, owner = $13, epoch = $14 WHERE id = "
+                          "$1 AND ((owner = $13 AND epoch = $14) OR state = "
+                          "5) AND lease_live($13, $14) RETURNING 1) "
                           "SELECT CASE WHEN (SELECT count(*) FROM u) = 1 THEN "
                           "1 ELSE not_written($1, false) END",
                           {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8,
@@ -161,8 +164,9 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                                "attempt = $6, flags = $7, created_ms = $8, "
                                "updated_ms = $9, due_ms = $10, deadline_ms "
                                "= $11, idem_key = $12, error = $13, data = "
-                               "$14 WHERE id = $1 AND owner = $15 AND epoch = "
-                               "$16 AND lease_live($15, $16) RETURNING 1) "
+                               "$14, owner = $15, epoch = $16 WHERE id = $1 "
+                               "AND ((owner = $15 AND epoch = $16) OR state = "
+                               "5) AND lease_live($15, $16) RETURNING 1) "
                                "SELECT CASE WHEN (SELECT count(*) FROM u) = 1 "
                                "THEN 1 ELSE not_written($1, false) END",
                                {SAGA_TYPES, T_TEXT, T_INT8}},
