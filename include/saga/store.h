@@ -272,7 +272,8 @@ struct saga_store {
      * epoch (the fencing token); while its lease is live, every saga it
      * inserts or claims is owned by (owner, epoch), and every later write
      * of such a saga (saga_put, write_batch, submit_batch) succeeds only
-     * if the saga is still owned by (owner, epoch) and the lease is live;
+     * if the saga is still owned by (owner, epoch), and a batch only while
+     * the lease is live;
      * otherwise the write fails with SAGA_EFENCED and nothing of its
      * transaction remains. A FAILED saga is nobody's: any live owner may
      * write it (an operator's action) and owns it from then on. Journal
