@@ -111,11 +111,13 @@ static PGconn *conn_of(ck_db *db)
     return db->own;
 }
 
-/* The PostgreSQL dialect of @p sql (malloc'd); *nparams the highest $N. */
+/* The PostgreSQL dialect of @p sql (malloc'd); *nparams the highest $N.
+ * Room: a "?" becomes at most "$" and 6 digits; the words do not grow by
+ * more than one character in four. */
 static char *rewrite(const char *sql, int *nparams)
 {
     size_t n = strlen(sql);
-    char *out = malloc(2 * n + 16);
+    char *out = malloc(7 * n + 16);
     if (out == NULL)
         return NULL;
     size_t o = 0;
@@ -141,7 +143,8 @@ static char *rewrite(const char *sql, int *nparams)
             if (isdigit((unsigned char)sql[i])) {
                 k = 0;
                 while (isdigit((unsigned char)sql[i]))
-                    k = k * 10 + (sql[i++] - '0');
+                    if ((k = k * 10 + (sql[i++] - '0')) > 99999)
+                        k = 99999;
             } else {
                 k = ++next;
             }
