@@ -74,47 +74,10 @@ ck_db *ck_db_participant(saga_participant *p, const char *schema)
 /* ------------------------------------------------------------------------ */
 /* PostgreSQL                                                               */
 
-#ifdef CK_WITH_PG
-
-
-static void ignore_blob(const void *buf, size_t len, void *arg)
-{
-    (void)buf, (void)len, (void)arg;
-}
-
-/* The connection to use now. A lost one is replaced: the participant's
- * store reconnects on its next call outside a transaction (a read of a
- * key nobody writes; inside a transaction it fails and changes nothing),
- * a connection of our own is reset here. The next statement then runs on
- * a new backend, where it is prepared again. */
-static PGconn *conn_of(ck_db *db)
-{
-    if (db->own == NULL) {
-        PGconn *c = saga_participant_store_handle(db->part);
-        if (c == NULL || PQstatus(c) == CONNECTION_BAD) {
-            saga_store *s = saga_participant_store(db->part);
-            if (s != NULL && s->kv_get != NULL)
-                s->kv_get(s, "ck.reconnect", ignore_blob, NULL);
-            c = saga_participant_store_handle(db->part);
-        }
-        return c;
-    }
-    if (PQstatus(db->own) == CONNECTION_BAD) {
-        PQreset(db->own);
-        if (PQstatus(db->own) != CONNECTION_OK)
-            return db->own; /* the statement fails: tried again later */
-        char sql[128];
-        snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", db->schema);
-        PGresult *res = PQexec(db->own, sql);
-        PQclear(res);
-    }
-    return db->own;
-}
-
 /* The PostgreSQL dialect of @p sql (malloc'd); *nparams the highest $N.
  * Room: a "?" becomes at most "$" and 6 digits; the words do not grow by
  * more than one character in four. */
-static char *rewrite(const char *sql, int *nparams)
+char *ck_sql_pg(const char *sql, int *nparams)
 {
     size_t n = strlen(sql);
     char *out = malloc(7 * n + 16);
@@ -178,6 +141,42 @@ static char *rewrite(const char *sql, int *nparams)
     return out;
 }
 
+#ifdef CK_WITH_PG
+
+static void ignore_blob(const void *buf, size_t len, void *arg)
+{
+    (void)buf, (void)len, (void)arg;
+}
+
+/* The connection to use now. A lost one is replaced: the participant's
+ * store reconnects on its next call outside a transaction (a read of a
+ * key nobody writes; inside a transaction it fails and changes nothing),
+ * a connection of our own is reset here. The next statement then runs on
+ * a new backend, where it is prepared again. */
+static PGconn *conn_of(ck_db *db)
+{
+    if (db->own == NULL) {
+        PGconn *c = saga_participant_store_handle(db->part);
+        if (c == NULL || PQstatus(c) == CONNECTION_BAD) {
+            saga_store *s = saga_participant_store(db->part);
+            if (s != NULL && s->kv_get != NULL)
+                s->kv_get(s, "ck.reconnect", ignore_blob, NULL);
+            c = saga_participant_store_handle(db->part);
+        }
+        return c;
+    }
+    if (PQstatus(db->own) == CONNECTION_BAD) {
+        PQreset(db->own);
+        if (PQstatus(db->own) != CONNECTION_OK)
+            return db->own; /* the statement fails: tried again later */
+        char sql[128];
+        snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", db->schema);
+        PGresult *res = PQexec(db->own, sql);
+        PQclear(res);
+    }
+    return db->own;
+}
+
 /* Prepared statements: one slot per (connection, SQL text); a slot whose
  * connection was replaced (same address, other backend) is prepared
  * again. A full cache runs statements unnamed. */
@@ -200,7 +199,7 @@ static pgslot *pg_slot(PGconn *c, const char *sql)
         pgslot *s = &pg_slots[(h + (uintptr_t)k) % PG_SLOTS];
         if (s->key == NULL) {
             int np;
-            s->sql = rewrite(sql, &np);
+            s->sql = ck_sql_pg(sql, &np);
             s->orig = strdup(sql);
             if (s->sql == NULL || s->orig == NULL) {
                 free(s->sql);
@@ -257,7 +256,7 @@ static int pg_exec(ck_db *db, const char *sql)
 static int pg_exec_on(PGconn *c, const char *sql)
 {
     int np;
-    char *q = rewrite(sql, &np);
+    char *q = ck_sql_pg(sql, &np);
     if (q == NULL)
         return CK_ERR;
     PGresult *res = PQexec(c, q);
@@ -303,7 +302,7 @@ static ck_stmt *pg_prep(ck_db *db, const char *sql)
     if (st->slot != NULL) {
         st->nparams = st->slot->nparams;
     } else {
-        st->sql = rewrite(sql, &st->nparams);
+        st->sql = ck_sql_pg(sql, &st->nparams);
         if (st->sql == NULL) {
             free(st);
             return NULL;
