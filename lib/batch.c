@@ -63,7 +63,7 @@ static int grow_array(void **arr, size_t *cap, size_t elem)
     return SAGA_OK;
 }
 
-int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
+int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
                   const char *error)
 {
     saga__batch *b = &e->batch;
@@ -74,13 +74,13 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
     /* Out of memory for the text: the entry is kept without it. */
     j->error = saga__strdup(error);
     memcpy(j->saga_id, in->id, SAGA_ID_SIZE);
-    int saga_level = ev == SAGA_EV_STARTED || ev == SAGA_EV_COMPLETED ||
-                     ev == SAGA_EV_COMPENSATING || ev == SAGA_EV_COMPENSATED ||
-                     ev == SAGA_EV_FAILED || ev == SAGA_EV_OPERATOR_RETRY ||
-                     ev == SAGA_EV_OPERATOR_COMPENSATE ||
-                     ev == SAGA_EV_OPERATOR_RESOLVE;
+    int saga_level = ev == SAGA_JOURNAL_STARTED || ev == SAGA_JOURNAL_COMPLETED ||
+                     ev == SAGA_JOURNAL_COMPENSATING || ev == SAGA_JOURNAL_COMPENSATED ||
+                     ev == SAGA_JOURNAL_FAILED || ev == SAGA_JOURNAL_OPERATOR_RETRY ||
+                     ev == SAGA_JOURNAL_OPERATOR_COMPENSATE ||
+                     ev == SAGA_JOURNAL_OPERATOR_RESOLVE;
     j->e.seq = ++in->jseq;
-    j->e.event = ev;
+    j->e.kind = ev;
     j->e.step = saga_level ? -1 : in->step;
     j->e.attempt = saga_level ? 0 : in->attempt;
     j->e.started_ms = saga_level ? 0 : in->started_ms;

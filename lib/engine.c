@@ -434,11 +434,13 @@ int saga_engine_run(saga_engine *e, saga_run_mode mode)
     return r;
 }
 
-int saga_engine_stats(saga_engine *e, saga_stats *out)
+int saga_engine_stats(saga_engine *e, saga_engine_counters *out)
 {
     if (e == NULL || out == NULL)
         return SAGA_EINVAL;
+    SAGA__CHECK_VERSION(out, SAGA_ENGINE_COUNTERS_VERSION);
     *out = e->stats;
+    out->version = SAGA_ENGINE_COUNTERS_VERSION;
     out->active = e->idx.ninst;
     return SAGA_OK;
 }

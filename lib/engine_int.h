@@ -108,7 +108,7 @@ struct saga_engine {
     saga__relay *relay;
     uint64_t replies_rejected;
 
-    saga_stats stats;
+    saga_engine_counters stats;
     struct saga__admin *admin;     /* admin.c */
     struct saga__metrics *metrics; /* metrics.c */
     struct saga__own *own;         /* own.c: NULL unless the store is shared */
@@ -145,7 +145,7 @@ void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key);
 void saga__heap_remove(saga_engine *e, saga__inst *in);
 /* Staging: mark @p in dirty in the open batch (flags SAGA_PUT_*). */
 void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags);
-int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
+int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
                   const char *error);
 int saga__push_effect(saga_engine *e, const saga__effect *eff);
 /* Make room in the open batch for one transition (its journal entries and

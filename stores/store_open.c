@@ -11,9 +11,6 @@
 #include "saga/postgres.h"
 #include "saga/store.h"
 
-static _Thread_local char open_err[512];
-
-const char *saga_store_open_errmsg(void) { return open_err; }
 
 static int is_pg_url(const char *spec)
 {
@@ -30,7 +27,7 @@ static int open_pg(saga_store **out, const char *spec)
     char url[2048], schema[64] = "", owner[128] = "";
     long lease_ms = 0;
     if (strlen(spec) >= sizeof url) {
-        snprintf(open_err, sizeof open_err, "store URL too long");
+        saga_open_errmsg_set("store URL too long");
         return SAGA_EINVAL;
     }
     strcpy(url, spec);
@@ -47,9 +44,8 @@ static int open_pg(saga_store **out, const char *spec)
                 lease_ms = strtol(kv + 9, &end, 10);
                 if (end == kv + 9 || *end != '\0' || lease_ms < 1 ||
                     lease_ms > 3600000) {
-                    snprintf(open_err, sizeof open_err,
-                             "bad lease_ms \"%.32s\" (1000..3600000)",
-                             kv + 9);
+                    saga_open_errmsg_set(
+                        "bad lease_ms \"%.32s\" (1000..3600000)", kv + 9);
                     return SAGA_EINVAL;
                 }
             } else if (strncmp(kv, "owner=", 6) == 0) {
@@ -77,20 +73,19 @@ static int open_pg(saga_store **out, const char *spec)
         o.owner_id = owner;
     int rc = saga_store_postgres_open(out, url, &o);
     if (rc != SAGA_OK)
-        snprintf(open_err, sizeof open_err, "%s",
-                 saga_store_postgres_open_errmsg());
+        saga_open_errmsg_set("%s", saga_store_postgres_open_errmsg());
     return rc;
 }
 #endif
 
 int saga_store_open(saga_store **out, const char *spec)
 {
-    open_err[0] = '\0';
+    saga_open_errmsg_set("%s", "");
     if (out == NULL)
         return SAGA_EINVAL;
     *out = NULL;
     if (spec == NULL || spec[0] == '\0') {
-        snprintf(open_err, sizeof open_err, "no store named");
+        saga_open_errmsg_set("no store named");
         return SAGA_EINVAL;
     }
     if (strcmp(spec, "memory:") == 0)
@@ -99,14 +94,14 @@ int saga_store_open(saga_store **out, const char *spec)
 #ifdef SAGA_WITH_POSTGRES
         return open_pg(out, spec);
 #else
-        snprintf(open_err, sizeof open_err,
-                 "this libsaga was built without the PostgreSQL store");
+        saga_open_errmsg_set(
+            "this libsaga was built without the PostgreSQL store");
         return SAGA_EINVAL;
 #endif
     }
     int rc = saga_store_sqlite_open(out, spec, NULL);
     if (rc != SAGA_OK)
-        snprintf(open_err, sizeof open_err, "cannot open SQLite store %s: %s",
-                 spec, saga_strerror(rc));
+        saga_open_errmsg_set("cannot open SQLite store %s: %s", spec,
+                             saga_strerror(rc));
     return rc;
 }

@@ -42,34 +42,35 @@ typedef struct saga_record {
     size_t data_len;
 } saga_record;
 
-/** Journal events. */
-typedef enum saga_event {
-    SAGA_EV_STARTED = 1,      /* saga created */
-    SAGA_EV_STEP_OK = 2,      /* an action attempt reported OK */
-    SAGA_EV_STEP_FAIL = 3,    /* ... reported FAIL */
-    SAGA_EV_STEP_RETRY = 4,   /* ... reported RETRY */
-    SAGA_EV_STEP_TIMEOUT = 5, /* ... timed out (it may have applied) */
-    SAGA_EV_COMP_OK = 6,      /* a compensation attempt reported OK */
-    SAGA_EV_COMP_FAIL = 7,    /* ... reported FAIL or RETRY (retried) */
-    SAGA_EV_COMP_TIMEOUT = 8, /* ... timed out */
-    SAGA_EV_COMPLETED = 9,
-    SAGA_EV_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
-    SAGA_EV_COMPENSATED = 11,
-    SAGA_EV_FAILED = 12,
-    SAGA_EV_OPERATOR_RETRY = 13, /* error: "by ACTOR: REASON" */
-    SAGA_EV_OPERATOR_COMPENSATE = 14, /* since 0.2; error as above */
-    SAGA_EV_OPERATOR_RESOLVE = 15     /* since 0.2; then COMPLETED or
+/** What a journal entry records (its kind). "Event" elsewhere in the API
+ * means a domain event (participant.h). Since: 0.1 (named so since 0.2). */
+typedef enum saga_journal_kind {
+    SAGA_JOURNAL_STARTED = 1,      /* saga created */
+    SAGA_JOURNAL_STEP_OK = 2,      /* an action attempt reported OK */
+    SAGA_JOURNAL_STEP_FAIL = 3,    /* ... reported FAIL */
+    SAGA_JOURNAL_STEP_RETRY = 4,   /* ... reported RETRY */
+    SAGA_JOURNAL_STEP_TIMEOUT = 5, /* ... timed out (it may have applied) */
+    SAGA_JOURNAL_COMP_OK = 6,      /* a compensation attempt reported OK */
+    SAGA_JOURNAL_COMP_FAIL = 7,    /* ... reported FAIL or RETRY (retried) */
+    SAGA_JOURNAL_COMP_TIMEOUT = 8, /* ... timed out */
+    SAGA_JOURNAL_COMPLETED = 9,
+    SAGA_JOURNAL_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
+    SAGA_JOURNAL_COMPENSATED = 11,
+    SAGA_JOURNAL_FAILED = 12,
+    SAGA_JOURNAL_OPERATOR_RETRY = 13, /* error: "by ACTOR: REASON" */
+    SAGA_JOURNAL_OPERATOR_COMPENSATE = 14, /* since 0.2; error as above */
+    SAGA_JOURNAL_OPERATOR_RESOLVE = 15     /* since 0.2; then COMPLETED or
                                        * COMPENSATED */
-} saga_event;
+} saga_journal_kind;
 
 /** "STARTED", "STEP_OK", ... or "UNKNOWN". */
-SAGA_EXTERN const char *saga_event_name(saga_event ev);
+SAGA_EXTERN const char *saga_journal_kind_name(saga_journal_kind ev);
 
 /** One journal entry. */
 typedef struct saga_journal_entry {
     const char *saga_id;
     uint32_t seq;       /* 1, 2, ... per saga */
-    saga_event event;
+    saga_journal_kind kind;
     int32_t step;       /* -1 for a saga-level event */
     uint32_t attempt;   /* 0 for a saga-level event */
     int64_t started_ms; /* when the attempt started; 0 if none */
@@ -379,12 +380,7 @@ SAGA_EXTERN int saga_store_sqlite_open(saga_store **out, const char *path,
  */
 SAGA_EXTERN int saga_store_open(saga_store **out, const char *spec);
 
-/**
- * Why the last saga_store_open() on this thread failed ("" if it did not).
- * @return a thread-local string, valid until the next open on the thread.
- * Ownership: the library's. Since: 0.2.
- */
-SAGA_EXTERN const char *saga_store_open_errmsg(void);
+/* Why a constructor failed: saga_open_errmsg() in saga/saga.h. */
 
 SAGA_END_DECL
 

@@ -404,7 +404,7 @@ void saga__pg_journal_params(pg_params *p, const saga_journal_entry *e)
 {
     saga__pg_text(p, e->saga_id);
     saga__pg_int(p, e->seq);
-    saga__pg_int(p, (int64_t)e->event);
+    saga__pg_int(p, (int64_t)e->kind);
     saga__pg_int(p, e->step);
     saga__pg_int(p, e->attempt);
     saga__pg_int(p, e->started_ms);
@@ -443,7 +443,7 @@ static int pg_journal_scan(saga_store *self, const char *saga_id,
         saga_journal_entry e;
         e.saga_id = saga__pg_col_text(res, i, 0);
         e.seq = (uint32_t)saga__pg_col_int(res, i, 1);
-        e.event = (saga_event)saga__pg_col_int(res, i, 2);
+        e.kind = (saga_journal_kind)saga__pg_col_int(res, i, 2);
         e.step = (int32_t)saga__pg_col_int(res, i, 3);
         e.attempt = (uint32_t)saga__pg_col_int(res, i, 4);
         e.started_ms = saga__pg_col_int(res, i, 5);

@@ -94,7 +94,7 @@ static int write_one(saga_store *s, const saga_record *r, unsigned flags,
     memset(&j, 0, sizeof j);
     j.saga_id = r->id;
     j.seq = seq;
-    j.event = seq == 1 ? SAGA_EV_STARTED : SAGA_EV_STEP_RETRY;
+    j.kind = seq == 1 ? SAGA_JOURNAL_STARTED : SAGA_JOURNAL_STEP_RETRY;
     j.step = seq == 1 ? -1 : 0;
     saga_batch_writes w;
     memset(&w, 0, sizeof w);
@@ -301,8 +301,8 @@ static void spin(uv_loop_t *loop, int turns)
 
 static int active(saga_engine *e)
 {
-    saga_stats st;
-    saga_engine_stats(e, &st);
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
+    cr_assert_eq(saga_engine_stats(e, &st), SAGA_OK);
     return (int)st.active;
 }
 
@@ -336,7 +336,7 @@ Test(pg_owner, an_engine_fenced_out_drops_the_saga_and_the_new_owner_ends_it)
                                     0, NULL),
                  SAGA_OK);
     spin(&loop, 5);
-    cr_assert_eq(active(a.e), 1, "A keeps only its new saga");
+    cr_assert_eq(active(a.e), 1, "A keeps only its new saga: %d", active(a.e));
     PGconn *c = admin();
     char sql[256];
     snprintf(sql, sizeof sql,
@@ -475,7 +475,7 @@ Test(pg_owner, a_url_gives_the_lease_and_the_owner)
              getenv("SAGA_PG_URL"), schema);
     saga_store *s = NULL;
     cr_assert_eq(saga_store_open(&s, url), SAGA_OK, "%s",
-                 saga_store_open_errmsg());
+                 saga_open_errmsg());
     cr_assert_not_null(s->own_renew);
     uint32_t lease = 0;
     cr_assert_eq(s->own_renew(s, 1, &lease), SAGA_OK, "%s", s->errmsg(s));
@@ -487,5 +487,5 @@ Test(pg_owner, a_url_gives_the_lease_and_the_owner)
     snprintf(url, sizeof url, "%s?schema=%s&lease_ms=soon",
              getenv("SAGA_PG_URL"), schema);
     cr_assert_eq(saga_store_open(&s, url), SAGA_EINVAL);
-    cr_assert(strstr(saga_store_open_errmsg(), "lease_ms") != NULL);
+    cr_assert(strstr(saga_open_errmsg(), "lease_ms") != NULL);
 }
