@@ -75,14 +75,15 @@ SAGA_EXTERN const char *saga_version_string(void);
     XX(ECORRUPT, -11, "malformed or corrupt data")                             \
     XX(ESTALE, -12, "stale: no longer current")                                \
     XX(EFULL, -13, "queue full, try again later")                             \
-    XX(ENOROUTE, -14, "no such destination")
+    XX(ENOROUTE, -14, "no such destination")                                  \
+    XX(EFENCED, -15, "fenced: another owner holds it")
 
 typedef enum saga_errno {
     SAGA_OK = 0,
 #define SAGA__ERR_ENUM(name, val, msg) SAGA_##name = (val),
     SAGA_ERRNO_MAP(SAGA__ERR_ENUM)
 #undef SAGA__ERR_ENUM
-    SAGA__ERR_MIN = -14
+    SAGA__ERR_MIN = -15
 } saga_errno;
 
 /** A static English description of @p err ("unknown error" if unknown). */

@@ -34,6 +34,8 @@ static int map_state(const char *st)
         return SAGA_EDUP;
     if (strcmp(st, "22012") == 0)
         return SAGA_ENOTFOUND; /* the strict update found no row */
+    if (strcmp(st, PG_SQLSTATE_FENCED) == 0)
+        return SAGA_EFENCED; /* an owned write failed its fencing check */
     return SAGA_ESTORE;
 }
 
@@ -122,13 +124,15 @@ static int send_all(pipe_state *ps, const saga_batch_writes *w)
 {
     if (send_sql(ps, "BEGIN") != 0)
         return -1;
+    pg_params fence = {0};
+    if (saga__pg_fence_params(ps->s, &fence) &&
+        send_one(ps, PG_OWN_FENCE, &fence) != 0)
+        return -1; /* with a lease: fenced unless it is live */
     for (size_t i = 0; i < w->nsagas; i++) {
-        unsigned fl = w->put_flags[i];
-        enum pg_stmt which = (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
-                             : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_X
-                                                    : PG_SAGA_UPDATE_X;
+        enum pg_stmt which = saga__pg_put_stmt(ps->s, w->put_flags[i]);
         pg_params p = {0};
         saga__pg_saga_params(&p, &w->sagas[i], which);
+        saga__pg_own_params(ps->s, &p);
         if (send_one(ps, which, &p) != 0)
             return -1;
     }
@@ -155,7 +159,8 @@ static int send_all(pipe_state *ps, const saga_batch_writes *w)
     for (size_t i = 0; i < w->njournal; i++) {
         pg_params p = {0};
         saga__pg_journal_params(&p, &w->journal[i]);
-        if (send_one(ps, PG_JOURNAL_INSERT_X, &p) != 0)
+        saga__pg_own_params(ps->s, &p);
+        if (send_one(ps, saga__pg_journal_stmt(ps->s, 1), &p) != 0)
             return -1;
     }
     if (send_sql(ps, "COMMIT") != 0 || !PQpipelineSync(ps->s->conn))
