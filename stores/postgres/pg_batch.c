@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "internal.h"
 #include "pg_int.h"
 
 typedef struct pipe_state {
@@ -23,10 +24,11 @@ typedef struct pipe_state {
     int rc;          /* first failure */
     int committed;   /* the COMMIT's result said COMMIT */
     int synced;      /* the sync is queued */
+    int64_t seq;     /* the batch's number in the batch log */
 } pipe_state;
 
 /* Map a failed statement's SQLSTATE to the slot contract. */
-static int map_state(const char *st)
+int saga__pg_map_state(const char *st)
 {
     if (st == NULL)
         return SAGA_ESTORE;
@@ -62,7 +64,7 @@ static int read_ready(pipe_state *ps)
         }
         size_t i = ps->done++;
         if (st == PGRES_FATAL_ERROR && ps->rc == SAGA_OK) {
-            int rc = map_state(PQresultErrorField(res, PG_DIAG_SQLSTATE));
+            int rc = saga__pg_map_state(PQresultErrorField(res, PG_DIAG_SQLSTATE));
             saga__pg_fail_res(ps->s, res, "write_batch");
             ps->rc = rc;
         } else if (st == PGRES_PIPELINE_ABORTED && ps->rc == SAGA_OK) {
@@ -98,15 +100,12 @@ static int flush(pipe_state *ps)
     }
 }
 
-static int send_one(pipe_state *ps, enum pg_stmt which, const pg_params *p)
+/* After each statement of write_batch: count it, and keep the output
+ * buffer small by flushing every few statements. */
+static int after_send(void *arg)
 {
-    char name[16];
-    snprintf(name, sizeof name, "s%d", (int)which);
-    if (!PQsendQueryPrepared(ps->s->conn, name, p->n, p->val, p->len, p->fmt,
-                             1))
-        return -1;
+    pipe_state *ps = arg;
     ps->sent++;
-    /* Keep the output buffer small: flush every few statements. */
     return (ps->sent & 63) == 0 ? flush(ps) : 0;
 }
 
@@ -118,10 +117,19 @@ static int send_sql(pipe_state *ps, const char *sql)
     return 0;
 }
 
-static int send_all(pipe_state *ps, const saga_batch_writes *w)
+static int send_prepared(PGconn *c, enum pg_stmt which, const pg_params *p)
 {
-    if (send_sql(ps, "BEGIN") != 0)
-        return -1;
+    char name[16];
+    snprintf(name, sizeof name, "s%d", (int)which);
+    return PQsendQueryPrepared(c, name, p->n, p->val, p->len, p->fmt, 1)
+               ? 0
+               : -1;
+}
+
+int saga__pg_send_writes(PGconn *c, const saga_batch_writes *w,
+                         int (*after)(void *), void *arg, size_t *nsent)
+{
+#define SEND(which, p)                                                             do {                                                                               if (send_prepared(c, which, p) != 0)                                               return -1;                                                                 ++*nsent;                                                                      if (after != NULL && after(arg) != 0)                                              return -1;                                                             } while (0)
     for (size_t i = 0; i < w->nsagas; i++) {
         unsigned fl = w->put_flags[i];
         enum pg_stmt which = (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
@@ -129,42 +137,55 @@ static int send_all(pipe_state *ps, const saga_batch_writes *w)
                                                     : PG_SAGA_UPDATE_X;
         pg_params p = {0};
         saga__pg_saga_params(&p, &w->sagas[i], which);
-        if (send_one(ps, which, &p) != 0)
-            return -1;
+        SEND(which, &p);
     }
     for (size_t i = 0; i < w->nidem; i++) {
         pg_params p = {0};
         saga__pg_text(&p, w->idem[i].key);
         saga__pg_text(&p, w->idem[i].saga_id);
         saga__pg_int(&p, w->idem[i].created_ms);
-        if (send_one(ps, PG_IDEM_INSERT_X, &p) != 0)
-            return -1;
+        SEND(PG_IDEM_INSERT_X, &p);
     }
     for (size_t i = 0; i < w->noutbox; i++) {
         pg_params p = {0};
         saga__pg_outbox_params(&p, &w->outbox[i]);
-        if (send_one(ps, PG_OUTBOX_INSERT_X, &p) != 0)
-            return -1;
+        SEND(PG_OUTBOX_INSERT_X, &p);
     }
     for (size_t i = 0; i < w->ndone; i++) {
         pg_params p = {0};
         saga__pg_text(&p, w->done_ids[i]);
-        if (send_one(ps, PG_OUTBOX_DONE, &p) != 0)
-            return -1;
+        SEND(PG_OUTBOX_DONE, &p);
     }
     for (size_t i = 0; i < w->njournal; i++) {
         pg_params p = {0};
         saga__pg_journal_params(&p, &w->journal[i]);
-        if (send_one(ps, PG_JOURNAL_INSERT_X, &p) != 0)
-            return -1;
+        SEND(PG_JOURNAL_INSERT_X, &p);
     }
+#undef SEND
+    return 0;
+}
+
+static int send_all(pipe_state *ps, const saga_batch_writes *w)
+{
+    size_t n = 0;
+    /* The batch log, as submit_batch writes it: a COMMIT whose answer is
+     * lost is resolved by reading it back. */
+    pg_params p = {0};
+    saga__pg_text(&p, ps->s->owner);
+    saga__pg_int(&p, ps->seq);
+    saga__pg_int(&p, saga__wall_ms());
+    if (send_sql(ps, "BEGIN") != 0 ||
+        send_prepared(ps->s->conn, PG_BATCH_LOG, &p) != 0 ||
+        after_send(ps) != 0 ||
+        saga__pg_send_writes(ps->s->conn, w, after_send, ps, &n) != 0)
+        return -1;
     if (send_sql(ps, "COMMIT") != 0 || !PQpipelineSync(ps->s->conn))
         return -1;
     ps->synced = 1;
     return flush(ps);
 }
 
-static int check_writes(pg_store *s, const saga_batch_writes *w)
+int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w)
 {
     if (w == NULL || (w->nsagas && (w->sagas == NULL || w->put_flags == NULL)) ||
         (w->nidem && w->idem == NULL) || (w->noutbox && w->outbox == NULL) ||
@@ -198,7 +219,7 @@ int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w)
     if (s->in_txn)
         return saga__pg_failf(s, SAGA_ESTORE,
                               "write_batch: a transaction is open");
-    int rc = check_writes(s, w);
+    int rc = saga__pg_check_writes(s, w);
     if (rc)
         return rc;
     if ((rc = saga__pg_ensure_conn(s)) != SAGA_OK)
@@ -208,7 +229,7 @@ int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w)
         PQexitPipelineMode(c);
         return saga__pg_fail_res(s, NULL, "write_batch: pipeline mode");
     }
-    pipe_state ps = {s, 0, 0, SAGA_OK, 0, 0};
+    pipe_state ps = {s, 0, 0, SAGA_OK, 0, 0, ++s->batch_seq};
     int io = send_all(&ps, w);
     /* Read up to the sync, however the sending went: libpq must leave
      * pipeline mode with nothing pending. */
@@ -221,12 +242,22 @@ int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w)
     }
     PQsetnonblocking(c, 0);
     if (io != 0) {
-        /* A broken connection: whether the COMMIT landed is unknown. The
-         * caller reads back (the engine's recovery does); the next call
-         * reconnects. */
+        /* A broken connection: whether the COMMIT landed is not known
+         * from here. Reconnect once and read the batch log back: the
+         * batch's number is there if and only if it committed. If that
+         * fails too, SAGA_ESTORE (the engine's recovery reads the sagas
+         * back). */
         rc = saga__pg_fail_res(s, NULL, "write_batch");
         PQfinish(s->conn);
         s->conn = NULL;
+        int64_t seq = -1;
+        if (saga__pg_open_conn(s, &s->conn, 1) == SAGA_OK &&
+            saga__pg_read_log(s, &seq) == SAGA_OK && seq >= ps.seq)
+            return SAGA_OK; /* committed; only the answer was lost */
+        if (seq >= 0)
+            saga__pg_failf(s, SAGA_ESTORE,
+                           "write_batch: the connection was lost and the "
+                           "batch was not committed (read back)");
         return SAGA_ESTORE;
     }
     PQexitPipelineMode(c);

@@ -134,6 +134,12 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                              "$2, $3, $4, $5, $6, $7, $8)",
                              {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
                               T_INT8, T_TEXT}},
+    [PG_BATCH_LOG] = {"INSERT INTO batch_log(owner, seq, at_ms) VALUES ($1, "
+                      "$2, $3) ON CONFLICT (owner) DO UPDATE SET seq = "
+                      "EXCLUDED.seq, at_ms = EXCLUDED.at_ms",
+                      {T_TEXT, T_INT8, T_INT8}},
+    [PG_BATCH_READ] = {"SELECT seq FROM batch_log WHERE owner = $1",
+                       {T_TEXT}},
 };
 
 #define SELF pg_store *s = (pg_store *)self
@@ -691,4 +697,6 @@ const saga_store saga__pg_ops = {
     .savepoint_rollback = saga__pg_savepoint_rollback,
     .savepoint_release = saga__pg_savepoint_release,
     .write_batch = saga__pg_write_batch,
+    .attach = saga__pg_attach,
+    .submit_batch = saga__pg_submit_batch,
 };
