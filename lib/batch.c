@@ -1,14 +1,17 @@
 /*
- * batch.c — group commit: staging transitions into the open batch, writing
- * the batch in one store transaction, and releasing what depends on it.
+ * batch.c — the engine's batches: staging transitions into the open batch,
+ * and the engine's side of group commit (gcommit.c decides when): taking
+ * the batch for commit, writing it (in one store transaction, or submitted
+ * to a store that commits asynchronously), and releasing what depends on
+ * it.
  *
- * Every transition staged during a loop turn lands in one batch; a uv_check
- * handle commits the batch at the end of the turn (a uv_idle handle keeps
- * the poll phase from blocking meanwhile). Only after the commit are the
- * batch's effects released: actions invoked, start and completion callbacks
- * called, deliveries acked, outbox messages handed to the relay, timers
- * armed. A failed commit is rolled back and the whole batch is written again
- * later; nothing was released.
+ * Every transition staged during a loop turn lands in one batch. Only after
+ * its commit are the batch's effects released: actions invoked, start and
+ * completion callbacks called, deliveries acked, outbox messages handed to
+ * the relay, timers armed. A failed commit is put back in front of what was
+ * staged since and the whole is written again later; nothing was released.
+ * With an asynchronous store the next batch is staged while one is in
+ * flight: a saga can then be in both (in_commit and in_batch).
  */
 #include <string.h>
 
@@ -22,18 +25,10 @@
 /* ------------------------------------------------------------------------ */
 /* Staging                                                                  */
 
-static void check_cb(uv_check_t *h);
-static void idle_cb(uv_idle_t *h) { (void)h; }
-
 static void schedule_flush(saga_engine *e)
 {
-    /* While a failed commit waits for its retry timer, new transitions
-     * join the batch but do not bring the retry forward. */
-    if (e->closing || uv_is_active((uv_handle_t *)&e->check) ||
-        uv_is_active((uv_handle_t *)&e->retry_timer))
-        return;
-    uv_idle_start(&e->idle, idle_cb);
-    uv_check_start(&e->check, check_cb);
+    if (!e->closing)
+        saga__gc_schedule(&e->gc);
 }
 
 void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags)
@@ -218,69 +213,261 @@ void saga__record_from_inst(const saga__inst *in, saga_record *r)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Commit                                                                   */
+/* Taking a batch for commit, and putting a failed one back                 */
 
-/* A store that writes a batch in one go (version 3) gets it as arrays. */
-static int write_batch_whole(saga_engine *e, saga__batch *b)
+static void batch_reset(saga__batch *b)
 {
-    saga_store *s = e->store;
+    for (size_t i = 0; i < b->njournal; i++)
+        saga_free(b->journal[i].error);
+    for (size_t i = 0; i < b->nidem; i++)
+        saga_free(b->idem[i].key);
+    for (size_t i = 0; i < b->ndone; i++)
+        saga_free(b->done_ids[i]);
+    while (b->out_head != NULL) {
+        saga__outmsg *m = b->out_head;
+        b->out_head = m->next;
+        saga__outmsg_free(m);
+    }
+    b->out_tail = &b->out_head;
+    b->head = NULL;
+    b->tail = &b->head;
+    b->ninst = b->njournal = b->nidem = b->neffects = b->ndone = 0;
+    b->pin_ms = 0;
+}
+
+static void batch_free(saga__batch *b)
+{
+    batch_reset(b);
+    saga_free(b->journal);
+    saga_free(b->idem);
+    saga_free(b->effects);
+    saga_free(b->done_ids);
+    memset(b, 0, sizeof *b);
+    b->tail = &b->head;
+    b->out_tail = &b->out_head;
+}
+
+static int batch_writes(const saga__batch *b)
+{
+    return b->head != NULL || b->njournal || b->nidem || b->ndone ||
+           b->out_head != NULL;
+}
+
+int saga__batch_pending(const saga__batch *b)
+{
+    return batch_writes(b) || b->neffects || b->pin_ms != 0;
+}
+
+/* The list tails point into the struct or at its last element: after a
+ * struct copy, point them at the copy. */
+static void fix_tails(saga__batch *b)
+{
+    if (b->head == NULL)
+        b->tail = &b->head;
+    if (b->out_head == NULL)
+        b->out_tail = &b->out_head;
+}
+
+static void batch_swap(saga__batch *a, saga__batch *b)
+{
+    saga__batch t = *a;
+    *a = *b;
+    *b = t;
+    fix_tails(a);
+    fix_tails(b);
+}
+
+/* Append @p s's journal, keys, effects, messages and deletes to @p c, in
+ * that order after c's own; @p s keeps its (emptied) arrays. Sagas are
+ * linked by the caller. @return SAGA_OK, or SAGA_ENOMEM with nothing moved.
+ */
+static int batch_append(saga__batch *c, saga__batch *s)
+{
+    if (reserve((void **)&c->journal, c->njournal, &c->cjournal,
+                sizeof *c->journal, s->njournal) != SAGA_OK ||
+        reserve((void **)&c->idem, c->nidem, &c->cidem, sizeof *c->idem,
+                s->nidem) != SAGA_OK ||
+        reserve((void **)&c->effects, c->neffects, &c->ceffects,
+                sizeof *c->effects, s->neffects) != SAGA_OK ||
+        reserve((void **)&c->done_ids, c->ndone, &c->cdone,
+                sizeof *c->done_ids, s->ndone) != SAGA_OK)
+        return SAGA_ENOMEM;
+#define MOVE(arr, n)                                                           \
+    do {                                                                       \
+        if (s->n)                                                              \
+            memcpy(c->arr + c->n, s->arr, s->n * sizeof *s->arr);              \
+        c->n += s->n;                                                          \
+        s->n = 0;                                                              \
+    } while (0)
+    MOVE(journal, njournal);
+    MOVE(idem, nidem);
+    MOVE(effects, neffects);
+    MOVE(done_ids, ndone);
+#undef MOVE
+    if (s->out_head != NULL) {
+        *c->out_tail = s->out_head;
+        c->out_tail = s->out_tail;
+        s->out_head = NULL;
+        s->out_tail = &s->out_head;
+    }
+    if (s->pin_ms != 0 && (c->pin_ms == 0 || s->pin_ms < c->pin_ms))
+        c->pin_ms = s->pin_ms;
+    s->pin_ms = 0;
+    return SAGA_OK;
+}
+
+/* A failed commit goes back in front of what was staged since, so that the
+ * two are written again as one batch in staging order. */
+static int put_back(saga_engine *e)
+{
+    saga__batch *c = &e->commit, *s = &e->batch;
+    if (batch_append(c, s) != SAGA_OK)
+        return SAGA_ENOMEM;
+    /* Sagas: those of the failed batch first, then those staged only
+     * since (in_commit 2 marks a saga in both). */
+    for (saga__inst *in = c->head; in; in = in->commit_next)
+        in->in_commit = 2;
+    saga__inst *only = NULL, **ot = &only;
+    for (saga__inst *in = s->head; in; in = in->batch_next)
+        if (in->in_commit != 2) {
+            *ot = in;
+            ot = &in->commit_next;
+        }
+    *ot = NULL;
+    saga__inst *head = NULL, **tail = &head;
+    size_t n = 0;
+    for (saga__inst *in = c->head, *nx; in; in = nx, n++) {
+        nx = in->commit_next;
+        in->commit_next = NULL;
+        in->in_commit = 0;
+        in->in_batch = 1;
+        in->put_flags |= in->commit_flags;
+        in->commit_flags = 0;
+        *tail = in;
+        tail = &in->batch_next;
+    }
+    for (saga__inst *in = only, *nx; in; in = nx, n++) {
+        nx = in->commit_next;
+        in->commit_next = NULL;
+        *tail = in;
+        tail = &in->batch_next;
+    }
+    *tail = NULL;
+    c->head = head;
+    c->tail = head != NULL ? tail : &c->head;
+    c->ninst = n;
+    s->head = NULL;
+    s->tail = &s->head;
+    s->ninst = 0;
+    batch_swap(c, s); /* the merged batch is the open one again */
+    return SAGA_OK;
+}
+
+/* gcommit: take the open batch for commit. */
+static int take(void *owner)
+{
+    saga_engine *e = owner;
+    if (e->commit_stuck) {
+        if (put_back(e) != SAGA_OK)
+            return SAGA_ENOMEM;
+        e->commit_stuck = 0;
+    }
+    batch_swap(&e->commit, &e->batch); /* e->batch gets the spare arrays */
+    saga__batch *c = &e->commit;
+    for (saga__inst *in = c->head; in; in = in->commit_next) {
+        in->commit_next = in->batch_next;
+        in->batch_next = NULL;
+        in->in_batch = 0;
+        in->in_commit = 1;
+        in->commit_flags = in->put_flags;
+        in->put_flags = 0;
+    }
+    e->commit_writes = batch_writes(c);
+    return e->commit_writes;
+}
+
+static int pending(void *owner)
+{
+    saga_engine *e = owner;
+    return e->commit_stuck || saga__batch_pending(&e->batch);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                  */
+
+#define PUT_MASK (SAGA_PUT_INSERT | SAGA_PUT_DATA)
+
+/* The taken batch as arrays (write_batch, submit_batch). They point into
+ * the sagas, which may change once the store returns: a store copies what
+ * it keeps (the submit_batch contract). The arrays are kept for the next
+ * batch. */
+static int batch_arrays(void *owner, saga_batch_writes *w)
+{
+    saga_engine *e = owner;
+    saga__batch *b = &e->commit;
+    struct saga__snapshot *sn = &e->snap;
     size_t nout = 0;
     for (saga__outmsg *m = b->out_head; m; m = m->next)
         nout++;
-    saga_record *recs = saga_malloc((b->ninst + 1) * sizeof *recs);
-    unsigned int *flags = saga_malloc((b->ninst + 1) * sizeof *flags);
-    saga_idem_entry *idem = saga_malloc((b->nidem + 1) * sizeof *idem);
-    saga_message *msgs = saga_malloc((nout + 1) * sizeof *msgs);
-    saga_journal_entry *jes = saga_malloc((b->njournal + 1) * sizeof *jes);
-    int rc = SAGA_ENOMEM;
-    if (recs && flags && idem && msgs && jes) {
-        size_t i = 0;
-        for (saga__inst *in = b->head; in; in = in->batch_next, i++) {
-            saga__record_from_inst(in, &recs[i]);
-            flags[i] = in->put_flags & (SAGA_PUT_INSERT | SAGA_PUT_DATA);
-        }
-        for (i = 0; i < b->nidem; i++) {
-            idem[i].key = b->idem[i].key;
-            idem[i].saga_id = b->idem[i].saga_id;
-            idem[i].created_ms = b->idem[i].created_ms;
-        }
-        i = 0;
-        for (saga__outmsg *m = b->out_head; m; m = m->next, i++) {
-            saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
-                                m->created_ms};
-            msgs[i] = msg;
-        }
-        for (i = 0; i < b->njournal; i++) {
-            saga__jentry *j = &b->journal[i];
-            j->e.saga_id = j->saga_id;
-            j->e.error = j->error;
-            jes[i] = j->e;
-        }
-        saga_batch_writes w = {recs, flags, b->ninst, idem, b->nidem,
-                               msgs, nout, (const char *const *)b->done_ids,
-                               b->ndone, jes, b->njournal};
-        rc = s->write_batch(s, &w);
+    if (reserve((void **)&sn->recs, 0, &sn->crecs, sizeof *sn->recs,
+                b->ninst) != SAGA_OK)
+        return SAGA_ENOMEM;
+    if (reserve((void **)&sn->flags, 0, &sn->cflags, sizeof *sn->flags,
+                b->ninst) != SAGA_OK ||
+        reserve((void **)&sn->idem, 0, &sn->cidem, sizeof *sn->idem,
+                b->nidem) != SAGA_OK ||
+        reserve((void **)&sn->msgs, 0, &sn->cmsgs, sizeof *sn->msgs,
+                nout) != SAGA_OK ||
+        reserve((void **)&sn->jes, 0, &sn->cjes, sizeof *sn->jes,
+                b->njournal) != SAGA_OK)
+        return SAGA_ENOMEM;
+    size_t i = 0;
+    for (saga__inst *in = b->head; in; in = in->commit_next, i++) {
+        saga__record_from_inst(in, &sn->recs[i]);
+        sn->flags[i] = in->commit_flags & PUT_MASK;
     }
-    saga_free(recs);
-    saga_free(flags);
-    saga_free(idem);
-    saga_free(msgs);
-    saga_free(jes);
-    return rc;
+    for (i = 0; i < b->nidem; i++) {
+        sn->idem[i].key = b->idem[i].key;
+        sn->idem[i].saga_id = b->idem[i].saga_id;
+        sn->idem[i].created_ms = b->idem[i].created_ms;
+    }
+    i = 0;
+    for (saga__outmsg *m = b->out_head; m; m = m->next, i++) {
+        saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
+                            m->created_ms};
+        sn->msgs[i] = msg;
+    }
+    for (i = 0; i < b->njournal; i++) {
+        saga__jentry *j = &b->journal[i];
+        j->e.saga_id = j->saga_id;
+        j->e.error = j->error;
+        sn->jes[i] = j->e;
+    }
+    saga_batch_writes bw = {sn->recs, sn->flags, b->ninst, sn->idem, b->nidem,
+                            sn->msgs, nout, (const char *const *)b->done_ids,
+                            b->ndone, sn->jes, b->njournal};
+    *w = bw;
+    return SAGA_OK;
 }
 
-static int write_batch(saga_engine *e, saga__batch *b)
+static int write_sync(void *owner)
 {
+    saga_engine *e = owner;
     saga_store *s = e->store;
-    if (s->version >= 3 && s->write_batch != NULL)
-        return write_batch_whole(e, b);
+    saga__batch *b = &e->commit;
+    if (s->version >= 3 && s->write_batch != NULL) {
+        /* A store that writes a batch in one go gets it as arrays. */
+        saga_batch_writes w;
+        int rc = batch_arrays(e, &w);
+        return rc == SAGA_OK ? s->write_batch(s, &w) : rc;
+    }
     int rc = s->begin(s);
     if (rc != SAGA_OK)
         return rc;
-    for (saga__inst *in = b->head; in && rc == SAGA_OK; in = in->batch_next) {
+    for (saga__inst *in = b->head; in && rc == SAGA_OK; in = in->commit_next) {
         saga_record r;
         saga__record_from_inst(in, &r);
-        rc = s->saga_put(s, &r, in->put_flags & (SAGA_PUT_INSERT | SAGA_PUT_DATA));
+        rc = s->saga_put(s, &r, in->commit_flags & PUT_MASK);
     }
     for (size_t i = 0; i < b->nidem && rc == SAGA_OK; i++)
         rc = s->idem_put(s, b->idem[i].key, b->idem[i].saga_id,
@@ -304,50 +491,8 @@ static int write_batch(saga_engine *e, saga__batch *b)
     return rc;
 }
 
-static void batch_reset(saga__batch *b)
-{
-    for (size_t i = 0; i < b->njournal; i++)
-        saga_free(b->journal[i].error);
-    for (size_t i = 0; i < b->nidem; i++)
-        saga_free(b->idem[i].key);
-    for (size_t i = 0; i < b->ndone; i++)
-        saga_free(b->done_ids[i]);
-    while (b->out_head != NULL) {
-        saga__outmsg *m = b->out_head;
-        b->out_head = m->next;
-        saga__outmsg_free(m);
-    }
-    b->out_tail = &b->out_head;
-    b->head = NULL;
-    b->tail = &b->head;
-    b->ninst = b->njournal = b->nidem = b->neffects = b->ndone = 0;
-}
-
-void saga__batch_free(saga__batch *b)
-{
-    batch_reset(b);
-    saga_free(b->journal);
-    saga_free(b->idem);
-    saga_free(b->effects);
-    saga_free(b->done_ids);
-    memset(b, 0, sizeof *b);
-    b->tail = &b->head;
-    b->out_tail = &b->out_head;
-}
-
-static int batch_writes(const saga__batch *b)
-{
-    return b->head != NULL || b->njournal || b->nidem || b->ndone ||
-           b->out_head != NULL;
-}
-
-int saga__batch_pending(const saga__batch *b)
-{
-    return batch_writes(b) || b->neffects || b->pin_ms != 0;
-}
-#define batch_pending saga__batch_pending
-
-static void retry_timer_cb(uv_timer_t *t) { schedule_flush(t->data); }
+/* ------------------------------------------------------------------------ */
+/* Release                                                                  */
 
 static int is_end_state(saga_state s)
 {
@@ -355,22 +500,8 @@ static int is_end_state(saga_state s)
            s == SAGA_STATE_FAILED;
 }
 
-/* Release a committed batch: sagas become clean, effects run in staging
- * order (they may stage transitions into the next batch), then ended sagas
- * leave memory and the others get their timers. */
-static void release(saga_engine *e, saga__batch *b)
+static void run_effects(saga_engine *e, saga__batch *b)
 {
-    /* The committed sagas, linked through release_next: the effects may
-     * stage them again, which reuses batch_next. No allocation here, so
-     * no saga can lose its timer to an out-of-memory. */
-    saga__inst *committed = b->head;
-    for (saga__inst *in = b->head, *nx; in; in = nx) {
-        nx = in->batch_next;
-        in->in_batch = 0;
-        in->put_flags = 0;
-        in->batch_next = NULL;
-        in->release_next = nx;
-    }
     e->invoking = 1;
     for (size_t i = 0; i < b->neffects; i++) {
         saga__effect *f = &b->effects[i];
@@ -411,9 +542,36 @@ static void release(saga_engine *e, saga__batch *b)
     for (size_t i = 0; i < e->ngrave; i++)
         saga_free(e->graveyard[i]);
     e->ngrave = 0;
-    for (saga__inst *in = committed, *nx; in; in = nx) {
-        nx = in->release_next;
-        in->release_next = NULL;
+}
+
+/* gcommit: the taken batch is durable. Outbox messages go to the relay,
+ * effects run in staging order (they may stage transitions into the open
+ * batch), then ended sagas leave memory and the others get their timers.
+ * No allocation here, so no saga can lose its timer to an out-of-memory. */
+static void committed(void *owner)
+{
+    saga_engine *e = owner;
+    saga__batch *b = &e->commit;
+    if (e->commit_writes) {
+        e->stats.commits++;
+        saga__metrics_commit(e, b->njournal, e->gc.latency_us, 1);
+    }
+    while (b->out_head != NULL) {
+        saga__outmsg *m = b->out_head;
+        b->out_head = m->next;
+        if (e->relay != NULL)
+            saga__relay_push(e->relay, m);
+        else
+            saga__outmsg_free(m);
+    }
+    b->out_tail = &b->out_head;
+    /* b->pin_ms stays until the reset: purges spare it meanwhile. */
+    run_effects(e, b);
+    for (saga__inst *in = b->head, *nx; in; in = nx) {
+        nx = in->commit_next;
+        in->commit_next = NULL;
+        in->in_commit = 0;
+        in->commit_flags = 0;
         if (in->in_batch)
             continue; /* staged again: handled after its next commit */
         if (is_end_state(in->state))
@@ -421,118 +579,90 @@ static void release(saga_engine *e, saga__batch *b)
         else
             saga__arm(e, in);
     }
-}
-
-/* Commit the open batch and release its effects. */
-static int flush_once(saga_engine *e)
-{
-    saga__batch b = e->batch;
-    if (!batch_pending(&b))
-        return SAGA_OK;
-    if (batch_writes(&b)) {
-        uint64_t t0 = uv_hrtime();
-        int rc = write_batch(e, &b);
-        saga__metrics_commit(e, b.njournal,
-                             (int64_t)((uv_hrtime() - t0) / 1000),
-                             rc == SAGA_OK);
-        if (rc != SAGA_OK) {
-            e->stats.commit_failures++;
-            const char *detail = e->store->errmsg(e->store);
-            saga__log(e, SAGA_LOG_ERROR, NULL, -1,
-                      "commit of %zu sagas failed (%s): %s; retrying in %u ms",
-                      b.ninst, saga_err_name(rc), detail, e->store_backoff_ms);
-            saga__err(e, SAGA_ESTORE, "commit failed: %s", detail);
-            return SAGA_ESTORE;
-        }
-        e->stats.commits++;
-        /* A commit (an fsync) takes time, and one check callback may run
-         * several: refresh the loop's clock so that what the next round
-         * stamps (journal times, timeouts) is not stale. */
-        uv_update_time(e->loop);
-    }
-    e->store_backoff_ms = e->opts.store_retry_ms;
-    /* Detach the committed batch: what release() stages opens a new one. */
-    memset(&e->batch, 0, sizeof e->batch);
-    e->batch.tail = &e->batch.head;
-    e->batch.out_tail = &e->batch.out_head;
-    /* Committed outbox messages go to the relay. */
-    while (b.out_head != NULL) {
-        saga__outmsg *m = b.out_head;
-        b.out_head = m->next;
-        if (e->relay != NULL)
-            saga__relay_push(e->relay, m);
-        else
-            saga__outmsg_free(m);
-    }
-    b.out_tail = &b.out_head;
-    e->releasing_pin_ms = b.pin_ms;
-    release(e, &b);
-    e->releasing_pin_ms = 0;
+    b->head = NULL;
+    b->tail = &b->head;
+    batch_reset(b);
     if (e->relay != NULL)
         saga__relay_kick(e->relay);
-    batch_reset(&b);
-    /* Hand the arrays back for reuse when the new batch has none. */
-    if (e->batch.journal == NULL) {
-        e->batch.journal = b.journal, e->batch.cjournal = b.cjournal;
-        b.journal = NULL;
+    if (e->hk_wanted && !e->closing) {
+        /* A purge put off while the batch was in flight. */
+        e->hk_wanted = 0;
+        saga_engine_housekeep(e);
     }
-    if (e->batch.effects == NULL) {
-        e->batch.effects = b.effects, e->batch.ceffects = b.ceffects;
-        b.effects = NULL;
-    }
-    if (e->batch.idem == NULL) {
-        e->batch.idem = b.idem, e->batch.cidem = b.cidem;
-        b.idem = NULL;
-    }
-    saga__batch_free(&b);
-    return SAGA_OK;
 }
 
-static void flush_rounds(saga_engine *e)
+static void failed(void *owner, int rc)
 {
-    if (e->flushing)
-        return;
-    e->flushing = 1;
-    for (int round = 0; round < MAX_ROUNDS && batch_pending(&e->batch);
-         round++) {
-        if (flush_once(e) != SAGA_OK) {
-            uv_idle_stop(&e->idle);
-            uv_check_stop(&e->check);
-            if (!e->closing)
-                uv_timer_start(&e->retry_timer, retry_timer_cb,
-                               e->store_backoff_ms, 0);
-            e->store_backoff_ms =
-                e->store_backoff_ms * 2 > MAX_STORE_RETRY_MS
-                    ? MAX_STORE_RETRY_MS
-                    : e->store_backoff_ms * 2;
-            e->flushing = 0;
-            return;
-        }
+    saga_engine *e = owner;
+    e->stats.commit_failures++;
+    if (e->commit_writes)
+        saga__metrics_commit(e, e->commit.njournal, e->gc.latency_us, 0);
+    const char *detail = rc == SAGA_ENOMEM ? "out of memory"
+                                           : e->store->errmsg(e->store);
+    saga__log(e, SAGA_LOG_ERROR, NULL, -1,
+              "commit of %zu sagas failed (%s): %s; retrying in %u ms",
+              e->commit.ninst, saga_err_name(rc), detail, e->gc.backoff_ms);
+    saga__err(e, SAGA_ESTORE, "commit failed: %s", detail);
+    if (!e->commit_stuck && put_back(e) != SAGA_OK) {
+        /* Kept aside and put back before the next try. */
+        e->commit_stuck = 1;
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1,
+                  "out of memory putting a failed batch back: kept aside");
     }
-    if (!batch_pending(&e->batch)) {
-        uv_idle_stop(&e->idle);
-        uv_check_stop(&e->check);
-    }
-    e->flushing = 0;
 }
 
-static void check_cb(uv_check_t *h) { flush_rounds(h->data); }
+static void drained(void *owner);
+
+static const saga__gc_ops engine_gc_ops = {
+    .pending = pending,
+    .detach = take,
+    .write = write_sync,
+    .writes = batch_arrays,
+    .committed = committed,
+    .failed = failed,
+    .drained = drained,
+};
+
+void saga__batch_init(saga_engine *e)
+{
+    e->batch.tail = &e->batch.head;
+    e->batch.out_tail = &e->batch.out_head;
+    e->commit.tail = &e->commit.head;
+    e->commit.out_tail = &e->commit.out_head;
+    saga__gc_init(&e->gc, e->loop, e->store, &engine_gc_ops, e,
+                  e->opts.store_retry_ms, MAX_STORE_RETRY_MS, MAX_ROUNDS);
+}
+
+void saga__batch_fini(saga_engine *e)
+{
+    batch_free(&e->batch);
+    batch_free(&e->commit);
+    saga_free(e->snap.recs);
+    saga_free(e->snap.flags);
+    saga_free(e->snap.idem);
+    saga_free(e->snap.msgs);
+    saga_free(e->snap.jes);
+    memset(&e->snap, 0, sizeof e->snap);
+}
+
+static void drained(void *owner) { saga__engine_drained(owner); }
 
 int saga_engine_flush(saga_engine *e)
 {
     if (e == NULL)
         return SAGA_EINVAL;
-    if (e->flushing)
+    if (e->gc.busy)
         /* Called from an action or callback that a commit released: the
          * commit in progress writes what it staged as soon as it returns. */
         return saga__err(e, SAGA_EBUSY,
                          "saga_engine_flush() inside a callback of the engine: "
                          "what it staged is committed when it returns");
-    flush_rounds(e);
-    int rc = batch_pending(&e->batch) ? SAGA_ESTORE : SAGA_OK;
+    saga__gc_flush(&e->gc);
+    /* With an asynchronous store, a batch in flight is on its way (what was
+     * staged meanwhile follows it). */
+    int rc = !e->gc.inflight && pending(e) ? SAGA_ESTORE : SAGA_OK;
     if (e->free_deferred && e->owns_loop && !e->running)
         /* A callback it released closed or freed the engine: finish. */
         saga_engine_free(e);
     return rc;
 }
-

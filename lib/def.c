@@ -16,17 +16,6 @@
 #define DEFAULT_MULTIPLIER 2.0
 #define DEFAULT_JITTER 0.2
 
-char *saga__strdup(const char *s)
-{
-    if (s == NULL)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *p = saga_malloc(n);
-    if (p != NULL)
-        memcpy(p, s, n);
-    return p;
-}
-
 int saga__valid_name(const char *name)
 {
     if (name == NULL || name[0] == '\0')

@@ -383,13 +383,19 @@ int saga_engine_housekeep(saga_engine *e)
     saga_store *s = e->store;
     int64_t now = saga__now(e);
     int64_t before = now - (int64_t)e->opts.retention_ms;
+    e->hk_next_ms = now + (int64_t)e->opts.housekeeping_interval_ms;
+    if (e->gc.inflight) {
+        /* The purge writes: it waits until the batch in flight is done
+         * (and runs right after its release). */
+        e->hk_wanted = 1;
+        return SAGA_OK;
+    }
     /* An ended saga whose id saga_start() has just returned (existed=1) is
      * spared until that start is released: the caller holds its id. */
     if (e->batch.pin_ms > 0 && e->batch.pin_ms < before)
         before = e->batch.pin_ms;
-    if (e->releasing_pin_ms > 0 && e->releasing_pin_ms < before)
-        before = e->releasing_pin_ms;
-    e->hk_next_ms = now + (int64_t)e->opts.housekeeping_interval_ms;
+    if (e->commit.pin_ms > 0 && e->commit.pin_ms < before)
+        before = e->commit.pin_ms;
     uint64_t n = 0;
     int rc = s->begin(s);
     if (rc == SAGA_OK) {
@@ -478,10 +484,7 @@ int saga_engine_new(saga_engine **out, saga_store *store,
         o->store_retry_ms = DEFAULT_STORE_RETRY_MS;
     if (o->service == NULL)
         o->service = "orchestrator";
-    e->store_backoff_ms = o->store_retry_ms;
     e->control_poll_ms = 500;
-    e->batch.tail = &e->batch.head;
-    e->batch.out_tail = &e->batch.out_head;
 
     saga_store *own_store = NULL;
     if (store == NULL) {
@@ -500,13 +503,15 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     } else {
         e->loop = o->loop;
     }
+    if (store->version >= 4 && store->attach != NULL &&
+        (rc = store->attach(store, e->loop)) != SAGA_OK) {
+        if (e->owns_loop)
+            uv_loop_close(e->loop);
+        goto fail;
+    }
     uv_timer_init(e->loop, &e->timer);
     uv_timer_init(e->loop, &e->hk_timer);
-    uv_timer_init(e->loop, &e->retry_timer);
-    uv_idle_init(e->loop, &e->idle);
-    uv_check_init(e->loop, &e->check);
-    e->timer.data = e->hk_timer.data = e->retry_timer.data = e;
-    e->idle.data = e->check.data = e;
+    e->timer.data = e->hk_timer.data = e;
     /* Housekeeping alone must not keep a loop alive. */
     uv_unref((uv_handle_t *)&e->hk_timer);
 
@@ -521,6 +526,7 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     e->random_arg = o->random ? o->random_arg : e;
     e->store = store;
     e->transport = transport;
+    saga__batch_init(e);
     *out = e;
     return SAGA_OK;
 fail:
@@ -562,7 +568,7 @@ static void own_loop_finish(saga_engine *e);
  * engine cannot be freed under it. */
 static int in_callback(const saga_engine *e)
 {
-    return e->flushing || e->running;
+    return e->gc.busy || e->running;
 }
 
 int saga_engine_run(saga_engine *e, saga_run_mode mode)
@@ -614,7 +620,7 @@ static void engine_destroy(saga_engine *e)
     saga_free(e->by_idem);
     saga_free(e->heap);
     saga_free(e->graveyard);
-    saga__batch_free(&e->batch);
+    saga__batch_fini(e);
     saga__metrics_free(e);
     for (saga__defent *d = e->defs, *nx; d; d = nx) {
         nx = d->next;
@@ -635,6 +641,9 @@ static void own_loop_finish(saga_engine *e)
 {
     while (e->nclosing != -1)
         uv_run(e->loop, UV_RUN_ONCE);
+    /* A store bound to the loop (attach) closes its handles there. */
+    saga_store_free(e->store);
+    e->store = NULL;
     uv_run(e->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(e->loop) != 0)
         saga__log(e, SAGA_LOG_ERROR, NULL, -1,
@@ -657,6 +666,29 @@ static void on_handle_closed(uv_handle_t *h)
     engine_destroy(e);
 }
 
+static void close_handles(saga_engine *e)
+{
+    uv_handle_t *hs[] = {(uv_handle_t *)&e->timer,
+                         (uv_handle_t *)&e->hk_timer};
+    e->nclosing = (int)(sizeof hs / sizeof hs[0]);
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
+        uv_close(hs[i], on_handle_closed);
+    e->nclosing += saga__gc_close(&e->gc, on_handle_closed, e);
+}
+
+static void close_deferred_cb(uv_timer_t *t) { close_handles(t->data); }
+
+/* batch.c: the batch in flight at close is done (called from the store's
+ * callback: the handles close from a timer, and the store is freed after).
+ */
+void saga__engine_drained(saga_engine *e)
+{
+    if (!e->close_deferred)
+        return;
+    e->close_deferred = 0;
+    uv_timer_start(&e->timer, close_deferred_cb, 0, 0);
+}
+
 void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
 {
     if (e == NULL || e->closing)
@@ -665,26 +697,31 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
      * only transitions whose effects were never released, and recovery
      * replays from the last commit. */
     /* From a callback of a commit, the commit in progress goes on and
-     * writes the rest. */
-    if (!e->flushing && saga__batch_pending(&e->batch) &&
+     * writes the rest. With an asynchronous store this submits the batch
+     * and the close waits for it. */
+    if (!e->gc.busy && saga__batch_pending(&e->batch) &&
         saga_engine_flush(e) != SAGA_OK)
         saga__log(e, SAGA_LOG_WARN, NULL, -1,
                   "closing with uncommitted transitions: %s", e->errmsg);
     e->closing = 1;
     e->close_cb = cb;
     e->close_arg = arg;
+    saga__gc_stop(&e->gc);
     saga__remote_close(e);
     saga__admin_close(e);
     if (e->transport != NULL) {
         saga_transport_free(e->transport);
         e->transport = NULL;
     }
-    uv_handle_t *hs[] = {(uv_handle_t *)&e->timer, (uv_handle_t *)&e->hk_timer,
-                         (uv_handle_t *)&e->retry_timer,
-                         (uv_handle_t *)&e->idle, (uv_handle_t *)&e->check};
-    e->nclosing = (int)(sizeof hs / sizeof hs[0]);
-    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
-        uv_close(hs[i], on_handle_closed);
+    if (e->gc.inflight) {
+        /* The store still writes a batch: the engine, its store and the
+         * sagas the batch names stay until it is done. */
+        uv_timer_stop(&e->timer);
+        uv_timer_stop(&e->hk_timer);
+        e->close_deferred = 1;
+        return;
+    }
+    close_handles(e);
 }
 
 void saga_engine_free(saga_engine *e)

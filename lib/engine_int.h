@@ -7,6 +7,7 @@
 
 #include <uv.h>
 
+#include "gcommit.h"
 #include "internal.h"
 #include "relay.h"
 
@@ -30,11 +31,14 @@ typedef struct saga__inst {
     size_t data_len;
     uint32_t jseq; /* last journal seq written or staged */
 
-    /* batch membership */
+    /* batch membership: the open batch, and the batch taken for commit
+     * (in flight, or being released); a saga can be in both */
     unsigned int put_flags; /* SAGA_PUT_* pending, 0 = clean */
     int in_batch;
     struct saga__inst *batch_next;
-    struct saga__inst *release_next; /* the batch being released */
+    unsigned int commit_flags; /* put_flags as taken for commit */
+    int in_commit;
+    struct saga__inst *commit_next;
 
     /* timer heap (index, or SIZE_MAX when not armed) */
     size_t heap_idx;
@@ -142,17 +146,30 @@ struct saga_engine {
     saga__inst **heap;
     size_t nheap, cheap;
 
-    saga__batch batch;
-    int flushing;
-    uint32_t store_backoff_ms;
+    saga__batch batch;  /* open: staging */
+    saga__batch commit; /* taken for commit: in flight or being released */
+    int commit_writes;  /* it has writes (metrics) */
+    int commit_stuck;   /* it failed and could not be put back yet */
+    saga__gc gc;        /* the group-commit driver */
+    /* write_batch/submit_batch arrays, kept for the next batch */
+    struct saga__snapshot {
+        saga_record *recs;
+        size_t crecs;
+        unsigned int *flags;
+        size_t cflags;
+        saga_idem_entry *idem;
+        size_t cidem;
+        saga_message *msgs;
+        size_t cmsgs;
+        saga_journal_entry *jes;
+        size_t cjes;
+    } snap;
+    int hk_wanted;       /* a purge waits for the batch in flight */
+    int close_deferred;  /* closing waits for the batch in flight */
 
     uv_timer_t timer;      /* the heap's earliest */
     uv_timer_t hk_timer;   /* housekeeping */
     int64_t hk_next_ms;    /* when the next pass is due (engine clock) */
-    int64_t releasing_pin_ms; /* pin_ms of the batch being released */
-    uv_timer_t retry_timer;/* a failed commit */
-    uv_idle_t idle;        /* keeps poll from blocking while a batch is open */
-    uv_check_t check;      /* commits the batch at the end of a loop turn */
     int nclosing;
     saga_close_cb close_cb;
     void *close_arg;
@@ -210,9 +227,15 @@ void saga__record_from_inst(const saga__inst *in, saga_record *r);
 /* Queue an outbox message in the open batch (it takes @p m). */
 void saga__stage_outmsg(saga_engine *e, saga__outmsg *m);
 int saga__batch_pending(const saga__batch *b);
-void saga__batch_free(saga__batch *b);
+/* Set up the group commit on the engine's loop and store. */
+void saga__batch_init(saga_engine *e);
+/* Free both batches and the arrays (engine teardown). */
+void saga__batch_fini(saga_engine *e);
 /* Delete a published message's outbox row with the next batch. */
 void saga__stage_outbox_done(saga_engine *e, const char *msg_id);
+
+/* Closing waited for the batch in flight: it is done (engine.c). */
+void saga__engine_drained(saga_engine *e);
 
 /* remote.c */
 int saga__remote_start(saga_engine *e);

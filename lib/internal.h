@@ -8,6 +8,7 @@
 #include <stdarg.h>
 
 #include "saga/saga.h"
+#include "util.h"
 
 /* Known bugs, compiled only into the simulator's test build of the library
  * (tests/sim, CMake option SAGA_SIM_BUGS) and selected at run time there;
@@ -58,8 +59,6 @@ int64_t saga__wall_ms(void);
 uint64_t saga__splitmix64(uint64_t *state);
 /* A non-zero seed from /dev/urandom (or the time and pid without it). */
 uint64_t saga__os_seed(void);
-/* strdup with saga_malloc; NULL in, NULL out. */
-char *saga__strdup(const char *s);
 
 /* Check the plug-ins handed to a constructor (either may be NULL: not
  * checked): a version this library knows (else SAGA_EVERSION) and every

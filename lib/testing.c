@@ -293,7 +293,7 @@ static void drive(saga_engine *e, kit *k, uint64_t max_ms)
 {
     for (long it = 0; it < 10000000 && !k->done; it++) {
         saga_engine_run(e, SAGA_RUN_NOWAIT);
-        if (k->done || uv_is_active((uv_handle_t *)&e->idle))
+        if (k->done || uv_is_active((uv_handle_t *)&e->gc.idle))
             continue;
         if (e->nheap > 0) {
             int64_t due = e->heap[0]->heap_key;

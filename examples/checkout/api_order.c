@@ -25,21 +25,21 @@ typedef struct start_ctx {
     int created; /* this request created the order: 202, else 200 */
 } start_ctx;
 
-static json_t *accepted_body(sqlite3 *db, const char *order_id)
+static json_t *accepted_body(ck_db *db, const char *order_id)
 {
-    sqlite3_stmt *st = ck_prep(db, "SELECT status, idempotency_key, "
+    ck_stmt *st = ck_prep(db, "SELECT status, idempotency_key, "
                                    "created_at FROM orders WHERE order_id = ?");
     if (st == NULL)
         return NULL;
-    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, order_id);
     json_t *b = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t created = sqlite3_column_int64(st, 2);
+    if (ck_step(st) == CK_ROW) {
+        int64_t created = ck_col_int(st, 2);
         b = json_pack("{s:s, s:s, s:o, s:s, s:o}", "order_id", order_id,
-                      "status", (const char *)sqlite3_column_text(st, 0),
+                      "status", ck_col_text(st, 0),
                       "estimated_completion",
                       ck_json_time(created + 3 * 60 * 1000), "idempotency_key",
-                      (const char *)sqlite3_column_text(st, 1), "created_at",
+                      ck_col_text(st, 1), "created_at",
                       ck_json_time(created));
     }
     ck_done(st);
@@ -53,13 +53,13 @@ static void started(saga_engine *e, int status, const char *saga_id,
     start_ctx *c = arg;
     ck_app *a = c->a;
     if (status == SAGA_OK) {
-        sqlite3_stmt *st = ck_prep(a->order_db,
+        ck_stmt *st = ck_prep(a->order_db,
                                    "UPDATE orders SET saga_id = ? WHERE "
                                    "order_id = ? AND saga_id IS NULL");
         if (st != NULL) {
-            sqlite3_bind_text(st, 1, saga_id, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(st, 2, c->order_id, -1, SQLITE_TRANSIENT);
-            sqlite3_step(st);
+            ck_bind_text(st, 1, saga_id);
+            ck_bind_text(st, 2, c->order_id);
+            ck_step(st);
             ck_done(st);
         }
     }
@@ -81,13 +81,13 @@ static void started(saga_engine *e, int status, const char *saga_id,
 static int start_saga(ck_app *a, const char *order_id, ck_req *r,
                       int created)
 {
-    sqlite3_stmt *st = ck_prep(a->order_db, "SELECT saga_data, "
+    ck_stmt *st = ck_prep(a->order_db, "SELECT saga_data, "
                                             "idempotency_key FROM orders "
                                             "WHERE order_id = ?");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) != SQLITE_ROW) {
+    ck_bind_text(st, 1, order_id);
+    if (ck_step(st) != CK_ROW) {
         ck_done(st);
         return -1;
     }
@@ -100,14 +100,14 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r,
     c->created = created;
     snprintf(c->order_id, sizeof c->order_id, "%s", order_id);
     snprintf(c->key, sizeof c->key, "%s",
-             (const char *)sqlite3_column_text(st, 1));
+             ck_col_text(st, 1));
     char id[SAGA_ID_SIZE];
     if (r != NULL)
         c->w = ck_defer(r, CHECKOUT_WAIT_MS);
     /* A request's W3C traceparent: the saga and its steps join its trace. */
-    int rc = saga_start_traced(a->engine, "checkout", order_id,
-                               sqlite3_column_blob(st, 0),
-                               (size_t)sqlite3_column_bytes(st, 0),
+    size_t dlen;
+    const void *data = ck_col_blob(st, 0, &dlen);
+    int rc = saga_start_traced(a->engine, "checkout", order_id, data, dlen,
                                r != NULL ? r->traceparent : NULL, id, started,
                                c);
     ck_done(st);
@@ -126,14 +126,14 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r,
 int ck_order_restart_pending(ck_app *a);
 int ck_order_restart_pending(ck_app *a)
 {
-    sqlite3_stmt *st = ck_prep(a->order_db, "SELECT order_id FROM orders "
+    ck_stmt *st = ck_prep(a->order_db, "SELECT order_id FROM orders "
                                             "WHERE saga_id IS NULL");
     if (st == NULL)
         return -1;
     int n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (ck_step(st) == CK_ROW) {
         char id[64];
-        snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(id, sizeof id, "%s", ck_col_text(st, 0));
         if (start_saga(a, id, NULL, 0) == 0)
             n++;
     }
@@ -197,18 +197,18 @@ static int validate(ck_req *r, json_t *b)
 static int existing_order(ck_app *a, const char *key, char *order_id,
                           size_t size, char **request, int *has_saga)
 {
-    sqlite3_stmt *st = ck_prep(a->order_db,
+    ck_stmt *st = ck_prep(a->order_db,
                                "SELECT order_id, request, saga_id IS NOT NULL "
                                "FROM orders WHERE idempotency_key = ?");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, key);
     int found = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (ck_step(st) == CK_ROW) {
         found = 1;
-        snprintf(order_id, size, "%s", (const char *)sqlite3_column_text(st, 0));
-        *request = strdup((const char *)sqlite3_column_text(st, 1));
-        *has_saga = sqlite3_column_int(st, 2);
+        snprintf(order_id, size, "%s", ck_col_text(st, 0));
+        *request = strdup(ck_col_text(st, 1));
+        *has_saga = ck_col_int(st, 2);
     }
     ck_done(st);
     return found;
@@ -231,19 +231,19 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
                          int64_t *max_item)
 {
     ck_app *a = r->a;
-    sqlite3_stmt *st = ck_prep(a->cart_db, "SELECT user_id FROM carts WHERE "
+    ck_stmt *st = ck_prep(a->cart_db, "SELECT user_id FROM carts WHERE "
                                            "cart_id = ?");
     if (st == NULL) {
         ck_error(r, 500, "internal", "cart database unavailable");
         return NULL;
     }
-    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) != SQLITE_ROW) {
+    ck_bind_text(st, 1, cart_id);
+    if (ck_step(st) != CK_ROW) {
         ck_done(st);
         ck_error(r, 404, "cart_not_found", "no cart %s", cart_id);
         return NULL;
     }
-    int mine = strcmp((const char *)sqlite3_column_text(st, 0), r->user_id) == 0;
+    int mine = strcmp(ck_col_text(st, 0), r->user_id) == 0;
     ck_done(st);
     if (!mine) {
         ck_error(r, 403, "forbidden", "cart %s belongs to another user",
@@ -257,17 +257,17 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
         ck_error(r, 500, "internal", "cart database unavailable");
         return NULL;
     }
-    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, cart_id);
     json_t *items = json_array();
     *subtotal = 0;
     *max_item = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int64_t q = sqlite3_column_int64(st, 2), p = sqlite3_column_int64(st, 3);
-        *max_item = sqlite3_column_int64(st, 0);
+    while (ck_step(st) == CK_ROW) {
+        int64_t q = ck_col_int(st, 2), p = ck_col_int(st, 3);
+        *max_item = ck_col_int(st, 0);
         *subtotal += q * p;
         json_array_append_new(items,
                               json_pack("{s:s, s:I, s:I}", "product_id",
-                                        (const char *)sqlite3_column_text(st, 1),
+                                        ck_col_text(st, 1),
                                         "quantity", (json_int_t)q, "price",
                                         (json_int_t)p));
     }
@@ -283,15 +283,15 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
 static int pending_order(ck_app *a, const char *cart_id, char *out,
                          size_t size)
 {
-    sqlite3_stmt *st = ck_prep(a->order_db,
+    ck_stmt *st = ck_prep(a->order_db,
                                "SELECT order_id FROM orders WHERE cart_id = ? "
                                "AND status NOT IN ('COMPLETED', 'CANCELLED')");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
-    int found = sqlite3_step(st) == SQLITE_ROW;
+    ck_bind_text(st, 1, cart_id);
+    int found = ck_step(st) == CK_ROW;
     if (found)
-        snprintf(out, size, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(out, size, "%s", ck_col_text(st, 0));
     ck_done(st);
     return found;
 }
@@ -301,15 +301,15 @@ static int insert_order(ck_app *a, const char *order_id, const char *key,
                         json_t *items, int64_t subtotal, int64_t max_item,
                         const void *data, size_t dlen)
 {
-    sqlite3 *db = a->order_db;
+    ck_db *db = a->order_db;
     int64_t now = ck_now_ms();
     char *addr = ck_dump(json_object_get(b, "shipping_address"));
     const char *type = json_string_value(
         json_object_get(json_object_get(b, "payment_method"), "type"));
     char addr_id[40];
     ck_random_id("addr_", addr_id, sizeof addr_id);
-    int rc = ck_exec(db, "BEGIN IMMEDIATE");
-    sqlite3_stmt *st = rc ? NULL : ck_prep(db,
+    int rc = ck_begin(db);
+    ck_stmt *st = rc ? NULL : ck_prep(db,
         "INSERT INTO orders (order_id, user_id, cart_id, status, "
         "total_amount, subtotal, address_id, shipping_address, "
         "payment_method, idempotency_key, request, cart_max_item, saga_data, "
@@ -317,22 +317,22 @@ static int insert_order(ck_app *a, const char *order_id, const char *key,
         "?, ?, ?, ?, ?, ?)");
     int ok = st != NULL;
     if (ok) {
-        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2, r->user_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, field_str(b, "cart_id"), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 4, subtotal);
-        sqlite3_bind_int64(st, 5, subtotal);
-        sqlite3_bind_text(st, 6, addr_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 7, addr ? addr : "{}", -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 8, type, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 9, key, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 10, request, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 11, max_item);
-        sqlite3_bind_blob(st, 12, data, (int)dlen, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 13, now);
-        sqlite3_bind_int64(st, 14, now);
-        rc = sqlite3_step(st);
-        ok = rc == SQLITE_DONE;
+        ck_bind_text(st, 1, order_id);
+        ck_bind_text(st, 2, r->user_id);
+        ck_bind_text(st, 3, field_str(b, "cart_id"));
+        ck_bind_int(st, 4, subtotal);
+        ck_bind_int(st, 5, subtotal);
+        ck_bind_text(st, 6, addr_id);
+        ck_bind_text(st, 7, addr ? addr : "{}");
+        ck_bind_text(st, 8, type);
+        ck_bind_text(st, 9, key);
+        ck_bind_text(st, 10, request);
+        ck_bind_int(st, 11, max_item);
+        ck_bind_blob(st, 12, data, dlen);
+        ck_bind_int(st, 13, now);
+        ck_bind_int(st, 14, now);
+        rc = ck_step(st);
+        ok = rc == CK_DONE;
         ck_done(st);
     }
     size_t i;
@@ -347,22 +347,20 @@ static int insert_order(ck_app *a, const char *order_id, const char *key,
             ok = 0;
             break;
         }
-        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2,
-                          json_string_value(json_object_get(it, "product_id")),
-                          -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 3,
+        ck_bind_text(st, 1, order_id);
+        ck_bind_text(st, 2, json_string_value(json_object_get(it, "product_id")));
+        ck_bind_int(st, 3,
                            json_integer_value(json_object_get(it, "quantity")));
-        sqlite3_bind_int64(st, 4,
+        ck_bind_int(st, 4,
                            json_integer_value(json_object_get(it, "price")));
-        ok = sqlite3_step(st) == SQLITE_DONE;
+        ok = ck_step(st) == CK_DONE;
         ck_done(st);
     }
     free(addr);
-    if (ok && ck_exec(db, "COMMIT") == SQLITE_OK)
+    if (ok && ck_commit(db) == CK_OK)
         return 0;
-    int constraint = rc == SQLITE_CONSTRAINT;
-    ck_exec(db, "ROLLBACK");
+    int constraint = rc == CK_CONSTRAINT;
+    ck_rollback(db);
     return constraint ? 1 : -1;
 }
 

@@ -9,29 +9,29 @@
 
 #include "http.h"
 
-static json_t *payment_json(sqlite3 *db, const char *key, int *status)
+static json_t *payment_json(ck_db *db, const char *key, int *status)
 {
-    sqlite3_stmt *st = ck_prep(db, "SELECT payment_id, order_id, "
+    ck_stmt *st = ck_prep(db, "SELECT payment_id, order_id, "
                                    "transaction_id, status, amount, "
                                    "error_code, updated_at FROM payments "
                                    "WHERE idempotency_key = ?");
     if (st == NULL)
         return NULL;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, key);
     json_t *o = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *s = (const char *)sqlite3_column_text(st, 3);
-        const char *err = (const char *)sqlite3_column_text(st, 5);
+    if (ck_step(st) == CK_ROW) {
+        const char *s = ck_col_text(st, 3);
+        const char *err = ck_col_text(st, 5);
         if (strcmp(s, "COMPLETED") == 0 || strcmp(s, "REFUNDED") == 0) {
             *status = 200;
             o = json_pack("{s:s, s:s, s:s?, s:s, s:o, s:o}", "payment_id",
-                          (const char *)sqlite3_column_text(st, 0), "order_id",
-                          (const char *)sqlite3_column_text(st, 1),
+                          ck_col_text(st, 0), "order_id",
+                          ck_col_text(st, 1),
                           "transaction_id",
-                          (const char *)sqlite3_column_text(st, 2), "status", s,
-                          "amount", ck_json_money(sqlite3_column_int64(st, 4)),
+                          ck_col_text(st, 2), "status", s,
+                          "amount", ck_json_money(ck_col_int(st, 4)),
                           "processed_at",
-                          ck_json_time(sqlite3_column_int64(st, 6)));
+                          ck_json_time(ck_col_int(st, 6)));
         } else if (strcmp(s, "FAILED") == 0 && err) {
             *status = strcmp(err, "PAYMENT_TIMEOUT") == 0 ? 504 : 402;
             o = json_pack("{s:{s:s, s:s}}", "error", "code", err, "message",
@@ -99,28 +99,27 @@ void ck_api_payment_process(ck_req *r)
     const char *err = res == CK_GW_DECLINED ? "INSUFFICIENT_FUNDS"
                       : res == CK_GW_VOIDED ? "PAYMENT_TIMEOUT"
                                             : NULL;
-    sqlite3_stmt *ins = ck_prep(
+    ck_stmt *ins = ck_prep(
         a->payment_db,
-        "INSERT OR IGNORE INTO payments (payment_id, order_id, amount, "
+        "INSERT INTO payments (payment_id, order_id, amount, "
         "payment_method, transaction_id, status, idempotency_key, error_code, "
-        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON "
+        "CONFLICT DO NOTHING");
     if (ins != NULL) {
         int64_t now = ck_now_ms();
-        sqlite3_bind_text(ins, 1, pid, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(ins, 2, json_string_value(oid), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(ins, 3, amount);
-        sqlite3_bind_text(ins, 4,
-                          json_string_value(json_object_get(pm, "type")), -1,
-                          SQLITE_TRANSIENT);
+        ck_bind_text(ins, 1, pid);
+        ck_bind_text(ins, 2, json_string_value(oid));
+        ck_bind_int(ins, 3, amount);
+        ck_bind_text(ins, 4, json_string_value(json_object_get(pm, "type")));
         if (txn[0])
-            sqlite3_bind_text(ins, 5, txn, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(ins, 6, st, -1, SQLITE_STATIC);
-        sqlite3_bind_text(ins, 7, k, -1, SQLITE_TRANSIENT);
+            ck_bind_text(ins, 5, txn);
+        ck_bind_text(ins, 6, st);
+        ck_bind_text(ins, 7, k);
         if (err)
-            sqlite3_bind_text(ins, 8, err, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(ins, 9, now);
-        sqlite3_bind_int64(ins, 10, now);
-        sqlite3_step(ins);
+            ck_bind_text(ins, 8, err);
+        ck_bind_int(ins, 9, now);
+        ck_bind_int(ins, 10, now);
+        ck_step(ins);
         ck_done(ins);
     }
     json_t *o = payment_json(a->payment_db, k, &status);

@@ -92,7 +92,7 @@ static json_t *saga_steps(ck_app *a, const char *saga_id, json_t **state)
 void ck_api_order_get(ck_req *r, const char *order_id)
 {
     ck_app *a = r->a;
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         a->order_db,
         "SELECT user_id, status, total_amount, shipping_address, "
         "payment_id, payment_status, transaction_id, saga_id, created_at, "
@@ -102,34 +102,34 @@ void ck_api_order_get(ck_req *r, const char *order_id)
         ck_error(r, 500, "internal", "order database unavailable");
         return;
     }
-    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) != SQLITE_ROW) {
+    ck_bind_text(st, 1, order_id);
+    if (ck_step(st) != CK_ROW) {
         ck_done(st);
         ck_error(r, 404, "order_not_found", "no order %s", order_id);
         return;
     }
-#define COL(i) ((const char *)sqlite3_column_text(st, i))
+#define COL(i) (ck_col_text(st, i))
     json_t *addr = json_loads(COL(3), 0, NULL);
     json_t *o = json_pack(
         "{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:s}", "order_id",
         order_id, "user_id", COL(0), "cart_id", COL(13), "status", COL(1),
-        "total_amount", ck_json_money(sqlite3_column_int64(st, 2)), "subtotal",
-        ck_json_money(sqlite3_column_int64(st, 11)), "shipping_address",
+        "total_amount", ck_json_money(ck_col_int(st, 2)), "subtotal",
+        ck_json_money(ck_col_int(st, 11)), "shipping_address",
         addr ? addr : json_null(), "created_at",
-        ck_json_time(sqlite3_column_int64(st, 8)), "updated_at",
-        ck_json_time(sqlite3_column_int64(st, 9)), "idempotency_key", COL(14));
+        ck_json_time(ck_col_int(st, 8)), "updated_at",
+        ck_json_time(ck_col_int(st, 9)), "idempotency_key", COL(14));
     json_object_set_new(o, "shipping_cost",
-                        sqlite3_column_type(st, 12) == SQLITE_NULL
+                        ck_col_null(st, 12)
                             ? json_null()
-                            : ck_json_money(sqlite3_column_int64(st, 12)));
+                            : ck_json_money(ck_col_int(st, 12)));
     json_object_set_new(o, "cancel_reason",
                         COL(10) ? json_string(COL(10)) : json_null());
     if (COL(5) != NULL) {
         json_t *pay = json_pack("{s:s?, s:s, s:s?}", "payment_id", COL(4),
                                 "status", COL(5), "transaction_id", COL(6));
-        if (sqlite3_column_type(st, 15) != SQLITE_NULL)
+        if (!ck_col_null(st, 15))
             json_object_set_new(pay, "refunded_amount",
-                                ck_json_money(sqlite3_column_int64(st, 15)));
+                                ck_json_money(ck_col_int(st, 15)));
         json_object_set_new(o, "payment", pay);
     } else
         json_object_set_new(o, "payment", json_null());
@@ -149,14 +149,14 @@ void ck_api_order_get(ck_req *r, const char *order_id)
                               "order_items WHERE order_id = ? ORDER BY "
                               "order_item_id");
     if (st != NULL) {
-        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-        while (sqlite3_step(st) == SQLITE_ROW)
+        ck_bind_text(st, 1, order_id);
+        while (ck_step(st) == CK_ROW)
             json_array_append_new(
                 items,
                 json_pack("{s:s, s:I, s:o}", "product_id",
-                          (const char *)sqlite3_column_text(st, 0), "quantity",
-                          (json_int_t)sqlite3_column_int64(st, 1), "price",
-                          ck_json_money(sqlite3_column_int64(st, 2))));
+                          ck_col_text(st, 0), "quantity",
+                          (json_int_t)ck_col_int(st, 1), "price",
+                          ck_json_money(ck_col_int(st, 2))));
         ck_done(st);
     }
     json_object_set_new(o, "items", items);
@@ -211,44 +211,44 @@ void ck_api_orders_list(ck_req *r)
     if (int_param(r, "page", 1, 1, 1000000, &page) != 0 ||
         int_param(r, "limit", 20, 1, 100, &limit) != 0)
         return;
-    sqlite3_stmt *st = ck_prep(a->order_db,
+    ck_stmt *st = ck_prep(a->order_db,
                                "SELECT COUNT(*) FROM orders WHERE user_id = ? "
-                               "AND (?2 IS NULL OR status = ?2)");
+                               "AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)");
     if (st == NULL) {
         ck_error(r, 500, "internal", "order database unavailable");
         return;
     }
-    sqlite3_bind_text(st, 1, u, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, u);
     if (s)
-        sqlite3_bind_text(st, 2, s, -1, SQLITE_TRANSIENT);
-    int64_t total = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0)
+        ck_bind_text(st, 2, s);
+    int64_t total = ck_step(st) == CK_ROW ? ck_col_int(st, 0)
                                                    : 0;
     ck_done(st);
     st = ck_prep(a->order_db,
                  "SELECT o.order_id, o.status, o.total_amount, "
                  "(SELECT COALESCE(SUM(quantity), 0) FROM order_items i "
                  "WHERE i.order_id = o.order_id), o.created_at FROM orders o "
-                 "WHERE o.user_id = ?1 AND (?2 IS NULL OR o.status = ?2) "
+                 "WHERE o.user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR o.status = ?2) "
                  "ORDER BY o.created_at DESC, o.order_id LIMIT ?3 OFFSET ?4");
     if (st == NULL) {
         ck_error(r, 500, "internal", "order database unavailable");
         return;
     }
-    sqlite3_bind_text(st, 1, u, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, u);
     if (s)
-        sqlite3_bind_text(st, 2, s, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int(st, 3, limit);
-    sqlite3_bind_int64(st, 4, (int64_t)(page - 1) * limit);
+        ck_bind_text(st, 2, s);
+    ck_bind_int(st, 3, limit);
+    ck_bind_int(st, 4, (int64_t)(page - 1) * limit);
     json_t *orders = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (ck_step(st) == CK_ROW)
         json_array_append_new(
             orders,
             json_pack("{s:s, s:s, s:o, s:I, s:o}", "order_id",
-                      (const char *)sqlite3_column_text(st, 0), "status",
-                      (const char *)sqlite3_column_text(st, 1), "total_amount",
-                      ck_json_money(sqlite3_column_int64(st, 2)), "item_count",
-                      (json_int_t)sqlite3_column_int64(st, 3), "created_at",
-                      ck_json_time(sqlite3_column_int64(st, 4))));
+                      ck_col_text(st, 0), "status",
+                      ck_col_text(st, 1), "total_amount",
+                      ck_json_money(ck_col_int(st, 2)), "item_count",
+                      (json_int_t)ck_col_int(st, 3), "created_at",
+                      ck_json_time(ck_col_int(st, 4))));
     ck_done(st);
     ck_reply(r, 200,
              json_pack("{s:o, s:{s:i, s:i, s:I, s:I}}", "orders", orders,
@@ -259,7 +259,7 @@ void ck_api_orders_list(ck_req *r)
 
 void ck_api_products(ck_req *r)
 {
-    sqlite3_stmt *st = ck_prep(r->a->cart_db, "SELECT product_id, name, price "
+    ck_stmt *st = ck_prep(r->a->cart_db, "SELECT product_id, name, price "
                                               "FROM products ORDER BY "
                                               "product_id");
     if (st == NULL) {
@@ -267,19 +267,19 @@ void ck_api_products(ck_req *r)
         return;
     }
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (ck_step(st) == CK_ROW)
         json_array_append_new(
             arr, json_pack("{s:s, s:s, s:o}", "product_id",
-                           (const char *)sqlite3_column_text(st, 0), "name",
-                           (const char *)sqlite3_column_text(st, 1), "price",
-                           ck_json_money(sqlite3_column_int64(st, 2))));
+                           ck_col_text(st, 0), "name",
+                           ck_col_text(st, 1), "price",
+                           ck_json_money(ck_col_int(st, 2))));
     ck_done(st);
     ck_reply(r, 200, json_pack("{s:o}", "products", arr));
 }
 
 void ck_api_inventory(ck_req *r)
 {
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         r->a->inventory_db,
         "SELECT product_id, available_quantity, reserved_quantity, "
         "sold_quantity, total_quantity FROM inventory ORDER BY product_id");
@@ -288,18 +288,18 @@ void ck_api_inventory(ck_req *r)
         return;
     }
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (ck_step(st) == CK_ROW)
         json_array_append_new(
             arr, json_pack("{s:s, s:I, s:I, s:I, s:I}", "product_id",
-                           (const char *)sqlite3_column_text(st, 0),
+                           ck_col_text(st, 0),
                            "available_quantity",
-                           (json_int_t)sqlite3_column_int64(st, 1),
+                           (json_int_t)ck_col_int(st, 1),
                            "reserved_quantity",
-                           (json_int_t)sqlite3_column_int64(st, 2),
+                           (json_int_t)ck_col_int(st, 2),
                            "sold_quantity",
-                           (json_int_t)sqlite3_column_int64(st, 3),
+                           (json_int_t)ck_col_int(st, 3),
                            "total_quantity",
-                           (json_int_t)sqlite3_column_int64(st, 4)));
+                           (json_int_t)ck_col_int(st, 4)));
     ck_done(st);
     ck_reply(r, 200, json_pack("{s:o}", "inventory", arr));
 }
@@ -307,7 +307,7 @@ void ck_api_inventory(ck_req *r)
 /* What the (simulated) bank saw: every charge and refund by key. */
 void ck_api_ledger(ck_req *r)
 {
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         r->a->payment_db,
         "SELECT key, order_id, state, amount, refunded, txn_id FROM "
         "gateway_charges ORDER BY created_at");
@@ -317,9 +317,9 @@ void ck_api_ledger(ck_req *r)
     }
     json_t *arr = json_array();
     int64_t charged = 0, refunded = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *state = (const char *)sqlite3_column_text(st, 2);
-        int64_t amt = sqlite3_column_int64(st, 3), ref = sqlite3_column_int64(st, 4);
+    while (ck_step(st) == CK_ROW) {
+        const char *state = ck_col_text(st, 2);
+        int64_t amt = ck_col_int(st, 3), ref = ck_col_int(st, 4);
         int counted = strcmp(state, "CHARGED") == 0 ||
                       strcmp(state, "REFUNDED") == 0;
         if (counted) {
@@ -329,11 +329,11 @@ void ck_api_ledger(ck_req *r)
         json_array_append_new(
             arr, json_pack("{s:s, s:s?, s:s, s:o, s:o, s:s?}",
                            "idempotency_key",
-                           (const char *)sqlite3_column_text(st, 0), "order_id",
-                           (const char *)sqlite3_column_text(st, 1), "state",
+                           ck_col_text(st, 0), "order_id",
+                           ck_col_text(st, 1), "state",
                            state, "amount", ck_json_money(amt), "refunded",
                            ck_json_money(ref), "transaction_id",
-                           (const char *)sqlite3_column_text(st, 5)));
+                           ck_col_text(st, 5)));
     }
     ck_done(st);
     ck_reply(r, 200,

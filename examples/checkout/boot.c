@@ -102,17 +102,89 @@ static void part_log(saga_log_level level, const char *saga_id, int step,
                 saga_id ? saga_id : "", saga_id ? ": " : "", msg);
 }
 
-int ck_participant(ck_app *a, int svc, saga_participant **out, sqlite3 **db)
+/* Split a --store URL into the URL libpq takes (without our "schema=")
+ * and the schema prefix given there ("" if none). */
+static int pg_url_split(const char *store, char *url, size_t usize,
+                        char prefix[64])
+{
+    prefix[0] = '\0';
+    if (strlen(store) >= usize)
+        return -1;
+    snprintf(url, usize, "%s", store);
+    char *q = strchr(url, '?');
+    if (q == NULL)
+        return 0;
+    char rest[2048] = "";
+    char *save = NULL;
+    for (char *kv = strtok_r(q + 1, "&", &save); kv != NULL;
+         kv = strtok_r(NULL, "&", &save)) {
+        if (strncmp(kv, "schema=", 7) == 0) {
+            snprintf(prefix, 64, "%s", kv + 7);
+        } else if (strlen(rest) + strlen(kv) + 2 < sizeof rest) {
+            if (rest[0] != '\0')
+                strcat(rest, "&");
+            strcat(rest, kv);
+        }
+    }
+    if (rest[0] != '\0')
+        snprintf(q, usize - (size_t)(q - url), "?%s", rest);
+    else
+        *q = '\0';
+    return 0;
+}
+
+int ck_store_spec(ck_app *a, const char *name, char *out, size_t size,
+                  char schema_out[64])
+{
+    char sch[64] = "";
+    if (a->store == NULL) {
+        if (schema_out != NULL)
+            schema_out[0] = '\0';
+        return snprintf(out, size, "%s/%s.db", a->dir, name) < (int)size
+                   ? 0
+                   : -1;
+    }
+    char url[2048], prefix[64];
+    if (pg_url_split(a->store, url, sizeof url, prefix) != 0)
+        return -1;
+    /* A schema name is 1-63 of a-z, 0-9, _ (order-saga -> order_saga). */
+    if (strlen(prefix) + strlen(name) + 2 > sizeof sch)
+        return -1;
+    snprintf(sch, sizeof sch, "%.30s%s%.30s", prefix, prefix[0] ? "_" : "",
+             name);
+    for (char *c = sch; *c; c++)
+        if (*c == '-')
+            *c = '_';
+    if (schema_out != NULL)
+        snprintf(schema_out, 64, "%s", sch);
+    return snprintf(out, size, "%s%sschema=%s", url,
+                    strchr(url, '?') ? "&" : "?", sch) < (int)size
+               ? 0
+               : -1;
+}
+
+int ck_participant(ck_app *a, int svc, saga_participant **out, ck_db **db)
 {
     const char *name = ck_svc_names[svc];
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s.db", a->dir, name);
+    char spec[2200], schema[64];
     saga_store *s = NULL;
-    saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
-    so.synchronous = ck_synchronous();
-    if (saga_store_sqlite_open(&s, path, &so) != SAGA_OK) {
-        fprintf(stderr, "saga-checkout: cannot open %s\n", path);
+    if (ck_store_spec(a, name, spec, sizeof spec, schema) != 0) {
+        fprintf(stderr, "saga-checkout: store URL too long\n");
         return -1;
+    }
+    if (a->store != NULL) {
+        if (saga_store_open(&s, spec) != SAGA_OK) {
+            fprintf(stderr, "saga-checkout: cannot open the %s store: %s\n",
+                    name, saga_store_open_errmsg());
+            return -1;
+        }
+    } else {
+        saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
+        so.synchronous = ck_synchronous();
+        if (saga_store_sqlite_open(&s, spec, &so) != SAGA_OK) {
+            fprintf(stderr, "saga-checkout: cannot open %s\n", spec);
+            return -1;
+        }
     }
     saga_transport *t = ck_transport(a, name);
     if (t == NULL) {
@@ -131,22 +203,23 @@ int ck_participant(ck_app *a, int svc, saga_participant **out, sqlite3 **db)
         saga_transport_free(t);
         return -1;
     }
-    *db = saga_participant_store_handle(*out);
-    sqlite3_busy_timeout(*db, 5000);
+    *db = ck_db_participant(*out, a->store != NULL ? schema : NULL);
+    if (*db == NULL)
+        return -1;
+    if (a->store == NULL)
+        sqlite3_busy_timeout(saga_participant_store_handle(*out), 5000);
     a->svc[svc] = *out;
     return 0;
 }
 
-int ck_open_db(ck_app *a, const char *svc, sqlite3 **out)
+int ck_open_db(ck_app *a, const char *svc, ck_db **out)
 {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s.db", a->dir, svc);
-    if (sqlite3_open(path, out) != SQLITE_OK) {
-        fprintf(stderr, "saga-checkout: cannot open %s\n", path);
+    char spec[2200], schema[64], url[2048], prefix[64];
+    if (ck_store_spec(a, svc, spec, sizeof spec, schema) != 0)
         return -1;
-    }
-    sqlite3_busy_timeout(*out, 5000);
-    ck_exec(*out, "PRAGMA journal_mode = WAL");
-    return 0;
+    if (a->store != NULL &&
+        pg_url_split(a->store, url, sizeof url, prefix) != 0)
+        return -1;
+    *out = ck_db_connect(spec, a->store != NULL ? url : NULL, schema);
+    return *out != NULL ? 0 : -1;
 }
-

@@ -11,9 +11,10 @@
 
 #include <jansson.h>
 #include <saga/saga.h>
-#include <sqlite3.h>
 #include <stdint.h>
 #include <uv.h>
+
+#include "db.h"
 
 /* Topics (the seed's Part 7) and where each goes. */
 #define CK_T_ORDER "order-events"         /* -> notification */
@@ -59,6 +60,9 @@ typedef struct ck_app {
     ck_catalog catalog;
     ck_timing timing;
     int distributed;         /* TCP transport, one service per process */
+    /* --store postgres://...: every service in its own schema of that
+     * database (NULL: SQLite files in dir). */
+    const char *store;
     /* transports */
     saga_inmem_bus *bus;     /* one-process mode */
     json_t *config;          /* distributed: the config file */
@@ -69,7 +73,7 @@ typedef struct ck_app {
     void *state[CK_NSVC];    /* per-service state */
     /* databases the HTTP front reads (own connections when the service runs
      * elsewhere) */
-    sqlite3 *order_db, *cart_db, *inventory_db, *payment_db;
+    ck_db *order_db, *cart_db, *inventory_db, *payment_db;
     int own_db[4];
     struct ck_http *http;
     struct ck_gateway *gateway;
@@ -93,14 +97,6 @@ json_t *ck_json_money(int64_t cents);
 /* Parse a JSON number of money into cents; -1 if not a valid amount. */
 int64_t ck_money_parse(const json_t *v);
 void ck_random_id(const char *prefix, char *out, size_t size);
-/* Exec SQL (several statements); logs and returns the sqlite code. */
-int ck_exec(sqlite3 *db, const char *sql);
-/* Prepare (from a small cache) or log; NULL on error. Give it back with
- * ck_done() (never sqlite3_finalize). */
-sqlite3_stmt *ck_prep(sqlite3 *db, const char *sql);
-void ck_done(sqlite3_stmt *st);
-/* Finalize @p db's cached statements (before sqlite3_close). */
-void ck_db_forget(sqlite3 *db);
 char *ck_dump(const json_t *j); /* compact, sorted keys; free() it */
 void ck_log(ck_app *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -122,20 +118,27 @@ json_t *ck_event(const char *type, const char *order_id, int64_t now);
 /* --- transport / service bootstrap (main.c) --------------------------- */
 saga_transport *ck_transport(ck_app *a, const char *endpoint);
 int ck_participant(ck_app *a, int svc, saga_participant **out,
-                   sqlite3 **db);
-int ck_open_db(ck_app *a, const char *svc, sqlite3 **out);
+                   ck_db **db);
+/* A connection of its own to service @p svc's tables (HTTP front). */
+int ck_open_db(ck_app *a, const char *svc, ck_db **out);
+/* The store spec of @p name ("cart", ..., "order-saga"): DIR/NAME.db, or
+ * the --store URL with schema=NAME (a schema given in the URL is a
+ * prefix: schema=shop gives shop_cart); @p schema_out (may be NULL) gets
+ * the PostgreSQL schema, "" for SQLite. */
+int ck_store_spec(ck_app *a, const char *name, char *out, size_t size,
+                  char schema_out[64]);
 
 /* --- services --------------------------------------------------------- */
 int ck_order_open(ck_app *a);      /* engine + order participant */
 int ck_order_start(ck_app *a);     /* after every service is up */
 int ck_cart_open(ck_app *a);
-int ck_cart_schema(sqlite3 *db);
-int ck_cart_seed(sqlite3 *db, const ck_catalog *c, int64_t now);
+int ck_cart_schema(ck_db *db);
+int ck_cart_seed(ck_db *db, const ck_catalog *c, int64_t now);
 int ck_inventory_open(ck_app *a);
-int ck_inventory_schema(sqlite3 *db);
-int ck_inventory_seed(sqlite3 *db, const ck_catalog *c, int64_t now);
+int ck_inventory_schema(ck_db *db);
+int ck_inventory_seed(ck_db *db, const ck_catalog *c, int64_t now);
 int ck_payment_open(ck_app *a);
-int ck_payment_schema(sqlite3 *db);
+int ck_payment_schema(ck_db *db);
 int ck_shipping_open(ck_app *a);
 int ck_warehouse_open(ck_app *a);
 int ck_notification_open(ck_app *a);
@@ -145,18 +148,18 @@ void ck_services_close(ck_app *a, void (*done)(ck_app *a));
  * drives these with its own clock. Items: JSON array of {product_id,
  * quantity}. Returns 0 reserved, 1 insufficient stock (failed_out gets the
  * seed's failed_items), -1 on a database error. */
-int ck_inv_reserve(sqlite3 *db, const char *order_id, const json_t *items,
+int ck_inv_reserve(ck_db *db, const char *order_id, const json_t *items,
                    int64_t now, int64_t ttl_ms, json_t **failed_out);
 /* Release a reservation (compensation): returns released items or NULL if
  * there was nothing to release; *err set on a database error. */
-json_t *ck_inv_release(sqlite3 *db, const char *order_id, const char *why,
+json_t *ck_inv_release(ck_db *db, const char *order_id, const char *why,
                        int64_t now, int *err);
-int ck_inv_commit(sqlite3 *db, const char *order_id, int64_t now);
+int ck_inv_commit(ck_db *db, const char *order_id, int64_t now);
 /* Release every reservation expired at @p now; the order ids released go
  * to @p released (array, may be NULL). Returns the count or -1. */
-int ck_inv_sweep(sqlite3 *db, int64_t now, json_t *released);
+int ck_inv_sweep(ck_db *db, int64_t now, json_t *released);
 /* 1 if available+reserved+sold == total (and none negative) everywhere. */
-int ck_inv_check(sqlite3 *db);
+int ck_inv_check(ck_db *db);
 
 /* Payment gateway simulation (gateway.c). */
 typedef struct ck_gateway ck_gateway;
@@ -165,7 +168,7 @@ typedef enum ck_gw_result {
     CK_GW_LATE /* charged too late, and reversed (payment service) */
 } ck_gw_result;
 typedef void (*ck_gw_cb)(ck_gw_result r, const char *txn_id, void *arg);
-int ck_gateway_new(ck_gateway **out, ck_app *a, sqlite3 *db);
+int ck_gateway_new(ck_gateway **out, ck_app *a, ck_db *db);
 void ck_gateway_close(ck_gateway *g);
 /* Charge asynchronously (a timer is the network). Deduplicated by @p key:
  * a key that charged answers the same transaction without charging. The

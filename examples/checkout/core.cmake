@@ -11,7 +11,7 @@ pkg_check_modules(SQLITE3 REQUIRED IMPORTED_TARGET sqlite3)
 # The services as a static library: the binary and the unit tests link it.
 set(CK_DIR ${PROJECT_SOURCE_DIR}/examples/checkout)
 add_library(checkout_core STATIC
-  ${CK_DIR}/boot.c ${CK_DIR}/util.c ${CK_DIR}/http.c ${CK_DIR}/api.c
+  ${CK_DIR}/boot.c ${CK_DIR}/db.c ${CK_DIR}/util.c ${CK_DIR}/http.c ${CK_DIR}/api.c
   ${CK_DIR}/api_order.c ${CK_DIR}/api_query.c ${CK_DIR}/api_pay.c
   ${CK_DIR}/svc_order.c ${CK_DIR}/svc_cart.c ${CK_DIR}/svc_inventory.c
   ${CK_DIR}/svc_payment.c ${CK_DIR}/svc_fulfil.c ${CK_DIR}/gateway.c)
@@ -33,3 +33,8 @@ if(SAGA_WITH_KAFKA)
   target_link_libraries(checkout_core PUBLIC saga_kafka)
 endif()
 
+# --store postgres://... (every service in its own schema), when built.
+if(SAGA_WITH_POSTGRES)
+  target_compile_definitions(checkout_core PRIVATE CK_WITH_PG)
+  target_link_libraries(checkout_core PUBLIC PkgConfig::PQ)
+endif()

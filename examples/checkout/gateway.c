@@ -22,7 +22,7 @@
 
 struct ck_gateway {
     ck_app *a;
-    sqlite3 *db;
+    ck_db *db;
     struct gw_req *reqs;
 };
 
@@ -36,9 +36,9 @@ typedef struct gw_req {
     void *arg;
 } gw_req;
 
-static int schema(sqlite3 *db)
+static int schema(ck_db *db)
 {
-    return ck_exec(db, "CREATE TABLE IF NOT EXISTS gateway_charges ("
+    return ck_schema(db, "CREATE TABLE IF NOT EXISTS gateway_charges ("
                        " key TEXT PRIMARY KEY, order_id TEXT, token TEXT,"
                        " amount INTEGER NOT NULL, state TEXT NOT NULL,"
                        " attempts INTEGER NOT NULL DEFAULT 0,"
@@ -47,10 +47,10 @@ static int schema(sqlite3 *db)
                        " updated_at INTEGER NOT NULL)");
 }
 
-int ck_gateway_new(ck_gateway **out, ck_app *a, sqlite3 *db)
+int ck_gateway_new(ck_gateway **out, ck_app *a, ck_db *db)
 {
     ck_gateway *g = calloc(1, sizeof *g);
-    if (g == NULL || schema(db) != SQLITE_OK) {
+    if (g == NULL || schema(db) != CK_OK) {
         free(g);
         return -1;
     }
@@ -90,18 +90,18 @@ void ck_gateway_forget(ck_gateway *g, void *req)
 static int lookup(ck_gateway *g, const char *key, char state[16],
                   char txn[64], int *attempts, int64_t *amount)
 {
-    sqlite3_stmt *st = ck_prep(g->db, "SELECT state, COALESCE(txn_id, ''), "
+    ck_stmt *st = ck_prep(g->db, "SELECT state, COALESCE(txn_id, ''), "
                                       "attempts, amount FROM gateway_charges "
                                       "WHERE key = ?");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, key);
     int rc = 1;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(state, 16, "%s", (const char *)sqlite3_column_text(st, 0));
-        snprintf(txn, 64, "%s", (const char *)sqlite3_column_text(st, 1));
-        *attempts = sqlite3_column_int(st, 2);
-        *amount = sqlite3_column_int64(st, 3);
+    if (ck_step(st) == CK_ROW) {
+        snprintf(state, 16, "%s", ck_col_text(st, 0));
+        snprintf(txn, 64, "%s", ck_col_text(st, 1));
+        *attempts = ck_col_int(st, 2);
+        *amount = ck_col_int(st, 3);
         rc = 0;
     }
     ck_done(st);
@@ -112,23 +112,23 @@ static void put(ck_gateway *g, const gw_req *r, const char *state,
                 int attempts, const char *txn)
 {
     int64_t now = ck_now_ms();
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         g->db, "INSERT INTO gateway_charges (key, order_id, token, amount, "
                "state, attempts, txn_id, created_at, updated_at) VALUES (?1, "
                "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) ON CONFLICT(key) DO UPDATE SET "
                "state = ?5, attempts = ?6, txn_id = ?7, updated_at = ?8");
     if (st == NULL)
         return;
-    sqlite3_bind_text(st, 1, r->key, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, r->order_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, r->token, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 4, r->amount);
-    sqlite3_bind_text(st, 5, state, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 6, attempts);
+    ck_bind_text(st, 1, r->key);
+    ck_bind_text(st, 2, r->order_id);
+    ck_bind_text(st, 3, r->token);
+    ck_bind_int(st, 4, r->amount);
+    ck_bind_text(st, 5, state);
+    ck_bind_int(st, 6, attempts);
     if (txn)
-        sqlite3_bind_text(st, 7, txn, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 8, now);
-    sqlite3_step(st);
+        ck_bind_text(st, 7, txn);
+    ck_bind_int(st, 8, now);
+    ck_step(st);
     ck_done(st);
 }
 
@@ -224,15 +224,15 @@ int ck_gateway_void(ck_gateway *g, const char *key, char txn[64])
     if (lookup(g, key, state, txn, &attempts, &amount) == 0 &&
         (strcmp(state, "CHARGED") == 0 || strcmp(state, "REFUNDED") == 0))
         return 1; /* too late: it charged */
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         g->db, "INSERT INTO gateway_charges (key, amount, state, created_at, "
                "updated_at) VALUES (?1, 0, 'VOIDED', ?2, ?2) ON "
                "CONFLICT(key) DO UPDATE SET state = 'VOIDED', updated_at = ?2");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, ck_now_ms());
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    ck_bind_text(st, 1, key);
+    ck_bind_int(st, 2, ck_now_ms());
+    int rc = ck_step(st) == CK_DONE ? 0 : -1;
     ck_done(st);
     return rc;
 }
@@ -248,14 +248,14 @@ int ck_gateway_refund(ck_gateway *g, const char *key, int64_t *amount)
         return 0;
     if (strcmp(state, "CHARGED") != 0)
         return 1;
-    sqlite3_stmt *st = ck_prep(g->db, "UPDATE gateway_charges SET state = "
+    ck_stmt *st = ck_prep(g->db, "UPDATE gateway_charges SET state = "
                                       "'REFUNDED', refunded = amount, "
                                       "updated_at = ? WHERE key = ?");
     if (st == NULL)
         return -1;
-    sqlite3_bind_int64(st, 1, ck_now_ms());
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    ck_bind_int(st, 1, ck_now_ms());
+    ck_bind_text(st, 2, key);
+    int rc = ck_step(st) == CK_DONE ? 0 : -1;
     ck_done(st);
     return rc;
 }

@@ -22,11 +22,14 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: saga-checkout serve --data DIR --listen HOST:PORT "
-            "[--catalog FILE]\n"
+            "[--catalog FILE] [--store URL]\n"
             "       saga-checkout demo [--serve] [--listen HOST:PORT] "
             "[--url URL]\n"
             "       saga-checkout service NAME --data DIR --config FILE "
-            "[--transport kafka://HOST:PORT[?prop=value&...]]\n"
+            "[--transport kafka://HOST:PORT[?prop=value&...]] [--store URL]\n"
+            "--store postgres://USER@HOST:PORT/DB[?schema=PREFIX]: every "
+            "service in its own\n  schema of that database (default: "
+            "SQLite files in DIR)\n"
             "options: --log-format json (JSON-lines logs); CK_ADMIN_TOKEN "
             "in the environment\n  turns on the operator console at "
             "/console/ (GET /metrics is always served)\n"
@@ -163,12 +166,28 @@ static int load_catalog(ck_app *a, const char *path)
     return 0;
 }
 
+static const char *ck_store_url; /* --store */
+
+static int check_store(const char *url)
+{
+    if (url == NULL)
+        return 0;
+    if (strncmp(url, "postgres://", 11) != 0 &&
+        strncmp(url, "postgresql://", 13) != 0) {
+        fprintf(stderr, "saga-checkout: --store takes a postgres:// URL "
+                        "(SQLite files are the default, in --data DIR)\n");
+        return -1;
+    }
+    return 0;
+}
+
 int ck_serve_dir(const char *dir, const char *listen, const char *catalog);
 int ck_serve_dir(const char *dir, const char *listen, const char *catalog)
 {
     static ck_app app;
     ck_app *a = &app;
     app_init(a);
+    a->store = ck_store_url;
     if (set_dir(a, dir) != 0 || load_catalog(a, catalog) != 0)
         return 2;
     if (saga_inmem_bus_new(&a->bus, a->loop) != SAGA_OK)
@@ -201,6 +220,8 @@ static int cmd_service(int argc, char **argv)
             ck_log_json = strcmp(argv[++i], "json") == 0;
         else if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc)
             a->transport = argv[++i];
+        else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+            a->store = argv[++i];
         else {
             usage();
             return 2;
@@ -218,6 +239,11 @@ static int cmd_service(int argc, char **argv)
         return 2;
     }
     a->distributed = 1;
+    /* --store, else the config's "store" (one URL for every service). */
+    if (a->store == NULL)
+        a->store = json_string_value(json_object_get(a->config, "store"));
+    if (check_store(a->store) != 0)
+        return 2;
     if (set_dir(a, dir) != 0 ||
         load_catalog(a, json_string_value(
                             json_object_get(a->config, "catalog"))) != 0)
@@ -246,6 +272,8 @@ int main(int argc, char **argv)
                 listen = argv[++i];
             else if (strcmp(argv[i], "--catalog") == 0 && i + 1 < argc)
                 catalog = argv[++i];
+            else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+                ck_store_url = argv[++i];
             else if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc)
                 ck_log_json = strcmp(argv[++i], "json") == 0;
             else {
@@ -257,6 +285,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "saga-checkout: --listen HOST:PORT is required\n");
             return 2;
         }
+        if (check_store(ck_store_url) != 0)
+            return 2;
         return ck_serve_dir(dir, listen, catalog);
     }
     if (strcmp(argv[1], "service") == 0)

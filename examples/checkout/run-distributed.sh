@@ -12,6 +12,9 @@
 # SAGA_CHECKOUT names the binary (default: next to this script's build).
 # CATALOG names a catalogue file. KAFKA_URL=kafka://HOST:PORT[?props] runs
 # the services over Kafka (--transport) instead of TCP.
+# STORE=postgres://USER@HOST:PORT/DB[?schema=PREFIX] keeps every service's
+# tables in its own schema of that PostgreSQL database (the config's
+# "store") instead of SQLite files in DIR.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dir=${1:?usage: run-distributed.sh DIR [HTTP_PORT [BASE_PORT]]}
@@ -24,6 +27,7 @@ names=(orchestrator order cart inventory payment shipping warehouse notification
 {
     printf '{\n  "http": "127.0.0.1:%s",\n' "$http"
     [ -n "${CATALOG:-}" ] && printf '  "catalog": "%s",\n' "$CATALOG"
+    [ -n "${STORE:-}" ] && printf '  "store": "%s",\n' "$STORE"
     printf '  "endpoints": {\n'
     for i in "${!names[@]}"; do
         sep=,

@@ -15,9 +15,9 @@
 
 #define CK_CART_MAX_LINES 100
 
-int ck_cart_schema(sqlite3 *db)
+int ck_cart_schema(ck_db *db)
 {
-    return ck_exec(
+    return ck_schema(
         db,
         "CREATE TABLE IF NOT EXISTS products (product_id TEXT PRIMARY KEY,"
         " name TEXT NOT NULL, price INTEGER NOT NULL,"
@@ -36,26 +36,26 @@ int ck_cart_schema(sqlite3 *db)
 }
 
 /* Name and price follow the file; a product is never duplicated. */
-int ck_cart_seed(sqlite3 *db, const ck_catalog *c, int64_t now)
+int ck_cart_seed(ck_db *db, const ck_catalog *c, int64_t now)
 {
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         db, "INSERT INTO products (product_id, name, price, updated_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT(product_id) DO UPDATE SET "
             "name = excluded.name, price = excluded.price, updated_at = "
             "excluded.updated_at");
     if (st == NULL)
         return -1;
-    ck_exec(db, "BEGIN");
+    ck_begin(db);
     for (size_t i = 0; i < c->n; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, c->v[i].id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, c->v[i].name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, c->v[i].price);
-        sqlite3_bind_int64(st, 4, now);
-        sqlite3_step(st);
+        ck_reset(st);
+        ck_bind_text(st, 1, c->v[i].id);
+        ck_bind_text(st, 2, c->v[i].name);
+        ck_bind_int(st, 3, c->v[i].price);
+        ck_bind_int(st, 4, now);
+        ck_step(st);
     }
     ck_done(st);
-    return ck_exec(db, "COMMIT") == SQLITE_OK ? 0 : -1;
+    return ck_commit(db) == CK_OK ? 0 : -1;
 }
 
 static int on_checked_out(saga_participant *p, const saga_command *e,
@@ -68,15 +68,15 @@ static int on_checked_out(saga_participant *p, const saga_command *e,
     json_t *max = json_object_get(ev, "max_cart_item_id");
     int rc = SAGA_OK;
     if (cart != NULL && json_is_integer(max)) {
-        sqlite3_stmt *st = ck_prep(a->cart_db,
+        ck_stmt *st = ck_prep(a->cart_db,
                                    "DELETE FROM cart_items WHERE cart_id = ? "
                                    "AND cart_item_id <= ?");
         if (st == NULL)
             rc = SAGA_ESTORE;
         else {
-            sqlite3_bind_text(st, 1, cart, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_int64(st, 2, json_integer_value(max));
-            if (sqlite3_step(st) != SQLITE_DONE)
+            ck_bind_text(st, 1, cart);
+            ck_bind_int(st, 2, json_integer_value(max));
+            if (ck_step(st) != CK_DONE)
                 rc = SAGA_ESTORE;
             ck_done(st);
         }
@@ -89,7 +89,7 @@ int ck_cart_open(ck_app *a)
 {
     saga_participant *p;
     if (ck_participant(a, CK_SVC_CART, &p, &a->cart_db) != 0 ||
-        ck_cart_schema(a->cart_db) != SQLITE_OK ||
+        ck_cart_schema(a->cart_db) != CK_OK ||
         ck_cart_seed(a->cart_db, &a->catalog, ck_now_ms()) != 0)
         return -1;
     if (saga_participant_on_event(p, CK_T_CART, "cart", NULL, on_checked_out,
@@ -104,32 +104,32 @@ int ck_cart_open(ck_app *a)
 static json_t *cart_json(ck_app *a, const char *cart_id, const char *user,
                          int64_t updated)
 {
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         a->cart_db, "SELECT i.cart_item_id, i.product_id, i.quantity, "
                     "i.price, p.name, i.updated_at FROM cart_items i LEFT "
                     "JOIN products p ON p.product_id = i.product_id WHERE "
                     "i.cart_id = ? ORDER BY i.cart_item_id");
     if (st == NULL)
         return NULL;
-    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, cart_id);
     json_t *items = json_array();
     int64_t total = 0, count = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (ck_step(st) == CK_ROW) {
         char id[32];
         snprintf(id, sizeof id, "item_%lld",
-                 (long long)sqlite3_column_int64(st, 0));
-        int64_t q = sqlite3_column_int64(st, 2), p = sqlite3_column_int64(st, 3);
+                 (long long)ck_col_int(st, 0));
+        int64_t q = ck_col_int(st, 2), p = ck_col_int(st, 3);
         total += q * p;
         count += q;
-        if (sqlite3_column_int64(st, 5) > updated)
-            updated = sqlite3_column_int64(st, 5);
+        if (ck_col_int(st, 5) > updated)
+            updated = ck_col_int(st, 5);
         json_array_append_new(
             items, json_pack("{s:s, s:s, s:I, s:o, s:s?}", "cart_item_id", id,
                              "product_id",
-                             (const char *)sqlite3_column_text(st, 1),
+                             ck_col_text(st, 1),
                              "quantity", (json_int_t)q, "price",
                              ck_json_money(p), "name",
-                             (const char *)sqlite3_column_text(st, 4)));
+                             ck_col_text(st, 4)));
     }
     ck_done(st);
     return json_pack("{s:s, s:s, s:o, s:o, s:I, s:o}", "cart_id", cart_id,
@@ -142,15 +142,15 @@ static json_t *cart_json(ck_app *a, const char *cart_id, const char *user,
 static int cart_owner(ck_app *a, const char *cart_id, char *owner,
                       size_t size, int64_t *updated)
 {
-    sqlite3_stmt *st = ck_prep(a->cart_db, "SELECT user_id, updated_at FROM "
+    ck_stmt *st = ck_prep(a->cart_db, "SELECT user_id, updated_at FROM "
                                            "carts WHERE cart_id = ?");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
-    int found = sqlite3_step(st) == SQLITE_ROW;
+    ck_bind_text(st, 1, cart_id);
+    int found = ck_step(st) == CK_ROW;
     if (found) {
-        snprintf(owner, size, "%s", (const char *)sqlite3_column_text(st, 0));
-        *updated = sqlite3_column_int64(st, 1);
+        snprintf(owner, size, "%s", ck_col_text(st, 0));
+        *updated = ck_col_int(st, 1);
     }
     ck_done(st);
     return found;
@@ -191,21 +191,21 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
     int64_t q;
     if (quantity(r, b, &q) != 0)
         return;
-    sqlite3 *db = a->cart_db;
-    sqlite3_stmt *st = ck_prep(db, "SELECT price FROM products WHERE "
+    ck_db *db = a->cart_db;
+    ck_stmt *st = ck_prep(db, "SELECT price FROM products WHERE "
                                    "product_id = ?");
     if (st == NULL) {
         ck_error(r, 500, "internal", "cart database unavailable");
         return;
     }
-    sqlite3_bind_text(st, 1, json_string_value(pid), -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) != SQLITE_ROW) {
+    ck_bind_text(st, 1, json_string_value(pid));
+    if (ck_step(st) != CK_ROW) {
         ck_done(st);
         ck_error(r, 404, "product_not_found", "no product %s",
                  json_string_value(pid));
         return;
     }
-    int64_t price = sqlite3_column_int64(st, 0);
+    int64_t price = ck_col_int(st, 0);
     ck_done(st);
     /* A bounded cart keeps every order's saga data small. */
     st = ck_prep(db, "SELECT COUNT(*) FROM cart_items WHERE cart_id = ? AND "
@@ -214,9 +214,9 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
         ck_error(r, 500, "internal", "cart database unavailable");
         return;
     }
-    sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, json_string_value(pid), -1, SQLITE_TRANSIENT);
-    int lines = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    ck_bind_text(st, 1, cart_id);
+    ck_bind_text(st, 2, json_string_value(pid));
+    int lines = ck_step(st) == CK_ROW ? ck_col_int(st, 0) : 0;
     ck_done(st);
     if (lines >= CK_CART_MAX_LINES) {
         ck_error(r, 422, "cart_full", "a cart holds at most %d products",
@@ -224,18 +224,19 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
         return;
     }
     int64_t now = ck_now_ms();
-    ck_exec(db, "BEGIN IMMEDIATE");
+    ck_begin(db);
     int ok = 1;
     if (!exists) {
-        st = ck_prep(db, "INSERT OR IGNORE INTO carts (cart_id, user_id, "
-                         "created_at, updated_at) VALUES (?, ?, ?, ?)");
+        st = ck_prep(db, "INSERT INTO carts (cart_id, user_id, created_at, "
+                         "updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO "
+                         "NOTHING");
         ok = st != NULL;
         if (ok) {
-            sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(st, 2, r->user_id, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_int64(st, 3, now);
-            sqlite3_bind_int64(st, 4, now);
-            ok = sqlite3_step(st) == SQLITE_DONE;
+            ck_bind_text(st, 1, cart_id);
+            ck_bind_text(st, 2, r->user_id);
+            ck_bind_int(st, 3, now);
+            ck_bind_int(st, 4, now);
+            ok = ck_step(st) == CK_DONE;
             ck_done(st);
         }
     }
@@ -244,41 +245,42 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
     st = ok ? ck_prep(db, "INSERT INTO cart_items (cart_id, product_id, "
                           "quantity, price, added_at, updated_at) VALUES "
                           "(?, ?, ?, ?, ?, ?) ON CONFLICT(cart_id, "
-                          "product_id) DO UPDATE SET quantity = MIN(10000, "
-                          "quantity + excluded.quantity), price = "
+                          "product_id) DO UPDATE SET quantity = CASE WHEN "
+                          "cart_items.quantity + excluded.quantity > 10000 "
+                          "THEN 10000 ELSE cart_items.quantity + "
+                          "excluded.quantity END, price = "
                           "excluded.price, updated_at = excluded.updated_at "
                           "RETURNING cart_item_id, quantity, added_at")
             : NULL;
     int64_t id = 0, qty = 0, added = now;
     if (st != NULL) {
-        sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2, json_string_value(pid), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 3, q);
-        sqlite3_bind_int64(st, 4, price);
-        sqlite3_bind_int64(st, 5, now);
-        sqlite3_bind_int64(st, 6, now);
-        ok = sqlite3_step(st) == SQLITE_ROW;
+        ck_bind_text(st, 1, cart_id);
+        ck_bind_text(st, 2, json_string_value(pid));
+        ck_bind_int(st, 3, q);
+        ck_bind_int(st, 4, price);
+        ck_bind_int(st, 5, now);
+        ck_bind_int(st, 6, now);
+        ok = ck_step(st) == CK_ROW;
         if (ok) {
-            id = sqlite3_column_int64(st, 0);
-            qty = sqlite3_column_int64(st, 1);
-            added = sqlite3_column_int64(st, 2);
+            id = ck_col_int(st, 0);
+            qty = ck_col_int(st, 1);
+            added = ck_col_int(st, 2);
         }
         ck_done(st);
     } else
         ok = 0;
     if (ok) {
-        char sql[200];
-        snprintf(sql, sizeof sql, "UPDATE carts SET updated_at = %lld WHERE "
-                                  "cart_id = ?", (long long)now);
-        st = ck_prep(db, sql);
+        st = ck_prep(db, "UPDATE carts SET updated_at = ? WHERE "
+                         "cart_id = ?");
         if (st) {
-            sqlite3_bind_text(st, 1, cart_id, -1, SQLITE_TRANSIENT);
-            sqlite3_step(st);
+            ck_bind_int(st, 1, now);
+            ck_bind_text(st, 2, cart_id);
+            ck_step(st);
             ck_done(st);
         }
     }
-    if (!ok || ck_exec(db, "COMMIT") != SQLITE_OK) {
-        ck_exec(db, "ROLLBACK");
+    if (!ok || ck_commit(db) != CK_OK) {
+        ck_rollback(db);
         ck_error(r, 503, "unavailable", "the cart could not be updated");
         return;
     }
@@ -300,7 +302,7 @@ static void change_item(ck_req *r, const char *cart_id, const char *item,
     if (b != NULL && quantity(r, b, &q) != 0)
         return;
     int64_t now = ck_now_ms();
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         a->cart_db, b ? "UPDATE cart_items SET quantity = ?3, updated_at = ?4 "
                         "WHERE cart_item_id = ?1 AND cart_id = ?2"
                       : "DELETE FROM cart_items WHERE cart_item_id = ?1 AND "
@@ -309,19 +311,19 @@ static void change_item(ck_req *r, const char *cart_id, const char *item,
         ck_error(r, 500, "internal", "cart database unavailable");
         return;
     }
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, cart_id, -1, SQLITE_TRANSIENT);
+    ck_bind_int(st, 1, id);
+    ck_bind_text(st, 2, cart_id);
     if (b) {
-        sqlite3_bind_int64(st, 3, q);
-        sqlite3_bind_int64(st, 4, now);
+        ck_bind_int(st, 3, q);
+        ck_bind_int(st, 4, now);
     }
-    int rc = sqlite3_step(st);
+    int rc = ck_step(st);
     ck_done(st);
-    if (rc != SQLITE_DONE) {
+    if (rc != CK_DONE) {
         ck_error(r, 503, "unavailable", "the cart could not be updated");
         return;
     }
-    if (sqlite3_changes(a->cart_db) == 0) {
+    if (ck_changes(a->cart_db) == 0) {
         ck_error(r, 404, "item_not_found", "no item %s in cart %s", item,
                  cart_id);
         return;

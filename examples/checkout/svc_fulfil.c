@@ -15,7 +15,7 @@
 
 typedef struct plain_state {
     ck_app *a;
-    sqlite3 *db;
+    ck_db *db;
     void *inflight; /* warehouse: picks in progress */
 } plain_state;
 
@@ -42,17 +42,19 @@ static int on_quote(saga_participant *p, const saga_command *c, saga_reply *r,
     int64_t sub = ck_data_int(c->payload, c->payload_len, "subtotal", 0);
     int64_t cost = shipping_cost(sub, country ? country : "");
     json_decref(addr);
-    sqlite3_stmt *st = ck_prep(s->db, "INSERT OR REPLACE INTO shipping_quotes "
-                                      "(order_id, cost, created_at) VALUES "
-                                      "(?, ?, ?)");
+    ck_stmt *st = ck_prep(s->db, "INSERT INTO shipping_quotes "
+                                 "(order_id, cost, created_at) VALUES "
+                                 "(?, ?, ?) ON CONFLICT (order_id) DO UPDATE "
+                                 "SET cost = excluded.cost, created_at = "
+                                 "excluded.created_at");
     if (st == NULL)
         return SAGA_ESTORE;
-    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, cost);
-    sqlite3_bind_int64(st, 3, ck_now_ms());
-    int rc = sqlite3_step(st);
+    ck_bind_text(st, 1, order_id);
+    ck_bind_int(st, 2, cost);
+    ck_bind_int(st, 3, ck_now_ms());
+    int rc = ck_step(st);
     ck_done(st);
-    if (rc != SQLITE_DONE)
+    if (rc != CK_DONE)
         return SAGA_ESTORE;
     saga_map *m;
     const void *b;
@@ -74,9 +76,9 @@ int ck_shipping_open(ck_app *a)
     s->a = a;
     a->state[CK_SVC_SHIPPING] = s;
     if (ck_participant(a, CK_SVC_SHIPPING, &p, &s->db) != 0 ||
-        ck_exec(s->db, "CREATE TABLE IF NOT EXISTS shipping_quotes ("
+        ck_schema(s->db, "CREATE TABLE IF NOT EXISTS shipping_quotes ("
                        " order_id TEXT PRIMARY KEY, cost INTEGER NOT NULL,"
-                       " created_at INTEGER NOT NULL)") != SQLITE_OK)
+                       " created_at INTEGER NOT NULL)") != CK_OK)
         return -1;
     return saga_participant_on_command(p, "shipping.quote", on_quote, s) ||
                    saga_participant_start(p)
@@ -98,15 +100,15 @@ static int pick(plain_state *s, saga_participant *p, const char *order_id,
     json_array_foreach(items, i, it)
     {
         const char *pid = json_string_value(json_object_get(it, "product_id"));
-        sqlite3_stmt *st = ck_prep(s->db, "SELECT fail_fulfillment FROM "
+        ck_stmt *st = ck_prep(s->db, "SELECT fail_fulfillment FROM "
                                           "warehouse_products WHERE "
                                           "product_id = ?");
         if (st == NULL) {
             json_decref(items);
             return SAGA_ESTORE;
         }
-        sqlite3_bind_text(st, 1, pid ? pid : "", -1, SQLITE_TRANSIENT);
-        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0)) {
+        ck_bind_text(st, 1, pid ? pid : "");
+        if (ck_step(st) == CK_ROW && ck_col_int(st, 0)) {
             snprintf(why, wsize, "fulfillment_failed: %s cannot be picked",
                      pid);
             bad = 1;
@@ -117,23 +119,23 @@ static int pick(plain_state *s, saga_participant *p, const char *order_id,
     }
     snprintf(pick_id, 64, "pick_%.50s",
              strncmp(order_id, "order_", 6) == 0 ? order_id + 6 : order_id);
-    sqlite3_stmt *st = ck_prep(
-        s->db, "INSERT OR IGNORE INTO pick_lists (pick_list_id, order_id, "
+    ck_stmt *st = ck_prep(
+        s->db, "INSERT INTO pick_lists (pick_list_id, order_id, "
                "warehouse_id, status, items, created_at) VALUES (?, ?, "
-               "'warehouse_001', ?, ?, ?)");
+               "'warehouse_001', ?, ?, ?) ON CONFLICT DO NOTHING");
     if (st == NULL) {
         json_decref(items);
         return SAGA_ESTORE;
     }
-    sqlite3_bind_text(st, 1, pick_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, order_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, bad ? "FAILED" : "PICKED", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, items_s, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 5, ck_now_ms());
-    int rc = sqlite3_step(st);
+    ck_bind_text(st, 1, pick_id);
+    ck_bind_text(st, 2, order_id);
+    ck_bind_text(st, 3, bad ? "FAILED" : "PICKED");
+    ck_bind_text(st, 4, items_s);
+    ck_bind_int(st, 5, ck_now_ms());
+    int rc = ck_step(st);
     ck_done(st);
     json_decref(items);
-    if (rc != SQLITE_DONE)
+    if (rc != CK_DONE)
         return SAGA_ESTORE;
     if (bad)
         return 1;
@@ -167,11 +169,11 @@ static void picked(uv_timer_t *t)
                 sizeof order_id);
     ck_data_str(c->payload, c->payload_len, "items", items, sizeof items);
     /* Outside a handler: our own transaction, then the reply. */
-    int rc = ck_exec(k->s->db, "BEGIN IMMEDIATE") == SQLITE_OK
+    int rc = ck_begin(k->s->db) == CK_OK
                  ? pick(k->s, k->p, order_id, items, pick_id, why, sizeof why)
                  : SAGA_ESTORE;
-    if (rc < 0 || ck_exec(k->s->db, "COMMIT") != SQLITE_OK) {
-        ck_exec(k->s->db, "ROLLBACK");
+    if (rc < 0 || ck_commit(k->s->db) != CK_OK) {
+        ck_rollback(k->s->db);
         saga_deferred_reply(k->d, SAGA_OUTCOME_RETRY, NULL, 0,
                             "warehouse database busy");
     } else if (rc == 1)
@@ -235,7 +237,7 @@ int ck_warehouse_open(ck_app *a)
     s->a = a;
     a->state[CK_SVC_WAREHOUSE] = s;
     if (ck_participant(a, CK_SVC_WAREHOUSE, &p, &s->db) != 0 ||
-        ck_exec(s->db,
+        ck_schema(s->db,
                 "CREATE TABLE IF NOT EXISTS warehouse_products ("
                 " product_id TEXT PRIMARY KEY,"
                 " fail_fulfillment INTEGER NOT NULL);"
@@ -243,15 +245,18 @@ int ck_warehouse_open(ck_app *a)
                 " pick_list_id TEXT PRIMARY KEY, order_id TEXT NOT NULL UNIQUE,"
                 " warehouse_id TEXT NOT NULL, status TEXT NOT NULL,"
                 " items TEXT NOT NULL, created_at INTEGER NOT NULL)") !=
-            SQLITE_OK)
+            CK_OK)
         return -1;
-    sqlite3_stmt *st = ck_prep(s->db, "INSERT OR REPLACE INTO "
-                                      "warehouse_products VALUES (?, ?)");
+    ck_stmt *st = ck_prep(s->db, "INSERT INTO warehouse_products "
+                                 "(product_id, fail_fulfillment) VALUES "
+                                 "(?, ?) ON CONFLICT (product_id) DO UPDATE "
+                                 "SET fail_fulfillment = "
+                                 "excluded.fail_fulfillment");
     for (size_t i = 0; st && i < a->catalog.n; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, a->catalog.v[i].id, -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 2, a->catalog.v[i].fail_fulfillment);
-        sqlite3_step(st);
+        ck_reset(st);
+        ck_bind_text(st, 1, a->catalog.v[i].id);
+        ck_bind_int(st, 2, a->catalog.v[i].fail_fulfillment);
+        ck_step(st);
     }
     ck_done(st);
     return saga_participant_on_command(p, "warehouse.fulfill", on_fulfil, s) ||
@@ -297,19 +302,20 @@ static int on_order_event(saga_participant *p, const saga_command *e,
     if (send) {
         snprintf(addr, sizeof addr, "%s@example.com", user ? user : "customer");
         int64_t now = ck_now_ms();
-        sqlite3_stmt *st = ck_prep(
-            s->db, "INSERT OR IGNORE INTO emails (event_id, order_id, "
-                   "address, subject, body, sent_at) VALUES (?, ?, ?, ?, ?, ?)");
+        ck_stmt *st = ck_prep(
+            s->db, "INSERT INTO emails (event_id, order_id, address, "
+                   "subject, body, sent_at) VALUES (?, ?, ?, ?, ?, ?) ON "
+                   "CONFLICT DO NOTHING");
         if (st == NULL)
             rc = SAGA_ESTORE;
         else {
-            sqlite3_bind_text(st, 1, e->msg_id, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(st, 2, oid, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(st, 3, addr, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(st, 4, subject, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_text(st, 5, body, -1, SQLITE_TRANSIENT);
-            sqlite3_bind_int64(st, 6, now);
-            if (sqlite3_step(st) != SQLITE_DONE)
+            ck_bind_text(st, 1, e->msg_id);
+            ck_bind_text(st, 2, oid);
+            ck_bind_text(st, 3, addr);
+            ck_bind_text(st, 4, subject);
+            ck_bind_text(st, 5, body);
+            ck_bind_int(st, 6, now);
+            if (ck_step(st) != CK_DONE)
                 rc = SAGA_ESTORE;
             ck_done(st);
         }
@@ -336,12 +342,12 @@ int ck_notification_open(ck_app *a)
     s->a = a;
     a->state[CK_SVC_NOTIFICATION] = s;
     if (ck_participant(a, CK_SVC_NOTIFICATION, &p, &s->db) != 0 ||
-        ck_exec(s->db, "CREATE TABLE IF NOT EXISTS emails ("
+        ck_schema(s->db, "CREATE TABLE IF NOT EXISTS emails ("
                        " email_id INTEGER PRIMARY KEY AUTOINCREMENT,"
                        " event_id TEXT NOT NULL UNIQUE, order_id TEXT NOT NULL,"
                        " address TEXT NOT NULL, subject TEXT NOT NULL,"
                        " body TEXT NOT NULL, sent_at INTEGER NOT NULL)") !=
-            SQLITE_OK)
+            CK_OK)
         return -1;
     return saga_participant_on_event(p, CK_T_ORDER, "notification", NULL,
                                      on_order_event, s) ||

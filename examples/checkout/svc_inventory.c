@@ -2,8 +2,9 @@
  * svc_inventory.c — the inventory service: the seed's inventory table (plus
  * sold_quantity) and reservations with a TTL on inventory.db.
  *
- * Invariant, checked by SQLite on every statement (a CHECK constraint), so
- * at every commit: available + reserved + sold == total, none negative.
+ * Invariant, checked by the database (SQLite or PostgreSQL) on every
+ * statement (a CHECK constraint), so at every commit: available + reserved
+ * + sold == total, none negative.
  *
  * Commands (the saga's steps):
  *   inventory.reserve            hold stock for an order (TTL), or FAIL
@@ -18,9 +19,9 @@
 
 #include "ck.h"
 
-int ck_inventory_schema(sqlite3 *db)
+int ck_inventory_schema(ck_db *db)
 {
-    return ck_exec(
+    return ck_schema(
         db,
         "CREATE TABLE IF NOT EXISTS inventory (product_id TEXT PRIMARY KEY,"
         " available_quantity INTEGER NOT NULL,"
@@ -42,45 +43,45 @@ int ck_inventory_schema(sqlite3 *db)
 }
 
 /* New products get their stock; known ones keep what orders moved. */
-int ck_inventory_seed(sqlite3 *db, const ck_catalog *c, int64_t now)
+int ck_inventory_seed(ck_db *db, const ck_catalog *c, int64_t now)
 {
-    sqlite3_stmt *st = ck_prep(
-        db, "INSERT OR IGNORE INTO inventory (product_id, available_quantity,"
+    ck_stmt *st = ck_prep(
+        db, "INSERT INTO inventory (product_id, available_quantity,"
             " reserved_quantity, sold_quantity, total_quantity, updated_at) "
-            "VALUES (?, ?, 0, 0, ?, ?)");
+            "VALUES (?, ?, 0, 0, ?, ?) ON CONFLICT DO NOTHING");
     if (st == NULL)
         return -1;
-    ck_exec(db, "BEGIN");
+    ck_begin(db);
     for (size_t i = 0; i < c->n; i++) {
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, c->v[i].id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, c->v[i].stock);
-        sqlite3_bind_int64(st, 3, c->v[i].stock);
-        sqlite3_bind_int64(st, 4, now);
-        sqlite3_step(st);
+        ck_reset(st);
+        ck_bind_text(st, 1, c->v[i].id);
+        ck_bind_int(st, 2, c->v[i].stock);
+        ck_bind_int(st, 3, c->v[i].stock);
+        ck_bind_int(st, 4, now);
+        ck_step(st);
     }
     ck_done(st);
-    return ck_exec(db, "COMMIT") == SQLITE_OK ? 0 : -1;
+    return ck_commit(db) == CK_OK ? 0 : -1;
 }
 
-static int step_done(sqlite3_stmt *st)
+static int step_done(ck_stmt *st)
 {
-    int rc = sqlite3_step(st);
+    int rc = ck_step(st);
     ck_done(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
+    return rc == CK_DONE || rc == CK_ROW ? 0 : -1;
 }
 
-int ck_inv_reserve(sqlite3 *db, const char *order_id, const json_t *items,
+int ck_inv_reserve(ck_db *db, const char *order_id, const json_t *items,
                    int64_t now, int64_t ttl_ms, json_t **failed_out)
 {
     *failed_out = NULL;
     /* Already held for this order (a retried action): nothing more. */
-    sqlite3_stmt *st = ck_prep(db, "SELECT COUNT(*) FROM reservations WHERE "
+    ck_stmt *st = ck_prep(db, "SELECT COUNT(*) FROM reservations WHERE "
                                    "order_id = ?");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-    int n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    ck_bind_text(st, 1, order_id);
+    int n = ck_step(st) == CK_ROW ? ck_col_int(st, 0) : -1;
     ck_done(st);
     if (n != 0)
         return n > 0 ? 0 : -1;
@@ -97,9 +98,9 @@ int ck_inv_reserve(sqlite3 *db, const char *order_id, const json_t *items,
             json_decref(failed);
             return -1;
         }
-        sqlite3_bind_text(st, 1, pid ? pid : "", -1, SQLITE_TRANSIENT);
+        ck_bind_text(st, 1, pid ? pid : "");
         int64_t avail =
-            sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+            ck_step(st) == CK_ROW ? ck_col_int(st, 0) : 0;
         ck_done(st);
         if (avail < q)
             json_array_append_new(failed,
@@ -120,26 +121,30 @@ int ck_inv_reserve(sqlite3 *db, const char *order_id, const json_t *items,
         st = ck_prep(db, "UPDATE inventory SET available_quantity = "
                          "available_quantity - ?1, reserved_quantity = "
                          "reserved_quantity + ?1, updated_at = ?2 WHERE "
-                         "product_id = ?3");
+                         "product_id = ?3 AND available_quantity >= ?1");
         if (st == NULL)
             return -1;
-        sqlite3_bind_int64(st, 1, q);
-        sqlite3_bind_int64(st, 2, now);
-        sqlite3_bind_text(st, 3, pid, -1, SQLITE_TRANSIENT);
-        if (step_done(st) != 0)
+        ck_bind_int(st, 1, q);
+        ck_bind_int(st, 2, now);
+        ck_bind_text(st, 3, pid);
+        /* Checked and taken in one statement: a writer that moved the
+         * stock since the check above (none while one process serves this
+         * schema) makes this an error, and the command is tried again. */
+        if (step_done(st) != 0 || ck_changes(db) != 1)
             return -1;
         st = ck_prep(db, "INSERT INTO reservations (order_id, product_id, "
                          "quantity, status, expires_at, created_at, "
                          "updated_at) VALUES (?1, ?2, ?3, 'RESERVED', ?4, ?5, "
-                         "?5) ON CONFLICT DO UPDATE SET quantity = quantity "
-                         "+ excluded.quantity");
+                         "?5) ON CONFLICT (order_id, product_id) DO UPDATE "
+                         "SET quantity = reservations.quantity + "
+                         "excluded.quantity");
         if (st == NULL)
             return -1;
-        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 2, pid, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 3, q);
-        sqlite3_bind_int64(st, 4, now + ttl_ms);
-        sqlite3_bind_int64(st, 5, now);
+        ck_bind_text(st, 1, order_id);
+        ck_bind_text(st, 2, pid);
+        ck_bind_int(st, 3, q);
+        ck_bind_int(st, 4, now + ttl_ms);
+        ck_bind_int(st, 5, now);
         if (step_done(st) != 0)
             return -1;
     }
@@ -147,24 +152,24 @@ int ck_inv_reserve(sqlite3 *db, const char *order_id, const json_t *items,
 }
 
 /* Release the RESERVED rows of @p order_id (status -> @p why). */
-json_t *ck_inv_release(sqlite3 *db, const char *order_id, const char *why,
+json_t *ck_inv_release(ck_db *db, const char *order_id, const char *why,
                        int64_t now, int *err)
 {
     *err = 0;
-    sqlite3_stmt *st = ck_prep(db, "SELECT product_id, quantity FROM "
+    ck_stmt *st = ck_prep(db, "SELECT product_id, quantity FROM "
                                    "reservations WHERE order_id = ? AND "
                                    "status = 'RESERVED'");
     if (st == NULL) {
         *err = 1;
         return NULL;
     }
-    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, order_id);
     json_t *rel = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (ck_step(st) == CK_ROW)
         json_array_append_new(
             rel, json_pack("{s:s, s:I}", "product_id",
-                           (const char *)sqlite3_column_text(st, 0), "quantity",
-                           (json_int_t)sqlite3_column_int64(st, 1)));
+                           ck_col_text(st, 0), "quantity",
+                           (json_int_t)ck_col_int(st, 1)));
     ck_done(st);
     size_t i;
     json_t *it;
@@ -178,11 +183,9 @@ json_t *ck_inv_release(sqlite3 *db, const char *order_id, const char *why,
             *err = 1;
             break;
         }
-        sqlite3_bind_int64(st, 1, json_integer_value(json_object_get(it, "quantity")));
-        sqlite3_bind_int64(st, 2, now);
-        sqlite3_bind_text(st, 3,
-                          json_string_value(json_object_get(it, "product_id")),
-                          -1, SQLITE_TRANSIENT);
+        ck_bind_int(st, 1, json_integer_value(json_object_get(it, "quantity")));
+        ck_bind_int(st, 2, now);
+        ck_bind_text(st, 3, json_string_value(json_object_get(it, "product_id")));
         if (step_done(st) != 0) {
             *err = 1;
             break;
@@ -192,9 +195,9 @@ json_t *ck_inv_release(sqlite3 *db, const char *order_id, const char *why,
                                    "updated_at = ? WHERE order_id = ? AND "
                                    "status = 'RESERVED'");
     if (st != NULL) {
-        sqlite3_bind_text(st, 1, why, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 2, now);
-        sqlite3_bind_text(st, 3, order_id, -1, SQLITE_TRANSIENT);
+        ck_bind_text(st, 1, why);
+        ck_bind_int(st, 2, now);
+        ck_bind_text(st, 3, order_id);
         if (step_done(st) != 0)
             *err = 1;
     }
@@ -207,7 +210,7 @@ json_t *ck_inv_release(sqlite3 *db, const char *order_id, const char *why,
 
 /* Held stock becomes sold. A hold that expired first is taken from what is
  * available again when it can be (so the order still ships). */
-int ck_inv_commit(sqlite3 *db, const char *order_id, int64_t now)
+int ck_inv_commit(ck_db *db, const char *order_id, int64_t now)
 {
     /* Each element in parentheses: three statements, not one string. */
     static const char *const sql[] = {
@@ -223,29 +226,29 @@ int ck_inv_commit(sqlite3 *db, const char *order_id, int64_t now)
         ("UPDATE reservations SET status = 'COMMITTED', updated_at = ?2 WHERE "
          "order_id = ?1 AND status IN ('RESERVED', 'EXPIRED')")};
     for (int i = 0; i < 3; i++) {
-        sqlite3_stmt *st = ck_prep(db, sql[i]);
+        ck_stmt *st = ck_prep(db, sql[i]);
         if (st == NULL)
             return -1;
-        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(st, 2, now);
+        ck_bind_text(st, 1, order_id);
+        ck_bind_int(st, 2, now);
         if (step_done(st) != 0)
             return -1;
     }
     return 0;
 }
 
-int ck_inv_sweep(sqlite3 *db, int64_t now, json_t *released)
+int ck_inv_sweep(ck_db *db, int64_t now, json_t *released)
 {
-    sqlite3_stmt *st = ck_prep(db, "SELECT DISTINCT order_id FROM "
+    ck_stmt *st = ck_prep(db, "SELECT DISTINCT order_id FROM "
                                    "reservations WHERE status = 'RESERVED' "
                                    "AND expires_at <= ? LIMIT 500");
     if (st == NULL)
         return -1;
-    sqlite3_bind_int64(st, 1, now);
+    ck_bind_int(st, 1, now);
     json_t *ids = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (ck_step(st) == CK_ROW)
         json_array_append_new(ids,
-                              json_string((const char *)sqlite3_column_text(st, 0)));
+                              json_string(ck_col_text(st, 0)));
     ck_done(st);
     int n = 0;
     size_t i;
@@ -273,15 +276,15 @@ int ck_inv_sweep(sqlite3 *db, int64_t now, json_t *released)
     return n;
 }
 
-int ck_inv_check(sqlite3 *db)
+int ck_inv_check(ck_db *db)
 {
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         db, "SELECT COUNT(*) FROM inventory WHERE available_quantity < 0 OR "
             "reserved_quantity < 0 OR available_quantity + reserved_quantity "
             "+ sold_quantity != total_quantity");
     if (st == NULL)
         return 0;
-    int bad = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 1;
+    int bad = ck_step(st) == CK_ROW ? ck_col_int(st, 0) : 1;
     ck_done(st);
     return bad == 0;
 }
@@ -290,7 +293,7 @@ int ck_inv_check(sqlite3 *db)
 
 typedef struct inv_state {
     ck_app *a;
-    sqlite3 *db;
+    ck_db *db;
     uv_timer_t sweep;
 } inv_state;
 
@@ -386,13 +389,13 @@ static void sweep_cb(uv_timer_t *t)
     inv_state *s = t->data;
     int64_t now = ck_now_ms();
     json_t *rel = json_array();
-    if (ck_exec(s->db, "BEGIN IMMEDIATE") != SQLITE_OK) {
+    if (ck_begin(s->db) != CK_OK) {
         json_decref(rel);
         return;
     }
     int n = ck_inv_sweep(s->db, now, rel);
-    if (n < 0 || ck_exec(s->db, "COMMIT") != SQLITE_OK) {
-        ck_exec(s->db, "ROLLBACK");
+    if (n < 0 || ck_commit(s->db) != CK_OK) {
+        ck_rollback(s->db);
         json_decref(rel);
         return;
     }
@@ -421,7 +424,7 @@ int ck_inventory_open(ck_app *a)
     s->a = a;
     a->state[CK_SVC_INVENTORY] = s;
     if (ck_participant(a, CK_SVC_INVENTORY, &p, &s->db) != 0 ||
-        ck_inventory_schema(s->db) != SQLITE_OK ||
+        ck_inventory_schema(s->db) != CK_OK ||
         ck_inventory_seed(s->db, &a->catalog, ck_now_ms()) != 0)
         return -1;
     a->inventory_db = s->db;

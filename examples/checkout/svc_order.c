@@ -34,9 +34,9 @@ static int rank(const char *s)
     return -1;
 }
 
-static int order_schema(sqlite3 *db)
+static int order_schema(ck_db *db)
 {
-    return ck_exec(
+    return ck_schema(
         db,
         "CREATE TABLE IF NOT EXISTS orders ("
         " order_id TEXT PRIMARY KEY, user_id TEXT NOT NULL,"
@@ -66,20 +66,20 @@ static int order_schema(sqlite3 *db)
 
 /* Move an order forward to @p status; prev_out gets the old status. 1 if it
  * changed, 0 if not (already there, past it, or terminal), -1 on error. */
-static int set_status(sqlite3 *db, const char *order_id, const char *status,
+static int set_status(ck_db *db, const char *order_id, const char *status,
                       const char *reason, int64_t now, char prev_out[32])
 {
-    sqlite3_stmt *st = ck_prep(db, "SELECT status FROM orders WHERE "
+    ck_stmt *st = ck_prep(db, "SELECT status FROM orders WHERE "
                                    "order_id = ?");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
+    ck_bind_text(st, 1, order_id);
+    int rc = ck_step(st);
+    if (rc != CK_ROW) {
         ck_done(st);
-        return rc == SQLITE_DONE ? 0 : -1;
+        return rc == CK_DONE ? 0 : -1;
     }
-    snprintf(prev_out, 32, "%s", (const char *)sqlite3_column_text(st, 0));
+    snprintf(prev_out, 32, "%s", ck_col_text(st, 0));
     ck_done(st);
     int from = rank(prev_out), to = rank(status);
     if (from >= 4 || to <= from)
@@ -89,14 +89,14 @@ static int set_status(sqlite3 *db, const char *order_id, const char *status,
                      "order_id = ?");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
+    ck_bind_text(st, 1, status);
     if (reason)
-        sqlite3_bind_text(st, 2, reason, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, now);
-    sqlite3_bind_text(st, 4, order_id, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
+        ck_bind_text(st, 2, reason);
+    ck_bind_int(st, 3, now);
+    ck_bind_text(st, 4, order_id);
+    rc = ck_step(st);
     ck_done(st);
-    return rc == SQLITE_DONE ? 1 : -1;
+    return rc == CK_DONE ? 1 : -1;
 }
 
 static int status_event(saga_participant *p, const char *order_id,
@@ -113,24 +113,24 @@ static int status_event(saga_participant *p, const char *order_id,
 
 /* --- commands ------------------------------------------------------------ */
 
-static json_t *order_row_json(sqlite3 *db, const char *order_id, int items)
+static json_t *order_row_json(ck_db *db, const char *order_id, int items)
 {
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         db, "SELECT user_id, cart_id, subtotal, shipping_address, "
             "created_at, cart_max_item FROM orders WHERE order_id = ?");
     if (st == NULL)
         return NULL;
-    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, order_id);
     json_t *o = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        json_t *addr = json_loads((const char *)sqlite3_column_text(st, 3), 0,
+    if (ck_step(st) == CK_ROW) {
+        json_t *addr = json_loads(ck_col_text(st, 3), 0,
                                   NULL);
         o = json_pack("{s:s, s:s, s:o, s:o, s:I}", "user_id",
-                      (const char *)sqlite3_column_text(st, 0), "cart_id",
-                      (const char *)sqlite3_column_text(st, 1), "total_amount",
-                      ck_json_money(sqlite3_column_int64(st, 2)),
+                      ck_col_text(st, 0), "cart_id",
+                      ck_col_text(st, 1), "total_amount",
+                      ck_json_money(ck_col_int(st, 2)),
                       "shipping_address", addr ? addr : json_null(),
-                      "cart_max_item", (json_int_t)sqlite3_column_int64(st, 5));
+                      "cart_max_item", (json_int_t)ck_col_int(st, 5));
     }
     ck_done(st);
     if (o == NULL || !items)
@@ -139,15 +139,15 @@ static json_t *order_row_json(sqlite3 *db, const char *order_id, int items)
     st = ck_prep(db, "SELECT product_id, quantity, price FROM order_items "
                      "WHERE order_id = ? ORDER BY order_item_id");
     if (st != NULL) {
-        sqlite3_bind_text(st, 1, order_id, -1, SQLITE_TRANSIENT);
-        while (sqlite3_step(st) == SQLITE_ROW)
+        ck_bind_text(st, 1, order_id);
+        while (ck_step(st) == CK_ROW)
             json_array_append_new(
                 arr, json_pack("{s:s, s:I, s:o}", "product_id",
-                               (const char *)sqlite3_column_text(st, 0),
+                               ck_col_text(st, 0),
                                "quantity",
-                               (json_int_t)sqlite3_column_int64(st, 1),
+                               (json_int_t)ck_col_int(st, 1),
                                "price",
-                               ck_json_money(sqlite3_column_int64(st, 2))));
+                               ck_json_money(ck_col_int(st, 2))));
         ck_done(st);
     }
     json_object_set_new(o, "items", arr);
@@ -158,7 +158,7 @@ static int on_create(saga_participant *p, const saga_command *c,
                      saga_reply *r, void *arg)
 {
     ck_app *a = arg;
-    sqlite3 *db = a->order_db;
+    ck_db *db = a->order_db;
     char order_id[64], prev[32];
     ck_data_str(c->payload, c->payload_len, "order_id", order_id,
                 sizeof order_id);
@@ -179,13 +179,20 @@ static int on_create(saga_participant *p, const saga_command *c,
         int ch = set_status(db, order_id, "CANCELLED", reason, now, prev);
         if (ch < 0)
             return SAGA_ESTORE;
-        char sql[256];
-        snprintf(sql, sizeof sql,
-                 "UPDATE orders SET shipping_cost = %lld, total_amount = %lld "
-                 "WHERE order_id = '%.60s'",
-                 (long long)ship, (long long)(sub + ship), order_id);
-        if (ship > 0 && strchr(order_id, '\'') == NULL)
-            ck_exec(db, sql);
+        ck_stmt *st = ship > 0 ? ck_prep(db, "UPDATE orders SET "
+                                             "shipping_cost = ?, "
+                                             "total_amount = ? WHERE "
+                                             "order_id = ?")
+                               : NULL;
+        if (st != NULL) {
+            ck_bind_int(st, 1, ship);
+            ck_bind_int(st, 2, sub + ship);
+            ck_bind_text(st, 3, order_id);
+            int urc = ck_step(st);
+            ck_done(st);
+            if (urc != CK_DONE)
+                return SAGA_ESTORE;
+        }
         if (ch == 1) {
             json_t *ev = ck_event("OrderCancelledEvent", order_id, now);
             json_t *row = order_row_json(db, order_id, 0);
@@ -215,23 +222,23 @@ static int on_confirm(saga_participant *p, const saga_command *c,
                       saga_reply *r, void *arg)
 {
     ck_app *a = arg;
-    sqlite3 *db = a->order_db;
+    ck_db *db = a->order_db;
     char order_id[64], prev[32];
     ck_data_str(c->payload, c->payload_len, "order_id", order_id,
                 sizeof order_id);
     int64_t now = ck_now_ms();
     int64_t sub = ck_data_int(c->payload, c->payload_len, "subtotal", 0);
     int64_t ship = ck_data_int(c->payload, c->payload_len, "shipping_cost", 0);
-    sqlite3_stmt *st = ck_prep(db, "UPDATE orders SET shipping_cost = ?, "
+    ck_stmt *st = ck_prep(db, "UPDATE orders SET shipping_cost = ?, "
                                    "total_amount = ? WHERE order_id = ?");
     if (st == NULL)
         return SAGA_ESTORE;
-    sqlite3_bind_int64(st, 1, ship);
-    sqlite3_bind_int64(st, 2, sub + ship);
-    sqlite3_bind_text(st, 3, order_id, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
+    ck_bind_int(st, 1, ship);
+    ck_bind_int(st, 2, sub + ship);
+    ck_bind_text(st, 3, order_id);
+    int rc = ck_step(st);
     ck_done(st);
-    if (rc != SQLITE_DONE)
+    if (rc != CK_DONE)
         return SAGA_ESTORE;
     int ch = set_status(db, order_id, "COMPLETED", NULL, now, prev);
     if (ch < 0)
@@ -263,7 +270,7 @@ static int on_confirm(saga_participant *p, const saga_command *c,
 static int on_event(saga_participant *p, const saga_command *e, void *arg)
 {
     ck_app *a = arg;
-    sqlite3 *db = a->order_db;
+    ck_db *db = a->order_db;
     json_t *ev = json_loadb(e->payload, e->payload_len, 0, NULL);
     if (ev == NULL)
         return SAGA_OK; /* not ours to judge: dropped */
@@ -283,7 +290,7 @@ static int on_event(saga_participant *p, const saga_command *e, void *arg)
              strcmp(type, "PaymentRefundedEvent") == 0) {
         int ok = strcmp(type, "PaymentProcessedEvent") == 0;
         int refund = strcmp(type, "PaymentRefundedEvent") == 0;
-        sqlite3_stmt *st = ck_prep(
+        ck_stmt *st = ck_prep(
             db, "UPDATE orders SET payment_id = COALESCE(?, payment_id), "
                 "transaction_id = COALESCE(?, transaction_id), "
                 "payment_status = ?, refunded_amount = COALESCE(?, "
@@ -298,18 +305,17 @@ static int on_event(saga_participant *p, const saga_command *e, void *arg)
         const char *txn =
             json_string_value(json_object_get(ev, "transaction_id"));
         if (pid)
-            sqlite3_bind_text(st, 1, pid, -1, SQLITE_TRANSIENT);
+            ck_bind_text(st, 1, pid);
         if (txn)
-            sqlite3_bind_text(st, 2, txn, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(st, 3, ok ? "COMPLETED" : refund ? "REFUNDED"
-                                                           : "FAILED",
-                          -1, SQLITE_STATIC);
+            ck_bind_text(st, 2, txn);
+        ck_bind_text(st, 3, ok ? "COMPLETED" : refund ? "REFUNDED"
+                                                           : "FAILED");
         if (refund)
-            sqlite3_bind_int64(st, 4,
+            ck_bind_int(st, 4,
                                ck_money_parse(json_object_get(ev, "amount")));
-        sqlite3_bind_int64(st, 5, now);
-        sqlite3_bind_text(st, 6, oid, -1, SQLITE_TRANSIENT);
-        if (sqlite3_step(st) != SQLITE_DONE)
+        ck_bind_int(st, 5, now);
+        ck_bind_text(st, 6, oid);
+        if (ck_step(st) != CK_DONE)
             rc = SAGA_ESTORE;
         ck_done(st);
         if (ok)
@@ -404,7 +410,7 @@ int ck_order_open(ck_app *a)
 {
     saga_participant *p;
     if (ck_participant(a, CK_SVC_ORDER, &p, &a->order_db) != 0 ||
-        order_schema(a->order_db) != SQLITE_OK)
+        order_schema(a->order_db) != CK_OK)
         return -1;
     if (saga_participant_on_command(p, "order.create", on_create, a) ||
         saga_participant_on_command(p, "order.confirm", on_confirm, a) ||
@@ -417,13 +423,23 @@ int ck_order_open(ck_app *a)
         saga_participant_start(p))
         return -1;
 
-    char path[1200];
-    snprintf(path, sizeof path, "%s/order-saga.db", a->dir);
+    /* The engine's store: DIR/order-saga.db or schema order_saga. */
+    char spec[2200];
     saga_store *s;
-    saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
-    so.synchronous = ck_synchronous();
-    if (saga_store_sqlite_open(&s, path, &so) != SAGA_OK)
+    if (ck_store_spec(a, "order-saga", spec, sizeof spec, NULL) != 0)
         return -1;
+    if (a->store != NULL) {
+        if (saga_store_open(&s, spec) != SAGA_OK) {
+            fprintf(stderr, "saga-checkout: cannot open the orchestrator's "
+                            "store: %s\n", saga_store_open_errmsg());
+            return -1;
+        }
+    } else {
+        saga_sqlite_options so = SAGA_SQLITE_OPTIONS_INIT;
+        so.synchronous = ck_synchronous();
+        if (saga_store_sqlite_open(&s, spec, &so) != SAGA_OK)
+            return -1;
+    }
     saga_transport *t = ck_transport(a, "orchestrator");
     if (t == NULL) {
         saga_store_free(s);
@@ -451,20 +467,20 @@ int ck_order_open(ck_app *a)
     /* The HTTP front reads the cart and payment databases. */
     if (a->svc[CK_SVC_CART] == NULL && a->cart_db == NULL) {
         if (ck_open_db(a, "cart", &a->cart_db) != 0 ||
-            ck_cart_schema(a->cart_db) != SQLITE_OK)
+            ck_cart_schema(a->cart_db) != CK_OK)
             return -1;
         a->own_db[0] = 1;
     }
     if (a->svc[CK_SVC_PAYMENT] == NULL && a->payment_db == NULL) {
         if (ck_open_db(a, "payment", &a->payment_db) != 0 ||
-            ck_payment_schema(a->payment_db) != SQLITE_OK ||
+            ck_payment_schema(a->payment_db) != CK_OK ||
             ck_gateway_new(&a->gateway, a, a->payment_db) != 0)
             return -1;
         a->own_db[1] = 1;
     }
     if (a->svc[CK_SVC_INVENTORY] == NULL && a->inventory_db == NULL) {
         if (ck_open_db(a, "inventory", &a->inventory_db) != 0 ||
-            ck_inventory_schema(a->inventory_db) != SQLITE_OK)
+            ck_inventory_schema(a->inventory_db) != CK_OK)
             return -1;
         a->own_db[2] = 1;
     }

@@ -19,9 +19,9 @@
 
 #include "http.h"
 
-int ck_payment_schema(sqlite3 *db)
+int ck_payment_schema(ck_db *db)
 {
-    return ck_exec(
+    return ck_schema(
         db,
         "CREATE TABLE IF NOT EXISTS payments (payment_id TEXT PRIMARY KEY,"
         " order_id TEXT NOT NULL, amount INTEGER NOT NULL,"
@@ -40,32 +40,33 @@ int ck_payment_schema(sqlite3 *db)
 }
 
 /* Insert or update the payments row of @p key. */
-static int record(sqlite3 *db, const char *pid, const char *order_id,
+static int record(ck_db *db, const char *pid, const char *order_id,
                   int64_t amount, const char *method, const char *key,
                   const char *status, const char *txn, const char *error)
 {
     int64_t now = ck_now_ms();
-    sqlite3_stmt *st = ck_prep(
+    ck_stmt *st = ck_prep(
         db, "INSERT INTO payments (payment_id, order_id, amount, "
             "payment_method, transaction_id, status, idempotency_key, "
             "error_code, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, "
             "?6, ?7, ?8, ?9, ?9) ON CONFLICT(idempotency_key) DO UPDATE SET "
-            "transaction_id = COALESCE(?5, transaction_id), status = ?6, "
+            "transaction_id = COALESCE(?5, payments.transaction_id), "
+            "status = ?6, "
             "error_code = ?8, updated_at = ?9");
     if (st == NULL)
         return -1;
-    sqlite3_bind_text(st, 1, pid, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, order_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, amount);
-    sqlite3_bind_text(st, 4, method, -1, SQLITE_TRANSIENT);
+    ck_bind_text(st, 1, pid);
+    ck_bind_text(st, 2, order_id);
+    ck_bind_int(st, 3, amount);
+    ck_bind_text(st, 4, method);
     if (txn && txn[0])
-        sqlite3_bind_text(st, 5, txn, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 6, status, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 7, key, -1, SQLITE_TRANSIENT);
+        ck_bind_text(st, 5, txn);
+    ck_bind_text(st, 6, status);
+    ck_bind_text(st, 7, key);
     if (error)
-        sqlite3_bind_text(st, 8, error, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 9, now);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+        ck_bind_text(st, 8, error);
+    ck_bind_int(st, 9, now);
+    int rc = ck_step(st) == CK_DONE ? 0 : -1;
     ck_done(st);
     return rc;
 }
@@ -84,7 +85,7 @@ typedef struct charge {
 
 typedef struct pay_state {
     ck_app *a;
-    sqlite3 *db;
+    ck_db *db;
     charge *inflight;
 } pay_state;
 
@@ -98,7 +99,7 @@ static int outcome(ck_app *a, saga_participant *p, const charge *ch,
                    ck_gw_result res, const char *txn, saga_outcome *oc,
                    saga_map **out, const char **err)
 {
-    sqlite3 *db = ((pay_state *)a->state[CK_SVC_PAYMENT])->db;
+    ck_db *db = ((pay_state *)a->state[CK_SVC_PAYMENT])->db;
     int64_t now = ck_now_ms();
     *out = NULL;
     *err = NULL;
@@ -187,18 +188,18 @@ static int refund(ck_app *a, saga_participant *p, const saga_command *c)
         if (amount == 0)
             return SAGA_OK;
     }
-    sqlite3_stmt *st = ck_prep(s->db, "UPDATE payments SET status = "
+    ck_stmt *st = ck_prep(s->db, "UPDATE payments SET status = "
                                       "'REFUNDED', refunded_amount = ?, "
                                       "updated_at = ? WHERE idempotency_key "
                                       "= ?");
     if (st == NULL)
         return SAGA_ESTORE;
-    sqlite3_bind_int64(st, 1, amount);
-    sqlite3_bind_int64(st, 2, ck_now_ms());
-    sqlite3_bind_text(st, 3, ch.key, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
+    ck_bind_int(st, 1, amount);
+    ck_bind_int(st, 2, ck_now_ms());
+    ck_bind_text(st, 3, ch.key);
+    rc = ck_step(st);
     ck_done(st);
-    if (rc != SQLITE_DONE)
+    if (rc != CK_DONE)
         return SAGA_ESTORE;
     json_t *ev = ck_event("PaymentRefundedEvent", ch.order_id, ck_now_ms());
     json_object_set_new(ev, "payment_id", json_string(ch.pid));
@@ -307,7 +308,7 @@ int ck_payment_open(ck_app *a)
     s->a = a;
     a->state[CK_SVC_PAYMENT] = s;
     if (ck_participant(a, CK_SVC_PAYMENT, &p, &s->db) != 0 ||
-        ck_payment_schema(s->db) != SQLITE_OK ||
+        ck_payment_schema(s->db) != CK_OK ||
         ck_gateway_new(&a->gateway, a, s->db) != 0)
         return -1;
     a->payment_db = s->db;

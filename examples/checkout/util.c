@@ -1,5 +1,5 @@
 /*
- * util.c — time, money, ids, SQLite and JSON helpers, the catalogue, and
+ * util.c — time, money, ids and JSON helpers, the catalogue, and
  * events through the participant's outbox.
  */
 #include <math.h>
@@ -117,86 +117,6 @@ void ck_random_id(const char *prefix, char *out, size_t size)
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     z ^= z >> 31;
     snprintf(out, size, "%s%016llx", prefix, (unsigned long long)z);
-}
-
-int ck_exec(sqlite3 *db, const char *sql)
-{
-    char *err = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-    if (rc != SQLITE_OK) {
-        fprintf(stderr, "saga-checkout: sql: %s (%.80s)\n",
-                err ? err : sqlite3_errmsg(db), sql);
-        sqlite3_free(err);
-    }
-    return rc;
-}
-
-/* A small cache of prepared statements, keyed by the SQL text's address
- * (the queries are string literals) and checked by content. Everything runs
- * on one loop thread. A statement in use is "busy": preparing the same text
- * again meanwhile gives a fresh, uncached statement. */
-#define CK_STMT_CACHE 512
-typedef struct cslot {
-    sqlite3 *db;
-    const char *key;
-    sqlite3_stmt *st;
-    int busy;
-} cslot;
-static cslot stmt_cache[CK_STMT_CACHE];
-
-static cslot *slot_of(sqlite3 *db, const char *sql)
-{
-    uintptr_t h = ((uintptr_t)sql >> 3) ^ ((uintptr_t)db >> 5) * 31u;
-    return &stmt_cache[h % CK_STMT_CACHE];
-}
-
-sqlite3_stmt *ck_prep(sqlite3 *db, const char *sql)
-{
-    cslot *c = slot_of(db, sql);
-    if (c->st != NULL && !c->busy && c->db == db && c->key == sql &&
-        strcmp(sqlite3_sql(c->st), sql) == 0) {
-        c->busy = 1;
-        return c->st;
-    }
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        fprintf(stderr, "saga-checkout: prepare: %s (%.80s)\n",
-                sqlite3_errmsg(db), sql);
-        sqlite3_finalize(st);
-        return NULL;
-    }
-    if (!c->busy) {
-        if (c->st != NULL)
-            sqlite3_finalize(c->st);
-        c->db = db;
-        c->key = sql;
-        c->st = st;
-        c->busy = 1;
-    }
-    return st;
-}
-
-void ck_done(sqlite3_stmt *st)
-{
-    if (st == NULL)
-        return;
-    for (size_t i = 0; i < CK_STMT_CACHE; i++)
-        if (stmt_cache[i].st == st) {
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
-            stmt_cache[i].busy = 0;
-            return;
-        }
-    sqlite3_finalize(st);
-}
-
-void ck_db_forget(sqlite3 *db)
-{
-    for (size_t i = 0; i < CK_STMT_CACHE; i++)
-        if (stmt_cache[i].db == db && stmt_cache[i].st != NULL) {
-            sqlite3_finalize(stmt_cache[i].st);
-            memset(&stmt_cache[i], 0, sizeof stmt_cache[i]);
-        }
 }
 
 char *ck_dump(const json_t *j)

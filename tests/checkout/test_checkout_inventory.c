@@ -9,12 +9,15 @@
 
 #include "ck.h"
 
-static sqlite3 *db;
+static sqlite3 *lite;
+static ck_db *db;
 
 static void setup(void)
 {
-    cr_assert_eq(sqlite3_open(":memory:", &db), SQLITE_OK);
-    cr_assert_eq(ck_inventory_schema(db), SQLITE_OK);
+    cr_assert_eq(sqlite3_open(":memory:", &lite), SQLITE_OK);
+    db = ck_db_sqlite(lite);
+    cr_assert_not_null(db);
+    cr_assert_eq(ck_inventory_schema(db), CK_OK);
     ck_catalog c = {0};
     ck_catalog_builtin(&c);
     cr_assert_eq(ck_inventory_seed(db, &c, 1000), 0);
@@ -23,8 +26,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    ck_db_forget(db);
-    cr_assert_eq(sqlite3_close(db), SQLITE_OK);
+    ck_db_close(db);
+    cr_assert_eq(sqlite3_close(lite), SQLITE_OK);
 }
 
 TestSuite(checkout_inventory, .init = setup, .fini = teardown);
@@ -34,12 +37,12 @@ static int64_t col(const char *pid, const char *column)
     char sql[200];
     snprintf(sql, sizeof sql, "SELECT %s FROM inventory WHERE product_id = ?",
              column);
-    sqlite3_stmt *st;
-    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    sqlite3_bind_text(st, 1, pid, -1, SQLITE_STATIC);
-    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    ck_stmt *st = ck_prep(db, sql);
+    cr_assert_not_null(st);
+    ck_bind_text(st, 1, pid);
+    cr_assert_eq(ck_step(st), CK_ROW);
+    int64_t v = ck_col_int(st, 0);
+    ck_done(st);
     return v;
 }
 
@@ -146,13 +149,13 @@ Test(checkout_inventory, release_and_commit)
 
 Test(checkout_inventory, the_invariant_is_enforced_by_the_database)
 {
-    cr_assert_neq(sqlite3_exec(db,
+    cr_assert_neq(sqlite3_exec(lite,
                                "UPDATE inventory SET available_quantity = "
                                "available_quantity + 1 WHERE product_id = "
                                "'prod_123'",
                                NULL, NULL, NULL),
                   SQLITE_OK);
-    cr_assert_neq(sqlite3_exec(db,
+    cr_assert_neq(sqlite3_exec(lite,
                                "UPDATE inventory SET available_quantity = -1,"
                                " total_quantity = total_quantity - "
                                "available_quantity - 1 WHERE product_id = "
@@ -173,10 +176,9 @@ Test(checkout_inventory, reloading_the_catalogue_keeps_moved_stock)
     ck_catalog_free(&c);
     cr_assert_eq(col("prod_limited", "available_quantity"), 0);
     cr_assert_eq(col("prod_limited", "sold_quantity"), 1);
-    sqlite3_stmt *st;
-    sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM inventory", -1, &st, NULL);
-    sqlite3_step(st);
-    cr_assert_eq(sqlite3_column_int(st, 0), 6);
-    sqlite3_finalize(st);
+    ck_stmt *st = ck_prep(db, "SELECT COUNT(*) FROM inventory");
+    cr_assert_eq(ck_step(st), CK_ROW);
+    cr_assert_eq(ck_col_int(st, 0), 6);
+    ck_done(st);
     json_decref(it);
 }

@@ -7,6 +7,9 @@
 #
 #   co_start_serve DIR              all seven services in one process
 #   co_start_distributed DIR        one process per service (TCP transport)
+#   (modes serve-pg and distributed-pg: the same with --store $SAGA_PG_URL,
+#   every service in its own schema of that PostgreSQL database; the
+#   tables are read with psql)
 #   req METHOD PATH [BODY|@FILE] [curl args...]   sets ST (status) and BODY
 #   expect NAME STATUS [JQ]         ST == STATUS and JQ true on BODY
 #   expect_error NAME STATUS [CODE] [FIELD]       plus the error body shape
@@ -105,7 +108,7 @@ co_start_serve() {
         port=${want:-$(co_free_port)}
         off=$(stat -c %s "$log" 2>/dev/null || echo 0)
         "$CO_BIN" serve --data "$dir" --listen "127.0.0.1:$port" \
-            --catalog "$CO_CATALOG" >> "$log" 2>&1 &
+            --catalog "$CO_CATALOG" ${CO_STORE:+--store "$CO_STORE"} >> "$log" 2>&1 &
         CO_PID[serve]=$!
         if co_wait_line "$log" "listening on http://127.0.0.1:$port" "${CO_PID[serve]}" "$off"; then
             CO_URL=http://127.0.0.1:$port
@@ -129,8 +132,10 @@ co_start_distributed() {
     if [ ! -f "$dir/config.json" ]; then
         CO_PORT[http]=$(co_free_port)
         {
-            printf '{"http": "127.0.0.1:%s", "catalog": "%s", "endpoints": {' \
+            printf '{"http": "127.0.0.1:%s", "catalog": "%s", ' \
                 "${CO_PORT[http]}" "$CO_CATALOG"
+            [ -z "${CO_STORE:-}" ] || printf '"store": "%s", ' "$CO_STORE"
+            printf '"endpoints": {'
             sep=
             for n in "${eps[@]}"; do
                 CO_PORT[$n]=$(co_free_port)
@@ -251,8 +256,15 @@ co_wait_final() {
     return 1
 }
 
-# co_sql DB SQL: reads a service's SQLite file (read-only).
-co_sql() { sqlite3 -readonly -batch -noheader "$1" "$2"; }
+# co_sql DB SQL: reads a service's SQLite file (read-only), or with psql
+# the service's PostgreSQL schema when DB is pg:SCHEMA (co_db).
+co_sql() {
+    case $1 in
+        pg:*) psql "${CO_PG_URL:?}" -X -q -A -t -F '|' -v ON_ERROR_STOP=1 \
+                -c "SET search_path TO ${1#pg:}" -c "$2" ;;
+        *) sqlite3 -readonly -batch -noheader "$1" "$2" ;;
+    esac
+}
 
 # co_burst_add CFG TAG KEY USER BODYFILE [PATH]: appends one POST (a
 # checkout by default; KEY "-" sends no Idempotency-Key) to a curl config
@@ -288,6 +300,19 @@ co_start() {
     CO_DATA=$2
     CO_CATALOG=${CO_CATALOG:-$(co_catalog)}
     case $1 in
+        *-pg)
+            # One database (tests/pg/with-pg.sh's), a schema per service
+            # under a prefix of this run (schema=co_<pid>_cart, ...).
+            CO_PG_URL=${SAGA_PG_URL:?the -pg modes run under tests/pg/with-pg.sh}
+            CO_PG_PREFIX=co_$$
+            case $CO_PG_URL in
+                *\?*) CO_STORE="$CO_PG_URL&schema=$CO_PG_PREFIX" ;;
+                *) CO_STORE="$CO_PG_URL?schema=$CO_PG_PREFIX" ;;
+            esac
+            command -v psql > /dev/null || die "psql is needed for the -pg modes"
+            set -- "${1%-pg}" "$2" ;;
+    esac
+    case $1 in
         serve) co_start_serve "$2" ;;
         distributed) co_start_distributed "$2" ;;
         *) die "unknown mode $1" ;;
@@ -315,8 +340,26 @@ co_restart() {
     fi
 }
 
-# co_db SERVICE: the service's SQLite file.
-co_db() { echo "$CO_DATA/$1.db"; }
+# co_db SERVICE: the service's SQLite file, or pg:SCHEMA on PostgreSQL.
+co_db() {
+    if [ -n "${CO_STORE:-}" ]; then
+        echo "pg:${CO_PG_PREFIX}_${1//-/_}"
+    else
+        echo "$CO_DATA/$1.db"
+    fi
+}
+
+# co_saga_store: the orchestrator's store, as sagactl names it.
+co_saga_store() {
+    if [ -n "${CO_STORE:-}" ]; then
+        case $CO_PG_URL in
+            *\?*) echo "$CO_PG_URL&schema=${CO_PG_PREFIX}_order_saga" ;;
+            *) echo "$CO_PG_URL?schema=${CO_PG_PREFIX}_order_saga" ;;
+        esac
+    else
+        echo "$CO_DATA/order-saga.db"
+    fi
+}
 
 # ---- reading the services' SQLite files (the seed's Part 5 tables) ----------
 # Money is kept in integer cents in every table (docs/checkout-api.md).
@@ -396,7 +439,8 @@ co_invariants() {
         GROUP BY order_id" | tr '|' '\t' > "$t/bank"
     co_sql "$(co_db payment)" "SELECT order_id,
         SUM(CASE WHEN status IN ('COMPLETED', 'REFUNDED') THEN amount - refunded_amount ELSE 0 END),
-        SUM(status = 'COMPLETED') FROM payments GROUP BY order_id" | tr '|' '\t' > "$t/payments"
+        SUM(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END) FROM payments
+        GROUP BY order_id" | tr '|' '\t' > "$t/payments"
     errs=$(awk -F'\t' 'FILENAME ~ /orders/ { st[$1] = $2; tot[$1] = $3; next }
         FILENAME ~ /bank/ { net[$1] = $2; n[$1] = $3; next }
         { pnet[$1] = $2; pok[$1] = $3 }

@@ -107,4 +107,31 @@ req GET "/api/v1/orders/$ok_oid"
 expect "order kept across a restart" 200 '.status == "COMPLETED"'
 [ "$(co_stock p_rare)" = "0 0 1 1" ] && pass || bad "catalogue reload reset stock: $(co_stock p_rare)"
 co_invariants
+
+# sagactl reads the orchestrator's store of this deployment (a SQLite file,
+# or its schema on PostgreSQL): the sagas the checkout ran, and one in full.
+if [ -n "${SAGACTL:-}" ]; then
+    store=$(co_saga_store)
+    req GET "/api/v1/orders/$ok_oid"
+    ok_saga=$(jq -r .saga_id <<< "$BODY")
+    if out=$("$SAGACTL" --store "$store" --json list --limit 1000 2> "$CO_TMP/ctl.err"); then
+        BODY=$out ST=200
+        expect "sagactl list on $store" 200 "(.total >= 8) and
+            ([.sagas[] | select(.idem_key == \"$ok_oid\" and .state == \"COMPLETED\" and
+                .definition == \"checkout\")] | length == 1) and
+            ([.sagas[] | select(.state == \"COMPENSATED\")] | length >= 4)"
+    else
+        bad "sagactl list on $store: $(cat "$CO_TMP/ctl.err")"
+    fi
+    if out=$("$SAGACTL" --store "$store" --json show "$ok_saga" 2> "$CO_TMP/ctl.err"); then
+        BODY=$out ST=200
+        expect "sagactl show $ok_saga" 200 ".saga.state == \"COMPLETED\" and
+            .data.order_id == \"$ok_oid\" and
+            ([.journal[].event] | .[0] == \"STARTED\" and .[-1] == \"COMPLETED\")"
+    else
+        bad "sagactl show $ok_saga: $(cat "$CO_TMP/ctl.err")"
+    fi
+    "$SAGACTL" --store "$store" show no_such_saga > /dev/null 2>&1
+    [ $? = 3 ] && pass || bad "sagactl show of an unknown id does not exit 3"
+fi
 co_finish

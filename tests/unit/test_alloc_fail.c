@@ -16,6 +16,7 @@
 #include <saga/participant.h>
 #include <saga/tcp.h>
 
+#include "async_store.h"
 #include "failalloc.h"
 #include "harness.h"
 #include "tmpdir.h"
@@ -225,6 +226,8 @@ static int ended(saga_state st)
 
 /* One run with allocation @p n failing: set up, start @p nsagas sagas
  * (step 0 following @p script), run them to the end, tear down. */
+static int use_async; /* run_sagas: the memory store behind async_store */
+
 static void run_sagas(long n, const char *db, int nsagas, const char *script)
 {
     harness *h = calloc(1, sizeof *h);
@@ -238,6 +241,12 @@ static void run_sagas(long n, const char *db, int nsagas, const char *script)
         so.synchronous = 2; /* OFF: nothing here is about durability */
         rc = saga_store_sqlite_open(&s, db, &so);
         OK_OR_NOMEM(rc, n);
+    } else if (use_async) {
+        saga_store *mem = NULL;
+        rc = saga_store_memory_new(&mem);
+        OK_OR_NOMEM(rc, n);
+        if (rc == SAGA_OK && async_store_new(&s, mem, NULL) != SAGA_OK)
+            cr_assert_fail("async_store_new");
     }
     if (rc == SAGA_OK) {
         rc = h_engine(h, s, step_timeouts);
@@ -308,6 +317,14 @@ Test(alloc_fail, start_and_run_to_the_end_memory_store)
 Test(alloc_fail, many_sagas_with_timeouts_memory_store, .timeout = 240)
 {
     ALLOC_LOOP(n, run_sagas(n, NULL, 70, "ho"));
+}
+
+/* The asynchronous commit (submit_batch): a batch that cannot be taken,
+ * described or put back after a failure is written again later. */
+Test(alloc_fail, start_and_run_to_the_end_async_store, .timeout = 240)
+{
+    use_async = 1;
+    ALLOC_LOOP(n, run_sagas(n, NULL, 6, "ho"));
 }
 
 Test(alloc_fail, start_and_run_to_the_end_sqlite_store)

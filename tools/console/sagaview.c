@@ -44,8 +44,19 @@ int sv_open_store(const char *spec, saga_store **out, char *err, size_t n)
     }
     if (strncmp(spec, "sqlite:", 7) == 0)
         spec += 7;
+    else if (strncmp(spec, "postgres://", 11) == 0 ||
+             strncmp(spec, "postgresql://", 13) == 0) {
+        /* A PostgreSQL store (?schema=NAME picks its schema, default
+         * "saga"): saga_store_open() knows the URL form. */
+        int rc = saga_store_open(out, spec);
+        if (rc != SAGA_OK)
+            snprintf(err, n, "cannot open the store: %s (%s)",
+                     saga_store_open_errmsg(), saga_strerror(rc));
+        return rc == SAGA_EINVAL ? SAGA_ESTORE : rc;
+    }
     if (strstr(spec, "://") != NULL) {
-        snprintf(err, n, "%s: only SQLite stores are supported so far", spec);
+        snprintf(err, n, "%s: not a store (a SQLite file path or a "
+                         "postgres:// URL)", spec);
         return SAGA_ESTORE;
     }
     struct stat st;

@@ -23,9 +23,10 @@ enum {
 /** Map a SAGA_E* code (and the store's message) to an exit code above. */
 int sv_exit_code(int rc, const char *detail);
 
-/** Open the store named by @p spec (a SQLite file path; "sqlite:PATH" also
- * works). A missing file is not created. @return SAGA_OK or an error with
- * @p err filled. */
+/** Open the store named by @p spec: a SQLite file path ("sqlite:PATH" also
+ * works; a missing file is not created) or a PostgreSQL URL
+ * ("postgres://USER@HOST:PORT/DB?schema=NAME", through saga_store_open()).
+ * @return SAGA_OK or an error with @p err filled. */
 int sv_open_store(const char *spec, saga_store **out, char *err, size_t n);
 
 /** The saga data (a msgpack map) as JSON; NULL if malformed. Bounded:

@@ -64,8 +64,11 @@ static const struct cmd_help {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s [--store PATH] [--json] [--actor WHO] COMMAND [ARGS]\n"
-            "The store is --store PATH or $%s (a SQLite file).\n"
+            "usage: %s [--store PATH|URL] [--json] [--actor WHO] COMMAND "
+            "[ARGS]\n"
+            "The store is --store or $%s: a SQLite file, or a PostgreSQL\n"
+            "URL postgres://USER@HOST:PORT/DB?schema=NAME (default schema "
+            "saga).\n"
             "Commands:\n",
             prog, SAGA_STORE_ENV);
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
