@@ -336,7 +336,12 @@ static void poll_cb(uv_poll_t *h, int status, int events)
         pump(s, events & (UV_READABLE | UV_DISCONNECT), events & UV_WRITABLE);
     if (dispatch(s))
         return;
-    leave_pipeline(s);
+    /* Idle: stop watching, but stay in pipeline mode with the handle kept,
+     * for the engine's next batch (a synchronous slot leaves it). */
+    if (s->q_head == NULL && s->poll && s->poll_events) {
+        uv_poll_stop(s->poll);
+        s->poll_events = 0;
+    }
 }
 
 static void timer_cb(uv_timer_t *t)
