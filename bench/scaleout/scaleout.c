@@ -18,6 +18,8 @@
  *       Latency: a saga's first transaction sent -> its last committed.
  *   Both check afterwards that N sagas are COMPLETED with 6N journal rows.
  *
+ * Like the store, the floor sends a transaction's saga rows and journal
+ * rows as array statements (unnest) from 4 rows on, else row by row.
  * The floor does not write the store's batch-log row (one upsert per
  * batch, which the store needs to resolve lost answers): that cost is the
  * engine's. The tables are the store's own (the floor opens the store once
@@ -218,7 +220,8 @@ static void engine_run(long n, long window, const char *schema)
     "updated_ms, due_ms, deadline_ms, idem_key, error, data"
 
 /* The store's strict batch statements (stores/postgres/pg_ops.c). */
-enum { F_INSERT, F_UPDATE, F_JOURNAL, F__COUNT };
+enum { F_INSERT, F_UPDATE, F_JOURNAL, F_INSERT_N, F_UPDATE_N, F_JOURNAL_N,
+       F__COUNT };
 static const char *const floor_sql[F__COUNT] = {
     [F_INSERT] = "INSERT INTO sagas(" SAGA_COLS ") VALUES ($1, $2, $3, $4, "
                  "$5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -230,13 +233,38 @@ static const char *const floor_sql[F__COUNT] = {
     [F_JOURNAL] = "INSERT INTO journal(saga_id, seq, event, step, attempt, "
                   "started_ms, at_ms, error) VALUES ($1, $2, $3, $4, $5, $6, "
                   "$7, $8)",
+    /* Many rows per statement, as the store sends a batch of 4 or more. */
+    [F_INSERT_N] = "INSERT INTO sagas(" SAGA_COLS ") SELECT * FROM unnest($1, "
+                   "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    [F_UPDATE_N] = "WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, "
+                   "$7, $8, $9, $10, $11, $12) AS v(id, def_name, "
+                   "def_version, state, step, attempt, flags, created_ms, "
+                   "updated_ms, due_ms, deadline_ms, error)), u AS (UPDATE "
+                   "sagas s SET def_name = v.def_name, def_version = "
+                   "v.def_version, state = v.state, step = v.step, attempt = "
+                   "v.attempt, flags = v.flags, created_ms = v.created_ms, "
+                   "updated_ms = v.updated_ms, due_ms = v.due_ms, deadline_ms "
+                   "= v.deadline_ms, error = v.error FROM v WHERE s.id = v.id "
+                   "RETURNING 1) SELECT 1 / (SELECT (count(*) = $13)::int "
+                   "FROM u)",
+    [F_JOURNAL_N] = "INSERT INTO journal(saga_id, seq, event, step, attempt, "
+                    "started_ms, at_ms, error) SELECT * FROM unnest($1, $2, "
+                    "$3, $4, $5, $6, $7, $8)",
 };
+#define A_T 1009u
+#define A_I 1016u
+#define A_B 1001u
 static const unsigned int floor_types[F__COUNT][14] = {
     [F_INSERT] = {25, 25, 20, 20, 20, 20, 20, 20, 20, 20, 20, 25, 25, 17},
     [F_UPDATE] = {25, 25, 20, 20, 20, 20, 20, 20, 20, 20, 20, 25},
     [F_JOURNAL] = {25, 20, 20, 20, 20, 20, 20, 25},
+    [F_INSERT_N] = {A_T, A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I,
+                    A_T, A_T, A_B},
+    [F_UPDATE_N] = {A_T, A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I,
+                    A_T, 20},
+    [F_JOURNAL_N] = {A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_T},
 };
-static const int floor_nparams[F__COUNT] = {14, 12, 8};
+static const int floor_nparams[F__COUNT] = {14, 12, 8, 14, 13, 8};
 
 typedef struct params {
     int n;
@@ -264,6 +292,58 @@ static void p_int(params *p, int64_t v)
     p->fmt[i] = 1;
 }
 
+/* A binary one-dimensional array parameter (see the store's pg_batch.c). */
+typedef struct arr {
+    char *buf;
+    size_t len, cap;
+} arr;
+
+static void a_bytes(arr *a, const void *v, size_t n)
+{
+    if (a->len + n > a->cap) {
+        a->cap = (a->len + n) * 2 + 256;
+        a->buf = realloc(a->buf, a->cap);
+        if (a->buf == NULL)
+            die("realloc", strerror(errno));
+    }
+    memcpy(a->buf + a->len, v, n);
+    a->len += n;
+}
+
+static void a_u32(arr *a, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    a_bytes(a, b, 4);
+}
+
+static void a_start(arr *a, uint32_t oid, size_t n)
+{
+    a->len = 0;
+    a_u32(a, 1);
+    a_u32(a, 1);
+    a_u32(a, oid);
+    a_u32(a, (uint32_t)n);
+    a_u32(a, 1);
+}
+
+static void a_text(arr *a, const char *v)
+{
+    if (v == NULL) {
+        a_u32(a, 0xffffffffu);
+        return;
+    }
+    a_u32(a, (uint32_t)strlen(v));
+    a_bytes(a, v, strlen(v));
+}
+
+static void a_int(arr *a, int64_t v)
+{
+    a_u32(a, 8);
+    a_u32(a, (uint32_t)((uint64_t)v >> 32));
+    a_u32(a, (uint32_t)v);
+}
+
 typedef struct fsaga {
     char id[SAGA_ID_SIZE];
     int64_t created_ms, started_ms;
@@ -273,6 +353,9 @@ typedef struct fsaga {
 typedef struct floor {
     PGconn *c;
     size_t sent;
+    int bulk_sagas, bulk_journal; /* this transaction's rows go in arrays */
+    arr ins[14], upd[12], jr[8];
+    size_t nins, nupd, njr;
 } floor;
 
 static void fsend(floor *f, int which, const params *p)
@@ -288,6 +371,28 @@ static void put_saga(floor *f, fsaga *s, int ph, int64_t now)
 {
     params p = {0};
     int done = ph == NPHASES - 1;
+    if (f->bulk_sagas) {
+        arr *a = ph == 0 ? f->ins : f->upd;
+        ph == 0 ? f->nins++ : f->nupd++;
+        a_text(&a[0], s->id);
+        a_text(&a[1], "bench");
+        a_int(&a[2], 1);
+        a_int(&a[3], done ? SAGA_STATE_COMPLETED : SAGA_STATE_RUNNING);
+        a_int(&a[4], done ? NSTEPS - 1 : ph);
+        a_int(&a[5], 1);
+        a_int(&a[6], done ? 0 : SAGA_REC_INFLIGHT);
+        a_int(&a[7], s->created_ms);
+        a_int(&a[8], now);
+        a_int(&a[9], done ? 0 : now + STEP_TIMEOUT_MS);
+        a_int(&a[10], 0);
+        a_text(&a[11], NULL);
+        if (ph == 0) {
+            a_text(&a[12], NULL);
+            a_u32(&a[13], 1);
+            a_bytes(&a[13], "\x80", 1);
+        }
+        return;
+    }
     p_text(&p, s->id);
     p_text(&p, "bench");
     p_int(&p, 1);
@@ -317,6 +422,19 @@ static void put_journal(floor *f, fsaga *s, uint32_t seq, saga_event ev,
 {
     params p = {0};
     int saga_level = step < 0;
+    if (f->bulk_journal) {
+        arr *a = f->jr;
+        f->njr++;
+        a_text(&a[0], s->id);
+        a_int(&a[1], seq);
+        a_int(&a[2], (int)ev);
+        a_int(&a[3], step);
+        a_int(&a[4], saga_level ? 0 : 1);
+        a_int(&a[5], saga_level ? 0 : s->started_ms);
+        a_int(&a[6], now);
+        a_text(&a[7], NULL);
+        return;
+    }
     p_text(&p, s->id);
     p_int(&p, seq);
     p_int(&p, (int)ev);
@@ -377,6 +495,56 @@ static void make_id(uint64_t *rng, uint32_t *seq, int64_t ms,
     for (int i = 0; i < 16; i++)
         out[16 + i] = hex[(z >> (60 - 4 * i)) & 15];
     out[SAGA_ID_LEN] = '\0';
+}
+
+/* Patch an array's element count (known once filled) and send it. */
+static void a_count(arr *a, size_t n)
+{
+    size_t keep = a->len;
+    a->len = 12;
+    a_u32(a, (uint32_t)n);
+    a->len = keep;
+}
+
+static void send_arrays(floor *f, int which, arr *a, int na, size_t n,
+                        int with_count)
+{
+    params p = {0};
+    for (int k = 0; k < na; k++) {
+        a_count(&a[k], n);
+        int i = p.n++;
+        p.val[i] = a[k].buf;
+        p.len[i] = (int)a[k].len;
+        p.fmt[i] = 1;
+    }
+    if (with_count)
+        p_int(&p, (int64_t)n);
+    fsend(f, which, &p);
+}
+
+/* Start a transaction of @p nsagas saga rows and @p njournal journal rows:
+ * arrays from 4 rows on, as the store does. */
+static void begin_txn(floor *f, long nsagas, long njournal)
+{
+    static const uint32_t oids[14] = {25, 25, 20, 20, 20, 20, 20,
+                                      20, 20, 20, 20, 25, 25, 17};
+    f->bulk_sagas = nsagas >= 4;
+    f->bulk_journal = njournal >= 4;
+    f->nins = f->nupd = f->njr = 0;
+    for (int k = 0; k < 14; k++)
+        a_start(&f->ins[k], oids[k], 0);
+    for (int k = 0; k < 12; k++)
+        a_start(&f->upd[k], oids[k], 0);
+    for (int k = 0; k < 8; k++)
+        a_start(&f->jr[k], k == 0 || k == 7 ? 25 : 20, 0);
+}
+
+static void end_sagas(floor *f)
+{
+    if (f->nins)
+        send_arrays(f, F_INSERT_N, f->ins, 14, f->nins, 0);
+    if (f->nupd)
+        send_arrays(f, F_UPDATE_N, f->upd, 12, f->nupd, 1);
 }
 
 /* Send the sync, then flush and read until its result (non-blocking: a
@@ -440,7 +608,8 @@ static void floor_run(long n, long window, uint64_t ncommits,
 {
     /* The store's tables, made by the store itself. */
     saga_store_free(open_store(schema));
-    floor f = {connect_schema(schema), 0};
+    static floor f;
+    f.c = connect_schema(schema);
     for (int i = 0; i < F__COUNT; i++) {
         char name[8];
         snprintf(name, sizeof name, "f%d", i);
@@ -466,6 +635,12 @@ static void floor_run(long n, long window, uint64_t ncommits,
         long hi = cut(c + 1, ncommits, n, window, total);
         int64_t now = wall_ms();
         double tb = now_s();
+        long nj = 0;
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &ph);
+            nj += ph == NPHASES - 1 ? 2 : 1;
+        }
+        begin_txn(&f, hi - lo, nj);
         for (long k = lo; k < hi; k++) {
             transition(k, n, window, &i, &ph);
             if (ph == 0) {
@@ -475,10 +650,13 @@ static void floor_run(long n, long window, uint64_t ncommits,
             }
             put_saga(&f, &s[i], ph, now);
         }
+        end_sagas(&f);
         for (long k = lo; k < hi; k++) {
             transition(k, n, window, &i, &ph);
             put_phase_journal(&f, &s[i], ph, now);
         }
+        if (f.njr)
+            send_arrays(&f, F_JOURNAL_N, f.jr, 8, f.njr, 0);
         finish_txn(&f);
         double tc = now_s();
         for (long k = lo; k < hi; k++) {

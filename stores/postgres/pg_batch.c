@@ -12,6 +12,7 @@
  */
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -126,18 +127,249 @@ static int send_prepared(PGconn *c, enum pg_stmt which, const pg_params *p)
                : -1;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Many rows per statement                                                  */
+
+/* A one-dimensional array parameter in PostgreSQL's binary format: ndim,
+ * has-nulls flag, element type, length, lower bound, then each element as
+ * a 4-byte length (-1: NULL) and its bytes; all big-endian. */
+typedef struct pg_arr {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} pg_arr;
+
+static void arr_bytes(pg_arr *a, const void *v, size_t n)
+{
+    if (a->failed)
+        return;
+    if (a->len + n > a->cap) {
+        size_t cap = a->cap ? a->cap : 256;
+        while (cap < a->len + n)
+            cap *= 2;
+        char *nb = saga_realloc(a->buf, cap);
+        if (nb == NULL) {
+            a->failed = 1;
+            return;
+        }
+        a->buf = nb;
+        a->cap = cap;
+    }
+    memcpy(a->buf + a->len, v, n);
+    a->len += n;
+}
+
+static void arr_u32(pg_arr *a, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    arr_bytes(a, b, 4);
+}
+
+static void arr_start(pg_arr *a, uint32_t elem_oid, size_t n)
+{
+    a->len = 0;
+    a->failed = 0;
+    arr_u32(a, 1);        /* ndim */
+    arr_u32(a, 1);        /* may hold NULLs */
+    arr_u32(a, elem_oid);
+    arr_u32(a, (uint32_t)n);
+    arr_u32(a, 1);        /* lower bound */
+}
+
+static void arr_blob(pg_arr *a, const void *v, size_t n)
+{
+    arr_u32(a, (uint32_t)n);
+    arr_bytes(a, v, n);
+}
+
+static void arr_text(pg_arr *a, const char *v)
+{
+    if (v == NULL)
+        arr_u32(a, 0xffffffffu); /* NULL */
+    else
+        arr_blob(a, v, strlen(v));
+}
+
+static void arr_int(pg_arr *a, int64_t v)
+{
+    arr_u32(a, 8);
+    arr_u32(a, (uint32_t)((uint64_t)v >> 32));
+    arr_u32(a, (uint32_t)v);
+}
+
+static int cmp_id(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* 1 if no saga id appears twice in the batch (then the bulk statements
+ * give exactly the per-row result), 0 if one does, -1 out of memory. */
+static int distinct_ids(const saga_batch_writes *w)
+{
+    const char **ids = saga_malloc(w->nsagas * sizeof *ids);
+    if (ids == NULL)
+        return -1;
+    for (size_t i = 0; i < w->nsagas; i++)
+        ids[i] = w->sagas[i].id;
+    qsort(ids, w->nsagas, sizeof *ids, cmp_id);
+    int ok = 1;
+    for (size_t i = 1; i < w->nsagas && ok; i++)
+        ok = strcmp(ids[i - 1], ids[i]) != 0;
+    saga_free(ids);
+    return ok;
+}
+
+#define T_TEXT_OID 25u
+#define T_INT8_OID 20u
+#define T_BYTEA_OID 17u
+
+/* The sagas of @p w whose put flags select @p which (one of the three
+ * kinds), as one statement. */
+static int send_sagas_n(PGconn *c, const saga_batch_writes *w,
+                        enum pg_stmt which, size_t count, size_t *nsent)
+{
+    enum pg_stmt one = which == PG_SAGA_INSERT_N ? PG_SAGA_INSERT_X
+                       : which == PG_SAGA_UPDATE_N ? PG_SAGA_UPDATE_X
+                                                   : PG_SAGA_UPDATE_DATA_X;
+    int ncols = one == PG_SAGA_UPDATE_X ? 12 : 14;
+    pg_arr arr[14];
+    memset(arr, 0, sizeof arr);
+    static const uint32_t oids[14] = {
+        T_TEXT_OID, T_TEXT_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID,
+        T_INT8_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID,
+        T_INT8_OID, T_TEXT_OID, T_TEXT_OID, T_BYTEA_OID};
+    for (int k = 0; k < ncols; k++)
+        arr_start(&arr[k], k == 11 && ncols == 12 ? T_TEXT_OID : oids[k],
+                  count);
+    for (size_t i = 0; i < w->nsagas; i++) {
+        unsigned fl = w->put_flags[i];
+        enum pg_stmt kind = (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
+                            : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_X
+                                                   : PG_SAGA_UPDATE_X;
+        if (kind != one)
+            continue;
+        const saga_record *r = &w->sagas[i];
+        arr_text(&arr[0], r->id);
+        arr_text(&arr[1], r->def_name);
+        arr_int(&arr[2], r->def_version);
+        arr_int(&arr[3], (int64_t)r->state);
+        arr_int(&arr[4], r->step);
+        arr_int(&arr[5], r->attempt);
+        arr_int(&arr[6], r->flags);
+        arr_int(&arr[7], r->created_ms);
+        arr_int(&arr[8], r->updated_ms);
+        arr_int(&arr[9], r->due_ms);
+        arr_int(&arr[10], r->deadline_ms);
+        if (ncols == 12) {
+            arr_text(&arr[11], r->error);
+        } else {
+            arr_text(&arr[11], r->idem_key);
+            arr_text(&arr[12], r->error);
+            arr_blob(&arr[13], r->data_len ? r->data : "", r->data_len);
+        }
+    }
+    pg_params p = {0};
+    int rc = 0;
+    for (int k = 0; k < ncols; k++) {
+        if (arr[k].failed)
+            rc = -1;
+        saga__pg_blob(&p, arr[k].buf, arr[k].len);
+    }
+    if (which != PG_SAGA_INSERT_N)
+        saga__pg_int(&p, (int64_t)count);
+    if (rc == 0)
+        rc = send_prepared(c, which, &p);
+    for (int k = 0; k < ncols; k++)
+        saga_free(arr[k].buf);
+    if (rc == 0)
+        ++*nsent;
+    return rc;
+}
+
+static int send_journal_n(PGconn *c, const saga_batch_writes *w,
+                          size_t *nsent)
+{
+    pg_arr arr[8];
+    memset(arr, 0, sizeof arr);
+    for (int k = 0; k < 8; k++)
+        arr_start(&arr[k], k == 0 || k == 7 ? T_TEXT_OID : T_INT8_OID,
+                  w->njournal);
+    for (size_t i = 0; i < w->njournal; i++) {
+        const saga_journal_entry *e = &w->journal[i];
+        arr_text(&arr[0], e->saga_id);
+        arr_int(&arr[1], e->seq);
+        arr_int(&arr[2], (int64_t)e->event);
+        arr_int(&arr[3], e->step);
+        arr_int(&arr[4], e->attempt);
+        arr_int(&arr[5], e->started_ms);
+        arr_int(&arr[6], e->at_ms);
+        arr_text(&arr[7], e->error);
+    }
+    pg_params p = {0};
+    int rc = 0;
+    for (int k = 0; k < 8; k++) {
+        if (arr[k].failed)
+            rc = -1;
+        saga__pg_blob(&p, arr[k].buf, arr[k].len);
+    }
+    if (rc == 0)
+        rc = send_prepared(c, PG_JOURNAL_INSERT_N, &p);
+    for (int k = 0; k < 8; k++)
+        saga_free(arr[k].buf);
+    if (rc == 0)
+        ++*nsent;
+    return rc;
+}
+
+/* From this many rows of a kind on, one array statement carries them. */
+#define BULK_MIN 4
+
 int saga__pg_send_writes(PGconn *c, const saga_batch_writes *w,
                          int (*after)(void *), void *arg, size_t *nsent)
 {
-#define SEND(which, p)                                                             do {                                                                               if (send_prepared(c, which, p) != 0)                                               return -1;                                                                 ++*nsent;                                                                      if (after != NULL && after(arg) != 0)                                              return -1;                                                             } while (0)
+#define SEND(which, p)                                                         \
+    do {                                                                       \
+        if (send_prepared(c, which, p) != 0)                                   \
+            return -1;                                                         \
+        ++*nsent;                                                              \
+        if (after != NULL && after(arg) != 0)                                  \
+            return -1;                                                         \
+    } while (0)
+#define SENT_ONE()                                                             \
+    do {                                                                       \
+        if (after != NULL && after(arg) != 0)                                  \
+            return -1;                                                         \
+    } while (0)
+    size_t nk[3] = {0, 0, 0}; /* inserts, updates, updates with data */
     for (size_t i = 0; i < w->nsagas; i++) {
         unsigned fl = w->put_flags[i];
-        enum pg_stmt which = (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
-                             : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_X
-                                                    : PG_SAGA_UPDATE_X;
-        pg_params p = {0};
-        saga__pg_saga_params(&p, &w->sagas[i], which);
-        SEND(which, &p);
+        nk[(fl & SAGA_PUT_INSERT) ? 0 : (fl & SAGA_PUT_DATA) ? 2 : 1]++;
+    }
+    int bulk = w->nsagas >= BULK_MIN ? distinct_ids(w) : 0;
+    if (bulk < 0)
+        return -1;
+    if (bulk) {
+        static const enum pg_stmt kinds[3] = {
+            PG_SAGA_INSERT_N, PG_SAGA_UPDATE_N, PG_SAGA_UPDATE_DATA_N};
+        for (int k = 0; k < 3; k++) {
+            if (nk[k] == 0)
+                continue;
+            if (send_sagas_n(c, w, kinds[k], nk[k], nsent) != 0)
+                return -1;
+            SENT_ONE();
+        }
+    } else {
+        for (size_t i = 0; i < w->nsagas; i++) {
+            unsigned fl = w->put_flags[i];
+            enum pg_stmt which = (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
+                                 : (fl & SAGA_PUT_DATA)
+                                     ? PG_SAGA_UPDATE_DATA_X
+                                     : PG_SAGA_UPDATE_X;
+            pg_params p = {0};
+            saga__pg_saga_params(&p, &w->sagas[i], which);
+            SEND(which, &p);
+        }
     }
     for (size_t i = 0; i < w->nidem; i++) {
         pg_params p = {0};
@@ -156,12 +388,19 @@ int saga__pg_send_writes(PGconn *c, const saga_batch_writes *w,
         saga__pg_text(&p, w->done_ids[i]);
         SEND(PG_OUTBOX_DONE, &p);
     }
-    for (size_t i = 0; i < w->njournal; i++) {
-        pg_params p = {0};
-        saga__pg_journal_params(&p, &w->journal[i]);
-        SEND(PG_JOURNAL_INSERT_X, &p);
+    if (w->njournal >= BULK_MIN) {
+        if (send_journal_n(c, w, nsent) != 0)
+            return -1;
+        SENT_ONE();
+    } else {
+        for (size_t i = 0; i < w->njournal; i++) {
+            pg_params p = {0};
+            saga__pg_journal_params(&p, &w->journal[i]);
+            SEND(PG_JOURNAL_INSERT_X, &p);
+        }
     }
 #undef SEND
+#undef SENT_ONE
     return 0;
 }
 

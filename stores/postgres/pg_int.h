@@ -49,6 +49,13 @@ enum pg_stmt {
      * resolved by reading it back. */
     PG_BATCH_LOG,
     PG_BATCH_READ,
+    /* Many rows in one statement (arrays, unnest): a batch's saga inserts,
+     * updates and journal entries as three statements instead of one per
+     * row. Same errors as the strict variants. */
+    PG_SAGA_INSERT_N,
+    PG_SAGA_UPDATE_N,
+    PG_SAGA_UPDATE_DATA_N,
+    PG_JOURNAL_INSERT_N,
     PG__COUNT
 };
 

@@ -623,3 +623,132 @@ Test(pg_async, a_lost_connection_while_idle_is_a_store_error_then_recovers)
     close_all(s, &loop);
     proxy_stop(&px);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Many rows per statement                                                  */
+
+/* Six sagas with every field set differently (NULLs, empty and binary
+ * data), @p round 0: inserts; 1: updates, half with data. */
+static void six(saga_record *r, unsigned *fl, saga_journal_entry *j,
+                int round, char ids[6][8], char errs[6][16])
+{
+    static const unsigned char blob[] = {0x81, 0xa1, 'k', 0x00};
+    for (int i = 0; i < 6; i++) {
+        snprintf(ids[i], 8, "B%d", i);
+        snprintf(errs[i], 16, "err %d/%d", i, round);
+        r[i] = ssc_rec(ids[i], round ? SAGA_STATE_COMPENSATING
+                                     : SAGA_STATE_RUNNING,
+                       1000 + i);
+        r[i].step = i + round;
+        r[i].attempt = (uint32_t)(i * 3);
+        r[i].flags = (uint32_t)i;
+        r[i].updated_ms = 2000 + i + round;
+        r[i].due_ms = i % 2 ? 0 : 3000 + i;
+        r[i].deadline_ms = -1 - i;
+        r[i].idem_key = i % 3 == 0 ? NULL : ids[i];
+        r[i].error = i % 2 ? errs[i] : NULL;
+        if (i == 2 && round == 0) {
+            r[i].data = blob;
+            r[i].data_len = sizeof blob; /* with a NUL byte inside */
+        }
+        fl[i] = round == 0 ? (SAGA_PUT_INSERT | SAGA_PUT_DATA)
+                : i % 2    ? SAGA_PUT_DATA
+                           : 0;
+        saga_journal_entry e = {ids[i], (uint32_t)round + 1,
+                                round ? SAGA_EV_STEP_FAIL : SAGA_EV_STARTED,
+                                i - 1, (uint32_t)i, 5 * i, 7 * i,
+                                i % 2 ? errs[i] : NULL};
+        j[i] = e;
+    }
+}
+
+static void dump(saga_store *s, char *out, size_t n)
+{
+    ssc_text t;
+    memset(&t, 0, sizeof t);
+    cr_assert_eq(s->saga_scan(s, SAGA_STATE_MASK_ALL, ssc_full_cb, &t),
+                 SAGA_OK);
+    for (int i = 0; i < 6; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "B%d", i);
+        cr_assert_eq(s->journal_scan(s, id, ssc_journal_cb, &t), SAGA_OK);
+    }
+    snprintf(out, n, "%s", t.buf);
+}
+
+Test(pg_async, many_rows_per_statement_write_what_single_rows_write)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    saga_store *one = open_at(NULL, &loop); /* row by row, via the slots */
+    uv_loop_t loop2;
+    uv_loop_init(&loop2);
+    saga_store *bulk = open_at(NULL, &loop2);
+    done_log log = {0};
+    done_arg a[4] = {{&log, 1}, {&log, 2}, {&log, 3}, {&log, 4}};
+    for (int round = 0; round < 2; round++) {
+        saga_record r[6];
+        unsigned fl[6];
+        saga_journal_entry j[6];
+        char ids[6][8], errs[6][16];
+        six(r, fl, j, round, ids, errs);
+        cr_assert_eq(one->begin(one), SAGA_OK);
+        for (int i = 0; i < 6; i++) {
+            cr_assert_eq(one->saga_put(one, &r[i], fl[i]), SAGA_OK, "%s",
+                         one->errmsg(one));
+            cr_assert_eq(one->journal_append(one, &j[i]), SAGA_OK);
+        }
+        cr_assert_eq(one->commit(one), SAGA_OK);
+        saga_batch_writes w;
+        memset(&w, 0, sizeof w);
+        w.sagas = r;
+        w.put_flags = fl;
+        w.nsagas = 6;
+        w.journal = j;
+        w.njournal = 6;
+        cr_assert_eq(bulk->submit_batch(bulk, &w, on_done, &a[round]),
+                     SAGA_OK);
+        run_until(&loop2, &log, round + 1);
+        cr_assert_eq(log.rc[round], SAGA_OK, "%s", bulk->errmsg(bulk));
+        static char d1[16384], d2[16384];
+        dump(one, d1, sizeof d1);
+        dump(bulk, d2, sizeof d2);
+        cr_assert_str_eq(d2, d1, "round %d", round);
+    }
+    /* A missing saga among many updates: SAGA_ENOTFOUND, nothing written;
+     * an existing one among many inserts: SAGA_EDUP. */
+    saga_record r[6];
+    unsigned fl[6];
+    saga_journal_entry j[6];
+    char ids[6][8], errs[6][16];
+    static char before[16384], after[16384];
+    dump(bulk, before, sizeof before);
+    six(r, fl, j, 1, ids, errs);
+    r[4].id = "nobody";
+    for (int i = 0; i < 6; i++)
+        j[i].seq = 9;
+    saga_batch_writes w;
+    memset(&w, 0, sizeof w);
+    w.sagas = r;
+    w.put_flags = fl;
+    w.nsagas = 6;
+    w.journal = j;
+    w.njournal = 6;
+    cr_assert_eq(bulk->submit_batch(bulk, &w, on_done, &a[2]), SAGA_OK);
+    six(r, fl, j, 0, ids, errs);
+    r[0].id = "C0";
+    r[1].id = "C1";
+    r[3].id = "C3"; /* B2, B4, B5 exist */
+    for (int i = 0; i < 6; i++)
+        j[i].seq = 10;
+    cr_assert_eq(bulk->submit_batch(bulk, &w, on_done, &a[3]), SAGA_OK);
+    run_until(&loop2, &log, 4);
+    cr_assert_eq(log.rc[2], SAGA_ENOTFOUND, "%s", saga_strerror(log.rc[2]));
+    cr_assert_eq(log.rc[3], SAGA_EDUP, "%s", saga_strerror(log.rc[3]));
+    dump(bulk, after, sizeof after);
+    cr_assert_str_eq(after, before, "nothing of the failed batches remains");
+    saga_store_free(one);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    close_all(bulk, &loop2);
+}
