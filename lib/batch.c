@@ -192,26 +192,6 @@ void saga__graveyard(saga_engine *e, void *p)
     e->graveyard[e->ngrave++] = p;
 }
 
-void saga__record_from_inst(const saga__inst *in, saga_record *r)
-{
-    memset(r, 0, sizeof *r);
-    r->id = in->id;
-    r->def_name = in->def->name;
-    r->def_version = in->def->version;
-    r->state = in->state;
-    r->step = in->step;
-    r->attempt = in->attempt;
-    r->flags = in->flags;
-    r->created_ms = in->created_ms;
-    r->updated_ms = in->updated_ms;
-    r->due_ms = in->due_ms;
-    r->deadline_ms = in->deadline_ms;
-    r->idem_key = in->idem_key;
-    r->error = in->error;
-    r->data = in->data;
-    r->data_len = in->data_len;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Taking a batch for commit, and putting a failed one back                 */
 

@@ -138,168 +138,21 @@ int saga_engine_register(saga_engine *e, saga_def *def)
 }
 
 /* ------------------------------------------------------------------------ */
-/* The index of active sagas: chained hash tables by id and by idem key.    */
+/* Active sagas (instance.c) and the one uv timer for the earliest due.     */
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-    return h;
-}
-
-static int index_grow(saga_engine *e)
-{
-    size_t nb = e->nbuckets ? e->nbuckets * 2 : 1024;
-    saga__inst **ids = saga_malloc(nb * sizeof *ids);
-    saga__inst **idem = saga_malloc(nb * sizeof *idem);
-    if (ids == NULL || idem == NULL) {
-        saga_free(ids);
-        saga_free(idem);
-        return SAGA_ENOMEM;
-    }
-    memset(ids, 0, nb * sizeof *ids);
-    memset(idem, 0, nb * sizeof *idem);
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        for (saga__inst *in = e->by_id[i], *nx; in; in = nx) {
-            nx = in->id_next;
-            size_t b = hash_str(in->id) & (nb - 1);
-            in->id_next = ids[b];
-            ids[b] = in;
-        }
-        for (saga__inst *in = e->by_idem[i], *nx; in; in = nx) {
-            nx = in->idem_next;
-            size_t b = hash_str(in->idem_key) & (nb - 1);
-            in->idem_next = idem[b];
-            idem[b] = in;
-        }
-    }
-    saga_free(e->by_id);
-    saga_free(e->by_idem);
-    e->by_id = ids;
-    e->by_idem = idem;
-    e->nbuckets = nb;
-    return SAGA_OK;
-}
-
-saga__inst *saga__inst_find(saga_engine *e, const char *id)
-{
-    if (e->nbuckets == 0)
-        return NULL;
-    for (saga__inst *in = e->by_id[hash_str(id) & (e->nbuckets - 1)]; in;
-         in = in->id_next)
-        if (strcmp(in->id, id) == 0)
-            return in;
-    return NULL;
-}
-
-saga__inst *saga__idem_find(saga_engine *e, const char *key)
-{
-    if (e->nbuckets == 0)
-        return NULL;
-    for (saga__inst *in = e->by_idem[hash_str(key) & (e->nbuckets - 1)]; in;
-         in = in->idem_next)
-        if (strcmp(in->idem_key, key) == 0)
-            return in;
-    return NULL;
-}
-
-int saga__inst_add(saga_engine *e, saga__inst *in)
-{
-    if (e->ninst + 1 > e->nbuckets && index_grow(e) != SAGA_OK)
-        return SAGA_ENOMEM;
-    /* Every saga in memory has its timer slot from the start, so that
-     * arming a timer never allocates (and never fails). */
-    if (e->ninst + 1 > e->cheap) {
-        size_t nc = e->cheap ? e->cheap * 2 : 256;
-        saga__inst **nh = saga_realloc(e->heap, nc * sizeof *nh);
-        if (nh == NULL)
-            return SAGA_ENOMEM;
-        e->heap = nh;
-        e->cheap = nc;
-    }
-    size_t b = hash_str(in->id) & (e->nbuckets - 1);
-    in->id_next = e->by_id[b];
-    e->by_id[b] = in;
-    if (in->idem_key != NULL) {
-        b = hash_str(in->idem_key) & (e->nbuckets - 1);
-        in->idem_next = e->by_idem[b];
-        e->by_idem[b] = in;
-    }
-    in->heap_idx = SIZE_MAX;
-    e->ninst++;
-    return SAGA_OK;
-}
-
-static void unlink_chain(saga__inst **head, saga__inst *in, int by_idem)
-{
-    for (saga__inst **pp = head; *pp;
-         pp = by_idem ? &(*pp)->idem_next : &(*pp)->id_next) {
-        if (*pp == in) {
-            *pp = by_idem ? in->idem_next : in->id_next;
-            return;
-        }
-    }
-}
+static void timer_rearm(saga_engine *e);
 
 void saga__inst_free(saga_engine *e, saga__inst *in)
 {
     if (in == NULL)
         return;
-    if (e != NULL && e->nbuckets) {
-        unlink_chain(&e->by_id[hash_str(in->id) & (e->nbuckets - 1)], in, 0);
-        if (in->idem_key)
-            unlink_chain(
-                &e->by_idem[hash_str(in->idem_key) & (e->nbuckets - 1)], in, 1);
-        saga__heap_remove(e, in);
-        e->ninst--;
+    if (e != NULL) {
+        int first = in->heap_idx == 0;
+        saga__index_remove(&e->idx, in);
+        if (first)
+            timer_rearm(e);
     }
-    for (saga__donecb *d = in->done_cbs, *nx; d; d = nx) {
-        nx = d->next;
-        saga_free(d);
-    }
-    saga_free(in->idem_key);
-    saga_free(in->error);
-    saga_free(in->data);
-    saga_free(in);
-}
-
-/* ------------------------------------------------------------------------ */
-/* Timer heap: one uv_timer for the earliest due saga.                      */
-
-static void heap_swap(saga_engine *e, size_t a, size_t b)
-{
-    saga__inst *t = e->heap[a];
-    e->heap[a] = e->heap[b];
-    e->heap[b] = t;
-    e->heap[a]->heap_idx = a;
-    e->heap[b]->heap_idx = b;
-}
-
-static void heap_up(saga_engine *e, size_t i)
-{
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (e->heap[p]->heap_key <= e->heap[i]->heap_key)
-            break;
-        heap_swap(e, p, i);
-        i = p;
-    }
-}
-
-static void heap_down(saga_engine *e, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < e->nheap && e->heap[l]->heap_key < e->heap[m]->heap_key)
-            m = l;
-        if (r < e->nheap && e->heap[r]->heap_key < e->heap[m]->heap_key)
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(e, i, m);
-        i = m;
-    }
+    saga__inst_destroy(in);
 }
 
 static void timer_cb(uv_timer_t *t);
@@ -308,45 +161,28 @@ static void timer_rearm(saga_engine *e)
 {
     if (e->closing)
         return;
-    if (e->nheap == 0) {
+    saga__inst *first = saga__index_first(&e->idx);
+    if (first == NULL) {
         uv_timer_stop(&e->timer);
         return;
     }
-    int64_t delay = e->heap[0]->heap_key - saga__now(e);
+    int64_t delay = first->heap_key - saga__now(e);
     uv_timer_start(&e->timer, timer_cb, delay > 0 ? (uint64_t)delay : 0, 0);
 }
 
 void saga__heap_remove(saga_engine *e, saga__inst *in)
 {
-    size_t i = in->heap_idx;
-    if (i == SIZE_MAX)
-        return;
-    in->heap_idx = SIZE_MAX;
-    e->nheap--;
-    if (i != e->nheap) {
-        e->heap[i] = e->heap[e->nheap];
-        e->heap[i]->heap_idx = i;
-        heap_up(e, i);
-        heap_down(e, e->heap[i]->heap_idx);
-    }
-    if (i == 0)
+    if (saga__index_disarm(&e->idx, in))
         timer_rearm(e);
 }
 
 void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key)
 {
-    saga__heap_remove(e, in);
-    if (e->nheap == e->cheap) {
-        /* Cannot happen: saga__inst_add() reserves a slot per saga. */
+    int rc = saga__index_arm(&e->idx, in, key);
+    if (rc < 0)
         saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
                   "no timer slot (a bug): the saga has no timer");
-        return;
-    }
-    in->heap_key = key;
-    in->heap_idx = e->nheap;
-    e->heap[e->nheap++] = in;
-    heap_up(e, in->heap_idx);
-    if (in->heap_idx == 0)
+    else if (rc)
         timer_rearm(e);
 }
 
@@ -355,8 +191,8 @@ static void fire_due(saga_engine *e)
     int64_t now = saga__now(e);
     /* Pop everything due by now; a fired saga re-arms itself after its
      * transition commits, so this loop terminates. */
-    while (e->nheap > 0 && e->heap[0]->heap_key <= now) {
-        saga__inst *in = e->heap[0];
+    saga__inst *in;
+    while ((in = saga__index_first(&e->idx)) != NULL && in->heap_key <= now) {
         saga__heap_remove(e, in);
         saga__fire(e, in, now);
     }
@@ -600,7 +436,7 @@ int saga_engine_stats(saga_engine *e, saga_stats *out)
     if (e == NULL || out == NULL)
         return SAGA_EINVAL;
     *out = e->stats;
-    out->active = e->ninst;
+    out->active = e->idx.ninst;
     return SAGA_OK;
 }
 
@@ -608,17 +444,7 @@ static void engine_destroy(saga_engine *e)
 {
     saga_close_cb cb = e->close_cb;
     void *arg = e->close_arg;
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        saga__inst *in = e->by_id[i];
-        while (in != NULL) {
-            saga__inst *nx = in->id_next;
-            saga__inst_free(NULL, in);
-            in = nx;
-        }
-    }
-    saga_free(e->by_id);
-    saga_free(e->by_idem);
-    saga_free(e->heap);
+    saga__index_free(&e->idx);
     saga_free(e->graveyard);
     saga__batch_fini(e);
     saga__metrics_free(e);

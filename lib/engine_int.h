@@ -8,79 +8,9 @@
 #include <uv.h>
 
 #include "gcommit.h"
+#include "instance.h"
 #include "internal.h"
 #include "relay.h"
-
-/* An active saga held in memory. Sagas leave memory once their terminal
- * state is committed; queries about them go to the store. */
-typedef struct saga__inst {
-    char id[SAGA_ID_SIZE];
-    const saga_def *def;
-    saga_state state;
-    int32_t step;
-    uint32_t attempt;
-    uint32_t flags; /* SAGA_REC_* */
-    int64_t created_ms, updated_ms, due_ms, deadline_ms;
-    int64_t started_ms; /* when the current attempt was invoked */
-    /* The current attempt may have run: its action was called, its command
-     * queued, or (after recovery) it was in flight before the restart. */
-    int invoked;
-    char *idem_key;
-    char *error;
-    void *data;
-    size_t data_len;
-    uint32_t jseq; /* last journal seq written or staged */
-
-    /* batch membership: the open batch, and the batch taken for commit
-     * (in flight, or being released); a saga can be in both */
-    unsigned int put_flags; /* SAGA_PUT_* pending, 0 = clean */
-    int in_batch;
-    struct saga__inst *batch_next;
-    unsigned int commit_flags; /* put_flags as taken for commit */
-    int in_commit;
-    struct saga__inst *commit_next;
-
-    /* timer heap (index, or SIZE_MAX when not armed) */
-    size_t heap_idx;
-    int64_t heap_key;
-
-    /* hash chains */
-    struct saga__inst *id_next;
-    struct saga__inst *idem_next;
-
-    /* per-saga completion callbacks */
-    struct saga__donecb *done_cbs;
-} saga__inst;
-
-typedef struct saga__donecb {
-    saga_done_cb cb;
-    void *arg;
-    struct saga__donecb *next;
-} saga__donecb;
-
-/* What a batch releases once it commits. */
-typedef enum {
-    EFF_INVOKE,   /* run the current attempt's action/compensation */
-    EFF_STARTED,  /* saga_start()'s callback */
-    EFF_DONE,     /* the saga ended: callbacks, then leave memory */
-    EFF_DONE_CB,  /* a saga_on_done() for a saga that ended before */
-    EFF_ACK       /* ack a transport delivery whose effect is now durable */
-} saga__eff_kind;
-
-typedef struct saga__effect {
-    saga__eff_kind kind;
-    saga__inst *inst;         /* EFF_INVOKE, EFF_DONE, EFF_STARTED(new) */
-    char id[SAGA_ID_SIZE];    /* EFF_STARTED, EFF_DONE_CB */
-    int32_t step;             /* EFF_INVOKE: what was scheduled */
-    uint32_t attempt;
-    uint32_t backward;
-    int existed;              /* EFF_STARTED */
-    saga_state state;         /* EFF_DONE_CB */
-    saga_start_cb start_cb;
-    saga_done_cb done_cb;
-    void *arg;
-    saga_delivery *delivery; /* EFF_ACK */
-} saga__effect;
 
 typedef struct saga__jentry {
     saga_journal_entry e;
@@ -137,14 +67,7 @@ struct saga_engine {
 
     saga__defent *defs;
 
-    /* active sagas */
-    saga__inst **by_id;
-    saga__inst **by_idem;
-    size_t nbuckets, ninst;
-
-    /* timer heap */
-    saga__inst **heap;
-    size_t nheap, cheap;
+    saga__index idx; /* active sagas: by id, by key, and their timers */
 
     saga__batch batch;  /* open: staging */
     saga__batch commit; /* taken for commit: in flight or being released */
@@ -202,10 +125,21 @@ int64_t saga__now(saga_engine *e);
 uint64_t saga__rand(saga_engine *e);
 const saga_def *saga__def_find(saga_engine *e, const char *name,
                                uint32_t version);
-saga__inst *saga__inst_find(saga_engine *e, const char *id);
-saga__inst *saga__idem_find(saga_engine *e, const char *key);
-int saga__inst_add(saga_engine *e, saga__inst *in);
+static inline saga__inst *saga__inst_find(saga_engine *e, const char *id)
+{
+    return saga__index_find(&e->idx, id);
+}
+static inline saga__inst *saga__idem_find(saga_engine *e, const char *key)
+{
+    return saga__index_find_key(&e->idx, key);
+}
+static inline int saga__inst_add(saga_engine *e, saga__inst *in)
+{
+    return saga__index_add(&e->idx, in);
+}
+/* Drop @p in from the index (e may be NULL: not indexed) and free it. */
 void saga__inst_free(saga_engine *e, saga__inst *in);
+/* Arm or disarm @p in's timer; the engine's uv timer follows the earliest. */
 void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key);
 void saga__heap_remove(saga_engine *e, saga__inst *in);
 /* Staging: mark @p in dirty in the open batch (flags SAGA_PUT_*). */
@@ -222,7 +156,6 @@ void saga__graveyard(saga_engine *e, void *p);
 /* Keep ended sagas updated at or after @p updated_ms from being purged
  * until the open batch is released. */
 void saga__pin(saga_engine *e, int64_t updated_ms);
-void saga__record_from_inst(const saga__inst *in, saga_record *r);
 
 /* Queue an outbox message in the open batch (it takes @p m). */
 void saga__stage_outmsg(saga_engine *e, saga__outmsg *m);

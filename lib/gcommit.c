@@ -21,7 +21,7 @@ void saga__gc_init(saga__gc *g, uv_loop_t *loop, saga_store *store,
     g->async = store != NULL && store->version >= 4 &&
                store->submit_batch != NULL && ops->writes != NULL &&
                ops->detach != NULL;
-    g->busy = g->inflight = g->closing = 0;
+    g->busy = g->inflight = g->closing = g->linger = 0;
     g->t0 = 0;
     g->latency_us = 0;
     uv_idle_init(loop, &g->idle);
@@ -129,6 +129,7 @@ static void flush_rounds(saga__gc *g)
         return;
     }
     g->busy = 1;
+    int wrote = 0;
     for (int round = 0; round < g->max_rounds && g->ops->pending(g->owner);
          round++) {
         int rc = g->ops->detach != NULL ? g->ops->detach(g->owner) : 1;
@@ -154,8 +155,12 @@ static void flush_rounds(saga__gc *g)
         }
         g->backoff_ms = g->retry_ms;
         g->ops->committed(g->owner);
+        wrote = 1;
     }
-    if (!g->ops->pending(g->owner))
+    /* Lingering, the handles stay for one more turn after a commit: what
+     * its release causes at once (a published message's outbox delete)
+     * joins a batch without waiting for a timer. */
+    if (!g->ops->pending(g->owner) && !(g->linger && wrote))
         stop(g);
     g->busy = 0;
 }

@@ -324,7 +324,7 @@ int saga_engine_metrics(saga_engine *e, saga_metric_cb cb, void *arg)
         double v;
     } flat[] = {
         {"saga_sagas_active", "Sagas RUNNING or COMPENSATING in memory.",
-         SAGA_METRIC_GAUGE, (double)e->ninst},
+         SAGA_METRIC_GAUGE, (double)e->idx.ninst},
         {"saga_retries_total", "Attempts scheduled again after RETRY, FAIL "
          "of a compensation, or a timeout.", SAGA_METRIC_COUNTER,
          (double)e->stats.retries},

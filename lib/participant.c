@@ -239,9 +239,7 @@ static void free_items(item *it)
     }
 }
 
-static void retry_cb(uv_timer_t *t) { schedule(t->data); }
 static void done_timer_cb(uv_timer_t *t) { schedule(t->data); }
-static void idle_cb(uv_idle_t *h) { (void)h; }
 
 /* Free the messages queued at and after *@p from (a list tail mark). */
 static void drop_from(saga__outmsg **from, saga__outmsg ***tail)
@@ -432,15 +430,17 @@ static void park_failed(saga_participant *p)
     arm_park(p);
 }
 
-static void check_cb(uv_check_t *h)
+/* The batch, as the group-commit driver (gcommit.c) runs it. */
+static int batch_pending(void *owner)
 {
-    saga_participant *p = h->data;
-    if (p->head == NULL && p->ext == NULL && p->ndone == 0 &&
-        p->answers == NULL) {
-        uv_idle_stop(&p->idle);
-        uv_check_stop(&p->check);
-        return;
-    }
+    saga_participant *p = owner;
+    return p->head != NULL || p->ext != NULL || p->ndone != 0 ||
+           p->answers != NULL;
+}
+
+static int batch_write(void *owner)
+{
+    saga_participant *p = owner;
     int rc = run_batch(p);
     if (rc == HANDLER_FAILED) {
         /* Without savepoints: run the batch again at once without it. */
@@ -455,33 +455,35 @@ static void check_cb(uv_check_t *h)
         free_list(&p->resend, &rt);
         park_failed(p);
         p->rerun = 1;
-        return; /* the check handle stays active: next turn */
+        return SAGA__GC_AGAIN; /* the next loop turn */
     }
-    if (rc != SAGA_OK) {
-        /* Nothing of it remains: handlers run again on the retry. */
-        p->stats = p->snap;
-        p->stats.commit_failures++;
-        saga__pdefer_rolled_back(p);
-        for (item *it = p->head; it; it = it->next)
-            it->hfail = 0;
-        saga__plog(p, SAGA_LOG_ERROR, NULL, -1,
-                   "commit of %s failed (%s): %s; retrying in %u ms",
-                   p->head ? "received messages" : "the outbox",
-                   saga_err_name(rc), p->store->errmsg(p->store),
-                   p->backoff_ms);
-        free_list(&p->txn, &p->txn_tail);
-        free_list(&p->txn_ev, &p->txn_ev_tail);
-        saga__outmsg **rt = &p->resend;
-        free_list(&p->resend, &rt);
-        uv_idle_stop(&p->idle);
-        uv_check_stop(&p->check);
-        uv_timer_start(&p->retry, retry_cb, p->backoff_ms, 0);
-        p->backoff_ms =
-            p->backoff_ms * 2 > MAX_RETRY_MS ? MAX_RETRY_MS : p->backoff_ms * 2;
-        return;
-    }
+    return rc;
+}
+
+static void batch_failed(void *owner, int rc)
+{
+    saga_participant *p = owner;
+    /* Nothing of it remains: handlers run again on the retry. */
+    p->stats = p->snap;
+    p->stats.commit_failures++;
+    saga__pdefer_rolled_back(p);
+    for (item *it = p->head; it; it = it->next)
+        it->hfail = 0;
+    saga__plog(p, SAGA_LOG_ERROR, NULL, -1,
+               "commit of %s failed (%s): %s; retrying in %u ms",
+               p->head ? "received messages" : "the outbox",
+               saga_err_name(rc), p->store->errmsg(p->store),
+               p->gc.backoff_ms);
+    free_list(&p->txn, &p->txn_tail);
+    free_list(&p->txn_ev, &p->txn_ev_tail);
+    saga__outmsg **rt = &p->resend;
+    free_list(&p->resend, &rt);
+}
+
+static void batch_committed(void *owner)
+{
+    saga_participant *p = owner;
     p->stats.commits++;
-    p->backoff_ms = p->opts.store_retry_ms;
     saga__pdefer_committed(p);
     park_failed(p);
     for (size_t i = 0; i < p->ndone; i++)
@@ -509,13 +511,18 @@ static void check_cb(uv_check_t *h)
     saga__relay_kick(p->relay);
 }
 
+/* Synchronous only: the handlers run inside the transaction. */
+static const saga__gc_ops participant_gc_ops = {
+    .pending = batch_pending,
+    .write = batch_write,
+    .committed = batch_committed,
+    .failed = batch_failed,
+};
+
 static void schedule(saga_participant *p)
 {
-    if (p->closing || uv_is_active((uv_handle_t *)&p->check) ||
-        uv_is_active((uv_handle_t *)&p->retry))
-        return;
-    uv_idle_start(&p->idle, idle_cb);
-    uv_check_start(&p->check, check_cb);
+    if (!p->closing)
+        saga__gc_schedule(&p->gc);
 }
 
 /* Whether the transport can ever deliver to @p topic (version-2 route();
@@ -656,7 +663,6 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         p->opts.retention_ms = DEFAULT_RETENTION_MS;
     if (p->opts.housekeeping_interval_ms == 0)
         p->opts.housekeeping_interval_ms = DEFAULT_HK_MS;
-    p->backoff_ms = p->opts.store_retry_ms;
     p->loop = loop;
     p->store = store;
     p->transport = transport;
@@ -672,9 +678,9 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         saga_free(p);
         return SAGA_ENOMEM;
     }
-    uv_idle_init(loop, &p->idle);
-    uv_check_init(loop, &p->check);
-    uv_timer_init(loop, &p->retry);
+    saga__gc_init(&p->gc, loop, store, &participant_gc_ops, p,
+                  p->opts.store_retry_ms, MAX_RETRY_MS, 1);
+    p->gc.linger = 1;
     uv_timer_init(loop, &p->done_timer);
     uv_timer_init(loop, &p->park_timer);
     uv_timer_init(loop, &p->hk_timer);
@@ -682,7 +688,7 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     uv_unref((uv_handle_t *)&p->hk_timer);
     /* Deleting outbox rows never needs to keep the loop alive. */
     uv_unref((uv_handle_t *)&p->done_timer);
-    p->idle.data = p->check.data = p->retry.data = p->done_timer.data = p;
+    p->done_timer.data = p;
     p->park_timer.data = p->hk_timer.data = p;
     *out = p;
     return SAGA_OK;
@@ -818,7 +824,7 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
         if (p->head == NULL && p->ext == NULL && !p->ndone && !p->answers)
             break;
         p->rerun = 0;
-        check_cb(&p->check);
+        saga__gc_flush(&p->gc);
         if (!p->rerun) /* committed, or the store failed */
             break;
     }
@@ -833,11 +839,10 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
     free_items(p->parked);
     p->parked = NULL;
     saga_transport_free(p->transport);
-    p->nclosing = 6;
+    p->nclosing = 3;
     uv_close((uv_handle_t *)&p->park_timer, handle_closed);
     uv_close((uv_handle_t *)&p->hk_timer, handle_closed);
-    uv_close((uv_handle_t *)&p->idle, handle_closed);
-    uv_close((uv_handle_t *)&p->check, handle_closed);
-    uv_close((uv_handle_t *)&p->retry, handle_closed);
     uv_close((uv_handle_t *)&p->done_timer, handle_closed);
+    saga__gc_stop(&p->gc);
+    p->nclosing += saga__gc_close(&p->gc, handle_closed, p);
 }

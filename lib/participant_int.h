@@ -8,6 +8,7 @@
 
 #include <uv.h>
 
+#include "gcommit.h"
 #include "internal.h"
 #include "relay.h"
 #include "saga/codec.h"
@@ -95,15 +96,12 @@ struct saga_participant {
     saga_deferred *answering;             /* recorded in the running batch */
     int in_handler, started, closing, nclosing;
     int rerun; /* the batch is run again without a failed handler */
-    uv_idle_t idle;
-    uv_check_t check;
-    uv_timer_t retry;
+    saga__gc gc;           /* group commit: when the batch commits */
     uv_timer_t done_timer; /* commits outbox deletes when idle */
     item *parked;          /* failed handlers waiting for their next try */
     uv_timer_t park_timer;
     uv_timer_t hk_timer; /* housekeeping */
     saga_participant_stats snap; /* stats when the batch began */
-    uint32_t backoff_ms;
     uint64_t rng;
     saga_participant_stats stats;
     const saga_envelope *cur; /* the message being processed (logs) */

@@ -494,34 +494,12 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
             return started_effect(e, found, 1, cb, arg);
         }
     }
-    saga__inst *in = saga_malloc(sizeof *in);
+    saga__inst *in = saga__inst_new(def, idem_key, data, len, saga__now(e));
     if (in == NULL)
         return SAGA_ENOMEM;
-    memset(in, 0, sizeof *in);
-    in->heap_idx = SIZE_MAX;
-    in->idem_key = saga__strdup(idem_key);
-    in->data = saga_malloc(len ? len : 1);
-    if ((idem_key && !in->idem_key) || in->data == NULL) {
-        saga__inst_free(NULL, in);
-        return SAGA_ENOMEM;
-    }
-    if (len > 0) {
-        memcpy(in->data, data, len);
-        in->data_len = len;
-    } else {
-        ((unsigned char *)in->data)[0] = 0x80; /* the empty msgpack map */
-        in->data_len = 1;
-    }
     do
         new_id(e, in->id);
     while (saga__inst_find(e, in->id) != NULL);
-    in->def = def;
-    in->state = SAGA_STATE_RUNNING;
-    in->step = 0;
-    in->attempt = 1;
-    in->created_ms = in->updated_ms = saga__now(e);
-    if (def->deadline_ms)
-        in->deadline_ms = in->created_ms + (int64_t)def->deadline_ms;
     if (saga__inst_add(e, in) != SAGA_OK) {
         saga__inst_free(NULL, in);
         return SAGA_ENOMEM;
@@ -705,35 +683,11 @@ static int load_cb(const saga_record *r, void *arg)
         c->list = nl;
         c->cap = nc;
     }
-    saga__inst *in = saga_malloc(sizeof *in);
+    saga__inst *in = saga__inst_from_record(def, r);
     if (in == NULL) {
         c->rc = SAGA_ENOMEM;
         return 1;
     }
-    memset(in, 0, sizeof *in);
-    in->heap_idx = SIZE_MAX;
-    snprintf(in->id, sizeof in->id, "%s", r->id);
-    in->def = def;
-    in->state = r->state;
-    in->step = r->step;
-    in->attempt = r->attempt ? r->attempt : 1;
-    in->flags = r->flags;
-    /* In flight before a restart: it may have run. */
-    in->invoked = (r->flags & SAGA_REC_INFLIGHT) != 0;
-    in->created_ms = r->created_ms;
-    in->updated_ms = r->updated_ms;
-    in->due_ms = r->due_ms;
-    in->deadline_ms = r->deadline_ms;
-    in->idem_key = saga__strdup(r->idem_key);
-    in->error = saga__strdup(r->error);
-    in->data = saga_malloc(r->data_len ? r->data_len : 1);
-    if (in->data == NULL || (r->idem_key && !in->idem_key)) {
-        saga__inst_free(NULL, in);
-        c->rc = SAGA_ENOMEM;
-        return 1;
-    }
-    memcpy(in->data, r->data, r->data_len);
-    in->data_len = r->data_len;
     c->list[c->n++] = in;
     return 0;
 }

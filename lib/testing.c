@@ -295,8 +295,8 @@ static void drive(saga_engine *e, kit *k, uint64_t max_ms)
         saga_engine_run(e, SAGA_RUN_NOWAIT);
         if (k->done || uv_is_active((uv_handle_t *)&e->gc.idle))
             continue;
-        if (e->nheap > 0) {
-            int64_t due = e->heap[0]->heap_key;
+        if (saga__index_first(&e->idx) != NULL) {
+            int64_t due = saga__index_first(&e->idx)->heap_key;
             if (due > k->now)
                 k->now = due;
             if (k->now - T_START > (int64_t)max_ms)

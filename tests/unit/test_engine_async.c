@@ -190,7 +190,7 @@ Test(engine_async, refused_submit_is_retried, .init = setup,
     async_store_refuse_next(F->as, 1);
     char a[SAGA_ID_SIZE];
     start(a);
-    h_pump(&F->h);
+    uv_run(&F->h.loop, UV_RUN_NOWAIT); /* the check handle submits */
     cr_expect_eq(stats().refused, 1);
     cr_expect_eq(F->started, 0);
     /* The retry timer (1 ms) submits it again. */
