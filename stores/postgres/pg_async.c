@@ -186,8 +186,8 @@ static void conn_lost(pg_store *s, const char *what)
  * batch log back. SAGA_OK when resolved, else SAGA_ESTORE (try later). */
 int saga__pg_read_log(pg_store *s, int64_t *seq)
 {
-    const char *val[1] = {s->owner};
-    int len[1] = {(int)strlen(s->owner)};
+    const char *val[1] = {s->log_writer};
+    int len[1] = {(int)strlen(s->log_writer)};
     int fmt[1] = {1};
     char name[16];
     snprintf(name, sizeof name, "s%d", (int)PG_BATCH_READ);
@@ -450,14 +450,14 @@ int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
     /* The batch log first: if it is there after a lost answer, all of the
      * batch is. */
     pg_params p = {0};
-    saga__pg_text(&p, s->owner);
+    saga__pg_text(&p, s->log_writer);
     saga__pg_int(&p, b->seq);
     saga__pg_int(&p, saga__wall_ms());
     char name[16];
     snprintf(name, sizeof name, "s%d", (int)PG_BATCH_LOG);
     size_t n = 0;
     int ok = PQsendQueryPrepared(s->conn, name, p.n, p.val, p.len, p.fmt, 1) &&
-             saga__pg_send_writes(s->conn, w, NULL, NULL, &n) == 0 &&
+             saga__pg_send_writes(s, w, NULL, NULL, &n) == 0 &&
              PQpipelineSync(s->conn);
     int f = ok ? PQflush(s->conn) : -1;
     if (f < 0) {

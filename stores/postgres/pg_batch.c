@@ -325,9 +325,10 @@ static int send_journal_n(PGconn *c, const saga_batch_writes *w,
 /* From this many rows of a kind on, one array statement carries them. */
 #define BULK_MIN 4
 
-int saga__pg_send_writes(PGconn *c, const saga_batch_writes *w,
+int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
                          int (*after)(void *), void *arg, size_t *nsent)
 {
+    PGconn *c = s->conn;
 #define SEND(which, p)                                                         \
     do {                                                                       \
         if (send_prepared(c, which, p) != 0)                                   \
@@ -410,13 +411,13 @@ static int send_all(pipe_state *ps, const saga_batch_writes *w)
     /* The batch log, as submit_batch writes it: a COMMIT whose answer is
      * lost is resolved by reading it back. */
     pg_params p = {0};
-    saga__pg_text(&p, ps->s->owner);
+    saga__pg_text(&p, ps->s->log_writer);
     saga__pg_int(&p, ps->seq);
     saga__pg_int(&p, saga__wall_ms());
     if (send_sql(ps, "BEGIN") != 0 ||
         send_prepared(ps->s->conn, PG_BATCH_LOG, &p) != 0 ||
         after_send(ps) != 0 ||
-        saga__pg_send_writes(ps->s->conn, w, after_send, ps, &n) != 0)
+        saga__pg_send_writes(ps->s, w, after_send, ps, &n) != 0)
         return -1;
     if (send_sql(ps, "COMMIT") != 0 || !PQpipelineSync(ps->s->conn))
         return -1;

@@ -87,7 +87,7 @@ typedef struct pg_store {
     int close_pending;          /* close was called from a done callback */
     int backoff_ms;             /* next reconnect delay */
     int64_t next_connect_ms;    /* no reconnect before (monotonic ms) */
-    char owner[40];             /* this open's name in the batch log */
+    char log_writer[40];        /* this open's name in the batch log */
     int64_t batch_seq;          /* the last batch number given */
     struct pg_abatch *q_head, *q_tail; /* submitted, unresolved, in order */
     struct pg_abatch *f_head, *f_tail; /* resolved, done not yet called */
@@ -137,9 +137,9 @@ int saga__pg_fail_res(pg_store *s, const PGresult *res, const char *what);
 int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w);
 /** SAGA_OK, or SAGA_EINVAL with errmsg set for a malformed batch. */
 int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w);
-/** Queue every statement of @p w on @p c (prepared, binary), calling
+/** Queue every statement of @p w on s->conn (prepared, binary), calling
  * @p after (may be NULL) after each; *nsent counts them. -1 on failure. */
-int saga__pg_send_writes(PGconn *c, const saga_batch_writes *w,
+int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
                          int (*after)(void *), void *arg, size_t *nsent);
 /** A failed statement's SQLSTATE as a slot result. */
 int saga__pg_map_state(const char *st);

@@ -140,11 +140,11 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                              "$2, $3, $4, $5, $6, $7, $8)",
                              {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
                               T_INT8, T_TEXT}},
-    [PG_BATCH_LOG] = {"INSERT INTO batch_log(owner, seq, at_ms) VALUES ($1, "
-                      "$2, $3) ON CONFLICT (owner) DO UPDATE SET seq = "
+    [PG_BATCH_LOG] = {"INSERT INTO batch_log(writer, seq, at_ms) VALUES ($1, "
+                      "$2, $3) ON CONFLICT (writer) DO UPDATE SET seq = "
                       "EXCLUDED.seq, at_ms = EXCLUDED.at_ms",
                       {T_TEXT, T_INT8, T_INT8}},
-    [PG_BATCH_READ] = {"SELECT seq FROM batch_log WHERE owner = $1",
+    [PG_BATCH_READ] = {"SELECT seq FROM batch_log WHERE writer = $1",
                        {T_TEXT}},
     [PG_SAGA_INSERT_N] = {"INSERT INTO sagas(" SAGA_COLS ") SELECT * FROM "
                           "unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "

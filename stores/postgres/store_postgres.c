@@ -74,12 +74,12 @@ static const char *const migrations[] = {
     "CREATE TABLE kv("
     " key text PRIMARY KEY,"
     " val bytea NOT NULL);",
-    /* 1 -> 2: the batch log. Each open of the store names itself (owner)
+    /* 1 -> 2: the batch log. Each open of the store names itself (writer)
      * and every asynchronous batch sets its row to the batch's number in
      * the batch's own transaction: after a lost answer, the row says
      * whether the commit happened. One row per open, not per batch. */
     "CREATE TABLE batch_log("
-    " owner text PRIMARY KEY,"
+    " writer text PRIMARY KEY,"
     " seq bigint NOT NULL,"
     " at_ms bigint NOT NULL);",
 };
@@ -632,7 +632,7 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
      * (or two opens in one) never share a row. */
     uint64_t seed = saga__os_seed() ^ (uint64_t)(uintptr_t)s;
     uint64_t a = saga__splitmix64(&seed), b = saga__splitmix64(&seed);
-    snprintf(s->owner, sizeof s->owner, "%016llx%016llx",
+    snprintf(s->log_writer, sizeof s->log_writer, "%016llx%016llx",
              (unsigned long long)a, (unsigned long long)b);
     int rc = connect_db(s);
     if (rc == SAGA_OK) {
