@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/scaleout/run.sh BIN [-n N] [-s SEQ] [-W "WINDOWS"] [-P yes|no]
+# bench/scaleout/run.sh BIN [-n N] [-s SEQ] [-W "WINDOWS"]
 #
 # The core workload (sagas of 4 no-op local steps) on the PostgreSQL store,
 # against a plain-libpq floor that writes the same rows with the same
@@ -19,14 +19,13 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=$1
 shift
-N=20000 SEQ=300 WINDOWS="256 1024 4096" SHARED=${SAGA_SCALEOUT_SHARED:-no}
-while getopts "n:s:W:P:" o; do
+N=20000 SEQ=300 WINDOWS="256 1024 2048 4096"
+while getopts "n:s:W:" o; do
   case $o in
     n) N=$OPTARG ;;
     s) SEQ=$OPTARG ;;
     W) WINDOWS=$OPTARG ;;
-    P) SHARED=$OPTARG ;;
-    *) echo "usage: bench/run scaleout [-n N] [-s SEQ] [-W \"256 1024\"] [-P yes|no]" >&2; exit 2 ;;
+    *) echo "usage: bench/run scaleout [-n N] [-s SEQ] [-W \"256 1024\"]" >&2; exit 2 ;;
   esac
 done
 
@@ -34,7 +33,7 @@ if [ -z "${SAGA_PG_URL:-}" ] || [ "${SCALEOUT_INNER:-}" != 1 ]; then
   # Start the throwaway server and come back in.
   export SCALEOUT_INNER=1
   exec bash "$ROOT/tests/pg/with-pg.sh" bash "$0" "$bin" -n "$N" -s "$SEQ" \
-    -W "$WINDOWS" -P "$SHARED"
+    -W "$WINDOWS"
 fi
 
 out=$(mktemp -d /tmp/bench_scaleout.XXXXXX)
