@@ -218,7 +218,7 @@ static double engine_run(const char *path, long n, long window, double *lat,
                  r.done, n, r.failed);
         die("engine run", msg);
     }
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(r.e, &st);
     *commits = st.commits;
     saga_engine_free(r.e);
@@ -381,7 +381,7 @@ static void put_saga(floor_db *f, fsaga *s, int p, int64_t now)
     fstep(f, st);
 }
 
-static void put_journal(floor_db *f, fsaga *s, uint32_t seq, saga_event ev,
+static void put_journal(floor_db *f, fsaga *s, uint32_t seq, saga_journal_kind ev,
                         int step, int64_t now)
 {
     sqlite3_stmt *st = f->st[F_JOURNAL];
@@ -402,11 +402,11 @@ static void put_journal(floor_db *f, fsaga *s, uint32_t seq, saga_event ev,
 static void put_phase_journal(floor_db *f, fsaga *s, int p, int64_t now)
 {
     if (p == 0) {
-        put_journal(f, s, 1, SAGA_EV_STARTED, -1, now);
+        put_journal(f, s, 1, SAGA_JOURNAL_STARTED, -1, now);
     } else {
-        put_journal(f, s, (uint32_t)p + 1, SAGA_EV_STEP_OK, p - 1, now);
+        put_journal(f, s, (uint32_t)p + 1, SAGA_JOURNAL_STEP_OK, p - 1, now);
         if (p == NPHASES - 1)
-            put_journal(f, s, NPHASES + 1, SAGA_EV_COMPLETED, -1, now);
+            put_journal(f, s, NPHASES + 1, SAGA_JOURNAL_COMPLETED, -1, now);
     }
     s->started_ms = now;
 }

@@ -353,8 +353,8 @@ static int parse_shape(const blob *b, saga_shape *sh)
     return sh->name != NULL && sh->steps != NULL ? SAGA_OK : SAGA_ECORRUPT;
 }
 
-int saga_shape_load(saga_store *s, const char *name, uint32_t version,
-                    saga_shape **out)
+int saga_shape_load(saga_shape **out, saga_store *s, const char *name,
+                    uint32_t version)
 {
     if (s == NULL || name == NULL || out == NULL)
         return SAGA_EINVAL;
@@ -883,13 +883,13 @@ static int max_seq_cb(const saga_journal_entry *j, void *arg)
 }
 
 static int journal_add(saga_store *s, const char *id, uint32_t *seq,
-                       saga_event ev, int64_t now, const char *err)
+                       saga_journal_kind ev, int64_t now, const char *err)
 {
     saga_journal_entry j;
     memset(&j, 0, sizeof j);
     j.saga_id = id;
     j.seq = ++*seq;
-    j.event = ev;
+    j.kind = ev;
     j.step = -1;
     j.at_ms = now;
     j.error = err;
@@ -933,11 +933,11 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
         r->attempt = 0;
         r->flags &= ~SAGA_REC_INFLIGHT;
         r->due_ms = now;
-        rc = journal_add(s, q->saga, &seq, SAGA_EV_OPERATOR_RETRY, now, why);
+        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_RETRY, now, why);
         break;
     case SAGA_OP_COMPENSATE: {
         saga_shape *sh = NULL;
-        rc = saga_shape_load(s, r->def_name, r->def_version, &sh);
+        rc = saga_shape_load(&sh, s, r->def_name, r->def_version);
         if (rc != SAGA_OK)
             FAILF(rc == SAGA_ESTORE || rc == SAGA_ENOMEM ? rc : SAGA_ECORRUPT,
                   "the shape of definition '%s' v%u is not recorded in the "
@@ -963,7 +963,7 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
         while (from >= 0 && !sh->steps[from].comp)
             from--;
         saga_shape_free(sh);
-        rc = journal_add(s, q->saga, &seq, SAGA_EV_OPERATOR_COMPENSATE, now,
+        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_COMPENSATE, now,
                          why);
         r->flags |= SAGA_REC_BACKWARD;
         r->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
@@ -972,7 +972,7 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
             r->state = SAGA_STATE_COMPENSATED;
             r->due_ms = 0;
             if (rc == SAGA_OK)
-                rc = journal_add(s, q->saga, &seq, SAGA_EV_COMPENSATED, now,
+                rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_COMPENSATED, now,
                                  NULL);
         } else {
             r->state = SAGA_STATE_COMPENSATING;
@@ -980,7 +980,7 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
             r->attempt = 0;
             r->due_ms = now;
             if (rc == SAGA_OK)
-                rc = journal_add(s, q->saga, &seq, SAGA_EV_COMPENSATING, now,
+                rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_COMPENSATING, now,
                                  why);
         }
         break;
@@ -994,12 +994,12 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
         r->state = (saga_state)q->as;
         r->flags &= ~SAGA_REC_INFLIGHT;
         r->due_ms = 0;
-        rc = journal_add(s, q->saga, &seq, SAGA_EV_OPERATOR_RESOLVE, now, why);
+        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_RESOLVE, now, why);
         if (rc == SAGA_OK)
             rc = journal_add(s, q->saga, &seq,
                              q->as == SAGA_STATE_COMPLETED
-                                 ? SAGA_EV_COMPLETED
-                                 : SAGA_EV_COMPENSATED,
+                                 ? SAGA_JOURNAL_COMPLETED
+                                 : SAGA_JOURNAL_COMPENSATED,
                              now, NULL);
         break;
     default:

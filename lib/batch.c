@@ -63,7 +63,7 @@ static int grow_array(void **arr, size_t *cap, size_t elem)
     return SAGA_OK;
 }
 
-int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
+int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
                   const char *error)
 {
     saga__batch *b = &e->batch;
@@ -74,13 +74,13 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
     /* Out of memory for the text: the entry is kept without it. */
     j->error = saga__strdup(error);
     memcpy(j->saga_id, in->id, SAGA_ID_SIZE);
-    int saga_level = ev == SAGA_EV_STARTED || ev == SAGA_EV_COMPLETED ||
-                     ev == SAGA_EV_COMPENSATING || ev == SAGA_EV_COMPENSATED ||
-                     ev == SAGA_EV_FAILED || ev == SAGA_EV_OPERATOR_RETRY ||
-                     ev == SAGA_EV_OPERATOR_COMPENSATE ||
-                     ev == SAGA_EV_OPERATOR_RESOLVE;
+    int saga_level = ev == SAGA_JOURNAL_STARTED || ev == SAGA_JOURNAL_COMPLETED ||
+                     ev == SAGA_JOURNAL_COMPENSATING || ev == SAGA_JOURNAL_COMPENSATED ||
+                     ev == SAGA_JOURNAL_FAILED || ev == SAGA_JOURNAL_OPERATOR_RETRY ||
+                     ev == SAGA_JOURNAL_OPERATOR_COMPENSATE ||
+                     ev == SAGA_JOURNAL_OPERATOR_RESOLVE;
     j->e.seq = ++in->jseq;
-    j->e.event = ev;
+    j->e.kind = ev;
     j->e.step = saga_level ? -1 : in->step;
     j->e.attempt = saga_level ? 0 : in->attempt;
     j->e.started_ms = saga_level ? 0 : in->started_ms;
@@ -489,7 +489,7 @@ static void run_effects(saga_engine *e, saga__batch *b)
         case EFF_INVOKE:
             /* A closing engine runs no more actions: they are in flight
              * in the store and run again after a restart. */
-            if (!e->closing)
+            if (!e->closing && saga__own_may_act(e))
                 saga__invoke(e, f->inst, f);
             break;
         case EFF_STARTED:
@@ -588,6 +588,11 @@ static void failed(void *owner, int rc)
         e->commit_stuck = 1;
         saga__log(e, SAGA_LOG_ERROR, NULL, -1,
                   "out of memory putting a failed batch back: kept aside");
+    } else if (!e->commit_stuck && saga__own_resolve(e, rc)) {
+        /* A shared store refused some sagas (fenced, or a key another
+         * engine took first): they left the batch; write the rest at
+         * once rather than after the backoff. */
+        e->gc.backoff_ms = 1;
     }
 }
 

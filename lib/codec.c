@@ -14,6 +14,7 @@
 
 #include "saga/codec.h"
 #include "mpread.h"
+#include "util.h"
 
 /* An envelope has 12 known keys; a few unknown ones leave room to grow.
  * The cap keeps the duplicate-key check (quadratic) trivially cheap. */
@@ -40,7 +41,9 @@ int saga_codec_stats(saga_codec_counters *out)
 {
     if (out == NULL)
         return SAGA_EINVAL;
+    SAGA__CHECK_VERSION(out, SAGA_CODEC_COUNTERS_VERSION);
     memset(out, 0, sizeof(*out));
+    out->version = SAGA_CODEC_COUNTERS_VERSION;
     out->decoded = atomic_load_explicit(&g_decoded, memory_order_relaxed);
 #define LOAD(r) atomic_load_explicit(&g_rejected[r], memory_order_relaxed)
     out->rej_malformed = LOAD(R_MALFORMED);

@@ -13,6 +13,20 @@
 #include "saga/store.h"
 #include "saga/transport.h"
 
+/* The reason the last constructor on this thread failed: constructors have
+ * no object yet to keep it in (saga_open_errmsg()). */
+static _Thread_local char open_err[512];
+
+const char *saga_open_errmsg(void) { return open_err; }
+
+void saga_open_errmsg_set(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(open_err, sizeof open_err, fmt, ap);
+    va_end(ap);
+}
+
 int saga_version(void) { return SAGA_VERSION_NUMBER; }
 const char *saga_version_string(void) { return SAGA_VERSION_STRING; }
 
@@ -90,7 +104,7 @@ const char *saga_state_name(saga_state s)
     return "UNKNOWN";
 }
 
-const char *saga_event_name(saga_event ev)
+const char *saga_journal_kind_name(saga_journal_kind ev)
 {
     static const char *const names[] = {
         "UNKNOWN",      "STARTED",       "STEP_OK",      "STEP_FAIL",

@@ -379,7 +379,10 @@ int saga_engine_start(saga_engine *e)
         return saga__err(e, SAGA_EBUSY, "engine already started");
     if (e->closing)
         return SAGA_ECLOSED;
-    int rc = saga__recover(e);
+    /* A store shared by several engines: resume the sagas claimed. */
+    int rc = saga__own_start(e);
+    if (rc > 0)
+        rc = saga__recover(e);
     if (rc == SAGA_OK && e->transport != NULL)
         rc = saga__remote_start(e);
     if (rc != SAGA_OK)
@@ -431,11 +434,13 @@ int saga_engine_run(saga_engine *e, saga_run_mode mode)
     return r;
 }
 
-int saga_engine_stats(saga_engine *e, saga_stats *out)
+int saga_engine_stats(saga_engine *e, saga_engine_counters *out)
 {
     if (e == NULL || out == NULL)
         return SAGA_EINVAL;
+    SAGA__CHECK_VERSION(out, SAGA_ENGINE_COUNTERS_VERSION);
     *out = e->stats;
+    out->version = SAGA_ENGINE_COUNTERS_VERSION;
     out->active = e->idx.ninst;
     return SAGA_OK;
 }
@@ -535,6 +540,7 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
     saga__gc_stop(&e->gc);
     saga__remote_close(e);
     saga__admin_close(e);
+    saga__own_close(e);
     if (e->transport != NULL) {
         saga_transport_free(e->transport);
         e->transport = NULL;

@@ -108,9 +108,10 @@ struct saga_engine {
     saga__relay *relay;
     uint64_t replies_rejected;
 
-    saga_stats stats;
+    saga_engine_counters stats;
     struct saga__admin *admin;     /* admin.c */
     struct saga__metrics *metrics; /* metrics.c */
+    struct saga__own *own;         /* own.c: NULL unless the store is shared */
     uint32_t control_poll_ms;      /* 0: off; set before start */
     char errmsg[512];
 };
@@ -144,7 +145,7 @@ void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key);
 void saga__heap_remove(saga_engine *e, saga__inst *in);
 /* Staging: mark @p in dirty in the open batch (flags SAGA_PUT_*). */
 void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags);
-int saga__journal(saga_engine *e, saga__inst *in, saga_event ev,
+int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
                   const char *error);
 int saga__push_effect(saga_engine *e, const saga__effect *eff);
 /* Make room in the open batch for one transition (its journal entries and
@@ -192,6 +193,22 @@ int saga__op_can_compensate(const saga__inst *in);
 void saga__op_compensate(saga_engine *e, saga__inst *in, const char *why);
 void saga__op_resolve(saga_engine *e, saga__inst *in, saga_state as,
                       const char *why);
+
+/* own.c: several engines on one store (store version 5). */
+typedef struct saga__own saga__own;
+/* Take a lease and claim, in place of recovery. @return 1 if the store is
+ * not shared (then recover as usual), SAGA_OK, or an error. */
+int saga__own_start(saga_engine *e);
+void saga__own_close(saga_engine *e);
+/* Whether the engine may invoke actions now (its lease is surely live). */
+int saga__own_may_act(saga_engine *e);
+/* A commit failed with @p rc: drop from the open batch the sagas that made
+ * it fail (fenced, or an idempotency key taken by another engine). @return
+ * 1 if it dropped any (write the rest at once), 0 if not. */
+int saga__own_resolve(saga_engine *e, int rc);
+/* saga.c: resume the sagas that @p scan visits, as recovery does. */
+typedef int (*saga__scan_fn)(saga_engine *e, saga_record_cb cb, void *arg);
+int saga__recover_from(saga_engine *e, saga__scan_fn scan);
 
 /* admin.c: shapes recorded and the control queue polled from start; its
  * timer closed with the engine. */

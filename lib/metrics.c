@@ -106,35 +106,35 @@ void saga__metrics_journal(saga_engine *e, const saga__inst *in,
     if (d == NULL)
         return;
     int dir = -1, oc = -1;
-    switch (j->event) {
-    case SAGA_EV_STARTED:
+    switch (j->kind) {
+    case SAGA_JOURNAL_STARTED:
         d->started++;
         return;
-    case SAGA_EV_COMPLETED:
+    case SAGA_JOURNAL_COMPLETED:
         d->completed++;
         return;
-    case SAGA_EV_COMPENSATED:
+    case SAGA_JOURNAL_COMPENSATED:
         d->compensated++;
         return;
-    case SAGA_EV_FAILED:
+    case SAGA_JOURNAL_FAILED:
         d->failed++;
         return;
-    case SAGA_EV_OPERATOR_RETRY:
+    case SAGA_JOURNAL_OPERATOR_RETRY:
         d->ops[0]++;
         return;
-    case SAGA_EV_OPERATOR_COMPENSATE:
+    case SAGA_JOURNAL_OPERATOR_COMPENSATE:
         d->ops[1]++;
         return;
-    case SAGA_EV_OPERATOR_RESOLVE:
+    case SAGA_JOURNAL_OPERATOR_RESOLVE:
         d->ops[2]++;
         return;
-    case SAGA_EV_STEP_OK: dir = 0, oc = OC_OK; break;
-    case SAGA_EV_STEP_FAIL: dir = 0, oc = OC_FAIL; break;
-    case SAGA_EV_STEP_RETRY: dir = 0, oc = OC_RETRY; break;
-    case SAGA_EV_STEP_TIMEOUT: dir = 0, oc = OC_TIMEOUT; break;
-    case SAGA_EV_COMP_OK: dir = 1, oc = OC_OK; break;
-    case SAGA_EV_COMP_FAIL: dir = 1, oc = OC_FAIL; break;
-    case SAGA_EV_COMP_TIMEOUT: dir = 1, oc = OC_TIMEOUT; break;
+    case SAGA_JOURNAL_STEP_OK: dir = 0, oc = OC_OK; break;
+    case SAGA_JOURNAL_STEP_FAIL: dir = 0, oc = OC_FAIL; break;
+    case SAGA_JOURNAL_STEP_RETRY: dir = 0, oc = OC_RETRY; break;
+    case SAGA_JOURNAL_STEP_TIMEOUT: dir = 0, oc = OC_TIMEOUT; break;
+    case SAGA_JOURNAL_COMP_OK: dir = 1, oc = OC_OK; break;
+    case SAGA_JOURNAL_COMP_FAIL: dir = 1, oc = OC_FAIL; break;
+    case SAGA_JOURNAL_COMP_TIMEOUT: dir = 1, oc = OC_TIMEOUT; break;
     default:
         return;
     }
@@ -387,7 +387,7 @@ int saga_participant_metrics(saga_participant *p, saga_metric_cb cb,
 {
     if (p == NULL || cb == NULL)
         return SAGA_EINVAL;
-    const saga_participant_stats *s = &p->stats;
+    const saga_participant_counters *s = &p->stats;
     struct {
         const char *name, *help;
         uint64_t v;
@@ -570,7 +570,7 @@ static int render_cb(const saga_metric *m, void *arg)
 
 static void codec_metrics(textbuf *t)
 {
-    saga_codec_counters c;
+    saga_codec_counters c = SAGA_CODEC_COUNTERS_INIT;
     saga_codec_stats(&c);
     struct {
         const char *reason;

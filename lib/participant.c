@@ -85,11 +85,13 @@ saga_store *saga_participant_store(saga_participant *p)
 {
     return p ? p->store : NULL;
 }
-int saga_participant_stats_get(saga_participant *p, saga_participant_stats *out)
+int saga_participant_stats(saga_participant *p, saga_participant_counters *out)
 {
     if (p == NULL || out == NULL)
         return SAGA_EINVAL;
+    SAGA__CHECK_VERSION(out, SAGA_PARTICIPANT_COUNTERS_VERSION);
     *out = p->stats;
+    out->version = SAGA_PARTICIPANT_COUNTERS_VERSION;
     return SAGA_OK;
 }
 
@@ -251,7 +253,7 @@ static void drop_from(saga__outmsg **from, saga__outmsg ***tail)
  * so is what it queued and counted. */
 static void undo_item(saga_participant *p, item *it, saga__outmsg **txn_mark,
                       saga__outmsg **ev_mark, saga__outmsg *rs_mark,
-                      const saga_participant_stats *st)
+                      const saga_participant_counters *st)
 {
     drop_from(txn_mark, &p->txn_tail);
     drop_from(ev_mark, &p->txn_ev_tail);
@@ -276,7 +278,7 @@ static int run_items(saga_participant *p, int sp)
     for (item *it = p->head; it && rc == SAGA_OK; it = it->next) {
         saga__outmsg **txn_mark = p->txn_tail, **ev_mark = p->txn_ev_tail;
         saga__outmsg *rs_mark = p->resend;
-        saga_participant_stats st = p->stats;
+        saga_participant_counters st = p->stats;
         if (sp && (rc = s->savepoint(s)) != SAGA_OK)
             break;
         it->hfail = 0;
@@ -845,4 +847,18 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
     uv_close((uv_handle_t *)&p->done_timer, handle_closed);
     saga__gc_stop(&p->gc);
     p->nclosing += saga__gc_close(&p->gc, handle_closed, p);
+}
+
+static void free_done(void *arg) { *(int *)arg = 1; }
+
+void saga_participant_free(saga_participant *p)
+{
+    if (p == NULL || p->closing)
+        return;
+    uv_loop_t *loop = p->loop;
+    int done = 0;
+    saga_participant_close(p, free_done, &done);
+    while (!done)
+        if (uv_run(loop, UV_RUN_ONCE) == 0 && !done)
+            break; /* nothing left to run: cannot happen, but never spin */
 }

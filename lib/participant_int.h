@@ -101,9 +101,9 @@ struct saga_participant {
     item *parked;          /* failed handlers waiting for their next try */
     uv_timer_t park_timer;
     uv_timer_t hk_timer; /* housekeeping */
-    saga_participant_stats snap; /* stats when the batch began */
+    saga_participant_counters snap; /* stats when the batch began */
     uint64_t rng;
-    saga_participant_stats stats;
+    saga_participant_counters stats;
     const saga_envelope *cur; /* the message being processed (logs) */
     void (*close_cb)(void *);
     void *close_arg;

@@ -88,7 +88,7 @@ static void begin_attempt(saga_engine *e, saga__inst *in)
 }
 
 static void end_saga(saga_engine *e, saga__inst *in, saga_state st,
-                     saga_event ev, const char *err)
+                     saga_journal_kind ev, const char *err)
 {
     in->state = st;
     in->flags &= ~SAGA_REC_INFLIGHT;
@@ -119,7 +119,7 @@ static void compensate_from(saga_engine *e, saga__inst *in, int32_t from)
     while (from >= 0 && !saga__step_has_comp(&in->def->steps[from]))
         from--;
     if (from < 0) {
-        end_saga(e, in, SAGA_STATE_COMPENSATED, SAGA_EV_COMPENSATED, NULL);
+        end_saga(e, in, SAGA_STATE_COMPENSATED, SAGA_JOURNAL_COMPENSATED, NULL);
         return;
     }
     in->step = from;
@@ -141,7 +141,7 @@ static void start_compensation(saga_engine *e, saga__inst *in,
     in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
     in->due_ms = 0;
     set_error(in, reason);
-    saga__journal(e, in, SAGA_EV_COMPENSATING, reason);
+    saga__journal(e, in, SAGA_JOURNAL_COMPENSATING, reason);
     saga__log(e, SAGA_LOG_DEBUG, in->id, in->step, "compensating: %s", reason);
     compensate_from(e, in, from);
 }
@@ -173,13 +173,13 @@ static void forward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
     const saga__step *s = step_of(in);
     char why[SAGA_NAME_MAX + 300];
     if (oc == SAGA_OUTCOME_OK) {
-        saga__journal(e, in, SAGA_EV_STEP_OK, NULL);
+        saga__journal(e, in, SAGA_JOURNAL_STEP_OK, NULL);
         e->stats.steps_ok++;
         in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
         if (s->opts.kind != SAGA_STEP_COMPENSATABLE)
             in->flags |= SAGA_REC_PIVOTED;
         if ((size_t)in->step + 1 == in->def->nsteps) {
-            end_saga(e, in, SAGA_STATE_COMPLETED, SAGA_EV_COMPLETED, NULL);
+            end_saga(e, in, SAGA_STATE_COMPLETED, SAGA_JOURNAL_COMPLETED, NULL);
             return;
         }
         in->step++;
@@ -190,7 +190,7 @@ static void forward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
     int past_pivot = (in->flags & SAGA_REC_PIVOTED) ||
                      s->opts.kind == SAGA_STEP_RETRIABLE;
     if (oc == SAGA_OUTCOME_FAIL) {
-        saga__journal(e, in, SAGA_EV_STEP_FAIL, err);
+        saga__journal(e, in, SAGA_JOURNAL_STEP_FAIL, err);
         e->stats.steps_failed++;
         if (!past_pivot) {
             in->flags &= ~SAGA_REC_INFLIGHT;
@@ -209,7 +209,7 @@ static void forward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
             e->stats.timeouts++;
         }
         saga__journal(e, in,
-                      timed_out ? SAGA_EV_STEP_TIMEOUT : SAGA_EV_STEP_RETRY,
+                      timed_out ? SAGA_JOURNAL_STEP_TIMEOUT : SAGA_JOURNAL_STEP_RETRY,
                       timed_out ? "timed out" : err);
     }
     if (attempts_left(&s->opts.retry, in->attempt)) {
@@ -224,7 +224,7 @@ static void forward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
                        (in->flags & SAGA_REC_MAYBE))) {
         /* Past the point of no return, or a pivot that may have applied:
          * neither forward nor back is safe without an operator. */
-        end_saga(e, in, SAGA_STATE_FAILED, SAGA_EV_FAILED, why);
+        end_saga(e, in, SAGA_STATE_FAILED, SAGA_JOURNAL_FAILED, why);
         return;
     }
     start_compensation(e, in, why);
@@ -235,7 +235,7 @@ static void backward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
 {
     const saga__step *s = step_of(in);
     if (oc == SAGA_OUTCOME_OK) {
-        saga__journal(e, in, SAGA_EV_COMP_OK, NULL);
+        saga__journal(e, in, SAGA_JOURNAL_COMP_OK, NULL);
         e->stats.compensations++;
         in->flags &= ~SAGA_REC_INFLIGHT;
         compensate_from(e, in, in->step - 1);
@@ -244,7 +244,7 @@ static void backward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
     /* A compensation must eventually succeed: FAIL is retried like RETRY. */
     if (timed_out)
         e->stats.timeouts++;
-    saga__journal(e, in, timed_out ? SAGA_EV_COMP_TIMEOUT : SAGA_EV_COMP_FAIL,
+    saga__journal(e, in, timed_out ? SAGA_JOURNAL_COMP_TIMEOUT : SAGA_JOURNAL_COMP_FAIL,
                   timed_out ? "timed out" : err);
     if (attempts_left(&s->opts.comp_retry, in->attempt)) {
         e->stats.retries++;
@@ -255,7 +255,7 @@ static void backward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
     snprintf(why, sizeof why,
              "compensation of step '%s' gave up after %u attempts%s%s",
              s->name, in->attempt, err ? ": " : "", err ? err : "");
-    end_saga(e, in, SAGA_STATE_FAILED, SAGA_EV_FAILED, why);
+    end_saga(e, in, SAGA_STATE_FAILED, SAGA_JOURNAL_FAILED, why);
 }
 
 static void apply_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
@@ -505,7 +505,7 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
         return SAGA_ENOMEM;
     }
     if ((idem_key && saga__stage_idem(e, idem_key, in->id) != SAGA_OK) ||
-        saga__journal(e, in, SAGA_EV_STARTED, NULL) != SAGA_OK ||
+        saga__journal(e, in, SAGA_JOURNAL_STARTED, NULL) != SAGA_OK ||
         started_effect(e, in->id, 0, cb, arg) != SAGA_OK) {
         /* Nothing about this saga can be committed half-way: drop it from
          * the batch bookkeeping by failing the whole start. */
@@ -704,10 +704,17 @@ static int adopt(saga_engine *e, saga__inst *in)
     return rc;
 }
 
-int saga__recover(saga_engine *e)
+static int scan_active(saga_engine *e, saga_record_cb cb, void *arg)
+{
+    return e->store->saga_scan(e->store, SAGA_STATE_MASK_ACTIVE, cb, arg);
+}
+
+int saga__recover(saga_engine *e) { return saga__recover_from(e, scan_active); }
+
+int saga__recover_from(saga_engine *e, saga__scan_fn scan)
 {
     load_ctx c = {e, NULL, 0, 0, 0, SAGA_OK};
-    int rc = e->store->saga_scan(e->store, SAGA_STATE_MASK_ACTIVE, load_cb, &c);
+    int rc = scan(e, load_cb, &c);
     if (rc == SAGA_OK)
         rc = c.rc;
     size_t resumed = 0;
@@ -742,7 +749,9 @@ int saga__recover(saga_engine *e)
     }
     saga_free(c.list);
     if (rc != SAGA_OK)
-        return saga__err(e, rc == SAGA_ENOMEM ? rc : SAGA_ESTORE,
+        return saga__err(e, rc == SAGA_ENOMEM || rc == SAGA_EFENCED
+                                ? rc
+                                : SAGA_ESTORE,
                          "recovery failed: %s", e->store->errmsg(e->store));
     if (resumed || c.skipped)
         saga__log(e, SAGA_LOG_INFO, NULL, -1,
@@ -799,7 +808,7 @@ int saga_retry(saga_engine *e, const char *saga_id)
     in->state = backward(in) ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING;
     in->attempt = 1;
     in->updated_ms = saga__now(e);
-    saga__journal(e, in, SAGA_EV_OPERATOR_RETRY, NULL);
+    saga__journal(e, in, SAGA_JOURNAL_OPERATOR_RETRY, NULL);
     begin_attempt(e, in);
     saga__stage(e, in, 0);
     return SAGA_OK;
@@ -866,7 +875,7 @@ void saga__op_retry(saga_engine *e, saga__inst *in, const char *why)
     in->state = backward(in) ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING;
     in->attempt = 1;
     in->updated_ms = saga__now(e);
-    saga__journal(e, in, SAGA_EV_OPERATOR_RETRY, why);
+    saga__journal(e, in, SAGA_JOURNAL_OPERATOR_RETRY, why);
     begin_attempt(e, in);
     saga__stage(e, in, 0);
 }
@@ -884,13 +893,13 @@ void saga__op_compensate(saga_engine *e, saga__inst *in, const char *why)
                   ((in->flags & SAGA_REC_INFLIGHT) && in->invoked);
     int32_t from = include ? in->step : in->step - 1;
     in->updated_ms = saga__now(e);
-    saga__journal(e, in, SAGA_EV_OPERATOR_COMPENSATE, why);
+    saga__journal(e, in, SAGA_JOURNAL_OPERATOR_COMPENSATE, why);
     in->state = SAGA_STATE_COMPENSATING;
     in->flags |= SAGA_REC_BACKWARD;
     in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
     in->due_ms = 0;
     set_error(in, why);
-    saga__journal(e, in, SAGA_EV_COMPENSATING, why);
+    saga__journal(e, in, SAGA_JOURNAL_COMPENSATING, why);
     compensate_from(e, in, from);
     saga__stage(e, in, 0);
 }
@@ -899,10 +908,10 @@ void saga__op_resolve(saga_engine *e, saga__inst *in, saga_state as,
                       const char *why)
 {
     in->updated_ms = saga__now(e);
-    saga__journal(e, in, SAGA_EV_OPERATOR_RESOLVE, why);
+    saga__journal(e, in, SAGA_JOURNAL_OPERATOR_RESOLVE, why);
     end_saga(e, in, as,
-             as == SAGA_STATE_COMPLETED ? SAGA_EV_COMPLETED
-                                        : SAGA_EV_COMPENSATED,
+             as == SAGA_STATE_COMPLETED ? SAGA_JOURNAL_COMPLETED
+                                        : SAGA_JOURNAL_COMPENSATED,
              NULL);
     saga__stage(e, in, 0);
 }

@@ -316,7 +316,7 @@ static void journal_text(const saga_def *d, const saga_info *info,
     for (size_t i = 0; i < saga_info_journal_count(info); i++) {
         const saga_journal_entry *j = saga_info_journal(info, i);
         appendf(run->journal, sizeof run->journal, "%s%s", i ? " " : "",
-                saga_event_name(j->event));
+                saga_journal_kind_name(j->kind));
         if (j->step >= 0 && (size_t)j->step < d->nsteps)
             appendf(run->journal, sizeof run->journal, "(%s)",
                     d->steps[j->step].name);
@@ -338,7 +338,7 @@ static void judge(kit *k, const saga_info *info, const saga_test_options *o,
     memset(need, 0, n ? n : 1);
     for (size_t i = 0; info && i < saga_info_journal_count(info); i++) {
         const saga_journal_entry *j = saga_info_journal(info, i);
-        if (j->event == SAGA_EV_STEP_OK && j->step >= 0 && (size_t)j->step < n)
+        if (j->kind == SAGA_JOURNAL_STEP_OK && j->step >= 0 && (size_t)j->step < n)
             need[j->step] = 1;
     }
     for (size_t i = 0; i < n; i++)

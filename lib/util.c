@@ -188,17 +188,17 @@ int saga__errf(char *dst, size_t cap, int rc, const char *fmt, ...)
     return rc;
 }
 
-void saga__vlogf(saga__msg_log_fn log, void *arg, saga_log_level level,
+void saga__vlogf(saga_log_fn log, void *arg, saga_log_level level,
                  const char *fmt, va_list ap)
 {
     if (log == NULL)
         return;
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);
-    log(level, msg, arg);
+    log(level, NULL, -1, msg, arg);
 }
 
-void saga__logf(saga__msg_log_fn log, void *arg, saga_log_level level,
+void saga__logf(saga_log_fn log, void *arg, saga_log_level level,
                 const char *fmt, ...)
 {
     va_list ap;

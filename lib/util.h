@@ -197,14 +197,11 @@ int saga__errf(char *dst, size_t cap, int rc, const char *fmt, ...)
 int saga__verrf(char *dst, size_t cap, int rc, const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
 
-/* A log callback in the plug-ins' shape (saga_tcp_options.log and the
- * like: level, message, arg). */
-typedef void (*saga__msg_log_fn)(saga_log_level level, const char *msg,
-                                 void *arg);
-/* Formats (up to 1023 bytes) and calls @p log if it is set. */
-void saga__logf(saga__msg_log_fn log, void *arg, saga_log_level level,
+/* Formats (up to 1023 bytes) and calls @p log, if it is set, as a message
+ * about no saga (saga_id NULL, step -1): the plug-ins' log lines. */
+void saga__logf(saga_log_fn log, void *arg, saga_log_level level,
                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-void saga__vlogf(saga__msg_log_fn log, void *arg, saga_log_level level,
+void saga__vlogf(saga_log_fn log, void *arg, saga_log_level level,
                  const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
 

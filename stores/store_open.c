@@ -5,14 +5,12 @@
  * lib/ never calls it.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "saga/postgres.h"
 #include "saga/store.h"
 
-static _Thread_local char open_err[512];
-
-const char *saga_store_open_errmsg(void) { return open_err; }
 
 static int is_pg_url(const char *spec)
 {
@@ -21,13 +19,15 @@ static int is_pg_url(const char *spec)
 }
 
 #ifdef SAGA_WITH_POSTGRES
-/* Take our own "schema=NAME" out of the URL's query (libpq refuses
- * parameters it does not know) and open the rest. */
+/* Take our own "schema=NAME", "lease_ms=N" and "owner=ID" out of the
+ * URL's query (libpq refuses parameters it does not know) and open the
+ * rest. */
 static int open_pg(saga_store **out, const char *spec)
 {
-    char url[2048], schema[64] = "";
+    char url[2048], schema[64] = "", owner[128] = "";
+    long lease_ms = 0;
     if (strlen(spec) >= sizeof url) {
-        snprintf(open_err, sizeof open_err, "store URL too long");
+        saga_open_errmsg_set("store URL too long");
         return SAGA_EINVAL;
     }
     strcpy(url, spec);
@@ -39,6 +39,17 @@ static int open_pg(saga_store **out, const char *spec)
              kv = strtok_r(NULL, "&", &save)) {
             if (strncmp(kv, "schema=", 7) == 0) {
                 snprintf(schema, sizeof schema, "%s", kv + 7);
+            } else if (strncmp(kv, "lease_ms=", 9) == 0) {
+                char *end = NULL;
+                lease_ms = strtol(kv + 9, &end, 10);
+                if (end == kv + 9 || *end != '\0' || lease_ms < 1 ||
+                    lease_ms > 3600000) {
+                    saga_open_errmsg_set(
+                        "bad lease_ms \"%.32s\" (1000..3600000)", kv + 9);
+                    return SAGA_EINVAL;
+                }
+            } else if (strncmp(kv, "owner=", 6) == 0) {
+                snprintf(owner, sizeof owner, "%s", kv + 6);
             } else {
                 if (rest[0] != '\0')
                     strcat(rest, "&");
@@ -57,22 +68,24 @@ static int open_pg(saga_store **out, const char *spec)
     saga_pg_options o = SAGA_PG_OPTIONS_INIT;
     if (schema[0] != '\0')
         o.schema = schema;
+    o.lease_ms = (uint32_t)lease_ms;
+    if (owner[0] != '\0')
+        o.owner_id = owner;
     int rc = saga_store_postgres_open(out, url, &o);
     if (rc != SAGA_OK)
-        snprintf(open_err, sizeof open_err, "%s",
-                 saga_store_postgres_open_errmsg());
+        saga_open_errmsg_set("%s", saga_store_postgres_open_errmsg());
     return rc;
 }
 #endif
 
 int saga_store_open(saga_store **out, const char *spec)
 {
-    open_err[0] = '\0';
+    saga_open_errmsg_set("%s", "");
     if (out == NULL)
         return SAGA_EINVAL;
     *out = NULL;
     if (spec == NULL || spec[0] == '\0') {
-        snprintf(open_err, sizeof open_err, "no store named");
+        saga_open_errmsg_set("no store named");
         return SAGA_EINVAL;
     }
     if (strcmp(spec, "memory:") == 0)
@@ -81,14 +94,14 @@ int saga_store_open(saga_store **out, const char *spec)
 #ifdef SAGA_WITH_POSTGRES
         return open_pg(out, spec);
 #else
-        snprintf(open_err, sizeof open_err,
-                 "this libsaga was built without the PostgreSQL store");
+        saga_open_errmsg_set(
+            "this libsaga was built without the PostgreSQL store");
         return SAGA_EINVAL;
 #endif
     }
     int rc = saga_store_sqlite_open(out, spec, NULL);
     if (rc != SAGA_OK)
-        snprintf(open_err, sizeof open_err, "cannot open SQLite store %s: %s",
-                 spec, saga_strerror(rc));
+        saga_open_errmsg_set("cannot open SQLite store %s: %s", spec,
+                             saga_strerror(rc));
     return rc;
 }

@@ -474,7 +474,7 @@ int main(int argc, char **argv)
     printf("latency: open loop at %.0f sagas/s for %.1f s (%zu sagas): "
            "p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", rate, secs_p2, nlat,
            p50, p99, mx);
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(E, &st);
     printf("engine: commits=%llu (%.1f transitions/commit) timeouts=%llu\n",
            (unsigned long long)st.commits,

@@ -204,8 +204,9 @@ static void engine_run(long n, long window, const char *schema)
                  r.done, n, r.failed);
         die("engine run", msg);
     }
-    saga_stats st;
-    saga_engine_stats(r.e, &st);
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
+    if (saga_engine_stats(r.e, &st) != SAGA_OK)
+        die("saga_engine_stats", "failed");
     saga_engine_free(r.e);
     result("engine", n, window, t, r.lat, st.commits);
     free(r.slots);
@@ -417,7 +418,7 @@ static void put_saga(floor *f, fsaga *s, int ph, int64_t now)
     fsend(f, ph == 0 ? F_INSERT : F_UPDATE, &p);
 }
 
-static void put_journal(floor *f, fsaga *s, uint32_t seq, saga_event ev,
+static void put_journal(floor *f, fsaga *s, uint32_t seq, saga_journal_kind ev,
                         int step, int64_t now)
 {
     params p = {0};
@@ -449,11 +450,11 @@ static void put_journal(floor *f, fsaga *s, uint32_t seq, saga_event ev,
 static void put_phase_journal(floor *f, fsaga *s, int ph, int64_t now)
 {
     if (ph == 0) {
-        put_journal(f, s, 1, SAGA_EV_STARTED, -1, now);
+        put_journal(f, s, 1, SAGA_JOURNAL_STARTED, -1, now);
     } else {
-        put_journal(f, s, (uint32_t)ph + 1, SAGA_EV_STEP_OK, ph - 1, now);
+        put_journal(f, s, (uint32_t)ph + 1, SAGA_JOURNAL_STEP_OK, ph - 1, now);
         if (ph == NPHASES - 1)
-            put_journal(f, s, NPHASES + 1, SAGA_EV_COMPLETED, -1, now);
+            put_journal(f, s, NPHASES + 1, SAGA_JOURNAL_COMPLETED, -1, now);
     }
     s->started_ms = now;
 }

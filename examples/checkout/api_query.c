@@ -48,28 +48,28 @@ static json_t *saga_steps(ck_app *a, const char *saga_id, json_t **state)
                 "{s:s, s:s, s:n, s:i}", "step", step_label(step_names[e->step]),
                 "status", "IN_PROGRESS", "completed_at", "attempts", 0);
         const char *st = NULL;
-        switch (e->event) {
-        case SAGA_EV_STEP_OK: st = "COMPLETED"; break;
-        case SAGA_EV_STEP_FAIL: st = "FAILED"; break;
-        case SAGA_EV_STEP_RETRY:
-        case SAGA_EV_STEP_TIMEOUT: st = "RETRYING"; break;
-        case SAGA_EV_COMP_OK: st = "COMPENSATED"; break;
-        case SAGA_EV_COMP_FAIL:
-        case SAGA_EV_COMP_TIMEOUT: st = "COMPENSATING"; break;
+        switch (e->kind) {
+        case SAGA_JOURNAL_STEP_OK: st = "COMPLETED"; break;
+        case SAGA_JOURNAL_STEP_FAIL: st = "FAILED"; break;
+        case SAGA_JOURNAL_STEP_RETRY:
+        case SAGA_JOURNAL_STEP_TIMEOUT: st = "RETRYING"; break;
+        case SAGA_JOURNAL_COMP_OK: st = "COMPENSATED"; break;
+        case SAGA_JOURNAL_COMP_FAIL:
+        case SAGA_JOURNAL_COMP_TIMEOUT: st = "COMPENSATING"; break;
         default: break;
         }
         if (st == NULL)
             continue;
-        if (!e->attempt || e->event >= SAGA_EV_COMP_OK) {
+        if (!e->attempt || e->kind >= SAGA_JOURNAL_COMP_OK) {
         } else if ((json_int_t)e->attempt >
                    json_integer_value(json_object_get(s, "attempts")))
             json_object_set_new(s, "attempts", json_integer(e->attempt));
         json_object_set_new(s, "status", json_string(st));
-        if (e->event == SAGA_EV_STEP_OK || e->event == SAGA_EV_STEP_FAIL ||
-            e->event == SAGA_EV_COMP_OK)
+        if (e->kind == SAGA_JOURNAL_STEP_OK || e->kind == SAGA_JOURNAL_STEP_FAIL ||
+            e->kind == SAGA_JOURNAL_COMP_OK)
             json_object_set_new(s, "completed_at", ck_json_time(e->at_ms));
-        if (e->error != NULL && e->event != SAGA_EV_STEP_OK &&
-            e->event != SAGA_EV_COMP_OK)
+        if (e->error != NULL && e->kind != SAGA_JOURNAL_STEP_OK &&
+            e->kind != SAGA_JOURNAL_COMP_OK)
             json_object_set_new(s, "error", json_string(e->error));
     }
     /* The step in flight shows IN_PROGRESS even before its first report. */

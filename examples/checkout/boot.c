@@ -20,7 +20,8 @@ static const char *const event_topics[][2] = {
     {CK_T_PAYMENT, "order"},      {CK_T_FULFILL, "order"},
     {CK_T_CART, "cart"}};
 
-static void tcp_log(saga_log_level lvl, const char *msg, void *arg)
+static void tcp_log(saga_log_level lvl, const char *saga_id, int step,
+                    const char *msg, void *arg)
 {
     if (lvl >= SAGA_LOG_WARN)
         fprintf(stderr, "saga-checkout: transport %s: %s\n",
@@ -175,7 +176,7 @@ int ck_participant(ck_app *a, int svc, saga_participant **out, ck_db **db)
     if (a->store != NULL) {
         if (saga_store_open(&s, spec) != SAGA_OK) {
             fprintf(stderr, "saga-checkout: cannot open the %s store: %s\n",
-                    name, saga_store_open_errmsg());
+                    name, saga_open_errmsg());
             return -1;
         }
     } else {

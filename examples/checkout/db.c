@@ -27,6 +27,7 @@ struct ck_db {
 struct ck_stmt {
     ck_db *db;
     sqlite3_stmt *lite;
+    struct cslot *cached; /* SQLite: its cache slot, NULL if uncached */
 #ifdef CK_WITH_PG
     struct pgslot *slot; /* NULL: unnamed (not cached) */
     char *sql;           /* unnamed: the rewritten SQL */
@@ -75,11 +76,39 @@ ck_db *ck_db_participant(saga_participant *p, const char *schema)
 
 #ifdef CK_WITH_PG
 
+
+static void ignore_blob(const void *buf, size_t len, void *arg)
+{
+    (void)buf, (void)len, (void)arg;
+}
+
+/* The connection to use now. A lost one is replaced: the participant's
+ * store reconnects on its next call outside a transaction (a read of a
+ * key nobody writes; inside a transaction it fails and changes nothing),
+ * a connection of our own is reset here. The next statement then runs on
+ * a new backend, where it is prepared again. */
 static PGconn *conn_of(ck_db *db)
 {
-    if (db->own != NULL)
-        return db->own;
-    return saga_participant_store_handle(db->part);
+    if (db->own == NULL) {
+        PGconn *c = saga_participant_store_handle(db->part);
+        if (c == NULL || PQstatus(c) == CONNECTION_BAD) {
+            saga_store *s = saga_participant_store(db->part);
+            if (s != NULL && s->kv_get != NULL)
+                s->kv_get(s, "ck.reconnect", ignore_blob, NULL);
+            c = saga_participant_store_handle(db->part);
+        }
+        return c;
+    }
+    if (PQstatus(db->own) == CONNECTION_BAD) {
+        PQreset(db->own);
+        if (PQstatus(db->own) != CONNECTION_OK)
+            return db->own; /* the statement fails: tried again later */
+        char sql[128];
+        snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", db->schema);
+        PGresult *res = PQexec(db->own, sql);
+        PQclear(res);
+    }
+    return db->own;
 }
 
 /* The PostgreSQL dialect of @p sql (malloc'd); *nparams the highest $N. */
@@ -198,13 +227,32 @@ static int pg_fail(const char *what, PGresult *res, PGconn *c,
     return CK_ERR;
 }
 
+static int pg_exec_on(PGconn *c, const char *sql);
+
+/* A statement that failed because the connection was lost while no
+ * transaction was open is run once more on a new connection. */
+static int lost_idle(PGconn *c, int was_idle)
+{
+    return was_idle && PQstatus(c) == CONNECTION_BAD;
+}
+
 static int pg_exec(ck_db *db, const char *sql)
 {
-    PGconn *c = conn_of(db);
-    if (c == NULL) {
-        log_err("sql", "no connection", sql);
-        return CK_ERR;
+    for (int again = 0;; again++) {
+        PGconn *c = conn_of(db);
+        if (c == NULL) {
+            log_err("sql", "no connection", sql);
+            return CK_ERR;
+        }
+        int idle = PQtransactionStatus(c) == PQTRANS_IDLE;
+        int rc = pg_exec_on(c, sql);
+        if (rc == CK_OK || again || !lost_idle(c, idle))
+            return rc;
     }
+}
+
+static int pg_exec_on(PGconn *c, const char *sql)
+{
     int np;
     char *q = rewrite(sql, &np);
     if (q == NULL)
@@ -280,11 +328,23 @@ static void pg_bind(ck_stmt *st, int i, char *v, int len, int fmt, Oid type)
     st->type[i - 1] = type;
 }
 
+static int pg_run_on(ck_stmt *st, PGconn *c);
+
 static int pg_run(ck_stmt *st)
 {
-    PGconn *c = conn_of(st->db);
-    if (c == NULL)
-        return CK_ERR;
+    for (int again = 0;; again++) {
+        PGconn *c = conn_of(st->db);
+        if (c == NULL)
+            return CK_ERR;
+        int idle = PQtransactionStatus(c) == PQTRANS_IDLE;
+        int rc = pg_run_on(st, c);
+        if (rc == CK_OK || again || !lost_idle(c, idle))
+            return rc;
+    }
+}
+
+static int pg_run_on(ck_stmt *st, PGconn *c)
+{
     pgslot *s = st->slot;
     PGresult *res;
     if (s != NULL && (s->conn != c || s->pid != PQbackendPID(c) ||
@@ -412,12 +472,14 @@ static cslot *slot_of(sqlite3 *db, const char *sql)
     return &stmt_cache[h % CK_STMT_CACHE];
 }
 
-static sqlite3_stmt *lite_prep(sqlite3 *db, const char *sql)
+static sqlite3_stmt *lite_prep(sqlite3 *db, const char *sql, cslot **slot)
 {
     cslot *c = slot_of(db, sql);
+    *slot = NULL;
     if (c->st != NULL && !c->busy && c->db == db && c->key == sql &&
         strcmp(sqlite3_sql(c->st), sql) == 0) {
         c->busy = 1;
+        *slot = c;
         return c->st;
     }
     sqlite3_stmt *st = NULL;
@@ -433,21 +495,21 @@ static sqlite3_stmt *lite_prep(sqlite3 *db, const char *sql)
         c->key = sql;
         c->st = st;
         c->busy = 1;
+        *slot = c;
     }
     return st;
 }
 
-static void lite_done(sqlite3_stmt *st)
+static void lite_done(sqlite3_stmt *st, cslot *slot)
 {
     if (st == NULL)
         return;
-    for (size_t i = 0; i < CK_STMT_CACHE; i++)
-        if (stmt_cache[i].st == st) {
-            sqlite3_reset(st);
-            sqlite3_clear_bindings(st);
-            stmt_cache[i].busy = 0;
-            return;
-        }
+    if (slot != NULL && slot->st == st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+        slot->busy = 0;
+        return;
+    }
     sqlite3_finalize(st);
 }
 
@@ -546,16 +608,18 @@ ck_stmt *ck_prep(ck_db *db, const char *sql)
     if (db->pg)
         return pg_prep(db, sql);
 #endif
-    sqlite3_stmt *s = lite_prep(db->lite, sql);
+    cslot *slot;
+    sqlite3_stmt *s = lite_prep(db->lite, sql, &slot);
     if (s == NULL)
         return NULL;
     ck_stmt *st = calloc(1, sizeof *st);
     if (st == NULL) {
-        lite_done(s);
+        lite_done(s, slot);
         return NULL;
     }
     st->db = db;
     st->lite = s;
+    st->cached = slot;
     return st;
 }
 
@@ -705,7 +769,7 @@ void ck_done(ck_stmt *st)
         return;
     }
 #endif
-    lite_done(st->lite);
+    lite_done(st->lite, st->cached);
     free(st);
 }
 

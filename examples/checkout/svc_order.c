@@ -431,7 +431,7 @@ int ck_order_open(ck_app *a)
     if (a->store != NULL) {
         if (saga_store_open(&s, spec) != SAGA_OK) {
             fprintf(stderr, "saga-checkout: cannot open the orchestrator's "
-                            "store: %s\n", saga_store_open_errmsg());
+                            "store: %s\n", saga_open_errmsg());
             return -1;
         }
     } else {

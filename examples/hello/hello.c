@@ -157,7 +157,7 @@ int main(int argc, char **argv)
             for (size_t k = 0; k < saga_info_journal_count(info); k++) {
                 const saga_journal_entry *j = saga_info_journal(info, k);
                 printf("    %2u %-13s step %2d attempt %u%s%s\n", j->seq,
-                       saga_event_name(j->event), j->step, j->attempt,
+                       saga_journal_kind_name(j->kind), j->step, j->attempt,
                        j->error ? "  " : "", j->error ? j->error : "");
             }
             saga_info_free(info);

@@ -167,7 +167,7 @@ int main(void)
         saga_start(e, "order", key, b, n, id, NULL, NULL);
         saga_map_free(m);
         /* Run until this order's saga has ended. */
-        saga_stats st;
+        saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
         do {
             uv_run(&loop, UV_RUN_ONCE);
             saga_engine_stats(e, &st);

@@ -52,13 +52,17 @@ typedef struct saga_shape_step_info {
 
 /**
  * Load the shape of definition @p name from @p store.
+ * @param out receives the shape (a constructor: `out` first, see
+ *   docs/api/README.md).
+ * @param store the store to read.
+ * @param name the definition's name.
  * @param version the version, or 0 for the highest recorded.
  * @return SAGA_OK, SAGA_EINVAL, SAGA_ENOTFOUND (never recorded),
  *   SAGA_ECORRUPT (the record is malformed), SAGA_ESTORE, SAGA_ENOMEM.
  * Ownership: free *out with saga_shape_free(). Since: 0.2.
  */
-SAGA_EXTERN int saga_shape_load(saga_store *store, const char *name,
-                                uint32_t version, saga_shape **out);
+SAGA_EXTERN int saga_shape_load(saga_shape **out, saga_store *store,
+                                const char *name, uint32_t version);
 /** Free a shape; NULL is a no-op. Since: 0.2. */
 SAGA_EXTERN void saga_shape_free(saga_shape *shape);
 /** The shape's definition name (borrowed). Since: 0.2. */

@@ -133,11 +133,15 @@ SAGA_EXTERN int saga_envelope_decode(saga_envelope *out, const void *buf,
 /** "command", "reply", "event", or "unknown". Since: 0.1. */
 SAGA_EXTERN const char *saga_msg_kind_name(saga_msg_kind kind);
 
+#define SAGA_CODEC_COUNTERS_VERSION 1
+#define SAGA_CODEC_COUNTERS_INIT SAGA_INIT_VERSION(SAGA_CODEC_COUNTERS_VERSION)
+
 /**
  * Process-wide decode counters (relaxed atomics: each one is exact, a
  * snapshot of several is not taken at one instant).
  */
 typedef struct saga_codec_counters {
+    unsigned int version; /* set by the caller: SAGA_CODEC_COUNTERS_VERSION */
     uint64_t decoded;       /* accepted messages */
     uint64_t rej_malformed; /* not msgpack, truncated, trailing bytes, not a
                                map, non-string key, nesting too deep */
@@ -150,8 +154,11 @@ typedef struct saga_codec_counters {
 } saga_codec_counters;
 
 /**
- * Copy the decode counters into @p out.
- * @return SAGA_OK, or SAGA_EINVAL if @p out is NULL. Since: 0.1.
+ * Copy the decode counters into @p out, up to out->version.
+ * @param out  caller memory, its version set (SAGA_CODEC_COUNTERS_INIT).
+ * @return SAGA_OK, SAGA_EINVAL (@p out is NULL), SAGA_EVERSION
+ *   (out->version 0 or newer than this library).
+ * Ownership: @p out is the caller's. Since: 0.1 (versioned since 0.2).
  */
 SAGA_EXTERN int saga_codec_stats(saga_codec_counters *out);
 

@@ -37,13 +37,7 @@ typedef enum saga_run_mode {
 typedef int64_t (*saga_clock_fn)(void *arg);
 /** The random source: 64 uniformly random bits. */
 typedef uint64_t (*saga_random_fn)(void *arg);
-/** The log sink. @p saga_id is NULL and @p step -1 when not about a saga. */
-typedef void (*saga_log_fn)(saga_log_level level, const char *saga_id,
-                            int step, const char *msg, void *arg);
-/** A structured log sink (saga/trace.h: saga_log_event). */
-struct saga_log_event;
-typedef void (*saga_log_event_fn)(const struct saga_log_event *ev,
-                                  void *arg);
+/* The log sinks saga_log_fn and saga_log_event_fn are in saga/saga.h. */
 /** A saga reached COMPLETED, COMPENSATED or FAILED (durably). */
 typedef void (*saga_done_cb)(saga_engine *e, const char *saga_id,
                              saga_state state, void *arg);
@@ -299,18 +293,30 @@ typedef int (*saga_list_cb)(const char *saga_id, saga_state state,
 SAGA_EXTERN int saga_list(saga_engine *e, unsigned int state_mask,
                           saga_list_cb cb, void *arg);
 
-/** Counters since the engine started. */
-typedef struct saga_stats {
+#define SAGA_ENGINE_COUNTERS_VERSION 1
+#define SAGA_ENGINE_COUNTERS_INIT SAGA_INIT_VERSION(SAGA_ENGINE_COUNTERS_VERSION)
+
+/** Counters since the engine started (docs/api/README.md, "Counters"). */
+typedef struct saga_engine_counters {
+    unsigned int version; /* set by the caller: SAGA_ENGINE_COUNTERS_VERSION */
     uint64_t started, completed, compensated, failed;
     uint64_t steps_ok, steps_failed, retries, timeouts, compensations;
     uint64_t stale_completions;
     uint64_t commits, commit_failures, transitions;
     uint64_t purged;
     uint64_t active; /* sagas currently RUNNING or COMPENSATING */
-} saga_stats;
+} saga_engine_counters;
 
-/** Copy the engine's counters. @return SAGA_OK or SAGA_EINVAL. */
-SAGA_EXTERN int saga_engine_stats(saga_engine *e, saga_stats *out);
+/**
+ * Copy the engine's counters into @p out, up to out->version.
+ * @param e    the engine.
+ * @param out  caller memory, its version set (SAGA_ENGINE_COUNTERS_INIT).
+ * @return SAGA_OK, SAGA_EINVAL (NULL argument), SAGA_EVERSION (out->version
+ *   0 or newer than this library).
+ * Ownership: @p out is the caller's. Since: 0.1 (counters versioned since
+ * 0.2).
+ */
+SAGA_EXTERN int saga_engine_stats(saga_engine *e, saga_engine_counters *out);
 
 SAGA_END_DECL
 

@@ -51,11 +51,6 @@ typedef struct saga_kafka_topic {
     const char *kafka_topic;
 } saga_kafka_topic;
 
-/** The log sink of the transport (same shape as the engine's); librdkafka's
- * own log lines arrive here too, on the loop thread. */
-typedef void (*saga_kafka_log_fn)(saga_log_level level, const char *msg,
-                                  void *arg);
-
 #define SAGA_KAFKA_OPTIONS_VERSION 1
 #define SAGA_KAFKA_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_KAFKA_OPTIONS_VERSION)
 
@@ -92,7 +87,10 @@ typedef struct saga_kafka_options {
      * default 100000. */
     uint32_t max_unacked;
     /** Log sink; default: none. */
-    saga_kafka_log_fn log;
+    /** Log sink (saga.h; saga_id NULL, step -1); librdkafka's own log
+     * lines arrive here too, on the loop thread. Since: 0.1 (saga_log_fn
+     * since 0.2). */
+    saga_log_fn log;
     void *log_arg;
 } saga_kafka_options;
 
@@ -117,11 +115,11 @@ SAGA_EXTERN int saga_transport_kafka_new(saga_transport **out,
                                          struct uv_loop_s *loop,
                                          const saga_kafka_options *opts);
 
-#define SAGA_KAFKA_STATS_VERSION 1
+#define SAGA_KAFKA_COUNTERS_VERSION 1
 
 /** Counters since the transport was made. */
-typedef struct saga_kafka_stats {
-    unsigned int version; /* set by the caller: SAGA_KAFKA_STATS_VERSION */
+typedef struct saga_kafka_counters {
+    unsigned int version; /* set by the caller: SAGA_KAFKA_COUNTERS_VERSION */
     uint64_t sent;        /* sends confirmed by the broker */
     uint64_t send_failed; /* sends whose callback got an error */
     uint64_t received;    /* deliveries handed to subscribers */
@@ -136,13 +134,13 @@ typedef struct saga_kafka_stats {
                              back */
     uint32_t assigned;    /* partitions assigned right now, all groups */
     uint32_t groups;      /* consumers (groups) */
-} saga_kafka_stats;
+} saga_kafka_counters;
 
 /** Copy the counters into @p out (up to out->version). @return SAGA_OK,
  * SAGA_EINVAL (not a Kafka transport, or NULL) or SAGA_EVERSION. Since:
  * 0.1. */
 SAGA_EXTERN int saga_transport_kafka_stats(saga_transport *t,
-                                           saga_kafka_stats *out);
+                                           saga_kafka_counters *out);
 
 SAGA_END_DECL
 

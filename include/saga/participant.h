@@ -154,8 +154,6 @@ typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
 typedef int (*saga_event_fn)(saga_participant *p, const saga_command *event,
                              void *arg);
 
-struct saga_log_event; /* saga/trace.h */
-
 #define SAGA_PARTICIPANT_OPTIONS_VERSION 2
 #define SAGA_PARTICIPANT_OPTIONS_INIT                                          \
     SAGA_INIT_VERSION(SAGA_PARTICIPANT_OPTIONS_VERSION)
@@ -167,8 +165,7 @@ typedef struct saga_participant_options {
     const char *service;
     /** Log sink (as in engine.h); default stderr. Below log_level (0:
      * WARN) messages are dropped. */
-    void (*log)(saga_log_level level, const char *saga_id, int step,
-                const char *msg, void *arg);
+    saga_log_fn log;
     void *log_arg;
     saga_log_level log_level;
     /** Clock in ms since the epoch; default the wall clock. */
@@ -197,7 +194,7 @@ typedef struct saga_participant_options {
     /** Structured log sink (saga/trace.h), used instead of @c log when
      * set; events about a command carry its attempt and trace id.
      * Since: 0.2. */
-    void (*log_event)(const struct saga_log_event *ev, void *arg);
+    saga_log_event_fn log_event;
     void *log_event_arg;
 } saga_participant_options;
 
@@ -265,8 +262,14 @@ SAGA_EXTERN void *saga_participant_store_handle(saga_participant *p);
 /** The participant's store (borrowed). */
 SAGA_EXTERN saga_store *saga_participant_store(saga_participant *p);
 
-/** Counters. */
-typedef struct saga_participant_stats {
+#define SAGA_PARTICIPANT_COUNTERS_VERSION 1
+#define SAGA_PARTICIPANT_COUNTERS_INIT                                         \
+    SAGA_INIT_VERSION(SAGA_PARTICIPANT_COUNTERS_VERSION)
+
+/** Counters since the participant was made (docs/api/README.md,
+ * "Counters"). Fields are appended under a new version. */
+typedef struct saga_participant_counters {
+    unsigned int version; /* set by the caller */
     uint64_t commands, duplicates, null_compensations, hanging_refused;
     uint64_t retried_actions; /* answered from the barrier */
     uint64_t events, rejected, commits, commit_failures;
@@ -278,10 +281,20 @@ typedef struct saga_participant_stats {
     uint64_t handler_gave_up;  /* commands answered FAIL after the tries */
     uint64_t barriers_purged;  /* barrier rows removed by housekeeping */
     uint64_t unroutable;       /* commands refused: no route to reply_to */
-} saga_participant_stats;
+} saga_participant_counters;
 
-SAGA_EXTERN int saga_participant_stats_get(saga_participant *p,
-                                           saga_participant_stats *out);
+/**
+ * Copy the participant's counters into @p out, up to out->version.
+ * @param p    the participant.
+ * @param out  caller memory, its version set
+ *   (SAGA_PARTICIPANT_COUNTERS_INIT).
+ * @return SAGA_OK, SAGA_EINVAL (NULL argument), SAGA_EVERSION (out->version
+ *   0 or newer than this library).
+ * Ownership: @p out is the caller's. Since: 0.1 (named
+ * saga_participant_stats_get before 0.2).
+ */
+SAGA_EXTERN int saga_participant_stats(saga_participant *p,
+                                       saga_participant_counters *out);
 
 /** Detail of the last failure; "" if none. */
 SAGA_EXTERN const char *saga_participant_errmsg(saga_participant *p);
@@ -302,9 +315,26 @@ SAGA_EXTERN int saga_participant_housekeep(saga_participant *p);
 /**
  * Stop: commit what is pending, close the transport and the store, then
  * call @p cb (may be NULL) once everything is freed; the loop must run.
+ * A second call, or NULL @p p, does nothing.
+ * @param p    the participant.
+ * @param cb   called once on the loop thread when the memory is gone.
+ * @param arg  passed to @p cb.
+ * Ownership: the participant, its store and its transport are freed.
+ * Since: 0.1.
  */
 SAGA_EXTERN void saga_participant_close(saga_participant *p,
                                         void (*cb)(void *arg), void *arg);
+
+/**
+ * Close and free a participant, running its loop until it is gone (as
+ * saga_engine_free() does for an engine): for a loop that is not running.
+ * From a callback on the loop use saga_participant_close(). NULL, or a
+ * participant already closing, is a no-op (the earlier close frees it).
+ * @param p  the participant.
+ * Ownership: the participant, its store and its transport are freed.
+ * Since: 0.2.
+ */
+SAGA_EXTERN void saga_participant_free(saga_participant *p);
 
 SAGA_END_DECL
 

@@ -8,6 +8,15 @@
  * journal by (saga id, seq)), so that a distributed PostgreSQL could shard
  * them by that column.
  *
+ * Several engines on one schema: give each store a lease (lease_ms > 0).
+ * Each saga is then owned by one engine at a time, through the lease and a
+ * fencing token (an epoch that every write of the owner checks, so that a
+ * paused or partitioned old owner's late write fails with SAGA_EFENCED
+ * instead of corrupting the saga); the engine renews its lease, claims the
+ * sagas of engines whose lease ran out (FOR UPDATE SKIP LOCKED) and
+ * resumes them as recovery does (docs/api/postgres.md, "Several engines").
+ * Without a lease the store assumes one engine per schema.
+ *
  * Batches commit asynchronously on the engine's loop (store interface
  * version 4: attach, submit_batch) in libpq's pipeline mode; a commit whose
  * answer was lost is resolved by reading the store's batch log back.
@@ -22,7 +31,7 @@
 
 SAGA_BEGIN_DECL
 
-#define SAGA_PG_OPTIONS_VERSION 1
+#define SAGA_PG_OPTIONS_VERSION 2
 #define SAGA_PG_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_PG_OPTIONS_VERSION)
 
 /** PostgreSQL store options; zero selects each default. */
@@ -33,6 +42,19 @@ typedef struct saga_pg_options {
     const char *schema;
     /** Seconds to wait for a connection; 0 = 10. */
     int connect_timeout_s;
+    /* version 2 (since 0.2) */
+    /** Lease length in ms for an engine that shares the schema with other
+     * engines; 0 = no lease: this store's engine is the only one on the
+     * schema (the default). With a lease the engine renews it every third
+     * of its length, stops acting on its sagas once it could not renew in
+     * time, and another engine claims them after it expires: a crashed
+     * engine's sagas resume after about one lease. 1000..3600000. */
+    uint32_t lease_ms;
+    /** This engine's owner id with a lease (1..127 bytes, recorded in the
+     * journal); NULL = "HOST:PID:RANDOM". A restarted process may reuse
+     * its id: it then takes a new epoch, which fences the old process and
+     * lets it reclaim that process's sagas at once. */
+    const char *owner_id;
 } saga_pg_options;
 
 /**
@@ -51,7 +73,8 @@ SAGA_EXTERN int saga_pg_options_init(saga_pg_options *opts,
  * @param conninfo a libpq connection string or URI ("postgresql://..."),
  *   or NULL to read it from the environment variable SAGA_PG_URL.
  * @param opts NULL for defaults.
- * @return SAGA_OK; SAGA_EINVAL (no connection string, bad schema name);
+ * @return SAGA_OK; SAGA_EINVAL (no connection string, bad schema name,
+ *   lease_ms outside 1000..3600000, owner_id empty or too long);
  *   SAGA_EVERSION (bad options version, or a schema newer than this
  *   library); SAGA_ESTORE (cannot connect or migrate: the reason is
  *   given by saga_store_postgres_open_errmsg()); SAGA_ENOMEM.

@@ -75,20 +75,46 @@ SAGA_EXTERN const char *saga_version_string(void);
     XX(ECORRUPT, -11, "malformed or corrupt data")                             \
     XX(ESTALE, -12, "stale: no longer current")                                \
     XX(EFULL, -13, "queue full, try again later")                             \
-    XX(ENOROUTE, -14, "no such destination")
+    XX(ENOROUTE, -14, "no such destination")                                  \
+    XX(EFENCED, -15, "fenced: another owner holds it")
 
 typedef enum saga_errno {
     SAGA_OK = 0,
 #define SAGA__ERR_ENUM(name, val, msg) SAGA_##name = (val),
     SAGA_ERRNO_MAP(SAGA__ERR_ENUM)
 #undef SAGA__ERR_ENUM
-    SAGA__ERR_MIN = -14
+    SAGA__ERR_MIN = -15
 } saga_errno;
 
 /** A static English description of @p err ("unknown error" if unknown). */
 SAGA_EXTERN const char *saga_strerror(int err);
 /** The code's name ("SAGA_ENOTFOUND"), or "SAGA_UNKNOWN". */
 SAGA_EXTERN const char *saga_err_name(int err);
+
+/**
+ * Why the last store or transport constructor on this thread failed:
+ * saga_store_open(), saga_store_sqlite_open(), saga_store_memory_new(),
+ * saga_transport_tcp_new(), saga_transport_inmem_new(), the PostgreSQL and
+ * Kafka constructors, and any plug-in's that follows this rule (they have
+ * no object yet to keep the reason in, docs/api/README.md "Errors").
+ * Read it only after a constructor returned an error; "" if none said why.
+ * @return a thread-local string, valid until the next constructor call on
+ *   the thread.
+ * Ownership: the library's. Since: 0.2 (saga_store_open_errmsg before).
+ */
+SAGA_EXTERN const char *saga_open_errmsg(void);
+
+/**
+ * Set the thread's saga_open_errmsg() text (printf format): for plug-in
+ * constructors, before they return an error. Truncated at 511 bytes.
+ * @param fmt  a printf format, and its arguments.
+ * Ownership: the text is copied. Since: 0.2.
+ */
+SAGA_EXTERN void saga_open_errmsg_set(const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
 
 /* ------------------------------------------------------------------------ */
 /* Allocator hook                                                           */
@@ -152,6 +178,18 @@ typedef enum saga_log_level {
     SAGA_LOG_WARN = 3,
     SAGA_LOG_ERROR = 4
 } saga_log_level;
+
+/** The one log callback type, used by the engine, the participant and the
+ * plug-ins' options. @p saga_id is NULL and @p step -1 when the message is
+ * not about a saga (always so for a transport). Called on the loop thread
+ * (the Kafka transport: also on librdkafka's threads, see kafka.h).
+ * Since: 0.1 (the plug-ins' options use it since 0.2). */
+typedef void (*saga_log_fn)(saga_log_level level, const char *saga_id,
+                            int step, const char *msg, void *arg);
+/** The structured log callback (saga/trace.h: saga_log_event). Since: 0.2. */
+struct saga_log_event;
+typedef void (*saga_log_event_fn)(const struct saga_log_event *ev,
+                                  void *arg);
 
 /** Opaque handles. */
 typedef struct saga_def saga_def;

@@ -42,34 +42,35 @@ typedef struct saga_record {
     size_t data_len;
 } saga_record;
 
-/** Journal events. */
-typedef enum saga_event {
-    SAGA_EV_STARTED = 1,      /* saga created */
-    SAGA_EV_STEP_OK = 2,      /* an action attempt reported OK */
-    SAGA_EV_STEP_FAIL = 3,    /* ... reported FAIL */
-    SAGA_EV_STEP_RETRY = 4,   /* ... reported RETRY */
-    SAGA_EV_STEP_TIMEOUT = 5, /* ... timed out (it may have applied) */
-    SAGA_EV_COMP_OK = 6,      /* a compensation attempt reported OK */
-    SAGA_EV_COMP_FAIL = 7,    /* ... reported FAIL or RETRY (retried) */
-    SAGA_EV_COMP_TIMEOUT = 8, /* ... timed out */
-    SAGA_EV_COMPLETED = 9,
-    SAGA_EV_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
-    SAGA_EV_COMPENSATED = 11,
-    SAGA_EV_FAILED = 12,
-    SAGA_EV_OPERATOR_RETRY = 13, /* error: "by ACTOR: REASON" */
-    SAGA_EV_OPERATOR_COMPENSATE = 14, /* since 0.2; error as above */
-    SAGA_EV_OPERATOR_RESOLVE = 15     /* since 0.2; then COMPLETED or
+/** What a journal entry records (its kind). "Event" elsewhere in the API
+ * means a domain event (participant.h). Since: 0.1 (named so since 0.2). */
+typedef enum saga_journal_kind {
+    SAGA_JOURNAL_STARTED = 1,      /* saga created */
+    SAGA_JOURNAL_STEP_OK = 2,      /* an action attempt reported OK */
+    SAGA_JOURNAL_STEP_FAIL = 3,    /* ... reported FAIL */
+    SAGA_JOURNAL_STEP_RETRY = 4,   /* ... reported RETRY */
+    SAGA_JOURNAL_STEP_TIMEOUT = 5, /* ... timed out (it may have applied) */
+    SAGA_JOURNAL_COMP_OK = 6,      /* a compensation attempt reported OK */
+    SAGA_JOURNAL_COMP_FAIL = 7,    /* ... reported FAIL or RETRY (retried) */
+    SAGA_JOURNAL_COMP_TIMEOUT = 8, /* ... timed out */
+    SAGA_JOURNAL_COMPLETED = 9,
+    SAGA_JOURNAL_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
+    SAGA_JOURNAL_COMPENSATED = 11,
+    SAGA_JOURNAL_FAILED = 12,
+    SAGA_JOURNAL_OPERATOR_RETRY = 13, /* error: "by ACTOR: REASON" */
+    SAGA_JOURNAL_OPERATOR_COMPENSATE = 14, /* since 0.2; error as above */
+    SAGA_JOURNAL_OPERATOR_RESOLVE = 15     /* since 0.2; then COMPLETED or
                                        * COMPENSATED */
-} saga_event;
+} saga_journal_kind;
 
 /** "STARTED", "STEP_OK", ... or "UNKNOWN". */
-SAGA_EXTERN const char *saga_event_name(saga_event ev);
+SAGA_EXTERN const char *saga_journal_kind_name(saga_journal_kind ev);
 
 /** One journal entry. */
 typedef struct saga_journal_entry {
     const char *saga_id;
     uint32_t seq;       /* 1, 2, ... per saga */
-    saga_event event;
+    saga_journal_kind kind;
     int32_t step;       /* -1 for a saga-level event */
     uint32_t attempt;   /* 0 for a saga-level event */
     int64_t started_ms; /* when the attempt started; 0 if none */
@@ -125,7 +126,7 @@ typedef struct saga_batch_writes {
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 4
+#define SAGA_STORE_VERSION 5
 
 struct uv_loop_s;
 
@@ -263,8 +264,57 @@ struct saga_store {
      */
     int (*submit_batch)(saga_store *self, const saga_batch_writes *w,
                         saga_store_done_cb done, void *arg);
-    /* version 5 is reserved for multi-engine ownership (leases, fencing,
-     * claiming): see the PostgreSQL store. */
+    /* version 5: optional multi-engine ownership (leases, fencing,
+     * claiming), for a store that several engines share (the PostgreSQL
+     * store with a lease). NULL: the store has one engine, which owns
+     * every saga in it (SQLite, memory). A store sets all four or none. */
+    /**
+     * Take or renew this store's lease. The store holds an owner id and an
+     * epoch (the fencing token); while its lease is live, every saga it
+     * inserts or claims is owned by (owner, epoch), and every later write
+     * of such a saga (saga_put, write_batch, submit_batch) succeeds only
+     * if the saga is still owned by (owner, epoch) and the lease is live;
+     * otherwise the write fails with SAGA_EFENCED and nothing of its
+     * transaction remains. Journal entries record the (owner, epoch) that
+     * wrote them.
+     * @param fresh 0: extend the current lease; 1: start a new epoch (at
+     *   start, or after the engine gave its lease up as lost: every saga of
+     *   the old epoch becomes claimable, by this store too).
+     * @param lease_ms_out receives the lease length in ms: the engine
+     *   renews well within it, and acts on its sagas only while
+     *   (the time the renewal was sent + *lease_ms_out) has not passed.
+     * @return SAGA_OK; SAGA_EFENCED (@p fresh 0: the lease had expired
+     *   and the epoch is dead; call again with @p fresh 1); SAGA_ESTORE.
+     * Called outside a transaction, never while a batch is in flight.
+     */
+    int (*own_renew)(saga_store *self, int fresh, uint32_t *lease_ms_out);
+    /**
+     * Claim up to @p limit active sagas (RUNNING, COMPENSATING) whose
+     * owner's lease has expired (or that have no owner), earliest due
+     * first, skipping rows another claimer holds (FOR UPDATE SKIP LOCKED),
+     * give them this store's (owner, epoch) and commit; then visit each
+     * claimed saga. @p cb must not write to the store.
+     * @param claimed_out (may be NULL) the number claimed.
+     * @return SAGA_OK; SAGA_EFENCED (this store's own lease is not live:
+     *   nothing claimed); SAGA_ESTORE. Called outside a transaction.
+     */
+    int (*own_claim)(saga_store *self, uint32_t limit, saga_record_cb cb,
+                     void *arg, size_t *claimed_out);
+    /**
+     * After a write failed with SAGA_EFENCED: which of the @p n sagas
+     * @p ids are no longer this store's. Sets @p lost[i] to 1 for each
+     * such saga (owned by another epoch, or missing), 0 for the others.
+     * @return SAGA_OK; SAGA_EFENCED (the lease itself is lost: every saga
+     *   is; @p lost is all 1); SAGA_ESTORE.
+     */
+    int (*own_check)(saga_store *self, const char *const *ids, size_t n,
+                     unsigned char *lost);
+    /**
+     * Give the lease up at a clean close: the sagas of this epoch become
+     * claimable at once instead of when the lease runs out. Writes fail
+     * with SAGA_EFENCED after it. @return SAGA_OK, SAGA_ESTORE.
+     */
+    int (*own_release)(saga_store *self);
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)
@@ -317,7 +367,9 @@ SAGA_EXTERN int saga_store_sqlite_open(saga_store **out, const char *path,
  * @param out receives the store on SAGA_OK, NULL otherwise.
  * @param spec "postgres://..." or "postgresql://..." (the PostgreSQL store,
  *   if this libsaga was built with it; a "schema=NAME" query parameter
- *   picks its schema, see postgres.h), "memory:" (a new in-memory store),
+ *   picks its schema, "lease_ms=N" and "owner=ID" make it one of several
+ *   engines on that schema, see postgres.h), "memory:" (a new in-memory
+ *   store),
  *   anything else a SQLite file path (created if missing).
  * @return as the store's own constructor; SAGA_EINVAL for an empty @p spec
  *   or a PostgreSQL URL in a build without that store.
@@ -326,12 +378,7 @@ SAGA_EXTERN int saga_store_sqlite_open(saga_store **out, const char *path,
  */
 SAGA_EXTERN int saga_store_open(saga_store **out, const char *spec);
 
-/**
- * Why the last saga_store_open() on this thread failed ("" if it did not).
- * @return a thread-local string, valid until the next open on the thread.
- * Ownership: the library's. Since: 0.2.
- */
-SAGA_EXTERN const char *saga_store_open_errmsg(void);
+/* Why a constructor failed: saga_open_errmsg() in saga/saga.h. */
 
 SAGA_END_DECL
 

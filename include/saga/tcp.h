@@ -35,7 +35,7 @@
  * are limited in number; a frame must complete within a deadline; the
  * receive buffers of all connections share one budget; and a peer that
  * does not read what we write (its ACKs) is no longer read from. Each has
- * a counter in saga_tcp_stats and a log line.
+ * a counter in saga_tcp_counters and a log line.
  */
 #ifndef SAGA_TCP_H
 #define SAGA_TCP_H
@@ -52,10 +52,6 @@ typedef struct saga_tcp_peer {
     const char *service;
     const char *address;
 } saga_tcp_peer;
-
-/** The log sink of the transport (same shape as the engine's). */
-typedef void (*saga_tcp_log_fn)(saga_log_level level, const char *msg,
-                                void *arg);
 
 #define SAGA_TCP_OPTIONS_VERSION 2
 #define SAGA_TCP_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_TCP_OPTIONS_VERSION)
@@ -92,7 +88,9 @@ typedef struct saga_tcp_options {
     uint32_t reconnect_min_ms;
     uint32_t reconnect_max_ms;
     /** Log sink; default: none (errors still reach the counters). */
-    saga_tcp_log_fn log;
+    /** Log sink (saga.h; saga_id NULL, step -1). Since: 0.1 (saga_log_fn
+     * since 0.2). */
+    saga_log_fn log;
     void *log_arg;
     /* version 2: memory bounds against hostile or broken peers */
     /** DATA frames for the endpoint's own service name that arrive before
@@ -150,11 +148,11 @@ SAGA_EXTERN int saga_transport_tcp_new(saga_transport **out,
  * @return SAGA_OK, or SAGA_EINVAL if @p t is not a TCP transport. */
 SAGA_EXTERN int saga_transport_tcp_port(saga_transport *t, int *port);
 
-#define SAGA_TCP_STATS_VERSION 2
+#define SAGA_TCP_COUNTERS_VERSION 2
 
 /** Counters since the transport was made. */
-typedef struct saga_tcp_stats {
-    unsigned int version; /* set by the caller: SAGA_TCP_STATS_VERSION */
+typedef struct saga_tcp_counters {
+    unsigned int version; /* set by the caller: SAGA_TCP_COUNTERS_VERSION */
     uint64_t frames_in;   /* well-formed frames received */
     uint64_t frames_out;  /* frames written */
     uint64_t rejected_frames; /* bad input: the connection was closed */
@@ -168,12 +166,12 @@ typedef struct saga_tcp_stats {
     uint64_t slow_frames;     /* closed: a frame not whole in time */
     uint64_t over_budget;     /* closed: receive buffers over budget */
     uint64_t write_stalls;    /* reading stopped: write queue over bound */
-} saga_tcp_stats;
+} saga_tcp_counters;
 
 /** Copy the counters into @p out (up to out->version). @return SAGA_OK,
  * SAGA_EINVAL (not a TCP transport, or NULL) or SAGA_EVERSION. */
 SAGA_EXTERN int saga_transport_tcp_stats(saga_transport *t,
-                                         saga_tcp_stats *out);
+                                         saga_tcp_counters *out);
 
 SAGA_END_DECL
 

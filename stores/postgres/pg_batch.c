@@ -37,6 +37,8 @@ int saga__pg_map_state(const char *st)
         return SAGA_EDUP;
     if (strcmp(st, "22012") == 0)
         return SAGA_ENOTFOUND; /* the strict update found no row */
+    if (strcmp(st, PG_SQLSTATE_FENCED) == 0)
+        return SAGA_EFENCED; /* an owned write failed its fencing check */
     return SAGA_ESTORE;
 }
 
@@ -299,7 +301,7 @@ static int send_journal_n(PGconn *c, const saga_batch_writes *w,
         const saga_journal_entry *e = &w->journal[i];
         arr_text(&arr[0], e->saga_id);
         arr_int(&arr[1], e->seq);
-        arr_int(&arr[2], (int64_t)e->event);
+        arr_int(&arr[2], (int64_t)e->kind);
         arr_int(&arr[3], e->step);
         arr_int(&arr[4], e->attempt);
         arr_int(&arr[5], e->started_ms);
@@ -347,7 +349,9 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         unsigned fl = w->put_flags[i];
         nk[(fl & SAGA_PUT_INSERT) ? 0 : (fl & SAGA_PUT_DATA) ? 2 : 1]++;
     }
-    int bulk = w->nsagas >= BULK_MIN ? distinct_ids(w) : 0;
+    /* With a lease, every write carries (owner, epoch) and is fenced row
+     * by row (pg_own.c): no array statements then. */
+    int bulk = w->nsagas >= BULK_MIN && !s->lease_ms ? distinct_ids(w) : 0;
     if (bulk < 0)
         return -1;
     if (bulk) {
@@ -362,13 +366,10 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         }
     } else {
         for (size_t i = 0; i < w->nsagas; i++) {
-            unsigned fl = w->put_flags[i];
-            enum pg_stmt which = (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
-                                 : (fl & SAGA_PUT_DATA)
-                                     ? PG_SAGA_UPDATE_DATA_X
-                                     : PG_SAGA_UPDATE_X;
+            enum pg_stmt which = saga__pg_put_stmt(s, w->put_flags[i]);
             pg_params p = {0};
             saga__pg_saga_params(&p, &w->sagas[i], which);
+            saga__pg_own_params(s, &p);
             SEND(which, &p);
         }
     }
@@ -389,7 +390,7 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         saga__pg_text(&p, w->done_ids[i]);
         SEND(PG_OUTBOX_DONE, &p);
     }
-    if (w->njournal >= BULK_MIN) {
+    if (w->njournal >= BULK_MIN && !s->lease_ms) {
         if (send_journal_n(c, w, nsent) != 0)
             return -1;
         SENT_ONE();
@@ -397,7 +398,8 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         for (size_t i = 0; i < w->njournal; i++) {
             pg_params p = {0};
             saga__pg_journal_params(&p, &w->journal[i]);
-            SEND(PG_JOURNAL_INSERT_X, &p);
+            saga__pg_own_params(s, &p);
+            SEND(saga__pg_journal_stmt(s, 1), &p);
         }
     }
 #undef SEND

@@ -56,6 +56,20 @@ enum pg_stmt {
     PG_SAGA_UPDATE_N,
     PG_SAGA_UPDATE_DATA_N,
     PG_JOURNAL_INSERT_N,
+    /* Ownership (a store with a lease, pg_own.c): the owned variants of
+     * the saga and journal writes carry (owner, epoch) as their last two
+     * parameters; a saga write whose fencing check fails raises SG001. */
+    PG_SAGA_INSERT_O,
+    PG_SAGA_UPDATE_O,
+    PG_SAGA_UPDATE_DATA_O,
+    PG_JOURNAL_INSERT_O,
+    PG_JOURNAL_INSERT_OX,
+    PG_OWN_FRESH,
+    PG_OWN_RENEW,
+    PG_OWN_LIVE,
+    PG_OWN_CLAIM,
+    PG_OWN_CHECK,
+    PG_OWN_RELEASE,
     PG__COUNT
 };
 
@@ -98,6 +112,10 @@ typedef struct pg_store {
     int in_txn;   /* between our begin and commit/rollback */
     int aborted;  /* a statement failed inside the transaction */
     int in_sp;    /* a savepoint is open */
+    /* Ownership: on when lease_ms > 0 (pg_own.c). epoch 0: no lease yet. */
+    uint32_t lease_ms;
+    char owner[128];
+    int64_t epoch;
     char err[512];
 } pg_store;
 
@@ -183,5 +201,15 @@ int saga__pg_savepoint_release(saga_store *self);
 
 /* pg_ops.c */
 extern const saga_store saga__pg_ops;
+
+/* pg_own.c: ownership. The statement for a batch's saga write (strict),
+ * its journal write, and the (owner, epoch) parameters that the owned
+ * variants take last (nothing when the store has no lease). */
+enum pg_stmt saga__pg_put_stmt(const pg_store *s, unsigned int put_flags);
+enum pg_stmt saga__pg_journal_stmt(const pg_store *s, int strict);
+void saga__pg_own_params(const pg_store *s, pg_params *p);
+/** Set the version-5 slots on a store with a lease. */
+void saga__pg_own_init(pg_store *s);
+#define PG_SQLSTATE_FENCED "SG001"
 
 #endif /* SAGA_PG_INT_H */

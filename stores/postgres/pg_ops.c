@@ -187,6 +187,79 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                              "$7, $8)",
                              {A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8,
                               A_INT8, A_TEXT}},
+    /* Ownership (pg_own.c). A saga write checks the fencing token: the
+     * row must be owned by (owner, epoch) and that lease live in the
+     * server's clock; otherwise not_written() raises SG001 (fenced) or
+     * 22012 (no such saga), aborting the batch. */
+    [PG_SAGA_INSERT_O] = {"WITH i AS (INSERT INTO sagas(" SAGA_COLS ", owner, "
+                          "epoch) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                          "$10, $11, $12, $13, $14, $15, $16 WHERE "
+                          "lease_live($15, $16) RETURNING 1) SELECT CASE WHEN "
+                          "(SELECT count(*) FROM i) = 1 THEN 1 ELSE "
+                          "not_written($1, true) END",
+                          {SAGA_TYPES, T_TEXT, T_INT8}},
+    [PG_SAGA_UPDATE_O] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
+                          "def_version = $3, state = $4, step = $5, "
+                          "attempt = $6, flags = $7, created_ms = $8, "
+                          "updated_ms = $9, due_ms = $10, deadline_ms = $11, "
+                          "error = $12 WHERE id = $1 AND owner = $13 AND "
+                          "epoch = $14 AND lease_live($13, $14) RETURNING 1) "
+                          "SELECT CASE WHEN (SELECT count(*) FROM u) = 1 THEN "
+                          "1 ELSE not_written($1, false) END",
+                          {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8,
+                           T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT,
+                           T_TEXT, T_INT8}},
+    [PG_SAGA_UPDATE_DATA_O] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
+                               "def_version = $3, state = $4, step = $5, "
+                               "attempt = $6, flags = $7, created_ms = $8, "
+                               "updated_ms = $9, due_ms = $10, deadline_ms "
+                               "= $11, idem_key = $12, error = $13, data = "
+                               "$14 WHERE id = $1 AND owner = $15 AND epoch = "
+                               "$16 AND lease_live($15, $16) RETURNING 1) "
+                               "SELECT CASE WHEN (SELECT count(*) FROM u) = 1 "
+                               "THEN 1 ELSE not_written($1, false) END",
+                               {SAGA_TYPES, T_TEXT, T_INT8}},
+    [PG_JOURNAL_INSERT_O] = {"INSERT INTO journal(saga_id, seq, event, step, "
+                             "attempt, started_ms, at_ms, error, owner, epoch) "
+                             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                             "ON CONFLICT (saga_id, seq) DO NOTHING",
+                             {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
+                              T_INT8, T_TEXT, T_TEXT, T_INT8}},
+    [PG_JOURNAL_INSERT_OX] = {"INSERT INTO journal(saga_id, seq, event, step, "
+                              "attempt, started_ms, at_ms, error, owner, "
+                              "epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                              "$9, $10)",
+                              {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
+                               T_INT8, T_TEXT, T_TEXT, T_INT8}},
+    /* A new epoch from the sequence; an owner id seen before (a restarted
+     * process) gets a new one, which fences its previous incarnation. */
+    [PG_OWN_FRESH] = {"INSERT INTO owners(owner, epoch, lease_until) VALUES "
+                      "($1, nextval('owner_epoch'), now_ms() + $2) ON "
+                      "CONFLICT (owner) DO UPDATE SET epoch = EXCLUDED.epoch, "
+                      "lease_until = EXCLUDED.lease_until RETURNING epoch",
+                      {T_TEXT, T_INT8}},
+    /* Only a live lease is extended: once expired, an epoch stays dead. */
+    [PG_OWN_RENEW] = {"UPDATE owners SET lease_until = now_ms() + $3 WHERE "
+                      "owner = $1 AND epoch = $2 AND lease_until > now_ms() "
+                      "RETURNING epoch",
+                      {T_TEXT, T_INT8, T_INT8}},
+    [PG_OWN_LIVE] = {"SELECT lease_live($1, $2)::int::int8", {T_TEXT, T_INT8}},
+    [PG_OWN_CLAIM] = {"WITH c AS (SELECT s.id FROM sagas s WHERE s.state IN "
+                      "(1, 2) AND NOT lease_live(s.owner, s.epoch) AND "
+                      "lease_live($1, $2) ORDER BY s.due_ms, s.created_ms, "
+                      "s.seq LIMIT $3 FOR UPDATE OF s SKIP LOCKED) "
+                      "UPDATE sagas s SET owner = $1, epoch = $2 FROM c "
+                      "WHERE s.id = c.id RETURNING s.id, s.def_name, "
+                      "s.def_version, s.state, s.step, s.attempt, s.flags, "
+                      "s.created_ms, s.updated_ms, s.due_ms, s.deadline_ms, "
+                      "s.idem_key, s.error, s.data",
+                      {T_TEXT, T_INT8, T_INT8}},
+    [PG_OWN_CHECK] = {"SELECT id FROM sagas WHERE id = ANY($1::text[]) AND "
+                      "owner = $2 AND epoch = $3",
+                      {0, T_TEXT, T_INT8}},
+    [PG_OWN_RELEASE] = {"UPDATE owners SET lease_until = 0 WHERE owner = $1 "
+                        "AND epoch = $2",
+                        {T_TEXT, T_INT8}},
 };
 
 #define SELF pg_store *s = (pg_store *)self
@@ -230,10 +303,18 @@ static int pg_saga_put(saga_store *self, const saga_record *r,
     enum pg_stmt which = (flags & SAGA_PUT_INSERT) ? PG_SAGA_INSERT
                          : (flags & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA
                                                    : PG_SAGA_UPDATE;
+    if (s->lease_ms)
+        /* Owned: the fencing check raises what a row count tells here. */
+        which = saga__pg_put_stmt(s, flags);
     pg_params p = {0};
     saga__pg_saga_params(&p, r, which);
+    saga__pg_own_params(s, &p);
     PGresult *res;
     rc = saga__pg_run(s, which, &p, &res, "saga_put");
+    if (rc == SAGA_OK && s->lease_ms) {
+        PQclear(res);
+        return SAGA_OK;
+    }
     if (rc)
         return rc;
     if (!changed(res))
@@ -260,7 +341,8 @@ void saga__pg_saga_params(pg_params *p, const saga_record *r,
     saga__pg_int(p, r->updated_ms);
     saga__pg_int(p, r->due_ms);
     saga__pg_int(p, r->deadline_ms);
-    if (which == PG_SAGA_UPDATE || which == PG_SAGA_UPDATE_X) {
+    if (which == PG_SAGA_UPDATE || which == PG_SAGA_UPDATE_X ||
+        which == PG_SAGA_UPDATE_O) {
         saga__pg_text(p, r->error);
     } else {
         saga__pg_text(p, r->idem_key);
@@ -366,7 +448,7 @@ void saga__pg_journal_params(pg_params *p, const saga_journal_entry *e)
 {
     saga__pg_text(p, e->saga_id);
     saga__pg_int(p, e->seq);
-    saga__pg_int(p, (int64_t)e->event);
+    saga__pg_int(p, (int64_t)e->kind);
     saga__pg_int(p, e->step);
     saga__pg_int(p, e->attempt);
     saga__pg_int(p, e->started_ms);
@@ -384,7 +466,9 @@ static int pg_journal_append(saga_store *self, const saga_journal_entry *e)
         return rc;
     pg_params p = {0};
     saga__pg_journal_params(&p, e);
-    return write(s, PG_JOURNAL_INSERT, &p, "journal_append", "entry");
+    saga__pg_own_params(s, &p);
+    return write(s, saga__pg_journal_stmt(s, 0), &p, "journal_append",
+                 "entry");
 }
 
 static int pg_journal_scan(saga_store *self, const char *saga_id,
@@ -403,7 +487,7 @@ static int pg_journal_scan(saga_store *self, const char *saga_id,
         saga_journal_entry e;
         e.saga_id = saga__pg_col_text(res, i, 0);
         e.seq = (uint32_t)saga__pg_col_int(res, i, 1);
-        e.event = (saga_event)saga__pg_col_int(res, i, 2);
+        e.kind = (saga_journal_kind)saga__pg_col_int(res, i, 2);
         e.step = (int32_t)saga__pg_col_int(res, i, 3);
         e.attempt = (uint32_t)saga__pg_col_int(res, i, 4);
         e.started_ms = saga__pg_col_int(res, i, 5);

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "pg_int.h"
@@ -74,7 +76,34 @@ static const char *const migrations[] = {
     "CREATE TABLE kv("
     " key text PRIMARY KEY,"
     " val bytea NOT NULL);",
-    /* 1 -> 2: the batch log. Each open of the store names itself (writer)
+    /* 1 -> 2: ownership by several engines (pg_own.c). Each saga row and
+     * journal entry carries the (owner, epoch) that wrote it; owners holds
+     * each engine's lease, in the server's clock (ms). */
+    "ALTER TABLE sagas ADD COLUMN owner text,"
+    " ADD COLUMN epoch bigint NOT NULL DEFAULT 0;"
+    "ALTER TABLE journal ADD COLUMN owner text,"
+    " ADD COLUMN epoch bigint NOT NULL DEFAULT 0;"
+    "CREATE TABLE owners("
+    " owner text PRIMARY KEY,"
+    " epoch bigint NOT NULL,"
+    " lease_until bigint NOT NULL);"
+    "CREATE SEQUENCE owner_epoch;"
+    "CREATE FUNCTION now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS"
+    " $$SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint$$;"
+    "CREATE FUNCTION lease_live(o text, ep bigint) RETURNS boolean"
+    " LANGUAGE sql VOLATILE AS $$SELECT EXISTS (SELECT 1 FROM owners"
+    " WHERE owner = o AND epoch = ep AND lease_until > now_ms())$$;"
+    /* Why an owned write changed no row: fenced (SG001), or no such saga
+     * (22012, as the strict statements without a lease). */
+    "CREATE FUNCTION not_written(saga text, ins boolean) RETURNS int"
+    " LANGUAGE plpgsql VOLATILE AS $$ BEGIN"
+    " IF ins OR EXISTS (SELECT 1 FROM sagas WHERE id = saga) THEN"
+    " RAISE EXCEPTION 'saga % is fenced: owned by another engine, or this"
+    " engine''s lease ran out', saga USING ERRCODE = 'SG001';"
+    " END IF;"
+    " RAISE EXCEPTION 'no saga %', saga USING ERRCODE = '22012';"
+    " END $$;",
+    /* 2 -> 3: the batch log. Each open of the store names itself (writer)
      * and every asynchronous batch sets its row to the batch's number in
      * the batch's own transaction: after a lost answer, the row says
      * whether the commit happened. One row per open, not per batch. */
@@ -255,6 +284,10 @@ int saga__pg_run(pg_store *s, enum pg_stmt which, const pg_params *p,
         }
         if (state && strcmp(state, "23505") == 0)
             rc = SAGA_EDUP;
+        else if (state && strcmp(state, PG_SQLSTATE_FENCED) == 0)
+            rc = SAGA_EFENCED;
+        else if (state && strcmp(state, "22012") == 0)
+            rc = SAGA_ENOTFOUND;
         else if (res == NULL)
             rc = SAGA_ENOMEM;
         PQclear(res);
@@ -611,6 +644,18 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
                  "no connection string (and SAGA_PG_URL is not set)");
         return SAGA_EINVAL;
     }
+    uint32_t lease_ms = opts->version >= 2 ? opts->lease_ms : 0;
+    const char *owner_id = opts->version >= 2 ? opts->owner_id : NULL;
+    if (lease_ms != 0 && (lease_ms < 1000 || lease_ms > 3600000)) {
+        snprintf(open_err, sizeof open_err,
+                 "lease_ms %u is outside 1000..3600000", lease_ms);
+        return SAGA_EINVAL;
+    }
+    if (owner_id != NULL && (owner_id[0] == '\0' || strlen(owner_id) > 127)) {
+        snprintf(open_err, sizeof open_err,
+                 "owner_id must be 1..127 bytes");
+        return SAGA_EINVAL;
+    }
     const char *schema = opts->schema ? opts->schema : "saga";
     if (!valid_schema(schema) || opts->connect_timeout_s < 0) {
         snprintf(open_err, sizeof open_err,
@@ -625,6 +670,23 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
     snprintf(s->schema, sizeof s->schema, "%s", schema);
     s->connect_timeout_s = opts->connect_timeout_s ? opts->connect_timeout_s
                                                    : 10;
+    if (lease_ms) {
+        s->lease_ms = lease_ms;
+        if (owner_id != NULL) {
+            snprintf(s->owner, sizeof s->owner, "%s", owner_id);
+        } else {
+            char host[64] = "host";
+            gethostname(host, sizeof host - 1);
+            host[sizeof host - 1] = '\0';
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            unsigned r = (unsigned)ts.tv_nsec ^ (unsigned)ts.tv_sec * 2654435761u ^
+                         (unsigned)(uintptr_t)s;
+            snprintf(s->owner, sizeof s->owner, "%s:%ld:%08x", host,
+                     (long)getpid(), r);
+        }
+        saga__pg_own_init(s);
+    }
     size_t n = strlen(conninfo) + 1;
     s->conninfo = saga_malloc(n);
     if (s->conninfo == NULL) {

@@ -260,7 +260,7 @@ static int sq_journal_append(saga_store *self, const saga_journal_entry *e)
     sqlite3_stmt *st = s->st[SQ_JOURNAL_INSERT];
     sqlite3_bind_text(st, 1, e->saga_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, e->seq);
-    sqlite3_bind_int(st, 3, (int)e->event);
+    sqlite3_bind_int(st, 3, (int)e->kind);
     sqlite3_bind_int(st, 4, e->step);
     sqlite3_bind_int64(st, 5, e->attempt);
     sqlite3_bind_int64(st, 6, e->started_ms);
@@ -285,7 +285,7 @@ static int sq_journal_scan(saga_store *self, const char *saga_id,
         saga_journal_entry e;
         e.saga_id = col_text(st, 0);
         e.seq = (uint32_t)sqlite3_column_int64(st, 1);
-        e.event = (saga_event)sqlite3_column_int(st, 2);
+        e.kind = (saga_journal_kind)sqlite3_column_int(st, 2);
         e.step = sqlite3_column_int(st, 3);
         e.attempt = (uint32_t)sqlite3_column_int64(st, 4);
         e.started_ms = sqlite3_column_int64(st, 5);

@@ -260,6 +260,13 @@ static int configure(sqlite_store *s, const saga_sqlite_options *o)
     int rc = exec_sql(s, "PRAGMA journal_mode = WAL", "set WAL mode");
     if (rc == SAGA_OK)
         rc = exec_sql(s, sync_sql[o->synchronous], "set synchronous");
+    /* The sub-journal of a savepoint (the participant opens one per message)
+     * in memory: with the default (a temporary file once it passes 64 KiB)
+     * every page a message changed was also written to /var/tmp, one
+     * pwrite each, for the rest of the batch. It is truncated at each
+     * RELEASE, so it holds one message's pages at most. */
+    if (rc == SAGA_OK)
+        rc = exec_sql(s, "PRAGMA temp_store = MEMORY", "set temp_store");
     return rc;
 }
 

@@ -101,6 +101,17 @@ expect_error "a completed cart checked out again" 422 cart_empty
 # Choreography: the notification service wrote an email per ended order.
 co_wait_emails "$ok_oid" "$slow_oid" || bad "no email for $ok_oid and $slow_oid"
 
+# PostgreSQL: every connection of the services is cut (the server
+# terminates their backends, as a failover or a restart would). The stores
+# and the HTTP front reconnect: the next checkout goes through.
+if [ -n "${CO_STORE:-}" ]; then
+    n=$(psql "$CO_PG_URL" -X -q -A -t -c "SELECT count(pg_terminate_backend(pid))
+        FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'")
+    [ "${n:-0}" -ge 8 ] && pass || bad "terminated $n backends, want at least 8"
+    run_case cut c_cut p_widget 1 tok_ok
+    expect "a checkout after the connections were cut completes" 200 '.status == "COMPLETED"'
+fi
+
 # Restart on the same data: nothing lost, stock not reset by the catalogue.
 co_restart
 req GET "/api/v1/orders/$ok_oid"

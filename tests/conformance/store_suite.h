@@ -57,7 +57,7 @@ static void ssc_insert(saga_store *s, const char *id, saga_state st,
 }
 
 static void ssc_journal(saga_store *s, const char *id, uint32_t seq,
-                        saga_event ev)
+                        saga_journal_kind ev)
 {
     saga_journal_entry e = {id, seq, ev, (int32_t)seq - 1, 1, 0, seq * 10,
                             NULL};
@@ -156,7 +156,7 @@ static int ssc_full_cb(const saga_record *r, void *arg)
 static int ssc_journal_cb(const saga_journal_entry *e, void *arg)
 {
     ssc_cat(arg, "%s/%u:%d:%d:%u:%lld:%lld:%s ", e->saga_id, e->seq,
-            (int)e->event, e->step, e->attempt, (long long)e->started_ms,
+            (int)e->kind, e->step, e->attempt, (long long)e->started_ms,
             (long long)e->at_ms, e->error ? e->error : "-");
     return ssc_visit(arg);
 }

@@ -218,16 +218,16 @@ static void ssc_journal_in_seq_order_and_dup(saga_store *s)
 {
     ssc_text t;
     cr_assert_str_eq(ssc_jscan(s, "A", &t), "", "unknown id: nothing");
-    ssc_journal(s, "A", 2, SAGA_EV_STEP_OK);
-    ssc_journal(s, "B", 1, SAGA_EV_STARTED);
-    ssc_journal(s, "A", 1, SAGA_EV_STARTED);
-    saga_journal_entry e = {"A", 3, SAGA_EV_STEP_FAIL, 1, 2, 100, 250,
+    ssc_journal(s, "A", 2, SAGA_JOURNAL_STEP_OK);
+    ssc_journal(s, "B", 1, SAGA_JOURNAL_STARTED);
+    ssc_journal(s, "A", 1, SAGA_JOURNAL_STARTED);
+    saga_journal_entry e = {"A", 3, SAGA_JOURNAL_STEP_FAIL, 1, 2, 100, 250,
                             "card declined"};
     cr_assert_eq(s->journal_append(s, &e), SAGA_OK);
     cr_assert_str_eq(ssc_jscan(s, "A", &t), "A/1:1:0:1:0:10:- A/2:2:1:1:0:20:- "
                                            "A/3:3:1:2:100:250:card declined ");
     cr_assert_str_eq(ssc_jscan(s, "B", &t), "B/1:1:0:1:0:10:- ");
-    e.event = SAGA_EV_COMPLETED;
+    e.kind = SAGA_JOURNAL_COMPLETED;
     cr_assert_eq(s->journal_append(s, &e), SAGA_EDUP);
     cr_assert_str_neq(s->errmsg(s), "");
     cr_assert_str_eq(ssc_jscan(s, "A", &t), "A/1:1:0:1:0:10:- A/2:2:1:1:0:20:- "
@@ -437,7 +437,7 @@ static void ssc_write_batch_whole_or_nothing(saga_store *s)
     unsigned int flags[2] = {SAGA_PUT_INSERT, 0};
     saga_idem_entry idem = {"key-new", "new", 2};
     saga_message msg = {"m1", "topic", "new", "p", 1, 2};
-    saga_journal_entry je = {"new", 1, SAGA_EV_STARTED, -1, 0, 0, 2, NULL};
+    saga_journal_entry je = {"new", 1, SAGA_JOURNAL_STARTED, -1, 0, 0, 2, NULL};
     saga_batch_writes w = {recs, flags, 2, &idem, 1, &msg, 1, NULL, 0, &je, 1};
     cr_assert_eq(s->write_batch(s, &w), SAGA_OK, "%s", s->errmsg(s));
     ssc_copy c;
@@ -459,7 +459,7 @@ static void ssc_write_batch_whole_or_nothing(saga_store *s)
     saga_idem_entry dup = {"key-new", "other", 3};
     saga_message m2 = {"m2", "topic", "other", "q", 1, 3};
     const char *done[] = {"m1"};
-    saga_journal_entry j2 = {"other", 1, SAGA_EV_STARTED, -1, 0, 0, 3, NULL};
+    saga_journal_entry j2 = {"other", 1, SAGA_JOURNAL_STARTED, -1, 0, 0, 3, NULL};
     saga_batch_writes w2 = {&r2, &f2, 1, &dup, 1, &m2, 1, done, 1, &j2, 1};
     cr_assert_eq(s->write_batch(s, &w2), SAGA_EDUP);
     cr_assert_eq(ssc_get(s, "other", &c), SAGA_ENOTFOUND);

@@ -17,8 +17,8 @@ static void ssc_purge_only_old_terminal(saga_store *s)
     ssc_insert(s, "c", SAGA_STATE_COMPENSATING, 100);
     const char *ids[] = {"t1", "t2", "t3", "t4", "f", "r", "c"};
     for (int i = 0; i < 7; i++) {
-        ssc_journal(s, ids[i], 1, SAGA_EV_STARTED);
-        ssc_journal(s, ids[i], 2, SAGA_EV_STEP_OK);
+        ssc_journal(s, ids[i], 1, SAGA_JOURNAL_STARTED);
+        ssc_journal(s, ids[i], 2, SAGA_JOURNAL_STEP_OK);
     }
     cr_assert_eq(s->idem_put(s, "K1", "t1", 100), SAGA_OK);
     cr_assert_eq(s->idem_put(s, "K2", "t2", 100), SAGA_OK);
@@ -69,9 +69,9 @@ static void ssc_seed(saga_store *s)
     cr_assert_eq(s->begin(s), SAGA_OK);
     cr_assert_eq(s->saga_put(s, &a, SAGA_PUT_INSERT), SAGA_OK);
     ssc_insert(s, "T", SAGA_STATE_COMPLETED, 1);
-    ssc_journal(s, "A", 1, SAGA_EV_STARTED);
-    ssc_journal(s, "T", 1, SAGA_EV_STARTED);
-    ssc_journal(s, "T", 2, SAGA_EV_COMPLETED);
+    ssc_journal(s, "A", 1, SAGA_JOURNAL_STARTED);
+    ssc_journal(s, "T", 1, SAGA_JOURNAL_STARTED);
+    ssc_journal(s, "T", 2, SAGA_JOURNAL_COMPLETED);
     cr_assert_eq(s->idem_put(s, "KA", "A", 5), SAGA_OK);
     cr_assert_eq(s->idem_put(s, "KT", "T", 1), SAGA_OK);
     ssc_msg(s, "o1", "first");
@@ -92,8 +92,8 @@ static void ssc_write_all(saga_store *s)
     cr_assert_eq(s->saga_put(s, &a, SAGA_PUT_DATA), SAGA_OK);
     a.error = "then again";
     cr_assert_eq(s->saga_put(s, &a, 0), SAGA_OK);
-    ssc_journal(s, "A", 2, SAGA_EV_STEP_FAIL);
-    ssc_journal(s, "B", 1, SAGA_EV_STARTED);
+    ssc_journal(s, "A", 2, SAGA_JOURNAL_STEP_FAIL);
+    ssc_journal(s, "B", 1, SAGA_JOURNAL_STARTED);
     cr_assert_eq(s->idem_put(s, "KB", "B", 7), SAGA_OK);
     ssc_msg(s, "o2", "second");
     cr_assert_eq(s->outbox_done(s, "o1"), SAGA_OK);
@@ -153,7 +153,7 @@ static void ssc_txn_reads_own_writes(saga_store *s)
     ssc_insert(s, "X", SAGA_STATE_RUNNING, 2);
     cr_assert_eq(s->saga_get(s, "X", NULL, NULL), SAGA_OK);
     cr_assert_str_eq(ssc_scan(s, SAGA_STATE_MASK_ACTIVE, &t), "X A ");
-    ssc_journal(s, "X", 1, SAGA_EV_STARTED);
+    ssc_journal(s, "X", 1, SAGA_JOURNAL_STARTED);
     cr_assert_str_eq(ssc_jscan(s, "X", &t), "X/1:1:0:1:0:10:- ");
     cr_assert_eq(s->idem_put(s, "KX", "X", 2), SAGA_OK);
     cr_assert_eq(s->idem_get(s, "KX", id), SAGA_OK);
@@ -214,7 +214,7 @@ static void ssc_txn_purge_rolls_back(saga_store *s)
     cr_assert_eq(s->begin(s), SAGA_OK);
     cr_assert_eq(s->purge(s, 1000, &n), SAGA_OK);
     cr_assert_eq(n, 1);
-    ssc_journal(s, "T", 3, SAGA_EV_OPERATOR_RETRY); /* after its purge */
+    ssc_journal(s, "T", 3, SAGA_JOURNAL_OPERATOR_RETRY); /* after its purge */
     cr_assert_eq(s->idem_put(s, "KT", "X", 3), SAGA_OK, "key freed");
     cr_assert_eq(s->rollback(s), SAGA_OK);
     ssc_dump(s, &after);
@@ -250,7 +250,7 @@ static int ssc_writer_rec_cb(const saga_record *r, void *arg)
     w->visits++;
     cr_assert_eq(w->s->saga_put(w->s, &u, 0), SAGA_OK, "%s",
                  w->s->errmsg(w->s));
-    ssc_journal(w->s, id, 1, SAGA_EV_STARTED);
+    ssc_journal(w->s, id, 1, SAGA_JOURNAL_STARTED);
     cr_assert_eq(w->s->saga_get(w->s, "s0", NULL, NULL), SAGA_OK);
     return 0;
 }
@@ -308,7 +308,7 @@ static void ssc_many_sagas(saga_store *s)
         snprintf(id, sizeof id, "%08x%024d", (unsigned)i * 2654435761u, i);
         ssc_insert(s, id, i % 3 ? SAGA_STATE_RUNNING : SAGA_STATE_COMPLETED,
                    N - i);
-        ssc_journal(s, id, 1, SAGA_EV_STARTED);
+        ssc_journal(s, id, 1, SAGA_JOURNAL_STARTED);
     }
     cr_assert_eq(s->commit(s), SAGA_OK);
     int n = 0;

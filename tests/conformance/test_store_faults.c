@@ -76,7 +76,7 @@ Test(fault_store, failed_commit_leaves_nothing)
 {
     cr_assert_eq(S->begin(S), SAGA_OK);
     ssc_insert(S, "a", SAGA_STATE_RUNNING, 1);
-    ssc_journal(S, "a", 1, SAGA_EV_STARTED);
+    ssc_journal(S, "a", 1, SAGA_JOURNAL_STARTED);
     ssc_msg(S, "o1", "x");
     fault_store_fail_always(F, FAULT_COMMIT, 1);
     cr_assert_eq(S->commit(S), SAGA_ESTORE);
@@ -138,7 +138,7 @@ TestSuite(fault_vfs, .init = vfs_init, .fini = fini);
 static void batch(saga_store *s)
 {
     ssc_insert(s, "B", SAGA_STATE_RUNNING, 7);
-    ssc_journal(s, "B", 1, SAGA_EV_STARTED);
+    ssc_journal(s, "B", 1, SAGA_JOURNAL_STARTED);
     cr_assert_eq(s->idem_put(s, "KB", "B", 7), SAGA_OK);
     ssc_msg(s, "o2", "second");
     cr_assert_eq(s->kv_put(s, "k2", "new", 3), SAGA_OK);
@@ -219,7 +219,7 @@ Test(fault_vfs, failure_inside_transaction_never_half_commits)
     fault_vfs_clear();
     /* SQLite rolls back on SQLITE_FULL; B's insert is gone with it, so
      * the store must refuse to go on in autocommit. */
-    saga_journal_entry e = {"B", 1, SAGA_EV_STARTED, -1, 0, 0, 1, NULL};
+    saga_journal_entry e = {"B", 1, SAGA_JOURNAL_STARTED, -1, 0, 0, 1, NULL};
     cr_assert_eq(S->journal_append(S, &e), SAGA_ESTORE);
     cr_assert(strstr(S->errmsg(S), "rolled back") != NULL, "%s",
               S->errmsg(S));

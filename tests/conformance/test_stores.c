@@ -67,7 +67,7 @@ Test(sqlite, data_survives_close_and_reopen)
     saga_store *s = open_path(path);
     cr_assert_eq(s->begin(s), SAGA_OK);
     ssc_insert(s, "kept", SAGA_STATE_RUNNING, 1);
-    ssc_journal(s, "kept", 1, SAGA_EV_STARTED);
+    ssc_journal(s, "kept", 1, SAGA_JOURNAL_STARTED);
     ssc_msg(s, "o1", "payload");
     cr_assert_eq(s->kv_put(s, "k", "v", 1), SAGA_OK);
     cr_assert_eq(s->commit(s), SAGA_OK);

@@ -139,23 +139,23 @@ static int journal_cb(const saga_journal_entry *j, void *arg)
         FAILF("saga %s: journal step %d", c->id, j->step);
         return 0;
     }
-    switch (j->event) {
-    case SAGA_EV_STARTED:
+    switch (j->kind) {
+    case SAGA_JOURNAL_STARTED:
         c->started++;
         break;
-    case SAGA_EV_STEP_OK:
+    case SAGA_JOURNAL_STEP_OK:
         c->ok[k]++;
         break;
-    case SAGA_EV_STEP_TIMEOUT:
+    case SAGA_JOURNAL_STEP_TIMEOUT:
         c->timeout[k]++;
         break;
-    case SAGA_EV_COMP_OK:
+    case SAGA_JOURNAL_COMP_OK:
         c->comp_ok[k]++;
         c->comp_order[c->ncomp++ % NSTEPS] = k;
         break;
-    case SAGA_EV_COMPLETED:
-    case SAGA_EV_COMPENSATED:
-    case SAGA_EV_FAILED:
+    case SAGA_JOURNAL_COMPLETED:
+    case SAGA_JOURNAL_COMPENSATED:
+    case SAGA_JOURNAL_FAILED:
         c->ended++;
         break;
     default:
@@ -265,7 +265,7 @@ int main(int argc, char **argv)
     read_ledger(ledger);
     saga_store *s;
     if (saga_store_open(&s, db) != SAGA_OK) {
-        FAILF("cannot open %s: %s", db, saga_store_open_errmsg());
+        FAILF("cannot open %s: %s", db, saga_open_errmsg());
         return 1;
     }
     vctx v = {s, 0, 0, 0, 0};

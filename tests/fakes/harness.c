@@ -171,10 +171,10 @@ void h_journal(harness *h, const char *id, char *out, size_t n)
         size_t l = strlen(out);
         if (j->step >= 0)
             snprintf(out + l, n - l, "%s%s:%d", l ? " " : "",
-                     saga_event_name(j->event), j->step);
+                     saga_journal_kind_name(j->kind), j->step);
         else
             snprintf(out + l, n - l, "%s%s", l ? " " : "",
-                     saga_event_name(j->event));
+                     saga_journal_kind_name(j->kind));
     }
     saga_info_free(info);
 }

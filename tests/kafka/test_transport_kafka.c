@@ -18,7 +18,8 @@ static rd_kafka_t *mock_rk;
 static rd_kafka_mock_cluster_t *mock;
 static char url[256];
 
-static void klog(saga_log_level l, const char *msg, void *arg)
+static void klog(saga_log_level l, const char *saga_id, int step,
+                 const char *msg, void *arg)
 {
     (void)arg;
     if (l >= (getenv("KLOG") ? SAGA_LOG_DEBUG : SAGA_LOG_WARN))

@@ -129,7 +129,7 @@ typedef struct run {
 static void tick(uv_timer_t *t)
 {
     run *r = t->data;
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(r->e, &st);
     int64_t now = saga_engine_now(r->e);
     if (stop_flag ||

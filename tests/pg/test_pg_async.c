@@ -111,8 +111,8 @@ static void tb_add(tbatch *b, const char *id, saga_state st, int insert,
     size_t i = b->n++;
     b->recs[i] = ssc_rec(id, st, 100 + (int64_t)i);
     b->flags[i] = insert ? (SAGA_PUT_INSERT | SAGA_PUT_DATA) : 0;
-    saga_journal_entry e = {id, jseq, insert ? SAGA_EV_STARTED
-                                             : SAGA_EV_COMPLETED,
+    saga_journal_entry e = {id, jseq, insert ? SAGA_JOURNAL_STARTED
+                                             : SAGA_JOURNAL_COMPLETED,
                             -1, 0, 0, 10 * (int64_t)jseq, NULL};
     b->jes[i] = e;
 }
@@ -655,7 +655,7 @@ static void six(saga_record *r, unsigned *fl, saga_journal_entry *j,
                 : i % 2    ? SAGA_PUT_DATA
                            : 0;
         saga_journal_entry e = {ids[i], (uint32_t)round + 1,
-                                round ? SAGA_EV_STEP_FAIL : SAGA_EV_STARTED,
+                                round ? SAGA_JOURNAL_STEP_FAIL : SAGA_JOURNAL_STARTED,
                                 i - 1, (uint32_t)i, 5 * i, 7 * i,
                                 i % 2 ? errs[i] : NULL};
         j[i] = e;

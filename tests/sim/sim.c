@@ -434,7 +434,7 @@ static const int compensatable[NSTEPS] = {1, 1, 0, 0};
 /* Checking one saga: its journal, and the participants' effects            */
 
 typedef struct jctx {
-    saga_event ev[256];
+    saga_journal_kind ev[256];
     int step[256];
     char err[256][24];
     int n;
@@ -444,7 +444,7 @@ static int journal_cb(const saga_journal_entry *j, void *arg)
 {
     jctx *c = arg;
     if (c->n < 256) {
-        c->ev[c->n] = j->event;
+        c->ev[c->n] = j->kind;
         c->step[c->n] = j->step;
         snprintf(c->err[c->n], sizeof c->err[0], "%s", j->error ? j->error : "");
         c->n++;
@@ -478,30 +478,30 @@ static void check_saga(world *w, const char *id, saga_state st)
             break;
         }
         switch (c->ev[i]) {
-        case SAGA_EV_STEP_OK:
+        case SAGA_JOURNAL_STEP_OK:
             if (comp_phase)
                 violation(w, "journal: %s ran step %d forward while "
                           "compensating", pre, s);
             ok[s] = 1;
             cur = s + 1;
             break;
-        case SAGA_EV_STEP_TIMEOUT:
+        case SAGA_JOURNAL_STEP_TIMEOUT:
             timeout[s] = 1;
             cur = s;
             break;
-        case SAGA_EV_STEP_FAIL:
-        case SAGA_EV_STEP_RETRY:
+        case SAGA_JOURNAL_STEP_FAIL:
+        case SAGA_JOURNAL_STEP_RETRY:
             cur = s;
             break;
-        case SAGA_EV_COMPENSATING:
+        case SAGA_JOURNAL_COMPENSATING:
             comp_phase = 1;
             if (strncmp(c->err[i], "cancelled", 9) == 0 ||
                 strncmp(c->err[i], "saga deadline", 13) == 0)
                 maybe_step = cur;
             break;
-        case SAGA_EV_COMP_OK:
-        case SAGA_EV_COMP_FAIL:
-        case SAGA_EV_COMP_TIMEOUT:
+        case SAGA_JOURNAL_COMP_OK:
+        case SAGA_JOURNAL_COMP_FAIL:
+        case SAGA_JOURNAL_COMP_TIMEOUT:
             if (!ok[s] && !timeout[s] && s != maybe_step)
                 violation(w, "journal: %s compensated step %d, whose action "
                           "never ran (no STEP_OK or timeout, not in flight "
@@ -511,14 +511,14 @@ static void check_saga(world *w, const char *id, saga_state st)
                 violation(w, "journal: %s compensations out of order "
                           "(step %d after step %d)", pre, s, last_comp);
             last_comp = s;
-            if (c->ev[i] == SAGA_EV_COMP_OK)
+            if (c->ev[i] == SAGA_JOURNAL_COMP_OK)
                 comped[s] = 1;
             break;
         default:
             break;
         }
     }
-    saga_event last = c->n ? c->ev[c->n - 1] : 0;
+    saga_journal_kind last = c->n ? c->ev[c->n - 1] : 0;
     if (!w->failed) {
         if (st == SAGA_STATE_COMPLETED) {
             for (int s = 0; s < NSTEPS; s++)
@@ -527,18 +527,18 @@ static void check_saga(world *w, const char *id, saga_state st)
                               "step %d", pre, s);
             if (comp_phase)
                 violation(w, "journal: %s COMPLETED after compensating", pre);
-            if (last != SAGA_EV_COMPLETED)
+            if (last != SAGA_JOURNAL_COMPLETED)
                 violation(w, "journal: %s COMPLETED but its journal ends "
-                          "with %s", pre, saga_event_name(last));
+                          "with %s", pre, saga_journal_kind_name(last));
         } else if (st == SAGA_STATE_COMPENSATED) {
             for (int s = 0; s < NSTEPS; s++)
                 if (compensatable[s] && (ok[s] || timeout[s]) && !comped[s])
                     violation(w, "journal: %s COMPENSATED without "
                               "compensating step %d, which %s", pre, s,
                               ok[s] ? "completed" : "may have run");
-            if (last != SAGA_EV_COMPENSATED)
+            if (last != SAGA_JOURNAL_COMPENSATED)
                 violation(w, "journal: %s COMPENSATED but its journal ends "
-                          "with %s", pre, saga_event_name(last));
+                          "with %s", pre, saga_journal_kind_name(last));
         }
     }
     free(c);

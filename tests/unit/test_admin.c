@@ -41,13 +41,13 @@ static void settle(void)
     }
 }
 
-static const saga_journal_entry *last_event(const char *id, saga_event ev,
+static const saga_journal_entry *last_event(const char *id, saga_journal_kind ev,
                                             saga_info **keep)
 {
     cr_assert_eq(saga_get(H.e, id, keep), SAGA_OK);
     const saga_journal_entry *found = NULL;
     for (size_t i = 0; i < saga_info_journal_count(*keep); i++)
-        if (saga_info_journal(*keep, i)->event == ev)
+        if (saga_info_journal(*keep, i)->kind == ev)
             found = saga_info_journal(*keep, i);
     return found;
 }
@@ -65,7 +65,7 @@ Test(admin, start_records_the_shape)
     boot("cpr");
     saga_store *s = saga_engine_store(H.e);
     saga_shape *sh;
-    cr_assert_eq(saga_shape_load(s, "t", 0, &sh), SAGA_OK);
+    cr_assert_eq(saga_shape_load(&sh, s, "t", 0), SAGA_OK);
     cr_expect_str_eq(saga_shape_name(sh), "t");
     cr_expect_eq(saga_shape_version(sh), 1);
     cr_assert_eq(saga_shape_step_count(sh), 3);
@@ -82,8 +82,8 @@ Test(admin, start_records_the_shape)
     cr_expect_eq(st.kind, SAGA_STEP_RETRIABLE);
     cr_expect_eq(saga_shape_step(sh, 3, &st), SAGA_ENOTFOUND);
     saga_shape_free(sh);
-    cr_expect_eq(saga_shape_load(s, "t", 2, &sh), SAGA_ENOTFOUND);
-    cr_expect_eq(saga_shape_load(s, "nope", 0, &sh), SAGA_ENOTFOUND);
+    cr_expect_eq(saga_shape_load(&sh, s, "t", 2), SAGA_ENOTFOUND);
+    cr_expect_eq(saga_shape_load(&sh, s, "nope", 0), SAGA_ENOTFOUND);
     int n = 0;
     cr_expect_eq(saga_shape_list(s, list_cb, &n), SAGA_OK);
     cr_expect_eq(n, 1);
@@ -112,7 +112,7 @@ Test(admin, retry_op_journals_who_and_why)
     settle();
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPENSATED);
     saga_info *i;
-    const saga_journal_entry *j = last_event(id, SAGA_EV_OPERATOR_RETRY, &i);
+    const saga_journal_entry *j = last_event(id, SAGA_JOURNAL_OPERATOR_RETRY, &i);
     cr_assert_not_null(j);
     cr_expect_str_eq(j->error, "by alice: warehouse is back");
     saga_info_free(i);
@@ -136,11 +136,11 @@ Test(admin, resolve_closes_a_failed_saga)
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
     saga_info *i;
     const saga_journal_entry *j =
-        last_event(id, SAGA_EV_OPERATOR_RESOLVE, &i);
+        last_event(id, SAGA_JOURNAL_OPERATOR_RESOLVE, &i);
     cr_assert_not_null(j);
     cr_expect_str_eq(j->error, "by bob: refunded");
     size_t n = saga_info_journal_count(i);
-    cr_expect_eq(saga_info_journal(i, n - 1)->event, SAGA_EV_COMPLETED);
+    cr_expect_eq(saga_info_journal(i, n - 1)->kind, SAGA_JOURNAL_COMPLETED);
     saga_info_free(i);
     cr_expect_eq(saga_resolve(H.e, id, SAGA_STATE_COMPENSATED, "x", "bob"),
                  SAGA_EBUSY);
@@ -161,9 +161,9 @@ Test(admin, compensate_a_running_saga_before_its_pivot)
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPENSATED);
     /* The step was in flight: it may have run, so it was undone. */
     saga_info *i;
-    cr_expect_not_null(last_event(id, SAGA_EV_COMP_OK, &i));
+    cr_expect_not_null(last_event(id, SAGA_JOURNAL_COMP_OK, &i));
     saga_info_free(i);
-    cr_expect_not_null(last_event(id, SAGA_EV_OPERATOR_COMPENSATE, &i));
+    cr_expect_not_null(last_event(id, SAGA_JOURNAL_OPERATOR_COMPENSATE, &i));
     saga_info_free(i);
     cr_expect_eq(saga_compensate(H.e, id, "again", "carol"), SAGA_EBUSY);
 }
@@ -200,7 +200,7 @@ Test(admin, op_run_applies_to_the_store_when_no_engine_takes_it)
     cr_expect_eq(by, SAGA_OP_BY_CALLER);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPENSATING);
     saga_info *i;
-    const saga_journal_entry *j = last_event(id, SAGA_EV_OPERATOR_RETRY, &i);
+    const saga_journal_entry *j = last_event(id, SAGA_JOURNAL_OPERATOR_RETRY, &i);
     cr_assert_not_null(j);
     cr_expect_str_eq(j->error, "by erin: try again");
     saga_info_free(i);

@@ -206,7 +206,7 @@ Test(codec, rejects_missing_wrong_type_and_duplicate_keys)
 {
     msgpack_sbuffer sb;
     saga_envelope e;
-    saga_codec_counters c;
+    saga_codec_counters c = SAGA_CODEC_COUNTERS_INIT;
     saga_codec_stats_reset();
     int nreq = 0;
     for (int k = 0; k < NKEYS; k++) {
@@ -226,6 +226,10 @@ Test(codec, rejects_missing_wrong_type_and_duplicate_keys)
     cr_assert_eq(c.rej_type, (uint64_t)NKEYS);
     cr_assert_eq(c.decoded, (uint64_t)(NKEYS - nreq));
     cr_assert_eq(saga_codec_stats(NULL), SAGA_EINVAL);
+    saga_codec_counters bad = {0};
+    cr_assert_eq(saga_codec_stats(&bad), SAGA_EVERSION);
+    bad.version = SAGA_CODEC_COUNTERS_VERSION + 1;
+    cr_assert_eq(saga_codec_stats(&bad), SAGA_EVERSION);
 }
 
 /* An envelope whose key @p key holds the value packed by @p fn. */
@@ -329,7 +333,7 @@ Test(codec, version)
     cr_assert_eq(decode_with("v", v2, 0), SAGA_EVERSION);
     cr_assert_eq(decode_with("v", v0, 0), SAGA_EVERSION);
     cr_assert_eq(decode_with("v", vneg, 0), SAGA_ECORRUPT);
-    saga_codec_counters c;
+    saga_codec_counters c = SAGA_CODEC_COUNTERS_INIT;
     saga_codec_stats(&c);
     cr_assert_eq(c.rej_version, 2);
 }
@@ -350,7 +354,7 @@ Test(codec, value_ranges_and_lengths)
     cr_assert_eq(decode_with("trace", str257, 0), SAGA_ECORRUPT);
     cr_assert_eq(decode_with("payload", pay100, 100), SAGA_OK);
     cr_assert_eq(decode_with("payload", pay100, 99), SAGA_ECORRUPT);
-    saga_codec_counters c;
+    saga_codec_counters c = SAGA_CODEC_COUNTERS_INIT;
     saga_codec_stats(&c);
     cr_assert_eq(c.rej_oversize, 3);
 }
@@ -453,7 +457,7 @@ Test(codec, oversized_message_rejected_before_parsing)
     char *b = calloc(1, n);
     saga_envelope e;
     cr_assert_eq(saga_envelope_decode(&e, b, n, 100, NULL), SAGA_ECORRUPT);
-    saga_codec_counters c;
+    saga_codec_counters c = SAGA_CODEC_COUNTERS_INIT;
     saga_codec_stats(&c);
     cr_assert_eq(c.rej_oversize, 1);
     free(b);

@@ -163,6 +163,6 @@ Test(common, strerror_and_names)
     cr_expect_eq(saga_version(), SAGA_VERSION_NUMBER);
     cr_expect_str_eq(saga_version_string(), SAGA_VERSION_STRING);
     cr_expect_str_eq(saga_state_name(SAGA_STATE_FAILED), "FAILED");
-    cr_expect_str_eq(saga_event_name(SAGA_EV_COMP_OK), "COMP_OK");
-    cr_expect_str_eq(saga_event_name((saga_event)99), "UNKNOWN");
+    cr_expect_str_eq(saga_journal_kind_name(SAGA_JOURNAL_COMP_OK), "COMP_OK");
+    cr_expect_str_eq(saga_journal_kind_name((saga_journal_kind)99), "UNKNOWN");
 }

@@ -87,7 +87,7 @@ Test(durability, failed_commit_releases_nothing_and_is_retried)
     saga_info *i;
     cr_expect_eq(saga_get(H.e, ids[0], &i), SAGA_ENOTFOUND,
                  "a rolled-back batch left a saga behind");
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(H.e, &st);
     cr_expect_geq(st.commit_failures, 1u);
     cr_expect_eq(saga_engine_flush(H.e), SAGA_ESTORE);

@@ -363,7 +363,7 @@ Test(engine, double_completion_is_stale)
     ref.attempt = 7;
     cr_expect_eq(saga_step_complete(H.e, &ref, SAGA_OUTCOME_OK, NULL, 0, NULL),
                  SAGA_ESTALE);
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(H.e, &st);
     cr_expect_eq(st.stale_completions, 2u);
     cr_expect(strstr(H.log, "stale") != NULL, "stale not logged:\n%s", H.log);

@@ -66,9 +66,13 @@ Test(api, same_key_returns_same_saga_atomically)
     h_pump(&H);
     cr_expect_eq(started_calls, 2);
     cr_expect_eq(started_existed, 1);
-    saga_stats st;
-    saga_engine_stats(H.e, &st);
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
+    cr_assert_eq(saga_engine_stats(H.e, &st), SAGA_OK);
     cr_expect_eq(st.started, 2u);
+    saga_engine_counters bad = {0};
+    cr_expect_eq(saga_engine_stats(H.e, &bad), SAGA_EVERSION);
+    bad.version = SAGA_ENGINE_COUNTERS_VERSION + 1;
+    cr_expect_eq(saga_engine_stats(H.e, &bad), SAGA_EVERSION);
     /* Only one action ran for key-1 (plus one for key-2). */
     cr_expect_eq(H.ncalls, 2);
 }
@@ -93,7 +97,7 @@ Test(api, key_of_ended_saga_is_kept_for_retention_then_purged)
     cr_expect_eq(saga_engine_housekeep(H.e), SAGA_OK);
     saga_info *i;
     cr_expect_eq(saga_get(H.e, a, &i), SAGA_ENOTFOUND);
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(H.e, &st);
     cr_expect_eq(st.purged, 1u);
     cr_assert_eq(saga_start(H.e, "t", "order-9", NULL, 0, c, NULL, NULL),
@@ -177,7 +181,7 @@ Test(api, one_commit_per_wave_and_nothing_released_before_it)
     h_pump(&H);
     cr_expect_eq(checked, 300);
     cr_expect_eq(done_ok, 100);
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(H.e, &st);
     /* 100 sagas x (start + 3 steps) = 400 transitions in 4 commits. */
     cr_expect_eq(st.commits, 4u, "commits: %llu",
@@ -315,7 +319,7 @@ Test(api, bad_input_is_refused_with_clear_errors)
     cr_expect_eq(saga_retry(H.e, "0123456789abcdef0123456789abcdef"),
                  SAGA_ENOTFOUND);
     /* Nothing was started by any of that. */
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(H.e, &st);
     cr_expect_eq(st.started, 0u);
 }
@@ -415,7 +419,7 @@ Test(own_loop, run_returns_when_all_sagas_end)
         cr_assert_eq(saga_start(e, "x", NULL, NULL, 0, id, NULL, NULL),
                      SAGA_OK);
     saga_engine_run(e, SAGA_RUN_DEFAULT);
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(e, &st);
     cr_expect_eq(st.completed, 10u);
     saga_engine_free(e);

@@ -102,7 +102,7 @@ Test(engine_async, sagas_complete, .init = setup, .fini = teardown)
     cr_expect_eq(s.failed, 0);
     cr_expect_eq(s.max_queued, 1, "more than one batch in flight");
     cr_expect_eq(s.sync_writes_in_flight, 0);
-    saga_stats es;
+    saga_engine_counters es = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(F->h.e, &es);
     cr_expect_eq(es.completed, 20);
     cr_expect_eq(es.active, 0);
@@ -163,7 +163,7 @@ Test(engine_async, failed_commit_releases_nothing_and_is_written_again,
     cr_expect_eq(F->started, 0, "a failed commit released a start");
     cr_expect_eq(F->h.ncalls, 0, "a failed commit invoked an action");
     cr_expect(!committed(a));
-    saga_stats es;
+    saga_engine_counters es = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(F->h.e, &es);
     cr_expect_eq(es.commit_failures, 1);
 

@@ -110,7 +110,7 @@ Test(contract, flush_inside_an_action_is_ebusy_with_a_reason)
               flush_msg);
     h_pump(&H);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(H.e, &st);
     cr_expect_eq(st.commit_failures, 0u);
 }

@@ -37,7 +37,7 @@ TestSuite(housekeep, .init = setup, .fini = teardown);
 
 static uint64_t purged(void)
 {
-    saga_stats st;
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(H.e, &st);
     return st.purged;
 }

@@ -185,10 +185,12 @@ static int count_replies(const char *msg_id, saga_outcome oc)
     return n;
 }
 
-static saga_participant_stats stats(void)
+static saga_participant_counters stats(void)
 {
-    saga_participant_stats st;
-    cr_assert_eq(saga_participant_stats_get(P, &st), SAGA_OK);
+    saga_participant_counters st = SAGA_PARTICIPANT_COUNTERS_INIT;
+    cr_assert_eq(saga_participant_stats(P, &st), SAGA_OK);
+    saga_participant_counters bad = {0};
+    cr_assert_eq(saga_participant_stats(P, &bad), SAGA_EVERSION);
     return st;
 }
 

@@ -149,8 +149,8 @@ Test(participant_retention, old_rows_purged_recent_and_pending_kept)
     send_cmd("pending-1", 0);
     pump();
     cr_assert_eq(nreplies, 4); /* old-1, old-2, recent, this RETRY */
-    saga_participant_stats st;
-    cr_assert_eq(saga_participant_stats_get(P, &st), SAGA_OK);
+    saga_participant_counters st = SAGA_PARTICIPANT_COUNTERS_INIT;
+    cr_assert_eq(saga_participant_stats(P, &st), SAGA_OK);
     cr_assert_eq(st.barriers_purged, 2);
     /* The pending one is answered long after: it is still sent. */
     cr_assert_eq(saga_deferred_reply(held, SAGA_OUTCOME_OK, NULL, 0, NULL),
@@ -158,8 +158,8 @@ Test(participant_retention, old_rows_purged_recent_and_pending_kept)
     held = NULL;
     pump();
     cr_assert_eq(nreplies, 5, "the answer is not taken for the RETRY");
-    saga_participant_stats st2;
-    cr_assert_eq(saga_participant_stats_get(P, &st2), SAGA_OK);
+    saga_participant_counters st2 = SAGA_PARTICIPANT_COUNTERS_INIT;
+    cr_assert_eq(saga_participant_stats(P, &st2), SAGA_OK);
     cr_assert_eq(st2.pending_retried, 1);
     /* Its row now ages from the answer: kept 24 h, then purged. */
     now_ms += 23 * HOUR;
@@ -185,11 +185,11 @@ Test(participant_retention, housekeeping_timer_purges)
     static uv_timer_t alive;
     uv_timer_init(&loop, &alive);
     uv_timer_start(&alive, noop_cb, 1000, 1000);
-    saga_participant_stats st = {0};
+    saga_participant_counters st = SAGA_PARTICIPANT_COUNTERS_INIT;
     for (int i = 0; i < 2000 && st.barriers_purged == 0; i++) {
         uv_run(&loop, UV_RUN_NOWAIT);
         usleep(100);
-        cr_assert_eq(saga_participant_stats_get(P, &st), SAGA_OK);
+        cr_assert_eq(saga_participant_stats(P, &st), SAGA_OK);
     }
     uv_close((uv_handle_t *)&alive, NULL);
     cr_assert_eq(st.barriers_purged, 1);
@@ -218,7 +218,7 @@ Test(participant_retention, legacy_row_is_read)
     send_cmd("legacy", 0);
     pump();
     cr_assert_eq(nreplies, 1);
-    saga_participant_stats st;
-    cr_assert_eq(saga_participant_stats_get(P, &st), SAGA_OK);
+    saga_participant_counters st = SAGA_PARTICIPANT_COUNTERS_INIT;
+    cr_assert_eq(saga_participant_stats(P, &st), SAGA_OK);
     cr_assert_eq(st.hanging_refused, 1);
 }

@@ -72,8 +72,8 @@ static int workload(saga_store *s)
     saga_record a = ssc_rec("A", SAGA_STATE_COMPENSATING, 5);
     a.data = "changed";
     a.data_len = 7;
-    saga_journal_entry j = {"B", 1, SAGA_EV_STARTED, -1, 0, 0, 1, "why"};
-    saga_journal_entry j2 = {"A", 2, SAGA_EV_STEP_OK, 0, 1, 0, 2, NULL};
+    saga_journal_entry j = {"B", 1, SAGA_JOURNAL_STARTED, -1, 0, 0, 1, "why"};
+    saga_journal_entry j2 = {"A", 2, SAGA_JOURNAL_STEP_OK, 0, 1, 0, 2, NULL};
     saga_message m = {"o2", "t", NULL, "p", 1, 3};
     TRY(s->begin(s));
     TRY(s->saga_put(s, &b, SAGA_PUT_INSERT));

@@ -85,9 +85,9 @@ static saga_transport *sender(const char *peer, int port, uint32_t hb,
     return t;
 }
 
-static saga_tcp_stats stats(saga_transport *t)
+static saga_tcp_counters stats(saga_transport *t)
 {
-    saga_tcp_stats st = {.version = SAGA_TCP_STATS_VERSION};
+    saga_tcp_counters st = {.version = SAGA_TCP_COUNTERS_VERSION};
     cr_assert_eq(saga_transport_tcp_stats(t, &st), SAGA_OK);
     return st;
 }
@@ -160,7 +160,7 @@ Test(tcp, getters_reject_other_transports)
     int port;
     cr_assert_eq(saga_inmem_bus_new(&bus, &loop), SAGA_OK);
     cr_assert_eq(saga_transport_inmem_new(&m, bus), SAGA_OK);
-    saga_tcp_stats st = {.version = SAGA_TCP_STATS_VERSION};
+    saga_tcp_counters st = {.version = SAGA_TCP_COUNTERS_VERSION};
     cr_assert_eq(saga_transport_tcp_port(m, &port), SAGA_EINVAL);
     cr_assert_eq(saga_transport_tcp_stats(m, &st), SAGA_EINVAL);
     cr_assert_eq(saga_transport_tcp_stats(NULL, &st), SAGA_EINVAL);
@@ -242,7 +242,7 @@ Test(tcp, resend_after_reconnect)
     b = listener("b", addr, &port);
     cr_assert_eq(b->subscribe(b, "b", "g", recv_cb, NULL), SAGA_OK);
     run_until(&nrx, 6);
-    saga_tcp_stats st = stats(a);
+    saga_tcp_counters st = stats(a);
     cr_assert_geq(st.reconnects, 1);
     cr_assert_eq(st.resent, 3);
     for (int i = 3; i < 6; i++)

@@ -28,7 +28,8 @@ static int nrx;
 static char last_payload[64];
 static saga_delivery *last_d;
 
-static void log_cb(saga_log_level level, const char *msg, void *arg)
+static void log_cb(saga_log_level level, const char *saga_id, int step,
+                   const char *msg, void *arg)
 {
     (void)msg;
     (void)arg;
@@ -69,9 +70,9 @@ static void teardown(void)
     cr_assert_eq(uv_loop_close(&loop), 0);
 }
 
-static saga_tcp_stats stats(void)
+static saga_tcp_counters stats(void)
 {
-    saga_tcp_stats st = {.version = SAGA_TCP_STATS_VERSION};
+    saga_tcp_counters st = {.version = SAGA_TCP_COUNTERS_VERSION};
     cr_assert_eq(saga_transport_tcp_stats(srv, &st), SAGA_OK);
     return st;
 }
@@ -277,7 +278,7 @@ Test(tcp_badinput, others_keep_working)
         break;
     }
     cr_assert_eq(memcmp(got, want, sizeof want), 0);
-    saga_tcp_stats st = stats();
+    saga_tcp_counters st = stats();
     cr_assert_eq(st.rejected_frames, 1);
     cr_assert_geq(st.frames_in, 3); /* 2 HELLOs and the DATA */
     cr_assert_eq(st.accepted, 3);

@@ -101,7 +101,7 @@ Test(tcp_coalesce, burst_in_one_turn_arrives_in_order_and_is_confirmed)
     cr_expect(in_order, "messages out of order");
     cr_expect_eq(sent_ok, BURST);
     cr_expect_eq(sent_other, 0);
-    saga_tcp_stats st = {.version = SAGA_TCP_STATS_VERSION};
+    saga_tcp_counters st = {.version = SAGA_TCP_COUNTERS_VERSION};
     cr_assert_eq(saga_transport_tcp_stats(A, &st), SAGA_OK);
     cr_expect_geq(st.frames_out, (uint64_t)BURST + 1); /* + HELLO */
     cr_expect_eq(st.rejected_frames, 0u);

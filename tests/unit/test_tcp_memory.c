@@ -129,9 +129,9 @@ static void teardown(void)
 
 TestSuite(tcp_memory, .init = setup, .fini = teardown, .timeout = 120);
 
-static saga_tcp_stats stats(void)
+static saga_tcp_counters stats(void)
 {
-    saga_tcp_stats st = {.version = SAGA_TCP_STATS_VERSION};
+    saga_tcp_counters st = {.version = SAGA_TCP_COUNTERS_VERSION};
     cr_assert_eq(saga_transport_tcp_stats(srv, &st), SAGA_OK);
     return st;
 }

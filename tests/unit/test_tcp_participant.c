@@ -145,12 +145,12 @@ Test(tcp_participant, wrong_version_and_garbage_rejected_then_served,
         uv_run(&loop, UV_RUN_ONCE);
     cr_expect_eq(replies, 1, "the good command behind the bad ones was lost");
     cr_expect_eq(last_outcome, SAGA_OUTCOME_OK);
-    saga_participant_stats st;
-    saga_participant_stats_get(p, &st);
+    saga_participant_counters st = SAGA_PARTICIPANT_COUNTERS_INIT;
+    saga_participant_stats(p, &st);
     cr_expect_eq(st.rejected, 2u);
     cr_expect_eq(st.commands, 1u);
     cr_expect(strstr(logbuf, "rejected") != NULL, "%s", logbuf);
-    saga_codec_counters cc;
+    saga_codec_counters cc = SAGA_CODEC_COUNTERS_INIT;
     saga_codec_stats(&cc);
     cr_expect_geq(cc.rej_version, 1u);
     cr_expect_geq(cc.rej_malformed, 1u);

@@ -96,9 +96,12 @@ Test(util, version_check_gives_eversion)
 }
 
 static char got[64];
-static void logcb(saga_log_level l, const char *msg, void *arg)
+static void logcb(saga_log_level l, const char *id, int step,
+                  const char *msg, void *arg)
 {
     (void)l;
+    (void)id;
+    (void)step;
     (void)arg;
     snprintf(got, sizeof got, "%s", msg);
 }

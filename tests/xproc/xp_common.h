@@ -52,7 +52,7 @@ static inline int xp_ship_retries(const char *id, uint32_t attempt)
 #include <saga/kafka.h>
 
 static inline int xp_kafka_new(saga_transport **t, struct uv_loop_s *loop,
-                               const char *url, saga_kafka_log_fn log)
+                               const char *url, saga_log_fn log)
 {
     saga_kafka_options o = SAGA_KAFKA_OPTIONS_INIT;
     o.url = url;
@@ -64,8 +64,8 @@ static inline int xp_kafka_new(saga_transport **t, struct uv_loop_s *loop,
 /* Partitions assigned to @p t's consumers (0 if not Kafka). */
 static inline uint32_t xp_kafka_assigned(saga_transport *t)
 {
-    saga_kafka_stats st;
-    st.version = SAGA_KAFKA_STATS_VERSION;
+    saga_kafka_counters st;
+    st.version = SAGA_KAFKA_COUNTERS_VERSION;
     return saga_transport_kafka_stats(t, &st) == SAGA_OK ? st.assigned : 0;
 }
 #endif

@@ -434,16 +434,16 @@ static void load_orchestrator(const char *path, int n)
             continue;
         }
         switch (ev) {
-        case SAGA_EV_STARTED: s->started++; break;
-        case SAGA_EV_STEP_OK: s->ok[k]++; break;
-        case SAGA_EV_STEP_FAIL: s->fail[k]++; break;
-        case SAGA_EV_STEP_RETRY: s->retry[k]++; break;
-        case SAGA_EV_STEP_TIMEOUT: s->timeout[k]++; break;
-        case SAGA_EV_COMP_OK: s->comp_ok[k]++; break;
-        case SAGA_EV_COMPLETED:
-        case SAGA_EV_COMPENSATED:
-        case SAGA_EV_FAILED: s->ended++; break;
-        case SAGA_EV_COMPENSATING:
+        case SAGA_JOURNAL_STARTED: s->started++; break;
+        case SAGA_JOURNAL_STEP_OK: s->ok[k]++; break;
+        case SAGA_JOURNAL_STEP_FAIL: s->fail[k]++; break;
+        case SAGA_JOURNAL_STEP_RETRY: s->retry[k]++; break;
+        case SAGA_JOURNAL_STEP_TIMEOUT: s->timeout[k]++; break;
+        case SAGA_JOURNAL_COMP_OK: s->comp_ok[k]++; break;
+        case SAGA_JOURNAL_COMPLETED:
+        case SAGA_JOURNAL_COMPENSATED:
+        case SAGA_JOURNAL_FAILED: s->ended++; break;
+        case SAGA_JOURNAL_COMPENSATING:
             if (strstr(col(st, 4), "gave up") != NULL)
                 s->gave_up = 1;
             break;

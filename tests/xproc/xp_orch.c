@@ -125,7 +125,7 @@ static void finish(int code)
         return;
     closing = 1;
     exit_code = code;
-    saga_stats s;
+    saga_engine_counters s = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(E, &s);
     printf("xp_orch: started=%llu completed=%llu compensated=%llu "
            "failed=%llu steps_ok=%llu timeouts=%llu retries=%llu "
@@ -171,7 +171,8 @@ static void on_sigterm(uv_signal_t *h, int sig)
     finish(3);
 }
 
-static void tlog(saga_log_level l, const char *msg, void *arg)
+static void tlog(saga_log_level l, const char *saga_id, int step,
+                 const char *msg, void *arg)
 {
     (void)arg;
     if (l >= SAGA_LOG_WARN)

@@ -130,8 +130,8 @@ static void on_sigterm(uv_signal_t *h, int sig)
     if (ready_timer.loop != NULL &&
         !uv_is_closing((uv_handle_t *)&ready_timer))
         uv_close((uv_handle_t *)&ready_timer, NULL);
-    saga_participant_stats st;
-    saga_participant_stats_get(P, &st);
+    saga_participant_counters st = SAGA_PARTICIPANT_COUNTERS_INIT;
+    saga_participant_stats(P, &st);
     fprintf(stderr,
             "xp_part: stats commands=%llu duplicates=%llu null_comps=%llu "
             "hanging=%llu retried=%llu commits=%llu\n",
@@ -149,7 +149,8 @@ static void on_sigterm(uv_signal_t *h, int sig)
     ins_effect = bump = NULL;
 }
 
-static void tlog(saga_log_level l, const char *msg, void *arg)
+static void tlog(saga_log_level l, const char *saga_id, int step,
+                 const char *msg, void *arg)
 {
     (void)arg;
     if (l >= SAGA_LOG_WARN)

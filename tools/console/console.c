@@ -263,8 +263,8 @@ static int api_definition(saga_console *c, h2o_req_t *req, const char *name,
                           const char *ver, const char *current)
 {
     saga_shape *sh = NULL;
-    int rc = saga_shape_load(c->store, name,
-                             ver ? (uint32_t)strtoul(ver, NULL, 10) : 0, &sh);
+    int rc = saga_shape_load(&sh, c->store, name,
+                             ver ? (uint32_t)strtoul(ver, NULL, 10) : 0);
     if (rc != SAGA_OK)
         return respond_rc(req, rc, "no such definition recorded");
     (void)current;

@@ -51,7 +51,7 @@ int sv_open_store(const char *spec, saga_store **out, char *err, size_t n)
         int rc = saga_store_open(out, spec);
         if (rc != SAGA_OK)
             snprintf(err, n, "cannot open the store: %s (%s)",
-                     saga_store_open_errmsg(), saga_strerror(rc));
+                     saga_open_errmsg(), saga_strerror(rc));
         return rc == SAGA_EINVAL ? SAGA_ESTORE : rc;
     }
     if (strstr(spec, "://") != NULL) {
@@ -385,7 +385,7 @@ static const saga_shape *shape_get(shape_cache *c, const char *name,
     if (c->n == SHAPES_MAX)
         return NULL;
     saga_shape *sh = NULL;
-    if (saga_shape_load(c->s, name, version, &sh) != SAGA_OK)
+    if (saga_shape_load(&sh, c->s, name, version) != SAGA_OK)
         sh = NULL;
     snprintf(c->name[c->n], sizeof c->name[0], "%s", name);
     c->version[c->n] = version;
@@ -531,7 +531,7 @@ static int show_journal_cb(const saga_journal_entry *j, void *arg)
     show_ctx *c = arg;
     json_t *e = json_pack(
         "{s:I, s:s, s:i, s:s?, s:I, s:I, s:I, s:I, s:s?}", "seq",
-        (json_int_t)j->seq, "event", saga_event_name(j->event), "step",
+        (json_int_t)j->seq, "event", saga_journal_kind_name(j->kind), "step",
         (int)j->step, "step_name", step_name(c->sh, j->step), "attempt",
         (json_int_t)j->attempt, "at_ms", (json_int_t)j->at_ms, "started_ms",
         (json_int_t)j->started_ms, "since_prev_ms",
@@ -553,7 +553,7 @@ int sv_show(saga_store *s, const char *id, json_t **out)
     if (rc != SAGA_OK)
         return rc;
     saga_shape *sh = NULL;
-    if (saga_shape_load(s, c.def_name, c.def_version, &sh) != SAGA_OK)
+    if (saga_shape_load(&sh, s, c.def_name, c.def_version) != SAGA_OK)
         sh = NULL;
     c.sh = sh;
     if (c.saga && sh) {

@@ -291,7 +291,7 @@ static int cmd_graph(saga_store *s, const opts *o)
         return die(SV_EXIT_USAGE, "graph: --format mermaid or dot", NULL,
                    NULL);
     saga_shape *sh = NULL;
-    int rc = saga_shape_load(s, o->args[0], 0, &sh);
+    int rc = saga_shape_load(&sh, s, o->args[0], 0);
     if (rc == SAGA_ENOTFOUND)
         return die(SV_EXIT_NOTFOUND,
                    "no definition '%s' is recorded in this store (its "

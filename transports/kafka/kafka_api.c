@@ -49,7 +49,7 @@ void saga__kafka_log(kafka_t *t, saga_log_level lvl, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    t->o.log(lvl, msg, t->o.log_arg);
+    t->o.log(lvl, NULL, -1, msg, t->o.log_arg);
 }
 
 static kafka_t *as_kafka(saga_transport *self)
@@ -642,7 +642,7 @@ int saga_transport_kafka_new(saga_transport **out, uv_loop_t *loop,
     kl_init(&t->groups);
     kl_init(&t->inflight);
     kl_init(&t->completed);
-    t->st.version = SAGA_KAFKA_STATS_VERSION;
+    t->st.version = SAGA_KAFKA_COUNTERS_VERSION;
     int rc = copy_options(t, opts);
     apply_defaults(&t->o);
     rd_kafka_conf_t *conf = NULL;
@@ -687,12 +687,12 @@ void saga__kafka_pump_close(kafka_t *t)
     }
 }
 
-int saga_transport_kafka_stats(saga_transport *self, saga_kafka_stats *out)
+int saga_transport_kafka_stats(saga_transport *self, saga_kafka_counters *out)
 {
     kafka_t *t = as_kafka(self);
     if (t == NULL || out == NULL)
         return SAGA_EINVAL;
-    if (out->version == 0 || out->version > SAGA_KAFKA_STATS_VERSION)
+    if (out->version == 0 || out->version > SAGA_KAFKA_COUNTERS_VERSION)
         return SAGA_EVERSION;
     unsigned int v = out->version;
     *out = t->st;

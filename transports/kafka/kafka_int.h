@@ -161,7 +161,7 @@ struct kafka_t {
     int pump_open;
     int closing;
     int live; /* clients not finished, plus the pump handle */
-    saga_kafka_stats st;
+    saga_kafka_counters st;
     char err[512];
 };
 

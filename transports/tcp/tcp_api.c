@@ -31,7 +31,7 @@
 
 /* The bytes of each options / stats version a caller may pass. */
 #define OPTIONS_V1_SIZE offsetof(saga_tcp_options, max_backlog_bytes)
-#define STATS_V1_SIZE offsetof(saga_tcp_stats, unrouted_frames)
+#define STATS_V1_SIZE offsetof(saga_tcp_counters, unrouted_frames)
 
 static int tcp_send(saga_transport *self, const char *topic, const char *key,
                     const void *buf, size_t len, saga_sent_cb cb, void *arg);
@@ -595,12 +595,12 @@ int saga_transport_tcp_port(saga_transport *self, int *port)
     return SAGA_OK;
 }
 
-int saga_transport_tcp_stats(saga_transport *self, saga_tcp_stats *out)
+int saga_transport_tcp_stats(saga_transport *self, saga_tcp_counters *out)
 {
     tcp_t *t = as_tcp(self);
     if (t == NULL || out == NULL)
         return SAGA_EINVAL;
-    if (out->version == 0 || out->version > SAGA_TCP_STATS_VERSION)
+    if (out->version == 0 || out->version > SAGA_TCP_COUNTERS_VERSION)
         return SAGA_EVERSION;
     unsigned int v = out->version;
     /* Write only what the caller's version has room for. */

@@ -233,7 +233,7 @@ struct tcp_t {
     unsigned handles; /* open uv handles */
     int closing;
     int accept_pending; /* a connection waits for memory to accept */
-    saga_tcp_stats st;
+    saga_tcp_counters st;
     char err[256];
 };
 

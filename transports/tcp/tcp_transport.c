@@ -42,7 +42,7 @@ void saga__tcp_log(tcp_t *t, saga_log_level lvl, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    t->o.log(lvl, buf, t->o.log_arg);
+    t->o.log(lvl, NULL, -1, buf, t->o.log_arg);
 }
 
 void saga__tcp_out_msg_release(out_msg *m)

@@ -1,0 +1,367 @@
+/*
+ * own.c — several engines on one store: the engine's side of leases,
+ * fencing and claiming (store interface version 5), and of idempotency
+ * keys that another engine took first.
+ *
+ * With a store that has the version-5 slots, the engine:
+ *   - takes a lease at start (a new epoch) and resumes the sagas it claims
+ *     instead of every active saga in the store (those belong to others);
+ *   - renews the lease and claims sagas of engines whose lease ran out on
+ *     a timer, every quarter of the lease, and resumes them as recovery
+ *     does;
+ *   - invokes actions only while its lease is surely live by its own
+ *     monotonic clock (the time a renewal was sent + the lease length):
+ *     after a pause (SIGSTOP, a long GC-like stall) it invokes nothing,
+ *     drops every saga from memory and starts a new epoch, so that the
+ *     engine that claimed them meanwhile is the only one acting on them;
+ *   - when a commit is refused with SAGA_EFENCED, asks the store which
+ *     sagas are no longer its own, drops them from memory and from the
+ *     batch, and writes the rest of the batch at once.
+ * Dropping a saga from the open batch is also how a start whose
+ * idempotency key another engine bound first (the batch failed with
+ * SAGA_EDUP) is answered: the saga is dropped and the start callback gets
+ * the existing saga's id with existed = 1.
+ *
+ * The hooks: saga__own_start and saga__own_close (engine.c),
+ * saga__own_may_act and saga__own_resolve (batch.c).
+ */
+#include <string.h>
+
+#include "engine_int.h"
+
+/* Sagas claimed per store round trip, and round trips per tick. */
+#define CLAIM_LIMIT 64u
+#define CLAIM_ROUNDS 4
+
+struct saga__own {
+    saga_engine *e;
+    uv_timer_t timer;
+    uint32_t lease_ms;
+    uint64_t valid_until_ns; /* uv_hrtime(): act only before it */
+    int lost;                /* the lease is (believed) lost */
+};
+
+static int has_slots(const saga_store *s)
+{
+    return s->version >= 5 && s->own_renew != NULL && s->own_claim != NULL &&
+           s->own_check != NULL && s->own_release != NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dropping a saga from memory and from the open batch                      */
+
+/* Forget @p in: its staged journal entries, key, outbox messages and
+ * effects leave the open batch, and it leaves memory. Start callbacks that
+ * named it get @p answer_id (existed = 1) instead, when given. */
+static void drop(saga_engine *e, saga__inst *in, const char *answer_id)
+{
+    saga__batch *b = &e->batch;
+    if (in->in_batch) {
+        b->tail = &b->head;
+        for (saga__inst **pp = &b->head; *pp;) {
+            if (*pp == in) {
+                *pp = in->batch_next;
+                continue;
+            }
+            b->tail = &(*pp)->batch_next;
+            pp = &(*pp)->batch_next;
+        }
+        b->ninst--;
+        in->in_batch = 0;
+        in->batch_next = NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < b->njournal; i++) {
+        if (strcmp(b->journal[i].saga_id, in->id) == 0)
+            saga_free(b->journal[i].error);
+        else
+            b->journal[k++] = b->journal[i];
+    }
+    b->njournal = k;
+    k = 0;
+    for (size_t i = 0; i < b->nidem; i++) {
+        if (strcmp(b->idem[i].saga_id, in->id) == 0)
+            saga_free(b->idem[i].key);
+        else
+            b->idem[k++] = b->idem[i];
+    }
+    b->nidem = k;
+    b->out_tail = &b->out_head;
+    for (saga__outmsg **pp = &b->out_head; *pp;) {
+        saga__outmsg *m = *pp;
+        if (m->key != NULL && strcmp(m->key, in->id) == 0) {
+            *pp = m->next;
+            saga__outmsg_free(m);
+            continue;
+        }
+        b->out_tail = &m->next;
+        pp = &m->next;
+    }
+    k = 0;
+    for (size_t i = 0; i < b->neffects; i++) {
+        saga__effect *f = &b->effects[i];
+        if ((f->kind == EFF_INVOKE || f->kind == EFF_DONE) && f->inst == in)
+            continue;
+        if (f->kind == EFF_STARTED && answer_id != NULL &&
+            strcmp(f->id, in->id) == 0) {
+            memcpy(f->id, answer_id, SAGA_ID_SIZE);
+            f->existed = 1;
+        }
+        b->effects[k++] = *f;
+    }
+    b->neffects = k;
+    saga__inst_free(e, in);
+}
+
+/* The lease is lost (or given up): every saga in memory may be another
+ * engine's now. Drop them all but those inserted by the open batch (new,
+ * nobody else knows them: they are written under the next epoch), then
+ * take a new epoch. @return the renewal's result. */
+static int lose_lease(saga_engine *e)
+{
+    saga__own *o = e->own;
+    size_t n = 0, cap = e->idx.ninst;
+    saga__inst **all = cap ? saga_malloc(cap * sizeof *all) : NULL;
+    if (cap && all == NULL) {
+        o->lost = 1; /* try again on the next tick */
+        return SAGA_ENOMEM;
+    }
+    for (size_t i = 0; i < e->idx.nbuckets && n < cap; i++)
+        for (saga__inst *in = e->idx.by_id[i]; in && n < cap; in = in->id_next)
+            if (!(in->in_batch && (in->put_flags & SAGA_PUT_INSERT)) &&
+                !in->in_commit)
+                all[n++] = in;
+    for (size_t i = 0; i < n; i++)
+        drop(e, all[i], NULL);
+    saga_free(all);
+    if (n)
+        saga__log(e, SAGA_LOG_WARN, NULL, -1,
+                  "lease lost: dropped %zu sagas from memory; they are "
+                  "claimed again by whichever engine is live",
+                  n);
+    uint64_t t0 = uv_hrtime();
+    uint32_t lease = o->lease_ms;
+    int rc = e->store->own_renew(e->store, 1, &lease);
+    if (rc != SAGA_OK) {
+        o->lost = 1;
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "cannot take a new lease: %s",
+                  e->store->errmsg(e->store));
+        return rc;
+    }
+    o->lost = 0;
+    o->lease_ms = lease;
+    o->valid_until_ns = t0 + (uint64_t)lease * 1000000u;
+    return SAGA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Claiming                                                                 */
+
+static int claim_scan(saga_engine *e, saga_record_cb cb, void *arg)
+{
+    size_t n = 0;
+    int rc = SAGA_OK;
+    for (int round = 0; round < CLAIM_ROUNDS; round++) {
+        rc = e->store->own_claim(e->store, CLAIM_LIMIT, cb, arg, &n);
+        if (rc != SAGA_OK || n < CLAIM_LIMIT)
+            break;
+    }
+    return rc;
+}
+
+static int claim(saga_engine *e)
+{
+    int rc = saga__recover_from(e, claim_scan);
+    if (rc == SAGA_EFENCED)
+        e->own->lost = 1;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The timer: renew, then claim                                             */
+
+static void own_tick(uv_timer_t *t)
+{
+    saga__own *o = t->data;
+    saga_engine *e = o->e;
+    if (e->closing || e->gc.busy)
+        return;
+    if (o->lost || uv_hrtime() >= o->valid_until_ns) {
+        /* Acting on nothing meanwhile (saga__own_may_act); the sagas of a
+         * batch in flight are dropped once it is done. */
+        o->lost = 1;
+        if (e->gc.inflight)
+            return;
+        if (lose_lease(e) != SAGA_OK)
+            return;
+    } else {
+        uint64_t t0 = uv_hrtime();
+        uint32_t lease = o->lease_ms;
+        int rc = e->store->own_renew(e->store, 0, &lease);
+        if (rc == SAGA_OK) {
+            o->lease_ms = lease;
+            o->valid_until_ns = t0 + (uint64_t)lease * 1000000u;
+        } else if (rc == SAGA_EFENCED) {
+            o->lost = 1;
+            if (e->gc.inflight || lose_lease(e) != SAGA_OK)
+                return;
+        } else {
+            /* The lease runs on; if it runs out before a renewal gets
+             * through, the engine stops acting (saga__own_may_act). */
+            saga__log(e, SAGA_LOG_ERROR, NULL, -1, "lease renewal failed: %s",
+                      e->store->errmsg(e->store));
+            return;
+        }
+    }
+    if (claim(e) == SAGA_EFENCED && !e->gc.inflight)
+        lose_lease(e);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hooks                                                                    */
+
+int saga__own_start(saga_engine *e)
+{
+    saga_store *s = e->store;
+    if (!has_slots(s))
+        return 1;
+    saga__own *o = saga_malloc(sizeof *o);
+    if (o == NULL)
+        return SAGA_ENOMEM;
+    memset(o, 0, sizeof *o);
+    o->e = e;
+    uint64_t t0 = uv_hrtime();
+    int rc = s->own_renew(s, 1, &o->lease_ms);
+    if (rc != SAGA_OK || o->lease_ms == 0) {
+        saga_free(o);
+        return saga__err(e, SAGA_ESTORE, "cannot take a lease: %s",
+                         s->errmsg(s));
+    }
+    o->valid_until_ns = t0 + (uint64_t)o->lease_ms * 1000000u;
+    e->own = o;
+    rc = claim(e);
+    if (rc != SAGA_OK) {
+        e->own = NULL;
+        saga_free(o);
+        return rc == SAGA_ENOMEM ? rc : SAGA_ESTORE;
+    }
+    uv_timer_init(e->loop, &o->timer);
+    o->timer.data = o;
+    /* Like housekeeping, the lease alone does not keep a loop alive. */
+    uv_unref((uv_handle_t *)&o->timer);
+    uint64_t every = o->lease_ms / 4 ? o->lease_ms / 4 : 1;
+    uv_timer_start(&o->timer, own_tick, every, every);
+    return SAGA_OK;
+}
+
+static void own_closed(uv_handle_t *h) { saga_free(h->data); }
+
+void saga__own_close(saga_engine *e)
+{
+    saga__own *o = e->own;
+    if (o == NULL)
+        return;
+    e->own = NULL;
+    /* Give the lease up: the sagas left here are claimed at once by the
+     * other engines instead of after the lease (not under a batch in
+     * flight: it would be fenced; the lease then runs out by itself). */
+    if (!o->lost && !e->gc.inflight &&
+        e->store->own_release(e->store) != SAGA_OK)
+        saga__log(e, SAGA_LOG_WARN, NULL, -1, "cannot release the lease: %s",
+                  e->store->errmsg(e->store));
+    uv_timer_stop(&o->timer);
+    uv_close((uv_handle_t *)&o->timer, own_closed);
+}
+
+int saga__own_may_act(saga_engine *e)
+{
+    saga__own *o = e->own;
+    if (o == NULL)
+        return 1;
+    if (!o->lost && uv_hrtime() < o->valid_until_ns)
+        return 1;
+    if (!o->lost) {
+        o->lost = 1;
+        saga__log(e, SAGA_LOG_WARN, NULL, -1,
+                  "the lease may have run out (the engine was paused?): "
+                  "acting on no saga until a new one is taken");
+    }
+    /* Handle it on the timer, outside the commit that asked. */
+    uv_timer_start(&o->timer, own_tick, 0, o->lease_ms / 4 ? o->lease_ms / 4
+                                                           : 1);
+    return 0;
+}
+
+/* The batch's keys that another saga holds in the store: drop the saga
+ * that wanted each, answering its starts with the holder. */
+static int resolve_keys(saga_engine *e)
+{
+    saga__batch *b = &e->batch;
+    int dropped = 0;
+    for (size_t i = 0; i < b->nidem;) {
+        char holder[SAGA_ID_SIZE];
+        int rc = e->store->idem_get(e->store, b->idem[i].key, holder);
+        saga__inst *in = saga__inst_find(e, b->idem[i].saga_id);
+        if (rc != SAGA_OK || strcmp(holder, b->idem[i].saga_id) == 0 ||
+            in == NULL || !(in->put_flags & SAGA_PUT_INSERT)) {
+            i++;
+            continue;
+        }
+        saga__log(e, SAGA_LOG_INFO, in->id, -1,
+                  "idempotency key '%.64s' was taken by saga %s (another "
+                  "engine): answering with it",
+                  b->idem[i].key, holder);
+        e->stats.started--;
+        drop(e, in, holder); /* removes b->idem[i] */
+        dropped++;
+    }
+    return dropped;
+}
+
+static int resolve_fenced(saga_engine *e)
+{
+    saga__batch *b = &e->batch;
+    size_t n = 0;
+    for (saga__inst *in = b->head; in; in = in->batch_next)
+        n++;
+    const char **ids = saga_malloc((n + 1) * sizeof *ids);
+    saga__inst **insts = saga_malloc((n + 1) * sizeof *insts);
+    unsigned char *lost = saga_malloc(n + 1);
+    int dropped = 0;
+    if (ids && insts && lost) {
+        size_t m = 0;
+        for (saga__inst *in = b->head; in; in = in->batch_next) {
+            if (in->put_flags & SAGA_PUT_INSERT)
+                continue; /* new: ours whatever happens */
+            insts[m] = in;
+            ids[m++] = in->id;
+        }
+        int rc = e->store->own_check(e->store, ids, m, lost);
+        if (rc == SAGA_EFENCED) {
+            dropped = lose_lease(e) == SAGA_OK;
+        } else if (rc == SAGA_OK) {
+            for (size_t i = 0; i < m; i++) {
+                if (!lost[i])
+                    continue;
+                saga__log(e, SAGA_LOG_INFO, insts[i]->id, insts[i]->step,
+                          "fenced: another engine owns the saga now; "
+                          "dropped from memory");
+                drop(e, insts[i], NULL);
+                dropped++;
+            }
+        }
+    }
+    saga_free(ids);
+    saga_free(insts);
+    saga_free(lost);
+    return dropped;
+}
+
+int saga__own_resolve(saga_engine *e, int rc)
+{
+    if (rc == SAGA_EDUP && e->batch.nidem > 0)
+        return resolve_keys(e) > 0;
+    if (rc == SAGA_EFENCED && e->own != NULL)
+        return resolve_fenced(e) > 0;
+    return 0;
+}

@@ -1,0 +1,259 @@
+/*
+ * pg_own.c — several engines on one schema: leases, fencing tokens and
+ * claiming (the store interface's version-5 slots).
+ *
+ * A store opened with a lease (saga_pg_options.lease_ms > 0) is an owner:
+ * a row in `owners` (owner id, epoch, lease_until in the server's clock).
+ * own_renew(fresh) takes a new epoch from a sequence; own_renew(0) extends
+ * the lease only while it is live, so an epoch whose lease ran out stays
+ * dead. Every saga this store inserts or claims carries (owner, epoch), and
+ * every saga write checks both and the lease in the same statement (the
+ * fencing token): a paused or partitioned old owner's late write raises
+ * SG001, which aborts its whole batch (SAGA_EFENCED), instead of
+ * overwriting what the new owner wrote. Journal entries record the
+ * (owner, epoch) that wrote them.
+ *
+ * own_claim takes active sagas whose owner's lease is not live (expired,
+ * released, or a dead epoch) with FOR UPDATE SKIP LOCKED, so that engines
+ * claiming at once split them instead of waiting for each other, and gives
+ * them this store's epoch, in one statement.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "pg_int.h"
+
+enum pg_stmt saga__pg_put_stmt(const pg_store *s, unsigned int fl)
+{
+    if (s->lease_ms)
+        return (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_O
+               : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_O
+                                      : PG_SAGA_UPDATE_O;
+    return (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
+           : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_X
+                                  : PG_SAGA_UPDATE_X;
+}
+
+enum pg_stmt saga__pg_journal_stmt(const pg_store *s, int strict)
+{
+    if (s->lease_ms)
+        return strict ? PG_JOURNAL_INSERT_OX : PG_JOURNAL_INSERT_O;
+    return strict ? PG_JOURNAL_INSERT_X : PG_JOURNAL_INSERT;
+}
+
+void saga__pg_own_params(const pg_store *s, pg_params *p)
+{
+    if (!s->lease_ms)
+        return;
+    saga__pg_text(p, s->owner);
+    saga__pg_int(p, s->epoch);
+}
+
+/* Run a statement outside a transaction (the ownership slots commit on
+ * their own: one statement each). */
+static int run_own(pg_store *s, enum pg_stmt which, const pg_params *p,
+                   PGresult **out, const char *what)
+{
+    if (s->in_txn)
+        return saga__pg_failf(s, SAGA_ESTORE, "%s: a transaction is open",
+                              what);
+    return saga__pg_run(s, which, p, out, what);
+}
+
+static int pg_own_renew(saga_store *self, int fresh, uint32_t *lease_ms_out)
+{
+    pg_store *s = (pg_store *)self;
+    if (lease_ms_out)
+        *lease_ms_out = s->lease_ms;
+    pg_params p = {0};
+    saga__pg_text(&p, s->owner);
+    PGresult *res;
+    int rc;
+    if (!fresh && s->epoch != 0) {
+        saga__pg_int(&p, s->epoch);
+        saga__pg_int(&p, s->lease_ms);
+        rc = run_own(s, PG_OWN_RENEW, &p, &res, "own_renew");
+        if (rc != SAGA_OK)
+            return SAGA_ESTORE;
+        int live = PQntuples(res) == 1;
+        PQclear(res);
+        if (live)
+            return SAGA_OK;
+        return saga__pg_failf(s, SAGA_EFENCED,
+                              "own_renew: the lease of %s epoch %lld ran "
+                              "out", s->owner, (long long)s->epoch);
+    }
+    saga__pg_int(&p, s->lease_ms);
+    rc = run_own(s, PG_OWN_FRESH, &p, &res, "own_renew");
+    if (rc != SAGA_OK)
+        return SAGA_ESTORE;
+    int64_t epoch = PQntuples(res) == 1 ? saga__pg_col_int(res, 0, 0) : 0;
+    PQclear(res);
+    if (epoch <= 0)
+        return saga__pg_failf(s, SAGA_ESTORE, "own_renew: no epoch");
+    s->epoch = epoch;
+    return SAGA_OK;
+}
+
+/* Column order of the claim's RETURNING (that of SAGA_COLS). */
+static void claimed_record(const PGresult *res, int row, saga_record *r)
+{
+    memset(r, 0, sizeof *r);
+    r->id = saga__pg_col_text(res, row, 0);
+    r->def_name = saga__pg_col_text(res, row, 1);
+    r->def_version = (uint32_t)saga__pg_col_int(res, row, 2);
+    r->state = (saga_state)saga__pg_col_int(res, row, 3);
+    r->step = (int32_t)saga__pg_col_int(res, row, 4);
+    r->attempt = (uint32_t)saga__pg_col_int(res, row, 5);
+    r->flags = (uint32_t)saga__pg_col_int(res, row, 6);
+    r->created_ms = saga__pg_col_int(res, row, 7);
+    r->updated_ms = saga__pg_col_int(res, row, 8);
+    r->due_ms = saga__pg_col_int(res, row, 9);
+    r->deadline_ms = saga__pg_col_int(res, row, 10);
+    r->idem_key = saga__pg_col_text(res, row, 11);
+    r->error = saga__pg_col_text(res, row, 12);
+    r->data = saga__pg_col_blob(res, row, 13, &r->data_len);
+}
+
+static int lease_live(pg_store *s, int *live)
+{
+    pg_params p = {0};
+    saga__pg_text(&p, s->owner);
+    saga__pg_int(&p, s->epoch);
+    PGresult *res;
+    int rc = run_own(s, PG_OWN_LIVE, &p, &res, "own_check");
+    if (rc != SAGA_OK)
+        return SAGA_ESTORE;
+    *live = PQntuples(res) == 1 && saga__pg_col_int(res, 0, 0) != 0;
+    PQclear(res);
+    return SAGA_OK;
+}
+
+static int pg_own_claim(saga_store *self, uint32_t limit, saga_record_cb cb,
+                        void *arg, size_t *claimed_out)
+{
+    pg_store *s = (pg_store *)self;
+    if (claimed_out)
+        *claimed_out = 0;
+    if (cb == NULL || limit == 0)
+        return saga__pg_failf(s, SAGA_EINVAL, "own_claim: bad arguments");
+    if (s->epoch == 0)
+        return saga__pg_failf(s, SAGA_EFENCED, "own_claim: no lease taken");
+    pg_params p = {0};
+    saga__pg_text(&p, s->owner);
+    saga__pg_int(&p, s->epoch);
+    saga__pg_int(&p, limit);
+    PGresult *res;
+    int rc = run_own(s, PG_OWN_CLAIM, &p, &res, "own_claim");
+    if (rc != SAGA_OK)
+        return SAGA_ESTORE;
+    int n = PQntuples(res);
+    if (n == 0) {
+        /* Nothing to claim, or no live lease of our own: tell them apart
+         * so that the engine learns it lost its lease. */
+        PQclear(res);
+        int live = 0;
+        if ((rc = lease_live(s, &live)) != SAGA_OK)
+            return rc;
+        return live ? SAGA_OK
+                    : saga__pg_failf(s, SAGA_EFENCED,
+                                     "own_claim: the lease of %s epoch %lld "
+                                     "is not live",
+                                     s->owner, (long long)s->epoch);
+    }
+    for (int i = 0; i < n; i++) {
+        saga_record r;
+        claimed_record(res, i, &r);
+        if (cb(&r, arg) != 0)
+            break;
+    }
+    PQclear(res);
+    if (claimed_out)
+        *claimed_out = (size_t)n;
+    return SAGA_OK;
+}
+
+static int pg_own_check(saga_store *self, const char *const *ids, size_t n,
+                        unsigned char *lost)
+{
+    pg_store *s = (pg_store *)self;
+    if ((n > 0 && (ids == NULL || lost == NULL)))
+        return saga__pg_failf(s, SAGA_EINVAL, "own_check: bad arguments");
+    for (size_t i = 0; i < n; i++)
+        lost[i] = 1;
+    int live = 0;
+    int rc = lease_live(s, &live);
+    if (rc != SAGA_OK)
+        return rc;
+    if (!live)
+        return saga__pg_failf(s, SAGA_EFENCED,
+                              "own_check: the lease of %s epoch %lld is not "
+                              "live",
+                              s->owner, (long long)s->epoch);
+    if (n == 0)
+        return SAGA_OK;
+    /* The ids as an array literal, sent as text; saga ids are checked for
+     * their characters so that none needs quoting. */
+    size_t cap = n * (SAGA_ID_LEN + 1) + 3;
+    char *arr = saga_malloc(cap);
+    if (arr == NULL)
+        return SAGA_ENOMEM;
+    size_t len = 0;
+    arr[len++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        const char *id = ids[i];
+        size_t k = id ? strnlen(id, SAGA_ID_LEN + 1) : 0;
+        int ok = k > 0 && k <= SAGA_ID_LEN;
+        for (size_t j = 0; ok && j < k; j++)
+            ok = (id[j] >= '0' && id[j] <= '9') ||
+                 (id[j] >= 'a' && id[j] <= 'z') ||
+                 (id[j] >= 'A' && id[j] <= 'Z') || id[j] == '-' ||
+                 id[j] == '_';
+        if (!ok)
+            continue; /* not a saga id we could own: lost */
+        if (len > 1)
+            arr[len++] = ',';
+        memcpy(arr + len, id, k);
+        len += k;
+    }
+    arr[len++] = '}';
+    arr[len] = '\0';
+    pg_params p = {0};
+    saga__pg_text(&p, arr);
+    p.fmt[0] = 0;
+    saga__pg_text(&p, s->owner);
+    saga__pg_int(&p, s->epoch);
+    PGresult *res;
+    rc = run_own(s, PG_OWN_CHECK, &p, &res, "own_check");
+    saga_free(arr);
+    if (rc != SAGA_OK)
+        return SAGA_ESTORE;
+    for (int r = 0, nr = PQntuples(res); r < nr; r++) {
+        const char *id = saga__pg_col_text(res, r, 0);
+        for (size_t i = 0; id && i < n; i++)
+            if (ids[i] && strcmp(ids[i], id) == 0)
+                lost[i] = 0;
+    }
+    PQclear(res);
+    return SAGA_OK;
+}
+
+static int pg_own_release(saga_store *self)
+{
+    pg_store *s = (pg_store *)self;
+    if (s->epoch == 0)
+        return SAGA_OK;
+    pg_params p = {0};
+    saga__pg_text(&p, s->owner);
+    saga__pg_int(&p, s->epoch);
+    int rc = run_own(s, PG_OWN_RELEASE, &p, NULL, "own_release");
+    return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
+}
+
+void saga__pg_own_init(pg_store *s)
+{
+    s->base.own_renew = pg_own_renew;
+    s->base.own_claim = pg_own_claim;
+    s->base.own_check = pg_own_check;
+    s->base.own_release = pg_own_release;
+}
