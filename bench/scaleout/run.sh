@@ -10,8 +10,9 @@
 #   in-flight-64   N sagas (-n), 64 in flight
 #   window-W       N sagas, W in flight, for each W of -W; the best is
 #                  "highest"
-#   2-/3-orchestrators  2 and 3 engine processes at once on one database,
-#                  N sagas between them, the best window each
+#   highest+lease, 2-/3-orchestrators  1, 2 and 3 engine processes at
+#                  once on one shared schema (stores with leases), N sagas
+#                  between them, the best window each
 # Each engine row is followed by its floor (the engine's commit count, the
 # same walk of the rows). Figures: sagas/s, p50/p99 of start -> durable
 # completion. The last line is pg_sagas_per_s=<highest, one process>.
@@ -78,16 +79,28 @@ cp "$out/$bestname.e" "$out/highest.e"
 cp "$out/$bestname.f" "$out/highest.f"
 row highest 1 "$bestw" "$out/highest.e" "$out/highest.f"
 
-# Several orchestrator processes at once on one database: N sagas between
-# them. Without multi-engine ownership (leases, fencing) several engines
-# cannot share one schema: each gets its own schema in the same database.
+# Several orchestrator processes at once on one schema: N sagas between
+# them, each store with a lease (multi-engine ownership: fenced writes,
+# which go row by row). The 1-process baseline for them is the same with
+# one process ("highest+lease"). Their floors run one process per schema
+# at once (plain rows, no fencing).
+LEASE=10000
+count_done() { # schema
+  psql "$SAGA_PG_URL" -Atc "SELECT (SELECT count(*) FROM $1.sagas WHERE state = 3) || ' ' || (SELECT count(*) FROM $1.journal)"
+}
 multi() { # k
-  local k=$1 i pids=() per=$((N / $1))
+  local k=$1 i pids=() per=$(($N / $1)) sch
+  sch=$(schema "m$k")
   for i in $(seq 1 "$k"); do
-    "$bin" engine -n "$per" -w "$bestw" -S "$(schema "m$k-$i-e")" > "$out/m$k.$i.e" &
+    "$bin" engine -n "$per" -w "$bestw" -S "$sch" -L "$LEASE" > "$out/m$k.$i.e" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
+  read -r done jn <<< "$(count_done "$sch")"
+  if [ "$done" != $((per * k)) ] || [ "$jn" != $((6 * per * k)) ]; then
+    echo "bench scaleout: $k orchestrators: $done COMPLETED, $jn journal rows (want $((per * k)), $((6 * per * k)))" >&2
+    exit 1
+  fi
   pids=()
   for i in $(seq 1 "$k"); do
     "$bin" floor -n "$per" -w "$bestw" -c "$(field "$out/m$k.$i.e" commits)" \
@@ -98,7 +111,7 @@ multi() { # k
   # Aggregate: all sagas over the slowest process's time; latencies: the
   # worst process's.
   for t in e f; do
-    cat "$out"/m$k.*.$t | awk -v k="$k" -v bw="$bestw" '
+    cat "$out"/m$k.*.$t | awk -v bw="$bestw" '
       { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         n += v["n"]; if (v["time"] > tm) tm = v["time"];
         if (v["p50_ms"] > p50) p50 = v["p50_ms"]; if (v["p99_ms"] > p99) p99 = v["p99_ms"];
@@ -107,16 +120,19 @@ multi() { # k
       > "$out/multi$k.$t"
   done
 }
+multi 1
+row "highest+lease" 1 "$bestw" "$out/multi1.e" "$out/multi1.f"
 for k in 2 3; do
   multi "$k"
   row "$k-orchestrators" "$k" "$bestw" "$out/multi$k.e" "$out/multi$k.f"
 done
-echo "  2-/3-orchestrators: one schema per process in one database (several engines"
-echo "  sharing one schema need multi-engine ownership: n/a here)"
+echo "  +lease and 2-/3-orchestrators: one schema shared by the processes, each store"
+echo "  with a ${LEASE} ms lease (fenced writes, row by row); floors: one schema each"
 one=$(field "$out/highest.e" sagas_per_s)
+onel=$(field "$out/multi1.e" sagas_per_s)
 two=$(field "$out/multi2.e" sagas_per_s)
 three=$(field "$out/multi3.e" sagas_per_s)
-awk -v a="$one" -v b="$two" -v c="$three" 'BEGIN {
-  printf "ratios: 2 procs / 1 = %.2f, 3 procs / 1 = %.2f\n", b / a, c / a }'
+awk -v a="$onel" -v b="$two" -v c="$three" 'BEGIN {
+  printf "ratios (shared schema, leases): 2 procs / 1 = %.2f, 3 procs / 1 = %.2f\n", b / a, c / a }'
 echo "floor line: $(cat "$out/highest.f")"
 echo "pg_sagas_per_s=$one"

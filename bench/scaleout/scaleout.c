@@ -4,8 +4,10 @@
  * with the same batching. bench/scaleout/run.sh drives it (bench/run
  * scaleout); the server comes from SAGA_PG_URL.
  *
- *   bench_scaleout engine -n N -w W -S schema
+ *   bench_scaleout engine -n N -w W -S schema [-L lease_ms]
  *       N sagas, at most W in flight (a done callback starts the next);
+ *       -L: the store with a lease, so that several engine processes can
+ *       share one schema (multi-engine ownership, fencing);
  *       prints one "result" line: time, sagas/s, p50/p99 of saga_start()
  *       -> done callback, the engine's commit count.
  *   bench_scaleout floor -n N -w W -c COMMITS -S schema
@@ -150,10 +152,13 @@ static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
         start_one(r);
 }
 
+static uint32_t g_lease_ms; /* -L: several engines on one schema */
+
 static saga_store *open_store(const char *schema)
 {
     saga_pg_options o = SAGA_PG_OPTIONS_INIT;
     o.schema = schema;
+    o.lease_ms = g_lease_ms;
     saga_store *s;
     int rc = saga_store_postgres_open(&s, NULL, &o);
     if (rc != SAGA_OK)
@@ -705,12 +710,13 @@ int main(int argc, char **argv)
     const char *schema = "bench";
     int opt;
     optind = 2;
-    while ((opt = getopt(argc, argv, "n:w:c:S:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:w:c:S:L:")) != -1) {
         switch (opt) {
         case 'n': n = atol(optarg); break;
         case 'w': w = atol(optarg); break;
         case 'c': commits = strtoull(optarg, NULL, 10); break;
         case 'S': schema = optarg; break;
+        case 'L': g_lease_ms = (uint32_t)atol(optarg); break;
         default: die("usage", "bad option");
         }
     }
@@ -727,6 +733,8 @@ int main(int argc, char **argv)
     } else {
         die("usage", "mode is engine or floor");
     }
-    check(n, schema);
+    /* With a lease the schema is shared: the driver checks the total. */
+    if (g_lease_ms == 0)
+        check(n, schema);
     return 0;
 }
