@@ -344,6 +344,11 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         if (after != NULL && after(arg) != 0)                                  \
             return -1;                                                         \
     } while (0)
+    /* With a lease: the batch is fenced unless the lease is live (checked
+     * once per batch, pg_own.c). */
+    pg_params fence = {0};
+    if (saga__pg_fence_params(s, &fence))
+        SEND(PG_OWN_FENCE, &fence);
     size_t nk[3] = {0, 0, 0}; /* inserts, updates, updates with data */
     for (size_t i = 0; i < w->nsagas; i++) {
         unsigned fl = w->put_flags[i];

@@ -102,6 +102,11 @@ static const char *const migrations[] = {
     " engine''s lease ran out', saga USING ERRCODE = 'SG001';"
     " END IF;"
     " RAISE EXCEPTION 'no saga %', saga USING ERRCODE = '22012';"
+    " END $$;"
+    "CREATE FUNCTION lease_lost(o text, ep bigint) RETURNS int"
+    " LANGUAGE plpgsql VOLATILE AS $$ BEGIN"
+    " RAISE EXCEPTION 'fenced: the lease of % epoch % is not live', o, ep"
+    " USING ERRCODE = 'SG001';"
     " END $$;",
     /* 2 -> 3: the batch log. Each open of the store names itself (writer)
      * and every asynchronous batch sets its row to the batch's number in
