@@ -17,7 +17,12 @@
  * resumes them as recovery does (docs/api/postgres.md, "Several engines").
  * Without a lease the store assumes one engine per schema.
  *
- * Threading: one connection, used from the engine's loop thread only.
+ * Batches commit asynchronously on the engine's loop (store interface
+ * version 4: attach, submit_batch) in libpq's pipeline mode; a commit whose
+ * answer was lost is resolved by reading the store's batch log back.
+ *
+ * Threading: one connection for writes and a second one for reads while a
+ * batch is in flight, both used from the engine's loop thread only.
  */
 #ifndef SAGA_POSTGRES_H
 #define SAGA_POSTGRES_H

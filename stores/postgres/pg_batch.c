@@ -12,8 +12,10 @@
  */
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "internal.h"
 #include "pg_int.h"
 
 typedef struct pipe_state {
@@ -23,10 +25,11 @@ typedef struct pipe_state {
     int rc;          /* first failure */
     int committed;   /* the COMMIT's result said COMMIT */
     int synced;      /* the sync is queued */
+    int64_t seq;     /* the batch's number in the batch log */
 } pipe_state;
 
 /* Map a failed statement's SQLSTATE to the slot contract. */
-static int map_state(const char *st)
+int saga__pg_map_state(const char *st)
 {
     if (st == NULL)
         return SAGA_ESTORE;
@@ -64,7 +67,7 @@ static int read_ready(pipe_state *ps)
         }
         size_t i = ps->done++;
         if (st == PGRES_FATAL_ERROR && ps->rc == SAGA_OK) {
-            int rc = map_state(PQresultErrorField(res, PG_DIAG_SQLSTATE));
+            int rc = saga__pg_map_state(PQresultErrorField(res, PG_DIAG_SQLSTATE));
             saga__pg_fail_res(ps->s, res, "write_batch");
             ps->rc = rc;
         } else if (st == PGRES_PIPELINE_ABORTED && ps->rc == SAGA_OK) {
@@ -100,15 +103,12 @@ static int flush(pipe_state *ps)
     }
 }
 
-static int send_one(pipe_state *ps, enum pg_stmt which, const pg_params *p)
+/* After each statement of write_batch: count it, and keep the output
+ * buffer small by flushing every few statements. */
+static int after_send(void *arg)
 {
-    char name[16];
-    snprintf(name, sizeof name, "s%d", (int)which);
-    if (!PQsendQueryPrepared(ps->s->conn, name, p->n, p->val, p->len, p->fmt,
-                             1))
-        return -1;
+    pipe_state *ps = arg;
     ps->sent++;
-    /* Keep the output buffer small: flush every few statements. */
     return (ps->sent & 63) == 0 ? flush(ps) : 0;
 }
 
@@ -120,56 +120,319 @@ static int send_sql(pipe_state *ps, const char *sql)
     return 0;
 }
 
-static int send_all(pipe_state *ps, const saga_batch_writes *w)
+static int send_prepared(PGconn *c, enum pg_stmt which, const pg_params *p)
 {
-    if (send_sql(ps, "BEGIN") != 0)
+    char name[16];
+    snprintf(name, sizeof name, "s%d", (int)which);
+    return PQsendQueryPrepared(c, name, p->n, p->val, p->len, p->fmt, 1)
+               ? 0
+               : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Many rows per statement                                                  */
+
+/* A one-dimensional array parameter in PostgreSQL's binary format: ndim,
+ * has-nulls flag, element type, length, lower bound, then each element as
+ * a 4-byte length (-1: NULL) and its bytes; all big-endian. */
+typedef struct pg_arr {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} pg_arr;
+
+static void arr_bytes(pg_arr *a, const void *v, size_t n)
+{
+    if (a->failed)
+        return;
+    if (a->len + n > a->cap) {
+        size_t cap = a->cap ? a->cap : 256;
+        while (cap < a->len + n)
+            cap *= 2;
+        char *nb = saga_realloc(a->buf, cap);
+        if (nb == NULL) {
+            a->failed = 1;
+            return;
+        }
+        a->buf = nb;
+        a->cap = cap;
+    }
+    memcpy(a->buf + a->len, v, n);
+    a->len += n;
+}
+
+static void arr_u32(pg_arr *a, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    arr_bytes(a, b, 4);
+}
+
+static void arr_start(pg_arr *a, uint32_t elem_oid, size_t n)
+{
+    a->len = 0;
+    a->failed = 0;
+    arr_u32(a, 1);        /* ndim */
+    arr_u32(a, 1);        /* may hold NULLs */
+    arr_u32(a, elem_oid);
+    arr_u32(a, (uint32_t)n);
+    arr_u32(a, 1);        /* lower bound */
+}
+
+static void arr_blob(pg_arr *a, const void *v, size_t n)
+{
+    arr_u32(a, (uint32_t)n);
+    arr_bytes(a, v, n);
+}
+
+static void arr_text(pg_arr *a, const char *v)
+{
+    if (v == NULL)
+        arr_u32(a, 0xffffffffu); /* NULL */
+    else
+        arr_blob(a, v, strlen(v));
+}
+
+static void arr_int(pg_arr *a, int64_t v)
+{
+    arr_u32(a, 8);
+    arr_u32(a, (uint32_t)((uint64_t)v >> 32));
+    arr_u32(a, (uint32_t)v);
+}
+
+static int cmp_id(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+/* 1 if no saga id appears twice in the batch (then the bulk statements
+ * give exactly the per-row result), 0 if one does, -1 out of memory. */
+static int distinct_ids(const saga_batch_writes *w)
+{
+    const char **ids = saga_malloc(w->nsagas * sizeof *ids);
+    if (ids == NULL)
         return -1;
-    pg_params fence = {0};
-    if (saga__pg_fence_params(ps->s, &fence) &&
-        send_one(ps, PG_OWN_FENCE, &fence) != 0)
-        return -1; /* with a lease: fenced unless it is live */
+    for (size_t i = 0; i < w->nsagas; i++)
+        ids[i] = w->sagas[i].id;
+    qsort(ids, w->nsagas, sizeof *ids, cmp_id);
+    int ok = 1;
+    for (size_t i = 1; i < w->nsagas && ok; i++)
+        ok = strcmp(ids[i - 1], ids[i]) != 0;
+    saga_free(ids);
+    return ok;
+}
+
+#define T_TEXT_OID 25u
+#define T_INT8_OID 20u
+#define T_BYTEA_OID 17u
+
+/* The sagas of @p w whose put flags select @p which (one of the three
+ * kinds), as one statement. */
+static int send_sagas_n(PGconn *c, const saga_batch_writes *w,
+                        enum pg_stmt which, size_t count, size_t *nsent)
+{
+    enum pg_stmt one = which == PG_SAGA_INSERT_N ? PG_SAGA_INSERT_X
+                       : which == PG_SAGA_UPDATE_N ? PG_SAGA_UPDATE_X
+                                                   : PG_SAGA_UPDATE_DATA_X;
+    int ncols = one == PG_SAGA_UPDATE_X ? 12 : 14;
+    pg_arr arr[14];
+    memset(arr, 0, sizeof arr);
+    static const uint32_t oids[14] = {
+        T_TEXT_OID, T_TEXT_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID,
+        T_INT8_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID,
+        T_INT8_OID, T_TEXT_OID, T_TEXT_OID, T_BYTEA_OID};
+    for (int k = 0; k < ncols; k++)
+        arr_start(&arr[k], k == 11 && ncols == 12 ? T_TEXT_OID : oids[k],
+                  count);
     for (size_t i = 0; i < w->nsagas; i++) {
-        enum pg_stmt which = saga__pg_put_stmt(ps->s, w->put_flags[i]);
-        pg_params p = {0};
-        saga__pg_saga_params(&p, &w->sagas[i], which);
-        saga__pg_own_params(ps->s, &p);
-        if (send_one(ps, which, &p) != 0)
-            return -1;
+        unsigned fl = w->put_flags[i];
+        enum pg_stmt kind = (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
+                            : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_X
+                                                   : PG_SAGA_UPDATE_X;
+        if (kind != one)
+            continue;
+        const saga_record *r = &w->sagas[i];
+        arr_text(&arr[0], r->id);
+        arr_text(&arr[1], r->def_name);
+        arr_int(&arr[2], r->def_version);
+        arr_int(&arr[3], (int64_t)r->state);
+        arr_int(&arr[4], r->step);
+        arr_int(&arr[5], r->attempt);
+        arr_int(&arr[6], r->flags);
+        arr_int(&arr[7], r->created_ms);
+        arr_int(&arr[8], r->updated_ms);
+        arr_int(&arr[9], r->due_ms);
+        arr_int(&arr[10], r->deadline_ms);
+        if (ncols == 12) {
+            arr_text(&arr[11], r->error);
+        } else {
+            arr_text(&arr[11], r->idem_key);
+            arr_text(&arr[12], r->error);
+            arr_blob(&arr[13], r->data_len ? r->data : "", r->data_len);
+        }
+    }
+    pg_params p = {0};
+    int rc = 0;
+    for (int k = 0; k < ncols; k++) {
+        if (arr[k].failed)
+            rc = -1;
+        saga__pg_blob(&p, arr[k].buf, arr[k].len);
+    }
+    if (which != PG_SAGA_INSERT_N)
+        saga__pg_int(&p, (int64_t)count);
+    if (rc == 0)
+        rc = send_prepared(c, which, &p);
+    for (int k = 0; k < ncols; k++)
+        saga_free(arr[k].buf);
+    if (rc == 0)
+        ++*nsent;
+    return rc;
+}
+
+static int send_journal_n(PGconn *c, const saga_batch_writes *w,
+                          size_t *nsent)
+{
+    pg_arr arr[8];
+    memset(arr, 0, sizeof arr);
+    for (int k = 0; k < 8; k++)
+        arr_start(&arr[k], k == 0 || k == 7 ? T_TEXT_OID : T_INT8_OID,
+                  w->njournal);
+    for (size_t i = 0; i < w->njournal; i++) {
+        const saga_journal_entry *e = &w->journal[i];
+        arr_text(&arr[0], e->saga_id);
+        arr_int(&arr[1], e->seq);
+        arr_int(&arr[2], (int64_t)e->kind);
+        arr_int(&arr[3], e->step);
+        arr_int(&arr[4], e->attempt);
+        arr_int(&arr[5], e->started_ms);
+        arr_int(&arr[6], e->at_ms);
+        arr_text(&arr[7], e->error);
+    }
+    pg_params p = {0};
+    int rc = 0;
+    for (int k = 0; k < 8; k++) {
+        if (arr[k].failed)
+            rc = -1;
+        saga__pg_blob(&p, arr[k].buf, arr[k].len);
+    }
+    if (rc == 0)
+        rc = send_prepared(c, PG_JOURNAL_INSERT_N, &p);
+    for (int k = 0; k < 8; k++)
+        saga_free(arr[k].buf);
+    if (rc == 0)
+        ++*nsent;
+    return rc;
+}
+
+/* From this many rows of a kind on, one array statement carries them. */
+#define BULK_MIN 4
+
+int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
+                         int (*after)(void *), void *arg, size_t *nsent)
+{
+    PGconn *c = s->conn;
+#define SEND(which, p)                                                         \
+    do {                                                                       \
+        if (send_prepared(c, which, p) != 0)                                   \
+            return -1;                                                         \
+        ++*nsent;                                                              \
+        if (after != NULL && after(arg) != 0)                                  \
+            return -1;                                                         \
+    } while (0)
+#define SENT_ONE()                                                             \
+    do {                                                                       \
+        if (after != NULL && after(arg) != 0)                                  \
+            return -1;                                                         \
+    } while (0)
+    /* With a lease: the batch is fenced unless the lease is live (checked
+     * once per batch, pg_own.c). */
+    pg_params fence = {0};
+    if (saga__pg_fence_params(s, &fence))
+        SEND(PG_OWN_FENCE, &fence);
+    size_t nk[3] = {0, 0, 0}; /* inserts, updates, updates with data */
+    for (size_t i = 0; i < w->nsagas; i++) {
+        unsigned fl = w->put_flags[i];
+        nk[(fl & SAGA_PUT_INSERT) ? 0 : (fl & SAGA_PUT_DATA) ? 2 : 1]++;
+    }
+    /* With a lease, every write carries (owner, epoch) and is fenced row
+     * by row (pg_own.c): no array statements then. */
+    int bulk = w->nsagas >= BULK_MIN && !s->lease_ms ? distinct_ids(w) : 0;
+    if (bulk < 0)
+        return -1;
+    if (bulk) {
+        static const enum pg_stmt kinds[3] = {
+            PG_SAGA_INSERT_N, PG_SAGA_UPDATE_N, PG_SAGA_UPDATE_DATA_N};
+        for (int k = 0; k < 3; k++) {
+            if (nk[k] == 0)
+                continue;
+            if (send_sagas_n(c, w, kinds[k], nk[k], nsent) != 0)
+                return -1;
+            SENT_ONE();
+        }
+    } else {
+        for (size_t i = 0; i < w->nsagas; i++) {
+            enum pg_stmt which = saga__pg_put_stmt(s, w->put_flags[i]);
+            pg_params p = {0};
+            saga__pg_saga_params(&p, &w->sagas[i], which);
+            saga__pg_own_params(s, &p);
+            SEND(which, &p);
+        }
     }
     for (size_t i = 0; i < w->nidem; i++) {
         pg_params p = {0};
         saga__pg_text(&p, w->idem[i].key);
         saga__pg_text(&p, w->idem[i].saga_id);
         saga__pg_int(&p, w->idem[i].created_ms);
-        if (send_one(ps, PG_IDEM_INSERT_X, &p) != 0)
-            return -1;
+        SEND(PG_IDEM_INSERT_X, &p);
     }
     for (size_t i = 0; i < w->noutbox; i++) {
         pg_params p = {0};
         saga__pg_outbox_params(&p, &w->outbox[i]);
-        if (send_one(ps, PG_OUTBOX_INSERT_X, &p) != 0)
-            return -1;
+        SEND(PG_OUTBOX_INSERT_X, &p);
     }
     for (size_t i = 0; i < w->ndone; i++) {
         pg_params p = {0};
         saga__pg_text(&p, w->done_ids[i]);
-        if (send_one(ps, PG_OUTBOX_DONE, &p) != 0)
-            return -1;
+        SEND(PG_OUTBOX_DONE, &p);
     }
-    for (size_t i = 0; i < w->njournal; i++) {
-        pg_params p = {0};
-        saga__pg_journal_params(&p, &w->journal[i]);
-        saga__pg_own_params(ps->s, &p);
-        if (send_one(ps, saga__pg_journal_stmt(ps->s, 1), &p) != 0)
+    if (w->njournal >= BULK_MIN && !s->lease_ms) {
+        if (send_journal_n(c, w, nsent) != 0)
             return -1;
+        SENT_ONE();
+    } else {
+        for (size_t i = 0; i < w->njournal; i++) {
+            pg_params p = {0};
+            saga__pg_journal_params(&p, &w->journal[i]);
+            saga__pg_own_params(s, &p);
+            SEND(saga__pg_journal_stmt(s, 1), &p);
+        }
     }
+#undef SEND
+#undef SENT_ONE
+    return 0;
+}
+
+static int send_all(pipe_state *ps, const saga_batch_writes *w)
+{
+    size_t n = 0;
+    /* The batch log, as submit_batch writes it: a COMMIT whose answer is
+     * lost is resolved by reading it back. */
+    pg_params p = {0};
+    saga__pg_text(&p, ps->s->log_writer);
+    saga__pg_int(&p, ps->seq);
+    saga__pg_int(&p, saga__wall_ms());
+    if (send_sql(ps, "BEGIN") != 0 ||
+        send_prepared(ps->s->conn, PG_BATCH_LOG, &p) != 0 ||
+        after_send(ps) != 0 ||
+        saga__pg_send_writes(ps->s, w, after_send, ps, &n) != 0)
+        return -1;
     if (send_sql(ps, "COMMIT") != 0 || !PQpipelineSync(ps->s->conn))
         return -1;
     ps->synced = 1;
     return flush(ps);
 }
 
-static int check_writes(pg_store *s, const saga_batch_writes *w)
+int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w)
 {
     if (w == NULL || (w->nsagas && (w->sagas == NULL || w->put_flags == NULL)) ||
         (w->nidem && w->idem == NULL) || (w->noutbox && w->outbox == NULL) ||
@@ -203,7 +466,7 @@ int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w)
     if (s->in_txn)
         return saga__pg_failf(s, SAGA_ESTORE,
                               "write_batch: a transaction is open");
-    int rc = check_writes(s, w);
+    int rc = saga__pg_check_writes(s, w);
     if (rc)
         return rc;
     if ((rc = saga__pg_ensure_conn(s)) != SAGA_OK)
@@ -213,7 +476,7 @@ int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w)
         PQexitPipelineMode(c);
         return saga__pg_fail_res(s, NULL, "write_batch: pipeline mode");
     }
-    pipe_state ps = {s, 0, 0, SAGA_OK, 0, 0};
+    pipe_state ps = {s, 0, 0, SAGA_OK, 0, 0, ++s->batch_seq};
     int io = send_all(&ps, w);
     /* Read up to the sync, however the sending went: libpq must leave
      * pipeline mode with nothing pending. */
@@ -226,12 +489,22 @@ int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w)
     }
     PQsetnonblocking(c, 0);
     if (io != 0) {
-        /* A broken connection: whether the COMMIT landed is unknown. The
-         * caller reads back (the engine's recovery does); the next call
-         * reconnects. */
+        /* A broken connection: whether the COMMIT landed is not known
+         * from here. Reconnect once and read the batch log back: the
+         * batch's number is there if and only if it committed. If that
+         * fails too, SAGA_ESTORE (the engine's recovery reads the sagas
+         * back). */
         rc = saga__pg_fail_res(s, NULL, "write_batch");
         PQfinish(s->conn);
         s->conn = NULL;
+        int64_t seq = -1;
+        if (saga__pg_open_conn(s, &s->conn, 1) == SAGA_OK &&
+            saga__pg_read_log(s, &seq) == SAGA_OK && seq >= ps.seq)
+            return SAGA_OK; /* committed; only the answer was lost */
+        if (seq >= 0)
+            saga__pg_failf(s, SAGA_ESTORE,
+                           "write_batch: the connection was lost and the "
+                           "batch was not committed (read back)");
         return SAGA_ESTORE;
     }
     PQexitPipelineMode(c);

@@ -44,6 +44,18 @@ enum pg_stmt {
     PG_IDEM_INSERT_X,
     PG_OUTBOX_INSERT_X,
     PG_JOURNAL_INSERT_X,
+    /* The batch log: each asynchronous batch records its number in the
+     * same transaction, so that a commit whose answer was lost is
+     * resolved by reading it back. */
+    PG_BATCH_LOG,
+    PG_BATCH_READ,
+    /* Many rows in one statement (arrays, unnest): a batch's saga inserts,
+     * updates and journal entries as three statements instead of one per
+     * row. Same errors as the strict variants. */
+    PG_SAGA_INSERT_N,
+    PG_SAGA_UPDATE_N,
+    PG_SAGA_UPDATE_DATA_N,
+    PG_JOURNAL_INSERT_N,
     /* Ownership (a store with a lease, pg_own.c): the owned variants of
      * the saga and journal writes carry (owner, epoch) as their last two
      * parameters; a saga write whose fencing check fails raises SG001. */
@@ -71,9 +83,30 @@ typedef struct pg_stmt_def {
 
 extern const pg_stmt_def saga__pg_stmts[PG__COUNT];
 
+struct pg_abatch;
+struct uv_poll_s;
+struct uv_timer_s;
+
 typedef struct pg_store {
     saga_store base;
     PGconn *conn;
+    /* Asynchronous commit (pg_async.c). */
+    struct uv_loop_s *loop;     /* set by attach */
+    PGconn *rconn;              /* reads while a batch is in flight */
+    struct uv_poll_s *poll;     /* conn's socket while in pipeline mode */
+    struct uv_timer_s *timer;   /* reconnect backoff, deferred completions */
+    int pipeline;               /* conn is in pipeline mode */
+    int poll_events;            /* what poll watches now */
+    int lost;                   /* conn lost with batches unresolved */
+    int in_dispatch;            /* calling done callbacks */
+    int close_pending;          /* close was called from a done callback */
+    int backoff_ms;             /* next reconnect delay */
+    int64_t next_connect_ms;    /* no reconnect before (monotonic ms) */
+    char log_writer[40];        /* this open's name in the batch log */
+    int64_t batch_seq;          /* the last batch number given */
+    struct pg_abatch *q_head, *q_tail; /* submitted, unresolved, in order */
+    struct pg_abatch *f_head, *f_tail; /* resolved, done not yet called */
+
     char *conninfo;
     char schema[64];
     int connect_timeout_s;
@@ -121,6 +154,34 @@ int saga__pg_fail_res(pg_store *s, const PGresult *res, const char *what);
 
 /* pg_batch.c: the pipelined write_batch slot. */
 int saga__pg_write_batch(saga_store *self, const saga_batch_writes *w);
+/** SAGA_OK, or SAGA_EINVAL with errmsg set for a malformed batch. */
+int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w);
+/** Queue every statement of @p w on s->conn (prepared, binary), calling
+ * @p after (may be NULL) after each; *nsent counts them. -1 on failure. */
+int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
+                         int (*after)(void *), void *arg, size_t *nsent);
+/** A failed statement's SQLSTATE as a slot result. */
+int saga__pg_map_state(const char *st);
+
+/* pg_async.c: attach, submit_batch, the read connection. */
+int saga__pg_attach(saga_store *self, struct uv_loop_s *loop);
+int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
+                          saga_store_done_cb done, void *arg);
+/** Before a synchronous use of conn: wait for the batches in flight
+ * (their done callbacks run later, from the loop) and leave pipeline
+ * mode. SAGA_OK or SAGA_ESTORE. */
+int saga__pg_quiesce(pg_store *s);
+/** The connection a read statement should use: the read connection while
+ * batches are in flight outside a transaction, else conn. */
+PGconn *saga__pg_reader(pg_store *s, int *rc);
+/** This open's batch number in the batch log (0: none) into *seq, on
+ * conn. SAGA_OK or SAGA_ESTORE. */
+int saga__pg_read_log(pg_store *s, int64_t *seq);
+/** Release the loop handles (close). */
+void saga__pg_async_close(pg_store *s);
+/** Open a connection with the schema's search path and every statement
+ * prepared; @p migrate also brings the schema up to date. */
+int saga__pg_open_conn(pg_store *s, PGconn **out, int migrate);
 
 /* Parameters of the data statements, shared by the slots and the batch. */
 void saga__pg_saga_params(pg_params *p, const saga_record *r,

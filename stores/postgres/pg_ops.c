@@ -17,6 +17,9 @@
 #define T_INT8 20u
 #define T_TEXT 25u
 #define T_BYTEA 17u
+#define A_TEXT 1009u
+#define A_INT8 1016u
+#define A_BYTEA 1001u
 
 _Static_assert(SAGA_STATE_COMPLETED == 3 && SAGA_STATE_COMPENSATED == 4,
                "the purge SQL below hard-codes the terminal states");
@@ -27,6 +30,9 @@ _Static_assert(SAGA_STATE_COMPLETED == 3 && SAGA_STATE_COMPENSATED == 4,
 #define SAGA_TYPES                                                             \
     T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,    \
         T_INT8, T_INT8, T_TEXT, T_TEXT, T_BYTEA
+#define SAGA_ARRAY_TYPES                                                       \
+    A_TEXT, A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8,    \
+        A_INT8, A_INT8, A_TEXT, A_TEXT, A_BYTEA
 #define PURGE_VICTIMS                                                          \
     "SELECT id FROM sagas WHERE state IN (3, 4) AND updated_ms < $1"
 
@@ -134,6 +140,53 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                              "$2, $3, $4, $5, $6, $7, $8)",
                              {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
                               T_INT8, T_TEXT}},
+    [PG_BATCH_LOG] = {"INSERT INTO batch_log(writer, seq, at_ms) VALUES ($1, "
+                      "$2, $3) ON CONFLICT (writer) DO UPDATE SET seq = "
+                      "EXCLUDED.seq, at_ms = EXCLUDED.at_ms",
+                      {T_TEXT, T_INT8, T_INT8}},
+    [PG_BATCH_READ] = {"SELECT seq FROM batch_log WHERE writer = $1",
+                       {T_TEXT}},
+    [PG_SAGA_INSERT_N] = {"INSERT INTO sagas(" SAGA_COLS ") SELECT * FROM "
+                          "unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                          "$11, $12, $13, $14)",
+                          {SAGA_ARRAY_TYPES}},
+    /* Every row updated, or 22012 (SAGA_ENOTFOUND); $13 is the count. The
+     * ids are distinct (the batch code checks). */
+    [PG_SAGA_UPDATE_N] = {"WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, "
+                          "$5, $6, $7, $8, $9, $10, $11, $12) AS v(id, "
+                          "def_name, def_version, state, step, attempt, "
+                          "flags, created_ms, updated_ms, due_ms, "
+                          "deadline_ms, error)), u AS (UPDATE sagas s SET "
+                          "def_name = v.def_name, def_version = "
+                          "v.def_version, state = v.state, step = v.step, "
+                          "attempt = v.attempt, flags = v.flags, created_ms "
+                          "= v.created_ms, updated_ms = v.updated_ms, due_ms "
+                          "= v.due_ms, deadline_ms = v.deadline_ms, error = "
+                          "v.error FROM v WHERE s.id = v.id RETURNING 1) "
+                          "SELECT 1 / (SELECT (count(*) = $13)::int FROM u)",
+                          {A_TEXT, A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8,
+                           A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_TEXT,
+                           T_INT8}},
+    [PG_SAGA_UPDATE_DATA_N] = {"WITH v AS (SELECT * FROM unnest($1, $2, $3, "
+                               "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+                               "$14) AS v(" SAGA_COLS ")), u AS (UPDATE "
+                               "sagas s SET def_name = v.def_name, "
+                               "def_version = v.def_version, state = "
+                               "v.state, step = v.step, attempt = "
+                               "v.attempt, flags = v.flags, created_ms = "
+                               "v.created_ms, updated_ms = v.updated_ms, "
+                               "due_ms = v.due_ms, deadline_ms = "
+                               "v.deadline_ms, idem_key = v.idem_key, error "
+                               "= v.error, data = v.data FROM v WHERE s.id = "
+                               "v.id RETURNING 1) SELECT 1 / (SELECT "
+                               "(count(*) = $15)::int FROM u)",
+                               {SAGA_ARRAY_TYPES, T_INT8}},
+    [PG_JOURNAL_INSERT_N] = {"INSERT INTO journal(saga_id, seq, event, "
+                             "step, attempt, started_ms, at_ms, error) "
+                             "SELECT * FROM unnest($1, $2, $3, $4, $5, $6, "
+                             "$7, $8)",
+                             {A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8,
+                              A_INT8, A_TEXT}},
     /* Ownership (pg_own.c). A saga write checks the fencing token: the
      * row must be owned by (owner, epoch), otherwise not_written() raises
      * SG001 (fenced) or 22012 (no such saga), aborting the batch; and a
@@ -784,4 +837,6 @@ const saga_store saga__pg_ops = {
     .savepoint_rollback = saga__pg_savepoint_rollback,
     .savepoint_release = saga__pg_savepoint_release,
     .write_batch = saga__pg_write_batch,
+    .attach = saga__pg_attach,
+    .submit_batch = saga__pg_submit_batch,
 };

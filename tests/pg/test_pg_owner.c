@@ -293,10 +293,21 @@ static void new_engine(eng *g, uv_loop_t *loop, const char *owner,
                  saga_engine_errmsg(g->e));
 }
 
+/* Loop turns. The store commits asynchronously (submit_batch): a commit's
+ * answer comes through the loop, so each turn also waits for I/O, bounded
+ * by a short guard timer, and a "turn" here is ten of the loop's. */
+static void guard_cb(uv_timer_t *t) { (void)t; }
+
 static void spin(uv_loop_t *loop, int turns)
 {
-    for (int i = 0; i < turns; i++)
-        uv_run(loop, UV_RUN_NOWAIT);
+    uv_timer_t guard;
+    uv_timer_init(loop, &guard);
+    for (int i = 0; i < turns * 10; i++) {
+        uv_timer_start(&guard, guard_cb, 10, 0);
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
 }
 
 static int active(saga_engine *e)

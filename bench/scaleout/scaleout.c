@@ -1,0 +1,740 @@
+/*
+ * scaleout.c — the core workload (sagas of 4 no-op local steps) on the
+ * PostgreSQL store, and its floor: the same rows written by plain libpq
+ * with the same batching. bench/scaleout/run.sh drives it (bench/run
+ * scaleout); the server comes from SAGA_PG_URL.
+ *
+ *   bench_scaleout engine -n N -w W -S schema [-L lease_ms]
+ *       N sagas, at most W in flight (a done callback starts the next);
+ *       -L: the store with a lease, so that several engine processes can
+ *       share one schema (multi-engine ownership, fencing);
+ *       prints one "result" line: time, sagas/s, p50/p99 of saga_start()
+ *       -> done callback, the engine's commit count.
+ *   bench_scaleout floor -n N -w W -c COMMITS -S schema
+ *       The rows the engine writes for N sagas (per saga 1 saga INSERT, 4
+ *       UPDATEs, 6 journal INSERTs, the store's own statements, prepared
+ *       once, binary parameters), walked in the engine's lockstep order
+ *       (W sagas in flight, phase by phase) and cut into COMMITS
+ *       transactions; each transaction is one pipelined round trip (its
+ *       statements and a sync: one implicit transaction), one at a time.
+ *       Latency: a saga's first transaction sent -> its last committed.
+ *   Both check afterwards that N sagas are COMPLETED with 6N journal rows.
+ *
+ * Like the store, the floor sends a transaction's saga rows and journal
+ * rows as array statements (unnest) from 4 rows on, else row by row.
+ * The floor does not write the store's batch-log row (one upsert per
+ * batch, which the store needs to resolve lost answers): that cost is the
+ * engine's. The tables are the store's own (the floor opens the store once
+ * to create its schema), so both write the same indexes.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <saga/postgres.h>
+#include <saga/saga.h>
+
+#define NSTEPS 4
+#define NPHASES (NSTEPS + 1)
+#define STEP_TIMEOUT_MS 30000
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void die(const char *what, const char *detail)
+{
+    fprintf(stderr, "bench_scaleout: %s: %s\n", what, detail);
+    exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, long n, double p)
+{
+    if (n == 0)
+        return 0;
+    long i = (long)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+static void result(const char *what, long n, long w, double t, double *lat,
+                   uint64_t commits)
+{
+    qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+    printf("result %s n=%ld window=%ld time=%.3f sagas_per_s=%.0f "
+           "p50_ms=%.3f p99_ms=%.3f commits=%llu\n",
+           what, n, w, t, (double)n / t, pct(lat, n, 0.50) * 1e3,
+           pct(lat, n, 0.99) * 1e3, (unsigned long long)commits);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                               */
+
+/* Start times by saga id (open addressing; ids are unique). */
+typedef struct tslot {
+    char id[SAGA_ID_SIZE];
+    double t;
+} tslot;
+
+typedef struct erun {
+    saga_engine *e;
+    long total, started, done, failed;
+    tslot *slots;
+    size_t mask;
+    double *lat;
+} erun;
+
+static size_t hash_id(const char *id)
+{
+    size_t h = 1469598103934665603ull;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ull;
+    return h;
+}
+
+static void noop_step(saga_engine *e, const saga_step_ref *ref,
+                      const void *data, size_t len, void *arg)
+{
+    (void)data, (void)len, (void)arg;
+    saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
+}
+
+static void start_one(erun *r)
+{
+    char id[SAGA_ID_SIZE];
+    double t = now_s();
+    int rc = saga_start(r->e, "bench", NULL, NULL, 0, id, NULL, NULL);
+    if (rc != SAGA_OK)
+        die("saga_start", saga_engine_errmsg(r->e));
+    size_t i = hash_id(id) & r->mask;
+    while (r->slots[i].id[0])
+        i = (i + 1) & r->mask;
+    memcpy(r->slots[i].id, id, SAGA_ID_SIZE);
+    r->slots[i].t = t;
+    r->started++;
+}
+
+static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
+{
+    erun *r = arg;
+    (void)e;
+    if (st != SAGA_STATE_COMPLETED)
+        r->failed++;
+    double t = now_s();
+    size_t i = hash_id(id) & r->mask;
+    while (r->slots[i].id[0] && strcmp(r->slots[i].id, id) != 0)
+        i = (i + 1) & r->mask;
+    r->lat[r->done++] = r->slots[i].id[0] ? t - r->slots[i].t : 0;
+    /* Deleting from open addressing: keep the slot as a tombstone-free
+     * table by never reusing it (the table holds every saga of the run). */
+    if (r->started < r->total)
+        start_one(r);
+}
+
+static uint32_t g_lease_ms; /* -L: several engines on one schema */
+
+static saga_store *open_store(const char *schema)
+{
+    saga_pg_options o = SAGA_PG_OPTIONS_INIT;
+    o.schema = schema;
+    o.lease_ms = g_lease_ms;
+    saga_store *s;
+    int rc = saga_store_postgres_open(&s, NULL, &o);
+    if (rc != SAGA_OK)
+        die("saga_store_postgres_open", saga_store_postgres_open_errmsg());
+    return s;
+}
+
+static void engine_run(long n, long window, const char *schema)
+{
+    saga_store *store = open_store(schema);
+    erun r;
+    memset(&r, 0, sizeof r);
+    r.total = n;
+    size_t cap = 1;
+    while (cap < (size_t)n * 2)
+        cap <<= 1;
+    r.slots = calloc(cap, sizeof *r.slots);
+    r.mask = cap - 1;
+    r.lat = calloc((size_t)n, sizeof *r.lat);
+    if (r.slots == NULL || r.lat == NULL)
+        die("calloc", strerror(errno));
+    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
+    o.on_done = on_done;
+    o.on_done_arg = &r;
+    if (saga_engine_new(&r.e, store, NULL, &o) != SAGA_OK)
+        die("saga_engine_new", "failed");
+    saga_def *d;
+    saga_step_options so = SAGA_STEP_OPTIONS_INIT;
+    so.timeout_ms = STEP_TIMEOUT_MS;
+    if (saga_def_new(&d, "bench", 1) != SAGA_OK)
+        die("saga_def_new", "failed");
+    static const char *const names[NSTEPS] = {"s1", "s2", "s3", "s4"};
+    for (int i = 0; i < NSTEPS; i++)
+        if (saga_def_add_step(d, names[i], noop_step, NULL, &so, NULL) !=
+            SAGA_OK)
+            die("saga_def_add_step", saga_def_errmsg(d));
+    if (saga_engine_register(r.e, d) != SAGA_OK ||
+        saga_engine_start(r.e) != SAGA_OK)
+        die("engine setup", saga_engine_errmsg(r.e));
+    double t0 = now_s();
+    for (long i = 0; i < window && i < n; i++)
+        start_one(&r);
+    saga_engine_run(r.e, SAGA_RUN_DEFAULT);
+    double t = now_s() - t0;
+    if (r.done != n || r.failed != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%ld of %ld sagas done, %ld not COMPLETED",
+                 r.done, n, r.failed);
+        die("engine run", msg);
+    }
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
+    if (saga_engine_stats(r.e, &st) != SAGA_OK)
+        die("saga_engine_stats", "failed");
+    saga_engine_free(r.e);
+    result("engine", n, window, t, r.lat, st.commits);
+    free(r.slots);
+    free(r.lat);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The floor: plain libpq                                                   */
+
+#define SAGA_COLS                                                              \
+    "id, def_name, def_version, state, step, attempt, flags, created_ms, "     \
+    "updated_ms, due_ms, deadline_ms, idem_key, error, data"
+
+/* The store's strict batch statements (stores/postgres/pg_ops.c). */
+enum { F_INSERT, F_UPDATE, F_JOURNAL, F_INSERT_N, F_UPDATE_N, F_JOURNAL_N,
+       F__COUNT };
+static const char *const floor_sql[F__COUNT] = {
+    [F_INSERT] = "INSERT INTO sagas(" SAGA_COLS ") VALUES ($1, $2, $3, $4, "
+                 "$5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    [F_UPDATE] = "WITH u AS (UPDATE sagas SET def_name = $2, def_version = "
+                 "$3, state = $4, step = $5, attempt = $6, flags = $7, "
+                 "created_ms = $8, updated_ms = $9, due_ms = $10, "
+                 "deadline_ms = $11, error = $12 WHERE id = $1 RETURNING 1) "
+                 "SELECT 1 / (SELECT count(*)::int FROM u)",
+    [F_JOURNAL] = "INSERT INTO journal(saga_id, seq, event, step, attempt, "
+                  "started_ms, at_ms, error) VALUES ($1, $2, $3, $4, $5, $6, "
+                  "$7, $8)",
+    /* Many rows per statement, as the store sends a batch of 4 or more. */
+    [F_INSERT_N] = "INSERT INTO sagas(" SAGA_COLS ") SELECT * FROM unnest($1, "
+                   "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    [F_UPDATE_N] = "WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, "
+                   "$7, $8, $9, $10, $11, $12) AS v(id, def_name, "
+                   "def_version, state, step, attempt, flags, created_ms, "
+                   "updated_ms, due_ms, deadline_ms, error)), u AS (UPDATE "
+                   "sagas s SET def_name = v.def_name, def_version = "
+                   "v.def_version, state = v.state, step = v.step, attempt = "
+                   "v.attempt, flags = v.flags, created_ms = v.created_ms, "
+                   "updated_ms = v.updated_ms, due_ms = v.due_ms, deadline_ms "
+                   "= v.deadline_ms, error = v.error FROM v WHERE s.id = v.id "
+                   "RETURNING 1) SELECT 1 / (SELECT (count(*) = $13)::int "
+                   "FROM u)",
+    [F_JOURNAL_N] = "INSERT INTO journal(saga_id, seq, event, step, attempt, "
+                    "started_ms, at_ms, error) SELECT * FROM unnest($1, $2, "
+                    "$3, $4, $5, $6, $7, $8)",
+};
+#define A_T 1009u
+#define A_I 1016u
+#define A_B 1001u
+static const unsigned int floor_types[F__COUNT][14] = {
+    [F_INSERT] = {25, 25, 20, 20, 20, 20, 20, 20, 20, 20, 20, 25, 25, 17},
+    [F_UPDATE] = {25, 25, 20, 20, 20, 20, 20, 20, 20, 20, 20, 25},
+    [F_JOURNAL] = {25, 20, 20, 20, 20, 20, 20, 25},
+    [F_INSERT_N] = {A_T, A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I,
+                    A_T, A_T, A_B},
+    [F_UPDATE_N] = {A_T, A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I,
+                    A_T, 20},
+    [F_JOURNAL_N] = {A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_T},
+};
+static const int floor_nparams[F__COUNT] = {14, 12, 8, 14, 13, 8};
+
+typedef struct params {
+    int n;
+    const char *val[14];
+    int len[14], fmt[14];
+    char ints[14][8];
+} params;
+
+static void p_text(params *p, const char *v)
+{
+    int i = p->n++;
+    p->val[i] = v;
+    p->len[i] = v ? (int)strlen(v) : 0;
+    p->fmt[i] = 1;
+}
+
+static void p_int(params *p, int64_t v)
+{
+    int i = p->n++;
+    uint64_t u = (uint64_t)v;
+    for (int b = 7; b >= 0; b--, u >>= 8)
+        p->ints[i][b] = (char)(u & 0xff);
+    p->val[i] = p->ints[i];
+    p->len[i] = 8;
+    p->fmt[i] = 1;
+}
+
+/* A binary one-dimensional array parameter (see the store's pg_batch.c). */
+typedef struct arr {
+    char *buf;
+    size_t len, cap;
+} arr;
+
+static void a_bytes(arr *a, const void *v, size_t n)
+{
+    if (a->len + n > a->cap) {
+        a->cap = (a->len + n) * 2 + 256;
+        a->buf = realloc(a->buf, a->cap);
+        if (a->buf == NULL)
+            die("realloc", strerror(errno));
+    }
+    memcpy(a->buf + a->len, v, n);
+    a->len += n;
+}
+
+static void a_u32(arr *a, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    a_bytes(a, b, 4);
+}
+
+static void a_start(arr *a, uint32_t oid, size_t n)
+{
+    a->len = 0;
+    a_u32(a, 1);
+    a_u32(a, 1);
+    a_u32(a, oid);
+    a_u32(a, (uint32_t)n);
+    a_u32(a, 1);
+}
+
+static void a_text(arr *a, const char *v)
+{
+    if (v == NULL) {
+        a_u32(a, 0xffffffffu);
+        return;
+    }
+    a_u32(a, (uint32_t)strlen(v));
+    a_bytes(a, v, strlen(v));
+}
+
+static void a_int(arr *a, int64_t v)
+{
+    a_u32(a, 8);
+    a_u32(a, (uint32_t)((uint64_t)v >> 32));
+    a_u32(a, (uint32_t)v);
+}
+
+typedef struct fsaga {
+    char id[SAGA_ID_SIZE];
+    int64_t created_ms, started_ms;
+    double t_first;
+} fsaga;
+
+typedef struct floor {
+    PGconn *c;
+    size_t sent;
+    int bulk_sagas, bulk_journal; /* this transaction's rows go in arrays */
+    arr ins[14], upd[12], jr[8];
+    size_t nins, nupd, njr;
+} floor;
+
+static void fsend(floor *f, int which, const params *p)
+{
+    char name[8];
+    snprintf(name, sizeof name, "f%d", which);
+    if (!PQsendQueryPrepared(f->c, name, p->n, p->val, p->len, p->fmt, 1))
+        die("PQsendQueryPrepared", PQerrorMessage(f->c));
+    f->sent++;
+}
+
+static void put_saga(floor *f, fsaga *s, int ph, int64_t now)
+{
+    params p = {0};
+    int done = ph == NPHASES - 1;
+    if (f->bulk_sagas) {
+        arr *a = ph == 0 ? f->ins : f->upd;
+        ph == 0 ? f->nins++ : f->nupd++;
+        a_text(&a[0], s->id);
+        a_text(&a[1], "bench");
+        a_int(&a[2], 1);
+        a_int(&a[3], done ? SAGA_STATE_COMPLETED : SAGA_STATE_RUNNING);
+        a_int(&a[4], done ? NSTEPS - 1 : ph);
+        a_int(&a[5], 1);
+        a_int(&a[6], done ? 0 : SAGA_REC_INFLIGHT);
+        a_int(&a[7], s->created_ms);
+        a_int(&a[8], now);
+        a_int(&a[9], done ? 0 : now + STEP_TIMEOUT_MS);
+        a_int(&a[10], 0);
+        a_text(&a[11], NULL);
+        if (ph == 0) {
+            a_text(&a[12], NULL);
+            a_u32(&a[13], 1);
+            a_bytes(&a[13], "\x80", 1);
+        }
+        return;
+    }
+    p_text(&p, s->id);
+    p_text(&p, "bench");
+    p_int(&p, 1);
+    p_int(&p, done ? SAGA_STATE_COMPLETED : SAGA_STATE_RUNNING);
+    p_int(&p, done ? NSTEPS - 1 : ph);
+    p_int(&p, 1);
+    p_int(&p, done ? 0 : SAGA_REC_INFLIGHT);
+    p_int(&p, s->created_ms);
+    p_int(&p, now);
+    p_int(&p, done ? 0 : now + STEP_TIMEOUT_MS);
+    p_int(&p, 0);
+    if (ph == 0) {
+        p_text(&p, NULL);
+        p_text(&p, NULL);
+        int i = p.n++;
+        p.val[i] = "\x80";
+        p.len[i] = 1;
+        p.fmt[i] = 1;
+    } else {
+        p_text(&p, NULL);
+    }
+    fsend(f, ph == 0 ? F_INSERT : F_UPDATE, &p);
+}
+
+static void put_journal(floor *f, fsaga *s, uint32_t seq, saga_journal_kind ev,
+                        int step, int64_t now)
+{
+    params p = {0};
+    int saga_level = step < 0;
+    if (f->bulk_journal) {
+        arr *a = f->jr;
+        f->njr++;
+        a_text(&a[0], s->id);
+        a_int(&a[1], seq);
+        a_int(&a[2], (int)ev);
+        a_int(&a[3], step);
+        a_int(&a[4], saga_level ? 0 : 1);
+        a_int(&a[5], saga_level ? 0 : s->started_ms);
+        a_int(&a[6], now);
+        a_text(&a[7], NULL);
+        return;
+    }
+    p_text(&p, s->id);
+    p_int(&p, seq);
+    p_int(&p, (int)ev);
+    p_int(&p, step);
+    p_int(&p, saga_level ? 0 : 1);
+    p_int(&p, saga_level ? 0 : s->started_ms);
+    p_int(&p, now);
+    p_text(&p, NULL);
+    fsend(f, F_JOURNAL, &p);
+}
+
+static void put_phase_journal(floor *f, fsaga *s, int ph, int64_t now)
+{
+    if (ph == 0) {
+        put_journal(f, s, 1, SAGA_JOURNAL_STARTED, -1, now);
+    } else {
+        put_journal(f, s, (uint32_t)ph + 1, SAGA_JOURNAL_STEP_OK, ph - 1, now);
+        if (ph == NPHASES - 1)
+            put_journal(f, s, NPHASES + 1, SAGA_JOURNAL_COMPLETED, -1, now);
+    }
+    s->started_ms = now;
+}
+
+/* As bench/core.c: the lockstep order and where each transaction starts. */
+static void transition(long k, long n, long window, long *saga, int *phase)
+{
+    long per_wave = window * NPHASES;
+    long w = k / per_wave, r = k % per_wave;
+    long wsize = (w + 1) * window <= n ? window : n - w * window;
+    *phase = (int)(r / wsize);
+    *saga = w * window + r % wsize;
+}
+
+static long cut(uint64_t c, uint64_t nc, long n, long window, long total)
+{
+    long waves = (n + window - 1) / window, w = (long)c / NPHASES;
+    if (c >= nc || nc != (uint64_t)(waves * NPHASES))
+        return c >= nc ? total : (long)((uint64_t)total * c / nc);
+    long wsize = (w + 1) * window <= n ? window : n - w * window;
+    return w * window * NPHASES + (long)(c % NPHASES) * wsize;
+}
+
+/* The engine's id scheme (lib/saga.c): 12 hex digits of the creation
+ * time in ms, 4 of a counter, 16 random. */
+static void make_id(uint64_t *rng, uint32_t *seq, int64_t ms,
+                    char out[SAGA_ID_SIZE])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    uint32_t c = (*seq)++;
+    for (int i = 0; i < 12; i++)
+        out[i] = hex[((uint64_t)ms >> (44 - 4 * i)) & 15];
+    for (int i = 0; i < 4; i++)
+        out[12 + i] = hex[(c >> (12 - 4 * i)) & 15];
+    for (int i = 0; i < 16; i++)
+        out[16 + i] = hex[(z >> (60 - 4 * i)) & 15];
+    out[SAGA_ID_LEN] = '\0';
+}
+
+/* Patch an array's element count (known once filled) and send it. */
+static void a_count(arr *a, size_t n)
+{
+    size_t keep = a->len;
+    a->len = 12;
+    a_u32(a, (uint32_t)n);
+    a->len = keep;
+}
+
+static void send_arrays(floor *f, int which, arr *a, int na, size_t n,
+                        int with_count)
+{
+    params p = {0};
+    for (int k = 0; k < na; k++) {
+        a_count(&a[k], n);
+        int i = p.n++;
+        p.val[i] = a[k].buf;
+        p.len[i] = (int)a[k].len;
+        p.fmt[i] = 1;
+    }
+    if (with_count)
+        p_int(&p, (int64_t)n);
+    fsend(f, which, &p);
+}
+
+/* Start a transaction of @p nsagas saga rows and @p njournal journal rows:
+ * arrays from 4 rows on, as the store does. */
+static void begin_txn(floor *f, long nsagas, long njournal)
+{
+    static const uint32_t oids[14] = {25, 25, 20, 20, 20, 20, 20,
+                                      20, 20, 20, 20, 25, 25, 17};
+    f->bulk_sagas = nsagas >= 4;
+    f->bulk_journal = njournal >= 4;
+    f->nins = f->nupd = f->njr = 0;
+    for (int k = 0; k < 14; k++)
+        a_start(&f->ins[k], oids[k], 0);
+    for (int k = 0; k < 12; k++)
+        a_start(&f->upd[k], oids[k], 0);
+    for (int k = 0; k < 8; k++)
+        a_start(&f->jr[k], k == 0 || k == 7 ? 25 : 20, 0);
+}
+
+static void end_sagas(floor *f)
+{
+    if (f->nins)
+        send_arrays(f, F_INSERT_N, f->ins, 14, f->nins, 0);
+    if (f->nupd)
+        send_arrays(f, F_UPDATE_N, f->upd, 12, f->nupd, 1);
+}
+
+/* Send the sync, then flush and read until its result (non-blocking: a
+ * large transaction's results would otherwise fill the socket while we
+ * are still writing). */
+static void finish_txn(floor *f)
+{
+    if (!PQpipelineSync(f->c))
+        die("PQpipelineSync", PQerrorMessage(f->c));
+    int flushing = 1;
+    for (;;) {
+        if (flushing) {
+            int r = PQflush(f->c);
+            if (r < 0)
+                die("PQflush", PQerrorMessage(f->c));
+            flushing = r == 1;
+        }
+        struct pollfd pf = {PQsocket(f->c),
+                            (short)(POLLIN | (flushing ? POLLOUT : 0)), 0};
+        if (poll(&pf, 1, 60000) <= 0)
+            die("poll", "no answer in 60 s");
+        if (!PQconsumeInput(f->c))
+            die("PQconsumeInput", PQerrorMessage(f->c));
+        int nulls = 0;
+        while (!PQisBusy(f->c)) {
+            PGresult *r = PQgetResult(f->c);
+            if (r == NULL) {
+                if (++nulls > 1)
+                    break;
+                continue;
+            }
+            nulls = 0;
+            ExecStatusType st = PQresultStatus(r);
+            if (st == PGRES_PIPELINE_SYNC) {
+                PQclear(r);
+                return;
+            }
+            if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+                die("floor statement", PQresultErrorMessage(r));
+            PQclear(r);
+        }
+    }
+}
+
+static PGconn *connect_schema(const char *schema)
+{
+    PGconn *c = PQconnectdb(getenv("SAGA_PG_URL"));
+    if (PQstatus(c) != CONNECTION_OK)
+        die("connect", PQerrorMessage(c));
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", schema);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        die(sql, PQerrorMessage(c));
+    PQclear(r);
+    return c;
+}
+
+static void floor_run(long n, long window, uint64_t ncommits,
+                      const char *schema)
+{
+    /* The store's tables, made by the store itself. */
+    saga_store_free(open_store(schema));
+    static floor f;
+    f.c = connect_schema(schema);
+    for (int i = 0; i < F__COUNT; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "f%d", i);
+        PGresult *r = PQprepare(f.c, name, floor_sql[i], floor_nparams[i],
+                                floor_types[i]);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            die("prepare", PQerrorMessage(f.c));
+        PQclear(r);
+    }
+    if (!PQenterPipelineMode(f.c) || PQsetnonblocking(f.c, 1) != 0)
+        die("pipeline mode", PQerrorMessage(f.c));
+    fsaga *s = calloc((size_t)n, sizeof *s);
+    double *lat = calloc((size_t)n, sizeof *lat);
+    if (s == NULL || lat == NULL)
+        die("calloc", strerror(errno));
+    uint64_t rng = (uint64_t)wall_ms() * 2654435761u;
+    uint32_t seq = 0;
+    long total = n * NPHASES, i;
+    int ph;
+    double t0 = now_s();
+    for (uint64_t c = 0; c < ncommits; c++) {
+        long lo = cut(c, ncommits, n, window, total);
+        long hi = cut(c + 1, ncommits, n, window, total);
+        int64_t now = wall_ms();
+        double tb = now_s();
+        long nj = 0;
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &ph);
+            nj += ph == NPHASES - 1 ? 2 : 1;
+        }
+        begin_txn(&f, hi - lo, nj);
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &ph);
+            if (ph == 0) {
+                make_id(&rng, &seq, now, s[i].id);
+                s[i].created_ms = now;
+                s[i].t_first = tb;
+            }
+            put_saga(&f, &s[i], ph, now);
+        }
+        end_sagas(&f);
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &ph);
+            put_phase_journal(&f, &s[i], ph, now);
+        }
+        if (f.njr)
+            send_arrays(&f, F_JOURNAL_N, f.jr, 8, f.njr, 0);
+        finish_txn(&f);
+        double tc = now_s();
+        for (long k = lo; k < hi; k++) {
+            transition(k, n, window, &i, &ph);
+            if (ph == NPHASES - 1)
+                lat[i] = tc - s[i].t_first;
+        }
+    }
+    double t = now_s() - t0;
+    PQexitPipelineMode(f.c);
+    PQfinish(f.c);
+    result("floor", n, window, t, lat, ncommits);
+    free(s);
+    free(lat);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void check(long n, const char *schema)
+{
+    PGconn *c = connect_schema(schema);
+    PGresult *r = PQexec(c, "SELECT (SELECT count(*) FROM sagas WHERE state "
+                            "= 3), (SELECT count(*) FROM journal)");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        die("check", PQerrorMessage(c));
+    long done = atol(PQgetvalue(r, 0, 0)), jn = atol(PQgetvalue(r, 0, 1));
+    if (done != n || jn != 6 * n) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%ld COMPLETED (want %ld), %ld journal "
+                 "rows (want %ld)", done, n, jn, 6 * n);
+        die("check", msg);
+    }
+    PQclear(r);
+    PQfinish(c);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        die("usage", "bench_scaleout engine|floor -n N -w W [-c COMMITS] "
+                     "-S schema");
+    const char *mode = argv[1];
+    long n = 10000, w = 64;
+    uint64_t commits = 0;
+    const char *schema = "bench";
+    int opt;
+    optind = 2;
+    while ((opt = getopt(argc, argv, "n:w:c:S:L:")) != -1) {
+        switch (opt) {
+        case 'n': n = atol(optarg); break;
+        case 'w': w = atol(optarg); break;
+        case 'c': commits = strtoull(optarg, NULL, 10); break;
+        case 'S': schema = optarg; break;
+        case 'L': g_lease_ms = (uint32_t)atol(optarg); break;
+        default: die("usage", "bad option");
+        }
+    }
+    if (n <= 0 || w <= 0)
+        die("usage", "-n and -w must be positive");
+    if (getenv("SAGA_PG_URL") == NULL)
+        die("SAGA_PG_URL", "not set (bench/run scaleout starts a server)");
+    if (strcmp(mode, "engine") == 0) {
+        engine_run(n, w, schema);
+    } else if (strcmp(mode, "floor") == 0) {
+        if (commits == 0)
+            die("usage", "floor needs -c COMMITS (the engine's)");
+        floor_run(n, w, commits, schema);
+    } else {
+        die("usage", "mode is engine or floor");
+    }
+    /* With a lease the schema is shared: the driver checks the total. */
+    if (g_lease_ms == 0)
+        check(n, schema);
+    return 0;
+}

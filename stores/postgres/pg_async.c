@@ -1,0 +1,543 @@
+/*
+ * pg_async.c — the asynchronous commit (store interface version 4): attach
+ * and submit_batch on the engine's libuv loop, without blocking it.
+ *
+ * A batch goes out at once on the main connection in libpq's pipeline
+ * mode: its batch-log upsert, every statement (prepared, binary) and a
+ * sync, with no BEGIN/COMMIT: the statements between two syncs form one
+ * implicit transaction that the server commits when it reaches the sync,
+ * or rolls back entirely if one of them failed (the strict statement
+ * variants turn a conflict or a missing row into such a failure). libpq
+ * copies the parameters into its output buffer, so nothing of the caller's
+ * batch is kept. The socket is watched with uv_poll (readable; writable
+ * too while libpq holds unsent data), results are read with
+ * PQconsumeInput/PQisBusy/PQgetResult, and a batch is answered when its
+ * sync's result (PGRES_PIPELINE_SYNC) arrives: the server sends it after
+ * the commit is durable. Batches are answered in the order they were
+ * submitted; done callbacks run from the poll or timer callback, never
+ * from inside submit_batch.
+ *
+ * A lost connection: every batch without its sync result is unresolved.
+ * The store reconnects (from a timer, with capped backoff: 50 ms doubling
+ * to 2 s), prepares its statements again, and reads its row of the batch
+ * log: each batch wrote its number there in its own transaction, so a
+ * batch whose number is there committed (OK), and one whose number is not
+ * did not (its statement error if the server reported one before the
+ * connection died, else SAGA_ESTORE). Nothing is guessed.
+ *
+ * Reading slots called while batches are in flight use a second, lazily
+ * opened connection and see committed data only. A synchronous write slot
+ * (begin, purge, kv_put, write_batch...) called meanwhile first waits for
+ * the batches in flight (quiesce); their done callbacks then run from the
+ * loop, later.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "internal.h"
+#include "pg_int.h"
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 2000
+#define QUIESCE_LIMIT_MS 60000
+
+typedef struct pg_abatch {
+    struct pg_abatch *next;
+    int64_t seq;       /* its number in the batch log */
+    saga_store_done_cb done;
+    void *arg;
+    int rc;            /* first failure seen */
+    int definite;      /* rc came from a statement: the batch cannot commit */
+} pg_abatch;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void free_handle(uv_handle_t *h)
+{
+    saga_free(h);
+}
+
+static void close_poll(pg_store *s)
+{
+    if (s->poll == NULL)
+        return;
+    uv_poll_stop(s->poll);
+    uv_close((uv_handle_t *)s->poll, free_handle);
+    s->poll = NULL;
+    s->poll_events = 0;
+}
+
+static void close_timer(pg_store *s)
+{
+    if (s->timer == NULL)
+        return;
+    uv_timer_stop(s->timer);
+    uv_close((uv_handle_t *)s->timer, free_handle);
+    s->timer = NULL;
+}
+
+static void timer_cb(uv_timer_t *t);
+
+static void arm_timer(pg_store *s, int64_t ms)
+{
+    if (s->loop == NULL)
+        return;
+    if (s->timer == NULL) {
+        uv_timer_t *t = saga_malloc(sizeof *t);
+        if (t == NULL)
+            return; /* the next poll or slot call picks the work up */
+        uv_timer_init(s->loop, t);
+        t->data = s;
+        s->timer = t;
+    }
+    uv_timer_start(s->timer, timer_cb, ms < 0 ? 0 : (uint64_t)ms, 0);
+}
+
+static void push_finished(pg_store *s, pg_abatch *b)
+{
+    b->next = NULL;
+    if (s->f_tail)
+        s->f_tail->next = b;
+    else
+        s->f_head = b;
+    s->f_tail = b;
+}
+
+static pg_abatch *pop_queued(pg_store *s)
+{
+    pg_abatch *b = s->q_head;
+    if (b) {
+        s->q_head = b->next;
+        if (s->q_head == NULL)
+            s->q_tail = NULL;
+    }
+    return b;
+}
+
+/* Run the done callbacks of answered batches, in order. Returns 1 if a
+ * callback closed the store (it is freed now: touch nothing). */
+static int dispatch(pg_store *s)
+{
+    if (s->in_dispatch)
+        return 0; /* the outer call goes on with the rest */
+    s->in_dispatch = 1;
+    while (s->f_head && !s->close_pending) {
+        pg_abatch *b = s->f_head;
+        s->f_head = b->next;
+        if (s->f_head == NULL)
+            s->f_tail = NULL;
+        saga_store_done_cb done = b->done;
+        void *arg = b->arg;
+        int rc = b->rc;
+        saga_free(b);
+        done(arg, rc);
+    }
+    s->in_dispatch = 0;
+    if (s->close_pending) {
+        for (pg_abatch *b = s->f_head, *nx; b; b = nx) {
+            nx = b->next;
+            saga_free(b);
+        }
+        saga_free(s);
+        return 1;
+    }
+    return 0;
+}
+
+static void backoff(pg_store *s)
+{
+    s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (s->backoff_ms > BACKOFF_MAX_MS)
+        s->backoff_ms = BACKOFF_MAX_MS;
+    s->next_connect_ms = mono_ms() + s->backoff_ms;
+}
+
+/* The main connection broke. Batches without their answer wait for the
+ * read-back, which the timer starts. */
+static void conn_lost(pg_store *s, const char *what)
+{
+    const char *msg = s->conn ? PQerrorMessage(s->conn) : "not connected";
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        n--;
+    saga__pg_failf(s, SAGA_ESTORE, "%s: connection lost: %.*s", what,
+                   (int)n, msg);
+    close_poll(s);
+    if (s->conn)
+        PQfinish(s->conn);
+    s->conn = NULL;
+    s->pipeline = 0;
+    if (s->q_head) {
+        s->lost = 1;
+        arm_timer(s, 0);
+    }
+}
+
+/* Reconnect (blocking) and resolve every unresolved batch by reading the
+ * batch log back. SAGA_OK when resolved, else SAGA_ESTORE (try later). */
+int saga__pg_read_log(pg_store *s, int64_t *seq)
+{
+    const char *val[1] = {s->log_writer};
+    int len[1] = {(int)strlen(s->log_writer)};
+    int fmt[1] = {1};
+    char name[16];
+    snprintf(name, sizeof name, "s%d", (int)PG_BATCH_READ);
+    PGresult *res = PQexecPrepared(s->conn, name, 1, val, len, fmt, 1);
+    int rc = SAGA_OK;
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+        *seq = PQntuples(res) ? saga__pg_col_int(res, 0, 0) : 0;
+    else
+        rc = saga__pg_fail_res(s, res, "read back the batch log");
+    PQclear(res);
+    return rc;
+}
+
+static int resolve_lost(pg_store *s)
+{
+    int64_t seq = -1;
+    if (saga__pg_open_conn(s, &s->conn, 1) != SAGA_OK ||
+        saga__pg_read_log(s, &seq) != SAGA_OK)
+        seq = -1;
+    if (seq < 0) {
+        if (s->conn)
+            PQfinish(s->conn);
+        s->conn = NULL;
+        backoff(s);
+        return SAGA_ESTORE;
+    }
+    s->backoff_ms = 0;
+    s->next_connect_ms = 0;
+    s->lost = 0;
+    pg_abatch *b;
+    while ((b = pop_queued(s)) != NULL) {
+        if (b->seq <= seq) {
+            b->rc = SAGA_OK; /* committed: its answer was lost */
+        } else if (!b->definite) {
+            b->rc = saga__pg_failf(
+                s, SAGA_ESTORE,
+                "submit_batch: the connection was lost and batch %lld was "
+                "not committed (read back)",
+                (long long)b->seq);
+        }
+        push_finished(s, b);
+    }
+    return SAGA_OK;
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events);
+
+/* Watch the socket for reading, and for writing while libpq holds unsent
+ * data. */
+static void set_poll(pg_store *s, int want_write)
+{
+    int ev = UV_READABLE | (want_write ? UV_WRITABLE : 0);
+    if (s->poll && ev != s->poll_events) {
+        uv_poll_start(s->poll, ev, poll_cb);
+        s->poll_events = ev;
+    }
+}
+
+/* Read and write what the socket allows; answer the batches whose sync
+ * came back. -1 if the connection broke (conn_lost has run). */
+static int pump(pg_store *s, int readable, int writable)
+{
+    PGconn *c = s->conn;
+    if (writable || (s->poll_events & UV_WRITABLE)) {
+        int f = PQflush(c);
+        if (f < 0)
+            goto lost;
+        set_poll(s, f == 1);
+    }
+    if (readable && !PQconsumeInput(c))
+        goto lost;
+    int nulls = 0;
+    while (s->q_head) {
+        if (PQisBusy(c))
+            break;
+        PGresult *r = PQgetResult(c);
+        if (r == NULL) {
+            /* The end of one statement's results; two in a row: nothing
+             * more to read now. */
+            if (++nulls > 1)
+                break;
+            continue;
+        }
+        nulls = 0;
+        pg_abatch *b = s->q_head;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            /* The server answers the sync after the implicit transaction
+             * committed, or rolled back after a failed statement. */
+            push_finished(s, pop_queued(s));
+        } else if (st == PGRES_FATAL_ERROR) {
+            if (b->rc == SAGA_OK) {
+                b->rc = saga__pg_map_state(
+                    PQresultErrorField(r, PG_DIAG_SQLSTATE));
+                /* A statement's ERROR aborts the transaction: no commit.
+                 * A FATAL (the backend going away) proves nothing: the
+                 * commit may have happened; the read-back decides. */
+                const char *sev =
+                    PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+                b->definite = sev != NULL && strcmp(sev, "ERROR") == 0;
+                saga__pg_fail_res(s, r, "submit_batch");
+            }
+        } else if (st == PGRES_PIPELINE_ABORTED) {
+            if (b->rc == SAGA_OK) {
+                b->rc = saga__pg_failf(s, SAGA_ESTORE,
+                                       "submit_batch: pipeline aborted");
+                b->definite = 1;
+            }
+        }
+        PQclear(r);
+    }
+    if (PQstatus(c) == CONNECTION_BAD)
+        goto lost;
+    return 0;
+lost:
+    conn_lost(s, "submit_batch");
+    return -1;
+}
+
+/* Leave pipeline mode once nothing is in flight: the synchronous slots
+ * need the connection as it was. */
+static void leave_pipeline(pg_store *s)
+{
+    if (!s->pipeline || s->q_head)
+        return;
+    close_poll(s);
+    s->pipeline = 0;
+    if (s->conn == NULL)
+        return;
+    if (!PQexitPipelineMode(s->conn)) {
+        /* Something is left unread: drop the connection rather than
+         * leave it in a state nobody expects (the next use reconnects). */
+        PQfinish(s->conn);
+        s->conn = NULL;
+        return;
+    }
+    PQsetnonblocking(s->conn, 0);
+}
+
+static void poll_cb(uv_poll_t *h, int status, int events)
+{
+    pg_store *s = h->data;
+    if (status < 0)
+        conn_lost(s, "submit_batch");
+    else
+        pump(s, events & (UV_READABLE | UV_DISCONNECT), events & UV_WRITABLE);
+    if (dispatch(s))
+        return;
+    /* Idle: stop watching, but stay in pipeline mode with the handle kept,
+     * for the engine's next batch (a synchronous slot leaves it). */
+    if (s->q_head == NULL && s->poll && s->poll_events) {
+        uv_poll_stop(s->poll);
+        s->poll_events = 0;
+    }
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    pg_store *s = t->data;
+    if (s->lost) {
+        int64_t now = mono_ms();
+        if (now < s->next_connect_ms || resolve_lost(s) != SAGA_OK) {
+            arm_timer(s, s->next_connect_ms - mono_ms());
+            return;
+        }
+    }
+    close_timer(s);
+    dispatch(s);
+}
+
+static int enter_pipeline(pg_store *s)
+{
+    if (s->pipeline)
+        return SAGA_OK;
+    uv_poll_t *p = saga_malloc(sizeof *p);
+    if (p == NULL)
+        return saga__pg_failf(s, SAGA_ENOMEM, "submit_batch: out of memory");
+    if (!PQenterPipelineMode(s->conn) || PQsetnonblocking(s->conn, 1) != 0) {
+        PQexitPipelineMode(s->conn);
+        saga_free(p);
+        return saga__pg_fail_res(s, NULL, "submit_batch: pipeline mode");
+    }
+    if (uv_poll_init(s->loop, p, PQsocket(s->conn)) != 0) {
+        PQexitPipelineMode(s->conn);
+        PQsetnonblocking(s->conn, 0);
+        saga_free(p);
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "submit_batch: cannot watch the socket");
+    }
+    p->data = s;
+    s->poll = p;
+    s->poll_events = 0;
+    s->pipeline = 1;
+    set_poll(s, 0);
+    return SAGA_OK;
+}
+
+int saga__pg_attach(saga_store *self, struct uv_loop_s *loop)
+{
+    pg_store *s = (pg_store *)self;
+    if (loop == NULL)
+        return saga__pg_failf(s, SAGA_ESTORE, "attach: NULL loop");
+    if (s->loop != NULL && s->loop != loop)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "attach: the store is bound to another loop");
+    s->loop = loop;
+    return SAGA_OK;
+}
+
+int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
+                          saga_store_done_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    int rc = saga__pg_check_writes(s, w);
+    if (rc)
+        return rc;
+    if (done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "submit_batch: NULL done");
+    if (s->loop == NULL)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "submit_batch: the store is not attached to "
+                              "a loop");
+    if (s->in_txn)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "submit_batch: a transaction is open");
+    if (s->lost)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "submit_batch: the connection was lost; "
+                              "reconnecting");
+    if (!s->pipeline &&
+        (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)) {
+        int64_t now = mono_ms();
+        if (now < s->next_connect_ms)
+            return saga__pg_failf(s, SAGA_ESTORE,
+                                  "submit_batch: not connected (next "
+                                  "attempt in %lld ms)",
+                                  (long long)(s->next_connect_ms - now));
+        if (saga__pg_open_conn(s, &s->conn, 1) != SAGA_OK) {
+            backoff(s);
+            return SAGA_ESTORE;
+        }
+        s->backoff_ms = 0;
+        s->next_connect_ms = 0;
+    }
+    if ((rc = enter_pipeline(s)) != SAGA_OK)
+        return rc;
+    pg_abatch *b = saga_malloc(sizeof *b);
+    if (b == NULL)
+        return saga__pg_failf(s, SAGA_ENOMEM, "submit_batch: out of memory");
+    memset(b, 0, sizeof *b);
+    b->seq = ++s->batch_seq;
+    b->done = done;
+    b->arg = arg;
+    if (s->q_tail)
+        s->q_tail->next = b;
+    else
+        s->q_head = b;
+    s->q_tail = b;
+
+    /* The batch log first: if it is there after a lost answer, all of the
+     * batch is. */
+    pg_params p = {0};
+    saga__pg_text(&p, s->log_writer);
+    saga__pg_int(&p, b->seq);
+    saga__pg_int(&p, saga__wall_ms());
+    char name[16];
+    snprintf(name, sizeof name, "s%d", (int)PG_BATCH_LOG);
+    size_t n = 0;
+    int ok = PQsendQueryPrepared(s->conn, name, p.n, p.val, p.len, p.fmt, 1) &&
+             saga__pg_send_writes(s, w, NULL, NULL, &n) == 0 &&
+             PQpipelineSync(s->conn);
+    int f = ok ? PQflush(s->conn) : -1;
+    if (f < 0) {
+        /* Whatever reached the server, the read-back decides. */
+        conn_lost(s, "submit_batch");
+        return SAGA_OK;
+    }
+    set_poll(s, f == 1);
+    return SAGA_OK;
+}
+
+int saga__pg_quiesce(pg_store *s)
+{
+    int64_t limit = mono_ms() + QUIESCE_LIMIT_MS;
+    while (s->q_head || s->lost) {
+        if (s->lost) {
+            if (resolve_lost(s) != SAGA_OK)
+                return SAGA_ESTORE;
+            continue;
+        }
+        if (mono_ms() > limit)
+            return saga__pg_failf(s, SAGA_ESTORE,
+                                  "the batches in flight were not answered "
+                                  "in %d s",
+                                  QUIESCE_LIMIT_MS / 1000);
+        struct pollfd pf = {PQsocket(s->conn),
+                            (short)(POLLIN | ((s->poll_events & UV_WRITABLE)
+                                                  ? POLLOUT
+                                                  : 0)),
+                            0};
+        int r = poll(&pf, 1, 1000);
+        if (r < 0 && errno != EINTR)
+            return saga__pg_failf(s, SAGA_ESTORE, "poll: %s",
+                                  strerror(errno));
+        if (r > 0)
+            pump(s, pf.revents & (POLLIN | POLLHUP | POLLERR),
+                 pf.revents & POLLOUT);
+    }
+    leave_pipeline(s);
+    /* The answered batches' callbacks run from the loop, not from inside
+     * this slot. */
+    if (s->f_head && !s->in_dispatch)
+        arm_timer(s, 0);
+    return SAGA_OK;
+}
+
+PGconn *saga__pg_reader(pg_store *s, int *rc)
+{
+    *rc = SAGA_OK;
+    if ((s->q_head || s->lost) && !s->in_txn) {
+        if (s->rconn == NULL || PQstatus(s->rconn) != CONNECTION_OK) {
+            if (saga__pg_open_conn(s, &s->rconn, 0) != SAGA_OK) {
+                *rc = SAGA_ESTORE;
+                return NULL;
+            }
+        }
+        return s->rconn;
+    }
+    *rc = saga__pg_ensure_conn(s);
+    return s->conn;
+}
+
+void saga__pg_async_close(pg_store *s)
+{
+    close_poll(s);
+    close_timer(s);
+    /* close is not called with batches in flight; drop any left anyway
+     * (their callbacks never run: the caller said it was done). */
+    for (pg_abatch *b = s->q_head, *nx; b; b = nx) {
+        nx = b->next;
+        saga_free(b);
+    }
+    s->q_head = s->q_tail = NULL;
+    if (s->in_dispatch) {
+        s->close_pending = 1;
+        return;
+    }
+    for (pg_abatch *b = s->f_head, *nx; b; b = nx) {
+        nx = b->next;
+        saga_free(b);
+    }
+    s->f_head = s->f_tail = NULL;
+}
