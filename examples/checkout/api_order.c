@@ -46,23 +46,20 @@ static json_t *accepted_body(ck_db *db, const char *order_id)
     return b;
 }
 
+static void queue_saga_id(ck_app *a, const char *order_id,
+                          const char *saga_id);
+
 static void started(saga_engine *e, int status, const char *saga_id,
                     int existed, void *arg)
 {
     (void)e, (void)existed;
     start_ctx *c = arg;
     ck_app *a = c->a;
-    if (status == SAGA_OK) {
-        ck_stmt *st = ck_prep(a->order_db,
-                                   "UPDATE orders SET saga_id = ? WHERE "
-                                   "order_id = ? AND saga_id IS NULL");
-        if (st != NULL) {
-            ck_bind_text(st, 1, saga_id);
-            ck_bind_text(st, 2, c->order_id);
-            ck_step(st);
-            ck_done(st);
-        }
-    }
+    /* The saga id goes into the order row with the next group commit; a
+     * row still without it is only started again, by its key, after a
+     * restart (ck_order_restart_pending), which answers the same saga. */
+    if (status == SAGA_OK)
+        queue_saga_id(a, c->order_id, saga_id);
     if (c->w != NULL) {
         if (status != SAGA_OK)
             ck_wait_error(c->w, 503, "unavailable",
@@ -77,9 +74,11 @@ static void started(saga_engine *e, int status, const char *saga_id,
     free(c);
 }
 
-/* saga_start for an order whose row exists (new, duplicate or restart). */
-static int start_saga(ck_app *a, const char *order_id, ck_req *r,
-                      int created)
+/* saga_start for an order whose row exists (new, duplicate or restart),
+ * answered on @p w (NULL: nobody waits); -1 (nothing answered) if the row
+ * cannot be read. */
+static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
+                        const char *trace, int created)
 {
     ck_stmt *st = ck_prep(a->order_db, "SELECT saga_data, "
                                             "idempotency_key FROM orders "
@@ -102,14 +101,12 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r,
     snprintf(c->key, sizeof c->key, "%s",
              ck_col_text(st, 1));
     char id[SAGA_ID_SIZE];
-    if (r != NULL)
-        c->w = ck_defer(r, CHECKOUT_WAIT_MS);
+    c->w = w;
     /* A request's W3C traceparent: the saga and its steps join its trace. */
     size_t dlen;
     const void *data = ck_col_blob(st, 0, &dlen);
     int rc = saga_start_traced(a->engine, "checkout", order_id, data, dlen,
-                               r != NULL ? r->traceparent : NULL, id, started,
-                               c);
+                               trace, id, started, c);
     ck_done(st);
     if (rc != SAGA_OK) {
         ck_log(a, "saga start of %s: %s", order_id, saga_strerror(rc));
@@ -121,6 +118,19 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r,
         free(c);
     }
     return 0;
+}
+
+static int start_saga(ck_app *a, const char *order_id, ck_req *r,
+                      int created)
+{
+    ck_wait *w = NULL;
+    if (r != NULL && (w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL)
+        return -1;
+    int rc = start_saga_w(a, order_id, w, r != NULL ? r->traceparent : NULL,
+                          created);
+    if (rc != 0 && w != NULL)
+        ck_wait_error(w, 503, "unavailable", "try again with the same key");
+    return rc == 0 || w == NULL ? rc : 0; /* answered */
 }
 
 int ck_order_restart_pending(ck_app *a);
@@ -296,20 +306,32 @@ static int pending_order(ck_app *a, const char *cart_id, char *out,
     return found;
 }
 
-static int insert_order(ck_app *a, const char *order_id, const char *key,
-                        const char *request, ck_req *r, json_t *b,
-                        json_t *items, int64_t subtotal, int64_t max_item,
-                        const void *data, size_t dlen)
+/* A new order waiting for the next group commit. */
+typedef struct pend_order {
+    struct pend_order *next;
+    ck_wait *w;
+    char order_id[64];
+    char *key, *request, *user_id, *cart_id, *addr, *type, *trace;
+    json_t *items;
+    int64_t subtotal, max_item;
+    void *data;
+    size_t dlen;
+    int state; /* after the insert: see flush_orders */
+    char known[64]; /* state JOIN: the order of the same key */
+    int known_saga;
+} pend_order;
+
+/* Write one order (its row and items) in the group's transaction. 0, 1 (a
+ * constraint: the cart's pending order, or the key, came first) or -1. */
+static int insert_order(ck_app *a, const pend_order *p)
 {
     ck_db *db = a->order_db;
     int64_t now = ck_now_ms();
-    char *addr = ck_dump(json_object_get(b, "shipping_address"));
-    const char *type = json_string_value(
-        json_object_get(json_object_get(b, "payment_method"), "type"));
+    const char *order_id = p->order_id;
     char addr_id[40];
     ck_random_id("addr_", addr_id, sizeof addr_id);
-    int rc = ck_begin(db);
-    ck_stmt *st = rc ? NULL : ck_prep(db,
+    int rc = CK_OK;
+    ck_stmt *st = ck_prep(db,
         "INSERT INTO orders (order_id, user_id, cart_id, status, "
         "total_amount, subtotal, address_id, shipping_address, "
         "payment_method, idempotency_key, request, cart_max_item, saga_data, "
@@ -318,17 +340,17 @@ static int insert_order(ck_app *a, const char *order_id, const char *key,
     int ok = st != NULL;
     if (ok) {
         ck_bind_text(st, 1, order_id);
-        ck_bind_text(st, 2, r->user_id);
-        ck_bind_text(st, 3, field_str(b, "cart_id"));
-        ck_bind_int(st, 4, subtotal);
-        ck_bind_int(st, 5, subtotal);
+        ck_bind_text(st, 2, p->user_id);
+        ck_bind_text(st, 3, p->cart_id);
+        ck_bind_int(st, 4, p->subtotal);
+        ck_bind_int(st, 5, p->subtotal);
         ck_bind_text(st, 6, addr_id);
-        ck_bind_text(st, 7, addr ? addr : "{}");
-        ck_bind_text(st, 8, type);
-        ck_bind_text(st, 9, key);
-        ck_bind_text(st, 10, request);
-        ck_bind_int(st, 11, max_item);
-        ck_bind_blob(st, 12, data, dlen);
+        ck_bind_text(st, 7, p->addr ? p->addr : "{}");
+        ck_bind_text(st, 8, p->type);
+        ck_bind_text(st, 9, p->key);
+        ck_bind_text(st, 10, p->request);
+        ck_bind_int(st, 11, p->max_item);
+        ck_bind_blob(st, 12, p->data, p->dlen);
         ck_bind_int(st, 13, now);
         ck_bind_int(st, 14, now);
         rc = ck_step(st);
@@ -337,7 +359,7 @@ static int insert_order(ck_app *a, const char *order_id, const char *key,
     }
     size_t i;
     json_t *it;
-    json_array_foreach(items, i, it)
+    json_array_foreach(p->items, i, it)
     {
         if (!ok)
             break;
@@ -356,13 +378,195 @@ static int insert_order(ck_app *a, const char *order_id, const char *key,
         ok = ck_step(st) == CK_DONE;
         ck_done(st);
     }
-    free(addr);
-    if (ok && ck_commit(db) == CK_OK)
+    if (ok)
         return 0;
-    int constraint = rc == CK_CONSTRAINT;
-    ck_rollback(db);
-    return constraint ? 1 : -1;
+    return rc == CK_CONSTRAINT ? 1 : -1;
 }
+
+/* --- group commit -----------------------------------------------------------
+ * The new orders of one loop turn are written in one transaction (one WAL
+ * commit instead of one per request), with the saga ids of the sagas that
+ * started since the last one; each saga is started after that commit, and
+ * its 202 still goes out only once its start is durable (started()). */
+
+typedef struct pend_sid {
+    struct pend_sid *next;
+    char order_id[64];
+    char saga_id[SAGA_ID_SIZE];
+} pend_sid;
+
+static struct {
+    ck_app *a;
+    uv_timer_t timer;
+    int init;
+    pend_order *head, **tail;
+    pend_sid *sids;
+} G;
+
+enum { P_NEW, P_JOIN, P_REUSED, P_PENDING, P_CONFLICT };
+
+static void flush_orders(uv_timer_t *t);
+
+static void schedule_flush(ck_app *a)
+{
+    if (!G.init) {
+        G.a = a;
+        G.tail = &G.head;
+        uv_timer_init(a->loop, &G.timer);
+        G.init = 1;
+    }
+    if (!uv_is_active((uv_handle_t *)&G.timer))
+        uv_timer_start(&G.timer, flush_orders, 0, 0);
+}
+
+static void queue_saga_id(ck_app *a, const char *order_id,
+                          const char *saga_id)
+{
+    pend_sid *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return; /* the restart path starts it again by its key */
+    snprintf(q->order_id, sizeof q->order_id, "%s", order_id);
+    snprintf(q->saga_id, sizeof q->saga_id, "%s", saga_id);
+    schedule_flush(a);
+    q->next = G.sids;
+    G.sids = q;
+}
+
+static void pend_free(pend_order *p)
+{
+    free(p->key);
+    free(p->request);
+    free(p->user_id);
+    free(p->cart_id);
+    free(p->addr);
+    free(p->type);
+    free(p->trace);
+    free(p->data);
+    json_decref(p->items);
+    free(p);
+}
+
+/* Decide and write one order inside the group's transaction: the checks
+ * of the request (the key, the cart's pending order) again, since an order
+ * of the same group may have taken them. -1 on a database error. */
+static int group_one(ck_app *a, pend_order *p)
+{
+    char *prior = NULL, other[64];
+    int found = existing_order(a, p->key, p->known, sizeof p->known, &prior,
+                               &p->known_saga);
+    if (found < 0)
+        return -1;
+    if (found) {
+        p->state = strcmp(prior, p->request) == 0 ? P_JOIN : P_REUSED;
+        free(prior);
+        return 0;
+    }
+    int pend = pending_order(a, p->cart_id, other, sizeof other);
+    if (pend < 0)
+        return -1;
+    if (pend) {
+        p->state = P_PENDING;
+        snprintf(p->known, sizeof p->known, "%s", other);
+        return 0;
+    }
+    int rc = insert_order(a, p);
+    if (rc == 1 && !ck_db_is_pg(a->order_db)) {
+        /* SQLite undid that statement alone; PostgreSQL aborted the
+         * transaction: then the whole group is answered 503. */
+        p->state = P_CONFLICT;
+        return 0;
+    }
+    p->state = P_NEW;
+    return rc == 0 ? 0 : -1;
+}
+
+static void answer_group(ck_app *a, pend_order *p, int ok)
+{
+    char msg[300];
+    if (!ok) {
+        ck_wait_error(p->w, 503, "unavailable",
+                      "the order could not be recorded");
+        return;
+    }
+    switch (p->state) {
+    case P_NEW:
+    case P_JOIN:
+        if (p->state == P_JOIN && p->known_saga) {
+            ck_wait_reply(p->w, 200, accepted_body(a->order_db, p->known),
+                          "x-idempotency-key", p->key);
+            return;
+        }
+        if (start_saga_w(a, p->state == P_NEW ? p->order_id : p->known, p->w,
+                         p->trace, p->state == P_NEW) != 0)
+            ck_wait_error(p->w, 503, "unavailable",
+                          "the order is recorded but its processing could "
+                          "not be started yet; retry with the same "
+                          "Idempotency-Key");
+        return;
+    case P_REUSED:
+        snprintf(msg, sizeof msg,
+                 "Idempotency-Key %.200s was used with a different request",
+                 p->key);
+        ck_wait_error(p->w, 422, "idempotency_key_reused", msg);
+        return;
+    case P_PENDING:
+        snprintf(msg, sizeof msg,
+                 "cart %.120s has a checkout in progress (order %s)",
+                 p->cart_id, p->known);
+        ck_wait_error(p->w, 409, "checkout_in_progress", msg);
+        return;
+    default:
+        snprintf(msg, sizeof msg, "cart %.120s has a checkout in progress",
+                 p->cart_id);
+        ck_wait_error(p->w, 409, "checkout_in_progress", msg);
+        return;
+    }
+}
+
+static void flush_orders(uv_timer_t *t)
+{
+    (void)t;
+    ck_app *a = G.a;
+    pend_order *list = G.head;
+    pend_sid *sids = G.sids;
+    G.head = NULL;
+    G.tail = &G.head;
+    G.sids = NULL;
+    ck_db *db = a->order_db;
+    int ok = !a->closing && ck_begin(db) == CK_OK;
+    int begun = ok;
+    for (pend_sid *q = sids; q != NULL && ok; q = q->next) {
+        ck_stmt *st = ck_prep(db, "UPDATE orders SET saga_id = ? WHERE "
+                                  "order_id = ? AND saga_id IS NULL");
+        if (st == NULL) {
+            ok = 0;
+            break;
+        }
+        ck_bind_text(st, 1, q->saga_id);
+        ck_bind_text(st, 2, q->order_id);
+        ok = ck_step(st) == CK_DONE;
+        ck_done(st);
+    }
+    for (pend_order *p = list; p != NULL && ok; p = p->next)
+        ok = group_one(a, p) == 0;
+    if (ok)
+        ok = ck_commit(db) == CK_OK;
+    if (!ok && begun)
+        ck_rollback(db);
+    while (sids != NULL) {
+        pend_sid *q = sids;
+        sids = q->next;
+        free(q);
+    }
+    while (list != NULL) {
+        pend_order *p = list;
+        list = p->next;
+        answer_group(a, p, ok);
+        pend_free(p);
+    }
+}
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 void ck_api_checkout(ck_req *r)
 {
@@ -438,21 +642,42 @@ void ck_api_checkout(ck_req *r)
     ck_map_str(m, "payment_type", field_str(pm, "type"));
     saga_map_set_int(m, "subtotal", subtotal);
     saga_map_encode(m, &data, &dlen);
-    int rc = insert_order(a, order_id, r->idem_key, request, r, b, items,
-                          subtotal, max_item, data, dlen);
+    /* Written with the other new orders of this loop turn (one commit). */
+    pend_order *p = calloc(1, sizeof *p);
+    if (p != NULL) {
+        snprintf(p->order_id, sizeof p->order_id, "%s", order_id);
+        p->key = strdup(r->idem_key);
+        p->request = request;
+        request = NULL;
+        p->user_id = strdup(r->user_id);
+        p->cart_id = strdup(cart_id);
+        p->addr = ck_dump(json_object_get(b, "shipping_address"));
+        p->type = dup_or_null(field_str(pm, "type"));
+        p->trace = dup_or_null(r->traceparent);
+        p->items = items;
+        items = NULL;
+        p->subtotal = subtotal;
+        p->max_item = max_item;
+        p->dlen = dlen;
+        p->data = malloc(dlen ? dlen : 1);
+        if (p->data != NULL && dlen)
+            memcpy(p->data, data, dlen);
+    }
     saga_map_free(m);
     free(items_s);
     free(addr_s);
     json_decref(items);
-    if (rc == 1)
-        ck_error(r, 409, "checkout_in_progress",
-                 "cart %s has a checkout in progress", cart_id);
-    else if (rc != 0)
+    if (p == NULL || p->key == NULL || p->request == NULL ||
+        p->user_id == NULL || p->cart_id == NULL || p->data == NULL ||
+        (p->w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL) {
+        if (p != NULL)
+            pend_free(p);
         ck_error(r, 503, "unavailable", "the order could not be recorded");
-    else if (start_saga(a, order_id, r, 1) != 0)
-        ck_error(r, 503, "unavailable",
-                 "the order is recorded but its processing could not be "
-                 "started yet; retry with the same Idempotency-Key");
+        goto done;
+    }
+    schedule_flush(a);
+    *G.tail = p;
+    G.tail = &p->next;
 done:
     free(prior);
     free(request);
