@@ -17,10 +17,6 @@
 
 #include "engine_int.h"
 
-/* Commit rounds per check callback: sync completions can chain batches;
- * yield to I/O after this many. */
-#define MAX_ROUNDS 8
-#define MAX_STORE_RETRY_MS 5000u
 
 /* ------------------------------------------------------------------------ */
 /* Staging                                                                  */
@@ -195,7 +191,7 @@ void saga__graveyard(saga_engine *e, void *p)
 /* ------------------------------------------------------------------------ */
 /* Taking a batch for commit, and putting a failed one back                 */
 
-static void batch_reset(saga__batch *b)
+void saga__batch_reset(saga__batch *b)
 {
     for (size_t i = 0; i < b->njournal; i++)
         saga_free(b->journal[i].error);
@@ -217,7 +213,7 @@ static void batch_reset(saga__batch *b)
 
 static void batch_free(saga__batch *b)
 {
-    batch_reset(b);
+    saga__batch_reset(b);
     saga_free(b->journal);
     saga_free(b->idem);
     saga_free(b->effects);
@@ -298,7 +294,7 @@ static int batch_append(saga__batch *c, saga__batch *s)
 
 /* A failed commit goes back in front of what was staged since, so that the
  * two are written again as one batch in staging order. */
-static int put_back(saga_engine *e)
+int saga__batch_put_back(saga_engine *e)
 {
     saga__batch *c = &e->commit, *s = &e->batch;
     if (batch_append(c, s) != SAGA_OK)
@@ -343,12 +339,12 @@ static int put_back(saga_engine *e)
     return SAGA_OK;
 }
 
-/* gcommit: take the open batch for commit. */
-static int take(void *owner)
+/* Take the open batch for commit (e->commit). @return 1 if it has writes,
+ * 0 if only effects, SAGA_ENOMEM (a failed batch could not be put back). */
+int saga__batch_take(saga_engine *e)
 {
-    saga_engine *e = owner;
     if (e->commit_stuck) {
-        if (put_back(e) != SAGA_OK)
+        if (saga__batch_put_back(e) != SAGA_OK)
             return SAGA_ENOMEM;
         e->commit_stuck = 0;
     }
@@ -366,9 +362,8 @@ static int take(void *owner)
     return e->commit_writes;
 }
 
-static int pending(void *owner)
+int saga__batch_open(saga_engine *e)
 {
-    saga_engine *e = owner;
     return e->commit_stuck || saga__batch_pending(&e->batch);
 }
 
@@ -381,9 +376,8 @@ static int pending(void *owner)
  * the sagas, which may change once the store returns: a store copies what
  * it keeps (the submit_batch contract). The arrays are kept for the next
  * batch. */
-static int batch_arrays(void *owner, saga_batch_writes *w)
+int saga__batch_arrays(saga_engine *e, saga_batch_writes *w)
 {
-    saga_engine *e = owner;
     saga__batch *b = &e->commit;
     struct saga__snapshot *sn = &e->snap;
     size_t nout = 0;
@@ -430,15 +424,14 @@ static int batch_arrays(void *owner, saga_batch_writes *w)
     return SAGA_OK;
 }
 
-static int write_sync(void *owner)
+int saga__batch_write(saga_engine *e)
 {
-    saga_engine *e = owner;
     saga_store *s = e->store;
     saga__batch *b = &e->commit;
     if (s->version >= 3 && s->write_batch != NULL) {
         /* A store that writes a batch in one go gets it as arrays. */
         saga_batch_writes w;
-        int rc = batch_arrays(e, &w);
+        int rc = saga__batch_arrays(e, &w);
         return rc == SAGA_OK ? s->write_batch(s, &w) : rc;
     }
     int rc = s->begin(s);
@@ -471,151 +464,12 @@ static int write_sync(void *owner)
     return rc;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Release                                                                  */
-
-static int is_end_state(saga_state s)
-{
-    return s == SAGA_STATE_COMPLETED || s == SAGA_STATE_COMPENSATED ||
-           s == SAGA_STATE_FAILED;
-}
-
-static void run_effects(saga_engine *e, saga__batch *b)
-{
-    e->invoking = 1;
-    for (size_t i = 0; i < b->neffects; i++) {
-        saga__effect *f = &b->effects[i];
-        switch (f->kind) {
-        case EFF_INVOKE:
-            /* A closing engine runs no more actions: they are in flight
-             * in the store and run again after a restart. */
-            if (!e->closing && saga__own_may_act(e))
-                saga__invoke(e, f->inst, f);
-            break;
-        case EFF_STARTED:
-            f->start_cb(e, SAGA_OK, f->id, f->existed, f->arg);
-            break;
-        case EFF_DONE_CB:
-            f->done_cb(e, f->id, f->state, f->arg);
-            break;
-        case EFF_ACK:
-            if (e->transport != NULL)
-                e->transport->ack(e->transport, f->delivery);
-            break;
-        case EFF_DONE: {
-            saga__inst *in = f->inst;
-            if (e->opts.on_done)
-                e->opts.on_done(e, in->id, in->state, e->opts.on_done_arg);
-            saga__donecb *d = in->done_cbs;
-            in->done_cbs = NULL;
-            while (d != NULL) {
-                saga__donecb *nx = d->next;
-                d->cb(e, in->id, in->state, d->arg);
-                saga_free(d);
-                d = nx;
-            }
-            break;
-        }
-        }
-    }
-    e->invoking = 0;
-    for (size_t i = 0; i < e->ngrave; i++)
-        saga_free(e->graveyard[i]);
-    e->ngrave = 0;
-}
-
-/* gcommit: the taken batch is durable. Outbox messages go to the relay,
- * effects run in staging order (they may stage transitions into the open
- * batch), then ended sagas leave memory and the others get their timers.
- * No allocation here, so no saga can lose its timer to an out-of-memory. */
-static void committed(void *owner)
-{
-    saga_engine *e = owner;
-    saga__batch *b = &e->commit;
-    if (e->commit_writes) {
-        e->stats.commits++;
-        saga__metrics_commit(e, b->njournal, e->gc.latency_us, 1);
-    }
-    while (b->out_head != NULL) {
-        saga__outmsg *m = b->out_head;
-        b->out_head = m->next;
-        if (e->relay != NULL)
-            saga__relay_push(e->relay, m);
-        else
-            saga__outmsg_free(m);
-    }
-    b->out_tail = &b->out_head;
-    /* b->pin_ms stays until the reset: purges spare it meanwhile. */
-    run_effects(e, b);
-    for (saga__inst *in = b->head, *nx; in; in = nx) {
-        nx = in->commit_next;
-        in->commit_next = NULL;
-        in->in_commit = 0;
-        in->commit_flags = 0;
-        if (in->in_batch)
-            continue; /* staged again: handled after its next commit */
-        if (is_end_state(in->state))
-            saga__inst_free(e, in);
-        else
-            saga__arm(e, in);
-    }
-    b->head = NULL;
-    b->tail = &b->head;
-    batch_reset(b);
-    if (e->relay != NULL)
-        saga__relay_kick(e->relay);
-    if (e->hk_wanted && !e->closing) {
-        /* A purge put off while the batch was in flight. */
-        e->hk_wanted = 0;
-        saga_engine_housekeep(e);
-    }
-}
-
-static void failed(void *owner, int rc)
-{
-    saga_engine *e = owner;
-    e->stats.commit_failures++;
-    if (e->commit_writes)
-        saga__metrics_commit(e, e->commit.njournal, e->gc.latency_us, 0);
-    const char *detail = rc == SAGA_ENOMEM ? "out of memory"
-                                           : e->store->errmsg(e->store);
-    saga__log(e, SAGA_LOG_ERROR, NULL, -1,
-              "commit of %zu sagas failed (%s): %s; retrying in %u ms",
-              e->commit.ninst, saga_err_name(rc), detail, e->gc.backoff_ms);
-    saga__err(e, SAGA_ESTORE, "commit failed: %s", detail);
-    if (!e->commit_stuck && put_back(e) != SAGA_OK) {
-        /* Kept aside and put back before the next try. */
-        e->commit_stuck = 1;
-        saga__log(e, SAGA_LOG_ERROR, NULL, -1,
-                  "out of memory putting a failed batch back: kept aside");
-    } else if (!e->commit_stuck && saga__own_resolve(e, rc)) {
-        /* A shared store refused some sagas (fenced, or a key another
-         * engine took first): they left the batch; write the rest at
-         * once rather than after the backoff. */
-        e->gc.backoff_ms = 1;
-    }
-}
-
-static void drained(void *owner);
-
-static const saga__gc_ops engine_gc_ops = {
-    .pending = pending,
-    .detach = take,
-    .write = write_sync,
-    .writes = batch_arrays,
-    .committed = committed,
-    .failed = failed,
-    .drained = drained,
-};
-
 void saga__batch_init(saga_engine *e)
 {
     e->batch.tail = &e->batch.head;
     e->batch.out_tail = &e->batch.out_head;
     e->commit.tail = &e->commit.head;
     e->commit.out_tail = &e->commit.out_head;
-    saga__gc_init(&e->gc, e->loop, e->store, &engine_gc_ops, e,
-                  e->opts.store_retry_ms, MAX_STORE_RETRY_MS, MAX_ROUNDS);
 }
 
 void saga__batch_fini(saga_engine *e)
@@ -630,24 +484,3 @@ void saga__batch_fini(saga_engine *e)
     memset(&e->snap, 0, sizeof e->snap);
 }
 
-static void drained(void *owner) { saga__engine_drained(owner); }
-
-int saga_engine_flush(saga_engine *e)
-{
-    if (e == NULL)
-        return SAGA_EINVAL;
-    if (e->gc.busy)
-        /* Called from an action or callback that a commit released: the
-         * commit in progress writes what it staged as soon as it returns. */
-        return saga__err(e, SAGA_EBUSY,
-                         "saga_engine_flush() inside a callback of the engine: "
-                         "what it staged is committed when it returns");
-    saga__gc_flush(&e->gc);
-    /* With an asynchronous store, a batch in flight is on its way (what was
-     * staged meanwhile follows it). */
-    int rc = !e->gc.inflight && pending(e) ? SAGA_ESTORE : SAGA_OK;
-    if (e->free_deferred && e->owns_loop && !e->running)
-        /* A callback it released closed or freed the engine: finish. */
-        saga_engine_free(e);
-    return rc;
-}

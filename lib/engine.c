@@ -1,8 +1,11 @@
 /*
- * engine.c — the engine's loop plumbing: life-cycle, clock and random
- * source, definitions, the in-memory index of active sagas, the timer heap
- * and housekeeping. Group commit is in batch.c, the state machine in
- * saga.c, remote steps in remote.c.
+ * engine.c — the engine's life-cycle and loop plumbing: logging and errors,
+ * the clock and random source, definitions, the one uv timer over the timer
+ * heap of the active sagas (instance.c), housekeeping, start, run, close
+ * and free. See docs/architecture.md for the layers: instance.c (sagas in
+ * memory), machine.c (transitions), batch.c (staging and the batch),
+ * gcommit.c + commit.c (group commit), verbs.c (the public verbs), remote.c
+ * (remote steps).
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -362,7 +365,7 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     e->random_arg = o->random ? o->random_arg : e;
     e->store = store;
     e->transport = transport;
-    saga__batch_init(e);
+    saga__commit_init(e);
     *out = e;
     return SAGA_OK;
 fail:

@@ -1,6 +1,9 @@
 /*
- * engine_int.h — the engine's private state, shared by engine.c (loop,
- * batches, timers, life-cycle), saga.c (transitions) and query.c.
+ * engine_int.h — the engine's private state, shared by the engine layer:
+ * engine.c (loop, timers, life-cycle), batch.c (staging, the batches),
+ * commit.c (group commit), verbs.c (public verbs, recovery), remote.c,
+ * query.c, admin.c, metrics.c. The layers below it (instance.h, machine.h,
+ * gcommit.h) do not see it.
  */
 #ifndef SAGA_ENGINE_INT_H
 #define SAGA_ENGINE_INT_H
@@ -10,6 +13,7 @@
 #include "gcommit.h"
 #include "instance.h"
 #include "internal.h"
+#include "machine.h"
 #include "relay.h"
 
 typedef struct saga__jentry {
@@ -161,10 +165,26 @@ void saga__pin(saga_engine *e, int64_t updated_ms);
 /* Queue an outbox message in the open batch (it takes @p m). */
 void saga__stage_outmsg(saga_engine *e, saga__outmsg *m);
 int saga__batch_pending(const saga__batch *b);
-/* Set up the group commit on the engine's loop and store. */
 void saga__batch_init(saga_engine *e);
 /* Free both batches and the arrays (engine teardown). */
 void saga__batch_fini(saga_engine *e);
+/* Anything to commit: the open batch, or a failed one kept aside. */
+int saga__batch_open(saga_engine *e);
+/* Take the open batch for commit (e->commit). @return 1 if it has writes,
+ * 0 if only effects, SAGA_ENOMEM (a failed one could not be put back). */
+int saga__batch_take(saga_engine *e);
+/* The taken batch as arrays (write_batch, submit_batch); valid until the
+ * sagas change. @return SAGA_OK or SAGA_ENOMEM. */
+int saga__batch_arrays(saga_engine *e, saga_batch_writes *w);
+/* Write the taken batch synchronously in one transaction. */
+int saga__batch_write(saga_engine *e);
+/* Put a failed taken batch back in front of the open one. @return SAGA_OK
+ * or SAGA_ENOMEM (nothing moved). */
+int saga__batch_put_back(saga_engine *e);
+void saga__batch_reset(saga__batch *b);
+
+/* commit.c: the group-commit driver over the engine's batches. */
+void saga__commit_init(saga_engine *e);
 /* Delete a published message's outbox row with the next batch. */
 void saga__stage_outbox_done(saga_engine *e, const char *msg_id);
 
@@ -177,7 +197,8 @@ int saga__remote_start(saga_engine *e);
 int saga__remote_command(saga_engine *e, saga__inst *in);
 void saga__remote_close(saga_engine *e);
 
-/* saga.c */
+/* verbs.c: the state machine (machine.c) staging into the open batch. */
+struct saga__machine saga__machine_of(saga_engine *e);
 /* Apply an attempt's outcome (validated, current) and stage it. */
 int saga__complete(saga_engine *e, saga__inst *in, saga_outcome oc,
                    const void *out, size_t out_len, const char *error);
@@ -206,7 +227,7 @@ int saga__own_may_act(saga_engine *e);
  * it fail (fenced, or an idempotency key taken by another engine). @return
  * 1 if it dropped any (write the rest at once), 0 if not. */
 int saga__own_resolve(saga_engine *e, int rc);
-/* saga.c: resume the sagas that @p scan visits, as recovery does. */
+/* verbs.c: resume the sagas that @p scan visits, as recovery does. */
 typedef int (*saga__scan_fn)(saga_engine *e, saga_record_cb cb, void *arg);
 int saga__recover_from(saga_engine *e, saga__scan_fn scan);
 

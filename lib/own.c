@@ -127,7 +127,8 @@ static int lose_lease(saga_engine *e)
         return SAGA_ENOMEM;
     }
     for (size_t i = 0; i < e->idx.nbuckets && n < cap; i++)
-        for (saga__inst *in = e->idx.by_id[i]; in && n < cap; in = in->id_next)
+        for (saga__inst *in = e->idx.by_id[i]; in && n < cap;
+             in = in->id_next)
             if (!(in->in_batch && (in->put_flags & SAGA_PUT_INSERT)) &&
                 !in->in_commit)
                 all[n++] = in;

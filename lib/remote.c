@@ -31,12 +31,7 @@ static void relay_log(void *owner, saga_log_level lvl, const char *msg)
 static int is_current(const saga__inst *in, uint32_t step, uint32_t attempt,
                       int comp)
 {
-    return in != NULL &&
-           (in->state == SAGA_STATE_RUNNING ||
-            in->state == SAGA_STATE_COMPENSATING) &&
-           (in->flags & SAGA_REC_INFLIGHT) && (uint32_t)in->step == step &&
-           in->attempt == attempt &&
-           ((in->flags & SAGA_REC_BACKWARD) != 0) == (comp != 0) &&
+    return saga__m_is_current(in, step, attempt, comp) &&
            in->def->steps[in->step].opts.service != NULL;
 }
 

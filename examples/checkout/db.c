@@ -74,8 +74,74 @@ ck_db *ck_db_participant(saga_participant *p, const char *schema)
 /* ------------------------------------------------------------------------ */
 /* PostgreSQL                                                               */
 
-#ifdef CK_WITH_PG
+/* The PostgreSQL dialect of @p sql (malloc'd); *nparams the highest $N.
+ * Room: a "?" becomes at most "$" and 6 digits; the words do not grow by
+ * more than one character in four. */
+char *ck_sql_pg(const char *sql, int *nparams)
+{
+    size_t n = strlen(sql);
+    char *out = malloc(7 * n + 16);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    int next = 0, max = 0;
+    static const struct {
+        const char *from, *to;
+    } words[] = {{"INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY"},
+                 {"INTEGER", "BIGINT"},
+                 {"BLOB", "BYTEA"}};
+    for (size_t i = 0; i < n;) {
+        char c = sql[i];
+        if (c == '\'') { /* a literal, copied as is ('' inside) */
+            out[o++] = sql[i++];
+            while (i < n && sql[i] != '\'')
+                out[o++] = sql[i++];
+            if (i < n)
+                out[o++] = sql[i++];
+            continue;
+        }
+        if (c == '?') {
+            int k;
+            i++;
+            if (isdigit((unsigned char)sql[i])) {
+                k = 0;
+                while (isdigit((unsigned char)sql[i]))
+                    if ((k = k * 10 + (sql[i++] - '0')) > 99999)
+                        k = 99999;
+            } else {
+                k = ++next;
+            }
+            if (k > next)
+                next = k;
+            if (k > max)
+                max = k;
+            o += (size_t)sprintf(out + o, "$%d", k);
+            continue;
+        }
+        int word_start = i == 0 || !(isalnum((unsigned char)sql[i - 1]) ||
+                                     sql[i - 1] == '_');
+        size_t w;
+        for (w = 0; word_start && w < sizeof words / sizeof words[0]; w++) {
+            size_t l = strlen(words[w].from);
+            if (strncmp(sql + i, words[w].from, l) == 0 &&
+                !(isalnum((unsigned char)sql[i + l]) || sql[i + l] == '_')) {
+                size_t t = strlen(words[w].to);
+                memcpy(out + o, words[w].to, t);
+                o += t;
+                i += l;
+                break;
+            }
+        }
+        if (word_start && w < sizeof words / sizeof words[0])
+            continue;
+        out[o++] = sql[i++];
+    }
+    out[o] = '\0';
+    *nparams = max;
+    return out;
+}
 
+#ifdef CK_WITH_PG
 
 static void ignore_blob(const void *buf, size_t len, void *arg)
 {
@@ -111,70 +177,6 @@ static PGconn *conn_of(ck_db *db)
     return db->own;
 }
 
-/* The PostgreSQL dialect of @p sql (malloc'd); *nparams the highest $N. */
-static char *rewrite(const char *sql, int *nparams)
-{
-    size_t n = strlen(sql);
-    char *out = malloc(2 * n + 16);
-    if (out == NULL)
-        return NULL;
-    size_t o = 0;
-    int next = 0, max = 0;
-    static const struct {
-        const char *from, *to;
-    } words[] = {{"INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY"},
-                 {"INTEGER", "BIGINT"},
-                 {"BLOB", "BYTEA"}};
-    for (size_t i = 0; i < n;) {
-        char c = sql[i];
-        if (c == '\'') { /* a literal, copied as is ('' inside) */
-            out[o++] = sql[i++];
-            while (i < n && sql[i] != '\'')
-                out[o++] = sql[i++];
-            if (i < n)
-                out[o++] = sql[i++];
-            continue;
-        }
-        if (c == '?') {
-            int k;
-            i++;
-            if (isdigit((unsigned char)sql[i])) {
-                k = 0;
-                while (isdigit((unsigned char)sql[i]))
-                    k = k * 10 + (sql[i++] - '0');
-            } else {
-                k = ++next;
-            }
-            if (k > next)
-                next = k;
-            if (k > max)
-                max = k;
-            o += (size_t)sprintf(out + o, "$%d", k);
-            continue;
-        }
-        int word_start = i == 0 || !(isalnum((unsigned char)sql[i - 1]) ||
-                                     sql[i - 1] == '_');
-        size_t w;
-        for (w = 0; word_start && w < sizeof words / sizeof words[0]; w++) {
-            size_t l = strlen(words[w].from);
-            if (strncmp(sql + i, words[w].from, l) == 0 &&
-                !(isalnum((unsigned char)sql[i + l]) || sql[i + l] == '_')) {
-                size_t t = strlen(words[w].to);
-                memcpy(out + o, words[w].to, t);
-                o += t;
-                i += l;
-                break;
-            }
-        }
-        if (word_start && w < sizeof words / sizeof words[0])
-            continue;
-        out[o++] = sql[i++];
-    }
-    out[o] = '\0';
-    *nparams = max;
-    return out;
-}
-
 /* Prepared statements: one slot per (connection, SQL text); a slot whose
  * connection was replaced (same address, other backend) is prepared
  * again. A full cache runs statements unnamed. */
@@ -197,7 +199,7 @@ static pgslot *pg_slot(PGconn *c, const char *sql)
         pgslot *s = &pg_slots[(h + (uintptr_t)k) % PG_SLOTS];
         if (s->key == NULL) {
             int np;
-            s->sql = rewrite(sql, &np);
+            s->sql = ck_sql_pg(sql, &np);
             s->orig = strdup(sql);
             if (s->sql == NULL || s->orig == NULL) {
                 free(s->sql);
@@ -254,7 +256,7 @@ static int pg_exec(ck_db *db, const char *sql)
 static int pg_exec_on(PGconn *c, const char *sql)
 {
     int np;
-    char *q = rewrite(sql, &np);
+    char *q = ck_sql_pg(sql, &np);
     if (q == NULL)
         return CK_ERR;
     PGresult *res = PQexec(c, q);
@@ -300,7 +302,7 @@ static ck_stmt *pg_prep(ck_db *db, const char *sql)
     if (st->slot != NULL) {
         st->nparams = st->slot->nparams;
     } else {
-        st->sql = rewrite(sql, &st->nparams);
+        st->sql = ck_sql_pg(sql, &st->nparams);
         if (st->sql == NULL) {
             free(st);
             return NULL;

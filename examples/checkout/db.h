@@ -92,5 +92,8 @@ void ck_done(ck_stmt *st);
 int64_t ck_changes(ck_db *db);
 /* Drop @p db's cached statements. */
 void ck_db_forget(ck_db *db);
+/* The PostgreSQL dialect of @p sql, as the layer runs it (malloc'd; NULL
+ * without memory); @p nparams gets the highest parameter number. */
+char *ck_sql_pg(const char *sql, int *nparams);
 
 #endif /* CK_DB_H */

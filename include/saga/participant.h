@@ -290,8 +290,8 @@ typedef struct saga_participant_counters {
  *   (SAGA_PARTICIPANT_COUNTERS_INIT).
  * @return SAGA_OK, SAGA_EINVAL (NULL argument), SAGA_EVERSION (out->version
  *   0 or newer than this library).
- * Ownership: @p out is the caller's. Since: 0.1 (named
- * saga_participant_stats_get before 0.2).
+ * Ownership: @p out is the caller's. Since: 0.1 (renamed in 0.2,
+ * docs/api/README.md).
  */
 SAGA_EXTERN int saga_participant_stats(saga_participant *p,
                                        saga_participant_counters *out);

@@ -100,7 +100,8 @@ SAGA_EXTERN const char *saga_err_name(int err);
  * Read it only after a constructor returned an error; "" if none said why.
  * @return a thread-local string, valid until the next constructor call on
  *   the thread.
- * Ownership: the library's. Since: 0.2 (saga_store_open_errmsg before).
+ * Ownership: the library's. Since: 0.2 (renamed in 0.2,
+ * docs/api/README.md).
  */
 SAGA_EXTERN const char *saga_open_errmsg(void);
 

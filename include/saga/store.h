@@ -273,10 +273,12 @@ struct saga_store {
      * epoch (the fencing token); while its lease is live, every saga it
      * inserts or claims is owned by (owner, epoch), and every later write
      * of such a saga (saga_put, write_batch, submit_batch) succeeds only
-     * if the saga is still owned by (owner, epoch) and the lease is live;
+     * if the saga is still owned by (owner, epoch), and a batch only while
+     * the lease is live;
      * otherwise the write fails with SAGA_EFENCED and nothing of its
-     * transaction remains. Journal entries record the (owner, epoch) that
-     * wrote them.
+     * transaction remains. A FAILED saga is nobody's: any live owner may
+     * write it (an operator's action) and owns it from then on. Journal
+     * entries record the (owner, epoch) that wrote them.
      * @param fresh 0: extend the current lease; 1: start a new epoch (at
      *   start, or after the engine gave its lease up as lost: every saga of
      *   the old epoch becomes claimable, by this store too).

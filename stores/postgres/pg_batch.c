@@ -124,6 +124,10 @@ static int send_all(pipe_state *ps, const saga_batch_writes *w)
 {
     if (send_sql(ps, "BEGIN") != 0)
         return -1;
+    pg_params fence = {0};
+    if (saga__pg_fence_params(ps->s, &fence) &&
+        send_one(ps, PG_OWN_FENCE, &fence) != 0)
+        return -1; /* with a lease: fenced unless it is live */
     for (size_t i = 0; i < w->nsagas; i++) {
         enum pg_stmt which = saga__pg_put_stmt(ps->s, w->put_flags[i]);
         pg_params p = {0};

@@ -58,6 +58,7 @@ enum pg_stmt {
     PG_OWN_CLAIM,
     PG_OWN_CHECK,
     PG_OWN_RELEASE,
+    PG_OWN_FENCE,
     PG__COUNT
 };
 
@@ -147,6 +148,9 @@ extern const saga_store saga__pg_ops;
 enum pg_stmt saga__pg_put_stmt(const pg_store *s, unsigned int put_flags);
 enum pg_stmt saga__pg_journal_stmt(const pg_store *s, int strict);
 void saga__pg_own_params(const pg_store *s, pg_params *p);
+/** With a lease: the parameters of PG_OWN_FENCE, the statement a batch
+ * sends first (right after BEGIN), and 1; without: 0. */
+int saga__pg_fence_params(const pg_store *s, pg_params *p);
 /** Set the version-5 slots on a store with a lease. */
 void saga__pg_own_init(pg_store *s);
 #define PG_SQLSTATE_FENCED "SG001"

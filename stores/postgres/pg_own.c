@@ -7,10 +7,12 @@
  * own_renew(fresh) takes a new epoch from a sequence; own_renew(0) extends
  * the lease only while it is live, so an epoch whose lease ran out stays
  * dead. Every saga this store inserts or claims carries (owner, epoch), and
- * every saga write checks both and the lease in the same statement (the
- * fencing token): a paused or partitioned old owner's late write raises
- * SG001, which aborts its whole batch (SAGA_EFENCED), instead of
- * overwriting what the new owner wrote. Journal entries record the
+ * every saga write checks both in the same statement (the fencing token);
+ * every batch also checks first that the lease is live. A paused or
+ * partitioned old owner's late write raises SG001, which aborts its whole
+ * batch (SAGA_EFENCED), instead of overwriting what the new owner wrote.
+ * (A claimer waits for no row a batch holds: SKIP LOCKED takes it on a
+ * later round, after that batch committed or failed.) Journal entries record the
  * (owner, epoch) that wrote them.
  *
  * own_claim takes active sagas whose owner's lease is not live (expired,
@@ -47,6 +49,15 @@ void saga__pg_own_params(const pg_store *s, pg_params *p)
         return;
     saga__pg_text(p, s->owner);
     saga__pg_int(p, s->epoch);
+}
+
+int saga__pg_fence_params(const pg_store *s, pg_params *p)
+{
+    if (!s->lease_ms)
+        return 0;
+    saga__pg_text(p, s->owner);
+    saga__pg_int(p, s->epoch);
+    return 1;
 }
 
 /* Run a statement outside a transaction (the ownership slots commit on

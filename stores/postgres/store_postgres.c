@@ -101,6 +101,11 @@ static const char *const migrations[] = {
     " engine''s lease ran out', saga USING ERRCODE = 'SG001';"
     " END IF;"
     " RAISE EXCEPTION 'no saga %', saga USING ERRCODE = '22012';"
+    " END $$;"
+    "CREATE FUNCTION lease_lost(o text, ep bigint) RETURNS int"
+    " LANGUAGE plpgsql VOLATILE AS $$ BEGIN"
+    " RAISE EXCEPTION 'fenced: the lease of % epoch % is not live', o, ep"
+    " USING ERRCODE = 'SG001';"
     " END $$;",
 };
 

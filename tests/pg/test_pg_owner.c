@@ -168,6 +168,17 @@ Test(pg_owner, a_late_write_of_an_old_owner_is_fenced)
     lost[0] = 1;
     cr_assert_eq(b->own_check(b, ids, 1, lost), SAGA_OK);
     cr_assert_eq(lost[0], 0);
+    /* A FAILED saga is nobody's: an operator's action on any live engine
+     * writes it, and that engine owns it from then on. */
+    r.state = SAGA_STATE_FAILED;
+    cr_assert_eq(write_one(b, &r, 0, 3), SAGA_OK, "%s", b->errmsg(b));
+    r.state = SAGA_STATE_RUNNING;
+    r.attempt = 3;
+    cr_assert_eq(write_one(a, &r, 0, 4), SAGA_OK, "%s", a->errmsg(a));
+    cr_assert_eq(q1(c, "SELECT count(*) FROM sagas WHERE id = 'S1' AND "
+                       "owner = 'a' AND state = 1"),
+                 1);
+    cr_assert_eq(write_one(b, &r, 0, 5), SAGA_EFENCED);
     /* A new saga of A under its new epoch is A's; released, it is
      * claimable at once. */
     saga_record r2 = rec("S2", 1);
@@ -177,7 +188,7 @@ Test(pg_owner, a_late_write_of_an_old_owner_is_fenced)
     cr_assert_eq(write_one(a, &r2, 0, 2), SAGA_EFENCED);
     n = 0;
     cr_assert_eq(b->own_claim(b, 10, count_cb, &n, &claimed), SAGA_OK);
-    cr_assert_eq(n, 1);
+    cr_assert_eq(n, 2, "S1 and S2, both A's");
     PQfinish(c);
     saga_store_free(a);
     saga_store_free(b);

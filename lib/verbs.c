@@ -1,297 +1,86 @@
 /*
- * saga.c — the saga state machine (DESIGN §3): start, step outcomes,
- * timeouts, retries with backoff, compensation in reverse order, the
- * deadline, cancel, operator retry and recovery.
- *
- * Every transition changes the in-memory saga, stages it into the open batch
- * with its journal entries, and queues its effects (the next action, a done
- * callback). engine.c commits the batch and releases the effects after.
+ * verbs.c — the public verbs on sagas (saga_start, saga_step_complete,
+ * saga_cancel, saga_retry, saga_on_done), recovery and the operator's
+ * actions: they validate, find or build the instance, and run a transition
+ * of the state machine (machine.c) that stages into the engine's open batch
+ * through the stager defined here. Releasing what a committed transition
+ * queued (invoking an action, arming a timer) is here too.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "data.h"
 #include "engine_int.h"
+#include "machine.h"
 
-#define IS_ACTIVE(s)                                                           \
-    ((s) == SAGA_STATE_RUNNING || (s) == SAGA_STATE_COMPENSATING)
+#define IS_ACTIVE SAGA__IS_ACTIVE
 
-static const saga__step *step_of(const saga__inst *in)
+/* ------------------------------------------------------------------------ */
+/* The state machine (machine.c) staging into the engine's open batch       */
+
+static int64_t st_now(void *self) { return saga__now(self); }
+static uint64_t st_rand(void *self) { return saga__rand(self); }
+static int st_reserve(void *self) { return saga__reserve(self); }
+static int st_journal(void *self, saga__inst *in, saga_journal_kind ev,
+                      const char *error)
 {
-    return &in->def->steps[in->step];
+    return saga__journal(self, in, ev, error);
+}
+static int st_effect(void *self, const saga__effect *f)
+{
+    return saga__push_effect(self, f);
+}
+static int st_command(void *self, saga__inst *in)
+{
+    return saga__remote_command(self, in);
+}
+static void st_stage(void *self, saga__inst *in, unsigned int put_flags)
+{
+    saga__stage(self, in, put_flags);
+}
+static void st_log(void *self, saga_log_level lvl, const char *saga_id,
+                   int step, const char *msg)
+{
+    saga__log(self, lvl, saga_id, step, "%s", msg);
+}
+static const char *st_errmsg(void *self)
+{
+    return ((saga_engine *)self)->errmsg;
 }
 
-static int backward(const saga__inst *in)
-{
-    return (in->flags & SAGA_REC_BACKWARD) != 0;
-}
+static const saga__stager_ops engine_stager = {
+    .now = st_now,
+    .rand = st_rand,
+    .reserve = st_reserve,
+    .journal = st_journal,
+    .effect = st_effect,
+    .command = st_command,
+    .stage = st_stage,
+    .log = st_log,
+    .errmsg = st_errmsg,
+};
 
-static void set_error(saga__inst *in, const char *err)
+saga__machine saga__machine_of(saga_engine *e)
 {
-    char *copy = saga__strdup(err);
-    if (err != NULL && copy == NULL)
-        return; /* keep the old text rather than lose the transition */
-    saga_free(in->error);
-    in->error = copy;
-}
-
-/* The delay before attempt @p attempt + 1: initial * multiplier^(attempt-1),
- * capped, then jittered by a factor in [1 - jitter, 1 + jitter]. */
-static int64_t backoff_ms(saga_engine *e, const saga_retry_policy *p,
-                          uint32_t attempt)
-{
-    double d = p->initial_backoff_ms;
-    for (uint32_t i = 1; i < attempt && d < p->max_backoff_ms; i++)
-        d *= p->multiplier;
-    if (d > p->max_backoff_ms)
-        d = p->max_backoff_ms;
-    if (p->jitter > 0) {
-        double u = (double)(saga__rand(e) >> 11) * (1.0 / 9007199254740992.0);
-        d *= 1.0 + p->jitter * (2.0 * u - 1.0);
-    }
-    return d < 0 ? 0 : (int64_t)d;
-}
-
-/* Schedule the current attempt: durable as INFLIGHT, invoked after the
- * commit. */
-static void begin_attempt(saga_engine *e, saga__inst *in)
-{
-    const saga__step *s = step_of(in);
-    int64_t now = saga__now(e);
-    in->flags |= SAGA_REC_INFLIGHT;
-    in->started_ms = now;
-    in->due_ms = s->opts.timeout_ms == SAGA_TIMEOUT_NONE
-                     ? 0
-                     : now + (int64_t)s->opts.timeout_ms;
-    /* A local action runs only after the commit; a command, once queued,
-     * is published with the commit whatever happens next. */
-    in->invoked = s->opts.service != NULL;
-    if (s->opts.service != NULL) {
-        /* A remote attempt is a command in the outbox, written in the same
-         * transaction as this transition. */
-        if (saga__remote_command(e, in) != SAGA_OK)
-            saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
-                      "cannot queue the command: %s; the step times out "
-                      "and is retried", e->errmsg);
-        return;
-    }
-    saga__effect f;
-    memset(&f, 0, sizeof f);
-    f.kind = EFF_INVOKE;
-    f.inst = in;
-    f.step = in->step;
-    f.attempt = in->attempt;
-    f.backward = backward(in) ? 1u : 0u;
-    if (saga__push_effect(e, &f) != SAGA_OK)
-        saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
-                  "out of memory queueing an attempt; it runs on recovery");
-}
-
-static void end_saga(saga_engine *e, saga__inst *in, saga_state st,
-                     saga_journal_kind ev, const char *err)
-{
-    in->state = st;
-    in->flags &= ~SAGA_REC_INFLIGHT;
-    in->due_ms = 0;
-    if (err != NULL)
-        set_error(in, err);
-    saga__journal(e, in, ev, err);
-    saga__effect f;
-    memset(&f, 0, sizeof f);
-    f.kind = EFF_DONE;
-    f.inst = in;
-    saga__push_effect(e, &f);
-    if (st == SAGA_STATE_COMPLETED)
-        e->stats.completed++;
-    else if (st == SAGA_STATE_COMPENSATED)
-        e->stats.compensated++;
-    else
-        e->stats.failed++;
-    saga__log(e, st == SAGA_STATE_FAILED ? SAGA_LOG_WARN : SAGA_LOG_DEBUG,
-              in->id, in->step, "saga %s%s%s", saga_state_name(st),
-              err ? ": " : "", err ? err : "");
-}
-
-/* Go back to the highest step at or below @p from that has a
- * compensation; none left means COMPENSATED. */
-static void compensate_from(saga_engine *e, saga__inst *in, int32_t from)
-{
-    while (from >= 0 && !saga__step_has_comp(&in->def->steps[from]))
-        from--;
-    if (from < 0) {
-        end_saga(e, in, SAGA_STATE_COMPENSATED, SAGA_JOURNAL_COMPENSATED, NULL);
-        return;
-    }
-    in->step = from;
-    in->attempt = 1;
-    begin_attempt(e, in);
-}
-
-/* Enter COMPENSATING. The current step is compensated too when its action
- * may have applied (it timed out, or was in flight when cancelled). */
-static void start_compensation(saga_engine *e, saga__inst *in,
-                               const char *reason)
-{
-    int32_t from = (in->flags & SAGA_REC_MAYBE) ||
-                           SAGA__BUG(SAGA__BUG_COMP_NEVER)
-                       ? in->step
-                       : in->step - 1;
-    in->state = SAGA_STATE_COMPENSATING;
-    in->flags |= SAGA_REC_BACKWARD;
-    in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
-    in->due_ms = 0;
-    set_error(in, reason);
-    saga__journal(e, in, SAGA_JOURNAL_COMPENSATING, reason);
-    saga__log(e, SAGA_LOG_DEBUG, in->id, in->step, "compensating: %s", reason);
-    compensate_from(e, in, from);
-}
-
-/* Whether the saga can still be undone: before the pivot, at a
- * compensatable step. */
-static int can_compensate(const saga__inst *in)
-{
-    return in->state == SAGA_STATE_RUNNING &&
-           !(in->flags & SAGA_REC_PIVOTED) &&
-           step_of(in)->opts.kind == SAGA_STEP_COMPENSATABLE;
-}
-
-static void wait_retry(saga_engine *e, saga__inst *in,
-                       const saga_retry_policy *p)
-{
-    in->flags &= ~SAGA_REC_INFLIGHT;
-    in->due_ms = saga__now(e) + backoff_ms(e, p, in->attempt);
-}
-
-static int attempts_left(const saga_retry_policy *p, uint32_t attempt)
-{
-    return p->max_attempts == SAGA_RETRY_FOREVER || attempt < p->max_attempts;
-}
-
-static void forward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
-                            int timed_out, const char *err)
-{
-    const saga__step *s = step_of(in);
-    char why[SAGA_NAME_MAX + 300];
-    if (oc == SAGA_OUTCOME_OK) {
-        saga__journal(e, in, SAGA_JOURNAL_STEP_OK, NULL);
-        e->stats.steps_ok++;
-        in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
-        if (s->opts.kind != SAGA_STEP_COMPENSATABLE)
-            in->flags |= SAGA_REC_PIVOTED;
-        if ((size_t)in->step + 1 == in->def->nsteps) {
-            end_saga(e, in, SAGA_STATE_COMPLETED, SAGA_JOURNAL_COMPLETED, NULL);
-            return;
-        }
-        in->step++;
-        in->attempt = 1;
-        begin_attempt(e, in);
-        return;
-    }
-    int past_pivot = (in->flags & SAGA_REC_PIVOTED) ||
-                     s->opts.kind == SAGA_STEP_RETRIABLE;
-    if (oc == SAGA_OUTCOME_FAIL) {
-        saga__journal(e, in, SAGA_JOURNAL_STEP_FAIL, err);
-        e->stats.steps_failed++;
-        if (!past_pivot) {
-            in->flags &= ~SAGA_REC_INFLIGHT;
-            snprintf(why, sizeof why, "step '%s' failed: %s", s->name,
-                     err ? err : "no reason given");
-            start_compensation(e, in, why);
-            return;
-        }
-        /* Past the pivot the saga can only move forward: a retriable
-         * step's FAIL is retried under its policy, like RETRY (and like a
-         * compensation's FAIL). */
-    } else {
-        /* RETRY or a timeout. */
-        if (timed_out) {
-            in->flags |= SAGA_REC_MAYBE;
-            e->stats.timeouts++;
-        }
-        saga__journal(e, in,
-                      timed_out ? SAGA_JOURNAL_STEP_TIMEOUT : SAGA_JOURNAL_STEP_RETRY,
-                      timed_out ? "timed out" : err);
-    }
-    if (attempts_left(&s->opts.retry, in->attempt)) {
-        e->stats.retries++;
-        wait_retry(e, in, &s->opts.retry);
-        return;
-    }
-    in->flags &= ~SAGA_REC_INFLIGHT;
-    snprintf(why, sizeof why, "step '%s' gave up after %u attempts%s%s",
-             s->name, in->attempt, err ? ": " : "", err ? err : "");
-    if (past_pivot || (s->opts.kind == SAGA_STEP_PIVOT &&
-                       (in->flags & SAGA_REC_MAYBE))) {
-        /* Past the point of no return, or a pivot that may have applied:
-         * neither forward nor back is safe without an operator. */
-        end_saga(e, in, SAGA_STATE_FAILED, SAGA_JOURNAL_FAILED, why);
-        return;
-    }
-    start_compensation(e, in, why);
-}
-
-static void backward_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
-                             int timed_out, const char *err)
-{
-    const saga__step *s = step_of(in);
-    if (oc == SAGA_OUTCOME_OK) {
-        saga__journal(e, in, SAGA_JOURNAL_COMP_OK, NULL);
-        e->stats.compensations++;
-        in->flags &= ~SAGA_REC_INFLIGHT;
-        compensate_from(e, in, in->step - 1);
-        return;
-    }
-    /* A compensation must eventually succeed: FAIL is retried like RETRY. */
-    if (timed_out)
-        e->stats.timeouts++;
-    saga__journal(e, in, timed_out ? SAGA_JOURNAL_COMP_TIMEOUT : SAGA_JOURNAL_COMP_FAIL,
-                  timed_out ? "timed out" : err);
-    if (attempts_left(&s->opts.comp_retry, in->attempt)) {
-        e->stats.retries++;
-        wait_retry(e, in, &s->opts.comp_retry);
-        return;
-    }
-    char why[SAGA_NAME_MAX + 300];
-    snprintf(why, sizeof why,
-             "compensation of step '%s' gave up after %u attempts%s%s",
-             s->name, in->attempt, err ? ": " : "", err ? err : "");
-    end_saga(e, in, SAGA_STATE_FAILED, SAGA_JOURNAL_FAILED, why);
-}
-
-static void apply_outcome(saga_engine *e, saga__inst *in, saga_outcome oc,
-                          int timed_out, const char *err)
-{
-    in->updated_ms = saga__now(e);
-    if (backward(in))
-        backward_outcome(e, in, oc, timed_out, err);
-    else
-        forward_outcome(e, in, oc, timed_out, err);
+    saga__machine m = {&engine_stager, e, &e->stats};
+    return m;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Invocation and timers (called by engine.c)                               */
+/* Invocation and timers (released effects, the timer heap)                 */
 
 void saga__invoke(saga_engine *e, saga__inst *in, const saga__effect *f)
 {
-    /* The batch that scheduled this attempt committed; skip it if a later
-     * transition (a cancel) superseded it meanwhile. */
-    if (!IS_ACTIVE(in->state) || in->step != f->step ||
-        in->attempt != f->attempt || (uint32_t)backward(in) != f->backward ||
-        !(in->flags & SAGA_REC_INFLIGHT))
+    saga__machine m = saga__machine_of(e);
+    if (!saga__m_invoking(&m, in, f))
         return;
-    const saga__step *s = step_of(in);
-    int64_t now = saga__now(e);
-    /* The timeout counts from the invocation, not from the staging. */
-    in->started_ms = now;
-    if (s->opts.timeout_ms != SAGA_TIMEOUT_NONE)
-        in->due_ms = now + (int64_t)s->opts.timeout_ms;
+    const saga__step *s = &in->def->steps[in->step];
     saga_step_ref ref;
     memcpy(ref.saga_id, in->id, SAGA_ID_SIZE);
     ref.step = (uint32_t)in->step;
     ref.attempt = in->attempt;
     ref.compensating = f->backward;
     saga_action_fn fn = f->backward ? s->compensation : s->action;
-    in->invoked = 1;
     fn(e, &ref, in->data, in->data_len, s->arg);
     if (!in->in_batch)
         saga__arm(e, in);
@@ -299,12 +88,7 @@ void saga__invoke(saga_engine *e, saga__inst *in, const saga__effect *f)
 
 void saga__arm(saga_engine *e, saga__inst *in)
 {
-    int64_t key = INT64_MAX;
-    if (IS_ACTIVE(in->state) && in->due_ms > 0)
-        key = in->due_ms;
-    if (in->state == SAGA_STATE_RUNNING && !(in->flags & SAGA_REC_PIVOTED) &&
-        in->deadline_ms > 0 && in->deadline_ms < key)
-        key = in->deadline_ms;
+    int64_t key = saga__m_due(in);
     if (key == INT64_MAX)
         saga__heap_remove(e, in);
     else
@@ -313,46 +97,22 @@ void saga__arm(saga_engine *e, saga__inst *in)
 
 void saga__fire(saga_engine *e, saga__inst *in, int64_t now)
 {
-    if (in->in_batch || !IS_ACTIVE(in->state))
+    saga__machine m = saga__machine_of(e);
+    switch (saga__m_fire(&m, in, now)) {
+    case SAGA__FIRE_STAGED:
         return;
-    if (saga__reserve(e) != SAGA_OK) {
+    case SAGA__FIRE_NOMEM:
         /* No room to stage what is due: try again shortly. */
         saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
                   "out of memory firing a timer; retrying in %u ms",
                   e->opts.store_retry_ms);
         saga__heap_set(e, in, now + (int64_t)e->opts.store_retry_ms);
         return;
-    }
-    if (in->state == SAGA_STATE_RUNNING && !(in->flags & SAGA_REC_PIVOTED) &&
-        in->deadline_ms > 0 && now >= in->deadline_ms) {
-        if (can_compensate(in)) {
-            if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
-                in->flags |= SAGA_REC_MAYBE;
-            in->updated_ms = now;
-            start_compensation(e, in, "saga deadline passed");
-            saga__stage(e, in, 0);
-            return;
-        }
-        /* At the pivot: too late to undo, so the deadline no longer
-         * applies; the saga finishes forward. */
-        saga__log(e, SAGA_LOG_INFO, in->id, in->step,
-                  "deadline passed at the pivot; finishing forward");
-        in->deadline_ms = 0;
-    }
-    if (in->due_ms > 0 && now >= in->due_ms) {
-        if (in->flags & SAGA_REC_INFLIGHT) {
-            saga__log(e, SAGA_LOG_INFO, in->id, in->step,
-                      "attempt %u timed out", in->attempt);
-            apply_outcome(e, in, SAGA_OUTCOME_RETRY, 1, NULL);
-        } else {
-            in->attempt++;
-            in->updated_ms = now;
-            begin_attempt(e, in);
-        }
-        saga__stage(e, in, 0);
+    case SAGA__FIRE_NONE:
+        if (!in->in_batch && SAGA__IS_ACTIVE(in->state))
+            saga__arm(e, in);
         return;
     }
-    saga__arm(e, in);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -504,17 +264,20 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
         saga__inst_free(NULL, in);
         return SAGA_ENOMEM;
     }
+    saga__effect started;
+    memset(&started, 0, sizeof started);
+    started.kind = EFF_STARTED;
+    memcpy(started.id, in->id, SAGA_ID_SIZE);
+    started.start_cb = cb;
+    started.arg = arg;
+    saga__machine m = saga__machine_of(e);
     if ((idem_key && saga__stage_idem(e, idem_key, in->id) != SAGA_OK) ||
-        saga__journal(e, in, SAGA_JOURNAL_STARTED, NULL) != SAGA_OK ||
-        started_effect(e, in->id, 0, cb, arg) != SAGA_OK) {
+        saga__m_start(&m, in, cb != NULL ? &started : NULL) != SAGA_OK) {
         /* Nothing about this saga can be committed half-way: drop it from
          * the batch bookkeeping by failing the whole start. */
         saga__inst_free(e, in);
         return SAGA_ENOMEM;
     }
-    begin_attempt(e, in);
-    saga__stage(e, in, SAGA_PUT_INSERT | SAGA_PUT_DATA);
-    e->stats.started++;
     memcpy(id_out, in->id, SAGA_ID_SIZE);
     return SAGA_OK;
 }
@@ -558,10 +321,8 @@ int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
                   saga_state_name(st));
         return SAGA_ESTALE;
     }
-    if (!IS_ACTIVE(in->state) || (uint32_t)in->step != ref->step ||
-        in->attempt != ref->attempt ||
-        (uint32_t)backward(in) != (ref->compensating ? 1u : 0u) ||
-        !(in->flags & SAGA_REC_INFLIGHT)) {
+    if (!saga__m_is_current(in, ref->step, ref->attempt,
+                            ref->compensating != 0)) {
         e->stats.stale_completions++;
         saga__log(e, SAGA_LOG_INFO, in->id, (int)ref->step,
                   "ignored a stale completion (attempt %u%s); now at step %d "
@@ -580,7 +341,7 @@ int saga__complete(saga_engine *e, saga__inst *in, saga_outcome outcome,
     if (saga__reserve(e) != SAGA_OK)
         return saga__err(e, SAGA_ENOMEM, "out of memory");
     if (outcome == SAGA_OUTCOME_OK && out != NULL && out_len > 0 &&
-        !backward(in)) {
+        !(in->flags & SAGA_REC_BACKWARD)) {
         if (!saga__data_is_map(out, out_len))
             return saga__err(e, SAGA_EINVAL,
                              "step output must be a msgpack map");
@@ -601,10 +362,8 @@ int saga__complete(saga_engine *e, saga__inst *in, saga_outcome outcome,
         in->data_len = mlen;
         put = SAGA_PUT_DATA;
     }
-    if (outcome != SAGA_OUTCOME_OK && error != NULL)
-        set_error(in, error);
-    apply_outcome(e, in, outcome, 0, error);
-    saga__stage(e, in, put);
+    saga__machine m = saga__machine_of(e);
+    saga__m_outcome(&m, in, outcome, error, put);
     return SAGA_OK;
 }
 
@@ -622,22 +381,15 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
                              saga_state_name(st));
         return saga__err(e, SAGA_ENOTFOUND, "no saga %.40s", saga_id);
     }
-    if (!can_compensate(in))
+    if (!saga__m_can_compensate(in))
         return saga__err(e, SAGA_EBUSY, "saga %s is %s%s", saga_id,
                          saga_state_name(in->state),
                          in->state == SAGA_STATE_RUNNING ? " past its pivot"
                                                          : "");
     if (saga__reserve(e) != SAGA_OK)
         return saga__err(e, SAGA_ENOMEM, "out of memory");
-    /* A step in flight may have run, unless its action was never called
-     * (its attempt is not committed yet). */
-    if ((in->flags & SAGA_REC_INFLIGHT) && in->invoked)
-        in->flags |= SAGA_REC_MAYBE;
-    in->updated_ms = saga__now(e);
-    char why[300];
-    snprintf(why, sizeof why, "cancelled: %s", reason ? reason : "by request");
-    start_compensation(e, in, why);
-    saga__stage(e, in, 0);
+    saga__machine m = saga__machine_of(e);
+    saga__m_cancel(&m, in, reason);
     return SAGA_OK;
 }
 
@@ -728,23 +480,11 @@ int saga__recover_from(saga_engine *e, saga__scan_fn scan)
         if (rc != SAGA_OK)
             continue;
         resumed++;
-        if ((in->flags & SAGA_REC_INFLIGHT) && step_of(in)->opts.service) {
-            /* A remote attempt: its command is in the outbox (or was
-             * published); the reply, or the durable timeout, moves on. */
+        saga__machine m = saga__machine_of(e);
+        rc = saga__m_resume(&m, in);
+        if (rc == 1) {
             saga__arm(e, in);
-        } else if (in->flags & SAGA_REC_INFLIGHT) {
-            /* The attempt's outcome never became durable: run it again
-             * (actions are at-least-once), after the next commit point. */
-            saga__effect f;
-            memset(&f, 0, sizeof f);
-            f.kind = EFF_INVOKE;
-            f.inst = in;
-            f.step = in->step;
-            f.attempt = in->attempt;
-            f.backward = backward(in) ? 1u : 0u;
-            rc = saga__push_effect(e, &f);
-        } else {
-            saga__arm(e, in);
+            rc = SAGA_OK;
         }
     }
     saga_free(c.list);
@@ -805,12 +545,8 @@ int saga_retry(saga_engine *e, const char *saga_id)
     }
     if (saga__reserve(e) != SAGA_OK)
         return saga__err(e, SAGA_ENOMEM, "out of memory");
-    in->state = backward(in) ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING;
-    in->attempt = 1;
-    in->updated_ms = saga__now(e);
-    saga__journal(e, in, SAGA_JOURNAL_OPERATOR_RETRY, NULL);
-    begin_attempt(e, in);
-    saga__stage(e, in, 0);
+    saga__machine m = saga__machine_of(e);
+    saga__m_retry(&m, in, NULL);
     return SAGA_OK;
 }
 
@@ -872,46 +608,24 @@ int saga__op_find(saga_engine *e, const char *id, saga__inst **out,
 
 void saga__op_retry(saga_engine *e, saga__inst *in, const char *why)
 {
-    in->state = backward(in) ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING;
-    in->attempt = 1;
-    in->updated_ms = saga__now(e);
-    saga__journal(e, in, SAGA_JOURNAL_OPERATOR_RETRY, why);
-    begin_attempt(e, in);
-    saga__stage(e, in, 0);
+    saga__machine m = saga__machine_of(e);
+    saga__m_retry(&m, in, why);
 }
 
 int saga__op_can_compensate(const saga__inst *in)
 {
-    return in->state == SAGA_STATE_FAILED || can_compensate(in);
+    return in->state == SAGA_STATE_FAILED || saga__m_can_compensate(in);
 }
 
 void saga__op_compensate(saga_engine *e, saga__inst *in, const char *why)
 {
-    /* A failed compensation is tried again; a step in flight, or one that
-     * may have applied, is undone too. */
-    int include = backward(in) || (in->flags & SAGA_REC_MAYBE) ||
-                  ((in->flags & SAGA_REC_INFLIGHT) && in->invoked);
-    int32_t from = include ? in->step : in->step - 1;
-    in->updated_ms = saga__now(e);
-    saga__journal(e, in, SAGA_JOURNAL_OPERATOR_COMPENSATE, why);
-    in->state = SAGA_STATE_COMPENSATING;
-    in->flags |= SAGA_REC_BACKWARD;
-    in->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
-    in->due_ms = 0;
-    set_error(in, why);
-    saga__journal(e, in, SAGA_JOURNAL_COMPENSATING, why);
-    compensate_from(e, in, from);
-    saga__stage(e, in, 0);
+    saga__machine m = saga__machine_of(e);
+    saga__m_compensate(&m, in, why);
 }
 
 void saga__op_resolve(saga_engine *e, saga__inst *in, saga_state as,
                       const char *why)
 {
-    in->updated_ms = saga__now(e);
-    saga__journal(e, in, SAGA_JOURNAL_OPERATOR_RESOLVE, why);
-    end_saga(e, in, as,
-             as == SAGA_STATE_COMPLETED ? SAGA_JOURNAL_COMPLETED
-                                        : SAGA_JOURNAL_COMPENSATED,
-             NULL);
-    saga__stage(e, in, 0);
+    saga__machine m = saga__machine_of(e);
+    saga__m_resolve(&m, in, as, why);
 }
