@@ -17,6 +17,9 @@ typedef struct plain_state {
     ck_app *a;
     ck_db *db;
     void *inflight; /* warehouse: picks in progress */
+    void *picked;   /* warehouse: picks due, written with the next flush */
+    uv_timer_t flush;
+    int flush_init;
 } plain_state;
 
 /* 5.99 flat, free from 100.00, 15.00 outside the USA. */
@@ -153,42 +156,82 @@ typedef struct picking {
     saga_deferred *d;
     uv_timer_t timer;
     struct picking *next, **prev;
+    int rc; /* pick()'s answer, in the flush */
+    char pick_id[64], why[256];
 } picking;
 
 static void picking_free(uv_handle_t *h) { free(h->data); }
 
+/* The picks that came due in one loop turn are written in one transaction
+ * (one commit instead of one per order), then each is answered. */
+static void flush_picks(uv_timer_t *t)
+{
+    plain_state *s = t->data;
+    picking *list = s->picked;
+    s->picked = NULL;
+    int pg = ck_db_is_pg(s->db);
+    int ok = ck_begin(s->db) == CK_OK, begun = ok;
+    for (picking *k = list; k != NULL; k = k->next) {
+        k->rc = SAGA_ESTORE;
+        if (!ok)
+            continue;
+        const saga_command *c = saga_deferred_command(k->d);
+        char order_id[64], items[65536];
+        ck_data_str(c->payload, c->payload_len, "order_id", order_id,
+                    sizeof order_id);
+        ck_data_str(c->payload, c->payload_len, "items", items,
+                    sizeof items);
+        k->rc = pick(s, k->p, order_id, items, k->pick_id, k->why,
+                     sizeof k->why);
+        /* A failed statement: SQLite undid it alone (pick() writes one row,
+         * last); PostgreSQL aborted the transaction, so every pick of the
+         * group is answered RETRY. */
+        if (k->rc < 0 && pg)
+            ok = 0;
+    }
+    if (ok && ck_commit(s->db) != CK_OK)
+        ok = 0;
+    if (!ok && begun)
+        ck_rollback(s->db);
+    while (list != NULL) {
+        picking *k = list;
+        list = k->next;
+        if (!ok || k->rc < 0)
+            saga_deferred_reply(k->d, SAGA_OUTCOME_RETRY, NULL, 0,
+                                "warehouse database busy");
+        else if (k->rc == 1)
+            saga_deferred_reply(k->d, SAGA_OUTCOME_FAIL, NULL, 0, k->why);
+        else {
+            saga_map *m;
+            const void *b;
+            size_t n;
+            saga_map_new(&m);
+            saga_map_set_str(m, "pick_list_id", k->pick_id);
+            saga_map_encode(m, &b, &n);
+            saga_deferred_reply(k->d, SAGA_OUTCOME_OK, b, n, NULL);
+            saga_map_free(m);
+        }
+        uv_close((uv_handle_t *)&k->timer, picking_free);
+    }
+}
+
 static void picked(uv_timer_t *t)
 {
     picking *k = t->data;
+    plain_state *s = k->s;
     *k->prev = k->next;
     if (k->next)
         k->next->prev = k->prev;
-    const saga_command *c = saga_deferred_command(k->d);
-    char order_id[64], items[65536], pick_id[64], why[256];
-    ck_data_str(c->payload, c->payload_len, "order_id", order_id,
-                sizeof order_id);
-    ck_data_str(c->payload, c->payload_len, "items", items, sizeof items);
-    /* Outside a handler: our own transaction, then the reply. */
-    int rc = ck_begin(k->s->db) == CK_OK
-                 ? pick(k->s, k->p, order_id, items, pick_id, why, sizeof why)
-                 : SAGA_ESTORE;
-    if (rc < 0 || ck_commit(k->s->db) != CK_OK) {
-        ck_rollback(k->s->db);
-        saga_deferred_reply(k->d, SAGA_OUTCOME_RETRY, NULL, 0,
-                            "warehouse database busy");
-    } else if (rc == 1)
-        saga_deferred_reply(k->d, SAGA_OUTCOME_FAIL, NULL, 0, why);
-    else {
-        saga_map *m;
-        const void *b;
-        size_t n;
-        saga_map_new(&m);
-        saga_map_set_str(m, "pick_list_id", pick_id);
-        saga_map_encode(m, &b, &n);
-        saga_deferred_reply(k->d, SAGA_OUTCOME_OK, b, n, NULL);
-        saga_map_free(m);
+    k->next = s->picked;
+    k->prev = NULL;
+    s->picked = k;
+    if (!s->flush_init) {
+        uv_timer_init(s->a->loop, &s->flush);
+        s->flush.data = s;
+        s->flush_init = 1;
     }
-    uv_close((uv_handle_t *)&k->timer, picking_free);
+    if (!uv_is_active((uv_handle_t *)&s->flush))
+        uv_timer_start(&s->flush, flush_picks, 0, 0);
 }
 
 static int on_fulfil(saga_participant *p, const saga_command *c,
@@ -225,6 +268,16 @@ void ck_warehouse_shutdown(ck_app *a)
         s->inflight = k->next;
         saga_deferred_abandon(k->d);
         uv_close((uv_handle_t *)&k->timer, picking_free);
+    }
+    while (s != NULL && s->picked) {
+        picking *k = s->picked;
+        s->picked = k->next;
+        saga_deferred_abandon(k->d);
+        uv_close((uv_handle_t *)&k->timer, picking_free);
+    }
+    if (s != NULL && s->flush_init) {
+        s->flush_init = 0;
+        uv_close((uv_handle_t *)&s->flush, NULL);
     }
 }
 

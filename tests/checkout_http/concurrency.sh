@@ -15,7 +15,8 @@ DUP=50         # clients that reuse one of them
 # 150 carts. The mix puts money and stock through every path: most pay,
 # some are declined, some are flaky, some hold the product the warehouse
 # refuses (refund), some ask for scarce p_rare (one unit: inventory fails;
-# the one that gets it may still be declined: key 110 is both).
+# the %11 order that gets it may still be declined, key 110, or refused by
+# the warehouse, keys 77 and 154: then that is its outcome).
 token_of() { # sets TOK (no subshell)
     case $(($1 % 10)) in
         0) TOK=tok_decline ;; 1) TOK=tok_flaky ;; *) TOK=tok_ok ;;
@@ -81,7 +82,8 @@ co_get_many "$CO_TMP/orders.tsv" "${paths[@]}"
 # One jq over all answers (token_of in jq: i%10 0 decline, 1 flaky, else ok).
 errs=$(jq -Rr 'split("\t") as [$i, $st, $b] | ($i | tonumber) as $n | ($b | fromjson) as $o |
     (if $n % 11 == 0 and $o.status == "CANCELLED" and
-        ($n % 10 != 0 or $o.cancel_reason == "inventory_failed") then "CANCELLED/inventory_failed"
+        (($n % 10 != 0 and $n % 7 != 0) or $o.cancel_reason == "inventory_failed")
+     then "CANCELLED/inventory_failed"
      elif $n % 10 == 0 then "CANCELLED/payment_failed"
      elif $n % 7 == 0 then "CANCELLED/fulfillment_failed" else "COMPLETED/" end) as $want |
     ("\($o.status)/\($o.cancel_reason // "")" +
