@@ -38,7 +38,6 @@
 #include <time.h>
 #include <uv.h>
 
-#include "internal.h"
 #include "pg_int.h"
 
 #define BACKOFF_MIN_MS 50
@@ -452,7 +451,7 @@ int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
     pg_params p = {0};
     saga__pg_text(&p, s->log_writer);
     saga__pg_int(&p, b->seq);
-    saga__pg_int(&p, saga__wall_ms());
+    saga__pg_int(&p, saga__pg_wall_ms());
     char name[16];
     snprintf(name, sizeof name, "s%d", (int)PG_BATCH_LOG);
     size_t n = 0;

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
 #include "pg_int.h"
 
 typedef struct pipe_state {
@@ -420,7 +419,7 @@ static int send_all(pipe_state *ps, const saga_batch_writes *w)
     pg_params p = {0};
     saga__pg_text(&p, ps->s->log_writer);
     saga__pg_int(&p, ps->seq);
-    saga__pg_int(&p, saga__wall_ms());
+    saga__pg_int(&p, saga__pg_wall_ms());
     if (send_sql(ps, "BEGIN") != 0 ||
         send_prepared(ps->s->conn, PG_BATCH_LOG, &p) != 0 ||
         after_send(ps) != 0 ||

@@ -10,6 +10,16 @@
 
 #include "saga/postgres.h"
 
+#include <time.h>
+
+/* The wall clock in ms (the batch log's time stamps). */
+static inline int64_t saga__pg_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Every statement the store runs, prepared once per connection. */
 enum pg_stmt {
     PG_SAGA_INSERT,

@@ -17,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
 #include "pg_int.h"
 
 /* ------------------------------------------------------------------------ */
@@ -630,6 +629,31 @@ static int valid_schema(const char *name)
     return 1;
 }
 
+/* Randomness for this open's batch-log name: the OS's, or the clock's and
+ * the process's when /dev/urandom cannot be read. */
+static uint64_t writer_seed(void)
+{
+    uint64_t v = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f != NULL) {
+        if (fread(&v, sizeof v, 1, f) != 1)
+            v = 0;
+        fclose(f);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return v ^ ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^
+           ((uint64_t)getpid() << 48);
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 int saga_store_postgres_open(saga_store **out, const char *conninfo,
                              const saga_pg_options *opts)
 {
@@ -701,8 +725,8 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
     memcpy(s->conninfo, conninfo, n);
     /* This open's name in the batch log: random, so that two processes
      * (or two opens in one) never share a row. */
-    uint64_t seed = saga__os_seed() ^ (uint64_t)(uintptr_t)s;
-    uint64_t a = saga__splitmix64(&seed), b = saga__splitmix64(&seed);
+    uint64_t seed = writer_seed() ^ (uint64_t)(uintptr_t)s;
+    uint64_t a = splitmix64(&seed), b = splitmix64(&seed);
     snprintf(s->log_writer, sizeof s->log_writer, "%016llx%016llx",
              (unsigned long long)a, (unsigned long long)b);
     int rc = connect_db(s);
@@ -711,7 +735,7 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
         char sql[128];
         snprintf(sql, sizeof sql,
                  "DELETE FROM batch_log WHERE at_ms < %lld",
-                 (long long)(saga__wall_ms() - 7LL * 24 * 3600 * 1000));
+                 (long long)(saga__pg_wall_ms() - 7LL * 24 * 3600 * 1000));
         PQclear(PQexec(s->conn, sql));
     }
     if (rc != SAGA_OK) {
