@@ -51,6 +51,8 @@ for d in "${docs[@]}"; do
     for tok in $(sed '/^## Renamed in/,$d' "$d" |
                  grep -oE '\b(saga|SAGA)_[A-Za-z0-9_]*\*?' | sort -u); do
         case $tok in
+        saga__*) # an internal name (docs/architecture.md): never public
+            continue ;;
         *\* | *_) # a family such as SAGA_E*, SAGA_REC_* or SAGA_EV_
             grep -q "^${tok%\*}" "$known" && continue ;;
         *)
