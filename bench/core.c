@@ -65,8 +65,8 @@ typedef struct config {
 } config;
 
 static char g_dir[1024];
-static int g_page_size;  /* the engine database's, the floor uses it */
-static char *g_schema;    /* the engine database's schema */
+static int g_page_size; /* the engine database's, the floor uses it */
+static char *g_schema;  /* the engine database's schema */
 
 static double now_s(void)
 {
@@ -381,8 +381,8 @@ static void put_saga(floor_db *f, fsaga *s, int p, int64_t now)
     fstep(f, st);
 }
 
-static void put_journal(floor_db *f, fsaga *s, uint32_t seq, saga_journal_kind ev,
-                        int step, int64_t now)
+static void put_journal(floor_db *f, fsaga *s, uint32_t seq,
+                        saga_journal_kind ev, int step, int64_t now)
 {
     sqlite3_stmt *st = f->st[F_JOURNAL];
     int saga_level = step < 0;
@@ -537,9 +537,10 @@ static void check_rows(const char *path, const char *who, long n)
     sqlite3_close(db);
     if (sagas == n && all == n && jr == n * (NPHASES + 1))
         return;
-    fprintf(stderr, "bench_core: %s: expected %ld COMPLETED sagas and %ld "
-            "journal rows, found %ld/%ld and %ld\n", who, n,
-            n * (NPHASES + 1), sagas, all, jr);
+    fprintf(stderr,
+            "bench_core: %s: expected %ld COMPLETED sagas and %ld "
+            "journal rows, found %ld/%ld and %ld\n",
+            who, n, n * (NPHASES + 1), sagas, all, jr);
     exit(1);
 }
 
@@ -589,11 +590,11 @@ static double pct(const double *v, long n, double p)
 typedef struct result {
     const char *name;
     long n;
-    double *times; /* per rep */
+    double *times;  /* per rep */
     double *mbytes; /* per rep: MB written (WAL and checkpoints) */
     double *cpu;    /* per rep: CPU seconds */
     uint64_t commits;
-    double *lat;   /* all reps' latencies, or NULL */
+    double *lat; /* all reps' latencies, or NULL */
     long nlat;
 } result;
 
@@ -602,8 +603,9 @@ static void report(result *r, long reps)
     double t = median(r->times, reps);
     double mb = median(r->mbytes, reps), cpu = median(r->cpu, reps);
     printf("%-18s sagas/s=%7.0f time=%6.3fs cpu=%6.3fs commits=%-5llu "
-           "written=%6.1fMB", r->name, (double)r->n / t, t, cpu,
-           (unsigned long long)r->commits, mb);
+           "written=%6.1fMB",
+           r->name, (double)r->n / t, t, cpu, (unsigned long long)r->commits,
+           mb);
     if (r->lat != NULL) {
         qsort(r->lat, (size_t)r->nlat, sizeof *r->lat, cmp_double);
         printf("  p50=%.3fms p99=%.3fms", pct(r->lat, r->nlat, 50) * 1e3,
@@ -645,15 +647,32 @@ static void parse(config *c, int argc, char **argv)
     *c = (config){20000, 2000, 500, 3, tmp ? tmp : "/tmp", 0, 0, 0};
     while ((ch = getopt(argc, argv, "n:w:s:r:d:kxvh")) != -1) {
         switch (ch) {
-        case 'n': c->n = num_arg(optarg, 1); break;
-        case 'w': c->window = num_arg(optarg, 0); break;
-        case 's': c->seq = num_arg(optarg, 0); break;
-        case 'r': c->reps = num_arg(optarg, 1); break;
-        case 'd': c->dir = optarg; break;
-        case 'k': c->keep = 1; break;
-        case 'x': c->engine_only = 1; break;
-        case 'v': c->verbose = 1; break;
-        default: usage();
+        case 'n':
+            c->n = num_arg(optarg, 1);
+            break;
+        case 'w':
+            c->window = num_arg(optarg, 0);
+            break;
+        case 's':
+            c->seq = num_arg(optarg, 0);
+            break;
+        case 'r':
+            c->reps = num_arg(optarg, 1);
+            break;
+        case 'd':
+            c->dir = optarg;
+            break;
+        case 'k':
+            c->keep = 1;
+            break;
+        case 'x':
+            c->engine_only = 1;
+            break;
+        case 'v':
+            c->verbose = 1;
+            break;
+        default:
+            usage();
         }
     }
     if (optind != argc)
@@ -703,7 +722,8 @@ static void pair(const config *c, const char *tag, long n, long window,
             eng->cpu[rep] = cpu_now() - c0;
             check_rows(ep, en, n);
             if (eng->commits != 0 && commits != eng->commits)
-                fprintf(stderr, "bench_core: warning: the engine made %llu "
+                fprintf(stderr,
+                        "bench_core: warning: the engine made %llu "
                         "commits, its previous run %llu\n",
                         (unsigned long long)commits,
                         (unsigned long long)eng->commits);
@@ -730,7 +750,8 @@ static void pair(const config *c, const char *tag, long n, long window,
             check_rows(fp, fn, n);
             char *fs = schema_of(fp);
             if (strcmp(fs, g_schema) != 0)
-                die("schema check", "the floor's schema differs from the "
+                die("schema check",
+                    "the floor's schema differs from the "
                     "SQLite store's; update schema_sql in bench/core.c");
             free(fs);
             settle(fp, c->keep);
@@ -738,9 +759,9 @@ static void pair(const config *c, const char *tag, long n, long window,
     }
     if (c->verbose)
         printf("  %-5s rep %ld: engine %.3fs (cpu %.3fs)  floor %.3fs (cpu "
-               "%.3fs)%s\n", tag, rep, eng->times[rep], eng->cpu[rep],
-               flo->times[rep], flo->cpu[rep],
-               floor_first ? "  floor ran first" : "");
+               "%.3fs)%s\n",
+               tag, rep, eng->times[rep], eng->cpu[rep], flo->times[rep],
+               flo->cpu[rep], floor_first ? "  floor ran first" : "");
     if (eng->lat != NULL) {
         eng->nlat += n;
         flo->nlat += n;
@@ -765,7 +786,8 @@ int main(int argc, char **argv)
     result r[4] = {{.name = "engine-batch", .n = c.n},
                    {.name = "floor-batch", .n = c.n},
                    {.name = "engine-sequential", .n = c.seq, .lat = lat},
-                   {.name = "floor-sequential", .n = c.seq,
+                   {.name = "floor-sequential",
+                    .n = c.seq,
                     .lat = lat ? lat + c.seq * c.reps : NULL}};
     for (int i = 0; i < 4; i++) {
         r[i].times = v + (3 * i) * c.reps;

@@ -271,8 +271,7 @@ static char *item_dup(const saga__mp_item *it)
     return s;
 }
 
-static int parse_step(const uint8_t *p, size_t len, size_t *off,
-                      shape_step *st)
+static int parse_step(const uint8_t *p, size_t len, size_t *off, shape_step *st)
 {
     saga__mp_item m, k, v;
     if (saga__mp_next(p, len, off, &m) != 0 || m.type != SAGA__MP_MAP)
@@ -616,8 +615,8 @@ static long parse_list(const blob *b, ctl_req *qs, ctl_res *rs, size_t max)
         ctl_res r;
         memset(&q, 0, sizeof q);
         memset(&r, 0, sizeof r);
-        if (parse_map_fields(p, b->len, &off, qs ? &q : NULL,
-                             rs ? &r : NULL) != 0)
+        if (parse_map_fields(p, b->len, &off, qs ? &q : NULL, rs ? &r : NULL) !=
+            0)
             return -1;
         if (n < max) {
             if (qs)
@@ -740,8 +739,7 @@ static int apply_on_engine(saga_engine *e, const ctl_req *q)
     case SAGA_OP_COMPENSATE:
         return saga_compensate(e, q->saga, q->reason, q->actor);
     case SAGA_OP_RESOLVE:
-        return saga_resolve(e, q->saga, (saga_state)q->as, q->reason,
-                            q->actor);
+        return saga_resolve(e, q->saga, (saga_state)q->as, q->reason, q->actor);
     }
     return saga__err(e, SAGA_EINVAL, "unknown operator action %d", q->op);
 }
@@ -762,8 +760,8 @@ static void control_poll(saga_engine *e)
         rs[i].rc = rc;
         snprintf(rs[i].msg, sizeof rs[i].msg, "%s",
                  rc == SAGA_OK ? "" : e->errmsg);
-        saga__log(e, rc == SAGA_OK ? SAGA_LOG_INFO : SAGA_LOG_WARN,
-                  qs[i].saga, -1, "operator %s by %s (%s): %s",
+        saga__log(e, rc == SAGA_OK ? SAGA_LOG_INFO : SAGA_LOG_WARN, qs[i].saga,
+                  -1, "operator %s by %s (%s): %s",
                   saga_op_name((saga_op_kind)qs[i].op),
                   qs[i].actor[0] ? qs[i].actor : "operator", qs[i].reason,
                   rc == SAGA_OK ? "applied" : e->errmsg);
@@ -801,8 +799,8 @@ void saga__admin_start(saga_engine *e)
     int rc = record_shapes(e);
     if (rc != SAGA_OK)
         saga__log(e, SAGA_LOG_WARN, NULL, -1,
-                  "cannot record definition shapes (%s): %s",
-                  saga_err_name(rc), e->store->errmsg(e->store));
+                  "cannot record definition shapes (%s): %s", saga_err_name(rc),
+                  e->store->errmsg(e->store));
     if (e->control_poll_ms == 0 || e->admin != NULL)
         return;
     saga__admin *a = saga_malloc(sizeof *a);
@@ -933,7 +931,8 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
         r->attempt = 0;
         r->flags &= ~SAGA_REC_INFLIGHT;
         r->due_ms = now;
-        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_RETRY, now, why);
+        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_RETRY, now,
+                         why);
         break;
     case SAGA_OP_COMPENSATE: {
         saga_shape *sh = NULL;
@@ -944,9 +943,8 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
                   "store: start its service once first",
                   r->def_name, r->def_version);
         int ok = r->state == SAGA_STATE_FAILED;
-        if (r->state == SAGA_STATE_RUNNING &&
-            !(r->flags & SAGA_REC_PIVOTED) && r->step >= 0 &&
-            (size_t)r->step < sh->nsteps &&
+        if (r->state == SAGA_STATE_RUNNING && !(r->flags & SAGA_REC_PIVOTED) &&
+            r->step >= 0 && (size_t)r->step < sh->nsteps &&
             sh->steps[r->step].kind == SAGA_STEP_COMPENSATABLE)
             ok = 1;
         if (!ok) {
@@ -963,8 +961,8 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
         while (from >= 0 && !sh->steps[from].comp)
             from--;
         saga_shape_free(sh);
-        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_COMPENSATE, now,
-                         why);
+        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_COMPENSATE,
+                         now, why);
         r->flags |= SAGA_REC_BACKWARD;
         r->flags &= ~(SAGA_REC_INFLIGHT | SAGA_REC_MAYBE);
         r->error = why;
@@ -972,16 +970,16 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
             r->state = SAGA_STATE_COMPENSATED;
             r->due_ms = 0;
             if (rc == SAGA_OK)
-                rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_COMPENSATED, now,
-                                 NULL);
+                rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_COMPENSATED,
+                                 now, NULL);
         } else {
             r->state = SAGA_STATE_COMPENSATING;
             r->step = from;
             r->attempt = 0;
             r->due_ms = now;
             if (rc == SAGA_OK)
-                rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_COMPENSATING, now,
-                                 why);
+                rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_COMPENSATING,
+                                 now, why);
         }
         break;
     }
@@ -994,7 +992,8 @@ static int apply_on_store(saga_store *s, const ctl_req *q, int64_t now,
         r->state = (saga_state)q->as;
         r->flags &= ~SAGA_REC_INFLIGHT;
         r->due_ms = 0;
-        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_RESOLVE, now, why);
+        rc = journal_add(s, q->saga, &seq, SAGA_JOURNAL_OPERATOR_RESOLVE, now,
+                         why);
         if (rc == SAGA_OK)
             rc = journal_add(s, q->saga, &seq,
                              q->as == SAGA_STATE_COMPLETED

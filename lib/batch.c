@@ -17,7 +17,6 @@
 
 #include "engine_int.h"
 
-
 /* ------------------------------------------------------------------------ */
 /* Staging                                                                  */
 
@@ -45,8 +44,7 @@ void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags)
 }
 
 #define GROW(arr, n, cap)                                                      \
-    ((n) < (cap) ? SAGA_OK                                                     \
-                 : grow_array((void **)&(arr), &(cap), sizeof *(arr)))
+    ((n) < (cap) ? SAGA_OK : grow_array((void **)&(arr), &(cap), sizeof *(arr)))
 
 static int grow_array(void **arr, size_t *cap, size_t elem)
 {
@@ -70,9 +68,12 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
     /* Out of memory for the text: the entry is kept without it. */
     j->error = saga__strdup(error);
     memcpy(j->saga_id, in->id, SAGA_ID_SIZE);
-    int saga_level = ev == SAGA_JOURNAL_STARTED || ev == SAGA_JOURNAL_COMPLETED ||
-                     ev == SAGA_JOURNAL_COMPENSATING || ev == SAGA_JOURNAL_COMPENSATED ||
-                     ev == SAGA_JOURNAL_FAILED || ev == SAGA_JOURNAL_OPERATOR_RETRY ||
+    int saga_level = ev == SAGA_JOURNAL_STARTED ||
+                     ev == SAGA_JOURNAL_COMPLETED ||
+                     ev == SAGA_JOURNAL_COMPENSATING ||
+                     ev == SAGA_JOURNAL_COMPENSATED ||
+                     ev == SAGA_JOURNAL_FAILED ||
+                     ev == SAGA_JOURNAL_OPERATOR_RETRY ||
                      ev == SAGA_JOURNAL_OPERATOR_COMPENSATE ||
                      ev == SAGA_JOURNAL_OPERATOR_RESOLVE;
     j->e.seq = ++in->jseq;
@@ -91,8 +92,7 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
 #define RESERVE_JOURNAL 8
 #define RESERVE_EFFECTS 4
 
-static int reserve(void **arr, size_t n, size_t *cap, size_t elem,
-                   size_t room)
+static int reserve(void **arr, size_t n, size_t *cap, size_t elem, size_t room)
 {
     while (n + room > *cap)
         if (grow_array(arr, cap, elem) != SAGA_OK)
@@ -107,12 +107,11 @@ int saga__reserve(saga_engine *e)
                 sizeof *b->journal, RESERVE_JOURNAL) != SAGA_OK ||
         reserve((void **)&b->effects, b->neffects, &b->ceffects,
                 sizeof *b->effects, RESERVE_EFFECTS) != SAGA_OK ||
-        reserve((void **)&b->idem, b->nidem, &b->cidem, sizeof *b->idem,
-                1) != SAGA_OK ||
+        reserve((void **)&b->idem, b->nidem, &b->cidem, sizeof *b->idem, 1) !=
+            SAGA_OK ||
         /* Saga data replaced under a running action goes there. */
-        (e->invoking && reserve((void **)&e->graveyard, e->ngrave,
-                                &e->cgrave, sizeof *e->graveyard,
-                                1) != SAGA_OK))
+        (e->invoking && reserve((void **)&e->graveyard, e->ngrave, &e->cgrave,
+                                sizeof *e->graveyard, 1) != SAGA_OK))
         return SAGA_ENOMEM;
     return SAGA_OK;
 }
@@ -265,8 +264,8 @@ static int batch_append(saga__batch *c, saga__batch *s)
                 s->nidem) != SAGA_OK ||
         reserve((void **)&c->effects, c->neffects, &c->ceffects,
                 sizeof *c->effects, s->neffects) != SAGA_OK ||
-        reserve((void **)&c->done_ids, c->ndone, &c->cdone,
-                sizeof *c->done_ids, s->ndone) != SAGA_OK)
+        reserve((void **)&c->done_ids, c->ndone, &c->cdone, sizeof *c->done_ids,
+                s->ndone) != SAGA_OK)
         return SAGA_ENOMEM;
 #define MOVE(arr, n)                                                           \
     do {                                                                       \
@@ -390,8 +389,8 @@ int saga__batch_arrays(saga_engine *e, saga_batch_writes *w)
                 b->ninst) != SAGA_OK ||
         reserve((void **)&sn->idem, 0, &sn->cidem, sizeof *sn->idem,
                 b->nidem) != SAGA_OK ||
-        reserve((void **)&sn->msgs, 0, &sn->cmsgs, sizeof *sn->msgs,
-                nout) != SAGA_OK ||
+        reserve((void **)&sn->msgs, 0, &sn->cmsgs, sizeof *sn->msgs, nout) !=
+            SAGA_OK ||
         reserve((void **)&sn->jes, 0, &sn->cjes, sizeof *sn->jes,
                 b->njournal) != SAGA_OK)
         return SAGA_ENOMEM;
@@ -407,8 +406,8 @@ int saga__batch_arrays(saga_engine *e, saga_batch_writes *w)
     }
     i = 0;
     for (saga__outmsg *m = b->out_head; m; m = m->next, i++) {
-        saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
-                            m->created_ms};
+        saga_message msg = {m->id,  m->topic, m->key,
+                            m->buf, m->len,   m->created_ms};
         sn->msgs[i] = msg;
     }
     for (i = 0; i < b->njournal; i++) {
@@ -417,9 +416,12 @@ int saga__batch_arrays(saga_engine *e, saga_batch_writes *w)
         j->e.error = j->error;
         sn->jes[i] = j->e;
     }
-    saga_batch_writes bw = {sn->recs, sn->flags, b->ninst, sn->idem, b->nidem,
-                            sn->msgs, nout, (const char *const *)b->done_ids,
-                            b->ndone, sn->jes, b->njournal};
+    saga_batch_writes bw = {sn->recs,   sn->flags,
+                            b->ninst,   sn->idem,
+                            b->nidem,   sn->msgs,
+                            nout,       (const char *const *)b->done_ids,
+                            b->ndone,   sn->jes,
+                            b->njournal};
     *w = bw;
     return SAGA_OK;
 }
@@ -446,8 +448,8 @@ int saga__batch_write(saga_engine *e)
         rc = s->idem_put(s, b->idem[i].key, b->idem[i].saga_id,
                          b->idem[i].created_ms);
     for (saga__outmsg *m = b->out_head; m && rc == SAGA_OK; m = m->next) {
-        saga_message msg = {m->id, m->topic, m->key, m->buf, m->len,
-                            m->created_ms};
+        saga_message msg = {m->id,  m->topic, m->key,
+                            m->buf, m->len,   m->created_ms};
         rc = s->outbox_put(s, &msg);
     }
     for (size_t i = 0; i < b->ndone && rc == SAGA_OK; i++)
@@ -483,4 +485,3 @@ void saga__batch_fini(saga_engine *e)
     saga_free(e->snap.jes);
     memset(&e->snap, 0, sizeof e->snap);
 }
-

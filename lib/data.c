@@ -110,8 +110,7 @@ static int map_parse(const void *p, size_t len, kvlist *l)
         kv *e = &l->v[i];
         saga__mp_item key;
         e->start = off;
-        if (saga__mp_next(b, len, &off, &key) < 0 ||
-            key.type != SAGA__MP_STR)
+        if (saga__mp_next(b, len, &off, &key) < 0 || key.type != SAGA__MP_STR)
             return SAGA_ECORRUPT;
         e->k = key.ptr;
         e->klen = key.len;
@@ -306,8 +305,7 @@ int saga_data_get_int(const void *data, size_t len, const char *key,
     return SAGA_OK;
 }
 
-int saga_data_get_bool(const void *data, size_t len, const char *key,
-                       int *out)
+int saga_data_get_bool(const void *data, size_t len, const char *key, int *out)
 {
     saga__mp_item it;
     if (out == NULL)
@@ -472,8 +470,7 @@ int saga_map_set_bool(saga_map *m, const char *key, int val)
     return map_put(m, key, &v);
 }
 
-int saga_map_set_bin(saga_map *m, const char *key, const void *val,
-                     size_t len)
+int saga_map_set_bin(saga_map *m, const char *key, const void *val, size_t len)
 {
     BEGIN_VALUE(m, key);
     if ((val == NULL && len > 0) || (uint64_t)len > UINT32_MAX)

@@ -270,7 +270,6 @@ static void hk_if_due(saga_engine *e)
         saga_engine_housekeep(e);
 }
 
-
 /* ------------------------------------------------------------------------ */
 /* Life-cycle                                                               */
 
@@ -501,8 +500,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void close_handles(saga_engine *e)
 {
-    uv_handle_t *hs[] = {(uv_handle_t *)&e->timer,
-                         (uv_handle_t *)&e->hk_timer};
+    uv_handle_t *hs[] = {(uv_handle_t *)&e->timer, (uv_handle_t *)&e->hk_timer};
     e->nclosing = (int)(sizeof hs / sizeof hs[0]);
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
         uv_close(hs[i], on_handle_closed);

@@ -91,17 +91,17 @@ struct saga_engine {
         saga_journal_entry *jes;
         size_t cjes;
     } snap;
-    int hk_wanted;       /* a purge waits for the batch in flight */
-    int close_deferred;  /* closing waits for the batch in flight */
+    int hk_wanted;      /* a purge waits for the batch in flight */
+    int close_deferred; /* closing waits for the batch in flight */
 
-    uv_timer_t timer;      /* the heap's earliest */
-    uv_timer_t hk_timer;   /* housekeeping */
-    int64_t hk_next_ms;    /* when the next pass is due (engine clock) */
+    uv_timer_t timer;    /* the heap's earliest */
+    uv_timer_t hk_timer; /* housekeeping */
+    int64_t hk_next_ms;  /* when the next pass is due (engine clock) */
     int nclosing;
     saga_close_cb close_cb;
     void *close_arg;
-    int running;     /* inside saga_engine_run() (own loop) */
-    int *destroyed;  /* set by engine_destroy() (saga_engine_free waits) */
+    int running;       /* inside saga_engine_run() (own loop) */
+    int *destroyed;    /* set by engine_destroy() (saga_engine_free waits) */
     int free_deferred; /* saga_engine_free() was called in a callback */
 
     /* data buffers replaced while an action still holds them */

@@ -35,8 +35,7 @@ void saga__gc_schedule(saga__gc *g)
     /* While a failed commit waits for its retry timer, or a batch is in
      * flight, what is staged joins the next batch without bringing its
      * commit forward. */
-    if (g->closing || g->inflight ||
-        uv_is_active((uv_handle_t *)&g->check) ||
+    if (g->closing || g->inflight || uv_is_active((uv_handle_t *)&g->check) ||
         uv_is_active((uv_handle_t *)&g->retry))
         return;
     uv_idle_start(&g->idle, idle_cb);
@@ -55,9 +54,8 @@ static void commit_failed(saga__gc *g, int rc)
     stop(g);
     if (!g->closing)
         uv_timer_start(&g->retry, retry_cb, g->backoff_ms, 0);
-    g->backoff_ms = g->backoff_ms * 2 > g->max_backoff_ms
-                        ? g->max_backoff_ms
-                        : g->backoff_ms * 2;
+    g->backoff_ms = g->backoff_ms * 2 > g->max_backoff_ms ? g->max_backoff_ms
+                                                          : g->backoff_ms * 2;
 }
 
 static void done_cb(void *arg, int rc)

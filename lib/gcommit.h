@@ -68,7 +68,7 @@ typedef struct saga__gc {
     int busy;       /* inside a commit or the release of one */
     int inflight;   /* a submitted batch waits for its done callback */
     int closing;
-    int linger; /* keep the handles one more turn after a commit */
+    int linger;         /* keep the handles one more turn after a commit */
     uint64_t t0;        /* when the batch in flight was submitted */
     int64_t latency_us; /* of the last commit, for the owner's metrics */
 } saga__gc;

@@ -147,8 +147,8 @@ saga__inst *saga__index_find(const saga__index *x, const char *id)
 {
     if (x->nbuckets == 0)
         return NULL;
-    for (saga__inst *in = x->by_id[saga__hash_str(id) & (x->nbuckets - 1)];
-         in; in = in->id_next)
+    for (saga__inst *in = x->by_id[saga__hash_str(id) & (x->nbuckets - 1)]; in;
+         in = in->id_next)
         if (strcmp(in->id, id) == 0)
             return in;
     return NULL;
@@ -207,12 +207,11 @@ void saga__index_remove(saga__index *x, saga__inst *in)
 {
     if (x->nbuckets == 0)
         return;
-    unlink_chain(&x->by_id[saga__hash_str(in->id) & (x->nbuckets - 1)], in,
-                 0);
+    unlink_chain(&x->by_id[saga__hash_str(in->id) & (x->nbuckets - 1)], in, 0);
     if (in->idem_key)
         unlink_chain(
-            &x->by_idem[saga__hash_str(in->idem_key) & (x->nbuckets - 1)],
-            in, 1);
+            &x->by_idem[saga__hash_str(in->idem_key) & (x->nbuckets - 1)], in,
+            1);
     saga__index_disarm(x, in);
     x->ninst--;
 }

@@ -62,22 +62,22 @@ typedef struct saga__donecb {
 
 /* What a batch releases once it commits. */
 typedef enum {
-    EFF_INVOKE,   /* run the current attempt's action/compensation */
-    EFF_STARTED,  /* saga_start()'s callback */
-    EFF_DONE,     /* the saga ended: callbacks, then leave memory */
-    EFF_DONE_CB,  /* a saga_on_done() for a saga that ended before */
-    EFF_ACK       /* ack a transport delivery whose effect is now durable */
+    EFF_INVOKE,  /* run the current attempt's action/compensation */
+    EFF_STARTED, /* saga_start()'s callback */
+    EFF_DONE,    /* the saga ended: callbacks, then leave memory */
+    EFF_DONE_CB, /* a saga_on_done() for a saga that ended before */
+    EFF_ACK      /* ack a transport delivery whose effect is now durable */
 } saga__eff_kind;
 
 typedef struct saga__effect {
     saga__eff_kind kind;
-    saga__inst *inst;         /* EFF_INVOKE, EFF_DONE, EFF_STARTED(new) */
-    char id[SAGA_ID_SIZE];    /* EFF_STARTED, EFF_DONE_CB */
-    int32_t step;             /* EFF_INVOKE: what was scheduled */
+    saga__inst *inst;      /* EFF_INVOKE, EFF_DONE, EFF_STARTED(new) */
+    char id[SAGA_ID_SIZE]; /* EFF_STARTED, EFF_DONE_CB */
+    int32_t step;          /* EFF_INVOKE: what was scheduled */
     uint32_t attempt;
     uint32_t backward;
-    int existed;              /* EFF_STARTED */
-    saga_state state;         /* EFF_DONE_CB */
+    int existed;      /* EFF_STARTED */
+    saga_state state; /* EFF_DONE_CB */
     saga_start_cb start_cb;
     saga_done_cb done_cb;
     void *arg;

@@ -19,11 +19,10 @@
 #define NOW(m) ((m)->ops->now((m)->self))
 #define JOURNAL(m, in, ev, err) ((m)->ops->journal((m)->self, in, ev, err))
 
-static void mlog(saga__machine *m, saga_log_level lvl, const char *id,
-                 int step, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void mlog(saga__machine *m, saga_log_level lvl, const char *id,
-                 int step, const char *fmt, ...)
+static void mlog(saga__machine *m, saga_log_level lvl, const char *id, int step,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void mlog(saga__machine *m, saga_log_level lvl, const char *id, int step,
+                 const char *fmt, ...)
 {
     char buf[512];
     va_list ap;
@@ -65,7 +64,8 @@ static int64_t backoff_ms(saga__machine *m, const saga_retry_policy *p,
     if (d > p->max_backoff_ms)
         d = p->max_backoff_ms;
     if (p->jitter > 0) {
-        double u = (double)(m->ops->rand(m->self) >> 11) * (1.0 / 9007199254740992.0);
+        double u = (double)(m->ops->rand(m->self) >> 11) *
+                   (1.0 / 9007199254740992.0);
         d *= 1.0 + p->jitter * (2.0 * u - 1.0);
     }
     return d < 0 ? 0 : (int64_t)d;
@@ -90,15 +90,16 @@ static void begin_attempt(saga__machine *m, saga__inst *in)
          * transaction as this transition. */
         if (m->ops->command(m->self, in) != SAGA_OK)
             mlog(m, SAGA_LOG_ERROR, in->id, in->step,
-                      "cannot queue the command: %s; the step times out "
-                      "and is retried", m->ops->errmsg(m->self));
+                 "cannot queue the command: %s; the step times out "
+                 "and is retried",
+                 m->ops->errmsg(m->self));
         return;
     }
     saga__effect f;
     invoke_effect(in, &f);
     if (m->ops->effect(m->self, &f) != SAGA_OK)
         mlog(m, SAGA_LOG_ERROR, in->id, in->step,
-                  "out of memory queueing an attempt; it runs on recovery");
+             "out of memory queueing an attempt; it runs on recovery");
 }
 
 static void end_saga(saga__machine *m, saga__inst *in, saga_state st,
@@ -121,9 +122,9 @@ static void end_saga(saga__machine *m, saga__inst *in, saga_state st,
         m->stats->compensated++;
     else
         m->stats->failed++;
-    mlog(m, st == SAGA_STATE_FAILED ? SAGA_LOG_WARN : SAGA_LOG_DEBUG,
-              in->id, in->step, "saga %s%s%s", saga_state_name(st),
-              err ? ": " : "", err ? err : "");
+    mlog(m, st == SAGA_STATE_FAILED ? SAGA_LOG_WARN : SAGA_LOG_DEBUG, in->id,
+         in->step, "saga %s%s%s", saga_state_name(st), err ? ": " : "",
+         err ? err : "");
 }
 
 /* Go back to the highest step at or below @p from that has a
@@ -164,8 +165,7 @@ static void start_compensation(saga__machine *m, saga__inst *in,
  * compensatable step. */
 static int can_compensate(const saga__inst *in)
 {
-    return in->state == SAGA_STATE_RUNNING &&
-           !(in->flags & SAGA_REC_PIVOTED) &&
+    return in->state == SAGA_STATE_RUNNING && !(in->flags & SAGA_REC_PIVOTED) &&
            step_of(in)->opts.kind == SAGA_STEP_COMPENSATABLE;
 }
 
@@ -223,8 +223,8 @@ static void forward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
             m->stats->timeouts++;
         }
         JOURNAL(m, in,
-                      timed_out ? SAGA_JOURNAL_STEP_TIMEOUT : SAGA_JOURNAL_STEP_RETRY,
-                      timed_out ? "timed out" : err);
+                timed_out ? SAGA_JOURNAL_STEP_TIMEOUT : SAGA_JOURNAL_STEP_RETRY,
+                timed_out ? "timed out" : err);
     }
     if (attempts_left(&s->opts.retry, in->attempt)) {
         m->stats->retries++;
@@ -234,8 +234,8 @@ static void forward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
     in->flags &= ~SAGA_REC_INFLIGHT;
     snprintf(why, sizeof why, "step '%s' gave up after %u attempts%s%s",
              s->name, in->attempt, err ? ": " : "", err ? err : "");
-    if (past_pivot || (s->opts.kind == SAGA_STEP_PIVOT &&
-                       (in->flags & SAGA_REC_MAYBE))) {
+    if (past_pivot ||
+        (s->opts.kind == SAGA_STEP_PIVOT && (in->flags & SAGA_REC_MAYBE))) {
         /* Past the point of no return, or a pivot that may have applied:
          * neither forward nor back is safe without an operator. */
         end_saga(m, in, SAGA_STATE_FAILED, SAGA_JOURNAL_FAILED, why);
@@ -258,8 +258,9 @@ static void backward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
     /* A compensation must eventually succeed: FAIL is retried like RETRY. */
     if (timed_out)
         m->stats->timeouts++;
-    JOURNAL(m, in, timed_out ? SAGA_JOURNAL_COMP_TIMEOUT : SAGA_JOURNAL_COMP_FAIL,
-                  timed_out ? "timed out" : err);
+    JOURNAL(m, in,
+            timed_out ? SAGA_JOURNAL_COMP_TIMEOUT : SAGA_JOURNAL_COMP_FAIL,
+            timed_out ? "timed out" : err);
     if (attempts_left(&s->opts.comp_retry, in->attempt)) {
         m->stats->retries++;
         wait_retry(m, in, &s->opts.comp_retry);
@@ -267,8 +268,8 @@ static void backward_outcome(saga__machine *m, saga__inst *in, saga_outcome oc,
     }
     char why[SAGA_NAME_MAX + 300];
     snprintf(why, sizeof why,
-             "compensation of step '%s' gave up after %u attempts%s%s",
-             s->name, in->attempt, err ? ": " : "", err ? err : "");
+             "compensation of step '%s' gave up after %u attempts%s%s", s->name,
+             in->attempt, err ? ": " : "", err ? err : "");
     end_saga(m, in, SAGA_STATE_FAILED, SAGA_JOURNAL_FAILED, why);
 }
 
@@ -309,8 +310,7 @@ int64_t saga__m_due(const saga__inst *in)
 /* ------------------------------------------------------------------------ */
 /* Transitions                                                              */
 
-int saga__m_start(saga__machine *m, saga__inst *in,
-                  const saga__effect *started)
+int saga__m_start(saga__machine *m, saga__inst *in, const saga__effect *started)
 {
     if (JOURNAL(m, in, SAGA_JOURNAL_STARTED, NULL) != SAGA_OK ||
         (started != NULL && m->ops->effect(m->self, started) != SAGA_OK))

@@ -28,8 +28,8 @@ typedef struct saga__stager_ops {
     int (*command)(void *self, saga__inst *in);
     /** Stage @p in (SAGA_PUT_* @p put_flags) with this transition. */
     void (*stage)(void *self, saga__inst *in, unsigned int put_flags);
-    void (*log)(void *self, saga_log_level lvl, const char *saga_id,
-                int step, const char *msg);
+    void (*log)(void *self, saga_log_level lvl, const char *saga_id, int step,
+                const char *msg);
     /** The reason of the last failed operation. */
     const char *(*errmsg)(void *self);
 } saga__stager_ops;

@@ -18,14 +18,14 @@
 #include "saga/metrics.h"
 
 /* Step latency and commit latency, in seconds. */
-static const double lat_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                    0.1,   0.25,   0.5,   1,    2.5,   5,
-                                    10,    30,     60};
+static const double lat_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,  0.1,    0.25,  0.5,  1,
+                                    2.5,   5,      10,    30,   60};
 #define NLAT (sizeof lat_bounds / sizeof lat_bounds[0])
 static const double att_bounds[] = {1, 2, 3, 5, 10, 25};
 #define NATT (sizeof att_bounds / sizeof att_bounds[0])
-static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512,
-                                      1024};
+static const double batch_bounds[] = {1,  2,   4,   8,   16,  32,
+                                      64, 128, 256, 512, 1024};
 #define NBATCH (sizeof batch_bounds / sizeof batch_bounds[0])
 #define NB_MAX 16
 
@@ -128,13 +128,27 @@ void saga__metrics_journal(saga_engine *e, const saga__inst *in,
     case SAGA_JOURNAL_OPERATOR_RESOLVE:
         d->ops[2]++;
         return;
-    case SAGA_JOURNAL_STEP_OK: dir = 0, oc = OC_OK; break;
-    case SAGA_JOURNAL_STEP_FAIL: dir = 0, oc = OC_FAIL; break;
-    case SAGA_JOURNAL_STEP_RETRY: dir = 0, oc = OC_RETRY; break;
-    case SAGA_JOURNAL_STEP_TIMEOUT: dir = 0, oc = OC_TIMEOUT; break;
-    case SAGA_JOURNAL_COMP_OK: dir = 1, oc = OC_OK; break;
-    case SAGA_JOURNAL_COMP_FAIL: dir = 1, oc = OC_FAIL; break;
-    case SAGA_JOURNAL_COMP_TIMEOUT: dir = 1, oc = OC_TIMEOUT; break;
+    case SAGA_JOURNAL_STEP_OK:
+        dir = 0, oc = OC_OK;
+        break;
+    case SAGA_JOURNAL_STEP_FAIL:
+        dir = 0, oc = OC_FAIL;
+        break;
+    case SAGA_JOURNAL_STEP_RETRY:
+        dir = 0, oc = OC_RETRY;
+        break;
+    case SAGA_JOURNAL_STEP_TIMEOUT:
+        dir = 0, oc = OC_TIMEOUT;
+        break;
+    case SAGA_JOURNAL_COMP_OK:
+        dir = 1, oc = OC_OK;
+        break;
+    case SAGA_JOURNAL_COMP_FAIL:
+        dir = 1, oc = OC_FAIL;
+        break;
+    case SAGA_JOURNAL_COMP_TIMEOUT:
+        dir = 1, oc = OC_TIMEOUT;
+        break;
     default:
         return;
     }
@@ -251,8 +265,7 @@ int saga_engine_metrics(saga_engine *e, saga_metric_cb cb, void *arg)
         return SAGA_EINVAL;
     saga_metric m;
     def_m *defs = e->metrics ? e->metrics->defs : NULL;
-    for (size_t k = 0; k < sizeof def_counters / sizeof def_counters[0];
-         k++) {
+    for (size_t k = 0; k < sizeof def_counters / sizeof def_counters[0]; k++) {
         for (def_m *d = defs; d; d = d->next) {
             m_init(&m, def_counters[k].name, def_counters[k].help,
                    SAGA_METRIC_COUNTER);
@@ -314,8 +327,7 @@ int saga_engine_metrics(saga_engine *e, saga_metric_cb cb, void *arg)
                    SAGA_METRIC_HISTOGRAM);
             m_label(&m, "definition", d->def->name);
             m_label(&m, "step", d->def->steps[i].name);
-            if (emit_hist(&m, &d->steps[i].attempts, att_bounds, NATT, cb,
-                          arg))
+            if (emit_hist(&m, &d->steps[i].attempts, att_bounds, NATT, cb, arg))
                 return SAGA_OK;
         }
     struct {
@@ -325,11 +337,12 @@ int saga_engine_metrics(saga_engine *e, saga_metric_cb cb, void *arg)
     } flat[] = {
         {"saga_sagas_active", "Sagas RUNNING or COMPENSATING in memory.",
          SAGA_METRIC_GAUGE, (double)e->idx.ninst},
-        {"saga_retries_total", "Attempts scheduled again after RETRY, FAIL "
-         "of a compensation, or a timeout.", SAGA_METRIC_COUNTER,
-         (double)e->stats.retries},
-        {"saga_timeouts_total", "Attempts that timed out.",
-         SAGA_METRIC_COUNTER, (double)e->stats.timeouts},
+        {"saga_retries_total",
+         "Attempts scheduled again after RETRY, FAIL "
+         "of a compensation, or a timeout.",
+         SAGA_METRIC_COUNTER, (double)e->stats.retries},
+        {"saga_timeouts_total", "Attempts that timed out.", SAGA_METRIC_COUNTER,
+         (double)e->stats.timeouts},
         {"saga_stale_completions_total",
          "Completions ignored because their attempt was no longer current.",
          SAGA_METRIC_COUNTER, (double)e->stats.stale_completions},
@@ -367,7 +380,8 @@ int saga_engine_metrics(saga_engine *e, saga_metric_cb cb, void *arg)
     if (e->store->outbox_scan(e->store, OUTBOX_SCAN_MAX, outbox_cb, &oc) !=
         SAGA_OK)
         oc.n = 0;
-    m_init(&m, "saga_outbox_depth", "Messages in the outbox not yet "
+    m_init(&m, "saga_outbox_depth",
+           "Messages in the outbox not yet "
            "confirmed by the transport (counted up to 100000).",
            SAGA_METRIC_GAUGE);
     m.value = (double)oc.n;
@@ -382,8 +396,7 @@ int saga_engine_metrics(saga_engine *e, saga_metric_cb cb, void *arg)
     return SAGA_OK;
 }
 
-int saga_participant_metrics(saga_participant *p, saga_metric_cb cb,
-                             void *arg)
+int saga_participant_metrics(saga_participant *p, saga_metric_cb cb, void *arg)
 {
     if (p == NULL || cb == NULL)
         return SAGA_EINVAL;

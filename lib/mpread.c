@@ -75,8 +75,7 @@ static int ext(const uint8_t *p, size_t len, size_t *off, uint64_t n,
     return body(p, len, off, n, it);
 }
 
-int saga__mp_next(const uint8_t *p, size_t len, size_t *off,
-                  saga__mp_item *it)
+int saga__mp_next(const uint8_t *p, size_t len, size_t *off, saga__mp_item *it)
 {
     size_t o = *off;
     uint64_t n;
@@ -218,8 +217,7 @@ int saga__mp_next(const uint8_t *p, size_t len, size_t *off,
     return 0;
 }
 
-int saga__mp_skip(const uint8_t *p, size_t len, size_t *off,
-                  unsigned max_depth)
+int saga__mp_skip(const uint8_t *p, size_t len, size_t *off, unsigned max_depth)
 {
     /* left[d] = objects still to read at depth d+1; an explicit stack keeps
      * hostile nesting away from the C stack. */
@@ -245,8 +243,8 @@ int saga__mp_skip(const uint8_t *p, size_t len, size_t *off,
                 continue;
             if (depth >= max_depth)
                 return -1;
-            left[depth++] =
-                it.type == SAGA__MP_MAP ? 2ull * it.len : (uint64_t)it.len;
+            left[depth++] = it.type == SAGA__MP_MAP ? 2ull * it.len
+                                                    : (uint64_t)it.len;
         }
     }
     *off = o;

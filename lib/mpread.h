@@ -20,8 +20,8 @@
 typedef enum saga__mp_type {
     SAGA__MP_NIL = 1,
     SAGA__MP_BOOL,
-    SAGA__MP_UINT,  /* any non-negative integer */
-    SAGA__MP_INT,   /* a negative integer */
+    SAGA__MP_UINT, /* any non-negative integer */
+    SAGA__MP_INT,  /* a negative integer */
     SAGA__MP_FLOAT,
     SAGA__MP_STR,
     SAGA__MP_BIN,
@@ -35,12 +35,12 @@ typedef enum saga__mp_type {
  * the header was consumed and @c len is the element (pair) count. */
 typedef struct saga__mp_item {
     saga__mp_type type;
-    int ext_type;        /* EXT only */
-    uint64_t u;          /* UINT value; BOOL as 0/1 */
-    int64_t i;           /* INT value */
-    double f;            /* FLOAT value */
-    const uint8_t *ptr;  /* STR/BIN/EXT body */
-    uint32_t len;        /* body length, or ARRAY/MAP count */
+    int ext_type;       /* EXT only */
+    uint64_t u;         /* UINT value; BOOL as 0/1 */
+    int64_t i;          /* INT value */
+    double f;           /* FLOAT value */
+    const uint8_t *ptr; /* STR/BIN/EXT body */
+    uint32_t len;       /* body length, or ARRAY/MAP count */
 } saga__mp_item;
 
 /*
@@ -48,8 +48,7 @@ typedef struct saga__mp_item {
  * On success @p *off is past what was consumed.
  * @return 0, or -1 if the bytes are truncated or not msgpack (0xc1).
  */
-int saga__mp_next(const uint8_t *p, size_t len, size_t *off,
-                  saga__mp_item *it);
+int saga__mp_next(const uint8_t *p, size_t len, size_t *off, saga__mp_item *it);
 
 /*
  * Validate and step over exactly one complete object at @p *off, including

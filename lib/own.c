@@ -127,8 +127,7 @@ static int lose_lease(saga_engine *e)
         return SAGA_ENOMEM;
     }
     for (size_t i = 0; i < e->idx.nbuckets && n < cap; i++)
-        for (saga__inst *in = e->idx.by_id[i]; in && n < cap;
-             in = in->id_next)
+        for (saga__inst *in = e->idx.by_id[i]; in && n < cap; in = in->id_next)
             if (!(in->in_batch && (in->put_flags & SAGA_PUT_INSERT)) &&
                 !in->in_commit)
                 all[n++] = in;
@@ -288,8 +287,8 @@ int saga__own_may_act(saga_engine *e)
                   "acting on no saga until a new one is taken");
     }
     /* Handle it on the timer, outside the commit that asked. */
-    uv_timer_start(&o->timer, own_tick, 0, o->lease_ms / 4 ? o->lease_ms / 4
-                                                           : 1);
+    uv_timer_start(&o->timer, own_tick, 0,
+                   o->lease_ms / 4 ? o->lease_ms / 4 : 1);
     return 0;
 }
 

@@ -336,8 +336,8 @@ static int run_batch(saga_participant *p)
         rc = s->outbox_done(s, p->done[i]);
     if (rc == SAGA_OK && SAGA__BUG(SAGA__BUG_EARLY_REPLY)) {
         for (saga__outmsg *m = p->txn; m; m = m->next) {
-            saga__outmsg *c = saga__outmsg_new(m->id, m->topic, m->key,
-                                               m->buf, m->len, m->created_ms);
+            saga__outmsg *c = saga__outmsg_new(m->id, m->topic, m->key, m->buf,
+                                               m->len, m->created_ms);
             if (c != NULL)
                 saga__relay_push(p->relay, c);
         }
@@ -414,12 +414,10 @@ static void park_failed(saga_participant *p)
             saga__plog(p, SAGA_LOG_ERROR, it->env.saga_id, -1,
                        "handler for event '%s' on '%s' failed: %s (try %u); "
                        "again in %llu ms",
-                       it->env.name, it->ev->topic,
-                       saga_err_name(it->herr_rc), it->tries,
-                       (unsigned long long)delay);
+                       it->env.name, it->ev->topic, saga_err_name(it->herr_rc),
+                       it->tries, (unsigned long long)delay);
         else
-            saga__plog(p, SAGA_LOG_ERROR, it->env.saga_id,
-                       (int)it->env.step,
+            saga__plog(p, SAGA_LOG_ERROR, it->env.saga_id, (int)it->env.step,
                        "handler for command '%s' failed: %s%s%s (try %u of "
                        "%u)%s",
                        it->env.name, saga_err_name(it->herr_rc),
@@ -473,9 +471,8 @@ static void batch_failed(void *owner, int rc)
         it->hfail = 0;
     saga__plog(p, SAGA_LOG_ERROR, NULL, -1,
                "commit of %s failed (%s): %s; retrying in %u ms",
-               p->head ? "received messages" : "the outbox",
-               saga_err_name(rc), p->store->errmsg(p->store),
-               p->gc.backoff_ms);
+               p->head ? "received messages" : "the outbox", saga_err_name(rc),
+               p->store->errmsg(p->store), p->gc.backoff_ms);
     free_list(&p->txn, &p->txn_tail);
     free_list(&p->txn_ev, &p->txn_ev_tail);
     saga__outmsg **rt = &p->resend;
@@ -551,8 +548,8 @@ static void on_message(saga_transport *t, saga_delivery *d, const char *topic,
     }
     memset(it, 0, sizeof *it);
     const char *why = NULL;
-    int rc =
-        saga_envelope_decode(&it->env, buf, len, p->opts.max_payload, &why);
+    int rc = saga_envelope_decode(&it->env, buf, len, p->opts.max_payload,
+                                  &why);
     saga_msg_kind want = ev ? SAGA_MSG_EVENT : SAGA_MSG_COMMAND;
     if (rc != SAGA_OK || it->env.kind != want ||
         (ev && ev->name && strcmp(ev->name, it->env.name) != 0)) {

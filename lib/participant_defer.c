@@ -381,8 +381,8 @@ static int redrive_cb(const char *key, const void *val, size_t len, void *arg)
     if (raw_len)
         memcpy(own, raw, raw_len);
     const char *why = NULL;
-    int rc =
-        saga_envelope_decode(&it->env, own, raw_len, p->opts.max_payload, &why);
+    int rc = saga_envelope_decode(&it->env, own, raw_len, p->opts.max_payload,
+                                  &why);
     if (rc != SAGA_OK || it->env.kind != SAGA_MSG_COMMAND) {
         saga__plog(p, SAGA_LOG_ERROR, NULL, -1,
                    "pending command in %s cannot be decoded (%s); left as "

@@ -31,15 +31,15 @@ typedef struct item {
     saga_envelope env; /* payload borrowed from the delivery (or own) */
     const void *raw;   /* the message as received (borrowed, or own) */
     size_t raw_len;
-    void *own;         /* a re-driven command's bytes, owned */
-    handler *ev;       /* set for an event subscription */
+    void *own;          /* a re-driven command's bytes, owned */
+    handler *ev;        /* set for an event subscription */
     saga_deferred *dfr; /* the handle its handler deferred in this batch */
     /* A handler that returned an error (participant.c isolates it). */
-    int hfail;     /* its handler failed in the running batch */
-    int give_up;   /* out of tries: answer FAIL without calling it */
-    int herr_rc;   /* what the handler returned */
+    int hfail;      /* its handler failed in the running batch */
+    int give_up;    /* out of tries: answer FAIL without calling it */
+    int herr_rc;    /* what the handler returned */
     unsigned tries; /* failed tries so far */
-    uint64_t due;  /* parked until (uv_now) */
+    uint64_t due;   /* parked until (uv_now) */
     char herr[256]; /* the error text it set with saga_reply_set() */
     struct item *next;
 } item;
@@ -65,7 +65,7 @@ enum dstate {
 struct saga_deferred {
     saga_participant *p; /* NULL once the participant is freed */
     enum dstate state;
-    int answered; /* the answer below is set: the participant owns it */
+    int answered;      /* the answer below is set: the participant owns it */
     saga_envelope env; /* copy; payload points at @payload */
     void *payload;
     saga_command cmd; /* strings point into @env */
@@ -91,16 +91,16 @@ struct saga_participant {
     saga__outmsg *resend;                /* recorded replies of duplicates */
     char **done;
     size_t ndone, cdone;
-    saga_deferred *defs;                  /* every live deferred handle */
+    saga_deferred *defs;                    /* every live deferred handle */
     saga_deferred *answers, **answers_tail; /* answered, to record */
-    saga_deferred *answering;             /* recorded in the running batch */
+    saga_deferred *answering;               /* recorded in the running batch */
     int in_handler, started, closing, nclosing;
-    int rerun; /* the batch is run again without a failed handler */
+    int rerun;             /* the batch is run again without a failed handler */
     saga__gc gc;           /* group commit: when the batch commits */
     uv_timer_t done_timer; /* commits outbox deletes when idle */
     item *parked;          /* failed handlers waiting for their next try */
     uv_timer_t park_timer;
-    uv_timer_t hk_timer; /* housekeeping */
+    uv_timer_t hk_timer;            /* housekeeping */
     saga_participant_counters snap; /* stats when the batch began */
     uint64_t rng;
     saga_participant_counters stats;
@@ -115,8 +115,8 @@ void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
     __attribute__((format(printf, 5, 6)));
 int64_t saga__pnow(saga_participant *p);
 /* trace.c: a participant log line as a structured event. */
-void saga__plog_event(saga_participant *p, saga_log_level lvl,
-                      const char *id, int step, const char *msg);
+void saga__plog_event(saga_participant *p, saga_log_level lvl, const char *id,
+                      int step, const char *msg);
 /* Encode @p env into a new outgoing message for @p topic. */
 int saga__pencode(saga_participant *p, saga_envelope *env, const char *topic,
                   const char *key, saga__outmsg **out);
@@ -126,9 +126,8 @@ handler *saga__pfind_cmd(saga_participant *p, const char *name);
 int saga__pcommand(saga_participant *p, item *it);
 int saga__pevent(saga_participant *p, item *it);
 /* Build, record (inbox) and queue (outbox) the reply to command @p env. */
-int saga__preply(saga_participant *p, const saga_envelope *env,
-                 saga_outcome oc, const void *out, size_t out_len,
-                 const char *error);
+int saga__preply(saga_participant *p, const saga_envelope *env, saga_outcome oc,
+                 const void *out, size_t out_len, const char *error);
 void saga__pschedule(saga_participant *p);
 
 /* participant_keep.c: barrier rows carry the time of their last write. */
@@ -146,13 +145,11 @@ const void *saga__pbar_value(const void *val, size_t len, size_t *inner_len);
 void saga__pbarrier_key(char *buf, size_t n, const char *saga_id,
                         uint32_t step);
 /* The value of a pending barrier: 'P', the previous value, the command. */
-int saga__pbarrier_pending(const void *prev, size_t prev_len,
-                           const void *raw, size_t raw_len, void **out,
-                           size_t *out_len);
+int saga__pbarrier_pending(const void *prev, size_t prev_len, const void *raw,
+                           size_t raw_len, void **out, size_t *out_len);
 /* Split a pending barrier value; 0 if it is malformed. */
 int saga__pbarrier_split(const void *val, size_t len, const void **prev,
-                         size_t *prev_len, const void **raw,
-                         size_t *raw_len);
+                         size_t *prev_len, const void **raw, size_t *raw_len);
 /* Record the answers queued since the last batch (in the transaction). */
 int saga__pdefer_record(saga_participant *p);
 /* The batch committed / was rolled back. */

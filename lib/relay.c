@@ -223,9 +223,10 @@ void saga__relay_push(saga__relay *r, saga__outmsg *m)
     rdest *d = dest_get(r, m->topic);
     if (d == NULL) {
         char msg[200];
-        snprintf(msg, sizeof msg, "out of memory queueing %.64s to "
-                 "'%.64s'; it is published after a restart", m->id,
-                 m->topic);
+        snprintf(msg, sizeof msg,
+                 "out of memory queueing %.64s to "
+                 "'%.64s'; it is published after a restart",
+                 m->id, m->topic);
         r->log(r->owner, SAGA_LOG_ERROR, msg);
         saga__outmsg_free(m);
         return;
@@ -255,14 +256,14 @@ static void arm_timer(saga__relay *r)
 }
 
 /* The message cannot be delivered, ever: delete its row and say why. */
-static void give_up(saga__relay *r, saga__outmsg *m, int code,
-                    const char *why)
+static void give_up(saga__relay *r, saga__outmsg *m, int code, const char *why)
 {
     char msg[400];
     r->undeliverable++;
-    snprintf(msg, sizeof msg, "message %.64s to '%.64s' cannot be delivered "
-             "(%s: %.200s); dropped", m->id, m->topic, saga_err_name(code),
-             why);
+    snprintf(msg, sizeof msg,
+             "message %.64s to '%.64s' cannot be delivered "
+             "(%s: %.200s); dropped",
+             m->id, m->topic, saga_err_name(code), why);
     r->log(r->owner, SAGA_LOG_ERROR, msg);
     r->done(r->owner, m->id);
     if (r->fail != NULL)
@@ -280,8 +281,8 @@ static void dest_pump(saga__relay *r, rdest *d, uint64_t now,
     while (d->head != NULL && !r->closing) {
         saga__outmsg *m = d->head;
         int rc = d->noroute ? SAGA_ENOROUTE
-                            : r->t->send(r->t, m->topic, m->key, m->buf,
-                                         m->len, cb, m);
+                            : r->t->send(r->t, m->topic, m->key, m->buf, m->len,
+                                         cb, m);
         if (rc == SAGA_OK) {
             dest_pop(r, d);
             r->inflight++;
@@ -306,8 +307,10 @@ static void dest_pump(saga__relay *r, rdest *d, uint64_t now,
         }
         if (rc != SAGA_EFULL) {
             char msg[200];
-            snprintf(msg, sizeof msg, "send of %.64s to '%.64s' refused (%s: "
-                     "%s)", m->id, m->topic, saga_err_name(rc),
+            snprintf(msg, sizeof msg,
+                     "send of %.64s to '%.64s' refused (%s: "
+                     "%s)",
+                     m->id, m->topic, saga_err_name(rc),
                      r->t->errmsg ? r->t->errmsg(r->t) : "");
             r->log(r->owner, SAGA_LOG_WARN, msg);
         }
@@ -373,8 +376,10 @@ static void sent_cb(saga_transport *t, int status, void *arg)
         return;
     }
     char msg[200];
-    snprintf(msg, sizeof msg, "publish of %.64s to '%.64s' failed (%s); "
-             "resending", m->id, m->topic, saga_err_name(status));
+    snprintf(msg, sizeof msg,
+             "publish of %.64s to '%.64s' failed (%s); "
+             "resending",
+             m->id, m->topic, saga_err_name(status));
     r->log(r->owner, SAGA_LOG_WARN, msg);
     rdest *d = dest_get(r, m->topic);
     if (d == NULL) {
@@ -397,8 +402,7 @@ static int recover_cb(const saga_message *msg, void *arg)
 {
     rec_ctx *c = arg;
     saga__outmsg *m = saga__outmsg_new(msg->id, msg->topic, msg->key,
-                                       msg->payload, msg->len,
-                                       msg->created_ms);
+                                       msg->payload, msg->len, msg->created_ms);
     if (m == NULL) {
         c->rc = SAGA_ENOMEM;
         return 1;

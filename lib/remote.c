@@ -48,8 +48,7 @@ static void relay_fail(void *owner, const saga__outmsg *m, int code,
     char dir;
     size_t kl = m->key != NULL ? strlen(m->key) : 0;
     if (kl == 0 || strncmp(m->id, m->key, kl) != 0 ||
-        sscanf(m->id + kl, ".%d.%u.%c", &step, &attempt, &dir) != 3 ||
-        step < 0)
+        sscanf(m->id + kl, ".%d.%u.%c", &step, &attempt, &dir) != 3 || step < 0)
         return; /* not a command of ours: the relay logged it */
     saga__inst *in = saga__inst_find(e, m->key);
     if (!is_current(in, (uint32_t)step, attempt, dir == 'c')) {
@@ -59,16 +58,17 @@ static void relay_fail(void *owner, const saga__outmsg *m, int code,
         return;
     }
     char err[SAGA_NAME_MAX + 300];
-    snprintf(err, sizeof err, "cannot deliver the %s to service '%s' (%s: "
-             "%.200s)", dir == 'c' ? "compensation command" : "command",
-             m->topic, code == SAGA_ENOROUTE ? "no such destination"
-                                             : saga_err_name(code),
+    snprintf(err, sizeof err,
+             "cannot deliver the %s to service '%s' (%s: "
+             "%.200s)",
+             dir == 'c' ? "compensation command" : "command", m->topic,
+             code == SAGA_ENOROUTE ? "no such destination"
+                                   : saga_err_name(code),
              why);
     saga__log(e, SAGA_LOG_ERROR, in->id, in->step, "%s", err);
     if (saga__complete(e, in, SAGA_OUTCOME_FAIL, NULL, 0, err) != SAGA_OK)
         saga__log(e, SAGA_LOG_ERROR, in->id, in->step,
-                  "cannot fail the step: %s; it times out instead",
-                  e->errmsg);
+                  "cannot fail the step: %s; it times out instead", e->errmsg);
 }
 
 int saga__remote_command(saga_engine *e, saga__inst *in)
@@ -88,8 +88,8 @@ int saga__remote_command(saga_engine *e, saga__inst *in)
      * outbox row may still be queued, and the participant's inbox would
      * answer with the old reply). A re-sent command is the outbox row, id
      * included, so the inbox still recognises it. */
-    snprintf(env.msg_id, sizeof env.msg_id, "%s.%d.%u.%c.%u", in->id,
-             in->step, in->attempt, comp ? 'c' : 'a',
+    snprintf(env.msg_id, sizeof env.msg_id, "%s.%d.%u.%c.%u", in->id, in->step,
+             in->attempt, comp ? 'c' : 'a',
              SAGA__BUG(SAGA__BUG_RETRY_SAME_ID) ? 0u : in->jseq);
     snprintf(env.saga_id, sizeof env.saga_id, "%s", in->id);
     snprintf(env.name, sizeof env.name, "%s",
@@ -110,8 +110,8 @@ int saga__remote_command(saga_engine *e, saga__inst *in)
     int rc = saga_envelope_encode(&env, &buf, &len);
     if (rc != SAGA_OK)
         return saga__err(e, rc, "encoding the command failed");
-    saga__outmsg *m = saga__outmsg_new(env.msg_id, s->opts.service, in->id,
-                                       buf, len, saga__now(e));
+    saga__outmsg *m = saga__outmsg_new(env.msg_id, s->opts.service, in->id, buf,
+                                       len, saga__now(e));
     saga_free(buf);
     if (m == NULL)
         return saga__err(e, SAGA_ENOMEM, "out of memory");
@@ -174,13 +174,13 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
 
 int saga__remote_start(saga_engine *e)
 {
-    int rc = saga__relay_new(&e->relay, e->loop, e->transport, e,
-                             relay_done, relay_log);
+    int rc = saga__relay_new(&e->relay, e->loop, e->transport, e, relay_done,
+                             relay_log);
     if (rc != SAGA_OK)
         return rc;
     saga__relay_on_fail(e->relay, relay_fail);
-    rc = e->transport->subscribe(e->transport, e->opts.service,
-                                 e->opts.service, on_reply, e);
+    rc = e->transport->subscribe(e->transport, e->opts.service, e->opts.service,
+                                 on_reply, e);
     if (rc != SAGA_OK)
         return saga__err(e, SAGA_ETRANSPORT, "subscribing to '%s': %s",
                          e->opts.service, e->transport->errmsg(e->transport));

@@ -47,8 +47,8 @@ struct kit {
 
 static int64_t kit_clock(void *arg) { return ((kit *)arg)->now; }
 
-static void kit_log(saga_log_level l, const char *id, int step,
-                    const char *msg, void *arg)
+static void kit_log(saga_log_level l, const char *id, int step, const char *msg,
+                    void *arg)
 {
     (void)l, (void)id, (void)step, (void)msg, (void)arg;
 }
@@ -68,8 +68,8 @@ static int forever(const saga__step *s)
            s->opts.retry.max_attempts == SAGA_RETRY_FOREVER;
 }
 
-static void k_action(saga_engine *e, const saga_step_ref *ref,
-                     const void *data, size_t len, void *arg)
+static void k_action(saga_engine *e, const saga_step_ref *ref, const void *data,
+                     size_t len, void *arg)
 {
     kstep *ks = arg;
     kit *k = ks->k;
@@ -170,12 +170,12 @@ static int trigger_for(const saga_def *d, int c)
     return -1;
 }
 
-static void make_label(const saga_def *d, const saga_test_fault *f,
-                       char *out, size_t n)
+static void make_label(const saga_def *d, const saga_test_fault *f, char *out,
+                       size_t n)
 {
-    const char *name =
-        f->step >= 0 && (size_t)f->step < d->nsteps ? d->steps[f->step].name
-                                                    : "?";
+    const char *name = f->step >= 0 && (size_t)f->step < d->nsteps
+                           ? d->steps[f->step].name
+                           : "?";
     switch (f->kind) {
     case SAGA_TEST_STEP_FAILS:
         snprintf(out, n, "step '%s' fails", name);
@@ -184,8 +184,7 @@ static void make_label(const saga_def *d, const saga_test_fault *f,
         snprintf(out, n, "step '%s' times out", name);
         break;
     case SAGA_TEST_COMP_FAILS:
-        snprintf(out, n, "compensation of '%s' fails %u times", name,
-                 f->times);
+        snprintf(out, n, "compensation of '%s' fails %u times", name, f->times);
         break;
     case SAGA_TEST_CANCEL:
         snprintf(out, n, "cancelled at '%s'", name);
@@ -216,14 +215,16 @@ static int fault_ok(const saga_def *d, const saga_test_fault *f,
         (!saga__step_has_comp(s) || trigger_for(d, f->step) < 0)) {
         snprintf(run->why, sizeof run->why,
                  "step '%s' has no compensation, or no later step can fail "
-                 "before the pivot", s->name);
+                 "before the pivot",
+                 s->name);
         return 0;
     }
     if (f->kind == SAGA_TEST_CANCEL &&
         s->opts.kind != SAGA_STEP_COMPENSATABLE) {
         snprintf(run->why, sizeof run->why,
                  "step '%s' is not compensatable: a saga cannot be "
-                 "cancelled there", s->name);
+                 "cancelled there",
+                 s->name);
         return 0;
     }
     return 1;
@@ -306,7 +307,7 @@ static void drive(saga_engine *e, kit *k, uint64_t max_ms)
             continue;
         }
         if (!uv_loop_alive(e->loop))
-            return; /* nothing will ever happen */
+            return;                        /* nothing will ever happen */
         saga_engine_run(e, SAGA_RUN_ONCE); /* the user's own timers */
     }
 }
@@ -339,7 +340,8 @@ static void judge(kit *k, const saga_info *info, const saga_test_options *o,
     memset(need, 0, n ? n : 1);
     for (size_t i = 0; info && i < saga_info_journal_count(info); i++) {
         const saga_journal_entry *j = saga_info_journal(info, i);
-        if (j->kind == SAGA_JOURNAL_STEP_OK && j->step >= 0 && (size_t)j->step < n)
+        if (j->kind == SAGA_JOURNAL_STEP_OK && j->step >= 0 &&
+            (size_t)j->step < n)
             need[j->step] = 1;
     }
     for (size_t i = 0; i < n; i++)
@@ -367,8 +369,8 @@ static void judge(kit *k, const saga_info *info, const saga_test_options *o,
         if (ngot == 0 || got[ngot - 1] != k->comps[i])
             got[ngot++] = k->comps[i];
     for (size_t i = 0; i < ngot; i++)
-        appendf(run->compensated, sizeof run->compensated, "%s%s",
-                i ? " " : "", d->steps[got[i]].name);
+        appendf(run->compensated, sizeof run->compensated, "%s%s", i ? " " : "",
+                d->steps[got[i]].name);
 
     run->ok = 1;
     if (run->state == 0) {
@@ -387,12 +389,13 @@ static void judge(kit *k, const saga_info *info, const saga_test_options *o,
             if (got[i] >= got[i - 1]) {
                 snprintf(run->why, sizeof run->why,
                          "compensations out of order: '%s' after '%s' "
-                         "(compensated: %.200s)", d->steps[got[i]].name,
-                         d->steps[got[i - 1]].name, run->compensated);
+                         "(compensated: %.200s)",
+                         d->steps[got[i]].name, d->steps[got[i - 1]].name,
+                         run->compensated);
                 run->ok = 0;
             }
-        if (run->ok && (ngot != nwant ||
-                        memcmp(got, want, ngot * sizeof *got) != 0)) {
+        if (run->ok &&
+            (ngot != nwant || memcmp(got, want, ngot * sizeof *got) != 0)) {
             snprintf(run->why, sizeof run->why,
                      "compensated [%.200s], expected [%.200s] (the steps that "
                      "completed or may have run, in reverse order)",
@@ -483,8 +486,9 @@ int saga_test_run_one(const saga_def *def, const void *data, size_t len,
         snprintf(out->why, sizeof out->why, "%s", saga_engine_errmsg(e));
         goto done;
     }
-    drive(e, &k, opts && opts->max_virtual_ms ? opts->max_virtual_ms
-                                              : DEFAULT_MAX_VIRTUAL_MS);
+    drive(e, &k,
+          opts && opts->max_virtual_ms ? opts->max_virtual_ms
+                                       : DEFAULT_MAX_VIRTUAL_MS);
     out->state = k.done ? k.state : 0;
     saga_engine_flush(e);
     saga_info *info = NULL;
@@ -541,9 +545,10 @@ int saga_test_explore(const saga_def *def, const void *data, size_t len,
     saga_test_fault f;
     memset(&f, 0, sizeof f);
     int rc = add_run(r, &cap, def, data, len, f, opts);
-    static const saga_test_fault_kind kinds[] = {
-        SAGA_TEST_STEP_FAILS, SAGA_TEST_STEP_TIMES_OUT, SAGA_TEST_COMP_FAILS,
-        SAGA_TEST_CANCEL};
+    static const saga_test_fault_kind kinds[] = {SAGA_TEST_STEP_FAILS,
+                                                 SAGA_TEST_STEP_TIMES_OUT,
+                                                 SAGA_TEST_COMP_FAILS,
+                                                 SAGA_TEST_CANCEL};
     for (size_t ki = 0; ki < 4 && rc == SAGA_OK; ki++)
         for (size_t s = 0; s < def->nsteps && rc == SAGA_OK; s++) {
             f.kind = kinds[ki];
@@ -567,8 +572,7 @@ void saga_test_report_free(saga_test_report *r)
     saga_free(r);
 }
 
-size_t saga_test_report_format(const saga_test_report *r, char *buf,
-                               size_t len)
+size_t saga_test_report_format(const saga_test_report *r, char *buf, size_t len)
 {
     size_t need = 0;
     if (buf != NULL && len > 0)

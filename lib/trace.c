@@ -100,8 +100,7 @@ int saga_start_traced(saga_engine *e, const char *def_name,
     const char *old = NULL;
     size_t olen = 0;
     if (data != NULL && len > 0 &&
-        saga_data_get_str(data, len, SAGA_TRACE_KEY, &old, &olen) ==
-            SAGA_OK &&
+        saga_data_get_str(data, len, SAGA_TRACE_KEY, &old, &olen) == SAGA_OK &&
         (olen != strlen(traceparent) || memcmp(old, traceparent, olen) != 0))
         return saga__err(e, SAGA_EINVAL, "the data holds another %s",
                          SAGA_TRACE_KEY);
@@ -146,15 +145,16 @@ void saga_log_sink_text(const saga_log_event *ev, void *arg)
     gmtime_r(&t, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     if (ev->saga_id != NULL)
-        fprintf(f, "%s.%03dZ %-5s %s [saga %s step %d attempt %u trace %s] "
-                   "%s\n",
+        fprintf(f,
+                "%s.%03dZ %-5s %s [saga %s step %d attempt %u trace %s] "
+                "%s\n",
                 ts, (int)(ev->at_ms % 1000), saga_log_level_name(ev->level),
                 ev->service ? ev->service : "-", ev->saga_id, ev->step,
                 ev->attempt, ev->trace_id ? ev->trace_id : "-", ev->message);
     else
         fprintf(f, "%s.%03dZ %-5s %s %s\n", ts, (int)(ev->at_ms % 1000),
-                saga_log_level_name(ev->level),
-                ev->service ? ev->service : "-", ev->message);
+                saga_log_level_name(ev->level), ev->service ? ev->service : "-",
+                ev->message);
 }
 
 void saga__log_event(saga_engine *e, saga_log_level lvl, const char *saga_id,
@@ -175,15 +175,15 @@ void saga__log_event(saga_engine *e, saga_log_level lvl, const char *saga_id,
         saga__inst *in = saga__inst_find(e, saga_id);
         if (in != NULL && in->step == step)
             ev.attempt = in->attempt;
-        saga_trace(in ? in->data : NULL, in ? in->data_len : 0, saga_id,
-                   trace, flags);
+        saga_trace(in ? in->data : NULL, in ? in->data_len : 0, saga_id, trace,
+                   flags);
         ev.trace_id = trace;
     }
     e->opts.log_event(&ev, e->opts.log_event_arg);
 }
 
-void saga__plog_event(saga_participant *p, saga_log_level lvl,
-                      const char *id, int step, const char *msg)
+void saga__plog_event(saga_participant *p, saga_log_level lvl, const char *id,
+                      int step, const char *msg)
 {
     saga_log_event ev;
     memset(&ev, 0, sizeof ev);
@@ -204,8 +204,7 @@ void saga__plog_event(saga_participant *p, saga_log_level lvl,
             ev.trace_id = trace;
         }
     }
-    if (ev.trace_id == NULL && id != NULL && strlen(id) == 32 &&
-        is_hex(id, 32))
+    if (ev.trace_id == NULL && id != NULL && strlen(id) == 32 && is_hex(id, 32))
         ev.trace_id = id;
     p->opts.log_event(&ev, p->opts.log_event_arg);
 }

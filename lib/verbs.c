@@ -151,8 +151,8 @@ static int check_data(saga_engine *e, const void *data, size_t len)
 {
     if (len > e->opts.max_data_size)
         return saga__err(e, SAGA_EINVAL,
-                         "saga data of %zu bytes exceeds the limit of %zu",
-                         len, e->opts.max_data_size);
+                         "saga data of %zu bytes exceeds the limit of %zu", len,
+                         e->opts.max_data_size);
     if (len > 0 && data == NULL)
         return saga__err(e, SAGA_EINVAL, "data is NULL but len is %zu", len);
     if (!saga__data_is_map(data, len))
@@ -225,8 +225,8 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
     if (!e->started)
         return saga__err(e, SAGA_EBUSY, "call saga_engine_start() first");
     if (idem_key != NULL && !valid_key(idem_key))
-        return saga__err(e, SAGA_EINVAL,
-                         "idempotency key must be 1..%d bytes", SAGA_NAME_MAX);
+        return saga__err(e, SAGA_EINVAL, "idempotency key must be 1..%d bytes",
+                         SAGA_NAME_MAX);
     int rc = check_data(e, data, len);
     if (rc != SAGA_OK)
         return rc;
@@ -326,9 +326,9 @@ int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
         e->stats.stale_completions++;
         saga__log(e, SAGA_LOG_INFO, in->id, (int)ref->step,
                   "ignored a stale completion (attempt %u%s); now at step %d "
-                  "attempt %u, %s", ref->attempt,
-                  ref->compensating ? ", compensation" : "", in->step,
-                  in->attempt, saga_state_name(in->state));
+                  "attempt %u, %s",
+                  ref->attempt, ref->compensating ? ", compensation" : "",
+                  in->step, in->attempt, saga_state_name(in->state));
         return SAGA_ESTALE;
     }
     return saga__complete(e, in, outcome, out, out_len, error);
@@ -347,15 +347,16 @@ int saga__complete(saga_engine *e, saga__inst *in, saga_outcome outcome,
                              "step output must be a msgpack map");
         void *merged = NULL;
         size_t mlen = 0;
-        int rc = saga__data_merge(in->data, in->data_len, out, out_len,
-                                  &merged, &mlen);
+        int rc = saga__data_merge(in->data, in->data_len, out, out_len, &merged,
+                                  &mlen);
         if (rc != SAGA_OK)
             return saga__err(e, rc, "merging step output failed");
         if (mlen > e->opts.max_data_size) {
             saga_free(merged);
             return saga__err(e, SAGA_EINVAL,
                              "saga data would grow to %zu bytes, over the "
-                             "limit of %zu", mlen, e->opts.max_data_size);
+                             "limit of %zu",
+                             mlen, e->opts.max_data_size);
         }
         saga__graveyard(e, in->data);
         in->data = merged;
@@ -421,8 +422,8 @@ static int load_cb(const saga_record *r, void *arg)
         c->skipped++;
         saga__log(e, SAGA_LOG_ERROR, r->id, r->step,
                   "cannot resume: definition '%s' v%u is not registered "
-                  "(or has no step %d); left as it is", r->def_name,
-                  r->def_version, r->step);
+                  "(or has no step %d); left as it is",
+                  r->def_name, r->def_version, r->step);
         return 0;
     }
     if (c->n == c->cap) {
@@ -489,9 +490,9 @@ int saga__recover_from(saga_engine *e, saga__scan_fn scan)
     }
     saga_free(c.list);
     if (rc != SAGA_OK)
-        return saga__err(e, rc == SAGA_ENOMEM || rc == SAGA_EFENCED
-                                ? rc
-                                : SAGA_ESTORE,
+        return saga__err(e,
+                         rc == SAGA_ENOMEM || rc == SAGA_EFENCED ? rc
+                                                                 : SAGA_ESTORE,
                          "recovery failed: %s", e->store->errmsg(e->store));
     if (resumed || c.skipped)
         saga__log(e, SAGA_LOG_INFO, NULL, -1,
@@ -507,8 +508,10 @@ static int load_one(saga_engine *e, const char *id, saga__inst **out)
     if (rc == SAGA_OK && c.rc != SAGA_OK)
         rc = c.rc;
     if (rc == SAGA_OK && c.n == 0)
-        rc = saga__err(e, SAGA_EINVAL, "saga %s: its definition is not "
-                       "registered", id);
+        rc = saga__err(e, SAGA_EINVAL,
+                       "saga %s: its definition is not "
+                       "registered",
+                       id);
     if (rc == SAGA_OK)
         rc = adopt(e, c.list[0]);
     else if (c.n)
@@ -572,8 +575,10 @@ int saga_on_done(saga_engine *e, const char *saga_id, saga_done_cb cb,
     else if (stored_state(e, saga_id, &st) != SAGA_OK)
         return saga__err(e, SAGA_ENOTFOUND, "no saga %.40s", saga_id);
     if (st == SAGA_STATE_RUNNING || st == SAGA_STATE_COMPENSATING)
-        return saga__err(e, SAGA_EBUSY, "saga %s is not loaded (its "
-                         "definition is missing)", saga_id);
+        return saga__err(e, SAGA_EBUSY,
+                         "saga %s is not loaded (its "
+                         "definition is missing)",
+                         saga_id);
     saga__effect f;
     memset(&f, 0, sizeof f);
     f.kind = EFF_DONE_CB;

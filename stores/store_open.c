@@ -11,7 +11,6 @@
 #include "saga/postgres.h"
 #include "saga/store.h"
 
-
 static int is_pg_url(const char *spec)
 {
     return strncmp(spec, "postgres://", 11) == 0 ||

@@ -28,11 +28,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
     char *body = h2o_mem_alloc_pool(&req->pool, 256);
-    int n = snprintf(body, 256,
-                     "{\"order_id\":\"order_%016llx\",\"status\":\"PENDING\","
-                     "\"estimated_completion\":\"2026-01-01T00:00:03Z\","
-                     "\"idempotency_key\":\"k\",\"created_at\":\"2026-01-01T00:00:00Z\"}",
-                     ++counter);
+    int n = snprintf(
+        body, 256,
+        "{\"order_id\":\"order_%016llx\",\"status\":\"PENDING\","
+        "\"estimated_completion\":\"2026-01-01T00:00:03Z\","
+        "\"idempotency_key\":\"k\",\"created_at\":\"2026-01-01T00:00:00Z\"}",
+        ++counter);
     req->res.status = 202;
     req->res.reason = "Accepted";
     req->res.content_length = (size_t)n;
@@ -42,10 +43,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-static void on_close(uv_handle_t *h)
-{
-    free(h);
-}
+static void on_close(uv_handle_t *h) { free(h); }
 
 static void on_accept(uv_stream_t *listener, int status)
 {
@@ -59,7 +57,8 @@ static void on_accept(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)conn, on_close);
         return;
     }
-    h2o_accept(&accept_ctx, h2o_uv_socket_create((uv_stream_t *)conn, on_close));
+    h2o_accept(&accept_ctx,
+               h2o_uv_socket_create((uv_stream_t *)conn, on_close));
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -80,8 +79,8 @@ int main(int argc, char **argv)
     h2o_config_init(&config);
     config.max_request_entity_size = 1024 * 1024;
     config.http1.upgrade_to_http2 = 0;
-    h2o_hostconf_t *host =
-        h2o_config_register_host(&config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_hostconf_t *host = h2o_config_register_host(
+        &config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = on_req;
@@ -97,7 +96,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&listener, 1024, on_accept);
     if (rc != 0) {
-        fprintf(stderr, "bench_h2o_202: 127.0.0.1:%d: %s\n", port, uv_strerror(rc));
+        fprintf(stderr, "bench_h2o_202: 127.0.0.1:%d: %s\n", port,
+                uv_strerror(rc));
         return 1;
     }
     uv_signal_t sigterm, sigint;

@@ -133,8 +133,7 @@ static void refill_cb(uv_idle_t *h)
 {
     /* Phases 0 and 1: keep WINDOW sagas in flight. */
     long target = phase == 0 ? n_warm : n_total;
-    while (phase <= 1 && n_started < target &&
-           n_started - n_done < window)
+    while (phase <= 1 && n_started < target && n_started - n_done < window)
         if (start_one(now_ns()) != 0)
             break;
     uv_idle_stop(h); /* on_done starts it again */
@@ -205,7 +204,8 @@ static void begin_phase2(void)
     double el = (double)(t_last - t_first) / 1e9;
     double tput = (double)n_total / el;
     printf("throughput: %ld sagas (4 remote steps each) in %.2f s, window "
-           "%ld: %.0f sagas/s\n", n_total, el, window, tput);
+           "%ld: %.0f sagas/s\n",
+           n_total, el, window, tput);
     fflush(stdout);
     if (rate <= 0)
         rate = tput / 2;
@@ -222,8 +222,10 @@ static pid_t pa, pb, mock_pid = -1;
 static void on_watchdog(uv_timer_t *h)
 {
     (void)h;
-    fprintf(stderr, "bench_remote: no progress for 30 s (started %ld, done "
-                    "%ld); giving up\n", n_started, n_done);
+    fprintf(stderr,
+            "bench_remote: no progress for 30 s (started %ld, done "
+            "%ld); giving up\n",
+            n_started, n_done);
     kill(pa, SIGKILL);
     kill(pb, SIGKILL);
     if (mock_pid > 0)
@@ -317,9 +319,8 @@ static int define(void)
     saga_def_new(&d, "bench", 1);
     const char *names[4] = {"s1", "s2", "s3", "s4"};
     const char *svc[4] = {"alpha", "beta", "alpha", "beta"};
-    saga_step_kind kinds[4] = {SAGA_STEP_COMPENSATABLE,
-                               SAGA_STEP_COMPENSATABLE, SAGA_STEP_PIVOT,
-                               SAGA_STEP_RETRIABLE};
+    saga_step_kind kinds[4] = {SAGA_STEP_COMPENSATABLE, SAGA_STEP_COMPENSATABLE,
+                               SAGA_STEP_PIVOT, SAGA_STEP_RETRIABLE};
     for (int i = 0; i < 4; i++) {
         saga_step_options o = SAGA_STEP_OPTIONS_INIT;
         o.kind = kinds[i];
@@ -345,17 +346,39 @@ int main(int argc, char **argv)
     n_warm = -1;
     while ((c = getopt(argc, argv, "p:d:n:w:l:s:r:k:m:K:W:h")) != -1) {
         switch (c) {
-        case 'k': kafka_url = optarg; break;
-        case 'm': mock_bin = optarg; break;
-        case 'K': kprops = optarg; break;
-        case 'W': n_warm = atol(optarg); break;
-        case 'p': part = optarg; break;
-        case 'd': dir = optarg; break;
-        case 'n': n_total = atol(optarg); break;
-        case 'w': window = atol(optarg); break;
-        case 'l': secs_p2 = atof(optarg); break;
-        case 's': sync = atoi(optarg); break;
-        case 'r': rate = atof(optarg); break;
+        case 'k':
+            kafka_url = optarg;
+            break;
+        case 'm':
+            mock_bin = optarg;
+            break;
+        case 'K':
+            kprops = optarg;
+            break;
+        case 'W':
+            n_warm = atol(optarg);
+            break;
+        case 'p':
+            part = optarg;
+            break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'n':
+            n_total = atol(optarg);
+            break;
+        case 'w':
+            window = atol(optarg);
+            break;
+        case 'l':
+            secs_p2 = atof(optarg);
+            break;
+        case 's':
+            sync = atoi(optarg);
+            break;
+        case 'r':
+            rate = atof(optarg);
+            break;
         default:
             fprintf(stderr, "usage: bench_remote -p PART_BIN [-d DIR] [-n N] "
                             "[-w WINDOW] [-l SECONDS] [-s SYNC 0|1] "
@@ -453,7 +476,9 @@ int main(int argc, char **argv)
     printf("bench remote: orchestrator + 2 participants on %s, "
            "SQLite WAL synchronous=%s, 4 remote steps per saga\n",
            kafka ? url : "loopback TCP",
-           sync == 1 ? "NORMAL" : sync == 2 ? "OFF" : "FULL");
+           sync == 1   ? "NORMAL"
+           : sync == 2 ? "OFF"
+                       : "FULL");
     uv_timer_init(loop, &tick);
     uv_idle_init(loop, &refill);
     /* A participant that cannot start (or a hang) fails the run rather
@@ -472,8 +497,8 @@ int main(int argc, char **argv)
     double p99 = nlat ? (double)lat[(size_t)((double)nlat * 0.99)] / 1e6 : 0;
     double mx = nlat ? (double)lat[nlat - 1] / 1e6 : 0;
     printf("latency: open loop at %.0f sagas/s for %.1f s (%zu sagas): "
-           "p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", rate, secs_p2, nlat,
-           p50, p99, mx);
+           "p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+           rate, secs_p2, nlat, p50, p99, mx);
     saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     saga_engine_stats(E, &st);
     printf("engine: commits=%llu (%.1f transitions/commit) timeouts=%llu\n",

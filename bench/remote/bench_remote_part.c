@@ -94,8 +94,8 @@ int main(int argc, char **argv)
                      "NULL, what INTEGER NOT NULL, PRIMARY KEY(saga_id, what))"
                      " WITHOUT ROWID",
                      NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO effects VALUES(?, ?)",
-                           -1, &ins, NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO effects VALUES(?, ?)", -1,
+                           &ins, NULL) != SQLITE_OK) {
         fprintf(stderr, "bench_remote_part: %s\n", sqlite3_errmsg(db));
         return 1;
     }

@@ -226,8 +226,15 @@ static void engine_run(long n, long window, const char *schema)
     "updated_ms, due_ms, deadline_ms, idem_key, error, data"
 
 /* The store's strict batch statements (stores/postgres/pg_ops.c). */
-enum { F_INSERT, F_UPDATE, F_JOURNAL, F_INSERT_N, F_UPDATE_N, F_JOURNAL_N,
-       F__COUNT };
+enum {
+    F_INSERT,
+    F_UPDATE,
+    F_JOURNAL,
+    F_INSERT_N,
+    F_UPDATE_N,
+    F_JOURNAL_N,
+    F__COUNT
+};
 static const char *const floor_sql[F__COUNT] = {
     [F_INSERT] = "INSERT INTO sagas(" SAGA_COLS ") VALUES ($1, $2, $3, $4, "
                  "$5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
@@ -264,10 +271,10 @@ static const unsigned int floor_types[F__COUNT][14] = {
     [F_INSERT] = {25, 25, 20, 20, 20, 20, 20, 20, 20, 20, 20, 25, 25, 17},
     [F_UPDATE] = {25, 25, 20, 20, 20, 20, 20, 20, 20, 20, 20, 25},
     [F_JOURNAL] = {25, 20, 20, 20, 20, 20, 20, 25},
-    [F_INSERT_N] = {A_T, A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I,
-                    A_T, A_T, A_B},
-    [F_UPDATE_N] = {A_T, A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I,
-                    A_T, 20},
+    [F_INSERT_N] = {A_T, A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_T,
+                    A_T, A_B},
+    [F_UPDATE_N] = {A_T, A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_I, A_T,
+                    20},
     [F_JOURNAL_N] = {A_T, A_I, A_I, A_I, A_I, A_I, A_I, A_T},
 };
 static const int floor_nparams[F__COUNT] = {14, 12, 8, 14, 13, 8};
@@ -691,8 +698,10 @@ static void check(long n, const char *schema)
     long done = atol(PQgetvalue(r, 0, 0)), jn = atol(PQgetvalue(r, 0, 1));
     if (done != n || jn != 6 * n) {
         char msg[128];
-        snprintf(msg, sizeof msg, "%ld COMPLETED (want %ld), %ld journal "
-                 "rows (want %ld)", done, n, jn, 6 * n);
+        snprintf(msg, sizeof msg,
+                 "%ld COMPLETED (want %ld), %ld journal "
+                 "rows (want %ld)",
+                 done, n, jn, 6 * n);
         die("check", msg);
     }
     PQclear(r);
@@ -712,12 +721,23 @@ int main(int argc, char **argv)
     optind = 2;
     while ((opt = getopt(argc, argv, "n:w:c:S:L:")) != -1) {
         switch (opt) {
-        case 'n': n = atol(optarg); break;
-        case 'w': w = atol(optarg); break;
-        case 'c': commits = strtoull(optarg, NULL, 10); break;
-        case 'S': schema = optarg; break;
-        case 'L': g_lease_ms = (uint32_t)atol(optarg); break;
-        default: die("usage", "bad option");
+        case 'n':
+            n = atol(optarg);
+            break;
+        case 'w':
+            w = atol(optarg);
+            break;
+        case 'c':
+            commits = strtoull(optarg, NULL, 10);
+            break;
+        case 'S':
+            schema = optarg;
+            break;
+        case 'L':
+            g_lease_ms = (uint32_t)atol(optarg);
+            break;
+        default:
+            die("usage", "bad option");
         }
     }
     if (n <= 0 || w <= 0)

@@ -28,7 +28,7 @@ typedef struct start_ctx {
 static json_t *accepted_body(ck_db *db, const char *order_id)
 {
     ck_stmt *st = ck_prep(db, "SELECT status, idempotency_key, "
-                                   "created_at FROM orders WHERE order_id = ?");
+                              "created_at FROM orders WHERE order_id = ?");
     if (st == NULL)
         return NULL;
     ck_bind_text(st, 1, order_id);
@@ -36,18 +36,15 @@ static json_t *accepted_body(ck_db *db, const char *order_id)
     if (ck_step(st) == CK_ROW) {
         int64_t created = ck_col_int(st, 2);
         b = json_pack("{s:s, s:s, s:o, s:s, s:o}", "order_id", order_id,
-                      "status", ck_col_text(st, 0),
-                      "estimated_completion",
+                      "status", ck_col_text(st, 0), "estimated_completion",
                       ck_json_time(created + 3 * 60 * 1000), "idempotency_key",
-                      ck_col_text(st, 1), "created_at",
-                      ck_json_time(created));
+                      ck_col_text(st, 1), "created_at", ck_json_time(created));
     }
     ck_done(st);
     return b;
 }
 
-static void queue_saga_id(ck_app *a, const char *order_id,
-                          const char *saga_id);
+static void queue_saga_id(ck_app *a, const char *order_id, const char *saga_id);
 
 static void started(saga_engine *e, int status, const char *saga_id,
                     int existed, void *arg)
@@ -81,8 +78,8 @@ static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
                         const char *trace, int created)
 {
     ck_stmt *st = ck_prep(a->order_db, "SELECT saga_data, "
-                                            "idempotency_key FROM orders "
-                                            "WHERE order_id = ?");
+                                       "idempotency_key FROM orders "
+                                       "WHERE order_id = ?");
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, order_id);
@@ -98,8 +95,7 @@ static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
     c->a = a;
     c->created = created;
     snprintf(c->order_id, sizeof c->order_id, "%s", order_id);
-    snprintf(c->key, sizeof c->key, "%s",
-             ck_col_text(st, 1));
+    snprintf(c->key, sizeof c->key, "%s", ck_col_text(st, 1));
     char id[SAGA_ID_SIZE];
     c->w = w;
     /* A request's W3C traceparent: the saga and its steps join its trace. */
@@ -120,8 +116,7 @@ static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
     return 0;
 }
 
-static int start_saga(ck_app *a, const char *order_id, ck_req *r,
-                      int created)
+static int start_saga(ck_app *a, const char *order_id, ck_req *r, int created)
 {
     ck_wait *w = NULL;
     if (r != NULL && (w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL)
@@ -137,7 +132,7 @@ int ck_order_restart_pending(ck_app *a);
 int ck_order_restart_pending(ck_app *a)
 {
     ck_stmt *st = ck_prep(a->order_db, "SELECT order_id FROM orders "
-                                            "WHERE saga_id IS NULL");
+                                       "WHERE saga_id IS NULL");
     if (st == NULL)
         return -1;
     int n = 0;
@@ -208,8 +203,8 @@ static int existing_order(ck_app *a, const char *key, char *order_id,
                           size_t size, char **request, int *has_saga)
 {
     ck_stmt *st = ck_prep(a->order_db,
-                               "SELECT order_id, request, saga_id IS NOT NULL "
-                               "FROM orders WHERE idempotency_key = ?");
+                          "SELECT order_id, request, saga_id IS NOT NULL "
+                          "FROM orders WHERE idempotency_key = ?");
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, key);
@@ -242,7 +237,7 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
 {
     ck_app *a = r->a;
     ck_stmt *st = ck_prep(a->cart_db, "SELECT user_id FROM carts WHERE "
-                                           "cart_id = ?");
+                                      "cart_id = ?");
     if (st == NULL) {
         ck_error(r, 500, "internal", "cart database unavailable");
         return NULL;
@@ -277,9 +272,8 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
         *subtotal += q * p;
         json_array_append_new(items,
                               json_pack("{s:s, s:I, s:I}", "product_id",
-                                        ck_col_text(st, 1),
-                                        "quantity", (json_int_t)q, "price",
-                                        (json_int_t)p));
+                                        ck_col_text(st, 1), "quantity",
+                                        (json_int_t)q, "price", (json_int_t)p));
     }
     ck_done(st);
     if (json_array_size(items) == 0) {
@@ -290,12 +284,11 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
     return items;
 }
 
-static int pending_order(ck_app *a, const char *cart_id, char *out,
-                         size_t size)
+static int pending_order(ck_app *a, const char *cart_id, char *out, size_t size)
 {
     ck_stmt *st = ck_prep(a->order_db,
-                               "SELECT order_id FROM orders WHERE cart_id = ? "
-                               "AND status NOT IN ('COMPLETED', 'CANCELLED')");
+                          "SELECT order_id FROM orders WHERE cart_id = ? "
+                          "AND status NOT IN ('COMPLETED', 'CANCELLED')");
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, cart_id);
@@ -316,7 +309,7 @@ typedef struct pend_order {
     int64_t subtotal, max_item;
     void *data;
     size_t dlen;
-    int state; /* after the insert: see flush_orders */
+    int state;      /* after the insert: see flush_orders */
     char known[64]; /* state JOIN: the order of the same key */
     int known_saga;
 } pend_order;
@@ -331,7 +324,8 @@ static int insert_order(ck_app *a, const pend_order *p)
     char addr_id[40];
     ck_random_id("addr_", addr_id, sizeof addr_id);
     int rc = CK_OK;
-    ck_stmt *st = ck_prep(db,
+    ck_stmt *st = ck_prep(
+        db,
         "INSERT INTO orders (order_id, user_id, cart_id, status, "
         "total_amount, subtotal, address_id, shipping_address, "
         "payment_method, idempotency_key, request, cart_max_item, saga_data, "
@@ -370,11 +364,10 @@ static int insert_order(ck_app *a, const pend_order *p)
             break;
         }
         ck_bind_text(st, 1, order_id);
-        ck_bind_text(st, 2, json_string_value(json_object_get(it, "product_id")));
-        ck_bind_int(st, 3,
-                           json_integer_value(json_object_get(it, "quantity")));
-        ck_bind_int(st, 4,
-                           json_integer_value(json_object_get(it, "price")));
+        ck_bind_text(st, 2,
+                     json_string_value(json_object_get(it, "product_id")));
+        ck_bind_int(st, 3, json_integer_value(json_object_get(it, "quantity")));
+        ck_bind_int(st, 4, json_integer_value(json_object_get(it, "price")));
         ok = ck_step(st) == CK_DONE;
         ck_done(st);
     }
@@ -419,8 +412,7 @@ static void schedule_flush(ck_app *a)
         uv_timer_start(&G.timer, flush_orders, 0, 0);
 }
 
-static void queue_saga_id(ck_app *a, const char *order_id,
-                          const char *saga_id)
+static void queue_saga_id(ck_app *a, const char *order_id, const char *saga_id)
 {
     pend_sid *q = calloc(1, sizeof *q);
     if (q == NULL)

@@ -12,9 +12,9 @@
 static json_t *payment_json(ck_db *db, const char *key, int *status)
 {
     ck_stmt *st = ck_prep(db, "SELECT payment_id, order_id, "
-                                   "transaction_id, status, amount, "
-                                   "error_code, updated_at FROM payments "
-                                   "WHERE idempotency_key = ?");
+                              "transaction_id, status, amount, "
+                              "error_code, updated_at FROM payments "
+                              "WHERE idempotency_key = ?");
     if (st == NULL)
         return NULL;
     ck_bind_text(st, 1, key);
@@ -25,18 +25,16 @@ static json_t *payment_json(ck_db *db, const char *key, int *status)
         if (strcmp(s, "COMPLETED") == 0 || strcmp(s, "REFUNDED") == 0) {
             *status = 200;
             o = json_pack("{s:s, s:s, s:s?, s:s, s:o, s:o}", "payment_id",
-                          ck_col_text(st, 0), "order_id",
-                          ck_col_text(st, 1),
-                          "transaction_id",
-                          ck_col_text(st, 2), "status", s,
+                          ck_col_text(st, 0), "order_id", ck_col_text(st, 1),
+                          "transaction_id", ck_col_text(st, 2), "status", s,
                           "amount", ck_json_money(ck_col_int(st, 4)),
-                          "processed_at",
-                          ck_json_time(ck_col_int(st, 6)));
+                          "processed_at", ck_json_time(ck_col_int(st, 6)));
         } else if (strcmp(s, "FAILED") == 0 && err) {
             *status = strcmp(err, "PAYMENT_TIMEOUT") == 0 ? 504 : 402;
             o = json_pack("{s:{s:s, s:s}}", "error", "code", err, "message",
-                          *status == 504 ? "the gateway did not answer in time"
-                                         : "Payment failed: insufficient funds");
+                          *status == 504
+                              ? "the gateway did not answer in time"
+                              : "Payment failed: insufficient funds");
         }
     }
     ck_done(st);
@@ -55,7 +53,7 @@ void ck_api_payment_process(ck_req *r)
     int64_t amount = ck_money_parse(json_object_get(b, "amount"));
     const char *bad = !json_is_string(oid) || json_string_length(oid) == 0
                           ? "order_id (a non-empty string)"
-                      : amount <= 0 ? "amount (a number > 0)"
+                      : amount <= 0         ? "amount (a number > 0)"
                       : !json_is_object(pm) ? "payment_method (an object)"
                       : !json_is_string(json_object_get(pm, "type"))
                           ? "payment_method.type (a string)"

@@ -25,9 +25,10 @@ static const char *step_label(const char *name)
     return name;
 }
 
-static const char *const step_names[] = {
-    "create_order",  "reserve_inventory", "quote_shipping", "process_payment",
-    "fulfill_order", "commit_inventory",  "confirm_order"};
+static const char *const step_names[] = {"create_order",   "reserve_inventory",
+                                         "quote_shipping", "process_payment",
+                                         "fulfill_order",  "commit_inventory",
+                                         "confirm_order"};
 #define NSTEPS 7
 
 /* The saga steps from the journal: one entry per step reached. */
@@ -44,19 +45,31 @@ static json_t *saga_steps(ck_app *a, const char *saga_id, json_t **state)
             continue;
         json_t *s = steps[e->step];
         if (s == NULL)
-            s = steps[e->step] = json_pack(
-                "{s:s, s:s, s:n, s:i}", "step", step_label(step_names[e->step]),
-                "status", "IN_PROGRESS", "completed_at", "attempts", 0);
+            s = steps[e->step] = json_pack("{s:s, s:s, s:n, s:i}", "step",
+                                           step_label(step_names[e->step]),
+                                           "status", "IN_PROGRESS",
+                                           "completed_at", "attempts", 0);
         const char *st = NULL;
         switch (e->kind) {
-        case SAGA_JOURNAL_STEP_OK: st = "COMPLETED"; break;
-        case SAGA_JOURNAL_STEP_FAIL: st = "FAILED"; break;
+        case SAGA_JOURNAL_STEP_OK:
+            st = "COMPLETED";
+            break;
+        case SAGA_JOURNAL_STEP_FAIL:
+            st = "FAILED";
+            break;
         case SAGA_JOURNAL_STEP_RETRY:
-        case SAGA_JOURNAL_STEP_TIMEOUT: st = "RETRYING"; break;
-        case SAGA_JOURNAL_COMP_OK: st = "COMPENSATED"; break;
+        case SAGA_JOURNAL_STEP_TIMEOUT:
+            st = "RETRYING";
+            break;
+        case SAGA_JOURNAL_COMP_OK:
+            st = "COMPENSATED";
+            break;
         case SAGA_JOURNAL_COMP_FAIL:
-        case SAGA_JOURNAL_COMP_TIMEOUT: st = "COMPENSATING"; break;
-        default: break;
+        case SAGA_JOURNAL_COMP_TIMEOUT:
+            st = "COMPENSATING";
+            break;
+        default:
+            break;
         }
         if (st == NULL)
             continue;
@@ -65,7 +78,8 @@ static json_t *saga_steps(ck_app *a, const char *saga_id, json_t **state)
                    json_integer_value(json_object_get(s, "attempts")))
             json_object_set_new(s, "attempts", json_integer(e->attempt));
         json_object_set_new(s, "status", json_string(st));
-        if (e->kind == SAGA_JOURNAL_STEP_OK || e->kind == SAGA_JOURNAL_STEP_FAIL ||
+        if (e->kind == SAGA_JOURNAL_STEP_OK ||
+            e->kind == SAGA_JOURNAL_STEP_FAIL ||
             e->kind == SAGA_JOURNAL_COMP_OK)
             json_object_set_new(s, "completed_at", ck_json_time(e->at_ms));
         if (e->error != NULL && e->kind != SAGA_JOURNAL_STEP_OK &&
@@ -110,14 +124,15 @@ void ck_api_order_get(ck_req *r, const char *order_id)
     }
 #define COL(i) (ck_col_text(st, i))
     json_t *addr = json_loads(COL(3), 0, NULL);
-    json_t *o = json_pack(
-        "{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:s}", "order_id",
-        order_id, "user_id", COL(0), "cart_id", COL(13), "status", COL(1),
-        "total_amount", ck_json_money(ck_col_int(st, 2)), "subtotal",
-        ck_json_money(ck_col_int(st, 11)), "shipping_address",
-        addr ? addr : json_null(), "created_at",
-        ck_json_time(ck_col_int(st, 8)), "updated_at",
-        ck_json_time(ck_col_int(st, 9)), "idempotency_key", COL(14));
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:s}",
+                          "order_id", order_id, "user_id", COL(0), "cart_id",
+                          COL(13), "status", COL(1), "total_amount",
+                          ck_json_money(ck_col_int(st, 2)), "subtotal",
+                          ck_json_money(ck_col_int(st, 11)), "shipping_address",
+                          addr ? addr : json_null(), "created_at",
+                          ck_json_time(ck_col_int(st, 8)), "updated_at",
+                          ck_json_time(ck_col_int(st, 9)), "idempotency_key",
+                          COL(14));
     json_object_set_new(o, "shipping_cost",
                         ck_col_null(st, 12)
                             ? json_null()
@@ -151,12 +166,12 @@ void ck_api_order_get(ck_req *r, const char *order_id)
     if (st != NULL) {
         ck_bind_text(st, 1, order_id);
         while (ck_step(st) == CK_ROW)
-            json_array_append_new(
-                items,
-                json_pack("{s:s, s:I, s:o}", "product_id",
-                          ck_col_text(st, 0), "quantity",
-                          (json_int_t)ck_col_int(st, 1), "price",
-                          ck_json_money(ck_col_int(st, 2))));
+            json_array_append_new(items,
+                                  json_pack("{s:s, s:I, s:o}", "product_id",
+                                            ck_col_text(st, 0), "quantity",
+                                            (json_int_t)ck_col_int(st, 1),
+                                            "price",
+                                            ck_json_money(ck_col_int(st, 2))));
         ck_done(st);
     }
     json_object_set_new(o, "items", items);
@@ -175,8 +190,8 @@ static int int_param(ck_req *r, const char *name, int dflt, int min, int max,
     char *end;
     long n = strtol(v, &end, 10);
     if (v[0] == '\0' || *end != '\0' || n < min) {
-        ck_error(r, 422, "invalid_parameter",
-                 "%s must be an integer >= %d", name, min);
+        ck_error(r, 422, "invalid_parameter", "%s must be an integer >= %d",
+                 name, min);
         return -1;
     }
     *out = n > max ? max : (int)n;
@@ -193,9 +208,9 @@ void ck_api_orders_list(ck_req *r)
         ck_error(r, 422, "invalid_parameter", "user_id is required");
         return;
     }
-    static const char *const valid[] = {"PENDING", "INVENTORY_RESERVED",
-                                        "PAYMENT_COMPLETED", "FULFILLED",
-                                        "COMPLETED", "CANCELLED"};
+    static const char *const valid[] = {
+        "PENDING",   "INVENTORY_RESERVED", "PAYMENT_COMPLETED",
+        "FULFILLED", "COMPLETED",          "CANCELLED"};
     if (s != NULL) {
         int ok = 0;
         for (int i = 0; i < 6; i++)
@@ -212,8 +227,8 @@ void ck_api_orders_list(ck_req *r)
         int_param(r, "limit", 20, 1, 100, &limit) != 0)
         return;
     ck_stmt *st = ck_prep(a->order_db,
-                               "SELECT COUNT(*) FROM orders WHERE user_id = ? "
-                               "AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)");
+                          "SELECT COUNT(*) FROM orders WHERE user_id = ? "
+                          "AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)");
     if (st == NULL) {
         ck_error(r, 500, "internal", "order database unavailable");
         return;
@@ -221,15 +236,15 @@ void ck_api_orders_list(ck_req *r)
     ck_bind_text(st, 1, u);
     if (s)
         ck_bind_text(st, 2, s);
-    int64_t total = ck_step(st) == CK_ROW ? ck_col_int(st, 0)
-                                                   : 0;
+    int64_t total = ck_step(st) == CK_ROW ? ck_col_int(st, 0) : 0;
     ck_done(st);
-    st = ck_prep(a->order_db,
-                 "SELECT o.order_id, o.status, o.total_amount, "
-                 "(SELECT COALESCE(SUM(quantity), 0) FROM order_items i "
-                 "WHERE i.order_id = o.order_id), o.created_at FROM orders o "
-                 "WHERE o.user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR o.status = ?2) "
-                 "ORDER BY o.created_at DESC, o.order_id LIMIT ?3 OFFSET ?4");
+    st = ck_prep(
+        a->order_db,
+        "SELECT o.order_id, o.status, o.total_amount, "
+        "(SELECT COALESCE(SUM(quantity), 0) FROM order_items i "
+        "WHERE i.order_id = o.order_id), o.created_at FROM orders o "
+        "WHERE o.user_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR o.status = ?2) "
+        "ORDER BY o.created_at DESC, o.order_id LIMIT ?3 OFFSET ?4");
     if (st == NULL) {
         ck_error(r, 500, "internal", "order database unavailable");
         return;
@@ -242,13 +257,11 @@ void ck_api_orders_list(ck_req *r)
     json_t *orders = json_array();
     while (ck_step(st) == CK_ROW)
         json_array_append_new(
-            orders,
-            json_pack("{s:s, s:s, s:o, s:I, s:o}", "order_id",
-                      ck_col_text(st, 0), "status",
-                      ck_col_text(st, 1), "total_amount",
-                      ck_json_money(ck_col_int(st, 2)), "item_count",
-                      (json_int_t)ck_col_int(st, 3), "created_at",
-                      ck_json_time(ck_col_int(st, 4))));
+            orders, json_pack("{s:s, s:s, s:o, s:I, s:o}", "order_id",
+                              ck_col_text(st, 0), "status", ck_col_text(st, 1),
+                              "total_amount", ck_json_money(ck_col_int(st, 2)),
+                              "item_count", (json_int_t)ck_col_int(st, 3),
+                              "created_at", ck_json_time(ck_col_int(st, 4))));
     ck_done(st);
     ck_reply(r, 200,
              json_pack("{s:o, s:{s:i, s:i, s:I, s:I}}", "orders", orders,
@@ -260,19 +273,18 @@ void ck_api_orders_list(ck_req *r)
 void ck_api_products(ck_req *r)
 {
     ck_stmt *st = ck_prep(r->a->cart_db, "SELECT product_id, name, price "
-                                              "FROM products ORDER BY "
-                                              "product_id");
+                                         "FROM products ORDER BY "
+                                         "product_id");
     if (st == NULL) {
         ck_error(r, 500, "internal", "cart database unavailable");
         return;
     }
     json_t *arr = json_array();
     while (ck_step(st) == CK_ROW)
-        json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:o}", "product_id",
-                           ck_col_text(st, 0), "name",
-                           ck_col_text(st, 1), "price",
-                           ck_json_money(ck_col_int(st, 2))));
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:o}", "product_id",
+                                             ck_col_text(st, 0), "name",
+                                             ck_col_text(st, 1), "price",
+                                             ck_json_money(ck_col_int(st, 2))));
     ck_done(st);
     ck_reply(r, 200, json_pack("{s:o}", "products", arr));
 }
@@ -291,14 +303,10 @@ void ck_api_inventory(ck_req *r)
     while (ck_step(st) == CK_ROW)
         json_array_append_new(
             arr, json_pack("{s:s, s:I, s:I, s:I, s:I}", "product_id",
-                           ck_col_text(st, 0),
-                           "available_quantity",
-                           (json_int_t)ck_col_int(st, 1),
-                           "reserved_quantity",
-                           (json_int_t)ck_col_int(st, 2),
-                           "sold_quantity",
-                           (json_int_t)ck_col_int(st, 3),
-                           "total_quantity",
+                           ck_col_text(st, 0), "available_quantity",
+                           (json_int_t)ck_col_int(st, 1), "reserved_quantity",
+                           (json_int_t)ck_col_int(st, 2), "sold_quantity",
+                           (json_int_t)ck_col_int(st, 3), "total_quantity",
                            (json_int_t)ck_col_int(st, 4)));
     ck_done(st);
     ck_reply(r, 200, json_pack("{s:o}", "inventory", arr));
@@ -326,19 +334,18 @@ void ck_api_ledger(ck_req *r)
             charged += amt;
             refunded += ref;
         }
-        json_array_append_new(
-            arr, json_pack("{s:s, s:s?, s:s, s:o, s:o, s:s?}",
-                           "idempotency_key",
-                           ck_col_text(st, 0), "order_id",
-                           ck_col_text(st, 1), "state",
-                           state, "amount", ck_json_money(amt), "refunded",
-                           ck_json_money(ref), "transaction_id",
-                           ck_col_text(st, 5)));
+        json_array_append_new(arr,
+                              json_pack("{s:s, s:s?, s:s, s:o, s:o, s:s?}",
+                                        "idempotency_key", ck_col_text(st, 0),
+                                        "order_id", ck_col_text(st, 1), "state",
+                                        state, "amount", ck_json_money(amt),
+                                        "refunded", ck_json_money(ref),
+                                        "transaction_id", ck_col_text(st, 5)));
     }
     ck_done(st);
     ck_reply(r, 200,
-             json_pack("{s:o, s:o, s:o, s:o}", "charges", arr,
-                       "total_charged", ck_json_money(charged),
-                       "total_refunded", ck_json_money(refunded), "net",
+             json_pack("{s:o, s:o, s:o, s:o}", "charges", arr, "total_charged",
+                       ck_json_money(charged), "total_refunded",
+                       ck_json_money(refunded), "net",
                        ck_json_money(charged - refunded)));
 }

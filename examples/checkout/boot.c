@@ -15,17 +15,18 @@
 
 /* --- transports ---------------------------------------------------------- */
 
-static const char *const event_topics[][2] = {
-    {CK_T_ORDER, "notification"}, {CK_T_INVENTORY, "order"},
-    {CK_T_PAYMENT, "order"},      {CK_T_FULFILL, "order"},
-    {CK_T_CART, "cart"}};
+static const char *const event_topics[][2] = {{CK_T_ORDER, "notification"},
+                                              {CK_T_INVENTORY, "order"},
+                                              {CK_T_PAYMENT, "order"},
+                                              {CK_T_FULFILL, "order"},
+                                              {CK_T_CART, "cart"}};
 
 static void tcp_log(saga_log_level lvl, const char *saga_id, int step,
                     const char *msg, void *arg)
 {
     if (lvl >= SAGA_LOG_WARN)
-        fprintf(stderr, "saga-checkout: transport %s: %s\n",
-                (const char *)arg, msg);
+        fprintf(stderr, "saga-checkout: transport %s: %s\n", (const char *)arg,
+                msg);
 }
 
 static const char *endpoint_addr(ck_app *a, const char *name)
@@ -51,8 +52,7 @@ saga_transport *ck_transport(ck_app *a, const char *endpoint)
         ko.log = tcp_log;
         ko.log_arg = (void *)endpoint;
         if (saga_transport_kafka_new(&t, a->loop, &ko) != SAGA_OK) {
-            fprintf(stderr, "saga-checkout: bad transport %s\n",
-                    a->transport);
+            fprintf(stderr, "saga-checkout: bad transport %s\n", a->transport);
             return NULL;
         }
         return t;
@@ -63,8 +63,9 @@ saga_transport *ck_transport(ck_app *a, const char *endpoint)
     }
     saga_tcp_peer peers[32];
     size_t n = 0;
-    const char *names[] = {"orchestrator", "order", "cart", "inventory",
-                           "payment", "shipping", "warehouse", "notification"};
+    const char *names[] = {"orchestrator", "order",       "cart",
+                           "inventory",    "payment",     "shipping",
+                           "warehouse",    "notification"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const char *ad = endpoint_addr(a, names[i]);
         if (ad == NULL) {
@@ -141,9 +142,8 @@ int ck_store_spec(ck_app *a, const char *name, char *out, size_t size,
     if (a->store == NULL) {
         if (schema_out != NULL)
             schema_out[0] = '\0';
-        return snprintf(out, size, "%s/%s.db", a->dir, name) < (int)size
-                   ? 0
-                   : -1;
+        return snprintf(out, size, "%s/%s.db", a->dir, name) < (int)size ? 0
+                                                                         : -1;
     }
     char url[2048], prefix[64];
     if (pg_url_split(a->store, url, sizeof url, prefix) != 0)

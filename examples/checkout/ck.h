@@ -23,8 +23,16 @@
 #define CK_T_FULFILL "fulfillment-events" /* -> order (status) */
 #define CK_T_CART "cart-events"           /* -> cart (clear after order) */
 
-enum { CK_SVC_ORDER, CK_SVC_CART, CK_SVC_INVENTORY, CK_SVC_PAYMENT,
-       CK_SVC_SHIPPING, CK_SVC_WAREHOUSE, CK_SVC_NOTIFICATION, CK_NSVC };
+enum {
+    CK_SVC_ORDER,
+    CK_SVC_CART,
+    CK_SVC_INVENTORY,
+    CK_SVC_PAYMENT,
+    CK_SVC_SHIPPING,
+    CK_SVC_WAREHOUSE,
+    CK_SVC_NOTIFICATION,
+    CK_NSVC
+};
 extern const char *const ck_svc_names[CK_NSVC];
 int ck_svc_index(const char *name);
 
@@ -44,13 +52,13 @@ typedef struct ck_catalog {
 
 /* Timing knobs (the demo and tests shorten nothing; these are the values). */
 typedef struct ck_timing {
-    int64_t reservation_ttl_ms;   /* inventory hold before auto-release */
-    int64_t ttl_sweep_ms;         /* how often expired holds are swept */
+    int64_t reservation_ttl_ms;       /* inventory hold before auto-release */
+    int64_t ttl_sweep_ms;             /* how often expired holds are swept */
     uint32_t payment_step_timeout_ms; /* engine's per-attempt timeout */
-    uint32_t gateway_timeout_ms;  /* payment service gives up on the gateway */
-    uint32_t gateway_slow_ms;     /* tok_slow answers after this */
-    uint32_t gateway_latency_ms;  /* every other gateway answer */
-    uint32_t pick_ms;             /* warehouse picking time */
+    uint32_t gateway_timeout_ms; /* payment service gives up on the gateway */
+    uint32_t gateway_slow_ms;    /* tok_slow answers after this */
+    uint32_t gateway_latency_ms; /* every other gateway answer */
+    uint32_t pick_ms;            /* warehouse picking time */
 } ck_timing;
 
 /* The process: what runs here, on one loop. */
@@ -59,18 +67,18 @@ typedef struct ck_app {
     char dir[1024];
     ck_catalog catalog;
     ck_timing timing;
-    int distributed;         /* TCP transport, one service per process */
+    int distributed; /* TCP transport, one service per process */
     /* --store postgres://...: every service in its own schema of that
      * database (NULL: SQLite files in dir). */
     const char *store;
     /* transports */
-    saga_inmem_bus *bus;     /* one-process mode */
-    json_t *config;          /* distributed: the config file */
-    const char *transport;   /* distributed: kafka://... (else TCP) */
+    saga_inmem_bus *bus;   /* one-process mode */
+    json_t *config;        /* distributed: the config file */
+    const char *transport; /* distributed: kafka://... (else TCP) */
     /* services (NULL when not in this process) */
-    saga_engine *engine;     /* the order service's orchestrator */
+    saga_engine *engine; /* the order service's orchestrator */
     saga_participant *svc[CK_NSVC];
-    void *state[CK_NSVC];    /* per-service state */
+    void *state[CK_NSVC]; /* per-service state */
     /* databases the HTTP front reads (own connections when the service runs
      * elsewhere) */
     ck_db *order_db, *cart_db, *inventory_db, *payment_db;
@@ -81,11 +89,11 @@ typedef struct ck_app {
     int pending_close;
     int quiet;
     /* operations (docs/operations.md) */
-    int log_json;              /* --log-format json: JSON-lines logs */
-    const char *admin_token;   /* CK_ADMIN_TOKEN: the console at /console/ */
+    int log_json;            /* --log-format json: JSON-lines logs */
+    const char *admin_token; /* CK_ADMIN_TOKEN: the console at /console/ */
     saga_participant *parts[CK_NSVC]; /* for GET /metrics */
     size_t nparts;
-    void *metrics_http;        /* a metrics-only server (distributed) */
+    void *metrics_http; /* a metrics-only server (distributed) */
 } ck_app;
 
 /* --- util.c ---------------------------------------------------------- */
@@ -117,8 +125,7 @@ json_t *ck_event(const char *type, const char *order_id, int64_t now);
 
 /* --- transport / service bootstrap (main.c) --------------------------- */
 saga_transport *ck_transport(ck_app *a, const char *endpoint);
-int ck_participant(ck_app *a, int svc, saga_participant **out,
-                   ck_db **db);
+int ck_participant(ck_app *a, int svc, saga_participant **out, ck_db **db);
 /* A connection of its own to service @p svc's tables (HTTP front). */
 int ck_open_db(ck_app *a, const char *svc, ck_db **out);
 /* The store spec of @p name ("cart", ..., "order-saga"): DIR/NAME.db, or
@@ -129,8 +136,8 @@ int ck_store_spec(ck_app *a, const char *name, char *out, size_t size,
                   char schema_out[64]);
 
 /* --- services --------------------------------------------------------- */
-int ck_order_open(ck_app *a);      /* engine + order participant */
-int ck_order_start(ck_app *a);     /* after every service is up */
+int ck_order_open(ck_app *a);  /* engine + order participant */
+int ck_order_start(ck_app *a); /* after every service is up */
 int ck_cart_open(ck_app *a);
 int ck_cart_schema(ck_db *db);
 int ck_cart_seed(ck_db *db, const ck_catalog *c, int64_t now);
@@ -164,7 +171,10 @@ int ck_inv_check(ck_db *db);
 /* Payment gateway simulation (gateway.c). */
 typedef struct ck_gateway ck_gateway;
 typedef enum ck_gw_result {
-    CK_GW_CHARGED, CK_GW_DECLINED, CK_GW_TRANSIENT, CK_GW_VOIDED,
+    CK_GW_CHARGED,
+    CK_GW_DECLINED,
+    CK_GW_TRANSIENT,
+    CK_GW_VOIDED,
     CK_GW_LATE /* charged too late, and reversed (payment service) */
 } ck_gw_result;
 typedef void (*ck_gw_cb)(ck_gw_result r, const char *txn_id, void *arg);

@@ -16,12 +16,12 @@
 
 struct ck_db {
     int pg;
-    sqlite3 *lite;           /* SQLite */
-    saga_participant *part;  /* PostgreSQL: the participant's store, or */
-    void *own;               /* a PGconn * of our own */
-    int own_lite;            /* lite is ours to close */
-    int64_t changes;         /* PostgreSQL: rows of the last command */
-    char schema[64];         /* PostgreSQL: the service's schema */
+    sqlite3 *lite;          /* SQLite */
+    saga_participant *part; /* PostgreSQL: the participant's store, or */
+    void *own;              /* a PGconn * of our own */
+    int own_lite;           /* lite is ours to close */
+    int64_t changes;        /* PostgreSQL: rows of the last command */
+    char schema[64];        /* PostgreSQL: the service's schema */
 };
 
 struct ck_stmt {
@@ -219,8 +219,7 @@ static pgslot *pg_slot(PGconn *c, const char *sql)
     return NULL;
 }
 
-static int pg_fail(const char *what, PGresult *res, PGconn *c,
-                   const char *sql)
+static int pg_fail(const char *what, PGresult *res, PGconn *c, const char *sql)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (state != NULL && strncmp(state, "23", 2) == 0)
@@ -349,15 +348,15 @@ static int pg_run_on(ck_stmt *st, PGconn *c)
 {
     pgslot *s = st->slot;
     PGresult *res;
-    if (s != NULL && (s->conn != c || s->pid != PQbackendPID(c) ||
-                      !s->prepared)) {
+    if (s != NULL &&
+        (s->conn != c || s->pid != PQbackendPID(c) || !s->prepared)) {
         /* Types from this first binding: text, int8, bytea; NULL: the
          * server infers it. */
         res = PQprepare(c, s->name, s->sql, s->nparams, st->type);
         ExecStatusType t = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (t != PGRES_COMMAND_OK) {
-            const char *state =
-                res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+            const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
+                                    : NULL;
             /* 42P05: prepared on this backend already (a connection
              * reused at the same address). */
             if (state == NULL || strcmp(state, "42P05") != 0) {

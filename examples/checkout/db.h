@@ -49,8 +49,7 @@ ck_db *ck_db_participant(saga_participant *p, const char *schema);
 /* A connection of its own to service @p svc's tables: the SQLite file
  * @p path, or (when @p pg_url is not NULL) schema @p schema of that
  * PostgreSQL database (created if missing). NULL on failure (logged). */
-ck_db *ck_db_connect(const char *path, const char *pg_url,
-                     const char *schema);
+ck_db *ck_db_connect(const char *path, const char *pg_url, const char *schema);
 /* Free @p db (its statements; its connection if it owns one). */
 void ck_db_close(ck_db *db);
 int ck_db_is_pg(const ck_db *db);

@@ -90,17 +90,83 @@ typedef struct scenario {
 } scenario;
 
 static scenario sc[] = {
-    {"successful order", "prod_123", "tok_ok", 2, "COMPLETED", NULL, 0, "", NULL, {0, 0}, 0},
-    {"out of stock", "prod_soldout", "tok_ok", 1, "CANCELLED",
-     "inventory_failed", 0, "", NULL, {0, 0}, 0},
-    {"declined card", "prod_456", "tok_decline", 1, "CANCELLED",
-     "payment_failed", 0, "", NULL, {0, 0}, 0},
-    {"warehouse failure", "prod_fragile", "tok_ok", 1, "CANCELLED",
-     "fulfillment_failed", 0, "", NULL, {0, 0}, 0},
-    {"double click", "prod_789", "tok_ok", 3, "COMPLETED", NULL, 1, "", NULL, {0, 0}, 0},
-    {"flaky payment", "prod_123", "tok_flaky", 1, "COMPLETED", NULL, 0, "", NULL, {0, 0}, 0},
-    {"payment timeout", "prod_456", "tok_timeout", 1, "CANCELLED",
-     "payment_failed", 0, "", NULL, {0, 0}, 0},
+    {"successful order",
+     "prod_123",
+     "tok_ok",
+     2,
+     "COMPLETED",
+     NULL,
+     0,
+     "",
+     NULL,
+     {0, 0},
+     0},
+    {"out of stock",
+     "prod_soldout",
+     "tok_ok",
+     1,
+     "CANCELLED",
+     "inventory_failed",
+     0,
+     "",
+     NULL,
+     {0, 0},
+     0},
+    {"declined card",
+     "prod_456",
+     "tok_decline",
+     1,
+     "CANCELLED",
+     "payment_failed",
+     0,
+     "",
+     NULL,
+     {0, 0},
+     0},
+    {"warehouse failure",
+     "prod_fragile",
+     "tok_ok",
+     1,
+     "CANCELLED",
+     "fulfillment_failed",
+     0,
+     "",
+     NULL,
+     {0, 0},
+     0},
+    {"double click",
+     "prod_789",
+     "tok_ok",
+     3,
+     "COMPLETED",
+     NULL,
+     1,
+     "",
+     NULL,
+     {0, 0},
+     0},
+    {"flaky payment",
+     "prod_123",
+     "tok_flaky",
+     1,
+     "COMPLETED",
+     NULL,
+     0,
+     "",
+     NULL,
+     {0, 0},
+     0},
+    {"payment timeout",
+     "prod_456",
+     "tok_timeout",
+     1,
+     "CANCELLED",
+     "payment_failed",
+     0,
+     "",
+     NULL,
+     {0, 0},
+     0},
 };
 #define NSC (sizeof sc / sizeof sc[0])
 
@@ -159,8 +225,8 @@ static int checkout(scenario *s, int i)
     if (s->order_id[0] == '\0')
         return -1;
     if (n == 2 && strcmp(ids[0], ids[1]) != 0) {
-        fprintf(stderr, "demo: double click made two orders (%s, %s)\n",
-                ids[0], ids[1]);
+        fprintf(stderr, "demo: double click made two orders (%s, %s)\n", ids[0],
+                ids[1]);
         return -1;
     }
     return 0;
@@ -177,11 +243,13 @@ static int terminal(const json_t *o)
 
 static void steps_text(const json_t *o, char *out, size_t size)
 {
-    static const char *const map[][2] = {
-        {"ORDER_CREATED", "order"},        {"INVENTORY_RESERVED", "reserve"},
-        {"SHIPPING_CALCULATED", "ship"},   {"PAYMENT_PROCESSED", "pay"},
-        {"ORDER_FULFILLED", "fulfil"},     {"INVENTORY_COMMITTED", "commit"},
-        {"ORDER_CONFIRMED", "confirm"}};
+    static const char *const map[][2] = {{"ORDER_CREATED", "order"},
+                                         {"INVENTORY_RESERVED", "reserve"},
+                                         {"SHIPPING_CALCULATED", "ship"},
+                                         {"PAYMENT_PROCESSED", "pay"},
+                                         {"ORDER_FULFILLED", "fulfil"},
+                                         {"INVENTORY_COMMITTED", "commit"},
+                                         {"ORDER_CONFIRMED", "confirm"}};
     size_t i, len = 0;
     json_t *s;
     out[0] = '\0';
@@ -193,11 +261,11 @@ static void steps_text(const json_t *o, char *out, size_t size)
         for (size_t k = 0; k < 7; k++)
             if (step && strcmp(step, map[k][0]) == 0)
                 nm = map[k][1];
-        const char *mark = st == NULL                          ? "?"
-                           : strcmp(st, "COMPLETED") == 0      ? "+"
-                           : strcmp(st, "COMPENSATED") == 0    ? "~"
-                           : strcmp(st, "FAILED") == 0         ? "x"
-                                                               : "?";
+        const char *mark = st == NULL                       ? "?"
+                           : strcmp(st, "COMPLETED") == 0   ? "+"
+                           : strcmp(st, "COMPENSATED") == 0 ? "~"
+                           : strcmp(st, "FAILED") == 0      ? "x"
+                                                            : "?";
         json_int_t att = json_integer_value(json_object_get(s, "attempts"));
         char a[32] = "";
         if (att > 1)
@@ -321,28 +389,32 @@ int ck_demo(int argc, char **argv)
     json_t *ledger = http("GET", "/api/v1/ledger", NULL, NULL, NULL, &st);
 
     printf("\n%-18s %-22s %-30s %-8s %-8s %s\n", "scenario", "order",
-           "final status", "charged", "refunded", "saga steps (+ done, x "
+           "final status", "charged", "refunded",
+           "saga steps (+ done, x "
            "failed, ~ compensated, (n) attempts)");
     int good = 0;
     for (size_t i = 0; i < NSC; i++) {
         scenario *s = &sc[i];
-        const char *status = json_string_value(json_object_get(s->order, "status"));
-        const char *reason =
-            json_string_value(json_object_get(s->order, "cancel_reason"));
+        const char *status = json_string_value(
+            json_object_get(s->order, "status"));
+        const char *reason = json_string_value(
+            json_object_get(s->order, "cancel_reason"));
         char fs[64], steps[512] = "";
         snprintf(fs, sizeof fs, "%s%s%s%s", status ? status : "(none)",
                  reason ? " (" : "", reason ? reason : "", reason ? ")" : "");
         steps_text(s->order, steps, sizeof steps);
         double ch = 0, rf = 0;
         ledger_for(ledger, s->order_id, &ch, &rf);
-        double total = json_number_value(json_object_get(s->order, "total_amount"));
+        double total = json_number_value(
+            json_object_get(s->order, "total_amount"));
         int completed = status && strcmp(status, "COMPLETED") == 0;
         s->ok = status && strcmp(status, s->want_status) == 0 &&
                 (s->want_reason == NULL ||
                  (reason && strcmp(reason, s->want_reason) == 0)) &&
                 terminal(s->order) &&
-                (completed ? (ch - rf > total - 0.005 && ch - rf < total + 0.005)
-                           : (ch - rf < 0.005)) &&
+                (completed
+                     ? (ch - rf > total - 0.005 && ch - rf < total + 0.005)
+                     : (ch - rf < 0.005)) &&
                 (!s->double_click ||
                  (s->codes[0] + s->codes[1] == 402 &&
                   (s->codes[0] == 202 || s->codes[1] == 202)));

@@ -39,12 +39,12 @@ typedef struct gw_req {
 static int schema(ck_db *db)
 {
     return ck_schema(db, "CREATE TABLE IF NOT EXISTS gateway_charges ("
-                       " key TEXT PRIMARY KEY, order_id TEXT, token TEXT,"
-                       " amount INTEGER NOT NULL, state TEXT NOT NULL,"
-                       " attempts INTEGER NOT NULL DEFAULT 0,"
-                       " refunded INTEGER NOT NULL DEFAULT 0, txn_id TEXT,"
-                       " created_at INTEGER NOT NULL,"
-                       " updated_at INTEGER NOT NULL)");
+                         " key TEXT PRIMARY KEY, order_id TEXT, token TEXT,"
+                         " amount INTEGER NOT NULL, state TEXT NOT NULL,"
+                         " attempts INTEGER NOT NULL DEFAULT 0,"
+                         " refunded INTEGER NOT NULL DEFAULT 0, txn_id TEXT,"
+                         " created_at INTEGER NOT NULL,"
+                         " updated_at INTEGER NOT NULL)");
 }
 
 int ck_gateway_new(ck_gateway **out, ck_app *a, ck_db *db)
@@ -87,12 +87,12 @@ void ck_gateway_forget(ck_gateway *g, void *req)
 }
 
 /* The state of @p key; 0 found, 1 none. */
-static int lookup(ck_gateway *g, const char *key, char state[16],
-                  char txn[64], int *attempts, int64_t *amount)
+static int lookup(ck_gateway *g, const char *key, char state[16], char txn[64],
+                  int *attempts, int64_t *amount)
 {
     ck_stmt *st = ck_prep(g->db, "SELECT state, COALESCE(txn_id, ''), "
-                                      "attempts, amount FROM gateway_charges "
-                                      "WHERE key = ?");
+                                 "attempts, amount FROM gateway_charges "
+                                 "WHERE key = ?");
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, key);
@@ -108,8 +108,8 @@ static int lookup(ck_gateway *g, const char *key, char state[16],
     return rc;
 }
 
-static void put(ck_gateway *g, const gw_req *r, const char *state,
-                int attempts, const char *txn)
+static void put(ck_gateway *g, const gw_req *r, const char *state, int attempts,
+                const char *txn)
 {
     int64_t now = ck_now_ms();
     ck_stmt *st = ck_prep(
@@ -249,8 +249,8 @@ int ck_gateway_refund(ck_gateway *g, const char *key, int64_t *amount)
     if (strcmp(state, "CHARGED") != 0)
         return 1;
     ck_stmt *st = ck_prep(g->db, "UPDATE gateway_charges SET state = "
-                                      "'REFUNDED', refunded = amount, "
-                                      "updated_at = ? WHERE key = ?");
+                                 "'REFUNDED', refunded = amount, "
+                                 "updated_at = ? WHERE key = ?");
     if (st == NULL)
         return -1;
     ck_bind_int(st, 1, ck_now_ms());

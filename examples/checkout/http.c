@@ -63,7 +63,7 @@ void (*ck_log_sink(ck_app *a))(const saga_log_event *ev, void *arg)
 }
 #endif
 
-#define CK_BODY_MAX (1024 * 1024)      /* our 413, with a JSON body */
+#define CK_BODY_MAX (1024 * 1024)         /* our 413, with a JSON body */
 #define CK_H2O_BODY_MAX (8 * 1024 * 1024) /* h2o's own 413 beyond this */
 
 typedef struct ck_http {
@@ -76,30 +76,47 @@ typedef struct ck_http {
 } ck_http;
 
 struct ck_wait {
-    ck_req *r;          /* NULL once the request is gone */
+    ck_req *r; /* NULL once the request is gone */
     uv_timer_t timer;
 };
 
 static const char *reason(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 402:
+        return "Payment Required";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Entity";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Unknown";
     }
 }
 
@@ -208,8 +225,8 @@ void ck_wait_reply(ck_wait *w, int status, json_t *body, const char *hname,
 void ck_wait_error(ck_wait *w, int status, const char *code, const char *msg)
 {
     ck_wait_reply(w, status,
-                  json_pack("{s:{s:s, s:s}}", "error", "code", code,
-                            "message", msg),
+                  json_pack("{s:{s:s, s:s}}", "error", "code", code, "message",
+                            msg),
                   NULL, NULL);
 }
 
@@ -251,8 +268,7 @@ static void url_decode(const char *s, size_t n, char *out, size_t size)
     out[o] = '\0';
 }
 
-const char *ck_query(const ck_req *r, const char *name, char *buf,
-                     size_t size)
+const char *ck_query(const ck_req *r, const char *name, char *buf, size_t size)
 {
     size_t nl = strlen(name);
     const char *p = r->query;
@@ -356,8 +372,8 @@ static void on_accept(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)conn, (uv_close_cb)free);
         return;
     }
-    h2o_socket_t *sock =
-        h2o_uv_socket_create((uv_stream_t *)conn, (uv_close_cb)free);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn,
+                                              (uv_close_cb)free);
     h2o_accept(&h->accept_ctx, sock);
 }
 
@@ -401,8 +417,7 @@ int ck_http_start(ck_app *a, const char *listen, char *bound, size_t bsize)
     }
 #endif
     h2o_pathconf_t *pc = h2o_config_register_path(hc, "/", 0);
-    h2o_handler_t *hd =
-        h2o_create_handler(pc, sizeof *hd + sizeof(ck_http *));
+    h2o_handler_t *hd = h2o_create_handler(pc, sizeof *hd + sizeof(ck_http *));
     *(ck_http **)(hd + 1) = h;
     hd->on_req = on_req;
     h2o_context_init(&h->ctx, a->loop, &h->config);

@@ -11,17 +11,17 @@
 
 typedef struct ck_req {
     ck_app *a;
-    void *h2o;              /* h2o_req_t, NULL once the client is gone */
-    const char *method;     /* "GET", ... (NUL-terminated copy) */
+    void *h2o;          /* h2o_req_t, NULL once the client is gone */
+    const char *method; /* "GET", ... (NUL-terminated copy) */
     const char *body;
     size_t body_len;
-    const char *user_id;    /* X-User-Id or NULL */
-    const char *idem_key;   /* Idempotency-Key or NULL */
+    const char *user_id;     /* X-User-Id or NULL */
+    const char *idem_key;    /* Idempotency-Key or NULL */
     const char *traceparent; /* W3C traceparent or NULL */
     char *segs[CK_MAX_SEGS]; /* path segments */
     int nsegs;
-    const char *query;      /* after '?', or "" */
-    struct ck_wait *wait;   /* when deferred */
+    const char *query;    /* after '?', or "" */
+    struct ck_wait *wait; /* when deferred */
 } ck_req;
 
 /* A deferred answer: valid until ck_wait_reply() (which frees it). */
@@ -44,8 +44,7 @@ void ck_wait_error(ck_wait *w, int status, const char *code, const char *msg);
 int ck_wait_gone(const ck_wait *w);
 
 /* Query parameter @p name, URL-decoded into @p buf; NULL if absent. */
-const char *ck_query(const ck_req *r, const char *name, char *buf,
-                     size_t size);
+const char *ck_query(const ck_req *r, const char *name, char *buf, size_t size);
 
 /* Parse the body as a JSON object; on failure answers 400 and returns NULL. */
 json_t *ck_body_object(ck_req *r);

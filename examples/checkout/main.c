@@ -62,10 +62,10 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static int start_services(ck_app *a, int only)
 {
-    int (*open[CK_NSVC])(ck_app *) = {
-        ck_order_open,    ck_cart_open,      ck_inventory_open,
-        ck_payment_open,  ck_shipping_open,  ck_warehouse_open,
-        ck_notification_open};
+    int (*open[CK_NSVC])(ck_app *) = {ck_order_open,       ck_cart_open,
+                                      ck_inventory_open,   ck_payment_open,
+                                      ck_shipping_open,    ck_warehouse_open,
+                                      ck_notification_open};
     /* The order service last: it reads the others' databases when they run
      * here, and opens its own connections when they do not. */
     for (int k = 1; k <= CK_NSVC; k++) {
@@ -98,8 +98,9 @@ static int run(ck_app *a, int only, const char *listen)
     } else {
         /* A service without the REST front serves GET /metrics when the
          * config names an address for it: "metrics": {"cart": "H:P"}. */
-        const char *m = json_string_value(json_object_get(
-            json_object_get(a->config, "metrics"), ck_svc_names[only]));
+        const char *m = json_string_value(
+            json_object_get(json_object_get(a->config, "metrics"),
+                            ck_svc_names[only]));
         if (m != NULL && ck_metrics_start(a, m) != 0)
             return 1;
         printf("service %s running\n", ck_svc_names[only]);

@@ -58,8 +58,7 @@ int ck_cart_seed(ck_db *db, const ck_catalog *c, int64_t now)
     return ck_commit(db) == CK_OK ? 0 : -1;
 }
 
-static int on_checked_out(saga_participant *p, const saga_command *e,
-                          void *arg)
+static int on_checked_out(saga_participant *p, const saga_command *e, void *arg)
 {
     (void)p;
     ck_app *a = arg;
@@ -69,8 +68,8 @@ static int on_checked_out(saga_participant *p, const saga_command *e,
     int rc = SAGA_OK;
     if (cart != NULL && json_is_integer(max)) {
         ck_stmt *st = ck_prep(a->cart_db,
-                                   "DELETE FROM cart_items WHERE cart_id = ? "
-                                   "AND cart_item_id <= ?");
+                              "DELETE FROM cart_items WHERE cart_id = ? "
+                              "AND cart_item_id <= ?");
         if (st == NULL)
             rc = SAGA_ESTORE;
         else {
@@ -116,20 +115,18 @@ static json_t *cart_json(ck_app *a, const char *cart_id, const char *user,
     int64_t total = 0, count = 0;
     while (ck_step(st) == CK_ROW) {
         char id[32];
-        snprintf(id, sizeof id, "item_%lld",
-                 (long long)ck_col_int(st, 0));
+        snprintf(id, sizeof id, "item_%lld", (long long)ck_col_int(st, 0));
         int64_t q = ck_col_int(st, 2), p = ck_col_int(st, 3);
         total += q * p;
         count += q;
         if (ck_col_int(st, 5) > updated)
             updated = ck_col_int(st, 5);
-        json_array_append_new(
-            items, json_pack("{s:s, s:s, s:I, s:o, s:s?}", "cart_item_id", id,
-                             "product_id",
-                             ck_col_text(st, 1),
-                             "quantity", (json_int_t)q, "price",
-                             ck_json_money(p), "name",
-                             ck_col_text(st, 4)));
+        json_array_append_new(items, json_pack("{s:s, s:s, s:I, s:o, s:s?}",
+                                               "cart_item_id", id, "product_id",
+                                               ck_col_text(st, 1), "quantity",
+                                               (json_int_t)q, "price",
+                                               ck_json_money(p), "name",
+                                               ck_col_text(st, 4)));
     }
     ck_done(st);
     return json_pack("{s:s, s:s, s:o, s:o, s:I, s:o}", "cart_id", cart_id,
@@ -139,11 +136,11 @@ static json_t *cart_json(ck_app *a, const char *cart_id, const char *user,
 }
 
 /* 1 found (owner copied), 0 not found, -1 error. */
-static int cart_owner(ck_app *a, const char *cart_id, char *owner,
-                      size_t size, int64_t *updated)
+static int cart_owner(ck_app *a, const char *cart_id, char *owner, size_t size,
+                      int64_t *updated)
 {
     ck_stmt *st = ck_prep(a->cart_db, "SELECT user_id, updated_at FROM "
-                                           "carts WHERE cart_id = ?");
+                                      "carts WHERE cart_id = ?");
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, cart_id);
@@ -193,7 +190,7 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
         return;
     ck_db *db = a->cart_db;
     ck_stmt *st = ck_prep(db, "SELECT price FROM products WHERE "
-                                   "product_id = ?");
+                              "product_id = ?");
     if (st == NULL) {
         ck_error(r, 500, "internal", "cart database unavailable");
         return;
@@ -288,10 +285,9 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
     snprintf(ids, sizeof ids, "item_%lld", (long long)id);
     ck_reply(r, 201,
              json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "cart_item_id", ids,
-                       "cart_id", cart_id, "product_id",
-                       json_string_value(pid), "quantity", (json_int_t)qty,
-                       "price", ck_json_money(price), "added_at",
-                       ck_json_time(added)));
+                       "cart_id", cart_id, "product_id", json_string_value(pid),
+                       "quantity", (json_int_t)qty, "price",
+                       ck_json_money(price), "added_at", ck_json_time(added)));
 }
 
 static void change_item(ck_req *r, const char *cart_id, const char *item,
@@ -332,9 +328,9 @@ static void change_item(ck_req *r, const char *cart_id, const char *item,
         ck_reply(r, 204, NULL);
         return;
     }
-    ck_reply(r, 200, json_pack("{s:s, s:I, s:o}", "cart_item_id", item,
-                               "quantity", (json_int_t)q, "updated_at",
-                               ck_json_time(now)));
+    ck_reply(r, 200,
+             json_pack("{s:s, s:I, s:o}", "cart_item_id", item, "quantity",
+                       (json_int_t)q, "updated_at", ck_json_time(now)));
 }
 
 void ck_api_cart(ck_req *r)

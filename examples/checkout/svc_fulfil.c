@@ -80,8 +80,8 @@ int ck_shipping_open(ck_app *a)
     a->state[CK_SVC_SHIPPING] = s;
     if (ck_participant(a, CK_SVC_SHIPPING, &p, &s->db) != 0 ||
         ck_schema(s->db, "CREATE TABLE IF NOT EXISTS shipping_quotes ("
-                       " order_id TEXT PRIMARY KEY, cost INTEGER NOT NULL,"
-                       " created_at INTEGER NOT NULL)") != CK_OK)
+                         " order_id TEXT PRIMARY KEY, cost INTEGER NOT NULL,"
+                         " created_at INTEGER NOT NULL)") != CK_OK)
         return -1;
     return saga_participant_on_command(p, "shipping.quote", on_quote, s) ||
                    saga_participant_start(p)
@@ -93,8 +93,7 @@ int ck_shipping_open(ck_app *a)
 
 /* 0 picked (pick list written, event queued), 1 cannot (why set), <0 error. */
 static int pick(plain_state *s, saga_participant *p, const char *order_id,
-                const char *items_s, char pick_id[64], char *why,
-                size_t wsize)
+                const char *items_s, char pick_id[64], char *why, size_t wsize)
 {
     json_t *items = json_loads(items_s, 0, NULL);
     size_t i;
@@ -104,8 +103,8 @@ static int pick(plain_state *s, saga_participant *p, const char *order_id,
     {
         const char *pid = json_string_value(json_object_get(it, "product_id"));
         ck_stmt *st = ck_prep(s->db, "SELECT fail_fulfillment FROM "
-                                          "warehouse_products WHERE "
-                                          "product_id = ?");
+                                     "warehouse_products WHERE "
+                                     "product_id = ?");
         if (st == NULL) {
             json_decref(items);
             return SAGA_ESTORE;
@@ -179,8 +178,7 @@ static void flush_picks(uv_timer_t *t)
         char order_id[64], items[65536];
         ck_data_str(c->payload, c->payload_len, "order_id", order_id,
                     sizeof order_id);
-        ck_data_str(c->payload, c->payload_len, "items", items,
-                    sizeof items);
+        ck_data_str(c->payload, c->payload_len, "items", items, sizeof items);
         k->rc = pick(s, k->p, order_id, items, k->pick_id, k->why,
                      sizeof k->why);
         /* A failed statement: SQLite undid it alone (pick() writes one row,
@@ -234,8 +232,8 @@ static void picked(uv_timer_t *t)
         uv_timer_start(&s->flush, flush_picks, 0, 0);
 }
 
-static int on_fulfil(saga_participant *p, const saga_command *c,
-                     saga_reply *r, void *arg)
+static int on_fulfil(saga_participant *p, const saga_command *c, saga_reply *r,
+                     void *arg)
 {
     plain_state *s = arg;
     picking *k = calloc(1, sizeof *k);
@@ -290,15 +288,15 @@ int ck_warehouse_open(ck_app *a)
     s->a = a;
     a->state[CK_SVC_WAREHOUSE] = s;
     if (ck_participant(a, CK_SVC_WAREHOUSE, &p, &s->db) != 0 ||
-        ck_schema(s->db,
-                "CREATE TABLE IF NOT EXISTS warehouse_products ("
-                " product_id TEXT PRIMARY KEY,"
-                " fail_fulfillment INTEGER NOT NULL);"
-                "CREATE TABLE IF NOT EXISTS pick_lists ("
-                " pick_list_id TEXT PRIMARY KEY, order_id TEXT NOT NULL UNIQUE,"
-                " warehouse_id TEXT NOT NULL, status TEXT NOT NULL,"
-                " items TEXT NOT NULL, created_at INTEGER NOT NULL)") !=
-            CK_OK)
+        ck_schema(
+            s->db,
+            "CREATE TABLE IF NOT EXISTS warehouse_products ("
+            " product_id TEXT PRIMARY KEY,"
+            " fail_fulfillment INTEGER NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS pick_lists ("
+            " pick_list_id TEXT PRIMARY KEY, order_id TEXT NOT NULL UNIQUE,"
+            " warehouse_id TEXT NOT NULL, status TEXT NOT NULL,"
+            " items TEXT NOT NULL, created_at INTEGER NOT NULL)") != CK_OK)
         return -1;
     ck_stmt *st = ck_prep(s->db, "INSERT INTO warehouse_products "
                                  "(product_id, fail_fulfillment) VALUES "
@@ -320,8 +318,7 @@ int ck_warehouse_open(ck_app *a)
 
 /* --- notification (choreography) --------------------------------------------- */
 
-static int on_order_event(saga_participant *p, const saga_command *e,
-                          void *arg)
+static int on_order_event(saga_participant *p, const saga_command *e, void *arg)
 {
     (void)p;
     plain_state *s = arg;
@@ -395,12 +392,12 @@ int ck_notification_open(ck_app *a)
     s->a = a;
     a->state[CK_SVC_NOTIFICATION] = s;
     if (ck_participant(a, CK_SVC_NOTIFICATION, &p, &s->db) != 0 ||
-        ck_schema(s->db, "CREATE TABLE IF NOT EXISTS emails ("
-                       " email_id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                       " event_id TEXT NOT NULL UNIQUE, order_id TEXT NOT NULL,"
-                       " address TEXT NOT NULL, subject TEXT NOT NULL,"
-                       " body TEXT NOT NULL, sent_at INTEGER NOT NULL)") !=
-            CK_OK)
+        ck_schema(s->db,
+                  "CREATE TABLE IF NOT EXISTS emails ("
+                  " email_id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                  " event_id TEXT NOT NULL UNIQUE, order_id TEXT NOT NULL,"
+                  " address TEXT NOT NULL, subject TEXT NOT NULL,"
+                  " body TEXT NOT NULL, sent_at INTEGER NOT NULL)") != CK_OK)
         return -1;
     return saga_participant_on_event(p, CK_T_ORDER, "notification", NULL,
                                      on_order_event, s) ||

@@ -22,24 +22,23 @@
 int ck_inventory_schema(ck_db *db)
 {
     return ck_schema(
-        db,
-        "CREATE TABLE IF NOT EXISTS inventory (product_id TEXT PRIMARY KEY,"
-        " available_quantity INTEGER NOT NULL,"
-        " reserved_quantity INTEGER NOT NULL DEFAULT 0,"
-        " sold_quantity INTEGER NOT NULL DEFAULT 0,"
-        " total_quantity INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
-        " CHECK (available_quantity >= 0 AND reserved_quantity >= 0 AND"
-        "  sold_quantity >= 0 AND available_quantity + reserved_quantity +"
-        "  sold_quantity = total_quantity));"
-        "CREATE INDEX IF NOT EXISTS idx_available ON"
-        " inventory(available_quantity);"
-        "CREATE TABLE IF NOT EXISTS reservations ("
-        " order_id TEXT NOT NULL, product_id TEXT NOT NULL,"
-        " quantity INTEGER NOT NULL, status TEXT NOT NULL,"
-        " expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL,"
-        " updated_at INTEGER NOT NULL, PRIMARY KEY (order_id, product_id));"
-        "CREATE INDEX IF NOT EXISTS idx_resv_expiry ON reservations(status,"
-        " expires_at);");
+        db, "CREATE TABLE IF NOT EXISTS inventory (product_id TEXT PRIMARY KEY,"
+            " available_quantity INTEGER NOT NULL,"
+            " reserved_quantity INTEGER NOT NULL DEFAULT 0,"
+            " sold_quantity INTEGER NOT NULL DEFAULT 0,"
+            " total_quantity INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+            " CHECK (available_quantity >= 0 AND reserved_quantity >= 0 AND"
+            "  sold_quantity >= 0 AND available_quantity + reserved_quantity +"
+            "  sold_quantity = total_quantity));"
+            "CREATE INDEX IF NOT EXISTS idx_available ON"
+            " inventory(available_quantity);"
+            "CREATE TABLE IF NOT EXISTS reservations ("
+            " order_id TEXT NOT NULL, product_id TEXT NOT NULL,"
+            " quantity INTEGER NOT NULL, status TEXT NOT NULL,"
+            " expires_at INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+            " updated_at INTEGER NOT NULL, PRIMARY KEY (order_id, product_id));"
+            "CREATE INDEX IF NOT EXISTS idx_resv_expiry ON reservations(status,"
+            " expires_at);");
 }
 
 /* New products get their stock; known ones keep what orders moved. */
@@ -77,7 +76,7 @@ int ck_inv_reserve(ck_db *db, const char *order_id, const json_t *items,
     *failed_out = NULL;
     /* Already held for this order (a retried action): nothing more. */
     ck_stmt *st = ck_prep(db, "SELECT COUNT(*) FROM reservations WHERE "
-                                   "order_id = ?");
+                              "order_id = ?");
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, order_id);
@@ -99,8 +98,7 @@ int ck_inv_reserve(ck_db *db, const char *order_id, const json_t *items,
             return -1;
         }
         ck_bind_text(st, 1, pid ? pid : "");
-        int64_t avail =
-            ck_step(st) == CK_ROW ? ck_col_int(st, 0) : 0;
+        int64_t avail = ck_step(st) == CK_ROW ? ck_col_int(st, 0) : 0;
         ck_done(st);
         if (avail < q)
             json_array_append_new(failed,
@@ -157,8 +155,8 @@ json_t *ck_inv_release(ck_db *db, const char *order_id, const char *why,
 {
     *err = 0;
     ck_stmt *st = ck_prep(db, "SELECT product_id, quantity FROM "
-                                   "reservations WHERE order_id = ? AND "
-                                   "status = 'RESERVED'");
+                              "reservations WHERE order_id = ? AND "
+                              "status = 'RESERVED'");
     if (st == NULL) {
         *err = 1;
         return NULL;
@@ -166,10 +164,9 @@ json_t *ck_inv_release(ck_db *db, const char *order_id, const char *why,
     ck_bind_text(st, 1, order_id);
     json_t *rel = json_array();
     while (ck_step(st) == CK_ROW)
-        json_array_append_new(
-            rel, json_pack("{s:s, s:I}", "product_id",
-                           ck_col_text(st, 0), "quantity",
-                           (json_int_t)ck_col_int(st, 1)));
+        json_array_append_new(rel, json_pack("{s:s, s:I}", "product_id",
+                                             ck_col_text(st, 0), "quantity",
+                                             (json_int_t)ck_col_int(st, 1)));
     ck_done(st);
     size_t i;
     json_t *it;
@@ -185,15 +182,17 @@ json_t *ck_inv_release(ck_db *db, const char *order_id, const char *why,
         }
         ck_bind_int(st, 1, json_integer_value(json_object_get(it, "quantity")));
         ck_bind_int(st, 2, now);
-        ck_bind_text(st, 3, json_string_value(json_object_get(it, "product_id")));
+        ck_bind_text(st, 3,
+                     json_string_value(json_object_get(it, "product_id")));
         if (step_done(st) != 0) {
             *err = 1;
             break;
         }
     }
-    st = *err ? NULL : ck_prep(db, "UPDATE reservations SET status = ?, "
-                                   "updated_at = ? WHERE order_id = ? AND "
-                                   "status = 'RESERVED'");
+    st = *err ? NULL
+              : ck_prep(db, "UPDATE reservations SET status = ?, "
+                            "updated_at = ? WHERE order_id = ? AND "
+                            "status = 'RESERVED'");
     if (st != NULL) {
         ck_bind_text(st, 1, why);
         ck_bind_int(st, 2, now);
@@ -215,14 +214,14 @@ int ck_inv_commit(ck_db *db, const char *order_id, int64_t now)
     /* Each element in parentheses: three statements, not one string. */
     static const char *const sql[] = {
         ("UPDATE inventory SET reserved_quantity = reserved_quantity - r.q, "
-        "sold_quantity = sold_quantity + r.q, updated_at = ?2 FROM (SELECT "
-        "product_id AS p, quantity AS q FROM reservations WHERE order_id = ?1 "
-        "AND status = 'RESERVED') r WHERE inventory.product_id = r.p"),
+         "sold_quantity = sold_quantity + r.q, updated_at = ?2 FROM (SELECT "
+         "product_id AS p, quantity AS q FROM reservations WHERE order_id = ?1 "
+         "AND status = 'RESERVED') r WHERE inventory.product_id = r.p"),
         ("UPDATE inventory SET available_quantity = available_quantity - r.q, "
-        "sold_quantity = sold_quantity + r.q, updated_at = ?2 FROM (SELECT "
-        "product_id AS p, quantity AS q FROM reservations WHERE order_id = ?1 "
-        "AND status = 'EXPIRED') r WHERE inventory.product_id = r.p AND "
-        "inventory.available_quantity >= r.q"),
+         "sold_quantity = sold_quantity + r.q, updated_at = ?2 FROM (SELECT "
+         "product_id AS p, quantity AS q FROM reservations WHERE order_id = ?1 "
+         "AND status = 'EXPIRED') r WHERE inventory.product_id = r.p AND "
+         "inventory.available_quantity >= r.q"),
         ("UPDATE reservations SET status = 'COMMITTED', updated_at = ?2 WHERE "
          "order_id = ?1 AND status IN ('RESERVED', 'EXPIRED')")};
     for (int i = 0; i < 3; i++) {
@@ -240,15 +239,14 @@ int ck_inv_commit(ck_db *db, const char *order_id, int64_t now)
 int ck_inv_sweep(ck_db *db, int64_t now, json_t *released)
 {
     ck_stmt *st = ck_prep(db, "SELECT DISTINCT order_id FROM "
-                                   "reservations WHERE status = 'RESERVED' "
-                                   "AND expires_at <= ? LIMIT 500");
+                              "reservations WHERE status = 'RESERVED' "
+                              "AND expires_at <= ? LIMIT 500");
     if (st == NULL)
         return -1;
     ck_bind_int(st, 1, now);
     json_t *ids = json_array();
     while (ck_step(st) == CK_ROW)
-        json_array_append_new(ids,
-                              json_string(ck_col_text(st, 0)));
+        json_array_append_new(ids, json_string(ck_col_text(st, 0)));
     ck_done(st);
     int n = 0;
     size_t i;
@@ -265,9 +263,9 @@ int ck_inv_sweep(ck_db *db, int64_t now, json_t *released)
         if (rel != NULL) {
             n++;
             if (released)
-                json_array_append_new(
-                    released, json_pack("{s:O, s:o}", "order_id", id,
-                                        "released_items", rel));
+                json_array_append_new(released,
+                                      json_pack("{s:O, s:o}", "order_id", id,
+                                                "released_items", rel));
             else
                 json_decref(rel);
         }
@@ -297,8 +295,8 @@ typedef struct inv_state {
     uv_timer_t sweep;
 } inv_state;
 
-static int on_reserve(saga_participant *p, const saga_command *c,
-                      saga_reply *r, void *arg)
+static int on_reserve(saga_participant *p, const saga_command *c, saga_reply *r,
+                      void *arg)
 {
     inv_state *s = arg;
     char order_id[64], items_s[65536];
@@ -344,12 +342,10 @@ static int on_reserve(saga_participant *p, const saga_command *c,
     json_t *resv = json_array();
     size_t i;
     json_t *it;
-    json_array_foreach(items, i, it)
-        json_array_append_new(resv, json_pack("{s:O, s:O, s:b}", "product_id",
-                                              json_object_get(it, "product_id"),
-                                              "quantity",
-                                              json_object_get(it, "quantity"),
-                                              "reserved", 1));
+    json_array_foreach(items, i, it) json_array_append_new(
+        resv, json_pack("{s:O, s:O, s:b}", "product_id",
+                        json_object_get(it, "product_id"), "quantity",
+                        json_object_get(it, "quantity"), "reserved", 1));
     json_decref(items);
     json_t *ev = ck_event("InventoryReservedEvent", order_id, now);
     json_object_set_new(ev, "reservations", resv);
@@ -372,8 +368,8 @@ static int on_reserve(saga_participant *p, const saga_command *c,
     return rc;
 }
 
-static int on_commit(saga_participant *p, const saga_command *c,
-                     saga_reply *r, void *arg)
+static int on_commit(saga_participant *p, const saga_command *c, saga_reply *r,
+                     void *arg)
 {
     (void)p, (void)r;
     inv_state *s = arg;

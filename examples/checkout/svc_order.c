@@ -22,9 +22,9 @@
 
 #include "ck.h"
 
-static const char *const ranks[] = {"PENDING", "INVENTORY_RESERVED",
+static const char *const ranks[] = {"PENDING",           "INVENTORY_RESERVED",
                                     "PAYMENT_COMPLETED", "FULFILLED",
-                                    "COMPLETED", "CANCELLED"};
+                                    "COMPLETED",         "CANCELLED"};
 
 static int rank(const char *s)
 {
@@ -70,7 +70,7 @@ static int set_status(ck_db *db, const char *order_id, const char *status,
                       const char *reason, int64_t now, char prev_out[32])
 {
     ck_stmt *st = ck_prep(db, "SELECT status FROM orders WHERE "
-                                   "order_id = ?");
+                              "order_id = ?");
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, order_id);
@@ -123,12 +123,10 @@ static json_t *order_row_json(ck_db *db, const char *order_id, int items)
     ck_bind_text(st, 1, order_id);
     json_t *o = NULL;
     if (ck_step(st) == CK_ROW) {
-        json_t *addr = json_loads(ck_col_text(st, 3), 0,
-                                  NULL);
+        json_t *addr = json_loads(ck_col_text(st, 3), 0, NULL);
         o = json_pack("{s:s, s:s, s:o, s:o, s:I}", "user_id",
-                      ck_col_text(st, 0), "cart_id",
-                      ck_col_text(st, 1), "total_amount",
-                      ck_json_money(ck_col_int(st, 2)),
+                      ck_col_text(st, 0), "cart_id", ck_col_text(st, 1),
+                      "total_amount", ck_json_money(ck_col_int(st, 2)),
                       "shipping_address", addr ? addr : json_null(),
                       "cart_max_item", (json_int_t)ck_col_int(st, 5));
     }
@@ -141,21 +139,20 @@ static json_t *order_row_json(ck_db *db, const char *order_id, int items)
     if (st != NULL) {
         ck_bind_text(st, 1, order_id);
         while (ck_step(st) == CK_ROW)
-            json_array_append_new(
-                arr, json_pack("{s:s, s:I, s:o}", "product_id",
-                               ck_col_text(st, 0),
-                               "quantity",
-                               (json_int_t)ck_col_int(st, 1),
-                               "price",
-                               ck_json_money(ck_col_int(st, 2))));
+            json_array_append_new(arr,
+                                  json_pack("{s:s, s:I, s:o}", "product_id",
+                                            ck_col_text(st, 0), "quantity",
+                                            (json_int_t)ck_col_int(st, 1),
+                                            "price",
+                                            ck_json_money(ck_col_int(st, 2))));
         ck_done(st);
     }
     json_object_set_new(o, "items", arr);
     return o;
 }
 
-static int on_create(saga_participant *p, const saga_command *c,
-                     saga_reply *r, void *arg)
+static int on_create(saga_participant *p, const saga_command *c, saga_reply *r,
+                     void *arg)
 {
     ck_app *a = arg;
     ck_db *db = a->order_db;
@@ -167,8 +164,8 @@ static int on_create(saga_participant *p, const saga_command *c,
         /* The last compensation: the order is CANCELLED. Why: what the
          * saga got furthest with. */
         int64_t sub = ck_data_int(c->payload, c->payload_len, "subtotal", 0);
-        int64_t ship =
-            ck_data_int(c->payload, c->payload_len, "shipping_cost", 0);
+        int64_t ship = ck_data_int(c->payload, c->payload_len, "shipping_cost",
+                                   0);
         char rsv[64], pay[64];
         ck_data_str(c->payload, c->payload_len, "reservation_id", rsv,
                     sizeof rsv);
@@ -201,8 +198,7 @@ static int on_create(saga_participant *p, const saga_command *c,
                                 json_boolean(rsv[0] != '\0'));
             json_object_set_new(ev, "previous_status", json_string(prev));
             if (row)
-                json_object_set(ev, "user_id",
-                                json_object_get(row, "user_id"));
+                json_object_set(ev, "user_id", json_object_get(row, "user_id"));
             json_decref(row);
             return ck_publish(p, CK_T_ORDER, order_id, ev);
         }
@@ -218,8 +214,8 @@ static int on_create(saga_participant *p, const saga_command *c,
     return ck_publish(p, CK_T_ORDER, order_id, ev);
 }
 
-static int on_confirm(saga_participant *p, const saga_command *c,
-                      saga_reply *r, void *arg)
+static int on_confirm(saga_participant *p, const saga_command *c, saga_reply *r,
+                      void *arg)
 {
     ck_app *a = arg;
     ck_db *db = a->order_db;
@@ -230,7 +226,7 @@ static int on_confirm(saga_participant *p, const saga_command *c,
     int64_t sub = ck_data_int(c->payload, c->payload_len, "subtotal", 0);
     int64_t ship = ck_data_int(c->payload, c->payload_len, "shipping_cost", 0);
     ck_stmt *st = ck_prep(db, "UPDATE orders SET shipping_cost = ?, "
-                                   "total_amount = ? WHERE order_id = ?");
+                              "total_amount = ? WHERE order_id = ?");
     if (st == NULL)
         return SAGA_ESTORE;
     ck_bind_int(st, 1, ship);
@@ -300,19 +296,16 @@ static int on_event(saga_participant *p, const saga_command *e, void *arg)
             rc = SAGA_ESTORE;
             goto out;
         }
-        const char *pid =
-            json_string_value(json_object_get(ev, "payment_id"));
-        const char *txn =
-            json_string_value(json_object_get(ev, "transaction_id"));
+        const char *pid = json_string_value(json_object_get(ev, "payment_id"));
+        const char *txn = json_string_value(
+            json_object_get(ev, "transaction_id"));
         if (pid)
             ck_bind_text(st, 1, pid);
         if (txn)
             ck_bind_text(st, 2, txn);
-        ck_bind_text(st, 3, ok ? "COMPLETED" : refund ? "REFUNDED"
-                                                           : "FAILED");
+        ck_bind_text(st, 3, ok ? "COMPLETED" : refund ? "REFUNDED" : "FAILED");
         if (refund)
-            ck_bind_int(st, 4,
-                               ck_money_parse(json_object_get(ev, "amount")));
+            ck_bind_int(st, 4, ck_money_parse(json_object_get(ev, "amount")));
         ck_bind_int(st, 5, now);
         ck_bind_text(st, 6, oid);
         if (ck_step(st) != CK_DONE)
@@ -390,9 +383,8 @@ static int define(saga_def **out, const ck_timing *t)
             : add_remote(d, "fulfill_order", "warehouse", "warehouse.fulfill",
                          NULL, SAGA_STEP_PIVOT, 10000, 3);
     rc = rc ? rc
-            : add_remote(d, "commit_inventory", "inventory",
-                         "inventory.commit", NULL, SAGA_STEP_RETRIABLE, 5000,
-                         0);
+            : add_remote(d, "commit_inventory", "inventory", "inventory.commit",
+                         NULL, SAGA_STEP_RETRIABLE, 5000, 0);
     rc = rc ? rc
             : add_remote(d, "confirm_order", "order", "order.confirm", NULL,
                          SAGA_STEP_RETRIABLE, 5000, 0);
@@ -430,8 +422,10 @@ int ck_order_open(ck_app *a)
         return -1;
     if (a->store != NULL) {
         if (saga_store_open(&s, spec) != SAGA_OK) {
-            fprintf(stderr, "saga-checkout: cannot open the orchestrator's "
-                            "store: %s\n", saga_open_errmsg());
+            fprintf(stderr,
+                    "saga-checkout: cannot open the orchestrator's "
+                    "store: %s\n",
+                    saga_open_errmsg());
             return -1;
         }
     } else {

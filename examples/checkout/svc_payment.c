@@ -74,7 +74,7 @@ static int record(ck_db *db, const char *pid, const char *order_id,
 typedef struct charge {
     ck_app *a;
     saga_participant *p;
-    void *deferred;   /* saga_deferred * */
+    void *deferred; /* saga_deferred * */
     void *gw_req;
     uv_timer_t timeout;
     char key[256], pid[80], order_id[64], token[64], method[32];
@@ -189,9 +189,9 @@ static int refund(ck_app *a, saga_participant *p, const saga_command *c)
             return SAGA_OK;
     }
     ck_stmt *st = ck_prep(s->db, "UPDATE payments SET status = "
-                                      "'REFUNDED', refunded_amount = ?, "
-                                      "updated_at = ? WHERE idempotency_key "
-                                      "= ?");
+                                 "'REFUNDED', refunded_amount = ?, "
+                                 "updated_at = ? WHERE idempotency_key "
+                                 "= ?");
     if (st == NULL)
         return SAGA_ESTORE;
     ck_bind_int(st, 1, amount);
@@ -217,9 +217,8 @@ static void charge_finish(charge *ch, ck_gw_result res, const char *txn)
      * Reverse it at once and answer FAIL, so that a slow gateway always
      * ends in a cancelled order with nothing charged, however loaded the
      * machine is (the refund compensation then finds it refunded). */
-    if (res == CK_GW_CHARGED &&
-        uv_now(ch->a->loop) - ch->started >
-            ch->a->timing.payment_step_timeout_ms) {
+    if (res == CK_GW_CHARGED && uv_now(ch->a->loop) - ch->started >
+                                    ch->a->timing.payment_step_timeout_ms) {
         int64_t amount;
         if (ck_gateway_refund(ch->a->gateway, ch->key, &amount) == 0)
             res = CK_GW_LATE;
@@ -262,8 +261,8 @@ static void gw_timeout(uv_timer_t *t)
     charge_finish(ch, v == 1 ? CK_GW_CHARGED : CK_GW_VOIDED, txn);
 }
 
-static int on_charge(saga_participant *p, const saga_command *c,
-                     saga_reply *r, void *arg)
+static int on_charge(saga_participant *p, const saga_command *c, saga_reply *r,
+                     void *arg)
 {
     pay_state *s = arg;
     ck_app *a = s->a;
@@ -294,8 +293,8 @@ static int on_charge(saga_participant *p, const saga_command *c,
         s->inflight->prev = &ch->next;
     s->inflight = ch;
     uv_timer_start(&ch->timeout, gw_timeout, a->timing.gateway_timeout_ms, 0);
-    ch->gw_req = ck_gateway_charge(a->gateway, ch->key, ch->token,
-                                   ch->order_id, ch->amount, gw_answered, ch);
+    ch->gw_req = ck_gateway_charge(a->gateway, ch->key, ch->token, ch->order_id,
+                                   ch->amount, gw_answered, ch);
     return SAGA_OK;
 }
 

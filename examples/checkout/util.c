@@ -11,9 +11,10 @@
 
 #include "ck.h"
 
-const char *const ck_svc_names[CK_NSVC] = {
-    "order", "cart", "inventory", "payment", "shipping", "warehouse",
-    "notification"};
+const char *const ck_svc_names[CK_NSVC] = {"order",       "cart",
+                                           "inventory",   "payment",
+                                           "shipping",    "warehouse",
+                                           "notification"};
 
 int ck_svc_index(const char *name)
 {
@@ -88,7 +89,10 @@ json_t *ck_json_time(int64_t ms)
     return json_string(b);
 }
 
-json_t *ck_json_money(int64_t cents) { return json_real((double)cents / 100.0); }
+json_t *ck_json_money(int64_t cents)
+{
+    return json_real((double)cents / 100.0);
+}
 
 int64_t ck_money_parse(const json_t *v)
 {
@@ -228,8 +232,7 @@ int ck_map_str(saga_map *m, const char *k, const char *v)
     return saga_map_set_str(m, k, v ? v : "");
 }
 
-void ck_data_str(const void *d, size_t n, const char *k, char *out,
-                 size_t size)
+void ck_data_str(const void *d, size_t n, const char *k, char *out, size_t size)
 {
     const char *s;
     size_t l;
@@ -252,9 +255,8 @@ json_t *ck_event(const char *type, const char *order_id, int64_t now)
 {
     char id[40];
     ck_random_id("evt_", id, sizeof id);
-    return json_pack("{s:s, s:s, s:s, s:o}", "event_id", id, "event_type",
-                     type, "order_id", order_id, "timestamp",
-                     ck_json_time(now));
+    return json_pack("{s:s, s:s, s:s, s:o}", "event_id", id, "event_type", type,
+                     "order_id", order_id, "timestamp", ck_json_time(now));
 }
 
 int ck_publish(saga_participant *p, const char *topic, const char *order_id,

@@ -152,7 +152,9 @@ static saga_def *checkout(enum variant v)
     saga_def_add_step(d, "reserve_inventory", reserve,
                       v == SWAPPED ? refund : release, NULL, NULL);
     saga_def_add_step(d, "take_payment", pay,
-                      v == NO_REFUND ? NULL : v == SWAPPED ? release : refund,
+                      v == NO_REFUND ? NULL
+                      : v == SWAPPED ? release
+                                     : refund,
                       NULL, NULL);
     saga_def_add_step(d, "fulfil", fulfil, NULL, &pivot, NULL);
     saga_def_add_step(d, "confirm", confirm, NULL, &retriable, NULL);

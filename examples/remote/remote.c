@@ -121,8 +121,8 @@ int main(void)
     uv_loop_init(&loop);
     saga_inmem_bus *bus;
     saga_inmem_bus_new(&bus, &loop);
-    saga_participant *inv =
-        service(&loop, bus, "inventory", "reserve", inventory);
+    saga_participant *inv = service(&loop, bus, "inventory", "reserve",
+                                    inventory);
     saga_participant *pay = service(&loop, bus, "payment", "charge", payment);
     if (inv == NULL || pay == NULL)
         return 1;

@@ -40,13 +40,13 @@ typedef struct saga_shape saga_shape;
 /** One step of a shape. Strings are borrowed from the shape; NULL if none. */
 typedef struct saga_shape_step_info {
     const char *name;
-    int kind;                    /* a saga_step_kind */
-    int has_compensation;        /* 1 if the step has a compensation */
-    const char *service;         /* remote steps: the target service */
-    const char *command;         /* remote steps: the action's command */
-    const char *comp_command;    /* remote steps: the compensation's */
-    uint32_t timeout_ms;         /* SAGA_TIMEOUT_NONE for none */
-    uint32_t max_attempts;       /* SAGA_RETRY_FOREVER for no limit */
+    int kind;                 /* a saga_step_kind */
+    int has_compensation;     /* 1 if the step has a compensation */
+    const char *service;      /* remote steps: the target service */
+    const char *command;      /* remote steps: the action's command */
+    const char *comp_command; /* remote steps: the compensation's */
+    uint32_t timeout_ms;      /* SAGA_TIMEOUT_NONE for none */
+    uint32_t max_attempts;    /* SAGA_RETRY_FOREVER for no limit */
     uint32_t comp_max_attempts;
 } saga_shape_step_info;
 
@@ -123,9 +123,8 @@ SAGA_EXTERN int saga_compensate(saga_engine *e, const char *saga_id,
  * @return SAGA_OK, SAGA_EINVAL (bad @p as), SAGA_ENOTFOUND, SAGA_EBUSY (not
  *   FAILED), SAGA_ESTORE. Since: 0.2.
  */
-SAGA_EXTERN int saga_resolve(saga_engine *e, const char *saga_id,
-                             saga_state as, const char *reason,
-                             const char *actor);
+SAGA_EXTERN int saga_resolve(saga_engine *e, const char *saga_id, saga_state as,
+                             const char *reason, const char *actor);
 
 /** The engine's store (borrowed; the engine owns it). @return the store,
  * or NULL for a NULL engine. Since: 0.2. */
@@ -153,9 +152,9 @@ typedef enum saga_op_kind {
 typedef struct saga_op_request {
     saga_op_kind op;
     const char *saga_id;
-    saga_state as;       /* SAGA_OP_RESOLVE: COMPLETED or COMPENSATED */
-    const char *reason;  /* may be NULL */
-    const char *actor;   /* may be NULL */
+    saga_state as;      /* SAGA_OP_RESOLVE: COMPLETED or COMPENSATED */
+    const char *reason; /* may be NULL */
+    const char *actor;  /* may be NULL */
 } saga_op_request;
 
 /** Who applied a request (saga_op_run()'s @p by_out). */

@@ -65,15 +65,15 @@ typedef enum saga_msg_kind {
  * the ones the message does not carry.
  */
 typedef struct saga_envelope {
-    unsigned int v;        /* SAGA_ENVELOPE_VERSION */
+    unsigned int v; /* SAGA_ENVELOPE_VERSION */
     saga_msg_kind kind;
     uint32_t step;
     uint32_t attempt;
-    int comp;              /* 1: a compensation command, or its reply */
-    saga_outcome outcome;  /* replies only */
-    char msg_id[SAGA_NAME_MAX + 1];   /* 1..255 bytes, no NUL inside */
-    char saga_id[SAGA_NAME_MAX + 1];  /* 1..255 bytes */
-    char name[SAGA_NAME_MAX + 1];     /* 1..255 bytes */
+    int comp;             /* 1: a compensation command, or its reply */
+    saga_outcome outcome; /* replies only */
+    char msg_id[SAGA_NAME_MAX + 1];          /* 1..255 bytes, no NUL inside */
+    char saga_id[SAGA_NAME_MAX + 1];         /* 1..255 bytes */
+    char name[SAGA_NAME_MAX + 1];            /* 1..255 bytes */
     char trace[SAGA_ENVELOPE_TRACE_MAX + 1]; /* 0..256 bytes */
     char error[SAGA_ENVELOPE_ERROR_MAX + 1]; /* replies; "" for none */
     /** Commands: the topic the reply goes to (the orchestrator's service
@@ -141,7 +141,7 @@ SAGA_EXTERN const char *saga_msg_kind_name(saga_msg_kind kind);
  * snapshot of several is not taken at one instant).
  */
 typedef struct saga_codec_counters {
-    unsigned int version; /* set by the caller: SAGA_CODEC_COUNTERS_VERSION */
+    unsigned int version;   /* set by the caller: SAGA_CODEC_COUNTERS_VERSION */
     uint64_t decoded;       /* accepted messages */
     uint64_t rej_malformed; /* not msgpack, truncated, trailing bytes, not a
                                map, non-string key, nesting too deep */

@@ -74,13 +74,13 @@ typedef void (*saga_action_fn)(saga_engine *e, const saga_step_ref *ref,
  */
 typedef struct saga_step_options {
     unsigned int version;
-    saga_step_kind kind;        /* default SAGA_STEP_COMPENSATABLE */
-    uint32_t timeout_ms;        /* per attempt; default 30000 */
-    saga_retry_policy retry;    /* the action's policy */
+    saga_step_kind kind;          /* default SAGA_STEP_COMPENSATABLE */
+    uint32_t timeout_ms;          /* per attempt; default 30000 */
+    saga_retry_policy retry;      /* the action's policy */
     saga_retry_policy comp_retry; /* the compensation's policy */
-    const char *service;        /* remote: target service (NULL = local) */
-    const char *command;        /* remote: the action's command name */
-    const char *comp_command;   /* remote: the compensation's command name */
+    const char *service;          /* remote: target service (NULL = local) */
+    const char *command;          /* remote: the action's command name */
+    const char *comp_command;     /* remote: the compensation's command name */
 } saga_step_options;
 
 /**

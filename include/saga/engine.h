@@ -175,8 +175,7 @@ SAGA_EXTERN int saga_engine_housekeep(saga_engine *e);
  * saga_engine_free(). A closing engine invokes no more actions; the verbs
  * return SAGA_ECLOSED. Safe from an action or callback.
  */
-SAGA_EXTERN void saga_engine_close(saga_engine *e, saga_close_cb cb,
-                                   void *arg);
+SAGA_EXTERN void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg);
 /** Close and free an engine, running its loop until it is gone; for an
  * engine on its own loop, or when the caller's loop is not running. It also
  * finishes a saga_engine_close() in progress. From an action or callback of
@@ -267,8 +266,7 @@ typedef struct saga_info saga_info;
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ESTORE, SAGA_ENOMEM.
  * Ownership: free *out with saga_info_free().
  */
-SAGA_EXTERN int saga_get(saga_engine *e, const char *saga_id,
-                         saga_info **out);
+SAGA_EXTERN int saga_get(saga_engine *e, const char *saga_id, saga_info **out);
 SAGA_EXTERN void saga_info_free(saga_info *info);
 SAGA_EXTERN const char *saga_info_id(const saga_info *info);
 SAGA_EXTERN const char *saga_info_def_name(const saga_info *info);
@@ -302,7 +300,8 @@ SAGA_EXTERN int saga_list(saga_engine *e, unsigned int state_mask,
                           saga_list_cb cb, void *arg);
 
 #define SAGA_ENGINE_COUNTERS_VERSION 1
-#define SAGA_ENGINE_COUNTERS_INIT SAGA_INIT_VERSION(SAGA_ENGINE_COUNTERS_VERSION)
+#define SAGA_ENGINE_COUNTERS_INIT                                              \
+    SAGA_INIT_VERSION(SAGA_ENGINE_COUNTERS_VERSION)
 
 /** Counters since the engine started (docs/api/README.md, "Counters"). */
 typedef struct saga_engine_counters {

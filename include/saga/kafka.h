@@ -119,21 +119,21 @@ SAGA_EXTERN int saga_transport_kafka_new(saga_transport **out,
 
 /** Counters since the transport was made. */
 typedef struct saga_kafka_counters {
-    unsigned int version; /* set by the caller: SAGA_KAFKA_COUNTERS_VERSION */
-    uint64_t sent;        /* sends confirmed by the broker */
-    uint64_t send_failed; /* sends whose callback got an error */
-    uint64_t received;    /* deliveries handed to subscribers */
-    uint64_t acked;       /* deliveries acked */
-    uint64_t stale_acks;  /* acks of deliveries from a revoked partition */
-    uint64_t commits;     /* offset commits confirmed */
+    unsigned int version;   /* set by the caller: SAGA_KAFKA_COUNTERS_VERSION */
+    uint64_t sent;          /* sends confirmed by the broker */
+    uint64_t send_failed;   /* sends whose callback got an error */
+    uint64_t received;      /* deliveries handed to subscribers */
+    uint64_t acked;         /* deliveries acked */
+    uint64_t stale_acks;    /* acks of deliveries from a revoked partition */
+    uint64_t commits;       /* offset commits confirmed */
     uint64_t commit_errors; /* offset commits that failed (retried) */
-    uint64_t rebalances;  /* assignments and revocations */
-    uint64_t errors;      /* client errors reported by librdkafka */
-    uint64_t skipped;     /* redeliveries not handed over: acked here
+    uint64_t rebalances;    /* assignments and revocations */
+    uint64_t errors;        /* client errors reported by librdkafka */
+    uint64_t skipped;       /* redeliveries not handed over: acked here
                              before their partition was revoked and came
                              back */
-    uint32_t assigned;    /* partitions assigned right now, all groups */
-    uint32_t groups;      /* consumers (groups) */
+    uint32_t assigned;      /* partitions assigned right now, all groups */
+    uint32_t groups;        /* consumers (groups) */
 } saga_kafka_counters;
 
 /** Copy the counters into @p out (up to out->version). @return SAGA_OK,

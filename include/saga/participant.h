@@ -40,10 +40,10 @@ typedef struct saga_participant saga_participant;
 /** A command or event as a handler sees it; borrowed for the call. */
 typedef struct saga_command {
     const char *saga_id;
-    const char *name;   /* the command (or event) name */
+    const char *name; /* the command (or event) name */
     uint32_t step;
     uint32_t attempt;
-    int compensating;   /* 1: undo what the action with this name did */
+    int compensating; /* 1: undo what the action with this name did */
     const char *msg_id;
     const void *payload; /* the saga data (a msgpack map) or event body */
     size_t payload_len;
@@ -250,10 +250,9 @@ SAGA_EXTERN int saga_participant_start(saga_participant *p);
  * committed with the next batch. Published only after that commit.
  * @return SAGA_OK, SAGA_EINVAL, SAGA_ENOMEM, SAGA_ECLOSED.
  */
-SAGA_EXTERN int saga_participant_publish(saga_participant *p,
-                                         const char *topic, const char *key,
-                                         const char *name, const void *payload,
-                                         size_t len);
+SAGA_EXTERN int saga_participant_publish(saga_participant *p, const char *topic,
+                                         const char *key, const char *name,
+                                         const void *payload, size_t len);
 
 /** The store's native handle (sqlite3 *), for the service's own tables in
  * the handler's transaction; NULL if the store has none. */
@@ -274,9 +273,9 @@ typedef struct saga_participant_counters {
     uint64_t retried_actions; /* answered from the barrier */
     uint64_t events, rejected, commits, commit_failures;
     /* Since 0.2 */
-    uint64_t deferred;        /* commands answered later (saga_reply_defer) */
-    uint64_t pending_retried; /* answered RETRY: their step was pending */
-    uint64_t redriven;        /* pending commands driven again at start */
+    uint64_t deferred;         /* commands answered later (saga_reply_defer) */
+    uint64_t pending_retried;  /* answered RETRY: their step was pending */
+    uint64_t redriven;         /* pending commands driven again at start */
     uint64_t handler_failures; /* handler calls that returned an error */
     uint64_t handler_gave_up;  /* commands answered FAIL after the tries */
     uint64_t barriers_purged;  /* barrier rows removed by housekeeping */

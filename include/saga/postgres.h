@@ -81,8 +81,7 @@ SAGA_EXTERN int saga_pg_options_init(saga_pg_options *opts,
  * Ownership: the caller's until an engine or participant takes it.
  * Since: 0.2.
  */
-SAGA_EXTERN int saga_store_postgres_open(saga_store **out,
-                                         const char *conninfo,
+SAGA_EXTERN int saga_store_postgres_open(saga_store **out, const char *conninfo,
                                          const saga_pg_options *opts);
 
 /**

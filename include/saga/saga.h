@@ -33,9 +33,15 @@ SAGA_BEGIN_DECL
 /* Options and vtable INIT macros set only the version; designated
  * initializers keep -Wextra quiet in C callers. */
 #ifdef __cplusplus
-#define SAGA_INIT_VERSION(v) {(v)}
+#define SAGA_INIT_VERSION(v)                                                   \
+    {                                                                          \
+        (v)                                                                    \
+    }
 #else
-#define SAGA_INIT_VERSION(v) {.version = (v)}
+#define SAGA_INIT_VERSION(v)                                                   \
+    {                                                                          \
+        .version = (v)                                                         \
+    }
 #endif
 
 /* ------------------------------------------------------------------------ */
@@ -66,7 +72,7 @@ SAGA_EXTERN const char *saga_version_string(void);
     XX(ENOMEM, -2, "out of memory")                                            \
     XX(ENOTFOUND, -3, "not found")                                             \
     XX(EDUP, -4, "already exists")                                             \
-    XX(EBUSY, -5, "busy or not allowed in this state")                        \
+    XX(EBUSY, -5, "busy or not allowed in this state")                         \
     XX(ECLOSED, -6, "closed")                                                  \
     XX(ETIMEDOUT, -7, "timed out")                                             \
     XX(EVERSION, -8, "unsupported version")                                    \
@@ -74,8 +80,8 @@ SAGA_EXTERN const char *saga_version_string(void);
     XX(ETRANSPORT, -10, "transport error")                                     \
     XX(ECORRUPT, -11, "malformed or corrupt data")                             \
     XX(ESTALE, -12, "stale: no longer current")                                \
-    XX(EFULL, -13, "queue full, try again later")                             \
-    XX(ENOROUTE, -14, "no such destination")                                  \
+    XX(EFULL, -13, "queue full, try again later")                              \
+    XX(ENOROUTE, -14, "no such destination")                                   \
     XX(EFENCED, -15, "fenced: another owner holds it")
 
 typedef enum saga_errno {
@@ -83,7 +89,7 @@ typedef enum saga_errno {
 #define SAGA__ERR_ENUM(name, val, msg) SAGA_##name = (val),
     SAGA_ERRNO_MAP(SAGA__ERR_ENUM)
 #undef SAGA__ERR_ENUM
-    SAGA__ERR_MIN = -15
+        SAGA__ERR_MIN = -15
 } saga_errno;
 
 /** A static English description of @p err ("unknown error" if unknown). */
@@ -158,7 +164,8 @@ typedef enum saga_state {
 /** Bit for a state in a state mask: SAGA_STATE_BIT(SAGA_STATE_RUNNING). */
 #define SAGA_STATE_BIT(s) (1u << (unsigned)(s))
 #define SAGA_STATE_MASK_ACTIVE                                                 \
-    (SAGA_STATE_BIT(SAGA_STATE_RUNNING) | SAGA_STATE_BIT(SAGA_STATE_COMPENSATING))
+    (SAGA_STATE_BIT(SAGA_STATE_RUNNING) |                                      \
+     SAGA_STATE_BIT(SAGA_STATE_COMPENSATING))
 #define SAGA_STATE_MASK_ALL 0x3eu
 
 /** "RUNNING", "COMPENSATING", ... or "UNKNOWN". */
@@ -166,9 +173,9 @@ SAGA_EXTERN const char *saga_state_name(saga_state s);
 
 /** What one attempt of a step (or a compensation) reports. */
 typedef enum saga_outcome {
-    SAGA_OUTCOME_OK = 0,    /* done; output data is merged into the saga */
-    SAGA_OUTCOME_FAIL = 1,  /* business "no": nothing applied; compensate */
-    SAGA_OUTCOME_RETRY = 2  /* transient: try again after backoff */
+    SAGA_OUTCOME_OK = 0,   /* done; output data is merged into the saga */
+    SAGA_OUTCOME_FAIL = 1, /* business "no": nothing applied; compensate */
+    SAGA_OUTCOME_RETRY = 2 /* transient: try again after backoff */
 } saga_outcome;
 
 /** Log levels for the structured log callback. In options, a level of 0
@@ -185,12 +192,11 @@ typedef enum saga_log_level {
  * not about a saga (always so for a transport). Called on the loop thread
  * (the Kafka transport: also on librdkafka's threads, see kafka.h).
  * Since: 0.1 (the plug-ins' options use it since 0.2). */
-typedef void (*saga_log_fn)(saga_log_level level, const char *saga_id,
-                            int step, const char *msg, void *arg);
+typedef void (*saga_log_fn)(saga_log_level level, const char *saga_id, int step,
+                            const char *msg, void *arg);
 /** The structured log callback (saga/trace.h: saga_log_event). Since: 0.2. */
 struct saga_log_event;
-typedef void (*saga_log_event_fn)(const struct saga_log_event *ev,
-                                  void *arg);
+typedef void (*saga_log_event_fn)(const struct saga_log_event *ev, void *arg);
 
 /** Opaque handles. */
 typedef struct saga_def saga_def;

@@ -18,10 +18,10 @@
 SAGA_BEGIN_DECL
 
 /* Flags in saga_record.flags. */
-#define SAGA_REC_INFLIGHT 0x01u  /* current attempt sent/invoked, awaiting */
-#define SAGA_REC_MAYBE 0x02u     /* current step's action may have applied */
-#define SAGA_REC_PIVOTED 0x04u   /* the pivot step completed */
-#define SAGA_REC_BACKWARD 0x08u  /* compensating (kept when FAILED) */
+#define SAGA_REC_INFLIGHT 0x01u /* current attempt sent/invoked, awaiting */
+#define SAGA_REC_MAYBE 0x02u    /* current step's action may have applied */
+#define SAGA_REC_PIVOTED 0x04u  /* the pivot step completed */
+#define SAGA_REC_BACKWARD 0x08u /* compensating (kept when FAILED) */
 
 /** One saga instance as a store keeps it. Strings are NUL-terminated. */
 typedef struct saga_record {
@@ -29,13 +29,13 @@ typedef struct saga_record {
     const char *def_name;
     uint32_t def_version;
     saga_state state;
-    int32_t step;        /* the step running forward, or being compensated */
-    uint32_t attempt;    /* attempts started at that step in this direction */
-    uint32_t flags;      /* SAGA_REC_* */
+    int32_t step;     /* the step running forward, or being compensated */
+    uint32_t attempt; /* attempts started at that step in this direction */
+    uint32_t flags;   /* SAGA_REC_* */
     int64_t created_ms;
     int64_t updated_ms;
-    int64_t due_ms;      /* step timer: timeout or retry time; 0 = none */
-    int64_t deadline_ms; /* saga deadline; 0 = none */
+    int64_t due_ms;       /* step timer: timeout or retry time; 0 = none */
+    int64_t deadline_ms;  /* saga deadline; 0 = none */
     const char *idem_key; /* NULL if none */
     const char *error;    /* last error text; NULL if none */
     const void *data;     /* msgpack map */
@@ -54,10 +54,11 @@ typedef enum saga_journal_kind {
     SAGA_JOURNAL_COMP_FAIL = 7,    /* ... reported FAIL or RETRY (retried) */
     SAGA_JOURNAL_COMP_TIMEOUT = 8, /* ... timed out */
     SAGA_JOURNAL_COMPLETED = 9,
-    SAGA_JOURNAL_COMPENSATING = 10, /* error says why: step failed, cancel, ... */
+    SAGA_JOURNAL_COMPENSATING =
+        10, /* error says why: step failed, cancel, ... */
     SAGA_JOURNAL_COMPENSATED = 11,
     SAGA_JOURNAL_FAILED = 12,
-    SAGA_JOURNAL_OPERATOR_RETRY = 13, /* error: "by ACTOR: REASON" */
+    SAGA_JOURNAL_OPERATOR_RETRY = 13,      /* error: "by ACTOR: REASON" */
     SAGA_JOURNAL_OPERATOR_COMPENSATE = 14, /* since 0.2; error as above */
     SAGA_JOURNAL_OPERATOR_RESOLVE = 15     /* since 0.2; then COMPLETED or
                                        * COMPENSATED */
@@ -69,7 +70,7 @@ SAGA_EXTERN const char *saga_journal_kind_name(saga_journal_kind ev);
 /** One journal entry. */
 typedef struct saga_journal_entry {
     const char *saga_id;
-    uint32_t seq;       /* 1, 2, ... per saga */
+    uint32_t seq; /* 1, 2, ... per saga */
     saga_journal_kind kind;
     int32_t step;       /* -1 for a saga-level event */
     uint32_t attempt;   /* 0 for a saga-level event */
@@ -80,9 +81,9 @@ typedef struct saga_journal_entry {
 
 /** An outgoing message in the outbox (or any message: see transport.h). */
 typedef struct saga_message {
-    const char *id;     /* unique message id */
+    const char *id; /* unique message id */
     const char *topic;
-    const char *key;    /* ordering key, usually the saga id; may be NULL */
+    const char *key; /* ordering key, usually the saga id; may be NULL */
     const void *payload;
     size_t len;
     int64_t created_ms;
@@ -109,14 +110,14 @@ typedef struct saga_idem_entry {
 /** Everything one engine batch writes, in the order the slots would write
  * it (see write_batch). */
 typedef struct saga_batch_writes {
-    const saga_record *sagas;     /* saga_put of each, with put_flags[i] */
+    const saga_record *sagas; /* saga_put of each, with put_flags[i] */
     const unsigned int *put_flags;
     size_t nsagas;
-    const saga_idem_entry *idem;  /* idem_put of each */
+    const saga_idem_entry *idem; /* idem_put of each */
     size_t nidem;
-    const saga_message *outbox;   /* outbox_put of each */
+    const saga_message *outbox; /* outbox_put of each */
     size_t noutbox;
-    const char *const *done_ids;  /* outbox_done of each */
+    const char *const *done_ids; /* outbox_done of each */
     size_t ndone;
     const saga_journal_entry *journal; /* journal_append of each */
     size_t njournal;
@@ -193,8 +194,8 @@ struct saga_store {
                        saga_blob_cb cb, void *arg);
     /** Record the reply for a claimed message. @return also
      * SAGA_ENOTFOUND. */
-    int (*inbox_reply)(saga_store *self, const char *msg_id,
-                       const void *reply, size_t len);
+    int (*inbox_reply)(saga_store *self, const char *msg_id, const void *reply,
+                       size_t len);
     /** A small key-value space for plug-in users (the participant's
      * barrier). @return also SAGA_ENOTFOUND from kv_get. */
     int (*kv_get)(saga_store *self, const char *key, saga_blob_cb cb,

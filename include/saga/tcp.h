@@ -152,14 +152,14 @@ SAGA_EXTERN int saga_transport_tcp_port(saga_transport *t, int *port);
 
 /** Counters since the transport was made. */
 typedef struct saga_tcp_counters {
-    unsigned int version; /* set by the caller: SAGA_TCP_COUNTERS_VERSION */
-    uint64_t frames_in;   /* well-formed frames received */
-    uint64_t frames_out;  /* frames written */
+    unsigned int version;     /* set by the caller: SAGA_TCP_COUNTERS_VERSION */
+    uint64_t frames_in;       /* well-formed frames received */
+    uint64_t frames_out;      /* frames written */
     uint64_t rejected_frames; /* bad input: the connection was closed */
-    uint64_t reconnects;  /* connection attempts after a lost connection */
-    uint64_t resent;      /* DATA frames sent again after a reconnect */
-    uint64_t dead_peers;  /* connections closed for silence */
-    uint64_t accepted;    /* inbound connections accepted */
+    uint64_t reconnects;      /* connection attempts after a lost connection */
+    uint64_t resent;          /* DATA frames sent again after a reconnect */
+    uint64_t dead_peers;      /* connections closed for silence */
+    uint64_t accepted;        /* inbound connections accepted */
     /* version 2 (Since: 0.2) */
     uint64_t unrouted_frames; /* DATA for a topic nobody subscribes to */
     uint64_t refused_conns;   /* inbound connections over max_conns */

@@ -173,15 +173,15 @@ SAGA_EXTERN void saga_test_report_free(saga_test_report *r);
  * the journal. @return the length the whole summary needs (as snprintf).
  * Since: 0.2.
  */
-SAGA_EXTERN size_t saga_test_report_format(const saga_test_report *r,
-                                           char *buf, size_t len);
+SAGA_EXTERN size_t saga_test_report_format(const saga_test_report *r, char *buf,
+                                           size_t len);
 
 /**
  * The first run of @p r whose label contains @p label_part (e.g. "'pay'
  * fails"), or NULL. @return a run borrowed from @p r. Since: 0.2.
  */
-SAGA_EXTERN const saga_test_run *saga_test_report_find(
-    const saga_test_report *r, const char *label_part);
+SAGA_EXTERN const saga_test_run *
+saga_test_report_find(const saga_test_report *r, const char *label_part);
 
 SAGA_END_DECL
 

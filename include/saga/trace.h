@@ -43,14 +43,13 @@ SAGA_EXTERN int saga_traceparent_valid(const char *tp);
  * @return as saga_start(); also SAGA_EINVAL when @p data already holds
  *   SAGA_TRACE_KEY with another value. Since: 0.2.
  */
-SAGA_EXTERN int saga_start_traced(saga_engine *e, const char *def_name,
-                                  const char *idem_key, const void *data,
-                                  size_t len, const char *traceparent,
-                                  char id_out[SAGA_ID_SIZE],
-                                  void (*cb)(saga_engine *e, int status,
-                                             const char *saga_id, int existed,
-                                             void *arg),
-                                  void *arg);
+SAGA_EXTERN int
+saga_start_traced(saga_engine *e, const char *def_name, const char *idem_key,
+                  const void *data, size_t len, const char *traceparent,
+                  char id_out[SAGA_ID_SIZE],
+                  void (*cb)(saga_engine *e, int status, const char *saga_id,
+                             int existed, void *arg),
+                  void *arg);
 
 /**
  * The traceparent of step attempt @p ref of a saga whose data is @p data
@@ -64,14 +63,14 @@ SAGA_EXTERN int saga_step_traceparent(const void *data, size_t len,
 
 /** One structured log event; borrowed for the sink call. */
 typedef struct saga_log_event {
-    unsigned int version;   /* 1 */
+    unsigned int version; /* 1 */
     saga_log_level level;
-    int64_t at_ms;          /* the engine's (or participant's) clock */
-    const char *service;    /* the engine's or participant's service name */
-    const char *saga_id;    /* NULL when not about a saga */
-    int step;               /* -1 when none */
-    uint32_t attempt;       /* 0 when none or not known */
-    const char *trace_id;   /* 32 hex, NULL when not about a saga */
+    int64_t at_ms;        /* the engine's (or participant's) clock */
+    const char *service;  /* the engine's or participant's service name */
+    const char *saga_id;  /* NULL when not about a saga */
+    int step;             /* -1 when none */
+    uint32_t attempt;     /* 0 when none or not known */
+    const char *trace_id; /* 32 hex, NULL when not about a saga */
     const char *message;
 } saga_log_event;
 

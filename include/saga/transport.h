@@ -60,8 +60,8 @@ struct saga_transport {
      * message. @return SAGA_OK, SAGA_EINVAL, SAGA_EDUP (same topic and
      * group twice on this transport), SAGA_ECLOSED, SAGA_ENOMEM.
      */
-    int (*subscribe)(saga_transport *self, const char *topic,
-                     const char *group, saga_recv_cb cb, void *arg);
+    int (*subscribe)(saga_transport *self, const char *topic, const char *group,
+                     saga_recv_cb cb, void *arg);
     /** Acknowledge a delivery; it is freed. @return SAGA_OK, SAGA_EINVAL. */
     int (*ack)(saga_transport *self, saga_delivery *d);
     /** Detail of the last failure; never NULL. */

@@ -79,8 +79,8 @@ static int mem_journal_append(saga_store *self, const saga_journal_entry *e)
     mjlist *l = (mjlist *)saga__mt_find(&s->journal, e->saga_id);
     size_t pos = l ? jlist_lower(l, e->seq) : 0;
     if (l && pos < l->len && l->v[pos]->e.seq == e->seq)
-        return saga__mem_fail(s, SAGA_EDUP, "journal %s/%u exists",
-                              e->saga_id, (unsigned)e->seq);
+        return saga__mem_fail(s, SAGA_EDUP, "journal %s/%u exists", e->saga_id,
+                              (unsigned)e->seq);
 
     mjentry *je = saga_malloc(sizeof *je + strlen(e->saga_id) + 1 +
                               (e->error ? strlen(e->error) + 1 : 0));
@@ -155,8 +155,8 @@ static int mem_journal_scan(saga_store *self, const char *saga_id,
 /* ------------------------------------------------------------------------ */
 /* Idempotency keys                                                         */
 
-static int mem_idem_put(saga_store *self, const char *key,
-                        const char *saga_id, int64_t created_ms)
+static int mem_idem_put(saga_store *self, const char *key, const char *saga_id,
+                        int64_t created_ms)
 {
     SELF;
     if (key == NULL || saga_id == NULL)
@@ -167,8 +167,7 @@ static int mem_idem_put(saga_store *self, const char *key,
                               "idem_put: saga id must be 1..%d characters",
                               SAGA_ID_LEN);
     if (saga__mt_find(&s->idem, key))
-        return saga__mem_fail(s, SAGA_EDUP, "idempotency key %s is bound",
-                              key);
+        return saga__mem_fail(s, SAGA_EDUP, "idempotency key %s is bound", key);
     midem *m = saga_malloc(sizeof *m + strlen(key) + 1);
     if (m == NULL)
         return saga__mem_fail(s, SAGA_ENOMEM, "out of memory (idem)");
@@ -191,8 +190,7 @@ static int mem_idem_get(saga_store *self, const char *key,
         return saga__mem_fail(s, SAGA_EINVAL, "idem_get: NULL argument");
     midem *m = (midem *)saga__mt_find(&s->idem, key);
     if (m == NULL)
-        return saga__mem_fail(s, SAGA_ENOTFOUND, "no idempotency key %s",
-                              key);
+        return saga__mem_fail(s, SAGA_ENOTFOUND, "no idempotency key %s", key);
     memcpy(saga_id_out, m->saga_id, SAGA_ID_SIZE);
     return SAGA_OK;
 }
@@ -313,8 +311,7 @@ static int mem_outbox_put(saga_store *self, const saga_message *msg)
                               "outbox_put: message, id and topic required");
     if (saga__mt_find(&s->outbox, msg->id))
         return saga__mem_fail(s, SAGA_EDUP, "message %s is queued", msg->id);
-    size_t sz = sizeof(moutbox) + strlen(msg->id) + 1 +
-                strlen(msg->topic) + 1 +
+    size_t sz = sizeof(moutbox) + strlen(msg->id) + 1 + strlen(msg->topic) + 1 +
                 (msg->key ? strlen(msg->key) + 1 : 0) + msg->len;
     moutbox *m = saga_malloc(sz);
     if (m == NULL)
@@ -334,8 +331,8 @@ static int mem_outbox_put(saga_store *self, const saga_message *msg)
     return rc;
 }
 
-static int mem_outbox_scan(saga_store *self, uint32_t limit,
-                           saga_message_cb cb, void *arg)
+static int mem_outbox_scan(saga_store *self, uint32_t limit, saga_message_cb cb,
+                           void *arg)
 {
     SELF;
     if (cb == NULL)
@@ -392,8 +389,8 @@ static minbox *inbox_node(const char *id, int64_t created, const void *reply,
     return m;
 }
 
-static int mem_inbox_claim(saga_store *self, const char *msg_id,
-                           int64_t now_ms, saga_blob_cb cb, void *arg)
+static int mem_inbox_claim(saga_store *self, const char *msg_id, int64_t now_ms,
+                           saga_blob_cb cb, void *arg)
 {
     SELF;
     if (msg_id == NULL)

@@ -34,7 +34,7 @@ typedef struct mnode {
     struct mnode *next; /* bucket chain, or the graveyard list */
     const char *key;    /* points into the node's own allocation */
     uint32_t hash;
-    uint32_t kind;      /* enum mnode_kind */
+    uint32_t kind; /* enum mnode_kind */
 } mnode;
 
 typedef struct mtable {
@@ -54,15 +54,14 @@ void saga__mt_insert(mtable *t, mnode *n);
 /** Unlink exactly @p n from the table. */
 void saga__mt_remove(mtable *t, mnode *n);
 /** Call @p fn on every node; @p fn must not change the table. */
-void saga__mt_each(const mtable *t, void (*fn)(mnode *n, void *arg),
-                   void *arg);
+void saga__mt_each(const mtable *t, void (*fn)(mnode *n, void *arg), void *arg);
 /** Call @p fn on every node (it may free them), then free the buckets. */
 void saga__mt_destroy(mtable *t, void (*fn)(mnode *n, void *arg), void *arg);
 
 typedef struct msaga {
-    mnode n;       /* key = rec.id */
+    mnode n;         /* key = rec.id */
     saga_record rec; /* strings and data point into this allocation */
-    uint64_t seq;  /* insertion order, the tie-break of saga_scan */
+    uint64_t seq;    /* insertion order, the tie-break of saga_scan */
 } msaga;
 
 typedef struct mjentry {
@@ -125,8 +124,8 @@ typedef struct mem_store {
     size_t sp_len; /* the undo log's length at the savepoint */
     mundo *log;
     size_t log_len, log_cap;
-    int visiting;      /* > 0 while a callback runs */
-    mnode *graveyard;  /* nodes released while visiting */
+    int visiting;     /* > 0 while a callback runs */
+    mnode *graveyard; /* nodes released while visiting */
     char err[256];
 } mem_store;
 
@@ -157,8 +156,8 @@ int saga__mem_saga_put(saga_store *self, const saga_record *r,
                        unsigned int flags);
 int saga__mem_saga_get(saga_store *self, const char *id, saga_record_cb cb,
                        void *arg);
-int saga__mem_saga_scan(saga_store *self, unsigned int mask,
-                        saga_record_cb cb, void *arg);
+int saga__mem_saga_scan(saga_store *self, unsigned int mask, saga_record_cb cb,
+                        void *arg);
 void *saga__mem_native_handle(saga_store *self);
 const char *saga__mem_errmsg(saga_store *self);
 void saga__mem_close(saga_store *self);

@@ -110,8 +110,7 @@ void saga__mt_remove(mtable *t, mnode *n)
     }
 }
 
-void saga__mt_each(const mtable *t, void (*fn)(mnode *n, void *arg),
-                   void *arg)
+void saga__mt_each(const mtable *t, void (*fn)(mnode *n, void *arg), void *arg)
 {
     for (size_t i = 0; i < t->nbuckets; i++)
         for (mnode *n = t->buckets[i]; n; n = n->next)
@@ -380,8 +379,8 @@ static const char *put_str(char **cur, const char *src)
 static msaga *saga_node_new(const saga_record *r, const char *idem,
                             const void *data, size_t len)
 {
-    size_t sz = sizeof(msaga) + slen(r->id) + slen(r->def_name) +
-                slen(idem) + slen(r->error) + len;
+    size_t sz = sizeof(msaga) + slen(r->id) + slen(r->def_name) + slen(idem) +
+                slen(r->error) + len;
     msaga *m = saga_malloc(sz);
     if (m == NULL)
         return NULL;
@@ -490,8 +489,8 @@ static int scan_cmp(const void *pa, const void *pb)
     return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
-int saga__mem_saga_scan(saga_store *self, unsigned int mask,
-                        saga_record_cb cb, void *arg)
+int saga__mem_saga_scan(saga_store *self, unsigned int mask, saga_record_cb cb,
+                        void *arg)
 {
     mem_store *s = (mem_store *)self;
     if (cb == NULL)

@@ -46,11 +46,11 @@
 
 typedef struct pg_abatch {
     struct pg_abatch *next;
-    int64_t seq;       /* its number in the batch log */
+    int64_t seq; /* its number in the batch log */
     saga_store_done_cb done;
     void *arg;
-    int rc;            /* first failure seen */
-    int definite;      /* rc came from a statement: the batch cannot commit */
+    int rc;       /* first failure seen */
+    int definite; /* rc came from a statement: the batch cannot commit */
 } pg_abatch;
 
 static int64_t mono_ms(void)
@@ -60,10 +60,7 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void free_handle(uv_handle_t *h)
-{
-    saga_free(h);
-}
+static void free_handle(uv_handle_t *h) { saga_free(h); }
 
 static void close_poll(pg_store *s)
 {
@@ -168,8 +165,8 @@ static void conn_lost(pg_store *s, const char *what)
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         n--;
-    saga__pg_failf(s, SAGA_ESTORE, "%s: connection lost: %.*s", what,
-                   (int)n, msg);
+    saga__pg_failf(s, SAGA_ESTORE, "%s: connection lost: %.*s", what, (int)n,
+                   msg);
     close_poll(s);
     if (s->conn)
         PQfinish(s->conn);
@@ -284,8 +281,8 @@ static int pump(pg_store *s, int readable, int writable)
                 /* A statement's ERROR aborts the transaction: no commit.
                  * A FATAL (the backend going away) proves nothing: the
                  * commit may have happened; the read-back decides. */
-                const char *sev =
-                    PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+                const char *sev = PQresultErrorField(
+                    r, PG_DIAG_SEVERITY_NONLOCALIZED);
                 b->definite = sev != NULL && strcmp(sev, "ERROR") == 0;
                 saga__pg_fail_res(s, r, "submit_batch");
             }
@@ -482,15 +479,13 @@ int saga__pg_quiesce(pg_store *s)
                                   "the batches in flight were not answered "
                                   "in %d s",
                                   QUIESCE_LIMIT_MS / 1000);
-        struct pollfd pf = {PQsocket(s->conn),
-                            (short)(POLLIN | ((s->poll_events & UV_WRITABLE)
-                                                  ? POLLOUT
-                                                  : 0)),
-                            0};
+        struct pollfd pf = {
+            PQsocket(s->conn),
+            (short)(POLLIN | ((s->poll_events & UV_WRITABLE) ? POLLOUT : 0)),
+            0};
         int r = poll(&pf, 1, 1000);
         if (r < 0 && errno != EINTR)
-            return saga__pg_failf(s, SAGA_ESTORE, "poll: %s",
-                                  strerror(errno));
+            return saga__pg_failf(s, SAGA_ESTORE, "poll: %s", strerror(errno));
         if (r > 0)
             pump(s, pf.revents & (POLLIN | POLLHUP | POLLERR),
                  pf.revents & POLLOUT);

@@ -19,12 +19,12 @@
 
 typedef struct pipe_state {
     pg_store *s;
-    size_t sent;     /* queries sent (BEGIN and COMMIT included) */
-    size_t done;     /* results read */
-    int rc;          /* first failure */
-    int committed;   /* the COMMIT's result said COMMIT */
-    int synced;      /* the sync is queued */
-    int64_t seq;     /* the batch's number in the batch log */
+    size_t sent;   /* queries sent (BEGIN and COMMIT included) */
+    size_t done;   /* results read */
+    int rc;        /* first failure */
+    int committed; /* the COMMIT's result said COMMIT */
+    int synced;    /* the sync is queued */
+    int64_t seq;   /* the batch's number in the batch log */
 } pipe_state;
 
 /* Map a failed statement's SQLSTATE to the slot contract. */
@@ -66,7 +66,8 @@ static int read_ready(pipe_state *ps)
         }
         size_t i = ps->done++;
         if (st == PGRES_FATAL_ERROR && ps->rc == SAGA_OK) {
-            int rc = saga__pg_map_state(PQresultErrorField(res, PG_DIAG_SQLSTATE));
+            int rc = saga__pg_map_state(
+                PQresultErrorField(res, PG_DIAG_SQLSTATE));
             saga__pg_fail_res(ps->s, res, "write_batch");
             ps->rc = rc;
         } else if (st == PGRES_PIPELINE_ABORTED && ps->rc == SAGA_OK) {
@@ -84,8 +85,8 @@ static int read_ready(pipe_state *ps)
 /* Wait until the socket can be written (or read: results to drain). */
 static int wait_io(PGconn *c, int want_write)
 {
-    struct pollfd p = {PQsocket(c), (short)(POLLIN | (want_write ? POLLOUT : 0)),
-                       0};
+    struct pollfd p = {PQsocket(c),
+                       (short)(POLLIN | (want_write ? POLLOUT : 0)), 0};
     return poll(&p, 1, 30000) > 0 ? 0 : -1;
 }
 
@@ -123,9 +124,8 @@ static int send_prepared(PGconn *c, enum pg_stmt which, const pg_params *p)
 {
     char name[16];
     snprintf(name, sizeof name, "s%d", (int)which);
-    return PQsendQueryPrepared(c, name, p->n, p->val, p->len, p->fmt, 1)
-               ? 0
-               : -1;
+    return PQsendQueryPrepared(c, name, p->n, p->val, p->len, p->fmt, 1) ? 0
+                                                                         : -1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -171,11 +171,11 @@ static void arr_start(pg_arr *a, uint32_t elem_oid, size_t n)
 {
     a->len = 0;
     a->failed = 0;
-    arr_u32(a, 1);        /* ndim */
-    arr_u32(a, 1);        /* may hold NULLs */
+    arr_u32(a, 1); /* ndim */
+    arr_u32(a, 1); /* may hold NULLs */
     arr_u32(a, elem_oid);
     arr_u32(a, (uint32_t)n);
-    arr_u32(a, 1);        /* lower bound */
+    arr_u32(a, 1); /* lower bound */
 }
 
 static void arr_blob(pg_arr *a, const void *v, size_t n)
@@ -230,16 +230,17 @@ static int distinct_ids(const saga_batch_writes *w)
 static int send_sagas_n(PGconn *c, const saga_batch_writes *w,
                         enum pg_stmt which, size_t count, size_t *nsent)
 {
-    enum pg_stmt one = which == PG_SAGA_INSERT_N ? PG_SAGA_INSERT_X
+    enum pg_stmt one = which == PG_SAGA_INSERT_N   ? PG_SAGA_INSERT_X
                        : which == PG_SAGA_UPDATE_N ? PG_SAGA_UPDATE_X
                                                    : PG_SAGA_UPDATE_DATA_X;
     int ncols = one == PG_SAGA_UPDATE_X ? 12 : 14;
     pg_arr arr[14];
     memset(arr, 0, sizeof arr);
-    static const uint32_t oids[14] = {
-        T_TEXT_OID, T_TEXT_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID,
-        T_INT8_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID, T_INT8_OID,
-        T_INT8_OID, T_TEXT_OID, T_TEXT_OID, T_BYTEA_OID};
+    static const uint32_t oids[14] = {T_TEXT_OID, T_TEXT_OID, T_INT8_OID,
+                                      T_INT8_OID, T_INT8_OID, T_INT8_OID,
+                                      T_INT8_OID, T_INT8_OID, T_INT8_OID,
+                                      T_INT8_OID, T_INT8_OID, T_TEXT_OID,
+                                      T_TEXT_OID, T_BYTEA_OID};
     for (int k = 0; k < ncols; k++)
         arr_start(&arr[k], k == 11 && ncols == 12 ? T_TEXT_OID : oids[k],
                   count);
@@ -288,8 +289,7 @@ static int send_sagas_n(PGconn *c, const saga_batch_writes *w,
     return rc;
 }
 
-static int send_journal_n(PGconn *c, const saga_batch_writes *w,
-                          size_t *nsent)
+static int send_journal_n(PGconn *c, const saga_batch_writes *w, size_t *nsent)
 {
     pg_arr arr[8];
     memset(arr, 0, sizeof arr);
@@ -359,8 +359,9 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
     if (bulk < 0)
         return -1;
     if (bulk) {
-        static const enum pg_stmt kinds[3] = {
-            PG_SAGA_INSERT_N, PG_SAGA_UPDATE_N, PG_SAGA_UPDATE_DATA_N};
+        static const enum pg_stmt kinds[3] = {PG_SAGA_INSERT_N,
+                                              PG_SAGA_UPDATE_N,
+                                              PG_SAGA_UPDATE_DATA_N};
         for (int k = 0; k < 3; k++) {
             if (nk[k] == 0)
                 continue;
@@ -433,7 +434,8 @@ static int send_all(pipe_state *ps, const saga_batch_writes *w)
 
 int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w)
 {
-    if (w == NULL || (w->nsagas && (w->sagas == NULL || w->put_flags == NULL)) ||
+    if (w == NULL ||
+        (w->nsagas && (w->sagas == NULL || w->put_flags == NULL)) ||
         (w->nidem && w->idem == NULL) || (w->noutbox && w->outbox == NULL) ||
         (w->ndone && w->done_ids == NULL) ||
         (w->njournal && w->journal == NULL))
@@ -441,8 +443,7 @@ int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w)
     for (size_t i = 0; i < w->nsagas; i++) {
         const saga_record *r = &w->sagas[i];
         if (r->id == NULL || r->def_name == NULL || strlen(r->id) == 0 ||
-            strlen(r->id) > SAGA_ID_LEN ||
-            (r->data == NULL && r->data_len > 0))
+            strlen(r->id) > SAGA_ID_LEN || (r->data == NULL && r->data_len > 0))
             return saga__pg_failf(s, SAGA_EINVAL, "write_batch: bad saga");
     }
     for (size_t i = 0; i < w->nidem; i++)
@@ -450,8 +451,7 @@ int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w)
             return saga__pg_failf(s, SAGA_EINVAL, "write_batch: bad key");
     for (size_t i = 0; i < w->noutbox; i++)
         if (w->outbox[i].id == NULL || w->outbox[i].topic == NULL)
-            return saga__pg_failf(s, SAGA_EINVAL,
-                                  "write_batch: bad message");
+            return saga__pg_failf(s, SAGA_EINVAL, "write_batch: bad message");
     for (size_t i = 0; i < w->njournal; i++)
         if (w->journal[i].saga_id == NULL)
             return saga__pg_failf(s, SAGA_EINVAL,

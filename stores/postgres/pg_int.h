@@ -101,28 +101,28 @@ typedef struct pg_store {
     saga_store base;
     PGconn *conn;
     /* Asynchronous commit (pg_async.c). */
-    struct uv_loop_s *loop;     /* set by attach */
-    PGconn *rconn;              /* reads while a batch is in flight */
-    struct uv_poll_s *poll;     /* conn's socket while in pipeline mode */
-    struct uv_timer_s *timer;   /* reconnect backoff, deferred completions */
-    int pipeline;               /* conn is in pipeline mode */
-    int poll_events;            /* what poll watches now */
-    int lost;                   /* conn lost with batches unresolved */
-    int in_dispatch;            /* calling done callbacks */
-    int close_pending;          /* close was called from a done callback */
-    int backoff_ms;             /* next reconnect delay */
-    int64_t next_connect_ms;    /* no reconnect before (monotonic ms) */
-    char log_writer[40];        /* this open's name in the batch log */
-    int64_t batch_seq;          /* the last batch number given */
+    struct uv_loop_s *loop;   /* set by attach */
+    PGconn *rconn;            /* reads while a batch is in flight */
+    struct uv_poll_s *poll;   /* conn's socket while in pipeline mode */
+    struct uv_timer_s *timer; /* reconnect backoff, deferred completions */
+    int pipeline;             /* conn is in pipeline mode */
+    int poll_events;          /* what poll watches now */
+    int lost;                 /* conn lost with batches unresolved */
+    int in_dispatch;          /* calling done callbacks */
+    int close_pending;        /* close was called from a done callback */
+    int backoff_ms;           /* next reconnect delay */
+    int64_t next_connect_ms;  /* no reconnect before (monotonic ms) */
+    char log_writer[40];      /* this open's name in the batch log */
+    int64_t batch_seq;        /* the last batch number given */
     struct pg_abatch *q_head, *q_tail; /* submitted, unresolved, in order */
     struct pg_abatch *f_head, *f_tail; /* resolved, done not yet called */
 
     char *conninfo;
     char schema[64];
     int connect_timeout_s;
-    int in_txn;   /* between our begin and commit/rollback */
-    int aborted;  /* a statement failed inside the transaction */
-    int in_sp;    /* a savepoint is open */
+    int in_txn;  /* between our begin and commit/rollback */
+    int aborted; /* a statement failed inside the transaction */
+    int in_sp;   /* a savepoint is open */
     /* Ownership: on when lease_ms > 0 (pg_own.c). epoch 0: no lease yet. */
     uint32_t lease_ms;
     char owner[128];
@@ -146,8 +146,7 @@ void saga__pg_int(pg_params *p, int64_t v);
 /* Read the columns of a binary result. */
 int64_t saga__pg_col_int(const PGresult *r, int row, int col);
 const char *saga__pg_col_text(const PGresult *r, int row, int col);
-const void *saga__pg_col_blob(const PGresult *r, int row, int col,
-                              size_t *len);
+const void *saga__pg_col_blob(const PGresult *r, int row, int col, size_t *len);
 
 /** Record a failure with its own text. */
 int saga__pg_failf(pg_store *s, int rc, const char *fmt, ...)

@@ -45,16 +45,15 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                         "state = $4, step = $5, attempt = $6, flags = $7, "
                         "created_ms = $8, updated_ms = $9, due_ms = $10, "
                         "deadline_ms = $11, error = $12 WHERE id = $1",
-                        {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8,
-                         T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT}},
+                        {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
+                         T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT}},
     [PG_SAGA_UPDATE_DATA] = {"UPDATE sagas SET def_name = $2, def_version = "
                              "$3, state = $4, step = $5, attempt = $6, "
                              "flags = $7, created_ms = $8, updated_ms = $9, "
                              "due_ms = $10, deadline_ms = $11, idem_key = "
                              "$12, error = $13, data = $14 WHERE id = $1",
                              {SAGA_TYPES}},
-    [PG_SAGA_GET] = {"SELECT " SAGA_COLS " FROM sagas WHERE id = $1",
-                     {T_TEXT}},
+    [PG_SAGA_GET] = {"SELECT " SAGA_COLS " FROM sagas WHERE id = $1", {T_TEXT}},
     /* seq (a bigserial) keeps insertion order among equal creation times,
      * as SQLite's rowid does. */
     [PG_SAGA_SCAN] = {"SELECT " SAGA_COLS " FROM sagas WHERE state = "
@@ -77,8 +76,7 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_PURGE_JOURNAL] = {"DELETE FROM journal WHERE saga_id IN "
                           "(" PURGE_VICTIMS ")",
                           {T_INT8}},
-    [PG_PURGE_IDEM] = {"DELETE FROM idem WHERE saga_id IN (" PURGE_VICTIMS
-                       ")",
+    [PG_PURGE_IDEM] = {"DELETE FROM idem WHERE saga_id IN (" PURGE_VICTIMS ")",
                        {T_INT8}},
     [PG_PURGE_SAGAS] = {"DELETE FROM sagas WHERE state IN (3, 4) AND "
                         "updated_ms < $1",
@@ -144,8 +142,7 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                       "$2, $3) ON CONFLICT (writer) DO UPDATE SET seq = "
                       "EXCLUDED.seq, at_ms = EXCLUDED.at_ms",
                       {T_TEXT, T_INT8, T_INT8}},
-    [PG_BATCH_READ] = {"SELECT seq FROM batch_log WHERE writer = $1",
-                       {T_TEXT}},
+    [PG_BATCH_READ] = {"SELECT seq FROM batch_log WHERE writer = $1", {T_TEXT}},
     [PG_SAGA_INSERT_N] = {"INSERT INTO sagas(" SAGA_COLS ") SELECT * FROM "
                           "unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
                           "$11, $12, $13, $14)",
@@ -402,8 +399,8 @@ static int pg_saga_get(saga_store *self, const char *id, saga_record_cb cb,
     return rc;
 }
 
-static int pg_saga_scan(saga_store *self, unsigned int mask,
-                        saga_record_cb cb, void *arg)
+static int pg_saga_scan(saga_store *self, unsigned int mask, saga_record_cb cb,
+                        void *arg)
 {
     SELF;
     if (cb == NULL)
@@ -476,8 +473,7 @@ static int pg_journal_append(saga_store *self, const saga_journal_entry *e)
     pg_params p = {0};
     saga__pg_journal_params(&p, e);
     saga__pg_own_params(s, &p);
-    return write(s, saga__pg_journal_stmt(s, 0), &p, "journal_append",
-                 "entry");
+    return write(s, saga__pg_journal_stmt(s, 0), &p, "journal_append", "entry");
 }
 
 static int pg_journal_scan(saga_store *self, const char *saga_id,
@@ -626,8 +622,8 @@ static int pg_outbox_put(saga_store *self, const saga_message *m)
     return write(s, PG_OUTBOX_INSERT, &p, "outbox_put", "message");
 }
 
-static int pg_outbox_scan(saga_store *self, uint32_t limit,
-                          saga_message_cb cb, void *arg)
+static int pg_outbox_scan(saga_store *self, uint32_t limit, saga_message_cb cb,
+                          void *arg)
 {
     SELF;
     if (cb == NULL)
@@ -692,8 +688,8 @@ static int get_blob(pg_store *s, enum pg_stmt which, const char *key,
     return rc;
 }
 
-static int pg_inbox_claim(saga_store *self, const char *msg_id,
-                          int64_t now_ms, saga_blob_cb cb, void *arg)
+static int pg_inbox_claim(saga_store *self, const char *msg_id, int64_t now_ms,
+                          saga_blob_cb cb, void *arg)
 {
     SELF;
     if (msg_id == NULL)

@@ -92,7 +92,8 @@ static int pg_own_renew(saga_store *self, int fresh, uint32_t *lease_ms_out)
             return SAGA_OK;
         return saga__pg_failf(s, SAGA_EFENCED,
                               "own_renew: the lease of %s epoch %lld ran "
-                              "out", s->owner, (long long)s->epoch);
+                              "out",
+                              s->owner, (long long)s->epoch);
     }
     saga__pg_int(&p, s->lease_ms);
     rc = run_own(s, PG_OWN_FRESH, &p, &res, "own_renew");
@@ -218,8 +219,7 @@ static int pg_own_check(saga_store *self, const char *const *ids, size_t n,
         for (size_t j = 0; ok && j < k; j++)
             ok = (id[j] >= '0' && id[j] <= '9') ||
                  (id[j] >= 'a' && id[j] <= 'z') ||
-                 (id[j] >= 'A' && id[j] <= 'Z') || id[j] == '-' ||
-                 id[j] == '_';
+                 (id[j] >= 'A' && id[j] <= 'Z') || id[j] == '-' || id[j] == '_';
         if (!ok)
             continue; /* not a saga id we could own: lost */
         if (len > 1)

@@ -171,8 +171,7 @@ const char *saga__pg_col_text(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-const void *saga__pg_col_blob(const PGresult *r, int row, int col,
-                              size_t *len)
+const void *saga__pg_col_blob(const PGresult *r, int row, int col, size_t *len)
 {
     *len = (size_t)PQgetlength(r, row, col);
     return PQgetvalue(r, row, col);
@@ -269,8 +268,7 @@ int saga__pg_run(pg_store *s, enum pg_stmt which, const pg_params *p,
         return rc;
     char name[16];
     snprintf(name, sizeof name, "s%d", (int)which);
-    PGresult *res = PQexecPrepared(c, name, p->n, p->val, p->len,
-                                   p->fmt, 1);
+    PGresult *res = PQexecPrepared(c, name, p->n, p->val, p->len, p->fmt, 1);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
@@ -405,8 +403,10 @@ static int savepoint_end(pg_store *s, int undo)
     int rc;
     if (undo) {
         s->aborted = 0;
-        rc = exec_sql(s, "ROLLBACK TO SAVEPOINT saga_sp; "
-                         "RELEASE SAVEPOINT saga_sp", what);
+        rc = exec_sql(s,
+                      "ROLLBACK TO SAVEPOINT saga_sp; "
+                      "RELEASE SAVEPOINT saga_sp",
+                      what);
     } else {
         rc = saga__pg_check_txn(s);
         if (rc == SAGA_OK)
@@ -510,7 +510,7 @@ static int prepare_all(pg_store *s, PGconn *c)
         int rc = SAGA_OK;
         if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
             rc = saga__pg_failf(s, SAGA_ESTORE, "prepare: %s",
-                                 PQerrorMessage(c));
+                                PQerrorMessage(c));
         PQclear(res);
         if (rc)
             return rc;
@@ -681,8 +681,7 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
         return SAGA_EINVAL;
     }
     if (owner_id != NULL && (owner_id[0] == '\0' || strlen(owner_id) > 127)) {
-        snprintf(open_err, sizeof open_err,
-                 "owner_id must be 1..127 bytes");
+        snprintf(open_err, sizeof open_err, "owner_id must be 1..127 bytes");
         return SAGA_EINVAL;
     }
     const char *schema = opts->schema ? opts->schema : "saga";
@@ -709,7 +708,8 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
             host[sizeof host - 1] = '\0';
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            unsigned r = (unsigned)ts.tv_nsec ^ (unsigned)ts.tv_sec * 2654435761u ^
+            unsigned r = (unsigned)ts.tv_nsec ^
+                         (unsigned)ts.tv_sec * 2654435761u ^
                          (unsigned)(uintptr_t)s;
             snprintf(s->owner, sizeof s->owner, "%s:%ld:%08x", host,
                      (long)getpid(), r);
@@ -733,8 +733,7 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
     if (rc == SAGA_OK) {
         /* Rows of opens gone for a week are of no use to anyone. */
         char sql[128];
-        snprintf(sql, sizeof sql,
-                 "DELETE FROM batch_log WHERE at_ms < %lld",
+        snprintf(sql, sizeof sql, "DELETE FROM batch_log WHERE at_ms < %lld",
                  (long long)(saga__pg_wall_ms() - 7LL * 24 * 3600 * 1000));
         PQclear(PQexec(s->conn, sql));
     }

@@ -114,8 +114,8 @@ static const char *col_text(sqlite3_stmt *st, int i)
 static int busy(sqlite_store *s, sqlite3_stmt *st, const char *what)
 {
     if (sqlite3_stmt_busy(st))
-        return saga__sq_failf(s, SAGA_EBUSY,
-                              "%s: called from its own callback", what);
+        return saga__sq_failf(s, SAGA_EBUSY, "%s: called from its own callback",
+                              what);
     return SAGA_OK;
 }
 
@@ -170,8 +170,7 @@ static int sq_saga_put(saga_store *self, const saga_record *r,
         bind_blob(st, 14, r->data, r->data_len);
     }
     rc = saga__sq_exec(s, which, "saga_put");
-    if (rc == SAGA_OK && which != SQ_SAGA_INSERT &&
-        sqlite3_changes(s->db) == 0)
+    if (rc == SAGA_OK && which != SQ_SAGA_INSERT && sqlite3_changes(s->db) == 0)
         rc = saga__sq_failf(s, SAGA_ENOTFOUND, "saga_put: no saga %s", r->id);
     return rc;
 }
@@ -221,8 +220,8 @@ static int sq_saga_get(saga_store *self, const char *id, saga_record_cb cb,
     return rc;
 }
 
-static int sq_saga_scan(saga_store *self, unsigned int mask,
-                        saga_record_cb cb, void *arg)
+static int sq_saga_scan(saga_store *self, unsigned int mask, saga_record_cb cb,
+                        void *arg)
 {
     SELF;
     sqlite3_stmt *st = s->st[SQ_SAGA_SCAN];
@@ -411,8 +410,8 @@ static int sq_outbox_put(saga_store *self, const saga_message *m)
     return saga__sq_exec(s, SQ_OUTBOX_INSERT, "outbox_put");
 }
 
-static int sq_outbox_scan(saga_store *self, uint32_t limit,
-                          saga_message_cb cb, void *arg)
+static int sq_outbox_scan(saga_store *self, uint32_t limit, saga_message_cb cb,
+                          void *arg)
 {
     SELF;
     sqlite3_stmt *st = s->st[SQ_OUTBOX_SCAN];
@@ -479,8 +478,8 @@ static int get_blob(sqlite_store *s, enum sq_stmt which, const char *key,
     return rc;
 }
 
-static int sq_inbox_claim(saga_store *self, const char *msg_id,
-                          int64_t now_ms, saga_blob_cb cb, void *arg)
+static int sq_inbox_claim(saga_store *self, const char *msg_id, int64_t now_ms,
+                          saga_blob_cb cb, void *arg)
 {
     SELF;
     if (msg_id == NULL)

@@ -254,8 +254,7 @@ static int configure(sqlite_store *s, const saga_sqlite_options *o)
                                            "PRAGMA synchronous = NORMAL",
                                            "PRAGMA synchronous = OFF"};
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, o->busy_timeout_ms ? o->busy_timeout_ms
-                                                   : 5000);
+    sqlite3_busy_timeout(s->db, o->busy_timeout_ms ? o->busy_timeout_ms : 5000);
     /* An in-memory database answers "memory" here, and that is fine. */
     int rc = exec_sql(s, "PRAGMA journal_mode = WAL", "set WAL mode");
     if (rc == SAGA_OK)
@@ -322,8 +321,8 @@ int saga_store_sqlite_open(saga_store **out, const char *path,
     }
     if (saga__check_version(opts, SAGA_SQLITE_OPTIONS_VERSION) != SAGA_OK) {
         saga_open_errmsg_set("sqlite: options version %u not supported "
-                             "(1..%d)", opts->version,
-                             SAGA_SQLITE_OPTIONS_VERSION);
+                             "(1..%d)",
+                             opts->version, SAGA_SQLITE_OPTIONS_VERSION);
         return SAGA_EVERSION;
     }
     if (opts == NULL)

@@ -67,9 +67,9 @@ Test(checkout_inventory, reserve_holds_stock_and_keeps_the_invariant)
 
 Test(checkout_inventory, insufficient_stock_names_the_items_and_holds_nothing)
 {
-    json_t *it = json_pack("[{s:s, s:i}, {s:s, s:i}]", "product_id",
-                           "prod_123", "quantity", 1, "product_id",
-                           "prod_limited", "quantity", 2);
+    json_t *it = json_pack("[{s:s, s:i}, {s:s, s:i}]", "product_id", "prod_123",
+                           "quantity", 1, "product_id", "prod_limited",
+                           "quantity", 2);
     json_t *failed = NULL;
     cr_assert_eq(ck_inv_reserve(db, "o2", it, 2000, 60000, &failed), 1);
     cr_assert_eq(json_array_size(failed), 1);
@@ -96,9 +96,9 @@ Test(checkout_inventory, ttl_releases_exactly_at_expiry)
     cr_assert_eq(ck_inv_sweep(db, 70000, rel), 1);
     cr_assert_eq(col("prod_456", "reserved_quantity"), 0);
     cr_assert_eq(col("prod_456", "available_quantity"), 50);
-    cr_assert_str_eq(
-        json_string_value(json_object_get(json_array_get(rel, 0), "order_id")),
-        "o3");
+    cr_assert_str_eq(json_string_value(
+                         json_object_get(json_array_get(rel, 0), "order_id")),
+                     "o3");
     cr_assert(ck_inv_check(db));
     /* A later sweep, or the saga's compensation, releases nothing twice. */
     cr_assert_eq(ck_inv_sweep(db, 999999, NULL), 0);

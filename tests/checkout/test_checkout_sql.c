@@ -23,10 +23,13 @@ static void dialect(const char *sql, const char *want, int want_n)
 
 Test(checkout_sql, parameters_become_numbered)
 {
-    dialect("SELECT a FROM t WHERE b = ? AND c = ?", "SELECT a FROM t WHERE b = $1 AND c = $2", 2);
-    dialect("UPDATE t SET a = ?2 WHERE b = ?1 AND c >= ?2", "UPDATE t SET a = $2 WHERE b = $1 AND c >= $2", 2);
+    dialect("SELECT a FROM t WHERE b = ? AND c = ?",
+            "SELECT a FROM t WHERE b = $1 AND c = $2", 2);
+    dialect("UPDATE t SET a = ?2 WHERE b = ?1 AND c >= ?2",
+            "UPDATE t SET a = $2 WHERE b = $1 AND c >= $2", 2);
     dialect("SELECT 1 WHERE a = ? AND (CAST(?2 AS TEXT) IS NULL OR b = ?2)",
-            "SELECT 1 WHERE a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2)", 2);
+            "SELECT 1 WHERE a = $1 AND (CAST($2 AS TEXT) IS NULL OR b = $2)",
+            2);
     dialect("VALUES (?12)", "VALUES ($12)", 12);
     dialect("SELECT 1", "SELECT 1", 0);
 }
@@ -39,10 +42,13 @@ Test(checkout_sql, literals_are_left_alone)
 
 Test(checkout_sql, ddl_words_become_postgres_types)
 {
-    dialect("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, b BLOB, "
-            "big_INTEGER TEXT, INTEGERS TEXT)",
-            "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, n BIGINT NOT NULL, b BYTEA, "
-            "big_INTEGER TEXT, INTEGERS TEXT)", 0);
+    dialect(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT "
+        "NULL, b BLOB, "
+        "big_INTEGER TEXT, INTEGERS TEXT)",
+        "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, n BIGINT NOT NULL, b BYTEA, "
+        "big_INTEGER TEXT, INTEGERS TEXT)",
+        0);
 }
 
 static sqlite3 *lite;
@@ -53,9 +59,10 @@ static void setup(void)
     cr_assert_eq(sqlite3_open(":memory:", &lite), SQLITE_OK);
     db = ck_db_sqlite(lite);
     cr_assert_not_null(db);
-    cr_assert_eq(ck_schema(db, "CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL "
-                               "CHECK (n >= 0), s TEXT, b BLOB, id INTEGER UNIQUE)"),
-                 CK_OK);
+    cr_assert_eq(
+        ck_schema(db, "CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL "
+                      "CHECK (n >= 0), s TEXT, b BLOB, id INTEGER UNIQUE)"),
+        CK_OK);
 }
 
 static void teardown(void)
@@ -105,7 +112,8 @@ Test(checkout_sql_sqlite, binds_reads_and_counts)
     cr_assert_eq(ck_changes(db), 2);
 }
 
-Test(checkout_sql_sqlite, constraints_are_reported_and_the_statement_is_reusable)
+Test(checkout_sql_sqlite,
+     constraints_are_reported_and_the_statement_is_reusable)
 {
     cr_assert_eq(insert("a", 1, "x"), CK_DONE);
     cr_assert_eq(insert("a", 1, "x"), CK_CONSTRAINT);

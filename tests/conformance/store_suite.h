@@ -59,8 +59,8 @@ static void ssc_insert(saga_store *s, const char *id, saga_state st,
 static void ssc_journal(saga_store *s, const char *id, uint32_t seq,
                         saga_journal_kind ev)
 {
-    saga_journal_entry e = {id, seq, ev, (int32_t)seq - 1, 1, 0, seq * 10,
-                            NULL};
+    saga_journal_entry e = {id, seq, ev,       (int32_t)seq - 1,
+                            1,  0,   seq * 10, NULL};
     cr_assert_eq(s->journal_append(s, &e), SAGA_OK, "journal %s/%u: %s", id,
                  seq, s->errmsg(s));
 }
@@ -206,8 +206,7 @@ static void ssc_dump(saga_store *s, ssc_text *t)
     static const char *const msgs[] = {"i1", "i2", "i3"};
     static const char *const kvs[] = {"k1", "k2"};
     memset(t, 0, sizeof *t);
-    cr_assert_eq(s->saga_scan(s, SAGA_STATE_MASK_ALL, ssc_full_cb, t),
-                 SAGA_OK);
+    cr_assert_eq(s->saga_scan(s, SAGA_STATE_MASK_ALL, ssc_full_cb, t), SAGA_OK);
     for (int i = 0; i < 4; i++) {
         char id[SAGA_ID_SIZE] = "";
         cr_assert_eq(s->journal_scan(s, ids[i], ssc_journal_cb, t), SAGA_OK);

@@ -20,10 +20,21 @@ static void ssc_has_every_slot(saga_store *s)
 static void ssc_put_get_every_field(saga_store *s)
 {
     static const unsigned char data[] = {0x81, 0xa1, 'k', 0xa1, 'v', 0, 7};
-    saga_record r = {"0123456789abcdef0123456789abcdef", "checkout", 7,
-                     SAGA_STATE_COMPENSATING, -1, 4, SAGA_REC_BACKWARD | 1,
-                     -5, 1700000000123, 1700000009999, INT64_MAX,
-                     "idem-1", "payment declined", data, sizeof data};
+    saga_record r = {"0123456789abcdef0123456789abcdef",
+                     "checkout",
+                     7,
+                     SAGA_STATE_COMPENSATING,
+                     -1,
+                     4,
+                     SAGA_REC_BACKWARD | 1,
+                     -5,
+                     1700000000123,
+                     1700000009999,
+                     INT64_MAX,
+                     "idem-1",
+                     "payment declined",
+                     data,
+                     sizeof data};
     cr_assert_eq(s->saga_put(s, &r, SAGA_PUT_INSERT), SAGA_OK);
     ssc_copy c;
     cr_assert_eq(ssc_get(s, r.id, &c), SAGA_OK, "%s", s->errmsg(s));
@@ -207,11 +218,10 @@ static void ssc_scan_order_survives_updates_and_stops(saga_store *s)
     cr_assert_str_eq(ssc_scan(s, SAGA_STATE_MASK_ACTIVE, &t), "x y w ");
     memset(&t, 0, sizeof t);
     t.stop_after = 2;
-    cr_assert_eq(s->saga_scan(s, SAGA_STATE_MASK_ALL, ssc_id_cb, &t),
-                 SAGA_OK, "stopping early is not an error");
+    cr_assert_eq(s->saga_scan(s, SAGA_STATE_MASK_ALL, ssc_id_cb, &t), SAGA_OK,
+                 "stopping early is not an error");
     cr_assert_str_eq(t.buf, "x y ");
-    cr_assert_eq(s->saga_scan(s, SAGA_STATE_MASK_ALL, NULL, NULL),
-                 SAGA_EINVAL);
+    cr_assert_eq(s->saga_scan(s, SAGA_STATE_MASK_ALL, NULL, NULL), SAGA_EINVAL);
 }
 
 static void ssc_journal_in_seq_order_and_dup(saga_store *s)
@@ -221,17 +231,18 @@ static void ssc_journal_in_seq_order_and_dup(saga_store *s)
     ssc_journal(s, "A", 2, SAGA_JOURNAL_STEP_OK);
     ssc_journal(s, "B", 1, SAGA_JOURNAL_STARTED);
     ssc_journal(s, "A", 1, SAGA_JOURNAL_STARTED);
-    saga_journal_entry e = {"A", 3, SAGA_JOURNAL_STEP_FAIL, 1, 2, 100, 250,
-                            "card declined"};
+    saga_journal_entry e = {"A", 3,   SAGA_JOURNAL_STEP_FAIL, 1, 2,
+                            100, 250, "card declined"};
     cr_assert_eq(s->journal_append(s, &e), SAGA_OK);
     cr_assert_str_eq(ssc_jscan(s, "A", &t), "A/1:1:0:1:0:10:- A/2:2:1:1:0:20:- "
-                                           "A/3:3:1:2:100:250:card declined ");
+                                            "A/3:3:1:2:100:250:card declined ");
     cr_assert_str_eq(ssc_jscan(s, "B", &t), "B/1:1:0:1:0:10:- ");
     e.kind = SAGA_JOURNAL_COMPLETED;
     cr_assert_eq(s->journal_append(s, &e), SAGA_EDUP);
     cr_assert_str_neq(s->errmsg(s), "");
-    cr_assert_str_eq(ssc_jscan(s, "A", &t), "A/1:1:0:1:0:10:- A/2:2:1:1:0:20:- "
-                                           "A/3:3:1:2:100:250:card declined ",
+    cr_assert_str_eq(ssc_jscan(s, "A", &t),
+                     "A/1:1:0:1:0:10:- A/2:2:1:1:0:20:- "
+                     "A/3:3:1:2:100:250:card declined ",
                      "a duplicate changes nothing");
     memset(&t, 0, sizeof t);
     t.stop_after = 1;
@@ -459,7 +470,8 @@ static void ssc_write_batch_whole_or_nothing(saga_store *s)
     saga_idem_entry dup = {"key-new", "other", 3};
     saga_message m2 = {"m2", "topic", "other", "q", 1, 3};
     const char *done[] = {"m1"};
-    saga_journal_entry j2 = {"other", 1, SAGA_JOURNAL_STARTED, -1, 0, 0, 3, NULL};
+    saga_journal_entry j2 = {"other", 1,   SAGA_JOURNAL_STARTED, -1, 0, 0,
+                             3,       NULL};
     saga_batch_writes w2 = {&r2, &f2, 1, &dup, 1, &m2, 1, done, 1, &j2, 1};
     cr_assert_eq(s->write_batch(s, &w2), SAGA_EDUP);
     cr_assert_eq(ssc_get(s, "other", &c), SAGA_ENOTFOUND);

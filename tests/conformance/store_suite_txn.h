@@ -10,9 +10,9 @@ static void ssc_purge_only_old_terminal(saga_store *s)
 {
     ssc_insert(s, "t1", SAGA_STATE_COMPLETED, 100);
     ssc_insert(s, "t2", SAGA_STATE_COMPENSATED, 100);
-    ssc_insert(s, "t3", SAGA_STATE_COMPLETED, 300);  /* too recent */
-    ssc_insert(s, "t4", SAGA_STATE_COMPLETED, 200);  /* not before 200 */
-    ssc_insert(s, "f", SAGA_STATE_FAILED, 100);      /* needs an operator */
+    ssc_insert(s, "t3", SAGA_STATE_COMPLETED, 300); /* too recent */
+    ssc_insert(s, "t4", SAGA_STATE_COMPLETED, 200); /* not before 200 */
+    ssc_insert(s, "f", SAGA_STATE_FAILED, 100);     /* needs an operator */
     ssc_insert(s, "r", SAGA_STATE_RUNNING, 100);
     ssc_insert(s, "c", SAGA_STATE_COMPENSATING, 100);
     const char *ids[] = {"t1", "t2", "t3", "t4", "f", "r", "c"};
@@ -39,9 +39,9 @@ static void ssc_purge_only_old_terminal(saga_store *s)
     cr_assert_str_eq(ssc_jscan(s, "t1", &t), "");
     cr_assert_str_eq(ssc_jscan(s, "t2", &t), "");
     cr_assert_str_eq(ssc_jscan(s, "t3", &t), "t3/1:1:0:1:0:10:- "
-                                            "t3/2:2:1:1:0:20:- ");
+                                             "t3/2:2:1:1:0:20:- ");
     cr_assert_str_eq(ssc_jscan(s, "r", &t), "r/1:1:0:1:0:10:- "
-                                           "r/2:2:1:1:0:20:- ");
+                                            "r/2:2:1:1:0:20:- ");
     char id[SAGA_ID_SIZE];
     cr_assert_eq(s->idem_get(s, "K1", id), SAGA_ENOTFOUND);
     cr_assert_eq(s->idem_get(s, "K2", id), SAGA_ENOTFOUND);
@@ -133,13 +133,12 @@ static void ssc_txn_commit_persists(saga_store *s)
     cr_assert_eq(s->rollback(s), SAGA_OK, "nothing left to roll back");
     ssc_dump(s, &t);
     cr_assert_str_eq(
-        t.buf,
-        "[A checkout 1 2 0 0 0 5 5 0 0 - then again 7:4629e89b]"
-        "[B checkout 1 1 0 0 0 7 7 0 0 - - 1:850b939f]"
-        "A/1:1:0:1:0:10:- A/2:3:1:1:0:20:- |KA=A"
-        "B/1:1:0:1:0:10:- |KB=B|KT=SAGA_ENOTFOUND|KX=SAGA_ENOTFOUND"
-        "|outbox o2:order-events:k:second:7 |k1=v1-changed|k2=new"
-        "|i1=(SAGA_OK)|i2=(SAGA_EDUP)|i3=(SAGA_OK)");
+        t.buf, "[A checkout 1 2 0 0 0 5 5 0 0 - then again 7:4629e89b]"
+               "[B checkout 1 1 0 0 0 7 7 0 0 - - 1:850b939f]"
+               "A/1:1:0:1:0:10:- A/2:3:1:1:0:20:- |KA=A"
+               "B/1:1:0:1:0:10:- |KB=B|KT=SAGA_ENOTFOUND|KX=SAGA_ENOTFOUND"
+               "|outbox o2:order-events:k:second:7 |k1=v1-changed|k2=new"
+               "|i1=(SAGA_OK)|i2=(SAGA_EDUP)|i3=(SAGA_OK)");
     ssc_dump(s, &again);
     cr_assert_str_eq(again.buf, t.buf, "a dump changes nothing");
 }

@@ -185,10 +185,7 @@ Test(fault_vfs, commit_with_failing_fsync)
     commit_fails_cleanly(arm_sync_ioerr);
 }
 
-Test(fault_vfs, commit_with_disk_full)
-{
-    commit_fails_cleanly(arm_write_full);
-}
+Test(fault_vfs, commit_with_disk_full) { commit_fails_cleanly(arm_write_full); }
 
 Test(fault_vfs, commit_with_write_error)
 {
@@ -221,8 +218,7 @@ Test(fault_vfs, failure_inside_transaction_never_half_commits)
      * the store must refuse to go on in autocommit. */
     saga_journal_entry e = {"B", 1, SAGA_JOURNAL_STARTED, -1, 0, 0, 1, NULL};
     cr_assert_eq(S->journal_append(S, &e), SAGA_ESTORE);
-    cr_assert(strstr(S->errmsg(S), "rolled back") != NULL, "%s",
-              S->errmsg(S));
+    cr_assert(strstr(S->errmsg(S), "rolled back") != NULL, "%s", S->errmsg(S));
     cr_assert_eq(S->commit(S), SAGA_ESTORE);
     cr_assert_eq(S->rollback(S), SAGA_OK);
     ssc_dump(S, &after);

@@ -28,8 +28,10 @@ static void inmem_cleanup(saga_tsuite_env *env)
     bus = NULL;
 }
 
-static const saga_tsuite_fixture inmem_fx = {
-    "orders", SAGA_TSUITE_SHARED_GROUPS | SAGA_TSUITE_REDELIVER, inmem_open,
-    inmem_reopen_b, inmem_cleanup};
+static const saga_tsuite_fixture inmem_fx = {"orders",
+                                             SAGA_TSUITE_SHARED_GROUPS |
+                                                 SAGA_TSUITE_REDELIVER,
+                                             inmem_open, inmem_reopen_b,
+                                             inmem_cleanup};
 
 SAGA_TRANSPORT_CONFORMANCE(transport_inmem, inmem_fx)

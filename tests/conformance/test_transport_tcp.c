@@ -48,8 +48,9 @@ static int tcp_reopen_b(saga_tsuite_env *env)
     return make_b(env, addr);
 }
 
-static const saga_tsuite_fixture tcp_fx = {
-    "svc-b", SAGA_TSUITE_REDELIVER | SAGA_TSUITE_KNOWS_ROUTES, tcp_open,
-    tcp_reopen_b, NULL};
+static const saga_tsuite_fixture tcp_fx = {"svc-b",
+                                           SAGA_TSUITE_REDELIVER |
+                                               SAGA_TSUITE_KNOWS_ROUTES,
+                                           tcp_open, tcp_reopen_b, NULL};
 
 SAGA_TRANSPORT_CONFORMANCE(transport_tcp, tcp_fx)

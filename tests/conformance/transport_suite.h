@@ -93,8 +93,8 @@ static void tsuite_sent_cb(saga_transport *t, int status, void *arg)
 }
 
 static void tsuite_recv_cb(saga_transport *t, saga_delivery *d,
-                           const char *topic, const char *key,
-                           const void *buf, size_t len, void *arg)
+                           const char *topic, const char *key, const void *buf,
+                           size_t len, void *arg)
 {
     cr_assert_eq(tsuite_g.in_call, 0, "recv_cb ran inside a slot call");
     cr_assert_lt(tsuite_g.nrx, TSUITE_MAX_MSGS);
@@ -270,8 +270,7 @@ static void tsuite_sent_once(const saga_tsuite_fixture *fx)
     cr_assert_eq(tsuite_sub(env.b, fx->topic, "g", 1), SAGA_OK);
     int once[50] = {0};
     for (int i = 0; i < 50; i++)
-        cr_assert_eq(tsuite_send(env.a, fx->topic, "k", &i, sizeof i,
-                                 &once[i]),
+        cr_assert_eq(tsuite_send(env.a, fx->topic, "k", &i, sizeof i, &once[i]),
                      SAGA_OK);
     /* Not inside send: tsuite_sent_cb asserts in_call == 0. */
     cr_assert_eq(tsuite_g.sent_calls, 0);
@@ -328,8 +327,7 @@ static void tsuite_key_order(const saga_tsuite_fixture *fx)
         char key[16];
         int msg[2] = {i % K, i / K};
         snprintf(key, sizeof key, "key-%d", i % K);
-        cr_assert_eq(tsuite_send(env.a, fx->topic, key, msg, sizeof msg,
-                                 NULL),
+        cr_assert_eq(tsuite_send(env.a, fx->topic, key, msg, sizeof msg, NULL),
                      SAGA_OK);
     }
     int want = N;
@@ -419,8 +417,7 @@ static void tsuite_shared_group(const saga_tsuite_fixture *fx)
     tsuite_teardown(&env, fx);
 }
 
-static void tsuite_reopen_b(saga_tsuite_env *env,
-                            const saga_tsuite_fixture *fx)
+static void tsuite_reopen_b(saga_tsuite_env *env, const saga_tsuite_fixture *fx)
 {
     env->b->close(env->b);
     env->b = NULL;
@@ -473,8 +470,7 @@ static void tsuite_redeliver(const saga_tsuite_fixture *fx)
     cr_assert_eq(tsuite_sub(env.b, fx->topic, "g", 1), SAGA_OK);
     int once[3] = {0};
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(tsuite_send(env.a, fx->topic, "k", &i, sizeof i,
-                                 &once[i]),
+        cr_assert_eq(tsuite_send(env.a, fx->topic, "k", &i, sizeof i, &once[i]),
                      SAGA_OK);
     int three = 3;
     cr_assert(tsuite_run_until(&env, tsuite_have_rx, &three));
@@ -520,8 +516,7 @@ static void tsuite_bad_args(const saga_tsuite_fixture *fx)
     cr_assert_eq(tsuite_send(a, "", "k", "x", 1, NULL), SAGA_EINVAL);
     cr_assert_eq(tsuite_send(a, fx->topic, "k", NULL, 3, NULL), SAGA_EINVAL);
     cr_assert_not_null(a->errmsg(a));
-    cr_assert_eq(a->subscribe(a, NULL, "g", tsuite_recv_cb, NULL),
-                 SAGA_EINVAL);
+    cr_assert_eq(a->subscribe(a, NULL, "g", tsuite_recv_cb, NULL), SAGA_EINVAL);
     cr_assert_eq(a->subscribe(a, fx->topic, NULL, tsuite_recv_cb, NULL),
                  SAGA_EINVAL);
     cr_assert_eq(a->subscribe(a, fx->topic, "g", NULL, NULL), SAGA_EINVAL);
@@ -620,23 +615,23 @@ static void tsuite_route(const saga_tsuite_fixture *fx)
 }
 
 #define SAGA_TRANSPORT_CONFORMANCE(name, fixture)                              \
-    Test(name, roundtrip, .timeout = 60) { tsuite_roundtrip(&(fixture)); }    \
-    Test(name, sent_cb_once, .timeout = 60) { tsuite_sent_once(&(fixture)); } \
-    Test(name, recv_not_reentrant, .timeout = 60)                             \
+    Test(name, roundtrip, .timeout = 60) { tsuite_roundtrip(&(fixture)); }     \
+    Test(name, sent_cb_once, .timeout = 60) { tsuite_sent_once(&(fixture)); }  \
+    Test(name, recv_not_reentrant, .timeout = 60)                              \
     {                                                                          \
         tsuite_recv_not_reentrant(&(fixture));                                 \
     }                                                                          \
-    Test(name, key_order, .timeout = 60) { tsuite_key_order(&(fixture)); }    \
-    Test(name, two_groups, .timeout = 60) { tsuite_two_groups(&(fixture)); }  \
-    Test(name, shared_group, .timeout = 60)                                   \
+    Test(name, key_order, .timeout = 60) { tsuite_key_order(&(fixture)); }     \
+    Test(name, two_groups, .timeout = 60) { tsuite_two_groups(&(fixture)); }   \
+    Test(name, shared_group, .timeout = 60)                                    \
     {                                                                          \
         tsuite_shared_group(&(fixture));                                       \
     }                                                                          \
-    Test(name, ack, .timeout = 60) { tsuite_ack(&(fixture)); }                \
-    Test(name, redeliver, .timeout = 60) { tsuite_redeliver(&(fixture)); }    \
-    Test(name, subscribe_dup, .timeout = 60) { tsuite_sub_dup(&(fixture)); }  \
-    Test(name, bad_args, .timeout = 60) { tsuite_bad_args(&(fixture)); }      \
-    Test(name, closed, .timeout = 60) { tsuite_closed(&(fixture)); }       \
+    Test(name, ack, .timeout = 60) { tsuite_ack(&(fixture)); }                 \
+    Test(name, redeliver, .timeout = 60) { tsuite_redeliver(&(fixture)); }     \
+    Test(name, subscribe_dup, .timeout = 60) { tsuite_sub_dup(&(fixture)); }   \
+    Test(name, bad_args, .timeout = 60) { tsuite_bad_args(&(fixture)); }       \
+    Test(name, closed, .timeout = 60) { tsuite_closed(&(fixture)); }           \
     Test(name, route, .timeout = 60) { tsuite_route(&(fixture)); }
 
 #endif /* SAGA_TESTS_TRANSPORT_SUITE_H */

@@ -95,14 +95,13 @@ static void action(saga_engine *e, const saga_step_ref *r, const void *d,
     report(r, SAGA_OUTCOME_OK);
 }
 
-static void compensation(saga_engine *e, const saga_step_ref *r,
-                         const void *d, size_t l, void *arg)
+static void compensation(saga_engine *e, const saga_step_ref *r, const void *d,
+                         size_t l, void *arg)
 {
     (void)e, (void)d, (void)l, (void)arg;
     ledger('C', r);
     uint64_t x = h64(r->saga_id, 200 + r->step) % 100;
-    report(r, r->attempt == 1 && x < 20 ? SAGA_OUTCOME_RETRY
-                                        : SAGA_OUTCOME_OK);
+    report(r, r->attempt == 1 && x < 20 ? SAGA_OUTCOME_RETRY : SAGA_OUTCOME_OK);
 }
 
 static void start_some(uv_timer_t *t)
@@ -178,7 +177,8 @@ int main(int argc, char **argv)
     saga_def_add_step(d, "authorize", action, compensation, &c, NULL);
     saga_def_add_step(d, "charge", action, NULL, &p, NULL);
     saga_def_add_step(d, "ship", action, NULL, &r, NULL);
-    if (saga_engine_register(E, d) != SAGA_OK || saga_engine_start(E) != SAGA_OK)
+    if (saga_engine_register(E, d) != SAGA_OK ||
+        saga_engine_start(E) != SAGA_OK)
         return 6;
     uv_timer_init(&loop, &starter);
     uv_timer_init(&loop, &checker);

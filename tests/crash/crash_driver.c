@@ -28,8 +28,8 @@
 
 typedef struct ent {
     char id[SAGA_ID_SIZE];
-    int ran[NSTEPS];       /* ledger: action invoked */
-    int comp_ran[NSTEPS];  /* ledger: compensation invoked */
+    int ran[NSTEPS];      /* ledger: action invoked */
+    int comp_ran[NSTEPS]; /* ledger: compensation invoked */
     int bad;
 } ent;
 
@@ -109,7 +109,8 @@ static void read_ledger(const char *path)
              * after an invocation of its action. */
             if (!e->ran[step])
                 FAILF("saga %s: compensation of step %u ran but the step "
-                      "never started", id, step);
+                      "never started",
+                      id, step);
             e->comp_ran[step] = 1;
         }
     }
@@ -189,33 +190,33 @@ static int saga_cb(const saga_record *r, void *arg)
         FAILF("saga %s ended %s, not terminal", r->id,
               saga_state_name(r->state));
     if (c.started != 1 || c.ended != 1)
-        FAILF("saga %s: %d STARTED, %d end entries", r->id, c.started,
-              c.ended);
+        FAILF("saga %s: %d STARTED, %d end entries", r->id, c.started, c.ended);
     for (int k = 0; k < NSTEPS; k++) {
         if (c.ok[k] > 1)
             FAILF("saga %s: step %d completed %d times", r->id, k, c.ok[k]);
         if (c.ok[k] && (e == NULL || !e->ran[k]))
             FAILF("saga %s: journal shows step %d completed but its action "
-                  "never ran", r->id, k);
+                  "never ran",
+                  r->id, k);
         if (c.comp_ok[k] && !c.ok[k] && !c.timeout[k])
             FAILF("saga %s: step %d compensated but it never completed or "
-                  "timed out", r->id, k);
-        if (c.comp_ok[k] && (e == NULL || !e->comp_ran[k]))
-            FAILF("saga %s: compensation of %d journaled but never ran",
+                  "timed out",
                   r->id, k);
+        if (c.comp_ok[k] && (e == NULL || !e->comp_ran[k]))
+            FAILF("saga %s: compensation of %d journaled but never ran", r->id,
+                  k);
     }
     if (r->state == SAGA_STATE_COMPLETED)
         for (int k = 0; k < NSTEPS; k++)
             if (!c.ok[k] || c.comp_ok[k])
-                FAILF("saga %s COMPLETED but step %d ok=%d comp=%d", r->id,
-                      k, c.ok[k], c.comp_ok[k]);
+                FAILF("saga %s COMPLETED but step %d ok=%d comp=%d", r->id, k,
+                      c.ok[k], c.comp_ok[k]);
     if (r->state == SAGA_STATE_COMPENSATED) {
         /* Steps 0 and 1 have compensations: each that completed (or may
          * have applied) is compensated, in reverse order. */
         for (int k = 0; k < 2; k++)
             if ((c.ok[k] || c.timeout[k]) && !c.comp_ok[k])
-                FAILF("saga %s: step %d ran but was not compensated", r->id,
-                      k);
+                FAILF("saga %s: step %d ran but was not compensated", r->id, k);
         for (int i = 1; i < c.ncomp && i < NSTEPS; i++)
             if (c.comp_order[i] >= c.comp_order[i - 1])
                 FAILF("saga %s: compensations out of order", r->id);

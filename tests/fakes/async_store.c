@@ -105,9 +105,12 @@ static abatch *copy(const saga_batch_writes *w)
         b->jes[i].saga_id = str(b, b->jes[i].saga_id);
         b->jes[i].error = str(b, b->jes[i].error);
     }
-    saga_batch_writes c = {b->recs, b->flags, w->nsagas, b->idem, w->nidem,
-                           b->msgs, w->noutbox, (const char *const *)b->done,
-                           w->ndone, b->jes, w->njournal};
+    saga_batch_writes c = {b->recs,    b->flags,
+                           w->nsagas,  b->idem,
+                           w->nidem,   b->msgs,
+                           w->noutbox, (const char *const *)b->done,
+                           w->ndone,   b->jes,
+                           w->njournal};
     b->w = c;
     return b;
 }
@@ -256,46 +259,43 @@ static int a_begin(saga_store *self)
         AS;                                                                    \
         return as->inner->name args;                                           \
     }
-FWD0(commit, (saga_store *self), (as->inner))
-FWD0(rollback, (saga_store *self), (as->inner))
-FWD0(saga_put, (saga_store *self, const saga_record *r, unsigned f),
+FWD0(commit, (saga_store * self), (as->inner))
+FWD0(rollback, (saga_store * self), (as->inner))
+FWD0(saga_put, (saga_store * self, const saga_record *r, unsigned f),
      (as->inner, r, f))
-FWD0(saga_get, (saga_store *self, const char *id, saga_record_cb cb, void *a),
+FWD0(saga_get, (saga_store * self, const char *id, saga_record_cb cb, void *a),
      (as->inner, id, cb, a))
-FWD0(saga_scan, (saga_store *self, unsigned m, saga_record_cb cb, void *a),
+FWD0(saga_scan, (saga_store * self, unsigned m, saga_record_cb cb, void *a),
      (as->inner, m, cb, a))
-FWD0(journal_append, (saga_store *self, const saga_journal_entry *e),
+FWD0(journal_append, (saga_store * self, const saga_journal_entry *e),
      (as->inner, e))
 FWD0(journal_scan,
-     (saga_store *self, const char *id, saga_journal_cb cb, void *a),
+     (saga_store * self, const char *id, saga_journal_cb cb, void *a),
      (as->inner, id, cb, a))
-FWD0(idem_put,
-     (saga_store *self, const char *k, const char *id, int64_t t),
+FWD0(idem_put, (saga_store * self, const char *k, const char *id, int64_t t),
      (as->inner, k, id, t))
-FWD0(idem_get, (saga_store *self, const char *k, char id[SAGA_ID_SIZE]),
+FWD0(idem_get, (saga_store * self, const char *k, char id[SAGA_ID_SIZE]),
      (as->inner, k, id))
-FWD0(purge, (saga_store *self, int64_t b, uint64_t *n), (as->inner, b, n))
-FWD0(outbox_put, (saga_store *self, const saga_message *m), (as->inner, m))
-FWD0(outbox_scan,
-     (saga_store *self, uint32_t l, saga_message_cb cb, void *a),
+FWD0(purge, (saga_store * self, int64_t b, uint64_t *n), (as->inner, b, n))
+FWD0(outbox_put, (saga_store * self, const saga_message *m), (as->inner, m))
+FWD0(outbox_scan, (saga_store * self, uint32_t l, saga_message_cb cb, void *a),
      (as->inner, l, cb, a))
-FWD0(outbox_done, (saga_store *self, const char *id), (as->inner, id))
+FWD0(outbox_done, (saga_store * self, const char *id), (as->inner, id))
 FWD0(inbox_claim,
-     (saga_store *self, const char *id, int64_t t, saga_blob_cb cb, void *a),
+     (saga_store * self, const char *id, int64_t t, saga_blob_cb cb, void *a),
      (as->inner, id, t, cb, a))
-FWD0(inbox_reply,
-     (saga_store *self, const char *id, const void *r, size_t n),
+FWD0(inbox_reply, (saga_store * self, const char *id, const void *r, size_t n),
      (as->inner, id, r, n))
-FWD0(kv_get, (saga_store *self, const char *k, saga_blob_cb cb, void *a),
+FWD0(kv_get, (saga_store * self, const char *k, saga_blob_cb cb, void *a),
      (as->inner, k, cb, a))
-FWD0(kv_put, (saga_store *self, const char *k, const void *v, size_t n),
+FWD0(kv_put, (saga_store * self, const char *k, const void *v, size_t n),
      (as->inner, k, v, n))
-FWD0(kv_scan, (saga_store *self, const char *p, saga_kv_cb cb, void *a),
+FWD0(kv_scan, (saga_store * self, const char *p, saga_kv_cb cb, void *a),
      (as->inner, p, cb, a))
-FWD0(kv_del, (saga_store *self, const char *k), (as->inner, k))
-FWD0(savepoint, (saga_store *self), (as->inner))
-FWD0(savepoint_rollback, (saga_store *self), (as->inner))
-FWD0(savepoint_release, (saga_store *self), (as->inner))
+FWD0(kv_del, (saga_store * self, const char *k), (as->inner, k))
+FWD0(savepoint, (saga_store * self), (as->inner))
+FWD0(savepoint_rollback, (saga_store * self), (as->inner))
+FWD0(savepoint_release, (saga_store * self), (as->inner))
 
 static const char *a_errmsg(saga_store *self)
 {
@@ -346,10 +346,10 @@ int async_store_new(saga_store **out, saga_store *inner, async_store **handle)
         b->kv_scan = inner->kv_scan ? a_kv_scan : NULL;
         b->kv_del = inner->kv_del ? a_kv_del : NULL;
         b->savepoint = inner->savepoint ? a_savepoint : NULL;
-        b->savepoint_rollback =
-            inner->savepoint_rollback ? a_savepoint_rollback : NULL;
-        b->savepoint_release =
-            inner->savepoint_release ? a_savepoint_release : NULL;
+        b->savepoint_rollback = inner->savepoint_rollback ? a_savepoint_rollback
+                                                          : NULL;
+        b->savepoint_release = inner->savepoint_release ? a_savepoint_release
+                                                        : NULL;
     }
     b->attach = a_attach;
     b->submit_batch = a_submit;

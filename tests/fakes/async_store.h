@@ -25,13 +25,13 @@
 typedef struct async_store async_store;
 
 typedef struct async_store_stats {
-    uint64_t submitted;  /* submit_batch calls accepted */
-    uint64_t refused;    /* submit_batch calls refused at once */
-    uint64_t committed;  /* batches completed OK */
-    uint64_t failed;     /* batches completed with an error */
-    uint64_t max_queued; /* most batches in flight at once */
+    uint64_t submitted;             /* submit_batch calls accepted */
+    uint64_t refused;               /* submit_batch calls refused at once */
+    uint64_t committed;             /* batches completed OK */
+    uint64_t failed;                /* batches completed with an error */
+    uint64_t max_queued;            /* most batches in flight at once */
     uint64_t sync_writes_in_flight; /* begin() while a batch was queued */
-    uint64_t sagas_written; /* saga records in committed batches */
+    uint64_t sagas_written;         /* saga records in committed batches */
     int attached;
 } async_store_stats;
 

@@ -19,11 +19,11 @@ struct fault_store {
 };
 
 static const char *const slot_names[FAULT__COUNT] = {
-    "begin",        "commit",         "rollback",    "saga_put",
-    "saga_get",     "saga_scan",      "journal_append", "journal_scan",
-    "idem_put",     "idem_get",       "purge",       "outbox_put",
-    "outbox_scan",  "outbox_done",    "inbox_claim", "inbox_reply",
-    "kv_get",       "kv_put"};
+    "begin",       "commit",      "rollback",       "saga_put",
+    "saga_get",    "saga_scan",   "journal_append", "journal_scan",
+    "idem_put",    "idem_get",    "purge",          "outbox_put",
+    "outbox_scan", "outbox_done", "inbox_claim",    "inbox_reply",
+    "kv_get",      "kv_put"};
 
 const char *fault_slot_name(fault_slot slot)
 {
@@ -103,8 +103,8 @@ static int f_journal_append(saga_store *self, const saga_journal_entry *e)
     FWD(FAULT_JOURNAL_APPEND, journal_append(fs->inner, e));
 }
 
-static int f_journal_scan(saga_store *self, const char *id,
-                          saga_journal_cb cb, void *arg)
+static int f_journal_scan(saga_store *self, const char *id, saga_journal_cb cb,
+                          void *arg)
 {
     FS;
     FWD(FAULT_JOURNAL_SCAN, journal_scan(fs->inner, id, cb, arg));
@@ -117,8 +117,7 @@ static int f_idem_put(saga_store *self, const char *key, const char *id,
     FWD(FAULT_IDEM_PUT, idem_put(fs->inner, key, id, created_ms));
 }
 
-static int f_idem_get(saga_store *self, const char *key,
-                      char out[SAGA_ID_SIZE])
+static int f_idem_get(saga_store *self, const char *key, char out[SAGA_ID_SIZE])
 {
     FS;
     FWD(FAULT_IDEM_GET, idem_get(fs->inner, key, out));
@@ -136,8 +135,8 @@ static int f_outbox_put(saga_store *self, const saga_message *m)
     FWD(FAULT_OUTBOX_PUT, outbox_put(fs->inner, m));
 }
 
-static int f_outbox_scan(saga_store *self, uint32_t limit,
-                         saga_message_cb cb, void *arg)
+static int f_outbox_scan(saga_store *self, uint32_t limit, saga_message_cb cb,
+                         void *arg)
 {
     FS;
     FWD(FAULT_OUTBOX_SCAN, outbox_scan(fs->inner, limit, cb, arg));
@@ -283,8 +282,8 @@ int fault_store_new(saga_store **out, saga_store *inner, fault_store **handle)
         b->kv_scan = NULL;
     if (inner->version < 2 || inner->kv_del == NULL)
         b->kv_del = NULL;
-    if (inner->version < 2 || !inner->savepoint ||
-        !inner->savepoint_rollback || !inner->savepoint_release) {
+    if (inner->version < 2 || !inner->savepoint || !inner->savepoint_rollback ||
+        !inner->savepoint_release) {
         b->savepoint = NULL;
         b->savepoint_rollback = NULL;
         b->savepoint_release = NULL;

@@ -74,7 +74,4 @@ void fault_transport_refuse_sends(fault_transport *ft, int on)
 {
     ft->refuse = on;
 }
-uint64_t fault_transport_sends(const fault_transport *ft)
-{
-    return ft->sends;
-}
+uint64_t fault_transport_sends(const fault_transport *ft) { return ft->sends; }

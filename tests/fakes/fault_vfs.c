@@ -193,7 +193,10 @@ static int f_randomness(sqlite3_vfs *v, int n, char *out)
 {
     return g_real->xRandomness(g_real, n, out);
 }
-static int f_sleep(sqlite3_vfs *v, int us) { return g_real->xSleep(g_real, us); }
+static int f_sleep(sqlite3_vfs *v, int us)
+{
+    return g_real->xSleep(g_real, us);
+}
 static int f_current_time(sqlite3_vfs *v, double *out)
 {
     return g_real->xCurrentTime(g_real, out);

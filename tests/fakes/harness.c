@@ -6,8 +6,8 @@
 
 static int64_t h_clock(void *arg) { return ((harness *)arg)->now; }
 
-static void h_log(saga_log_level lvl, const char *id, int step,
-                  const char *msg, void *arg)
+static void h_log(saga_log_level lvl, const char *id, int step, const char *msg,
+                  void *arg)
 {
     harness *h = arg;
     size_t n = strlen(h->log);
@@ -65,8 +65,8 @@ static void later_cb(uv_timer_t *t)
     uv_close((uv_handle_t *)t, later_close);
 }
 
-static void scripted(saga_engine *e, const saga_step_ref *ref,
-                     const void *data, size_t len, void *arg)
+static void scripted(saga_engine *e, const saga_step_ref *ref, const void *data,
+                     size_t len, void *arg)
 {
     harness *h = arg;
     (void)data, (void)len;
@@ -90,7 +90,8 @@ static void scripted(saga_engine *e, const saga_step_ref *ref,
         saga_step_complete(e, ref, SAGA_OUTCOME_FAIL, NULL, 0, "scripted no");
         break;
     case 'r':
-        saga_step_complete(e, ref, SAGA_OUTCOME_RETRY, NULL, 0, "scripted busy");
+        saga_step_complete(e, ref, SAGA_OUTCOME_RETRY, NULL, 0,
+                           "scripted busy");
         break;
     case 'a': {
         later *l = malloc(sizeof *l);

@@ -74,8 +74,8 @@ static void differential(const uint8_t *data, size_t size)
     msgpack_unpacked u;
     size_t moff = 0;
     msgpack_unpacked_init(&u);
-    msgpack_unpack_return r =
-        msgpack_unpack_next(&u, (const char *)data, size, &moff);
+    msgpack_unpack_return r = msgpack_unpack_next(&u, (const char *)data, size,
+                                                  &moff);
     CHECK(r == MSGPACK_UNPACK_SUCCESS || r == MSGPACK_UNPACK_EXTRA_BYTES);
     CHECK(moff == off);
     msgpack_unpacked_destroy(&u);

@@ -76,7 +76,8 @@ int main(int argc, char **argv)
     put_env("event_empty", &e, -1);
 
     /* Hand-written broken ones. */
-    static const char v2[] = "\x82\xa1v\x02\xa4kind\xa5" "event";
+    static const char v2[] = "\x82\xa1v\x02\xa4kind\xa5"
+                             "event";
     put("version2", v2, sizeof(v2) - 1);
     static const char dup[] = "\x82\xa1v\x01\xa1v\x01";
     put("dup_key", dup, sizeof(dup) - 1);

@@ -19,7 +19,7 @@ static int failures;
 #define CHECK(cond)                                                            \
     do {                                                                       \
         if (!(cond)) {                                                         \
-            fprintf(stderr, "consumer: %s:%d: check failed: %s\n", __FILE__,  \
+            fprintf(stderr, "consumer: %s:%d: check failed: %s\n", __FILE__,   \
                     __LINE__, #cond);                                          \
             failures++;                                                        \
         }                                                                      \

@@ -88,9 +88,9 @@ static const char *command(rd_kafka_mock_cluster_t *mc, char *line)
     }
     if ((strcmp(w, "down") == 0 || strcmp(w, "up") == 0) &&
         sscanf(line, "%*s %d", &a) == 1) {
-        rd_kafka_resp_err_t err =
-            w[0] == 'd' ? rd_kafka_mock_broker_set_down(mc, a)
-                        : rd_kafka_mock_broker_set_up(mc, a);
+        rd_kafka_resp_err_t err = w[0] == 'd'
+                                      ? rd_kafka_mock_broker_set_down(mc, a)
+                                      : rd_kafka_mock_broker_set_up(mc, a);
         return err == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "error: broker";
     }
     if (strcmp(w, "coord") == 0 && sscanf(line, "%*s %255s %d", s, &a) == 2)
@@ -109,7 +109,9 @@ int main(int argc, char **argv)
     int ntopics = 0;
     while ((opt = getopt(argc, argv, "b:t:h")) != -1) {
         switch (opt) {
-        case 'b': brokers = atoi(optarg); break;
+        case 'b':
+            brokers = atoi(optarg);
+            break;
         case 't':
             if (ntopics < 64)
                 topics[ntopics++] = optarg;

@@ -81,8 +81,10 @@ static void kafka_cleanup(saga_tsuite_env *env)
     mock_rk = NULL;
 }
 
-static const saga_tsuite_fixture kafka_fx = {
-    "svc-b", SAGA_TSUITE_SHARED_GROUPS | SAGA_TSUITE_REDELIVER, kafka_open,
-    kafka_reopen_b, kafka_cleanup};
+static const saga_tsuite_fixture kafka_fx = {"svc-b",
+                                             SAGA_TSUITE_SHARED_GROUPS |
+                                                 SAGA_TSUITE_REDELIVER,
+                                             kafka_open, kafka_reopen_b,
+                                             kafka_cleanup};
 
 SAGA_TRANSPORT_CONFORMANCE(transport_kafka, kafka_fx)

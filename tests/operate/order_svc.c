@@ -42,8 +42,9 @@ static void log_attempt(saga_engine *e, const saga_step_ref *ref,
 {
     char tp[SAGA_TRACEPARENT_SIZE];
     if (saga_step_traceparent(data, len, ref, tp) == SAGA_OK)
-        fprintf(stderr, "order_svc: %s saga=%s step=%u attempt=%u "
-                        "traceparent=%s\n",
+        fprintf(stderr,
+                "order_svc: %s saga=%s step=%u attempt=%u "
+                "traceparent=%s\n",
                 what, ref->saga_id, ref->step, ref->attempt, tp);
     (void)e;
 }
@@ -250,8 +251,7 @@ int main(int argc, char **argv)
             int rc = traceparent
                          ? saga_start_traced(e, "order", NULL, d, len,
                                              traceparent, id, NULL, NULL)
-                         : saga_start(e, "order", NULL, d, len, id, NULL,
-                                      NULL);
+                         : saga_start(e, "order", NULL, d, len, id, NULL, NULL);
             saga_map_free(m);
             if (rc != SAGA_OK) {
                 fprintf(stderr, "order_svc: start: %s\n",

@@ -111,9 +111,15 @@ static void tb_add(tbatch *b, const char *id, saga_state st, int insert,
     size_t i = b->n++;
     b->recs[i] = ssc_rec(id, st, 100 + (int64_t)i);
     b->flags[i] = insert ? (SAGA_PUT_INSERT | SAGA_PUT_DATA) : 0;
-    saga_journal_entry e = {id, jseq, insert ? SAGA_JOURNAL_STARTED
-                                             : SAGA_JOURNAL_COMPLETED,
-                            -1, 0, 0, 10 * (int64_t)jseq, NULL};
+    saga_journal_entry e = {id,
+                            jseq,
+                            insert ? SAGA_JOURNAL_STARTED
+                                   : SAGA_JOURNAL_COMPLETED,
+                            -1,
+                            0,
+                            0,
+                            10 * (int64_t)jseq,
+                            NULL};
     b->jes[i] = e;
 }
 
@@ -224,8 +230,7 @@ Test(pg_async, batches_complete_in_order_on_the_loop)
     ssc_text t;
     cr_assert_str_eq(ssc_scan(s, SAGA_STATE_BIT(SAGA_STATE_COMPLETED), &t),
                      "X1 ");
-    cr_assert_str_eq(ssc_scan(s, SAGA_STATE_BIT(SAGA_STATE_FAILED), &t),
-                     "X2 ");
+    cr_assert_str_eq(ssc_scan(s, SAGA_STATE_BIT(SAGA_STATE_FAILED), &t), "X2 ");
     cr_assert_str_eq(ssc_jscan(s, "X1", &t),
                      "X1/1:1:-1:0:0:10:- X1/2:9:-1:0:0:20:- ");
     /* The synchronous slots still work between flights. */
@@ -466,9 +471,8 @@ static void *proxy_main(void *arg)
             }
             if (!dead && pf[2 + 2 * i].revents) {
                 ssize_t k = read(up[i], buf, sizeof buf);
-                dead = k <= 0 ||
-                       (!atomic_load(&p->drop_answers) &&
-                        write(down[i], buf, (size_t)k) != k);
+                dead = k <= 0 || (!atomic_load(&p->drop_answers) &&
+                                  write(down[i], buf, (size_t)k) != k);
             }
             if (dead) {
                 close(down[i]);
@@ -629,15 +633,15 @@ Test(pg_async, a_lost_connection_while_idle_is_a_store_error_then_recovers)
 
 /* Six sagas with every field set differently (NULLs, empty and binary
  * data), @p round 0: inserts; 1: updates, half with data. */
-static void six(saga_record *r, unsigned *fl, saga_journal_entry *j,
-                int round, char ids[6][8], char errs[6][16])
+static void six(saga_record *r, unsigned *fl, saga_journal_entry *j, int round,
+                char ids[6][8], char errs[6][16])
 {
     static const unsigned char blob[] = {0x81, 0xa1, 'k', 0x00};
     for (int i = 0; i < 6; i++) {
         snprintf(ids[i], 8, "B%d", i);
         snprintf(errs[i], 16, "err %d/%d", i, round);
-        r[i] = ssc_rec(ids[i], round ? SAGA_STATE_COMPENSATING
-                                     : SAGA_STATE_RUNNING,
+        r[i] = ssc_rec(ids[i],
+                       round ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING,
                        1000 + i);
         r[i].step = i + round;
         r[i].attempt = (uint32_t)(i * 3);
@@ -654,9 +658,14 @@ static void six(saga_record *r, unsigned *fl, saga_journal_entry *j,
         fl[i] = round == 0 ? (SAGA_PUT_INSERT | SAGA_PUT_DATA)
                 : i % 2    ? SAGA_PUT_DATA
                            : 0;
-        saga_journal_entry e = {ids[i], (uint32_t)round + 1,
-                                round ? SAGA_JOURNAL_STEP_FAIL : SAGA_JOURNAL_STARTED,
-                                i - 1, (uint32_t)i, 5 * i, 7 * i,
+        saga_journal_entry e = {ids[i],
+                                (uint32_t)round + 1,
+                                round ? SAGA_JOURNAL_STEP_FAIL
+                                      : SAGA_JOURNAL_STARTED,
+                                i - 1,
+                                (uint32_t)i,
+                                5 * i,
+                                7 * i,
                                 i % 2 ? errs[i] : NULL};
         j[i] = e;
     }
@@ -706,8 +715,7 @@ Test(pg_async, many_rows_per_statement_write_what_single_rows_write)
         w.nsagas = 6;
         w.journal = j;
         w.njournal = 6;
-        cr_assert_eq(bulk->submit_batch(bulk, &w, on_done, &a[round]),
-                     SAGA_OK);
+        cr_assert_eq(bulk->submit_batch(bulk, &w, on_done, &a[round]), SAGA_OK);
         run_until(&loop2, &log, round + 1);
         cr_assert_eq(log.rc[round], SAGA_OK, "%s", bulk->errmsg(bulk));
         static char d1[16384], d2[16384];

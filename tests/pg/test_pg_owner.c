@@ -126,8 +126,8 @@ Test(pg_owner, a_late_write_of_an_old_owner_is_fenced)
     cr_assert_eq(lease, 1000u);
     cr_assert_eq(b->own_renew(b, 1, &lease), SAGA_OK);
     saga_record r = rec("S1", 1);
-    cr_assert_eq(write_one(a, &r, SAGA_PUT_INSERT | SAGA_PUT_DATA, 1),
-                 SAGA_OK, "%s", a->errmsg(a));
+    cr_assert_eq(write_one(a, &r, SAGA_PUT_INSERT | SAGA_PUT_DATA, 1), SAGA_OK,
+                 "%s", a->errmsg(a));
     /* B claims nothing while A's lease is live. */
     int n = 0;
     size_t claimed = 9;
@@ -136,15 +136,14 @@ Test(pg_owner, a_late_write_of_an_old_owner_is_fenced)
     cr_assert_eq(claimed, 0u);
     /* A pauses past its lease; B claims its saga with a new epoch. */
     expire("a");
-    cr_assert_eq(b->own_claim(b, 10, count_cb, &n, &claimed), SAGA_OK,
-                 "%s", b->errmsg(b));
+    cr_assert_eq(b->own_claim(b, 10, count_cb, &n, &claimed), SAGA_OK, "%s",
+                 b->errmsg(b));
     cr_assert_eq(n, 1);
     /* A wakes up and writes: fenced, and nothing of the batch remains. */
     r.attempt = 2;
     cr_assert_eq(write_one(a, &r, 0, 2), SAGA_EFENCED, "%s", a->errmsg(a));
     PGconn *c = admin();
-    cr_assert_eq(q1(c, "SELECT count(*) FROM journal WHERE saga_id = 'S1'"),
-                 1);
+    cr_assert_eq(q1(c, "SELECT count(*) FROM journal WHERE saga_id = 'S1'"), 1);
     cr_assert_eq(q1(c, "SELECT attempt FROM sagas WHERE id = 'S1'"), 1);
     /* The new owner writes; the journal says who wrote what. */
     cr_assert_eq(write_one(b, &r, 0, 2), SAGA_OK, "%s", b->errmsg(b));
@@ -182,8 +181,8 @@ Test(pg_owner, a_late_write_of_an_old_owner_is_fenced)
     /* A new saga of A under its new epoch is A's; released, it is
      * claimable at once. */
     saga_record r2 = rec("S2", 1);
-    cr_assert_eq(write_one(a, &r2, SAGA_PUT_INSERT | SAGA_PUT_DATA, 1),
-                 SAGA_OK, "%s", a->errmsg(a));
+    cr_assert_eq(write_one(a, &r2, SAGA_PUT_INSERT | SAGA_PUT_DATA, 1), SAGA_OK,
+                 "%s", a->errmsg(a));
     cr_assert_eq(a->own_release(a), SAGA_OK);
     cr_assert_eq(write_one(a, &r2, 0, 2), SAGA_EFENCED);
     n = 0;
@@ -215,8 +214,8 @@ Test(pg_owner, claiming_skips_rows_another_claimer_holds)
     q1(c, "SELECT 1 FROM sagas WHERE id = 'K0' FOR UPDATE");
     int n = 0;
     size_t claimed = 0;
-    cr_assert_eq(b->own_claim(b, 10, count_cb, &n, &claimed), SAGA_OK,
-                 "%s", b->errmsg(b));
+    cr_assert_eq(b->own_claim(b, 10, count_cb, &n, &claimed), SAGA_OK, "%s",
+                 b->errmsg(b));
     cr_assert_eq(n, 3, "claimed %d: the locked row must be skipped", n);
     q1(c, "COMMIT");
     n = 0;
@@ -343,8 +342,8 @@ Test(pg_owner, an_engine_fenced_out_drops_the_saga_and_the_new_owner_ends_it)
      * its batch (a new saga started meanwhile) and keeps working. */
     cr_assert_eq(saga_start(a.e, "own", NULL, NULL, 0, id2, NULL, NULL),
                  SAGA_OK);
-    cr_assert_eq(saga_step_complete(a.e, &a.held[0], SAGA_OUTCOME_OK, NULL,
-                                    0, NULL),
+    cr_assert_eq(saga_step_complete(a.e, &a.held[0], SAGA_OUTCOME_OK, NULL, 0,
+                                    NULL),
                  SAGA_OK);
     spin(&loop, 5);
     cr_assert_eq(active(a.e), 1, "A keeps only its new saga: %d", active(a.e));
@@ -354,16 +353,14 @@ Test(pg_owner, an_engine_fenced_out_drops_the_saga_and_the_new_owner_ends_it)
              "SELECT state FROM sagas WHERE id = '%s' AND owner = 'b'", id);
     cr_assert_eq(q1(c, sql), SAGA_STATE_RUNNING, "A wrote nothing to it");
     snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM sagas WHERE id = '%s' AND owner = 'a'",
-             id2);
+             "SELECT count(*) FROM sagas WHERE id = '%s' AND owner = 'a'", id2);
     cr_assert_eq(q1(c, sql), 1, "the rest of A's batch was written");
     /* The new owner finishes it. */
-    cr_assert_eq(saga_step_complete(b.e, &b.held[0], SAGA_OUTCOME_OK, NULL,
-                                    0, NULL),
+    cr_assert_eq(saga_step_complete(b.e, &b.held[0], SAGA_OUTCOME_OK, NULL, 0,
+                                    NULL),
                  SAGA_OK);
     spin(&loop, 5);
-    snprintf(sql, sizeof sql,
-             "SELECT state FROM sagas WHERE id = '%s'", id);
+    snprintf(sql, sizeof sql, "SELECT state FROM sagas WHERE id = '%s'", id);
     cr_assert_eq(q1(c, sql), SAGA_STATE_COMPLETED);
     snprintf(sql, sizeof sql,
              "SELECT count(DISTINCT epoch) FROM journal WHERE saga_id = '%s'",
@@ -440,8 +437,7 @@ Test(pg_owner, two_engines_racing_on_keys_make_one_saga_per_key)
             cr_assert_eq(saga_start(a.e, "own", key, NULL, 0, id, started,
                                     &ra[i]),
                          SAGA_OK);
-        cr_assert_eq(saga_start(b.e, "own", key, NULL, 0, id, started,
-                                &rb[i]),
+        cr_assert_eq(saga_start(b.e, "own", key, NULL, 0, id, started, &rb[i]),
                      SAGA_OK);
     }
     spin(&loop, 10);
@@ -485,8 +481,7 @@ Test(pg_owner, a_url_gives_the_lease_and_the_owner)
     snprintf(url, sizeof url, "%s?schema=%s&lease_ms=2000&owner=u1",
              getenv("SAGA_PG_URL"), schema);
     saga_store *s = NULL;
-    cr_assert_eq(saga_store_open(&s, url), SAGA_OK, "%s",
-                 saga_open_errmsg());
+    cr_assert_eq(saga_store_open(&s, url), SAGA_OK, "%s", saga_open_errmsg());
     cr_assert_not_null(s->own_renew);
     uint32_t lease = 0;
     cr_assert_eq(s->own_renew(s, 1, &lease), SAGA_OK, "%s", s->errmsg(s));

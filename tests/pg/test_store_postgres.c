@@ -87,8 +87,9 @@ Test(postgres, unreachable_server_is_a_store_error_with_its_reason)
     saga_pg_options o = SAGA_PG_OPTIONS_INIT;
     o.connect_timeout_s = 2;
     /* Port 1 on loopback: nothing listens there. */
-    int rc = saga_store_postgres_open(
-        &s, "postgresql://saga@127.0.0.1:1/postgres", &o);
+    int rc = saga_store_postgres_open(&s,
+                                      "postgresql://saga@127.0.0.1:1/postgres",
+                                      &o);
     cr_assert_eq(rc, SAGA_ESTORE);
     cr_assert_null(s);
     cr_assert(strstr(saga_store_postgres_open_errmsg(), "connect") != NULL,

@@ -112,14 +112,13 @@ static void action(saga_engine *e, const saga_step_ref *r, const void *d,
     report(r, SAGA_OUTCOME_OK);
 }
 
-static void compensation(saga_engine *e, const saga_step_ref *r,
-                         const void *d, size_t l, void *arg)
+static void compensation(saga_engine *e, const saga_step_ref *r, const void *d,
+                         size_t l, void *arg)
 {
     (void)e, (void)d, (void)l, (void)arg;
     ledger("C", r);
     uint64_t x = h64(r->saga_id, 200 + r->step) % 100;
-    report(r, r->attempt == 1 && x < 20 ? SAGA_OUTCOME_RETRY
-                                        : SAGA_OUTCOME_OK);
+    report(r, r->attempt == 1 && x < 20 ? SAGA_OUTCOME_RETRY : SAGA_OUTCOME_OK);
 }
 
 static void start_some(uv_timer_t *t)
@@ -128,8 +127,7 @@ static void start_some(uv_timer_t *t)
     for (int k = 0; k < 4 && next_start < nsagas; k++, next_start++) {
         char key[32], id[SAGA_ID_SIZE];
         /* Each process walks the keys from its own offset. */
-        snprintf(key, sizeof key, "order-%d",
-                 (next_start + offset) % nsagas);
+        snprintf(key, sizeof key, "order-%d", (next_start + offset) % nsagas);
         if (saga_start(E, "pgm", key, NULL, 0, id, NULL, NULL) != SAGA_OK) {
             fprintf(stderr, "%s: start: %s\n", owner, saga_engine_errmsg(E));
             _exit(4);

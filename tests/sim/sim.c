@@ -217,8 +217,8 @@ static int64_t data_int(const saga_command *c, const char *key)
 /* The stock service: reserve / release, and confirm after the pivot.
  * stock/<sku> + held/<sku> + sold/<sku> is constant. e/<saga> is the
  * reservation: "R sku qty" reserved, "X ..." released, "S ..." sold. */
-static int stock_cmd(saga_participant *p, const saga_command *c,
-                     saga_reply *r, void *arg)
+static int stock_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
+                     void *arg)
 {
     world *w = arg;
     saga_store *s = saga_participant_store(p);
@@ -234,10 +234,13 @@ static int stock_cmd(saga_participant *p, const saga_command *c,
         return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0, "bad order");
     if (strcmp(c->name, "reserve") == 0 && !c->compensating) {
         if (e.found) {
-            violation(w, "effects: stock reserved twice for saga %s "
-                      "(ledger '%s')%s", c->saga_id, e.s,
+            violation(w,
+                      "effects: stock reserved twice for saga %s "
+                      "(ledger '%s')%s",
+                      c->saga_id, e.s,
                       e.s[0] == 'X' ? ": a hanging action applied after "
-                                      "its compensation" : "");
+                                      "its compensation"
+                                    : "");
             return SAGA_OK;
         }
         int64_t have;
@@ -259,8 +262,10 @@ static int stock_cmd(saga_participant *p, const saga_command *c,
     }
     if (strcmp(c->name, "reserve") == 0) { /* release */
         if (!e.found || e.s[0] != 'R') {
-            violation(w, "effects: release of saga %s whose reservation is "
-                      "'%s'", c->saga_id, e.found ? e.s : "absent");
+            violation(w,
+                      "effects: release of saga %s whose reservation is "
+                      "'%s'",
+                      c->saga_id, e.found ? e.s : "absent");
             return SAGA_OK;
         }
         int esku, eqty;
@@ -311,10 +316,13 @@ static int pay_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
         return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0, "bad order");
     if (!c->compensating) {
         if (e.found) {
-            violation(w, "effects: payment charged twice for saga %s "
-                      "(ledger '%s')%s", c->saga_id, e.s,
+            violation(w,
+                      "effects: payment charged twice for saga %s "
+                      "(ledger '%s')%s",
+                      c->saga_id, e.s,
                       e.s[0] == 'F' ? ": a hanging action applied after "
-                                      "its compensation" : "");
+                                      "its compensation"
+                                    : "");
             return SAGA_OK;
         }
         int64_t bal;
@@ -366,8 +374,7 @@ static int ship_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
         return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0,
                               "address rejected");
     if (sim_chance(&w->rng, 60))
-        return saga_reply_set(r, SAGA_OUTCOME_RETRY, NULL, 0,
-                              "carrier busy");
+        return saga_reply_set(r, SAGA_OUTCOME_RETRY, NULL, 0, "carrier busy");
     /* Choreography: the stock service hears of it by an event, in the
      * same transaction (outbox), deduplicated by its inbox. */
     rc = saga_participant_publish(p, "notify", c->saga_id, "shipped", "\x80",
@@ -387,8 +394,10 @@ static int shipped_ev(saga_participant *p, const saga_command *ev, void *arg)
     if (rc)
         return rc;
     if (n > 0)
-        violation(w, "effects: the shipment of saga %.32s was notified "
-                  "twice (an event handled twice)", ev->saga_id);
+        violation(w,
+                  "effects: the shipment of saga %.32s was notified "
+                  "twice (an event handled twice)",
+                  ev->saga_id);
     return kv_put_int(s, k, n + 1);
 }
 
@@ -446,7 +455,8 @@ static int journal_cb(const saga_journal_entry *j, void *arg)
     if (c->n < 256) {
         c->ev[c->n] = j->kind;
         c->step[c->n] = j->step;
-        snprintf(c->err[c->n], sizeof c->err[0], "%s", j->error ? j->error : "");
+        snprintf(c->err[c->n], sizeof c->err[0], "%s",
+                 j->error ? j->error : "");
         c->n++;
     }
     return 0;
@@ -480,8 +490,10 @@ static void check_saga(world *w, const char *id, saga_state st)
         switch (c->ev[i]) {
         case SAGA_JOURNAL_STEP_OK:
             if (comp_phase)
-                violation(w, "journal: %s ran step %d forward while "
-                          "compensating", pre, s);
+                violation(w,
+                          "journal: %s ran step %d forward while "
+                          "compensating",
+                          pre, s);
             ok[s] = 1;
             cur = s + 1;
             break;
@@ -503,13 +515,16 @@ static void check_saga(world *w, const char *id, saga_state st)
         case SAGA_JOURNAL_COMP_FAIL:
         case SAGA_JOURNAL_COMP_TIMEOUT:
             if (!ok[s] && !timeout[s] && s != maybe_step)
-                violation(w, "journal: %s compensated step %d, whose action "
+                violation(w,
+                          "journal: %s compensated step %d, whose action "
                           "never ran (no STEP_OK or timeout, not in flight "
-                          "at a cancel)", pre, s);
-            else if (s > last_comp ||
-                     (s == last_comp && comped[s]))
-                violation(w, "journal: %s compensations out of order "
-                          "(step %d after step %d)", pre, s, last_comp);
+                          "at a cancel)",
+                          pre, s);
+            else if (s > last_comp || (s == last_comp && comped[s]))
+                violation(w,
+                          "journal: %s compensations out of order "
+                          "(step %d after step %d)",
+                          pre, s, last_comp);
             last_comp = s;
             if (c->ev[i] == SAGA_JOURNAL_COMP_OK)
                 comped[s] = 1;
@@ -523,22 +538,29 @@ static void check_saga(world *w, const char *id, saga_state st)
         if (st == SAGA_STATE_COMPLETED) {
             for (int s = 0; s < NSTEPS; s++)
                 if (!ok[s])
-                    violation(w, "journal: %s COMPLETED without STEP_OK of "
-                              "step %d", pre, s);
+                    violation(w,
+                              "journal: %s COMPLETED without STEP_OK of "
+                              "step %d",
+                              pre, s);
             if (comp_phase)
                 violation(w, "journal: %s COMPLETED after compensating", pre);
             if (last != SAGA_JOURNAL_COMPLETED)
-                violation(w, "journal: %s COMPLETED but its journal ends "
-                          "with %s", pre, saga_journal_kind_name(last));
+                violation(w,
+                          "journal: %s COMPLETED but its journal ends "
+                          "with %s",
+                          pre, saga_journal_kind_name(last));
         } else if (st == SAGA_STATE_COMPENSATED) {
             for (int s = 0; s < NSTEPS; s++)
                 if (compensatable[s] && (ok[s] || timeout[s]) && !comped[s])
-                    violation(w, "journal: %s COMPENSATED without "
-                              "compensating step %d, which %s", pre, s,
-                              ok[s] ? "completed" : "may have run");
+                    violation(w,
+                              "journal: %s COMPENSATED without "
+                              "compensating step %d, which %s",
+                              pre, s, ok[s] ? "completed" : "may have run");
             if (last != SAGA_JOURNAL_COMPENSATED)
-                violation(w, "journal: %s COMPENSATED but its journal ends "
-                          "with %s", pre, saga_journal_kind_name(last));
+                violation(w,
+                          "journal: %s COMPENSATED but its journal ends "
+                          "with %s",
+                          pre, saga_journal_kind_name(last));
         }
     }
     free(c);
@@ -552,18 +574,22 @@ static void check_saga(world *w, const char *id, saga_state st)
         snprintf(k, sizeof k, "n/%s", id);
         kv_int(w->procs[P_STOCK].inner, k, &n);
         if (n != (hk == 'S'))
-            violation(w, "effects: saga %.32s shipped '%c' but notified "
-                      "%lld times", id, hk ? hk : '-', (long long)n);
+            violation(w,
+                      "effects: saga %.32s shipped '%c' but notified "
+                      "%lld times",
+                      id, hk ? hk : '-', (long long)n);
     }
     if (st == SAGA_STATE_COMPLETED && (sk != 'S' || pk != 'C' || hk != 'S'))
-        violation(w, "effects: %s COMPLETED but stock '%c' payment '%c' "
-                  "shipping '%c' (want S C S)", pre, sk ? sk : '-',
-                  pk ? pk : '-', hk ? hk : '-');
+        violation(w,
+                  "effects: %s COMPLETED but stock '%c' payment '%c' "
+                  "shipping '%c' (want S C S)",
+                  pre, sk ? sk : '-', pk ? pk : '-', hk ? hk : '-');
     if (st == SAGA_STATE_COMPENSATED &&
         ((sk && sk != 'X') || (pk && pk != 'F') || hk))
-        violation(w, "effects: %s COMPENSATED but stock '%c' payment '%c' "
-                  "shipping '%c' remain (want nothing, or X F -)", pre,
-                  sk ? sk : '-', pk ? pk : '-', hk ? hk : '-');
+        violation(w,
+                  "effects: %s COMPENSATED but stock '%c' payment '%c' "
+                  "shipping '%c' remain (want nothing, or X F -)",
+                  pre, sk ? sk : '-', pk ? pk : '-', hk ? hk : '-');
 }
 
 static void check_conservation(world *w)
@@ -579,9 +605,11 @@ static void check_conservation(world *w)
         snprintf(k, sizeof k, "sold/%d", i);
         kv_int(ss, k, &c);
         if (a < 0 || b < 0 || a + b + c != w->stock0[i])
-            violation(w, "conservation: sku %d has stock %lld held %lld sold "
-                      "%lld, started with %d", i, (long long)a, (long long)b,
-                      (long long)c, w->stock0[i]);
+            violation(w,
+                      "conservation: sku %d has stock %lld held %lld sold "
+                      "%lld, started with %d",
+                      i, (long long)a, (long long)b, (long long)c,
+                      w->stock0[i]);
     }
     int64_t sum = 0, v;
     for (int i = 0; i < NACCT; i++) {
@@ -751,8 +779,10 @@ static void start_cb(saga_engine *e, int status, const char *id, int existed,
         if (strcmp(w->keys[i].key, o->key) != 0)
             continue;
         if (strcmp(w->keys[i].id, id) != 0)
-            violation(w, "idempotency: key %s gave saga %.32s, and earlier "
-                      "%.32s", o->key, id, w->keys[i].id);
+            violation(w,
+                      "idempotency: key %s gave saga %.32s, and earlier "
+                      "%.32s",
+                      o->key, id, w->keys[i].id);
         return;
     }
     if (w->nkeys == w->ckeys) {
@@ -859,15 +889,17 @@ static void build_world(world *w)
     int64_t window = sim_range(r, 5000, 20000);
     w->heal_at = T0 + window + 5000;
     w->end_at = w->heal_at + 20 * 60 * 1000;
-    tracef(w, "world seed=%llu commit_fail=%d crash_after_commit=%d drop=%d "
+    tracef(w,
+           "world seed=%llu commit_fail=%d crash_after_commit=%d drop=%d "
            "dup=%d reject=%d lost_ack=%d slow=%d late=%d timeout=%lld "
-           "deadline=%lld", (unsigned long long)w->seed, w->p_commit_fail,
+           "deadline=%lld",
+           (unsigned long long)w->seed, w->p_commit_fail,
            w->p_crash_after_commit, w->p_drop, w->p_dup, w->p_reject,
            w->p_lost_ack, w->p_slow, w->p_late, (long long)w->timeout_ms,
            (long long)w->deadline_ms);
 
-    static const char *const names[NPROC] = {"orchestrator", "stock",
-                                             "payment", "shipping"};
+    static const char *const names[NPROC] = {"orchestrator", "stock", "payment",
+                                             "shipping"};
     for (int i = 0; i < NPROC; i++) {
         proc *pr = &w->procs[i];
         pr->id = i;
@@ -977,7 +1009,7 @@ static int64_t settle(world *w)
             return c.next;
         if (i > 100000) {
             violation(w, "liveness: the loop never settles (busy at one "
-                      "instant)");
+                         "instant)");
             return INT64_MAX;
         }
     }
@@ -1051,8 +1083,10 @@ static void final_checks(world *w)
     for (int i = 0; i < w->nseen && !w->failed; i++) {
         saga_state st;
         if (os->saga_get(os, w->seen[i], exists_cb, &st) != SAGA_OK)
-            violation(w, "effects: a participant acted for saga %.32s, "
-                      "which the orchestrator does not know", w->seen[i]);
+            violation(w,
+                      "effects: a participant acted for saga %.32s, "
+                      "which the orchestrator does not know",
+                      w->seen[i]);
     }
     check_conservation(w);
 }
@@ -1220,10 +1254,12 @@ void sim_run(uint64_t seed, int trace, int quiet, sim_result *out)
             saga_store *os = w->procs[P_ORCH].inner;
             scanctx c = {w, 0, 0, 0, NULL, 0, 0};
             os->saga_scan(os, SAGA_STATE_MASK_ALL, scan_cb, &c);
-            violation(w, "liveness: not quiescent %lld s after the faults "
+            violation(w,
+                      "liveness: not quiescent %lld s after the faults "
                       "healed: %d sagas active, %d FAILED, %d messages "
-                      "unacked", (long long)((w->end_at - w->heal_at) / 1000),
-                      c.active, c.failed, net_unacked(w));
+                      "unacked",
+                      (long long)((w->end_at - w->heal_at) / 1000), c.active,
+                      c.failed, net_unacked(w));
             break;
         }
         if (next > sim_now_ms)
@@ -1244,8 +1280,10 @@ void sim_run(uint64_t seed, int trace, int quiet, sim_result *out)
     out->trace_hash = w->hash;
     out->events = w->nevents;
     if (w->failed && !quiet) {
-        fprintf(stderr, "\nsaga-sim: seed %llu FAILED\n  invariant: %s\n"
-                "  last events:\n", (unsigned long long)seed, out->violation);
+        fprintf(stderr,
+                "\nsaga-sim: seed %llu FAILED\n  invariant: %s\n"
+                "  last events:\n",
+                (unsigned long long)seed, out->violation);
         for (int i = 0; i < 64; i++) {
             const char *l = w->ring[(w->ring_pos + i) % 64];
             if (l[0])

@@ -17,7 +17,7 @@
 int64_t sim_now_ms = 1700000000000;
 
 __attribute__((visibility("default"))) int clock_gettime(clockid_t id,
-                                                    struct timespec *ts);
+                                                         struct timespec *ts);
 int clock_gettime(clockid_t id, struct timespec *ts)
 {
     (void)id;

@@ -81,8 +81,8 @@ static int d_journal_append(saga_store *self, const saga_journal_entry *e)
 {
     FWD(INNER(self)->journal_append(INNER(self), e));
 }
-static int d_journal_scan(saga_store *self, const char *id,
-                          saga_journal_cb cb, void *arg)
+static int d_journal_scan(saga_store *self, const char *id, saga_journal_cb cb,
+                          void *arg)
 {
     FWD(INNER(self)->journal_scan(INNER(self), id, cb, arg));
 }
@@ -122,8 +122,7 @@ static int d_inbox_reply(saga_store *self, const char *id, const void *r,
 {
     FWD(INNER(self)->inbox_reply(INNER(self), id, r, n));
 }
-static int d_kv_get(saga_store *self, const char *k, saga_blob_cb cb,
-                    void *arg)
+static int d_kv_get(saga_store *self, const char *k, saga_blob_cb cb, void *arg)
 {
     FWD(INNER(self)->kv_get(INNER(self), k, cb, arg));
 }
@@ -200,10 +199,10 @@ int disk_new(world *w, proc *pr, disk **out)
         s->kv_scan = in->kv_scan ? d_kv_scan : NULL;
         s->kv_del = in->kv_del ? d_kv_del : NULL;
         s->savepoint = in->savepoint ? d_savepoint : NULL;
-        s->savepoint_rollback =
-            in->savepoint_rollback ? d_savepoint_rollback : NULL;
-        s->savepoint_release =
-            in->savepoint_release ? d_savepoint_release : NULL;
+        s->savepoint_rollback = in->savepoint_rollback ? d_savepoint_rollback
+                                                       : NULL;
+        s->savepoint_release = in->savepoint_release ? d_savepoint_release
+                                                     : NULL;
     }
     dk->w = w;
     dk->pr = pr;

@@ -21,12 +21,11 @@
 int saga__sim_bug;
 
 static const char *const bug_names[] = {
-    NULL,
-    "inbox",      /* 1: the inbox claim is skipped: a redelivered command
+    NULL, "inbox", /* 1: the inbox claim is skipped: a redelivered command
                      runs its handler again */
-    "comp-never", /* 2: a failed step (that never applied) is compensated */
-    "early-reply",/* 3: a participant releases its replies before commit */
-    "no-hanging", /* 4: the barrier's hanging-action check is dropped */
+    "comp-never",  /* 2: a failed step (that never applied) is compensated */
+    "early-reply", /* 3: a participant releases its replies before commit */
+    "no-hanging",  /* 4: the barrier's hanging-action check is dropped */
     /* bugs saga-sim found in libsaga, fixed, and put back on demand: */
     "fail-not-final", /* 5: a FAILed action's late attempt may apply */
     "retry-same-id",  /* 6: an operator retry reuses attempt 1's id */
@@ -77,7 +76,7 @@ int main(int argc, char **argv)
             }
 #ifndef SAGA_SIM_BUGS
             fprintf(stderr, "saga-sim: built without SAGA_SIM_BUGS; use "
-                    "saga-sim-bugs for --bug\n");
+                            "saga-sim-bugs for --bug\n");
             return 2;
 #endif
             saga__sim_bug = found;
@@ -98,7 +97,8 @@ int main(int argc, char **argv)
             sim_result r2;
             sim_run(s, 0, 1, &r2);
             if (r2.trace_hash != r.trace_hash || r2.ok != r.ok) {
-                fprintf(stderr, "saga-sim: seed %" PRIu64 " is not "
+                fprintf(stderr,
+                        "saga-sim: seed %" PRIu64 " is not "
                         "deterministic: trace %016" PRIx64 " then %016" PRIx64
                         "\n  replay: saga-sim --seed %" PRIu64 " --trace\n",
                         s, r.trace_hash, r2.trace_hash, s);
@@ -114,8 +114,8 @@ int main(int argc, char **argv)
         if (single)
             printf("seed %" PRIu64 ": %s, %d sagas (%d completed, %d "
                    "compensated), %d crashes, %d commit faults, %" PRIu64
-                   " events, trace %016" PRIx64 "\n", s,
-                   r.ok ? "ok" : "FAILED", r.sagas, r.completed,
+                   " events, trace %016" PRIx64 "\n",
+                   s, r.ok ? "ok" : "FAILED", r.sagas, r.completed,
                    r.compensated, r.crashes, r.commit_faults, r.events,
                    r.trace_hash);
         if (!r.ok) {
@@ -131,18 +131,19 @@ int main(int argc, char **argv)
     }
     double dt = sim_real_seconds() - t0;
     if (expect_fail) {
-        fprintf(stderr, "saga-sim: bug '%s' NOT found in %" PRIu64
+        fprintf(stderr,
+                "saga-sim: bug '%s' NOT found in %" PRIu64
                 " seeds from %" PRIu64 "\n",
                 saga__sim_bug ? bug_names[saga__sim_bug] : "none", n, start);
         return 1;
     }
     if (!single)
         printf("saga-sim: %" PRIu64 " seeds from %" PRIu64 " ok%s in %.1f s "
-               "(%.0f seeds/s): %" PRIu64 " sagas, %" PRIu64 " completed, %"
-               PRIu64 " compensated, %" PRIu64 " crashes, %" PRIu64
-               " commit faults, %" PRIu64 " events\n", done, start,
-               twice ? " (each run twice, identical traces)" : "", dt,
-               dt > 0 ? (double)done * (twice ? 2 : 1) / dt : 0.0, sagas,
+               "(%.0f seeds/s): %" PRIu64 " sagas, %" PRIu64
+               " completed, %" PRIu64 " compensated, %" PRIu64
+               " crashes, %" PRIu64 " commit faults, %" PRIu64 " events\n",
+               done, start, twice ? " (each run twice, identical traces)" : "",
+               dt, dt > 0 ? (double)done * (twice ? 2 : 1) / dt : 0.0, sagas,
                completed, compensated, crashes, faults, events);
     return 0;
 }

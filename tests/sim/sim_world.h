@@ -35,7 +35,7 @@ typedef struct proc {
     endpoint *ep;      /* this incarnation's network endpoint */
     saga_engine *e;
     saga_participant *p;
-    uint64_t rng;      /* the engine's random source, per incarnation */
+    uint64_t rng; /* the engine's random source, per incarnation */
 } proc;
 
 /* A message the broker accepted. */
@@ -104,7 +104,7 @@ typedef struct event {
     int64_t at;
     uint64_t seq;
     int kind;
-    int a;          /* proc, workload index, duration... */
+    int a; /* proc, workload index, duration... */
     int64_t b;
     msg *m;
     sendrec *sr;
@@ -177,7 +177,8 @@ struct world {
 };
 
 /* sim.c */
-void tracef(world *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tracef(world *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 void violation(world *w, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 event *ev_new(world *w, int64_t at, int kind);

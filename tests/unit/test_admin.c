@@ -41,8 +41,8 @@ static void settle(void)
     }
 }
 
-static const saga_journal_entry *last_event(const char *id, saga_journal_kind ev,
-                                            saga_info **keep)
+static const saga_journal_entry *
+last_event(const char *id, saga_journal_kind ev, saga_info **keep)
 {
     cr_assert_eq(saga_get(H.e, id, keep), SAGA_OK);
     const saga_journal_entry *found = NULL;
@@ -95,8 +95,7 @@ static void make_failed(char id[SAGA_ID_SIZE])
     H.script[0] = "o";
     H.script[1] = "f";
     H.comp_script[0] = "ff";
-    cr_assert_eq(saga_start(H.e, "t", NULL, NULL, 0, id, NULL, NULL),
-                 SAGA_OK);
+    cr_assert_eq(saga_start(H.e, "t", NULL, NULL, 0, id, NULL, NULL), SAGA_OK);
     settle();
     cr_assert_eq(h_state(&H, id), SAGA_STATE_FAILED);
 }
@@ -107,12 +106,12 @@ Test(admin, retry_op_journals_who_and_why)
     char id[SAGA_ID_SIZE];
     make_failed(id);
     H.comp_script[0] = "o";
-    cr_assert_eq(saga_retry_op(H.e, id, "warehouse is back", "alice"),
-                 SAGA_OK);
+    cr_assert_eq(saga_retry_op(H.e, id, "warehouse is back", "alice"), SAGA_OK);
     settle();
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPENSATED);
     saga_info *i;
-    const saga_journal_entry *j = last_event(id, SAGA_JOURNAL_OPERATOR_RETRY, &i);
+    const saga_journal_entry *j = last_event(id, SAGA_JOURNAL_OPERATOR_RETRY,
+                                             &i);
     cr_assert_not_null(j);
     cr_expect_str_eq(j->error, "by alice: warehouse is back");
     saga_info_free(i);
@@ -129,14 +128,13 @@ Test(admin, resolve_closes_a_failed_saga)
     make_failed(id);
     cr_expect_eq(saga_resolve(H.e, id, SAGA_STATE_RUNNING, "x", "bob"),
                  SAGA_EINVAL);
-    cr_assert_eq(saga_resolve(H.e, id, SAGA_STATE_COMPLETED, "refunded",
-                              "bob"),
+    cr_assert_eq(saga_resolve(H.e, id, SAGA_STATE_COMPLETED, "refunded", "bob"),
                  SAGA_OK);
     settle();
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
     saga_info *i;
-    const saga_journal_entry *j =
-        last_event(id, SAGA_JOURNAL_OPERATOR_RESOLVE, &i);
+    const saga_journal_entry *j = last_event(id, SAGA_JOURNAL_OPERATOR_RESOLVE,
+                                             &i);
     cr_assert_not_null(j);
     cr_expect_str_eq(j->error, "by bob: refunded");
     size_t n = saga_info_journal_count(i);
@@ -152,11 +150,9 @@ Test(admin, compensate_a_running_saga_before_its_pivot)
     H.script[0] = "h";
     H.comp_script[0] = "o";
     char id[SAGA_ID_SIZE];
-    cr_assert_eq(saga_start(H.e, "t", NULL, NULL, 0, id, NULL, NULL),
-                 SAGA_OK);
+    cr_assert_eq(saga_start(H.e, "t", NULL, NULL, 0, id, NULL, NULL), SAGA_OK);
     h_pump(&H);
-    cr_assert_eq(saga_compensate(H.e, id, "customer called", "carol"),
-                 SAGA_OK);
+    cr_assert_eq(saga_compensate(H.e, id, "customer called", "carol"), SAGA_OK);
     settle();
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPENSATED);
     /* The step was in flight: it may have run, so it was undone. */
@@ -200,14 +196,14 @@ Test(admin, op_run_applies_to_the_store_when_no_engine_takes_it)
     cr_expect_eq(by, SAGA_OP_BY_CALLER);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPENSATING);
     saga_info *i;
-    const saga_journal_entry *j = last_event(id, SAGA_JOURNAL_OPERATOR_RETRY, &i);
+    const saga_journal_entry *j = last_event(id, SAGA_JOURNAL_OPERATOR_RETRY,
+                                             &i);
     cr_assert_not_null(j);
     cr_expect_str_eq(j->error, "by erin: try again");
     saga_info_free(i);
     /* Wrong state, unknown saga, a bad request. */
     q.saga_id = done;
-    cr_expect_eq(saga_op_run(s, &q, 0, 1000, msg, sizeof msg, &by),
-                 SAGA_EBUSY);
+    cr_expect_eq(saga_op_run(s, &q, 0, 1000, msg, sizeof msg, &by), SAGA_EBUSY);
     cr_expect(strstr(msg, "COMPLETED") != NULL, "%s", msg);
     q.saga_id = "0123456789abcdef0123456789abcdef";
     cr_expect_eq(saga_op_run(s, &q, 0, 1000, msg, sizeof msg, &by),

@@ -32,8 +32,10 @@
         for (n = 1; n < MAX_RUNS; n++) {                                       \
             fa_arm(n, 0);                                                      \
             __VA_ARGS__;                                                       \
-            cr_assert_eq(FA.live, 0, "allocation %ld failing leaked %ld "      \
-                         "blocks", n, FA.live);                                \
+            cr_assert_eq(FA.live, 0,                                           \
+                         "allocation %ld failing leaked %ld "                  \
+                         "blocks",                                             \
+                         n, FA.live);                                          \
             if (FA.failed == 0)                                                \
                 break;                                                         \
         }                                                                      \
@@ -111,10 +113,10 @@ Test(alloc_fail, def_new_and_add_step)
             r.comp_command = "release";
             const char *names[] = {"a", "b", "c", "d", "e", "f"};
             for (int i = 0; i < 6 && rc == SAGA_OK; i++) {
-                rc = i % 2 ? saga_def_add_step(d, names[i], NULL, NULL, &r,
-                                               NULL)
-                           : saga_def_add_step(d, names[i], ok_action,
-                                               ok_action, NULL, NULL);
+                rc = i % 2
+                         ? saga_def_add_step(d, names[i], NULL, NULL, &r, NULL)
+                         : saga_def_add_step(d, names[i], ok_action, ok_action,
+                                             NULL, NULL);
                 OK_OR_NOMEM(rc, n);
             }
             if (rc == SAGA_ENOMEM)
@@ -190,7 +192,6 @@ Test(alloc_fail, tcp_transport)
 }
 
 /* --- saga_start and running the sagas to their end ----------------------- */
-
 
 static void step_timeouts(saga_engine_options *o)
 {
@@ -296,9 +297,8 @@ static void run_sagas(long n, const char *db, int nsagas, const char *script)
         }
         for (int i = 0; i < started; i++)
             cr_assert(ended(state_of(h, ids[i])),
-                      "allocation %ld failing: saga %s never ended (%s)\n%s",
-                      n, ids[i], saga_state_name(state_of(h, ids[i])),
-                      h->log);
+                      "allocation %ld failing: saga %s never ended (%s)\n%s", n,
+                      ids[i], saga_state_name(state_of(h, ids[i])), h->log);
     }
     h_fini(h);
     cr_assert_eq(uv_loop_close(&h->loop), 0);

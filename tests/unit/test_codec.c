@@ -10,7 +10,10 @@
 
 static saga_envelope make_env(saga_msg_kind kind)
 {
-    static const char payload[] = "\x81\xa3" "sku" "\xa2" "A1";
+    static const char payload[] = "\x81\xa3"
+                                  "sku"
+                                  "\xa2"
+                                  "A1";
     saga_envelope e;
     memset(&e, 0, sizeof(e));
     e.kind = kind;
@@ -121,11 +124,27 @@ Test(codec, encode_rejects_bad_input)
 
 /* ---- hand-built messages ------------------------------------------------ */
 
-enum { KV, KKIND, KMSG, KSAGA, KSTEP, KATT, KNAME, KTRACE, KPAY, KCOMP, KOUT,
-       KERR, KRTO, NKEYS };
-static const char *const keys[NKEYS] = {
-    "v",    "kind",  "msg_id",  "saga_id", "step",    "attempt",
-    "name", "trace", "payload", "comp",    "outcome", "error", "reply_to"};
+enum {
+    KV,
+    KKIND,
+    KMSG,
+    KSAGA,
+    KSTEP,
+    KATT,
+    KNAME,
+    KTRACE,
+    KPAY,
+    KCOMP,
+    KOUT,
+    KERR,
+    KRTO,
+    NKEYS
+};
+static const char *const keys[NKEYS] = {"v",       "kind",    "msg_id",
+                                        "saga_id", "step",    "attempt",
+                                        "name",    "trace",   "payload",
+                                        "comp",    "outcome", "error",
+                                        "reply_to"};
 static const int required[NKEYS] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, 0};
 
 static void pstr(msgpack_packer *pk, const char *s)
@@ -144,14 +163,30 @@ static void pack_val(msgpack_packer *pk, int k, int wrong)
         return;
     }
     switch (k) {
-    case KV: msgpack_pack_uint32(pk, 1); break;
-    case KKIND: pstr(pk, "reply"); break;
-    case KSTEP: msgpack_pack_uint32(pk, 4); break;
-    case KATT: msgpack_pack_uint32(pk, 1); break;
-    case KPAY: msgpack_pack_bin_with_body(pk, "\x80", 1); break;
-    case KCOMP: msgpack_pack_false(pk); break;
-    case KOUT: msgpack_pack_uint32(pk, 1); break;
-    default: pstr(pk, "abc"); break;
+    case KV:
+        msgpack_pack_uint32(pk, 1);
+        break;
+    case KKIND:
+        pstr(pk, "reply");
+        break;
+    case KSTEP:
+        msgpack_pack_uint32(pk, 4);
+        break;
+    case KATT:
+        msgpack_pack_uint32(pk, 1);
+        break;
+    case KPAY:
+        msgpack_pack_bin_with_body(pk, "\x80", 1);
+        break;
+    case KCOMP:
+        msgpack_pack_false(pk);
+        break;
+    case KOUT:
+        msgpack_pack_uint32(pk, 1);
+        break;
+    default:
+        pstr(pk, "abc");
+        break;
     }
 }
 
@@ -265,7 +300,10 @@ static void big(msgpack_packer *pk) { msgpack_pack_uint64(pk, 1ull << 32); }
 static void three(msgpack_packer *pk) { msgpack_pack_uint32(pk, 3); }
 static void empty(msgpack_packer *pk) { pstr(pk, ""); }
 static void badkind(msgpack_packer *pk) { pstr(pk, "commandx"); }
-static void nul(msgpack_packer *pk) { msgpack_pack_str_with_body(pk, "a\0b", 3); }
+static void nul(msgpack_packer *pk)
+{
+    msgpack_pack_str_with_body(pk, "a\0b", 3);
+}
 static void str255(msgpack_packer *pk)
 {
     char s[256];
@@ -429,14 +467,16 @@ Test(codec, not_a_map_and_garbage)
         const char *b;
         size_t n;
     } bad[] = {
-        {"\x90", 1},                 /* empty array */
-        {"\xa1" "a", 2},             /* string */
-        {"\x01", 1},                 /* int */
-        {"\xc0", 1},                 /* nil */
-        {"\xc1", 1},                 /* never used */
-        {"\x80", 1},                 /* empty map: no keys */
-        {"\x81\x01\x01", 3},         /* integer key */
-        {"\xdf\xff\xff\xff\xff", 5}, /* 4G pairs promised */
+        {"\x90", 1}, /* empty array */
+        {"\xa1"
+         "a",
+         2},                                  /* string */
+        {"\x01", 1},                          /* int */
+        {"\xc0", 1},                          /* nil */
+        {"\xc1", 1},                          /* never used */
+        {"\x80", 1},                          /* empty map: no keys */
+        {"\x81\x01\x01", 3},                  /* integer key */
+        {"\xdf\xff\xff\xff\xff", 5},          /* 4G pairs promised */
         {"\x81\xa1z\xdd\xff\xff\xff\xff", 8}, /* 4G elements in a value */
     };
     saga_envelope e;
@@ -482,8 +522,17 @@ Test(codec, bad_message_does_not_affect_next)
     saga_free(buf);
 }
 
-static void *fail_malloc(size_t n) { (void)n; return NULL; }
-static void *fail_realloc(void *p, size_t n) { (void)p; (void)n; return NULL; }
+static void *fail_malloc(size_t n)
+{
+    (void)n;
+    return NULL;
+}
+static void *fail_realloc(void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+    return NULL;
+}
 
 Test(codec, encode_out_of_memory)
 {

@@ -116,13 +116,14 @@ Test(data, getter_errors)
     cr_assert_eq(saga_data_get_int(NULL, 0, "i", &i), SAGA_ENOTFOUND);
     cr_assert_eq(saga_data_get_int(NULL, 3, "i", &i), SAGA_EINVAL);
     cr_assert_eq(saga_data_get_int(d, n - 1, "i", &i), SAGA_ECORRUPT);
-    cr_assert_eq(saga_data_get_int("\x92\x01\x02", 3, "i", &i),
-                 SAGA_ECORRUPT);
+    cr_assert_eq(saga_data_get_int("\x92\x01\x02", 3, "i", &i), SAGA_ECORRUPT);
     /* A uint64 above INT64_MAX does not fit an int64_t. */
     static const char u[] = "\x81\xa1u\xcf\xff\xff\xff\xff\xff\xff\xff\xff";
     cr_assert_eq(saga_data_get_int(u, sizeof(u) - 1, "u", &i), SAGA_EINVAL);
     /* Negative int8 and int64 encodings. */
-    static const char neg[] = "\x82\xa1" "a\xd0\x80\xa1" "b\xd3\x80\0\0\0\0\0\0\0";
+    static const char neg[] = "\x82\xa1"
+                              "a\xd0\x80\xa1"
+                              "b\xd3\x80\0\0\0\0\0\0\0";
     cr_assert_eq(saga_data_get_int(neg, sizeof(neg) - 1, "a", &i), SAGA_OK);
     cr_assert_eq(i, -128);
     cr_assert_eq(saga_data_get_int(neg, sizeof(neg) - 1, "b", &i), SAGA_OK);
@@ -148,8 +149,7 @@ Test(data, is_map_cases)
         {"\xc1", 1, 0},
     };
     for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++)
-        cr_assert_eq(saga__data_is_map(c[i].b, c[i].n), c[i].ok, "case %zu",
-                     i);
+        cr_assert_eq(saga__data_is_map(c[i].b, c[i].n), c[i].ok, "case %zu", i);
     cr_assert_eq(saga__data_is_map(NULL, 0), 1);
     cr_assert_eq(saga__data_is_map(NULL, 1), 0);
 }
@@ -276,8 +276,7 @@ Test(data, merge_empty_and_errors)
     cr_assert_null(out);
     cr_assert_eq(saga__data_merge(m1, 4, "\x91\x01", 2, &out, &n),
                  SAGA_ECORRUPT);
-    cr_assert_eq(saga__data_merge(m1, 4, "\x82\xa1k\x01\xa1k\x02", 7, &out,
-                                  &n),
+    cr_assert_eq(saga__data_merge(m1, 4, "\x82\xa1k\x01\xa1k\x02", 7, &out, &n),
                  SAGA_ECORRUPT);
     cr_assert_eq(saga__data_merge(NULL, 2, m1, 4, &out, &n), SAGA_EINVAL);
     cr_assert_eq(saga__data_merge(m1, 4, m1, 4, NULL, &n), SAGA_EINVAL);
@@ -286,7 +285,7 @@ Test(data, merge_empty_and_errors)
 Test(data, merge_big_maps)
 {
     size_t la, lb, n;
-    void *a = many(0, 300, 0, &la);     /* k0..k299 = i */
+    void *a = many(0, 300, 0, &la);       /* k0..k299 = i */
     void *b = many(200, 300, 10000, &lb); /* k200..k499 = 10000 + i */
     void *out;
     cr_assert_eq(saga__data_merge(a, la, b, lb, &out, &n), SAGA_OK);

@@ -7,8 +7,8 @@
 
 #include <saga/saga.h>
 
-static void act(saga_engine *e, const saga_step_ref *r, const void *d,
-                size_t l, void *a)
+static void act(saga_engine *e, const saga_step_ref *r, const void *d, size_t l,
+                void *a)
 {
     (void)e, (void)r, (void)d, (void)l, (void)a;
 }
@@ -44,7 +44,11 @@ Test(def, bad_definition_names_and_versions)
     saga_def_free(NULL);
 }
 
-Test(def, empty_step_name) { EXPECT_REFUSED(saga_def_add_step(D, "", act, act, NULL, NULL), "empty name"); }
+Test(def, empty_step_name)
+{
+    EXPECT_REFUSED(saga_def_add_step(D, "", act, act, NULL, NULL),
+                   "empty name");
+}
 
 Test(def, duplicate_step)
 {
@@ -53,7 +57,11 @@ Test(def, duplicate_step)
                    "duplicate step 'reserve'");
 }
 
-Test(def, no_action) { EXPECT_REFUSED(saga_def_add_step(D, "x", NULL, act, NULL, NULL), "no action"); }
+Test(def, no_action)
+{
+    EXPECT_REFUSED(saga_def_add_step(D, "x", NULL, act, NULL, NULL),
+                   "no action");
+}
 
 Test(def, compensation_on_retriable_step)
 {

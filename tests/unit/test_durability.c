@@ -79,7 +79,8 @@ Test(durability, failed_commit_releases_nothing_and_is_retried)
     started = 0;
     for (int i = 0; i < 5; i++)
         cr_assert_eq(saga_start(H.e, "t", NULL, NULL, 0, ids[i], on_started,
-                                NULL), SAGA_OK);
+                                NULL),
+                     SAGA_OK);
     h_pump(&H);
     cr_expect_eq(H.ncalls, 0, "an action ran on an uncommitted start");
     cr_expect_eq(started, 0, "a start callback ran before its commit");
@@ -121,7 +122,8 @@ Test(durability, write_failing_mid_batch_rolls_back_whole_batch)
     cr_expect_eq(saga_get(H.e, a, &i), SAGA_ENOTFOUND);
     char id[SAGA_ID_SIZE];
     cr_expect_eq(fault_store_inner(fs)->idem_get(fault_store_inner(fs), "ka",
-                                                 id), SAGA_ENOTFOUND);
+                                                 id),
+                 SAGA_ENOTFOUND);
     cr_expect_eq(H.ncalls, 0);
     cr_expect_eq(saga_engine_flush(H.e), SAGA_OK);
     h_pump(&H);

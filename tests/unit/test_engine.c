@@ -99,7 +99,8 @@ Test(engine, timeout_compensates_the_step_that_may_have_run)
                           "COMP_OK:1 COMP_OK:0 COMPENSATED");
     /* The late answer of the timed-out attempt is stale. */
     cr_expect_eq(saga_step_complete(H.e, &H.pending, SAGA_OUTCOME_OK, NULL, 0,
-                                    NULL), SAGA_ESTALE);
+                                    NULL),
+                 SAGA_ESTALE);
 }
 
 Test(engine, retry_waits_for_backoff_then_succeeds)
@@ -318,7 +319,8 @@ Test(engine, deadline_at_pivot_finishes_forward)
     h_advance(&H, 200);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_RUNNING);
     cr_expect_eq(saga_step_complete(H.e, &H.pending, SAGA_OUTCOME_OK, NULL, 0,
-                                    NULL), SAGA_OK);
+                                    NULL),
+                 SAGA_OK);
     h_pump(&H);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
 }
@@ -338,7 +340,8 @@ Test(engine, cancel_before_pivot_and_refusals)
     cr_expect_eq(saga_cancel(H.e, id, "again"), SAGA_EBUSY);
     /* The hanging attempt answers late: stale. */
     cr_expect_eq(saga_step_complete(H.e, &H.pending, SAGA_OUTCOME_OK, NULL, 0,
-                                    NULL), SAGA_ESTALE);
+                                    NULL),
+                 SAGA_ESTALE);
 }
 
 Test(engine, cancel_past_pivot_is_refused)

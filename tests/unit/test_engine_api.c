@@ -119,7 +119,8 @@ Test(api, retention_is_configurable_and_spares_active_sagas)
     cr_expect_eq(saga_engine_housekeep(H.e), SAGA_OK);
     cr_expect_eq(h_state(&H, a), SAGA_STATE_RUNNING);
     cr_expect_eq(saga_step_complete(H.e, &H.pending, SAGA_OUTCOME_OK, NULL, 0,
-                                    NULL), SAGA_OK);
+                                    NULL),
+                 SAGA_OK);
     h_pump(&H);
     H.now += 1001;
     cr_expect_eq(saga_engine_housekeep(H.e), SAGA_OK);
@@ -167,7 +168,8 @@ Test(api, one_commit_per_wave_and_nothing_released_before_it)
     for (int i = 0; i < 3; i++) {
         char n[8] = {'s', (char)('0' + i), 0};
         cr_assert_eq(saga_def_add_step(d, n, action_sees_committed, NULL, NULL,
-                                       NULL), SAGA_OK);
+                                       NULL),
+                     SAGA_OK);
     }
     cr_assert_eq(saga_engine_register(H.e, d), SAGA_OK);
     cr_assert_eq(saga_engine_start(H.e), SAGA_OK);
@@ -202,7 +204,8 @@ Test(api, on_done_for_an_ended_saga_runs_on_a_later_turn)
     h_pump(&H);
     cr_expect_eq(done_ok, 1);
     cr_expect_eq(saga_on_done(H.e, "0123456789abcdef0123456789abcdef",
-                              done_sees_committed, NULL), SAGA_ENOTFOUND);
+                              done_sees_committed, NULL),
+                 SAGA_ENOTFOUND);
 }
 
 /* --- data ---------------------------------------------------------------- */
@@ -239,7 +242,8 @@ static void say_no(saga_engine *e, const saga_step_ref *ref, const void *d,
     (void)d, (void)l, (void)arg;
     static const unsigned char not_a_map[] = {0x93, 1, 2, 3};
     cr_expect_eq(saga_step_complete(e, ref, SAGA_OUTCOME_OK, not_a_map,
-                                    sizeof not_a_map, NULL), SAGA_EINVAL);
+                                    sizeof not_a_map, NULL),
+                 SAGA_EINVAL);
     saga_step_complete(e, ref, SAGA_OUTCOME_FAIL, NULL, 0, "declined");
 }
 
@@ -295,7 +299,8 @@ Test(api, bad_input_is_refused_with_clear_errors)
                  SAGA_EINVAL);
     static const unsigned char trunc[] = {0x81, 0xa1};
     cr_expect_eq(saga_start(H.e, "t", NULL, trunc, sizeof trunc, id, NULL,
-                            NULL), SAGA_EINVAL);
+                            NULL),
+                 SAGA_EINVAL);
     cr_expect_eq(saga_start(H.e, "nope", NULL, NULL, 0, id, NULL, NULL),
                  SAGA_ENOTFOUND);
     cr_expect_eq(saga_start(H.e, "t", "", NULL, 0, id, NULL, NULL),
@@ -346,7 +351,8 @@ Test(api, several_versions_start_the_highest)
     saga_def_new(&v2, "t", 2);
     saga_def_add_step(v2, "only", NULL, NULL, NULL, NULL); /* refused */
     cr_assert_eq(saga_def_add_step(v2, "a", (saga_action_fn)0, NULL, NULL,
-                                   NULL), SAGA_EINVAL);
+                                   NULL),
+                 SAGA_EINVAL);
     saga_def_free(v2);
     v2 = h_def(&H, "cc", NULL);
     /* h_def names it "t" v1: a duplicate. */
@@ -381,7 +387,8 @@ Test(api, list_by_state)
     h_pump(&H);
     int n = 0;
     cr_expect_eq(saga_list(H.e, SAGA_STATE_BIT(SAGA_STATE_COMPENSATED),
-                           count_cb, &n), SAGA_OK);
+                           count_cb, &n),
+                 SAGA_OK);
     cr_expect_eq(n, 1);
     n = 0;
     saga_list(H.e, SAGA_STATE_MASK_ALL, count_cb, &n);

@@ -108,8 +108,8 @@ Test(engine_async, sagas_complete, .init = setup, .fini = teardown)
     cr_expect_eq(es.active, 0);
 }
 
-Test(engine_async, next_batch_is_staged_while_one_is_in_flight,
-     .init = setup, .fini = teardown)
+Test(engine_async, next_batch_is_staged_while_one_is_in_flight, .init = setup,
+     .fini = teardown)
 {
     async_store_hold(F->as, 1);
     char a[SAGA_ID_SIZE], b[SAGA_ID_SIZE];
@@ -184,8 +184,7 @@ Test(engine_async, failed_commit_releases_nothing_and_is_written_again,
     cr_expect_eq(h_state(&F->h, b), SAGA_STATE_COMPLETED);
 }
 
-Test(engine_async, refused_submit_is_retried, .init = setup,
-     .fini = teardown)
+Test(engine_async, refused_submit_is_retried, .init = setup, .fini = teardown)
 {
     async_store_refuse_next(F->as, 1);
     char a[SAGA_ID_SIZE];
@@ -208,7 +207,8 @@ Test(engine_async, every_batch_failing_once_still_ends_every_saga,
     for (int i = 0; i < 6; i++)
         start(ids[i]);
     for (int i = 0; i < 2000 && F->h.done_count < 6; i++) {
-        if (async_store_queued(F->as) == 0 && stats().failed <= stats().committed)
+        if (async_store_queued(F->as) == 0 &&
+            stats().failed <= stats().committed)
             async_store_fail_next(F->as, 1);
         uv_run(&F->h.loop, UV_RUN_ONCE);
     }

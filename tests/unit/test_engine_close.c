@@ -35,8 +35,7 @@ static saga_engine *own_engine(saga_action_fn second)
     cr_assert_eq(saga_def_new(&d, "x", 1), SAGA_OK);
     cr_assert_eq(saga_def_add_step(d, "a", ok_action, ok_action, NULL, NULL),
                  SAGA_OK);
-    cr_assert_eq(saga_def_add_step(d, "b", second, NULL, NULL, NULL),
-                 SAGA_OK);
+    cr_assert_eq(saga_def_add_step(d, "b", second, NULL, NULL, NULL), SAGA_OK);
     cr_assert_eq(saga_engine_register(e, d), SAGA_OK);
     cr_assert_eq(saga_engine_start(e), SAGA_OK);
     return e;

@@ -49,12 +49,14 @@ Test(contract, complete_refuses_null_output_with_a_length)
     cr_assert_eq(saga_start(H.e, "t", NULL, NULL, 0, id, NULL, NULL), SAGA_OK);
     h_pump(&H);
     cr_expect_eq(saga_step_complete(H.e, &H.pending, SAGA_OUTCOME_OK, NULL, 5,
-                                    NULL), SAGA_EINVAL);
+                                    NULL),
+                 SAGA_EINVAL);
     cr_expect(strstr(saga_engine_errmsg(H.e), "NULL") != NULL, "%s",
               saga_engine_errmsg(H.e));
     /* The attempt is still current: a correct report goes through. */
     cr_expect_eq(saga_step_complete(H.e, &H.pending, SAGA_OUTCOME_OK, NULL, 0,
-                                    NULL), SAGA_OK);
+                                    NULL),
+                 SAGA_OK);
     h_pump(&H);
     cr_expect_eq(h_state(&H, id), SAGA_STATE_COMPLETED);
 }
@@ -73,7 +75,8 @@ Test(contract, complete_after_close_is_eclosed)
     int done = 0;
     saga_engine_close(H.e, closed, &done);
     cr_expect_eq(saga_step_complete(H.e, &H.pending, SAGA_OUTCOME_OK, NULL, 0,
-                                    NULL), SAGA_ECLOSED);
+                                    NULL),
+                 SAGA_ECLOSED);
     cr_expect_eq(saga_cancel(H.e, id, NULL), SAGA_ECLOSED);
     cr_expect_eq(saga_retry(H.e, id), SAGA_ECLOSED);
     while (!done)

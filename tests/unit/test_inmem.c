@@ -63,8 +63,7 @@ static void send_ints(saga_transport *t, const char *topic, const char *key,
                       int from, int to)
 {
     for (int i = from; i < to; i++)
-        cr_assert_eq(t->send(t, topic, key, &i, sizeof i, NULL, NULL),
-                     SAGA_OK);
+        cr_assert_eq(t->send(t, topic, key, &i, sizeof i, NULL, NULL), SAGA_OK);
 }
 
 Test(inmem, bad_args)
@@ -200,7 +199,8 @@ Test(inmem, bus_free_while_endpoints_close)
      * block of it is counted; without LeakSanitizer the count is the proof
      * that freeing the bus while its endpoint closes frees everything. */
     cr_assert_eq(saga_replace_allocator(count_malloc, count_realloc,
-                                        count_free), SAGA_OK);
+                                        count_free),
+                 SAGA_OK);
     live_blocks = 0;
     saga_inmem_bus *b = NULL;
     cr_assert_eq(saga_inmem_bus_new(&b, &loop), SAGA_OK);

@@ -48,8 +48,8 @@ static int r_effect(void *self, const saga__effect *f)
     rec *r = self;
     size_t n = strlen(r->effects);
     if (f->kind == EFF_INVOKE)
-        snprintf(r->effects + n, sizeof r->effects - n, "%s%s%d",
-                 n ? " " : "", f->backward ? "C" : "I", f->step);
+        snprintf(r->effects + n, sizeof r->effects - n, "%s%s%d", n ? " " : "",
+                 f->backward ? "C" : "I", f->step);
     else if (f->kind == EFF_DONE)
         snprintf(r->effects + n, sizeof r->effects - n, "%sD", n ? " " : "");
     else
@@ -184,8 +184,8 @@ Test(machine, failure_before_the_pivot_compensates, .init = setup,
                                 "COMP_OK COMPENSATED");
 }
 
-Test(machine, timeout_then_retry_then_gives_up_past_the_pivot,
-     .init = setup, .fini = teardown)
+Test(machine, timeout_then_retry_then_gives_up_past_the_pivot, .init = setup,
+     .fini = teardown)
 {
     saga__m_start(&M, I, NULL);
     invoked();

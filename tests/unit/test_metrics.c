@@ -74,9 +74,12 @@ static char *known_run(void)
 Test(metrics, values_after_a_known_run)
 {
     char *t = known_run();
-    expect_line(t, "saga_sagas_started_total{definition=\"t\",version=\"1\"} 2");
-    expect_line(t, "saga_sagas_completed_total{definition=\"t\",version=\"1\"} 1");
-    expect_line(t, "saga_sagas_compensated_total{definition=\"t\",version=\"1\"} 1");
+    expect_line(t,
+                "saga_sagas_started_total{definition=\"t\",version=\"1\"} 2");
+    expect_line(t,
+                "saga_sagas_completed_total{definition=\"t\",version=\"1\"} 1");
+    expect_line(
+        t, "saga_sagas_compensated_total{definition=\"t\",version=\"1\"} 1");
     expect_line(t, "saga_sagas_failed_total{definition=\"t\",version=\"1\"} 0");
     expect_line(t, "saga_step_attempts_total{definition=\"t\",step=\"s0\","
                    "direction=\"action\",outcome=\"retry\"} 2");
@@ -162,11 +165,11 @@ Test(metrics, well_formed_exposition)
         cr_assert_eq(write(fd, t, strlen(t)), (ssize_t)strlen(t));
         close(fd);
         char cmd[256];
-        snprintf(cmd, sizeof cmd,
-                 "promtool check metrics < %s > %s.out 2>&1", path, path);
-        int rc = system(cmd);
-        snprintf(cmd, sizeof cmd, "cat %s.out >&2; rm -f %s %s.out", path,
+        snprintf(cmd, sizeof cmd, "promtool check metrics < %s > %s.out 2>&1",
                  path, path);
+        int rc = system(cmd);
+        snprintf(cmd, sizeof cmd, "cat %s.out >&2; rm -f %s %s.out", path, path,
+                 path);
         if (rc != 0)
             cr_expect_eq(system(cmd), 0);
         else

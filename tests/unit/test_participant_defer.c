@@ -67,9 +67,9 @@ static int h_pay(saga_participant *p, const saga_command *c, saga_reply *r,
     cr_assert_eq(dc->payload_len, c->payload_len);
     cr_assert_eq(dc->redriven, c->redriven);
     if (mode == 'n') {
-        cr_assert_eq(
-            saga_deferred_reply(d, SAGA_OUTCOME_OK, OUT, sizeof OUT, NULL),
-            SAGA_OK);
+        cr_assert_eq(saga_deferred_reply(d, SAGA_OUTCOME_OK, OUT, sizeof OUT,
+                                         NULL),
+                     SAGA_OK);
         return SAGA_OK;
     }
     held[nheld++] = d;
@@ -203,9 +203,9 @@ Test(participant_defer, answer_later_is_recorded_and_published)
     cr_assert_eq(nheld, 1);
     cr_assert_eq(nreplies, 0, "nothing is replied before the answer");
     cr_assert_eq(stats().deferred, 1);
-    cr_assert_eq(
-        saga_deferred_reply(held[0], SAGA_OUTCOME_OK, OUT, sizeof OUT, NULL),
-        SAGA_OK);
+    cr_assert_eq(saga_deferred_reply(held[0], SAGA_OUTCOME_OK, OUT, sizeof OUT,
+                                     NULL),
+                 SAGA_OK);
     nheld = 0;
     pump();
     cr_assert_eq(nreplies, 1);
@@ -366,13 +366,13 @@ Test(participant_defer, many_pending_answered_in_any_order)
     pump();
     cr_assert_eq(nheld, 10);
     for (int i = 9; i >= 0; i -= 2)
-        cr_assert_eq(
-            saga_deferred_reply(held[i], SAGA_OUTCOME_OK, NULL, 0, NULL),
-            SAGA_OK);
+        cr_assert_eq(saga_deferred_reply(held[i], SAGA_OUTCOME_OK, NULL, 0,
+                                         NULL),
+                     SAGA_OK);
     for (int i = 0; i < 10; i += 2)
-        cr_assert_eq(
-            saga_deferred_reply(held[i], SAGA_OUTCOME_FAIL, NULL, 0, "no"),
-            SAGA_OK);
+        cr_assert_eq(saga_deferred_reply(held[i], SAGA_OUTCOME_FAIL, NULL, 0,
+                                         "no"),
+                     SAGA_OK);
     nheld = 0;
     pump();
     cr_assert_eq(nreplies, 10);
@@ -404,9 +404,9 @@ Test(participant_defer, handle_of_a_rolled_back_batch_is_void)
         uv_run(&loop, UV_RUN_ONCE);
     cr_assert_eq(nheld, 2, "the handler ran again after the failed commit");
     cr_assert_eq(stats().commit_failures, 1);
-    cr_assert_eq(
-        saga_deferred_reply(held[0], SAGA_OUTCOME_FAIL, NULL, 0, "void"),
-        SAGA_OK, "a void handle's answer does nothing");
+    cr_assert_eq(saga_deferred_reply(held[0], SAGA_OUTCOME_FAIL, NULL, 0,
+                                     "void"),
+                 SAGA_OK, "a void handle's answer does nothing");
     cr_assert_eq(saga_deferred_reply(held[1], SAGA_OUTCOME_OK, NULL, 0, NULL),
                  SAGA_OK);
     nheld = 0;
@@ -489,9 +489,9 @@ Test(participant_defer, redriven_command_may_defer_again)
     pump();
     cr_assert_eq(calls, 2);
     cr_assert_eq(nreplies, 0);
-    cr_assert_eq(
-        saga_deferred_reply(held[0], SAGA_OUTCOME_OK, OUT, sizeof OUT, NULL),
-        SAGA_OK);
+    cr_assert_eq(saga_deferred_reply(held[0], SAGA_OUTCOME_OK, OUT, sizeof OUT,
+                                     NULL),
+                 SAGA_OK);
     nheld = 0;
     pump();
     cr_assert_eq(nreplies, 1);

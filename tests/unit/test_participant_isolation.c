@@ -120,8 +120,9 @@ static void start(saga_store *s, uint32_t max_tries)
     o.log = on_log;
     cr_assert_eq(saga_participant_new(&P, &loop, s, pt, &o), SAGA_OK);
     cr_assert_eq(saga_participant_on_command(P, "reserve", h_reserve, NULL), 0);
-    cr_assert_eq(
-        saga_participant_on_event(P, "catalog", NULL, NULL, h_event, NULL), 0);
+    cr_assert_eq(saga_participant_on_event(P, "catalog", NULL, NULL, h_event,
+                                           NULL),
+                 0);
     cr_assert_eq(saga_participant_start(P), SAGA_OK);
 }
 

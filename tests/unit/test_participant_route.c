@@ -136,9 +136,9 @@ static void start(int with_route)
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "inventory";
     o.log = on_log;
-    cr_assert_eq(
-        saga_participant_new(&P, &loop, s, wrapped(in, with_route), &o),
-        SAGA_OK);
+    cr_assert_eq(saga_participant_new(&P, &loop, s, wrapped(in, with_route),
+                                      &o),
+                 SAGA_OK);
     cr_assert_eq(saga_participant_on_command(P, "reserve", h_cmd, NULL), 0);
     cr_assert_eq(saga_participant_start(P), SAGA_OK);
 }

@@ -34,14 +34,14 @@ static int64_t frozen_clock(void *a)
     return 5000000;
 }
 
-static void capture(saga_log_level l, const char *id, int step,
-                    const char *msg, void *arg)
+static void capture(saga_log_level l, const char *id, int step, const char *msg,
+                    void *arg)
 {
     (void)l, (void)arg;
     size_t n = strlen(logbuf);
     if (n + 400 < sizeof logbuf)
-        snprintf(logbuf + n, sizeof logbuf - n, "[%s %d] %s\n",
-                 id ? id : "-", step, msg);
+        snprintf(logbuf + n, sizeof logbuf - n, "[%s %d] %s\n", id ? id : "-",
+                 step, msg);
 }
 
 static int free_port(void)
@@ -104,8 +104,7 @@ static saga_participant *participant(const char *svc, saga_transport *t)
     cr_assert_eq(saga_participant_new(&p, &loop, s, t, &o), SAGA_OK);
     cr_assert_eq(saga_participant_on_command(p, "reserve", h_ok, NULL),
                  SAGA_OK);
-    cr_assert_eq(saga_participant_on_command(p, "charge", h_ok, NULL),
-                 SAGA_OK);
+    cr_assert_eq(saga_participant_on_command(p, "charge", h_ok, NULL), SAGA_OK);
     return p;
 }
 
@@ -136,8 +135,7 @@ static void define(saga_engine *e, const char *name, size_t n,
         s.timeout_ms = 1000;
         char step[32];
         snprintf(step, sizeof step, "s%zu", i);
-        cr_assert_eq(saga_def_add_step(d, step, NULL, NULL, &s, NULL),
-                     SAGA_OK);
+        cr_assert_eq(saga_def_add_step(d, step, NULL, NULL, &s, NULL), SAGA_OK);
     }
     cr_assert_eq(saga_engine_register(e, d), SAGA_OK, "%s",
                  saga_engine_errmsg(e));
@@ -259,8 +257,7 @@ Test(relay_isolation, no_route_step_fails_at_once_others_complete,
     saga_state st = state_of(bad, err, sizeof err);
     /* Its first step (to inventory) ran, so it is compensated; the error
      * names the unknown destination. */
-    cr_expect_eq(st, SAGA_STATE_COMPENSATED, "state %s",
-                 saga_state_name(st));
+    cr_expect_eq(st, SAGA_STATE_COMPENSATED, "state %s", saga_state_name(st));
     cr_expect(strstr(err, "inventroy") != NULL,
               "error does not name the destination: '%s'", err);
     int completed, compensated;
@@ -280,7 +277,7 @@ Test(relay_isolation, no_route_step_fails_at_once_others_complete,
 
 static int count_completed(void *arg)
 {
-    const char (*ids)[SAGA_ID_SIZE] = arg;
+    const char(*ids)[SAGA_ID_SIZE] = arg;
     int n = 0;
     for (int i = 0; i < 12; i++)
         n += state_of(ids[i], NULL, 0) == SAGA_STATE_COMPLETED;
@@ -366,8 +363,7 @@ static void send_command(saga_transport *t, const char *reply_to, int i)
     void *b;
     size_t n;
     cr_assert_eq(saga_envelope_encode(&e, &b, &n), SAGA_OK);
-    cr_assert_eq(t->send(t, "inventory", e.saga_id, b, n, NULL, NULL),
-                 SAGA_OK);
+    cr_assert_eq(t->send(t, "inventory", e.saga_id, b, n, NULL, NULL), SAGA_OK);
     saga_free(b);
 }
 

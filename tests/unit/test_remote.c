@@ -25,14 +25,14 @@ static int64_t fake_clock(void *a)
     return now_ms;
 }
 
-static void capture(saga_log_level l, const char *id, int step,
-                    const char *msg, void *arg)
+static void capture(saga_log_level l, const char *id, int step, const char *msg,
+                    void *arg)
 {
     (void)l, (void)arg;
     size_t n = strlen(logbuf);
     if (n + 300 < sizeof logbuf)
-        snprintf(logbuf + n, sizeof logbuf - n, "[%s %d] %s\n",
-                 id ? id : "-", step, msg);
+        snprintf(logbuf + n, sizeof logbuf - n, "[%s %d] %s\n", id ? id : "-",
+                 step, msg);
 }
 
 /* Business effects: a counter per name in the participant's own store,
@@ -58,8 +58,8 @@ static int bump(saga_participant *p, const char *what)
     return s->kv_put(s, what, &n, sizeof n);
 }
 
-static int h_reserve(saga_participant *p, const saga_command *c,
-                     saga_reply *r, void *arg)
+static int h_reserve(saga_participant *p, const saga_command *c, saga_reply *r,
+                     void *arg)
 {
     (void)arg;
     if (c->compensating)
@@ -75,8 +75,8 @@ static int h_reserve(saga_participant *p, const saga_command *c,
     return rc ? rc : bump(p, "reserved");
 }
 
-static int h_charge(saga_participant *p, const saga_command *c,
-                    saga_reply *r, void *arg)
+static int h_charge(saga_participant *p, const saga_command *c, saga_reply *r,
+                    void *arg)
 {
     (void)arg, (void)c;
     if (fail_charge)
@@ -361,7 +361,8 @@ Test(remote, events_are_published_after_commit_and_applied_once)
     saga_participant *note = mk_participant("notification", "noop", h_charge);
     cr_assert_eq(saga_participant_on_event(note, "inventory-events", NULL,
                                            "InventoryReservedEvent",
-                                           on_inventory_event, NULL), SAGA_OK);
+                                           on_inventory_event, NULL),
+                 SAGA_OK);
     cr_assert_eq(saga_participant_start(inv), SAGA_OK);
     cr_assert_eq(saga_participant_start(pay), SAGA_OK);
     cr_assert_eq(saga_participant_start(note), SAGA_OK);

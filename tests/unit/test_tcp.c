@@ -115,14 +115,13 @@ Test(tcp, options_are_checked)
     o.version = 99;
     cr_assert_eq(saga_transport_tcp_new(&t, &loop, &o), SAGA_EVERSION);
     cr_assert_eq(saga_tcp_options_init(&o, 99), SAGA_EVERSION);
-    cr_assert_eq(saga_tcp_options_init(&o, SAGA_TCP_OPTIONS_VERSION),
-                 SAGA_OK);
+    cr_assert_eq(saga_tcp_options_init(&o, SAGA_TCP_OPTIONS_VERSION), SAGA_OK);
     const char *bad_listen[] = {"nonsense", "127.0.0.1:", "127.0.0.1:99999",
-                                "1.2.3:80", ":80", "[::1:80"};
+                                "1.2.3:80", ":80",        "[::1:80"};
     for (size_t i = 0; i < sizeof bad_listen / sizeof *bad_listen; i++) {
         o.listen = bad_listen[i];
-        cr_assert_eq(saga_transport_tcp_new(&t, &loop, &o), SAGA_EINVAL,
-                     "%s", bad_listen[i]);
+        cr_assert_eq(saga_transport_tcp_new(&t, &loop, &o), SAGA_EINVAL, "%s",
+                     bad_listen[i]);
     }
     o.listen = NULL;
     o.service = "";

@@ -97,8 +97,7 @@ static void put(int fd, const void *buf, size_t len)
 }
 
 /* Frame: 4-byte big-endian length of kind + body, kind, body. */
-static size_t frame(unsigned char *out, int kind, const void *body,
-                    size_t blen)
+static size_t frame(unsigned char *out, int kind, const void *body, size_t blen)
 {
     uint32_t l = htonl((uint32_t)(blen + 1));
     memcpy(out, &l, 4);
@@ -216,8 +215,8 @@ Test(tcp_badinput, bad_hello_version)
 Test(tcp_badinput, topic_longer_than_body)
 {
     /* id, then a topic length of 300 with 3 bytes behind it. */
-    static const unsigned char f[] = {0, 0, 0, 14, 2, 0, 0, 0, 0, 0,
-                                      0, 0, 1, 0x01, 0x2c, 's', 'v', 'c'};
+    static const unsigned char f[] = {0, 0, 0, 14, 2,    0,    0,   0,   0,
+                                      0, 0, 0, 1,  0x01, 0x2c, 's', 'v', 'c'};
     expect_rejected(f, sizeof f, 1);
 }
 

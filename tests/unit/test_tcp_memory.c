@@ -40,8 +40,7 @@
  * would count here as if the transport held it. The runtime finds this
  * hook only if the executable exports it (tests/CMakeLists.txt links this
  * test with -rdynamic under SAGA_SANITIZE). */
-__attribute__((visibility("default"))) const char *
-__asan_default_options(void);
+__attribute__((visibility("default"))) const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "quarantine_size_mb=4"; }
 #endif
 
@@ -81,8 +80,7 @@ static void assert_rss_budget(const char *what)
 {
     sample();
     long grown = (rss_peak - rss_base) / 1024;
-    cr_log_info("%s: VmRSS grew by %ld KiB at most", what,
-                rss_peak - rss_base);
+    cr_log_info("%s: VmRSS grew by %ld KiB at most", what, rss_peak - rss_base);
     cr_assert_lt(grown, RSS_BUDGET_MIB,
                  "%s: resident memory grew by %ld MiB (budget %d MiB)", what,
                  grown, RSS_BUDGET_MIB);
@@ -306,7 +304,8 @@ Test(tcp_memory, unrouted_topic_is_refused_not_kept)
         if (rc != W_CLOSED)
             cr_assert(closed_by_server(fd, 3),
                       "client %d: the server kept reading frames for "
-                      "'ghost' (%d)", k, rc);
+                      "'ghost' (%d)",
+                      k, rc);
         close(fd);
         for (int i = 0; i < 20; i++)
             uv_run(&loop, UV_RUN_NOWAIT);
@@ -474,7 +473,8 @@ Test(tcp_memory, client_that_never_reads)
     free(buf);
     cr_assert_neq(rc, W_DONE,
                   "the server read all %d frames of a client that reads "
-                  "nothing (%d delivered)", N, nrx);
+                  "nothing (%d delivered)",
+                  N, nrx);
     cr_assert_geq(stats().write_stalls, 1);
     cr_assert(closed_by_server(fd, 5), "the deaf client was never closed");
     close(fd);

@@ -18,8 +18,8 @@ static char logbuf[8192];
 static int replies;
 static saga_outcome last_outcome;
 
-static void capture(saga_log_level l, const char *id, int step,
-                    const char *msg, void *arg)
+static void capture(saga_log_level l, const char *id, int step, const char *msg,
+                    void *arg)
 {
     (void)l, (void)id, (void)step, (void)arg;
     size_t n = strlen(logbuf);
@@ -61,8 +61,8 @@ static saga_transport *tcp(const char *svc, int port, const char *peer,
     return t;
 }
 
-static int h_reserve(saga_participant *p, const saga_command *c,
-                     saga_reply *r, void *arg)
+static int h_reserve(saga_participant *p, const saga_command *c, saga_reply *r,
+                     void *arg)
 {
     (void)p, (void)c, (void)r, (void)arg;
     return SAGA_OK;

@@ -50,13 +50,12 @@ static void esink(const saga_log_event *ev, void *arg)
     append(elog, sizeof elog, ev);
 }
 
-static int handler(saga_participant *p, const saga_command *c,
-                   saga_reply *r, void *arg)
+static int handler(saga_participant *p, const saga_command *c, saga_reply *r,
+                   void *arg)
 {
     (void)p, (void)r, (void)arg;
     if (nseen < 8)
-        snprintf(seen_tp[nseen++], SAGA_TRACEPARENT_SIZE, "%s",
-                 c->traceparent);
+        snprintf(seen_tp[nseen++], SAGA_TRACEPARENT_SIZE, "%s", c->traceparent);
     return 0;
 }
 
@@ -195,8 +194,7 @@ Test(trace, without_a_valid_traceparent_the_saga_id_is_the_trace)
     pump();
     cr_assert_eq(nseen, 2);
     cr_expect_eq(strncmp(seen_tp[0] + 3, id, 32), 0, "%s", seen_tp[0]);
-    cr_expect_eq(saga_traceparent_valid("00-" TRACE "-0000000000000000-01"),
-                 0);
+    cr_expect_eq(saga_traceparent_valid("00-" TRACE "-0000000000000000-01"), 0);
     cr_expect_eq(saga_traceparent_valid(TP), 1);
 }
 
@@ -204,8 +202,8 @@ Test(trace, text_sink_prints_one_line_per_event)
 {
     char buf[512] = "";
     FILE *f = fmemopen(buf, sizeof buf, "w");
-    saga_log_event ev = {1, SAGA_LOG_WARN, 1000, "orders",
-                         "01a2", 2, 3, TRACE, "hello"};
+    saga_log_event ev = {1, SAGA_LOG_WARN, 1000,   "orders", "01a2", 2,
+                         3, TRACE,         "hello"};
     saga_log_sink_text(&ev, f);
     fclose(f);
     cr_expect(strstr(buf, "warn") != NULL, "%s", buf);

@@ -17,8 +17,7 @@
 /* Step i: its name (also the command name) and the service running it. */
 static const char *const xp_step_name[XP_NSTEPS] = {"reserve", "charge",
                                                     "ship"};
-static const char *const xp_step_service[XP_NSTEPS] = {XP_INV, XP_PAY,
-                                                       XP_INV};
+static const char *const xp_step_service[XP_NSTEPS] = {XP_INV, XP_PAY, XP_INV};
 
 static inline uint64_t xp_hash(const char *s)
 {

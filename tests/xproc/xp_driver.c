@@ -152,8 +152,7 @@ static int pick_ports(int *ports, int n)
 static pid_t mock_pid = -1;
 static FILE *mock_in, *mock_out;
 
-static int mock_start(const char *bin, int brokers, char *bootstrap,
-                      size_t cap)
+static int mock_start(const char *bin, int brokers, char *bootstrap, size_t cap)
 {
     int in[2], out[2];
     char b[16];
@@ -296,8 +295,8 @@ static char orch_port[16];
 
 static void part_start(part *p)
 {
-    char *argv[] = {(char *)part_bin, p->db, (char *)p->service, p->port,
-                    orch_port, NULL};
+    char *argv[] = {(char *)part_bin, p->db,     (char *)p->service,
+                    p->port,          orch_port, NULL};
     p->pid = spawn(argv, p->log);
 }
 
@@ -426,28 +425,42 @@ static void load_orchestrator(const char *path, int n)
         uint32_t seq = (uint32_t)sqlite3_column_int64(st, 1);
         int ev = sqlite3_column_int(st, 2), k = sqlite3_column_int(st, 3);
         if (seq != s->last_seq + 1)
-            failf("saga %s: journal seq %u after %u", s->id, seq,
-                  s->last_seq);
+            failf("saga %s: journal seq %u after %u", s->id, seq, s->last_seq);
         s->last_seq = seq;
         if (k < -1 || k >= XP_NSTEPS) {
             failf("saga %s: journal step %d", s->id, k);
             continue;
         }
         switch (ev) {
-        case SAGA_JOURNAL_STARTED: s->started++; break;
-        case SAGA_JOURNAL_STEP_OK: s->ok[k]++; break;
-        case SAGA_JOURNAL_STEP_FAIL: s->fail[k]++; break;
-        case SAGA_JOURNAL_STEP_RETRY: s->retry[k]++; break;
-        case SAGA_JOURNAL_STEP_TIMEOUT: s->timeout[k]++; break;
-        case SAGA_JOURNAL_COMP_OK: s->comp_ok[k]++; break;
+        case SAGA_JOURNAL_STARTED:
+            s->started++;
+            break;
+        case SAGA_JOURNAL_STEP_OK:
+            s->ok[k]++;
+            break;
+        case SAGA_JOURNAL_STEP_FAIL:
+            s->fail[k]++;
+            break;
+        case SAGA_JOURNAL_STEP_RETRY:
+            s->retry[k]++;
+            break;
+        case SAGA_JOURNAL_STEP_TIMEOUT:
+            s->timeout[k]++;
+            break;
+        case SAGA_JOURNAL_COMP_OK:
+            s->comp_ok[k]++;
+            break;
         case SAGA_JOURNAL_COMPLETED:
         case SAGA_JOURNAL_COMPENSATED:
-        case SAGA_JOURNAL_FAILED: s->ended++; break;
+        case SAGA_JOURNAL_FAILED:
+            s->ended++;
+            break;
         case SAGA_JOURNAL_COMPENSATING:
             if (strstr(col(st, 4), "gave up") != NULL)
                 s->gave_up = 1;
             break;
-        default: break;
+        default:
+            break;
         }
     }
     sqlite3_finalize(st);
@@ -492,7 +505,8 @@ static void load_participant(const part *p, pstats *ps)
             ps->dups = v;
         if (strcmp(name, "dup") == 0 && v != 0)
             failf("%s: %lld DUPLICATE effects (INSERTs that hit the "
-                  "primary key)", p->service, (long long)v);
+                  "primary key)",
+                  p->service, (long long)v);
         if (strcmp(name, "action") == 0 && v != ps->actions)
             failf("%s: action counter %lld but %lld action rows", p->service,
                   (long long)v, (long long)ps->actions);
@@ -533,8 +547,7 @@ static void load_participant(const part *p, pstats *ps)
     sqlite3_close(db);
 }
 
-static void check_saga(const xsaga *s, int *compl, int *comp_biz,
-                       int *comp_to)
+static void check_saga(const xsaga *s, int * compl, int *comp_biz, int *comp_to)
 {
     const char *id = s->id;
     if (s->state != SAGA_STATE_COMPLETED &&
@@ -556,39 +569,40 @@ static void check_saga(const xsaga *s, int *compl, int *comp_biz,
             failf("saga %s %s: %d action / %d comp rows", id, sn, A, C);
         if (s->ok[k] && !A)
             failf("saga %s %s: MISSING effect: the journal says OK but the "
-                  "participant has no action row", id, sn);
+                  "participant has no action row",
+                  id, sn);
         if (A && !s->ok[k] && !C)
             failf("saga %s %s: the action applied, the journal never saw it "
-                  "OK, and it was not compensated", id, sn);
+                  "OK, and it was not compensated",
+                  id, sn);
         if (C && !A)
-            failf("saga %s %s: compensation row without an action row", id,
-                  sn);
+            failf("saga %s %s: compensation row without an action row", id, sn);
         if (C && !s->comp_ok[k])
             failf("saga %s %s: compensation applied but no COMP_OK", id, sn);
         if (s->comp_ok[k] && !C && B != 'N')
             failf("saga %s %s: COMP_OK but neither a compensation row nor a "
-                  "null compensation (barrier '%c')", id, sn, B ? B : '-');
+                  "null compensation (barrier '%c')",
+                  id, sn, B ? B : '-');
         /* 'F': the action answered FAIL (final), nothing applied. */
         if ((B == 'A') != (A && !C) || (B == 'C') != (A && C) ||
             ((B == 'N' || B == 'F') && (A || C)) ||
             (B && B != 'A' && B != 'C' && B != 'N' && B != 'F'))
             failf("saga %s %s: barrier '%c' disagrees with effects "
-                  "action=%d comp=%d", id, sn, B ? B : '-', A, C);
-        if (s->state == SAGA_STATE_COMPLETED && (!s->ok[k] || C ||
-                                                 s->comp_ok[k]))
+                  "action=%d comp=%d",
+                  id, sn, B ? B : '-', A, C);
+        if (s->state == SAGA_STATE_COMPLETED &&
+            (!s->ok[k] || C || s->comp_ok[k]))
             failf("saga %s COMPLETED but %s ok=%d comp=%d comp_ok=%d", id, sn,
                   s->ok[k], C, s->comp_ok[k]);
         if (s->state == SAGA_STATE_COMPENSATED && A && !C)
-            failf("saga %s COMPENSATED but %s applied and not undone", id,
-                  sn);
+            failf("saga %s COMPENSATED but %s applied and not undone", id, sn);
     }
     /* The business outcome is a pure function of the saga id. */
     int rf = xp_reserve_fails(id), cf = !rf && xp_charge_fails(id);
-    if (s->state != SAGA_STATE_COMPLETED &&
-        s->state != SAGA_STATE_COMPENSATED)
+    if (s->state != SAGA_STATE_COMPLETED && s->state != SAGA_STATE_COMPENSATED)
         return;
     if (s->state == SAGA_STATE_COMPLETED) {
-        (*compl)++;
+        (*compl )++;
         if (rf || cf)
             failf("saga %s COMPLETED but its %s answers FAIL", id,
                   rf ? "reserve" : "charge");
@@ -596,7 +610,8 @@ static void check_saga(const xsaga *s, int *compl, int *comp_biz,
          * of attempt 1 (its reply came late and was stale). */
         if (xp_ship_retries(id, 1) && s->retry[2] + s->timeout[2] < 1)
             failf("saga %s: ship answered RETRY but the journal shows "
-                  "neither a STEP_RETRY nor a timeout", id);
+                  "neither a STEP_RETRY nor a timeout",
+                  id);
         return;
     }
     if (rf || cf) {
@@ -609,7 +624,8 @@ static void check_saga(const xsaga *s, int *compl, int *comp_biz,
         (*comp_to)++; /* reserve gave up after timeouts (an outage) */
     } else {
         failf("saga %s COMPENSATED but every step should succeed and none "
-              "gave up", id);
+              "gave up",
+              id);
     }
 }
 
@@ -646,9 +662,10 @@ int main(int argc, char **argv)
         okills = 0; /* the events pick their victims */
     if (n <= 0 || kills < 0 || kills > 64 || okills < 0 || okills > 64)
         return 2;
-    fprintf(stderr, "xproc: N=%d kills=%d orchestrator kills=%d%s seed=%llu "
-            "workdir=%s\n", n, kills, okills,
-            chaos ? " (chaos: random victims, together)" : "",
+    fprintf(stderr,
+            "xproc: N=%d kills=%d orchestrator kills=%d%s seed=%llu "
+            "workdir=%s\n",
+            n, kills, okills, chaos ? " (chaos: random victims, together)" : "",
             (unsigned long long)rng, workdir);
     signal(SIGPIPE, SIG_IGN);
     /* XP_VERIFY_ONLY=1: check the files a previous run left in WORKDIR
@@ -696,20 +713,22 @@ int main(int argc, char **argv)
          * after the session timeout less 1 s when a member died. */
         snprintf(url, sizeof url,
                  "kafka://%s?producer.linger.ms=1&consumer.fetch.wait.max.ms=10"
-                 "&consumer.session.timeout.ms=6000%s", bs,
+                 "&consumer.session.timeout.ms=6000%s",
+                 bs,
                  strcmp(fault_name, "lostack") == 0 ? "&socket.timeout.ms=1000"
                                                     : "");
         setenv("XP_KAFKA", url, 1);
-        fprintf(stderr, "xproc: over Kafka (mock cluster of %d broker(s) at "
-                "%s), fault '%s'\n", brokers, bs, fault_name);
+        fprintf(stderr,
+                "xproc: over Kafka (mock cluster of %d broker(s) at "
+                "%s), fault '%s'\n",
+                brokers, bs, fault_name);
     }
     for (int i = 0; i < 2; i++)
         part_start(&parts[i]);
     if (mock_bin != NULL)
         for (int i = 0; i < 2; i++)
             if (wait_assigned(parts[i].log) != 0) {
-                failf("participant %s never got partitions",
-                      parts[i].service);
+                failf("participant %s never got partitions", parts[i].service);
                 dump_log(parts[i].log);
             }
     snprintf(nb, sizeof nb, "%d", n);
@@ -723,8 +742,16 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_REALTIME, &wall);
     snprintf(t0ms, sizeof t0ms, "%lld",
              (long long)wall.tv_sec * 1000 + wall.tv_nsec / 1000000);
-    char *oargv[] = {(char *)orch_bin, odb, orch_port, parts[0].port,
-                     parts[1].port, nb, rate, ostatus, t0ms, NULL};
+    char *oargv[] = {(char *)orch_bin,
+                     odb,
+                     orch_port,
+                     parts[0].port,
+                     parts[1].port,
+                     nb,
+                     rate,
+                     ostatus,
+                     t0ms,
+                     NULL};
     pid_t orch = spawn(oargv, olog);
     int total = kills + okills, pkills = 0;
     /* Chaos: kill events at random points of progress (sorted). */
@@ -784,8 +811,8 @@ int main(int argc, char **argv)
                     "xproc: kill %d: SIGKILL%s%s%s at started=%d "
                     "terminal=%d active=%d; down %d ms\n",
                     j + 1, mask & 1u ? " orchestrator" : "",
-                    mask & 2u ? " inventory" : "",
-                    mask & 4u ? " payment" : "", v[0], v[2], v[3], down);
+                    mask & 2u ? " inventory" : "", mask & 4u ? " payment" : "",
+                    v[0], v[2], v[3], down);
             sleep_ms(down);
             /* Participants first or the orchestrator first, at random. */
             int orch_first = (int)rnd(2);
@@ -849,8 +876,10 @@ int main(int argc, char **argv)
         if (done_faults < nfaults &&
             v[0] >= n * (done_faults + 1) / (nfaults + 1) && v[3] > 0) {
             const fault *f = &faults[done_faults++];
-            fprintf(stderr, "xproc: fault %d at started=%d terminal=%d "
-                    "active=%d\n", done_faults, v[0], v[2], v[3]);
+            fprintf(stderr,
+                    "xproc: fault %d at started=%d terminal=%d "
+                    "active=%d\n",
+                    done_faults, v[0], v[2], v[3]);
             mock_cmd(f->cmd);
             if (f->then != NULL) {
                 sleep_ms(f->ms);
@@ -862,8 +891,8 @@ int main(int argc, char **argv)
     if (!orch_exited) {
         read_status(ostatus, v);
         failf("not every saga terminal after %d s: started=%d acked=%d "
-              "terminal=%d active=%d failed=%d", RUN_LIMIT_S, v[0], v[1],
-              v[2], v[3], v[4]);
+              "terminal=%d active=%d failed=%d",
+              RUN_LIMIT_S, v[0], v[1], v[2], v[3], v[4]);
         stop(orch, SIGTERM, 5000);
         dump_log(olog);
     } else if (!WIFEXITED(ost) || WEXITSTATUS(ost) != 0) {
@@ -872,11 +901,12 @@ int main(int argc, char **argv)
     }
     if (chaos && (chaos_orch == 0 || chaos_part == 0 || chaos_both == 0))
         failf("chaos: the kills hit the orchestrator %d times, participants "
-              "%d times, both together %d times", chaos_orch, chaos_part,
-              chaos_both);
+              "%d times, both together %d times",
+              chaos_orch, chaos_part, chaos_both);
     if (done_kills < kills || done_okills < okills)
         failf("only %d of %d participant kills and %d of %d orchestrator "
-              "kills happened", done_kills, kills, done_okills, okills);
+              "kills happened",
+              done_kills, kills, done_okills, okills);
     for (int i = 0; i < 2; i++) {
         int st = stop(parts[i].pid, SIGTERM, 10000);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
@@ -917,8 +947,7 @@ verify:;
            (long long)(ps[0].nulls + ps[1].nulls), (long long)ps[0].actions,
            (long long)ps[0].comps, (long long)ps[1].actions,
            (long long)(ps[0].dups + ps[1].dups), (long long)orch_outbox,
-           (long long)ps[0].outbox, (long long)ps[1].outbox, run_s,
-           failures);
+           (long long)ps[0].outbox, (long long)ps[1].outbox, run_s, failures);
     if (failures)
         fprintf(stderr, "xproc: logs and databases kept in %s\n", workdir);
     return failures ? 1 : 0;

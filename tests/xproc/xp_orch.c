@@ -94,8 +94,8 @@ static void start_some(uv_timer_t *h)
         int rc = saga_start(E, XP_DEF, key, b, n, id, on_started, NULL);
         saga_map_free(m);
         if (rc != SAGA_OK) {
-            fprintf(stderr, "xp_orch: saga_start: %s (%s)\n",
-                    saga_strerror(rc), saga_engine_errmsg(E));
+            fprintf(stderr, "xp_orch: saga_start: %s (%s)\n", saga_strerror(rc),
+                    saga_engine_errmsg(E));
             return; /* tried again on the next tick */
         }
         next_i++;
@@ -133,8 +133,7 @@ static void finish(int code)
            (unsigned long long)s.started, (unsigned long long)s.completed,
            (unsigned long long)s.compensated, (unsigned long long)s.failed,
            (unsigned long long)s.steps_ok, (unsigned long long)s.timeouts,
-           (unsigned long long)s.retries,
-           (unsigned long long)s.compensations,
+           (unsigned long long)s.retries, (unsigned long long)s.compensations,
            (unsigned long long)s.stale_completions,
            (unsigned long long)s.commits);
     fflush(stdout);
@@ -156,8 +155,7 @@ static void write_status(uv_timer_t *h)
     snprintf(tmp, sizeof tmp, "%s.tmp", status_path);
     FILE *f = fopen(tmp, "w");
     if (f != NULL) {
-        fprintf(f, "%d %d %d %d %d\n", next_i, acked, terminal, active,
-                failed);
+        fprintf(f, "%d %d %d %d %d\n", next_i, acked, terminal, active, failed);
         fclose(f);
         rename(tmp, status_path);
     }

@@ -71,8 +71,8 @@ static int effect(sqlite3 *db, const saga_command *c)
     return rc == SQLITE_DONE ? SAGA_OK : SAGA_ESTORE;
 }
 
-static int h_command(saga_participant *p, const saga_command *c,
-                     saga_reply *r, void *arg)
+static int h_command(saga_participant *p, const saga_command *c, saga_reply *r,
+                     void *arg)
 {
     (void)arg;
     sqlite3 *db = saga_participant_store_handle(p);
@@ -127,16 +127,14 @@ static void on_sigterm(uv_signal_t *h, int sig)
         return;
     }
     uv_close((uv_handle_t *)h, NULL);
-    if (ready_timer.loop != NULL &&
-        !uv_is_closing((uv_handle_t *)&ready_timer))
+    if (ready_timer.loop != NULL && !uv_is_closing((uv_handle_t *)&ready_timer))
         uv_close((uv_handle_t *)&ready_timer, NULL);
     saga_participant_counters st = SAGA_PARTICIPANT_COUNTERS_INIT;
     saga_participant_stats(P, &st);
     fprintf(stderr,
             "xp_part: stats commands=%llu duplicates=%llu null_comps=%llu "
             "hanging=%llu retried=%llu commits=%llu\n",
-            (unsigned long long)st.commands,
-            (unsigned long long)st.duplicates,
+            (unsigned long long)st.commands, (unsigned long long)st.duplicates,
             (unsigned long long)st.null_compensations,
             (unsigned long long)st.hanging_refused,
             (unsigned long long)st.retried_actions,
@@ -159,14 +157,14 @@ static void tlog(saga_log_level l, const char *saga_id, int step,
 
 static int schema(sqlite3 *db)
 {
-    const char *sql =
-        "CREATE TABLE IF NOT EXISTS effects(saga_id TEXT NOT NULL,"
-        " step INTEGER NOT NULL, kind TEXT NOT NULL,"
-        " PRIMARY KEY(saga_id, step, kind)) WITHOUT ROWID;"
-        "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY,"
-        " n INTEGER NOT NULL);"
-        "INSERT OR IGNORE INTO counters VALUES('action',0),('comp',0),"
-        "('dup',0);";
+    const char
+        *sql = "CREATE TABLE IF NOT EXISTS effects(saga_id TEXT NOT NULL,"
+               " step INTEGER NOT NULL, kind TEXT NOT NULL,"
+               " PRIMARY KEY(saga_id, step, kind)) WITHOUT ROWID;"
+               "CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY,"
+               " n INTEGER NOT NULL);"
+               "INSERT OR IGNORE INTO counters VALUES('action',0),('comp',0),"
+               "('dup',0);";
     char *err = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
         fprintf(stderr, "xp_part: schema: %s\n", err ? err : "?");
@@ -248,8 +246,8 @@ int main(int argc, char **argv)
         return 1;
     for (int i = 0; i < XP_NSTEPS; i++)
         if (strcmp(xp_step_service[i], service) == 0 &&
-            saga_participant_on_command(P, xp_step_name[i], h_command,
-                                        NULL) != SAGA_OK)
+            saga_participant_on_command(P, xp_step_name[i], h_command, NULL) !=
+                SAGA_OK)
             return 1;
     rc = saga_participant_start(P);
     if (rc != SAGA_OK) {

@@ -38,10 +38,10 @@ static void respond(h2o_req_t *req, int status, const char *reason,
 {
     req->res.status = status;
     req->res.reason = reason;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
-                   NULL, ctype, strlen(ctype));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL,
-                   NULL, H2O_STRLIT("no-store"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   ctype, strlen(ctype));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
     req->res.content_length = len;
     h2o_send_inline(req, body, len);
 }
@@ -235,8 +235,8 @@ static int api_action(saga_console *c, h2o_req_t *req, const char *id,
     char msg[512] = "";
     const char *by;
     if (c->engine != NULL) {
-        rc = q.op == SAGA_OP_RETRY ? saga_retry_op(c->engine, id, q.reason,
-                                                   actor)
+        rc = q.op == SAGA_OP_RETRY
+                 ? saga_retry_op(c->engine, id, q.reason, actor)
              : q.op == SAGA_OP_COMPENSATE
                  ? saga_compensate(c->engine, id, q.reason, actor)
                  : saga_resolve(c->engine, id, q.as, q.reason, actor);
@@ -292,7 +292,7 @@ static int api_on_req(h2o_handler_t *self, h2o_req_t *req)
     char all[5][SAGA_NAME_MAX + 1];
     size_t n = split_path(req, all, 5);
     n = n > 0 ? n - 1 : 0;
-    char (*seg)[SAGA_NAME_MAX + 1] = all + 1;
+    char(*seg)[SAGA_NAME_MAX + 1] = all + 1;
     int get = is_method(req, "GET"), post = is_method(req, "POST");
     json_t *out = NULL;
     int rc;
@@ -458,8 +458,7 @@ static void on_accept(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)conn, conn_closed);
         return;
     }
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn,
-                                              conn_closed);
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn, conn_closed);
     h2o_accept(&s->accept_ctx, sock);
 }
 

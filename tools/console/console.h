@@ -48,8 +48,7 @@ void saga_console_mount(saga_console *c, h2o_hostconf_t *host);
  * @p nparts participants (the array is borrowed and must outlive the
  * server). */
 void saga_console_mount_metrics(h2o_hostconf_t *host, saga_engine *e,
-                                saga_participant *const *parts,
-                                size_t nparts);
+                                saga_participant *const *parts, size_t nparts);
 
 void saga_console_free(saga_console *c);
 

@@ -55,8 +55,10 @@ int sv_open_store(const char *spec, saga_store **out, char *err, size_t n)
         return rc == SAGA_EINVAL ? SAGA_ESTORE : rc;
     }
     if (strstr(spec, "://") != NULL) {
-        snprintf(err, n, "%s: not a store (a SQLite file path or a "
-                         "postgres:// URL)", spec);
+        snprintf(err, n,
+                 "%s: not a store (a SQLite file path or a "
+                 "postgres:// URL)",
+                 spec);
         return SAGA_ESTORE;
     }
     struct stat st;
@@ -209,13 +211,16 @@ static json_t *mp_value(rd *r, int depth)
         return json_false();
     case 0xc3:
         return json_true();
-    case 0xc4: case 0xc5: case 0xc6:
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
         w = 1 << (c - 0xc4);
         if (need(r, (size_t)w))
             return NULL;
         r->off += (size_t)w;
         return mp_bin(r, (size_t)be(r->p + r->off - w, w));
-    case 0xca: case 0xcb: {
+    case 0xca:
+    case 0xcb: {
         w = c == 0xca ? 4 : 8;
         if (need(r, (size_t)w))
             return NULL;
@@ -232,8 +237,14 @@ static json_t *mp_value(rd *r, int depth)
         }
         return json_real(d);
     }
-    case 0xcc: case 0xcd: case 0xce: case 0xcf:
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
         int sign = c >= 0xd0;
         w = 1 << ((c - (sign ? 0xd0 : 0xcc)));
         if (need(r, (size_t)w))
@@ -248,19 +259,23 @@ static json_t *mp_value(rd *r, int depth)
                               : (int64_t)v;
         return json_integer(sv);
     }
-    case 0xd9: case 0xda: case 0xdb:
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
         w = 1 << (c - 0xd9);
         if (need(r, (size_t)w))
             return NULL;
         r->off += (size_t)w;
         return mp_str(r, (size_t)be(r->p + r->off - w, w));
-    case 0xdc: case 0xdd:
+    case 0xdc:
+    case 0xdd:
         w = c == 0xdc ? 2 : 4;
         if (need(r, (size_t)w))
             return NULL;
         r->off += (size_t)w;
         return mp_array(r, (size_t)be(r->p + r->off - w, w), depth);
-    case 0xde: case 0xdf:
+    case 0xde:
+    case 0xdf:
         w = c == 0xde ? 2 : 4;
         if (need(r, (size_t)w))
             return NULL;
@@ -415,10 +430,9 @@ static json_t *record_json(const saga_record *r, const saga_shape *sh,
         "{s:s, s:s, s:I, s:s, s:i, s:s?, s:I, s:s, s:I, s:I, s:I, s:s?, "
         "s:s?, s:b, s:b}",
         "id", r->id, "definition", r->def_name, "version",
-        (json_int_t)r->def_version, "state", saga_state_name(r->state),
-        "step", (int)r->step, "step_name", sn, "attempt",
-        (json_int_t)r->attempt, "direction",
-        (r->flags & SAGA_REC_BACKWARD) ? "compensation" : "action",
+        (json_int_t)r->def_version, "state", saga_state_name(r->state), "step",
+        (int)r->step, "step_name", sn, "attempt", (json_int_t)r->attempt,
+        "direction", (r->flags & SAGA_REC_BACKWARD) ? "compensation" : "action",
         "created_ms", (json_int_t)r->created_ms, "updated_ms",
         (json_int_t)r->updated_ms, "age_ms", (json_int_t)(now - r->created_ms),
         "error", r->error, "idem_key", r->idem_key, "pivoted",
@@ -446,8 +460,8 @@ static int list_cb(const saga_record *r, void *arg)
         return 0;
     if (f->since_ms && r->created_ms < c->now - f->since_ms)
         return 0;
-    json_t *j = record_json(r, shape_get(&c->cache, r->def_name,
-                                         r->def_version),
+    json_t *j = record_json(r,
+                            shape_get(&c->cache, r->def_name, r->def_version),
                             c->now);
     if (j == NULL) {
         c->oom = 1;
@@ -498,8 +512,8 @@ int sv_list(saga_store *s, const sv_filter *f, json_t **out)
         return rc;
     }
     *out = json_pack("{s:I, s:I, s:I, s:o}", "total", (json_int_t)c.total,
-                     "offset", (json_int_t)offset, "limit",
-                     (json_int_t)limit, "sagas", arr);
+                     "offset", (json_int_t)offset, "limit", (json_int_t)limit,
+                     "sagas", arr);
     return *out ? SAGA_OK : SAGA_ENOMEM;
 }
 
@@ -529,14 +543,15 @@ static int show_rec_cb(const saga_record *r, void *arg)
 static int show_journal_cb(const saga_journal_entry *j, void *arg)
 {
     show_ctx *c = arg;
-    json_t *e = json_pack(
-        "{s:I, s:s, s:i, s:s?, s:I, s:I, s:I, s:I, s:s?}", "seq",
-        (json_int_t)j->seq, "event", saga_journal_kind_name(j->kind), "step",
-        (int)j->step, "step_name", step_name(c->sh, j->step), "attempt",
-        (json_int_t)j->attempt, "at_ms", (json_int_t)j->at_ms, "started_ms",
-        (json_int_t)j->started_ms, "since_prev_ms",
-        (json_int_t)(c->prev_ms ? j->at_ms - c->prev_ms : 0), "error",
-        j->error);
+    json_t *e = json_pack("{s:I, s:s, s:i, s:s?, s:I, s:I, s:I, s:I, s:s?}",
+                          "seq", (json_int_t)j->seq, "event",
+                          saga_journal_kind_name(j->kind), "step", (int)j->step,
+                          "step_name", step_name(c->sh, j->step), "attempt",
+                          (json_int_t)j->attempt, "at_ms", (json_int_t)j->at_ms,
+                          "started_ms", (json_int_t)j->started_ms,
+                          "since_prev_ms",
+                          (json_int_t)(c->prev_ms ? j->at_ms - c->prev_ms : 0),
+                          "error", j->error);
     c->prev_ms = j->at_ms;
     if (e)
         json_array_append_new(c->journal, e);
@@ -607,8 +622,8 @@ static int stats_cb(const saga_record *r, void *arg)
     if ((r->state == SAGA_STATE_RUNNING ||
          r->state == SAGA_STATE_COMPENSATING) &&
         (c->oldest == NULL ||
-         r->created_ms < json_integer_value(
-                             json_object_get(c->oldest, "created_ms")))) {
+         r->created_ms <
+             json_integer_value(json_object_get(c->oldest, "created_ms")))) {
         json_decref(c->oldest);
         c->oldest = record_json(r, NULL, c->now);
     }
@@ -652,10 +667,10 @@ json_t *sv_shape_json(const saga_shape *sh)
         json_array_append_new(
             steps,
             json_pack("{s:s, s:s, s:b, s:s?, s:s?, s:s?, s:I, s:I, s:I}",
-                      "name", st.name, "kind", sv_kind_name((saga_step_kind)st.kind),
-                      "compensation", st.has_compensation, "service",
-                      st.service, "command", st.command, "comp_command",
-                      st.comp_command, "timeout_ms",
+                      "name", st.name, "kind",
+                      sv_kind_name((saga_step_kind)st.kind), "compensation",
+                      st.has_compensation, "service", st.service, "command",
+                      st.command, "comp_command", st.comp_command, "timeout_ms",
                       (json_int_t)st.timeout_ms, "max_attempts",
                       (json_int_t)st.max_attempts, "comp_max_attempts",
                       (json_int_t)st.comp_max_attempts));
@@ -668,8 +683,8 @@ json_t *sv_shape_json(const saga_shape *sh)
 
 static int defs_cb(const char *name, uint32_t version, void *arg)
 {
-    json_array_append_new(arg, json_pack("{s:s, s:I}", "name", name,
-                                         "version", (json_int_t)version));
+    json_array_append_new(arg, json_pack("{s:s, s:I}", "name", name, "version",
+                                         (json_int_t)version));
     return 0;
 }
 
@@ -729,15 +744,17 @@ char *sv_graph(const saga_shape *sh, const char *format, int current)
     if (!dot && strcmp(format, "mermaid") != 0)
         return NULL;
     if (dot) {
-        sb_printf(&b, "digraph \"%s_v%u\" {\n  rankdir=LR;\n"
-                      "  node [fontname=\"Helvetica\"];\n"
-                      "  start [shape=circle, label=\"start\"];\n"
-                      "  done [shape=doublecircle, label=\"COMPLETED\"];\n"
-                      "  undone [shape=doublecircle, label=\"COMPENSATED\"];\n",
+        sb_printf(&b,
+                  "digraph \"%s_v%u\" {\n  rankdir=LR;\n"
+                  "  node [fontname=\"Helvetica\"];\n"
+                  "  start [shape=circle, label=\"start\"];\n"
+                  "  done [shape=doublecircle, label=\"COMPLETED\"];\n"
+                  "  undone [shape=doublecircle, label=\"COMPENSATED\"];\n",
                   saga_shape_name(sh), saga_shape_version(sh));
     } else {
-        sb_printf(&b, "flowchart LR\n  %%%% %s v%u\n  start((start))\n"
-                      "  done(((COMPLETED)))\n  undone(((COMPENSATED)))\n",
+        sb_printf(&b,
+                  "flowchart LR\n  %%%% %s v%u\n  start((start))\n"
+                  "  done(((COMPLETED)))\n  undone(((COMPENSATED)))\n",
                   saga_shape_name(sh), saga_shape_version(sh));
     }
     for (size_t i = 0; i < n; i++) {
@@ -750,10 +767,9 @@ char *sv_graph(const saga_shape *sh, const char *format, int current)
         const char *kind = sv_kind_name((saga_step_kind)st.kind);
         if (dot) {
             const char *shape = st.kind == SAGA_STEP_PIVOT ? "hexagon" : "box";
-            const char *style = st.kind == SAGA_STEP_RETRIABLE
-                                    ? "rounded,bold"
-                                    : st.kind == SAGA_STEP_PIVOT ? "bold"
-                                                                 : "solid";
+            const char *style = st.kind == SAGA_STEP_RETRIABLE ? "rounded,bold"
+                                : st.kind == SAGA_STEP_PIVOT   ? "bold"
+                                                               : "solid";
             sb_printf(&b,
                       "  s%zu [shape=%s, style=\"%s%s\", label=\"%s\\n(%s%s)"
                       "%s\"%s];\n",
@@ -815,27 +831,28 @@ char *sv_graph(const saga_shape *sh, const char *format, int current)
         if (!st.has_compensation)
             continue;
         if (last >= 0)
-            sb_printf(&b, dot ? "  c%d -> c%d [style=dashed];\n"
-                              : "  c%d -.-> c%d\n",
+            sb_printf(&b,
+                      dot ? "  c%d -> c%d [style=dashed];\n"
+                          : "  c%d -.-> c%d\n",
                       last, i);
         last = i;
     }
     if (last >= 0)
-        sb_printf(&b, dot ? "  c%d -> undone [style=dashed];\n"
-                          : "  c%d -.-> undone\n",
+        sb_printf(&b,
+                  dot ? "  c%d -> undone [style=dashed];\n"
+                      : "  c%d -.-> undone\n",
                   last);
     if (dot) {
         sb_printf(&b, "}\n");
     } else {
-        sb_printf(&b,
-                  "  classDef compensatable fill:#e3f2fd,stroke:#1565c0\n"
-                  "  classDef pivot fill:#fff3e0,stroke:#e65100,"
-                  "stroke-width:3px\n"
-                  "  classDef retriable fill:#e8f5e9,stroke:#2e7d32\n"
-                  "  classDef compensation fill:#fce4ec,stroke:#ad1457,"
-                  "stroke-dasharray:4 3\n"
-                  "  classDef current fill:#ffd54f,stroke:#000,"
-                  "stroke-width:3px\n");
+        sb_printf(&b, "  classDef compensatable fill:#e3f2fd,stroke:#1565c0\n"
+                      "  classDef pivot fill:#fff3e0,stroke:#e65100,"
+                      "stroke-width:3px\n"
+                      "  classDef retriable fill:#e8f5e9,stroke:#2e7d32\n"
+                      "  classDef compensation fill:#fce4ec,stroke:#ad1457,"
+                      "stroke-dasharray:4 3\n"
+                      "  classDef current fill:#ffd54f,stroke:#000,"
+                      "stroke-width:3px\n");
         if (current >= 0 && (size_t)current < n)
             sb_printf(&b, "  class s%d current\n", current);
     }

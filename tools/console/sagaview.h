@@ -46,10 +46,10 @@ saga_state sv_parse_state(const char *s);
 
 /** A filter for sv_list(). */
 typedef struct sv_filter {
-    unsigned int state_mask;  /* 0: all */
-    const char *definition;   /* NULL: all */
-    int64_t since_ms;         /* created at or after; 0: any */
-    size_t offset, limit;     /* newest first; limit 0: 50 */
+    unsigned int state_mask; /* 0: all */
+    const char *definition;  /* NULL: all */
+    int64_t since_ms;        /* created at or after; 0: any */
+    size_t offset, limit;    /* newest first; limit 0: 50 */
 } sv_filter;
 
 /**

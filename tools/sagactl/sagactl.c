@@ -31,8 +31,9 @@ static const char *prog = "sagactl";
 static const struct cmd_help {
     const char *name, *usage, *text;
 } helps[] = {
-    {"list", "list [--state S] [--definition NAME] [--since DURATION] "
-             "[--limit N] [--json]",
+    {"list",
+     "list [--state S] [--definition NAME] [--since DURATION] "
+     "[--limit N] [--json]",
      "Sagas, newest first: id, definition, state, current step, age,\n"
      "attempts, last error. S is RUNNING, COMPENSATING, COMPLETED,\n"
      "COMPENSATED or FAILED; DURATION like 90s, 15m, 2h, 7d (created since).\n"
@@ -73,9 +74,10 @@ static void usage(FILE *f)
             prog, SAGA_STORE_ENV);
     for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++)
         fprintf(f, "  %s\n", helps[i].usage);
-    fprintf(f, "'%s COMMAND --help' explains one. Exit codes: 0 ok, 1 error, "
-               "2 usage,\n3 unknown id or definition, 4 wrong state, 5 store "
-               "unreadable, 6 store locked.\n",
+    fprintf(f,
+            "'%s COMMAND --help' explains one. Exit codes: 0 ok, 1 error, "
+            "2 usage,\n3 unknown id or definition, 4 wrong state, 5 store "
+            "unreadable, 6 store locked.\n",
             prog);
 }
 
@@ -144,8 +146,8 @@ static int cmd_list(saga_store *s, const opts *o)
         const char *sn = json_string_value(json_object_get(r, "step_name"));
         int back = strcmp(json_string_value(json_object_get(r, "direction")),
                           "compensation") == 0;
-        snprintf(step, sizeof step, "%s%s",
-                 sn ? sn : "?", back ? " (undo)" : "");
+        snprintf(step, sizeof step, "%s%s", sn ? sn : "?",
+                 back ? " (undo)" : "");
         const char *err = json_string_value(json_object_get(r, "error"));
         printf("%-32s  %-12s  %-12s  %-22s  %8s  %3lld  %s\n",
                json_string_value(json_object_get(r, "id")),
@@ -223,9 +225,9 @@ static int cmd_show(saga_store *s, const opts *o)
         if (att > 0)
             snprintf(attbuf, sizeof attbuf, "%lld", (long long)att);
         const char *ee = json_string_value(json_object_get(e, "error"));
-        printf("%-24s  %8s  %-20s  %3s  %-19s  %s\n", t, i ? d : "",
-               stepbuf, attbuf,
-               json_string_value(json_object_get(e, "event")), ee ? ee : "");
+        printf("%-24s  %8s  %-20s  %3s  %-19s  %s\n", t, i ? d : "", stepbuf,
+               attbuf, json_string_value(json_object_get(e, "event")),
+               ee ? ee : "");
     }
     printf("\ndata:\n");
     json_dumpf(json_object_get(out, "data"), stdout,
@@ -238,8 +240,8 @@ static int cmd_show(saga_store *s, const opts *o)
 static int cmd_action(saga_store *s, const opts *o, saga_op_kind op)
 {
     if (o->nargs != 1)
-        return die(SV_EXIT_USAGE, "%s: one saga ID expected",
-                   saga_op_name(op), NULL);
+        return die(SV_EXIT_USAGE, "%s: one saga ID expected", saga_op_name(op),
+                   NULL);
     saga_op_request q;
     memset(&q, 0, sizeof q);
     q.op = op;
@@ -253,26 +255,24 @@ static int cmd_action(saga_store *s, const opts *o, saga_op_kind op)
         q.as = sv_parse_state(o->as);
         if (q.as != SAGA_STATE_COMPLETED && q.as != SAGA_STATE_COMPENSATED)
             return die(SV_EXIT_USAGE,
-                       "resolve: --as compensated|completed is required",
-                       NULL, NULL);
+                       "resolve: --as compensated|completed is required", NULL,
+                       NULL);
     }
     char msg[512];
     saga_op_by by = 0;
     int rc = saga_op_run(s, &q, o->wait_ms, sv_now_ms(), msg, sizeof msg, &by);
     if (rc != SAGA_OK)
-        return die(sv_exit_code(rc, msg), "%s", msg[0] ? msg
-                                                       : saga_strerror(rc),
-                   NULL);
+        return die(sv_exit_code(rc, msg), "%s",
+                   msg[0] ? msg : saga_strerror(rc), NULL);
     if (o->json) {
-        json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "id", q.saga_id,
-                              "action", saga_op_name(op), "applied_by",
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "id", q.saga_id, "action",
+                              saga_op_name(op), "applied_by",
                               by == SAGA_OP_BY_ENGINE ? "engine" : "store",
                               "actor", q.actor);
         print_json(j);
         json_decref(j);
     } else {
-        printf("%s %s: done by %s (%s)\n", saga_op_name(op), q.saga_id,
-               q.actor,
+        printf("%s %s: done by %s (%s)\n", saga_op_name(op), q.saga_id, q.actor,
                by == SAGA_OP_BY_ENGINE
                    ? "the running engine applied it"
                    : "no engine runs on this store: applied to the store; "
@@ -288,8 +288,7 @@ static int cmd_graph(saga_store *s, const opts *o)
                    NULL);
     const char *fmt = o->format ? o->format : "mermaid";
     if (strcmp(fmt, "mermaid") != 0 && strcmp(fmt, "dot") != 0)
-        return die(SV_EXIT_USAGE, "graph: --format mermaid or dot", NULL,
-                   NULL);
+        return die(SV_EXIT_USAGE, "graph: --format mermaid or dot", NULL, NULL);
     saga_shape *sh = NULL;
     int rc = saga_shape_load(&sh, s, o->args[0], 0);
     if (rc == SAGA_ENOTFOUND)
@@ -336,15 +335,16 @@ static int cmd_stats(saga_store *s, const opts *o)
         printf("%-16s", name);
         for (int st = SAGA_STATE_RUNNING; st <= SAGA_STATE_FAILED; st++)
             printf("  %12lld",
-                   (long long)json_integer_value(json_object_get(
-                       d, saga_state_name((saga_state)st))));
+                   (long long)json_integer_value(
+                       json_object_get(d, saga_state_name((saga_state)st))));
         printf("\n");
     }
     printf("%-16s", "(all)");
     for (int st = SAGA_STATE_RUNNING; st <= SAGA_STATE_FAILED; st++)
-        printf("  %12lld", (long long)json_integer_value(json_object_get(
-                               json_object_get(out, "states"),
-                               saga_state_name((saga_state)st))));
+        printf("  %12lld",
+               (long long)json_integer_value(
+                   json_object_get(json_object_get(out, "states"),
+                                   saga_state_name((saga_state)st))));
     printf("\n\n");
     json_t *old = json_object_get(out, "oldest_active");
     if (json_is_object(old)) {
@@ -389,9 +389,8 @@ static int cmd_serve(saga_store *s, const opts *o)
     h2o_config_init(&conf);
     conf.http1.upgrade_to_http2 = 0;
     conf.max_request_entity_size = 64 * 1024;
-    h2o_hostconf_t *host =
-        h2o_config_register_host(&conf, h2o_iovec_init(H2O_STRLIT("default")),
-                                 65535);
+    h2o_hostconf_t *host = h2o_config_register_host(
+        &conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     saga_console_config cc = {s, NULL, token, o->wait_ms};
     saga_console *c;
     if (saga_console_new(&c, &cc) != SAGA_OK)

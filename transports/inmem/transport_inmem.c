@@ -63,7 +63,7 @@ typedef struct inmem_topic {
     qlink node; /* bus->topics */
     char *name;
     qlink groups;
-    qlink backlog;     /* backlog_item */
+    qlink backlog;    /* backlog_item */
     int backlog_open; /* sends still go to the backlog */
 } inmem_topic;
 
@@ -109,7 +109,7 @@ typedef struct pending_send {
 
 struct inmem_ep {
     saga_transport base; /* first: the vtable */
-    qlink node;           /* bus->eps while open */
+    qlink node;          /* bus->eps while open */
     saga_inmem_bus *bus;
     uv_idle_t idle;
     qlink subs;
@@ -120,9 +120,9 @@ struct inmem_ep {
 
 struct saga_inmem_bus {
     uv_loop_t *loop;
-    qlink eps;    /* open endpoints */
-    qlink topics; /* inmem_topic */
-    int dirty;   /* groups may have pending deliveries to assign */
+    qlink eps;     /* open endpoints */
+    qlink topics;  /* inmem_topic */
+    int dirty;     /* groups may have pending deliveries to assign */
     unsigned live; /* endpoints not yet freed */
     int freeing;   /* saga_inmem_bus_free() ran while endpoints lived */
 };
@@ -338,8 +338,7 @@ static void bus_kick(saga_inmem_bus *bus)
 {
     bus->dirty = 1;
     if (!l_empty(&bus->eps))
-        uv_idle_start(&CONTAINER(bus->eps.next, inmem_ep, node)->idle,
-                      ep_pump);
+        uv_idle_start(&CONTAINER(bus->eps.next, inmem_ep, node)->idle, ep_pump);
 }
 
 /* ---- vtable slots -------------------------------------------------------- */
@@ -634,8 +633,8 @@ int saga_transport_inmem_new(saga_transport **out, saga_inmem_bus *bus)
         return SAGA_EINVAL;
     *out = NULL;
     if (bus == NULL || bus->freeing) {
-        saga_open_errmsg_set("inmem: %s", bus ? "the bus is being freed"
-                                              : "no bus");
+        saga_open_errmsg_set("inmem: %s",
+                             bus ? "the bus is being freed" : "no bus");
         return SAGA_EINVAL;
     }
     inmem_ep *ep = saga_malloc(sizeof *ep);

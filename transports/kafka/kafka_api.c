@@ -56,8 +56,7 @@ static int valid_ktopic(const char *s)
     if (n == 0 || n > KTOPIC_MAX)
         return 0;
     for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' &&
-            *s != '-')
+        if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
             return 0;
     return 1;
 }
@@ -113,8 +112,8 @@ static char *pct_decode(const char *s, size_t n)
 
 static int add_prop(kafka_t *t, char *name, char *value)
 {
-    saga_kafka_property *np =
-        saga_realloc(t->props, (t->nprops + 1) * sizeof *np);
+    saga_kafka_property *np = saga_realloc(t->props,
+                                           (t->nprops + 1) * sizeof *np);
     if (np == NULL) {
         saga_free(name);
         saga_free(value);
@@ -145,8 +144,7 @@ static int parse_url(kafka_t *t, const char *url)
         if (name == NULL || val == NULL) {
             saga_free(name);
             saga_free(val);
-            return saga__kafka_set_err(t, SAGA_EINVAL,
-                                       "url: bad host list");
+            return saga__kafka_set_err(t, SAGA_EINVAL, "url: bad host list");
         }
         int rc = add_prop(t, name, val);
         if (rc != SAGA_OK)
@@ -184,10 +182,9 @@ static int conf_set(kafka_t *t, rd_kafka_conf_t *conf, const char *name,
                     const char *value)
 {
     char es[256];
-    if (rd_kafka_conf_set(conf, name, value, es, sizeof es) !=
-        RD_KAFKA_CONF_OK)
-        return saga__kafka_set_err(t, SAGA_EINVAL, "property %s=%s: %s",
-                                   name, value, es);
+    if (rd_kafka_conf_set(conf, name, value, es, sizeof es) != RD_KAFKA_CONF_OK)
+        return saga__kafka_set_err(t, SAGA_EINVAL, "property %s=%s: %s", name,
+                                   value, es);
     return SAGA_OK;
 }
 
@@ -277,7 +274,8 @@ static int k_send(saga_transport *self, const char *topic, const char *key,
     if (len > t->o.max_message_size)
         return saga__kafka_set_err(t, SAGA_EINVAL,
                                    "send: %zu bytes exceed max_message_size "
-                                   "%u", len, (unsigned)t->o.max_message_size);
+                                   "%u",
+                                   len, (unsigned)t->o.max_message_size);
     if (map_topic(t, topic, kt, sizeof kt) != 0)
         return saga__kafka_set_err(t, SAGA_EINVAL,
                                    "send: '%s' is not a legal Kafka topic",
@@ -293,9 +291,8 @@ static int k_send(saga_transport *self, const char *topic, const char *key,
     void *vp = (void *)(len > 0 ? buf : "");
     rd_kafka_resp_err_t err = rd_kafka_producev(
         t->prod.rk, RD_KAFKA_V_TOPIC(kt), RD_KAFKA_V_KEY(kp, klen),
-        RD_KAFKA_V_VALUE(vp, len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(m),
-        RD_KAFKA_V_END);
+        RD_KAFKA_V_VALUE(vp, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_OPAQUE(m), RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         saga_free(m);
         int rc = err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? SAGA_EFULL
@@ -338,12 +335,14 @@ static int k_subscribe(saga_transport *self, const char *topic,
         return saga__kafka_set_err(t, SAGA_ECLOSED,
                                    "subscribe: transport is closed");
     if (!valid_name(topic) || !valid_name(group) || cb == NULL)
-        return saga__kafka_set_err(t, SAGA_EINVAL, "subscribe: topic, group "
-                                                   "and cb are required");
+        return saga__kafka_set_err(t, SAGA_EINVAL,
+                                   "subscribe: topic, group "
+                                   "and cb are required");
     if (map_topic(t, topic, kt, sizeof kt) != 0)
         return saga__kafka_set_err(t, SAGA_EINVAL,
                                    "subscribe: '%s' is not a legal Kafka "
-                                   "topic", topic);
+                                   "topic",
+                                   topic);
     kgroup *g = group_find(t, group);
     if (g != NULL)
         for (klink *n = g->subs.next; n != &g->subs; n = n->next) {
@@ -412,9 +411,10 @@ static int k_ack(saga_transport *self, saga_delivery *d)
     if (t == NULL || d == NULL)
         return SAGA_EINVAL;
     if (d->magic != SAGA__KAFKA_DELIVERY_MAGIC || d->t != t)
-        return saga__kafka_set_err(t, SAGA_EINVAL, "ack: not an unacked "
-                                                   "delivery of this "
-                                                   "transport");
+        return saga__kafka_set_err(t, SAGA_EINVAL,
+                                   "ack: not an unacked "
+                                   "delivery of this "
+                                   "transport");
     saga__kafka_ack(t, d);
     return SAGA_OK;
 }
@@ -487,10 +487,7 @@ void saga__kafka_client_done(kafka_t *t)
         finish(t);
 }
 
-static void on_pump_closed(uv_handle_t *h)
-{
-    saga__kafka_client_done(h->data);
-}
+static void on_pump_closed(uv_handle_t *h) { saga__kafka_client_done(h->data); }
 
 static void k_close(saga_transport *self)
 {
@@ -546,8 +543,7 @@ static int copy_options(kafka_t *t, const saga_kafka_options *o)
         const saga_kafka_property *p = &o->properties[i];
         if (p->name == NULL || p->name[0] == '\0' || p->value == NULL)
             return saga__kafka_set_err(t, SAGA_EINVAL,
-                                       "property %zu has no name or value",
-                                       i);
+                                       "property %zu has no name or value", i);
         char *nm = saga__strdup(p->name);
         char *v = saga__strdup(p->value);
         if (nm == NULL || v == NULL) {
@@ -569,7 +565,8 @@ static int copy_options(kafka_t *t, const saga_kafka_options *o)
             !valid_ktopic(m->kafka_topic))
             return saga__kafka_set_err(t, SAGA_EINVAL,
                                        "topic map entry %zu: bad name or "
-                                       "Kafka topic", i);
+                                       "Kafka topic",
+                                       i);
         t->topics[i].name = saga__strdup(m->name);
         t->topics[i].kafka_topic = saga__strdup(m->kafka_topic);
         t->ntopics++;

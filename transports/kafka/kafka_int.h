@@ -61,7 +61,7 @@ typedef struct kout {
 } kout;
 
 typedef struct ksub {
-    klink node; /* g->subs */
+    klink node;   /* g->subs */
     char *topic;  /* the saga topic */
     char *ktopic; /* the Kafka topic */
     saga_recv_cb cb;
@@ -74,7 +74,7 @@ typedef struct kpart {
     kgroup *g;
     char *ktopic;
     int32_t partition;
-    klink pending; /* saga_delivery */
+    klink pending;     /* saga_delivery */
     int64_t next;      /* offset after the last one delivered; -1: none */
     int64_t requested; /* offset in the last commit request; -1: none */
     int64_t committed; /* offset the broker confirmed; -1: none */

@@ -122,11 +122,10 @@ void saga__kafka_ack(kafka_t *t, saga_delivery *d)
         t->st.stale_acks++;
     } else if (g->c.state == KC_RUN &&
                !uv_is_active((uv_handle_t *)&g->c.timer)) {
-        uv_timer_start(&g->c.timer, on_commit_timer,
-                       t->o.commit_interval_ms, 0);
+        uv_timer_start(&g->c.timer, on_commit_timer, t->o.commit_interval_ms,
+                       0);
     }
-    if (g->paused && g->c.state == KC_RUN &&
-        g->unacked <= t->o.max_unacked / 2)
+    if (g->paused && g->c.state == KC_RUN && g->unacked <= t->o.max_unacked / 2)
         set_paused(g, 0);
     saga__kafka_part_unref(p);
 }
@@ -151,8 +150,7 @@ static int send_commit(kgroup *g, rd_kafka_topic_partition_list_t *l)
  * @return the number of partitions in the request. */
 static int group_commit(kgroup *g)
 {
-    rd_kafka_topic_partition_list_t *l =
-        rd_kafka_topic_partition_list_new(4);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
     for (klink *n = g->parts.next; n != &g->parts; n = n->next) {
         kpart *p = KCONTAINER(n, kpart, node);
         int64_t off = commit_offset(p);
@@ -195,8 +193,8 @@ static void on_commit_result(kgroup *g, rd_kafka_event_t *ev)
 {
     kafka_t *t = g->t;
     rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
-    const rd_kafka_topic_partition_list_t *l =
-        rd_kafka_event_topic_partition_list(ev);
+    const rd_kafka_topic_partition_list_t
+        *l = rd_kafka_event_topic_partition_list(ev);
     int failed = 0;
     g->commits_inflight--;
     for (int i = 0; l != NULL && i < l->cnt; i++) {
@@ -223,8 +221,8 @@ static void on_commit_result(kgroup *g, rd_kafka_event_t *ev)
                             ? SAGA_LOG_INFO
                             : SAGA_LOG_WARN,
                         "kafka: group %s: offset commit failed: %s "
-                        "(tried again)", g->name,
-                        rd_kafka_err2str(err));
+                        "(tried again)",
+                        g->name, rd_kafka_err2str(err));
         if (g->c.state == KC_RUN)
             uv_timer_start(&g->c.timer, on_commit_timer,
                            retry_ms(t->o.commit_interval_ms), 0);
@@ -320,8 +318,8 @@ static void on_rebalance(kgroup *g, rd_kafka_event_t *ev)
     kafka_t *t = g->t;
     rd_kafka_t *rk = g->c.rk;
     rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
-    rd_kafka_topic_partition_list_t *l =
-        rd_kafka_event_topic_partition_list(ev);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_event_topic_partition_list(
+        ev);
     const char *proto = rd_kafka_rebalance_protocol(rk);
     int coop = proto != NULL && strcmp(proto, "COOPERATIVE") == 0;
     rd_kafka_error_t *e = NULL;
@@ -339,9 +337,10 @@ static void on_rebalance(kgroup *g, rd_kafka_event_t *ev)
         if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
             on_revoke(g, l);
         else
-            saga__kafka_log(t, SAGA_LOG_WARN, "kafka: group %s: rebalance "
-                                              "error: %s", g->name,
-                            rd_kafka_err2str(err));
+            saga__kafka_log(t, SAGA_LOG_WARN,
+                            "kafka: group %s: rebalance "
+                            "error: %s",
+                            g->name, rd_kafka_err2str(err));
         if (coop)
             e = rd_kafka_incremental_unassign(rk, l);
         else
@@ -355,8 +354,10 @@ static void on_rebalance(kgroup *g, rd_kafka_event_t *ev)
         saga__kafka_log(t, SAGA_LOG_WARN, "kafka: group %s: assign: %s",
                         g->name, rd_kafka_err2str(aerr));
     }
-    saga__kafka_log(t, SAGA_LOG_INFO, "kafka: group %s: %s %d partition(s), "
-                                      "%u assigned", g->name,
+    saga__kafka_log(t, SAGA_LOG_INFO,
+                    "kafka: group %s: %s %d partition(s), "
+                    "%u assigned",
+                    g->name,
                     err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigned"
                                                                 : "revoked",
                     l != NULL ? l->cnt : 0, (unsigned)g->assigned);
@@ -392,9 +393,10 @@ static void on_message(kgroup *g, const rd_kafka_message_t *m)
     kpart *p = part_find(g, kt, m->partition);
     ksub *s = sub_find(g, kt);
     if (p == NULL || s == NULL) {
-        saga__kafka_log(t, SAGA_LOG_DEBUG, "kafka: group %s: skipped %s [%d] "
-                                           "@%lld: not assigned", g->name, kt,
-                        (int)m->partition, (long long)m->offset);
+        saga__kafka_log(t, SAGA_LOG_DEBUG,
+                        "kafka: group %s: skipped %s [%d] "
+                        "@%lld: not assigned",
+                        g->name, kt, (int)m->partition, (long long)m->offset);
         return;
     }
     if (m->offset < p->floor) {
@@ -409,8 +411,10 @@ static void on_message(kgroup *g, const rd_kafka_message_t *m)
         /* Not delivered and not committed past: after a restart or a
          * rebalance it comes again. */
         t->st.errors++;
-        saga__kafka_log(t, SAGA_LOG_ERROR, "kafka: out of memory for a "
-                                           "delivery of %zu bytes", m->len);
+        saga__kafka_log(t, SAGA_LOG_ERROR,
+                        "kafka: out of memory for a "
+                        "delivery of %zu bytes",
+                        m->len);
         return;
     }
     memset(d, 0, sizeof *d);
@@ -448,7 +452,7 @@ static void on_message(kgroup *g, const rd_kafka_message_t *m)
 
 static saga_log_level syslog_level(int level)
 {
-    return level <= 3 ? SAGA_LOG_ERROR
+    return level <= 3   ? SAGA_LOG_ERROR
            : level == 4 ? SAGA_LOG_WARN
            : level <= 6 ? SAGA_LOG_INFO
                         : SAGA_LOG_DEBUG;
@@ -464,10 +468,9 @@ static void on_delivery_reports(kclient *c, rd_kafka_event_t *ev)
         if (o == NULL)
             continue;
         kl_remove(&o->node);
-        int st = m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? SAGA_OK
-                 : m->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT
-                     ? SAGA_ETIMEDOUT
-                     : SAGA_ETRANSPORT;
+        int st = m->err == RD_KAFKA_RESP_ERR_NO_ERROR         ? SAGA_OK
+                 : m->err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT ? SAGA_ETIMEDOUT
+                                                              : SAGA_ETRANSPORT;
         if (st == SAGA_OK) {
             t->st.sent++;
         } else {
@@ -564,8 +567,8 @@ static void on_destroy_work(uv_work_t *w)
     if (c->q != NULL)
         rd_kafka_queue_destroy(c->q);
     if (c->g == NULL)
-        rd_kafka_purge(c->rk, RD_KAFKA_PURGE_F_QUEUE |
-                                  RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_purge(c->rk,
+                       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_destroy_flags(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 }
 
@@ -749,8 +752,7 @@ int saga__kafka_client_open(kafka_t *t, kclient *c, kgroup *g,
         rd_kafka_conf_destroy(conf);
         c->state = KC_DONE;
         t->live--;
-        return saga__kafka_set_err(t, SAGA_ETRANSPORT, "rd_kafka_new: %s",
-                                   es);
+        return saga__kafka_set_err(t, SAGA_ETRANSPORT, "rd_kafka_new: %s", es);
     }
     if (g != NULL) {
         rd_kafka_poll_set_consumer(c->rk);

@@ -134,7 +134,8 @@ static int tcp_send(saga_transport *self, const char *topic, const char *key,
     if (p == NULL)
         return set_err(t, SAGA_ENOROUTE,
                        "send: no peer for topic '%.255s' and no local "
-                       "subscriber", topic);
+                       "subscriber",
+                       topic);
     if (p->qmsgs + 1 > t->o.max_queue_msgs ||
         p->qbytes + flen > t->o.max_queue_bytes)
         return set_err(t, SAGA_EFULL,
@@ -369,9 +370,9 @@ static int check_options(const saga_tcp_options *o, const char **why)
                                    o->max_frame_size > MAX_MAX_FRAME))
         return *why = "max_frame_size out of range", SAGA_EINVAL;
     if (o->max_read_bytes != 0 &&
-        o->max_read_bytes < (o->max_frame_size ? o->max_frame_size
-                                               : DEF_MAX_FRAME) +
-                                (size_t)READ_AHEAD + 4)
+        o->max_read_bytes <
+            (o->max_frame_size ? o->max_frame_size : DEF_MAX_FRAME) +
+                (size_t)READ_AHEAD + 4)
         return *why = "max_read_bytes is less than max_frame_size + 64 KiB",
                SAGA_EINVAL;
     return SAGA_OK;
@@ -430,8 +431,7 @@ static int start_listening(tcp_t *t, const struct sockaddr_storage *addr,
     if ((rc = uv_tcp_bind(&t->listener, (const struct sockaddr *)addr, 0)) ||
         (rc = uv_listen((uv_stream_t *)&t->listener, 128,
                         saga__tcp_on_accept)) ||
-        (rc = uv_tcp_getsockname(&t->listener, (struct sockaddr *)bound,
-                                 &len)))
+        (rc = uv_tcp_getsockname(&t->listener, (struct sockaddr *)bound, &len)))
         return set_err(t, SAGA_ETRANSPORT, "cannot listen: %s",
                        uv_strerror(rc));
     t->port = bound->ss_family == AF_INET6
@@ -547,14 +547,13 @@ int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
     if (opts != NULL) {
         if (saga__check_version(opts, SAGA_TCP_OPTIONS_VERSION) != SAGA_OK) {
             saga_open_errmsg_set("tcp: options version %u not supported "
-                                 "(1..%d)", opts->version,
-                                 SAGA_TCP_OPTIONS_VERSION);
+                                 "(1..%d)",
+                                 opts->version, SAGA_TCP_OPTIONS_VERSION);
             return SAGA_EVERSION;
         }
         /* Read only what the caller's version has; newer fields stay 0
          * (their defaults). */
-        memcpy(&copy, opts, opts->version == 1 ? OPTIONS_V1_SIZE
-                                               : sizeof copy);
+        memcpy(&copy, opts, opts->version == 1 ? OPTIONS_V1_SIZE : sizeof copy);
     }
     opts = &copy;
     int rc = check_options(opts, &why);

@@ -31,12 +31,12 @@ enum {
 /** A decoded frame body; pointers point into the receive buffer. */
 typedef struct saga__tcp_frame {
     int kind;
-    uint64_t id;              /* DATA, ACK */
-    const char *name;         /* HELLO */
+    uint64_t id;      /* DATA, ACK */
+    const char *name; /* HELLO */
     size_t name_len;
-    const char *topic;        /* DATA */
+    const char *topic; /* DATA */
     size_t topic_len;
-    const char *key;          /* DATA; NULL: no key */
+    const char *key; /* DATA; NULL: no key */
     size_t key_len;
     const unsigned char *payload;
     size_t payload_len;
@@ -103,7 +103,7 @@ typedef struct wpend {
 } wpend;
 
 typedef struct tcp_conn {
-    qlink node; /* t->conns while open */
+    qlink node;  /* t->conns while open */
     qlink fnode; /* t->flushq while frames are queued (fqueued) */
     int fqueued;
     wpend *wq; /* frames queued this loop turn, written as one writev */
@@ -115,21 +115,21 @@ typedef struct tcp_conn {
     tcp_t *t;
     tcp_peer *peer; /* outbound: the peer; inbound: NULL */
     int closing;
-    int up;    /* outbound: connected, HELLO written */
-    int hello; /* inbound: HELLO received */
+    int up;        /* outbound: connected, HELLO written */
+    int hello;     /* inbound: HELLO received */
     unsigned refs; /* the handle, plus one per received message held */
     char name[SAGA_NAME_MAX + 1];
     unsigned char *rbuf;
     size_t roff, rlen, rcap;
     uint64_t last_rx;
-    uint64_t born; /* when the connection was made (loop time) */
-    size_t held; /* bytes of received messages not yet acked */
-    uint32_t nheld; /* and how many */
-    int paused;  /* reading stopped until the application acks */
-    int wpaused; /* reading stopped until the peer reads our writes */
-    int reading; /* uv_read_start is in effect */
-    int counted; /* inbound, counted in t->ninbound */
-    int over_budget; /* on_alloc refused to grow the receive buffer */
+    uint64_t born;        /* when the connection was made (loop time) */
+    size_t held;          /* bytes of received messages not yet acked */
+    uint32_t nheld;       /* and how many */
+    int paused;           /* reading stopped until the application acks */
+    int wpaused;          /* reading stopped until the peer reads our writes */
+    int reading;          /* uv_read_start is in effect */
+    int counted;          /* inbound, counted in t->ninbound */
+    int over_budget;      /* on_alloc refused to grow the receive buffer */
     uint64_t frame_start; /* loop time a partial frame began; 0: none */
 } tcp_conn;
 
@@ -188,17 +188,17 @@ struct tcp_t {
     int port;
     tcp_peer *peers;
     size_t npeers;
-    qlink conns;     /* tcp_conn, open */
-    qlink subs;      /* tcp_sub */
-    qlink backlog;   /* rx_msg */
+    qlink conns;          /* tcp_conn, open */
+    qlink subs;           /* tcp_sub */
+    qlink backlog;        /* rx_msg */
     size_t backlog_bytes; /* of the rx_msgs in backlog */
     size_t rbuf_bytes;    /* receive buffers of all connections */
     uint32_t ninbound;    /* inbound connections open */
-    qlink ready;     /* saga_delivery, to hand over */
-    qlink handed;    /* saga_delivery, waiting for ack */
-    qlink completed; /* out_msg, callback due */
-    qlink flushq;    /* tcp_conn with frames to write */
-    unsigned handles; /* open uv handles */
+    qlink ready;          /* saga_delivery, to hand over */
+    qlink handed;         /* saga_delivery, waiting for ack */
+    qlink completed;      /* out_msg, callback due */
+    qlink flushq;         /* tcp_conn with frames to write */
+    unsigned handles;     /* open uv handles */
     int closing;
     int accept_pending; /* a connection waits for memory to accept */
     saga_tcp_counters st;

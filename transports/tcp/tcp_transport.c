@@ -30,7 +30,6 @@
 #include "saga/tcp.h"
 #include "tcp_int.h"
 
-
 /* ---- small helpers -------------------------------------------------------- */
 
 void saga__tcp_log(tcp_t *t, saga_log_level lvl, const char *fmt, ...)
@@ -98,8 +97,7 @@ static void check_write_queue(tcp_conn *c)
     if (c->peer != NULL || c->closing)
         return;
     tcp_t *t = c->t;
-    size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->h) +
-               c->nctl;
+    size_t q = uv_stream_get_write_queue_size((uv_stream_t *)&c->h) + c->nctl;
     if (!c->wpaused && q > t->o.max_write_queue_bytes) {
         c->wpaused = 1;
         t->st.write_stalls++;
@@ -226,8 +224,7 @@ static void conn_flush(tcp_conn *c)
     c->nwq = 0;
     c->refs++;
     /* libuv copies the buffer array; the bytes live until on_write. */
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->h, b, (unsigned)n,
-                      on_write);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->h, b, (unsigned)n, on_write);
     if (b != small)
         saga_free(b);
     if (rc != 0) {
@@ -254,8 +251,7 @@ void saga__tcp_flush(tcp_t *t)
     }
 }
 
-static void conn_write_ctl(tcp_conn *c, int kind, const void *body,
-                           size_t blen)
+static void conn_write_ctl(tcp_conn *c, int kind, const void *body, size_t blen)
 {
     unsigned char f[SAGA__TCP_HDR + 2 + SAGA_NAME_MAX];
     saga__tcp_put_header(f, kind, blen);
@@ -305,8 +301,7 @@ void saga__tcp_on_pump(uv_idle_t *h)
         l_push_back(&t->handed, &d->node);
         d->handed = 1;
         rx_msg *m = d->m;
-        d->sub->cb(&t->base, d, m->topic, m->key, m->data, m->len,
-                   d->sub->arg);
+        d->sub->cb(&t->base, d, m->topic, m->key, m->data, m->len, d->sub->arg);
     }
     l_splice_front(&t->ready, &batch);
 
@@ -465,8 +460,7 @@ static int conn_frame(tcp_conn *c, int kind, const unsigned char *body,
                           "tcp: refused a %zu-byte frame from %s for topic "
                           "'%.*s': nobody subscribes to it here; closing",
                           f.payload_len, c->name[0] ? c->name : "peer",
-                          (int)(f.topic_len > 64 ? 64 : f.topic_len),
-                          f.topic);
+                          (int)(f.topic_len > 64 ? 64 : f.topic_len), f.topic);
             saga__tcp_conn_close(c, "frame for an unrouted topic");
             return -1;
         default:
@@ -489,7 +483,7 @@ static int conn_frame(tcp_conn *c, int kind, const unsigned char *body,
 reject:
     t->st.rejected_frames++;
     saga__tcp_log(t, SAGA_LOG_WARN, "tcp: rejected frame from %s: %s",
-         c->name[0] ? c->name : "unknown peer", why);
+                  c->name[0] ? c->name : "unknown peer", why);
     saga__tcp_conn_close(c, why);
     return -1;
 }
@@ -504,8 +498,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     if (c->rlen - c->roff >= 4) {
         size_t need = c->roff + 4 +
                       (size_t)saga__tcp_get_u32(c->rbuf + c->roff);
-        if (need > want && need - c->roff <= (size_t)c->t->o.max_frame_size +
-                                                  4)
+        if (need > want && need - c->roff <= (size_t)c->t->o.max_frame_size + 4)
             want = need;
     }
     if (want > c->rcap) {
@@ -538,24 +531,25 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         if (nread == UV_EOF && c->rlen > c->roff) {
             t->st.rejected_frames++;
-            saga__tcp_log(t, SAGA_LOG_WARN, "tcp: %s closed in the middle of a frame",
-                 c->name[0] ? c->name : "peer");
+            saga__tcp_log(t, SAGA_LOG_WARN,
+                          "tcp: %s closed in the middle of a frame",
+                          c->name[0] ? c->name : "peer");
         }
         if (nread == UV_ENOBUFS && c->over_budget) {
             t->st.over_budget++;
             saga__tcp_log(t, SAGA_LOG_WARN,
                           "tcp: %s: receive buffers would exceed "
                           "max_read_bytes (%zu); closing",
-                          c->name[0] ? c->name : "peer",
-                          t->o.max_read_bytes);
+                          c->name[0] ? c->name : "peer", t->o.max_read_bytes);
             saga__tcp_conn_close(c, "receive memory budget");
             return;
         }
         if (nread == UV_ENOBUFS) {
-            saga__tcp_log(t, SAGA_LOG_ERROR, "tcp: out of memory reading a frame");
+            saga__tcp_log(t, SAGA_LOG_ERROR,
+                          "tcp: out of memory reading a frame");
         }
         saga__tcp_conn_close(c, nread == UV_EOF ? "closed by peer"
-                                      : uv_strerror((int)nread));
+                                                : uv_strerror((int)nread));
         return;
     }
     c->rlen += (size_t)nread;
@@ -567,9 +561,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (l == 0 || l > t->o.max_frame_size) {
             t->st.rejected_frames++;
             saga__tcp_log(t, SAGA_LOG_WARN,
-                 "tcp: rejected frame from %s: length %lu (max %lu)",
-                 c->name[0] ? c->name : "unknown peer", (unsigned long)l,
-                 (unsigned long)t->o.max_frame_size);
+                          "tcp: rejected frame from %s: length %lu (max %lu)",
+                          c->name[0] ? c->name : "unknown peer",
+                          (unsigned long)l, (unsigned long)t->o.max_frame_size);
             saga__tcp_conn_close(c, "bad frame length");
             return;
         }
@@ -683,9 +677,8 @@ static void peer_schedule(tcp_peer *p)
     if (t->closing || !p->active || p->conn != NULL)
         return;
     uv_timer_start(&p->timer, saga__tcp_on_backoff, p->backoff, 0);
-    p->backoff = p->backoff >= t->o.reconnect_max_ms / 2
-                     ? t->o.reconnect_max_ms
-                     : p->backoff * 2;
+    p->backoff = p->backoff >= t->o.reconnect_max_ms / 2 ? t->o.reconnect_max_ms
+                                                         : p->backoff * 2;
 }
 
 void saga__tcp_conn_close(tcp_conn *c, const char *why)
@@ -718,13 +711,15 @@ void saga__tcp_conn_close(tcp_conn *c, const char *why)
     if (p != NULL && p->conn == c) {
         p->conn = NULL;
         if (!t->closing) {
-            saga__tcp_log(t, SAGA_LOG_INFO, "tcp: link to %s lost (%s), retry in %u ms",
-                 p->service, why, (unsigned)p->backoff);
+            saga__tcp_log(t, SAGA_LOG_INFO,
+                          "tcp: link to %s lost (%s), retry in %u ms",
+                          p->service, why, (unsigned)p->backoff);
             peer_schedule(p);
         }
     } else if (p == NULL && !t->closing) {
-        saga__tcp_log(t, SAGA_LOG_DEBUG, "tcp: inbound link from %s closed (%s)",
-             c->name[0] ? c->name : "unknown peer", why);
+        saga__tcp_log(t, SAGA_LOG_DEBUG,
+                      "tcp: inbound link from %s closed (%s)",
+                      c->name[0] ? c->name : "unknown peer", why);
     }
     uv_close((uv_handle_t *)&c->h, on_conn_closed);
 }
@@ -753,8 +748,7 @@ static void on_connect(uv_connect_t *req, int status)
     memcpy(hello + 2, p->t->service, nl);
     conn_write_ctl(c, SAGA__TCP_HELLO, hello, 2 + nl);
     /* Everything not yet acked goes again, in order. */
-    for (qlink *n = p->queue.next; !c->closing && n != &p->queue;
-         n = n->next)
+    for (qlink *n = p->queue.next; !c->closing && n != &p->queue; n = n->next)
         saga__tcp_write_data(c, CONTAINER(n, out_msg, node));
 }
 
@@ -798,7 +792,8 @@ static int try_accept(tcp_t *t)
         t->st.refused_conns++;
         saga__tcp_log(t, SAGA_LOG_WARN,
                       "tcp: %u inbound connections open (max_conns); "
-                      "refusing one more", (unsigned)t->ninbound);
+                      "refusing one more",
+                      (unsigned)t->ninbound);
         saga__tcp_conn_close(c, "too many connections");
         return 0;
     }
@@ -857,8 +852,7 @@ void saga__tcp_on_heartbeat(uv_timer_t *h)
                         now - c->born > t->o.dead_peer_ms;
         if (anonymous || now - c->last_rx > t->o.dead_peer_ms) {
             t->st.dead_peers++;
-            saga__tcp_log(t, SAGA_LOG_WARN,
-                          "tcp: %s silent for %u ms, closing",
+            saga__tcp_log(t, SAGA_LOG_WARN, "tcp: %s silent for %u ms, closing",
                           c->name[0] ? c->name : "peer",
                           (unsigned)t->o.dead_peer_ms);
             saga__tcp_conn_close(c, "dead peer");

@@ -130,8 +130,7 @@ int saga__tcp_frame_decode(int kind, const unsigned char *body, size_t len,
         f->topic_len = get_u16(body + off);
         off += 2;
         if (f->topic_len == 0 || f->topic_len > SAGA_NAME_MAX ||
-            len - off < f->topic_len + 2 ||
-            has_nul(body + off, f->topic_len)) {
+            len - off < f->topic_len + 2 || has_nul(body + off, f->topic_len)) {
             *why = "DATA: bad topic";
             return SAGA_ECORRUPT;
         }
