@@ -88,14 +88,14 @@ typedef struct saga_kafka_options {
     uint32_t max_unacked;
     /** Log sink; default: none. */
     /** Log sink (saga.h; saga_id NULL, step -1); librdkafka's own log
-     * lines arrive here too, on the loop thread. Since: 0.1 (saga_log_fn
-     * since 0.2). */
+     * lines arrive here too, on the loop thread. Since: 0.2. */
     saga_log_fn log;
     void *log_arg;
 } saga_kafka_options;
 
 /** Zero @p opts and set its version. @return SAGA_OK, SAGA_EINVAL or
- * SAGA_EVERSION. Since: 0.1. */
+ * SAGA_EVERSION.
+ * Ownership: @p opts is the caller's. Since: 0.2. */
 SAGA_EXTERN int saga_kafka_options_init(saga_kafka_options *opts,
                                         unsigned int version);
 
@@ -109,7 +109,8 @@ SAGA_EXTERN int saga_kafka_options_init(saga_kafka_options *opts,
  * goes to opts->log), SAGA_EVERSION, SAGA_ETRANSPORT (librdkafka refused
  * to make a client) or SAGA_ENOMEM.
  * Ownership: the caller owns *out and closes it with its close slot (or
- * saga_transport_free()); the loop must run until it is gone. Since: 0.1.
+ * saga_transport_free()); the loop must run until it is gone. @p opts and
+ * its strings stay the caller's. Since: 0.2.
  */
 SAGA_EXTERN int saga_transport_kafka_new(saga_transport **out,
                                          struct uv_loop_s *loop,
@@ -137,8 +138,8 @@ typedef struct saga_kafka_counters {
 } saga_kafka_counters;
 
 /** Copy the counters into @p out (up to out->version). @return SAGA_OK,
- * SAGA_EINVAL (not a Kafka transport, or NULL) or SAGA_EVERSION. Since:
- * 0.1. */
+ * SAGA_EINVAL (not a Kafka transport, or NULL) or SAGA_EVERSION.
+ * Ownership: @p out is the caller's. Since: 0.2. */
 SAGA_EXTERN int saga_transport_kafka_stats(saga_transport *t,
                                            saga_kafka_counters *out);
 
