@@ -63,15 +63,20 @@ typedef struct saga_shape_step_info {
  */
 SAGA_EXTERN int saga_shape_load(saga_shape **out, saga_store *store,
                                 const char *name, uint32_t version);
-/** Free a shape; NULL is a no-op. Since: 0.2. */
+/** Free a shape; NULL is a no-op. Since: 0.2.
+ * Ownership: @p shape and its strings are freed. */
 SAGA_EXTERN void saga_shape_free(saga_shape *shape);
-/** The shape's definition name (borrowed). Since: 0.2. */
+/** The shape's definition name (borrowed). Since: 0.2.
+ * Ownership: valid until saga_shape_free(). */
 SAGA_EXTERN const char *saga_shape_name(const saga_shape *shape);
-/** The shape's definition version. Since: 0.2. */
+/** The shape's definition version. Since: 0.2.
+ * Ownership: none. */
 SAGA_EXTERN uint32_t saga_shape_version(const saga_shape *shape);
-/** The saga-level deadline in ms, 0 for none. Since: 0.2. */
+/** The saga-level deadline in ms, 0 for none. Since: 0.2.
+ * Ownership: none. */
 SAGA_EXTERN uint64_t saga_shape_deadline(const saga_shape *shape);
-/** The number of steps. Since: 0.2. */
+/** The number of steps. Since: 0.2.
+ * Ownership: none. */
 SAGA_EXTERN size_t saga_shape_step_count(const saga_shape *shape);
 /**
  * Step @p i of the shape.
@@ -88,6 +93,8 @@ typedef int (*saga_shape_list_cb)(const char *name, uint32_t version,
  * Visit every definition (name, version) recorded in @p store, in the order
  * they were first recorded.
  * @return SAGA_OK, SAGA_EINVAL, SAGA_ECORRUPT, SAGA_ESTORE. Since: 0.2.
+ * Ownership: the name given to @p cb is borrowed for the call only; @p arg is
+ *   passed to @p cb untouched.
  */
 SAGA_EXTERN int saga_shape_list(saga_store *store, saga_shape_list_cb cb,
                                 void *arg);
@@ -101,6 +108,7 @@ SAGA_EXTERN int saga_shape_list(saga_store *store, saga_shape_list_cb cb,
  * @param reason free text, may be NULL; @param actor who, may be NULL.
  * @return SAGA_OK, SAGA_EINVAL, SAGA_ENOTFOUND, SAGA_EBUSY (not FAILED),
  *   SAGA_ESTORE. Since: 0.2.
+ * Ownership: the strings stay the caller's (copied into the journal).
  */
 SAGA_EXTERN int saga_retry_op(saga_engine *e, const char *saga_id,
                               const char *reason, const char *actor);
@@ -112,6 +120,7 @@ SAGA_EXTERN int saga_retry_op(saga_engine *e, const char *saga_id,
  * @return SAGA_OK, SAGA_EINVAL, SAGA_ENOTFOUND, SAGA_EBUSY (COMPLETED,
  *   COMPENSATED, COMPENSATING, or RUNNING past the pivot), SAGA_ESTORE.
  * Since: 0.2.
+ * Ownership: the strings stay the caller's (copied into the journal).
  */
 SAGA_EXTERN int saga_compensate(saga_engine *e, const char *saga_id,
                                 const char *reason, const char *actor);
@@ -122,18 +131,21 @@ SAGA_EXTERN int saga_compensate(saga_engine *e, const char *saga_id,
  * Nothing runs.
  * @return SAGA_OK, SAGA_EINVAL (bad @p as), SAGA_ENOTFOUND, SAGA_EBUSY (not
  *   FAILED), SAGA_ESTORE. Since: 0.2.
+ * Ownership: the strings stay the caller's (copied into the journal).
  */
 SAGA_EXTERN int saga_resolve(saga_engine *e, const char *saga_id, saga_state as,
                              const char *reason, const char *actor);
 
 /** The engine's store (borrowed; the engine owns it). @return the store,
- * or NULL for a NULL engine. Since: 0.2. */
+ * or NULL for a NULL engine. Since: 0.2.
+ * Ownership: the engine's; do not free or close it. */
 SAGA_EXTERN saga_store *saga_engine_store(saga_engine *e);
 
 /**
  * How often a started engine looks at the store's control queue.
  * @param interval_ms 0 stops polling; the default is 500.
  * @return SAGA_OK or SAGA_EINVAL. Since: 0.2.
+ * Ownership: none.
  */
 SAGA_EXTERN int saga_engine_set_control_poll(saga_engine *e,
                                              uint32_t interval_ms);
@@ -178,12 +190,15 @@ typedef enum saga_op_by {
  *   SAGA_ECORRUPT (its definition's shape is not recorded and the action
  *   needs it); SAGA_ESTORE (the store failed or is locked); SAGA_ENOMEM.
  * Since: 0.2.
+ * Ownership: @p req and its strings stay the caller's; @p msg and @p by_out are
+ *   caller memory.
  */
 SAGA_EXTERN int saga_op_run(saga_store *store, const saga_op_request *req,
                             uint32_t wait_ms, int64_t now_ms, char *msg,
                             size_t msg_size, saga_op_by *by_out);
 
-/** "retry", "compensate", "resolve" or "unknown". Since: 0.2. */
+/** "retry", "compensate", "resolve" or "unknown". Since: 0.2.
+ * Ownership: a static string, the library's. */
 SAGA_EXTERN const char *saga_op_name(saga_op_kind op);
 
 SAGA_END_DECL

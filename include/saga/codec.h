@@ -130,7 +130,8 @@ SAGA_EXTERN int saga_envelope_decode(saga_envelope *out, const void *buf,
                                      size_t len, size_t max_payload,
                                      const char **why);
 
-/** "command", "reply", "event", or "unknown". Since: 0.1. */
+/** "command", "reply", "event", or "unknown". Since: 0.1.
+ * Ownership: a static string, the library's. */
 SAGA_EXTERN const char *saga_msg_kind_name(saga_msg_kind kind);
 
 #define SAGA_CODEC_COUNTERS_VERSION 1
@@ -162,7 +163,8 @@ typedef struct saga_codec_counters {
  */
 SAGA_EXTERN int saga_codec_stats(saga_codec_counters *out);
 
-/** Reset every decode counter to zero (tests, metrics scrapes). Since: 0.1. */
+/** Reset every decode counter to zero (tests, metrics scrapes). Since: 0.1.
+ * Ownership: none. */
 SAGA_EXTERN void saga_codec_stats_reset(void);
 
 SAGA_END_DECL

@@ -102,10 +102,12 @@ SAGA_EXTERN int saga_step_options_init(saga_step_options *opts,
  * @param version the definition's version, at least 1.
  * @return SAGA_OK, SAGA_EINVAL (bad name or version) or SAGA_ENOMEM.
  * Since: 0.1.
+ * Ownership: see @p out; @p name stays the caller's (copied).
  */
 SAGA_EXTERN int saga_def_new(saga_def **out, const char *name,
                              uint32_t version);
-/** Free a definition; NULL is a no-op. */
+/** Free a definition not registered with an engine; NULL is a no-op. Ownership:
+ * @p d is freed. Since: 0.1. */
 SAGA_EXTERN void saga_def_free(saga_def *d);
 
 /**
@@ -122,6 +124,8 @@ SAGA_EXTERN void saga_def_free(saga_def *d);
  *   the pivot, a retriable step before it, a bad policy); SAGA_EVERSION
  *   (opts->version 0 or newer than this library); SAGA_EBUSY (@p d is
  *   registered with an engine: it no longer changes); SAGA_ENOMEM.
+ * Ownership: @p name, @p opts and its strings stay the caller's (copied);
+ *   @p arg is passed to the functions untouched. Since: 0.1.
  */
 SAGA_EXTERN int saga_def_add_step(saga_def *d, const char *name,
                                   saga_action_fn action,
@@ -133,6 +137,7 @@ SAGA_EXTERN int saga_def_add_step(saga_def *d, const char *name,
  * saga still before its pivot when it passes is compensated.
  * @param deadline_ms 0 for none (the default).
  * @return SAGA_OK, SAGA_EINVAL, or SAGA_EBUSY (registered with an engine).
+ * Ownership: none. Since: 0.1.
  */
 SAGA_EXTERN int saga_def_set_deadline(saga_def *d, uint64_t deadline_ms);
 
@@ -141,25 +146,36 @@ SAGA_EXTERN int saga_def_set_deadline(saga_def *d, uint64_t deadline_ms);
  * pivot or no compensatable step before it, ...). saga_engine_register()
  * calls this too.
  * @return SAGA_OK or SAGA_EINVAL with saga_def_errmsg() set.
+ * Ownership: none. Since: 0.1.
  */
 SAGA_EXTERN int saga_def_validate(saga_def *d);
 
 /** Why the last call on @p d failed; "" if it did not. Borrowed, valid
- * until the next call on @p d. */
+ * until the next call on @p d.
+ * Ownership: the string is @p d's. Since: 0.1. */
 SAGA_EXTERN const char *saga_def_errmsg(const saga_def *d);
 
 /* Read-only accessors (for tools such as sagactl graph). */
+/** The definition's name. Ownership: borrowed from @p d, valid while it lives.
+ * Since: 0.1. */
 SAGA_EXTERN const char *saga_def_name(const saga_def *d);
+/** The definition's version. Ownership: none. Since: 0.1. */
 SAGA_EXTERN uint32_t saga_def_version(const saga_def *d);
+/** The saga-level deadline in ms (0: none). Ownership: none. Since: 0.1. */
 SAGA_EXTERN uint64_t saga_def_deadline(const saga_def *d);
+/** The number of steps. Ownership: none. Since: 0.1. */
 SAGA_EXTERN size_t saga_def_step_count(const saga_def *d);
-/** The name of step @p i, or NULL if out of range. */
+/** The name of step @p i, or NULL if out of range.
+ * Ownership: borrowed from @p d, valid while it lives. Since: 0.1. */
 SAGA_EXTERN const char *saga_def_step_name(const saga_def *d, size_t i);
 /** The effective options (defaults filled in) of step @p i.
- * @return SAGA_OK or SAGA_ENOTFOUND. */
+ * @return SAGA_OK or SAGA_ENOTFOUND.
+ * Ownership: @p out is the caller's; its strings are borrowed from @p d, valid
+ *   while it lives. Since: 0.1. */
 SAGA_EXTERN int saga_def_step_options(const saga_def *d, size_t i,
                                       saga_step_options *out);
-/** 1 if step @p i has a compensation (local or remote), else 0. */
+/** 1 if step @p i has a compensation (local or remote), else 0.
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int saga_def_step_has_compensation(const saga_def *d, size_t i);
 
 SAGA_END_DECL

@@ -129,6 +129,7 @@ SAGA_EXTERN int saga_engine_new(saga_engine **out, saga_store *store,
  *   one engine), SAGA_ECLOSED.
  * Ownership: on SAGA_OK the engine owns @p def, which is frozen from then
  *   on (saga_def_add_step() and saga_def_set_deadline() return SAGA_EBUSY).
+ * Since: 0.1.
  */
 SAGA_EXTERN int saga_engine_register(saga_engine *e, saga_def *def);
 
@@ -136,23 +137,28 @@ SAGA_EXTERN int saga_engine_register(saga_engine *e, saga_def *def);
  * Recover and start: resume every non-terminal saga in the store, re-arm its
  * timers, start housekeeping and the transport subscriptions.
  * @return SAGA_OK, SAGA_EBUSY (started already), SAGA_ESTORE.
+ * Ownership: none (no pointers taken). Since: 0.1.
  */
 SAGA_EXTERN int saga_engine_start(saga_engine *e);
 
-/** The engine's loop (its own, or the one in the options). */
+/** The engine's loop (its own, or the one in the options).
+ * Ownership: the loop is the engine's (or the caller's, when given in the
+ *   options); do not close it. Since: 0.1. */
 SAGA_EXTERN struct uv_loop_s *saga_engine_loop(saga_engine *e);
 
 /** Run the engine's loop: uv_run() with @p mode. Housekeeping does not
  * keep the loop alive, so SAGA_RUN_DEFAULT returns once no saga has a
  * pending step or timer; each call first runs the housekeeping pass if it is
  * due by the engine's clock (so polling with SAGA_RUN_NOWAIT purges too).
- * @return uv_run()'s result, or SAGA_EINVAL. */
+ * @return uv_run()'s result, or SAGA_EINVAL.
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int saga_engine_run(saga_engine *e, saga_run_mode mode);
 
 /** Commit the staged transitions now, and release what depends on them.
  * @return SAGA_OK; SAGA_ESTORE (they stay staged and are retried);
  *   SAGA_EBUSY (called from an action or callback released by a commit:
- *   that commit writes what was staged once the callback returns). */
+ *   that commit writes what was staged once the callback returns).
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int saga_engine_flush(saga_engine *e);
 
 /**
@@ -160,11 +166,13 @@ SAGA_EXTERN int saga_engine_flush(saga_engine *e);
  * default clock never needs this; a test with an injected clock calls it
  * after moving the clock forward, so timeouts, retries and deadlines are
  * driven without sleeping. @return SAGA_OK.
+ * Ownership: none. Since: 0.1.
  */
 SAGA_EXTERN int saga_engine_advance(saga_engine *e);
 
 /** Run the housekeeping pass (retention purge) now. @return SAGA_OK or
- * SAGA_ESTORE. */
+ * SAGA_ESTORE.
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int saga_engine_housekeep(saga_engine *e);
 
 /**
@@ -174,6 +182,8 @@ SAGA_EXTERN int saga_engine_housekeep(saga_engine *e);
  * next saga_engine_run() (it then returns 0, the engine gone) or
  * saga_engine_free(). A closing engine invokes no more actions; the verbs
  * return SAGA_ECLOSED. Safe from an action or callback.
+ * Ownership: @p e is freed when @p cb runs (do not use it after this call);
+ *   @p arg stays the caller's. Since: 0.1.
  */
 SAGA_EXTERN void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg);
 /** Close and free an engine, running its loop until it is gone; for an
@@ -181,15 +191,19 @@ SAGA_EXTERN void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg);
  * finishes a saga_engine_close() in progress. From an action or callback of
  * the engine it is deferred: the engine closes at once and is freed when
  * control is back in the loop (own loop: when saga_engine_run() returns).
- * NULL is a no-op. */
+ * NULL is a no-op.
+ * Ownership: @p e, its store and its transport are freed. Since: 0.1. */
 SAGA_EXTERN void saga_engine_free(saga_engine *e);
 
 /** Detail of the last failure on @p e; "" if none. Borrowed until the next
- * call on @p e. */
+ * call on @p e.
+ * Ownership: the string is the engine's. Since: 0.1. */
 SAGA_EXTERN const char *saga_engine_errmsg(saga_engine *e);
-/** The seed of the default random source (print it to replay a run). */
+/** The seed of the default random source (print it to replay a run).
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN uint64_t saga_engine_seed(saga_engine *e);
-/** The engine's clock, in ms since the epoch; 0 for a NULL engine. */
+/** The engine's clock, in ms since the epoch; 0 for a NULL engine.
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
 
 /* ------------------------------------------------------------------------ */
@@ -208,6 +222,8 @@ SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
  *   max_data_size); SAGA_ENOTFOUND (no such definition); SAGA_ECLOSED;
  *   SAGA_ESTORE (the key lookup failed); SAGA_ENOMEM. On an error @p cb is
  *   not called.
+ * Ownership: @p def_name, @p idem_key and @p data stay the caller's (the engine
+ *   copies them); @p id_out is caller memory. Since: 0.1.
  */
 SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
                            const char *idem_key, const void *data, size_t len,
@@ -227,6 +243,8 @@ SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
  *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, @p out NULL with a
  *   non-zero @p out_len, output not a map or too large); SAGA_ECLOSED
  *   (after saga_engine_close(): nothing is recorded).
+ * Ownership: @p ref, @p out and @p error stay the caller's (the engine copies
+ *   what it keeps). Since: 0.1.
  */
 SAGA_EXTERN int saga_step_complete(saga_engine *e,
                                    const struct saga_step_ref *ref,
@@ -238,6 +256,7 @@ SAGA_EXTERN int saga_step_complete(saga_engine *e,
  * counts as one that may have run, and is compensated too.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not RUNNING, or past the
  *   pivot), SAGA_ECLOSED.
+ * Ownership: @p saga_id and @p reason stay the caller's (copied). Since: 0.1.
  */
 SAGA_EXTERN int saga_cancel(saga_engine *e, const char *saga_id,
                             const char *reason);
@@ -245,6 +264,7 @@ SAGA_EXTERN int saga_cancel(saga_engine *e, const char *saga_id,
 /**
  * Resume a FAILED saga where it failed, with a fresh retry budget.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not FAILED), SAGA_ECLOSED.
+ * Ownership: @p saga_id stays the caller's. Since: 0.1.
  */
 SAGA_EXTERN int saga_retry(saga_engine *e, const char *saga_id);
 
@@ -252,6 +272,8 @@ SAGA_EXTERN int saga_retry(saga_engine *e, const char *saga_id);
  * Call @p cb once when saga @p saga_id ends (or on a later loop turn if it
  * has ended already).
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ENOMEM.
+ * Ownership: @p saga_id stays the caller's; @p arg is passed to @p cb
+ *   untouched. Since: 0.1.
  */
 SAGA_EXTERN int saga_on_done(saga_engine *e, const char *saga_id,
                              saga_done_cb cb, void *arg);
@@ -265,37 +287,66 @@ typedef struct saga_info saga_info;
  * A snapshot of one saga and its journal.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ESTORE, SAGA_ENOMEM.
  * Ownership: free *out with saga_info_free().
+ * Since: 0.1.
  */
 SAGA_EXTERN int saga_get(saga_engine *e, const char *saga_id, saga_info **out);
+/** Free a snapshot from saga_get(); NULL is a no-op. Ownership: @p info is
+ * freed, with every string and entry borrowed from it. Since: 0.1. */
 SAGA_EXTERN void saga_info_free(saga_info *info);
+/** The saga's id. Ownership: borrowed from @p info, valid until
+ * saga_info_free(). Since: 0.1. */
 SAGA_EXTERN const char *saga_info_id(const saga_info *info);
+/** The name of the saga's definition. Ownership: borrowed from @p info, valid
+ * until saga_info_free(). Since: 0.1. */
 SAGA_EXTERN const char *saga_info_def_name(const saga_info *info);
+/** The version of the saga's definition. Ownership: none. Since: 0.1. */
 SAGA_EXTERN uint32_t saga_info_def_version(const saga_info *info);
+/** The saga's state. Ownership: none. Since: 0.1. */
 SAGA_EXTERN saga_state saga_info_state(const saga_info *info);
-/** The current step index (-1 when none), and its name (NULL when none). */
+/** The current step index (-1 when none), and its name (NULL when none).
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int saga_info_step(const saga_info *info);
+/** The current step's name, or NULL when none. Ownership: borrowed from
+ * @p info, valid until saga_info_free(). Since: 0.1. */
 SAGA_EXTERN const char *saga_info_step_name(const saga_info *info);
+/** The current step's attempt (1 for the first). Ownership: none.
+ * Since: 0.1. */
 SAGA_EXTERN uint32_t saga_info_attempt(const saga_info *info);
+/** The saga's SAGA_REC_* flags (store.h). Ownership: none. Since: 0.1. */
 SAGA_EXTERN uint32_t saga_info_flags(const saga_info *info);
+/** When the saga started, in ms since the epoch by the engine's clock.
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int64_t saga_info_created_ms(const saga_info *info);
+/** When the saga last changed, in ms since the epoch by the engine's clock.
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int64_t saga_info_updated_ms(const saga_info *info);
-/** The idempotency key, or NULL. */
+/** The idempotency key, or NULL.
+ * Ownership: borrowed from @p info, valid until saga_info_free().
+ *   Since: 0.1. */
 SAGA_EXTERN const char *saga_info_idem_key(const saga_info *info);
-/** The last error, or NULL. */
+/** The last error, or NULL.
+ * Ownership: borrowed from @p info, valid until saga_info_free().
+ *   Since: 0.1. */
 SAGA_EXTERN const char *saga_info_error(const saga_info *info);
-/** The saga data (a msgpack map), borrowed from @p info. */
+/** The saga data (a msgpack map), borrowed from @p info.
+ * Ownership: valid until saga_info_free(); @p len is caller memory.
+ *   Since: 0.1. */
 SAGA_EXTERN const void *saga_info_data(const saga_info *info, size_t *len);
+/** The number of journal entries. Ownership: none. Since: 0.1. */
 SAGA_EXTERN size_t saga_info_journal_count(const saga_info *info);
 /** Journal entry @p i (0-based), borrowed from @p info; NULL if out of
- * range. */
+ * range.
+ * Ownership: valid until saga_info_free(). Since: 0.1. */
 SAGA_EXTERN const struct saga_journal_entry *
 saga_info_journal(const saga_info *info, size_t i);
 
-/** Visit sagas whose state is in @p state_mask (SAGA_STATE_BIT()s), oldest
- * first; @p cb returns non-zero to stop. Runs synchronously.
- * @return SAGA_OK, SAGA_EINVAL, SAGA_ESTORE. */
+/** What saga_list() calls for each saga; non-zero stops the listing. */
 typedef int (*saga_list_cb)(const char *saga_id, saga_state state,
                             const char *def_name, void *arg);
+/** Visit sagas whose state is in @p state_mask (SAGA_STATE_BIT()s), oldest
+ * first; @p cb returns non-zero to stop. Runs synchronously. @return SAGA_OK,
+ * SAGA_EINVAL, SAGA_ESTORE. Ownership: the strings given to @p cb are borrowed
+ * for the call only; @p arg is passed to @p cb untouched. Since: 0.1. */
 SAGA_EXTERN int saga_list(saga_engine *e, unsigned int state_mask,
                           saga_list_cb cb, void *arg);
 

@@ -75,6 +75,8 @@ typedef int (*saga_metric_cb)(const saga_metric *m, void *arg);
  * commit latency, batch size and failures; stale completions, replies and
  * codec rejections.
  * @return SAGA_OK, SAGA_EINVAL, SAGA_ENOMEM. Since: 0.2.
+ * Ownership: what @p cb receives is borrowed for the call only; @p arg is
+ *   passed to @p cb untouched.
  */
 SAGA_EXTERN int saga_engine_metrics(saga_engine *e, saga_metric_cb cb,
                                     void *arg);
@@ -84,6 +86,8 @@ SAGA_EXTERN int saga_engine_metrics(saga_engine *e, saga_metric_cb cb,
  * compensations, hanging actions refused, events, rejected messages,
  * commits), labelled with its service name.
  * @return SAGA_OK, SAGA_EINVAL. Since: 0.2.
+ * Ownership: what @p cb receives is borrowed for the call only; @p arg is
+ *   passed to @p cb untouched.
  */
 SAGA_EXTERN int saga_participant_metrics(struct saga_participant *p,
                                          saga_metric_cb cb, void *arg);

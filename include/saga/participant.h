@@ -67,6 +67,7 @@ typedef struct saga_reply saga_reply;
  * @param out a msgpack map merged into the saga data on OK; may be NULL.
  * @param error a reason for FAIL/RETRY; may be NULL.
  * @return SAGA_OK, SAGA_EINVAL (bad outcome, out not a map), SAGA_ENOMEM.
+ * Ownership: @p out and @p error stay the caller's (copied). Since: 0.1.
  */
 SAGA_EXTERN int saga_reply_set(saga_reply *r, saga_outcome outcome,
                                const void *out, size_t out_len,
@@ -107,6 +108,7 @@ SAGA_EXTERN int saga_reply_defer(saga_reply *reply, saga_deferred **out);
  * @return a copy owned by @p d, valid until @p d is answered or abandoned;
  *   NULL if @p d is NULL.
  * Since: 0.2.
+ * Ownership: the copy is @p d's (see above).
  */
 SAGA_EXTERN const saga_command *saga_deferred_command(const saga_deferred *d);
 
@@ -205,6 +207,7 @@ typedef struct saga_participant_options {
  * @return SAGA_OK, SAGA_EINVAL (NULL @p opts), SAGA_EVERSION (0 or newer
  *   than this library).
  * Since: 0.2.
+ * Ownership: @p opts is the caller's.
  */
 SAGA_EXTERN int saga_participant_options_init(saga_participant_options *opts,
                                               unsigned int version);
@@ -225,6 +228,8 @@ SAGA_EXTERN int saga_participant_new(saga_participant **out,
  * Handle the command @p name (both its action and, with compensating set,
  * its compensation). Register before saga_participant_start().
  * @return SAGA_OK, SAGA_EINVAL, SAGA_EDUP, SAGA_EBUSY (started), ENOMEM.
+ * Ownership: @p name stays the caller's (copied); @p arg is passed to @p fn
+ *   untouched. Since: 0.1.
  */
 SAGA_EXTERN int saga_participant_on_command(saga_participant *p,
                                             const char *name,
@@ -234,6 +239,8 @@ SAGA_EXTERN int saga_participant_on_command(saga_participant *p,
  * Subscribe @p fn to events named @p name (NULL: every event) on @p topic,
  * as consumer group @p group (NULL: the service name).
  * @return as saga_participant_on_command().
+ * Ownership: @p topic, @p group and @p name stay the caller's (copied); @p arg
+ *   is passed to @p fn untouched. Since: 0.1.
  */
 SAGA_EXTERN int saga_participant_on_event(saga_participant *p,
                                           const char *topic, const char *group,
@@ -241,7 +248,8 @@ SAGA_EXTERN int saga_participant_on_event(saga_participant *p,
                                           void *arg);
 
 /** Subscribe and re-publish what the outbox still holds.
- * @return SAGA_OK, SAGA_EBUSY, SAGA_ESTORE, SAGA_ETRANSPORT. */
+ * @return SAGA_OK, SAGA_EBUSY, SAGA_ESTORE, SAGA_ETRANSPORT.
+ * Ownership: none. Since: 0.1. */
 SAGA_EXTERN int saga_participant_start(saga_participant *p);
 
 /**
@@ -249,16 +257,21 @@ SAGA_EXTERN int saga_participant_start(saga_participant *p);
  * Inside a handler it joins the handler's transaction; outside it is
  * committed with the next batch. Published only after that commit.
  * @return SAGA_OK, SAGA_EINVAL, SAGA_ENOMEM, SAGA_ECLOSED.
+ * Ownership: every argument stays the caller's (the event is copied into the
+ *   outbox). Since: 0.1.
  */
 SAGA_EXTERN int saga_participant_publish(saga_participant *p, const char *topic,
                                          const char *key, const char *name,
                                          const void *payload, size_t len);
 
 /** The store's native handle (sqlite3 *), for the service's own tables in
- * the handler's transaction; NULL if the store has none. */
+ * the handler's transaction; NULL if the store has none.
+ * Ownership: the store's, valid while the participant lives; do not close it.
+ *   Since: 0.1. */
 SAGA_EXTERN void *saga_participant_store_handle(saga_participant *p);
 
-/** The participant's store (borrowed). */
+/** The participant's store (borrowed).
+ * Ownership: the participant's; do not free it. Since: 0.1. */
 SAGA_EXTERN saga_store *saga_participant_store(saga_participant *p);
 
 #define SAGA_PARTICIPANT_COUNTERS_VERSION 1
@@ -295,7 +308,9 @@ typedef struct saga_participant_counters {
 SAGA_EXTERN int saga_participant_stats(saga_participant *p,
                                        saga_participant_counters *out);
 
-/** Detail of the last failure; "" if none. */
+/** Detail of the last failure; "" if none.
+ * Ownership: the string is the participant's, valid until the next call on
+ *   @p p. Since: 0.1. */
 SAGA_EXTERN const char *saga_participant_errmsg(saga_participant *p);
 
 /**
@@ -308,6 +323,7 @@ SAGA_EXTERN const char *saga_participant_errmsg(saga_participant *p);
  *   purge failed; nothing of it remains; saga_participant_errmsg() says
  *   why).
  * Since: 0.2.
+ * Ownership: none.
  */
 SAGA_EXTERN int saga_participant_housekeep(saga_participant *p);
 

@@ -59,9 +59,11 @@ SAGA_BEGIN_DECL
 /**
  * The version of the library linked at run time, as SAGA_VERSION_NUMBER.
  * @return the run-time version number. Since: 0.1.
+ * Ownership: none.
  */
 SAGA_EXTERN int saga_version(void);
-/** The run-time version as a string ("0.1.0"). Since: 0.1. */
+/** The run-time version as a string ("0.1.0"). Since: 0.1.
+ * Ownership: a static string, the library's. */
 SAGA_EXTERN const char *saga_version_string(void);
 
 /* ------------------------------------------------------------------------ */
@@ -92,9 +94,11 @@ typedef enum saga_errno {
         SAGA__ERR_MIN = -15
 } saga_errno;
 
-/** A static English description of @p err ("unknown error" if unknown). */
+/** A static English description of @p err ("unknown error" if unknown).
+ * Ownership: a static string, the library's. Since: 0.1. */
 SAGA_EXTERN const char *saga_strerror(int err);
-/** The code's name ("SAGA_ENOTFOUND"), or "SAGA_UNKNOWN". */
+/** The code's name ("SAGA_ENOTFOUND"), or "SAGA_UNKNOWN".
+ * Ownership: a static string, the library's. Since: 0.1. */
 SAGA_EXTERN const char *saga_err_name(int err);
 
 /**
@@ -134,13 +138,20 @@ typedef void (*saga_free_fn)(void *ptr);
  * Replace the allocator used for every allocation libsaga makes, and for
  * memory that crosses a plug-in vtable. Call it before any other function.
  * @return SAGA_OK, or SAGA_EINVAL if a function is NULL. Since: 0.1.
+ * Ownership: none (the functions are called, not kept as memory).
  */
 SAGA_EXTERN int saga_replace_allocator(saga_malloc_fn m, saga_realloc_fn r,
                                        saga_free_fn f);
-/** Allocate with libsaga's allocator (plug-ins use these for shared memory). */
+/** Allocate with libsaga's allocator (plug-ins use these for shared memory).
+ * Ownership: the caller owns the block and frees it with saga_free().
+ *   Since: 0.1. */
 SAGA_EXTERN void *saga_malloc(size_t size);
+/** Resize a block from saga_malloc() with libsaga's allocator. Ownership: the
+ * caller owns the result (and no longer @p ptr when it succeeds) and frees it
+ * with saga_free(). Since: 0.1. */
 SAGA_EXTERN void *saga_realloc(void *ptr, size_t size);
-/** Free memory from saga_malloc(); NULL is a no-op. */
+/** Free memory from saga_malloc(); NULL is a no-op.
+ * Ownership: @p ptr is freed. Since: 0.1. */
 SAGA_EXTERN void saga_free(void *ptr);
 
 /* ------------------------------------------------------------------------ */
@@ -168,7 +179,8 @@ typedef enum saga_state {
      SAGA_STATE_BIT(SAGA_STATE_COMPENSATING))
 #define SAGA_STATE_MASK_ALL 0x3eu
 
-/** "RUNNING", "COMPENSATING", ... or "UNKNOWN". */
+/** "RUNNING", "COMPENSATING", ... or "UNKNOWN".
+ * Ownership: a static string, the library's. Since: 0.1. */
 SAGA_EXTERN const char *saga_state_name(saga_state s);
 
 /** What one attempt of a step (or a compensation) reports. */
@@ -209,21 +221,32 @@ typedef struct saga_transport saga_transport;
 /* Saga data: a msgpack map with string keys. These helpers build and read  */
 /* it without exposing msgpack-c; any msgpack encoder works too.            */
 
-/** A new empty map builder. @return SAGA_OK or SAGA_ENOMEM. */
+/** A new empty map builder. @return SAGA_OK or SAGA_ENOMEM.
+ * Ownership: the caller owns *out and frees it with saga_map_free().
+ *   Since: 0.1. */
 SAGA_EXTERN int saga_map_new(saga_map **out);
-/** Free a builder; NULL is a no-op. */
+/** Free a builder; NULL is a no-op.
+ * Ownership: @p m and its encoding are freed. Since: 0.1. */
 SAGA_EXTERN void saga_map_free(saga_map *m);
 /** Set a key (a later set of the same key wins). @return SAGA_OK,
- * SAGA_EINVAL (NULL key) or SAGA_ENOMEM. Values are copied. */
+ * SAGA_EINVAL (NULL key) or SAGA_ENOMEM. Values are copied.
+ * Ownership: @p key and @p val stay the caller's. Since: 0.1. */
 SAGA_EXTERN int saga_map_set_str(saga_map *m, const char *key, const char *val);
+/** Set an integer value; codes as saga_map_set_str(). Ownership: @p key stays
+ * the caller's (copied). Since: 0.1. */
 SAGA_EXTERN int saga_map_set_int(saga_map *m, const char *key, int64_t val);
+/** Set a boolean value (0 or 1); codes as saga_map_set_str(). Ownership: @p key
+ * stays the caller's (copied). Since: 0.1. */
 SAGA_EXTERN int saga_map_set_bool(saga_map *m, const char *key, int val);
+/** Set a binary value of @p len bytes; codes as saga_map_set_str(). Ownership:
+ * @p key and @p val stay the caller's (copied). Since: 0.1. */
 SAGA_EXTERN int saga_map_set_bin(saga_map *m, const char *key, const void *val,
                                  size_t len);
 /**
  * Encode the map as msgpack. The pointer is borrowed: it stays valid until
  * the next set or saga_map_free().
  * @return SAGA_OK or SAGA_ENOMEM.
+ * Ownership: *data is the map's (see above). Since: 0.1.
  */
 SAGA_EXTERN int saga_map_encode(saga_map *m, const void **data, size_t *len);
 
@@ -232,13 +255,16 @@ SAGA_EXTERN int saga_map_encode(saga_map *m, const void **data, size_t *len);
  * (not NUL-terminated; its length goes to @p out_len).
  * @return SAGA_OK, SAGA_ENOTFOUND (no such key), SAGA_EINVAL (other type) or
  * SAGA_ECORRUPT (not a msgpack map).
+ * Ownership: @p data stays the caller's; *out borrows from it. Since: 0.1.
  */
 SAGA_EXTERN int saga_data_get_str(const void *data, size_t len, const char *key,
                                   const char **out, size_t *out_len);
-/** Read an integer value; codes as saga_data_get_str(). */
+/** Read an integer value; codes as saga_data_get_str().
+ * Ownership: none (no pointers kept). Since: 0.1. */
 SAGA_EXTERN int saga_data_get_int(const void *data, size_t len, const char *key,
                                   int64_t *out);
-/** Read a boolean value; codes as saga_data_get_str(). */
+/** Read a boolean value; codes as saga_data_get_str().
+ * Ownership: none (no pointers kept). Since: 0.1. */
 SAGA_EXTERN int saga_data_get_bool(const void *data, size_t len,
                                    const char *key, int *out);
 

@@ -64,7 +64,9 @@ typedef enum saga_journal_kind {
                                        * COMPENSATED */
 } saga_journal_kind;
 
-/** "STARTED", "STEP_OK", ... or "UNKNOWN". */
+/** "STARTED", "STEP_OK", ... or "UNKNOWN".
+ * Ownership: a static string, the library's. Since: 0.1 (as saga_event_name();
+ *   renamed in 0.2, docs/api/README.md). */
 SAGA_EXTERN const char *saga_journal_kind_name(saga_journal_kind ev);
 
 /** One journal entry. */
@@ -321,9 +323,12 @@ struct saga_store {
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)
-/** Zero @p s and set its version. @return SAGA_OK or SAGA_EVERSION. */
+/** Zero @p s and set its version. @return SAGA_OK or SAGA_EVERSION.
+ * Ownership: @p s is the caller's. Since: 0.1. */
 SAGA_EXTERN int saga_store_init(saga_store *s, unsigned int version);
-/** Close and free a store not handed to an engine; NULL is a no-op. */
+/** Close and free a store not handed to an engine; NULL is a no-op.
+ * Ownership: @p s and what it holds are freed (its close slot runs).
+ *   Since: 0.1. */
 SAGA_EXTERN void saga_store_free(saga_store *s);
 
 /* ------------------------------------------------------------------------ */
@@ -351,6 +356,9 @@ typedef struct saga_sqlite_options {
     const char *vfs;
 } saga_sqlite_options;
 
+/** Zero @p opts and set its version: every field then selects its default.
+ * @return SAGA_OK, SAGA_EINVAL (@p opts NULL), SAGA_EVERSION (0 or newer than
+ * this library). Ownership: @p opts is the caller's. Since: 0.1. */
 SAGA_EXTERN int saga_sqlite_options_init(saga_sqlite_options *opts,
                                          unsigned int version);
 
@@ -361,6 +369,8 @@ SAGA_EXTERN int saga_sqlite_options_init(saga_sqlite_options *opts,
  * @return SAGA_OK, SAGA_EINVAL, SAGA_ESTORE (cannot open or migrate; a
  * schema newer than this library gives SAGA_EVERSION) or SAGA_ENOMEM.
  * Since: 0.1.
+ * Ownership: the caller owns *out (until an engine or participant takes it) and
+ *   frees it with saga_store_free(); @p path and @p opts stay the caller's.
  */
 SAGA_EXTERN int saga_store_sqlite_open(saga_store **out, const char *path,
                                        const saga_sqlite_options *opts);

@@ -122,7 +122,8 @@ typedef struct saga_tcp_options {
 } saga_tcp_options;
 
 /** Zero @p opts and set its version. @return SAGA_OK, SAGA_EINVAL or
- * SAGA_EVERSION. Since: 0.1. */
+ * SAGA_EVERSION. Since: 0.1.
+ * Ownership: @p opts is the caller's. */
 SAGA_EXTERN int saga_tcp_options_init(saga_tcp_options *opts,
                                       unsigned int version);
 
@@ -145,7 +146,8 @@ SAGA_EXTERN int saga_transport_tcp_new(saga_transport **out,
                                        const saga_tcp_options *opts);
 
 /** The port @p t listens on (useful after listening on port 0).
- * @return SAGA_OK, or SAGA_EINVAL if @p t is not a TCP transport. */
+ * @return SAGA_OK, or SAGA_EINVAL if @p t is not a TCP transport.
+ * Ownership: @p port is caller memory. Since: 0.1. */
 SAGA_EXTERN int saga_transport_tcp_port(saga_transport *t, int *port);
 
 #define SAGA_TCP_COUNTERS_VERSION 2
@@ -169,7 +171,9 @@ typedef struct saga_tcp_counters {
 } saga_tcp_counters;
 
 /** Copy the counters into @p out (up to out->version). @return SAGA_OK,
- * SAGA_EINVAL (not a TCP transport, or NULL) or SAGA_EVERSION. */
+ * SAGA_EINVAL (not a TCP transport, or NULL) or SAGA_EVERSION.
+ * Ownership: @p out is the caller's. Since: 0.1 (counters renamed and versioned
+ *   in 0.2, docs/api/README.md). */
 SAGA_EXTERN int saga_transport_tcp_stats(saga_transport *t,
                                          saga_tcp_counters *out);
 

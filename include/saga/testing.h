@@ -140,6 +140,8 @@ SAGA_EXTERN int saga_test_options_init(saga_test_options *opts,
  *   cannot apply to it: see out->why), SAGA_EVERSION (opts->version 0 or
  *   newer than this library), SAGA_ENOMEM.
  * Since: 0.2.
+ * Ownership: @p def, @p data, @p fault and @p opts stay the caller's; @p out is
+ *   caller memory (plain arrays: nothing to free).
  */
 SAGA_EXTERN int saga_test_run_one(const saga_def *def, const void *data,
                                   size_t len, const saga_test_fault *fault,
@@ -164,7 +166,8 @@ SAGA_EXTERN int saga_test_explore(const saga_def *def, const void *data,
                                   size_t len, const saga_test_options *opts,
                                   saga_test_report **out);
 
-/** Free a report; NULL is a no-op. Since: 0.2. */
+/** Free a report; NULL is a no-op. Since: 0.2.
+ * Ownership: @p r and its runs are freed. */
 SAGA_EXTERN void saga_test_report_free(saga_test_report *r);
 
 /**
@@ -172,6 +175,7 @@ SAGA_EXTERN void saga_test_report_free(saga_test_report *r);
  * terminated): one line per run, "ok" or "VIOLATION" with the reason and
  * the journal. @return the length the whole summary needs (as snprintf).
  * Since: 0.2.
+ * Ownership: @p buf is caller memory.
  */
 SAGA_EXTERN size_t saga_test_report_format(const saga_test_report *r, char *buf,
                                            size_t len);
@@ -179,6 +183,7 @@ SAGA_EXTERN size_t saga_test_report_format(const saga_test_report *r, char *buf,
 /**
  * The first run of @p r whose label contains @p label_part (e.g. "'pay'
  * fails"), or NULL. @return a run borrowed from @p r. Since: 0.2.
+ * Ownership: valid until saga_test_report_free(@p r).
  */
 SAGA_EXTERN const saga_test_run *
 saga_test_report_find(const saga_test_report *r, const char *label_part);

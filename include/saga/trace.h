@@ -31,6 +31,7 @@ struct saga_step_ref;
  * Whether @p tp is a valid W3C traceparent of version 00 (lower-case hex,
  * trace id and parent id not all zero).
  * @return 1 or 0. Since: 0.2.
+ * Ownership: none (no pointers kept).
  */
 SAGA_EXTERN int saga_traceparent_valid(const char *tp);
 
@@ -42,6 +43,8 @@ SAGA_EXTERN int saga_traceparent_valid(const char *tp);
  * @param cb a saga_start_cb (engine.h), or NULL.
  * @return as saga_start(); also SAGA_EINVAL when @p data already holds
  *   SAGA_TRACE_KEY with another value. Since: 0.2.
+ * Ownership: as saga_start(); @p traceparent stays the caller's (copied into
+ *   the saga data).
  */
 SAGA_EXTERN int
 saga_start_traced(saga_engine *e, const char *def_name, const char *idem_key,
@@ -56,6 +59,7 @@ saga_start_traced(saga_engine *e, const char *def_name, const char *idem_key,
  * (what local actions log, and what remote commands carry).
  * @param out receives "00-TRACE-SPAN-FLAGS".
  * @return SAGA_OK or SAGA_EINVAL. Since: 0.2.
+ * Ownership: @p data and @p ref stay the caller's; @p out is caller memory.
  */
 SAGA_EXTERN int saga_step_traceparent(const void *data, size_t len,
                                       const struct saga_step_ref *ref,
@@ -80,10 +84,13 @@ typedef struct saga_log_event {
  * Pass it as saga_engine_options.log_event (or the participant's). A
  * JSON-lines sink is in the console library (saga_console_log_json() in
  * tools/console/console.h), which links jansson. Since: 0.2.
+ * Ownership: @p ev is borrowed for the call; @p arg (the FILE *) stays the
+ *   caller's and is not closed.
  */
 SAGA_EXTERN void saga_log_sink_text(const saga_log_event *ev, void *arg);
 
-/** "debug", "info", "warn", "error". Since: 0.2. */
+/** "debug", "info", "warn", "error". Since: 0.2.
+ * Ownership: a static string, the library's. */
 SAGA_EXTERN const char *saga_log_level_name(saga_log_level level);
 
 SAGA_END_DECL

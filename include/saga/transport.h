@@ -85,9 +85,12 @@ struct saga_transport {
 };
 
 #define SAGA_TRANSPORT_INIT SAGA_INIT_VERSION(SAGA_TRANSPORT_VERSION)
-/** Zero @p t and set its version. @return SAGA_OK or SAGA_EVERSION. */
+/** Zero @p t and set its version. @return SAGA_OK or SAGA_EVERSION.
+ * Ownership: @p t is the caller's. Since: 0.1. */
 SAGA_EXTERN int saga_transport_init(saga_transport *t, unsigned int version);
-/** Close a transport not handed to an engine; NULL is a no-op. */
+/** Close a transport not handed to an engine; NULL is a no-op.
+ * Ownership: @p t and what it holds are freed (its close slot runs).
+ *   Since: 0.1. */
 SAGA_EXTERN void saga_transport_free(saga_transport *t);
 
 /* ------------------------------------------------------------------------ */
@@ -99,10 +102,13 @@ typedef struct saga_inmem_bus saga_inmem_bus;
  * A message bus for in-memory endpoints on @p loop. Messages sent before a
  * group subscribes to a topic are kept for it, as a broker keeps them.
  * @return SAGA_OK, SAGA_EINVAL or SAGA_ENOMEM. Since: 0.1.
+ * Ownership: the caller owns *out and frees it with saga_inmem_bus_free();
+ *   @p loop stays the caller's.
  */
 SAGA_EXTERN int saga_inmem_bus_new(saga_inmem_bus **out,
                                    struct uv_loop_s *loop);
-/** Free the bus once every endpoint on it is closed; NULL is a no-op. */
+/** Free the bus once every endpoint on it is closed; NULL is a no-op.
+ * Ownership: @p bus is freed. Since: 0.1. */
 SAGA_EXTERN void saga_inmem_bus_free(saga_inmem_bus *bus);
 
 /**
@@ -111,6 +117,9 @@ SAGA_EXTERN void saga_inmem_bus_free(saga_inmem_bus *bus);
  * closes. Its route() says SAGA_OK for every topic: the bus keeps messages
  * for a group that subscribes later, so no topic is known to be wrong.
  * @return SAGA_OK, SAGA_EINVAL or SAGA_ENOMEM. Since: 0.1.
+ * Ownership: the caller owns *out until an engine or participant takes it (else
+ *   saga_transport_free()); @p bus stays the caller's and must outlive the
+ *   endpoint.
  */
 SAGA_EXTERN int saga_transport_inmem_new(saga_transport **out,
                                          saga_inmem_bus *bus);
