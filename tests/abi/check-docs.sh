@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Docs check: keeps README.md and docs/ honest as the headers change.
 #  1. every SAGA_EXTERN function declared in include/saga/X.h is documented
-#     in docs/api/X.md;
+#     in docs/api/X.md, and its own /** */ comment in the header (the one
+#     right above it, blank lines aside) has an Ownership: and a Since: line
+#     (docs/api/README.md, "Doc comments");
 #  2. every saga_* / SAGA_* name the docs mention exists in a public header
 #     (or is a CMake option/target);
 #  3. every ```c block holding a whole program (int main) compiles against
@@ -35,6 +37,36 @@ for h in "$root"/include/saga/*.h; do
             status=1
         fi
     done
+done
+
+# 1b. Each exported function's header comment says Ownership: and Since:.
+for h in "$root"/include/saga/*.h; do
+    while IFS=$'\t' read -r fn line miss; do
+        echo "check-docs: $fn (include/saga/$(basename "$h"):$line) lacks$miss (docs/api/README.md, \"Doc comments\")" >&2
+        status=1
+    done < <(awk '
+        function check(   fn, miss) {
+            if (match(decl, /saga_[a-z0-9_]+[ \t]*\(/)) {
+                fn = substr(decl, RSTART, RLENGTH); sub(/[ \t]*\($/, "", fn)
+                miss = ""
+                if (doc !~ /Ownership:/) miss = miss " Ownership:"
+                if (doc !~ /Since:/) miss = miss " Since:"
+                if (doc == "") miss = " a /** */ comment of its own"
+                if (miss != "") printf "%s\t%d\t%s\n", fn, dline, miss
+            }
+            decl = ""; indecl = 0; doc = ""
+        }
+        indoc { doc = doc "\n" $0; if ($0 ~ /\*\//) indoc = 0; next }
+        indecl { decl = decl " " $0; if ($0 ~ /;/) check(); next }
+        /^[ \t]*\/\*\*/ { doc = $0; indoc = ($0 !~ /\*\//); next }
+        /^[ \t]*SAGA_EXTERN/ {
+            decl = $0; dline = FNR; indecl = 1
+            if ($0 ~ /;/) check()
+            next
+        }
+        /^[ \t]*$/ { next }
+        { doc = "" } # anything else between a comment and its declaration
+    ' "$h")
 done
 
 # 2. Every name the docs use exists.
@@ -97,5 +129,5 @@ for d in "${docs[@]}"; do
     done
 done
 
-[ $status -eq 0 ] && echo "check-docs: API pages cover every public function; names exist; $n program(s) compile${libdir:+, link and run}"
+[ $status -eq 0 ] && echo "check-docs: API pages cover every public function; every export says Ownership: and Since:; names exist; $n program(s) compile${libdir:+, link and run}"
 exit $status
