@@ -634,12 +634,12 @@ Test(pg_async, a_lost_connection_while_idle_is_a_store_error_then_recovers)
 /* Six sagas with every field set differently (NULLs, empty and binary
  * data), @p round 0: inserts; 1: updates, half with data. */
 static void six(saga_record *r, unsigned *fl, saga_journal_entry *j, int round,
-                char ids[6][8], char errs[6][16])
+                char ids[6][8], char errs[6][32])
 {
     static const unsigned char blob[] = {0x81, 0xa1, 'k', 0x00};
     for (int i = 0; i < 6; i++) {
         snprintf(ids[i], 8, "B%d", i);
-        snprintf(errs[i], 16, "err %d/%d", i, round);
+        snprintf(errs[i], 32, "err %d/%d", i, round);
         r[i] = ssc_rec(ids[i],
                        round ? SAGA_STATE_COMPENSATING : SAGA_STATE_RUNNING,
                        1000 + i);
@@ -699,7 +699,7 @@ Test(pg_async, many_rows_per_statement_write_what_single_rows_write)
         saga_record r[6];
         unsigned fl[6];
         saga_journal_entry j[6];
-        char ids[6][8], errs[6][16];
+        char ids[6][8], errs[6][32];
         six(r, fl, j, round, ids, errs);
         cr_assert_eq(one->begin(one), SAGA_OK);
         for (int i = 0; i < 6; i++) {
@@ -728,7 +728,7 @@ Test(pg_async, many_rows_per_statement_write_what_single_rows_write)
     saga_record r[6];
     unsigned fl[6];
     saga_journal_entry j[6];
-    char ids[6][8], errs[6][16];
+    char ids[6][8], errs[6][32];
     static char before[16384], after[16384];
     dump(bulk, before, sizeof before);
     six(r, fl, j, 1, ids, errs);
