@@ -241,16 +241,22 @@ enum key_id {
     K_UNKNOWN = -1
 };
 
-static const char *const key_names[K_COUNT] = {"v",       "kind",    "msg_id",
-                                               "saga_id", "step",    "attempt",
-                                               "name",    "trace",   "payload",
-                                               "comp",    "outcome", "error",
-                                               "reply_to"};
+/* The known keys with their lengths, so a lookup compares a length and a
+ * first byte before any memcmp (this runs for every key of every message). */
+static const struct {
+    const char *name;
+    size_t len;
+} key_names[K_COUNT] = {
+    {"v", 1},       {"kind", 4},  {"msg_id", 6},   {"saga_id", 7}, {"step", 4},
+    {"attempt", 7}, {"name", 4},  {"trace", 5},    {"payload", 7}, {"comp", 4},
+    {"outcome", 7}, {"error", 5}, {"reply_to", 8},
+};
 
-static int key_lookup(const char *p, size_t n)
+static int key_lookup(const uint8_t *p, size_t n)
 {
     for (int k = 0; k < K_COUNT; k++)
-        if (strlen(key_names[k]) == n && memcmp(key_names[k], p, n) == 0)
+        if (key_names[k].len == n && (uint8_t)key_names[k].name[0] == p[0] &&
+            memcmp(key_names[k].name, p, n) == 0)
             return k;
     return K_UNKNOWN;
 }
@@ -413,12 +419,14 @@ static int decode_pairs(dctx *c, const pair *m, uint32_t n, saga_envelope *e,
             return reject(c, R_MALFORMED, SAGA_ECORRUPT, "non-string key");
         for (uint32_t j = 0; j < i; j++) {
             const pair *o = &m[j];
+            /* Empty keys are equal without looking at their bytes. */
             if (o->key_len == key->key_len &&
                 (key->key_len == 0 ||
-                 memcmp(o->key, key->key, key->key_len) == 0))
+                 (o->key[0] == key->key[0] &&
+                  memcmp(o->key, key->key, key->key_len) == 0)))
                 return reject(c, R_DUPLICATE, SAGA_ECORRUPT, "duplicate key");
         }
-        int k = key_lookup((const char *)key->key, key->key_len);
+        int k = key_lookup(key->key, key->key_len);
         if (k != K_UNKNOWN)
             where[k] = (int)i;
     }
