@@ -2,11 +2,12 @@
  * codec.c — the msgpack wire envelope (DESIGN §8, include/saga/codec.h).
  *
  * Encoding uses msgpack-c's packer writing into a saga_realloc()'d buffer.
- * Decoding validates the whole input with the allocation-free walker in
- * mpread.c before msgpack-c sees it: msgpack-c's unpacker allocates for a
- * container's declared size up front, so unvalidated bytes could make it ask
- * for gigabytes. After the walk every declared element is known to exist,
- * which bounds what msgpack_unpack_next() allocates by the input length.
+ * Decoding never hands the input to msgpack-c's unpacker (which allocates
+ * for a container's declared size up front, so unvalidated bytes could make
+ * it ask for gigabytes): one walk with the allocation-free reader of
+ * mpread.c validates the whole input and keeps the heads of the top-level
+ * pairs, and the envelope's fields are read from those. Nothing is
+ * allocated; the payload points into the caller's buffer.
  */
 #include <msgpack.h>
 #include <stdatomic.h>
@@ -240,16 +241,22 @@ enum key_id {
     K_UNKNOWN = -1
 };
 
-static const char *const key_names[K_COUNT] = {"v",       "kind",    "msg_id",
-                                               "saga_id", "step",    "attempt",
-                                               "name",    "trace",   "payload",
-                                               "comp",    "outcome", "error",
-                                               "reply_to"};
+/* The known keys with their lengths, so a lookup compares a length and a
+ * first byte before any memcmp (this runs for every key of every message). */
+static const struct {
+    const char *name;
+    size_t len;
+} key_names[K_COUNT] = {
+    {"v", 1},       {"kind", 4},  {"msg_id", 6},   {"saga_id", 7}, {"step", 4},
+    {"attempt", 7}, {"name", 4},  {"trace", 5},    {"payload", 7}, {"comp", 4},
+    {"outcome", 7}, {"error", 5}, {"reply_to", 8},
+};
 
-static int key_lookup(const char *p, size_t n)
+static int key_lookup(const uint8_t *p, size_t n)
 {
     for (int k = 0; k < K_COUNT; k++)
-        if (strlen(key_names[k]) == n && memcmp(key_names[k], p, n) == 0)
+        if (key_names[k].len == n && (uint8_t)key_names[k].name[0] == p[0] &&
+            memcmp(key_names[k].name, p, n) == 0)
             return k;
     return K_UNKNOWN;
 }
@@ -269,34 +276,34 @@ static int reject(dctx *c, enum reason r, int code, const char *why)
 
 /* Copy a string field into its array: 1..max bytes (0..max if @p may_empty),
  * no NUL inside. Returns a reason, or -1 if fine. */
-static int copy_str(const msgpack_object *o, char *dst, size_t max,
+static int copy_str(const saga__mp_item *o, char *dst, size_t max,
                     int may_empty)
 {
-    if (o->type != MSGPACK_OBJECT_STR)
+    if (o->type != SAGA__MP_STR)
         return R_TYPE;
-    size_t n = o->via.str.size;
+    size_t n = o->len;
     if (n > max)
         return R_OVERSIZE;
     if (n == 0 && !may_empty)
         return R_TYPE;
-    if (n > 0 && memchr(o->via.str.ptr, '\0', n) != NULL)
+    if (n > 0 && memchr(o->ptr, '\0', n) != NULL)
         return R_TYPE;
-    if (n > 0) /* ptr may be NULL when n is 0 */
-        memcpy(dst, o->via.str.ptr, n);
+    if (n > 0)
+        memcpy(dst, o->ptr, n);
     dst[n] = '\0';
     return -1;
 }
 
-static int get_u32(const msgpack_object *o, uint32_t *out)
+static int get_u32(const saga__mp_item *o, uint32_t *out)
 {
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > UINT32_MAX)
+    if (o->type != SAGA__MP_UINT || o->u > UINT32_MAX)
         return R_TYPE;
-    *out = (uint32_t)o->via.u64;
+    *out = (uint32_t)o->u;
     return -1;
 }
 
 /* Check and store one known field. Returns a reason, or -1 if fine. */
-static int field(saga_envelope *e, int k, const msgpack_object *o,
+static int field(saga_envelope *e, int k, const saga__mp_item *o,
                  size_t max_payload)
 {
     uint32_t u;
@@ -340,17 +347,18 @@ static int field(saga_envelope *e, int k, const msgpack_object *o,
         e->outcome = (saga_outcome)u;
         return -1;
     case K_COMP:
-        if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        if (o->type != SAGA__MP_BOOL)
             return R_TYPE;
-        e->comp = o->via.boolean ? 1 : 0;
+        e->comp = o->u ? 1 : 0;
         return -1;
     case K_PAYLOAD:
-        if (o->type != MSGPACK_OBJECT_BIN)
+        if (o->type != SAGA__MP_BIN)
             return R_TYPE;
-        if (o->via.bin.size > max_payload)
+        if (o->len > max_payload)
             return R_OVERSIZE;
-        e->payload = o->via.bin.size ? o->via.bin.ptr : NULL;
-        e->payload_len = o->via.bin.size;
+        /* Points into the caller's buffer, as msgpack-c's bin did. */
+        e->payload = o->len ? o->ptr : NULL;
+        e->payload_len = o->len;
         return -1;
     }
     return -1; /* K_V is checked by the caller */
@@ -368,32 +376,57 @@ static const char *reason_text(int r)
     }
 }
 
-/* Check the decoded top-level map; fills @p e. */
-static int decode_map(dctx *c, const msgpack_object *top, saga_envelope *e,
-                      size_t max_payload)
+/* One key/value pair of the top-level map as the walk saw it: the key (a
+ * string, or not) and the head of the value (for a container only its
+ * header; no known field is a container, so that is all a check needs). */
+typedef struct pair {
+    int key_is_str;
+    const uint8_t *key;
+    uint32_t key_len;
+    saga__mp_item val;
+} pair;
+
+/* Read one object at *off into @p it; a container is then stepped over
+ * whole (@p max_depth counts from it). Returns 0, or -1. */
+static int read_one(const uint8_t *p, size_t len, size_t *off,
+                    saga__mp_item *it, unsigned max_depth)
 {
-    const msgpack_object_map *m = &top->via.map;
+    size_t start = *off;
+    if (saga__mp_next(p, len, off, it) < 0)
+        return -1;
+    if ((it->type == SAGA__MP_ARRAY || it->type == SAGA__MP_MAP) &&
+        it->len > 0) {
+        *off = start;
+        if (saga__mp_skip(p, len, off, max_depth) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Check the pairs of the top-level map (@p n of them, at most MAX_KEYS);
+ * fills @p e. Keys are checked first (string, no duplicate), then the
+ * version, then the fields in key_id order. */
+static int decode_pairs(dctx *c, const pair *m, uint32_t n, saga_envelope *e,
+                        size_t max_payload)
+{
     int where[K_COUNT];
 
-    if (m->size > MAX_KEYS)
-        return reject(c, R_OVERSIZE, SAGA_ECORRUPT, "too many keys");
     for (int k = 0; k < K_COUNT; k++)
         where[k] = -1;
-    for (uint32_t i = 0; i < m->size; i++) {
-        const msgpack_object *key = &m->ptr[i].key;
-        if (key->type != MSGPACK_OBJECT_STR)
+    for (uint32_t i = 0; i < n; i++) {
+        const pair *key = &m[i];
+        if (!key->key_is_str)
             return reject(c, R_MALFORMED, SAGA_ECORRUPT, "non-string key");
         for (uint32_t j = 0; j < i; j++) {
-            const msgpack_object *o = &m->ptr[j].key;
-            /* An empty string may come with a NULL pointer from msgpack-c,
-             * and memcmp must not see NULL even for zero bytes. */
-            if (o->via.str.size == key->via.str.size &&
-                (key->via.str.size == 0 ||
-                 memcmp(o->via.str.ptr, key->via.str.ptr, key->via.str.size) ==
-                     0))
+            const pair *o = &m[j];
+            /* Empty keys are equal without looking at their bytes. */
+            if (o->key_len == key->key_len &&
+                (key->key_len == 0 ||
+                 (o->key[0] == key->key[0] &&
+                  memcmp(o->key, key->key, key->key_len) == 0)))
                 return reject(c, R_DUPLICATE, SAGA_ECORRUPT, "duplicate key");
         }
-        int k = key_lookup(key->via.str.ptr, key->via.str.size);
+        int k = key_lookup(key->key, key->key_len);
         if (k != K_UNKNOWN)
             where[k] = (int)i;
     }
@@ -401,10 +434,10 @@ static int decode_map(dctx *c, const msgpack_object *top, saga_envelope *e,
     /* The version decides how to read the rest, so it is checked first. */
     if (where[K_V] < 0)
         return reject(c, R_MISSING, SAGA_ECORRUPT, "no version key");
-    const msgpack_object *v = &m->ptr[where[K_V]].val;
-    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    const saga__mp_item *v = &m[where[K_V]].val;
+    if (v->type != SAGA__MP_UINT)
         return reject(c, R_TYPE, SAGA_ECORRUPT, "version is not an integer");
-    if (v->via.u64 != SAGA_ENVELOPE_VERSION)
+    if (v->u != SAGA_ENVELOPE_VERSION)
         return reject(c, R_VERSION, SAGA_EVERSION, "unsupported version");
     e->v = SAGA_ENVELOPE_VERSION;
 
@@ -417,7 +450,7 @@ static int decode_map(dctx *c, const msgpack_object *top, saga_envelope *e,
     for (int k = K_KIND; k < K_COUNT; k++) {
         if (where[k] < 0)
             continue;
-        int r = field(e, k, &m->ptr[where[k]].val, max_payload);
+        int r = field(e, k, &m[where[k]].val, max_payload);
         if (r >= 0)
             return reject(c, (enum reason)r, SAGA_ECORRUPT, reason_text(r));
     }
@@ -449,34 +482,30 @@ int saga_envelope_decode(saga_envelope *out, const void *buf, size_t len,
     if (len == 0 || saga__mp_next(p, len, &off, &head) < 0 ||
         head.type != SAGA__MP_MAP)
         return reject(&c, R_MALFORMED, SAGA_ECORRUPT, "not a msgpack map");
-    off = 0;
-    if (saga__mp_skip(p, len, &off, SAGA__MP_MAX_DEPTH) < 0)
-        return reject(&c, R_MALFORMED, SAGA_ECORRUPT,
-                      "truncated, malformed or too deeply nested");
+
+    /* One walk validates everything and keeps the heads of the first
+     * MAX_KEYS pairs; the checks below then read only what it kept. The
+     * order of the rejections is that of a full validation first. */
+    pair m[MAX_KEYS];
+    for (uint32_t i = 0; i < head.len; i++) {
+        saga__mp_item key, val;
+        if (read_one(p, len, &off, &key, SAGA__MP_MAX_DEPTH - 1) < 0 ||
+            read_one(p, len, &off, &val, SAGA__MP_MAX_DEPTH - 1) < 0)
+            return reject(&c, R_MALFORMED, SAGA_ECORRUPT,
+                          "truncated, malformed or too deeply nested");
+        if (i < MAX_KEYS) {
+            m[i].key_is_str = key.type == SAGA__MP_STR;
+            m[i].key = key.ptr;
+            m[i].key_len = key.len;
+            m[i].val = val;
+        }
+    }
     if (off != len)
         return reject(&c, R_MALFORMED, SAGA_ECORRUPT, "trailing bytes");
     if (head.len > MAX_KEYS)
         return reject(&c, R_OVERSIZE, SAGA_ECORRUPT, "too many keys");
 
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    off = 0;
-    msgpack_unpack_return ur = msgpack_unpack_next(&u, buf, len, &off);
-    int rc;
-    if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
-        /* Not the message's fault, so not counted as a rejection. */
-        if (why != NULL)
-            *why = "out of memory";
-        rc = SAGA_ENOMEM;
-    } else if (ur != MSGPACK_UNPACK_SUCCESS ||
-               u.data.type != MSGPACK_OBJECT_MAP) {
-        /* The walker accepted it, so this means the two parsers disagree;
-         * stay strict. */
-        rc = reject(&c, R_MALFORMED, SAGA_ECORRUPT, "malformed msgpack");
-    } else {
-        rc = decode_map(&c, &u.data, out, max_payload);
-    }
-    msgpack_unpacked_destroy(&u);
+    int rc = decode_pairs(&c, m, head.len, out, max_payload);
     if (rc != SAGA_OK) {
         memset(out, 0, sizeof(*out));
         return rc;
