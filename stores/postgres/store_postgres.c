@@ -258,18 +258,32 @@ int saga__pg_run(pg_store *s, enum pg_stmt which, const pg_params *p,
         *out = NULL;
     int rc = SAGA_OK;
     PGconn *c;
-    if (is_read(which)) {
-        c = saga__pg_reader(s, &rc);
-    } else {
-        rc = saga__pg_ensure_conn(s);
-        c = s->conn;
-    }
-    if (rc)
-        return rc;
+    PGresult *res;
+    ExecStatusType st;
     char name[16];
     snprintf(name, sizeof name, "s%d", (int)which);
-    PGresult *res = PQexecPrepared(c, name, p->n, p->val, p->len, p->fmt, 1);
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    for (int tries = 0;; tries++) {
+        if (is_read(which)) {
+            c = saga__pg_reader(s, &rc);
+        } else {
+            rc = saga__pg_ensure_conn(s);
+            c = s->conn;
+        }
+        if (rc)
+            return rc;
+        res = PQexecPrepared(c, name, p->n, p->val, p->len, p->fmt, 1);
+        st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        /* A connection the server dropped while idle (a restart, a
+         * failover, pg_terminate_backend) is found broken only by the next
+         * statement. A read outside a transaction changed nothing: open a
+         * new connection and read again, once. */
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && tries == 0 &&
+            is_read(which) && !s->in_txn && PQstatus(c) == CONNECTION_BAD) {
+            PQclear(res);
+            continue;
+        }
+        break;
+    }
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
                                 : NULL;
