@@ -147,6 +147,9 @@ void saga__pg_int(pg_params *p, int64_t v);
 int64_t saga__pg_col_int(const PGresult *r, int row, int col);
 const char *saga__pg_col_text(const PGresult *r, int row, int col);
 const void *saga__pg_col_blob(const PGresult *r, int row, int col, size_t *len);
+/** Fill every field of @p r from a row in SAGA_COLS order (borrowed from
+ * @p res). */
+void saga__pg_read_record(const PGresult *res, int row, saga_record *r);
 
 /** Record a failure with its own text. */
 int saga__pg_failf(pg_store *s, int rc, const char *fmt, ...)

@@ -358,7 +358,7 @@ void saga__pg_saga_params(pg_params *p, const saga_record *r,
 }
 
 /* Column order of SAGA_COLS. */
-static void read_record(const PGresult *res, int row, saga_record *r)
+void saga__pg_read_record(const PGresult *res, int row, saga_record *r)
 {
     r->id = saga__pg_col_text(res, row, 0);
     r->def_name = saga__pg_col_text(res, row, 1);
@@ -392,7 +392,7 @@ static int pg_saga_get(saga_store *self, const char *id, saga_record_cb cb,
         rc = saga__pg_failf(s, SAGA_ENOTFOUND, "no saga %s", id);
     } else if (cb) {
         saga_record r;
-        read_record(res, 0, &r);
+        saga__pg_read_record(res, 0, &r);
         cb(&r, arg);
     }
     PQclear(res);
@@ -424,7 +424,7 @@ static int pg_saga_scan(saga_store *self, unsigned int mask, saga_record_cb cb,
         return rc;
     for (int i = 0, n = PQntuples(res); i < n; i++) {
         saga_record r;
-        read_record(res, i, &r);
+        saga__pg_read_record(res, i, &r);
         if (cb(&r, arg) != 0)
             break;
     }

@@ -107,26 +107,6 @@ static int pg_own_renew(saga_store *self, int fresh, uint32_t *lease_ms_out)
     return SAGA_OK;
 }
 
-/* Column order of the claim's RETURNING (that of SAGA_COLS). */
-static void claimed_record(const PGresult *res, int row, saga_record *r)
-{
-    memset(r, 0, sizeof *r);
-    r->id = saga__pg_col_text(res, row, 0);
-    r->def_name = saga__pg_col_text(res, row, 1);
-    r->def_version = (uint32_t)saga__pg_col_int(res, row, 2);
-    r->state = (saga_state)saga__pg_col_int(res, row, 3);
-    r->step = (int32_t)saga__pg_col_int(res, row, 4);
-    r->attempt = (uint32_t)saga__pg_col_int(res, row, 5);
-    r->flags = (uint32_t)saga__pg_col_int(res, row, 6);
-    r->created_ms = saga__pg_col_int(res, row, 7);
-    r->updated_ms = saga__pg_col_int(res, row, 8);
-    r->due_ms = saga__pg_col_int(res, row, 9);
-    r->deadline_ms = saga__pg_col_int(res, row, 10);
-    r->idem_key = saga__pg_col_text(res, row, 11);
-    r->error = saga__pg_col_text(res, row, 12);
-    r->data = saga__pg_col_blob(res, row, 13, &r->data_len);
-}
-
 static int lease_live(pg_store *s, int *live)
 {
     pg_params p = {0};
@@ -175,7 +155,7 @@ static int pg_own_claim(saga_store *self, uint32_t limit, saga_record_cb cb,
     }
     for (int i = 0; i < n; i++) {
         saga_record r;
-        claimed_record(res, i, &r);
+        saga__pg_read_record(res, i, &r); /* RETURNING SAGA_COLS */
         if (cb(&r, arg) != 0)
             break;
     }
