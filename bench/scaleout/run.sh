@@ -81,8 +81,9 @@ row highest 1 "$bestw" "$out/highest.e" "$out/highest.f"
 
 # Several orchestrator processes at once on one schema: N sagas between
 # them, each store with a lease (multi-engine ownership: fenced writes,
-# which go row by row). The 1-process baseline for them is the same with
-# one process ("highest+lease"). Their floors run one process per schema
+# checked row by row inside the same array statements as without a
+# lease). The 1-process baseline for them is the same with one process
+# ("highest+lease"). Their floors run one process per schema
 # at once (plain rows, no fencing).
 LEASE=10000
 count_done() { # schema
@@ -127,7 +128,7 @@ for k in 2 3; do
   row "$k-orchestrators" "$k" "$bestw" "$out/multi$k.e" "$out/multi$k.f"
 done
 echo "  +lease and 2-/3-orchestrators: one schema shared by the processes, each store"
-echo "  with a ${LEASE} ms lease (fenced writes, row by row); floors: one schema each"
+echo "  with a ${LEASE} ms lease (fenced writes); floors: one schema each"
 one=$(field "$out/highest.e" sagas_per_s)
 onel=$(field "$out/multi1.e" sagas_per_s)
 two=$(field "$out/multi2.e" sagas_per_s)
