@@ -60,20 +60,17 @@ enum pg_stmt {
     PG_BATCH_LOG,
     PG_BATCH_READ,
     /* Many rows in one statement (arrays, unnest): a batch's saga inserts,
-     * updates and journal entries as three statements instead of one per
-     * row. Same errors as the strict variants. */
+     * updates and journal entries as one statement per kind instead of
+     * one per row, with or without a lease. Same errors as the strict
+     * variants. */
     PG_SAGA_INSERT_N,
     PG_SAGA_UPDATE_N,
     PG_SAGA_UPDATE_DATA_N,
     PG_JOURNAL_INSERT_N,
-    /* Ownership (a store with a lease, pg_own.c): the owned variants of
-     * the saga and journal writes carry (owner, epoch) as their last two
-     * parameters; a saga write whose fencing check fails raises SG001. */
-    PG_SAGA_INSERT_O,
-    PG_SAGA_UPDATE_O,
-    PG_SAGA_UPDATE_DATA_O,
-    PG_JOURNAL_INSERT_O,
-    PG_JOURNAL_INSERT_OX,
+    /* Ownership (a store with a lease, pg_own.c). The strict saga writes,
+     * the journal writes and their array forms take (owner, epoch) as
+     * their last two parameters (NULL without a lease); a saga update
+     * whose fencing check fails raises SG001. */
     PG_OWN_FRESH,
     PG_OWN_RENEW,
     PG_OWN_LIVE,
@@ -94,6 +91,7 @@ typedef struct pg_stmt_def {
 extern const pg_stmt_def saga__pg_stmts[PG__COUNT];
 
 struct pg_abatch;
+struct pg_store;
 struct uv_poll_s;
 struct uv_timer_s;
 
@@ -112,8 +110,19 @@ typedef struct pg_store {
     int close_pending;        /* close was called from a done callback */
     int backoff_ms;           /* next reconnect delay */
     int64_t next_connect_ms;  /* no reconnect before (monotonic ms) */
-    char log_writer[40];      /* this open's name in the batch log */
-    int64_t batch_seq;        /* the last batch number given */
+    /* Reconnect on the loop (pg_async.c): nconn is being connected
+     * (reconn 1: PQconnectPoll) or set up (reconn 2: search path, the
+     * statements prepared and the batch log read, pipelined), watched by
+     * poll on poll_fd; it becomes conn once ready. */
+    PGconn *nconn;
+    int reconn;
+    int reconn_nres;            /* setup results still expected */
+    int poll_fd;                /* the socket poll watches */
+    int64_t reconn_deadline_ms; /* give the attempt up then (monotonic) */
+    int64_t reconn_seq;         /* the batch log's number, read back */
+    uint64_t reconnects;        /* reconnections made on the loop */
+    char log_writer[40];        /* this open's name in the batch log */
+    int64_t batch_seq;          /* the last batch number given */
     struct pg_abatch *q_head, *q_tail; /* submitted, unresolved, in order */
     struct pg_abatch *f_head, *f_tail; /* resolved, done not yet called */
 
@@ -127,8 +136,27 @@ typedef struct pg_store {
     uint32_t lease_ms;
     char owner[128];
     int64_t epoch;
+    int epoch_pending; /* a fresh renewal is in flight: batches wait */
     char err[512];
 } pg_store;
+
+/* What the pipeline answers, in submission order (pg_async.c): a batch
+ * (fin NULL: done gets its result), or an ownership request (pg_own.c:
+ * fin turns its results into the caller's answer). */
+typedef void (*pg_fin_fn)(pg_store *s, struct pg_abatch *b);
+typedef struct pg_abatch {
+    struct pg_abatch *next;
+    int64_t seq; /* a batch's number in the batch log */
+    saga_store_done_cb done;
+    void *arg;
+    int rc;       /* first failure seen */
+    int definite; /* rc came from a statement: the batch cannot commit */
+    pg_fin_fn fin;
+    void (*cb)(void); /* the caller's callback, for fin */
+    PGresult *res[2]; /* the request's results with rows, in order */
+    int nres;
+    int64_t x; /* fin's own (fresh, limit) */
+} pg_abatch;
 
 /* Parameters of one statement call, all binary. */
 typedef struct pg_params {
@@ -189,8 +217,25 @@ PGconn *saga__pg_reader(pg_store *s, int *rc);
 /** This open's batch number in the batch log (0: none) into *seq, on
  * conn. SAGA_OK or SAGA_ESTORE. */
 int saga__pg_read_log(pg_store *s, int64_t *seq);
+/** On a store attached to a loop, whether a synchronous slot may connect
+ * now: SAGA_ESTORE (errmsg set) while the loop reconnects or backs off
+ * (a blocking connect to an unreachable server would stall the loop),
+ * else SAGA_OK. Always SAGA_OK without a loop. */
+int saga__pg_no_connect(pg_store *s);
+/** A synchronous connect failed: back off (attached stores). */
+void saga__pg_connect_failed(pg_store *s);
+/** Send an ownership request on the loop: @p n statements (at most 2)
+ * and a sync, one implicit transaction; @p fin answers it on the loop
+ * (b->rc, b->res) exactly once, also with SAGA_ESTORE when the answer was
+ * lost or the store closes first. SAGA_OK, or the refusal (fin never
+ * runs). */
+int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
+                        const pg_params *p, int n, pg_fin_fn fin,
+                        void (*cb)(void), void *arg, int64_t x);
 /** Release the loop handles (close). */
 void saga__pg_async_close(pg_store *s);
+/** The parameter count of statement @p i, its types into @p types. */
+int saga__pg_stmt_types(int i, unsigned int types[16]);
 /** Open a connection with the schema's search path and every statement
  * prepared; @p migrate also brings the schema up to date. */
 int saga__pg_open_conn(pg_store *s, PGconn **out, int migrate);
@@ -215,12 +260,15 @@ int saga__pg_savepoint_release(saga_store *self);
 /* pg_ops.c */
 extern const saga_store saga__pg_ops;
 
-/* pg_own.c: ownership. The statement for a batch's saga write (strict),
- * its journal write, and the (owner, epoch) parameters that the owned
- * variants take last (nothing when the store has no lease). */
-enum pg_stmt saga__pg_put_stmt(const pg_store *s, unsigned int put_flags);
-enum pg_stmt saga__pg_journal_stmt(const pg_store *s, int strict);
+/** The strict statement (pg_batch.c, saga_put with a lease) for a saga
+ * write with @p put_flags. */
+enum pg_stmt saga__pg_put_stmt(unsigned int put_flags);
+/** The fencing token, the last two parameters of the strict saga writes,
+ * the journal writes and their array forms: (owner, epoch) with a lease,
+ * (NULL, NULL) without. */
 void saga__pg_own_params(const pg_store *s, pg_params *p);
+
+/* pg_own.c: ownership. */
 /** With a lease: the parameters of PG_OWN_FENCE, the statement a batch
  * sends first (right after BEGIN), and 1; without: 0. */
 int saga__pg_fence_params(const pg_store *s, pg_params *p);
