@@ -11,6 +11,7 @@
 #include <time.h>
 
 const char *bench_prog = "bench";
+void (*bench_after_run)(void) = NULL;
 
 double bench_now_s(void)
 {
@@ -135,6 +136,8 @@ double bench_engine_run(saga_store *store, long n, long window, double *lat,
         start_one(&r);
     saga_engine_run(r.e, SAGA_RUN_DEFAULT);
     double t = bench_now_s() - t0;
+    if (bench_after_run)
+        bench_after_run();
 
     if (r.done != n || r.failed != 0) {
         char msg[128];

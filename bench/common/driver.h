@@ -27,6 +27,10 @@ void bench_die(const char *what, const char *detail);
 /** The program's name in bench_die's messages. */
 extern const char *bench_prog;
 
+/** Called by bench_engine_run when the loop returned, before the engine
+ * (and its store) is freed; NULL: nothing. */
+extern void (*bench_after_run)(void);
+
 /** Run @p n sagas of BENCH_NSTEPS no-op steps on @p store (taken: freed
  * with the engine), at most @p window in flight. @p lat (n entries) gets
  * each saga's saga_start() -> done callback, in the order they ended; the

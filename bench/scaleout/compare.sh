@@ -31,6 +31,16 @@ fi
 out=$(mktemp -d /tmp/bench_scaleout_vs.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1"; }
+# CPU ticks of the server's processes (the postmaster's children), measured
+# from outside so that both builds are measured the same way.
+pm=$(psql "$SAGA_PG_URL" -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'" | xargs -I{} awk '{ print $4 }' /proc/{}/stat)
+server_ticks() { # live children's utime + stime, and the postmaster's
+  # cutime + cstime (the backends that ended)
+  awk -v pm="$pm" '{ pid = $1; sub(/^.*\) /, "");
+      if ($2 == pm) t += $12 + $13; if (pid == pm) t += $14 + $15 }
+    END { print t + 0 }' < <(cat /proc/[0-9]*/stat 2>/dev/null)
+}
+hz=$(getconf CLK_TCK)
 k=0
 echo "scaleout-vs: n=$N windows: $WINDOWS leases: $LEASES rounds: $R (shared machine: compare the ratios)"
 for r in $(seq 1 "$R"); do
@@ -41,9 +51,12 @@ for r in $(seq 1 "$R"); do
         k=$((k + 1))
         args=(engine -n "$N" -w "$w" -S "vs_$k")
         [ "$l" = 0 ] || args+=(-L "$l")
+        t0=$(server_ticks)
         "$bin" "${args[@]}" > "$out/$k"
-        echo "$side w=$w lease=$l $(field "$out/$k" sagas_per_s) sagas/s p50 $(field "$out/$k" p50_ms) ms commits $(field "$out/$k" commits) $(sed -n 's/.*\(limit=[^ ]*\).*/\1/p' "$out/$k")"
-        echo "$side $w $l $(field "$out/$k" sagas_per_s)" >> "$out/all"
+        t1=$(server_ticks)
+        us=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v n="$N" 'BEGIN { printf "%.0f", (b - a) / hz * 1e6 / n }')
+        echo "$side w=$w lease=$l $(field "$out/$k" sagas_per_s) sagas/s p50 $(field "$out/$k" p50_ms) ms commits $(field "$out/$k" commits) server_cpu_us/saga $us"
+        echo "$side $w $l $(field "$out/$k" sagas_per_s) $us" >> "$out/all"
       done
     done
   done
@@ -53,7 +66,9 @@ for w in $WINDOWS; do
   for l in $LEASES; do
     b=$(awk -v w="$w" -v l="$l" '$1 == "base" && $2 == w && $3 == l && $4 > m { m = $4 } END { print m + 0 }' "$out/all")
     n=$(awk -v w="$w" -v l="$l" '$1 == "new" && $2 == w && $3 == l && $4 > m { m = $4 } END { print m + 0 }' "$out/all")
-    awk -v w="$w" -v l="$l" -v b="$b" -v n="$n" 'BEGIN {
-      printf "  window %-5s lease %-6s base %7d  new %7d sagas/s  new/base %.2f\n", w, l, b, n, b > 0 ? n / b : 0 }'
+    bu=$(awk -v w="$w" -v l="$l" '$1 == "base" && $2 == w && $3 == l && (m == "" || $5 < m) { m = $5 } END { print m + 0 }' "$out/all")
+    nu=$(awk -v w="$w" -v l="$l" '$1 == "new" && $2 == w && $3 == l && (m == "" || $5 < m) { m = $5 } END { print m + 0 }' "$out/all")
+    awk -v w="$w" -v l="$l" -v b="$b" -v n="$n" -v bu="$bu" -v nu="$nu" 'BEGIN {
+      printf "  window %-5s lease %-6s base %7d  new %7d sagas/s  new/base %.2f | server CPU us/saga base %5d  new %5d  new/base %.2f\n", w, l, b, n, (b > 0 ? n / b : 0), bu, nu, (bu > 0 ? nu / bu : 0) }'
   done
 done

@@ -45,15 +45,16 @@ schema() { echo "b_$1" | tr -- '-' '_'; } # a fresh schema per run
 ver=$(psql "$SAGA_PG_URL" -Atc "SELECT current_setting('server_version') || ' synchronous_commit=' || current_setting('synchronous_commit') || ' fsync=' || current_setting('fsync')" 2>/dev/null || echo "?")
 echo "bench scaleout: PostgreSQL $ver; sagas of 4 no-op local steps; n=$N, sequential $SEQ"
 echo "(the machine is shared with other work: absolute figures are noisy; compare the ratios within this run)"
-printf '%-18s %5s %6s %9s %9s %9s %8s | %9s %9s %9s | %s\n' \
-  row procs window sagas/s p50_ms p99_ms commits floor/s f_p50_ms f_p99_ms engine/floor
+printf '%-18s %5s %6s %9s %9s %9s %8s | %9s %9s %9s | %-12s | %s\n' \
+  row procs window sagas/s p50_ms p99_ms commits floor/s f_p50_ms f_p99_ms engine/floor "limit (engine/server us per saga)"
 row() { # name procs window engine-file floor-file
   local es fs
   es=$(field "$4" sagas_per_s); fs=$(field "$5" sagas_per_s)
-  printf '%-18s %5s %6s %9s %9s %9s %8s | %9s %9s %9s | %s\n' "$1" "$2" "$3" \
+  printf '%-18s %5s %6s %9s %9s %9s %8s | %9s %9s %9s | %-12s | %s\n' "$1" "$2" "$3" \
     "$es" "$(field "$4" p50_ms)" "$(field "$4" p99_ms)" "$(field "$4" commits)" \
     "$fs" "$(field "$5" p50_ms)" "$(field "$5" p99_ms)" \
-    "$(awk -v e="$es" -v f="$fs" 'BEGIN { if (e > 0) printf "%.2f", f / e; else print "n/a" }')"
+    "$(awk -v e="$es" -v f="$fs" 'BEGIN { if (e > 0) printf "%.2f", f / e; else print "n/a" }')" \
+    "$(field "$4" limit) ($(field "$4" engine_us_per_saga)/$(field "$4" server_us_per_saga))"
 }
 # engine-then-floor for one process: run NAME N W
 pair() {

@@ -30,6 +30,7 @@
  * engine's. The tables are the store's own (the floor opens the store once
  * to create its schema), so both write the same indexes.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <libpq-fe.h>
@@ -37,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,7 +71,7 @@ static void result(const char *what, long n, long w, double t, double *lat,
 {
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
     printf("result %s n=%ld window=%ld time=%.3f sagas_per_s=%.0f "
-           "p50_ms=%.3f p99_ms=%.3f commits=%llu\n",
+           "p50_ms=%.3f p99_ms=%.3f commits=%llu",
            what, n, w, t, (double)n / t, pct(lat, n, 0.50) * 1e3,
            pct(lat, n, 0.99) * 1e3, (unsigned long long)commits);
 }
@@ -91,14 +93,121 @@ static saga_store *open_store(const char *schema)
     return s;
 }
 
+/* Which side limits a run: CPU seconds of this process, of the server's
+ * processes (every child of the postmaster behind the store's connection:
+ * the backends, the WAL writer, ...) and of the whole machine, over the
+ * run's wall time. */
+typedef struct cpu_mark {
+    double self, server, busy, all; /* s; machine: busy and all jiffies */
+} cpu_mark;
+
+static int g_postmaster; /* the server's postmaster pid (0: unknown) */
+
+static double ticks_s(unsigned long long t)
+{
+    static long hz;
+    if (hz == 0)
+        hz = sysconf(_SC_CLK_TCK);
+    return (double)t / (double)hz;
+}
+
+/* utime + stime of /proc/PID/stat in ticks, and its parent's pid. */
+static int proc_stat(const char *pid, unsigned long long *ticks, int *ppid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%s/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut, st;
+    if (p == NULL || sscanf(p + 2,
+                            "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u "
+                            "%*u %llu %llu",
+                            ppid, &ut, &st) != 3)
+        return -1;
+    *ticks = ut + st;
+    return 0;
+}
+
+static void cpu_mark_now(cpu_mark *m)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    m->self = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+              (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+    m->server = 0;
+    DIR *d = g_postmaster ? opendir("/proc") : NULL;
+    for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
+        unsigned long long t;
+        int ppid;
+        if (de->d_name[0] >= '0' && de->d_name[0] <= '9' &&
+            proc_stat(de->d_name, &t, &ppid) == 0 && ppid == g_postmaster)
+            m->server += ticks_s(t);
+    }
+    if (d)
+        closedir(d);
+    m->busy = m->all = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0};
+    if (f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+                    &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+        for (int i = 0; i < 8; i++)
+            m->all += (double)v[i];
+        m->busy = m->all - (double)v[3] - (double)v[4]; /* idle, iowait */
+    }
+    if (f)
+        fclose(f);
+}
+
+static cpu_mark g_cpu0, g_cpu1;
+
+static void mark_end(void) { cpu_mark_now(&g_cpu1); }
+
+/* " engine_cpu=.. server_cpu=.. machine_busy=.. limit=..": the limit is
+ * the side busy most of the run (engine: this process, one loop on one
+ * core; server: its processes, mostly the one backend that runs the
+ * batches in order), else the machine when its CPUs were full (other
+ * work), else the commits (waiting for fsync and round trips). */
+static void print_limit(double t, long n)
+{
+    double e = g_cpu1.self - g_cpu0.self, sv = g_cpu1.server - g_cpu0.server;
+    double all = g_cpu1.all - g_cpu0.all;
+    double mb = all > 0 ? (g_cpu1.busy - g_cpu0.busy) / all : 0;
+    double eb = e / t, sb = sv / t;
+    const char *limit = eb >= 0.8 && eb >= sb ? "engine"
+                        : sb >= 0.8           ? "server"
+                        : mb >= 0.9           ? "machine"
+                                              : "commit-wait";
+    printf(" engine_cpu=%.2f server_cpu=%.2f machine_busy=%.2f limit=%s "
+           "engine_us_per_saga=%.0f server_us_per_saga=%.0f",
+           eb, g_postmaster ? sb : -1.0, mb, limit, e * 1e6 / (double)n,
+           g_postmaster ? sv * 1e6 / (double)n : -1.0);
+}
+
 static void engine_run(long n, long window, const char *schema)
 {
     double *lat = calloc((size_t)n, sizeof *lat);
     if (lat == NULL)
         die("calloc", strerror(errno));
+    saga_store *store = open_store(schema);
+    /* The server's processes: the postmaster is the backend's parent. */
+    PGconn *c = store->native_handle(store);
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", c ? PQbackendPID(c) : 0);
+    unsigned long long t0;
+    if (proc_stat(pid, &t0, &g_postmaster) != 0)
+        g_postmaster = 0;
+    bench_after_run = mark_end;
     uint64_t commits = 0;
-    double t = bench_engine_run(open_store(schema), n, window, lat, &commits);
+    cpu_mark_now(&g_cpu0);
+    double t = bench_engine_run(store, n, window, lat, &commits);
     result("engine", n, window, t, lat, commits);
+    print_limit(t, n);
+    printf("\n");
     free(lat);
 }
 
@@ -477,6 +586,7 @@ static void floor_run(long n, long window, uint64_t ncommits,
     PQexitPipelineMode(f.c);
     PQfinish(f.c);
     result("floor", n, window, t, lat, ncommits);
+    printf("\n");
     free(lat);
 }
 
