@@ -302,7 +302,10 @@ static void forward(int sig)
         kill(child, sig);
 }
 
-static pid_t start_server(const char *dir, const char *listen)
+/* The server: `saga-checkout serve` in a child, with --store when given
+ * (every service's tables in a schema of that PostgreSQL database). */
+static pid_t start_server(const char *dir, const char *listen,
+                          const char *store)
 {
     int fd[2];
     if (pipe(fd) != 0)
@@ -312,8 +315,12 @@ static pid_t start_server(const char *dir, const char *listen)
         dup2(fd[1], 1);
         close(fd[0]);
         close(fd[1]);
-        execl("/proc/self/exe", "saga-checkout", "serve", "--data", dir,
-              "--listen", listen, (char *)NULL);
+        if (store != NULL)
+            execl("/proc/self/exe", "saga-checkout", "serve", "--data", dir,
+                  "--listen", listen, "--store", store, (char *)NULL);
+        else
+            execl("/proc/self/exe", "saga-checkout", "serve", "--data", dir,
+                  "--listen", listen, (char *)NULL);
         _exit(127);
     }
     close(fd[1]);
@@ -335,7 +342,7 @@ static pid_t start_server(const char *dir, const char *listen)
 int ck_demo(int argc, char **argv)
 {
     int serve = 0;
-    const char *listen = "127.0.0.1:0", *url = NULL;
+    const char *listen = "127.0.0.1:0", *url = NULL, *store = NULL;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--serve") == 0)
             serve = 1;
@@ -343,11 +350,26 @@ int ck_demo(int argc, char **argv)
             listen = argv[++i];
         else if (strcmp(argv[i], "--url") == 0 && i + 1 < argc)
             url = argv[++i];
+        else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+            store = argv[++i];
         else {
             fprintf(stderr, "usage: saga-checkout demo [--serve] [--listen "
-                            "HOST:PORT] [--url http://HOST:PORT]\n");
+                            "HOST:PORT] [--url http://HOST:PORT] [--store "
+                            "postgres://USER@HOST:PORT/DB[?schema=PREFIX]]"
+                            "\n");
             return 2;
         }
+    }
+    if (store != NULL && strncmp(store, "postgres://", 11) != 0 &&
+        strncmp(store, "postgresql://", 13) != 0) {
+        fprintf(stderr, "demo: --store takes a postgres:// URL (SQLite files "
+                        "in a temporary directory are the default)\n");
+        return 2;
+    }
+    if (store != NULL && url != NULL) {
+        fprintf(stderr, "demo: --store and --url exclude each other (--url "
+                        "names a running deployment with its own store)\n");
+        return 2;
     }
     char dir[] = "/tmp/saga-checkout-demo.XXXXXX";
     if (mkdtemp(dir) == NULL) {
@@ -361,12 +383,18 @@ int ck_demo(int argc, char **argv)
         rmdir(dir);
         snprintf(dir, sizeof dir, "%s", "(the server's)");
         child = 0;
-    } else if ((child = start_server(dir, listen)) < 0)
+    } else if ((child = start_server(dir, listen, store)) < 0)
         return 1;
     signal(SIGINT, forward);
     signal(SIGTERM, forward);
-    printf("saga-checkout demo: seven services%s, data in %s, API at %s\n\n",
-           child ? " in one process" : "", dir, base);
+    if (store != NULL)
+        printf("saga-checkout demo: seven services in one process, data in "
+               "PostgreSQL (%s, a schema per service), API at %s\n\n",
+               store, base);
+    else
+        printf("saga-checkout demo: seven services%s, data in %s, API at "
+               "%s\n\n",
+               child ? " in one process" : "", dir, base);
     long st;
     json_t *before = http("GET", "/api/v1/inventory", NULL, NULL, NULL, &st);
     for (size_t i = 0; i < NSC; i++) {

@@ -27,7 +27,7 @@ static void usage(void)
             "usage: saga-checkout serve --data DIR --listen HOST:PORT "
             "[--catalog FILE] [--store URL] [--threads N]\n"
             "       saga-checkout demo [--serve] [--listen HOST:PORT] "
-            "[--url URL]\n"
+            "[--url URL] [--store URL]\n"
             "       saga-checkout service NAME --data DIR --config FILE "
             "[--transport kafka://HOST:PORT[?prop=value&...]] [--store URL]\n"
             "--store postgres://USER@HOST:PORT/DB[?schema=PREFIX]: every "

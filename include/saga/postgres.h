@@ -40,7 +40,8 @@ typedef struct saga_pg_options {
     /** The schema that holds the store's tables; default "saga". A
      * service that shares a database with others gives each its own. */
     const char *schema;
-    /** Seconds to wait for a connection; 0 = 10. */
+    /** Seconds to wait for a connection (the blocking one in the
+     * constructor, and each reconnection made on the loop); 0 = 10. */
     int connect_timeout_s;
     /* version 2 (since 0.2) */
     /** Lease length in ms for an engine that shares the schema with other
@@ -68,7 +69,12 @@ SAGA_EXTERN int saga_pg_options_init(saga_pg_options *opts,
                                      unsigned int version);
 
 /**
- * Open a store on the PostgreSQL database named by @p conninfo.
+ * Open a store on the PostgreSQL database named by @p conninfo. It
+ * blocks: it connects (libpq's blocking connect, bounded by
+ * connect_timeout_s), migrates the schema and prepares every statement
+ * before it returns, so call it before the loop runs. Once attached to an
+ * engine's loop the store never connects blocking while the server is
+ * unreachable: it reconnects on the loop (docs/api/postgres.md).
  * @param out receives the store on SAGA_OK, NULL otherwise.
  * @param conninfo a libpq connection string or URI ("postgresql://..."),
  *   or NULL to read it from the environment variable SAGA_PG_URL.

@@ -129,12 +129,20 @@ typedef struct saga_batch_writes {
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 5
+#define SAGA_STORE_VERSION 6
 
 struct uv_loop_s;
 
 /** Completion of submit_batch(): @p rc as write_batch() would return. */
 typedef void (*saga_store_done_cb)(void *arg, int rc);
+/** Completion of own_renew_submit(): @p rc as own_renew() would return,
+ * @p lease_ms the lease length (valid on SAGA_OK). Since: 0.2. */
+typedef void (*saga_own_renewed_cb)(void *arg, int rc, uint32_t lease_ms);
+/** Completion of own_claim_submit(): @p rc as own_claim() would return,
+ * and on SAGA_OK the @p n sagas claimed (borrowed for the call: copy what
+ * you keep). Since: 0.2. */
+typedef void (*saga_own_claimed_cb)(void *arg, int rc, const saga_record *recs,
+                                    size_t n);
 
 /**
  * The store vtable. A store embeds it first in its own state:
@@ -320,6 +328,35 @@ struct saga_store {
      * with SAGA_EFENCED after it. @return SAGA_OK, SAGA_ESTORE.
      */
     int (*own_release)(saga_store *self);
+    /* version 6: optional, since 0.2: the ownership round trips on the
+     * loop, without blocking it (NULL: the engine calls own_renew and
+     * own_claim, which wait for the server). A store sets both or none,
+     * and only with the version-5 slots and submit_batch. */
+    /**
+     * own_renew() without blocking: the request goes out at once, beside
+     * the batches in flight (in submission order with them), and @p done
+     * runs later on the loop thread, exactly once, never from inside this
+     * call: with own_renew's result, also SAGA_ESTORE when the answer was
+     * lost or the store was closed first. A renewal in flight extends
+     * nothing: the engine counts the lease from the time it called this,
+     * once SAGA_OK arrives. While a fresh renewal (@p fresh 1) is in
+     * flight, submit_batch refuses with SAGA_ESTORE (the batch would carry
+     * the old epoch).
+     * @return SAGA_OK (submitted: @p done will run), or the refusal
+     *   (SAGA_ESTORE, SAGA_ENOMEM; @p done never runs).
+     */
+    int (*own_renew_submit)(saga_store *self, int fresh,
+                            saga_own_renewed_cb done, void *arg);
+    /**
+     * own_claim() without blocking, as own_renew_submit: @p done gets the
+     * claimed sagas. SAGA_ESTORE in @p done may mean that the claim
+     * committed and its answer was lost: those sagas are then owned by
+     * this epoch and known to nobody, so the engine gives its lease up
+     * (a new epoch makes them claimable again).
+     * @return SAGA_OK (submitted), or the refusal (@p done never runs).
+     */
+    int (*own_claim_submit)(saga_store *self, uint32_t limit,
+                            saga_own_claimed_cb done, void *arg);
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)

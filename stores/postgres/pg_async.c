@@ -18,18 +18,25 @@
  * from inside submit_batch.
  *
  * A lost connection: every batch without its sync result is unresolved.
- * The store reconnects (from a timer, with capped backoff: 50 ms doubling
- * to 2 s), prepares its statements again, and reads its row of the batch
- * log: each batch wrote its number there in its own transaction, so a
- * batch whose number is there committed (OK), and one whose number is not
- * did not (its statement error if the server reported one before the
- * connection died, else SAGA_ESTORE). Nothing is guessed.
+ * The store reconnects on the loop, without blocking it (from a timer,
+ * with capped backoff: 50 ms doubling to 2 s): PQconnectStartParams and
+ * PQconnectPoll driven by uv_poll on the new socket, bounded by
+ * connect_timeout_s on a uv_timer; then, pipelined in one round trip, the
+ * search path, every statement prepared again and its row of the batch
+ * log read: each batch wrote its number there in its own transaction, so
+ * a batch whose number is there committed (OK), and one whose number is
+ * not did not (its statement error if the server reported one before the
+ * connection died, else SAGA_ESTORE). Nothing is guessed. A submit_batch
+ * that finds the connection gone starts the same reconnection and is
+ * refused with SAGA_ESTORE (the engine retries the batch with backoff).
+ * Only the first connect, in saga_store_postgres_open, blocks (and a host
+ * name, not an address, is resolved with a blocking lookup by libpq).
  *
  * Reading slots called while batches are in flight use a second, lazily
  * opened connection and see committed data only. A synchronous write slot
  * (begin, purge, kv_put, write_batch...) called meanwhile first waits for
- * the batches in flight (quiesce); their done callbacks then run from the
- * loop, later.
+ * the batches in flight (quiesce), giving up a reconnection under way for
+ * a blocking one; their done callbacks then run from the loop, later.
  */
 #include <errno.h>
 #include <poll.h>
@@ -43,15 +50,6 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define QUIESCE_LIMIT_MS 60000
-
-typedef struct pg_abatch {
-    struct pg_abatch *next;
-    int64_t seq; /* its number in the batch log */
-    saga_store_done_cb done;
-    void *arg;
-    int rc;       /* first failure seen */
-    int definite; /* rc came from a statement: the batch cannot commit */
-} pg_abatch;
 
 static int64_t mono_ms(void)
 {
@@ -70,6 +68,32 @@ static void close_poll(pg_store *s)
     uv_close((uv_handle_t *)s->poll, free_handle);
     s->poll = NULL;
     s->poll_events = 0;
+    s->poll_fd = -1;
+}
+
+/* Watch @p fd for @p ev with @p cb, making the handle anew when the socket
+ * changed (libpq may try several addresses while connecting). */
+static int watch(pg_store *s, int fd, int ev, uv_poll_cb cb)
+{
+    if (s->poll != NULL && s->poll_fd != fd)
+        close_poll(s);
+    if (s->poll == NULL) {
+        uv_poll_t *p = saga_malloc(sizeof *p);
+        if (p == NULL)
+            return SAGA_ENOMEM;
+        if (uv_poll_init(s->loop, p, fd) != 0) {
+            saga_free(p);
+            return SAGA_ESTORE;
+        }
+        p->data = s;
+        s->poll = p;
+        s->poll_fd = fd;
+        s->poll_events = 0;
+    }
+    if (uv_poll_start(s->poll, ev, cb) != 0)
+        return SAGA_ESTORE;
+    s->poll_events = ev;
+    return SAGA_OK;
 }
 
 static void close_timer(pg_store *s)
@@ -119,6 +143,26 @@ static pg_abatch *pop_queued(pg_store *s)
     return b;
 }
 
+static void free_op(pg_abatch *b)
+{
+    for (int i = 0; i < b->nres; i++)
+        PQclear(b->res[i]);
+    saga_free(b);
+}
+
+/* The store closes with @p b unanswered (or its answer not yet given): a
+ * batch is dropped (close is never called with one in flight), an
+ * ownership request is answered SAGA_ESTORE, so that its caller frees what
+ * it gave as the argument. */
+static void drop_op(pg_store *s, pg_abatch *b)
+{
+    if (b->fin != NULL) {
+        b->rc = SAGA_ESTORE;
+        b->fin(s, b);
+    }
+    free_op(b);
+}
+
 /* Run the done callbacks of answered batches, in order. Returns 1 if a
  * callback closed the store (it is freed now: touch nothing). */
 static int dispatch(pg_store *s)
@@ -131,6 +175,11 @@ static int dispatch(pg_store *s)
         s->f_head = b->next;
         if (s->f_head == NULL)
             s->f_tail = NULL;
+        if (b->fin != NULL) {
+            b->fin(s, b);
+            free_op(b);
+            continue;
+        }
         saga_store_done_cb done = b->done;
         void *arg = b->arg;
         int rc = b->rc;
@@ -141,12 +190,36 @@ static int dispatch(pg_store *s)
     if (s->close_pending) {
         for (pg_abatch *b = s->f_head, *nx; b; b = nx) {
             nx = b->next;
-            saga_free(b);
+            drop_op(s, b);
         }
         saga_free(s);
         return 1;
     }
     return 0;
+}
+
+static void backoff(pg_store *s);
+
+int saga__pg_no_connect(pg_store *s)
+{
+    if (s->loop == NULL)
+        return SAGA_OK;
+    if (s->lost || s->reconn)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "the connection was lost; reconnecting on the "
+                              "loop");
+    int64_t now = mono_ms();
+    if (now < s->next_connect_ms)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "not connected (next attempt in %lld ms)",
+                              (long long)(s->next_connect_ms - now));
+    return SAGA_OK;
+}
+
+void saga__pg_connect_failed(pg_store *s)
+{
+    if (s->loop != NULL)
+        backoff(s);
 }
 
 static void backoff(pg_store *s)
@@ -197,6 +270,37 @@ int saga__pg_read_log(pg_store *s, int64_t *seq)
     return rc;
 }
 
+/* The batch log says @p seq: every unresolved batch up to it committed,
+ * every later one did not. */
+static void resolve_queued(pg_store *s, int64_t seq)
+{
+    s->backoff_ms = 0;
+    s->next_connect_ms = 0;
+    s->lost = 0;
+    pg_abatch *b;
+    while ((b = pop_queued(s)) != NULL) {
+        if (b->fin != NULL) {
+            /* An ownership request is in no batch log: lost. */
+            if (!b->definite)
+                b->rc = saga__pg_failf(s, SAGA_ESTORE,
+                                       "the connection was lost before "
+                                       "the answer");
+        } else if (b->seq <= seq) {
+            b->rc = SAGA_OK; /* committed: its answer was lost */
+        } else if (!b->definite) {
+            b->rc = saga__pg_failf(
+                s, SAGA_ESTORE,
+                "submit_batch: the connection was lost and batch %lld was "
+                "not committed (read back)",
+                (long long)b->seq);
+        }
+        push_finished(s, b);
+    }
+}
+
+/* Reconnect (blocking: a synchronous slot waits for it) and resolve every
+ * unresolved batch by reading the batch log back. SAGA_OK when resolved,
+ * else SAGA_ESTORE (try later). */
 static int resolve_lost(pg_store *s)
 {
     int64_t seq = -1;
@@ -210,23 +314,224 @@ static int resolve_lost(pg_store *s)
         backoff(s);
         return SAGA_ESTORE;
     }
+    resolve_queued(s, seq);
+    return SAGA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reconnecting on the loop                                                 */
+
+static void poll_cb(uv_poll_t *h, int status, int events);
+static void rpoll_cb(uv_poll_t *h, int status, int events);
+
+static void ignore_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+/* Drop the reconnection under way (no backoff: the caller decides). */
+static void abort_reconnect(pg_store *s)
+{
+    if (!s->reconn)
+        return;
+    close_poll(s);
+    if (s->nconn)
+        PQfinish(s->nconn);
+    s->nconn = NULL;
+    s->reconn = 0;
+}
+
+/* The attempt failed: say why, back off, and try again from the timer
+ * while batches wait for their read-back (else the next submit_batch
+ * after the backoff starts the next attempt). */
+static void reconnect_failed(pg_store *s, const char *what)
+{
+    const char *msg = s->nconn ? PQerrorMessage(s->nconn) : "";
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        n--;
+    saga__pg_failf(s, SAGA_ESTORE, "reconnect: %s%s%.*s", what, n ? ": " : "",
+                   (int)n, msg);
+    abort_reconnect(s);
+    backoff(s);
+    if (s->lost)
+        arm_timer(s, s->next_connect_ms - mono_ms());
+}
+
+static void start_reconnect(pg_store *s)
+{
+    if (s->reconn || s->loop == NULL)
+        return;
+    const char *keys[] = {"dbname", "application_name", NULL};
+    const char *vals[] = {s->conninfo, "libsaga", NULL};
+    s->nconn = PQconnectStartParams(keys, vals, 1);
+    s->reconn = 1;
+    s->reconn_deadline_ms = mono_ms() + (int64_t)s->connect_timeout_s * 1000;
+    if (s->nconn == NULL || PQstatus(s->nconn) == CONNECTION_BAD ||
+        PQsocket(s->nconn) < 0) {
+        reconnect_failed(s, "cannot start a connection");
+        return;
+    }
+    PQsetNoticeProcessor(s->nconn, ignore_notice, NULL);
+    /* As if PQconnectPoll had answered PGRES_POLLING_WRITING. */
+    if (watch(s, PQsocket(s->nconn), UV_WRITABLE, rpoll_cb) != SAGA_OK) {
+        reconnect_failed(s, "cannot watch the socket");
+        return;
+    }
+    arm_timer(s, s->reconn_deadline_ms - mono_ms());
+}
+
+/* Connected: send the setup in one pipeline (search path, every statement
+ * prepared, the batch log read back) and a sync. */
+static void send_setup(pg_store *s)
+{
+    PGconn *c = s->nconn;
+    char sql[128], name[16];
+    snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", s->schema);
+    int ok = PQsetnonblocking(c, 1) == 0 && PQenterPipelineMode(c) &&
+             PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
+    s->reconn_nres = 1;
+    for (int i = 0; ok && i < PG__COUNT; i++) {
+        Oid types[16];
+        int n = saga__pg_stmt_types(i, types);
+        snprintf(name, sizeof name, "s%d", i);
+        ok = PQsendPrepare(c, name, saga__pg_stmts[i].sql, n, types);
+        s->reconn_nres++;
+    }
+    if (ok) {
+        const char *val[1] = {s->log_writer};
+        int len[1] = {(int)strlen(s->log_writer)};
+        int fmt[1] = {1};
+        snprintf(name, sizeof name, "s%d", (int)PG_BATCH_READ);
+        ok = PQsendQueryPrepared(c, name, 1, val, len, fmt, 1) &&
+             PQpipelineSync(c);
+        s->reconn_nres++;
+    }
+    int f = ok ? PQflush(c) : -1;
+    if (f < 0) {
+        reconnect_failed(s, "setup");
+        return;
+    }
+    s->reconn = 2;
+    s->reconn_seq = 0;
+    if (watch(s, PQsocket(c), UV_READABLE | (f == 1 ? UV_WRITABLE : 0),
+              rpoll_cb) != SAGA_OK)
+        reconnect_failed(s, "cannot watch the socket");
+}
+
+/* The new connection is ready: it becomes the main one, in pipeline mode
+ * with its socket watched, and the batches waiting for their read-back
+ * are answered (from the timer). */
+static void reconnected(pg_store *s)
+{
+    s->conn = s->nconn;
+    s->nconn = NULL;
+    s->reconn = 0;
+    s->pipeline = 1;
+    s->reconnects++;
     s->backoff_ms = 0;
     s->next_connect_ms = 0;
-    s->lost = 0;
-    pg_abatch *b;
-    while ((b = pop_queued(s)) != NULL) {
-        if (b->seq <= seq) {
-            b->rc = SAGA_OK; /* committed: its answer was lost */
-        } else if (!b->definite) {
-            b->rc = saga__pg_failf(
-                s, SAGA_ESTORE,
-                "submit_batch: the connection was lost and batch %lld was "
-                "not committed (read back)",
-                (long long)b->seq);
-        }
-        push_finished(s, b);
+    if (s->lost)
+        resolve_queued(s, s->reconn_seq);
+    /* Idle until the next batch (set_poll restarts it with poll_cb). */
+    if (s->poll != NULL) {
+        uv_poll_stop(s->poll);
+        s->poll_events = 0;
     }
-    return SAGA_OK;
+    arm_timer(s, 0); /* stops the deadline; dispatches from the timer */
+}
+
+/* The setup's answers: one per statement, then the sync. */
+static void read_setup(pg_store *s, int events)
+{
+    PGconn *c = s->nconn;
+    if (events & UV_WRITABLE) {
+        int f = PQflush(c);
+        if (f < 0) {
+            reconnect_failed(s, "setup");
+            return;
+        }
+        if (f == 0 && watch(s, PQsocket(c), UV_READABLE, rpoll_cb) != SAGA_OK) {
+            reconnect_failed(s, "cannot watch the socket");
+            return;
+        }
+    }
+    if ((events & (UV_READABLE | UV_DISCONNECT)) && !PQconsumeInput(c)) {
+        reconnect_failed(s, "setup");
+        return;
+    }
+    int nulls = 0;
+    while (!PQisBusy(c)) {
+        PGresult *r = PQgetResult(c);
+        if (r == NULL) {
+            if (++nulls > 1)
+                break;
+            continue;
+        }
+        nulls = 0;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            if (s->reconn_nres != 0) {
+                reconnect_failed(s, "setup: answers missing");
+                return;
+            }
+            reconnected(s);
+            return;
+        }
+        if (st == PGRES_TUPLES_OK && s->reconn_nres == 1) {
+            s->reconn_seq = PQntuples(r) ? saga__pg_col_int(r, 0, 0) : 0;
+            s->reconn_nres--;
+        } else if (st == PGRES_COMMAND_OK && s->reconn_nres > 1) {
+            s->reconn_nres--;
+        } else {
+            const char *m = PQresultErrorMessage(r);
+            size_t n = m ? strlen(m) : 0;
+            while (n > 0 && (m[n - 1] == '\n' || m[n - 1] == ' '))
+                n--;
+            char what[256];
+            snprintf(what, sizeof what, "setup failed (%s)%s%.*s",
+                     PQresStatus(st), n ? ": " : "", (int)n, n ? m : "");
+            PQclear(r);
+            /* The connection's own message says nothing more. */
+            PGconn *keep = s->nconn;
+            s->nconn = NULL;
+            reconnect_failed(s, what);
+            PQfinish(keep);
+            return;
+        }
+        PQclear(r);
+    }
+    if (PQstatus(c) == CONNECTION_BAD)
+        reconnect_failed(s, "setup");
+}
+
+static void rpoll_cb(uv_poll_t *h, int status, int events)
+{
+    pg_store *s = h->data;
+    if (s->reconn == 1) {
+        /* A poll error is seen by PQconnectPoll too. */
+        (void)status;
+        PostgresPollingStatusType st = PQconnectPoll(s->nconn);
+        if (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) {
+            if (watch(s, PQsocket(s->nconn),
+                      st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE,
+                      rpoll_cb) != SAGA_OK)
+                reconnect_failed(s, "cannot watch the socket");
+        } else if (st == PGRES_POLLING_OK) {
+            send_setup(s);
+        } else {
+            reconnect_failed(s, "connect");
+        }
+        return;
+    }
+    if (s->reconn == 2) {
+        if (status < 0)
+            reconnect_failed(s, "setup: socket error");
+        else
+            read_setup(s, events);
+    }
 }
 
 static void poll_cb(uv_poll_t *h, int status, int events);
@@ -292,6 +597,9 @@ static int pump(pg_store *s, int readable, int writable)
                                        "submit_batch: pipeline aborted");
                 b->definite = 1;
             }
+        } else if (b->fin != NULL && st == PGRES_TUPLES_OK && b->nres < 2) {
+            b->res[b->nres++] = r; /* fin reads it */
+            continue;
         }
         PQclear(r);
     }
@@ -343,14 +651,24 @@ static void poll_cb(uv_poll_t *h, int status, int events)
 static void timer_cb(uv_timer_t *t)
 {
     pg_store *s = t->data;
-    if (s->lost) {
-        int64_t now = mono_ms();
-        if (now < s->next_connect_ms || resolve_lost(s) != SAGA_OK) {
-            arm_timer(s, s->next_connect_ms - mono_ms());
-            return;
+    int64_t now = mono_ms();
+    if (s->reconn) {
+        if (now >= s->reconn_deadline_ms) {
+            char what[64];
+            snprintf(what, sizeof what, "no connection in %d s",
+                     s->connect_timeout_s);
+            reconnect_failed(s, what);
+        } else {
+            arm_timer(s, s->reconn_deadline_ms - now);
         }
+    } else if (s->lost) {
+        if (now < s->next_connect_ms)
+            arm_timer(s, s->next_connect_ms - now);
+        else
+            start_reconnect(s);
+    } else {
+        close_timer(s);
     }
-    close_timer(s);
     dispatch(s);
 }
 
@@ -375,6 +693,7 @@ static int enter_pipeline(pg_store *s)
     }
     p->data = s;
     s->poll = p;
+    s->poll_fd = PQsocket(s->conn);
     s->poll_events = 0;
     s->pipeline = 1;
     set_poll(s, 0);
@@ -393,6 +712,81 @@ int saga__pg_attach(saga_store *self, struct uv_loop_s *loop)
     return SAGA_OK;
 }
 
+/* The main connection in pipeline mode, or why not (a reconnection on
+ * the loop is started when it is gone). */
+static int ready(pg_store *s, const char *what)
+{
+    if (s->loop == NULL)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "%s: the store is not attached to a loop", what);
+    if (s->in_txn)
+        return saga__pg_failf(s, SAGA_ESTORE, "%s: a transaction is open",
+                              what);
+    if (s->lost || s->reconn)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "%s: the connection was lost; reconnecting",
+                              what);
+    if (!s->pipeline &&
+        (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)) {
+        int64_t now = mono_ms();
+        if (now < s->next_connect_ms)
+            return saga__pg_failf(s, SAGA_ESTORE,
+                                  "%s: not connected (next attempt in %lld "
+                                  "ms)",
+                                  what, (long long)(s->next_connect_ms - now));
+        /* Reconnect on the loop; the caller tries again later. */
+        if (s->conn != NULL)
+            PQfinish(s->conn);
+        s->conn = NULL;
+        start_reconnect(s);
+        return saga__pg_failf(s, SAGA_ESTORE, "%s: not connected; reconnecting",
+                              what);
+    }
+    return enter_pipeline(s);
+}
+
+static void enqueue(pg_store *s, pg_abatch *b)
+{
+    if (s->q_tail)
+        s->q_tail->next = b;
+    else
+        s->q_head = b;
+    s->q_tail = b;
+}
+
+int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
+                        const pg_params *p, int n, pg_fin_fn fin,
+                        void (*cb)(void), void *arg, int64_t x)
+{
+    int rc = ready(s, "ownership");
+    if (rc != SAGA_OK)
+        return rc;
+    pg_abatch *b = saga_malloc(sizeof *b);
+    if (b == NULL)
+        return saga__pg_failf(s, SAGA_ENOMEM, "ownership: out of memory");
+    memset(b, 0, sizeof *b);
+    b->fin = fin;
+    b->cb = cb;
+    b->arg = arg;
+    b->x = x;
+    enqueue(s, b);
+    char name[16];
+    int ok = 1;
+    for (int i = 0; ok && i < n; i++) {
+        snprintf(name, sizeof name, "s%d", (int)which[i]);
+        ok = PQsendQueryPrepared(s->conn, name, p[i].n, p[i].val, p[i].len,
+                                 p[i].fmt, 1);
+    }
+    ok = ok && PQpipelineSync(s->conn);
+    int f = ok ? PQflush(s->conn) : -1;
+    if (f < 0) {
+        conn_lost(s, "ownership");
+        return SAGA_OK; /* answered SAGA_ESTORE after the reconnection */
+    }
+    set_poll(s, f == 1);
+    return SAGA_OK;
+}
+
 int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
                           saga_store_done_cb done, void *arg)
 {
@@ -406,29 +800,10 @@ int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
         return saga__pg_failf(s, SAGA_ESTORE,
                               "submit_batch: the store is not attached to "
                               "a loop");
-    if (s->in_txn)
+    if (s->epoch_pending)
         return saga__pg_failf(s, SAGA_ESTORE,
-                              "submit_batch: a transaction is open");
-    if (s->lost)
-        return saga__pg_failf(s, SAGA_ESTORE,
-                              "submit_batch: the connection was lost; "
-                              "reconnecting");
-    if (!s->pipeline &&
-        (s->conn == NULL || PQstatus(s->conn) != CONNECTION_OK)) {
-        int64_t now = mono_ms();
-        if (now < s->next_connect_ms)
-            return saga__pg_failf(s, SAGA_ESTORE,
-                                  "submit_batch: not connected (next "
-                                  "attempt in %lld ms)",
-                                  (long long)(s->next_connect_ms - now));
-        if (saga__pg_open_conn(s, &s->conn, 1) != SAGA_OK) {
-            backoff(s);
-            return SAGA_ESTORE;
-        }
-        s->backoff_ms = 0;
-        s->next_connect_ms = 0;
-    }
-    if ((rc = enter_pipeline(s)) != SAGA_OK)
+                              "submit_batch: a new lease is being taken");
+    if ((rc = ready(s, "submit_batch")) != SAGA_OK)
         return rc;
     pg_abatch *b = saga_malloc(sizeof *b);
     if (b == NULL)
@@ -437,11 +812,7 @@ int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
     b->seq = ++s->batch_seq;
     b->done = done;
     b->arg = arg;
-    if (s->q_tail)
-        s->q_tail->next = b;
-    else
-        s->q_head = b;
-    s->q_tail = b;
+    enqueue(s, b);
 
     /* The batch log first: if it is there after a lost answer, all of the
      * batch is. */
@@ -468,8 +839,16 @@ int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
 int saga__pg_quiesce(pg_store *s)
 {
     int64_t limit = mono_ms() + QUIESCE_LIMIT_MS;
+    /* The loop reconnects and reads the batches back: a synchronous slot
+     * does not wait for it (nor connects on the loop itself). */
+    if (saga__pg_no_connect(s) != SAGA_OK && (s->lost || s->reconn))
+        return SAGA_ESTORE;
     while (s->q_head || s->lost) {
         if (s->lost) {
+            if (s->loop != NULL)
+                return saga__pg_failf(s, SAGA_ESTORE,
+                                      "the connection was lost; "
+                                      "reconnecting on the loop");
             if (resolve_lost(s) != SAGA_OK)
                 return SAGA_ESTORE;
             continue;
@@ -501,9 +880,14 @@ int saga__pg_quiesce(pg_store *s)
 PGconn *saga__pg_reader(pg_store *s, int *rc)
 {
     *rc = SAGA_OK;
-    if ((s->q_head || s->lost) && !s->in_txn) {
+    if ((s->q_head || s->lost || s->reconn) && !s->in_txn) {
         if (s->rconn == NULL || PQstatus(s->rconn) != CONNECTION_OK) {
+            /* Connecting blocks: only while the server is known to be
+             * reachable (the main connection is up, no backoff). */
+            if ((*rc = saga__pg_no_connect(s)) != SAGA_OK)
+                return NULL;
             if (saga__pg_open_conn(s, &s->rconn, 0) != SAGA_OK) {
+                saga__pg_connect_failed(s);
                 *rc = SAGA_ESTORE;
                 return NULL;
             }
@@ -516,13 +900,15 @@ PGconn *saga__pg_reader(pg_store *s, int *rc)
 
 void saga__pg_async_close(pg_store *s)
 {
+    abort_reconnect(s);
     close_poll(s);
     close_timer(s);
     /* close is not called with batches in flight; drop any left anyway
-     * (their callbacks never run: the caller said it was done). */
+     * (their callbacks never run: the caller said it was done); ownership
+     * requests are answered SAGA_ESTORE. */
     for (pg_abatch *b = s->q_head, *nx; b; b = nx) {
         nx = b->next;
-        saga_free(b);
+        drop_op(s, b);
     }
     s->q_head = s->q_tail = NULL;
     if (s->in_dispatch) {
@@ -531,7 +917,7 @@ void saga__pg_async_close(pg_store *s)
     }
     for (pg_abatch *b = s->f_head, *nx; b; b = nx) {
         nx = b->next;
-        saga_free(b);
+        drop_op(s, b);
     }
     s->f_head = s->f_tail = NULL;
 }

@@ -91,6 +91,7 @@ typedef struct pg_stmt_def {
 extern const pg_stmt_def saga__pg_stmts[PG__COUNT];
 
 struct pg_abatch;
+struct pg_store;
 struct uv_poll_s;
 struct uv_timer_s;
 
@@ -109,8 +110,19 @@ typedef struct pg_store {
     int close_pending;        /* close was called from a done callback */
     int backoff_ms;           /* next reconnect delay */
     int64_t next_connect_ms;  /* no reconnect before (monotonic ms) */
-    char log_writer[40];      /* this open's name in the batch log */
-    int64_t batch_seq;        /* the last batch number given */
+    /* Reconnect on the loop (pg_async.c): nconn is being connected
+     * (reconn 1: PQconnectPoll) or set up (reconn 2: search path, the
+     * statements prepared and the batch log read, pipelined), watched by
+     * poll on poll_fd; it becomes conn once ready. */
+    PGconn *nconn;
+    int reconn;
+    int reconn_nres;            /* setup results still expected */
+    int poll_fd;                /* the socket poll watches */
+    int64_t reconn_deadline_ms; /* give the attempt up then (monotonic) */
+    int64_t reconn_seq;         /* the batch log's number, read back */
+    uint64_t reconnects;        /* reconnections made on the loop */
+    char log_writer[40];        /* this open's name in the batch log */
+    int64_t batch_seq;          /* the last batch number given */
     struct pg_abatch *q_head, *q_tail; /* submitted, unresolved, in order */
     struct pg_abatch *f_head, *f_tail; /* resolved, done not yet called */
 
@@ -124,8 +136,27 @@ typedef struct pg_store {
     uint32_t lease_ms;
     char owner[128];
     int64_t epoch;
+    int epoch_pending; /* a fresh renewal is in flight: batches wait */
     char err[512];
 } pg_store;
+
+/* What the pipeline answers, in submission order (pg_async.c): a batch
+ * (fin NULL: done gets its result), or an ownership request (pg_own.c:
+ * fin turns its results into the caller's answer). */
+typedef void (*pg_fin_fn)(pg_store *s, struct pg_abatch *b);
+typedef struct pg_abatch {
+    struct pg_abatch *next;
+    int64_t seq; /* a batch's number in the batch log */
+    saga_store_done_cb done;
+    void *arg;
+    int rc;       /* first failure seen */
+    int definite; /* rc came from a statement: the batch cannot commit */
+    pg_fin_fn fin;
+    void (*cb)(void); /* the caller's callback, for fin */
+    PGresult *res[2]; /* the request's results with rows, in order */
+    int nres;
+    int64_t x; /* fin's own (fresh, limit) */
+} pg_abatch;
 
 /* Parameters of one statement call, all binary. */
 typedef struct pg_params {
@@ -186,8 +217,25 @@ PGconn *saga__pg_reader(pg_store *s, int *rc);
 /** This open's batch number in the batch log (0: none) into *seq, on
  * conn. SAGA_OK or SAGA_ESTORE. */
 int saga__pg_read_log(pg_store *s, int64_t *seq);
+/** On a store attached to a loop, whether a synchronous slot may connect
+ * now: SAGA_ESTORE (errmsg set) while the loop reconnects or backs off
+ * (a blocking connect to an unreachable server would stall the loop),
+ * else SAGA_OK. Always SAGA_OK without a loop. */
+int saga__pg_no_connect(pg_store *s);
+/** A synchronous connect failed: back off (attached stores). */
+void saga__pg_connect_failed(pg_store *s);
+/** Send an ownership request on the loop: @p n statements (at most 2)
+ * and a sync, one implicit transaction; @p fin answers it on the loop
+ * (b->rc, b->res) exactly once, also with SAGA_ESTORE when the answer was
+ * lost or the store closes first. SAGA_OK, or the refusal (fin never
+ * runs). */
+int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
+                        const pg_params *p, int n, pg_fin_fn fin,
+                        void (*cb)(void), void *arg, int64_t x);
 /** Release the loop handles (close). */
 void saga__pg_async_close(pg_store *s);
+/** The parameter count of statement @p i, its types into @p types. */
+int saga__pg_stmt_types(int i, unsigned int types[16]);
 /** Open a connection with the schema's search path and every statement
  * prepared; @p migrate also brings the schema up to date. */
 int saga__pg_open_conn(pg_store *s, PGconn **out, int migrate);

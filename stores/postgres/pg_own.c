@@ -15,6 +15,10 @@
  * later round, after that batch committed or failed.) Journal entries record the
  * (owner, epoch) that wrote them.
  *
+ * own_renew_submit and own_claim_submit (version 6) send the same
+ * statements on the loop, pipelined beside the batches (pg_async.c), and
+ * answer from the loop.
+ *
  * own_claim takes active sagas whose owner's lease is not live (expired,
  * released, or a dead epoch) with FOR UPDATE SKIP LOCKED, so that engines
  * claiming at once split them instead of waiting for each other, and gives
@@ -215,8 +219,121 @@ static int pg_own_release(saga_store *self)
     return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The same round trips on the loop (version 6)                             */
+
+static void renew_fin(pg_store *s, pg_abatch *b)
+{
+    saga_own_renewed_cb done = (saga_own_renewed_cb)b->cb;
+    int fresh = b->x != 0, rc = b->rc;
+    if (fresh)
+        s->epoch_pending = 0;
+    if (rc == SAGA_OK && b->nres != 1)
+        rc = saga__pg_failf(s, SAGA_ESTORE, "own_renew: no answer");
+    if (rc == SAGA_OK && fresh) {
+        int64_t epoch = PQntuples(b->res[0]) == 1
+                            ? saga__pg_col_int(b->res[0], 0, 0)
+                            : 0;
+        if (epoch <= 0)
+            rc = saga__pg_failf(s, SAGA_ESTORE, "own_renew: no epoch");
+        else
+            s->epoch = epoch;
+    } else if (rc == SAGA_OK && PQntuples(b->res[0]) != 1) {
+        rc = saga__pg_failf(s, SAGA_EFENCED,
+                            "own_renew: the lease of %s epoch %lld ran out",
+                            s->owner, (long long)s->epoch);
+    } else if (rc != SAGA_OK && rc != SAGA_EFENCED) {
+        rc = SAGA_ESTORE;
+    }
+    done(b->arg, rc, s->lease_ms);
+}
+
+static int pg_own_renew_submit(saga_store *self, int fresh,
+                               saga_own_renewed_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "own_renew: NULL done");
+    pg_params p = {0};
+    saga__pg_text(&p, s->owner);
+    enum pg_stmt which;
+    fresh = fresh || s->epoch == 0;
+    if (!fresh) {
+        saga__pg_int(&p, s->epoch);
+        which = PG_OWN_RENEW;
+    } else {
+        which = PG_OWN_FRESH;
+    }
+    saga__pg_int(&p, s->lease_ms);
+    int rc = saga__pg_submit_own(s, &which, &p, 1, renew_fin,
+                                 (void (*)(void))done, arg, fresh);
+    if (rc == SAGA_OK && fresh)
+        s->epoch_pending = 1;
+    return rc;
+}
+
+static void claim_fin(pg_store *s, pg_abatch *b)
+{
+    saga_own_claimed_cb done = (saga_own_claimed_cb)b->cb;
+    int rc = b->rc;
+    if (rc == SAGA_OK && b->nres != 2)
+        rc = saga__pg_failf(s, SAGA_ESTORE, "own_claim: no answer");
+    if (rc != SAGA_OK) {
+        done(b->arg, rc == SAGA_EFENCED ? rc : SAGA_ESTORE, NULL, 0);
+        return;
+    }
+    int n = PQntuples(b->res[0]);
+    if (n == 0) {
+        /* Nothing to claim, or no live lease of our own (the second
+         * statement says which). */
+        int live = PQntuples(b->res[1]) == 1 &&
+                   saga__pg_col_int(b->res[1], 0, 0) != 0;
+        if (!live)
+            rc = saga__pg_failf(s, SAGA_EFENCED,
+                                "own_claim: the lease of %s epoch %lld is "
+                                "not live",
+                                s->owner, (long long)s->epoch);
+        done(b->arg, rc, NULL, 0);
+        return;
+    }
+    saga_record *recs = saga_malloc((size_t)n * sizeof *recs);
+    if (recs == NULL) {
+        /* Claimed and unknown here: the caller gives its lease up. */
+        done(b->arg, saga__pg_failf(s, SAGA_ESTORE, "own_claim: out of memory"),
+             NULL, 0);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        saga__pg_read_record(b->res[0], i, &recs[i]); /* RETURNING */
+    done(b->arg, SAGA_OK, recs, (size_t)n);
+    saga_free(recs);
+}
+
+static int pg_own_claim_submit(saga_store *self, uint32_t limit,
+                               saga_own_claimed_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (done == NULL || limit == 0)
+        return saga__pg_failf(s, SAGA_EINVAL, "own_claim: bad arguments");
+    if (s->epoch == 0 || s->epoch_pending)
+        return saga__pg_failf(s, SAGA_EFENCED, "own_claim: no lease taken");
+    /* The claim, then whether the lease is live (to tell "nothing to
+     * claim" from "not ours to claim"), in one round trip. */
+    pg_params p[2] = {{0}, {0}};
+    saga__pg_text(&p[0], s->owner);
+    saga__pg_int(&p[0], s->epoch);
+    saga__pg_int(&p[0], limit);
+    saga__pg_text(&p[1], s->owner);
+    saga__pg_int(&p[1], s->epoch);
+    enum pg_stmt which[2] = {PG_OWN_CLAIM, PG_OWN_LIVE};
+    return saga__pg_submit_own(s, which, p, 2, claim_fin, (void (*)(void))done,
+                               arg, limit);
+}
+
 void saga__pg_own_init(pg_store *s)
 {
+    s->base.own_renew_submit = pg_own_renew_submit;
+    s->base.own_claim_submit = pg_own_claim_submit;
     s->base.own_renew = pg_own_renew;
     s->base.own_claim = pg_own_claim;
     s->base.own_check = pg_own_check;

@@ -236,14 +236,23 @@ static int connect_db(pg_store *s);
 int saga__pg_ensure_conn(pg_store *s)
 {
     /* Batches in flight first: the connection is theirs until answered. */
-    if ((s->pipeline || s->q_head || s->lost) && saga__pg_quiesce(s) != SAGA_OK)
+    if ((s->pipeline || s->q_head || s->lost || s->reconn) &&
+        saga__pg_quiesce(s) != SAGA_OK)
         return SAGA_ESTORE;
     if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
         return SAGA_OK;
     if (s->in_txn)
         return saga__pg_failf(s, SAGA_ESTORE,
                               "the connection was lost in a transaction");
-    return connect_db(s);
+    /* On a loop: no blocking connect while the server is known to be
+     * unreachable (the loop's own reconnection is under way or backing
+     * off). The first one after a connection found broken is allowed. */
+    if (saga__pg_no_connect(s) != SAGA_OK)
+        return SAGA_ESTORE;
+    int rc = connect_db(s);
+    if (rc != SAGA_OK)
+        saga__pg_connect_failed(s);
+    return rc;
 }
 
 /* Statements that only read: while a batch is in flight they go to the
@@ -516,24 +525,30 @@ static int migrate_schema(pg_store *s)
     return rc;
 }
 
+int saga__pg_stmt_types(int i, unsigned int types[16])
+{
+    const pg_stmt_def *d = &saga__pg_stmts[i];
+    int n = 0;
+    /* The parameter count is the highest $N in the SQL; a 0 type lets
+     * the server infer it (from a cast). */
+    for (const char *p = d->sql; (p = strchr(p, '$')) != NULL; p++) {
+        int k = atoi(p + 1);
+        if (k > n)
+            n = k;
+    }
+    for (int k = 0; k < n && k < 16; k++)
+        types[k] = d->types[k];
+    return n;
+}
+
 static int prepare_all(pg_store *s, PGconn *c)
 {
     for (int i = 0; i < PG__COUNT; i++) {
-        const pg_stmt_def *d = &saga__pg_stmts[i];
         Oid types[16];
-        int n = 0;
-        /* The parameter count is the highest $N in the SQL; a 0 type lets
-         * the server infer it (from a cast). */
-        for (const char *p = d->sql; (p = strchr(p, '$')) != NULL; p++) {
-            int k = atoi(p + 1);
-            if (k > n)
-                n = k;
-        }
-        for (int k = 0; k < n; k++)
-            types[k] = d->types[k];
+        int n = saga__pg_stmt_types(i, types);
         char name[16];
         snprintf(name, sizeof name, "s%d", i);
-        PGresult *res = PQprepare(c, name, d->sql, n, types);
+        PGresult *res = PQprepare(c, name, saga__pg_stmts[i].sql, n, types);
         int rc = SAGA_OK;
         if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
             rc = saga__pg_failf(s, SAGA_ESTORE, "prepare: %s",
@@ -721,6 +736,7 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
     if (s == NULL)
         return SAGA_ENOMEM;
     memset(s, 0, sizeof *s);
+    s->poll_fd = -1;
     s->base = saga__pg_ops;
     snprintf(s->schema, sizeof s->schema, "%s", schema);
     s->connect_timeout_s = opts->connect_timeout_s ? opts->connect_timeout_s

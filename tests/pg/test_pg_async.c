@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "saga/engine.h"
 #include "saga/postgres.h"
 #include "store_suite.h"
 
@@ -408,13 +409,25 @@ Test(pg_async, a_batch_killed_before_its_commit_is_read_back_as_failed)
 }
 
 /* A TCP proxy between the store and the server. drop_answers: what the
- * server sends is swallowed; cut: every open connection is closed. */
+ * server sends is swallowed; cut: every open connection is closed;
+ * hold_ms: an outage of that long (the proxy's clock): every open
+ * connection is closed, and new ones are accepted and then held without a
+ * byte either way (a server that does not answer), until the outage ends
+ * and they are closed; holding is set meanwhile, outages counts the ended
+ * ones. */
 typedef struct proxy {
     int lfd;
     int port, up_port;
     pthread_t th;
-    atomic_int drop_answers, cut, stop;
+    atomic_int drop_answers, cut, stop, hold_ms, holding, outages;
 } proxy;
+
+static int64_t proxy_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int connect_up(int port)
 {
@@ -433,9 +446,23 @@ static int connect_up(int port)
 static void *proxy_main(void *arg)
 {
     proxy *p = arg;
-    int down[8], up[8], n = 0;
+    int down[8], up[8], n = 0, held[64], nheld = 0;
+    int64_t hold_until = 0;
     char buf[65536];
     while (!atomic_load(&p->stop)) {
+        int hold = atomic_exchange(&p->hold_ms, 0);
+        if (hold > 0) {
+            hold_until = proxy_now_ms() + hold;
+            atomic_store(&p->holding, 1);
+            atomic_store(&p->cut, 1);
+        }
+        if (atomic_load(&p->holding) && proxy_now_ms() >= hold_until) {
+            for (int i = 0; i < nheld; i++)
+                close(held[i]);
+            nheld = 0;
+            atomic_store(&p->holding, 0);
+            atomic_fetch_add(&p->outages, 1);
+        }
         if (atomic_exchange(&p->cut, 0)) {
             for (int i = 0; i < n; i++) {
                 close(down[i]);
@@ -452,6 +479,14 @@ static void *proxy_main(void *arg)
         }
         if (poll(pf, (nfds_t)(1 + 2 * n), 20) <= 0)
             continue;
+        if ((pf[0].revents & POLLIN) && atomic_load(&p->holding)) {
+            int d = accept(p->lfd, NULL, NULL);
+            if (d >= 0 && nheld < 64)
+                held[nheld++] = d;
+            else if (d >= 0)
+                close(d);
+            continue;
+        }
         if ((pf[0].revents & POLLIN) && n < 8) {
             int d = accept(p->lfd, NULL, NULL);
             int u = d >= 0 ? connect_up(p->up_port) : -1;
@@ -488,6 +523,8 @@ static void *proxy_main(void *arg)
         close(down[i]);
         close(up[i]);
     }
+    for (int i = 0; i < nheld; i++)
+        close(held[i]);
     return NULL;
 }
 
@@ -759,4 +796,123 @@ Test(pg_async, many_rows_per_statement_write_what_single_rows_write)
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0);
     close_all(bulk, &loop2);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reconnecting never blocks the loop                                       */
+
+typedef struct ticker {
+    uv_timer_t t;
+    proxy *px;
+    saga_engine *e;
+    int ticks, held_ticks, started, want, failed_starts;
+    uint64_t last, max_gap_ns; /* reported, not asserted */
+} ticker;
+
+static void step_ok(saga_engine *e, const saga_step_ref *ref, const void *d,
+                    size_t l, void *arg)
+{
+    (void)d, (void)l, (void)arg;
+    saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
+}
+
+/* Every 5 ms: count, start a saga (the first want ticks), and at tick 20
+ * make the server unreachable for 1.5 s (the proxy's clock). */
+static void tick_cb(uv_timer_t *t)
+{
+    ticker *k = t->data;
+    k->ticks++;
+    uint64_t now = uv_hrtime();
+    if (k->last && now - k->last > k->max_gap_ns)
+        k->max_gap_ns = now - k->last;
+    k->last = now;
+    if (atomic_load(&k->px->holding))
+        k->held_ticks++;
+    if (k->ticks == 20)
+        atomic_store(&k->px->hold_ms, 1500);
+    if (k->started < k->want) {
+        char id[SAGA_ID_SIZE];
+        if (saga_start(k->e, "tick", NULL, NULL, 0, id, NULL, NULL) == SAGA_OK)
+            k->started++;
+        else
+            k->failed_starts++;
+    }
+}
+
+static int engine_active(saga_engine *e)
+{
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
+    cr_assert_eq(saga_engine_stats(e, &st), SAGA_OK);
+    return (int)st.active;
+}
+
+Test(pg_async, a_server_unreachable_for_a_while_never_stops_the_loop)
+{
+    proxy px;
+    proxy_start(&px);
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://saga@127.0.0.1:%d/postgres",
+             px.port);
+    static int n;
+    snprintf(g_schema, sizeof g_schema, "a_loop_%d_%d", (int)getpid(), n++);
+    saga_pg_options so = SAGA_PG_OPTIONS_INIT;
+    so.schema = g_schema;
+    /* Longer than the outage: a blocking connect would wait it out. */
+    so.connect_timeout_s = 5;
+    saga_store *s = NULL;
+    cr_assert_eq(saga_store_postgres_open(&s, url, &so), SAGA_OK, "%s",
+                 saga_store_postgres_open_errmsg());
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
+    o.loop = &loop;
+    o.log_level = SAGA_LOG_ERROR;
+    o.store_retry_ms = 20;
+    ticker k;
+    memset(&k, 0, sizeof k);
+    k.px = &px;
+    k.want = 100;
+    cr_assert_eq(saga_engine_new(&k.e, s, NULL, &o), SAGA_OK);
+    saga_def *d;
+    saga_step_options sto = SAGA_STEP_OPTIONS_INIT;
+    cr_assert_eq(saga_def_new(&d, "tick", 1), SAGA_OK);
+    cr_assert_eq(saga_def_add_step(d, "one", step_ok, NULL, &sto, NULL),
+                 SAGA_OK);
+    cr_assert_eq(saga_def_add_step(d, "two", step_ok, NULL, &sto, NULL),
+                 SAGA_OK);
+    cr_assert_eq(saga_engine_register(k.e, d), SAGA_OK);
+    cr_assert_eq(saga_engine_start(k.e), SAGA_OK, "%s",
+                 saga_engine_errmsg(k.e));
+    uv_timer_init(&loop, &k.t);
+    k.t.data = &k;
+    uv_timer_start(&k.t, tick_cb, 5, 5);
+    /* Until every saga ended after the outage (bounded: 6000 ticks). */
+    while (k.ticks < 6000 &&
+           (k.started < k.want || atomic_load(&px.outages) == 0 ||
+            engine_active(k.e) > 0))
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert_eq(atomic_load(&px.outages), 1, "the outage happened");
+    cr_log_info("%d ticks during the outage, %d in all, longest gap %.1f ms",
+                k.held_ticks, k.ticks, (double)k.max_gap_ns / 1e6);
+    /* 1.5 s of 5 ms ticks is 300; a loop blocked in a connect gets none
+     * (the machine is shared: 40% is plenty). */
+    cr_assert_geq(k.held_ticks, 120,
+                  "the loop ticked %d times during the outage (%d in all)",
+                  k.held_ticks, k.ticks);
+    cr_assert_eq(k.started, k.want, "%d starts failed", k.failed_starts);
+    cr_assert_eq(engine_active(k.e), 0, "every saga ended (%d ticks)", k.ticks);
+    PGconn *c = admin();
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s.sagas WHERE state = %d",
+             g_schema, (int)SAGA_STATE_COMPLETED);
+    cr_assert_eq(query_int(c, sql), k.want,
+                 "every saga completed in the "
+                 "store");
+    PQfinish(c);
+    uv_timer_stop(&k.t);
+    uv_close((uv_handle_t *)&k.t, NULL);
+    saga_engine_free(k.e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    proxy_stop(&px);
 }
