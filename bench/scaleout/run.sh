@@ -117,8 +117,12 @@ multi() { # k
       { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         n += v["n"]; if (v["time"] > tm) tm = v["time"];
         if (v["p50_ms"] > p50) p50 = v["p50_ms"]; if (v["p99_ms"] > p99) p99 = v["p99_ms"];
-        c += v["commits"] }
-      END { printf "result multi n=%d window=%d time=%.3f sagas_per_s=%.0f p50_ms=%.3f p99_ms=%.3f commits=%d\n", n, bw, tm, n / tm, p50, p99, c }' \
+        c += v["commits"]; eus += v["engine_us_per_saga"] * v["n"]
+        # each process saw the CPU of every backend of the server: the
+        # server'"'"'s CPU is the largest of them
+        s = v["server_cpu"] * v["time"]; if (s > sv) sv = s
+        if (lim == "") lim = v["limit"] }
+      END { printf "result multi n=%d window=%d time=%.3f sagas_per_s=%.0f p50_ms=%.3f p99_ms=%.3f commits=%d limit=%s engine_us_per_saga=%.0f server_us_per_saga=%.0f\n", n, bw, tm, n / tm, p50, p99, c, lim, eus / n, sv * 1e6 / n }' \
       > "$out/multi$k.$t"
   done
 }

@@ -239,23 +239,31 @@ static const char *const floor_sql[F__COUNT] = {
     [F_JOURNAL] = "INSERT INTO journal(saga_id, seq, event, step, attempt, "
                   "started_ms, at_ms, error) VALUES ($1, $2, $3, $4, $5, $6, "
                   "$7, $8)",
-    /* Many rows per statement, as the store sends a batch of 4 or more. */
-    [F_INSERT_N] = "INSERT INTO sagas(" SAGA_COLS ") SELECT * FROM unnest($1, "
-                   "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-    [F_UPDATE_N] = "WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, "
-                   "$7, $8, $9, $10, $11, $12) AS v(id, def_name, "
-                   "def_version, state, step, attempt, flags, created_ms, "
-                   "updated_ms, due_ms, deadline_ms, error)), u AS (UPDATE "
-                   "sagas s SET def_name = v.def_name, def_version = "
-                   "v.def_version, state = v.state, step = v.step, attempt = "
-                   "v.attempt, flags = v.flags, created_ms = v.created_ms, "
-                   "updated_ms = v.updated_ms, due_ms = v.due_ms, deadline_ms "
-                   "= v.deadline_ms, error = v.error FROM v WHERE s.id = v.id "
+    /* Many rows per statement, as the store sends a batch of 4 or more:
+     * the arrays unnested in the select list (a ProjectSet, no tuplestore),
+     * as the store does. */
+    [F_INSERT_N] = "INSERT INTO sagas(" SAGA_COLS ") SELECT unnest($1), "
+                   "unnest($2), unnest($3), unnest($4), unnest($5), "
+                   "unnest($6), unnest($7), unnest($8), unnest($9), "
+                   "unnest($10), unnest($11), unnest($12), unnest($13), "
+                   "unnest($14)",
+    [F_UPDATE_N] = "WITH u AS (UPDATE sagas s SET def_name = v.def_name, "
+                   "def_version = v.def_version, state = v.state, step = "
+                   "v.step, attempt = v.attempt, flags = v.flags, created_ms "
+                   "= v.created_ms, updated_ms = v.updated_ms, due_ms = "
+                   "v.due_ms, deadline_ms = v.deadline_ms, error = v.error "
+                   "FROM (SELECT unnest($1) AS id, unnest($2) AS def_name, "
+                   "unnest($3) AS def_version, unnest($4) AS state, "
+                   "unnest($5) AS step, unnest($6) AS attempt, unnest($7) AS "
+                   "flags, unnest($8) AS created_ms, unnest($9) AS "
+                   "updated_ms, unnest($10) AS due_ms, unnest($11) AS "
+                   "deadline_ms, unnest($12) AS error) v WHERE s.id = v.id "
                    "RETURNING 1) SELECT 1 / (SELECT (count(*) = $13)::int "
                    "FROM u)",
     [F_JOURNAL_N] = "INSERT INTO journal(saga_id, seq, event, step, attempt, "
-                    "started_ms, at_ms, error) SELECT * FROM unnest($1, $2, "
-                    "$3, $4, $5, $6, $7, $8)",
+                    "started_ms, at_ms, error) SELECT unnest($1), unnest($2), "
+                    "unnest($3), unnest($4), unnest($5), unnest($6), "
+                    "unnest($7), unnest($8)",
 };
 #define A_T 1009u
 #define A_I 1016u

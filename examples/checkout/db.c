@@ -544,6 +544,8 @@ ck_db *ck_db_connect(const char *path, const char *pg_url, const char *schema)
     }
     db->own_lite = 1;
     ck_exec(db, "PRAGMA journal_mode = WAL");
+    /* As the SQLite store does: no page written only to zero freed ones. */
+    ck_exec(db, "PRAGMA secure_delete = FAST");
     return db;
 }
 

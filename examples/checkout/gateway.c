@@ -23,7 +23,10 @@
 struct ck_gateway {
     ck_app *a;
     ck_db *db;
-    struct gw_req *reqs;
+    struct gw_req *reqs; /* sent, not arrived yet */
+    struct gw_req *due;  /* arrived in this loop turn: decided in flush() */
+    uv_timer_t flush;
+    int flush_init;
 };
 
 typedef struct gw_req {
@@ -34,6 +37,8 @@ typedef struct gw_req {
     int64_t amount;
     ck_gw_cb cb;
     void *arg;
+    ck_gw_result res; /* flush(): the decision */
+    char txn[64];
 } gw_req;
 
 static int schema(ck_db *db)
@@ -70,13 +75,20 @@ static void unlink_req(gw_req *r)
     uv_close((uv_handle_t *)&r->timer, req_free);
 }
 
+static void gw_free(uv_handle_t *h) { free(h->data); }
+
 void ck_gateway_close(ck_gateway *g)
 {
     if (g == NULL)
         return;
     while (g->reqs)
         unlink_req(g->reqs);
-    free(g);
+    while (g->due)
+        unlink_req(g->due);
+    if (g->flush_init)
+        uv_close((uv_handle_t *)&g->flush, gw_free);
+    else
+        free(g);
 }
 
 void ck_gateway_forget(ck_gateway *g, void *req)
@@ -162,15 +174,61 @@ static ck_gw_result decide(ck_gateway *g, const gw_req *r, char txn[64])
     return CK_GW_CHARGED;
 }
 
+/* The requests that arrived in one loop turn are decided in one
+ * transaction of the gateway's books (one commit, instead of a read and a
+ * write transaction per charge), then each is answered. The books stay
+ * outside the payment service's transactions. If that commit fails,
+ * nothing was decided: each answers as a gateway that is unavailable. */
+static void flush(uv_timer_t *t)
+{
+    ck_gateway *g = t->data;
+    gw_req *list = g->due;
+    g->due = NULL;
+    if (list == NULL)
+        return;
+    list->prev = &list;
+    /* On PostgreSQL a failed statement aborts the whole transaction: there
+     * each decision is written alone, as before. */
+    int begun = !ck_db_is_pg(g->db) && ck_begin(g->db) == CK_OK;
+    for (gw_req *r = list; r != NULL; r = r->next)
+        r->res = decide(g, r, r->txn);
+    if (begun && ck_commit(g->db) != CK_OK) {
+        ck_rollback(g->db);
+        for (gw_req *r = list; r != NULL; r = r->next)
+            r->res = CK_GW_TRANSIENT;
+    }
+    while (list != NULL) {
+        gw_req *r = list;
+        ck_gw_cb cb = r->cb;
+        void *arg = r->arg;
+        ck_gw_result res = r->res;
+        char txn[64];
+        memcpy(txn, r->txn, sizeof txn);
+        unlink_req(r);
+        cb(res, txn, arg);
+    }
+}
+
 static void fire(uv_timer_t *t)
 {
     gw_req *r = t->data;
-    char txn[64];
-    ck_gw_result res = decide(r->g, r, txn);
-    ck_gw_cb cb = r->cb;
-    void *arg = r->arg;
-    unlink_req(r);
-    cb(res, txn, arg);
+    ck_gateway *g = r->g;
+    /* From the waiting list to the arrived ones. */
+    *r->prev = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->next = g->due;
+    r->prev = &g->due;
+    if (g->due)
+        g->due->prev = &r->next;
+    g->due = r;
+    if (!g->flush_init) {
+        uv_timer_init(g->a->loop, &g->flush);
+        g->flush.data = g;
+        g->flush_init = 1;
+    }
+    if (!uv_is_active((uv_handle_t *)&g->flush))
+        uv_timer_start(&g->flush, flush, 0, 0);
 }
 
 void *ck_gateway_charge(ck_gateway *g, const char *key, const char *token,

@@ -20,6 +20,7 @@ typedef struct plain_state {
     void *picked;   /* warehouse: picks due, written with the next flush */
     uv_timer_t flush;
     int flush_init;
+    FILE *log; /* notification: DIR/notifications.log, opened once */
 } plain_state;
 
 /* 5.99 flat, free from 100.00, 15.00 outside the USA. */
@@ -369,14 +370,20 @@ static int on_order_event(saga_participant *p, const saga_command *e, void *arg)
                 rc = SAGA_ESTORE;
             ck_done(st);
         }
-        char path[1200], ts[32];
-        snprintf(path, sizeof path, "%s/notifications.log", s->a->dir);
+        char ts[32];
         ck_iso8601(now, ts);
-        FILE *f = rc == SAGA_OK ? fopen(path, "a") : NULL;
-        if (f != NULL) {
-            fprintf(f, "%s to=%s subject=\"%s\"\n    %s\n", ts, addr, subject,
-                    body);
-            fclose(f);
+        /* The file stays open (it was opened and closed per email: an
+         * openat and a close per checkout); each email is flushed, so the
+         * log is readable as it was. */
+        if (rc == SAGA_OK && s->log == NULL) {
+            char path[1200];
+            snprintf(path, sizeof path, "%s/notifications.log", s->a->dir);
+            s->log = fopen(path, "a");
+        }
+        if (rc == SAGA_OK && s->log != NULL) {
+            fprintf(s->log, "%s to=%s subject=\"%s\"\n    %s\n", ts, addr,
+                    subject, body);
+            fflush(s->log);
         }
     }
     json_decref(ev);
@@ -417,7 +424,15 @@ static ck_app *closing_app;
 static void one_closed(void *arg)
 {
     (void)arg;
-    if (--closing_count == 0 && closing_done)
+    if (--closing_count != 0)
+        return;
+    /* Every participant is closed: no email comes any more. */
+    plain_state *n = closing_app->state[CK_SVC_NOTIFICATION];
+    if (n != NULL && n->log != NULL) {
+        fclose(n->log);
+        n->log = NULL;
+    }
+    if (closing_done)
         closing_done(closing_app);
 }
 

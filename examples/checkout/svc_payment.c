@@ -81,12 +81,18 @@ typedef struct charge {
     int64_t amount;
     uint64_t started; /* uv_now() when the command came */
     struct charge *next, **prev;
+    ck_gw_result res; /* answered: the gateway's outcome, for the flush */
+    int failed;       /* the flush could not record it */
+    char txn[64];
 } charge;
 
 typedef struct pay_state {
     ck_app *a;
     ck_db *db;
     charge *inflight;
+    charge *answered; /* by the gateway in this loop turn: see flush() */
+    uv_timer_t flush;
+    int flush_init;
 } pay_state;
 
 static void key_of(const saga_command *c, char *key, size_t size)
@@ -94,26 +100,42 @@ static void key_of(const saga_command *c, char *key, size_t size)
     snprintf(key, size, "pay_%s_%u", c->saga_id, c->step);
 }
 
-/* What the saga learns, and the event, for a gateway outcome. */
-static int outcome(ck_app *a, saga_participant *p, const charge *ch,
-                   ck_gw_result res, const char *txn, saga_outcome *oc,
-                   saga_map **out, const char **err)
+/* The payments row for a gateway outcome (in the flush's transaction). */
+static int outcome_record(pay_state *s, const charge *ch)
 {
-    ck_db *db = ((pay_state *)a->state[CK_SVC_PAYMENT])->db;
+    switch (ch->res) {
+    case CK_GW_TRANSIENT:
+        return record(s->db, ch->pid, ch->order_id, ch->amount, ch->method,
+                      ch->key, "PENDING", NULL, "GATEWAY_UNAVAILABLE");
+    case CK_GW_CHARGED:
+        return record(s->db, ch->pid, ch->order_id, ch->amount, ch->method,
+                      ch->key, "COMPLETED", ch->txn, NULL);
+    default:
+        return record(s->db, ch->pid, ch->order_id, ch->amount, ch->method,
+                      ch->key, "FAILED", NULL,
+                      ch->res == CK_GW_DECLINED ? "INSUFFICIENT_FUNDS"
+                      : ch->res == CK_GW_LATE   ? "PAYMENT_LATE"
+                                                : "PAYMENT_TIMEOUT");
+    }
+}
+
+/* What the saga learns, and the event, for a recorded gateway outcome. */
+static void outcome(ck_app *a, saga_participant *p, const charge *ch,
+                    saga_outcome *oc, saga_map **out, const char **err)
+{
     int64_t now = ck_now_ms();
+    ck_gw_result res = ch->res;
+    const char *txn = ch->txn;
+    (void)a;
     *out = NULL;
     *err = NULL;
     if (res == CK_GW_TRANSIENT) {
         *oc = SAGA_OUTCOME_RETRY;
         *err = "GATEWAY_UNAVAILABLE";
-        return record(db, ch->pid, ch->order_id, ch->amount, ch->method,
-                      ch->key, "PENDING", NULL, *err);
+        return;
     }
     if (res == CK_GW_CHARGED) {
         *oc = SAGA_OUTCOME_OK;
-        if (record(db, ch->pid, ch->order_id, ch->amount, ch->method, ch->key,
-                   "COMPLETED", txn, NULL) != 0)
-            return -1;
         json_t *ev = ck_event("PaymentProcessedEvent", ch->order_id, now);
         json_object_set_new(ev, "payment_id", json_string(ch->pid));
         json_object_set_new(ev, "transaction_id", json_string(txn));
@@ -124,16 +146,13 @@ static int outcome(ck_app *a, saga_participant *p, const charge *ch,
         saga_map_set_str(*out, "payment_id", ch->pid);
         saga_map_set_str(*out, "transaction_id", txn);
         saga_map_set_int(*out, "amount", ch->amount);
-        return 0;
+        return;
     }
     *oc = SAGA_OUTCOME_FAIL;
     const char *code = res == CK_GW_DECLINED ? "INSUFFICIENT_FUNDS"
                        : res == CK_GW_LATE   ? "PAYMENT_LATE"
                                              : "PAYMENT_TIMEOUT";
     *err = code;
-    if (record(db, ch->pid, ch->order_id, ch->amount, ch->method, ch->key,
-               "FAILED", NULL, code) != 0)
-        return -1;
     json_t *ev = ck_event("PaymentFailedEvent", ch->order_id, now);
     json_object_set_new(ev, "payment_id", json_string(ch->pid));
     json_object_set_new(ev, "error_code", json_string(code));
@@ -147,7 +166,6 @@ static int outcome(ck_app *a, saga_participant *p, const charge *ch,
                                         : "Payment failed: the gateway did "
                                           "not answer in time"));
     ck_publish(p, CK_T_PAYMENT, ch->order_id, ev);
-    return 0;
 }
 
 static void charge_setup(charge *ch, ck_app *a, saga_participant *p,
@@ -210,38 +228,84 @@ static int refund(ck_app *a, saga_participant *p, const saga_command *c)
 
 static void charge_close_cb(uv_handle_t *h) { free(h->data); }
 
+/* The answers of one loop turn: their payments rows are written in one
+ * transaction (one commit instead of one per charge), then, once that
+ * is durable, each event is published and each deferred command
+ * answered. If the transaction fails, each stays pending: re-driven at the
+ * next start, where the gateway answers the same key the same way. */
+static void flush(uv_timer_t *t)
+{
+    pay_state *s = t->data;
+    charge *list = s->answered;
+    s->answered = NULL;
+    if (list == NULL)
+        return;
+    /* On PostgreSQL a failed statement aborts the whole transaction: there
+     * each row is written alone, as before. */
+    int begun = !ck_db_is_pg(s->db) && ck_begin(s->db) == CK_OK;
+    for (charge *ch = list; ch != NULL; ch = ch->next) {
+        /* A charge that comes back after the orchestrator's per-attempt
+         * timeout is not trusted to be wanted any more: the saga may be
+         * compensating. Reverse it at once and answer FAIL, so that a slow
+         * gateway always ends in a cancelled order with nothing charged,
+         * however loaded the machine is (the refund compensation then
+         * finds it refunded). */
+        if (ch->res == CK_GW_CHARGED &&
+            uv_now(s->a->loop) - ch->started >
+                s->a->timing.payment_step_timeout_ms) {
+            int64_t amount;
+            if (ck_gateway_refund(s->a->gateway, ch->key, &amount) == 0)
+                ch->res = CK_GW_LATE;
+        }
+        ch->failed = outcome_record(s, ch) != 0;
+    }
+    if (begun && ck_commit(s->db) != CK_OK) {
+        ck_rollback(s->db);
+        for (charge *ch = list; ch != NULL; ch = ch->next)
+            ch->failed = 1;
+    }
+    while (list != NULL) {
+        charge *ch = list;
+        list = ch->next;
+        if (ch->failed) {
+            /* Our books failed: leave it pending; re-driven at the next
+             * start. */
+            saga_deferred_abandon(ch->deferred);
+        } else {
+            saga_outcome oc;
+            saga_map *out;
+            const char *err;
+            outcome(s->a, ch->p, ch, &oc, &out, &err);
+            const void *b = NULL;
+            size_t n = 0;
+            if (out)
+                saga_map_encode(out, &b, &n);
+            saga_deferred_reply(ch->deferred, oc, b, n, err);
+            saga_map_free(out);
+        }
+        uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
+    }
+}
+
 static void charge_finish(charge *ch, ck_gw_result res, const char *txn)
 {
-    /* A charge that comes back after the orchestrator's per-attempt timeout
-     * is not trusted to be wanted any more: the saga may be compensating.
-     * Reverse it at once and answer FAIL, so that a slow gateway always
-     * ends in a cancelled order with nothing charged, however loaded the
-     * machine is (the refund compensation then finds it refunded). */
-    if (res == CK_GW_CHARGED && uv_now(ch->a->loop) - ch->started >
-                                    ch->a->timing.payment_step_timeout_ms) {
-        int64_t amount;
-        if (ck_gateway_refund(ch->a->gateway, ch->key, &amount) == 0)
-            res = CK_GW_LATE;
-    }
-    saga_outcome oc;
-    saga_map *out;
-    const char *err;
+    pay_state *s = ch->a->state[CK_SVC_PAYMENT];
     *ch->prev = ch->next;
     if (ch->next)
         ch->next->prev = ch->prev;
     uv_timer_stop(&ch->timeout);
-    if (outcome(ch->a, ch->p, ch, res, txn, &oc, &out, &err) != 0) {
-        /* Our books failed: leave it pending; re-driven at the next start. */
-        saga_deferred_abandon(ch->deferred);
-    } else {
-        const void *b = NULL;
-        size_t n = 0;
-        if (out)
-            saga_map_encode(out, &b, &n);
-        saga_deferred_reply(ch->deferred, oc, b, n, err);
-        saga_map_free(out);
+    ch->res = res;
+    snprintf(ch->txn, sizeof ch->txn, "%s", txn ? txn : "");
+    ch->next = s->answered;
+    ch->prev = NULL;
+    s->answered = ch;
+    if (!s->flush_init) {
+        uv_timer_init(s->a->loop, &s->flush);
+        s->flush.data = s;
+        s->flush_init = 1;
     }
-    uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
+    if (!uv_is_active((uv_handle_t *)&s->flush))
+        uv_timer_start(&s->flush, flush, 0, 0);
 }
 
 static void gw_answered(ck_gw_result res, const char *txn, void *arg)
@@ -330,5 +394,15 @@ void ck_payment_shutdown(ck_app *a)
         ck_gateway_forget(a->gateway, ch->gw_req);
         saga_deferred_abandon(ch->deferred);
         uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
+    }
+    while (s->answered) {
+        charge *ch = s->answered;
+        s->answered = ch->next;
+        saga_deferred_abandon(ch->deferred);
+        uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
+    }
+    if (s->flush_init) {
+        s->flush_init = 0;
+        uv_close((uv_handle_t *)&s->flush, NULL);
     }
 }
