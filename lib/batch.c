@@ -32,9 +32,12 @@ void saga__batch_stage(saga__batch *b, saga__inst *in, unsigned int put_flags)
     }
 }
 
-/* Room for @p room more items in an array holding @p n of @p cap. */
+/* Room for @p room more items in an array holding @p n of @p cap (the
+ * check inline: it runs on every transition). */
 #define RESERVE(arr, n, cap, room)                                             \
-    saga__array_grow(&(arr), &(cap), (n) + (room), sizeof *(arr), 64)
+    ((n) + (room) <= (cap)                                                     \
+         ? SAGA_OK                                                             \
+         : saga__array_grow(&(arr), &(cap), (n) + (room), sizeof *(arr), 64))
 #define GROW(arr, n, cap) ((n) < (cap) ? SAGA_OK : RESERVE(arr, n, cap, 1))
 
 const saga_journal_entry *saga__batch_journal(saga__batch *b, saga__inst *in,
