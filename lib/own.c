@@ -8,7 +8,11 @@
  *     instead of every active saga in the store (those belong to others);
  *   - renews the lease and claims sagas of engines whose lease ran out on
  *     a timer, every quarter of the lease, and resumes them as recovery
- *     does;
+ *     does; with a store that has the version-6 slots these round trips
+ *     go out on the loop (own_renew_submit, own_claim_submit) and are
+ *     answered there, so the loop never waits for them; a renewal in
+ *     flight extends nothing until its answer comes (the lease then counts
+ *     from the time it was sent);
  *   - invokes actions only while its lease is surely live by its own
  *     monotonic clock (the time a renewal was sent + the lease length):
  *     after a pause (SIGSTOP, a long GC-like stall) it invokes nothing,
@@ -39,6 +43,15 @@ struct saga__own {
     uint32_t lease_ms;
     uint64_t valid_until_ns; /* uv_hrtime(): act only before it */
     int lost;                /* the lease is (believed) lost */
+    int async;               /* the store has the version-6 slots */
+    int busy;                /* renewals and claims in flight */
+    int fresh;               /* the one in flight takes a new epoch */
+    int closed;              /* the engine closed: the answer frees this */
+    int timer_closed;
+    int rounds;              /* claim round trips this tick */
+    uint64_t sent_ns;        /* when the renewal in flight was sent */
+    const saga_record *feed; /* the claimed sagas being resumed */
+    size_t nfeed;
 };
 
 static int has_slots(const saga_store *s)
@@ -46,6 +59,14 @@ static int has_slots(const saga_store *s)
     return s->version >= 5 && s->own_renew != NULL && s->own_claim != NULL &&
            s->own_check != NULL && s->own_release != NULL;
 }
+
+static int has_async(const saga_store *s)
+{
+    return s->version >= 6 && s->own_renew_submit != NULL &&
+           s->own_claim_submit != NULL && s->submit_batch != NULL;
+}
+
+static void renew_submit(saga__own *o, int fresh);
 
 /* ------------------------------------------------------------------------ */
 /* Dropping a saga from memory and from the open batch                      */
@@ -139,6 +160,14 @@ static int lose_lease(saga_engine *e)
                   "lease lost: dropped %zu sagas from memory; they are "
                   "claimed again by whichever engine is live",
                   n);
+    if (o->async) {
+        /* Answered on the loop (renewed_cb); lost until then. With a
+         * request in flight, the next tick asks. */
+        o->lost = 1;
+        if (!o->busy)
+            renew_submit(o, 1);
+        return SAGA_OK;
+    }
     uint64_t t0 = uv_hrtime();
     uint32_t lease = o->lease_ms;
     int rc = e->store->own_renew(e->store, 1, &lease);
@@ -178,14 +207,151 @@ static int claim(saga_engine *e)
 }
 
 /* ------------------------------------------------------------------------ */
+/* On the loop: renew, then claim, each answered by the store later         */
+
+/* An answer came after the engine closed: free the state once the timer
+ * is closed too. @return 1 if the engine is gone (touch nothing more). */
+static int answered(saga__own *o)
+{
+    o->busy--;
+    if (!o->closed)
+        return 0;
+    if (o->timer_closed && o->busy == 0)
+        saga_free(o);
+    return 1;
+}
+
+static int feed_scan(saga_engine *e, saga_record_cb cb, void *arg)
+{
+    saga__own *o = e->own;
+    for (size_t i = 0; o != NULL && i < o->nfeed; i++)
+        if (cb(&o->feed[i], arg) != 0)
+            break;
+    return SAGA_OK;
+}
+
+static void claim_submit(saga__own *o);
+
+static void claimed_cb(void *arg, int rc, const saga_record *recs, size_t n)
+{
+    saga__own *o = arg;
+    if (answered(o))
+        return;
+    saga_engine *e = o->e;
+    if (rc == SAGA_OK) {
+        if (n > 0) {
+            o->feed = recs;
+            o->nfeed = n;
+            int r = saga__recover_from(e, feed_scan);
+            o->feed = NULL;
+            o->nfeed = 0;
+            if (r == SAGA_EFENCED)
+                o->lost = 1;
+        }
+        if (n == CLAIM_LIMIT && ++o->rounds < CLAIM_ROUNDS && !o->lost)
+            claim_submit(o);
+        return;
+    }
+    if (rc == SAGA_EFENCED) {
+        o->lost = 1;
+    } else {
+        /* The claim may have committed with its answer lost: sagas of
+         * this epoch that nobody knows. A new epoch makes them claimable
+         * again (by this engine too). */
+        saga__log(e, SAGA_LOG_WARN, NULL, -1,
+                  "claim failed (%s): giving the lease up to take a new one",
+                  e->store->errmsg(e->store));
+        o->lost = 1;
+    }
+    if (!e->gc.inflight && !o->busy)
+        lose_lease(e);
+}
+
+static void claim_submit(saga__own *o)
+{
+    saga_engine *e = o->e;
+    int rc = e->store->own_claim_submit(e->store, CLAIM_LIMIT, claimed_cb, o);
+    if (rc == SAGA_OK) {
+        o->busy++;
+        return;
+    }
+    /* Refused, nothing sent: the next tick tries again. */
+    if (rc == SAGA_EFENCED)
+        o->lost = 1;
+    else
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "cannot claim: %s",
+                  e->store->errmsg(e->store));
+}
+
+static void renewed_cb(void *arg, int rc, uint32_t lease)
+{
+    saga__own *o = arg;
+    if (answered(o))
+        return;
+    saga_engine *e = o->e;
+    int fresh = o->fresh;
+    if (rc == SAGA_OK) {
+        o->lease_ms = lease;
+        o->valid_until_ns = o->sent_ns + (uint64_t)lease * 1000000u;
+        /* A renewal extends a live lease only: once the engine believed
+         * it lost (it stopped acting), only a new epoch ends that. */
+        if (fresh)
+            o->lost = 0;
+        if (!o->lost) {
+            o->rounds = 0;
+            claim_submit(o);
+        } else if (!e->gc.inflight && !o->busy) {
+            lose_lease(e);
+        }
+        return;
+    }
+    if (rc == SAGA_EFENCED && !fresh) {
+        o->lost = 1;
+        if (!e->gc.inflight && !o->busy)
+            lose_lease(e);
+        return;
+    }
+    /* The lease runs on; if it runs out before a renewal gets through,
+     * the engine stops acting (saga__own_may_act). */
+    saga__log(e, SAGA_LOG_ERROR, NULL, -1, "%s: %s",
+              fresh ? "cannot take a new lease" : "lease renewal failed",
+              e->store->errmsg(e->store));
+}
+
+static void renew_submit(saga__own *o, int fresh)
+{
+    saga_engine *e = o->e;
+    o->sent_ns = uv_hrtime();
+    o->fresh = fresh;
+    int rc = e->store->own_renew_submit(e->store, fresh, renewed_cb, o);
+    if (rc == SAGA_OK) {
+        o->busy++;
+        return;
+    }
+    saga__log(e, SAGA_LOG_ERROR, NULL, -1, "%s: %s",
+              fresh ? "cannot take a new lease" : "lease renewal failed",
+              e->store->errmsg(e->store));
+}
+
+/* ------------------------------------------------------------------------ */
 /* The timer: renew, then claim                                             */
 
 static void own_tick(uv_timer_t *t)
 {
     saga__own *o = t->data;
     saga_engine *e = o->e;
-    if (e->closing || e->gc.busy)
+    if (e->closing || e->gc.busy || o->busy)
         return;
+    if (o->async) {
+        if (o->lost || uv_hrtime() >= o->valid_until_ns) {
+            o->lost = 1;
+            if (!e->gc.inflight)
+                lose_lease(e);
+            return;
+        }
+        renew_submit(o, 0);
+        return;
+    }
     if (o->lost || uv_hrtime() >= o->valid_until_ns) {
         /* Acting on nothing meanwhile (saga__own_may_act); the sagas of a
          * batch in flight are dropped once it is done. */
@@ -238,6 +404,7 @@ int saga__own_start(saga_engine *e)
                          s->errmsg(s));
     }
     o->valid_until_ns = t0 + (uint64_t)o->lease_ms * 1000000u;
+    o->async = has_async(s);
     e->own = o;
     rc = claim(e);
     if (rc != SAGA_OK) {
@@ -254,7 +421,14 @@ int saga__own_start(saga_engine *e)
     return SAGA_OK;
 }
 
-static void own_closed(uv_handle_t *h) { saga_free(h->data); }
+/* The timer is closed; an answer still in flight frees the state. */
+static void own_closed(uv_handle_t *h)
+{
+    saga__own *o = h->data;
+    o->timer_closed = 1;
+    if (!o->busy)
+        saga_free(o);
+}
 
 void saga__own_close(saga_engine *e)
 {
@@ -262,6 +436,7 @@ void saga__own_close(saga_engine *e)
     if (o == NULL)
         return;
     e->own = NULL;
+    o->closed = 1;
     /* Give the lease up: the sagas left here are claimed at once by the
      * other engines instead of after the lease (not under a batch in
      * flight: it would be fenced; the lease then runs out by itself). */
