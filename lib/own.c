@@ -29,9 +29,11 @@
  * The hooks: saga__own_start and saga__own_close (engine.c),
  * saga__own_may_act and saga__own_resolve (batch.c).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "engine_int.h"
+#include "machine.h"
 
 /* Sagas claimed per store round trip, and round trips per tick. */
 #define CLAIM_LIMIT 64u
@@ -52,7 +54,21 @@ struct saga__own {
     uint64_t sent_ns;        /* when the renewal in flight was sent */
     const saga_record *feed; /* the claimed sagas being resumed */
     size_t nfeed;
+    struct saga__moved *moved; /* saga_on_done() waiters of moved sagas */
 };
+
+/* A saga_on_done() waiter whose saga this engine does not hold (another
+ * engine owns it now): the store is asked at every lease tick, and the
+ * waiter is called once the saga ended there (or handed back to the saga
+ * when this engine claims it again). */
+typedef struct saga__moved {
+    struct saga__moved *next;
+    char id[SAGA_ID_SIZE];
+    saga_done_cb cb;
+    void *arg;
+} saga__moved;
+
+#define MOVED_POLL_MAX 64 /* store reads per tick */
 
 static int has_slots(const saga_store *s)
 {
@@ -70,6 +86,118 @@ static void renew_submit(saga__own *o, int fresh);
 
 /* ------------------------------------------------------------------------ */
 /* Dropping a saga from memory and from the open batch                      */
+
+static int add_waiter(saga__own *o, const char *id, saga_done_cb cb, void *arg)
+{
+    saga__moved *m = saga_malloc(sizeof *m);
+    if (m == NULL)
+        return SAGA_ENOMEM;
+    snprintf(m->id, sizeof m->id, "%s", id);
+    m->cb = cb;
+    m->arg = arg;
+    m->next = o->moved;
+    o->moved = m;
+    return SAGA_OK;
+}
+
+/* The saga leaves memory for another engine: its saga_on_done() waiters
+ * wait for the store instead (@p id: the saga that ends for them). */
+static void keep_waiters(saga_engine *e, saga__inst *in, const char *id)
+{
+    saga__donecb *d = in->done_cbs;
+    if (e->own == NULL)
+        return; /* freed with the saga, as before */
+    in->done_cbs = NULL;
+    for (saga__donecb *nx; d; d = nx) {
+        nx = d->next;
+        if (add_waiter(e->own, id, d->cb, d->arg) != SAGA_OK)
+            saga__log(e, SAGA_LOG_ERROR, id, -1,
+                      "out of memory: a saga_on_done() waiter of a saga "
+                      "that moved to another engine is dropped");
+        saga_free(d);
+    }
+}
+
+int saga__own_wait(saga_engine *e, const char *id, saga_done_cb cb, void *arg)
+{
+    if (e->own == NULL)
+        return SAGA_EBUSY;
+    if (add_waiter(e->own, id, cb, arg) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
+    return SAGA_OK;
+}
+
+typedef struct moved_state {
+    saga_state st;
+    int found;
+} moved_state;
+
+static int moved_state_cb(const saga_record *r, void *arg)
+{
+    moved_state *m = arg;
+    m->st = r->state;
+    m->found = 1;
+    return 0;
+}
+
+/* Ask the store about the moved sagas: a waiter whose saga ended is
+ * called (as an effect, on a later loop turn, as saga_on_done() does for
+ * a saga that ended already); one whose saga this engine holds again
+ * goes back to it. */
+static void poll_moved(saga_engine *e)
+{
+    saga__own *o = e->own;
+    int n = 0;
+    for (saga__moved **pp = &o->moved; *pp && n < MOVED_POLL_MAX;) {
+        saga__moved *m = *pp;
+        saga__inst *in = saga__inst_find(e, m->id);
+        if (in != NULL && SAGA__IS_ACTIVE(in->state)) {
+            saga__donecb *d = saga_malloc(sizeof *d);
+            if (d == NULL)
+                break;
+            d->cb = m->cb;
+            d->arg = m->arg;
+            d->next = in->done_cbs;
+            in->done_cbs = d;
+            *pp = m->next;
+            saga_free(m);
+            continue;
+        }
+        moved_state ms = {SAGA_STATE_RUNNING, 0};
+        int rc = in != NULL
+                     ? SAGA_OK
+                     : e->store->saga_get(e->store, m->id, moved_state_cb, &ms);
+        n++;
+        if (in != NULL) {
+            ms.st = in->state;
+            ms.found = 1;
+        }
+        if (rc == SAGA_ENOTFOUND ||
+            (rc == SAGA_OK && (!ms.found || !SAGA__IS_ACTIVE(ms.st)))) {
+            if (!ms.found) {
+                saga__log(e, SAGA_LOG_WARN, m->id, -1,
+                          "saga_on_done(): the saga is gone from the store "
+                          "(purged): its waiter is not called");
+            } else {
+                saga__effect f;
+                memset(&f, 0, sizeof f);
+                f.kind = EFF_DONE_CB;
+                snprintf(f.id, sizeof f.id, "%s", m->id);
+                f.state = ms.st;
+                f.done_cb = m->cb;
+                f.arg = m->arg;
+                if (saga__push_effect(e, &f) != SAGA_OK)
+                    break; /* out of memory: the next tick */
+            }
+            *pp = m->next;
+            saga_free(m);
+            continue;
+        }
+        if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
+            break; /* the store is unreachable: the next tick */
+        pp = &m->next;
+    }
+}
 
 /* Forget @p in: its staged journal entries, key, outbox messages and
  * effects leave the open batch, and it leaves memory. Start callbacks that
@@ -131,6 +259,7 @@ static void drop(saga_engine *e, saga__inst *in, const char *answer_id)
         b->effects[k++] = *f;
     }
     b->neffects = k;
+    keep_waiters(e, in, answer_id != NULL ? answer_id : in->id);
     saga__inst_free(e, in);
 }
 
@@ -342,6 +471,8 @@ static void own_tick(uv_timer_t *t)
     saga_engine *e = o->e;
     if (e->closing || e->gc.busy || o->busy)
         return;
+    if (o->moved != NULL)
+        poll_moved(e);
     if (o->async) {
         if (o->lost || uv_hrtime() >= o->valid_until_ns) {
             o->lost = 1;
@@ -437,6 +568,13 @@ void saga__own_close(saga_engine *e)
         return;
     e->own = NULL;
     o->closed = 1;
+    /* Waiters of sagas elsewhere are not called, as those of the sagas
+     * in memory at close are not. */
+    for (saga__moved *m = o->moved, *nx; m; m = nx) {
+        nx = m->next;
+        saga_free(m);
+    }
+    o->moved = NULL;
     /* Give the lease up: the sagas left here are claimed at once by the
      * other engines instead of after the lease (not under a batch in
      * flight: it would be fenced; the lease then runs out by itself). */
