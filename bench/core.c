@@ -35,6 +35,9 @@
  * timed region holds only SQLite calls, a clock read per transaction and
  * making each id.
  *
+ * The engine run and the floor's walk of the rows are bench/common/driver.c,
+ * shared with bench/scaleout (the same workload on PostgreSQL).
+ *
  * Each measurement is repeated -r times on fresh files, engine first on
  * even repetitions and floor first on odd ones, with sync() between runs so
  * that none pays for another's writeback; medians are reported, with CPU
@@ -52,9 +55,11 @@
 
 #include <saga/saga.h>
 
-#define NSTEPS 4
-#define NPHASES (NSTEPS + 1) /* start, steps 1..3 done, completed */
-#define STEP_TIMEOUT_MS 30000
+#include "common/driver.h"
+
+#define NSTEPS BENCH_NSTEPS
+#define NPHASES BENCH_NPHASES
+#define STEP_TIMEOUT_MS BENCH_STEP_TIMEOUT_MS
 
 typedef struct config {
     long n, window, seq, reps;
@@ -67,20 +72,6 @@ typedef struct config {
 static char g_dir[1024];
 static int g_page_size; /* the engine database's, the floor uses it */
 static char *g_schema;  /* the engine database's schema */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Bytes this process handed to write()/pwrite() so far: the WAL and
  * checkpoint traffic of a run, which the engine and the floor should match. */
@@ -109,11 +100,7 @@ static double cpu_now(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
-static void die(const char *what, const char *detail)
-{
-    fprintf(stderr, "bench_core: %s: %s\n", what, detail);
-    exit(1);
-}
+#define die bench_die
 
 static void db_path(char *out, size_t n, const char *name, long rep)
 {
@@ -133,45 +120,8 @@ static void db_remove(const char *path, int keep)
 /* ------------------------------------------------------------------------ */
 /* The engine                                                               */
 
-typedef struct erun {
-    saga_engine *e;
-    long total, started, done, failed;
-    double *t_start; /* per saga, by start order */
-    double *lat;     /* per saga latency, by done order */
-} erun;
-
-static void noop_step(saga_engine *e, const saga_step_ref *ref,
-                      const void *data, size_t len, void *arg)
-{
-    (void)data, (void)len, (void)arg;
-    saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
-}
-
-static void start_one(erun *r)
-{
-    char id[SAGA_ID_SIZE];
-    r->t_start[r->started] = now_s();
-    int rc = saga_start(r->e, "bench", NULL, NULL, 0, id, NULL, NULL);
-    if (rc != SAGA_OK)
-        die("saga_start", saga_engine_errmsg(r->e));
-    r->started++;
-}
-
-static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
-{
-    erun *r = arg;
-    (void)e, (void)id;
-    if (st != SAGA_STATE_COMPLETED)
-        r->failed++;
-    /* Latency is reported for sequential runs only: one saga at a time, so
-     * the k-th to end is the k-th started. */
-    r->lat[r->done] = now_s() - r->t_start[r->done];
-    r->done++;
-    if (r->started < r->total)
-        start_one(r);
-}
-
-/* Run @p n sagas with at most @p window in flight. Returns the time. */
+/* Run @p n sagas with at most @p window in flight on a fresh SQLite store
+ * at @p path (bench/common/driver.c). Returns the time. */
 static double engine_run(const char *path, long n, long window, double *lat,
                          uint64_t *commits)
 {
@@ -179,51 +129,7 @@ static double engine_run(const char *path, long n, long window, double *lat,
     int rc = saga_store_sqlite_open(&store, path, NULL);
     if (rc != SAGA_OK)
         die("saga_store_sqlite_open", saga_strerror(rc));
-    erun r;
-    memset(&r, 0, sizeof r);
-    r.total = n;
-    r.lat = lat;
-    r.t_start = malloc((size_t)n * sizeof *r.t_start);
-    if (r.t_start == NULL)
-        die("malloc", strerror(errno));
-    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
-    o.on_done = on_done;
-    o.on_done_arg = &r;
-    rc = saga_engine_new(&r.e, store, NULL, &o);
-    if (rc != SAGA_OK)
-        die("saga_engine_new", saga_strerror(rc));
-    saga_def *d;
-    saga_step_options so = SAGA_STEP_OPTIONS_INIT;
-    so.timeout_ms = STEP_TIMEOUT_MS;
-    if (saga_def_new(&d, "bench", 1) != SAGA_OK)
-        die("saga_def_new", "failed");
-    static const char *const names[NSTEPS] = {"s1", "s2", "s3", "s4"};
-    for (int i = 0; i < NSTEPS; i++)
-        if (saga_def_add_step(d, names[i], noop_step, NULL, &so, NULL) !=
-            SAGA_OK)
-            die("saga_def_add_step", saga_def_errmsg(d));
-    if (saga_engine_register(r.e, d) != SAGA_OK ||
-        saga_engine_start(r.e) != SAGA_OK)
-        die("engine setup", saga_engine_errmsg(r.e));
-
-    double t0 = now_s();
-    for (long i = 0; i < window && i < n; i++)
-        start_one(&r);
-    saga_engine_run(r.e, SAGA_RUN_DEFAULT);
-    double t = now_s() - t0;
-
-    if (r.done != n || r.failed != 0) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "%ld of %ld sagas done, %ld not COMPLETED",
-                 r.done, n, r.failed);
-        die("engine run", msg);
-    }
-    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
-    saga_engine_stats(r.e, &st);
-    *commits = st.commits;
-    saga_engine_free(r.e);
-    free(r.t_start);
-    return t;
+    return bench_engine_run(store, n, window, lat, commits);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -347,19 +253,13 @@ static void floor_close(floor_db *f)
     sqlite3_close(f->db);
 }
 
-/* One saga's fixed fields, as the engine keeps them. */
-typedef struct fsaga {
-    char id[SAGA_ID_SIZE];
-    int64_t created_ms, started_ms;
-    double t_first; /* when its first transaction began */
-} fsaga;
-
 static const unsigned char empty_map = 0x80;
 
 /* The saga row after phase @p p (0 = started, 1..3 = step p running, 4 =
  * completed), written as the store's saga_put() binds it. */
-static void put_saga(floor_db *f, fsaga *s, int p, int64_t now)
+static void put_saga(void *arg, bench_fsaga *s, int p, int64_t now)
 {
+    floor_db *f = arg;
     sqlite3_stmt *st = f->st[p == 0 ? F_INSERT : F_UPDATE];
     int done = p == NPHASES - 1;
     sqlite3_bind_text(st, 1, s->id, -1, SQLITE_STATIC);
@@ -381,9 +281,10 @@ static void put_saga(floor_db *f, fsaga *s, int p, int64_t now)
     fstep(f, st);
 }
 
-static void put_journal(floor_db *f, fsaga *s, uint32_t seq,
+static void put_journal(void *arg, const bench_fsaga *s, uint32_t seq,
                         saga_journal_kind ev, int step, int64_t now)
 {
+    floor_db *f = arg;
     sqlite3_stmt *st = f->st[F_JOURNAL];
     int saga_level = step < 0;
     sqlite3_bind_text(st, 1, s->id, -1, SQLITE_STATIC);
@@ -397,110 +298,31 @@ static void put_journal(floor_db *f, fsaga *s, uint32_t seq,
     fstep(f, st);
 }
 
-/* Phase @p p's journal entries: STARTED; STEP_OK of step p-1; at the end
- * STEP_OK of the last step and COMPLETED. */
-static void put_phase_journal(floor_db *f, fsaga *s, int p, int64_t now)
+static void floor_begin(void *arg, long nsagas, long njournal)
 {
-    if (p == 0) {
-        put_journal(f, s, 1, SAGA_JOURNAL_STARTED, -1, now);
-    } else {
-        put_journal(f, s, (uint32_t)p + 1, SAGA_JOURNAL_STEP_OK, p - 1, now);
-        if (p == NPHASES - 1)
-            put_journal(f, s, NPHASES + 1, SAGA_JOURNAL_COMPLETED, -1, now);
-    }
-    s->started_ms = now;
+    floor_db *f = arg;
+    (void)nsagas, (void)njournal;
+    fstep(f, f->st[F_BEGIN]);
 }
 
-/* The (saga, phase) of transition @p k in lockstep order: wave by wave of
- * @p window sagas, phase by phase, saga by saga. */
-static void transition(long k, long n, long window, long *saga, int *phase)
+static void floor_commit(void *arg)
 {
-    long per_wave = window * NPHASES;
-    long w = k / per_wave, r = k % per_wave;
-    long wsize = (w + 1) * window <= n ? window : n - w * window;
-    *phase = (int)(r / wsize);
-    *saga = w * window + r % wsize;
+    floor_db *f = arg;
+    fstep(f, f->st[F_COMMIT]);
 }
 
-/* Where transaction @p c of @p nc starts in that sequence: at a phase
- * boundary when the engine committed once per phase (the lockstep count),
- * else an even split of the @p total transitions. */
-static long cut(uint64_t c, uint64_t nc, long n, long window, long total)
-{
-    long waves = (n + window - 1) / window, w = (long)c / NPHASES;
-    if (c >= nc || nc != (uint64_t)(waves * NPHASES))
-        return c >= nc ? total : (long)((uint64_t)total * c / nc);
-    long wsize = (w + 1) * window <= n ? window : n - w * window;
-    return w * window * NPHASES + (long)(c % NPHASES) * wsize;
-}
-
-/* The engine's id scheme (new_id() in lib/saga.c): 12 hex digits of the
- * creation time in ms, 4 of a counter, 16 random. Ids decide where rows
- * land in the B-trees, so the floor must use the same scheme. */
-static void make_id(uint64_t *rng, uint32_t *seq, int64_t ms,
-                    char out[SAGA_ID_SIZE])
-{
-    static const char hex[] = "0123456789abcdef";
-    uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    uint32_t c = (*seq)++;
-    for (int i = 0; i < 12; i++)
-        out[i] = hex[((uint64_t)ms >> (44 - 4 * i)) & 15];
-    for (int i = 0; i < 4; i++)
-        out[12 + i] = hex[(c >> (12 - 4 * i)) & 15];
-    for (int i = 0; i < 16; i++)
-        out[16 + i] = hex[(z >> (60 - 4 * i)) & 15];
-    out[SAGA_ID_LEN] = '\0';
-}
-
-/* Write @p n sagas' rows in @p ncommits transactions. @p lat gets each
- * saga's first BEGIN -> last COMMIT. Returns the time. */
+/* Write @p n sagas' rows in @p ncommits transactions, walked as the
+ * engine's (bench/common/driver.c). @p lat gets each saga's first BEGIN ->
+ * last COMMIT. Returns the time. */
 static double floor_run(const char *path, int page_size, long n, long window,
                         uint64_t ncommits, double *lat)
 {
+    static const bench_floor_ops ops = {floor_begin, put_saga, NULL,
+                                        put_journal, floor_commit};
     floor_db f;
     floor_open(&f, path, page_size);
-    fsaga *s = calloc((size_t)n, sizeof *s);
-    if (s == NULL)
-        die("calloc", strerror(errno));
-    uint64_t rng = (uint64_t)wall_ms() * 2654435761u;
-    uint32_t seq = 0;
-    long total = n * NPHASES, i;
-    int p;
-    double t0 = now_s();
-    for (uint64_t c = 0; c < ncommits; c++) {
-        long lo = cut(c, ncommits, n, window, total);
-        long hi = cut(c + 1, ncommits, n, window, total);
-        int64_t now = wall_ms();
-        double tb = now_s();
-        fstep(&f, f.st[F_BEGIN]);
-        for (long k = lo; k < hi; k++) {
-            transition(k, n, window, &i, &p);
-            if (p == 0) {
-                /* The engine makes the id in saga_start(), at this time. */
-                make_id(&rng, &seq, now, s[i].id);
-                s[i].created_ms = now;
-                s[i].t_first = tb;
-            }
-            put_saga(&f, &s[i], p, now);
-        }
-        for (long k = lo; k < hi; k++) {
-            transition(k, n, window, &i, &p);
-            put_phase_journal(&f, &s[i], p, now);
-        }
-        fstep(&f, f.st[F_COMMIT]);
-        double tc = now_s();
-        for (long k = lo; k < hi; k++) {
-            transition(k, n, window, &i, &p);
-            if (p == NPHASES - 1)
-                lat[i] = tc - s[i].t_first;
-        }
-    }
-    double t = now_s() - t0;
+    double t = bench_floor_walk(&ops, &f, n, window, ncommits, lat);
     floor_close(&f);
-    free(s);
     return t;
 }
 
@@ -771,6 +593,7 @@ static void pair(const config *c, const char *tag, long n, long window,
 
 int main(int argc, char **argv)
 {
+    bench_prog = "bench_core";
     config c;
     parse(&c, argc, argv);
     snprintf(g_dir, sizeof g_dir, "%s/saga-bench-XXXXXX", c.dir);

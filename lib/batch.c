@@ -1,9 +1,9 @@
 /*
- * batch.c — the engine's batches: staging transitions into the open batch,
- * and the engine's side of group commit (gcommit.c decides when): taking
- * the batch for commit, writing it (in one store transaction, or submitted
- * to a store that commits asynchronously), and releasing what depends on
- * it.
+ * batch.c — group-commit batches as data (batch.h): staging transitions
+ * into a batch, taking it for commit, writing it (in one store transaction,
+ * or as the arrays a store submits asynchronously), and putting a failed
+ * one back. gcommit.c decides when; commit.c (the engine) releases what a
+ * committed batch holds. Nothing here sees the engine.
  *
  * Every transition staged during a loop turn lands in one batch. Only after
  * its commit are the batch's effects released: actions invoked, start and
@@ -15,54 +15,34 @@
  */
 #include <string.h>
 
-#include "engine_int.h"
+#include "batch.h"
 
 /* ------------------------------------------------------------------------ */
 /* Staging                                                                  */
 
-static void schedule_flush(saga_engine *e)
-{
-    if (!e->closing)
-        saga__gc_schedule(&e->gc);
-}
-
-void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags)
+void saga__batch_stage(saga__batch *b, saga__inst *in, unsigned int put_flags)
 {
     in->put_flags |= put_flags | 0x100u; /* 0x100: dirty even if no flags */
     if (!in->in_batch) {
         in->in_batch = 1;
         in->batch_next = NULL;
-        *e->batch.tail = in;
-        e->batch.tail = &in->batch_next;
-        e->batch.ninst++;
+        *b->tail = in;
+        b->tail = &in->batch_next;
+        b->ninst++;
     }
-    /* A saga with an uncommitted transition has no running timer: its
-     * timers restart from what the commit made durable. */
-    saga__heap_remove(e, in);
-    e->stats.transitions++;
-    schedule_flush(e);
 }
 
-#define GROW(arr, n, cap)                                                      \
-    ((n) < (cap) ? SAGA_OK : grow_array((void **)&(arr), &(cap), sizeof *(arr)))
+/* Room for @p room more items in an array holding @p n of @p cap. */
+#define RESERVE(arr, n, cap, room)                                             \
+    saga__array_grow(&(arr), &(cap), (n) + (room), sizeof *(arr), 64)
+#define GROW(arr, n, cap) ((n) < (cap) ? SAGA_OK : RESERVE(arr, n, cap, 1))
 
-static int grow_array(void **arr, size_t *cap, size_t elem)
+const saga_journal_entry *saga__batch_journal(saga__batch *b, saga__inst *in,
+                                              saga_journal_kind ev,
+                                              const char *error, int64_t now_ms)
 {
-    size_t nc = *cap ? *cap * 2 : 64;
-    void *na = saga_realloc(*arr, nc * elem);
-    if (na == NULL)
-        return SAGA_ENOMEM;
-    *arr = na;
-    *cap = nc;
-    return SAGA_OK;
-}
-
-int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
-                  const char *error)
-{
-    saga__batch *b = &e->batch;
     if (GROW(b->journal, b->njournal, b->cjournal) != SAGA_OK)
-        return SAGA_ENOMEM;
+        return NULL;
     saga__jentry *j = &b->journal[b->njournal];
     memset(j, 0, sizeof *j);
     /* Out of memory for the text: the entry is kept without it. */
@@ -81,10 +61,9 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
     j->e.step = saga_level ? -1 : in->step;
     j->e.attempt = saga_level ? 0 : in->attempt;
     j->e.started_ms = saga_level ? 0 : in->started_ms;
-    j->e.at_ms = saga__now(e);
-    saga__metrics_journal(e, in, &j->e);
+    j->e.at_ms = now_ms;
     b->njournal++;
-    return SAGA_OK;
+    return &j->e;
 }
 
 /* Room for one transition: the most journal entries one writes (a step
@@ -92,43 +71,28 @@ int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
 #define RESERVE_JOURNAL 8
 #define RESERVE_EFFECTS 4
 
-static int reserve(void **arr, size_t n, size_t *cap, size_t elem, size_t room)
+int saga__batch_reserve(saga__batch *b)
 {
-    while (n + room > *cap)
-        if (grow_array(arr, cap, elem) != SAGA_OK)
-            return SAGA_ENOMEM;
-    return SAGA_OK;
-}
-
-int saga__reserve(saga_engine *e)
-{
-    saga__batch *b = &e->batch;
-    if (reserve((void **)&b->journal, b->njournal, &b->cjournal,
-                sizeof *b->journal, RESERVE_JOURNAL) != SAGA_OK ||
-        reserve((void **)&b->effects, b->neffects, &b->ceffects,
-                sizeof *b->effects, RESERVE_EFFECTS) != SAGA_OK ||
-        reserve((void **)&b->idem, b->nidem, &b->cidem, sizeof *b->idem, 1) !=
+    if (RESERVE(b->journal, b->njournal, b->cjournal, RESERVE_JOURNAL) !=
             SAGA_OK ||
-        /* Saga data replaced under a running action goes there. */
-        (e->invoking && reserve((void **)&e->graveyard, e->ngrave, &e->cgrave,
-                                sizeof *e->graveyard, 1) != SAGA_OK))
+        RESERVE(b->effects, b->neffects, b->ceffects, RESERVE_EFFECTS) !=
+            SAGA_OK ||
+        RESERVE(b->idem, b->nidem, b->cidem, 1) != SAGA_OK)
         return SAGA_ENOMEM;
     return SAGA_OK;
 }
 
-int saga__push_effect(saga_engine *e, const saga__effect *eff)
+int saga__batch_effect(saga__batch *b, const saga__effect *eff)
 {
-    saga__batch *b = &e->batch;
     if (GROW(b->effects, b->neffects, b->ceffects) != SAGA_OK)
         return SAGA_ENOMEM;
     b->effects[b->neffects++] = *eff;
-    schedule_flush(e);
     return SAGA_OK;
 }
 
-int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id)
+int saga__batch_idem(saga__batch *b, const char *key, const char *saga_id,
+                     int64_t now_ms)
 {
-    saga__batch *b = &e->batch;
     if (GROW(b->idem, b->nidem, b->cidem) != SAGA_OK)
         return SAGA_ENOMEM;
     saga__idem *d = &b->idem[b->nidem];
@@ -136,55 +100,35 @@ int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id)
     if (d->key == NULL)
         return SAGA_ENOMEM;
     memcpy(d->saga_id, saga_id, SAGA_ID_SIZE);
-    d->created_ms = saga__now(e);
+    d->created_ms = now_ms;
     b->nidem++;
     return SAGA_OK;
 }
 
-void saga__stage_outmsg(saga_engine *e, saga__outmsg *m)
+void saga__batch_outmsg(saga__batch *b, saga__outmsg *m)
 {
     m->next = NULL;
-    *e->batch.out_tail = m;
-    e->batch.out_tail = &m->next;
-    schedule_flush(e);
+    *b->out_tail = m;
+    b->out_tail = &m->next;
 }
 
-/* The relay published a message: delete its outbox row with the next
- * batch (losing the delete only means publishing it again). */
-void saga__stage_outbox_done(saga_engine *e, const char *msg_id)
+int saga__batch_outbox_done(saga__batch *b, const char *msg_id)
 {
-    saga__batch *b = &e->batch;
     char *id = saga__strdup(msg_id);
     if (id == NULL || GROW(b->done_ids, b->ndone, b->cdone) != SAGA_OK) {
         saga_free(id);
-        return;
+        return SAGA_ENOMEM;
     }
     b->done_ids[b->ndone++] = id;
-    schedule_flush(e);
+    return SAGA_OK;
 }
 
-void saga__pin(saga_engine *e, int64_t updated_ms)
+void saga__batch_pin(saga__batch *b, int64_t updated_ms)
 {
     if (updated_ms <= 0)
         updated_ms = 1;
-    if (e->batch.pin_ms == 0 || updated_ms < e->batch.pin_ms)
-        e->batch.pin_ms = updated_ms;
-    /* The pin lasts until this batch is released, at the end of the turn. */
-    schedule_flush(e);
-}
-
-void saga__graveyard(saga_engine *e, void *p)
-{
-    if (!e->invoking) {
-        saga_free(p);
-        return;
-    }
-    if (GROW(e->graveyard, e->ngrave, e->cgrave) != SAGA_OK) {
-        /* Leaking beats a use-after-free in the running action. */
-        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "out of memory: leaked %p", p);
-        return;
-    }
-    e->graveyard[e->ngrave++] = p;
+    if (b->pin_ms == 0 || updated_ms < b->pin_ms)
+        b->pin_ms = updated_ms;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -210,7 +154,7 @@ void saga__batch_reset(saga__batch *b)
     b->pin_ms = 0;
 }
 
-static void batch_free(saga__batch *b)
+void saga__batch_free(saga__batch *b)
 {
     saga__batch_reset(b);
     saga_free(b->journal);
@@ -222,7 +166,7 @@ static void batch_free(saga__batch *b)
     b->out_tail = &b->out_head;
 }
 
-static int batch_writes(const saga__batch *b)
+int saga__batch_writes(const saga__batch *b)
 {
     return b->head != NULL || b->njournal || b->nidem || b->ndone ||
            b->out_head != NULL;
@@ -230,7 +174,7 @@ static int batch_writes(const saga__batch *b)
 
 int saga__batch_pending(const saga__batch *b)
 {
-    return batch_writes(b) || b->neffects || b->pin_ms != 0;
+    return saga__batch_writes(b) || b->neffects || b->pin_ms != 0;
 }
 
 /* The list tails point into the struct or at its last element: after a
@@ -258,14 +202,10 @@ static void batch_swap(saga__batch *a, saga__batch *b)
  */
 static int batch_append(saga__batch *c, saga__batch *s)
 {
-    if (reserve((void **)&c->journal, c->njournal, &c->cjournal,
-                sizeof *c->journal, s->njournal) != SAGA_OK ||
-        reserve((void **)&c->idem, c->nidem, &c->cidem, sizeof *c->idem,
-                s->nidem) != SAGA_OK ||
-        reserve((void **)&c->effects, c->neffects, &c->ceffects,
-                sizeof *c->effects, s->neffects) != SAGA_OK ||
-        reserve((void **)&c->done_ids, c->ndone, &c->cdone, sizeof *c->done_ids,
-                s->ndone) != SAGA_OK)
+    if (RESERVE(c->journal, c->njournal, c->cjournal, s->njournal) != SAGA_OK ||
+        RESERVE(c->idem, c->nidem, c->cidem, s->nidem) != SAGA_OK ||
+        RESERVE(c->effects, c->neffects, c->ceffects, s->neffects) != SAGA_OK ||
+        RESERVE(c->done_ids, c->ndone, c->cdone, s->ndone) != SAGA_OK)
         return SAGA_ENOMEM;
 #define MOVE(arr, n)                                                           \
     do {                                                                       \
@@ -293,9 +233,8 @@ static int batch_append(saga__batch *c, saga__batch *s)
 
 /* A failed commit goes back in front of what was staged since, so that the
  * two are written again as one batch in staging order. */
-int saga__batch_put_back(saga_engine *e)
+int saga__batch_put_back(saga__batch *c, saga__batch *s)
 {
-    saga__batch *c = &e->commit, *s = &e->batch;
     if (batch_append(c, s) != SAGA_OK)
         return SAGA_ENOMEM;
     /* Sagas: those of the failed batch first, then those staged only
@@ -338,17 +277,9 @@ int saga__batch_put_back(saga_engine *e)
     return SAGA_OK;
 }
 
-/* Take the open batch for commit (e->commit). @return 1 if it has writes,
- * 0 if only effects, SAGA_ENOMEM (a failed batch could not be put back). */
-int saga__batch_take(saga_engine *e)
+int saga__batch_take(saga__batch *c, saga__batch *open)
 {
-    if (e->commit_stuck) {
-        if (saga__batch_put_back(e) != SAGA_OK)
-            return SAGA_ENOMEM;
-        e->commit_stuck = 0;
-    }
-    batch_swap(&e->commit, &e->batch); /* e->batch gets the spare arrays */
-    saga__batch *c = &e->commit;
+    batch_swap(c, open); /* open gets the spare arrays */
     for (saga__inst *in = c->head; in; in = in->commit_next) {
         in->commit_next = in->batch_next;
         in->batch_next = NULL;
@@ -357,13 +288,7 @@ int saga__batch_take(saga_engine *e)
         in->commit_flags = in->put_flags;
         in->put_flags = 0;
     }
-    e->commit_writes = batch_writes(c);
-    return e->commit_writes;
-}
-
-int saga__batch_open(saga_engine *e)
-{
-    return e->commit_stuck || saga__batch_pending(&e->batch);
+    return saga__batch_writes(c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -375,24 +300,16 @@ int saga__batch_open(saga_engine *e)
  * the sagas, which may change once the store returns: a store copies what
  * it keeps (the submit_batch contract). The arrays are kept for the next
  * batch. */
-int saga__batch_arrays(saga_engine *e, saga_batch_writes *w)
+int saga__batch_arrays(saga__batch *b, saga__snapshot *sn, saga_batch_writes *w)
 {
-    saga__batch *b = &e->commit;
-    struct saga__snapshot *sn = &e->snap;
     size_t nout = 0;
     for (saga__outmsg *m = b->out_head; m; m = m->next)
         nout++;
-    if (reserve((void **)&sn->recs, 0, &sn->crecs, sizeof *sn->recs,
-                b->ninst) != SAGA_OK)
-        return SAGA_ENOMEM;
-    if (reserve((void **)&sn->flags, 0, &sn->cflags, sizeof *sn->flags,
-                b->ninst) != SAGA_OK ||
-        reserve((void **)&sn->idem, 0, &sn->cidem, sizeof *sn->idem,
-                b->nidem) != SAGA_OK ||
-        reserve((void **)&sn->msgs, 0, &sn->cmsgs, sizeof *sn->msgs, nout) !=
-            SAGA_OK ||
-        reserve((void **)&sn->jes, 0, &sn->cjes, sizeof *sn->jes,
-                b->njournal) != SAGA_OK)
+    if (RESERVE(sn->recs, 0, sn->crecs, b->ninst) != SAGA_OK ||
+        RESERVE(sn->flags, 0, sn->cflags, b->ninst) != SAGA_OK ||
+        RESERVE(sn->idem, 0, sn->cidem, b->nidem) != SAGA_OK ||
+        RESERVE(sn->msgs, 0, sn->cmsgs, nout) != SAGA_OK ||
+        RESERVE(sn->jes, 0, sn->cjes, b->njournal) != SAGA_OK)
         return SAGA_ENOMEM;
     size_t i = 0;
     for (saga__inst *in = b->head; in; in = in->commit_next, i++) {
@@ -426,14 +343,12 @@ int saga__batch_arrays(saga_engine *e, saga_batch_writes *w)
     return SAGA_OK;
 }
 
-int saga__batch_write(saga_engine *e)
+int saga__batch_write(saga__batch *b, saga__snapshot *sn, saga_store *s)
 {
-    saga_store *s = e->store;
-    saga__batch *b = &e->commit;
     if (s->version >= 3 && s->write_batch != NULL) {
         /* A store that writes a batch in one go gets it as arrays. */
         saga_batch_writes w;
-        int rc = saga__batch_arrays(e, &w);
+        int rc = saga__batch_arrays(b, sn, &w);
         return rc == SAGA_OK ? s->write_batch(s, &w) : rc;
     }
     int rc = s->begin(s);
@@ -466,22 +381,19 @@ int saga__batch_write(saga_engine *e)
     return rc;
 }
 
-void saga__batch_init(saga_engine *e)
+void saga__batch_init(saga__batch *b)
 {
-    e->batch.tail = &e->batch.head;
-    e->batch.out_tail = &e->batch.out_head;
-    e->commit.tail = &e->commit.head;
-    e->commit.out_tail = &e->commit.out_head;
+    memset(b, 0, sizeof *b);
+    b->tail = &b->head;
+    b->out_tail = &b->out_head;
 }
 
-void saga__batch_fini(saga_engine *e)
+void saga__snapshot_free(saga__snapshot *sn)
 {
-    batch_free(&e->batch);
-    batch_free(&e->commit);
-    saga_free(e->snap.recs);
-    saga_free(e->snap.flags);
-    saga_free(e->snap.idem);
-    saga_free(e->snap.msgs);
-    saga_free(e->snap.jes);
-    memset(&e->snap, 0, sizeof e->snap);
+    saga_free(sn->recs);
+    saga_free(sn->flags);
+    saga_free(sn->idem);
+    saga_free(sn->msgs);
+    saga_free(sn->jes);
+    memset(sn, 0, sizeof *sn);
 }

@@ -1,7 +1,9 @@
 /*
- * commit.c — the engine's side of group commit: the operations gcommit.c
- * calls to take, write and release the engine's batches (batch.c holds
- * them), and saga_engine_flush(). Releasing a committed batch runs its
+ * commit.c — the engine over its two batches (batch.h: the open one and
+ * the one taken for commit). Staging into the open batch with what the
+ * engine adds to it (a commit scheduled, the saga's timer stopped, the
+ * clock, metrics); the operations gcommit.c calls to take, write and
+ * release the batches; and saga_engine_flush(). Releasing a committed batch runs its
  * effects in staging order (actions invoked, start and done callbacks,
  * deliveries acked), hands its outbox messages to the relay, then frees
  * the sagas that ended and arms the others' timers.
@@ -14,6 +16,96 @@
  * yield to I/O after this many. */
 #define MAX_ROUNDS 8
 #define MAX_STORE_RETRY_MS 5000u
+
+/* ------------------------------------------------------------------------ */
+/* Staging                                                                  */
+
+static void schedule_flush(saga_engine *e)
+{
+    if (!e->closing)
+        saga__gc_schedule(&e->gc);
+}
+
+void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags)
+{
+    saga__batch_stage(&e->batch, in, put_flags);
+    /* A saga with an uncommitted transition has no running timer: its
+     * timers restart from what the commit made durable. */
+    saga__heap_remove(e, in);
+    e->stats.transitions++;
+    schedule_flush(e);
+}
+
+int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
+                  const char *error)
+{
+    const saga_journal_entry *j = saga__batch_journal(&e->batch, in, ev, error,
+                                                      saga__now(e));
+    if (j == NULL)
+        return SAGA_ENOMEM;
+    saga__metrics_journal(e, in, j);
+    return SAGA_OK;
+}
+
+int saga__reserve(saga_engine *e)
+{
+    if (saga__batch_reserve(&e->batch) != SAGA_OK ||
+        /* Saga data replaced under a running action goes there. */
+        (e->invoking &&
+         saga__array_grow(&e->graveyard, &e->cgrave, e->ngrave + 1,
+                          sizeof *e->graveyard, 64) != SAGA_OK))
+        return SAGA_ENOMEM;
+    return SAGA_OK;
+}
+
+int saga__push_effect(saga_engine *e, const saga__effect *eff)
+{
+    if (saga__batch_effect(&e->batch, eff) != SAGA_OK)
+        return SAGA_ENOMEM;
+    schedule_flush(e);
+    return SAGA_OK;
+}
+
+int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id)
+{
+    return saga__batch_idem(&e->batch, key, saga_id, saga__now(e));
+}
+
+void saga__stage_outmsg(saga_engine *e, saga__outmsg *m)
+{
+    saga__batch_outmsg(&e->batch, m);
+    schedule_flush(e);
+}
+
+/* The relay published a message: delete its outbox row with the next
+ * batch (losing the delete only means publishing it again). */
+void saga__stage_outbox_done(saga_engine *e, const char *msg_id)
+{
+    if (saga__batch_outbox_done(&e->batch, msg_id) == SAGA_OK)
+        schedule_flush(e);
+}
+
+void saga__pin(saga_engine *e, int64_t updated_ms)
+{
+    saga__batch_pin(&e->batch, updated_ms);
+    /* The pin lasts until this batch is released, at the end of the turn. */
+    schedule_flush(e);
+}
+
+void saga__graveyard(saga_engine *e, void *p)
+{
+    if (!e->invoking) {
+        saga_free(p);
+        return;
+    }
+    if (saga__array_grow(&e->graveyard, &e->cgrave, e->ngrave + 1,
+                         sizeof *e->graveyard, 64) != SAGA_OK) {
+        /* Leaking beats a use-after-free in the running action. */
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "out of memory: leaked %p", p);
+        return;
+    }
+    e->graveyard[e->ngrave++] = p;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Release                                                                  */
@@ -127,7 +219,8 @@ static void failed(void *owner, int rc)
               "commit of %zu sagas failed (%s): %s; retrying in %u ms",
               e->commit.ninst, saga_err_name(rc), detail, e->gc.backoff_ms);
     saga__err(e, SAGA_ESTORE, "commit failed: %s", detail);
-    if (!e->commit_stuck && saga__batch_put_back(e) != SAGA_OK) {
+    if (!e->commit_stuck &&
+        saga__batch_put_back(&e->commit, &e->batch) != SAGA_OK) {
         /* Kept aside and put back before the next try. */
         e->commit_stuck = 1;
         saga__log(e, SAGA_LOG_ERROR, NULL, -1,
@@ -142,12 +235,38 @@ static void failed(void *owner, int rc)
 
 static void drained(void *owner) { saga__engine_drained(owner); }
 
-static int op_pending(void *owner) { return saga__batch_open(owner); }
-static int op_take(void *owner) { return saga__batch_take(owner); }
-static int op_write(void *owner) { return saga__batch_write(owner); }
+/* Anything to commit: the open batch, or a failed one kept aside. */
+static int batch_open(const saga_engine *e)
+{
+    return e->commit_stuck || saga__batch_pending(&e->batch);
+}
+
+static int op_pending(void *owner) { return batch_open(owner); }
+
+/* Take the open batch for commit (e->commit). @return 1 if it has writes,
+ * 0 if only effects, SAGA_ENOMEM (a failed batch could not be put back). */
+static int op_take(void *owner)
+{
+    saga_engine *e = owner;
+    if (e->commit_stuck) {
+        if (saga__batch_put_back(&e->commit, &e->batch) != SAGA_OK)
+            return SAGA_ENOMEM;
+        e->commit_stuck = 0;
+    }
+    e->commit_writes = saga__batch_take(&e->commit, &e->batch);
+    return e->commit_writes;
+}
+
+static int op_write(void *owner)
+{
+    saga_engine *e = owner;
+    return saga__batch_write(&e->commit, &e->snap, e->store);
+}
+
 static int op_arrays(void *owner, saga_batch_writes *w)
 {
-    return saga__batch_arrays(owner, w);
+    saga_engine *e = owner;
+    return saga__batch_arrays(&e->commit, &e->snap, w);
 }
 
 static const saga__gc_ops engine_gc_ops = {
@@ -162,9 +281,17 @@ static const saga__gc_ops engine_gc_ops = {
 
 void saga__commit_init(saga_engine *e)
 {
-    saga__batch_init(e);
+    saga__batch_init(&e->batch);
+    saga__batch_init(&e->commit);
     saga__gc_init(&e->gc, e->loop, e->store, &engine_gc_ops, e,
                   e->opts.store_retry_ms, MAX_STORE_RETRY_MS, MAX_ROUNDS);
+}
+
+void saga__commit_fini(saga_engine *e)
+{
+    saga__batch_free(&e->batch);
+    saga__batch_free(&e->commit);
+    saga__snapshot_free(&e->snap);
 }
 
 int saga_engine_flush(saga_engine *e)
@@ -180,7 +307,7 @@ int saga_engine_flush(saga_engine *e)
     saga__gc_flush(&e->gc);
     /* With an asynchronous store, a batch in flight is on its way (what was
      * staged meanwhile follows it). */
-    int rc = !e->gc.inflight && saga__batch_open(e) ? SAGA_ESTORE : SAGA_OK;
+    int rc = !e->gc.inflight && batch_open(e) ? SAGA_ESTORE : SAGA_OK;
     if (e->free_deferred && e->owns_loop && !e->running)
         /* A callback it released closed or freed the engine: finish. */
         saga_engine_free(e);

@@ -452,7 +452,7 @@ static void engine_destroy(saga_engine *e)
     void *arg = e->close_arg;
     saga__index_free(&e->idx);
     saga_free(e->graveyard);
-    saga__batch_fini(e);
+    saga__commit_fini(e);
     saga__metrics_free(e);
     for (saga__defent *d = e->defs, *nx; d; d = nx) {
         nx = d->next;

@@ -1,51 +1,22 @@
 /*
  * engine_int.h — the engine's private state, shared by the engine layer:
- * engine.c (loop, timers, life-cycle), batch.c (staging, the batches),
- * commit.c (group commit), verbs.c (public verbs, recovery), remote.c,
- * query.c, admin.c, metrics.c. The layers below it (instance.h, machine.h,
- * gcommit.h) do not see it.
+ * engine.c (loop, timers, life-cycle), commit.c (staging and group commit
+ * over batch.h's batches), verbs.c (public verbs, recovery), remote.c,
+ * query.c, admin.c, metrics.c, own.c, trace.c, testing.c. The layers below
+ * it (batch.h, machine.h, gcommit.h, relay.h, instance.h) do not see it:
+ * scripts/check-layers.sh checks that.
  */
 #ifndef SAGA_ENGINE_INT_H
 #define SAGA_ENGINE_INT_H
 
 #include <uv.h>
 
+#include "batch.h"
 #include "gcommit.h"
 #include "instance.h"
 #include "internal.h"
 #include "machine.h"
 #include "relay.h"
-
-typedef struct saga__jentry {
-    saga_journal_entry e;
-    char saga_id[SAGA_ID_SIZE];
-    char *error; /* owned */
-} saga__jentry;
-
-typedef struct saga__idem {
-    char *key;
-    char saga_id[SAGA_ID_SIZE];
-    int64_t created_ms;
-} saga__idem;
-
-/* A group-commit batch: everything staged since the last commit. */
-typedef struct saga__batch {
-    saga__inst *head, **tail; /* dirty instances, in staging order */
-    size_t ninst;
-    saga__jentry *journal;
-    size_t njournal, cjournal;
-    saga__idem *idem;
-    size_t nidem, cidem;
-    saga__effect *effects;
-    size_t neffects, ceffects;
-    saga__outmsg *out_head, **out_tail; /* outbox rows to write */
-    char **done_ids;                    /* outbox rows to delete */
-    size_t ndone, cdone;
-    /* The oldest updated_ms of an ended saga that saga_start() returned
-     * (existed=1) for this batch; purges spare it until the batch is
-     * released. 0: none. */
-    int64_t pin_ms;
-} saga__batch;
 
 typedef struct saga__defent {
     saga_def *def;
@@ -73,26 +44,14 @@ struct saga_engine {
 
     saga__index idx; /* active sagas: by id, by key, and their timers */
 
-    saga__batch batch;  /* open: staging */
-    saga__batch commit; /* taken for commit: in flight or being released */
-    int commit_writes;  /* it has writes (metrics) */
-    int commit_stuck;   /* it failed and could not be put back yet */
-    saga__gc gc;        /* the group-commit driver */
-    /* write_batch/submit_batch arrays, kept for the next batch */
-    struct saga__snapshot {
-        saga_record *recs;
-        size_t crecs;
-        unsigned int *flags;
-        size_t cflags;
-        saga_idem_entry *idem;
-        size_t cidem;
-        saga_message *msgs;
-        size_t cmsgs;
-        saga_journal_entry *jes;
-        size_t cjes;
-    } snap;
-    int hk_wanted;      /* a purge waits for the batch in flight */
-    int close_deferred; /* closing waits for the batch in flight */
+    saga__batch batch;   /* open: staging */
+    saga__batch commit;  /* taken for commit: in flight or being released */
+    int commit_writes;   /* it has writes (metrics) */
+    int commit_stuck;    /* it failed and could not be put back yet */
+    saga__gc gc;         /* the group-commit driver */
+    saga__snapshot snap; /* write_batch/submit_batch arrays, reused */
+    int hk_wanted;       /* a purge waits for the batch in flight */
+    int close_deferred;  /* closing waits for the batch in flight */
 
     uv_timer_t timer;    /* the heap's earliest */
     uv_timer_t hk_timer; /* housekeeping */
@@ -147,7 +106,9 @@ void saga__inst_free(saga_engine *e, saga__inst *in);
 /* Arm or disarm @p in's timer; the engine's uv timer follows the earliest. */
 void saga__heap_set(saga_engine *e, saga__inst *in, int64_t key);
 void saga__heap_remove(saga_engine *e, saga__inst *in);
-/* Staging: mark @p in dirty in the open batch (flags SAGA_PUT_*). */
+/* commit.c: staging into the open batch (batch.c) with what the engine
+ * adds: the commit scheduled, the saga's timer stopped, its clock, metrics.
+ * Staging: mark @p in dirty in the open batch (flags SAGA_PUT_*). */
 void saga__stage(saga_engine *e, saga__inst *in, unsigned int put_flags);
 int saga__journal(saga_engine *e, saga__inst *in, saga_journal_kind ev,
                   const char *error);
@@ -157,36 +118,19 @@ int saga__push_effect(saga_engine *e, const saga__effect *eff);
  * a saga. @return SAGA_OK or SAGA_ENOMEM (nothing changed). */
 int saga__reserve(saga_engine *e);
 int saga__stage_idem(saga_engine *e, const char *key, const char *saga_id);
-void saga__graveyard(saga_engine *e, void *p);
+/* Queue an outbox message in the open batch (it takes @p m). */
+void saga__stage_outmsg(saga_engine *e, saga__outmsg *m);
+/* Delete a published message's outbox row with the next batch. */
+void saga__stage_outbox_done(saga_engine *e, const char *msg_id);
 /* Keep ended sagas updated at or after @p updated_ms from being purged
  * until the open batch is released. */
 void saga__pin(saga_engine *e, int64_t updated_ms);
-
-/* Queue an outbox message in the open batch (it takes @p m). */
-void saga__stage_outmsg(saga_engine *e, saga__outmsg *m);
-int saga__batch_pending(const saga__batch *b);
-void saga__batch_init(saga_engine *e);
-/* Free both batches and the arrays (engine teardown). */
-void saga__batch_fini(saga_engine *e);
-/* Anything to commit: the open batch, or a failed one kept aside. */
-int saga__batch_open(saga_engine *e);
-/* Take the open batch for commit (e->commit). @return 1 if it has writes,
- * 0 if only effects, SAGA_ENOMEM (a failed one could not be put back). */
-int saga__batch_take(saga_engine *e);
-/* The taken batch as arrays (write_batch, submit_batch); valid until the
- * sagas change. @return SAGA_OK or SAGA_ENOMEM. */
-int saga__batch_arrays(saga_engine *e, saga_batch_writes *w);
-/* Write the taken batch synchronously in one transaction. */
-int saga__batch_write(saga_engine *e);
-/* Put a failed taken batch back in front of the open one. @return SAGA_OK
- * or SAGA_ENOMEM (nothing moved). */
-int saga__batch_put_back(saga_engine *e);
-void saga__batch_reset(saga__batch *b);
-
-/* commit.c: the group-commit driver over the engine's batches. */
+/* Free @p p now, or after the effects being run if an action may hold it. */
+void saga__graveyard(saga_engine *e, void *p);
+/* The group-commit driver over the engine's batches; and at teardown,
+ * both batches and the arrays. */
 void saga__commit_init(saga_engine *e);
-/* Delete a published message's outbox row with the next batch. */
-void saga__stage_outbox_done(saga_engine *e, const char *msg_id);
+void saga__commit_fini(saga_engine *e);
 
 /* Closing waited for the batch in flight: it is done (engine.c). */
 void saga__engine_drained(saga_engine *e);

@@ -296,12 +296,15 @@ int saga__pcommand(saga_participant *p, item *it)
             /* Seen before: answer again with the recorded reply (none
              * yet while it is pending: nothing to do). */
             p->stats.duplicates++;
-            if (rec.found && rec.n > 0 && env->reply_to[0]) {
+            if ((rec.n > 0 || rec.oom) && env->reply_to[0]) {
                 char id[SAGA_NAME_MAX + 8];
                 snprintf(id, sizeof id, "%.250s.r", env->msg_id);
-                saga__outmsg *m = saga__outmsg_new(id, env->reply_to,
-                                                   env->saga_id, rec.p, rec.n,
-                                                   0);
+                /* rec.oom: copying the recorded reply out of the store
+                 * failed; the same case as the message failing. */
+                saga__outmsg *m = rec.oom ? NULL
+                                          : saga__outmsg_new(id, env->reply_to,
+                                                             env->saga_id,
+                                                             rec.p, rec.n, 0);
                 if (m == NULL) {
                     /* Not dropped: the batch fails as a store failure does
                      * (rolled back, retried later), and the duplicate comes

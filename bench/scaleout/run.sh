@@ -45,15 +45,16 @@ schema() { echo "b_$1" | tr -- '-' '_'; } # a fresh schema per run
 ver=$(psql "$SAGA_PG_URL" -Atc "SELECT current_setting('server_version') || ' synchronous_commit=' || current_setting('synchronous_commit') || ' fsync=' || current_setting('fsync')" 2>/dev/null || echo "?")
 echo "bench scaleout: PostgreSQL $ver; sagas of 4 no-op local steps; n=$N, sequential $SEQ"
 echo "(the machine is shared with other work: absolute figures are noisy; compare the ratios within this run)"
-printf '%-18s %5s %6s %9s %9s %9s %8s | %9s %9s %9s | %s\n' \
-  row procs window sagas/s p50_ms p99_ms commits floor/s f_p50_ms f_p99_ms engine/floor
+printf '%-18s %5s %6s %9s %9s %9s %8s | %9s %9s %9s | %-12s | %s\n' \
+  row procs window sagas/s p50_ms p99_ms commits floor/s f_p50_ms f_p99_ms engine/floor "limit (engine/server us per saga)"
 row() { # name procs window engine-file floor-file
   local es fs
   es=$(field "$4" sagas_per_s); fs=$(field "$5" sagas_per_s)
-  printf '%-18s %5s %6s %9s %9s %9s %8s | %9s %9s %9s | %s\n' "$1" "$2" "$3" \
+  printf '%-18s %5s %6s %9s %9s %9s %8s | %9s %9s %9s | %-12s | %s\n' "$1" "$2" "$3" \
     "$es" "$(field "$4" p50_ms)" "$(field "$4" p99_ms)" "$(field "$4" commits)" \
     "$fs" "$(field "$5" p50_ms)" "$(field "$5" p99_ms)" \
-    "$(awk -v e="$es" -v f="$fs" 'BEGIN { if (e > 0) printf "%.2f", f / e; else print "n/a" }')"
+    "$(awk -v e="$es" -v f="$fs" 'BEGIN { if (e > 0) printf "%.2f", f / e; else print "n/a" }')" \
+    "$(field "$4" limit) ($(field "$4" engine_us_per_saga)/$(field "$4" server_us_per_saga))"
 }
 # engine-then-floor for one process: run NAME N W
 pair() {
@@ -81,8 +82,9 @@ row highest 1 "$bestw" "$out/highest.e" "$out/highest.f"
 
 # Several orchestrator processes at once on one schema: N sagas between
 # them, each store with a lease (multi-engine ownership: fenced writes,
-# which go row by row). The 1-process baseline for them is the same with
-# one process ("highest+lease"). Their floors run one process per schema
+# checked row by row inside the same array statements as without a
+# lease). The 1-process baseline for them is the same with one process
+# ("highest+lease"). Their floors run one process per schema
 # at once (plain rows, no fencing).
 LEASE=10000
 count_done() { # schema
@@ -127,7 +129,7 @@ for k in 2 3; do
   row "$k-orchestrators" "$k" "$bestw" "$out/multi$k.e" "$out/multi$k.f"
 done
 echo "  +lease and 2-/3-orchestrators: one schema shared by the processes, each store"
-echo "  with a ${LEASE} ms lease (fenced writes, row by row); floors: one schema each"
+echo "  with a ${LEASE} ms lease (fenced writes); floors: one schema each"
 one=$(field "$out/highest.e" sagas_per_s)
 onel=$(field "$out/multi1.e" sagas_per_s)
 two=$(field "$out/multi2.e" sagas_per_s)

@@ -20,6 +20,9 @@
  *       Latency: a saga's first transaction sent -> its last committed.
  *   Both check afterwards that N sagas are COMPLETED with 6N journal rows.
  *
+ * The engine run and the floor's walk are bench/common/driver.c (shared
+ * with bench/core.c); this file has the PostgreSQL statements.
+ *
  * Like the store, the floor sends a transaction's saga rows and journal
  * rows as array statements (unnest) from 4 rows on, else row by row.
  * The floor does not write the store's batch-log row (one upsert per
@@ -27,6 +30,7 @@
  * engine's. The tables are the store's own (the floor opens the store once
  * to create its schema), so both write the same indexes.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <libpq-fe.h>
@@ -34,35 +38,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <saga/postgres.h>
 #include <saga/saga.h>
 
-#define NSTEPS 4
-#define NPHASES (NSTEPS + 1)
-#define STEP_TIMEOUT_MS 30000
+#include "common/driver.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void die(const char *what, const char *detail)
-{
-    fprintf(stderr, "bench_scaleout: %s: %s\n", what, detail);
-    exit(1);
-}
+#define NSTEPS BENCH_NSTEPS
+#define NPHASES BENCH_NPHASES
+#define STEP_TIMEOUT_MS BENCH_STEP_TIMEOUT_MS
+#define die bench_die
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -83,74 +71,13 @@ static void result(const char *what, long n, long w, double t, double *lat,
 {
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
     printf("result %s n=%ld window=%ld time=%.3f sagas_per_s=%.0f "
-           "p50_ms=%.3f p99_ms=%.3f commits=%llu\n",
+           "p50_ms=%.3f p99_ms=%.3f commits=%llu",
            what, n, w, t, (double)n / t, pct(lat, n, 0.50) * 1e3,
            pct(lat, n, 0.99) * 1e3, (unsigned long long)commits);
 }
 
 /* ------------------------------------------------------------------------ */
 /* The engine                                                               */
-
-/* Start times by saga id (open addressing; ids are unique). */
-typedef struct tslot {
-    char id[SAGA_ID_SIZE];
-    double t;
-} tslot;
-
-typedef struct erun {
-    saga_engine *e;
-    long total, started, done, failed;
-    tslot *slots;
-    size_t mask;
-    double *lat;
-} erun;
-
-static size_t hash_id(const char *id)
-{
-    size_t h = 1469598103934665603ull;
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 1099511628211ull;
-    return h;
-}
-
-static void noop_step(saga_engine *e, const saga_step_ref *ref,
-                      const void *data, size_t len, void *arg)
-{
-    (void)data, (void)len, (void)arg;
-    saga_step_complete(e, ref, SAGA_OUTCOME_OK, NULL, 0, NULL);
-}
-
-static void start_one(erun *r)
-{
-    char id[SAGA_ID_SIZE];
-    double t = now_s();
-    int rc = saga_start(r->e, "bench", NULL, NULL, 0, id, NULL, NULL);
-    if (rc != SAGA_OK)
-        die("saga_start", saga_engine_errmsg(r->e));
-    size_t i = hash_id(id) & r->mask;
-    while (r->slots[i].id[0])
-        i = (i + 1) & r->mask;
-    memcpy(r->slots[i].id, id, SAGA_ID_SIZE);
-    r->slots[i].t = t;
-    r->started++;
-}
-
-static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
-{
-    erun *r = arg;
-    (void)e;
-    if (st != SAGA_STATE_COMPLETED)
-        r->failed++;
-    double t = now_s();
-    size_t i = hash_id(id) & r->mask;
-    while (r->slots[i].id[0] && strcmp(r->slots[i].id, id) != 0)
-        i = (i + 1) & r->mask;
-    r->lat[r->done++] = r->slots[i].id[0] ? t - r->slots[i].t : 0;
-    /* Deleting from open addressing: keep the slot as a tombstone-free
-     * table by never reusing it (the table holds every saga of the run). */
-    if (r->started < r->total)
-        start_one(r);
-}
 
 static uint32_t g_lease_ms; /* -L: several engines on one schema */
 
@@ -166,56 +93,122 @@ static saga_store *open_store(const char *schema)
     return s;
 }
 
+/* Which side limits a run: CPU seconds of this process, of the server's
+ * processes (every child of the postmaster behind the store's connection:
+ * the backends, the WAL writer, ...) and of the whole machine, over the
+ * run's wall time. */
+typedef struct cpu_mark {
+    double self, server, busy, all; /* s; machine: busy and all jiffies */
+} cpu_mark;
+
+static int g_postmaster; /* the server's postmaster pid (0: unknown) */
+
+static double ticks_s(unsigned long long t)
+{
+    static long hz;
+    if (hz == 0)
+        hz = sysconf(_SC_CLK_TCK);
+    return (double)t / (double)hz;
+}
+
+/* utime + stime of /proc/PID/stat in ticks, and its parent's pid. */
+static int proc_stat(const char *pid, unsigned long long *ticks, int *ppid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%s/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    unsigned long long ut, st;
+    if (p == NULL || sscanf(p + 2,
+                            "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u "
+                            "%*u %llu %llu",
+                            ppid, &ut, &st) != 3)
+        return -1;
+    *ticks = ut + st;
+    return 0;
+}
+
+static void cpu_mark_now(cpu_mark *m)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    m->self = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+              (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+    m->server = 0;
+    DIR *d = g_postmaster ? opendir("/proc") : NULL;
+    for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
+        unsigned long long t;
+        int ppid;
+        if (de->d_name[0] >= '0' && de->d_name[0] <= '9' &&
+            proc_stat(de->d_name, &t, &ppid) == 0 && ppid == g_postmaster)
+            m->server += ticks_s(t);
+    }
+    if (d)
+        closedir(d);
+    m->busy = m->all = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0};
+    if (f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+                    &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+        for (int i = 0; i < 8; i++)
+            m->all += (double)v[i];
+        m->busy = m->all - (double)v[3] - (double)v[4]; /* idle, iowait */
+    }
+    if (f)
+        fclose(f);
+}
+
+static cpu_mark g_cpu0, g_cpu1;
+
+static void mark_end(void) { cpu_mark_now(&g_cpu1); }
+
+/* " engine_cpu=.. server_cpu=.. machine_busy=.. limit=..": the limit is
+ * the side busy most of the run (engine: this process, one loop on one
+ * core; server: its processes, mostly the one backend that runs the
+ * batches in order), else the machine when its CPUs were full (other
+ * work), else the commits (waiting for fsync and round trips). */
+static void print_limit(double t, long n)
+{
+    double e = g_cpu1.self - g_cpu0.self, sv = g_cpu1.server - g_cpu0.server;
+    double all = g_cpu1.all - g_cpu0.all;
+    double mb = all > 0 ? (g_cpu1.busy - g_cpu0.busy) / all : 0;
+    double eb = e / t, sb = sv / t;
+    const char *limit = eb >= 0.8 && eb >= sb ? "engine"
+                        : sb >= 0.8           ? "server"
+                        : mb >= 0.9           ? "machine"
+                                              : "commit-wait";
+    printf(" engine_cpu=%.2f server_cpu=%.2f machine_busy=%.2f limit=%s "
+           "engine_us_per_saga=%.0f server_us_per_saga=%.0f",
+           eb, g_postmaster ? sb : -1.0, mb, limit, e * 1e6 / (double)n,
+           g_postmaster ? sv * 1e6 / (double)n : -1.0);
+}
+
 static void engine_run(long n, long window, const char *schema)
 {
-    saga_store *store = open_store(schema);
-    erun r;
-    memset(&r, 0, sizeof r);
-    r.total = n;
-    size_t cap = 1;
-    while (cap < (size_t)n * 2)
-        cap <<= 1;
-    r.slots = calloc(cap, sizeof *r.slots);
-    r.mask = cap - 1;
-    r.lat = calloc((size_t)n, sizeof *r.lat);
-    if (r.slots == NULL || r.lat == NULL)
+    double *lat = calloc((size_t)n, sizeof *lat);
+    if (lat == NULL)
         die("calloc", strerror(errno));
-    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
-    o.on_done = on_done;
-    o.on_done_arg = &r;
-    if (saga_engine_new(&r.e, store, NULL, &o) != SAGA_OK)
-        die("saga_engine_new", "failed");
-    saga_def *d;
-    saga_step_options so = SAGA_STEP_OPTIONS_INIT;
-    so.timeout_ms = STEP_TIMEOUT_MS;
-    if (saga_def_new(&d, "bench", 1) != SAGA_OK)
-        die("saga_def_new", "failed");
-    static const char *const names[NSTEPS] = {"s1", "s2", "s3", "s4"};
-    for (int i = 0; i < NSTEPS; i++)
-        if (saga_def_add_step(d, names[i], noop_step, NULL, &so, NULL) !=
-            SAGA_OK)
-            die("saga_def_add_step", saga_def_errmsg(d));
-    if (saga_engine_register(r.e, d) != SAGA_OK ||
-        saga_engine_start(r.e) != SAGA_OK)
-        die("engine setup", saga_engine_errmsg(r.e));
-    double t0 = now_s();
-    for (long i = 0; i < window && i < n; i++)
-        start_one(&r);
-    saga_engine_run(r.e, SAGA_RUN_DEFAULT);
-    double t = now_s() - t0;
-    if (r.done != n || r.failed != 0) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "%ld of %ld sagas done, %ld not COMPLETED",
-                 r.done, n, r.failed);
-        die("engine run", msg);
-    }
-    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
-    if (saga_engine_stats(r.e, &st) != SAGA_OK)
-        die("saga_engine_stats", "failed");
-    saga_engine_free(r.e);
-    result("engine", n, window, t, r.lat, st.commits);
-    free(r.slots);
-    free(r.lat);
+    saga_store *store = open_store(schema);
+    /* The server's processes: the postmaster is the backend's parent. */
+    PGconn *c = store->native_handle(store);
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", c ? PQbackendPID(c) : 0);
+    unsigned long long t0;
+    if (proc_stat(pid, &t0, &g_postmaster) != 0)
+        g_postmaster = 0;
+    bench_after_run = mark_end;
+    uint64_t commits = 0;
+    cpu_mark_now(&g_cpu0);
+    double t = bench_engine_run(store, n, window, lat, &commits);
+    result("engine", n, window, t, lat, commits);
+    print_limit(t, n);
+    printf("\n");
+    free(lat);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -357,12 +350,6 @@ static void a_int(arr *a, int64_t v)
     a_u32(a, (uint32_t)v);
 }
 
-typedef struct fsaga {
-    char id[SAGA_ID_SIZE];
-    int64_t created_ms, started_ms;
-    double t_first;
-} fsaga;
-
 typedef struct floor {
     PGconn *c;
     size_t sent;
@@ -380,8 +367,9 @@ static void fsend(floor *f, int which, const params *p)
     f->sent++;
 }
 
-static void put_saga(floor *f, fsaga *s, int ph, int64_t now)
+static void put_saga(void *arg, bench_fsaga *s, int ph, int64_t now)
 {
+    floor *f = arg;
     params p = {0};
     int done = ph == NPHASES - 1;
     if (f->bulk_sagas) {
@@ -430,9 +418,10 @@ static void put_saga(floor *f, fsaga *s, int ph, int64_t now)
     fsend(f, ph == 0 ? F_INSERT : F_UPDATE, &p);
 }
 
-static void put_journal(floor *f, fsaga *s, uint32_t seq, saga_journal_kind ev,
-                        int step, int64_t now)
+static void put_journal(void *arg, const bench_fsaga *s, uint32_t seq,
+                        saga_journal_kind ev, int step, int64_t now)
 {
+    floor *f = arg;
     params p = {0};
     int saga_level = step < 0;
     if (f->bulk_journal) {
@@ -457,57 +446,6 @@ static void put_journal(floor *f, fsaga *s, uint32_t seq, saga_journal_kind ev,
     p_int(&p, now);
     p_text(&p, NULL);
     fsend(f, F_JOURNAL, &p);
-}
-
-static void put_phase_journal(floor *f, fsaga *s, int ph, int64_t now)
-{
-    if (ph == 0) {
-        put_journal(f, s, 1, SAGA_JOURNAL_STARTED, -1, now);
-    } else {
-        put_journal(f, s, (uint32_t)ph + 1, SAGA_JOURNAL_STEP_OK, ph - 1, now);
-        if (ph == NPHASES - 1)
-            put_journal(f, s, NPHASES + 1, SAGA_JOURNAL_COMPLETED, -1, now);
-    }
-    s->started_ms = now;
-}
-
-/* As bench/core.c: the lockstep order and where each transaction starts. */
-static void transition(long k, long n, long window, long *saga, int *phase)
-{
-    long per_wave = window * NPHASES;
-    long w = k / per_wave, r = k % per_wave;
-    long wsize = (w + 1) * window <= n ? window : n - w * window;
-    *phase = (int)(r / wsize);
-    *saga = w * window + r % wsize;
-}
-
-static long cut(uint64_t c, uint64_t nc, long n, long window, long total)
-{
-    long waves = (n + window - 1) / window, w = (long)c / NPHASES;
-    if (c >= nc || nc != (uint64_t)(waves * NPHASES))
-        return c >= nc ? total : (long)((uint64_t)total * c / nc);
-    long wsize = (w + 1) * window <= n ? window : n - w * window;
-    return w * window * NPHASES + (long)(c % NPHASES) * wsize;
-}
-
-/* The engine's id scheme (lib/saga.c): 12 hex digits of the creation
- * time in ms, 4 of a counter, 16 random. */
-static void make_id(uint64_t *rng, uint32_t *seq, int64_t ms,
-                    char out[SAGA_ID_SIZE])
-{
-    static const char hex[] = "0123456789abcdef";
-    uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    uint32_t c = (*seq)++;
-    for (int i = 0; i < 12; i++)
-        out[i] = hex[((uint64_t)ms >> (44 - 4 * i)) & 15];
-    for (int i = 0; i < 4; i++)
-        out[12 + i] = hex[(c >> (12 - 4 * i)) & 15];
-    for (int i = 0; i < 16; i++)
-        out[16 + i] = hex[(z >> (60 - 4 * i)) & 15];
-    out[SAGA_ID_LEN] = '\0';
 }
 
 /* Patch an array's element count (known once filled) and send it. */
@@ -537,8 +475,9 @@ static void send_arrays(floor *f, int which, arr *a, int na, size_t n,
 
 /* Start a transaction of @p nsagas saga rows and @p njournal journal rows:
  * arrays from 4 rows on, as the store does. */
-static void begin_txn(floor *f, long nsagas, long njournal)
+static void begin_txn(void *arg, long nsagas, long njournal)
 {
+    floor *f = arg;
     static const uint32_t oids[14] = {25, 25, 20, 20, 20, 20, 20,
                                       20, 20, 20, 20, 25, 25, 17};
     f->bulk_sagas = nsagas >= 4;
@@ -552,8 +491,9 @@ static void begin_txn(floor *f, long nsagas, long njournal)
         a_start(&f->jr[k], k == 0 || k == 7 ? 25 : 20, 0);
 }
 
-static void end_sagas(floor *f)
+static void end_sagas(void *arg)
 {
+    floor *f = arg;
     if (f->nins)
         send_arrays(f, F_INSERT_N, f->ins, 14, f->nins, 0);
     if (f->nupd)
@@ -563,8 +503,11 @@ static void end_sagas(floor *f)
 /* Send the sync, then flush and read until its result (non-blocking: a
  * large transaction's results would otherwise fill the socket while we
  * are still writing). */
-static void finish_txn(floor *f)
+static void finish_txn(void *arg)
 {
+    floor *f = arg;
+    if (f->njr)
+        send_arrays(f, F_JOURNAL_N, f->jr, 8, f->njr, 0);
     if (!PQpipelineSync(f->c))
         die("PQpipelineSync", PQerrorMessage(f->c));
     int flushing = 1;
@@ -634,55 +577,16 @@ static void floor_run(long n, long window, uint64_t ncommits,
     }
     if (!PQenterPipelineMode(f.c) || PQsetnonblocking(f.c, 1) != 0)
         die("pipeline mode", PQerrorMessage(f.c));
-    fsaga *s = calloc((size_t)n, sizeof *s);
+    static const bench_floor_ops ops = {begin_txn, put_saga, end_sagas,
+                                        put_journal, finish_txn};
     double *lat = calloc((size_t)n, sizeof *lat);
-    if (s == NULL || lat == NULL)
+    if (lat == NULL)
         die("calloc", strerror(errno));
-    uint64_t rng = (uint64_t)wall_ms() * 2654435761u;
-    uint32_t seq = 0;
-    long total = n * NPHASES, i;
-    int ph;
-    double t0 = now_s();
-    for (uint64_t c = 0; c < ncommits; c++) {
-        long lo = cut(c, ncommits, n, window, total);
-        long hi = cut(c + 1, ncommits, n, window, total);
-        int64_t now = wall_ms();
-        double tb = now_s();
-        long nj = 0;
-        for (long k = lo; k < hi; k++) {
-            transition(k, n, window, &i, &ph);
-            nj += ph == NPHASES - 1 ? 2 : 1;
-        }
-        begin_txn(&f, hi - lo, nj);
-        for (long k = lo; k < hi; k++) {
-            transition(k, n, window, &i, &ph);
-            if (ph == 0) {
-                make_id(&rng, &seq, now, s[i].id);
-                s[i].created_ms = now;
-                s[i].t_first = tb;
-            }
-            put_saga(&f, &s[i], ph, now);
-        }
-        end_sagas(&f);
-        for (long k = lo; k < hi; k++) {
-            transition(k, n, window, &i, &ph);
-            put_phase_journal(&f, &s[i], ph, now);
-        }
-        if (f.njr)
-            send_arrays(&f, F_JOURNAL_N, f.jr, 8, f.njr, 0);
-        finish_txn(&f);
-        double tc = now_s();
-        for (long k = lo; k < hi; k++) {
-            transition(k, n, window, &i, &ph);
-            if (ph == NPHASES - 1)
-                lat[i] = tc - s[i].t_first;
-        }
-    }
-    double t = now_s() - t0;
+    double t = bench_floor_walk(&ops, &f, n, window, ncommits, lat);
     PQexitPipelineMode(f.c);
     PQfinish(f.c);
     result("floor", n, window, t, lat, ncommits);
-    free(s);
+    printf("\n");
     free(lat);
 }
 
@@ -710,6 +614,7 @@ static void check(long n, const char *schema)
 
 int main(int argc, char **argv)
 {
+    bench_prog = "bench_scaleout";
     if (argc < 2)
         die("usage", "bench_scaleout engine|floor -n N -w W [-c COMMITS] "
                      "-S schema");

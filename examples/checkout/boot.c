@@ -39,7 +39,9 @@ saga_transport *ck_transport(ck_app *a, const char *endpoint)
 {
     saga_transport *t = NULL;
     if (!a->distributed) {
-        if (saga_transport_inmem_new(&t, a->bus) != SAGA_OK)
+        /* The bus may be shared by several loops (serve --threads): the
+         * endpoint lives on this service's loop. */
+        if (saga_transport_inmem_new_on(&t, a->bus, a->loop) != SAGA_OK)
             return NULL;
         return t;
     }

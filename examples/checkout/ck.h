@@ -93,6 +93,13 @@ typedef struct ck_app {
     const char *admin_token; /* CK_ADMIN_TOKEN: the console at /console/ */
     saga_participant *parts[CK_NSVC]; /* for GET /metrics */
     size_t nparts;
+    /* serve --threads N > 1: the participants running on the other loops
+     * of this process, listed in GET /metrics only (their counters are
+     * plain integers read from this thread: a value may be a moment
+     * stale). Set before the other loops start; they outlive the HTTP
+     * front. */
+    saga_participant *peer_parts[CK_NSVC];
+    size_t npeer_parts;
     void *metrics_http; /* a metrics-only server (distributed) */
 } ck_app;
 

@@ -465,7 +465,9 @@ typedef struct cslot {
     sqlite3_stmt *st;
     int busy;
 } cslot;
-static cslot stmt_cache[CK_STMT_CACHE];
+/* Per thread: serve runs services on several loops, one thread each, and
+ * a connection is used on one thread only. */
+static _Thread_local cslot stmt_cache[CK_STMT_CACHE];
 
 static cslot *slot_of(sqlite3 *db, const char *sql)
 {

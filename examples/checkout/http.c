@@ -23,6 +23,8 @@ static void ck_parts(ck_app *a)
     for (int i = 0; i < CK_NSVC; i++)
         if (a->svc[i] != NULL)
             a->parts[a->nparts++] = a->svc[i];
+    for (size_t i = 0; i < a->npeer_parts && a->nparts < CK_NSVC; i++)
+        a->parts[a->nparts++] = a->peer_parts[i];
 }
 
 int ck_metrics_start(ck_app *a, const char *listen)

@@ -6,7 +6,10 @@
  *   saga-checkout service NAME --data DIR --config FILE
  *
  * serve runs the seven services in one process (one SQLite file per
- * service in DIR, the in-memory transport, one HTTP port); service runs one
+ * service in DIR, the in-memory transport, one HTTP port) on two threads
+ * by default (--threads N): the order service and the HTTP front on the
+ * main loop, the six participants on the other loops, over one shared
+ * in-memory bus (saga_inmem_bus_new_shared); service runs one
  * of them over the TCP transport (the config file names every endpoint; see
  * docs/checkout-api.md).
  */
@@ -22,7 +25,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: saga-checkout serve --data DIR --listen HOST:PORT "
-            "[--catalog FILE] [--store URL]\n"
+            "[--catalog FILE] [--store URL] [--threads N]\n"
             "       saga-checkout demo [--serve] [--listen HOST:PORT] "
             "[--url URL] [--store URL]\n"
             "       saga-checkout service NAME --data DIR --config FILE "
@@ -33,17 +36,80 @@ static void usage(void)
             "options: --log-format json (JSON-lines logs); CK_ADMIN_TOKEN "
             "in the environment\n  turns on the operator console at "
             "/console/ (GET /metrics is always served)\n"
+            "--threads N (serve, 1-%d, default 2): the order service and "
+            "the HTTP front on one\n  loop, the other six services round "
+            "robin on N-1 more loops, one thread each\n"
             "services: order cart inventory payment shipping warehouse "
-            "notification\n");
+            "notification\n",
+            CK_NSVC);
 }
 
 /* --- life cycle ---------------------------------------------------------- */
 
 static uv_signal_t sig_term, sig_int;
 
+/* serve --threads N: the loops besides the main one, each with the
+ * participants it runs. Stopped one after the other once the order
+ * service closed (ck_services_close() is for one loop at a time). */
+typedef struct ck_worker {
+    ck_app app;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t stop;
+    uv_sem_t ready; /* posted once its services are open (or failed) */
+    unsigned mask;  /* the services it runs */
+    int rc;         /* their start: 0 or -1 */
+    int started;
+    struct ck_worker *next;
+} ck_worker;
+
+static int start_services(ck_app *a, unsigned mask);
+
+static ck_worker *workers; /* NULL when serve runs on one loop */
+static int nworkers;
+
+static void worker_closed(ck_app *a)
+{
+    ck_worker *w = (ck_worker *)a; /* app is the first member */
+    uv_close((uv_handle_t *)&w->stop, NULL);
+    if (w->next != NULL)
+        uv_async_send(&w->next->stop);
+    uv_stop(&w->loop);
+}
+
+static void worker_stop(uv_async_t *h)
+{
+    ck_worker *w = h->data;
+    if (w->app.closing)
+        return;
+    w->app.closing = 1;
+    ck_services_close(&w->app, worker_closed);
+}
+
+/* A worker thread: opens its services on its own loop (so that every
+ * connection and prepared statement of them lives on this thread), tells
+ * the main thread, and runs until stopped. */
+static void worker_run(void *arg)
+{
+    ck_worker *w = arg;
+    w->rc = -1;
+    if (uv_loop_init(&w->loop) == 0 &&
+        uv_async_init(&w->loop, &w->stop, worker_stop) == 0) {
+        w->stop.data = w;
+        w->app.loop = &w->loop;
+        w->rc = start_services(&w->app, w->mask);
+    }
+    uv_sem_post(&w->ready);
+    if (w->rc == 0)
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
 static void closed(ck_app *a)
 {
-    (void)a;
+    /* The order service is closed: now the participants, loop by loop
+     * (main joins their threads after its own loop stops). */
+    if (workers != NULL)
+        uv_async_send(&workers[0].stop);
     uv_stop(a->loop);
 }
 
@@ -60,7 +126,9 @@ static void on_signal(uv_signal_t *s, int signum)
     ck_services_close(a, closed);
 }
 
-static int start_services(ck_app *a, int only)
+/* Open the services in @p mask (bit i: service i), the order service last
+ * (started once every other one here is up). */
+static int start_services(ck_app *a, unsigned mask)
 {
     int (*open[CK_NSVC])(ck_app *) = {ck_order_open,       ck_cart_open,
                                       ck_inventory_open,   ck_payment_open,
@@ -70,7 +138,7 @@ static int start_services(ck_app *a, int only)
      * here, and opens its own connections when they do not. */
     for (int k = 1; k <= CK_NSVC; k++) {
         int i = k % CK_NSVC;
-        if (only >= 0 && i != only)
+        if (!(mask & (1u << i)))
             continue;
         if (open[i](a) != 0) {
             fprintf(stderr, "saga-checkout: cannot start the %s service\n",
@@ -78,16 +146,76 @@ static int start_services(ck_app *a, int only)
             return -1;
         }
     }
-    if (only < 0 || only == CK_SVC_ORDER)
+    if (mask & (1u << CK_SVC_ORDER))
         return ck_order_start(a);
     return 0;
 }
 
-/* Run until a signal; returns the exit code. */
-static int run(ck_app *a, int only, const char *listen)
+#define CK_ALL_SVC ((1u << CK_NSVC) - 1)
+
+/* serve --threads N > 1: the six participants round robin on N-1 loops of
+ * their own, each opened and run by its thread (only that thread touches
+ * them); the order service, opened afterwards on the main loop, reaches
+ * them over the shared bus and reads their databases through its own
+ * connections, as it does when they run in other processes. */
+static int start_workers(ck_app *a, int threads)
+{
+    nworkers = threads - 1;
+    workers = calloc((size_t)nworkers, sizeof *workers);
+    if (workers == NULL)
+        return -1;
+    for (int k = 0; k < nworkers; k++) {
+        ck_worker *w = &workers[k];
+        w->app = *a; /* directory, catalogue, timing, options, bus */
+        memset(w->app.svc, 0, sizeof w->app.svc);
+        memset(w->app.state, 0, sizeof w->app.state);
+        w->app.engine = NULL;
+        w->app.http = NULL;
+        w->app.npeer_parts = 0;
+        w->next = k + 1 < nworkers ? &workers[k + 1] : NULL;
+        for (int i = 1; i < CK_NSVC; i++)
+            if ((i - 1) % nworkers == k)
+                w->mask |= 1u << i;
+        /* One at a time: the services' start-up is not made to run
+         * concurrently (schema creation, catalogue seeding). */
+        if (uv_sem_init(&w->ready, 0) != 0 ||
+            uv_thread_create(&w->thread, worker_run, w) != 0)
+            return -1;
+        uv_sem_wait(&w->ready);
+        if (w->rc != 0) {
+            uv_thread_join(&w->thread);
+            return -1;
+        }
+        w->started = 1;
+        for (int i = 0; i < CK_NSVC; i++)
+            if (w->app.svc[i] != NULL)
+                a->peer_parts[a->npeer_parts++] = w->app.svc[i];
+    }
+    return 0;
+}
+
+static void join_workers(void)
+{
+    for (int k = 0; k < nworkers; k++)
+        if (workers[k].started)
+            uv_thread_join(&workers[k].thread);
+}
+
+/* Run until a signal; returns the exit code. @p only: one service (-1:
+ * all); @p threads: loops for serve (1: everything on the main loop). */
+static int run(ck_app *a, int only, const char *listen, int threads)
 {
     signal(SIGPIPE, SIG_IGN);
-    if (start_services(a, only) != 0)
+    if (threads > 1) {
+        if (start_workers(a, threads) != 0) {
+            fprintf(stderr, "saga-checkout: cannot start the service "
+                            "threads\n");
+            /* Started threads run until the process exits. */
+            return 1;
+        }
+        if (start_services(a, 1u << CK_SVC_ORDER) != 0)
+            return 1;
+    } else if (start_services(a, only < 0 ? CK_ALL_SVC : 1u << only) != 0)
         return 1;
     if (listen != NULL) {
         char bound[300];
@@ -112,6 +240,7 @@ static int run(ck_app *a, int only, const char *listen)
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_start(&sig_int, on_signal, SIGINT);
     uv_run(a->loop, UV_RUN_DEFAULT);
+    join_workers();
     fprintf(stderr, "saga-checkout: stopped\n");
     return 0;
 }
@@ -168,6 +297,7 @@ static int load_catalog(ck_app *a, const char *path)
 }
 
 static const char *ck_store_url; /* --store */
+static int ck_threads = 2;       /* serve --threads */
 
 static int check_store(const char *url)
 {
@@ -191,9 +321,13 @@ int ck_serve_dir(const char *dir, const char *listen, const char *catalog)
     a->store = ck_store_url;
     if (set_dir(a, dir) != 0 || load_catalog(a, catalog) != 0)
         return 2;
-    if (saga_inmem_bus_new(&a->bus, a->loop) != SAGA_OK)
+    /* --store postgres: one loop (the PostgreSQL statement cache of db.c
+     * is per process). */
+    int threads = a->store != NULL ? 1 : ck_threads;
+    if (threads > 1 ? saga_inmem_bus_new_shared(&a->bus) != SAGA_OK
+                    : saga_inmem_bus_new(&a->bus, a->loop) != SAGA_OK)
         return 1;
-    return run(a, -1, listen);
+    return run(a, -1, listen, threads);
 }
 
 static int cmd_service(int argc, char **argv)
@@ -255,7 +389,7 @@ static int cmd_service(int argc, char **argv)
                         "required for the order service\n");
         return 2;
     }
-    return run(a, svc, svc == CK_SVC_ORDER ? http : NULL);
+    return run(a, svc, svc == CK_SVC_ORDER ? http : NULL, 1);
 }
 
 int main(int argc, char **argv)
@@ -277,7 +411,16 @@ int main(int argc, char **argv)
                 ck_store_url = argv[++i];
             else if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc)
                 ck_log_json = strcmp(argv[++i], "json") == 0;
-            else {
+            else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+                char *end;
+                long n = strtol(argv[++i], &end, 10);
+                if (*end != '\0' || n < 1 || n > CK_NSVC) {
+                    fprintf(stderr, "saga-checkout: --threads takes 1 to %d\n",
+                            CK_NSVC);
+                    return 2;
+                }
+                ck_threads = (int)n;
+            } else {
                 usage();
                 return 2;
             }

@@ -30,9 +30,10 @@ int ck_svc_index(const char *name)
  * there, e.g. past a reservation's TTL, instead of sleeping). */
 static int64_t clock_offset(int64_t now)
 {
-    static const char *path;
-    static int checked;
-    static int64_t offset, read_at;
+    /* Per thread: serve runs services on several threads. */
+    static _Thread_local const char *path;
+    static _Thread_local int checked;
+    static _Thread_local int64_t offset, read_at;
     if (!checked) {
         path = getenv("CK_CLOCK_OFFSET_FILE");
         checked = 1;
@@ -106,7 +107,9 @@ int64_t ck_money_parse(const json_t *v)
 
 void ck_random_id(const char *prefix, char *out, size_t size)
 {
-    static uint64_t s;
+    /* Per thread (serve runs services on several threads), each seeded
+     * from /dev/urandom: two threads never share a state, so never an id. */
+    static _Thread_local uint64_t s;
     if (s == 0) {
         FILE *f = fopen("/dev/urandom", "rb");
         if (f == NULL || fread(&s, sizeof s, 1, f) != 1)

@@ -107,7 +107,7 @@ SAGA_EXTERN int saga_envelope_encode(const saga_envelope *env, void **buf_out,
 
 /**
  * Decode one envelope that fills @p buf exactly.
- * @param out receives the message; zeroed on error.
+ * @param out receives the message; zeroed on any error but SAGA_EINVAL.
  * @param buf the bytes (may be NULL only if @p len is 0).
  * @param len their length.
  * @param max_payload the largest payload accepted, in bytes; 0 means
@@ -116,13 +116,14 @@ SAGA_EXTERN int saga_envelope_encode(const saga_envelope *env, void **buf_out,
  * @param why if not NULL, receives a static English reason on error, or
  *   NULL on success (for logs).
  * @return SAGA_OK; SAGA_EINVAL (@p out NULL, or @p buf NULL with a length);
- *   SAGA_EVERSION (a well-formed map whose @c v is an integer other than 1);
- *   SAGA_ECORRUPT (anything else wrong: not msgpack, truncated, trailing
- *   bytes, not a map, a non-string key, a duplicate key, a missing or
- *   mistyped field, an over-long string, an oversized payload or message,
- *   nesting too deep); SAGA_ENOMEM.
+ *   SAGA_EVERSION (a well-formed map whose @c v is a non-negative integer
+ *   other than 1); SAGA_ECORRUPT (anything else wrong: not msgpack,
+ *   truncated, trailing bytes, not a map, a non-string key, a duplicate
+ *   key, a missing or mistyped field, an over-long string, an oversized
+ *   payload or message, nesting too deep). Never SAGA_ENOMEM: decoding
+ *   allocates nothing (the strings are copied into @p out's arrays).
  * Ownership: @c out->payload is borrowed from @p buf; copy it to keep it
- * longer than @p buf lives. The strings are copies. No state is kept between
+ * longer than @p buf lives. The strings are copies in @p out. No state is kept between
  * calls, so a rejected message never affects the next decode.
  * Thread-safe. Since: 0.1.
  */

@@ -107,8 +107,13 @@ typedef struct saga_inmem_bus saga_inmem_bus;
  */
 SAGA_EXTERN int saga_inmem_bus_new(saga_inmem_bus **out,
                                    struct uv_loop_s *loop);
-/** Free the bus once every endpoint on it is closed; NULL is a no-op.
- * Ownership: @p bus is freed. Since: 0.1. */
+/** Free the bus once every endpoint on it is closed; NULL is a no-op. On
+ * a shared bus (saga_inmem_bus_new_shared()) it may be called from any
+ * thread while endpoints are still open or closing: each is closed on its
+ * own loop, and the last one gone frees the bus. On a single-loop bus call
+ * it on the loop's thread; endpoints still open are closed.
+ * Ownership: @p bus is freed (or will be, by the last endpoint's close).
+ * Since: 0.1. */
 SAGA_EXTERN void saga_inmem_bus_free(saga_inmem_bus *bus);
 
 /**
@@ -123,6 +128,44 @@ SAGA_EXTERN void saga_inmem_bus_free(saga_inmem_bus *bus);
  */
 SAGA_EXTERN int saga_transport_inmem_new(saga_transport **out,
                                          saga_inmem_bus *bus);
+
+/**
+ * A message bus for in-memory endpoints on several loops, one loop per
+ * thread (libuv runs one loop per thread): each endpoint is made with
+ * saga_transport_inmem_new_on() on its own loop and used only on that
+ * loop's thread. A message sent on one loop is queued under the bus's
+ * mutex and wakes the receiving endpoint's loop (a uv_async_t), so
+ * callbacks always run on the receiver's own thread. The semantics are
+ * the single-loop bus's (groups, key affinity, redelivery of what a closed
+ * endpoint had not acked); a send is handed out on the next turn of the
+ * sender's loop (or of any open endpoint's once the sender closed), and a
+ * topic's backlog goes to the groups
+ * that subscribed before the bus's next delivery round on any loop. An
+ * open endpoint keeps its loop alive (its async handle).
+ * @return SAGA_OK, SAGA_EINVAL (@p out is NULL) or SAGA_ENOMEM.
+ * Since: 0.2.
+ * Ownership: the caller owns *out and frees it with saga_inmem_bus_free(),
+ *   from any thread.
+ */
+SAGA_EXTERN int saga_inmem_bus_new_shared(saga_inmem_bus **out);
+
+/**
+ * A transport endpoint on @p bus whose callbacks run on @p loop. Call it on
+ * @p loop's thread (or before that loop runs), and use and close the
+ * endpoint on that thread only. On a bus from saga_inmem_bus_new() @p loop
+ * must be the bus's loop (then this is saga_transport_inmem_new()); on a
+ * shared bus every endpoint may have its own loop. Sends and subscriptions
+ * of endpoints on other loops reach it as on one loop.
+ * @return SAGA_OK, SAGA_EINVAL (NULL argument, a loop other than a
+ *   single-loop bus's, or a bus being freed) or SAGA_ENOMEM. Since: 0.2.
+ * Ownership: the caller owns *out until an engine or participant takes it
+ *   (else saga_transport_free()); @p bus and @p loop stay the caller's; the
+ *   bus must outlive the endpoint unless saga_inmem_bus_free() was called
+ *   on a shared bus (then the last endpoint closed frees it).
+ */
+SAGA_EXTERN int saga_transport_inmem_new_on(saga_transport **out,
+                                            saga_inmem_bus *bus,
+                                            struct uv_loop_s *loop);
 
 SAGA_END_DECL
 

@@ -109,7 +109,7 @@ static int mem_journal_append(saga_store *self, const saga_journal_entry *e)
         }
         memset(l, 0, sizeof *l);
         l->n.kind = MN_JLIST;
-        l->n.key = memcpy(l + 1, e->saga_id, idlen);
+        l->n.h.key = memcpy(l + 1, e->saga_id, idlen);
         if (jlist_grow(l) != 0 ||
             (rc = saga__mem_put_node(s, &s->journal, NULL, &l->n)) != 0) {
             saga_free(l->v);
@@ -173,7 +173,7 @@ static int mem_idem_put(saga_store *self, const char *key, const char *saga_id,
         return saga__mem_fail(s, SAGA_ENOMEM, "out of memory (idem)");
     memset(m, 0, sizeof *m);
     m->n.kind = MN_IDEM;
-    m->n.key = strcpy((char *)(m + 1), key);
+    m->n.h.key = strcpy((char *)(m + 1), key);
     memcpy(m->saga_id, saga_id, idlen + 1);
     m->created_ms = created_ms;
     int rc = saga__mem_put_node(s, &s->idem, NULL, &m->n);
@@ -282,7 +282,7 @@ static int mem_purge(saga_store *self, int64_t before_ms, uint64_t *out)
     }
     for (size_t i = 0; i < a.len; i++) {
         if (i < nsagas) {
-            mnode *j = saga__mt_find(&s->journal, a.v[i]->key);
+            mnode *j = saga__mt_find(&s->journal, a.v[i]->h.key);
             if (j)
                 saga__mem_put_node(s, &s->journal, j, NULL);
             saga__mem_put_node(s, &s->sagas, a.v[i], NULL);
@@ -320,7 +320,7 @@ static int mem_outbox_put(saga_store *self, const saga_message *msg)
     m->n.kind = MN_OUTBOX;
     m->m = *msg;
     char *cur = (char *)(m + 1);
-    m->m.id = m->n.key = copy_str(&cur, msg->id);
+    m->m.id = m->n.h.key = copy_str(&cur, msg->id);
     m->m.topic = copy_str(&cur, msg->topic);
     m->m.key = copy_str(&cur, msg->key);
     m->m.payload = copy_bytes(&cur, msg->payload, msg->len);
@@ -382,7 +382,7 @@ static minbox *inbox_node(const char *id, int64_t created, const void *reply,
     memset(m, 0, sizeof *m);
     m->n.kind = MN_INBOX;
     char *cur = (char *)(m + 1);
-    m->n.key = copy_str(&cur, id);
+    m->n.h.key = copy_str(&cur, id);
     m->created_ms = created;
     m->reply = copy_bytes(&cur, reply, len);
     m->len = len;
@@ -453,7 +453,7 @@ static int mem_kv_put(saga_store *self, const char *key, const void *val,
     memset(m, 0, sizeof *m);
     m->n.kind = MN_KV;
     char *cur = (char *)(m + 1);
-    m->n.key = copy_str(&cur, key);
+    m->n.h.key = copy_str(&cur, key);
     m->val = copy_bytes(&cur, val, len);
     m->len = len;
     int rc = saga__mem_put_node(s, &s->kv, saga__mt_find(&s->kv, key), &m->n);
@@ -474,9 +474,9 @@ static void kv_scan_one(mnode *n, void *arg)
 {
     kv_scan_acc *a = arg;
     mkv *m = (mkv *)n;
-    if (a->stop || strncmp(n->key, a->prefix, a->plen) != 0)
+    if (a->stop || strncmp(n->h.key, a->prefix, a->plen) != 0)
         return;
-    a->stop = a->cb(n->key, m->val, m->len, a->arg) != 0;
+    a->stop = a->cb(n->h.key, m->val, m->len, a->arg) != 0;
 }
 
 static int mem_kv_scan(saga_store *self, const char *prefix, saga_kv_cb cb,

@@ -1,6 +1,6 @@
 /*
  * mem_store.h — state of the in-memory store, shared by its two files:
- * store_memory.c (hash table, transactions, node life-cycle, sagas) and
+ * store_memory.c (table walks, transactions, node life-cycle, sagas) and
  * mem_ops.c (journal, idempotency keys, purge, outbox, inbox, kv).
  */
 #ifndef SAGA_MEM_STORE_H
@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "saga/saga.h"
+#include "util.h"
 
 /*
  * The string-keyed hash table. Every value the store keeps is an immutable
@@ -31,28 +32,36 @@ enum mnode_kind {
 };
 
 typedef struct mnode {
-    struct mnode *next; /* bucket chain, or the graveyard list */
-    const char *key;    /* points into the node's own allocation */
-    uint32_t hash;
+    /* key points into the node's own allocation; h.next is the bucket
+     * chain, or the graveyard list once the node left its table */
+    saga__hnode h;
     uint32_t kind; /* enum mnode_kind */
 } mnode;
 
-typedef struct mtable {
-    mnode **buckets;
-    size_t nbuckets; /* a power of two, or 0 before the first insert */
-    size_t count;
-} mtable;
+/* util.h's table of saga__hnode; every node in it is an mnode (h first). */
+typedef saga__htable mtable;
 
-uint32_t saga__mt_hash(const char *key);
 /** The node stored under @p key, or NULL. */
-mnode *saga__mt_find(const mtable *t, const char *key);
+static inline mnode *saga__mt_find(const mtable *t, const char *key)
+{
+    return (mnode *)(void *)saga__htable_find(t, key);
+}
 /** Make room for one more node; call before a write that must not fail
- * half-way. @return 0 or -1 (out of memory). */
-int saga__mt_reserve(mtable *t);
+ * half-way. @return SAGA_OK or SAGA_ENOMEM. */
+static inline int saga__mt_reserve(mtable *t)
+{
+    return saga__htable_reserve(t);
+}
 /** Insert @p n (its key must be absent); never fails after a reserve. */
-void saga__mt_insert(mtable *t, mnode *n);
+static inline void saga__mt_insert(mtable *t, mnode *n)
+{
+    saga__htable_insert(t, &n->h);
+}
 /** Unlink exactly @p n from the table. */
-void saga__mt_remove(mtable *t, mnode *n);
+static inline void saga__mt_remove(mtable *t, mnode *n)
+{
+    saga__htable_remove(t, &n->h);
+}
 /** Call @p fn on every node; @p fn must not change the table. */
 void saga__mt_each(const mtable *t, void (*fn)(mnode *n, void *arg), void *arg);
 /** Call @p fn on every node (it may free them), then free the buckets. */

@@ -227,7 +227,7 @@ static int distinct_ids(const saga_batch_writes *w)
 
 /* The sagas of @p w whose put flags select @p which (one of the three
  * kinds), as one statement. */
-static int send_sagas_n(PGconn *c, const saga_batch_writes *w,
+static int send_sagas_n(pg_store *s, const saga_batch_writes *w,
                         enum pg_stmt which, size_t count, size_t *nsent)
 {
     enum pg_stmt one = which == PG_SAGA_INSERT_N   ? PG_SAGA_INSERT_X
@@ -278,10 +278,9 @@ static int send_sagas_n(PGconn *c, const saga_batch_writes *w,
             rc = -1;
         saga__pg_blob(&p, arr[k].buf, arr[k].len);
     }
-    if (which != PG_SAGA_INSERT_N)
-        saga__pg_int(&p, (int64_t)count);
+    saga__pg_own_params(s, &p);
     if (rc == 0)
-        rc = send_prepared(c, which, &p);
+        rc = send_prepared(s->conn, which, &p);
     for (int k = 0; k < ncols; k++)
         saga_free(arr[k].buf);
     if (rc == 0)
@@ -289,7 +288,8 @@ static int send_sagas_n(PGconn *c, const saga_batch_writes *w,
     return rc;
 }
 
-static int send_journal_n(PGconn *c, const saga_batch_writes *w, size_t *nsent)
+static int send_journal_n(pg_store *s, const saga_batch_writes *w,
+                          size_t *nsent)
 {
     pg_arr arr[8];
     memset(arr, 0, sizeof arr);
@@ -314,8 +314,9 @@ static int send_journal_n(PGconn *c, const saga_batch_writes *w, size_t *nsent)
             rc = -1;
         saga__pg_blob(&p, arr[k].buf, arr[k].len);
     }
+    saga__pg_own_params(s, &p);
     if (rc == 0)
-        rc = send_prepared(c, PG_JOURNAL_INSERT_N, &p);
+        rc = send_prepared(s->conn, PG_JOURNAL_INSERT_N, &p);
     for (int k = 0; k < 8; k++)
         saga_free(arr[k].buf);
     if (rc == 0)
@@ -353,9 +354,9 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         unsigned fl = w->put_flags[i];
         nk[(fl & SAGA_PUT_INSERT) ? 0 : (fl & SAGA_PUT_DATA) ? 2 : 1]++;
     }
-    /* With a lease, every write carries (owner, epoch) and is fenced row
-     * by row (pg_own.c): no array statements then. */
-    int bulk = w->nsagas >= BULK_MIN && !s->lease_ms ? distinct_ids(w) : 0;
+    /* Every write carries the fencing token (owner, epoch; NULL without
+     * a lease), checked row by row in the array statements too. */
+    int bulk = w->nsagas >= BULK_MIN ? distinct_ids(w) : 0;
     if (bulk < 0)
         return -1;
     if (bulk) {
@@ -365,13 +366,13 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         for (int k = 0; k < 3; k++) {
             if (nk[k] == 0)
                 continue;
-            if (send_sagas_n(c, w, kinds[k], nk[k], nsent) != 0)
+            if (send_sagas_n(s, w, kinds[k], nk[k], nsent) != 0)
                 return -1;
             SENT_ONE();
         }
     } else {
         for (size_t i = 0; i < w->nsagas; i++) {
-            enum pg_stmt which = saga__pg_put_stmt(s, w->put_flags[i]);
+            enum pg_stmt which = saga__pg_put_stmt(w->put_flags[i]);
             pg_params p = {0};
             saga__pg_saga_params(&p, &w->sagas[i], which);
             saga__pg_own_params(s, &p);
@@ -395,8 +396,8 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         saga__pg_text(&p, w->done_ids[i]);
         SEND(PG_OUTBOX_DONE, &p);
     }
-    if (w->njournal >= BULK_MIN && !s->lease_ms) {
-        if (send_journal_n(c, w, nsent) != 0)
+    if (w->njournal >= BULK_MIN) {
+        if (send_journal_n(s, w, nsent) != 0)
             return -1;
         SENT_ONE();
     } else {
@@ -404,7 +405,7 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
             pg_params p = {0};
             saga__pg_journal_params(&p, &w->journal[i]);
             saga__pg_own_params(s, &p);
-            SEND(saga__pg_journal_stmt(s, 1), &p);
+            SEND(PG_JOURNAL_INSERT_X, &p);
         }
     }
 #undef SEND

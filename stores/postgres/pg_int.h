@@ -60,20 +60,17 @@ enum pg_stmt {
     PG_BATCH_LOG,
     PG_BATCH_READ,
     /* Many rows in one statement (arrays, unnest): a batch's saga inserts,
-     * updates and journal entries as three statements instead of one per
-     * row. Same errors as the strict variants. */
+     * updates and journal entries as one statement per kind instead of
+     * one per row, with or without a lease. Same errors as the strict
+     * variants. */
     PG_SAGA_INSERT_N,
     PG_SAGA_UPDATE_N,
     PG_SAGA_UPDATE_DATA_N,
     PG_JOURNAL_INSERT_N,
-    /* Ownership (a store with a lease, pg_own.c): the owned variants of
-     * the saga and journal writes carry (owner, epoch) as their last two
-     * parameters; a saga write whose fencing check fails raises SG001. */
-    PG_SAGA_INSERT_O,
-    PG_SAGA_UPDATE_O,
-    PG_SAGA_UPDATE_DATA_O,
-    PG_JOURNAL_INSERT_O,
-    PG_JOURNAL_INSERT_OX,
+    /* Ownership (a store with a lease, pg_own.c). The strict saga writes,
+     * the journal writes and their array forms take (owner, epoch) as
+     * their last two parameters (NULL without a lease); a saga update
+     * whose fencing check fails raises SG001. */
     PG_OWN_FRESH,
     PG_OWN_RENEW,
     PG_OWN_LIVE,
@@ -263,12 +260,15 @@ int saga__pg_savepoint_release(saga_store *self);
 /* pg_ops.c */
 extern const saga_store saga__pg_ops;
 
-/* pg_own.c: ownership. The statement for a batch's saga write (strict),
- * its journal write, and the (owner, epoch) parameters that the owned
- * variants take last (nothing when the store has no lease). */
-enum pg_stmt saga__pg_put_stmt(const pg_store *s, unsigned int put_flags);
-enum pg_stmt saga__pg_journal_stmt(const pg_store *s, int strict);
+/** The strict statement (pg_batch.c, saga_put with a lease) for a saga
+ * write with @p put_flags. */
+enum pg_stmt saga__pg_put_stmt(unsigned int put_flags);
+/** The fencing token, the last two parameters of the strict saga writes,
+ * the journal writes and their array forms: (owner, epoch) with a lease,
+ * (NULL, NULL) without. */
 void saga__pg_own_params(const pg_store *s, pg_params *p);
+
+/* pg_own.c: ownership. */
 /** With a lease: the parameters of PG_OWN_FENCE, the statement a batch
  * sends first (right after BEGIN), and 1; without: 0. */
 int saga__pg_fence_params(const pg_store *s, pg_params *p);

@@ -33,6 +33,48 @@ _Static_assert(SAGA_STATE_COMPLETED == 3 && SAGA_STATE_COMPENSATED == 4,
 #define SAGA_ARRAY_TYPES                                                       \
     A_TEXT, A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8,    \
         A_INT8, A_INT8, A_TEXT, A_TEXT, A_BYTEA
+#define UPDATE_TYPES                                                           \
+    T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,    \
+        T_INT8, T_INT8, T_TEXT
+#define UPDATE_ARRAY_TYPES                                                     \
+    A_TEXT, A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8,    \
+        A_INT8, A_INT8, A_TEXT
+#define JOURNAL_COLS                                                           \
+    "saga_id, seq, event, step, attempt, started_ms, at_ms, error"
+#define JOURNAL_TYPES                                                          \
+    T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT
+#define JOURNAL_ARRAY_TYPES                                                    \
+    A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_TEXT
+/* The fencing token (owner, epoch): NULL and NULL without a lease. */
+#define OWN_TYPES T_TEXT, T_INT8
+#define EPOCH(e) "coalesce(" e ", 0)"
+/* A saga update keeps the row's owner without a lease, takes it with one. */
+#define OWN_SET(o, e)                                                          \
+    "owner = coalesce(" o ", s.owner), epoch = coalesce(" e ", s.epoch)"
+#define FENCE(o, e)                                                            \
+    "(" o "::text IS NULL OR (s.owner = " o " AND s.epoch = " e ") OR "        \
+    "s.state = 5)"
+/* The columns an update sets from $2..$11, and from v (an unnest). */
+#define UPDATE_SET                                                             \
+    "def_name = $2, def_version = $3, state = $4, step = $5, attempt = $6, "   \
+    "flags = $7, created_ms = $8, updated_ms = $9, due_ms = $10, "             \
+    "deadline_ms = $11"
+#define UPDATE_SET_V                                                           \
+    "def_name = v.def_name, def_version = v.def_version, state = v.state, "    \
+    "step = v.step, attempt = v.attempt, flags = v.flags, created_ms = "       \
+    "v.created_ms, updated_ms = v.updated_ms, due_ms = v.due_ms, "             \
+    "deadline_ms = v.deadline_ms"
+/* After a strict update (u: the rows written): one row written, or the
+ * error of not_written() for the saga that was not; for an array update,
+ * every row of v written, or the error of its first row (in batch order)
+ * that was not. */
+#define NOT_WRITTEN_1                                                          \
+    "SELECT CASE WHEN (SELECT count(*) FROM u) = 1 THEN 1 ELSE "               \
+    "not_written($1, false) END"
+#define NOT_WRITTEN_N                                                          \
+    "SELECT CASE WHEN (SELECT count(*) FROM u) = (SELECT count(*) FROM v) "    \
+    "THEN 1 ELSE not_written((SELECT v.id FROM v WHERE v.id NOT IN (SELECT "   \
+    "id FROM u) ORDER BY v.n LIMIT 1), false) END"
 #define PURGE_VICTIMS                                                          \
     "SELECT id FROM sagas WHERE state IN (3, 4) AND updated_ms < $1"
 
@@ -59,12 +101,13 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_SAGA_SCAN] = {"SELECT " SAGA_COLS " FROM sagas WHERE state = "
                       "ANY($1::int8[]) ORDER BY created_ms, seq",
                       {0}},
-    [PG_JOURNAL_INSERT] = {"INSERT INTO journal(saga_id, seq, event, step, "
-                           "attempt, started_ms, at_ms, error) VALUES ($1, "
-                           "$2, $3, $4, $5, $6, $7, $8) ON CONFLICT "
-                           "(saga_id, seq) DO NOTHING",
-                           {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
-                            T_INT8, T_TEXT}},
+    /* The journal entry of the slot (owner, epoch: the fencing token,
+     * NULL without a lease). */
+    [PG_JOURNAL_INSERT] = {"INSERT INTO journal(" JOURNAL_COLS ", owner, "
+                           "epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                           "$9, " EPOCH("$10") ") ON CONFLICT (saga_id, seq) "
+                                               "DO NOTHING",
+                           {JOURNAL_TYPES, OWN_TYPES}},
     [PG_JOURNAL_SCAN] = {"SELECT saga_id, seq, event, step, attempt, "
                          "started_ms, at_ms, error FROM journal WHERE "
                          "saga_id = $1 ORDER BY seq",
@@ -105,131 +148,91 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_KV_SCAN] = {"SELECT key, val FROM kv WHERE starts_with(key, $1)",
                     {T_TEXT}},
     [PG_KV_DEL] = {"DELETE FROM kv WHERE key = $1", {T_TEXT}},
-    [PG_SAGA_INSERT_X] = {"INSERT INTO sagas(" SAGA_COLS ") VALUES ($1, $2, "
-                          "$3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-                          "$14)",
-                          {SAGA_TYPES}},
-    /* No row updated: 1/0 raises division_by_zero (22012), which the batch
-     * reads as SAGA_ENOTFOUND. */
-    [PG_SAGA_UPDATE_X] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
-                          "def_version = $3, state = $4, step = $5, "
-                          "attempt = $6, flags = $7, created_ms = $8, "
-                          "updated_ms = $9, due_ms = $10, deadline_ms = $11, "
-                          "error = $12 WHERE id = $1 RETURNING 1) "
-                          "SELECT 1 / (SELECT count(*)::int FROM u)",
-                          {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8,
-                           T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT}},
-    [PG_SAGA_UPDATE_DATA_X] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
-                               "def_version = $3, state = $4, step = $5, "
-                               "attempt = $6, flags = $7, created_ms = $8, "
-                               "updated_ms = $9, due_ms = $10, deadline_ms "
-                               "= $11, idem_key = $12, error = $13, data = "
-                               "$14 WHERE id = $1 RETURNING 1) "
-                               "SELECT 1 / (SELECT count(*)::int FROM u)",
-                               {SAGA_TYPES}},
+    /* The strict writes of a batch (and of saga_put with a lease). Each
+     * takes the fencing token (owner, epoch) as its last two parameters:
+     * NULL for a store without a lease, which then writes no owner and
+     * checks none. With a lease, a saga update writes a row only if it is
+     * owned by (owner, epoch) or FAILED (state 5: nobody's; any live engine
+     * may write it, an operator's retry, compensate or resolve, and owns
+     * it from then on); a row not written raises not_written(): SG001
+     * (fenced) if the saga exists, 22012 (no such saga, SAGA_ENOTFOUND)
+     * if not, aborting the batch. A batch with a lease starts with
+     * PG_OWN_FENCE, which raises SG001 unless the lease is live in the
+     * server's clock; inserts need no other check. */
+    [PG_SAGA_INSERT_X] = {"INSERT INTO sagas(" SAGA_COLS ", owner, epoch) "
+                          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                          "$11, $12, $13, $14, $15, " EPOCH("$16") ")",
+                          {SAGA_TYPES, OWN_TYPES}},
+    [PG_SAGA_UPDATE_X] =
+        {"WITH u AS (UPDATE sagas s SET " UPDATE_SET
+         ", " OWN_SET("$13", "$14") " WHERE s.id = $1 AND " FENCE(
+             "$13", "$14") " RETURNING 1) " NOT_WRITTEN_1,
+         {UPDATE_TYPES, OWN_TYPES}},
+    [PG_SAGA_UPDATE_DATA_X] =
+        {"WITH u AS (UPDATE sagas s SET " UPDATE_SET
+         ", idem_key = $12, error = $13, data = $14, " OWN_SET(
+             "$15",
+             "$16") " WHERE s.id = $1 AND " FENCE("$15",
+                                                  "$16") " RETURNING "
+                                                         "1) " NOT_WRITTEN_1,
+         {SAGA_TYPES, OWN_TYPES}},
     [PG_IDEM_INSERT_X] = {"INSERT INTO idem(key, saga_id, created_ms) "
                           "VALUES ($1, $2, $3)",
                           {T_TEXT, T_TEXT, T_INT8}},
     [PG_OUTBOX_INSERT_X] = {"INSERT INTO outbox(id, topic, key, payload, "
                             "created_ms) VALUES ($1, $2, $3, $4, $5)",
                             {T_TEXT, T_TEXT, T_TEXT, T_BYTEA, T_INT8}},
-    [PG_JOURNAL_INSERT_X] = {"INSERT INTO journal(saga_id, seq, event, step, "
-                             "attempt, started_ms, at_ms, error) VALUES ($1, "
-                             "$2, $3, $4, $5, $6, $7, $8)",
-                             {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
-                              T_INT8, T_TEXT}},
+    [PG_JOURNAL_INSERT_X] = {"INSERT INTO journal(" JOURNAL_COLS ", owner, "
+                             "epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                             "$9, " EPOCH("$10") ")",
+                             {JOURNAL_TYPES, OWN_TYPES}},
     [PG_BATCH_LOG] = {"INSERT INTO batch_log(writer, seq, at_ms) VALUES ($1, "
                       "$2, $3) ON CONFLICT (writer) DO UPDATE SET seq = "
                       "EXCLUDED.seq, at_ms = EXCLUDED.at_ms",
                       {T_TEXT, T_INT8, T_INT8}},
     [PG_BATCH_READ] = {"SELECT seq FROM batch_log WHERE writer = $1", {T_TEXT}},
-    [PG_SAGA_INSERT_N] = {"INSERT INTO sagas(" SAGA_COLS ") SELECT * FROM "
-                          "unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-                          "$11, $12, $13, $14)",
-                          {SAGA_ARRAY_TYPES}},
-    /* Every row updated, or 22012 (SAGA_ENOTFOUND); $13 is the count. The
+    /* Many rows per statement: the same writes with one array per column
+     * (unnest) and the fencing token as two scalars, with the same
+     * errors: the first row (in batch order) not written names it. The
      * ids are distinct (the batch code checks). */
-    [PG_SAGA_UPDATE_N] = {"WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, "
-                          "$5, $6, $7, $8, $9, $10, $11, $12) AS v(id, "
-                          "def_name, def_version, state, step, attempt, "
-                          "flags, created_ms, updated_ms, due_ms, "
-                          "deadline_ms, error)), u AS (UPDATE sagas s SET "
-                          "def_name = v.def_name, def_version = "
-                          "v.def_version, state = v.state, step = v.step, "
-                          "attempt = v.attempt, flags = v.flags, created_ms "
-                          "= v.created_ms, updated_ms = v.updated_ms, due_ms "
-                          "= v.due_ms, deadline_ms = v.deadline_ms, error = "
-                          "v.error FROM v WHERE s.id = v.id RETURNING 1) "
-                          "SELECT 1 / (SELECT (count(*) = $13)::int FROM u)",
-                          {A_TEXT, A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8,
-                           A_INT8, A_INT8, A_INT8, A_INT8, A_INT8, A_TEXT,
-                           T_INT8}},
+    [PG_SAGA_INSERT_N] =
+        {"INSERT INTO sagas(" SAGA_COLS ", owner, epoch) "
+         "SELECT v.*, $15, " EPOCH(
+             "$16") " FROM unnest($1, "
+                    "$2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+                    "$13, $14) v",
+         {SAGA_ARRAY_TYPES, OWN_TYPES}},
+    [PG_SAGA_UPDATE_N] =
+        {"WITH v AS (SELECT * FROM unnest($1, $2, $3, $4, "
+         "$5, $6, $7, $8, $9, $10, $11, $12) WITH ORDINALITY "
+         "AS v(id, def_name, def_version, state, step, "
+         "attempt, flags, created_ms, updated_ms, due_ms, "
+         "deadline_ms, error, n)), u AS (UPDATE sagas s SET " UPDATE_SET_V
+         ", error = v.error, " OWN_SET(
+             "$13",
+             "$14") " FROM v WHERE s.id = v.id "
+                    "AND " FENCE("$13",
+                                 "$14") " RETURNING s.id) " NOT_WRITTEN_N,
+         {UPDATE_ARRAY_TYPES, OWN_TYPES}},
     [PG_SAGA_UPDATE_DATA_N] = {"WITH v AS (SELECT * FROM unnest($1, $2, $3, "
                                "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-                               "$14) AS v(" SAGA_COLS ")), u AS (UPDATE "
-                               "sagas s SET def_name = v.def_name, "
-                               "def_version = v.def_version, state = "
-                               "v.state, step = v.step, attempt = "
-                               "v.attempt, flags = v.flags, created_ms = "
-                               "v.created_ms, updated_ms = v.updated_ms, "
-                               "due_ms = v.due_ms, deadline_ms = "
-                               "v.deadline_ms, idem_key = v.idem_key, error "
-                               "= v.error, data = v.data FROM v WHERE s.id = "
-                               "v.id RETURNING 1) SELECT 1 / (SELECT "
-                               "(count(*) = $15)::int FROM u)",
-                               {SAGA_ARRAY_TYPES, T_INT8}},
-    [PG_JOURNAL_INSERT_N] = {"INSERT INTO journal(saga_id, seq, event, "
-                             "step, attempt, started_ms, at_ms, error) "
-                             "SELECT * FROM unnest($1, $2, $3, $4, $5, $6, "
-                             "$7, $8)",
-                             {A_TEXT, A_INT8, A_INT8, A_INT8, A_INT8, A_INT8,
-                              A_INT8, A_TEXT}},
-    /* Ownership (pg_own.c). A saga write checks the fencing token: the
-     * row must be owned by (owner, epoch), otherwise not_written() raises
-     * SG001 (fenced) or 22012 (no such saga), aborting the batch; and a
-     * batch starts with PG_OWN_FENCE, which raises SG001 unless the lease
-     * is live in the server's clock. A FAILED saga (state 5) is nobody's:
-     * any live engine may write it (an operator's retry, compensate or
-     * resolve), and owns it from then on. */
-    [PG_SAGA_INSERT_O] = {"INSERT INTO sagas(" SAGA_COLS ", owner, epoch) "
-                          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
-                          "$11, $12, $13, $14, $15, $16)",
-                          {SAGA_TYPES, T_TEXT, T_INT8}},
-    [PG_SAGA_UPDATE_O] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
-                          "def_version = $3, state = $4, step = $5, "
-                          "attempt = $6, flags = $7, created_ms = $8, "
-                          "updated_ms = $9, due_ms = $10, deadline_ms = $11, "
-                          "error = $12, owner = $13, epoch = $14 WHERE id = "
-                          "$1 AND ((owner = $13 AND epoch = $14) OR state = "
-                          "5) RETURNING 1) "
-                          "SELECT CASE WHEN (SELECT count(*) FROM u) = 1 THEN "
-                          "1 ELSE not_written($1, false) END",
-                          {T_TEXT, T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8,
-                           T_INT8, T_INT8, T_INT8, T_INT8, T_INT8, T_TEXT,
-                           T_TEXT, T_INT8}},
-    [PG_SAGA_UPDATE_DATA_O] = {"WITH u AS (UPDATE sagas SET def_name = $2, "
-                               "def_version = $3, state = $4, step = $5, "
-                               "attempt = $6, flags = $7, created_ms = $8, "
-                               "updated_ms = $9, due_ms = $10, deadline_ms "
-                               "= $11, idem_key = $12, error = $13, data = "
-                               "$14, owner = $15, epoch = $16 WHERE id = $1 "
-                               "AND ((owner = $15 AND epoch = $16) OR state = "
-                               "5) RETURNING 1) "
-                               "SELECT CASE WHEN (SELECT count(*) FROM u) = 1 "
-                               "THEN 1 ELSE not_written($1, false) END",
-                               {SAGA_TYPES, T_TEXT, T_INT8}},
-    [PG_JOURNAL_INSERT_O] = {"INSERT INTO journal(saga_id, seq, event, step, "
-                             "attempt, started_ms, at_ms, error, owner, epoch) "
-                             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-                             "ON CONFLICT (saga_id, seq) DO NOTHING",
-                             {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
-                              T_INT8, T_TEXT, T_TEXT, T_INT8}},
-    [PG_JOURNAL_INSERT_OX] = {"INSERT INTO journal(saga_id, seq, event, step, "
-                              "attempt, started_ms, at_ms, error, owner, "
-                              "epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-                              "$9, $10)",
-                              {T_TEXT, T_INT8, T_INT8, T_INT8, T_INT8, T_INT8,
-                               T_INT8, T_TEXT, T_TEXT, T_INT8}},
+                               "$14) WITH ORDINALITY AS v(" SAGA_COLS ", n)), "
+                               "u AS (UPDATE sagas s SET " UPDATE_SET_V
+                               ", idem_key = v.idem_key, error = v.error, "
+                               "data = v.data, " OWN_SET(
+                                   "$15",
+                                   "$16") " FROM v WHERE s.id = v.id "
+                                          "AND " FENCE("$15",
+                                                       "$16") " RETURNING "
+                                                              "s.id)"
+                                                              " " NOT_WRITTEN_N,
+                               {SAGA_ARRAY_TYPES, OWN_TYPES}},
+    [PG_JOURNAL_INSERT_N] =
+        {"INSERT INTO journal(" JOURNAL_COLS ", owner, "
+         "epoch) SELECT v.*, $9, " EPOCH(
+             "$10") " FROM "
+                    "unnest($1, $2, $3, $4, $5, $6, $7, $8) v",
+         {JOURNAL_ARRAY_TYPES, OWN_TYPES}},
     /* A new epoch from the sequence; an owner id seen before (a restarted
      * process) gets a new one, which fences its previous incarnation. */
     [PG_OWN_FRESH] = {"INSERT INTO owners(owner, epoch, lease_until) VALUES "
@@ -306,15 +309,16 @@ static int pg_saga_put(saga_store *self, const saga_record *r,
     int rc = check_record(s, r, flags);
     if (rc)
         return rc;
-    enum pg_stmt which = (flags & SAGA_PUT_INSERT) ? PG_SAGA_INSERT
-                         : (flags & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA
-                                                   : PG_SAGA_UPDATE;
-    if (s->lease_ms)
-        /* Owned: the fencing check raises what a row count tells here. */
-        which = saga__pg_put_stmt(s, flags);
+    /* With a lease the strict statement, whose fencing check raises what
+     * a row count tells without one. */
+    enum pg_stmt which = s->lease_ms                 ? saga__pg_put_stmt(flags)
+                         : (flags & SAGA_PUT_INSERT) ? PG_SAGA_INSERT
+                         : (flags & SAGA_PUT_DATA)   ? PG_SAGA_UPDATE_DATA
+                                                     : PG_SAGA_UPDATE;
     pg_params p = {0};
     saga__pg_saga_params(&p, r, which);
-    saga__pg_own_params(s, &p);
+    if (s->lease_ms)
+        saga__pg_own_params(s, &p);
     PGresult *res;
     rc = saga__pg_run(s, which, &p, &res, "saga_put");
     if (rc == SAGA_OK && s->lease_ms) {
@@ -333,6 +337,22 @@ static int pg_saga_put(saga_store *self, const saga_record *r,
     return rc;
 }
 
+enum pg_stmt saga__pg_put_stmt(unsigned int fl)
+{
+    return (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
+           : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_X
+                                  : PG_SAGA_UPDATE_X;
+}
+
+void saga__pg_own_params(const pg_store *s, pg_params *p)
+{
+    saga__pg_text(p, s->lease_ms ? s->owner : NULL);
+    if (s->lease_ms)
+        saga__pg_int(p, s->epoch);
+    else
+        saga__pg_text(p, NULL); /* a NULL int8 */
+}
+
 void saga__pg_saga_params(pg_params *p, const saga_record *r,
                           enum pg_stmt which)
 {
@@ -347,8 +367,7 @@ void saga__pg_saga_params(pg_params *p, const saga_record *r,
     saga__pg_int(p, r->updated_ms);
     saga__pg_int(p, r->due_ms);
     saga__pg_int(p, r->deadline_ms);
-    if (which == PG_SAGA_UPDATE || which == PG_SAGA_UPDATE_X ||
-        which == PG_SAGA_UPDATE_O) {
+    if (which == PG_SAGA_UPDATE || which == PG_SAGA_UPDATE_X) {
         saga__pg_text(p, r->error);
     } else {
         saga__pg_text(p, r->idem_key);
@@ -473,7 +492,7 @@ static int pg_journal_append(saga_store *self, const saga_journal_entry *e)
     pg_params p = {0};
     saga__pg_journal_params(&p, e);
     saga__pg_own_params(s, &p);
-    return write(s, saga__pg_journal_stmt(s, 0), &p, "journal_append", "entry");
+    return write(s, PG_JOURNAL_INSERT, &p, "journal_append", "entry");
 }
 
 static int pg_journal_scan(saga_store *self, const char *saga_id,

@@ -29,32 +29,6 @@
 
 #include "pg_int.h"
 
-enum pg_stmt saga__pg_put_stmt(const pg_store *s, unsigned int fl)
-{
-    if (s->lease_ms)
-        return (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_O
-               : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_O
-                                      : PG_SAGA_UPDATE_O;
-    return (fl & SAGA_PUT_INSERT) ? PG_SAGA_INSERT_X
-           : (fl & SAGA_PUT_DATA) ? PG_SAGA_UPDATE_DATA_X
-                                  : PG_SAGA_UPDATE_X;
-}
-
-enum pg_stmt saga__pg_journal_stmt(const pg_store *s, int strict)
-{
-    if (s->lease_ms)
-        return strict ? PG_JOURNAL_INSERT_OX : PG_JOURNAL_INSERT_O;
-    return strict ? PG_JOURNAL_INSERT_X : PG_JOURNAL_INSERT;
-}
-
-void saga__pg_own_params(const pg_store *s, pg_params *p)
-{
-    if (!s->lease_ms)
-        return;
-    saga__pg_text(p, s->owner);
-    saga__pg_int(p, s->epoch);
-}
-
 int saga__pg_fence_params(const pg_store *s, pg_params *p)
 {
     if (!s->lease_ms)

@@ -8,7 +8,8 @@
  *
  * Build (tests/fuzz/run.sh style):
  *   clang -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
- *     -Iinclude -Itransports/tcp lib/common.c tests/fuzz/fuzz_tcp_frame.c \
+ *     -Iinclude -Itransports/tcp lib/alloc.c lib/errors.c \
+ *     tests/fuzz/fuzz_tcp_frame.c \
  *     $(pkg-config --libs libuv) -o fuzz_tcp_frame
  */
 #include <stdlib.h>

@@ -26,7 +26,7 @@ cflags="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
  -I$root/include -I$root/lib -I$root/transports/tcp \
  $(pkg-config --cflags $pc libuv)"
 san="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
-libsrc="$root/lib/common.c $root/lib/mpread.c $root/lib/codec.c $root/lib/data.c"
+libsrc="$root/lib/alloc.c $root/lib/errors.c $root/lib/mpread.c $root/lib/codec.c $root/lib/data.c"
 libs=$(pkg-config --libs $pc libuv)
 
 if [ "${1:-}" = "--regen" ]; then

@@ -193,6 +193,114 @@ Test(pg_owner, a_late_write_of_an_old_owner_is_fenced)
     saga_store_free(b);
 }
 
+/* A batch of BULK rows per kind goes out as array statements: the fencing
+ * check holds for each row as it does row by row. */
+#define BULK 6
+
+static int write_many(saga_store *s, saga_record *rs, size_t n, unsigned flags,
+                      uint32_t seq)
+{
+    saga_journal_entry j[BULK];
+    unsigned fl[BULK];
+    memset(j, 0, sizeof j);
+    for (size_t i = 0; i < n; i++) {
+        fl[i] = flags;
+        j[i].saga_id = rs[i].id;
+        j[i].seq = seq;
+        j[i].kind = seq == 1 ? SAGA_JOURNAL_STARTED : SAGA_JOURNAL_STEP_RETRY;
+        j[i].step = seq == 1 ? -1 : 0;
+    }
+    saga_batch_writes w;
+    memset(&w, 0, sizeof w);
+    w.sagas = rs;
+    w.put_flags = fl;
+    w.nsagas = n;
+    w.journal = j;
+    w.njournal = n;
+    return s->write_batch(s, &w);
+}
+
+Test(pg_owner, array_writes_are_fenced_row_by_row)
+{
+    new_schema("bulk");
+    saga_store *a = open_owner("a"), *b = open_owner("b");
+    uint32_t lease = 0;
+    cr_assert_eq(a->own_renew(a, 1, &lease), SAGA_OK, "%s", a->errmsg(a));
+    cr_assert_eq(b->own_renew(b, 1, &lease), SAGA_OK);
+    static const char *const ids[BULK] = {"B0", "B1", "B2", "B3", "B4", "B5"};
+    saga_record rs[BULK];
+    for (int i = 0; i < BULK; i++)
+        rs[i] = rec(ids[i], 1);
+    /* Inserted as one array statement each, with A's token on every row. */
+    cr_assert_eq(write_many(a, rs, BULK, SAGA_PUT_INSERT | SAGA_PUT_DATA, 1),
+                 SAGA_OK, "%s", a->errmsg(a));
+    PGconn *c = admin();
+    cr_assert_eq(q1(c, "SELECT count(*) FROM sagas s JOIN owners o ON "
+                       "o.owner = s.owner AND o.epoch = s.epoch WHERE "
+                       "o.owner = 'a'"),
+                 BULK);
+    cr_assert_eq(q1(c, "SELECT count(*) FROM journal j JOIN owners o ON "
+                       "o.owner = j.owner AND o.epoch = j.epoch WHERE "
+                       "o.owner = 'a'"),
+                 BULK);
+    /* Updates of A's own rows, with and without data. */
+    for (int i = 0; i < BULK; i++)
+        rs[i].attempt = 2;
+    cr_assert_eq(write_many(a, rs, BULK, 0, 2), SAGA_OK, "%s", a->errmsg(a));
+    for (int i = 0; i < BULK; i++)
+        rs[i].attempt = 3;
+    cr_assert_eq(write_many(a, rs, BULK, SAGA_PUT_DATA, 3), SAGA_OK, "%s",
+                 a->errmsg(a));
+    cr_assert_eq(q1(c, "SELECT count(*) FROM sagas WHERE attempt = 3"), BULK);
+    /* B takes one of them (as a claim after A's lease ran out would); A's
+     * next batch of all six is fenced as a whole, and nothing of it
+     * remains. */
+    q1(c, "UPDATE sagas SET owner = 'b', epoch = (SELECT epoch FROM owners "
+          "WHERE owner = 'b') WHERE id = 'B3'");
+    for (int i = 0; i < BULK; i++)
+        rs[i].attempt = 4;
+    cr_assert_eq(write_many(a, rs, BULK, 0, 4), SAGA_EFENCED, "%s",
+                 a->errmsg(a));
+    cr_assert(strstr(a->errmsg(a), "B3") != NULL, "%s", a->errmsg(a));
+    cr_assert_eq(write_many(a, rs, BULK, SAGA_PUT_DATA, 4), SAGA_EFENCED);
+    cr_assert_eq(q1(c, "SELECT count(*) FROM sagas WHERE attempt = 4"), 0);
+    cr_assert_eq(q1(c, "SELECT count(*) FROM journal WHERE seq = 4"), 0);
+    /* own_check names the lost one; the rest goes through. */
+    unsigned char lost[BULK];
+    cr_assert_eq(a->own_check(a, (const char **)ids, BULK, lost), SAGA_OK);
+    for (int i = 0; i < BULK; i++)
+        cr_assert_eq(lost[i], i == 3, "%s", ids[i]);
+    saga_record rest[BULK - 1];
+    for (int i = 0, k = 0; i < BULK; i++)
+        if (i != 3)
+            rest[k++] = rs[i];
+    cr_assert_eq(write_many(a, rest, BULK - 1, 0, 4), SAGA_OK, "%s",
+                 a->errmsg(a));
+    cr_assert_eq(q1(c, "SELECT count(*) FROM sagas WHERE attempt = 4 AND "
+                       "owner = 'a'"),
+                 BULK - 1);
+    /* A FAILED row is nobody's: A's array update takes it. */
+    q1(c, "UPDATE sagas SET state = 5 WHERE id = 'B3'");
+    for (int i = 0; i < BULK; i++)
+        rs[i].attempt = 5;
+    cr_assert_eq(write_many(a, rs, BULK, 0, 5), SAGA_OK, "%s", a->errmsg(a));
+    cr_assert_eq(q1(c, "SELECT count(*) FROM sagas WHERE owner = 'a' AND "
+                       "attempt = 5"),
+                 BULK);
+    /* A row that does not exist: SAGA_ENOTFOUND, as row by row. */
+    rs[4].id = "nope";
+    cr_assert_eq(write_many(a, rs, BULK, 0, 6), SAGA_ENOTFOUND, "%s",
+                 a->errmsg(a));
+    cr_assert_eq(q1(c, "SELECT count(*) FROM journal WHERE seq = 6"), 0);
+    /* Once A's lease is gone, its whole batch is fenced. */
+    rs[4].id = ids[4];
+    expire("a");
+    cr_assert_eq(write_many(a, rs, BULK, 0, 6), SAGA_EFENCED);
+    PQfinish(c);
+    saga_store_free(a);
+    saga_store_free(b);
+}
+
 Test(pg_owner, claiming_skips_rows_another_claimer_holds)
 {
     new_schema("skip");

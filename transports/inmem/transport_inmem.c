@@ -24,6 +24,17 @@
  * exactly while messages or callbacks are pending. The in-memory queues are
  * unbounded: send never returns SAGA_EFULL. Every topic routes (route()
  * never says SAGA_ENOROUTE): a topic may get its first group later.
+ *
+ * A shared bus (saga_inmem_bus_new_shared) has endpoints on several loops,
+ * one loop per thread. One mutex guards the bus and every queue of it; no
+ * callback runs under it. Each endpoint's own lists (sent, subs, handing,
+ * unacked) are touched only on its loop's thread; inboxes are filled by
+ * whichever thread distributes, under the lock. An endpoint wakes itself
+ * with its idle handle and another endpoint with that one's async handle
+ * (which starts its idle handle on its own thread). An endpoint is removed
+ * from every group and its async handle closed under the lock, so no
+ * thread wakes it after its close; the last endpoint to be freed frees a
+ * bus whose free was asked for.
  */
 #include <stdio.h>
 #include <string.h>
@@ -32,6 +43,8 @@
 
 #include "saga/saga.h"
 #include "util.h"
+
+#include <stdint.h>
 
 /* ---- lists: lib/util.h's, under this file's short names ------------------ */
 
@@ -111,7 +124,10 @@ struct inmem_ep {
     saga_transport base; /* first: the vtable */
     qlink node;          /* bus->eps while open */
     saga_inmem_bus *bus;
+    uv_loop_t *loop;
     uv_idle_t idle;
+    uv_async_t async; /* shared bus: woken by another endpoint */
+    int handles;      /* handles not yet closed */
     qlink subs;
     qlink sent; /* pending_send */
     int closing;
@@ -119,15 +135,29 @@ struct inmem_ep {
 };
 
 struct saga_inmem_bus {
-    uv_loop_t *loop;
-    qlink eps;     /* open endpoints */
-    qlink topics;  /* inmem_topic */
-    int dirty;     /* groups may have pending deliveries to assign */
-    unsigned live; /* endpoints not yet freed */
-    int freeing;   /* saga_inmem_bus_free() ran while endpoints lived */
+    uv_loop_t *loop; /* NULL on a shared bus */
+    int shared;      /* endpoints on several loops: lock is used */
+    uv_mutex_t lock; /* shared: guards all below and every queue */
+    qlink eps;       /* open endpoints */
+    qlink topics;    /* inmem_topic */
+    int dirty;       /* groups may have pending deliveries to assign */
+    unsigned live;   /* endpoints not yet freed */
+    int freeing;     /* saga_inmem_bus_free() ran while endpoints lived */
 };
 
 /* ---- helpers ------------------------------------------------------------- */
+
+static void bus_lock(saga_inmem_bus *bus)
+{
+    if (bus->shared)
+        uv_mutex_lock(&bus->lock);
+}
+
+static void bus_unlock(saga_inmem_bus *bus)
+{
+    if (bus->shared)
+        uv_mutex_unlock(&bus->lock);
+}
 
 static void msg_unref(inmem_msg *m)
 {
@@ -150,13 +180,19 @@ static int set_err(inmem_ep *ep, int rc, const char *msg)
 
 static void ep_pump(uv_idle_t *h);
 
-static void ep_kick(inmem_ep *ep)
+/* Wake @p ep; @p self is the endpoint whose thread runs this (NULL: none
+ * known). Under the lock on a shared bus. */
+static void ep_kick(inmem_ep *ep, inmem_ep *self)
 {
-    if (!ep->closing)
+    if (ep->closing)
+        return;
+    if (!ep->bus->shared || ep == self)
         uv_idle_start(&ep->idle, ep_pump);
+    else
+        uv_async_send(&ep->async);
 }
 
-static void bus_kick(saga_inmem_bus *bus);
+static void bus_kick(saga_inmem_bus *bus, inmem_ep *self);
 
 static inmem_topic *topic_find(saga_inmem_bus *bus, const char *name)
 {
@@ -221,6 +257,8 @@ static void bus_destroy(saga_inmem_bus *bus)
     qlink *n;
     while ((n = l_pop_front(&bus->topics)) != NULL)
         topic_free(CONTAINER(n, inmem_topic, node));
+    if (bus->shared)
+        uv_mutex_destroy(&bus->lock);
     saga_free(bus);
 }
 
@@ -241,8 +279,9 @@ static int group_enqueue(inmem_group *g, inmem_msg *m)
 }
 
 /* Assign every pending delivery of every group that has a subscriber, and
- * drop backlogs that their first groups have taken. */
-static void bus_distribute(saga_inmem_bus *bus)
+ * drop backlogs that their first groups have taken. Runs on @p self's
+ * thread (under the lock on a shared bus). */
+static void bus_distribute(saga_inmem_bus *bus, inmem_ep *self)
 {
     for (qlink *tn = bus->topics.next; tn != &bus->topics; tn = tn->next) {
         inmem_topic *t = CONTAINER(tn, inmem_topic, node);
@@ -269,7 +308,7 @@ static void bus_distribute(saga_inmem_bus *bus)
                 inmem_sub *sub = CONTAINER(s, inmem_sub, gnode);
                 d->sub = sub;
                 l_push_back(&sub->inbox, &d->node);
-                ep_kick(sub->ep);
+                ep_kick(sub->ep, self);
             }
         }
     }
@@ -287,16 +326,19 @@ static int ep_has_work(inmem_ep *ep)
 
 /* The endpoint's turn: assign, confirm sends, deliver. Callbacks may call
  * any slot, including close on this endpoint, so every loop re-checks
- * ep->closing and touches nothing a callback may have freed. */
+ * ep->closing and touches nothing a callback may have freed. On a shared
+ * bus the lock is held around each step, never across a callback. */
 static void ep_pump(uv_idle_t *h)
 {
     inmem_ep *ep = h->data;
     saga_inmem_bus *bus = ep->bus;
 
+    bus_lock(bus);
     if (bus->dirty) {
         bus->dirty = 0;
-        bus_distribute(bus);
+        bus_distribute(bus, ep);
     }
+    bus_unlock(bus);
 
     /* Confirm only the sends queued before this turn; ones made by these
      * callbacks are confirmed on the next turn. */
@@ -320,25 +362,49 @@ static void ep_pump(uv_idle_t *h)
         /* Bound the turn to what was in the inbox when it started. A
          * callback that closes us makes close requeue sub->handing, so the
          * group keeps the order. */
+        bus_lock(bus);
         l_splice_front(&sub->handing, &sub->inbox);
-        while (!ep->closing && (n = l_pop_front(&sub->handing)) != NULL) {
+        bus_unlock(bus);
+        for (;;) {
+            bus_lock(bus);
+            if (ep->closing || (n = l_pop_front(&sub->handing)) == NULL) {
+                bus_unlock(bus);
+                break;
+            }
             saga_delivery *d = CONTAINER(n, saga_delivery, node);
             d->handed = 1;
             l_push_back(&sub->unacked, &d->node);
-            sub->cb(&ep->base, d, sub->group->topic->name, d->msg->key,
-                    d->msg->data, d->msg->len, sub->arg);
+            inmem_msg *m = d->msg; /* lives while d is unacked */
+            bus_unlock(bus);
+            sub->cb(&ep->base, d, sub->group->topic->name, m->key, m->data,
+                    m->len, sub->arg);
         }
     }
 
+    bus_lock(bus);
     if (!ep->closing && !bus->dirty && !ep_has_work(ep))
         uv_idle_stop(&ep->idle);
+    bus_unlock(bus);
 }
 
-static void bus_kick(saga_inmem_bus *bus)
+/* A shared bus: another thread has work for this endpoint. */
+static void ep_woken(uv_async_t *h)
+{
+    inmem_ep *ep = h->data;
+    if (!ep->closing)
+        uv_idle_start(&ep->idle, ep_pump);
+}
+
+/* Have some endpoint assign pending deliveries on its next turn: on one
+ * loop the first endpoint; on a shared bus @p self (the caller's thread),
+ * else, when it is closing, any open one. Under the lock when shared. */
+static void bus_kick(saga_inmem_bus *bus, inmem_ep *self)
 {
     bus->dirty = 1;
-    if (!l_empty(&bus->eps))
-        uv_idle_start(&CONTAINER(bus->eps.next, inmem_ep, node)->idle, ep_pump);
+    if (bus->shared && self != NULL && !self->closing)
+        ep_kick(self, self);
+    else if (!l_empty(&bus->eps))
+        ep_kick(CONTAINER(bus->eps.next, inmem_ep, node), self);
 }
 
 /* ---- vtable slots -------------------------------------------------------- */
@@ -360,12 +426,11 @@ static int inmem_send(saga_transport *self, const char *topic, const char *key,
         return set_err(ep, SAGA_EINVAL, "send: message too large");
 
     saga_inmem_bus *bus = ep->bus;
-    inmem_topic *t = topic_get(bus, topic);
     pending_send *p = NULL;
     inmem_msg *m = saga_malloc(sizeof *m + len + klen);
     if (cb != NULL)
         p = saga_malloc(sizeof *p);
-    if (t == NULL || m == NULL || (cb != NULL && p == NULL)) {
+    if (m == NULL || (cb != NULL && p == NULL)) {
         saga_free(m);
         saga_free(p);
         return set_err(ep, SAGA_ENOMEM, "send: out of memory");
@@ -382,6 +447,10 @@ static int inmem_send(saga_transport *self, const char *topic, const char *key,
 
     /* Allocate every queue entry first, so a failure leaves nothing
      * half-sent: all groups get the message or none does. */
+    bus_lock(bus);
+    inmem_topic *t = topic_get(bus, topic);
+    if (t == NULL)
+        goto nomem;
     backlog_item *b = NULL;
     if (t->backlog_open && (b = saga_malloc(sizeof *b)) == NULL)
         goto nomem;
@@ -414,10 +483,12 @@ static int inmem_send(saga_transport *self, const char *topic, const char *key,
         l_push_back(&ep->sent, &p->node);
         uv_idle_start(&ep->idle, ep_pump);
     }
-    bus_kick(bus);
+    bus_kick(bus, ep);
+    bus_unlock(bus);
     return SAGA_OK;
 
 nomem:
+    bus_unlock(bus);
     saga_free(m);
     saga_free(p);
     return set_err(ep, SAGA_ENOMEM, "send: out of memory");
@@ -458,25 +529,25 @@ static int inmem_subscribe(saga_transport *self, const char *topic,
                            "subscribe: topic and group already subscribed");
     }
 
+    inmem_sub *sub = saga_malloc(sizeof *sub);
+    if (sub == NULL)
+        return set_err(ep, SAGA_ENOMEM, "subscribe: out of memory");
     saga_inmem_bus *bus = ep->bus;
+    bus_lock(bus);
     inmem_topic *t = topic_get(bus, topic);
     if (t == NULL)
-        return set_err(ep, SAGA_ENOMEM, "subscribe: out of memory");
+        goto nomem;
     inmem_group *g = NULL;
     for (qlink *n = t->groups.next; n != &t->groups; n = n->next) {
         inmem_group *x = CONTAINER(n, inmem_group, node);
         if (strcmp(x->name, group) == 0)
             g = x;
     }
-    inmem_sub *sub = saga_malloc(sizeof *sub);
-    if (sub == NULL)
-        return set_err(ep, SAGA_ENOMEM, "subscribe: out of memory");
     if (g == NULL) {
         g = saga_malloc(sizeof *g);
         if (g == NULL || (g->name = saga__strdup(group)) == NULL) {
             saga_free(g);
-            saga_free(sub);
-            return set_err(ep, SAGA_ENOMEM, "subscribe: out of memory");
+            goto nomem;
         }
         g->topic = t;
         g->rr = 0;
@@ -487,8 +558,7 @@ static int inmem_subscribe(saga_transport *self, const char *topic,
             if (group_enqueue(g, CONTAINER(n, backlog_item, node)->msg) !=
                 SAGA_OK) {
                 group_free(g);
-                saga_free(sub);
-                return set_err(ep, SAGA_ENOMEM, "subscribe: out of memory");
+                goto nomem;
             }
         }
         l_push_back(&t->groups, &g->node);
@@ -502,8 +572,14 @@ static int inmem_subscribe(saga_transport *self, const char *topic,
     l_init(&sub->unacked);
     l_push_back(&g->subs, &sub->gnode);
     l_push_back(&ep->subs, &sub->epnode);
-    bus_kick(bus);
+    bus_kick(bus, ep);
+    bus_unlock(bus);
     return SAGA_OK;
+
+nomem:
+    bus_unlock(bus);
+    saga_free(sub);
+    return set_err(ep, SAGA_ENOMEM, "subscribe: out of memory");
 }
 
 static int inmem_ack(saga_transport *self, saga_delivery *d)
@@ -511,12 +587,17 @@ static int inmem_ack(saga_transport *self, saga_delivery *d)
     inmem_ep *ep = (inmem_ep *)self;
     if (ep == NULL || d == NULL)
         return SAGA_EINVAL;
+    saga_inmem_bus *bus = ep->bus;
+    bus_lock(bus);
     if (d->magic != DELIVERY_MAGIC || !d->handed || d->sub == NULL ||
-        d->sub->ep != ep)
+        d->sub->ep != ep) {
+        bus_unlock(bus);
         return set_err(ep, SAGA_EINVAL,
                        "ack: not an unacked delivery of this transport");
+    }
     l_remove(&d->node);
     delivery_free(d);
+    bus_unlock(bus);
     return SAGA_OK;
 }
 
@@ -530,6 +611,8 @@ static void ep_closed(uv_handle_t *h)
 {
     inmem_ep *ep = h->data;
     saga_inmem_bus *bus = ep->bus;
+    if (--ep->handles > 0)
+        return;
     qlink *n;
     /* The callbacks may call send (which fails: closing is set). */
     while ((n = l_pop_front(&ep->sent)) != NULL) {
@@ -542,7 +625,10 @@ static void ep_closed(uv_handle_t *h)
     while ((n = l_pop_front(&ep->subs)) != NULL)
         saga_free(CONTAINER(n, inmem_sub, epnode));
     saga_free(ep);
-    if (--bus->live == 0 && bus->freeing)
+    bus_lock(bus);
+    int last = --bus->live == 0 && bus->freeing;
+    bus_unlock(bus);
+    if (last)
         bus_destroy(bus);
 }
 
@@ -551,6 +637,8 @@ static void inmem_close(saga_transport *self)
     inmem_ep *ep = (inmem_ep *)self;
     if (ep == NULL || ep->closing)
         return;
+    saga_inmem_bus *bus = ep->bus;
+    bus_lock(bus);
     ep->closing = 1;
     l_remove(&ep->node);
     int moved = 0;
@@ -572,9 +660,21 @@ static void inmem_close(saga_transport *self)
         l_splice_front(&sub->group->pending, &back);
     }
     /* Another endpoint takes over the assignment this one may have owed. */
-    if (moved || ep->bus->dirty)
-        bus_kick(ep->bus);
+    if (moved || bus->dirty)
+        bus_kick(bus, ep);
+    /* Under the lock: from here no thread wakes this endpoint. */
     uv_close((uv_handle_t *)&ep->idle, ep_closed);
+    if (bus->shared)
+        uv_close((uv_handle_t *)&ep->async, ep_closed);
+    bus_unlock(bus);
+}
+
+/* An endpoint that never joined its bus: free it once its handles are. */
+static void ep_free_early(uv_handle_t *h)
+{
+    inmem_ep *ep = h->data;
+    if (--ep->handles == 0)
+        saga_free(ep);
 }
 
 /* ---- public -------------------------------------------------------------- */
@@ -597,10 +697,41 @@ int saga_inmem_bus_new(saga_inmem_bus **out, struct uv_loop_s *loop)
     return SAGA_OK;
 }
 
+int saga_inmem_bus_new_shared(saga_inmem_bus **out)
+{
+    if (out == NULL)
+        return SAGA_EINVAL;
+    *out = NULL;
+    saga_inmem_bus *bus = saga_malloc(sizeof *bus);
+    if (bus == NULL)
+        return SAGA_ENOMEM;
+    memset(bus, 0, sizeof *bus);
+    if (uv_mutex_init(&bus->lock) != 0) {
+        saga_free(bus);
+        return SAGA_ENOMEM;
+    }
+    bus->shared = 1;
+    l_init(&bus->eps);
+    l_init(&bus->topics);
+    *out = bus;
+    return SAGA_OK;
+}
+
 void saga_inmem_bus_free(saga_inmem_bus *bus)
 {
     if (bus == NULL)
         return;
+    if (bus->shared) {
+        /* Each endpoint closes on its own loop; the last one gone frees
+         * the bus. */
+        bus_lock(bus);
+        int now = bus->live == 0;
+        bus->freeing = 1;
+        bus_unlock(bus);
+        if (now)
+            bus_destroy(bus);
+        return;
+    }
     if (bus->live == 0) {
         bus_destroy(bus);
         return;
@@ -626,15 +757,27 @@ static const saga_transport inmem_ops = {
     .route = inmem_route,
 };
 
-int saga_transport_inmem_new(saga_transport **out, saga_inmem_bus *bus)
+int saga_transport_inmem_new_on(saga_transport **out, saga_inmem_bus *bus,
+                                struct uv_loop_s *loop)
 {
     saga_open_errmsg_set("%s", "");
     if (out == NULL)
         return SAGA_EINVAL;
     *out = NULL;
-    if (bus == NULL || bus->freeing) {
-        saga_open_errmsg_set("inmem: %s",
-                             bus ? "the bus is being freed" : "no bus");
+    if (bus == NULL || loop == NULL) {
+        saga_open_errmsg_set("inmem: %s", bus ? "no loop" : "no bus");
+        return SAGA_EINVAL;
+    }
+    if (!bus->shared && loop != bus->loop) {
+        saga_open_errmsg_set("inmem: the loop is not the bus's (a bus for "
+                             "several loops is saga_inmem_bus_new_shared)");
+        return SAGA_EINVAL;
+    }
+    bus_lock(bus);
+    int freeing = bus->freeing;
+    bus_unlock(bus);
+    if (freeing) {
+        saga_open_errmsg_set("inmem: the bus is being freed");
         return SAGA_EINVAL;
     }
     inmem_ep *ep = saga_malloc(sizeof *ep);
@@ -645,15 +788,57 @@ int saga_transport_inmem_new(saga_transport **out, saga_inmem_bus *bus)
     memset(ep, 0, sizeof *ep);
     ep->base = inmem_ops;
     ep->bus = bus;
+    ep->loop = loop;
     l_init(&ep->subs);
     l_init(&ep->sent);
-    if (uv_idle_init(bus->loop, &ep->idle) != 0) {
+    if (uv_idle_init(loop, &ep->idle) != 0) {
         saga_free(ep);
         return SAGA_ENOMEM;
     }
     ep->idle.data = ep;
+    ep->handles = 1;
+    if (bus->shared) {
+        if (uv_async_init(loop, &ep->async, ep_woken) != 0) {
+            /* The idle handle is closed with the endpoint's memory. */
+            ep->closing = 1;
+            ep->bus = NULL;
+            uv_close((uv_handle_t *)&ep->idle, ep_free_early);
+            saga_open_errmsg_set("inmem: cannot make an async handle");
+            return SAGA_ENOMEM;
+        }
+        ep->async.data = ep;
+        ep->handles = 2;
+    }
+    bus_lock(bus);
+    if (bus->freeing) {
+        bus_unlock(bus);
+        ep->closing = 1;
+        ep->bus = NULL;
+        uv_close((uv_handle_t *)&ep->idle, ep_free_early);
+        if (bus->shared)
+            uv_close((uv_handle_t *)&ep->async, ep_free_early);
+        saga_open_errmsg_set("inmem: the bus is being freed");
+        return SAGA_EINVAL;
+    }
     l_push_back(&bus->eps, &ep->node);
     bus->live++;
+    bus_unlock(bus);
     *out = &ep->base;
     return SAGA_OK;
+}
+
+int saga_transport_inmem_new(saga_transport **out, saga_inmem_bus *bus)
+{
+    saga_open_errmsg_set("%s", "");
+    if (out == NULL)
+        return SAGA_EINVAL;
+    *out = NULL;
+    if (bus == NULL || bus->shared) {
+        saga_open_errmsg_set("inmem: %s",
+                             bus ? "a shared bus needs the endpoint's loop "
+                                   "(saga_transport_inmem_new_on)"
+                                 : "no bus");
+        return SAGA_EINVAL;
+    }
+    return saga_transport_inmem_new_on(out, bus, bus->loop);
 }
