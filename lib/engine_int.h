@@ -167,6 +167,9 @@ int saga__own_start(saga_engine *e);
 void saga__own_close(saga_engine *e);
 /* Whether the engine may invoke actions now (its lease is surely live). */
 int saga__own_may_act(saga_engine *e);
+/* A saga_on_done() waiter for an active saga that another engine owns:
+ * called once the store says it ended. SAGA_OK, SAGA_ENOMEM. */
+int saga__own_wait(saga_engine *e, const char *id, saga_done_cb cb, void *arg);
 /* A commit failed with @p rc: drop from the open batch the sagas that made
  * it fail (fenced, or an idempotency key taken by another engine). @return
  * 1 if it dropped any (write the rest at once), 0 if not. */

@@ -8,7 +8,11 @@
  *     instead of every active saga in the store (those belong to others);
  *   - renews the lease and claims sagas of engines whose lease ran out on
  *     a timer, every quarter of the lease, and resumes them as recovery
- *     does;
+ *     does; with a store that has the version-6 slots these round trips
+ *     go out on the loop (own_renew_submit, own_claim_submit) and are
+ *     answered there, so the loop never waits for them; a renewal in
+ *     flight extends nothing until its answer comes (the lease then counts
+ *     from the time it was sent);
  *   - invokes actions only while its lease is surely live by its own
  *     monotonic clock (the time a renewal was sent + the lease length):
  *     after a pause (SIGSTOP, a long GC-like stall) it invokes nothing,
@@ -25,9 +29,11 @@
  * The hooks: saga__own_start and saga__own_close (engine.c),
  * saga__own_may_act and saga__own_resolve (batch.c).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "engine_int.h"
+#include "machine.h"
 
 /* Sagas claimed per store round trip, and round trips per tick. */
 #define CLAIM_LIMIT 64u
@@ -39,7 +45,30 @@ struct saga__own {
     uint32_t lease_ms;
     uint64_t valid_until_ns; /* uv_hrtime(): act only before it */
     int lost;                /* the lease is (believed) lost */
+    int async;               /* the store has the version-6 slots */
+    int busy;                /* renewals and claims in flight */
+    int fresh;               /* the one in flight takes a new epoch */
+    int closed;              /* the engine closed: the answer frees this */
+    int timer_closed;
+    int rounds;              /* claim round trips this tick */
+    uint64_t sent_ns;        /* when the renewal in flight was sent */
+    const saga_record *feed; /* the claimed sagas being resumed */
+    size_t nfeed;
+    struct saga__moved *moved; /* saga_on_done() waiters of moved sagas */
 };
+
+/* A saga_on_done() waiter whose saga this engine does not hold (another
+ * engine owns it now): the store is asked at every lease tick, and the
+ * waiter is called once the saga ended there (or handed back to the saga
+ * when this engine claims it again). */
+typedef struct saga__moved {
+    struct saga__moved *next;
+    char id[SAGA_ID_SIZE];
+    saga_done_cb cb;
+    void *arg;
+} saga__moved;
+
+#define MOVED_POLL_MAX 64 /* store reads per tick */
 
 static int has_slots(const saga_store *s)
 {
@@ -47,8 +76,128 @@ static int has_slots(const saga_store *s)
            s->own_check != NULL && s->own_release != NULL;
 }
 
+static int has_async(const saga_store *s)
+{
+    return s->version >= 6 && s->own_renew_submit != NULL &&
+           s->own_claim_submit != NULL && s->submit_batch != NULL;
+}
+
+static void renew_submit(saga__own *o, int fresh);
+
 /* ------------------------------------------------------------------------ */
 /* Dropping a saga from memory and from the open batch                      */
+
+static int add_waiter(saga__own *o, const char *id, saga_done_cb cb, void *arg)
+{
+    saga__moved *m = saga_malloc(sizeof *m);
+    if (m == NULL)
+        return SAGA_ENOMEM;
+    snprintf(m->id, sizeof m->id, "%s", id);
+    m->cb = cb;
+    m->arg = arg;
+    m->next = o->moved;
+    o->moved = m;
+    return SAGA_OK;
+}
+
+/* The saga leaves memory for another engine: its saga_on_done() waiters
+ * wait for the store instead (@p id: the saga that ends for them). */
+static void keep_waiters(saga_engine *e, saga__inst *in, const char *id)
+{
+    saga__donecb *d = in->done_cbs;
+    if (e->own == NULL)
+        return; /* freed with the saga, as before */
+    in->done_cbs = NULL;
+    for (saga__donecb *nx; d; d = nx) {
+        nx = d->next;
+        if (add_waiter(e->own, id, d->cb, d->arg) != SAGA_OK)
+            saga__log(e, SAGA_LOG_ERROR, id, -1,
+                      "out of memory: a saga_on_done() waiter of a saga "
+                      "that moved to another engine is dropped");
+        saga_free(d);
+    }
+}
+
+int saga__own_wait(saga_engine *e, const char *id, saga_done_cb cb, void *arg)
+{
+    if (e->own == NULL)
+        return SAGA_EBUSY;
+    if (add_waiter(e->own, id, cb, arg) != SAGA_OK)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
+    return SAGA_OK;
+}
+
+typedef struct moved_state {
+    saga_state st;
+    int found;
+} moved_state;
+
+static int moved_state_cb(const saga_record *r, void *arg)
+{
+    moved_state *m = arg;
+    m->st = r->state;
+    m->found = 1;
+    return 0;
+}
+
+/* Ask the store about the moved sagas: a waiter whose saga ended is
+ * called (as an effect, on a later loop turn, as saga_on_done() does for
+ * a saga that ended already); one whose saga this engine holds again
+ * goes back to it. */
+static void poll_moved(saga_engine *e)
+{
+    saga__own *o = e->own;
+    int n = 0;
+    for (saga__moved **pp = &o->moved; *pp && n < MOVED_POLL_MAX;) {
+        saga__moved *m = *pp;
+        saga__inst *in = saga__inst_find(e, m->id);
+        if (in != NULL && SAGA__IS_ACTIVE(in->state)) {
+            saga__donecb *d = saga_malloc(sizeof *d);
+            if (d == NULL)
+                break;
+            d->cb = m->cb;
+            d->arg = m->arg;
+            d->next = in->done_cbs;
+            in->done_cbs = d;
+            *pp = m->next;
+            saga_free(m);
+            continue;
+        }
+        moved_state ms = {SAGA_STATE_RUNNING, 0};
+        int rc = in != NULL
+                     ? SAGA_OK
+                     : e->store->saga_get(e->store, m->id, moved_state_cb, &ms);
+        n++;
+        if (in != NULL) {
+            ms.st = in->state;
+            ms.found = 1;
+        }
+        if (rc == SAGA_ENOTFOUND ||
+            (rc == SAGA_OK && (!ms.found || !SAGA__IS_ACTIVE(ms.st)))) {
+            if (!ms.found) {
+                saga__log(e, SAGA_LOG_WARN, m->id, -1,
+                          "saga_on_done(): the saga is gone from the store "
+                          "(purged): its waiter is not called");
+            } else {
+                saga__effect f;
+                memset(&f, 0, sizeof f);
+                f.kind = EFF_DONE_CB;
+                snprintf(f.id, sizeof f.id, "%s", m->id);
+                f.state = ms.st;
+                f.done_cb = m->cb;
+                f.arg = m->arg;
+                if (saga__push_effect(e, &f) != SAGA_OK)
+                    break; /* out of memory: the next tick */
+            }
+            *pp = m->next;
+            saga_free(m);
+            continue;
+        }
+        if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
+            break; /* the store is unreachable: the next tick */
+        pp = &m->next;
+    }
+}
 
 /* Forget @p in: its staged journal entries, key, outbox messages and
  * effects leave the open batch, and it leaves memory. Start callbacks that
@@ -110,6 +259,7 @@ static void drop(saga_engine *e, saga__inst *in, const char *answer_id)
         b->effects[k++] = *f;
     }
     b->neffects = k;
+    keep_waiters(e, in, answer_id != NULL ? answer_id : in->id);
     saga__inst_free(e, in);
 }
 
@@ -139,6 +289,14 @@ static int lose_lease(saga_engine *e)
                   "lease lost: dropped %zu sagas from memory; they are "
                   "claimed again by whichever engine is live",
                   n);
+    if (o->async) {
+        /* Answered on the loop (renewed_cb); lost until then. With a
+         * request in flight, the next tick asks. */
+        o->lost = 1;
+        if (!o->busy)
+            renew_submit(o, 1);
+        return SAGA_OK;
+    }
     uint64_t t0 = uv_hrtime();
     uint32_t lease = o->lease_ms;
     int rc = e->store->own_renew(e->store, 1, &lease);
@@ -178,14 +336,153 @@ static int claim(saga_engine *e)
 }
 
 /* ------------------------------------------------------------------------ */
+/* On the loop: renew, then claim, each answered by the store later         */
+
+/* An answer came after the engine closed: free the state once the timer
+ * is closed too. @return 1 if the engine is gone (touch nothing more). */
+static int answered(saga__own *o)
+{
+    o->busy--;
+    if (!o->closed)
+        return 0;
+    if (o->timer_closed && o->busy == 0)
+        saga_free(o);
+    return 1;
+}
+
+static int feed_scan(saga_engine *e, saga_record_cb cb, void *arg)
+{
+    saga__own *o = e->own;
+    for (size_t i = 0; o != NULL && i < o->nfeed; i++)
+        if (cb(&o->feed[i], arg) != 0)
+            break;
+    return SAGA_OK;
+}
+
+static void claim_submit(saga__own *o);
+
+static void claimed_cb(void *arg, int rc, const saga_record *recs, size_t n)
+{
+    saga__own *o = arg;
+    if (answered(o))
+        return;
+    saga_engine *e = o->e;
+    if (rc == SAGA_OK) {
+        if (n > 0) {
+            o->feed = recs;
+            o->nfeed = n;
+            int r = saga__recover_from(e, feed_scan);
+            o->feed = NULL;
+            o->nfeed = 0;
+            if (r == SAGA_EFENCED)
+                o->lost = 1;
+        }
+        if (n == CLAIM_LIMIT && ++o->rounds < CLAIM_ROUNDS && !o->lost)
+            claim_submit(o);
+        return;
+    }
+    if (rc == SAGA_EFENCED) {
+        o->lost = 1;
+    } else {
+        /* The claim may have committed with its answer lost: sagas of
+         * this epoch that nobody knows. A new epoch makes them claimable
+         * again (by this engine too). */
+        saga__log(e, SAGA_LOG_WARN, NULL, -1,
+                  "claim failed (%s): giving the lease up to take a new one",
+                  e->store->errmsg(e->store));
+        o->lost = 1;
+    }
+    if (!e->gc.inflight && !o->busy)
+        lose_lease(e);
+}
+
+static void claim_submit(saga__own *o)
+{
+    saga_engine *e = o->e;
+    int rc = e->store->own_claim_submit(e->store, CLAIM_LIMIT, claimed_cb, o);
+    if (rc == SAGA_OK) {
+        o->busy++;
+        return;
+    }
+    /* Refused, nothing sent: the next tick tries again. */
+    if (rc == SAGA_EFENCED)
+        o->lost = 1;
+    else
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "cannot claim: %s",
+                  e->store->errmsg(e->store));
+}
+
+static void renewed_cb(void *arg, int rc, uint32_t lease)
+{
+    saga__own *o = arg;
+    if (answered(o))
+        return;
+    saga_engine *e = o->e;
+    int fresh = o->fresh;
+    if (rc == SAGA_OK) {
+        o->lease_ms = lease;
+        o->valid_until_ns = o->sent_ns + (uint64_t)lease * 1000000u;
+        /* A renewal extends a live lease only: once the engine believed
+         * it lost (it stopped acting), only a new epoch ends that. */
+        if (fresh)
+            o->lost = 0;
+        if (!o->lost) {
+            o->rounds = 0;
+            claim_submit(o);
+        } else if (!e->gc.inflight && !o->busy) {
+            lose_lease(e);
+        }
+        return;
+    }
+    if (rc == SAGA_EFENCED && !fresh) {
+        o->lost = 1;
+        if (!e->gc.inflight && !o->busy)
+            lose_lease(e);
+        return;
+    }
+    /* The lease runs on; if it runs out before a renewal gets through,
+     * the engine stops acting (saga__own_may_act). */
+    saga__log(e, SAGA_LOG_ERROR, NULL, -1, "%s: %s",
+              fresh ? "cannot take a new lease" : "lease renewal failed",
+              e->store->errmsg(e->store));
+}
+
+static void renew_submit(saga__own *o, int fresh)
+{
+    saga_engine *e = o->e;
+    o->sent_ns = uv_hrtime();
+    o->fresh = fresh;
+    int rc = e->store->own_renew_submit(e->store, fresh, renewed_cb, o);
+    if (rc == SAGA_OK) {
+        o->busy++;
+        return;
+    }
+    saga__log(e, SAGA_LOG_ERROR, NULL, -1, "%s: %s",
+              fresh ? "cannot take a new lease" : "lease renewal failed",
+              e->store->errmsg(e->store));
+}
+
+/* ------------------------------------------------------------------------ */
 /* The timer: renew, then claim                                             */
 
 static void own_tick(uv_timer_t *t)
 {
     saga__own *o = t->data;
     saga_engine *e = o->e;
-    if (e->closing || e->gc.busy)
+    if (e->closing || e->gc.busy || o->busy)
         return;
+    if (o->moved != NULL)
+        poll_moved(e);
+    if (o->async) {
+        if (o->lost || uv_hrtime() >= o->valid_until_ns) {
+            o->lost = 1;
+            if (!e->gc.inflight)
+                lose_lease(e);
+            return;
+        }
+        renew_submit(o, 0);
+        return;
+    }
     if (o->lost || uv_hrtime() >= o->valid_until_ns) {
         /* Acting on nothing meanwhile (saga__own_may_act); the sagas of a
          * batch in flight are dropped once it is done. */
@@ -238,6 +535,7 @@ int saga__own_start(saga_engine *e)
                          s->errmsg(s));
     }
     o->valid_until_ns = t0 + (uint64_t)o->lease_ms * 1000000u;
+    o->async = has_async(s);
     e->own = o;
     rc = claim(e);
     if (rc != SAGA_OK) {
@@ -254,7 +552,14 @@ int saga__own_start(saga_engine *e)
     return SAGA_OK;
 }
 
-static void own_closed(uv_handle_t *h) { saga_free(h->data); }
+/* The timer is closed; an answer still in flight frees the state. */
+static void own_closed(uv_handle_t *h)
+{
+    saga__own *o = h->data;
+    o->timer_closed = 1;
+    if (!o->busy)
+        saga_free(o);
+}
 
 void saga__own_close(saga_engine *e)
 {
@@ -262,6 +567,14 @@ void saga__own_close(saga_engine *e)
     if (o == NULL)
         return;
     e->own = NULL;
+    o->closed = 1;
+    /* Waiters of sagas elsewhere are not called, as those of the sagas
+     * in memory at close are not. */
+    for (saga__moved *m = o->moved, *nx; m; m = nx) {
+        nx = m->next;
+        saga_free(m);
+    }
+    o->moved = NULL;
     /* Give the lease up: the sagas left here are claimed at once by the
      * other engines instead of after the lease (not under a batch in
      * flight: it would be fenced; the lease then runs out by itself). */

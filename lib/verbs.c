@@ -574,6 +574,11 @@ int saga_on_done(saga_engine *e, const char *saga_id, saga_done_cb cb,
         st = in->state;
     else if (stored_state(e, saga_id, &st) != SAGA_OK)
         return saga__err(e, SAGA_ENOTFOUND, "no saga %.40s", saga_id);
+    /* Several engines: an active saga not here is another engine's; the
+     * lease tick asks the store until it ended (own.c). */
+    if (in == NULL && e->own != NULL &&
+        (st == SAGA_STATE_RUNNING || st == SAGA_STATE_COMPENSATING))
+        return saga__own_wait(e, saga_id, cb, arg);
     if (st == SAGA_STATE_RUNNING || st == SAGA_STATE_COMPENSATING)
         return saga__err(e, SAGA_EBUSY,
                          "saga %s is not loaded (its "

@@ -271,7 +271,19 @@ SAGA_EXTERN int saga_retry(saga_engine *e, const char *saga_id);
 /**
  * Call @p cb once when saga @p saga_id ends (or on a later loop turn if it
  * has ended already).
- * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ENOMEM.
+ * With several engines on one store (a store with a lease, see
+ * saga/postgres.h), @p cb runs on the engine where it was registered,
+ * whichever engine ends the saga: a saga that moved to another engine
+ * (claimed there after this engine's lease lapsed), or that another engine
+ * owns when this is called, is followed in the store at every lease tick
+ * (a quarter of the lease), and @p cb runs once it ended there, with the
+ * state it ended in. The engine-wide saga_engine_options.on_done runs
+ * only on the engine that ends the saga. Waiters of a saga still active
+ * elsewhere when this engine closes are not called (nor are those of the
+ * sagas in memory at close).
+ * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ENOMEM, SAGA_EBUSY (active in the
+ *   store but not loaded here, with no other engine that may own it: its
+ *   definition is missing).
  * Ownership: @p saga_id stays the caller's; @p arg is passed to @p cb
  *   untouched. Since: 0.1.
  */

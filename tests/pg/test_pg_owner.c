@@ -603,3 +603,66 @@ Test(pg_owner, a_url_gives_the_lease_and_the_owner)
     cr_assert_eq(saga_store_open(&s, url), SAGA_EINVAL);
     cr_assert(strstr(saga_open_errmsg(), "lease_ms") != NULL);
 }
+
+typedef struct waited {
+    int calls;
+    saga_state st;
+} waited;
+
+static void done_cb(saga_engine *e, const char *id, saga_state st, void *arg)
+{
+    (void)e, (void)id;
+    waited *w = arg;
+    w->calls++;
+    w->st = st;
+}
+
+/* saga_on_done() on the engine that lost the saga: the waiter follows the
+ * saga to the store (asked at every lease tick) and is called once, with
+ * the state it ended in on the other engine; so is a waiter registered
+ * there after the saga left. */
+Test(pg_owner, on_done_follows_a_saga_that_moved_to_another_engine)
+{
+    new_schema("done");
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    eng a, b;
+    new_engine(&a, &loop, "a", hold);
+    char id[SAGA_ID_SIZE];
+    cr_assert_eq(saga_start(a.e, "own", NULL, NULL, 0, id, NULL, NULL),
+                 SAGA_OK);
+    spin(&loop, 3);
+    cr_assert_eq(a.nheld, 1);
+    waited before = {0, 0}, after = {0, 0};
+    cr_assert_eq(saga_on_done(a.e, id, done_cb, &before), SAGA_OK);
+    /* A stalls past its lease; B claims the saga at its start. */
+    expire("a");
+    new_engine(&b, &loop, "b", hold);
+    spin(&loop, 3);
+    cr_assert_eq(b.nheld, 1, "B resumed the claimed saga");
+    /* A's next tick finds its lease gone and drops the saga; the waiter
+     * stays with the store. */
+    for (int i = 0; i < 100 && active(a.e) > 0; i++)
+        spin(&loop, 1);
+    cr_assert_eq(active(a.e), 0, "A dropped the saga");
+    cr_assert_eq(before.calls, 0, "not ended yet");
+    cr_assert_eq(saga_on_done(a.e, id, done_cb, &after), SAGA_OK,
+                 "a saga another engine owns can be waited for: %s",
+                 saga_engine_errmsg(a.e));
+    /* B ends it; A learns of it at a later tick. */
+    cr_assert_eq(saga_step_complete(b.e, &b.held[0], SAGA_OUTCOME_OK, NULL, 0,
+                                    NULL),
+                 SAGA_OK);
+    for (int i = 0; i < 100 && (before.calls == 0 || after.calls == 0); i++)
+        spin(&loop, 1);
+    cr_assert_eq(before.calls, 1);
+    cr_assert_eq(after.calls, 1);
+    cr_assert_eq(before.st, SAGA_STATE_COMPLETED);
+    cr_assert_eq(after.st, SAGA_STATE_COMPLETED);
+    spin(&loop, 3);
+    cr_assert_eq(before.calls, 1, "once");
+    saga_engine_free(a.e);
+    saga_engine_free(b.e);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
