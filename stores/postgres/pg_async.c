@@ -442,6 +442,23 @@ static void reconnected(pg_store *s)
     arm_timer(s, 0); /* stops the deadline; dispatches from the timer */
 }
 
+/* The next result that can be read without blocking, or NULL. A NULL from
+ * PQgetResult() ends one statement's results; two in a row (counted in
+ * *nulls across calls): nothing more to read now. */
+static PGresult *next_result(PGconn *c, int *nulls)
+{
+    while (!PQisBusy(c)) {
+        PGresult *r = PQgetResult(c);
+        if (r != NULL) {
+            *nulls = 0;
+            return r;
+        }
+        if (++*nulls > 1)
+            break;
+    }
+    return NULL;
+}
+
 /* The setup's answers: one per statement, then the sync. */
 static void read_setup(pg_store *s, int events)
 {
@@ -462,14 +479,8 @@ static void read_setup(pg_store *s, int events)
         return;
     }
     int nulls = 0;
-    while (!PQisBusy(c)) {
-        PGresult *r = PQgetResult(c);
-        if (r == NULL) {
-            if (++nulls > 1)
-                break;
-            continue;
-        }
-        nulls = 0;
+    PGresult *r;
+    while ((r = next_result(c, &nulls)) != NULL) {
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(r);
@@ -561,18 +572,8 @@ static int pump(pg_store *s, int readable, int writable)
     if (readable && !PQconsumeInput(c))
         goto lost;
     int nulls = 0;
-    while (s->q_head) {
-        if (PQisBusy(c))
-            break;
-        PGresult *r = PQgetResult(c);
-        if (r == NULL) {
-            /* The end of one statement's results; two in a row: nothing
-             * more to read now. */
-            if (++nulls > 1)
-                break;
-            continue;
-        }
-        nulls = 0;
+    PGresult *r;
+    while (s->q_head && (r = next_result(c, &nulls)) != NULL) {
         pg_abatch *b = s->q_head;
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_PIPELINE_SYNC) {
