@@ -520,7 +520,8 @@ static void batch_committed(void *owner)
     p->ndone_batch = 0;
     for (size_t i = 0; i < ndone; i++)
         saga_free(p->done[i]);
-    memmove(p->done, p->done + ndone, (p->ndone - ndone) * sizeof *p->done);
+    if (ndone > 0 && ndone < p->ndone)
+        memmove(p->done, p->done + ndone, (p->ndone - ndone) * sizeof *p->done);
     p->ndone -= ndone;
     /* Durable: ack what was received, publish what was queued. What was
      * left out of the batch stays queued for the next loop turn. */
