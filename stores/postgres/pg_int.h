@@ -232,6 +232,8 @@ void saga__pg_connect_failed(pg_store *s);
 int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
                         const pg_params *p, int n, pg_fin_fn fin,
                         void (*cb)(void), void *arg, int64_t x);
+/** pg_own.c: the version-7 kv_get_submit slot (every store). */
+void saga__pg_kv_async_init(pg_store *s);
 /** Release the loop handles (close). */
 void saga__pg_async_close(pg_store *s);
 /** The parameter count of statement @p i, its types into @p types. */

@@ -759,6 +759,7 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
         }
         saga__pg_own_init(s);
     }
+    saga__pg_kv_async_init(s);
     size_t n = strlen(conninfo) + 1;
     s->conninfo = saga_malloc(n);
     if (s->conninfo == NULL) {
