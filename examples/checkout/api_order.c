@@ -16,6 +16,12 @@
 #include "http.h"
 
 #define CHECKOUT_WAIT_MS 10000
+/* The saga data of one order (ids, items, address, card token) at its
+ * start. The engine refuses data over its max_data_size (1 MiB), and the
+ * steps' outputs are merged into it later: an order over this bound would
+ * be recorded but its saga could never start, leaving it PENDING and its
+ * cart locked for good. It is refused (413) before anything is written. */
+#define CHECKOUT_DATA_MAX (256 * 1024)
 
 typedef struct start_ctx {
     ck_app *a;
@@ -651,6 +657,17 @@ void ck_api_checkout(ck_req *r)
     ck_map_str(m, "payment_type", field_str(pm, "type"));
     saga_map_set_int(m, "subtotal", subtotal);
     saga_map_encode(m, &data, &dlen);
+    if (dlen > CHECKOUT_DATA_MAX) {
+        ck_error(r, 413, "payload_too_large",
+                 "the order is too large: %zu bytes of address, items and "
+                 "ids (at most %d)",
+                 dlen, CHECKOUT_DATA_MAX);
+        saga_map_free(m);
+        free(items_s);
+        free(addr_s);
+        json_decref(items);
+        goto done;
+    }
     /* Written with the other new orders of this loop turn (one commit). */
     pend_order *p = calloc(1, sizeof *p);
     if (p != NULL) {
