@@ -185,6 +185,12 @@ static int validate(ck_req *r, json_t *b)
                      af[i]);
             return -1;
         }
+    json_t *state = json_object_get(addr, "state");
+    if (state != NULL && !json_is_string(state) && !json_is_null(state)) {
+        ck_error(r, 422, "invalid_field",
+                 "shipping_address.state is optional but must be a string");
+        return -1;
+    }
     json_t *pm = json_object_get(b, "payment_method");
     if (!json_is_object(pm)) {
         ck_error(r, 422, "invalid_field",
