@@ -52,6 +52,21 @@ expect_error "none of them created the cart" 404 cart_not_found
 req GET '/api/v1/orders?user_id=u_h&page=99999999999999999999999&limit=99999999999999999999'
 [ "$ST" = 200 ] || [ "$ST" = 422 ] && pass || bad "huge page: $ST $BODY"
 
+# ---- mistyped optional fields and money with more than two decimals -------
+co_add_item c_state p_widget 1
+req POST /api/v1/orders/checkout "$(co_checkout_body c_state tok_ok | jq -c '.shipping_address.state = 5')" \
+    -H 'Idempotency-Key: k_state'
+expect_error "shipping_address.state a number" 422 invalid_field state
+pay='{"order_id":"o_h","amount":12.345,"payment_method":{"type":"credit_card","card_token":"tok_ok"},"idempotency_key":"pk_h1"}'
+req POST /api/v1/payments/process "$pay"
+expect_error "amount with three decimals: refused, not rounded" 422 invalid_field amount
+req POST /api/v1/payments/process "$(jq -c '.amount = 0.29 | .idempotency_key = "pk_h2"' <<< "$pay")"
+expect "amount 0.29 (not exact in binary) is 29 cents" 200 '.amount == 0.29'
+req POST /api/v1/payments/process "$(jq -c '.amount = 999999999.99 | .idempotency_key = "pk_h3"' <<< "$pay")"
+expect "the largest amount with cents" 200 '.amount == 999999999.99'
+req GET /api/v1/ledger
+expect "no charge for the refused amount" 200 '[.charges[] | select(.idempotency_key == "api_pk_h1")] == []'
+
 # ---- very long strings -----------------------------------------------------
 long=$(head -c 5000 /dev/zero | tr '\0' p)
 req POST /api/v1/carts/c_long/items "{\"product_id\":\"$long\",\"quantity\":1}"
