@@ -124,7 +124,8 @@ static size_t frame(unsigned char *out, int kind, const void *body, size_t blen)
     uint32_t l = htonl((uint32_t)(blen + 1));
     memcpy(out, &l, 4);
     out[4] = (unsigned char)kind;
-    memcpy(out + 5, body, blen);
+    if (blen > 0)
+        memcpy(out + 5, body, blen);
     return blen + 5;
 }
 
