@@ -160,6 +160,37 @@ wait "${pids[@]}" 2>/dev/null
 for fd in "${idle[@]}"; do exec {fd}>&-; done
 co_wait_final "$OID" && pass || bad "order $OID never ended"
 
+# ---- distributed: hostile TCP peers on every service endpoint -------------
+# Garbage, a frame announcing 2 GiB, half a frame then silence, a HELLO of
+# another version, against each service's TCP listener, left open while a
+# checkout and a declined one (compensation) go through all the services.
+if [ "$CO_MODE" = distributed ]; then
+    tcp_bad=()
+    for n in orchestrator order cart inventory payment shipping warehouse notification; do
+        p=${CO_PORT[$n]:-}
+        [ -n "$p" ] || continue
+        exec {fd}<> "/dev/tcp/127.0.0.1/$p" && { printf 'GET / HTTP/1.0\r\n\r\n\xc1\xc1garbage' >&$fd; tcp_bad+=("$fd"); }
+        exec {fd}<> "/dev/tcp/127.0.0.1/$p" && { printf '\x7f\xff\xff\xff\x02' >&$fd; tcp_bad+=("$fd"); }
+        exec {fd}<> "/dev/tcp/127.0.0.1/$p" && { printf '\x00\x00\x00\x08\x01\x01\x04ev' >&$fd; tcp_bad+=("$fd"); }
+        exec {fd}<> "/dev/tcp/127.0.0.1/$p" && { printf '\x00\x00\x00\x06\x01\x09\x03bad' >&$fd; tcp_bad+=("$fd"); }
+    done
+    [ "${#tcp_bad[@]}" -ge 28 ] && pass || bad "only ${#tcp_bad[@]} hostile TCP connections opened"
+    co_add_item c_tcp p_widget 2
+    co_checkout c_tcp tok_ok k_tcp
+    expect "checkout while every endpoint is attacked" 202
+    ok_oid=$OID
+    co_add_item c_tcp2 p_widget 1
+    co_checkout c_tcp2 tok_decline k_tcp2
+    expect "a declined checkout too" 202
+    co_wait_final "$ok_oid" && jqt '.status == "COMPLETED"' && pass || bad "order $ok_oid: ${BODY:0:300}"
+    co_wait_final "$OID" && jqt '.status == "CANCELLED" and .cancel_reason == "payment_failed"' &&
+        pass || bad "declined order $OID: ${BODY:0:300}"
+    for fd in "${tcp_bad[@]}"; do exec {fd}>&-; done
+    for n in "${!CO_PID[@]}"; do
+        kill -0 "${CO_PID[$n]}" 2>/dev/null && pass || bad "service $n died under hostile TCP peers"
+    done
+fi
+
 # ---- still serving, and the stock adds up ---------------------------------
 req GET /api/v1/inventory
 expect "inventory invariant" 200 'all(.inventory[]; .available_quantity + .reserved_quantity +
