@@ -35,34 +35,26 @@
 #define DONE_BATCH 256u
 /* ------------------------------------------------------------------------ */
 
+static void plog_event(void *p, saga_log_level lvl, const char *id, int step,
+                       const char *line)
+{
+    saga__plog_event(p, lvl, id, step, line);
+}
+
 void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
                 int step, const char *fmt, ...)
 {
-    if (lvl < p->opts.log_level)
-        return;
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    saga__vlog(p->opts.log_level, lvl, id, step,
+               p->opts.version >= 2 && p->opts.log_event ? plog_event : NULL, p,
+               p->opts.log, p->opts.log_arg, p->opts.service, fmt, ap);
     va_end(ap);
-    if (p->opts.version >= 2 && p->opts.log_event != NULL)
-        saga__plog_event(p, lvl, id, step, buf);
-    else if (p->opts.log != NULL)
-        p->opts.log(lvl, id, step, buf, p->opts.log_arg);
-    else
-        fprintf(stderr, "libsaga participant %s: %s\n", p->opts.service, buf);
 }
 
-static int perr(saga_participant *p, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int perr(saga_participant *p, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p->errmsg, sizeof p->errmsg, fmt, ap);
-    va_end(ap);
-    return code;
-}
+/* The participant's error text (saga_participant_errmsg()); returns code. */
+#define perr(p, code, ...)                                                     \
+    saga__errf((p)->errmsg, sizeof(p)->errmsg, (code), __VA_ARGS__)
 
 int64_t saga__pnow(saga_participant *p)
 {
