@@ -16,6 +16,12 @@
 #include "http.h"
 
 #define CHECKOUT_WAIT_MS 10000
+/* The saga data of one order (ids, items, address, card token) at its
+ * start. The engine refuses data over its max_data_size (1 MiB), and the
+ * steps' outputs are merged into it later: an order over this bound would
+ * be recorded but its saga could never start, leaving it PENDING and its
+ * cart locked for good. It is refused (413) before anything is written. */
+#define CHECKOUT_DATA_MAX (256 * 1024)
 
 typedef struct start_ctx {
     ck_app *a;
@@ -205,6 +211,12 @@ static int validate(ck_req *r, json_t *b)
                      af[i]);
             return -1;
         }
+    json_t *state = json_object_get(addr, "state");
+    if (state != NULL && !json_is_string(state) && !json_is_null(state)) {
+        ck_error(r, 422, "invalid_field",
+                 "shipping_address.state is optional but must be a string");
+        return -1;
+    }
     json_t *pm = json_object_get(b, "payment_method");
     if (!json_is_object(pm)) {
         ck_error(r, 422, "invalid_field",
@@ -677,6 +689,17 @@ void ck_api_checkout(ck_req *r)
     ck_map_str(m, "payment_type", field_str(pm, "type"));
     saga_map_set_int(m, "subtotal", subtotal);
     saga_map_encode(m, &data, &dlen);
+    if (dlen > CHECKOUT_DATA_MAX) {
+        ck_error(r, 413, "payload_too_large",
+                 "the order is too large: %zu bytes of address, items and "
+                 "ids (at most %d)",
+                 dlen, CHECKOUT_DATA_MAX);
+        saga_map_free(m);
+        free(items_s);
+        free(addr_s);
+        json_decref(items);
+        goto done;
+    }
     /* Written with the other new orders of this loop turn (one commit). */
     pend_order *p = calloc(1, sizeof *p);
     if (p != NULL) {
