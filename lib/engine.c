@@ -427,7 +427,7 @@ static void engine_destroy(saga_engine *e)
     saga__metrics_free(e);
     for (saga__defent *d = e->defs, *nx; d; d = nx) {
         nx = d->next;
-        saga_def_free(d->def);
+        saga__def_destroy(d->def);
         saga_free(d);
     }
     saga_store_free(e->store);
