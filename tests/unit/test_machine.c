@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -276,4 +277,40 @@ Test(machine, lines_below_the_log_level_are_not_passed_on, .init = setup,
         else
             cr_expect_eq(R.logged[SAGA_LOG_DEBUG] + R.logged[SAGA_LOG_INFO], 0);
     }
+}
+
+/* instance.c's index on util.h's hash table: find by id and by key, visit
+ * every saga once with saga__index_next, remove. */
+Test(machine, index_finds_visits_and_removes, .init = setup, .fini = teardown)
+{
+    enum { N = 300 }; /* past the table's first growth */
+    saga__index x;
+    memset(&x, 0, sizeof x);
+    saga__inst *all[N];
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        all[i] = saga__inst_new(D, i % 2 ? key : NULL, NULL, 0, R.now);
+        cr_assert_not_null(all[i]);
+        snprintf(all[i]->id, sizeof all[i]->id, "%032x", i);
+        cr_assert_eq(saga__index_add(&x, all[i]), SAGA_OK);
+    }
+    cr_assert_eq(x.ninst, N);
+    int seen[N] = {0}, visited = 0;
+    for (saga__inst *in = saga__index_next(&x, NULL); in;
+         in = saga__index_next(&x, in), visited++)
+        seen[strtol(in->id, NULL, 16)]++;
+    cr_assert_eq(visited, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(seen[i], 1);
+        cr_assert_eq(saga__index_find(&x, all[i]->id), all[i]);
+    }
+    cr_assert_eq(saga__index_find_key(&x, "k7"), all[7]);
+    cr_assert_null(saga__index_find_key(&x, "k8"));
+    saga__index_remove(&x, all[7]);
+    cr_assert_null(saga__index_find(&x, all[7]->id));
+    cr_assert_null(saga__index_find_key(&x, "k7"));
+    cr_assert_eq(saga__index_find(&x, all[9]->id), all[9]);
+    saga__inst_destroy(all[7]);
+    saga__index_free(&x); /* frees the others */
 }
