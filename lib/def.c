@@ -94,6 +94,16 @@ int saga_def_new(saga_def **out, const char *name, uint32_t version)
 
 void saga_def_free(saga_def *d)
 {
+    /* A registered definition is the engine's (running sagas use it):
+     * freeing it here would leave the engine a dangling pointer, so this
+     * misuse is a no-op; the engine frees it with saga__def_destroy(). */
+    if (d == NULL || d->registered)
+        return;
+    saga__def_destroy(d);
+}
+
+void saga__def_destroy(saga_def *d)
+{
     if (d == NULL)
         return;
     for (size_t i = 0; i < d->nsteps; i++) {

@@ -22,43 +22,16 @@
 /* ------------------------------------------------------------------------ */
 /* Logging and errors                                                       */
 
-static void default_log(saga_log_level lvl, const char *saga_id, int step,
-                        const char *msg, void *arg)
-{
-    static const char *const names[] = {"?", "debug", "info", "warn", "error"};
-    unsigned i = (unsigned)lvl <= SAGA_LOG_ERROR ? (unsigned)lvl : 0;
-    (void)arg;
-    if (saga_id != NULL)
-        fprintf(stderr, "libsaga %s [%s step %d] %s\n", names[i], saga_id, step,
-                msg);
-    else
-        fprintf(stderr, "libsaga %s %s\n", names[i], msg);
-}
-
 void saga__log(saga_engine *e, saga_log_level lvl, const char *saga_id,
                int step, const char *fmt, ...)
 {
-    if (lvl < e->opts.log_level)
-        return;
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    saga__vlog(e->opts.log_level, lvl, saga_id, step,
+               e->opts.version >= 2 && e->opts.log_event ? saga__log_event
+                                                         : NULL,
+               e, e->opts.log, e->opts.log_arg, e->opts.service, fmt, ap);
     va_end(ap);
-    if (e->opts.version >= 2 && e->opts.log_event != NULL) {
-        saga__log_event(e, lvl, saga_id, step, buf);
-        return;
-    }
-    e->opts.log(lvl, saga_id, step, buf, e->opts.log_arg);
-}
-
-int saga__err(saga_engine *e, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->errmsg, sizeof e->errmsg, fmt, ap);
-    va_end(ap);
-    return code;
 }
 
 const char *saga_engine_errmsg(saga_engine *e)
@@ -307,8 +280,6 @@ int saga_engine_new(saga_engine **out, saga_store *store,
     else
         saga_engine_options_init(&e->opts, SAGA_ENGINE_OPTIONS_VERSION);
     saga_engine_options *o = &e->opts;
-    if (o->log == NULL)
-        o->log = default_log;
     if (o->log_level == 0)
         o->log_level = SAGA_LOG_WARN;
     if (o->retention_ms == 0)
@@ -456,7 +427,7 @@ static void engine_destroy(saga_engine *e)
     saga__metrics_free(e);
     for (saga__defent *d = e->defs, *nx; d; d = nx) {
         nx = d->next;
-        saga_def_free(d->def);
+        saga__def_destroy(d->def);
         saga_free(d);
     }
     saga_store_free(e->store);

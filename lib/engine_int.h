@@ -83,8 +83,9 @@ struct saga_engine {
 void saga__log(saga_engine *e, saga_log_level lvl, const char *saga_id,
                int step, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
-int saga__err(saga_engine *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* The engine's error text (saga_engine_errmsg()); returns code. */
+#define saga__err(e, code, ...)                                                \
+    saga__errf((e)->errmsg, sizeof(e)->errmsg, (code), __VA_ARGS__)
 int64_t saga__now(saga_engine *e);
 uint64_t saga__rand(saga_engine *e);
 const saga_def *saga__def_find(saga_engine *e, const char *name,
@@ -184,7 +185,7 @@ struct saga__admin;
 void saga__admin_start(saga_engine *e);
 void saga__admin_close(saga_engine *e);
 /* trace.c: a log line as a structured event (attempt, trace id). */
-void saga__log_event(saga_engine *e, saga_log_level lvl, const char *saga_id,
+void saga__log_event(void *engine, saga_log_level lvl, const char *saga_id,
                      int step, const char *msg);
 /* metrics.c */
 struct saga__metrics;

@@ -49,6 +49,9 @@ struct saga_def {
     char errmsg[256];
 };
 
+/* Free @p d whether or not an engine owns it (saga_def_free() refuses a
+ * registered one): for the engine that owns it. */
+void saga__def_destroy(saga_def *d);
 /* 1 if step @p s has a compensation (local or remote). */
 int saga__step_has_comp(const saga__step *s);
 /* 1 if @p name is a valid definition/step name. */

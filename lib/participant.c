@@ -41,34 +41,26 @@
 #define DONE_BATCH 256u
 /* ------------------------------------------------------------------------ */
 
+static void plog_event(void *p, saga_log_level lvl, const char *id, int step,
+                       const char *line)
+{
+    saga__plog_event(p, lvl, id, step, line);
+}
+
 void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
                 int step, const char *fmt, ...)
 {
-    if (lvl < p->opts.log_level)
-        return;
-    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    saga__vlog(p->opts.log_level, lvl, id, step,
+               p->opts.version >= 2 && p->opts.log_event ? plog_event : NULL, p,
+               p->opts.log, p->opts.log_arg, p->opts.service, fmt, ap);
     va_end(ap);
-    if (p->opts.version >= 2 && p->opts.log_event != NULL)
-        saga__plog_event(p, lvl, id, step, buf);
-    else if (p->opts.log != NULL)
-        p->opts.log(lvl, id, step, buf, p->opts.log_arg);
-    else
-        fprintf(stderr, "libsaga participant %s: %s\n", p->opts.service, buf);
 }
 
-static int perr(saga_participant *p, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int perr(saga_participant *p, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p->errmsg, sizeof p->errmsg, fmt, ap);
-    va_end(ap);
-    return code;
-}
+/* The participant's error text (saga_participant_errmsg()); returns code. */
+#define perr(p, code, ...)                                                     \
+    saga__errf((p)->errmsg, sizeof(p)->errmsg, (code), __VA_ARGS__)
 
 int64_t saga__pnow(saga_participant *p)
 {
@@ -320,17 +312,36 @@ static int run_items(saga_participant *p, int sp)
     return rc;
 }
 
-/* SAGA_OK, a store failure, or HANDLER_FAILED: a handler failed and the
- * store has no savepoints, so the batch was rolled back to be run again
- * without it. */
+/* SAGA_OK, a store failure, or HANDLER_FAILED: a handler failed in a
+ * batch run without savepoints, so the batch was rolled back to be run
+ * again without it. */
 #define HANDLER_FAILED (-1000)
 
+/* Whether the batch holds a message whose handler failed before (its
+ * retry, or its FAIL answer). */
+static int batch_has_retry(const saga_participant *p)
+{
+    for (const item *it = p->head; it; it = it->next)
+        if (it->tries > 0)
+            return 1;
+    return 0;
+}
+
+/* Per-message savepoints cost two statements per message (a round trip
+ * each on a network store) and, in SQLite, a copy of every page that a
+ * message touches after the savepoint. They are taken only in a batch
+ * that holds the retry of a handler that failed before. Any other batch
+ * runs without them: if a handler fails there, the batch is rolled back
+ * and run again without that message, as with a store without savepoints
+ * (the other handlers of that batch are called again, their first writes
+ * undone with the rollback), and the failed message is then retried under
+ * savepoints, so one that keeps failing costs the others nothing more. */
 static int run_batch(saga_participant *p)
 {
     saga_store *s = p->store;
     p->snap = p->stats;
     int sp = s->version >= 2 && s->savepoint && s->savepoint_rollback &&
-             s->savepoint_release;
+             s->savepoint_release && batch_has_retry(p);
     int rc = s->begin(s);
     if (rc != SAGA_OK)
         return rc;
@@ -471,7 +482,7 @@ static int batch_write(void *owner)
     saga_participant *p = owner;
     int rc = run_batch(p);
     if (rc == HANDLER_FAILED) {
-        /* Without savepoints: run the batch again at once without it. */
+        /* Without savepoints: run the batch again without it. */
         p->stats = p->snap;
         for (item *it = p->head; it; it = it->next)
             if (it->hfail)

@@ -46,22 +46,25 @@ struct saga__relay {
     uint64_t published, undeliverable;
 };
 
+/* One allocation: the struct, then the id, topic, key and bytes. */
 saga__outmsg *saga__outmsg_new(const char *id, const char *topic,
                                const char *key, const void *buf, size_t len,
                                int64_t created_ms)
 {
-    saga__outmsg *m = saga_malloc(sizeof *m);
+    size_t il = strlen(id) + 1, tl = strlen(topic) + 1;
+    size_t kl = key ? strlen(key) + 1 : 0;
+    size_t n = sizeof(saga__outmsg) + il + tl + kl;
+    if (len > SIZE_MAX - n)
+        return NULL;
+    saga__outmsg *m = saga_malloc(n + len);
     if (m == NULL)
         return NULL;
     memset(m, 0, sizeof *m);
-    m->id = saga__strdup(id);
-    m->topic = saga__strdup(topic);
-    m->key = saga__strdup(key);
-    m->buf = saga_malloc(len ? len : 1);
-    if (!m->id || !m->topic || (key && !m->key) || !m->buf) {
-        saga__outmsg_free(m);
-        return NULL;
-    }
+    char *at = (char *)(m + 1);
+    m->id = memcpy(at, id, il);
+    m->topic = memcpy(at + il, topic, tl);
+    m->key = key ? memcpy(at + il + tl, key, kl) : NULL;
+    m->buf = at + il + tl + kl;
     if (len)
         memcpy(m->buf, buf, len);
     m->len = len;
@@ -73,10 +76,6 @@ void saga__outmsg_free(saga__outmsg *m)
 {
     if (m == NULL)
         return;
-    saga_free(m->id);
-    saga_free(m->topic);
-    saga_free(m->key);
-    saga_free(m->buf);
     saga_free(m->why);
     saga_free(m);
 }

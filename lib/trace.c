@@ -157,18 +157,29 @@ void saga_log_sink_text(const saga_log_event *ev, void *arg)
                 ev->message);
 }
 
-void saga__log_event(saga_engine *e, saga_log_level lvl, const char *saga_id,
-                     int step, const char *msg)
+/* The fields every log event has; the caller adds attempt and trace id. */
+static saga_log_event log_event_of(saga_log_level lvl, int64_t at_ms,
+                                   const char *service, const char *saga_id,
+                                   int step, const char *msg)
 {
     saga_log_event ev;
     memset(&ev, 0, sizeof ev);
     ev.version = 1;
     ev.level = lvl;
-    ev.at_ms = saga__now(e);
-    ev.service = e->opts.service;
+    ev.at_ms = at_ms;
+    ev.service = service;
     ev.saga_id = saga_id;
     ev.step = step;
     ev.message = msg;
+    return ev;
+}
+
+void saga__log_event(void *engine, saga_log_level lvl, const char *saga_id,
+                     int step, const char *msg)
+{
+    saga_engine *e = engine;
+    saga_log_event ev = log_event_of(lvl, saga__now(e), e->opts.service,
+                                     saga_id, step, msg);
     char trace[SAGA_TRACE_ID_SIZE], flags[3];
     if (saga_id != NULL) {
         /* Attempt and trace from the saga in memory, when it is there. */
@@ -185,15 +196,8 @@ void saga__log_event(saga_engine *e, saga_log_level lvl, const char *saga_id,
 void saga__plog_event(saga_participant *p, saga_log_level lvl, const char *id,
                       int step, const char *msg)
 {
-    saga_log_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.version = 1;
-    ev.level = lvl;
-    ev.at_ms = saga__pnow(p);
-    ev.service = p->opts.service;
-    ev.saga_id = id;
-    ev.step = step;
-    ev.message = msg;
+    saga_log_event ev = log_event_of(lvl, saga__pnow(p), p->opts.service, id,
+                                     step, msg);
     char trace[SAGA_TRACE_ID_SIZE];
     const saga_envelope *env = p->cur;
     if (env != NULL && id != NULL && strcmp(env->saga_id, id) == 0) {

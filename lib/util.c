@@ -206,3 +206,31 @@ void saga__logf(saga_log_fn log, void *arg, saga_log_level level,
     saga__vlogf(log, arg, level, fmt, ap);
     va_end(ap);
 }
+
+static void log_stderr(saga_log_level level, const char *who,
+                       const char *saga_id, int step, const char *line)
+{
+    static const char *const names[] = {"?", "debug", "info", "warn", "error"};
+    unsigned i = (unsigned)level <= SAGA_LOG_ERROR ? (unsigned)level : 0;
+    char where[160] = "";
+    if (saga_id != NULL)
+        snprintf(where, sizeof where, " [%s step %d]", saga_id, step);
+    fprintf(stderr, "libsaga %s%s%s%s %s\n", names[i], who ? " " : "",
+            who ? who : "", where, line);
+}
+
+void saga__vlog(saga_log_level min, saga_log_level level, const char *saga_id,
+                int step, saga__log_line_fn event, void *owner, saga_log_fn log,
+                void *log_arg, const char *who, const char *fmt, va_list ap)
+{
+    if (level < min)
+        return;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    if (event != NULL)
+        event(owner, level, saga_id, step, line);
+    else if (log != NULL)
+        log(level, saga_id, step, line, log_arg);
+    else
+        log_stderr(level, who, saga_id, step, line);
+}

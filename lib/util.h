@@ -205,4 +205,21 @@ void saga__vlogf(saga_log_fn log, void *arg, saga_log_level level,
                  const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
 
+/* A formatted log line handed to its owner (the engine's or the
+ * participant's structured sink, the state machine's stager). */
+typedef void (*saga__log_line_fn)(void *owner, saga_log_level level,
+                                  const char *saga_id, int step,
+                                  const char *line);
+
+/* The one log path of the engine and the participant: nothing below
+ * @p min; otherwise formats the line (up to 511 bytes) and hands it to
+ * @p event(@p owner, ...) when that is set (the structured sink), else to
+ * @p log(..., @p log_arg) when that is set, else writes
+ * "libsaga LEVEL [WHO] [ID step N] line" to stderr (@p who and @p saga_id
+ * may be NULL). */
+void saga__vlog(saga_log_level min, saga_log_level level, const char *saga_id,
+                int step, saga__log_line_fn event, void *owner, saga_log_fn log,
+                void *log_arg, const char *who, const char *fmt, va_list ap)
+    __attribute__((format(printf, 10, 0)));
+
 #endif /* SAGA_UTIL_H */

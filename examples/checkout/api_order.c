@@ -16,6 +16,12 @@
 #include "http.h"
 
 #define CHECKOUT_WAIT_MS 10000
+/* The saga data of one order (ids, items, address, card token) at its
+ * start. The engine refuses data over its max_data_size (1 MiB), and the
+ * steps' outputs are merged into it later: an order over this bound would
+ * be recorded but its saga could never start, leaving it PENDING and its
+ * cart locked for good. It is refused (413) before anything is written. */
+#define CHECKOUT_DATA_MAX (256 * 1024)
 
 typedef struct start_ctx {
     ck_app *a;
@@ -23,7 +29,20 @@ typedef struct start_ctx {
     char order_id[64];
     char key[256];
     int created; /* this request created the order: 202, else 200 */
+    /* created: the new order's created_at; its 202 body is made from
+     * these (status PENDING) instead of reading the row back */
+    int64_t created_ms;
 } start_ctx;
+
+/* The 202 body of an order this request created. */
+static json_t *created_body(const start_ctx *c)
+{
+    return json_pack("{s:s, s:s, s:o, s:s, s:o}", "order_id", c->order_id,
+                     "status", "PENDING", "estimated_completion",
+                     ck_json_time(c->created_ms + 3 * 60 * 1000),
+                     "idempotency_key", c->key, "created_at",
+                     ck_json_time(c->created_ms));
+}
 
 static json_t *accepted_body(ck_db *db, const char *order_id)
 {
@@ -65,15 +84,49 @@ static void started(saga_engine *e, int status, const char *saga_id,
                           "Idempotency-Key");
         else
             ck_wait_reply(c->w, c->created ? 202 : 200,
-                          accepted_body(a->order_db, c->order_id),
+                          c->created_ms > 0
+                              ? created_body(c)
+                              : accepted_body(a->order_db, c->order_id),
                           "x-idempotency-key", c->key);
     }
     free(c);
 }
 
-/* saga_start for an order whose row exists (new, duplicate or restart),
- * answered on @p w (NULL: nobody waits); -1 (nothing answered) if the row
- * cannot be read. */
+/* saga_start of order @p order_id with its saga data and key, answered on
+ * @p w (NULL: nobody waits); @p created_ms > 0: this request created it
+ * (202). -1 (nothing answered) if out of memory. */
+static int start_saga_mem(ck_app *a, const char *order_id, const char *key,
+                          const void *data, size_t dlen, ck_wait *w,
+                          const char *trace, int created, int64_t created_ms)
+{
+    start_ctx *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -1;
+    c->a = a;
+    c->created = created;
+    c->created_ms = created ? created_ms : 0;
+    snprintf(c->order_id, sizeof c->order_id, "%s", order_id);
+    snprintf(c->key, sizeof c->key, "%s", key);
+    char id[SAGA_ID_SIZE];
+    c->w = w;
+    /* A request's W3C traceparent: the saga and its steps join its trace. */
+    int rc = saga_start_traced(a->engine, "checkout", order_id, data, dlen,
+                               trace, id, started, c);
+    if (rc != SAGA_OK) {
+        ck_log(a, "saga start of %s: %s", order_id, saga_strerror(rc));
+        if (c->w != NULL)
+            ck_wait_error(c->w, 503, "unavailable",
+                          "the order is recorded but its processing could "
+                          "not be started yet; retry with the same "
+                          "Idempotency-Key");
+        free(c);
+    }
+    return 0;
+}
+
+/* saga_start for an order whose row exists (duplicate or restart), with
+ * the saga data and key read from the row; -1 (nothing answered) if the
+ * row cannot be read. */
 static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
                         const char *trace, int created)
 {
@@ -87,33 +140,12 @@ static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
         ck_done(st);
         return -1;
     }
-    start_ctx *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        ck_done(st);
-        return -1;
-    }
-    c->a = a;
-    c->created = created;
-    snprintf(c->order_id, sizeof c->order_id, "%s", order_id);
-    snprintf(c->key, sizeof c->key, "%s", ck_col_text(st, 1));
-    char id[SAGA_ID_SIZE];
-    c->w = w;
-    /* A request's W3C traceparent: the saga and its steps join its trace. */
     size_t dlen;
     const void *data = ck_col_blob(st, 0, &dlen);
-    int rc = saga_start_traced(a->engine, "checkout", order_id, data, dlen,
-                               trace, id, started, c);
+    int rc = start_saga_mem(a, order_id, ck_col_text(st, 1), data, dlen, w,
+                            trace, created, 0);
     ck_done(st);
-    if (rc != SAGA_OK) {
-        ck_log(a, "saga start of %s: %s", order_id, saga_strerror(rc));
-        if (c->w != NULL)
-            ck_wait_error(c->w, 503, "unavailable",
-                          "the order is recorded but its processing could "
-                          "not be started yet; retry with the same "
-                          "Idempotency-Key");
-        free(c);
-    }
-    return 0;
+    return rc;
 }
 
 static int start_saga(ck_app *a, const char *order_id, ck_req *r, int created)
@@ -179,6 +211,12 @@ static int validate(ck_req *r, json_t *b)
                      af[i]);
             return -1;
         }
+    json_t *state = json_object_get(addr, "state");
+    if (state != NULL && !json_is_string(state) && !json_is_null(state)) {
+        ck_error(r, 422, "invalid_field",
+                 "shipping_address.state is optional but must be a string");
+        return -1;
+    }
     json_t *pm = json_object_get(b, "payment_method");
     if (!json_is_object(pm)) {
         ck_error(r, 422, "invalid_field",
@@ -307,6 +345,7 @@ typedef struct pend_order {
     char *key, *request, *user_id, *cart_id, *addr, *type, *trace;
     json_t *items;
     int64_t subtotal, max_item;
+    int64_t created_ms; /* P_NEW: its created_at */
     void *data;
     size_t dlen;
     int state;      /* after the insert: see flush_orders */
@@ -333,10 +372,11 @@ static void order_id_new(char *out, size_t size)
 
 /* Write one order (its row and items) in the group's transaction. 0, 1 (a
  * constraint: the cart's pending order, or the key, came first) or -1. */
-static int insert_order(ck_app *a, const pend_order *p)
+static int insert_order(ck_app *a, pend_order *p)
 {
     ck_db *db = a->order_db;
     int64_t now = ck_now_ms();
+    p->created_ms = now;
     const char *order_id = p->order_id;
     char addr_id[40];
     ck_random_id("addr_", addr_id, sizeof addr_id);
@@ -505,8 +545,12 @@ static void answer_group(ck_app *a, pend_order *p, int ok)
                           "x-idempotency-key", p->key);
             return;
         }
-        if (start_saga_w(a, p->state == P_NEW ? p->order_id : p->known, p->w,
-                         p->trace, p->state == P_NEW) != 0)
+        /* A new order starts from what this request wrote; a joined
+         * one from its row. */
+        if ((p->state == P_NEW
+                 ? start_saga_mem(a, p->order_id, p->key, p->data, p->dlen,
+                                  p->w, p->trace, 1, p->created_ms)
+                 : start_saga_w(a, p->known, p->w, p->trace, 0)) != 0)
             ck_wait_error(p->w, 503, "unavailable",
                           "the order is recorded but its processing could "
                           "not be started yet; retry with the same "
@@ -626,14 +670,8 @@ void ck_api_checkout(ck_req *r)
     json_t *items = load_cart(r, cart_id, &subtotal, &max_item);
     if (items == NULL)
         goto done;
-    char other[64];
-    if (pending_order(a, cart_id, other, sizeof other) == 1) {
-        ck_error(r, 409, "checkout_in_progress",
-                 "cart %s has a checkout in progress (order %s)", cart_id,
-                 other);
-        json_decref(items);
-        goto done;
-    }
+    /* A pending order of this cart is looked for in the group's
+     * transaction (group_one): 409 from there. */
     order_id_new(order_id, sizeof order_id);
     json_t *pm = json_object_get(b, "payment_method");
     char *items_s = ck_dump(items);
@@ -651,6 +689,17 @@ void ck_api_checkout(ck_req *r)
     ck_map_str(m, "payment_type", field_str(pm, "type"));
     saga_map_set_int(m, "subtotal", subtotal);
     saga_map_encode(m, &data, &dlen);
+    if (dlen > CHECKOUT_DATA_MAX) {
+        ck_error(r, 413, "payload_too_large",
+                 "the order is too large: %zu bytes of address, items and "
+                 "ids (at most %d)",
+                 dlen, CHECKOUT_DATA_MAX);
+        saga_map_free(m);
+        free(items_s);
+        free(addr_s);
+        json_decref(items);
+        goto done;
+    }
     /* Written with the other new orders of this loop turn (one commit). */
     pend_order *p = calloc(1, sizeof *p);
     if (p != NULL) {
@@ -660,7 +709,8 @@ void ck_api_checkout(ck_req *r)
         request = NULL;
         p->user_id = strdup(r->user_id);
         p->cart_id = strdup(cart_id);
-        p->addr = ck_dump(json_object_get(b, "shipping_address"));
+        p->addr = addr_s; /* the same dump */
+        addr_s = NULL;
         p->type = dup_or_null(field_str(pm, "type"));
         p->trace = dup_or_null(r->traceparent);
         p->items = items;

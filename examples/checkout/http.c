@@ -131,6 +131,14 @@ static void send_json(h2o_req_t *req, int status, json_t *body,
         text = ck_dump(body);
         len = text ? strlen(text) : 0;
     }
+    if (status != 204 && text == NULL) {
+        /* json_pack or the dump failed (no memory, a string that is not
+         * UTF-8): never a success with an empty body. */
+        status = 500;
+        text = strdup("{\"error\":{\"code\":\"internal\",\"message\":"
+                      "\"the answer could not be encoded\"}}");
+        len = text ? strlen(text) : 0;
+    }
     json_decref(body);
     req->res.status = status;
     req->res.reason = reason(status);
@@ -256,7 +264,9 @@ static int hexv(int c)
     return -1;
 }
 
-static void url_decode(const char *s, size_t n, char *out, size_t size)
+/* Decodes %XX (and '+') into out; returns the decoded length, which is
+ * more than strlen(out) when the text held an encoded NUL. */
+static size_t url_decode(const char *s, size_t n, char *out, size_t size)
 {
     size_t o = 0;
     for (size_t i = 0; i < n && o + 1 < size; i++) {
@@ -268,6 +278,18 @@ static void url_decode(const char *s, size_t n, char *out, size_t size)
             out[o++] = s[i] == '+' ? ' ' : s[i];
     }
     out[o] = '\0';
+    return o;
+}
+
+/* 1 when s[0..n) is UTF-8 without NUL: what may go into a JSON answer (a
+ * string jansson refuses would turn the answer into an empty body). */
+static int text_ok(const char *s, size_t n)
+{
+    if (memchr(s, '\0', n) != NULL)
+        return 0;
+    json_t *j = json_stringn(s, n);
+    json_decref(j);
+    return j != NULL;
 }
 
 const char *ck_query(const ck_req *r, const char *name, char *buf, size_t size)
@@ -338,6 +360,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     char *path = h2o_strdup(&req->pool, req->path_normalized.base,
                             req->path_normalized.len)
                      .base;
+    if (memchr(req->path_normalized.base, '\0', req->path_normalized.len)) {
+        /* h2o decoded a %00: the segments would be cut short. */
+        ck_error(r, 404, "not_found", "no such path (it holds a NUL)");
+        return 0;
+    }
     char *save = NULL;
     for (char *s = strtok_r(path, "/", &save); s != NULL;
          s = strtok_r(NULL, "/", &save)) {
@@ -347,8 +374,21 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         }
         size_t n = strlen(s);
         char *d = h2o_mem_alloc_pool(&req->pool, n + 1);
-        url_decode(s, n, d, n + 1);
+        if (!text_ok(d, url_decode(s, n, d, n + 1))) {
+            ck_error(r, 404, "not_found",
+                     "no such path (a segment is not UTF-8 text)");
+            return 0;
+        }
         r->segs[r->nsegs++] = d;
+    }
+    if (r->user_id != NULL && !text_ok(r->user_id, strlen(r->user_id))) {
+        ck_error(r, 400, "invalid_user_id", "X-User-Id must be UTF-8 text");
+        return 0;
+    }
+    if (r->idem_key != NULL && !text_ok(r->idem_key, strlen(r->idem_key))) {
+        ck_error(r, 400, "invalid_idempotency_key",
+                 "the Idempotency-Key header must be UTF-8 text");
+        return 0;
     }
     if (r->body_len > CK_BODY_MAX) {
         ck_error(r, 413, "payload_too_large",

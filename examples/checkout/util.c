@@ -102,7 +102,13 @@ int64_t ck_money_parse(const json_t *v)
     double d = json_number_value(v);
     if (!(d >= 0) || d > 1e9)
         return -1;
-    return (int64_t)llround(d * 100.0);
+    /* At most two decimals: 12.345 is refused, not rounded to 12.35 (a
+     * charge of another amount than asked). The tolerance is far above
+     * the binary error of a two-decimal number (< 1e-4 cents at 1e9). */
+    double c = d * 100.0;
+    if (fabs(c - (double)llround(c)) > 0.01)
+        return -1;
+    return (int64_t)llround(c);
 }
 
 void ck_random_id(const char *prefix, char *out, size_t size)

@@ -106,8 +106,10 @@ SAGA_EXTERN int saga_step_options_init(saga_step_options *opts,
  */
 SAGA_EXTERN int saga_def_new(saga_def **out, const char *name,
                              uint32_t version);
-/** Free a definition not registered with an engine; NULL is a no-op. Ownership:
- * @p d is freed. Since: 0.1. */
+/** Free a definition not registered with an engine; NULL is a no-op, and
+ * so is a definition an engine owns (saga_engine_register() took it: the
+ * engine frees it when it closes).
+ * Ownership: @p d is freed unless an engine owns it. Since: 0.1. */
 SAGA_EXTERN void saga_def_free(saga_def *d);
 
 /**

@@ -1,5 +1,5 @@
 /* test_util.c — lib/util.h: the list, the hash table, the buffer, the
- * version check and the message setters. */
+ * version check and the message and log setters. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -114,4 +114,42 @@ Test(util, errf_and_logf_format)
     saga__logf(logcb, NULL, SAGA_LOG_INFO, "n=%d", 7);
     cr_assert_str_eq(got, "n=7");
     saga__logf(NULL, NULL, SAGA_LOG_INFO, "ignored");
+}
+
+static char owner_got[64];
+static void event_cb(void *owner, saga_log_level l, const char *id, int step,
+                     const char *line)
+{
+    snprintf(owner_got, sizeof owner_got, "%s %d %s %d %s", (char *)owner,
+             (int)l, id ? id : "-", step, line);
+}
+
+static void vlog(saga_log_level min, saga_log_level lvl,
+                 saga__log_line_fn event, saga_log_fn log, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void vlog(saga_log_level min, saga_log_level lvl,
+                 saga__log_line_fn event, saga_log_fn log, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    saga__vlog(min, lvl, "s1", 2, event, "own", log, NULL, "svc", fmt, ap);
+    va_end(ap);
+}
+
+Test(util, vlog_filters_then_prefers_the_event_sink)
+{
+    got[0] = owner_got[0] = '\0';
+    vlog(SAGA_LOG_WARN, SAGA_LOG_INFO, event_cb, logcb, "dropped %d", 1);
+    cr_assert_str_eq(owner_got, "");
+    cr_assert_str_eq(got, "");
+    vlog(SAGA_LOG_WARN, SAGA_LOG_ERROR, event_cb, logcb, "to %s", "event");
+    cr_assert_str_eq(owner_got, "own 4 s1 2 to event");
+    cr_assert_str_eq(got, "");
+    vlog(SAGA_LOG_WARN, SAGA_LOG_WARN, NULL, logcb, "to %s", "log");
+    cr_assert_str_eq(got, "to log");
+    /* Neither sink: a line on stderr, nothing else. */
+    owner_got[0] = got[0] = '\0';
+    vlog(SAGA_LOG_WARN, SAGA_LOG_WARN, NULL, NULL, "to %s", "stderr");
+    cr_assert_str_eq(owner_got, "");
+    cr_assert_str_eq(got, "");
 }
