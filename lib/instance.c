@@ -1,6 +1,7 @@
 /*
  * instance.c — saga instances in memory and their index (see instance.h):
- * chained hash tables by id and by idempotency key, and the timer heap.
+ * hash tables by id and by idempotency key (util.h's saga__htable), and
+ * the timer heap.
  */
 #include <stdio.h>
 #include <string.h>
@@ -107,127 +108,79 @@ void saga__inst_destroy(saga__inst *in)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Hash tables by id and by idempotency key                                 */
+/* The index: by id, by idempotency key                                     */
 
-static int index_grow(saga__index *x)
-{
-    size_t nb = x->nbuckets ? x->nbuckets * 2 : 1024;
-    saga__inst **ids = saga_malloc(nb * sizeof *ids);
-    saga__inst **idem = saga_malloc(nb * sizeof *idem);
-    if (ids == NULL || idem == NULL) {
-        saga_free(ids);
-        saga_free(idem);
-        return SAGA_ENOMEM;
-    }
-    memset(ids, 0, nb * sizeof *ids);
-    memset(idem, 0, nb * sizeof *idem);
-    for (size_t i = 0; i < x->nbuckets; i++) {
-        for (saga__inst *in = x->by_id[i], *nx; in; in = nx) {
-            nx = in->id_next;
-            size_t b = saga__hash_str(in->id) & (nb - 1);
-            in->id_next = ids[b];
-            ids[b] = in;
-        }
-        for (saga__inst *in = x->by_idem[i], *nx; in; in = nx) {
-            nx = in->idem_next;
-            size_t b = saga__hash_str(in->idem_key) & (nb - 1);
-            in->idem_next = idem[b];
-            idem[b] = in;
-        }
-    }
-    saga_free(x->by_id);
-    saga_free(x->by_idem);
-    x->by_id = ids;
-    x->by_idem = idem;
-    x->nbuckets = nb;
-    return SAGA_OK;
-}
+#define INST_OF(node, field) SAGA__CONTAINER(node, saga__inst, field)
 
 saga__inst *saga__index_find(const saga__index *x, const char *id)
 {
-    if (x->nbuckets == 0)
-        return NULL;
-    for (saga__inst *in = x->by_id[saga__hash_str(id) & (x->nbuckets - 1)]; in;
-         in = in->id_next)
-        if (strcmp(in->id, id) == 0)
-            return in;
-    return NULL;
+    saga__hnode *n = saga__htable_find(&x->by_id, id);
+    return n ? INST_OF(n, by_id) : NULL;
 }
 
 saga__inst *saga__index_find_key(const saga__index *x, const char *key)
 {
-    if (x->nbuckets == 0)
-        return NULL;
-    for (saga__inst *in = x->by_idem[saga__hash_str(key) & (x->nbuckets - 1)];
-         in; in = in->idem_next)
-        if (strcmp(in->idem_key, key) == 0)
-            return in;
-    return NULL;
+    saga__hnode *n = saga__htable_find(&x->by_idem, key);
+    return n ? INST_OF(n, by_idem) : NULL;
 }
 
 int saga__index_add(saga__index *x, saga__inst *in)
 {
-    if (x->ninst + 1 > x->nbuckets && index_grow(x) != SAGA_OK)
+    if (saga__htable_reserve(&x->by_id) != SAGA_OK ||
+        (in->idem_key != NULL && saga__htable_reserve(&x->by_idem) != SAGA_OK))
         return SAGA_ENOMEM;
     /* Every saga in memory has its timer slot from the start, so that
      * arming a timer never allocates (and never fails). */
-    if (x->ninst + 1 > x->cheap) {
-        size_t nc = x->cheap ? x->cheap * 2 : 256;
-        saga__inst **nh = saga_realloc(x->heap, nc * sizeof *nh);
-        if (nh == NULL)
-            return SAGA_ENOMEM;
-        x->heap = nh;
-        x->cheap = nc;
-    }
-    size_t b = saga__hash_str(in->id) & (x->nbuckets - 1);
-    in->id_next = x->by_id[b];
-    x->by_id[b] = in;
+    if (saga__array_grow(&x->heap, &x->cheap, x->ninst + 1, sizeof *x->heap,
+                         256) != SAGA_OK)
+        return SAGA_ENOMEM;
+    in->by_id.key = in->id;
+    saga__htable_insert(&x->by_id, &in->by_id);
     if (in->idem_key != NULL) {
-        b = saga__hash_str(in->idem_key) & (x->nbuckets - 1);
-        in->idem_next = x->by_idem[b];
-        x->by_idem[b] = in;
+        in->by_idem.key = in->idem_key;
+        saga__htable_insert(&x->by_idem, &in->by_idem);
     }
     in->heap_idx = SIZE_MAX;
     x->ninst++;
     return SAGA_OK;
 }
 
-static void unlink_chain(saga__inst **head, saga__inst *in, int by_idem)
-{
-    for (saga__inst **pp = head; *pp;
-         pp = by_idem ? &(*pp)->idem_next : &(*pp)->id_next) {
-        if (*pp == in) {
-            *pp = by_idem ? in->idem_next : in->id_next;
-            return;
-        }
-    }
-}
-
 void saga__index_remove(saga__index *x, saga__inst *in)
 {
-    if (x->nbuckets == 0)
-        return;
-    unlink_chain(&x->by_id[saga__hash_str(in->id) & (x->nbuckets - 1)], in, 0);
-    if (in->idem_key)
-        unlink_chain(
-            &x->by_idem[saga__hash_str(in->idem_key) & (x->nbuckets - 1)], in,
-            1);
+    saga__htable_remove(&x->by_id, &in->by_id);
+    if (in->idem_key != NULL)
+        saga__htable_remove(&x->by_idem, &in->by_idem);
     saga__index_disarm(x, in);
     x->ninst--;
 }
 
+saga__inst *saga__index_next(const saga__index *x, const saga__inst *in)
+{
+    const saga__htable *t = &x->by_id;
+    size_t i = 0;
+    if (in != NULL) {
+        if (in->by_id.next != NULL)
+            return INST_OF(in->by_id.next, by_id);
+        i = ((size_t)in->by_id.hash & (t->nbuckets - 1)) + 1;
+    }
+    for (; i < t->nbuckets; i++)
+        if (t->buckets[i] != NULL)
+            return INST_OF(t->buckets[i], by_id);
+    return NULL;
+}
+
 void saga__index_free(saga__index *x)
 {
-    for (size_t i = 0; i < x->nbuckets; i++) {
-        saga__inst *in = x->by_id[i];
-        while (in != NULL) {
-            saga__inst *nx = in->id_next;
-            saga__inst_destroy(in);
-            in = nx;
+    for (size_t i = 0; i < x->by_id.nbuckets; i++) {
+        saga__hnode *n = x->by_id.buckets[i];
+        while (n != NULL) {
+            saga__hnode *nx = n->next;
+            saga__inst_destroy(INST_OF(n, by_id));
+            n = nx;
         }
     }
-    saga_free(x->by_id);
-    saga_free(x->by_idem);
+    saga__htable_free(&x->by_id);
+    saga__htable_free(&x->by_idem);
     saga_free(x->heap);
     memset(x, 0, sizeof *x);
 }

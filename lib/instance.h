@@ -46,9 +46,9 @@ typedef struct saga__inst {
     size_t heap_idx;
     int64_t heap_key;
 
-    /* hash chains */
-    struct saga__inst *id_next;
-    struct saga__inst *idem_next;
+    /* the index's tables (util.h): key = id / idem_key */
+    saga__hnode by_id;
+    saga__hnode by_idem;
 
     /* per-saga completion callbacks */
     struct saga__donecb *done_cbs;
@@ -87,9 +87,9 @@ typedef struct saga__effect {
 /* The index of active sagas. Every saga in it has a timer slot reserved,
  * so that arming a timer never allocates (and never fails). */
 typedef struct saga__index {
-    saga__inst **by_id;
-    saga__inst **by_idem;
-    size_t nbuckets, ninst;
+    saga__htable by_id;   /* every saga */
+    saga__htable by_idem; /* those with an idempotency key */
+    size_t ninst;
     saga__inst **heap; /* min-heap on heap_key */
     size_t nheap, cheap;
 } saga__index;
@@ -117,6 +117,9 @@ void saga__index_remove(saga__index *x, saga__inst *in);
  * changed (the caller re-arms its clock). */
 int saga__index_arm(saga__index *x, saga__inst *in, int64_t key);
 int saga__index_disarm(saga__index *x, saga__inst *in);
+/* The saga after @p in (NULL: the first) in @p x, in no particular order,
+ * or NULL after the last; @p in must still be in @p x. */
+saga__inst *saga__index_next(const saga__index *x, const saga__inst *in);
 /* The saga whose timer is earliest, or NULL. */
 static inline saga__inst *saga__index_first(const saga__index *x)
 {

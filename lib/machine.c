@@ -24,12 +24,13 @@ static void mlog(saga__machine *m, saga_log_level lvl, const char *id, int step,
 static void mlog(saga__machine *m, saga_log_level lvl, const char *id, int step,
                  const char *fmt, ...)
 {
-    char buf[512];
+    if (lvl < m->log_level) /* not even formatted (one DEBUG line a saga) */
+        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    saga__vlog(m->log_level, lvl, id, step, m->ops->log, m->self, NULL, NULL,
+               NULL, fmt, ap);
     va_end(ap);
-    m->ops->log(m->self, lvl, id, step, buf);
 }
 
 static void invoke_effect(const saga__inst *in, saga__effect *f);

@@ -38,6 +38,8 @@ typedef struct saga__machine {
     const saga__stager_ops *ops;
     void *self;
     saga_engine_counters *stats; /* counters the transitions move */
+    /* Lines below this level are not even formatted (0: all go to log). */
+    saga_log_level log_level;
 } saga__machine;
 
 #define SAGA__IS_ACTIVE(s)                                                     \

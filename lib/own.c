@@ -276,11 +276,11 @@ static int lose_lease(saga_engine *e)
         o->lost = 1; /* try again on the next tick */
         return SAGA_ENOMEM;
     }
-    for (size_t i = 0; i < e->idx.nbuckets && n < cap; i++)
-        for (saga__inst *in = e->idx.by_id[i]; in && n < cap; in = in->id_next)
-            if (!(in->in_batch && (in->put_flags & SAGA_PUT_INSERT)) &&
-                !in->in_commit)
-                all[n++] = in;
+    for (saga__inst *in = saga__index_next(&e->idx, NULL); in && n < cap;
+         in = saga__index_next(&e->idx, in))
+        if (!(in->in_batch && (in->put_flags & SAGA_PUT_INSERT)) &&
+            !in->in_commit)
+            all[n++] = in;
     for (size_t i = 0; i < n; i++)
         drop(e, all[i], NULL);
     saga_free(all);

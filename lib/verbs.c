@@ -62,7 +62,7 @@ static const saga__stager_ops engine_stager = {
 
 saga__machine saga__machine_of(saga_engine *e)
 {
-    saga__machine m = {&engine_stager, e, &e->stats};
+    saga__machine m = {&engine_stager, e, &e->stats, e->opts.log_level};
     return m;
 }
 

@@ -36,8 +36,9 @@ void bench_die(const char *what, const char *detail)
 /* ------------------------------------------------------------------------ */
 /* The engine                                                               */
 
-/* Start times by saga id (open addressing; ids are unique; the table holds
- * every saga of the run, so no slot is ever freed). */
+/* Start times of the sagas in flight, by id: open addressing with linear
+ * probing, a slot freed when its saga ends (backward-shift deletion), so
+ * that the table stays about twice the window and in cache. */
 typedef struct tslot {
     char id[SAGA_ID_SIZE];
     double t;
@@ -51,12 +52,43 @@ typedef struct erun {
     double *lat;
 } erun;
 
+/* The engine's ids are 32 hex characters whose last 16 are random
+ * (lib/verbs.c): those two words, mixed, are hash enough and cheaper than
+ * hashing the string (this runs inside the timed region). */
 static size_t hash_id(const char *id)
 {
-    size_t h = 1469598103934665603ull;
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 1099511628211ull;
-    return h;
+    uint64_t a, b;
+    memcpy(&a, id + 16, 8);
+    memcpy(&b, id + 24, 8);
+    uint64_t h = (a ^ (b * 0x9e3779b97f4a7c15ull)) * 0xbf58476d1ce4e5b9ull;
+    return (size_t)(h ^ (h >> 31));
+}
+
+/* The slot of @p id, or the free slot where it would go. */
+static size_t slot_of(const erun *r, const char *id)
+{
+    size_t i = hash_id(id) & r->mask;
+    while (r->slots[i].id[0] && memcmp(r->slots[i].id, id, SAGA_ID_LEN) != 0)
+        i = (i + 1) & r->mask;
+    return i;
+}
+
+/* Frees slot @p i, moving back the entries that probed past it. */
+static void slot_free(erun *r, size_t i)
+{
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & r->mask;
+        if (!r->slots[j].id[0])
+            break;
+        size_t home = hash_id(r->slots[j].id) & r->mask;
+        /* j's entry may fill the hole at i unless its home lies in (i, j]. */
+        if (((j - home) & r->mask) >= ((j - i) & r->mask)) {
+            r->slots[i] = r->slots[j];
+            i = j;
+        }
+    }
+    r->slots[i].id[0] = '\0';
 }
 
 static void noop_step(saga_engine *e, const saga_step_ref *ref,
@@ -73,9 +105,7 @@ static void start_one(erun *r)
     int rc = saga_start(r->e, "bench", NULL, NULL, 0, id, NULL, NULL);
     if (rc != SAGA_OK)
         bench_die("saga_start", saga_engine_errmsg(r->e));
-    size_t i = hash_id(id) & r->mask;
-    while (r->slots[i].id[0])
-        i = (i + 1) & r->mask;
+    size_t i = slot_of(r, id);
     memcpy(r->slots[i].id, id, SAGA_ID_SIZE);
     r->slots[i].t = t;
     r->started++;
@@ -88,11 +118,11 @@ static void on_done(saga_engine *e, const char *id, saga_state st, void *arg)
     if (st != SAGA_STATE_COMPLETED)
         r->failed++;
     double t = bench_now_s();
-    size_t i = hash_id(id) & r->mask;
-    while (r->slots[i].id[0] && strcmp(r->slots[i].id, id) != 0)
-        i = (i + 1) & r->mask;
+    size_t i = slot_of(r, id);
     if (r->done < r->total)
         r->lat[r->done++] = r->slots[i].id[0] ? t - r->slots[i].t : 0;
+    if (r->slots[i].id[0])
+        slot_free(r, i);
     if (r->started < r->total)
         start_one(r);
 }
@@ -104,8 +134,8 @@ double bench_engine_run(saga_store *store, long n, long window, double *lat,
     memset(&r, 0, sizeof r);
     r.total = n;
     r.lat = lat;
-    size_t cap = 1;
-    while (cap < (size_t)n * 2)
+    size_t cap = 1, inflight = window > 0 && window < n ? window : n;
+    while (cap < (size_t)inflight * 2)
         cap <<= 1;
     r.slots = calloc(cap, sizeof *r.slots);
     r.mask = cap - 1;

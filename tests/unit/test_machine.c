@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -19,6 +20,7 @@ typedef struct rec {
     int staged;
     unsigned int put_flags;
     saga_engine_counters stats;
+    int logged[SAGA_LOG_ERROR + 1]; /* lines handed to log, by level */
 } rec;
 
 static int64_t r_now(void *self) { return ((rec *)self)->now; }
@@ -72,7 +74,8 @@ static void r_stage(void *self, saga__inst *in, unsigned int put_flags)
 static void r_log(void *self, saga_log_level l, const char *id, int step,
                   const char *msg)
 {
-    (void)self, (void)l, (void)id, (void)step, (void)msg;
+    (void)id, (void)step, (void)msg;
+    ((rec *)self)->logged[l]++;
 }
 static const char *r_errmsg(void *self)
 {
@@ -250,4 +253,64 @@ Test(machine, deadline_compensates_before_the_pivot, .init = setup,
     /* Step a was invoked and may have applied: it is compensated. */
     cr_expect_eq(I->state, SAGA_STATE_COMPENSATING);
     cr_expect_str_eq(R.effects, "I0 C0");
+}
+
+Test(machine, lines_below_the_log_level_are_not_passed_on, .init = setup,
+     .fini = teardown)
+{
+    /* A saga that ends logs one DEBUG line ("saga ended"); with the
+     * engine's level (WARN) it must not reach the stager at all. */
+    for (int pass = 0; pass < 2; pass++) {
+        saga__inst_destroy(I);
+        I = saga__inst_new(D, NULL, NULL, 0, R.now);
+        cr_assert_not_null(I);
+        memset(R.logged, 0, sizeof R.logged);
+        M.log_level = pass == 0 ? 0 : SAGA_LOG_WARN;
+        cr_assert_eq(saga__m_start(&M, I, NULL), SAGA_OK);
+        for (int s = 0; s < 3; s++) {
+            invoked();
+            saga__m_outcome(&M, I, SAGA_OUTCOME_OK, NULL, 0);
+        }
+        cr_assert_eq(I->state, SAGA_STATE_COMPLETED);
+        if (pass == 0)
+            cr_expect_gt(R.logged[SAGA_LOG_DEBUG], 0);
+        else
+            cr_expect_eq(R.logged[SAGA_LOG_DEBUG] + R.logged[SAGA_LOG_INFO], 0);
+    }
+}
+
+/* instance.c's index on util.h's hash table: find by id and by key, visit
+ * every saga once with saga__index_next, remove. */
+Test(machine, index_finds_visits_and_removes, .init = setup, .fini = teardown)
+{
+    enum { N = 300 }; /* past the table's first growth */
+    saga__index x;
+    memset(&x, 0, sizeof x);
+    saga__inst *all[N];
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        all[i] = saga__inst_new(D, i % 2 ? key : NULL, NULL, 0, R.now);
+        cr_assert_not_null(all[i]);
+        snprintf(all[i]->id, sizeof all[i]->id, "%032x", i);
+        cr_assert_eq(saga__index_add(&x, all[i]), SAGA_OK);
+    }
+    cr_assert_eq(x.ninst, N);
+    int seen[N] = {0}, visited = 0;
+    for (saga__inst *in = saga__index_next(&x, NULL); in;
+         in = saga__index_next(&x, in), visited++)
+        seen[strtol(in->id, NULL, 16)]++;
+    cr_assert_eq(visited, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(seen[i], 1);
+        cr_assert_eq(saga__index_find(&x, all[i]->id), all[i]);
+    }
+    cr_assert_eq(saga__index_find_key(&x, "k7"), all[7]);
+    cr_assert_null(saga__index_find_key(&x, "k8"));
+    saga__index_remove(&x, all[7]);
+    cr_assert_null(saga__index_find(&x, all[7]->id));
+    cr_assert_null(saga__index_find_key(&x, "k7"));
+    cr_assert_eq(saga__index_find(&x, all[9]->id), all[9]);
+    saga__inst_destroy(all[7]);
+    saga__index_free(&x); /* frees the others */
 }
