@@ -728,7 +728,9 @@ static long take_all(saga_store *s, ctl_req *qs, size_t max)
 
 typedef struct saga__admin {
     uv_timer_t timer;
-    saga_engine *e;
+    saga_engine *e;   /* NULL once the engine closed */
+    int busy;         /* a kv_get_submit() read is in flight */
+    int timer_closed; /* the last of the two frees this */
 } saga__admin;
 
 static int apply_on_engine(saga_engine *e, const ctl_req *q)
@@ -785,14 +787,51 @@ static void control_poll(saga_engine *e)
     saga_free(rs);
 }
 
+/* The read of the queue on the loop came back: only a queue that holds
+ * requests (an operator acted: rare) is taken, with the synchronous
+ * slots. An empty one, the common case, never waited for the server. */
+static void control_got(void *arg, int rc, const void *val, size_t len)
+{
+    (void)val;
+    saga__admin *a = arg;
+    a->busy = 0;
+    if (a->e == NULL) {
+        if (a->timer_closed)
+            saga_free(a);
+        return;
+    }
+    saga_engine *e = a->e;
+    if (rc == SAGA_OK && len > 1 && !e->closing) /* 0x90: the empty array */
+        control_poll(e);
+    else if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
+        saga__log(e, SAGA_LOG_DEBUG, NULL, -1,
+                  "reading the control queue failed: %s",
+                  e->store->errmsg(e->store));
+}
+
 static void control_timer_cb(uv_timer_t *t)
 {
     saga__admin *a = t->data;
-    if (!a->e->closing)
-        control_poll(a->e);
+    saga_engine *e = a->e;
+    if (e->closing || a->busy)
+        return;
+    saga_store *s = e->store;
+    if (s->version >= 7 && s->kv_get_submit != NULL) {
+        /* Refused (not connected, reconnecting): the next tick asks. */
+        if (s->kv_get_submit(s, KEY_QUEUE, control_got, a) == SAGA_OK)
+            a->busy = 1;
+        return;
+    }
+    control_poll(e);
 }
 
-static void admin_closed(uv_handle_t *h) { saga_free(h->data); }
+static void admin_closed(uv_handle_t *h)
+{
+    saga__admin *a = h->data;
+    a->timer_closed = 1;
+    if (!a->busy)
+        saga_free(a);
+}
 
 void saga__admin_start(saga_engine *e)
 {
@@ -809,6 +848,7 @@ void saga__admin_start(saga_engine *e)
                   "out of memory: operator requests are not polled");
         return;
     }
+    memset(a, 0, sizeof *a);
     a->e = e;
     uv_timer_init(e->loop, &a->timer);
     a->timer.data = a;
@@ -823,9 +863,11 @@ void saga__admin_close(saga_engine *e)
 {
     if (e->admin == NULL)
         return;
-    uv_timer_stop(&e->admin->timer);
-    uv_close((uv_handle_t *)&e->admin->timer, admin_closed);
+    saga__admin *a = e->admin;
     e->admin = NULL;
+    a->e = NULL; /* a read in flight frees it when it comes back */
+    uv_timer_stop(&a->timer);
+    uv_close((uv_handle_t *)&a->timer, admin_closed);
 }
 
 int saga_engine_set_control_poll(saga_engine *e, uint32_t interval_ms)

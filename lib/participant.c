@@ -2,12 +2,16 @@
  * participant.c — the service side of remote steps and choreography (see
  * include/saga/participant.h).
  *
- * Every message received in a loop turn is processed in one store
- * transaction at the end of the turn: the inbox claim, the barrier, the
- * handler's own writes, the reply (recorded in the inbox and queued in the
- * outbox) and any published events. Deliveries are acked, and replies
- * published, only after that transaction commits. If it fails, it is rolled
- * back as a whole and run again later, handlers included.
+ * The messages received are processed in one store transaction at the end
+ * of the loop turn: the inbox claim, the barrier, the handler's own writes,
+ * the reply (recorded in the inbox and queued in the outbox) and any
+ * published events. Deliveries are acked, and replies published, only after
+ * that transaction commits. If it fails, it is rolled back as a whole and
+ * run again later, handlers included. One batch takes at most max_batch
+ * messages, and none more once it has run max_batch_ms: the rest wait for
+ * the next loop turn, so that one turn stays short however many messages
+ * are queued and however slow the store is (timers and I/O of the same loop
+ * run in between: heartbeats, an engine's silence limit).
  *
  * The barrier lives in the store's key-value space, one key per
  * (saga, step): 'A' + the first OK output (the action applied), 'F' (the
@@ -27,6 +31,8 @@
 #define DEFAULT_HANDLER_TRIES 5u
 #define DEFAULT_RETENTION_MS (24ull * 3600 * 1000)
 #define DEFAULT_HK_MS 60000u
+#define DEFAULT_MAX_BATCH 256u
+#define DEFAULT_MAX_BATCH_MS 50u
 /* Outbox rows of published messages are deleted with the next batch; when
  * no batch comes (an idle service), after this delay, or at once when this
  * many wait. Left undeleted they would all be published again after a
@@ -275,7 +281,16 @@ static int run_items(saga_participant *p, int sp)
 {
     saga_store *s = p->store;
     int rc = SAGA_OK;
+    uint64_t t0 = uv_hrtime();
+    uint64_t budget = (uint64_t)p->opts.max_batch_ms * 1000000u;
+    p->nbatch = 0;
     for (item *it = p->head; it && rc == SAGA_OK; it = it->next) {
+        /* The rest waits for the next loop turn (batch_committed keeps
+         * it queued). */
+        if (p->nbatch >= p->opts.max_batch ||
+            (p->nbatch > 0 && uv_hrtime() - t0 >= budget))
+            break;
+        p->nbatch++;
         saga__outmsg **txn_mark = p->txn_tail, **ev_mark = p->txn_ev_tail;
         saga__outmsg *rs_mark = p->resend;
         saga_participant_counters st = p->stats;
@@ -350,7 +365,8 @@ static int run_batch(saga_participant *p)
                             m->buf, m->len,   m->created_ms};
         rc = s->outbox_put(s, &msg);
     }
-    size_t ndone = p->ndone;
+    size_t ndone = p->ndone < p->opts.max_batch ? p->ndone : p->opts.max_batch;
+    p->ndone_batch = ndone;
     for (size_t i = 0; i < ndone && rc == SAGA_OK; i++)
         rc = s->outbox_done(s, p->done[i]);
     if (rc == SAGA_OK && SAGA__BUG(SAGA__BUG_EARLY_REPLY)) {
@@ -404,9 +420,11 @@ static void park_cb(uv_timer_t *t)
     schedule(p);
 }
 
-/* Take the items whose handler failed out of the batch and park them. */
-static void park_failed(saga_participant *p)
+/* Take the items whose handler failed out of the batch and park them.
+ * @return how many. */
+static size_t park_failed(saga_participant *p)
 {
+    size_t n = 0;
     item **pp = &p->head;
     p->tail = &p->head;
     uint32_t max = p->opts.handler_max_tries;
@@ -445,8 +463,10 @@ static void park_failed(saga_participant *p)
         it->due = uv_now(p->loop) + delay;
         it->next = p->parked;
         p->parked = it;
+        n++;
     }
     arm_park(p);
+    return n;
 }
 
 /* The batch, as the group-commit driver (gcommit.c) runs it. */
@@ -503,14 +523,26 @@ static void batch_committed(void *owner)
     saga_participant *p = owner;
     p->stats.commits++;
     saga__pdefer_committed(p);
-    park_failed(p);
-    for (size_t i = 0; i < p->ndone; i++)
+    /* The batch was the first nbatch items; the failed ones among them
+     * are parked, the rest of the batch is a prefix of the queue. */
+    size_t nb = p->nbatch - park_failed(p);
+    p->nbatch = 0;
+    size_t ndone = p->ndone_batch;
+    p->ndone_batch = 0;
+    for (size_t i = 0; i < ndone; i++)
         saga_free(p->done[i]);
-    p->ndone = 0;
-    /* Durable: ack what was received, publish what was queued. */
-    item *done = p->head;
-    p->head = NULL;
-    p->tail = &p->head;
+    if (ndone > 0 && ndone < p->ndone)
+        memmove(p->done, p->done + ndone, (p->ndone - ndone) * sizeof *p->done);
+    p->ndone -= ndone;
+    /* Durable: ack what was received, publish what was queued. What was
+     * left out of the batch stays queued for the next loop turn. */
+    item *done = p->head, **cut = &p->head;
+    for (size_t i = 0; i < nb; i++)
+        cut = &(*cut)->next;
+    p->head = *cut;
+    *cut = NULL;
+    if (p->head == NULL)
+        p->tail = &p->head;
     for (item *it = done; it; it = it->next)
         if (it->d != NULL)
             p->transport->ack(p->transport, it->d);
@@ -621,11 +653,14 @@ static void hk_timer_cb(uv_timer_t *t) { saga_participant_housekeep(t->data); }
 /* ------------------------------------------------------------------------ */
 /* Life-cycle                                                               */
 
-/* The size of options struct version @p v (1 or 2). */
+/* The size of options struct version @p v (1 to 3). */
 static size_t opts_size(unsigned int v)
 {
-    return v >= 2 ? sizeof(saga_participant_options)
-                  : offsetof(saga_participant_options, handler_max_tries);
+    if (v >= 3)
+        return sizeof(saga_participant_options);
+    if (v == 2)
+        return offsetof(saga_participant_options, max_batch);
+    return offsetof(saga_participant_options, handler_max_tries);
 }
 
 int saga_participant_options_init(saga_participant_options *opts,
@@ -659,7 +694,7 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     if (p == NULL)
         return SAGA_ENOMEM;
     memset(p, 0, sizeof *p);
-    /* A version-1 caller's struct ends before the version-2 fields. */
+    /* An older caller's struct ends before the newer version's fields. */
     memcpy(&p->opts, opts, opts_size(opts->version));
     p->opts.service = saga__strdup(opts->service);
     if (p->opts.service == NULL) {
@@ -678,6 +713,10 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
         p->opts.retention_ms = DEFAULT_RETENTION_MS;
     if (p->opts.housekeeping_interval_ms == 0)
         p->opts.housekeeping_interval_ms = DEFAULT_HK_MS;
+    if (p->opts.max_batch == 0)
+        p->opts.max_batch = DEFAULT_MAX_BATCH;
+    if (p->opts.max_batch_ms == 0)
+        p->opts.max_batch_ms = DEFAULT_MAX_BATCH_MS;
     p->loop = loop;
     p->store = store;
     p->transport = transport;
@@ -838,9 +877,12 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
     for (int i = 0; i < 64; i++) {
         if (p->head == NULL && p->ext == NULL && !p->ndone && !p->answers)
             break;
+        uint64_t commits = p->stats.commits;
         p->rerun = 0;
         saga__gc_flush(&p->gc);
-        if (!p->rerun) /* committed, or the store failed */
+        /* Again after a commit (a batch takes max_batch at most) or a
+         * rerun without a failed handler; not after a store failure. */
+        if (!p->rerun && p->stats.commits == commits)
             break;
     }
     p->closing = 1;

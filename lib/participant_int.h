@@ -108,6 +108,11 @@ struct saga_participant {
     void (*close_cb)(void *);
     void *close_arg;
     char errmsg[512];
+
+    /* One loop turn stays short (participant.c, max_batch): the first
+     * nbatch received messages and the first ndone_batch outbox deletions
+     * are in the running batch; the rest wait for the next turn. */
+    size_t nbatch, ndone_batch;
 };
 
 void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,

@@ -27,6 +27,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-cpu.XXXXXX")
 pid=
 cleanup() {
     [ -z "$pid" ] || kill -KILL "$pid" 2> /dev/null || true
+    [ ! -f "$tmp/serve.pid" ] || kill -KILL "$(cat "$tmp/serve.pid")" 2> /dev/null || true
     wait 2> /dev/null || true
     rm -rf "$tmp"
 }
@@ -51,8 +52,16 @@ wrk_n() { # wrk_n URL MODE PREFIX COUNT
         fi
         sleep 0.05
     done
+    # wrk sometimes hangs after SIGINT on a loaded machine (its summary is
+    # not needed here: the figures come from the server's CPU time).
+    local k
+    for k in $(seq 1 100); do
+        kill -0 $w 2> /dev/null || break
+        sleep 0.1
+    done
+    kill -KILL $w 2> /dev/null || true
     wait $w || true
-    grep '^RESULT' "$tmp/wrk.out" || { cat "$tmp/wrk.out" "$tmp/wrk.err" >&2; exit 1; }
+    grep '^RESULT' "$tmp/wrk.out" || true
 }
 cat > "$tmp/catalog.json" << 'EOF'
 [{"product_id": "p_bench", "name": "Bench item", "price": 1.00, "stock": 1000000000}]
@@ -63,6 +72,7 @@ one() {
     port=$(free_port)
     "$1" serve --data "$dir" --listen "127.0.0.1:$port" --catalog "$tmp/catalog.json" > "$tmp/serve.log" 2>&1 &
     pid=$!
+    echo "$pid" > "$tmp/serve.pid" # for cleanup (this runs in a subshell)
     for i in $(seq 1 300); do
         grep -q 'listening on' "$tmp/serve.log" && break
         sleep 0.1
@@ -84,6 +94,7 @@ one() {
     all_n=$(sqlite3 -readonly "$dir/order.db" "SELECT COUNT(*) FROM orders;")
     kill -TERM $pid
     wait $pid 2> /dev/null || true
+    rm -f "$tmp/serve.pid"
     pid=
     rm -rf "$dir"
     awk -v a="$t0" -v b="$t1" -v n="$all_n" -v t="$tck" -v d="$done_n" \

@@ -88,7 +88,9 @@ row highest 1 "$bestw" "$out/highest.e" "$out/highest.f"
 # at once (plain rows, no fencing).
 LEASE=10000
 count_done() { # schema
-  psql "$SAGA_PG_URL" -Atc "SELECT (SELECT count(*) FROM $1.sagas WHERE state = 3) || ' ' || (SELECT count(*) FROM $1.journal)"
+  # journal entries: rows, and those packed in the saga rows (counted
+  # without decoding them, as the view journal would)
+  psql "$SAGA_PG_URL" -Atc "SELECT (SELECT count(*) FROM $1.sagas WHERE state = 3) || ' ' || ((SELECT count(*) FROM $1.journal_rows) + (SELECT coalesce(sum($1.jrn_count(jrn)), 0) FROM $1.sagas))"
 }
 multi() { # k
   local k=$1 i pids=() per=$(($N / $1)) sch

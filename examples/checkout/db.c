@@ -49,6 +49,11 @@ static void log_err(const char *what, const char *msg, const char *sql)
 
 int ck_db_is_pg(const ck_db *db) { return db != NULL && db->pg; }
 
+sqlite3 *ck_db_handle(ck_db *db)
+{
+    return db != NULL && !db->pg ? db->lite : NULL;
+}
+
 ck_db *ck_db_sqlite(sqlite3 *h)
 {
     ck_db *db = calloc(1, sizeof *db);
@@ -531,7 +536,12 @@ ck_db *ck_db_connect(const char *path, const char *pg_url, const char *schema)
 #endif
     }
     sqlite3 *h = NULL;
-    if (sqlite3_open(path, &h) != SQLITE_OK) {
+    /* NOMUTEX: a connection of ours is used by one thread only (the loop
+     * that opened it), as the stores' connections are. */
+    if (sqlite3_open_v2(path, &h,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                            SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
         fprintf(stderr, "saga-checkout: cannot open %s\n", path);
         sqlite3_close(h);
         return NULL;

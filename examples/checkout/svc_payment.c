@@ -231,8 +231,12 @@ static void charge_close_cb(uv_handle_t *h) { free(h->data); }
 /* The answers of one loop turn: their payments rows are written in one
  * transaction (one commit instead of one per charge), then, once that
  * is durable, each event is published and each deferred command
- * answered. If the transaction fails, each stays pending: re-driven at the
- * next start, where the gateway answers the same key the same way. */
+ * answered. If the transaction fails (a store error: disk full, I/O), the
+ * answers are kept and written again after FLUSH_RETRY_MS: the gateway's
+ * result is known, so nothing is charged again, and the saga goes on once
+ * the store is back instead of waiting for a restart (at shutdown they
+ * stay pending and are re-driven at the next start). */
+#define FLUSH_RETRY_MS 500
 static void flush(uv_timer_t *t)
 {
     pay_state *s = t->data;
@@ -264,13 +268,19 @@ static void flush(uv_timer_t *t)
         for (charge *ch = list; ch != NULL; ch = ch->next)
             ch->failed = 1;
     }
+    int again = 0;
     while (list != NULL) {
         charge *ch = list;
         list = ch->next;
         if (ch->failed) {
-            /* Our books failed: leave it pending; re-driven at the next
-             * start. */
-            saga_deferred_abandon(ch->deferred);
+            /* Our books failed: try them again later (before, the answer
+             * was abandoned, and the saga hung until a restart, its
+             * payment step answered "pending" on every retry and its
+             * refund compensation too, with the card charged). */
+            ch->next = s->answered;
+            ch->prev = NULL;
+            s->answered = ch;
+            again = 1;
         } else {
             saga_outcome oc;
             saga_map *out;
@@ -282,8 +292,15 @@ static void flush(uv_timer_t *t)
                 saga_map_encode(out, &b, &n);
             saga_deferred_reply(ch->deferred, oc, b, n, err);
             saga_map_free(out);
+            uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
         }
-        uv_close((uv_handle_t *)&ch->timeout, charge_close_cb);
+    }
+    if (again) {
+        ck_log(s->a,
+               "payment: recording gateway answers failed; retrying "
+               "in %d ms",
+               FLUSH_RETRY_MS);
+        uv_timer_start(&s->flush, flush, FLUSH_RETRY_MS, 0);
     }
 }
 

@@ -156,7 +156,7 @@ typedef int (*saga_command_fn)(saga_participant *p, const saga_command *cmd,
 typedef int (*saga_event_fn)(saga_participant *p, const saga_command *event,
                              void *arg);
 
-#define SAGA_PARTICIPANT_OPTIONS_VERSION 2
+#define SAGA_PARTICIPANT_OPTIONS_VERSION 3
 #define SAGA_PARTICIPANT_OPTIONS_INIT                                          \
     SAGA_INIT_VERSION(SAGA_PARTICIPANT_OPTIONS_VERSION)
 
@@ -198,6 +198,18 @@ typedef struct saga_participant_options {
      * Since: 0.2. */
     saga_log_event_fn log_event;
     void *log_event_arg;
+    /* version 3 (since 0.2): one loop turn stays short */
+    /** Received messages handled in one batch (one transaction, one loop
+     * turn) at most; the rest wait for the next loop turn, so that timers
+     * and I/O on the same loop (heartbeats, an engine's silence limit) run
+     * in between. Also the most outbox deletions one batch carries.
+     * Default 256. Since: 0.2. */
+    uint32_t max_batch;
+    /** A batch takes no further message once it has run this long (it
+     * always handles at least one); default 50 ms. It bounds a loop turn
+     * when the store is slow (one round trip per statement on PostgreSQL,
+     * a loaded machine). Since: 0.2. */
+    uint32_t max_batch_ms;
 } saga_participant_options;
 
 /**

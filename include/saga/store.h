@@ -129,7 +129,7 @@ typedef struct saga_batch_writes {
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 6
+#define SAGA_STORE_VERSION 7
 
 struct uv_loop_s;
 
@@ -143,6 +143,10 @@ typedef void (*saga_own_renewed_cb)(void *arg, int rc, uint32_t lease_ms);
  * you keep). Since: 0.2. */
 typedef void (*saga_own_claimed_cb)(void *arg, int rc, const saga_record *recs,
                                     size_t n);
+/** Completion of kv_get_submit(): @p rc SAGA_OK (the value is @p val,
+ * @p len bytes, borrowed for the call), SAGA_ENOTFOUND (no such key) or
+ * SAGA_ESTORE. Since: 0.2. */
+typedef void (*saga_kv_got_cb)(void *arg, int rc, const void *val, size_t len);
 
 /**
  * The store vtable. A store embeds it first in its own state:
@@ -357,6 +361,19 @@ struct saga_store {
      */
     int (*own_claim_submit)(saga_store *self, uint32_t limit,
                             saga_own_claimed_cb done, void *arg);
+    /* version 7: optional, since 0.2 */
+    /**
+     * kv_get() without blocking, outside a transaction: the read goes out
+     * at once (beside the batches in flight) and @p done runs later on the
+     * loop thread, exactly once, never from inside this call, also with
+     * SAGA_ESTORE when the answer was lost or the store was closed first.
+     * The engine polls its control queue with it (NULL: with kv_get, which
+     * waits for the server).
+     * @return SAGA_OK (submitted: @p done will run), or the refusal
+     *   (SAGA_ESTORE, SAGA_EINVAL, SAGA_ENOMEM; @p done never runs).
+     */
+    int (*kv_get_submit)(saga_store *self, const char *key, saga_kv_got_cb done,
+                         void *arg);
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)

@@ -393,7 +393,7 @@ static void send_setup(pg_store *s)
              PQsendQueryParams(c, sql, 0, NULL, NULL, NULL, NULL, 0);
     s->reconn_nres = 1;
     for (int i = 0; ok && i < PG__COUNT; i++) {
-        Oid types[16];
+        Oid types[PG_MAXP];
         int n = saga__pg_stmt_types(i, types);
         snprintf(name, sizeof name, "s%d", i);
         ok = PQsendPrepare(c, name, saga__pg_stmts[i].sql, n, types);

@@ -160,6 +160,19 @@ static void arr_bytes(pg_arr *a, const void *v, size_t n)
     a->len += n;
 }
 
+/* Room for @p n bytes at the end of @p a (NULL: out of memory). */
+static unsigned char *arr_space(pg_arr *a, size_t n)
+{
+    static const unsigned char zero[64];
+    size_t at = a->len;
+    while (n > 0 && !a->failed) {
+        size_t k = n < sizeof zero ? n : sizeof zero;
+        arr_bytes(a, zero, k);
+        n -= k;
+    }
+    return a->failed ? NULL : (unsigned char *)a->buf + at;
+}
+
 static void arr_u32(pg_arr *a, uint32_t v)
 {
     unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
@@ -199,26 +212,194 @@ static void arr_int(pg_arr *a, int64_t v)
     arr_u32(a, (uint32_t)v);
 }
 
+/* A saga of the batch by id: its id and its index in w->sagas. */
+typedef struct id_ix {
+    const char *id;
+    size_t i;
+} id_ix;
+
 static int cmp_id(const void *x, const void *y)
 {
-    return strcmp(*(const char *const *)x, *(const char *const *)y);
+    return strcmp(((const id_ix *)x)->id, ((const id_ix *)y)->id);
+}
+
+/* The journal entries that ride in their saga's row (the array
+ * statements): for saga i, jorder[jstart[i] .. jstart[i + 1]) are the
+ * indexes in w->journal of its entries, in batch order, and jbytes[i]
+ * their packed size; loose[0 .. nloose) are the entries of sagas not in
+ * the batch, written as journal rows. */
+typedef struct jplan {
+    size_t *jstart, *jorder, *jbytes, *loose;
+    size_t nloose;
+} jplan;
+
+static void jplan_free(jplan *jp)
+{
+    saga_free(jp->jstart);
+    saga_free(jp->jorder);
+    saga_free(jp->jbytes);
+    saga_free(jp->loose);
 }
 
 /* 1 if no saga id appears twice in the batch (then the bulk statements
- * give exactly the per-row result), 0 if one does, -1 out of memory. */
-static int distinct_ids(const saga_batch_writes *w)
+ * give exactly the per-row result, and @p jp says where each journal
+ * entry goes), 0 if one does, -1 out of memory. */
+static int plan_bulk(const pg_store *s, const saga_batch_writes *w, jplan *jp)
 {
-    const char **ids = saga_malloc(w->nsagas * sizeof *ids);
-    if (ids == NULL)
+    memset(jp, 0, sizeof *jp);
+    size_t ns = w->nsagas, nj = w->njournal;
+    id_ix *ids = saga_malloc(ns * sizeof *ids);
+    size_t *of = saga_malloc((nj ? nj : 1) * sizeof *of);
+    jp->jstart = saga_malloc((ns + 1) * sizeof *jp->jstart);
+    jp->jbytes = saga_malloc((ns ? ns : 1) * sizeof *jp->jbytes);
+    jp->jorder = saga_malloc((nj ? nj : 1) * sizeof *jp->jorder);
+    jp->loose = saga_malloc((nj ? nj : 1) * sizeof *jp->loose);
+    if (ids == NULL || of == NULL || jp->jstart == NULL || jp->jbytes == NULL ||
+        jp->jorder == NULL || jp->loose == NULL) {
+        saga_free(ids);
+        saga_free(of);
+        jplan_free(jp);
         return -1;
-    for (size_t i = 0; i < w->nsagas; i++)
-        ids[i] = w->sagas[i].id;
-    qsort(ids, w->nsagas, sizeof *ids, cmp_id);
+    }
+    memset(jp->jstart, 0, (ns + 1) * sizeof *jp->jstart);
+    memset(jp->jbytes, 0, (ns ? ns : 1) * sizeof *jp->jbytes);
+    for (size_t i = 0; i < ns; i++)
+        ids[i] = (id_ix){w->sagas[i].id, i};
+    qsort(ids, ns, sizeof *ids, cmp_id);
     int ok = 1;
-    for (size_t i = 1; i < w->nsagas && ok; i++)
-        ok = strcmp(ids[i - 1], ids[i]) != 0;
+    for (size_t i = 1; i < ns && ok; i++)
+        ok = strcmp(ids[i - 1].id, ids[i].id) != 0;
+    const char *owner = s->lease_ms ? s->owner : NULL;
+    for (size_t j = 0; ok && j < nj; j++) {
+        id_ix key = {w->journal[j].saga_id, 0};
+        const id_ix *hit = bsearch(&key, ids, ns, sizeof *ids, cmp_id);
+        of[j] = hit ? hit->i : (size_t)-1;
+        if (hit) {
+            jp->jstart[hit->i + 1]++;
+            jp->jbytes[hit->i] += saga__pg_jrn_size(&w->journal[j], owner);
+        } else {
+            jp->loose[jp->nloose++] = j;
+        }
+    }
+    if (ok) {
+        for (size_t i = 0; i < ns; i++)
+            jp->jstart[i + 1] += jp->jstart[i];
+        /* Fill each saga's slice in batch order. */
+        size_t *at = ns ? saga_malloc(ns * sizeof *at) : NULL;
+        if (ns && at == NULL) {
+            saga_free(ids);
+            saga_free(of);
+            jplan_free(jp);
+            return -1;
+        }
+        for (size_t i = 0; i < ns; i++)
+            at[i] = jp->jstart[i];
+        for (size_t j = 0; j < nj; j++)
+            if (of[j] != (size_t)-1)
+                jp->jorder[at[of[j]]++] = j;
+        saga_free(at);
+    }
     saga_free(ids);
+    saga_free(of);
+    if (!ok)
+        jplan_free(jp);
     return ok;
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static void put_i64(unsigned char *p, int64_t v)
+{
+    put_u32(p, (uint32_t)((uint64_t)v >> 32));
+    put_u32(p + 4, (uint32_t)v);
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+           (uint32_t)p[3];
+}
+
+static int64_t get_i64(const unsigned char *p)
+{
+    return (int64_t)((uint64_t)get_u32(p) << 32 | get_u32(p + 4));
+}
+
+size_t saga__pg_jrn_size(const saga_journal_entry *e, const char *owner)
+{
+    return PG_JRN_FIXED + 4 + (owner ? strlen(owner) + 1 : 0) + 4 +
+           (e->error ? strlen(e->error) + 1 : 0);
+}
+
+/* A string as an int4 length (-1: NULL), its bytes and a NUL. */
+static unsigned char *put_str(unsigned char *p, const char *v)
+{
+    if (v == NULL) {
+        put_u32(p, 0xffffffffu);
+        return p + 4;
+    }
+    size_t n = strlen(v);
+    put_u32(p, (uint32_t)n);
+    memcpy(p + 4, v, n + 1);
+    return p + 4 + n + 1;
+}
+
+void saga__pg_jrn_pack(unsigned char *out, const saga_journal_entry *e,
+                       const char *owner, int64_t epoch)
+{
+    put_u32(out, e->seq);
+    put_u32(out + 4, (uint32_t)e->kind);
+    put_u32(out + 8, (uint32_t)e->step);
+    put_u32(out + 12, e->attempt);
+    put_i64(out + 16, e->started_ms);
+    put_i64(out + 24, e->at_ms);
+    put_i64(out + 32, epoch);
+    put_str(put_str(out + PG_JRN_FIXED, owner), e->error);
+}
+
+/* The string at *off: NULL, or its bytes (NUL-ended in @p b). */
+static int get_str(const unsigned char *b, size_t len, size_t *off,
+                   const char **v)
+{
+    if (len - *off < 4)
+        return -1;
+    uint32_t n = get_u32(b + *off);
+    *off += 4;
+    if (n == 0xffffffffu) {
+        *v = NULL;
+        return 0;
+    }
+    if (len - *off < (size_t)n + 1 || b[*off + n] != '\0' ||
+        memchr(b + *off, '\0', n) != NULL)
+        return -1;
+    *v = (const char *)b + *off;
+    *off += (size_t)n + 1;
+    return 0;
+}
+
+int saga__pg_jrn_next(const unsigned char *b, size_t len, size_t *off,
+                      const char *saga_id, saga_journal_entry *e)
+{
+    if (*off > len || len - *off < PG_JRN_FIXED)
+        return -1;
+    const unsigned char *p = b + *off;
+    e->saga_id = saga_id;
+    e->seq = get_u32(p);
+    e->kind = (saga_journal_kind)(int32_t)get_u32(p + 4);
+    e->step = (int32_t)get_u32(p + 8);
+    e->attempt = get_u32(p + 12);
+    e->started_ms = get_i64(p + 16);
+    e->at_ms = get_i64(p + 24);
+    *off += PG_JRN_FIXED;
+    const char *owner;
+    return get_str(b, len, off, &owner) || get_str(b, len, off, &e->error) ? -1
+                                                                           : 0;
 }
 
 #define T_TEXT_OID 25u
@@ -228,8 +409,13 @@ static int distinct_ids(const saga_batch_writes *w)
 /* The sagas of @p w whose put flags select @p which (one of the three
  * kinds), as one statement. */
 static int send_sagas_n(pg_store *s, const saga_batch_writes *w,
-                        enum pg_stmt which, size_t count, size_t *nsent)
+                        const jplan *jp, enum pg_stmt which, size_t count,
+                        size_t *nsent)
 {
+    const char *owner = s->lease_ms ? s->owner : NULL;
+    int64_t epoch = s->lease_ms ? s->epoch : 0;
+    pg_arr jrn = {0};
+    arr_start(&jrn, T_BYTEA_OID, count);
     enum pg_stmt one = which == PG_SAGA_INSERT_N   ? PG_SAGA_INSERT_X
                        : which == PG_SAGA_UPDATE_N ? PG_SAGA_UPDATE_X
                                                    : PG_SAGA_UPDATE_DATA_X;
@@ -270,6 +456,14 @@ static int send_sagas_n(pg_store *s, const saga_batch_writes *w,
             arr_text(&arr[12], r->error);
             arr_blob(&arr[13], r->data_len ? r->data : "", r->data_len);
         }
+        /* The saga's journal entries of this batch, packed. */
+        arr_u32(&jrn, (uint32_t)jp->jbytes[i]);
+        unsigned char *out = arr_space(&jrn, jp->jbytes[i]);
+        for (size_t k = jp->jstart[i]; out && k < jp->jstart[i + 1]; k++) {
+            const saga_journal_entry *e = &w->journal[jp->jorder[k]];
+            saga__pg_jrn_pack(out, e, owner, epoch);
+            out += saga__pg_jrn_size(e, owner);
+        }
     }
     pg_params p = {0};
     int rc = 0;
@@ -279,25 +473,30 @@ static int send_sagas_n(pg_store *s, const saga_batch_writes *w,
         saga__pg_blob(&p, arr[k].buf, arr[k].len);
     }
     saga__pg_own_params(s, &p);
+    if (jrn.failed)
+        rc = -1;
+    saga__pg_blob(&p, jrn.buf, jrn.len);
     if (rc == 0)
         rc = send_prepared(s->conn, which, &p);
     for (int k = 0; k < ncols; k++)
         saga_free(arr[k].buf);
+    saga_free(jrn.buf);
     if (rc == 0)
         ++*nsent;
     return rc;
 }
 
+/* The journal entries sel[0 .. nsel) of @p w (all if sel is NULL) as
+ * rows, one statement. */
 static int send_journal_n(pg_store *s, const saga_batch_writes *w,
-                          size_t *nsent)
+                          const size_t *sel, size_t nsel, size_t *nsent)
 {
     pg_arr arr[8];
     memset(arr, 0, sizeof arr);
     for (int k = 0; k < 8; k++)
-        arr_start(&arr[k], k == 0 || k == 7 ? T_TEXT_OID : T_INT8_OID,
-                  w->njournal);
-    for (size_t i = 0; i < w->njournal; i++) {
-        const saga_journal_entry *e = &w->journal[i];
+        arr_start(&arr[k], k == 0 || k == 7 ? T_TEXT_OID : T_INT8_OID, nsel);
+    for (size_t i = 0; i < nsel; i++) {
+        const saga_journal_entry *e = &w->journal[sel ? sel[i] : i];
         arr_text(&arr[0], e->saga_id);
         arr_int(&arr[1], e->seq);
         arr_int(&arr[2], (int64_t)e->kind);
@@ -356,20 +555,43 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
     }
     /* Every write carries the fencing token (owner, epoch; NULL without
      * a lease), checked row by row in the array statements too. */
-    int bulk = w->nsagas >= BULK_MIN ? distinct_ids(w) : 0;
+    jplan jp;
+    int bulk = w->nsagas >= BULK_MIN ? plan_bulk(s, w, &jp) : 0;
     if (bulk < 0)
         return -1;
     if (bulk) {
+        /* The journal entries of the sagas written here ride in their
+         * rows; the others (loose) are rows of journal_rows below. */
         static const enum pg_stmt kinds[3] = {PG_SAGA_INSERT_N,
                                               PG_SAGA_UPDATE_N,
                                               PG_SAGA_UPDATE_DATA_N};
-        for (int k = 0; k < 3; k++) {
+        int rc = 0;
+        for (int k = 0; k < 3 && rc == 0; k++) {
             if (nk[k] == 0)
                 continue;
-            if (send_sagas_n(s, w, kinds[k], nk[k], nsent) != 0)
-                return -1;
-            SENT_ONE();
+            rc = send_sagas_n(s, w, &jp, kinds[k], nk[k], nsent);
+            if (rc == 0 && after != NULL)
+                rc = after(arg);
         }
+        if (rc == 0 && jp.nloose >= BULK_MIN) {
+            rc = send_journal_n(s, w, jp.loose, jp.nloose, nsent);
+            if (rc == 0 && after != NULL)
+                rc = after(arg);
+        } else {
+            for (size_t i = 0; rc == 0 && i < jp.nloose; i++) {
+                pg_params p = {0};
+                saga__pg_journal_params(&p, &w->journal[jp.loose[i]]);
+                saga__pg_own_params(s, &p);
+                rc = send_prepared(c, PG_JOURNAL_INSERT_X, &p);
+                if (rc == 0)
+                    ++*nsent;
+                if (rc == 0 && after != NULL)
+                    rc = after(arg);
+            }
+        }
+        jplan_free(&jp);
+        if (rc != 0)
+            return -1;
     } else {
         for (size_t i = 0; i < w->nsagas; i++) {
             enum pg_stmt which = saga__pg_put_stmt(w->put_flags[i]);
@@ -396,8 +618,10 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
         saga__pg_text(&p, w->done_ids[i]);
         SEND(PG_OUTBOX_DONE, &p);
     }
-    if (w->njournal >= BULK_MIN) {
-        if (send_journal_n(s, w, nsent) != 0)
+    if (bulk) {
+        /* Written above, in the saga rows and as loose rows. */
+    } else if (w->njournal >= BULK_MIN) {
+        if (send_journal_n(s, w, NULL, w->njournal, nsent) != 0)
             return -1;
         SENT_ONE();
     } else {

@@ -78,14 +78,19 @@ enum pg_stmt {
     PG_OWN_CHECK,
     PG_OWN_RELEASE,
     PG_OWN_FENCE,
+    /* saga_scan of active states only (the partial index). */
+    PG_SAGA_SCAN_ACTIVE,
     PG__COUNT
 };
+
+/* The most parameters a statement takes. */
+#define PG_MAXP 20
 
 /* One statement: its SQL and the types of its parameters (Oids), 0-ended.
  * Every parameter is sent in binary. */
 typedef struct pg_stmt_def {
     const char *sql;
-    unsigned int types[16];
+    unsigned int types[PG_MAXP];
 } pg_stmt_def;
 
 extern const pg_stmt_def saga__pg_stmts[PG__COUNT];
@@ -161,10 +166,10 @@ typedef struct pg_abatch {
 /* Parameters of one statement call, all binary. */
 typedef struct pg_params {
     int n;
-    const char *val[16];
-    int len[16];
-    int fmt[16];
-    char ints[16][8]; /* storage for int8 values in network order */
+    const char *val[PG_MAXP];
+    int len[PG_MAXP];
+    int fmt[PG_MAXP];
+    char ints[PG_MAXP][8]; /* storage for int8 values in network order */
 } pg_params;
 
 void saga__pg_text(pg_params *p, const char *v);
@@ -203,6 +208,23 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
 /** A failed statement's SQLSTATE as a slot result. */
 int saga__pg_map_state(const char *st);
 
+/* The journal entries packed in a saga row (sagas.jrn, migration 5): per
+ * entry seq, event, step, attempt (int4), started_ms, at_ms, epoch (int8),
+ * owner and error (an int4 length, -1 for NULL, then the bytes and a NUL),
+ * all big-endian. */
+#define PG_JRN_FIXED 40
+/** Bytes that saga__pg_jrn_pack writes for @p e with @p owner. */
+size_t saga__pg_jrn_size(const saga_journal_entry *e, const char *owner);
+/** Write @p e (with the fencing token @p owner, @p epoch; NULL, 0 without
+ * a lease) at @p out, which has saga__pg_jrn_size() bytes. */
+void saga__pg_jrn_pack(unsigned char *out, const saga_journal_entry *e,
+                       const char *owner, int64_t epoch);
+/** Read the entry at *off of @p b (@p len bytes) into @p e (its strings
+ * point into @p b; saga_id is @p saga_id) and advance *off. 0, or -1 if
+ * the bytes are malformed. */
+int saga__pg_jrn_next(const unsigned char *b, size_t len, size_t *off,
+                      const char *saga_id, saga_journal_entry *e);
+
 /* pg_async.c: attach, submit_batch, the read connection. */
 int saga__pg_attach(saga_store *self, struct uv_loop_s *loop);
 int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
@@ -232,10 +254,12 @@ void saga__pg_connect_failed(pg_store *s);
 int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
                         const pg_params *p, int n, pg_fin_fn fin,
                         void (*cb)(void), void *arg, int64_t x);
+/** pg_own.c: the version-7 kv_get_submit slot (every store). */
+void saga__pg_kv_async_init(pg_store *s);
 /** Release the loop handles (close). */
 void saga__pg_async_close(pg_store *s);
 /** The parameter count of statement @p i, its types into @p types. */
-int saga__pg_stmt_types(int i, unsigned int types[16]);
+int saga__pg_stmt_types(int i, unsigned int types[PG_MAXP]);
 /** Open a connection with the schema's search path and every statement
  * prepared; @p migrate also brings the schema up to date. */
 int saga__pg_open_conn(pg_store *s, PGconn **out, int migrate);

@@ -82,10 +82,10 @@ _Static_assert(SAGA_STATE_COMPLETED == 3 && SAGA_STATE_COMPENSATED == 4,
     "unnest($4) AS state, unnest($5) AS step, unnest($6) AS attempt, "         \
     "unnest($7) AS flags, unnest($8) AS created_ms, unnest($9) AS "            \
     "updated_ms, unnest($10) AS due_ms, unnest($11) AS deadline_ms, "
-#define UNNEST_UPDATE UNNEST_HEAD "unnest($12) AS error"
+#define UNNEST_UPDATE UNNEST_HEAD "unnest($12) AS error, unnest($15) AS jrn"
 #define UNNEST_SAGA_AS                                                         \
     UNNEST_HEAD "unnest($12) AS idem_key, unnest($13) AS error, unnest($14) "  \
-                "AS data"
+                "AS data, unnest($17) AS jrn"
 #define UNNEST_JOURNAL                                                         \
     "unnest($1), unnest($2), unnest($3), unnest($4), unnest($5), "             \
     "unnest($6), unnest($7), unnest($8)"
@@ -94,15 +94,16 @@ _Static_assert(SAGA_STATE_COMPLETED == 3 && SAGA_STATE_COMPENSATED == 4,
  * not. The ids are distinct (the batch code checks). */
 #define UPDATE_N(rows, set, o, e)                                              \
     "WITH u AS (UPDATE sagas s SET " UPDATE_SET_V set                          \
-    ", " OWN_SET(o, e) " FROM (SELECT " rows                                   \
-                       ") v WHERE s.id = v.id AND " FENCE(                     \
-                           o, e) " RETURNING s.id) SELECT CASE WHEN (SELECT "  \
-                                 "count(*) FROM u) = "                         \
-                                 "cardinality($1) THEN 1 ELSE "                \
-                                 "not_written((SELECT x.id FROM unnest($1) "   \
-                                 "WITH ORDINALITY AS x(id, n) WHERE x.id NOT " \
-                                 "IN (SELECT id FROM u) ORDER "                \
-                                 "BY x.n LIMIT 1), false) END"
+    ", jrn = s.jrn || v.jrn, " OWN_SET(                                        \
+        o, e) " FROM (SELECT " rows                                            \
+              ") v WHERE s.id = v.id AND " FENCE(                              \
+                  o, e) " RETURNING s.id) SELECT CASE WHEN (SELECT "           \
+                        "count(*) FROM u) = "                                  \
+                        "cardinality($1) THEN 1 ELSE "                         \
+                        "not_written((SELECT x.id FROM unnest($1) "            \
+                        "WITH ORDINALITY AS x(id, n) WHERE x.id NOT "          \
+                        "IN (SELECT id FROM u) ORDER "                         \
+                        "BY x.n LIMIT 1), false) END"
 #define PURGE_VICTIMS                                                          \
     "SELECT id FROM sagas WHERE state IN (3, 4) AND updated_ms < $1"
 
@@ -129,22 +130,38 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_SAGA_SCAN] = {"SELECT " SAGA_COLS " FROM sagas WHERE state = "
                       "ANY($1::int8[]) ORDER BY created_ms, seq",
                       {0}},
+    /* The same for active states only: the literal IN (1, 2) lets the
+     * generic plan use the partial index sagas_active (migration 5). */
+    [PG_SAGA_SCAN_ACTIVE] = {"SELECT " SAGA_COLS " FROM sagas WHERE state IN "
+                             "(1, 2) AND state = ANY($1::int8[]) ORDER BY "
+                             "created_ms, seq",
+                             {0}},
     /* The journal entry of the slot (owner, epoch: the fencing token,
      * NULL without a lease). */
-    [PG_JOURNAL_INSERT] = {"INSERT INTO journal(" JOURNAL_COLS ", owner, "
-                           "epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-                           "$9, " EPOCH("$10") ") ON CONFLICT (saga_id, seq) "
-                                               "DO NOTHING",
+    /* A row of journal_rows, unless the entry exists there or packed in
+     * the saga's row (jrn, migration 5). */
+    [PG_JOURNAL_INSERT] = {"INSERT INTO journal_rows(" JOURNAL_COLS
+                           ", owner, epoch) SELECT $1, $2, $3, $4, $5, $6, "
+                           "$7, $8, $9, " EPOCH(
+                               "$10") " WHERE NOT EXISTS (SELECT 1 FROM "
+                                      "sagas s, jrn_entries(s.jrn) j WHERE "
+                                      "s.id = $1 AND s.jrn <> '' AND j.seq = "
+                                      "$2) ON CONFLICT (saga_id, seq) DO "
+                                      "NOTHING",
                            {JOURNAL_TYPES, OWN_TYPES}},
-    [PG_JOURNAL_SCAN] = {"SELECT saga_id, seq, event, step, attempt, "
-                         "started_ms, at_ms, error FROM journal WHERE "
-                         "saga_id = $1 ORDER BY seq",
+    /* A saga's journal: its rows, then its packed entries (one row with
+     * jrn set), in one snapshot; journal_scan merges them by seq. */
+    [PG_JOURNAL_SCAN] = {"SELECT seq, event, step, attempt, started_ms, "
+                         "at_ms, error, NULL::bytea FROM journal_rows WHERE "
+                         "saga_id = $1 UNION ALL SELECT NULL, NULL, NULL, "
+                         "NULL, NULL, NULL, NULL, jrn FROM sagas WHERE id = "
+                         "$1 AND jrn <> ''",
                          {T_TEXT}},
     [PG_IDEM_INSERT] = {"INSERT INTO idem(key, saga_id, created_ms) VALUES "
                         "($1, $2, $3) ON CONFLICT (key) DO NOTHING",
                         {T_TEXT, T_TEXT, T_INT8}},
     [PG_IDEM_GET] = {"SELECT saga_id FROM idem WHERE key = $1", {T_TEXT}},
-    [PG_PURGE_JOURNAL] = {"DELETE FROM journal WHERE saga_id IN "
+    [PG_PURGE_JOURNAL] = {"DELETE FROM journal_rows WHERE saga_id IN "
                           "(" PURGE_VICTIMS ")",
                           {T_INT8}},
     [PG_PURGE_IDEM] = {"DELETE FROM idem WHERE saga_id IN (" PURGE_VICTIMS ")",
@@ -210,7 +227,8 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_OUTBOX_INSERT_X] = {"INSERT INTO outbox(id, topic, key, payload, "
                             "created_ms) VALUES ($1, $2, $3, $4, $5)",
                             {T_TEXT, T_TEXT, T_TEXT, T_BYTEA, T_INT8}},
-    [PG_JOURNAL_INSERT_X] = {"INSERT INTO journal(" JOURNAL_COLS ", owner, "
+    [PG_JOURNAL_INSERT_X] = {"INSERT INTO journal_rows(" JOURNAL_COLS
+                             ", owner, "
                              "epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
                              "$9, " EPOCH("$10") ")",
                              {JOURNAL_TYPES, OWN_TYPES}},
@@ -222,18 +240,20 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     /* Many rows per statement: the same writes with one array per column
      * (unnest) and the fencing token as two scalars, with the same
      * errors: the first row (in batch order) not written names it. */
-    [PG_SAGA_INSERT_N] = {"INSERT INTO sagas(" SAGA_COLS ", owner, epoch) "
-                          "SELECT " UNNEST_SAGA ", $15, " EPOCH("$16"),
-                          {SAGA_ARRAY_TYPES, OWN_TYPES}},
+    [PG_SAGA_INSERT_N] = {"INSERT INTO sagas(" SAGA_COLS ", owner, epoch, "
+                          "jrn) SELECT " UNNEST_SAGA
+                          ", $15, " EPOCH("$16") ", unnest($17)",
+                          {SAGA_ARRAY_TYPES, OWN_TYPES, A_BYTEA}},
     [PG_SAGA_UPDATE_N] = {UPDATE_N(UNNEST_UPDATE, ", error = v.error", "$13",
                                    "$14"),
-                          {UPDATE_ARRAY_TYPES, OWN_TYPES}},
+                          {UPDATE_ARRAY_TYPES, OWN_TYPES, A_BYTEA}},
     [PG_SAGA_UPDATE_DATA_N] = {UPDATE_N(UNNEST_SAGA_AS,
                                         ", idem_key = v.idem_key, error = "
                                         "v.error, data = v.data",
                                         "$15", "$16"),
-                               {SAGA_ARRAY_TYPES, OWN_TYPES}},
-    [PG_JOURNAL_INSERT_N] = {"INSERT INTO journal(" JOURNAL_COLS ", owner, "
+                               {SAGA_ARRAY_TYPES, OWN_TYPES, A_BYTEA}},
+    [PG_JOURNAL_INSERT_N] = {"INSERT INTO journal_rows(" JOURNAL_COLS
+                             ", owner, "
                              "epoch) SELECT " UNNEST_JOURNAL
                              ", $9, " EPOCH("$10"),
                              {JOURNAL_ARRAY_TYPES, OWN_TYPES}},
@@ -442,7 +462,10 @@ static int pg_saga_scan(saga_store *self, unsigned int mask, saga_record_cb cb,
     saga__pg_text(&p, states);
     p.fmt[0] = 0; /* text: the statement casts it to int8[] */
     PGresult *res;
-    int rc = saga__pg_run(s, PG_SAGA_SCAN, &p, &res, "saga_scan");
+    enum pg_stmt which = (mask & SAGA_STATE_MASK_ALL & ~SAGA_STATE_MASK_ACTIVE)
+                             ? PG_SAGA_SCAN
+                             : PG_SAGA_SCAN_ACTIVE;
+    int rc = saga__pg_run(s, which, &p, &res, "saga_scan");
     if (rc)
         return rc;
     for (int i = 0, n = PQntuples(res); i < n; i++) {
@@ -499,6 +522,23 @@ static int pg_journal_append(saga_store *self, const saga_journal_entry *e)
     return write(s, PG_JOURNAL_INSERT, &p, "journal_append", "entry");
 }
 
+static int grow_entries(pg_store *s, saga_journal_entry **es, size_t *cap)
+{
+    size_t nc = *cap ? *cap * 2 : 16;
+    saga_journal_entry *ne = saga_realloc(*es, nc * sizeof *ne);
+    if (ne == NULL)
+        return saga__pg_failf(s, SAGA_ENOMEM, "journal_scan: out of memory");
+    *es = ne;
+    *cap = nc;
+    return SAGA_OK;
+}
+
+static int cmp_seq(const void *x, const void *y)
+{
+    const saga_journal_entry *a = x, *b = y;
+    return (a->seq > b->seq) - (a->seq < b->seq);
+}
+
 static int pg_journal_scan(saga_store *self, const char *saga_id,
                            saga_journal_cb cb, void *arg)
 {
@@ -511,21 +551,49 @@ static int pg_journal_scan(saga_store *self, const char *saga_id,
     int rc = saga__pg_run(s, PG_JOURNAL_SCAN, &p, &res, "journal_scan");
     if (rc)
         return rc;
-    for (int i = 0, n = PQntuples(res); i < n; i++) {
-        saga_journal_entry e;
-        e.saga_id = saga__pg_col_text(res, i, 0);
-        e.seq = (uint32_t)saga__pg_col_int(res, i, 1);
-        e.kind = (saga_journal_kind)saga__pg_col_int(res, i, 2);
-        e.step = (int32_t)saga__pg_col_int(res, i, 3);
-        e.attempt = (uint32_t)saga__pg_col_int(res, i, 4);
-        e.started_ms = saga__pg_col_int(res, i, 5);
-        e.at_ms = saga__pg_col_int(res, i, 6);
-        e.error = saga__pg_col_text(res, i, 7);
-        if (cb(&e, arg) != 0)
-            break;
+    /* The rows, then the packed entries of the saga's row: all of them
+     * into one array, ordered by seq. */
+    size_t n = 0, cap = 0;
+    saga_journal_entry *es = NULL;
+    for (int i = 0, nr = PQntuples(res); i < nr && rc == SAGA_OK; i++) {
+        if (PQgetisnull(res, i, 7)) {
+            if (n == cap && (rc = grow_entries(s, &es, &cap)) != SAGA_OK)
+                break;
+            saga_journal_entry *e = &es[n++];
+            e->saga_id = saga_id;
+            e->seq = (uint32_t)saga__pg_col_int(res, i, 0);
+            e->kind = (saga_journal_kind)saga__pg_col_int(res, i, 1);
+            e->step = (int32_t)saga__pg_col_int(res, i, 2);
+            e->attempt = (uint32_t)saga__pg_col_int(res, i, 3);
+            e->started_ms = saga__pg_col_int(res, i, 4);
+            e->at_ms = saga__pg_col_int(res, i, 5);
+            e->error = saga__pg_col_text(res, i, 6);
+            continue;
+        }
+        size_t len;
+        const unsigned char *b = saga__pg_col_blob(res, i, 7, &len);
+        size_t off = 0;
+        while (off < len && rc == SAGA_OK) {
+            if (n == cap && (rc = grow_entries(s, &es, &cap)) != SAGA_OK)
+                break;
+            if (saga__pg_jrn_next(b, len, &off, saga_id, &es[n]) != 0)
+                rc = saga__pg_failf(s, SAGA_ECORRUPT,
+                                    "journal_scan: bad packed journal of "
+                                    "saga %s",
+                                    saga_id);
+            else
+                n++;
+        }
     }
+    if (rc == SAGA_OK) {
+        qsort(es, n, sizeof *es, cmp_seq);
+        for (size_t i = 0; i < n; i++)
+            if (cb(&es[i], arg) != 0)
+                break;
+    }
+    saga_free(es);
     PQclear(res);
-    return SAGA_OK;
+    return rc;
 }
 
 static int pg_idem_put(saga_store *self, const char *key, const char *saga_id,

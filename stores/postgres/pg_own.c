@@ -330,6 +330,46 @@ static int pg_own_claim_submit(saga_store *self, uint32_t limit,
                                arg, limit);
 }
 
+/* ------------------------------------------------------------------------ */
+/* kv_get on the loop (version 7): the engine's control-queue poll          */
+
+static void kv_fin(pg_store *s, pg_abatch *b)
+{
+    saga_kv_got_cb done = (saga_kv_got_cb)b->cb;
+    int rc = b->rc;
+    if (rc == SAGA_OK && b->nres != 1)
+        rc = saga__pg_failf(s, SAGA_ESTORE, "kv_get: no answer");
+    if (rc != SAGA_OK) {
+        done(b->arg, SAGA_ESTORE, NULL, 0);
+        return;
+    }
+    if (PQntuples(b->res[0]) == 0) {
+        done(b->arg, SAGA_ENOTFOUND, NULL, 0);
+        return;
+    }
+    size_t len;
+    const void *v = saga__pg_col_blob(b->res[0], 0, 0, &len);
+    done(b->arg, SAGA_OK, v, len);
+}
+
+static int pg_kv_get_submit(saga_store *self, const char *key,
+                            saga_kv_got_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (key == NULL || done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "kv_get: NULL argument");
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    enum pg_stmt which = PG_KV_GET;
+    return saga__pg_submit_own(s, &which, &p, 1, kv_fin, (void (*)(void))done,
+                               arg, 0);
+}
+
+void saga__pg_kv_async_init(pg_store *s)
+{
+    s->base.kv_get_submit = pg_kv_get_submit;
+}
+
 void saga__pg_own_init(pg_store *s)
 {
     s->base.own_renew_submit = pg_own_renew_submit;

@@ -194,6 +194,44 @@ if [ "$CO_MODE" = distributed ]; then
     done
 fi
 
+# ---- the payment store fails after the gateway charged ---------------------
+# A trigger makes the payment service's write of the gateway's answer fail
+# (as a full disk would) for a while, then the store comes back. The saga
+# must end by itself, without a restart, and no charge may stand for an
+# order that is not COMPLETED. Before the fix the answer was abandoned: the
+# payment step and then its refund were answered "pending" forever.
+pdb=$CO_DATA/payment.db
+sqlite3 -cmd '.timeout 10000' "$pdb" "CREATE TABLE hostile_fault (x);
+    INSERT INTO hostile_fault VALUES (1);
+    CREATE TRIGGER hostile_fail BEFORE UPDATE OF status ON payments
+    WHEN NEW.status != 'PENDING' AND EXISTS (SELECT 1 FROM hostile_fault)
+    BEGIN SELECT RAISE(ABORT, 'hostile: injected store failure'); END;" ||
+    bad "cannot install the fault trigger"
+co_add_item c_fault p_widget 1
+co_checkout c_fault tok_ok k_fault
+expect "checkout while the payment store fails" 202
+fault_oid=$OID
+charged=
+for i in $(seq 1 150); do
+    req GET /api/v1/ledger
+    jqt "any(.charges[]; .order_id == \"$fault_oid\" and .state == \"CHARGED\")" && { charged=1; break; }
+    sleep 0.1
+done
+[ -n "$charged" ] && pass || bad "the gateway never charged $fault_oid"
+sleep 3   # the answer's write fails, the step's attempts time out
+sqlite3 -cmd '.timeout 10000' "$pdb" "DELETE FROM hostile_fault;" || bad "cannot clear the fault"
+co_wait_final "$fault_oid" 60 && pass || bad "order $fault_oid never ended after the store came back: ${BODY:0:400}"
+status=$(jq -r .status <<< "$BODY")
+req GET /api/v1/ledger
+if [ "$status" = COMPLETED ]; then
+    expect "its charge stands once" 200 "[.charges[] | select(.order_id == \"$fault_oid\")] |
+        length == 1 and .[0].state == \"CHARGED\""
+else
+    expect "cancelled: nothing stands charged" 200 "all(.charges[] | select(.order_id == \"$fault_oid\");
+        .state != \"CHARGED\" or .refunded == .amount)"
+fi
+sqlite3 -cmd '.timeout 10000' "$pdb" "DROP TRIGGER hostile_fail; DROP TABLE hostile_fault;"
+
 # ---- still serving, and the stock adds up ---------------------------------
 req GET /api/v1/inventory
 expect "inventory invariant" 200 'all(.inventory[]; .available_quantity + .reserved_quantity +

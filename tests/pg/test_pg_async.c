@@ -863,7 +863,9 @@ static int engine_active(saga_engine *e)
  * closed (reset) at the outage's start; else the engine holds a lease of
  * that length (shorter than the outage: it runs out) and the partition is
  * silent (the renewal in flight gets no answer until the end). */
-static void outage(uint32_t lease_ms)
+/* @p poll_ms: the control queue's poll (0: off with a lease, the default
+ * without). */
+static void outage(uint32_t lease_ms, uint32_t poll_ms)
 {
     proxy px;
     proxy_start(&px);
@@ -901,12 +903,12 @@ static void outage(uint32_t lease_ms)
     cr_assert_eq(saga_def_add_step(d, "two", step_ok, NULL, &sto, NULL),
                  SAGA_OK);
     cr_assert_eq(saga_engine_register(k.e, d), SAGA_OK);
-    /* The control queue's poll (admin.c) is a synchronous read on the
-     * loop: in a silent partition it waits for the server like any
-     * synchronous slot. Off here: this test is about the store's own
-     * round trips (batches, reconnection, lease, claims). */
-    if (lease_ms)
-        cr_assert_eq(saga_engine_set_control_poll(k.e, 0), SAGA_OK);
+    /* The control queue's poll (admin.c) reads on the loop too (store
+     * version 7, kv_get_submit): on, every 20 ms, through the silent
+     * partition in a_silent_partition_with_the_control_poll_...; before,
+     * it was a synchronous read that waited for the server. */
+    if (lease_ms || poll_ms)
+        cr_assert_eq(saga_engine_set_control_poll(k.e, poll_ms), SAGA_OK);
     cr_assert_eq(saga_engine_start(k.e), SAGA_OK, "%s",
                  saga_engine_errmsg(k.e));
     uv_timer_init(&loop, &k.t);
@@ -945,7 +947,7 @@ static void outage(uint32_t lease_ms)
 
 Test(pg_async, a_server_unreachable_for_a_while_never_stops_the_loop)
 {
-    outage(0);
+    outage(0, 0);
 }
 
 /* The lease's renewals and claims go out on the loop too: a silent
@@ -953,5 +955,13 @@ Test(pg_async, a_server_unreachable_for_a_while_never_stops_the_loop)
  * ends every saga (under a new epoch). */
 Test(pg_async, a_silent_partition_past_the_lease_never_stops_the_loop)
 {
-    outage(1000);
+    outage(1000, 0);
+}
+
+/* The same with the engine polling its control queue every 20 ms: the
+ * poll's read goes out on the loop and is answered there (it waited for
+ * the server before: no tick ran while the partition lasted). */
+Test(pg_async, a_silent_partition_with_the_control_poll_never_stops_the_loop)
+{
+    outage(1000, 20);
 }

@@ -53,3 +53,31 @@ Test(participant_options, version_1_struct_is_read_only_that_far)
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_expect_eq(uv_loop_close(&loop), 0);
 }
+
+/* Version 3 appended max_batch and max_batch_ms: a version-2 caller's
+ * struct ends before them, and they take their defaults. */
+Test(participant_options, version_2_struct_is_read_only_that_far)
+{
+    size_t v2 = offsetof(saga_participant_options, max_batch);
+    saga_participant_options *o = saga_malloc(v2); /* exactly v2's size */
+    cr_assert_not_null(o);
+    cr_assert_eq(saga_participant_options_init(o, 2), SAGA_OK);
+    o->service = "inventory";
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    saga_inmem_bus *bus;
+    cr_assert_eq(saga_inmem_bus_new(&bus, &loop), SAGA_OK);
+    saga_transport *t;
+    cr_assert_eq(saga_transport_inmem_new(&t, bus), SAGA_OK);
+    saga_store *s;
+    cr_assert_eq(saga_store_memory_new(&s), SAGA_OK);
+    saga_participant *p;
+    cr_assert_eq(saga_participant_new(&p, &loop, s, t, o), SAGA_OK);
+    saga_free(o);
+    cr_assert_eq(saga_participant_start(p), SAGA_OK);
+    saga_participant_close(p, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    saga_inmem_bus_free(bus);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_expect_eq(uv_loop_close(&loop), 0);
+}
