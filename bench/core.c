@@ -15,8 +15,9 @@
  *
  * The floor is the same durable work done with SQLite alone: the same file
  * settings (WAL, synchronous=FULL, the engine file's page size), the
- * store's schema and its INSERT/UPDATE/BEGIN IMMEDIATE/COMMIT statements
- * (copied from stores/sqlite; the run fails if the schemas differ), each
+ * store's schema (its CREATE statements read from the engine's file; the
+ * run fails if the schemas differ) and its INSERT/UPDATE/BEGIN
+ * IMMEDIATE/COMMIT statements (copied from stores/sqlite), each
  * prepared once, bound SQLITE_STATIC. Per saga it writes the engine's rows:
  * 1 saga INSERT, 4 saga UPDATEs, 6 journal INSERTs (STARTED, STEP_OK x4,
  * COMPLETED), with the same values and ids of the engine's scheme (ids
@@ -135,55 +136,11 @@ static double engine_run(const char *path, long n, long window, double *lat,
 /* ------------------------------------------------------------------------ */
 /* The floor: plain SQLite                                                  */
 
-/* Copied from stores/sqlite (store_sqlite.c migration 0 -> 1 and
- * sqlite_ops.c). check_schema() compares the resulting sqlite_master with
- * the engine's database, so a schema change there cannot go unnoticed. */
-static const char schema_sql[] =
-    "CREATE TABLE sagas("
-    " id TEXT PRIMARY KEY NOT NULL,"
-    " def_name TEXT NOT NULL,"
-    " def_version INTEGER NOT NULL,"
-    " state INTEGER NOT NULL,"
-    " step INTEGER NOT NULL,"
-    " attempt INTEGER NOT NULL,"
-    " flags INTEGER NOT NULL,"
-    " created_ms INTEGER NOT NULL,"
-    " updated_ms INTEGER NOT NULL,"
-    " due_ms INTEGER NOT NULL,"
-    " deadline_ms INTEGER NOT NULL,"
-    " idem_key TEXT,"
-    " error TEXT,"
-    " data BLOB NOT NULL);"
-    "CREATE INDEX sagas_state ON sagas(state, created_ms);"
-    "CREATE TABLE journal("
-    " saga_id TEXT NOT NULL,"
-    " seq INTEGER NOT NULL,"
-    " event INTEGER NOT NULL,"
-    " step INTEGER NOT NULL,"
-    " attempt INTEGER NOT NULL,"
-    " started_ms INTEGER NOT NULL,"
-    " at_ms INTEGER NOT NULL,"
-    " error TEXT,"
-    " PRIMARY KEY(saga_id, seq)) WITHOUT ROWID;"
-    "CREATE TABLE idem("
-    " key TEXT PRIMARY KEY NOT NULL,"
-    " saga_id TEXT NOT NULL,"
-    " created_ms INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE outbox("
-    " seq INTEGER PRIMARY KEY,"
-    " id TEXT NOT NULL UNIQUE,"
-    " topic TEXT NOT NULL,"
-    " key TEXT,"
-    " payload BLOB NOT NULL,"
-    " created_ms INTEGER NOT NULL);"
-    "CREATE TABLE inbox("
-    " msg_id TEXT PRIMARY KEY NOT NULL,"
-    " created_ms INTEGER NOT NULL,"
-    " reply BLOB NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE kv("
-    " key TEXT PRIMARY KEY NOT NULL,"
-    " val BLOB NOT NULL) WITHOUT ROWID;"
-    "PRAGMA user_version = 1;";
+/* The store's schema as SQL, read from the engine's database (its CREATE
+ * statements in creation order, then its user_version): the floor creates
+ * its tables from it, so they are the store's whatever its migrations say.
+ * check_schema() still compares both files' sqlite_master. */
+static char *g_schema_sql;
 
 #define SAGA_COLS                                                              \
     "id, def_name, def_version, state, step, attempt, flags, created_ms, "     \
@@ -237,7 +194,7 @@ static void floor_open(floor_db *f, const char *path, int page_size)
     fexec(f->db, "PRAGMA journal_mode = WAL");
     fexec(f->db, "PRAGMA synchronous = FULL");
     fexec(f->db, "BEGIN IMMEDIATE");
-    fexec(f->db, schema_sql);
+    fexec(f->db, g_schema_sql);
     fexec(f->db, "COMMIT");
     for (int i = 0; i < F__COUNT; i++)
         if (sqlite3_prepare_v3(f->db, floor_sql[i], -1,
@@ -366,17 +323,13 @@ static void check_rows(const char *path, const char *who, long n)
     exit(1);
 }
 
-/* The schema as text (sqlite_master in name order), malloc'd: the floor's
- * must be the store's, statement for statement. */
-static char *schema_of(const char *path)
+/* The one text value of @p query on the database at @p path, malloc'd. */
+static char *text_of(const char *path, const char *query)
 {
-    static const char q[] = "SELECT group_concat(type || name || "
-                            "coalesce(sql, ''), ';') FROM (SELECT * FROM "
-                            "sqlite_master ORDER BY name)";
     char *txt = NULL;
     sqlite3 *db = ro_open(path);
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(db, query, -1, &st, NULL) != SQLITE_OK)
         die("schema", sqlite3_errmsg(db));
     if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
         txt = strdup((const char *)sqlite3_column_text(st, 0));
@@ -385,6 +338,24 @@ static char *schema_of(const char *path)
     if (txt == NULL)
         die("schema", path);
     return txt;
+}
+
+/* The schema as text (sqlite_master in name order): the floor's must be
+ * the store's, statement for statement. */
+static char *schema_of(const char *path)
+{
+    return text_of(path, "SELECT group_concat(type || name || "
+                         "coalesce(sql, ''), ';') FROM (SELECT * FROM "
+                         "sqlite_master ORDER BY name)");
+}
+
+/* The SQL that makes the schema of the database at @p path. */
+static char *schema_sql_of(const char *path)
+{
+    return text_of(path, "SELECT (SELECT group_concat(sql, ';') FROM (SELECT "
+                         "sql FROM sqlite_master WHERE sql IS NOT NULL ORDER "
+                         "BY rowid)) || ';PRAGMA user_version = ' || "
+                         "(SELECT user_version FROM pragma_user_version)");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -555,6 +526,7 @@ static void pair(const config *c, const char *tag, long n, long window,
                 g_page_size = (int)count(db, "PRAGMA page_size");
                 sqlite3_close(db);
                 g_schema = schema_of(ep);
+                g_schema_sql = schema_sql_of(ep);
             }
             settle(ep, c->keep);
         } else if (c->engine_only) {
@@ -572,9 +544,8 @@ static void pair(const config *c, const char *tag, long n, long window,
             check_rows(fp, fn, n);
             char *fs = schema_of(fp);
             if (strcmp(fs, g_schema) != 0)
-                die("schema check",
-                    "the floor's schema differs from the "
-                    "SQLite store's; update schema_sql in bench/core.c");
+                die("schema check", "the floor's schema differs from the "
+                                    "SQLite store's");
             free(fs);
             settle(fp, c->keep);
         }
@@ -641,5 +612,6 @@ int main(int argc, char **argv)
     free(v);
     free(lat);
     free(g_schema);
+    free(g_schema_sql);
     return 0;
 }

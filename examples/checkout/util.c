@@ -273,7 +273,12 @@ int ck_publish(saga_participant *p, const char *topic, const char *order_id,
 {
     if (ev == NULL)
         return SAGA_ENOMEM;
-    char *body = ck_dump(ev);
+    /* In the order the fields were set (event_id, event_type, order_id,
+     * timestamp, then the event's own, as the seed shows them): sorting
+     * the keys, which ck_dump() does for the canonical request, copied and
+     * sorted every object's keys of every event (perf: json_dumps ~3% of
+     * the checkout's CPU). */
+    char *body = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
     const char *type = json_string_value(json_object_get(ev, "event_type"));
     int rc = body ? saga_participant_publish(p, topic, order_id,
                                              type ? type : "event", body,
