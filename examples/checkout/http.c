@@ -66,7 +66,12 @@ void (*ck_log_sink(ck_app *a))(const saga_log_event *ev, void *arg)
 #endif
 
 #define CK_BODY_MAX (1024 * 1024)         /* our 413, with a JSON body */
-#define CK_H2O_BODY_MAX (8 * 1024 * 1024) /* h2o's own 413 beyond this */
+#define CK_H2O_BODY_MAX (2 * 1024 * 1024) /* h2o's own 413 beyond this */
+/* Connections open at once (CK_MAX_CONNECTIONS): one more is accepted and
+ * closed at once. With h2o holding at most CK_H2O_BODY_MAX of body per
+ * connection until its request timeout, this bounds what slow uploads can
+ * pin in memory. */
+#define CK_MAX_CONNS_DEFAULT 1024
 
 typedef struct ck_http {
     ck_app *a;
@@ -403,6 +408,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+/* One HTTP front per process, on one loop: plain counters suffice. */
+static size_t ck_conns_open;
+static size_t ck_conns_max = CK_MAX_CONNS_DEFAULT;
+
+static void on_conn_closed(uv_handle_t *handle)
+{
+    ck_conns_open--;
+    free(handle);
+}
+
 static void on_accept(uv_stream_t *listener, int status)
 {
     ck_http *h = listener->data;
@@ -410,12 +425,14 @@ static void on_accept(uv_stream_t *listener, int status)
         return;
     uv_tcp_t *conn = h2o_mem_alloc(sizeof *conn);
     uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0) {
+    if (uv_accept(listener, (uv_stream_t *)conn) != 0 ||
+        ck_conns_open >= ck_conns_max) {
         uv_close((uv_handle_t *)conn, (uv_close_cb)free);
         return;
     }
+    ck_conns_open++;
     h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn,
-                                              (uv_close_cb)free);
+                                              on_conn_closed);
     h2o_accept(&h->accept_ctx, sock);
 }
 
@@ -436,6 +453,9 @@ int ck_http_start(ck_app *a, const char *listen, char *bound, size_t bsize)
     if (h == NULL)
         return -1;
     h->a = a;
+    const char *mc = getenv("CK_MAX_CONNECTIONS");
+    if (mc != NULL && atoi(mc) > 0)
+        ck_conns_max = (size_t)atoi(mc);
     h2o_config_init(&h->config);
     h->config.max_request_entity_size = CK_H2O_BODY_MAX;
     h->config.http1.upgrade_to_http2 = 0;

@@ -11,6 +11,8 @@ CO_MODE=${1:-serve}
 # The server may close a hostile connection before our last write to it:
 # that write must fail (EPIPE), not kill the test.
 trap '' PIPE
+# A low connection cap, so that the test can reach it (docs/checkout-api.md).
+export CK_MAX_CONNECTIONS=120
 co_start "$CO_MODE" "$CO_TMP/data"
 PORT=${CO_URL##*:}
 CO_USER=u_h
@@ -162,6 +164,19 @@ expect "a checkout while they hang on" 202
 wait "${pids[@]}" 2>/dev/null
 for fd in "${idle[@]}"; do exec {fd}>&-; done
 co_wait_final "$OID" && pass || bad "order $OID never ended"
+
+# ---- the connection cap (CK_MAX_CONNECTIONS, set below the test's start) --
+# At the cap one more connection is closed at once; once the idle ones go,
+# the server serves again. Memory stays bounded by cap x body limit.
+capped=()
+for i in $(seq 1 "$CK_MAX_CONNECTIONS"); do exec {fd}<> "/dev/tcp/127.0.0.1/$PORT" && capped+=("$fd"); done
+sleep 0.5
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$CO_URL/health" || true)
+[ "$code" = 000 ] && pass || bad "connection $((CK_MAX_CONNECTIONS + 1)) was served ($code), the cap is $CK_MAX_CONNECTIONS"
+for fd in "${capped[@]}"; do exec {fd}>&-; done
+sleep 0.5
+req GET /health
+expect "served again once the idle connections closed" 200 '.status == "ok"'
 
 # ---- distributed: hostile TCP peers on every service endpoint -------------
 # Garbage, a frame announcing 2 GiB, half a frame then silence, a HELLO of
