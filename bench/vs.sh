@@ -50,10 +50,16 @@ figures() {
          $1 == "floor-batch" { for (i = 2; i <= NF; i++) if ($i ~ /^cpu=/) { v = $i; sub(/cpu=/, "", v); if (v == "") v = $(i + 1); print "floor_cpu_s", v + 0 } }
          /^engine_vs_floor=/ { sub(/.*=/, ""); print "engine_vs_floor", $0 }' "$1" ;;
   remote)
+    # CPU is for the whole run: the throughput phase and the latency phase,
+    # whose count depends on the rate found; per saga it compares.
     awk '/^remote_sagas_per_s=/ { sub(/.*=/, ""); print "sagas/s", $0 }
-         /^latency:/ { for (i = 1; i <= NF; i++) if ($i == "p99") { v = $(i + 1); sub(/,/, "", v); print "p99_ms", v } }
-         /^cpu:/ { for (i = 1; i <= NF; i++) { if ($i == "orchestrator") { v = $(i + 1); print "orch_cpu_s", v + 0 }
-                                             if ($i == "participants") { v = $(i + 1); print "part_cpu_s", v + 0 } } }' "$1" ;;
+         /^throughput:/ { n += $2 }
+         /^latency:/ { for (i = 1; i <= NF; i++) {
+                         if ($i == "p99") { v = $(i + 1); sub(/,/, "", v); print "p99_ms", v }
+                         if ($i ~ /^\([0-9]+$/) { v = $i; sub(/\(/, "", v); n += v } } }
+         /^cpu:/ { for (i = 1; i <= NF; i++) { if ($i == "orchestrator") o = $(i + 1) + 0
+                                             if ($i == "participants") q = $(i + 1) + 0 } }
+         END { if (n > 0) { printf "orch_cpu_us/saga %.1f\n", o * 1e6 / n; printf "part_cpu_us/saga %.1f\n", q * 1e6 / n } }' "$1" ;;
   esac
 }
 

@@ -93,14 +93,9 @@ int saga_participant_stats(saga_participant *p, saga_participant_counters *out)
     return SAGA_OK;
 }
 
-int saga_reply_set(saga_reply *r, saga_outcome outcome, const void *out,
-                   size_t out_len, const char *error)
+int saga__answer_dup(const void *out, size_t out_len, const char *error,
+                     void **out_copy, char **err_copy)
 {
-    if (r == NULL || (int)outcome < SAGA_OUTCOME_OK ||
-        outcome > SAGA_OUTCOME_RETRY || (out == NULL && out_len > 0))
-        return SAGA_EINVAL;
-    if (out_len > 0 && !saga__data_is_map(out, out_len))
-        return SAGA_EINVAL;
     void *copy = NULL;
     char *err = saga__strdup(error);
     if (out_len > 0) {
@@ -113,6 +108,23 @@ int saga_reply_set(saga_reply *r, saga_outcome outcome, const void *out,
         saga_free(err);
         return SAGA_ENOMEM;
     }
+    *out_copy = copy;
+    *err_copy = err;
+    return SAGA_OK;
+}
+
+int saga_reply_set(saga_reply *r, saga_outcome outcome, const void *out,
+                   size_t out_len, const char *error)
+{
+    if (r == NULL || (int)outcome < SAGA_OUTCOME_OK ||
+        outcome > SAGA_OUTCOME_RETRY || (out == NULL && out_len > 0))
+        return SAGA_EINVAL;
+    if (out_len > 0 && !saga__data_is_map(out, out_len))
+        return SAGA_EINVAL;
+    void *copy;
+    char *err;
+    if (saga__answer_dup(out, out_len, error, &copy, &err) != SAGA_OK)
+        return SAGA_ENOMEM;
     saga_free(r->out);
     saga_free(r->error);
     r->outcome = outcome;

@@ -178,18 +178,10 @@ int saga_deferred_reply(saga_deferred *d, saga_outcome outcome, const void *out,
         free_def(d);
         return SAGA_OK;
     }
-    void *copy = NULL;
-    char *err = saga__strdup(error);
-    if (out_len > 0) {
-        copy = saga_malloc(out_len);
-        if (copy != NULL)
-            memcpy(copy, out, out_len);
-    }
-    if ((out_len > 0 && copy == NULL) || (error != NULL && err == NULL)) {
-        saga_free(copy);
-        saga_free(err);
+    void *copy;
+    char *err;
+    if (saga__answer_dup(out, out_len, error, &copy, &err) != SAGA_OK)
         return SAGA_ENOMEM;
-    }
     d->outcome = outcome;
     d->out = copy;
     d->out_len = out_len;

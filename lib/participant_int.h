@@ -155,6 +155,11 @@ int saga__pbarrier_pending(const void *prev, size_t prev_len, const void *raw,
 /* Split a pending barrier value; 0 if it is malformed. */
 int saga__pbarrier_split(const void *val, size_t len, const void **prev,
                          size_t *prev_len, const void **raw, size_t *raw_len);
+/* Copies of a handler's answer (output map and error text, either may be
+ * empty) for saga_reply_set() and saga_deferred_reply(): SAGA_OK, or
+ * SAGA_ENOMEM with nothing allocated. */
+int saga__answer_dup(const void *out, size_t out_len, const char *error,
+                     void **out_copy, char **err_copy);
 /* Record the answers queued since the last batch (in the transaction). */
 int saga__pdefer_record(saga_participant *p);
 /* The batch committed / was rolled back. */
