@@ -6,6 +6,8 @@
 #   -s S   seconds of the half-rate phase (default 10)
 #   -c C   connections (default 64), -t T wrk threads (default 2)
 #   -d DIR data directory (default: a new temporary one, removed afterwards)
+#   -r R   the latency phase at R checkouts/s instead of half the accepted
+#          rate (to compare the p99 of two builds at the same rate)
 #
 # 1. `saga-checkout serve` on a fresh DIR, catalogue of one product with
 #    ample stock; every checkout has its own cart, filled beforehand by wrk
@@ -27,10 +29,10 @@ H2O=$2
 shift 2
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 LUA=$HERE/checkout.lua
-N=15000 S=10 C=64 T=2 DIR=
-while getopts n:s:c:t:d: o; do
+N=15000 S=10 C=64 T=2 DIR= R=
+while getopts n:s:c:t:d:r: o; do
     case $o in
-        n) N=$OPTARG ;; s) S=$OPTARG ;; c) C=$OPTARG ;; t) T=$OPTARG ;;
+        r) R=$OPTARG ;; n) N=$OPTARG ;; s) S=$OPTARG ;; c) C=$OPTARG ;; t) T=$OPTARG ;;
         d) DIR=$OPTARG ;; *) exit 2 ;;
     esac
 done
@@ -126,7 +128,7 @@ echo "sagas: $done_n of $all_n COMPLETED, $sagas_per_s completed sagas/s (first 
 [ "$done_n" = "$all_n" ] || echo "WARNING: $((all_n - done_n)) sagas did not complete" >&2
 
 # ---- half rate ------------------------------------------------------------
-rate=$(awk -v a="$acc" -v t="$T" 'BEGIN { r = a / 2 / t; if (r < 1) r = 1; printf "%.1f", r }')
+rate=$(awk -v a="${R:-0}" -v h="$acc" -v t="$T" 'BEGIN { if (a <= 0) a = h / 2; r = a / t; if (r < 1) r = 1; printf "%.1f", r }')
 cnt=$(awk -v r="$rate" -v s="$S" 'BEGIN { printf "%d", r * s + 0.5 }')
 [ "$cnt" -ge 1 ] || cnt=1
 wrk_run carts h $((cnt + C)) > /dev/null

@@ -209,10 +209,8 @@ int ck_participant(ck_app *a, int svc, saga_participant **out, ck_db **db)
     *db = ck_db_participant(*out, a->store != NULL ? schema : NULL);
     if (*db == NULL)
         return -1;
-    if (a->store == NULL) {
+    if (a->store == NULL)
         sqlite3_busy_timeout(saga_participant_store_handle(*out), 5000);
-        ck_ckpt_add(saga_participant_store_handle(*out));
-    }
     a->svc[svc] = *out;
     return 0;
 }
@@ -226,7 +224,5 @@ int ck_open_db(ck_app *a, const char *svc, ck_db **out)
         pg_url_split(a->store, url, sizeof url, prefix) != 0)
         return -1;
     *out = ck_db_connect(spec, a->store != NULL ? url : NULL, schema);
-    if (*out != NULL && a->store == NULL)
-        ck_ckpt_add(ck_db_handle(*out));
     return *out != NULL ? 0 : -1;
 }

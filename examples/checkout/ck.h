@@ -130,16 +130,6 @@ int ck_publish(saga_participant *p, const char *topic, const char *order_id,
 /* A new event object with event_id, event_type, order_id, timestamp. */
 json_t *ck_event(const char *type, const char *order_id, int64_t now);
 
-/* --- ckpt.c: WAL checkpoints on a thread of their own ---------------- */
-/* Turn it on (once, before any service opens); without it every
- * connection keeps SQLite's own autocheckpoint. */
-int ck_ckpt_init(void);
-/* Checkpoint @p h's file from that thread instead of in @p h's commits
- * (call on the connection's own thread, before it is used elsewhere). */
-int ck_ckpt_add(sqlite3 *h);
-/* Stop the thread (after the loops have stopped). */
-void ck_ckpt_stop(void);
-
 /* --- transport / service bootstrap (main.c) --------------------------- */
 saga_transport *ck_transport(ck_app *a, const char *endpoint);
 int ck_participant(ck_app *a, int svc, saga_participant **out, ck_db **db);

@@ -49,11 +49,6 @@ static void log_err(const char *what, const char *msg, const char *sql)
 
 int ck_db_is_pg(const ck_db *db) { return db != NULL && db->pg; }
 
-sqlite3 *ck_db_handle(ck_db *db)
-{
-    return db != NULL && !db->pg ? db->lite : NULL;
-}
-
 ck_db *ck_db_sqlite(sqlite3 *h)
 {
     ck_db *db = calloc(1, sizeof *db);

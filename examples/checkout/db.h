@@ -42,8 +42,6 @@ typedef struct ck_stmt ck_stmt;
 
 /* A database on a SQLite handle that stays the caller's (tests). */
 ck_db *ck_db_sqlite(sqlite3 *h);
-/* The SQLite connection of @p db (NULL on PostgreSQL). */
-sqlite3 *ck_db_handle(ck_db *db);
 /* The database of a participant's store: its native handle, in the
  * transaction the participant has open. @p schema: the PostgreSQL store's
  * schema, NULL for a SQLite store. */

@@ -206,9 +206,6 @@ static void join_workers(void)
 static int run(ck_app *a, int only, const char *listen, int threads)
 {
     signal(SIGPIPE, SIG_IGN);
-    /* SQLite files: their WAL checkpoints on a thread of their own. */
-    if (a->store == NULL && ck_ckpt_init() != 0)
-        return 1;
     if (threads > 1) {
         if (start_workers(a, threads) != 0) {
             fprintf(stderr, "saga-checkout: cannot start the service "
@@ -244,7 +241,6 @@ static int run(ck_app *a, int only, const char *listen, int threads)
     uv_signal_start(&sig_int, on_signal, SIGINT);
     uv_run(a->loop, UV_RUN_DEFAULT);
     join_workers();
-    ck_ckpt_stop();
     fprintf(stderr, "saga-checkout: stopped\n");
     return 0;
 }

@@ -433,7 +433,6 @@ int ck_order_open(ck_app *a)
         so.synchronous = ck_synchronous();
         if (saga_store_sqlite_open(&s, spec, &so) != SAGA_OK)
             return -1;
-        ck_ckpt_add(s->native_handle(s));
     }
     saga_transport *t = ck_transport(a, "orchestrator");
     if (t == NULL) {
