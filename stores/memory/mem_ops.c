@@ -10,7 +10,7 @@
 
 #define SELF mem_store *s = (mem_store *)self
 
-static char *copy_str(char **cur, const char *src)
+char *saga__mem_put_str(char **cur, const char *src)
 {
     if (src == NULL)
         return NULL;
@@ -90,8 +90,8 @@ static int mem_journal_append(saga_store *self, const saga_journal_entry *e)
     je->n.kind = MN_JENTRY;
     je->e = *e;
     char *cur = (char *)(je + 1);
-    je->e.saga_id = copy_str(&cur, e->saga_id);
-    je->e.error = copy_str(&cur, e->error);
+    je->e.saga_id = saga__mem_put_str(&cur, e->saga_id);
+    je->e.error = saga__mem_put_str(&cur, e->error);
 
     /* Take every resource before the first change, so a failure leaves
      * the store as it was. */
@@ -320,9 +320,9 @@ static int mem_outbox_put(saga_store *self, const saga_message *msg)
     m->n.kind = MN_OUTBOX;
     m->m = *msg;
     char *cur = (char *)(m + 1);
-    m->m.id = m->n.h.key = copy_str(&cur, msg->id);
-    m->m.topic = copy_str(&cur, msg->topic);
-    m->m.key = copy_str(&cur, msg->key);
+    m->m.id = m->n.h.key = saga__mem_put_str(&cur, msg->id);
+    m->m.topic = saga__mem_put_str(&cur, msg->topic);
+    m->m.key = saga__mem_put_str(&cur, msg->key);
     m->m.payload = copy_bytes(&cur, msg->payload, msg->len);
     m->seq = ++s->ob_seq;
     int rc = saga__mem_put_node(s, &s->outbox, NULL, &m->n);
@@ -382,7 +382,7 @@ static minbox *inbox_node(const char *id, int64_t created, const void *reply,
     memset(m, 0, sizeof *m);
     m->n.kind = MN_INBOX;
     char *cur = (char *)(m + 1);
-    m->n.h.key = copy_str(&cur, id);
+    m->n.h.key = saga__mem_put_str(&cur, id);
     m->created_ms = created;
     m->reply = copy_bytes(&cur, reply, len);
     m->len = len;
@@ -453,7 +453,7 @@ static int mem_kv_put(saga_store *self, const char *key, const void *val,
     memset(m, 0, sizeof *m);
     m->n.kind = MN_KV;
     char *cur = (char *)(m + 1);
-    m->n.h.key = copy_str(&cur, key);
+    m->n.h.key = saga__mem_put_str(&cur, key);
     m->val = copy_bytes(&cur, val, len);
     m->len = len;
     int rc = saga__mem_put_node(s, &s->kv, saga__mt_find(&s->kv, key), &m->n);

@@ -173,6 +173,9 @@ void saga__mem_close(saga_store *self);
 int saga__mem_savepoint(saga_store *self);
 int saga__mem_savepoint_rollback(saga_store *self);
 int saga__mem_savepoint_release(saga_store *self);
+/* Copy @p src (NULL: none) to *@p cur, the free part of a block sized for
+ * it, and move *@p cur past it: the copy, or NULL. */
+char *saga__mem_put_str(char **cur, const char *src);
 /* The vtable every memory store starts from. */
 extern const saga_store saga__mem_store_ops;
 

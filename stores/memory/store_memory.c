@@ -280,18 +280,6 @@ int saga__mem_savepoint_release(saga_store *self)
 
 static size_t slen(const char *p) { return p ? strlen(p) + 1 : 0; }
 
-/* Copy @p src (may be NULL) to *@p cur and advance it. */
-static const char *put_str(char **cur, const char *src)
-{
-    if (src == NULL)
-        return NULL;
-    size_t n = strlen(src) + 1;
-    char *dst = *cur;
-    memcpy(dst, src, n);
-    *cur += n;
-    return dst;
-}
-
 /* One allocation holds the node, its strings and its data. */
 static msaga *saga_node_new(const saga_record *r, const char *idem,
                             const void *data, size_t len)
@@ -304,10 +292,10 @@ static msaga *saga_node_new(const saga_record *r, const char *idem,
     memset(m, 0, sizeof *m);
     m->rec = *r;
     char *cur = (char *)(m + 1);
-    m->rec.id = put_str(&cur, r->id);
-    m->rec.def_name = put_str(&cur, r->def_name);
-    m->rec.idem_key = put_str(&cur, idem);
-    m->rec.error = put_str(&cur, r->error);
+    m->rec.id = saga__mem_put_str(&cur, r->id);
+    m->rec.def_name = saga__mem_put_str(&cur, r->def_name);
+    m->rec.idem_key = saga__mem_put_str(&cur, idem);
+    m->rec.error = saga__mem_put_str(&cur, r->error);
     if (len > 0)
         memcpy(cur, data, len);
     m->rec.data = len > 0 ? (const void *)cur : (const void *)saga__mem_empty;

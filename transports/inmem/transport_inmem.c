@@ -46,17 +46,6 @@
 
 #include <stdint.h>
 
-/* ---- lists: lib/util.h's, under this file's short names ------------------ */
-
-typedef saga__list qlink;
-#define CONTAINER SAGA__CONTAINER
-#define l_init saga__list_init
-#define l_empty saga__list_empty
-#define l_push_back saga__list_push_back
-#define l_remove saga__list_remove
-#define l_pop_front saga__list_pop_front
-#define l_splice_front saga__list_splice_front
-
 /* ---- types --------------------------------------------------------------- */
 
 /* One sent message, shared (refcounted) by every group that must get it. */
@@ -68,45 +57,45 @@ typedef struct inmem_msg {
 } inmem_msg;
 
 typedef struct backlog_item {
-    qlink node;
+    saga__list node;
     inmem_msg *msg;
 } backlog_item;
 
 typedef struct inmem_topic {
-    qlink node; /* bus->topics */
+    saga__list node; /* bus->topics */
     char *name;
-    qlink groups;
-    qlink backlog;    /* backlog_item */
-    int backlog_open; /* sends still go to the backlog */
+    saga__list groups;
+    saga__list backlog; /* backlog_item */
+    int backlog_open;   /* sends still go to the backlog */
 } inmem_topic;
 
 typedef struct inmem_group {
-    qlink node; /* topic->groups */
+    saga__list node; /* topic->groups */
     inmem_topic *topic;
     char *name;
-    qlink pending; /* saga_delivery, not yet assigned */
-    qlink subs;    /* inmem_sub.gnode */
+    saga__list pending; /* saga_delivery, not yet assigned */
+    saga__list subs;    /* inmem_sub.gnode */
     unsigned rr;
 } inmem_group;
 
 typedef struct inmem_ep inmem_ep;
 
 typedef struct inmem_sub {
-    qlink gnode;  /* group->subs; unlinked when the endpoint closes */
-    qlink epnode; /* ep->subs */
+    saga__list gnode;  /* group->subs; unlinked when the endpoint closes */
+    saga__list epnode; /* ep->subs */
     inmem_group *group;
     inmem_ep *ep;
     saga_recv_cb cb;
     void *arg;
-    qlink inbox;   /* assigned, not yet handed to cb */
-    qlink handing; /* taken from inbox for this turn, not yet handed */
-    qlink unacked; /* handed to cb, waiting for ack */
+    saga__list inbox;   /* assigned, not yet handed to cb */
+    saga__list handing; /* taken from inbox for this turn, not yet handed */
+    saga__list unacked; /* handed to cb, waiting for ack */
 } inmem_sub;
 
 #define DELIVERY_MAGIC 0x53414744u /* "SAGD" */
 
 struct saga_delivery {
-    qlink node;
+    saga__list node;
     uint32_t magic;
     int handed; /* 1 while the application holds it */
     inmem_msg *msg;
@@ -115,34 +104,34 @@ struct saga_delivery {
 };
 
 typedef struct pending_send {
-    qlink node;
+    saga__list node;
     saga_sent_cb cb;
     void *arg;
 } pending_send;
 
 struct inmem_ep {
     saga_transport base; /* first: the vtable */
-    qlink node;          /* bus->eps while open */
+    saga__list node;     /* bus->eps while open */
     saga_inmem_bus *bus;
     uv_loop_t *loop;
     uv_idle_t idle;
     uv_async_t async; /* shared bus: woken by another endpoint */
     int handles;      /* handles not yet closed */
-    qlink subs;
-    qlink sent; /* pending_send */
+    saga__list subs;
+    saga__list sent; /* pending_send */
     int closing;
     char err[160];
 };
 
 struct saga_inmem_bus {
-    uv_loop_t *loop; /* NULL on a shared bus */
-    int shared;      /* endpoints on several loops: lock is used */
-    uv_mutex_t lock; /* shared: guards all below and every queue */
-    qlink eps;       /* open endpoints */
-    qlink topics;    /* inmem_topic */
-    int dirty;       /* groups may have pending deliveries to assign */
-    unsigned live;   /* endpoints not yet freed */
-    int freeing;     /* saga_inmem_bus_free() ran while endpoints lived */
+    uv_loop_t *loop;   /* NULL on a shared bus */
+    int shared;        /* endpoints on several loops: lock is used */
+    uv_mutex_t lock;   /* shared: guards all below and every queue */
+    saga__list eps;    /* open endpoints */
+    saga__list topics; /* inmem_topic */
+    int dirty;         /* groups may have pending deliveries to assign */
+    unsigned live;     /* endpoints not yet freed */
+    int freeing;       /* saga_inmem_bus_free() ran while endpoints lived */
 };
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -196,8 +185,8 @@ static void bus_kick(saga_inmem_bus *bus, inmem_ep *self);
 
 static inmem_topic *topic_find(saga_inmem_bus *bus, const char *name)
 {
-    for (qlink *n = bus->topics.next; n != &bus->topics; n = n->next) {
-        inmem_topic *t = CONTAINER(n, inmem_topic, node);
+    for (saga__list *n = bus->topics.next; n != &bus->topics; n = n->next) {
+        inmem_topic *t = SAGA__CONTAINER(n, inmem_topic, node);
         if (strcmp(t->name, name) == 0)
             return t;
     }
@@ -216,18 +205,18 @@ static inmem_topic *topic_get(saga_inmem_bus *bus, const char *name)
         saga_free(t);
         return NULL;
     }
-    l_init(&t->groups);
-    l_init(&t->backlog);
+    saga__list_init(&t->groups);
+    saga__list_init(&t->backlog);
     t->backlog_open = 1;
-    l_push_back(&bus->topics, &t->node);
+    saga__list_push_back(&bus->topics, &t->node);
     return t;
 }
 
 static void backlog_drop(inmem_topic *t)
 {
-    qlink *n;
-    while ((n = l_pop_front(&t->backlog)) != NULL) {
-        backlog_item *b = CONTAINER(n, backlog_item, node);
+    saga__list *n;
+    while ((n = saga__list_pop_front(&t->backlog)) != NULL) {
+        backlog_item *b = SAGA__CONTAINER(n, backlog_item, node);
         msg_unref(b->msg);
         saga_free(b);
     }
@@ -235,18 +224,18 @@ static void backlog_drop(inmem_topic *t)
 
 static void group_free(inmem_group *g)
 {
-    qlink *n;
-    while ((n = l_pop_front(&g->pending)) != NULL)
-        delivery_free(CONTAINER(n, saga_delivery, node));
+    saga__list *n;
+    while ((n = saga__list_pop_front(&g->pending)) != NULL)
+        delivery_free(SAGA__CONTAINER(n, saga_delivery, node));
     saga_free(g->name);
     saga_free(g);
 }
 
 static void topic_free(inmem_topic *t)
 {
-    qlink *n;
-    while ((n = l_pop_front(&t->groups)) != NULL)
-        group_free(CONTAINER(n, inmem_group, node));
+    saga__list *n;
+    while ((n = saga__list_pop_front(&t->groups)) != NULL)
+        group_free(SAGA__CONTAINER(n, inmem_group, node));
     backlog_drop(t);
     saga_free(t->name);
     saga_free(t);
@@ -254,9 +243,9 @@ static void topic_free(inmem_topic *t)
 
 static void bus_destroy(saga_inmem_bus *bus)
 {
-    qlink *n;
-    while ((n = l_pop_front(&bus->topics)) != NULL)
-        topic_free(CONTAINER(n, inmem_topic, node));
+    saga__list *n;
+    while ((n = saga__list_pop_front(&bus->topics)) != NULL)
+        topic_free(SAGA__CONTAINER(n, inmem_topic, node));
     if (bus->shared)
         uv_mutex_destroy(&bus->lock);
     saga_free(bus);
@@ -274,7 +263,7 @@ static int group_enqueue(inmem_group *g, inmem_msg *m)
     d->group = g;
     d->sub = NULL;
     m->refs++;
-    l_push_back(&g->pending, &d->node);
+    saga__list_push_back(&g->pending, &d->node);
     return SAGA_OK;
 }
 
@@ -283,31 +272,31 @@ static int group_enqueue(inmem_group *g, inmem_msg *m)
  * thread (under the lock on a shared bus). */
 static void bus_distribute(saga_inmem_bus *bus, inmem_ep *self)
 {
-    for (qlink *tn = bus->topics.next; tn != &bus->topics; tn = tn->next) {
-        inmem_topic *t = CONTAINER(tn, inmem_topic, node);
-        if (!l_empty(&t->groups)) {
+    for (saga__list *tn = bus->topics.next; tn != &bus->topics; tn = tn->next) {
+        inmem_topic *t = SAGA__CONTAINER(tn, inmem_topic, node);
+        if (!saga__list_empty(&t->groups)) {
             t->backlog_open = 0;
             backlog_drop(t);
         }
-        for (qlink *gn = t->groups.next; gn != &t->groups; gn = gn->next) {
-            inmem_group *g = CONTAINER(gn, inmem_group, node);
+        for (saga__list *gn = t->groups.next; gn != &t->groups; gn = gn->next) {
+            inmem_group *g = SAGA__CONTAINER(gn, inmem_group, node);
             unsigned nsubs = 0;
-            for (qlink *s = g->subs.next; s != &g->subs; s = s->next)
+            for (saga__list *s = g->subs.next; s != &g->subs; s = s->next)
                 nsubs++;
             if (nsubs == 0)
                 continue;
-            qlink *n;
-            while ((n = l_pop_front(&g->pending)) != NULL) {
-                saga_delivery *d = CONTAINER(n, saga_delivery, node);
+            saga__list *n;
+            while ((n = saga__list_pop_front(&g->pending)) != NULL) {
+                saga_delivery *d = SAGA__CONTAINER(n, saga_delivery, node);
                 unsigned pick = d->msg->key != NULL
                                     ? saga__hash_str(d->msg->key) % nsubs
                                     : g->rr++ % nsubs;
-                qlink *s = g->subs.next;
+                saga__list *s = g->subs.next;
                 while (pick--)
                     s = s->next;
-                inmem_sub *sub = CONTAINER(s, inmem_sub, gnode);
+                inmem_sub *sub = SAGA__CONTAINER(s, inmem_sub, gnode);
                 d->sub = sub;
-                l_push_back(&sub->inbox, &d->node);
+                saga__list_push_back(&sub->inbox, &d->node);
                 ep_kick(sub->ep, self);
             }
         }
@@ -316,10 +305,10 @@ static void bus_distribute(saga_inmem_bus *bus, inmem_ep *self)
 
 static int ep_has_work(inmem_ep *ep)
 {
-    if (!l_empty(&ep->sent))
+    if (!saga__list_empty(&ep->sent))
         return 1;
-    for (qlink *n = ep->subs.next; n != &ep->subs; n = n->next)
-        if (!l_empty(&CONTAINER(n, inmem_sub, epnode)->inbox))
+    for (saga__list *n = ep->subs.next; n != &ep->subs; n = n->next)
+        if (!saga__list_empty(&SAGA__CONTAINER(n, inmem_sub, epnode)->inbox))
             return 1;
     return 0;
 }
@@ -342,38 +331,39 @@ static void ep_pump(uv_idle_t *h)
 
     /* Confirm only the sends queued before this turn; ones made by these
      * callbacks are confirmed on the next turn. */
-    qlink batch;
-    l_init(&batch);
-    l_splice_front(&batch, &ep->sent);
-    qlink *n;
-    while (!ep->closing && (n = l_pop_front(&batch)) != NULL) {
-        pending_send *p = CONTAINER(n, pending_send, node);
+    saga__list batch;
+    saga__list_init(&batch);
+    saga__list_splice_front(&batch, &ep->sent);
+    saga__list *n;
+    while (!ep->closing && (n = saga__list_pop_front(&batch)) != NULL) {
+        pending_send *p = SAGA__CONTAINER(n, pending_send, node);
         saga_sent_cb cb = p->cb;
         void *arg = p->arg;
         saga_free(p);
         cb(&ep->base, SAGA_OK, arg);
     }
     /* Closed by a callback: the rest get SAGA_ECLOSED in the close cb. */
-    l_splice_front(&ep->sent, &batch);
+    saga__list_splice_front(&ep->sent, &batch);
 
-    for (qlink *sn = ep->subs.next; !ep->closing && sn != &ep->subs;
+    for (saga__list *sn = ep->subs.next; !ep->closing && sn != &ep->subs;
          sn = sn->next) {
-        inmem_sub *sub = CONTAINER(sn, inmem_sub, epnode);
+        inmem_sub *sub = SAGA__CONTAINER(sn, inmem_sub, epnode);
         /* Bound the turn to what was in the inbox when it started. A
          * callback that closes us makes close requeue sub->handing, so the
          * group keeps the order. */
         bus_lock(bus);
-        l_splice_front(&sub->handing, &sub->inbox);
+        saga__list_splice_front(&sub->handing, &sub->inbox);
         bus_unlock(bus);
         for (;;) {
             bus_lock(bus);
-            if (ep->closing || (n = l_pop_front(&sub->handing)) == NULL) {
+            if (ep->closing ||
+                (n = saga__list_pop_front(&sub->handing)) == NULL) {
                 bus_unlock(bus);
                 break;
             }
-            saga_delivery *d = CONTAINER(n, saga_delivery, node);
+            saga_delivery *d = SAGA__CONTAINER(n, saga_delivery, node);
             d->handed = 1;
-            l_push_back(&sub->unacked, &d->node);
+            saga__list_push_back(&sub->unacked, &d->node);
             inmem_msg *m = d->msg; /* lives while d is unacked */
             bus_unlock(bus);
             sub->cb(&ep->base, d, sub->group->topic->name, m->key, m->data,
@@ -403,8 +393,8 @@ static void bus_kick(saga_inmem_bus *bus, inmem_ep *self)
     bus->dirty = 1;
     if (bus->shared && self != NULL && !self->closing)
         ep_kick(self, self);
-    else if (!l_empty(&bus->eps))
-        ep_kick(CONTAINER(bus->eps.next, inmem_ep, node), self);
+    else if (!saga__list_empty(&bus->eps))
+        ep_kick(SAGA__CONTAINER(bus->eps.next, inmem_ep, node), self);
 }
 
 /* ---- vtable slots -------------------------------------------------------- */
@@ -454,17 +444,17 @@ static int inmem_send(saga_transport *self, const char *topic, const char *key,
     backlog_item *b = NULL;
     if (t->backlog_open && (b = saga_malloc(sizeof *b)) == NULL)
         goto nomem;
-    qlink added;
-    l_init(&added);
-    for (qlink *gn = t->groups.next; gn != &t->groups; gn = gn->next) {
-        inmem_group *g = CONTAINER(gn, inmem_group, node);
+    saga__list added;
+    saga__list_init(&added);
+    for (saga__list *gn = t->groups.next; gn != &t->groups; gn = gn->next) {
+        inmem_group *g = SAGA__CONTAINER(gn, inmem_group, node);
         if (group_enqueue(g, m) != SAGA_OK) {
             /* Undo: the last delivery of each earlier group is ours. */
-            for (qlink *u = t->groups.next; u != gn; u = u->next) {
-                inmem_group *ug = CONTAINER(u, inmem_group, node);
-                qlink *last = ug->pending.prev;
-                l_remove(last);
-                delivery_free(CONTAINER(last, saga_delivery, node));
+            for (saga__list *u = t->groups.next; u != gn; u = u->next) {
+                inmem_group *ug = SAGA__CONTAINER(u, inmem_group, node);
+                saga__list *last = ug->pending.prev;
+                saga__list_remove(last);
+                delivery_free(SAGA__CONTAINER(last, saga_delivery, node));
             }
             saga_free(b);
             goto nomem;
@@ -473,14 +463,14 @@ static int inmem_send(saga_transport *self, const char *topic, const char *key,
     if (b != NULL) {
         b->msg = m;
         m->refs++;
-        l_push_back(&t->backlog, &b->node);
+        saga__list_push_back(&t->backlog, &b->node);
     }
     msg_unref(m);
 
     if (p != NULL) {
         p->cb = cb;
         p->arg = arg;
-        l_push_back(&ep->sent, &p->node);
+        saga__list_push_back(&ep->sent, &p->node);
         uv_idle_start(&ep->idle, ep_pump);
     }
     bus_kick(bus, ep);
@@ -521,8 +511,8 @@ static int inmem_subscribe(saga_transport *self, const char *topic,
         group[0] == '\0' || cb == NULL)
         return set_err(ep, SAGA_EINVAL,
                        "subscribe: topic, group and cb are required");
-    for (qlink *n = ep->subs.next; n != &ep->subs; n = n->next) {
-        inmem_sub *s = CONTAINER(n, inmem_sub, epnode);
+    for (saga__list *n = ep->subs.next; n != &ep->subs; n = n->next) {
+        inmem_sub *s = SAGA__CONTAINER(n, inmem_sub, epnode);
         if (strcmp(s->group->name, group) == 0 &&
             strcmp(s->group->topic->name, topic) == 0)
             return set_err(ep, SAGA_EDUP,
@@ -538,8 +528,8 @@ static int inmem_subscribe(saga_transport *self, const char *topic,
     if (t == NULL)
         goto nomem;
     inmem_group *g = NULL;
-    for (qlink *n = t->groups.next; n != &t->groups; n = n->next) {
-        inmem_group *x = CONTAINER(n, inmem_group, node);
+    for (saga__list *n = t->groups.next; n != &t->groups; n = n->next) {
+        inmem_group *x = SAGA__CONTAINER(n, inmem_group, node);
         if (strcmp(x->name, group) == 0)
             g = x;
     }
@@ -551,27 +541,27 @@ static int inmem_subscribe(saga_transport *self, const char *topic,
         }
         g->topic = t;
         g->rr = 0;
-        l_init(&g->pending);
-        l_init(&g->subs);
+        saga__list_init(&g->pending);
+        saga__list_init(&g->subs);
         /* A new group starts with the topic's backlog, if still open. */
-        for (qlink *n = t->backlog.next; n != &t->backlog; n = n->next) {
-            if (group_enqueue(g, CONTAINER(n, backlog_item, node)->msg) !=
+        for (saga__list *n = t->backlog.next; n != &t->backlog; n = n->next) {
+            if (group_enqueue(g, SAGA__CONTAINER(n, backlog_item, node)->msg) !=
                 SAGA_OK) {
                 group_free(g);
                 goto nomem;
             }
         }
-        l_push_back(&t->groups, &g->node);
+        saga__list_push_back(&t->groups, &g->node);
     }
     sub->group = g;
     sub->ep = ep;
     sub->cb = cb;
     sub->arg = arg;
-    l_init(&sub->inbox);
-    l_init(&sub->handing);
-    l_init(&sub->unacked);
-    l_push_back(&g->subs, &sub->gnode);
-    l_push_back(&ep->subs, &sub->epnode);
+    saga__list_init(&sub->inbox);
+    saga__list_init(&sub->handing);
+    saga__list_init(&sub->unacked);
+    saga__list_push_back(&g->subs, &sub->gnode);
+    saga__list_push_back(&ep->subs, &sub->epnode);
     bus_kick(bus, ep);
     bus_unlock(bus);
     return SAGA_OK;
@@ -595,7 +585,7 @@ static int inmem_ack(saga_transport *self, saga_delivery *d)
         return set_err(ep, SAGA_EINVAL,
                        "ack: not an unacked delivery of this transport");
     }
-    l_remove(&d->node);
+    saga__list_remove(&d->node);
     delivery_free(d);
     bus_unlock(bus);
     return SAGA_OK;
@@ -613,17 +603,17 @@ static void ep_closed(uv_handle_t *h)
     saga_inmem_bus *bus = ep->bus;
     if (--ep->handles > 0)
         return;
-    qlink *n;
+    saga__list *n;
     /* The callbacks may call send (which fails: closing is set). */
-    while ((n = l_pop_front(&ep->sent)) != NULL) {
-        pending_send *p = CONTAINER(n, pending_send, node);
+    while ((n = saga__list_pop_front(&ep->sent)) != NULL) {
+        pending_send *p = SAGA__CONTAINER(n, pending_send, node);
         saga_sent_cb cb = p->cb;
         void *arg = p->arg;
         saga_free(p);
         cb(&ep->base, SAGA_ECLOSED, arg);
     }
-    while ((n = l_pop_front(&ep->subs)) != NULL)
-        saga_free(CONTAINER(n, inmem_sub, epnode));
+    while ((n = saga__list_pop_front(&ep->subs)) != NULL)
+        saga_free(SAGA__CONTAINER(n, inmem_sub, epnode));
     saga_free(ep);
     bus_lock(bus);
     int last = --bus->live == 0 && bus->freeing;
@@ -640,24 +630,24 @@ static void inmem_close(saga_transport *self)
     saga_inmem_bus *bus = ep->bus;
     bus_lock(bus);
     ep->closing = 1;
-    l_remove(&ep->node);
+    saga__list_remove(&ep->node);
     int moved = 0;
-    for (qlink *n = ep->subs.next; n != &ep->subs; n = n->next) {
-        inmem_sub *sub = CONTAINER(n, inmem_sub, epnode);
-        l_remove(&sub->gnode);
+    for (saga__list *n = ep->subs.next; n != &ep->subs; n = n->next) {
+        inmem_sub *sub = SAGA__CONTAINER(n, inmem_sub, epnode);
+        saga__list_remove(&sub->gnode);
         /* Oldest first: handed-out ones, then the not yet handed ones. */
-        qlink back;
-        l_init(&back);
-        l_splice_front(&back, &sub->inbox);
-        l_splice_front(&back, &sub->handing);
-        l_splice_front(&back, &sub->unacked);
-        for (qlink *x = back.next; x != &back; x = x->next) {
-            saga_delivery *d = CONTAINER(x, saga_delivery, node);
+        saga__list back;
+        saga__list_init(&back);
+        saga__list_splice_front(&back, &sub->inbox);
+        saga__list_splice_front(&back, &sub->handing);
+        saga__list_splice_front(&back, &sub->unacked);
+        for (saga__list *x = back.next; x != &back; x = x->next) {
+            saga_delivery *d = SAGA__CONTAINER(x, saga_delivery, node);
             d->sub = NULL;
             d->handed = 0;
             moved = 1;
         }
-        l_splice_front(&sub->group->pending, &back);
+        saga__list_splice_front(&sub->group->pending, &back);
     }
     /* Another endpoint takes over the assignment this one may have owed. */
     if (moved || bus->dirty)
@@ -691,8 +681,8 @@ int saga_inmem_bus_new(saga_inmem_bus **out, struct uv_loop_s *loop)
         return SAGA_ENOMEM;
     memset(bus, 0, sizeof *bus);
     bus->loop = loop;
-    l_init(&bus->eps);
-    l_init(&bus->topics);
+    saga__list_init(&bus->eps);
+    saga__list_init(&bus->topics);
     *out = bus;
     return SAGA_OK;
 }
@@ -711,8 +701,8 @@ int saga_inmem_bus_new_shared(saga_inmem_bus **out)
         return SAGA_ENOMEM;
     }
     bus->shared = 1;
-    l_init(&bus->eps);
-    l_init(&bus->topics);
+    saga__list_init(&bus->eps);
+    saga__list_init(&bus->topics);
     *out = bus;
     return SAGA_OK;
 }
@@ -739,8 +729,8 @@ void saga_inmem_bus_free(saga_inmem_bus *bus)
     /* Endpoints are closing (or, against the contract, still open): close
      * them and let the last close callback free the bus. */
     bus->freeing = 1;
-    while (!l_empty(&bus->eps))
-        inmem_close(&CONTAINER(bus->eps.next, inmem_ep, node)->base);
+    while (!saga__list_empty(&bus->eps))
+        inmem_close(&SAGA__CONTAINER(bus->eps.next, inmem_ep, node)->base);
 }
 
 /* The in-memory transport's vtable: one constant table, copied into each
@@ -789,8 +779,8 @@ int saga_transport_inmem_new_on(saga_transport **out, saga_inmem_bus *bus,
     ep->base = inmem_ops;
     ep->bus = bus;
     ep->loop = loop;
-    l_init(&ep->subs);
-    l_init(&ep->sent);
+    saga__list_init(&ep->subs);
+    saga__list_init(&ep->sent);
     if (uv_idle_init(loop, &ep->idle) != 0) {
         saga_free(ep);
         return SAGA_ENOMEM;
@@ -820,7 +810,7 @@ int saga_transport_inmem_new_on(saga_transport **out, saga_inmem_bus *bus,
         saga_open_errmsg_set("inmem: the bus is being freed");
         return SAGA_EINVAL;
     }
-    l_push_back(&bus->eps, &ep->node);
+    saga__list_push_back(&bus->eps, &ep->node);
     bus->live++;
     bus_unlock(bus);
     *out = &ep->base;

@@ -77,8 +77,8 @@ static tcp_peer *peer_find(tcp_t *t, const char *service)
 
 static int has_local_sub(tcp_t *t, const char *topic)
 {
-    for (qlink *n = t->subs.next; n != &t->subs; n = n->next)
-        if (strcmp(CONTAINER(n, tcp_sub, node)->topic, topic) == 0)
+    for (saga__list *n = t->subs.next; n != &t->subs; n = n->next)
+        if (strcmp(SAGA__CONTAINER(n, tcp_sub, node)->topic, topic) == 0)
             return 1;
     return 0;
 }
@@ -154,7 +154,7 @@ static int tcp_send(saga_transport *self, const char *topic, const char *key,
     p->next_id++;
     m->cb = cb;
     m->arg = arg;
-    l_push_back(&p->queue, &m->node);
+    saga__list_push_back(&p->queue, &m->node);
     p->qbytes += m->flen;
     p->qmsgs++;
     p->active = 1;
@@ -176,8 +176,8 @@ static int tcp_subscribe(saga_transport *self, const char *topic,
     if (!valid_name(topic) || !valid_name(group) || cb == NULL)
         return set_err(t, SAGA_EINVAL,
                        "subscribe: topic, group and cb are required");
-    for (qlink *n = t->subs.next; n != &t->subs; n = n->next) {
-        tcp_sub *s = CONTAINER(n, tcp_sub, node);
+    for (saga__list *n = t->subs.next; n != &t->subs; n = n->next) {
+        tcp_sub *s = SAGA__CONTAINER(n, tcp_sub, node);
         if (strcmp(s->topic, topic) == 0 && strcmp(s->group, group) == 0)
             return set_err(t, SAGA_EDUP,
                            "subscribe: topic and group already subscribed");
@@ -195,18 +195,18 @@ static int tcp_subscribe(saga_transport *self, const char *topic,
     }
     s->cb = cb;
     s->arg = arg;
-    l_push_back(&t->subs, &s->node);
+    saga__list_push_back(&t->subs, &s->node);
     /* The first subscription to a topic takes what waited for it. On
      * memory failure the rest stay in the backlog for a later one. */
-    qlink *n = t->backlog.next;
+    saga__list *n = t->backlog.next;
     while (n != &t->backlog) {
-        rx_msg *m = CONTAINER(n, rx_msg, node);
+        rx_msg *m = SAGA__CONTAINER(n, rx_msg, node);
         n = n->next;
         if (strcmp(m->topic, topic) != 0)
             continue;
         if (saga__tcp_deliver(t, m, s) != SAGA_OK)
             break;
-        l_remove(&m->node);
+        saga__list_remove(&m->node);
         t->backlog_bytes -= m->size;
     }
     return SAGA_OK;
@@ -221,7 +221,7 @@ static int tcp_ack(saga_transport *self, saga_delivery *d)
         return set_err(t, SAGA_EINVAL,
                        "ack: not an unacked delivery of this transport");
     rx_msg *m = d->m;
-    l_remove(&d->node);
+    saga__list_remove(&d->node);
     d->magic = 0;
     saga_free(d);
     if (--m->refs == 0) {
@@ -243,29 +243,29 @@ static const char *tcp_errmsg(saga_transport *self)
 
 static void finish(tcp_t *t)
 {
-    qlink *n;
+    saga__list *n;
     /* Callbacks first (they may call slots, which answer SAGA_ECLOSED);
      * confirmed sends keep their status, the rest were dropped. */
-    while ((n = l_pop_front(&t->completed)) != NULL) {
-        out_msg *m = CONTAINER(n, out_msg, node);
+    while ((n = saga__list_pop_front(&t->completed)) != NULL) {
+        out_msg *m = SAGA__CONTAINER(n, out_msg, node);
         if (m->cb != NULL)
             m->cb(&t->base, m->status, m->arg);
         saga__tcp_out_msg_release(m);
     }
     for (size_t i = 0; i < t->npeers; i++) {
         tcp_peer *p = &t->peers[i];
-        while ((n = l_pop_front(&p->queue)) != NULL) {
-            out_msg *m = CONTAINER(n, out_msg, node);
+        while ((n = saga__list_pop_front(&p->queue)) != NULL) {
+            out_msg *m = SAGA__CONTAINER(n, out_msg, node);
             if (m->cb != NULL)
                 m->cb(&t->base, SAGA_ECLOSED, m->arg);
             saga__tcp_out_msg_release(m);
         }
         saga_free(p->service);
     }
-    qlink *lists[] = {&t->ready, &t->handed};
+    saga__list *lists[] = {&t->ready, &t->handed};
     for (size_t i = 0; i < 2; i++) {
-        while ((n = l_pop_front(lists[i])) != NULL) {
-            saga_delivery *d = CONTAINER(n, saga_delivery, node);
+        while ((n = saga__list_pop_front(lists[i])) != NULL) {
+            saga_delivery *d = SAGA__CONTAINER(n, saga_delivery, node);
             rx_msg *m = d->m;
             d->magic = 0;
             saga_free(d);
@@ -273,10 +273,10 @@ static void finish(tcp_t *t)
                 rx_msg_free(m);
         }
     }
-    while ((n = l_pop_front(&t->backlog)) != NULL)
-        rx_msg_free(CONTAINER(n, rx_msg, node));
-    while ((n = l_pop_front(&t->subs)) != NULL) {
-        tcp_sub *s = CONTAINER(n, tcp_sub, node);
+    while ((n = saga__list_pop_front(&t->backlog)) != NULL)
+        rx_msg_free(SAGA__CONTAINER(n, rx_msg, node));
+    while ((n = saga__list_pop_front(&t->subs)) != NULL) {
+        tcp_sub *s = SAGA__CONTAINER(n, tcp_sub, node);
         saga_free(s->topic);
         saga_free(s->group);
         saga_free(s);
@@ -324,8 +324,8 @@ static void tcp_close(saga_transport *self)
     for (size_t i = 0; i < t->npeers; i++)
         if (t->peers[i].timer.data != NULL)
             uv_close((uv_handle_t *)&t->peers[i].timer, on_peer_timer_closed);
-    while (!l_empty(&t->conns))
-        saga__tcp_conn_close(CONTAINER(t->conns.next, tcp_conn, node),
+    while (!saga__list_empty(&t->conns))
+        saga__tcp_conn_close(SAGA__CONTAINER(t->conns.next, tcp_conn, node),
                              "transport closed");
     /* Nothing was opened: free now rather than never. */
     saga__tcp_maybe_finish(t);
@@ -412,7 +412,7 @@ static int init_peer(tcp_t *t, tcp_peer *p, const char *service,
     p->t = t;
     p->addr = *addr;
     p->backoff = t->o.reconnect_min_ms;
-    l_init(&p->queue);
+    saga__list_init(&p->queue);
     if ((p->service = saga__strdup(service)) == NULL)
         return SAGA_ENOMEM;
     t->npeers++; /* from here on, close and finish take care of it */
@@ -573,13 +573,13 @@ int saga_transport_tcp_new(saga_transport **out, uv_loop_t *loop,
     t->loop = loop;
     t->o = *opts;
     apply_defaults(&t->o);
-    l_init(&t->conns);
-    l_init(&t->subs);
-    l_init(&t->backlog);
-    l_init(&t->ready);
-    l_init(&t->handed);
-    l_init(&t->completed);
-    l_init(&t->flushq);
+    saga__list_init(&t->conns);
+    saga__list_init(&t->subs);
+    saga__list_init(&t->backlog);
+    saga__list_init(&t->ready);
+    saga__list_init(&t->handed);
+    saga__list_init(&t->completed);
+    saga__list_init(&t->flushq);
     t->service = saga__strdup(opts->service ? opts->service : DEF_SERVICE);
     if (t->service == NULL) {
         saga_free(t);

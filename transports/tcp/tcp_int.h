@@ -66,24 +66,13 @@ int saga__tcp_data_encode(uint64_t id, const char *topic, const char *key,
 /** Parse "host:port" or "[v6]:port". @return SAGA_OK or SAGA_EINVAL. */
 int saga__tcp_parse_addr(const char *s, struct sockaddr_storage *out);
 
-/* ---- lists: lib/util.h's, under this file's short names ------------------ */
-
-typedef saga__list qlink;
-#define CONTAINER SAGA__CONTAINER
-#define l_init saga__list_init
-#define l_empty saga__list_empty
-#define l_push_back saga__list_push_back
-#define l_remove saga__list_remove
-#define l_pop_front saga__list_pop_front
-#define l_splice_front saga__list_splice_front
-
 /* ---- types --------------------------------------------------------------- */
 
 typedef struct tcp_t tcp_t;
 typedef struct tcp_peer tcp_peer;
 
 typedef struct out_msg {
-    qlink node; /* peer->queue, then t->completed */
+    saga__list node; /* peer->queue, then t->completed */
     uint64_t id;
     unsigned char *frame;
     size_t flen;
@@ -103,8 +92,8 @@ typedef struct wpend {
 } wpend;
 
 typedef struct tcp_conn {
-    qlink node;  /* t->conns while open */
-    qlink fnode; /* t->flushq while frames are queued (fqueued) */
+    saga__list node;  /* t->conns while open */
+    saga__list fnode; /* t->flushq while frames are queued (fqueued) */
     int fqueued;
     wpend *wq; /* frames queued this loop turn, written as one writev */
     size_t nwq, cwq;
@@ -141,14 +130,14 @@ struct tcp_peer {
     tcp_conn *conn;   /* current outbound connection, or NULL */
     int active;       /* used once: keep it connected */
     uint32_t backoff;
-    qlink queue; /* out_msg, by id */
+    saga__list queue; /* out_msg, by id */
     size_t qbytes;
     uint32_t qmsgs;
     uint64_t next_id;
 };
 
 typedef struct rx_msg {
-    qlink node; /* t->backlog while nobody subscribed to its topic */
+    saga__list node; /* t->backlog while nobody subscribed to its topic */
     unsigned refs;
     tcp_conn *conn;
     uint64_t id;
@@ -160,7 +149,7 @@ typedef struct rx_msg {
 } rx_msg;
 
 typedef struct tcp_sub {
-    qlink node;
+    saga__list node;
     char *topic, *group;
     saga_recv_cb cb;
     void *arg;
@@ -169,7 +158,7 @@ typedef struct tcp_sub {
 #define SAGA__TCP_DELIVERY_MAGIC 0x53414754u /* "SAGT" */
 
 struct saga_delivery {
-    qlink node; /* t->ready, then t->handed */
+    saga__list node; /* t->ready, then t->handed */
     uint32_t magic;
     tcp_t *t;
     rx_msg *m;
@@ -188,16 +177,16 @@ struct tcp_t {
     int port;
     tcp_peer *peers;
     size_t npeers;
-    qlink conns;          /* tcp_conn, open */
-    qlink subs;           /* tcp_sub */
-    qlink backlog;        /* rx_msg */
+    saga__list conns;     /* tcp_conn, open */
+    saga__list subs;      /* tcp_sub */
+    saga__list backlog;   /* rx_msg */
     size_t backlog_bytes; /* of the rx_msgs in backlog */
     size_t rbuf_bytes;    /* receive buffers of all connections */
     uint32_t ninbound;    /* inbound connections open */
-    qlink ready;          /* saga_delivery, to hand over */
-    qlink handed;         /* saga_delivery, waiting for ack */
-    qlink completed;      /* out_msg, callback due */
-    qlink flushq;         /* tcp_conn with frames to write */
+    saga__list ready;     /* saga_delivery, to hand over */
+    saga__list handed;    /* saga_delivery, waiting for ack */
+    saga__list completed; /* out_msg, callback due */
+    saga__list flushq;    /* tcp_conn with frames to write */
     unsigned handles;     /* open uv handles */
     int closing;
     int accept_pending; /* a connection waits for memory to accept */

@@ -137,7 +137,7 @@ static void conn_drop_queued(tcp_conn *c)
     c->nwq = c->nctl = 0;
     if (c->fqueued) {
         c->fqueued = 0;
-        l_remove(&c->fnode);
+        saga__list_remove(&c->fnode);
         saga__tcp_conn_unref(c);
     }
 }
@@ -187,7 +187,7 @@ static void conn_write(tcp_conn *c, const unsigned char *buf, size_t len,
     if (!c->fqueued) {
         c->fqueued = 1;
         c->refs++;
-        l_push_back(&c->t->flushq, &c->fnode);
+        saga__list_push_back(&c->t->flushq, &c->fnode);
         saga__tcp_pump_kick(c->t);
     }
 }
@@ -241,9 +241,9 @@ static void conn_flush(tcp_conn *c)
 
 void saga__tcp_flush(tcp_t *t)
 {
-    qlink *n;
-    while ((n = l_pop_front(&t->flushq)) != NULL) {
-        tcp_conn *c = CONTAINER(n, tcp_conn, fnode);
+    saga__list *n;
+    while ((n = saga__list_pop_front(&t->flushq)) != NULL) {
+        tcp_conn *c = SAGA__CONTAINER(n, tcp_conn, fnode);
         c->fqueued = 0;
         if (!c->closing && c->nwq > 0)
             conn_flush(c);
@@ -282,34 +282,35 @@ static int try_accept(tcp_t *t);
 void saga__tcp_on_pump(uv_idle_t *h)
 {
     tcp_t *t = h->data;
-    qlink batch, *n;
+    saga__list batch, *n;
     if (t->accept_pending && try_accept(t) == 0)
         t->accept_pending = 0;
-    l_init(&batch);
-    l_splice_front(&batch, &t->completed);
-    while (!t->closing && (n = l_pop_front(&batch)) != NULL) {
-        out_msg *m = CONTAINER(n, out_msg, node);
+    saga__list_init(&batch);
+    saga__list_splice_front(&batch, &t->completed);
+    while (!t->closing && (n = saga__list_pop_front(&batch)) != NULL) {
+        out_msg *m = SAGA__CONTAINER(n, out_msg, node);
         if (m->cb != NULL)
             m->cb(&t->base, m->status, m->arg);
         saga__tcp_out_msg_release(m);
     }
-    l_splice_front(&t->completed, &batch);
+    saga__list_splice_front(&t->completed, &batch);
 
-    l_splice_front(&batch, &t->ready);
-    while (!t->closing && (n = l_pop_front(&batch)) != NULL) {
-        saga_delivery *d = CONTAINER(n, saga_delivery, node);
-        l_push_back(&t->handed, &d->node);
+    saga__list_splice_front(&batch, &t->ready);
+    while (!t->closing && (n = saga__list_pop_front(&batch)) != NULL) {
+        saga_delivery *d = SAGA__CONTAINER(n, saga_delivery, node);
+        saga__list_push_back(&t->handed, &d->node);
         d->handed = 1;
         rx_msg *m = d->m;
         d->sub->cb(&t->base, d, m->topic, m->key, m->data, m->len, d->sub->arg);
     }
-    l_splice_front(&t->ready, &batch);
+    saga__list_splice_front(&t->ready, &batch);
 
     /* What the callbacks (and everything since the last pump) queued. */
     if (!t->closing)
         saga__tcp_flush(t);
-    if (!t->closing && l_empty(&t->completed) && l_empty(&t->ready) &&
-        l_empty(&t->flushq) && !t->accept_pending)
+    if (!t->closing && saga__list_empty(&t->completed) &&
+        saga__list_empty(&t->ready) && saga__list_empty(&t->flushq) &&
+        !t->accept_pending)
         uv_idle_stop(&t->pump);
 }
 
@@ -332,7 +333,7 @@ int saga__tcp_deliver(tcp_t *t, rx_msg *m, tcp_sub *s)
     d->m = m;
     d->sub = s;
     m->refs++;
-    l_push_back(&t->ready, &d->node);
+    saga__list_push_back(&t->ready, &d->node);
     saga__tcp_pump_kick(t);
     return SAGA_OK;
 }
@@ -351,8 +352,9 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
     size_t klen = f->key != NULL ? f->key_len + 1 : 0;
     size_t size = sizeof(rx_msg) + f->topic_len + klen + f->payload_len;
     int subscribed = 0;
-    for (qlink *n = t->subs.next; n != &t->subs && !subscribed; n = n->next)
-        subscribed = topic_is(CONTAINER(n, tcp_sub, node)->topic, f);
+    for (saga__list *n = t->subs.next; n != &t->subs && !subscribed;
+         n = n->next)
+        subscribed = topic_is(SAGA__CONTAINER(n, tcp_sub, node)->topic, f);
     /* Only our own service name may wait for its first subscriber (a
      * service starting up), and only up to the backlog budget. */
     if (!subscribed && (!topic_is(t->service, f) ||
@@ -385,8 +387,8 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
     c->held += m->size;
     c->nheld++;
     c->refs++;
-    for (qlink *n = t->subs.next; n != &t->subs; n = n->next) {
-        tcp_sub *s = CONTAINER(n, tcp_sub, node);
+    for (saga__list *n = t->subs.next; n != &t->subs; n = n->next) {
+        tcp_sub *s = SAGA__CONTAINER(n, tcp_sub, node);
         if (strcmp(s->topic, m->topic) == 0 &&
             saga__tcp_deliver(t, m, s) != SAGA_OK) {
             /* The deliveries made hold m; the frame is not acked, so the
@@ -400,7 +402,7 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
         }
     }
     if (m->refs == 0) {
-        l_push_back(&t->backlog, &m->node);
+        saga__list_push_back(&t->backlog, &m->node);
         t->backlog_bytes += m->size;
     }
     return SAGA_OK;
@@ -409,14 +411,14 @@ static int on_data(tcp_conn *c, const saga__tcp_frame *f)
 static void on_ack(tcp_conn *c, uint64_t id)
 {
     tcp_peer *p = c->peer;
-    for (qlink *n = p->queue.next; n != &p->queue; n = n->next) {
-        out_msg *m = CONTAINER(n, out_msg, node);
+    for (saga__list *n = p->queue.next; n != &p->queue; n = n->next) {
+        out_msg *m = SAGA__CONTAINER(n, out_msg, node);
         if (m->id == id) {
-            l_remove(&m->node);
+            saga__list_remove(&m->node);
             p->qbytes -= m->flen;
             p->qmsgs--;
             m->status = SAGA_OK;
-            l_push_back(&c->t->completed, &m->node);
+            saga__list_push_back(&c->t->completed, &m->node);
             saga__tcp_pump_kick(c->t);
             return;
         }
@@ -653,7 +655,7 @@ static tcp_conn *conn_new(tcp_t *t, tcp_peer *peer)
     if (peer != NULL)
         snprintf(c->name, sizeof c->name, "%s", peer->service);
     t->handles++;
-    l_push_back(&t->conns, &c->node);
+    saga__list_push_back(&t->conns, &c->node);
     return c;
 }
 
@@ -687,7 +689,7 @@ void saga__tcp_conn_close(tcp_conn *c, const char *why)
         return;
     tcp_t *t = c->t;
     c->closing = 1;
-    l_remove(&c->node);
+    saga__list_remove(&c->node);
     conn_drop_queued(c);
     if (c->counted) {
         c->counted = 0;
@@ -696,13 +698,13 @@ void saga__tcp_conn_close(tcp_conn *c, const char *why)
     /* What it sent for a topic nobody has subscribed to yet was not acked:
      * its sender sends it again; do not keep it after the link is gone. */
     if (!t->closing) {
-        qlink *n = t->backlog.next;
+        saga__list *n = t->backlog.next;
         while (n != &t->backlog) {
-            rx_msg *m = CONTAINER(n, rx_msg, node);
+            rx_msg *m = SAGA__CONTAINER(n, rx_msg, node);
             n = n->next;
             if (m->conn != c)
                 continue;
-            l_remove(&m->node);
+            saga__list_remove(&m->node);
             t->backlog_bytes -= m->size;
             saga__tcp_rx_msg_free(m);
         }
@@ -748,8 +750,9 @@ static void on_connect(uv_connect_t *req, int status)
     memcpy(hello + 2, p->t->service, nl);
     conn_write_ctl(c, SAGA__TCP_HELLO, hello, 2 + nl);
     /* Everything not yet acked goes again, in order. */
-    for (qlink *n = p->queue.next; !c->closing && n != &p->queue; n = n->next)
-        saga__tcp_write_data(c, CONTAINER(n, out_msg, node));
+    for (saga__list *n = p->queue.next; !c->closing && n != &p->queue;
+         n = n->next)
+        saga__tcp_write_data(c, SAGA__CONTAINER(n, out_msg, node));
 }
 
 void saga__tcp_peer_connect(tcp_peer *p)
@@ -824,9 +827,9 @@ void saga__tcp_on_heartbeat(uv_timer_t *h)
 {
     tcp_t *t = h->data;
     uint64_t now = uv_now(t->loop);
-    qlink *n = t->conns.next;
+    saga__list *n = t->conns.next;
     while (n != &t->conns) {
-        tcp_conn *c = CONTAINER(n, tcp_conn, node);
+        tcp_conn *c = SAGA__CONTAINER(n, tcp_conn, node);
         n = n->next; /* saga__tcp_conn_close unlinks c */
         if (c->paused) {
             /* We stopped reading: its heartbeats wait in the socket. We
