@@ -585,7 +585,7 @@ static int pg_journal_scan(saga_store *self, const char *saga_id,
                 n++;
         }
     }
-    if (rc == SAGA_OK) {
+    if (rc == SAGA_OK && n > 0) {
         qsort(es, n, sizeof *es, cmp_seq);
         for (size_t i = 0; i < n; i++)
             if (cb(&es[i], arg) != 0)
