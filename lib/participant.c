@@ -879,11 +879,34 @@ static void handle_closed(uv_handle_t *h)
         destroy(p);
 }
 
+static void close_now(saga_participant *p);
+
+static void close_asked_cb(uv_timer_t *t) { close_now(t->data); }
+
 void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
                             void *arg)
 {
-    if (p == NULL || p->closing)
+    if (p == NULL || p->closing || p->close_asked)
         return;
+    p->close_asked = 1;
+    p->close_cb = cb;
+    p->close_arg = arg;
+    if (p->in_handler) {
+        /* From inside a handler: the batch that runs it still walks its
+         * items and holds the transaction. Close on the next loop turn,
+         * once that batch is done; until then every call answers as
+         * closed (a later handler's deferred reply too: the command is
+         * re-driven at the next start). */
+        p->closing = 1;
+        uv_ref((uv_handle_t *)&p->done_timer);
+        uv_timer_start(&p->done_timer, close_asked_cb, 0, 0);
+        return;
+    }
+    close_now(p);
+}
+
+static void close_now(saga_participant *p)
+{
     /* Commit what is pending if the store lets us; otherwise the
      * deliveries stay unacked and come again. */
     for (int i = 0; i < 64; i++) {
@@ -898,8 +921,6 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
             break;
     }
     p->closing = 1;
-    p->close_cb = cb;
-    p->close_arg = arg;
     saga__relay_close(p->relay);
     /* Unacked deliveries belong to the transport, which frees them. */
     free_items(p->head);

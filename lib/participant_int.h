@@ -95,6 +95,7 @@ struct saga_participant {
     saga_deferred *answers, **answers_tail; /* answered, to record */
     saga_deferred *answering;               /* recorded in the running batch */
     int in_handler, started, closing, nclosing;
+    int close_asked;       /* saga_participant_close() ran (maybe deferred) */
     int rerun;             /* the batch is run again without a failed handler */
     saga__gc gc;           /* group commit: when the batch commits */
     uv_timer_t done_timer; /* commits outbox deletes when idle */
