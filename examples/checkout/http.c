@@ -305,7 +305,17 @@ const char *ck_query(const ck_req *r, const char *name, char *buf, size_t size)
         const char *end = strchr(p, '&');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            url_decode(p + nl + 1, len - nl - 1, buf, size);
+            /* A value that holds a NUL or does not fit is "" (which every
+             * caller refuses), not its prefix: user_id=alice%00x or an
+             * over-long user_id must not read alice's orders. */
+            size_t want = 0;
+            for (size_t i = nl + 1; i < len; i++, want++)
+                if (p[i] == '%' && i + 2 < len && hexv(p[i + 1]) >= 0 &&
+                    hexv(p[i + 2]) >= 0)
+                    i += 2;
+            size_t got = url_decode(p + nl + 1, len - nl - 1, buf, size);
+            if (got != want || strlen(buf) != got)
+                buf[0] = '\0';
             return buf;
         }
         if (len == nl && strncmp(p, name, nl) == 0) {

@@ -46,7 +46,8 @@ void ck_wait_error(ck_wait *w, int status, const char *code, const char *msg);
 /* The client went away (the answer would be dropped). */
 int ck_wait_gone(const ck_wait *w);
 
-/* Query parameter @p name, URL-decoded into @p buf; NULL if absent. */
+/* Query parameter @p name, URL-decoded into @p buf; NULL if absent; "" if
+ * its value holds a NUL or is longer than @p size - 1 bytes. */
 const char *ck_query(const ck_req *r, const char *name, char *buf, size_t size);
 
 /* Parse the body as a JSON object; on failure answers 400 and returns NULL. */
