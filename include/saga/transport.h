@@ -119,7 +119,13 @@ SAGA_EXTERN void saga_inmem_bus_free(saga_inmem_bus *bus);
 /**
  * A transport endpoint on @p bus. Its sends are delivered on a later loop
  * turn; an unacked delivery is redelivered if its subscriber's endpoint
- * closes. Its route() says SAGA_OK for every topic: the bus keeps messages
+ * closes. A send is confirmed (its callback's SAGA_OK) only once every
+ * group that gets it has acked it, so that a sender that forgets what is
+ * confirmed (a relay deleting its outbox row) loses nothing if the process
+ * dies with the message still in the bus's memory; a send to a topic no
+ * group has joined yet is confirmed on the next turn (the bus keeps it
+ * for the first groups, as a broker would). Since 0.2 (0.1 confirmed
+ * every send on the next turn). Its route() says SAGA_OK for every topic: the bus keeps messages
  * for a group that subscribes later, so no topic is known to be wrong.
  * @return SAGA_OK, SAGA_EINVAL or SAGA_ENOMEM. Since: 0.1.
  * Ownership: the caller owns *out until an engine or participant takes it (else

@@ -1,7 +1,8 @@
 /*
  * test_inmem.c — in-memory transport behaviour beyond the conformance
  * suite: the backlog rule, redelivery without a live subscriber, close from
- * inside a callback, key affinity in a shared group, deferred bus free.
+ * inside a callback, key affinity in a shared group, deferred bus free,
+ * confirmation only once every group acked.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -229,4 +230,65 @@ Test(inmem, the_loop_idles_when_there_is_no_work)
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(ga.n, 3);
     a->close(a);
+}
+
+static void count_sent(saga_transport *t, int status, void *arg)
+{
+    (void)t;
+    int *n = arg;
+    if (status == SAGA_OK)
+        (*n)++;
+    else
+        n[1]++;
+}
+
+/* A send is confirmed only once every group that gets it has acked it:
+ * the sender then forgets it (a relay deletes its outbox row), so a
+ * confirmation before the receiver's effect is durable would lose the
+ * message with the process. */
+Test(inmem, a_send_is_confirmed_once_every_group_acked_it)
+{
+    saga_transport *a = ep(), *b = ep(), *c = ep();
+    got g1 = {0}, g2 = {0}, gc = {.ack = 1};
+    int sent[2] = {0, 0};
+    cr_assert_eq(b->subscribe(b, "t", "g1", recv_cb, &g1), SAGA_OK);
+    cr_assert_eq(b->subscribe(b, "t", "g2", recv_cb, &g2), SAGA_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int v = 7;
+    cr_assert_eq(a->send(a, "t", "k", &v, sizeof v, count_sent, sent), SAGA_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(g1.n, 1);
+    cr_assert_eq(g2.n, 1);
+    cr_assert_eq(sent[0], 0, "confirmed before any group acked");
+    cr_assert_eq(b->ack(b, g1.d[0]), SAGA_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(sent[0], 0, "confirmed before the second group acked");
+    /* The second group's subscriber closes unacked: the delivery goes to
+     * the group's next subscriber, and its ack confirms the send. */
+    b->close(b);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(sent[0], 0);
+    cr_assert_eq(c->subscribe(c, "t", "g2", recv_cb, &gc), SAGA_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(gc.n, 1);
+    cr_assert_eq(sent[0], 1);
+    cr_assert_eq(sent[1], 0);
+    /* A topic without groups: confirmed on the next turn (the bus keeps
+     * it for a later group, as a broker would). */
+    cr_assert_eq(a->send(a, "none", "k", &v, sizeof v, count_sent, sent),
+                 SAGA_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(sent[0], 2);
+    /* A sender closed while waiting gets SAGA_ECLOSED; the message stays
+     * with its group. */
+    gc.ack = 0;
+    cr_assert_eq(a->send(a, "t", "k", &v, sizeof v, count_sent, sent), SAGA_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(gc.n, 2);
+    a->close(a);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(sent[0], 2);
+    cr_assert_eq(sent[1], 1);
+    cr_assert_eq(c->ack(c, gc.d[1]), SAGA_OK);
+    c->close(c);
 }

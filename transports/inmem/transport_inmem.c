@@ -48,10 +48,14 @@
 
 /* ---- types --------------------------------------------------------------- */
 
+typedef struct pending_send pending_send;
+
 /* One sent message, shared (refcounted) by every group that must get it. */
 typedef struct inmem_msg {
     unsigned refs;
-    const char *key; /* NULL or points into the same allocation */
+    unsigned unacked; /* deliveries to groups not yet acked */
+    pending_send *ps; /* its sender's confirmation, until every ack */
+    const char *key;  /* NULL or points into the same allocation */
     size_t len;
     unsigned char data[]; /* len bytes, then the key and its NUL */
 } inmem_msg;
@@ -103,11 +107,13 @@ struct saga_delivery {
     inmem_sub *sub; /* NULL while pending in the group */
 };
 
-typedef struct pending_send {
-    saga__list node;
+struct pending_send {
+    saga__list node; /* ep->waiting until every group acked, then ep->sent */
     saga_sent_cb cb;
     void *arg;
-} pending_send;
+    inmem_ep *ep;
+    inmem_msg *msg; /* NULL once confirmed or detached */
+};
 
 struct inmem_ep {
     saga_transport base; /* first: the vtable */
@@ -118,7 +124,8 @@ struct inmem_ep {
     uv_async_t async; /* shared bus: woken by another endpoint */
     int handles;      /* handles not yet closed */
     saga__list subs;
-    saga__list sent; /* pending_send */
+    saga__list sent;    /* pending_send, to confirm on the next turn */
+    saga__list waiting; /* pending_send, waiting for the groups' acks */
     int closing;
     char err[160];
 };
@@ -263,6 +270,7 @@ static int group_enqueue(inmem_group *g, inmem_msg *m)
     d->group = g;
     d->sub = NULL;
     m->refs++;
+    m->unacked++;
     saga__list_push_back(&g->pending, &d->node);
     return SAGA_OK;
 }
@@ -333,7 +341,9 @@ static void ep_pump(uv_idle_t *h)
      * callbacks are confirmed on the next turn. */
     saga__list batch;
     saga__list_init(&batch);
+    bus_lock(bus);
     saga__list_splice_front(&batch, &ep->sent);
+    bus_unlock(bus);
     saga__list *n;
     while (!ep->closing && (n = saga__list_pop_front(&batch)) != NULL) {
         pending_send *p = SAGA__CONTAINER(n, pending_send, node);
@@ -343,7 +353,9 @@ static void ep_pump(uv_idle_t *h)
         cb(&ep->base, SAGA_OK, arg);
     }
     /* Closed by a callback: the rest get SAGA_ECLOSED in the close cb. */
+    bus_lock(bus);
     saga__list_splice_front(&ep->sent, &batch);
+    bus_unlock(bus);
 
     for (saga__list *sn = ep->subs.next; !ep->closing && sn != &ep->subs;
          sn = sn->next) {
@@ -426,6 +438,8 @@ static int inmem_send(saga_transport *self, const char *topic, const char *key,
         return set_err(ep, SAGA_ENOMEM, "send: out of memory");
     }
     m->refs = 1; /* ours, dropped below */
+    m->unacked = 0;
+    m->ps = NULL;
     m->len = len;
     if (len > 0)
         memcpy(m->data, buf, len);
@@ -470,8 +484,16 @@ static int inmem_send(saga_transport *self, const char *topic, const char *key,
     if (p != NULL) {
         p->cb = cb;
         p->arg = arg;
-        saga__list_push_back(&ep->sent, &p->node);
-        uv_idle_start(&ep->idle, ep_pump);
+        p->ep = ep;
+        p->msg = NULL;
+        if (m->unacked > 0) { /* confirmed once every group acked it */
+            p->msg = m;
+            m->ps = p;
+            saga__list_push_back(&ep->waiting, &p->node);
+        } else { /* no group yet: confirmed on the next turn */
+            saga__list_push_back(&ep->sent, &p->node);
+            uv_idle_start(&ep->idle, ep_pump);
+        }
     }
     bus_kick(bus, ep);
     bus_unlock(bus);
@@ -586,6 +608,16 @@ static int inmem_ack(saga_transport *self, saga_delivery *d)
                        "ack: not an unacked delivery of this transport");
     }
     saga__list_remove(&d->node);
+    inmem_msg *m = d->msg;
+    if (--m->unacked == 0 && m->ps != NULL) {
+        /* Every group has it durably: its sender may forget it. */
+        pending_send *p = m->ps;
+        m->ps = NULL;
+        p->msg = NULL;
+        saga__list_remove(&p->node);
+        saga__list_push_back(&p->ep->sent, &p->node);
+        ep_kick(p->ep, ep);
+    }
     delivery_free(d);
     bus_unlock(bus);
     return SAGA_OK;
@@ -631,6 +663,14 @@ static void inmem_close(saga_transport *self)
     bus_lock(bus);
     ep->closing = 1;
     saga__list_remove(&ep->node);
+    /* Sends still waiting for acks get SAGA_ECLOSED in the close cb; the
+     * messages stay queued for their groups. */
+    for (saga__list *n = ep->waiting.next; n != &ep->waiting; n = n->next) {
+        pending_send *p = SAGA__CONTAINER(n, pending_send, node);
+        p->msg->ps = NULL;
+        p->msg = NULL;
+    }
+    saga__list_splice_front(&ep->sent, &ep->waiting);
     int moved = 0;
     for (saga__list *n = ep->subs.next; n != &ep->subs; n = n->next) {
         inmem_sub *sub = SAGA__CONTAINER(n, inmem_sub, epnode);
@@ -781,6 +821,7 @@ int saga_transport_inmem_new_on(saga_transport **out, saga_inmem_bus *bus,
     ep->loop = loop;
     saga__list_init(&ep->subs);
     saga__list_init(&ep->sent);
+    saga__list_init(&ep->waiting);
     if (uv_idle_init(loop, &ep->idle) != 0) {
         saga_free(ep);
         return SAGA_ENOMEM;
