@@ -122,10 +122,12 @@ static int req_answered(saga__own *o)
     return 1;
 }
 
-/* Commits may go on again (the held batch is written at once). */
-static void unhold(saga_engine *e)
+/* Commits may go on again: the held batch is written at once when
+ * @p now (something left it), else after its backoff. */
+static void unhold(saga_engine *e, int now)
 {
-    e->gc.backoff_ms = 1;
+    if (now)
+        e->gc.backoff_ms = 1;
     if (!e->closing)
         saga__gc_schedule(&e->gc);
 }
@@ -550,7 +552,7 @@ static void renewed_cb(void *arg, int rc, uint32_t lease)
             uint64_t every = lease / 4 ? lease / 4 : 1;
             o->starting = 0;
             uv_timer_start(&o->timer, own_tick, every, every);
-            unhold(e);
+            unhold(e, 1);
         }
         if (!o->lost) {
             o->rounds = 0;
@@ -920,6 +922,7 @@ static void key_got_cb(void *arg, int rc, const char *holder)
     }
     saga__own *o = ks->o;
     saga_engine *e = o->e;
+    int dropped = 0;
     for (size_t i = 0; i < ks->n; i++) {
         key_ent *x = &ks->ents[i];
         if (x->rc != SAGA_OK || strcmp(x->holder, x->saga_id) == 0)
@@ -934,10 +937,11 @@ static void key_got_cb(void *arg, int rc, const char *holder)
                   x->key, x->holder);
         e->stats.started--;
         drop(e, in, x->holder);
+        dropped++;
     }
     key_set_free(ks);
     o->resolving = 0;
-    unhold(e);
+    unhold(e, dropped > 0);
 }
 
 /* @return 1 if the lookups went out (the batch waits for them), 0 if not
@@ -1002,6 +1006,7 @@ static void checked_cb(void *arg, int rc, const unsigned char *lost, size_t n)
         return;
     }
     saga_engine *e = o->e;
+    int dropped = 0;
     o->resolving = 0;
     if (rc == SAGA_EFENCED) {
         o->lost = 1;
@@ -1018,10 +1023,11 @@ static void checked_cb(void *arg, int rc, const unsigned char *lost, size_t n)
                       "fenced: another engine owns the saga now; "
                       "dropped from memory");
             drop(e, in, NULL);
+            dropped++;
         }
     }
     saga_free(q);
-    unhold(e);
+    unhold(e, dropped > 0 || rc == SAGA_EFENCED);
 }
 
 static int resolve_fenced_submit(saga_engine *e)
