@@ -4,9 +4,10 @@
  *
  * The messages received are processed in one store transaction at the end
  * of the loop turn: the inbox claim, the barrier, the handler's own writes,
- * the reply (recorded in the inbox and queued in the outbox) and any
- * published events. Deliveries are acked, and replies published, only after
- * that transaction commits. If it fails, it is rolled back as a whole and
+ * the reply (recorded in the inbox; see participant_msg.c's reply_as) and
+ * any published events (in the outbox). Replies are published only after
+ * that transaction commits, and a command's delivery is acked only once
+ * the transport has confirmed its reply. If it fails, it is rolled back as a whole and
  * run again later, handlers included. One batch takes at most max_batch
  * messages, and none more once it has run max_batch_ms: the rest wait for
  * the next loop turn, so that one turn stays short however many messages
@@ -280,6 +281,7 @@ static void undo_item(saga_participant *p, item *it, saga__outmsg **txn_mark,
         p->resend = m->next;
         saga__outmsg_free(m);
     }
+    it->reply = NULL;
     p->stats = *st;
     p->stats.handler_failures++;
     if (it->dfr != NULL)
@@ -556,7 +558,9 @@ static void batch_committed(void *owner)
     if (p->head == NULL)
         p->tail = &p->head;
     for (item *it = done; it; it = it->next)
-        if (it->d != NULL)
+        if (it->reply != NULL)
+            it->reply->ack = it->d; /* acked when the reply is confirmed */
+        else if (it->d != NULL)
             p->transport->ack(p->transport, it->d);
     free_items(done);
     saga__outmsg *lists[4] = {p->ext, p->txn, p->txn_ev, p->resend};

@@ -9,8 +9,11 @@
 # reads utime + stime of the server from /proc/PID/stat, sends N checkouts
 # (tok_ok, wrk, C connections, 1 thread), waits until every saga is
 # COMPLETED or CANCELLED and reads the CPU time again. Prints per round
-# and build the ms of CPU per checkout, then the median of each and the
-# ratio new/base. R rounds (default 3), alternating base and new.
+# and build the ms of CPU per checkout (all threads, and the main thread
+# alone: with serve's default two loops the main loop, HTTP front + engine
+# + order participant, is the one that limits the rate), then the median
+# of each and the ratios new/base. R rounds (default 3), alternating base
+# and new.
 set -euo pipefail
 N=3000 R=3 C=32
 while getopts n:r:c: o; do
@@ -34,6 +37,7 @@ cleanup() {
 trap cleanup EXIT
 tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+main_ticks() { awk '{ print $14 + $15 }' "/proc/$1/task/$1/stat"; }
 free_port() {
     local p
     while :; do
@@ -66,7 +70,7 @@ wrk_n() { # wrk_n URL MODE PREFIX COUNT
 cat > "$tmp/catalog.json" << 'EOF'
 [{"product_id": "p_bench", "name": "Bench item", "price": 1.00, "stock": 1000000000}]
 EOF
-# one BIN: prints "ms_per_checkout completed total"
+# one BIN: prints "ms_per_checkout completed total main_ms_per_checkout"
 one() {
     local dir=$tmp/d$RANDOM port url i
     port=$(free_port)
@@ -79,8 +83,9 @@ one() {
     done
     url=http://127.0.0.1:$port
     wrk_n "$url" carts c $((N + C)) > /dev/null
-    local t0 end q
+    local t0 m0 end q
     t0=$(cpu_ticks $pid)
+    m0=$(main_ticks $pid)
     wrk_n "$url" checkout c "$N" > /dev/null
     end=$((SECONDS + 600))
     q="SELECT COUNT(*) FROM orders WHERE status NOT IN ('COMPLETED','CANCELLED');"
@@ -88,8 +93,9 @@ one() {
         [ $SECONDS -lt $end ] || { echo "cpu.sh: sagas did not end" >&2; exit 1; }
         sleep 0.05
     done
-    local t1 done_n all_n
+    local t1 m1 done_n all_n
     t1=$(cpu_ticks $pid)
+    m1=$(main_ticks $pid)
     done_n=$(sqlite3 -readonly "$dir/order.db" "SELECT COUNT(*) FROM orders WHERE status = 'COMPLETED';")
     all_n=$(sqlite3 -readonly "$dir/order.db" "SELECT COUNT(*) FROM orders;")
     kill -TERM $pid
@@ -97,19 +103,23 @@ one() {
     rm -f "$tmp/serve.pid"
     pid=
     rm -rf "$dir"
-    awk -v a="$t0" -v b="$t1" -v n="$all_n" -v t="$tck" -v d="$done_n" \
-        'BEGIN { printf "%.3f %d %d\n", (b - a) * 1000 / t / n, d, n }'
+    awk -v a="$t0" -v b="$t1" -v n="$all_n" -v t="$tck" -v d="$done_n" -v m="$m0" -v k="$m1" \
+        'BEGIN { printf "%.3f %d %d %.3f\n", (b - a) * 1000 / t / n, d, n, (k - m) * 1000 / t / n }'
 }
 echo "cpu.sh: $N checkouts per run, $R rounds, wrk -t1 -c$C; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 res=("" "")
+mres=("" "")
 for r in $(seq 1 "$R"); do
     for k in 0 1; do
         out=$(one "${BIN[$k]}")
         name=$([ $k = 0 ] && echo base || echo new)
-        echo "round $r $name: $(cut -d' ' -f1 <<< "$out") ms CPU/checkout ($(cut -d' ' -f2 <<< "$out") of $(cut -d' ' -f3 <<< "$out") COMPLETED)"
+        echo "round $r $name: $(cut -d' ' -f1 <<< "$out") ms CPU/checkout, main thread $(cut -d' ' -f4 <<< "$out") ($(cut -d' ' -f2 <<< "$out") of $(cut -d' ' -f3 <<< "$out") COMPLETED)"
         res[$k]="${res[$k]} $(cut -d' ' -f1 <<< "$out")"
+        mres[$k]="${mres[$k]} $(cut -d' ' -f4 <<< "$out")"
     done
 done
 med() { tr ' ' '\n' <<< "$1" | grep . | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 b=$(med "${res[0]}") n=$(med "${res[1]}")
 awk -v b="$b" -v n="$n" 'BEGIN { printf "median ms CPU/checkout: base %.3f new %.3f; new/base %.3f\n", b, n, n / b }'
+b=$(med "${mres[0]}") n=$(med "${mres[1]}")
+awk -v b="$b" -v n="$n" 'BEGIN { printf "median ms CPU/checkout of the main thread: base %.3f new %.3f; new/base %.3f\n", b, n, n / b }'

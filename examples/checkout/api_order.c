@@ -270,36 +270,42 @@ static void answer_known(ck_req *r, const char *order_id, const char *key,
         ck_error(r, 503, "unavailable", "try again with the same key");
 }
 
+/* Why a checkout cannot go on (answered only if its key is new). */
+typedef struct ck_fail {
+    int status;
+    const char *code;
+    char msg[200];
+} ck_fail;
+
 static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
-                         int64_t *max_item)
+                         int64_t *max_item, ck_fail *f)
 {
     ck_app *a = r->a;
     ck_stmt *st = ck_prep(a->cart_db, "SELECT user_id FROM carts WHERE "
                                       "cart_id = ?");
-    if (st == NULL) {
-        ck_error(r, 500, "internal", "cart database unavailable");
+    *f = (ck_fail){500, "internal", "cart database unavailable"};
+    if (st == NULL)
         return NULL;
-    }
     ck_bind_text(st, 1, cart_id);
     if (ck_step(st) != CK_ROW) {
         ck_done(st);
-        ck_error(r, 404, "cart_not_found", "no cart %s", cart_id);
+        *f = (ck_fail){404, "cart_not_found", ""};
+        snprintf(f->msg, sizeof f->msg, "no cart %.120s", cart_id);
         return NULL;
     }
     int mine = strcmp(ck_col_text(st, 0), r->user_id) == 0;
     ck_done(st);
     if (!mine) {
-        ck_error(r, 403, "forbidden", "cart %s belongs to another user",
+        *f = (ck_fail){403, "forbidden", ""};
+        snprintf(f->msg, sizeof f->msg, "cart %.120s belongs to another user",
                  cart_id);
         return NULL;
     }
     st = ck_prep(a->cart_db, "SELECT cart_item_id, product_id, quantity, "
                              "price FROM cart_items WHERE cart_id = ? ORDER "
                              "BY cart_item_id");
-    if (st == NULL) {
-        ck_error(r, 500, "internal", "cart database unavailable");
+    if (st == NULL)
         return NULL;
-    }
     ck_bind_text(st, 1, cart_id);
     json_t *items = json_array();
     *subtotal = 0;
@@ -316,7 +322,8 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
     ck_done(st);
     if (json_array_size(items) == 0) {
         json_decref(items);
-        ck_error(r, 422, "cart_empty", "cart %s has no items", cart_id);
+        *f = (ck_fail){422, "cart_empty", ""};
+        snprintf(f->msg, sizeof f->msg, "cart %.120s has no items", cart_id);
         return NULL;
     }
     return items;
@@ -619,6 +626,25 @@ static void flush_orders(uv_timer_t *t)
     }
 }
 
+/* A checkout that cannot go on (@p f): a known key answers as its order
+ * did, whatever the cart holds now; a new one gets @p f. */
+static void answer_refused(ck_req *r, const char *request, const ck_fail *f)
+{
+    char order_id[64], *prior = NULL;
+    int has_saga = 0;
+    int found = existing_order(r->a, r->idem_key, order_id, sizeof order_id,
+                               &prior, &has_saga);
+    if (found == 1 && strcmp(prior, request) != 0)
+        ck_error(r, 422, "idempotency_key_reused",
+                 "Idempotency-Key %s was used with a different request",
+                 r->idem_key);
+    else if (found == 1)
+        answer_known(r, order_id, r->idem_key, has_saga);
+    else
+        ck_error(r, f->status, f->code, "%s", f->msg);
+    free(prior);
+}
+
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 void ck_api_checkout(ck_req *r)
@@ -652,24 +678,20 @@ void ck_api_checkout(ck_req *r)
     snprintf(request, rl, "%s|%s", r->user_id, canon);
     free(canon);
 
-    char order_id[64], *prior = NULL;
-    int has_saga = 0;
-    int found = existing_order(a, r->idem_key, order_id, sizeof order_id,
-                               &prior, &has_saga);
-    if (found == 1) {
-        if (strcmp(prior, request) != 0)
-            ck_error(r, 422, "idempotency_key_reused",
-                     "Idempotency-Key %s was used with a different request",
-                     r->idem_key);
-        else
-            answer_known(r, order_id, r->idem_key, has_saga);
-        goto done;
-    }
+    char order_id[64];
     const char *cart_id = field_str(b, "cart_id");
     int64_t subtotal, max_item;
-    json_t *items = load_cart(r, cart_id, &subtotal, &max_item);
-    if (items == NULL)
+    ck_fail fail;
+    /* A new key is the common case: its cart is read first, and the key is
+     * looked up in the group's transaction (group_one), once. Only when the
+     * cart cannot check out (the same key again after the order cleared
+     * it, another user's cart, ...) is the key looked up here: a known key
+     * answers as its order did, whatever its cart holds now. */
+    json_t *items = load_cart(r, cart_id, &subtotal, &max_item, &fail);
+    if (items == NULL) {
+        answer_refused(r, request, &fail);
         goto done;
+    }
     /* A pending order of this cart is looked for in the group's
      * transaction (group_one): 409 from there. */
     order_id_new(order_id, sizeof order_id);
@@ -690,10 +712,12 @@ void ck_api_checkout(ck_req *r)
     saga_map_set_int(m, "subtotal", subtotal);
     saga_map_encode(m, &data, &dlen);
     if (dlen > CHECKOUT_DATA_MAX) {
-        ck_error(r, 413, "payload_too_large",
+        fail = (ck_fail){413, "payload_too_large", ""};
+        snprintf(fail.msg, sizeof fail.msg,
                  "the order is too large: %zu bytes of address, items and "
                  "ids (at most %d)",
                  dlen, CHECKOUT_DATA_MAX);
+        answer_refused(r, request, &fail);
         saga_map_free(m);
         free(items_s);
         free(addr_s);
@@ -738,7 +762,6 @@ void ck_api_checkout(ck_req *r)
     *G.tail = p;
     G.tail = &p->next;
 done:
-    free(prior);
     free(request);
     json_decref(b);
 }

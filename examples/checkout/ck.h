@@ -106,6 +106,14 @@ typedef struct ck_app {
 /* --- util.c ---------------------------------------------------------- */
 int64_t ck_now_ms(void);
 int ck_synchronous(void); /* saga_sqlite_options.synchronous */
+/* ckpt.c (serve --threads > 1): the main loop's WAL checkpoints run on a
+ * worker loop. init on the worker's thread before its loop runs; attach a
+ * main-loop connection (0, or -1: it keeps SQLite's own checkpoints);
+ * close on the worker's thread when it stops. */
+struct sqlite3;
+int ck_ckpt_init(uv_loop_t *worker);
+int ck_ckpt_attach(struct sqlite3 *conn);
+void ck_ckpt_close(void);
 void ck_iso8601(int64_t ms, char out[32]);
 json_t *ck_json_time(int64_t ms);
 json_t *ck_json_money(int64_t cents);

@@ -14,7 +14,8 @@ add_library(checkout_core STATIC
   ${CK_DIR}/boot.c ${CK_DIR}/db.c ${CK_DIR}/util.c ${CK_DIR}/http.c ${CK_DIR}/api.c
   ${CK_DIR}/api_order.c ${CK_DIR}/api_query.c ${CK_DIR}/api_pay.c
   ${CK_DIR}/svc_order.c ${CK_DIR}/svc_cart.c ${CK_DIR}/svc_inventory.c
-  ${CK_DIR}/svc_payment.c ${CK_DIR}/svc_fulfil.c ${CK_DIR}/gateway.c)
+  ${CK_DIR}/svc_payment.c ${CK_DIR}/svc_fulfil.c ${CK_DIR}/gateway.c
+  ${CK_DIR}/ckpt.c)
 target_include_directories(checkout_core PUBLIC ${CK_DIR})
 # h2o.h does not compile under strict C11.
 set_target_properties(checkout_core PROPERTIES C_STANDARD 11 C_EXTENSIONS ON)

@@ -71,6 +71,8 @@ static int nworkers;
 static void worker_closed(ck_app *a)
 {
     ck_worker *w = (ck_worker *)a; /* app is the first member */
+    if (w == &workers[0])
+        ck_ckpt_close();
     uv_close((uv_handle_t *)&w->stop, NULL);
     if (w->next != NULL)
         uv_async_send(&w->next->stop);
@@ -98,6 +100,9 @@ static void worker_run(void *arg)
         w->stop.data = w;
         w->app.loop = &w->loop;
         w->rc = start_services(&w->app, w->mask);
+        /* The first worker also checkpoints the main loop's files. */
+        if (w->rc == 0 && w == &workers[0] && ck_ckpt_init(&w->loop) != 0)
+            w->rc = -1;
     }
     uv_sem_post(&w->ready);
     if (w->rc == 0)
@@ -215,6 +220,15 @@ static int run(ck_app *a, int only, const char *listen, int threads)
         }
         if (start_services(a, 1u << CK_SVC_ORDER) != 0)
             return 1;
+        if (a->store == NULL) {
+            /* The order participant's and the engine's SQLite files:
+             * their checkpoints on the first worker (ckpt.c). */
+            saga_store *es = saga_engine_store(a->engine);
+            ck_ckpt_attach(saga_participant_store_handle(a->svc[CK_SVC_ORDER]));
+            ck_ckpt_attach(es != NULL && es->native_handle != NULL
+                               ? es->native_handle(es)
+                               : NULL);
+        }
     } else if (start_services(a, only < 0 ? CK_ALL_SVC : 1u << only) != 0)
         return 1;
     if (listen != NULL) {
