@@ -43,6 +43,9 @@ freeport() {
 
 data=$dir/data
 mkdir -p "$data"
+# Start the server; a port taken by another program between our pick and
+# its bind makes a start fail: try again with new ports (3 times at most).
+launch() {
 case $mode in
 serve | serve-pg)
     store=()
@@ -64,11 +67,24 @@ distributed)
 *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 url=
-for _ in $(seq 1 600); do
+for _ in $(seq 1 900); do
     url=$(sed -n 's/^listening on //p' "$dir/out" 2>/dev/null | head -n 1 || true)
     [ -n "$url" ] && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
+done
+}
+for try in 1 2 3; do
+    launch
+    [ -n "$url" ] && break
+    echo "seedclient: start $try failed:" >&2
+    cat "$dir/err" >&2 || true
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for f in "$data"/*.pid; do
+        [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+    done
+    rm -rf "$data"; mkdir -p "$data"
 done
 [ -n "$url" ] || { echo "server did not start" >&2; cat "$dir/err" >&2; exit 1; }
 files=$data
