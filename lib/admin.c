@@ -833,13 +833,17 @@ static void admin_closed(uv_handle_t *h)
         saga_free(a);
 }
 
-void saga__admin_start(saga_engine *e)
+void saga__admin_shapes(saga_engine *e)
 {
     int rc = record_shapes(e);
     if (rc != SAGA_OK)
         saga__log(e, SAGA_LOG_WARN, NULL, -1,
                   "cannot record definition shapes (%s): %s", saga_err_name(rc),
                   e->store->errmsg(e->store));
+}
+
+void saga__admin_start(saga_engine *e)
+{
     if (e->control_poll_ms == 0 || e->admin != NULL)
         return;
     saga__admin *a = saga_malloc(sizeof *a);

@@ -241,7 +241,12 @@ static int batch_open(const saga_engine *e)
     return e->commit_stuck || saga__batch_pending(&e->batch);
 }
 
-static int op_pending(void *owner) { return batch_open(owner); }
+/* While the first lease, or the store's answer about a refused batch, is
+ * in flight (own.c), commits wait: what is staged stays in memory. */
+static int op_pending(void *owner)
+{
+    return !saga__own_hold(owner) && batch_open(owner);
+}
 
 /* Take the open batch for commit (e->commit). @return 1 if it has writes,
  * 0 if only effects, SAGA_ENOMEM (a failed batch could not be put back). */

@@ -351,6 +351,9 @@ int saga_engine_start(saga_engine *e)
         return saga__err(e, SAGA_EBUSY, "engine already started");
     if (e->closing)
         return SAGA_ECLOSED;
+    /* The definitions' shapes first: a synchronous transaction, which
+     * would otherwise wait behind the first lease request in flight. */
+    saga__admin_shapes(e);
     /* A store shared by several engines: resume the sagas claimed. */
     int rc = saga__own_start(e);
     if (rc > 0)
@@ -455,9 +458,8 @@ static void own_loop_finish(saga_engine *e)
     engine_destroy(e);
 }
 
-static void on_handle_closed(uv_handle_t *h)
+static void closed_one(saga_engine *e)
 {
-    saga_engine *e = h->data;
     if (--e->nclosing > 0)
         return;
     if (e->owns_loop) {
@@ -469,10 +471,22 @@ static void on_handle_closed(uv_handle_t *h)
     engine_destroy(e);
 }
 
+static void on_handle_closed(uv_handle_t *h) { closed_one(h->data); }
+
+void saga__engine_handle_closed(saga_engine *e)
+{
+    if (!e->own_wait)
+        return;
+    e->own_wait = 0;
+    if (e->handles_closing)
+        closed_one(e);
+}
+
 static void close_handles(saga_engine *e)
 {
     uv_handle_t *hs[] = {(uv_handle_t *)&e->timer, (uv_handle_t *)&e->hk_timer};
-    e->nclosing = (int)(sizeof hs / sizeof hs[0]);
+    e->handles_closing = 1;
+    e->nclosing = (int)(sizeof hs / sizeof hs[0]) + (e->own_wait ? 1 : 0);
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
         uv_close(hs[i], on_handle_closed);
     e->nclosing += saga__gc_close(&e->gc, on_handle_closed, e);
@@ -511,7 +525,9 @@ void saga_engine_close(saga_engine *e, saga_close_cb cb, void *arg)
     saga__gc_stop(&e->gc);
     saga__remote_close(e);
     saga__admin_close(e);
-    saga__own_close(e);
+    /* The lease's release may go out on the loop: the handles' close then
+     * waits for its answer (bounded, own.c). */
+    e->own_wait = saga__own_close(e);
     if (e->transport != NULL) {
         saga_transport_free(e->transport);
         e->transport = NULL;

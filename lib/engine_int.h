@@ -57,6 +57,8 @@ struct saga_engine {
     uv_timer_t hk_timer; /* housekeeping */
     int64_t hk_next_ms;  /* when the next pass is due (engine clock) */
     int nclosing;
+    int own_wait;        /* the close waits for own.c (saga__own_close) */
+    int handles_closing; /* close_handles ran: nclosing counts */
     saga_close_cb close_cb;
     void *close_arg;
     int running;       /* inside saga_engine_run() (own loop) */
@@ -165,7 +167,14 @@ typedef struct saga__own saga__own;
 /* Take a lease and claim, in place of recovery. @return 1 if the store is
  * not shared (then recover as usual), SAGA_OK, or an error. */
 int saga__own_start(saga_engine *e);
-void saga__own_close(saga_engine *e);
+/* @return 1 if the close must wait for own.c's handle: it calls
+ * saga__engine_handle_closed() once (the release answered or timed out). */
+int saga__own_close(saga_engine *e);
+/* Whether commits wait (the first lease, or the store's answer about a
+ * refused batch, is in flight). */
+int saga__own_hold(const saga_engine *e);
+/* engine.c: a handle the close waits for (saga__own_close) is closed. */
+void saga__engine_handle_closed(saga_engine *e);
 /* Whether the engine may invoke actions now (its lease is surely live). */
 int saga__own_may_act(saga_engine *e);
 /* A saga_on_done() waiter for an active saga that another engine owns:
@@ -182,6 +191,8 @@ int saga__recover_from(saga_engine *e, saga__scan_fn scan);
 /* admin.c: shapes recorded and the control queue polled from start; its
  * timer closed with the engine. */
 struct saga__admin;
+/* Record the definitions' shapes (saga_engine_start, before the lease). */
+void saga__admin_shapes(saga_engine *e);
 void saga__admin_start(saga_engine *e);
 void saga__admin_close(saga_engine *e);
 /* trace.c: a log line as a structured event (attempt, trace id). */

@@ -26,8 +26,18 @@
  * SAGA_EDUP) is answered: the saga is dropped and the start callback gets
  * the existing saga's id with existed = 1.
  *
+ * With a store that also has the version-8 slots, nothing of this waits
+ * for the server on the loop: the first lease and claim at start go out
+ * with the version-6 slots (start returns at once; commits are held until
+ * the lease is taken), the fenced commit's own_check and the lookup of
+ * keys another engine took go out with own_check_submit/idem_get_submit
+ * (the failed batch is held until the answer), the saga_on_done() waiters
+ * of moved sagas are answered by saga_get_submit, and the release at close
+ * by own_release_submit (the close waits for it, bounded).
+ *
  * The hooks: saga__own_start and saga__own_close (engine.c),
- * saga__own_may_act and saga__own_resolve (batch.c).
+ * saga__own_may_act and saga__own_resolve (batch.c), saga__own_hold
+ * (commit.c).
  */
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +48,12 @@
 /* Sagas claimed per store round trip, and round trips per tick. */
 #define CLAIM_LIMIT 64u
 #define CLAIM_ROUNDS 4
+/* Before the first lease is taken (its length unknown): how often the
+ * request is sent again after a failure. */
+#define START_RETRY_MS 250u
+/* The close waits at most this long for the release's answer (and at most
+ * a quarter of the lease). */
+#define RELEASE_WAIT_MS 2000u
 
 struct saga__own {
     saga_engine *e;
@@ -50,8 +66,14 @@ struct saga__own {
     int fresh;               /* the one in flight takes a new epoch */
     int closed;              /* the engine closed: the answer frees this */
     int timer_closed;
-    int rounds;              /* claim round trips this tick */
-    uint64_t sent_ns;        /* when the renewal in flight was sent */
+    int starting;     /* the first lease is not taken yet: commits wait */
+    int resolving;    /* a fenced or key-refused batch waits for the store */
+    int reqs;         /* version-8 requests in flight (check, get, release) */
+    int polling;      /* saga_get_submit requests of poll_moved in flight */
+    int releasing;    /* the close waits for the release (or its bound) */
+    int notify;       /* the engine counts this timer's close (close_handles) */
+    int rounds;       /* claim round trips this tick */
+    uint64_t sent_ns; /* when the renewal in flight was sent */
     const saga_record *feed; /* the claimed sagas being resumed */
     size_t nfeed;
     struct saga__moved *moved; /* saga_on_done() waiters of moved sagas */
@@ -82,7 +104,31 @@ static int has_async(const saga_store *s)
            s->own_claim_submit != NULL && s->submit_batch != NULL;
 }
 
+static int has_v8(const saga_store *s) { return s->version >= 8; }
+
 static void renew_submit(saga__own *o, int fresh);
+static void own_closed(uv_handle_t *h);
+static void own_tick(uv_timer_t *t);
+
+/* A version-8 answer came: 1 if the engine closed meanwhile (the state is
+ * freed once nothing more is in flight; touch nothing more). */
+static int req_answered(saga__own *o)
+{
+    o->reqs--;
+    if (!o->closed)
+        return 0;
+    if (o->timer_closed && o->busy == 0 && o->reqs == 0)
+        saga_free(o);
+    return 1;
+}
+
+/* Commits may go on again (the held batch is written at once). */
+static void unhold(saga_engine *e)
+{
+    e->gc.backoff_ms = 1;
+    if (!e->closing)
+        saga__gc_schedule(&e->gc);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Dropping a saga from memory and from the open batch                      */
@@ -140,6 +186,59 @@ static int moved_state_cb(const saga_record *r, void *arg)
     return 0;
 }
 
+/* The store's answer about a moved saga (@p st, or ENOTFOUND): call or
+ * forget its waiters. @return 0, or -1 (out of memory: the next tick). */
+static int moved_answer(saga_engine *e, saga__moved **pp, int rc, saga_state st)
+{
+    saga__moved *m = *pp;
+    if (rc == SAGA_ENOTFOUND) {
+        saga__log(e, SAGA_LOG_WARN, m->id, -1,
+                  "saga_on_done(): the saga is gone from the store "
+                  "(purged): its waiter is not called");
+    } else {
+        saga__effect f;
+        memset(&f, 0, sizeof f);
+        f.kind = EFF_DONE_CB;
+        snprintf(f.id, sizeof f.id, "%s", m->id);
+        f.state = st;
+        f.done_cb = m->cb;
+        f.arg = m->arg;
+        if (saga__push_effect(e, &f) != SAGA_OK)
+            return -1;
+    }
+    *pp = m->next;
+    saga_free(m);
+    return 0;
+}
+
+typedef struct moved_req {
+    saga__own *o;
+    char id[SAGA_ID_SIZE];
+} moved_req;
+
+static void moved_got_cb(void *arg, int rc, const saga_record *rec)
+{
+    moved_req *q = arg;
+    saga__own *o = q->o;
+    o->polling--;
+    if (req_answered(o)) {
+        saga_free(q);
+        return;
+    }
+    saga_engine *e = o->e;
+    if (rc == SAGA_ENOTFOUND || (rc == SAGA_OK && !SAGA__IS_ACTIVE(rec->state)))
+        for (saga__moved **pp = &o->moved; *pp;) {
+            if (strcmp((*pp)->id, q->id) != 0 ||
+                saga__inst_find(e, q->id) != NULL) {
+                pp = &(*pp)->next;
+                continue;
+            }
+            if (moved_answer(e, pp, rc, rc == SAGA_OK ? rec->state : 0) != 0)
+                break;
+        }
+    saga_free(q);
+}
+
 /* Ask the store about the moved sagas: a waiter whose saga ended is
  * called (as an effect, on a later loop turn, as saga_on_done() does for
  * a saga that ended already); one whose saga this engine holds again
@@ -161,6 +260,25 @@ static void poll_moved(saga_engine *e)
             in->done_cbs = d;
             *pp = m->next;
             saga_free(m);
+            continue;
+        }
+        if (in == NULL && o->async && has_v8(e->store) &&
+            e->store->saga_get_submit != NULL) {
+            /* On the loop: the answer calls the waiters (moved_got_cb). */
+            moved_req *q = saga_malloc(sizeof *q);
+            if (q == NULL)
+                break;
+            q->o = o;
+            snprintf(q->id, sizeof q->id, "%s", m->id);
+            if (e->store->saga_get_submit(e->store, m->id, moved_got_cb, q) !=
+                SAGA_OK) {
+                saga_free(q);
+                break; /* the store is unreachable: the next tick */
+            }
+            o->reqs++;
+            o->polling++;
+            n++;
+            pp = &m->next;
             continue;
         }
         moved_state ms = {SAGA_STATE_RUNNING, 0};
@@ -345,7 +463,7 @@ static int answered(saga__own *o)
     o->busy--;
     if (!o->closed)
         return 0;
-    if (o->timer_closed && o->busy == 0)
+    if (o->timer_closed && o->busy == 0 && o->reqs == 0)
         saga_free(o);
     return 1;
 }
@@ -426,6 +544,14 @@ static void renewed_cb(void *arg, int rc, uint32_t lease)
          * it lost (it stopped acting), only a new epoch ends that. */
         if (fresh)
             o->lost = 0;
+        if (fresh && o->starting) {
+            /* saga_engine_start()'s lease: what was started meanwhile
+             * commits now, under this epoch. */
+            uint64_t every = lease / 4 ? lease / 4 : 1;
+            o->starting = 0;
+            uv_timer_start(&o->timer, own_tick, every, every);
+            unhold(e);
+        }
         if (!o->lost) {
             o->rounds = 0;
             claim_submit(o);
@@ -471,7 +597,7 @@ static void own_tick(uv_timer_t *t)
     saga_engine *e = o->e;
     if (e->closing || e->gc.busy || o->busy)
         return;
-    if (o->moved != NULL)
+    if (o->moved != NULL && o->polling == 0)
         poll_moved(e);
     if (o->async) {
         if (o->lost || uv_hrtime() >= o->valid_until_ns) {
@@ -527,10 +653,33 @@ int saga__own_start(saga_engine *e)
         return SAGA_ENOMEM;
     memset(o, 0, sizeof *o);
     o->e = e;
+    uv_timer_init(e->loop, &o->timer);
+    o->timer.data = o;
+    /* Like housekeeping, the lease alone does not keep a loop alive. */
+    uv_unref((uv_handle_t *)&o->timer);
+    if (has_async(s)) {
+        /* The first lease goes out on the loop too: start returns at
+         * once, and until the lease is taken the engine acts on nothing
+         * and commits nothing (what saga_start() stages waits in memory,
+         * its callback not yet run); renewed_cb then claims and commits.
+         * A refused or failed request is sent again every quarter of the
+         * configured lease. */
+        o->async = 1;
+        o->lost = 1;
+        o->starting = 1;
+        e->own = o;
+        renew_submit(o, 1);
+        /* The lease's length is known with the answer (renewed_cb then
+         * sets the timer to a quarter of it); until then, try again
+         * every START_RETRY_MS. */
+        uv_timer_start(&o->timer, own_tick, START_RETRY_MS, START_RETRY_MS);
+        return SAGA_OK;
+    }
     uint64_t t0 = uv_hrtime();
     int rc = s->own_renew(s, 1, &o->lease_ms);
     if (rc != SAGA_OK || o->lease_ms == 0) {
-        saga_free(o);
+        o->closed = 1;
+        uv_close((uv_handle_t *)&o->timer, own_closed);
         return saga__err(e, SAGA_ESTORE, "cannot take a lease: %s",
                          s->errmsg(s));
     }
@@ -540,32 +689,68 @@ int saga__own_start(saga_engine *e)
     rc = claim(e);
     if (rc != SAGA_OK) {
         e->own = NULL;
-        saga_free(o);
+        o->closed = 1;
+        uv_close((uv_handle_t *)&o->timer, own_closed);
         return rc == SAGA_ENOMEM ? rc : SAGA_ESTORE;
     }
-    uv_timer_init(e->loop, &o->timer);
-    o->timer.data = o;
-    /* Like housekeeping, the lease alone does not keep a loop alive. */
-    uv_unref((uv_handle_t *)&o->timer);
     uint64_t every = o->lease_ms / 4 ? o->lease_ms / 4 : 1;
     uv_timer_start(&o->timer, own_tick, every, every);
     return SAGA_OK;
 }
 
-/* The timer is closed; an answer still in flight frees the state. */
+/* The timer is closed; an answer still in flight frees the state. The
+ * engine may be destroyed by the notification (its store closed, which
+ * answers what is in flight): the state is not touched after it. */
 static void own_closed(uv_handle_t *h)
 {
     saga__own *o = h->data;
+    saga_engine *notify = o->notify ? o->e : NULL;
     o->timer_closed = 1;
-    if (!o->busy)
+    if (!o->busy && !o->reqs)
         saga_free(o);
+    if (notify != NULL)
+        saga__engine_handle_closed(notify);
 }
 
-void saga__own_close(saga_engine *e)
+/* The release is answered, or its wait ran out: the close goes on. */
+static void release_over(saga__own *o)
+{
+    o->releasing = 0;
+    uv_timer_stop(&o->timer);
+    uv_close((uv_handle_t *)&o->timer, own_closed);
+}
+
+static void released_cb(void *arg, int rc)
+{
+    saga__own *o = arg;
+    if (!o->releasing) {
+        /* Answered after the wait ran out (the engine is gone or going):
+         * only the state is left to free. */
+        req_answered(o);
+        return;
+    }
+    o->reqs--;
+    if (rc != SAGA_OK)
+        saga__log(o->e, SAGA_LOG_WARN, NULL, -1,
+                  "cannot release the lease: %s; it runs out by itself",
+                  o->e->store->errmsg(o->e->store));
+    release_over(o);
+}
+
+static void release_timeout_cb(uv_timer_t *t)
+{
+    saga__own *o = t->data;
+    saga__log(o->e, SAGA_LOG_WARN, NULL, -1,
+              "no answer to the release of the lease in time: closing "
+              "without it (the lease runs out by itself)");
+    release_over(o);
+}
+
+int saga__own_close(saga_engine *e)
 {
     saga__own *o = e->own;
     if (o == NULL)
-        return;
+        return 0;
     e->own = NULL;
     o->closed = 1;
     /* Waiters of sagas elsewhere are not called, as those of the sagas
@@ -576,14 +761,36 @@ void saga__own_close(saga_engine *e)
     }
     o->moved = NULL;
     /* Give the lease up: the sagas left here are claimed at once by the
-     * other engines instead of after the lease (not under a batch in
-     * flight: it would be fenced; the lease then runs out by itself). */
-    if (!o->lost && !e->gc.inflight &&
-        e->store->own_release(e->store) != SAGA_OK)
+     * other engines instead of after the lease. On the loop (version 8)
+     * the release goes out after the batch in flight (answered in order:
+     * it does not fence it), and the close waits for its answer, at most
+     * RELEASE_WAIT_MS and a quarter of the lease; the timer keeps the
+     * loop alive meanwhile and the engine counts its close. */
+    saga_store *s = e->store;
+    if (!o->lost && o->async && has_v8(s) && s->own_release_submit != NULL) {
+        if (s->own_release_submit(s, released_cb, o) == SAGA_OK) {
+            uint64_t wait = o->lease_ms / 4 < RELEASE_WAIT_MS ? o->lease_ms / 4
+                                                              : RELEASE_WAIT_MS;
+            o->reqs++;
+            o->releasing = 1;
+            o->notify = 1;
+            uv_ref((uv_handle_t *)&o->timer);
+            uv_timer_start(&o->timer, release_timeout_cb, wait ? wait : 1, 0);
+            return 1;
+        }
+        saga__log(e, SAGA_LOG_WARN, NULL, -1,
+                  "cannot release the lease: %s; it runs out by itself",
+                  s->errmsg(s));
+    } else if (!o->lost && !o->async && !e->gc.inflight &&
+               s->own_release(s) != SAGA_OK) {
+        /* Not under a batch in flight: it would be fenced; the lease then
+         * runs out by itself. */
         saga__log(e, SAGA_LOG_WARN, NULL, -1, "cannot release the lease: %s",
-                  e->store->errmsg(e->store));
+                  s->errmsg(s));
+    }
     uv_timer_stop(&o->timer);
     uv_close((uv_handle_t *)&o->timer, own_closed);
+    return 0;
 }
 
 int saga__own_may_act(saga_engine *e)
@@ -670,11 +877,209 @@ static int resolve_fenced(saga_engine *e)
     return dropped;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The same on the loop (version 8): the failed batch waits (commits are
+ * held, see saga__own_hold) until the store answered, then what was
+ * refused leaves it and the rest is written at once. The sagas are named
+ * by id, as the lease may be lost (and memory emptied) meanwhile. */
+
+typedef struct key_ent {
+    struct key_set *set;
+    char *key;
+    char saga_id[SAGA_ID_SIZE];
+    char holder[SAGA_ID_SIZE];
+    int rc;
+} key_ent;
+
+typedef struct key_set {
+    saga__own *o;
+    size_t n, left;
+    key_ent ents[];
+} key_set;
+
+static void key_set_free(key_set *ks)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        saga_free(ks->ents[i].key);
+    saga_free(ks);
+}
+
+static void key_got_cb(void *arg, int rc, const char *holder)
+{
+    key_ent *k = arg;
+    key_set *ks = k->set;
+    k->rc = rc;
+    if (rc == SAGA_OK)
+        snprintf(k->holder, sizeof k->holder, "%s", holder);
+    int gone = req_answered(ks->o);
+    if (--ks->left > 0)
+        return;
+    if (gone) {
+        key_set_free(ks);
+        return;
+    }
+    saga__own *o = ks->o;
+    saga_engine *e = o->e;
+    for (size_t i = 0; i < ks->n; i++) {
+        key_ent *x = &ks->ents[i];
+        if (x->rc != SAGA_OK || strcmp(x->holder, x->saga_id) == 0)
+            continue;
+        saga__inst *in = saga__inst_find(e, x->saga_id);
+        if (in == NULL || !in->in_batch || in->in_commit ||
+            !(in->put_flags & SAGA_PUT_INSERT))
+            continue;
+        saga__log(e, SAGA_LOG_INFO, in->id, -1,
+                  "idempotency key '%.64s' was taken by saga %s (another "
+                  "engine): answering with it",
+                  x->key, x->holder);
+        e->stats.started--;
+        drop(e, in, x->holder);
+    }
+    key_set_free(ks);
+    o->resolving = 0;
+    unhold(e);
+}
+
+/* @return 1 if the lookups went out (the batch waits for them), 0 if not
+ * (the synchronous path then runs). */
+static int resolve_keys_submit(saga_engine *e)
+{
+    saga__own *o = e->own;
+    saga__batch *b = &e->batch;
+    size_t n = b->nidem;
+    key_set *ks = saga_malloc(sizeof *ks + n * sizeof ks->ents[0]);
+    if (ks == NULL)
+        return 0;
+    memset(ks, 0, sizeof *ks + n * sizeof ks->ents[0]);
+    ks->o = o;
+    ks->n = n;
+    for (size_t i = 0; i < n; i++) {
+        key_ent *k = &ks->ents[i];
+        k->set = ks;
+        k->rc = SAGA_ESTORE;
+        k->key = saga__strdup(b->idem[i].key);
+        snprintf(k->saga_id, sizeof k->saga_id, "%s", b->idem[i].saga_id);
+        if (k->key == NULL) {
+            key_set_free(ks);
+            return 0;
+        }
+    }
+    /* left counts one more until every request is out, so that an answer
+     * cannot finish the set early (answers never come from inside the
+     * call, but a refusal part way must not leave it hanging). */
+    ks->left = 1;
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        key_ent *k = &ks->ents[i];
+        if (e->store->idem_get_submit(e->store, k->key, key_got_cb, k) !=
+            SAGA_OK)
+            break; /* the rest stay ESTORE: retried with the batch */
+        ks->left++;
+        o->reqs++;
+        sent++;
+    }
+    if (sent == 0) {
+        key_set_free(ks);
+        return 0;
+    }
+    ks->left--;
+    o->resolving = 1;
+    return 1;
+}
+
+typedef struct check_req {
+    saga__own *o;
+    size_t n;
+    char ids[]; /* n ids of SAGA_ID_SIZE */
+} check_req;
+
+static void checked_cb(void *arg, int rc, const unsigned char *lost, size_t n)
+{
+    check_req *q = arg;
+    saga__own *o = q->o;
+    if (req_answered(o)) {
+        saga_free(q);
+        return;
+    }
+    saga_engine *e = o->e;
+    o->resolving = 0;
+    if (rc == SAGA_EFENCED) {
+        o->lost = 1;
+        if (!e->gc.inflight && !o->busy)
+            lose_lease(e);
+    } else if (rc == SAGA_OK) {
+        for (size_t i = 0; i < n && i < q->n; i++) {
+            saga__inst *in = lost[i]
+                                 ? saga__inst_find(e, q->ids + i * SAGA_ID_SIZE)
+                                 : NULL;
+            if (in == NULL || in->in_commit)
+                continue;
+            saga__log(e, SAGA_LOG_INFO, in->id, in->step,
+                      "fenced: another engine owns the saga now; "
+                      "dropped from memory");
+            drop(e, in, NULL);
+        }
+    }
+    saga_free(q);
+    unhold(e);
+}
+
+static int resolve_fenced_submit(saga_engine *e)
+{
+    saga__own *o = e->own;
+    saga__batch *b = &e->batch;
+    size_t n = 0;
+    for (saga__inst *in = b->head; in; in = in->batch_next)
+        n++;
+    check_req *q = saga_malloc(sizeof *q + (n + 1) * SAGA_ID_SIZE);
+    const char **ids = saga_malloc((n + 1) * sizeof *ids);
+    if (q == NULL || ids == NULL) {
+        saga_free(q);
+        saga_free(ids);
+        return 0;
+    }
+    q->o = o;
+    size_t m = 0;
+    for (saga__inst *in = b->head; in; in = in->batch_next) {
+        if (in->put_flags & SAGA_PUT_INSERT)
+            continue; /* new: ours whatever happens */
+        char *slot = q->ids + m * SAGA_ID_SIZE;
+        snprintf(slot, SAGA_ID_SIZE, "%s", in->id);
+        ids[m++] = slot;
+    }
+    q->n = m;
+    int rc = e->store->own_check_submit(e->store, ids, m, checked_cb, q);
+    saga_free(ids);
+    if (rc != SAGA_OK) {
+        saga_free(q);
+        return 0;
+    }
+    o->reqs++;
+    o->resolving = 1;
+    return 1;
+}
+
+int saga__own_hold(const saga_engine *e)
+{
+    const saga__own *o = e->own;
+    return o != NULL && (o->starting || o->resolving);
+}
+
 int saga__own_resolve(saga_engine *e, int rc)
 {
-    if (rc == SAGA_EDUP && e->batch.nidem > 0)
+    saga__own *o = e->own;
+    int v8 = o != NULL && o->async && has_v8(e->store);
+    if (rc == SAGA_EDUP && e->batch.nidem > 0) {
+        /* On the loop, a refused lookup is not made synchronously: the
+         * batch is retried after its backoff and asks again. */
+        if (v8 && e->store->idem_get_submit != NULL)
+            return resolve_keys_submit(e);
         return resolve_keys(e) > 0;
-    if (rc == SAGA_EFENCED && e->own != NULL)
+    }
+    if (rc == SAGA_EFENCED && o != NULL) {
+        if (v8 && e->store->own_check_submit != NULL)
+            return resolve_fenced_submit(e);
         return resolve_fenced(e) > 0;
+    }
     return 0;
 }

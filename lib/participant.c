@@ -4,9 +4,10 @@
  *
  * The messages received are processed in one store transaction at the end
  * of the loop turn: the inbox claim, the barrier, the handler's own writes,
- * the reply (recorded in the inbox and queued in the outbox) and any
- * published events. Deliveries are acked, and replies published, only after
- * that transaction commits. If it fails, it is rolled back as a whole and
+ * the reply (recorded in the inbox; see participant_msg.c's reply_as) and
+ * any published events (in the outbox). Replies are published only after
+ * that transaction commits, and a command's delivery is acked only once
+ * the transport has confirmed its reply. If it fails, it is rolled back as a whole and
  * run again later, handlers included. One batch takes at most max_batch
  * messages, and none more once it has run max_batch_ms: the rest wait for
  * the next loop turn, so that one turn stays short however many messages
@@ -280,6 +281,7 @@ static void undo_item(saga_participant *p, item *it, saga__outmsg **txn_mark,
         p->resend = m->next;
         saga__outmsg_free(m);
     }
+    it->reply = NULL;
     p->stats = *st;
     p->stats.handler_failures++;
     if (it->dfr != NULL)
@@ -556,7 +558,9 @@ static void batch_committed(void *owner)
     if (p->head == NULL)
         p->tail = &p->head;
     for (item *it = done; it; it = it->next)
-        if (it->d != NULL)
+        if (it->reply != NULL)
+            it->reply->ack = it->d; /* acked when the reply is confirmed */
+        else if (it->d != NULL)
             p->transport->ack(p->transport, it->d);
     free_items(done);
     saga__outmsg *lists[4] = {p->ext, p->txn, p->txn_ev, p->resend};
@@ -879,11 +883,34 @@ static void handle_closed(uv_handle_t *h)
         destroy(p);
 }
 
+static void close_now(saga_participant *p);
+
+static void close_asked_cb(uv_timer_t *t) { close_now(t->data); }
+
 void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
                             void *arg)
 {
-    if (p == NULL || p->closing)
+    if (p == NULL || p->closing || p->close_asked)
         return;
+    p->close_asked = 1;
+    p->close_cb = cb;
+    p->close_arg = arg;
+    if (p->in_handler) {
+        /* From inside a handler: the batch that runs it still walks its
+         * items and holds the transaction. Close on the next loop turn,
+         * once that batch is done; until then every call answers as
+         * closed (a later handler's deferred reply too: the command is
+         * re-driven at the next start). */
+        p->closing = 1;
+        uv_ref((uv_handle_t *)&p->done_timer);
+        uv_timer_start(&p->done_timer, close_asked_cb, 0, 0);
+        return;
+    }
+    close_now(p);
+}
+
+static void close_now(saga_participant *p)
+{
     /* Commit what is pending if the store lets us; otherwise the
      * deliveries stay unacked and come again. */
     for (int i = 0; i < 64; i++) {
@@ -898,8 +925,6 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
             break;
     }
     p->closing = 1;
-    p->close_cb = cb;
-    p->close_arg = arg;
     saga__relay_close(p->relay);
     /* Unacked deliveries belong to the transport, which frees them. */
     free_items(p->head);

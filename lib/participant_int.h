@@ -34,6 +34,9 @@ typedef struct item {
     void *own;          /* a re-driven command's bytes, owned */
     handler *ev;        /* set for an event subscription */
     saga_deferred *dfr; /* the handle its handler deferred in this batch */
+    /* Its reply in the running batch, queued without an outbox row: the
+     * delivery is acked once the transport confirms the reply (relay.h). */
+    struct saga__outmsg *reply;
     /* A handler that returned an error (participant.c isolates it). */
     int hfail;      /* its handler failed in the running batch */
     int give_up;    /* out of tries: answer FAIL without calling it */
@@ -89,12 +92,14 @@ struct saga_participant {
     saga__outmsg *txn, **txn_tail;       /* replies written this batch */
     saga__outmsg *txn_ev, **txn_ev_tail; /* events from handlers */
     saga__outmsg *resend;                /* recorded replies of duplicates */
+    item *hold; /* the command being processed, if its delivery can be held */
     char **done;
     size_t ndone, cdone;
     saga_deferred *defs;                    /* every live deferred handle */
     saga_deferred *answers, **answers_tail; /* answered, to record */
     saga_deferred *answering;               /* recorded in the running batch */
     int in_handler, started, closing, nclosing;
+    int close_asked;       /* saga_participant_close() ran (maybe deferred) */
     int rerun;             /* the batch is run again without a failed handler */
     saga__gc gc;           /* group commit: when the batch commits */
     uv_timer_t done_timer; /* commits outbox deletes when idle */

@@ -1,7 +1,8 @@
 /*
  * participant_msg.c — one received message inside the participant's batch
  * transaction: the inbox claim, the per-(saga, step) barrier, the handler,
- * and the reply recorded in the inbox and queued in the outbox.
+ * and the reply recorded in the inbox and queued (in the outbox only when
+ * no delivery waits for it: see reply_as).
  */
 #include <stdio.h>
 #include <string.h>
@@ -82,6 +83,17 @@ static int reply_as(saga_participant *p, const saga_envelope *env,
     rc = s->inbox_reply(s, env->msg_id, m->buf, m->len);
     if (rc == SAGA_ENOTFOUND)
         rc = SAGA_OK; /* a deferred answer whose claim was purged: send it */
+    /* The reply to a received command needs no outbox row: its delivery is
+     * acked only once the transport confirms the reply, so a crash before
+     * that brings the command again, and the inbox answers it with the
+     * reply recorded above. An answer with no delivery to hold (deferred,
+     * re-driven) goes through the outbox. */
+    item *hold = p->hold;
+    if (hold != NULL && hold->reply == NULL && rc == SAGA_OK) {
+        hold->reply = m;
+        saga__pappend(&p->txn_tail, m);
+        return SAGA_OK;
+    }
     saga_message msg = {m->id, m->topic, m->key, m->buf, m->len, m->created_ms};
     if (rc == SAGA_OK)
         rc = s->outbox_put(s, &msg);
@@ -281,7 +293,18 @@ static int run_command(saga_participant *p, handler *h, item *it,
     return rc;
 }
 
+static int pcommand(saga_participant *p, item *it);
+
 int saga__pcommand(saga_participant *p, item *it)
+{
+    it->reply = NULL;
+    p->hold = it->d != NULL ? it : NULL;
+    int rc = pcommand(p, it);
+    p->hold = NULL;
+    return rc;
+}
+
+static int pcommand(saga_participant *p, item *it)
 {
     saga_store *s = p->store;
     saga_envelope *env = &it->env;
@@ -318,6 +341,8 @@ int saga__pcommand(saga_participant *p, item *it)
                 }
                 m->next = p->resend;
                 p->resend = m;
+                if (p->hold != NULL && p->hold->reply == NULL)
+                    p->hold->reply = m; /* acked once it is confirmed */
             }
             saga_free(rec.p);
             return SAGA_OK;

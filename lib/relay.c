@@ -214,18 +214,20 @@ static void dest_backoff(saga__relay *r, rdest *d)
 void saga__relay_push(saga__relay *r, saga__outmsg *m)
 {
     if (r->closing) {
-        /* The outbox row stays: the next start publishes it. */
+        /* The outbox row stays: the next start publishes it (a message
+         * without a row: its command, unacked, is delivered again). */
         saga__outmsg_free(m);
         return;
     }
     m->relay = r;
     rdest *d = dest_get(r, m->topic);
     if (d == NULL) {
-        char msg[200];
+        char msg[256];
         snprintf(msg, sizeof msg,
                  "out of memory queueing %.64s to "
-                 "'%.64s'; it is published after a restart",
-                 m->id, m->topic);
+                 "'%.64s'; it is published after a restart%s",
+                 m->id, m->topic,
+                 m->ack ? " (its command, unacked, comes again)" : "");
         r->log(r->owner, SAGA_LOG_ERROR, msg);
         saga__outmsg_free(m);
         return;
@@ -254,6 +256,19 @@ static void arm_timer(saga__relay *r)
     uv_timer_start(&r->timer, timer_cb, first - now, 0);
 }
 
+/* @p m is confirmed, or can never be delivered: delete its outbox row, or
+ * ack the command it answers (a message without a row). */
+static void settle(saga__relay *r, saga__outmsg *m)
+{
+    if (m->ack != NULL) {
+        saga_delivery *d = m->ack;
+        m->ack = NULL;
+        r->t->ack(r->t, d);
+        return;
+    }
+    r->done(r->owner, m->id);
+}
+
 /* The message cannot be delivered, ever: delete its row and say why. */
 static void give_up(saga__relay *r, saga__outmsg *m, int code, const char *why)
 {
@@ -264,7 +279,7 @@ static void give_up(saga__relay *r, saga__outmsg *m, int code, const char *why)
              "(%s: %.200s); dropped",
              m->id, m->topic, saga_err_name(code), why);
     r->log(r->owner, SAGA_LOG_ERROR, msg);
-    r->done(r->owner, m->id);
+    settle(r, m);
     if (r->fail != NULL)
         r->fail(r->owner, m, code, why);
 }
@@ -365,7 +380,7 @@ static void sent_cb(saga_transport *t, int status, void *arg)
     }
     if (status == SAGA_OK) {
         r->published++;
-        r->done(r->owner, m->id);
+        settle(r, m);
         saga__outmsg_free(m);
         return;
     }

@@ -31,9 +31,16 @@ typedef struct saga__outmsg {
     int64_t created_ms;
     int status; /* why it cannot be delivered (the relay's) */
     char *why;
+    /* A message with no outbox row (a participant's reply): once the
+     * transport confirms it (or it can never be delivered), this delivery
+     * (the command it answers) is acked instead of a row being deleted.
+     * Until then the command stays unacked, so a crash makes the transport
+     * deliver it again and the inbox answers it with the recorded reply. */
+    saga_delivery *ack;
 } saga__outmsg;
 
-/* The transport confirmed @p msg_id: delete it from the outbox. */
+/* The transport confirmed @p msg_id: delete it from the outbox (not
+ * called for a message with @c ack set). */
 typedef void (*saga__relay_done_fn)(void *owner, const char *msg_id);
 typedef void (*saga__relay_log_fn)(void *owner, saga_log_level lvl,
                                    const char *msg);

@@ -136,6 +136,15 @@ SAGA_EXTERN int saga_engine_register(saga_engine *e, saga_def *def);
 /**
  * Recover and start: resume every non-terminal saga in the store, re-arm its
  * timers, start housekeeping and the transport subscriptions.
+ * With a store shared by several engines (store interface version 5) the
+ * engine takes a lease and claims sagas instead of recovering all; with
+ * the version-6 slots (the PostgreSQL store with a lease; since 0.2) that
+ * first lease and claim go out on the loop: start returns without waiting
+ * for the server, also when it is down (no SAGA_ESTORE then); until the
+ * lease is taken the engine acts on nothing and commits nothing: sagas
+ * started meanwhile are accepted and wait in memory (their start
+ * callbacks run once they commit under the lease), and a close before
+ * that drops them. A failed lease request is sent again every 250 ms.
  * @return SAGA_OK, SAGA_EBUSY (started already), SAGA_ESTORE.
  * Ownership: none (no pointers taken). Since: 0.1.
  */
@@ -181,7 +190,11 @@ SAGA_EXTERN int saga_engine_housekeep(saga_engine *e);
  * for this to finish: the caller's loop, or for an engine on its own loop the
  * next saga_engine_run() (it then returns 0, the engine gone) or
  * saga_engine_free(). A closing engine invokes no more actions; the verbs
- * return SAGA_ECLOSED. Safe from an action or callback.
+ * return SAGA_ECLOSED. Safe from an action or callback. With a store
+ * shared by several engines the close gives the lease up; on a store with
+ * own_release_submit (store interface version 8, since 0.2) that release
+ * goes out on the loop and @p cb waits for its answer, at most 2 s and a
+ * quarter of the lease (without an answer the lease runs out by itself).
  * Ownership: @p e is freed when @p cb runs (do not use it after this call);
  *   @p arg stays the caller's. Since: 0.1.
  */

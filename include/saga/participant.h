@@ -342,7 +342,9 @@ SAGA_EXTERN int saga_participant_housekeep(saga_participant *p);
 /**
  * Stop: commit what is pending, close the transport and the store, then
  * call @p cb (may be NULL) once everything is freed; the loop must run.
- * A second call, or NULL @p p, does nothing.
+ * A second call, or NULL @p p, does nothing. Safe from a command or event
+ * handler: the participant answers as closing at once (SAGA_ECLOSED) and
+ * closes on the next loop turn, once the handler's batch is done.
  * @param p    the participant.
  * @param cb   called once on the loop thread when the memory is gone.
  * @param arg  passed to @p cb.

@@ -143,6 +143,37 @@ static int pg_own_claim(saga_store *self, uint32_t limit, saga_record_cb cb,
     return SAGA_OK;
 }
 
+/* The ids as an array literal, sent as text; saga ids are checked for
+ * their characters so that none needs quoting (one that fails is left
+ * out: not a saga id we could own, so lost). NULL: out of memory. */
+static char *ids_literal(const char *const *ids, size_t n)
+{
+    size_t cap = n * (SAGA_ID_LEN + 1) + 3;
+    char *arr = saga_malloc(cap);
+    if (arr == NULL)
+        return NULL;
+    size_t len = 0;
+    arr[len++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        const char *id = ids[i];
+        size_t k = id ? strnlen(id, SAGA_ID_LEN + 1) : 0;
+        int ok = k > 0 && k <= SAGA_ID_LEN;
+        for (size_t j = 0; ok && j < k; j++)
+            ok = (id[j] >= '0' && id[j] <= '9') ||
+                 (id[j] >= 'a' && id[j] <= 'z') ||
+                 (id[j] >= 'A' && id[j] <= 'Z') || id[j] == '-' || id[j] == '_';
+        if (!ok)
+            continue;
+        if (len > 1)
+            arr[len++] = ',';
+        memcpy(arr + len, id, k);
+        len += k;
+    }
+    arr[len++] = '}';
+    arr[len] = '\0';
+    return arr;
+}
+
 static int pg_own_check(saga_store *self, const char *const *ids, size_t n,
                         unsigned char *lost)
 {
@@ -162,31 +193,9 @@ static int pg_own_check(saga_store *self, const char *const *ids, size_t n,
                               s->owner, (long long)s->epoch);
     if (n == 0)
         return SAGA_OK;
-    /* The ids as an array literal, sent as text; saga ids are checked for
-     * their characters so that none needs quoting. */
-    size_t cap = n * (SAGA_ID_LEN + 1) + 3;
-    char *arr = saga_malloc(cap);
+    char *arr = ids_literal(ids, n);
     if (arr == NULL)
         return SAGA_ENOMEM;
-    size_t len = 0;
-    arr[len++] = '{';
-    for (size_t i = 0; i < n; i++) {
-        const char *id = ids[i];
-        size_t k = id ? strnlen(id, SAGA_ID_LEN + 1) : 0;
-        int ok = k > 0 && k <= SAGA_ID_LEN;
-        for (size_t j = 0; ok && j < k; j++)
-            ok = (id[j] >= '0' && id[j] <= '9') ||
-                 (id[j] >= 'a' && id[j] <= 'z') ||
-                 (id[j] >= 'A' && id[j] <= 'Z') || id[j] == '-' || id[j] == '_';
-        if (!ok)
-            continue; /* not a saga id we could own: lost */
-        if (len > 1)
-            arr[len++] = ',';
-        memcpy(arr + len, id, k);
-        len += k;
-    }
-    arr[len++] = '}';
-    arr[len] = '\0';
     pg_params p = {0};
     saga__pg_text(&p, arr);
     p.fmt[0] = 0;
@@ -365,9 +374,184 @@ static int pg_kv_get_submit(saga_store *self, const char *key,
                                arg, 0);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The engine's last round trips on the loop (version 8)                    */
+
+/* What an own_check_submit needs back: the ids asked (a copy), the
+ * caller's callback. Freed by check_fin, which runs exactly once. */
+typedef struct pg_check_req {
+    saga_own_checked_cb done;
+    void *arg;
+    size_t n;
+    unsigned char *lost;
+    char ids[]; /* n ids, SAGA_ID_SIZE each */
+} pg_check_req;
+
+static void check_fin(pg_store *s, pg_abatch *b)
+{
+    pg_check_req *q = b->arg;
+    int rc = b->rc;
+    for (size_t i = 0; i < q->n; i++)
+        q->lost[i] = 1;
+    if (rc == SAGA_OK && b->nres != 2)
+        rc = saga__pg_failf(s, SAGA_ESTORE, "own_check: no answer");
+    if (rc == SAGA_OK) {
+        int live = PQntuples(b->res[0]) == 1 &&
+                   saga__pg_col_int(b->res[0], 0, 0) != 0;
+        if (!live) {
+            rc = saga__pg_failf(s, SAGA_EFENCED,
+                                "own_check: the lease of %s epoch %lld is "
+                                "not live",
+                                s->owner, (long long)s->epoch);
+        } else {
+            for (int r = 0, nr = PQntuples(b->res[1]); r < nr; r++) {
+                const char *id = saga__pg_col_text(b->res[1], r, 0);
+                for (size_t i = 0; id && i < q->n; i++)
+                    if (strcmp(q->ids + i * SAGA_ID_SIZE, id) == 0)
+                        q->lost[i] = 0;
+            }
+        }
+    } else if (rc != SAGA_EFENCED) {
+        rc = SAGA_ESTORE;
+    }
+    q->done(q->arg, rc, rc == SAGA_OK || rc == SAGA_EFENCED ? q->lost : NULL,
+            q->n);
+    saga_free(q);
+}
+
+static int pg_own_check_submit(saga_store *self, const char *const *ids,
+                               size_t n, saga_own_checked_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (done == NULL || (n > 0 && ids == NULL) || n > (1u << 20))
+        return saga__pg_failf(s, SAGA_EINVAL, "own_check: bad arguments");
+    if (s->epoch == 0 || s->epoch_pending)
+        return saga__pg_failf(s, SAGA_ESTORE, "own_check: no lease taken");
+    pg_check_req *q = saga_malloc(sizeof *q + n * SAGA_ID_SIZE + n + 1);
+    char *arr = ids_literal(ids, n);
+    if (q == NULL || arr == NULL) {
+        saga_free(q);
+        saga_free(arr);
+        return saga__pg_failf(s, SAGA_ENOMEM, "own_check: out of memory");
+    }
+    q->done = done;
+    q->arg = arg;
+    q->n = n;
+    q->lost = (unsigned char *)q->ids + n * SAGA_ID_SIZE;
+    for (size_t i = 0; i < n; i++)
+        snprintf(q->ids + i * SAGA_ID_SIZE, SAGA_ID_SIZE, "%s",
+                 ids[i] ? ids[i] : "");
+    /* Whether the lease is live, then which of the ids are still ours, in
+     * one round trip. */
+    pg_params p[2] = {{0}, {0}};
+    saga__pg_text(&p[0], s->owner);
+    saga__pg_int(&p[0], s->epoch);
+    saga__pg_text(&p[1], arr);
+    p[1].fmt[0] = 0;
+    saga__pg_text(&p[1], s->owner);
+    saga__pg_int(&p[1], s->epoch);
+    enum pg_stmt which[2] = {PG_OWN_LIVE, PG_OWN_CHECK};
+    int rc = saga__pg_submit_own(s, which, p, 2, check_fin, NULL, q, 0);
+    saga_free(arr); /* libpq copied it */
+    if (rc != SAGA_OK)
+        saga_free(q);
+    return rc;
+}
+
+static void release_fin(pg_store *s, pg_abatch *b)
+{
+    (void)s;
+    saga_store_done_cb done = (saga_store_done_cb)b->cb;
+    done(b->arg, b->rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE);
+}
+
+static int pg_own_release_submit(saga_store *self, saga_store_done_cb done,
+                                 void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "own_release: NULL done");
+    pg_params p = {0};
+    saga__pg_text(&p, s->owner);
+    saga__pg_int(&p, s->epoch);
+    enum pg_stmt which = PG_OWN_RELEASE;
+    return saga__pg_submit_own(s, &which, &p, 1, release_fin,
+                               (void (*)(void))done, arg, 0);
+}
+
+static void idem_fin(pg_store *s, pg_abatch *b)
+{
+    saga_idem_got_cb done = (saga_idem_got_cb)b->cb;
+    int rc = b->rc;
+    if (rc == SAGA_OK && b->nres != 1)
+        rc = saga__pg_failf(s, SAGA_ESTORE, "idem_get: no answer");
+    if (rc != SAGA_OK) {
+        done(b->arg, SAGA_ESTORE, NULL);
+        return;
+    }
+    if (PQntuples(b->res[0]) == 0) {
+        done(b->arg, SAGA_ENOTFOUND, NULL);
+        return;
+    }
+    const char *id = saga__pg_col_text(b->res[0], 0, 0);
+    if (id == NULL || strlen(id) > SAGA_ID_LEN) {
+        saga__pg_failf(s, SAGA_ECORRUPT, "idem_get: bad saga id");
+        done(b->arg, SAGA_ESTORE, NULL);
+        return;
+    }
+    done(b->arg, SAGA_OK, id);
+}
+
+static int pg_idem_get_submit(saga_store *self, const char *key,
+                              saga_idem_got_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (key == NULL || done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "idem_get: NULL argument");
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    enum pg_stmt which = PG_IDEM_GET;
+    return saga__pg_submit_own(s, &which, &p, 1, idem_fin, (void (*)(void))done,
+                               arg, 0);
+}
+
+static void get_fin(pg_store *s, pg_abatch *b)
+{
+    saga_record_got_cb done = (saga_record_got_cb)b->cb;
+    int rc = b->rc;
+    if (rc == SAGA_OK && b->nres != 1)
+        rc = saga__pg_failf(s, SAGA_ESTORE, "saga_get: no answer");
+    if (rc != SAGA_OK) {
+        done(b->arg, SAGA_ESTORE, NULL);
+        return;
+    }
+    if (PQntuples(b->res[0]) == 0) {
+        done(b->arg, SAGA_ENOTFOUND, NULL);
+        return;
+    }
+    saga_record r;
+    saga__pg_read_record(b->res[0], 0, &r);
+    done(b->arg, SAGA_OK, &r);
+}
+
+static int pg_saga_get_submit(saga_store *self, const char *id,
+                              saga_record_got_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (id == NULL || done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "saga_get: NULL argument");
+    pg_params p = {0};
+    saga__pg_text(&p, id);
+    enum pg_stmt which = PG_SAGA_GET;
+    return saga__pg_submit_own(s, &which, &p, 1, get_fin, (void (*)(void))done,
+                               arg, 0);
+}
+
 void saga__pg_kv_async_init(pg_store *s)
 {
     s->base.kv_get_submit = pg_kv_get_submit;
+    s->base.idem_get_submit = pg_idem_get_submit;
+    s->base.saga_get_submit = pg_saga_get_submit;
 }
 
 void saga__pg_own_init(pg_store *s)
@@ -378,4 +562,6 @@ void saga__pg_own_init(pg_store *s)
     s->base.own_claim = pg_own_claim;
     s->base.own_check = pg_own_check;
     s->base.own_release = pg_own_release;
+    s->base.own_check_submit = pg_own_check_submit;
+    s->base.own_release_submit = pg_own_release_submit;
 }
