@@ -151,6 +151,57 @@ static json_t *order_row_json(ck_db *db, const char *order_id, int items)
     return o;
 }
 
+/* OrderCreatedEvent from the saga's data, which holds what the order row
+ * and its items were written from (api_order.c: user_id, cart_id, items
+ * with prices in cents, shipping_address, subtotal): the same fields in the
+ * same order as from the row, without reading the row and its items back
+ * (two statements on the main loop per checkout). NULL if a field is
+ * missing: then the row is read. */
+static json_t *created_from_data(const saga_command *c, const char *order_id,
+                                 int64_t now)
+{
+    const char *u, *ca, *it, *ad;
+    size_t ul, cl, il, al;
+    int64_t sub = ck_data_int(c->payload, c->payload_len, "subtotal", -1);
+    if (sub < 0 ||
+        saga_data_get_str(c->payload, c->payload_len, "user_id", &u, &ul) ||
+        saga_data_get_str(c->payload, c->payload_len, "cart_id", &ca, &cl) ||
+        saga_data_get_str(c->payload, c->payload_len, "items", &it, &il) ||
+        saga_data_get_str(c->payload, c->payload_len, "shipping_address", &ad,
+                          &al))
+        return NULL;
+    json_t *items = json_loadb(it, il, 0, NULL);
+    json_t *addr = json_loadb(ad, al, 0, NULL);
+    json_t *user = json_stringn(u, ul), *cart = json_stringn(ca, cl);
+    size_t i;
+    json_t *x;
+    int ok = json_is_array(items) && addr != NULL && user != NULL &&
+             cart != NULL;
+    json_array_foreach(items, i, x)
+    {
+        json_t *pr = json_object_get(x, "price");
+        if (!json_is_integer(pr)) {
+            ok = 0;
+            break;
+        }
+        json_object_set_new(x, "price", ck_json_money(json_integer_value(pr)));
+    }
+    json_t *ev = ok ? ck_event("OrderCreatedEvent", order_id, now) : NULL;
+    if (ev == NULL) {
+        json_decref(items);
+        json_decref(addr);
+        json_decref(user);
+        json_decref(cart);
+        return NULL;
+    }
+    json_object_set_new(ev, "user_id", user);
+    json_object_set_new(ev, "cart_id", cart);
+    json_object_set_new(ev, "total_amount", ck_json_money(sub));
+    json_object_set_new(ev, "shipping_address", addr);
+    json_object_set_new(ev, "items", items);
+    return ev;
+}
+
 static int on_create(saga_participant *p, const saga_command *c, saga_reply *r,
                      void *arg)
 {
@@ -204,10 +255,13 @@ static int on_create(saga_participant *p, const saga_command *c, saga_reply *r,
         }
         return SAGA_OK;
     }
+    json_t *ev = created_from_data(c, order_id, now);
+    if (ev != NULL)
+        return ck_publish(p, CK_T_ORDER, order_id, ev);
     json_t *row = order_row_json(db, order_id, 1);
     if (row == NULL)
         return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0, "no such order");
-    json_t *ev = ck_event("OrderCreatedEvent", order_id, now);
+    ev = ck_event("OrderCreatedEvent", order_id, now);
     json_object_del(row, "cart_max_item");
     json_object_update(ev, row);
     json_decref(row);
