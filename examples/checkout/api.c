@@ -23,11 +23,15 @@ static int method_ok(ck_req *r, const char *allow)
          m = strtok_r(NULL, ", ", &save))
         if (strcmp(m, r->method) == 0)
             return 1;
+    /* Where GET is allowed, so is HEAD (answered as GET without a body). */
+    char hdr[80];
+    snprintf(hdr, sizeof hdr, "%s%s", allow,
+             strstr(allow, "GET") != NULL ? ", HEAD" : "");
     ck_reply_hdr(r, 405,
                  json_pack("{s:{s:s, s:s}}", "error", "code",
                            "method_not_allowed", "message",
                            "method not allowed on this path"),
-                 "allow", allow);
+                 "allow", hdr);
     return 0;
 }
 

@@ -208,6 +208,11 @@ void ck_api_orders_list(ck_req *r)
         ck_error(r, 422, "invalid_parameter", "user_id is required");
         return;
     }
+    if (strlen(u) > CK_USER_ID_MAX) {
+        ck_error(r, 422, "invalid_parameter",
+                 "user_id must be at most %d bytes", CK_USER_ID_MAX);
+        return;
+    }
     static const char *const valid[] = {
         "PENDING",   "INVENTORY_RESERVED", "PAYMENT_COMPLETED",
         "FULFILLED", "COMPLETED",          "CANCELLED"};

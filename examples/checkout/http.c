@@ -305,7 +305,17 @@ const char *ck_query(const ck_req *r, const char *name, char *buf, size_t size)
         const char *end = strchr(p, '&');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
-            url_decode(p + nl + 1, len - nl - 1, buf, size);
+            /* A value that holds a NUL or does not fit is "" (which every
+             * caller refuses), not its prefix: user_id=alice%00x or an
+             * over-long user_id must not read alice's orders. */
+            size_t want = 0;
+            for (size_t i = nl + 1; i < len; i++, want++)
+                if (p[i] == '%' && i + 2 < len && hexv(p[i + 1]) >= 0 &&
+                    hexv(p[i + 2]) >= 0)
+                    i += 2;
+            size_t got = url_decode(p + nl + 1, len - nl - 1, buf, size);
+            if (got != want || strlen(buf) != got)
+                buf[0] = '\0';
             return buf;
         }
         if (len == nl && strncmp(p, name, nl) == 0) {
@@ -317,12 +327,98 @@ const char *ck_query(const ck_req *r, const char *name, char *buf, size_t size)
     return NULL;
 }
 
+/* A string no client sends: stands in for a number jansson cannot hold,
+ * so that the field holding it can be named. */
+#define CK_RANGE_MARK "\\u0001ck\\u0002out-of-range\\u0003"
+
+/* The path of the first string @p mark in @p j ("quantity",
+ * "shipping_address.zip", "x[2]") into @p out; 1 if found. */
+static int find_mark(json_t *j, const char *mark, char *out, size_t size)
+{
+    size_t len = strlen(out);
+    if (json_is_string(j))
+        return strcmp(json_string_value(j), mark) == 0;
+    if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v)
+        {
+            snprintf(out + len, size - len, "%s%s", len ? "." : "", k);
+            if (find_mark(v, mark, out, size))
+                return 1;
+            out[len] = '\0';
+        }
+    } else if (json_is_array(j)) {
+        for (size_t i = 0; i < json_array_size(j); i++) {
+            snprintf(out + len, size - len, "[%zu]", i);
+            if (find_mark(json_array_get(j, i), mark, out, size))
+                return 1;
+            out[len] = '\0';
+        }
+    }
+    return 0;
+}
+
+/* The body holds a number that JSON allows but jansson cannot hold (an
+ * integer beyond 64 bits, 1e400): well-formed JSON with a field out of
+ * range, so 422 invalid_field naming it, not 400 invalid_json. jansson
+ * stops at the first such number and gives its end; the number (a run of
+ * [-+.eE0-9] before that) is replaced by a marker string, up to 16 of
+ * them, and the document parsed again to find the marker's path. 1 if it
+ * answered 422; 0 if the body is malformed after all (the caller answers
+ * 400 with @p je, the first error). */
+static int out_of_range(ck_req *r, const json_error_t *je)
+{
+    size_t n = r->body_len, cap = n + 16 * sizeof CK_RANGE_MARK + 1;
+    char *buf = r->body != NULL ? malloc(cap) : NULL;
+    if (buf == NULL)
+        return 0;
+    memcpy(buf, r->body, n);
+    json_error_t e = *je;
+    json_t *j = NULL;
+    for (int k = 0; k < 16 && j == NULL; k++) {
+        size_t end = (size_t)e.position, start = end;
+        if (json_error_code(&e) != json_error_numeric_overflow || end > n)
+            break;
+        while (start > 0 && strchr("-+.eE0123456789", buf[start - 1]) &&
+               buf[start - 1] != '\0')
+            start--;
+        if (start == end)
+            break;
+        /* The first one is named; the others become 0. */
+        const char *rep = k == 0 ? "\"" CK_RANGE_MARK "\"" : "0";
+        size_t rl = strlen(rep);
+        memmove(buf + start + rl, buf + end, n - end);
+        memcpy(buf + start, rep, rl);
+        n = n - (end - start) + rl;
+        j = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &e);
+    }
+    free(buf);
+    if (j == NULL)
+        return 0;
+    char path[256] = "";
+    if (!json_is_object(j) ||
+        !find_mark(j, "\001ck\002out-of-range\003", path, sizeof path)) {
+        json_decref(j);
+        return 0;
+    }
+    json_decref(j);
+    ck_error(r, 422, "invalid_field",
+             "%s is a number out of range (beyond what this service can "
+             "hold)",
+             path);
+    return 1;
+}
+
 json_t *ck_body_object(ck_req *r)
 {
     json_error_t je;
     json_t *j = json_loadb(r->body ? r->body : "", r->body_len,
                            JSON_REJECT_DUPLICATES, &je);
     if (j == NULL) {
+        if (json_error_code(&je) == json_error_numeric_overflow &&
+            out_of_range(r, &je))
+            return NULL;
         ck_error(r, 400, "invalid_json", "malformed JSON at line %d: %s",
                  je.line, je.text);
         return NULL;
@@ -352,6 +448,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     r->a = h->a;
     r->h2o = req;
     r->method = h2o_strdup(&req->pool, req->method.base, req->method.len).base;
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        /* HEAD is GET without the body (RFC 9110 9.3.2): routed as GET,
+         * same status and headers; h2o_send_inline() sends no body for
+         * it, Content-Length stays the GET body's. */
+        r->method = "GET";
+        r->head = 1;
+    }
     r->body = req->entity.base;
     r->body_len = req->entity.base ? req->entity.len : 0;
     r->user_id = header(req, "x-user-id");
@@ -370,6 +473,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         ck_error(r, 404, "not_found", "no such path (it holds a NUL)");
         return 0;
     }
+    /* h2o's path_normalized is decoded once already (%XX, dot segments):
+     * the segments are used as they are, never decoded again (a second
+     * decode turned %2541 into "A"). */
     char *save = NULL;
     for (char *s = strtok_r(path, "/", &save); s != NULL;
          s = strtok_r(NULL, "/", &save)) {
@@ -377,17 +483,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             ck_error(r, 404, "not_found", "no such path");
             return 0;
         }
-        size_t n = strlen(s);
-        char *d = h2o_mem_alloc_pool(&req->pool, n + 1);
-        if (!text_ok(d, url_decode(s, n, d, n + 1))) {
+        if (!text_ok(s, strlen(s))) {
             ck_error(r, 404, "not_found",
                      "no such path (a segment is not UTF-8 text)");
             return 0;
         }
-        r->segs[r->nsegs++] = d;
+        r->segs[r->nsegs++] = s;
     }
     if (r->user_id != NULL && !text_ok(r->user_id, strlen(r->user_id))) {
         ck_error(r, 400, "invalid_user_id", "X-User-Id must be UTF-8 text");
+        return 0;
+    }
+    if (r->user_id != NULL && strlen(r->user_id) > CK_USER_ID_MAX) {
+        ck_error(r, 400, "invalid_user_id",
+                 "X-User-Id must be at most %d bytes", CK_USER_ID_MAX);
         return 0;
     }
     if (r->idem_key != NULL && !text_ok(r->idem_key, strlen(r->idem_key))) {

@@ -8,11 +8,14 @@
 #include "ck.h"
 
 #define CK_MAX_SEGS 8
+/* X-User-Id (and the history's user_id): 1 to 128 bytes of UTF-8. */
+#define CK_USER_ID_MAX 128
 
 typedef struct ck_req {
     ck_app *a;
     void *h2o;          /* h2o_req_t, NULL once the client is gone */
-    const char *method; /* "GET", ... (NUL-terminated copy) */
+    const char *method; /* "GET", ... (NUL-terminated copy); HEAD is "GET" */
+    int head;           /* a HEAD request: answered as GET without a body */
     const char *body;
     size_t body_len;
     const char *user_id;     /* X-User-Id or NULL */
@@ -43,7 +46,8 @@ void ck_wait_error(ck_wait *w, int status, const char *code, const char *msg);
 /* The client went away (the answer would be dropped). */
 int ck_wait_gone(const ck_wait *w);
 
-/* Query parameter @p name, URL-decoded into @p buf; NULL if absent. */
+/* Query parameter @p name, URL-decoded into @p buf; NULL if absent; "" if
+ * its value holds a NUL or is longer than @p size - 1 bytes. */
 const char *ck_query(const ck_req *r, const char *name, char *buf, size_t size);
 
 /* Parse the body as a JSON object; on failure answers 400 and returns NULL. */

@@ -147,6 +147,19 @@ typedef void (*saga_own_claimed_cb)(void *arg, int rc, const saga_record *recs,
  * @p len bytes, borrowed for the call), SAGA_ENOTFOUND (no such key) or
  * SAGA_ESTORE. Since: 0.2. */
 typedef void (*saga_kv_got_cb)(void *arg, int rc, const void *val, size_t len);
+/** Completion of own_check_submit(): @p rc as own_check() would return
+ * (also SAGA_ESTORE when the answer was lost), and on SAGA_OK or
+ * SAGA_EFENCED @p lost[i] for each of the @p n ids asked (borrowed for the
+ * call; NULL on other errors). Since: 0.2. */
+typedef void (*saga_own_checked_cb)(void *arg, int rc,
+                                    const unsigned char *lost, size_t n);
+/** Completion of idem_get_submit(): @p rc SAGA_OK (@p saga_id is the
+ * key's saga, borrowed for the call), SAGA_ENOTFOUND or SAGA_ESTORE.
+ * Since: 0.2. */
+typedef void (*saga_idem_got_cb)(void *arg, int rc, const char *saga_id);
+/** Completion of saga_get_submit(): @p rc SAGA_OK (@p rec borrowed for the
+ * call), SAGA_ENOTFOUND or SAGA_ESTORE. Since: 0.2. */
+typedef void (*saga_record_got_cb)(void *arg, int rc, const saga_record *rec);
 
 /* Version 9 (below): a participant's batch in few round trips. */
 /** One received message of a participant batch, for part_read(): the
@@ -409,11 +422,32 @@ struct saga_store {
      */
     int (*kv_get_submit)(saga_store *self, const char *key, saga_kv_got_cb done,
                          void *arg);
-    /* ---- version 9: optional, since 0.2: a participant's batch in few
-     * round trips (NULL: the participant calls inbox_claim, kv_get and the
-     * writing slots one by one, and commit). A store sets both or none.
-     * RENUMBER ON MERGE: this block was written while version 8 (the
-     * engine-side slots) was not yet in main; it follows version 8. ---- */
+    /* version 8: optional, since 0.2: the engine's last round trips on the
+     * loop (NULL: the engine calls the synchronous slot, which waits for
+     * the server). Each goes out at once, beside the batches in flight (in
+     * submission order with them, outside any transaction), and its done
+     * callback runs later on the loop thread, exactly once, never from
+     * inside the call, also with SAGA_ESTORE when the answer was lost or
+     * the store was closed first. Each returns SAGA_OK (submitted: done
+     * will run) or the refusal (SAGA_ESTORE, SAGA_EINVAL, SAGA_ENOMEM;
+     * done never runs). The ownership ones need the version-5 slots. */
+    /** own_check() without blocking; the store copies @p ids before it
+     * returns. */
+    int (*own_check_submit)(saga_store *self, const char *const *ids, size_t n,
+                            saga_own_checked_cb done, void *arg);
+    /** own_release() without blocking: @p done gets its result. Writes
+     * submitted after it are fenced. */
+    int (*own_release_submit)(saga_store *self, saga_store_done_cb done,
+                              void *arg);
+    /** idem_get() without blocking (committed data only). */
+    int (*idem_get_submit)(saga_store *self, const char *key,
+                           saga_idem_got_cb done, void *arg);
+    /** saga_get() without blocking (committed data only). */
+    int (*saga_get_submit)(saga_store *self, const char *id,
+                           saga_record_got_cb done, void *arg);
+    /* version 9: optional, since 0.2: a participant's batch in few round
+     * trips (NULL: the participant calls inbox_claim, kv_get and the
+     * writing slots one by one, and commit). A store sets both or none. */
     /**
      * Inside the open transaction, as inbox_claim(r[i].claim_id, now_ms)
      * then kv_get(r[i].kv_key) for each i in order would (a claim sees

@@ -207,6 +207,70 @@ static void note_seen(world *w, const char *id)
     snprintf(w->seen[w->nseen++], SAGA_ID_SIZE, "%s", id);
 }
 
+/* Moves @p n from "<from>/<i>" to "<to>/<i>" (to = NULL: to the key
+ * "merchant"), in the open transaction. */
+static int kv_move(saga_store *s, const char *from, const char *to, int i,
+                   int64_t n)
+{
+    char k[32];
+    snprintf(k, sizeof k, "%s/%d", from, i);
+    int rc = kv_add(s, k, -n);
+    if (rc)
+        return rc;
+    if (to == NULL)
+        return kv_add(s, "merchant", n);
+    snprintf(k, sizeof k, "%s/%d", to, i);
+    return kv_add(s, k, n);
+}
+
+/* A service's ledger entry for one saga, e/<saga>: "<mark> a b". */
+typedef struct entry {
+    char key[64];
+    kvbuf e;
+    int a, b; /* the two numbers of the entry, once parsed */
+} entry;
+
+static int ledger_read(world *w, saga_participant *p, const saga_command *c,
+                       entry *l)
+{
+    note_seen(w, c->saga_id);
+    snprintf(l->key, sizeof l->key, "e/%s", c->saga_id);
+    l->a = l->b = 0;
+    return kv_read(saga_participant_store(p), l->key, &l->e);
+}
+
+/* Whether the entry exists with @p mark; a violation named @p what if not. */
+static int ledger_is(world *w, const saga_command *c, entry *l, char mark,
+                     const char *what)
+{
+    if (!l->e.found || l->e.s[0] != mark) {
+        violation(w, "effects: %s of saga %s whose entry is '%s'", what,
+                  c->saga_id, l->e.found ? l->e.s : "absent");
+        return 0;
+    }
+    sscanf(l->e.s + 2, "%d %d", &l->a, &l->b);
+    return 1;
+}
+
+/* An action found its entry already there: applied twice, or after its
+ * compensation (@p undone is the compensation's mark). */
+static void ledger_twice(world *w, const saga_command *c, const entry *l,
+                         const char *what, char undone)
+{
+    violation(w, "effects: %s twice for saga %s (ledger '%s')%s", what,
+              c->saga_id, l->e.s,
+              l->e.s[0] == undone ? ": a hanging action applied after its "
+                                    "compensation"
+                                  : "");
+}
+
+static int ledger_put(saga_store *s, entry *l, char mark, int a, int b)
+{
+    char v[32];
+    int n = snprintf(v, sizeof v, "%c %d %d", mark, a, b);
+    return s->kv_put(s, l->key, v, (size_t)n);
+}
+
 static int64_t data_int(const saga_command *c, const char *key)
 {
     int64_t v = -1;
@@ -222,27 +286,19 @@ static int stock_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
 {
     world *w = arg;
     saga_store *s = saga_participant_store(p);
-    note_seen(w, c->saga_id);
-    char ek[64], k[32];
-    snprintf(ek, sizeof ek, "e/%s", c->saga_id);
-    kvbuf e;
-    int rc = kv_read(s, ek, &e);
+    entry l;
+    int rc = ledger_read(w, p, c, &l);
     if (rc)
         return rc;
     int sku = (int)data_int(c, "sku"), qty = (int)data_int(c, "qty");
     if (sku < 0 || sku >= NSKU || qty <= 0)
         return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0, "bad order");
     if (strcmp(c->name, "reserve") == 0 && !c->compensating) {
-        if (e.found) {
-            violation(w,
-                      "effects: stock reserved twice for saga %s "
-                      "(ledger '%s')%s",
-                      c->saga_id, e.s,
-                      e.s[0] == 'X' ? ": a hanging action applied after "
-                                      "its compensation"
-                                    : "");
+        if (l.e.found) {
+            ledger_twice(w, c, &l, "stock reserved", 'X');
             return SAGA_OK;
         }
+        char k[32];
         int64_t have;
         snprintf(k, sizeof k, "stock/%d", sku);
         if ((rc = kv_int(s, k, &have)))
@@ -250,51 +306,17 @@ static int stock_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
         if (have < qty)
             return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0,
                                   "out of stock");
-        char v[32];
-        int n = snprintf(v, sizeof v, "R %d %d", sku, qty);
-        snprintf(k, sizeof k, "stock/%d", sku);
-        if ((rc = kv_add(s, k, -qty)))
-            return rc;
-        snprintf(k, sizeof k, "held/%d", sku);
-        if ((rc = kv_add(s, k, qty)))
-            return rc;
-        return s->kv_put(s, ek, v, (size_t)n);
+        rc = kv_move(s, "stock", "held", sku, qty);
+        return rc ? rc : ledger_put(s, &l, 'R', sku, qty);
     }
-    if (strcmp(c->name, "reserve") == 0) { /* release */
-        if (!e.found || e.s[0] != 'R') {
-            violation(w,
-                      "effects: release of saga %s whose reservation is "
-                      "'%s'",
-                      c->saga_id, e.found ? e.s : "absent");
-            return SAGA_OK;
-        }
-        int esku, eqty;
-        sscanf(e.s + 2, "%d %d", &esku, &eqty);
-        snprintf(k, sizeof k, "stock/%d", esku);
-        if ((rc = kv_add(s, k, eqty)))
-            return rc;
-        snprintf(k, sizeof k, "held/%d", esku);
-        if ((rc = kv_add(s, k, -eqty)))
-            return rc;
-        e.s[0] = 'X';
-        return s->kv_put(s, ek, e.s, strlen(e.s));
-    }
-    /* confirm */
-    if (!e.found || e.s[0] != 'R') {
-        violation(w, "effects: confirm of saga %s whose reservation is '%s'",
-                  c->saga_id, e.found ? e.s : "absent");
+    int release = strcmp(c->name, "reserve") == 0;
+    if (!ledger_is(w, c, &l, 'R', release ? "release" : "confirm"))
         return SAGA_OK;
-    }
-    int esku, eqty;
-    sscanf(e.s + 2, "%d %d", &esku, &eqty);
-    snprintf(k, sizeof k, "held/%d", esku);
-    if ((rc = kv_add(s, k, -eqty)))
-        return rc;
-    snprintf(k, sizeof k, "sold/%d", esku);
-    if ((rc = kv_add(s, k, eqty)))
-        return rc;
-    e.s[0] = 'S';
-    return s->kv_put(s, ek, e.s, strlen(e.s));
+    if (release)
+        rc = kv_move(s, "held", "stock", l.a, l.b);
+    else
+        rc = kv_move(s, "held", "sold", l.a, l.b);
+    return rc ? rc : ledger_put(s, &l, release ? 'X' : 'S', l.a, l.b);
 }
 
 /* The payment service: charge / refund. bal/<acct> + merchant is
@@ -304,27 +326,19 @@ static int pay_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
 {
     world *w = arg;
     saga_store *s = saga_participant_store(p);
-    note_seen(w, c->saga_id);
-    char ek[64], k[32];
-    snprintf(ek, sizeof ek, "e/%s", c->saga_id);
-    kvbuf e;
-    int rc = kv_read(s, ek, &e);
+    entry l;
+    int rc = ledger_read(w, p, c, &l);
     if (rc)
         return rc;
     int acct = (int)data_int(c, "acct"), amt = (int)data_int(c, "amt");
     if (acct < 0 || acct >= NACCT || amt <= 0)
         return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0, "bad order");
     if (!c->compensating) {
-        if (e.found) {
-            violation(w,
-                      "effects: payment charged twice for saga %s "
-                      "(ledger '%s')%s",
-                      c->saga_id, e.s,
-                      e.s[0] == 'F' ? ": a hanging action applied after "
-                                      "its compensation"
-                                    : "");
+        if (l.e.found) {
+            ledger_twice(w, c, &l, "payment charged", 'F');
             return SAGA_OK;
         }
+        char k[32];
         int64_t bal;
         snprintf(k, sizeof k, "bal/%d", acct);
         if ((rc = kv_int(s, k, &bal)))
@@ -332,24 +346,13 @@ static int pay_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
         if (bal < amt)
             return saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0,
                                   "insufficient funds");
-        if ((rc = kv_add(s, k, -amt)) || (rc = kv_add(s, "merchant", amt)))
-            return rc;
-        char v[32];
-        int n = snprintf(v, sizeof v, "C %d %d", acct, amt);
-        return s->kv_put(s, ek, v, (size_t)n);
+        rc = kv_move(s, "bal", NULL, acct, amt);
+        return rc ? rc : ledger_put(s, &l, 'C', acct, amt);
     }
-    if (!e.found || e.s[0] != 'C') {
-        violation(w, "effects: refund of saga %s whose charge is '%s'",
-                  c->saga_id, e.found ? e.s : "absent");
+    if (!ledger_is(w, c, &l, 'C', "refund"))
         return SAGA_OK;
-    }
-    int eacct, eamt;
-    sscanf(e.s + 2, "%d %d", &eacct, &eamt);
-    snprintf(k, sizeof k, "bal/%d", eacct);
-    if ((rc = kv_add(s, k, eamt)) || (rc = kv_add(s, "merchant", -eamt)))
-        return rc;
-    e.s[0] = 'F';
-    return s->kv_put(s, ek, e.s, strlen(e.s));
+    rc = kv_move(s, "bal", NULL, l.a, -l.b);
+    return rc ? rc : ledger_put(s, &l, 'F', l.a, l.b);
 }
 
 /* The shipping service (the pivot; it often answers late): refuses some
@@ -359,14 +362,11 @@ static int ship_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
 {
     world *w = arg;
     saga_store *s = saga_participant_store(p);
-    note_seen(w, c->saga_id);
-    char ek[64];
-    snprintf(ek, sizeof ek, "e/%s", c->saga_id);
-    kvbuf e;
-    int rc = kv_read(s, ek, &e);
+    entry l;
+    int rc = ledger_read(w, p, c, &l);
     if (rc)
         return rc;
-    if (e.found) {
+    if (l.e.found) {
         violation(w, "effects: saga %s shipped twice", c->saga_id);
         return SAGA_OK;
     }
@@ -379,7 +379,7 @@ static int ship_cmd(saga_participant *p, const saga_command *c, saga_reply *r,
      * same transaction (outbox), deduplicated by its inbox. */
     rc = saga_participant_publish(p, "notify", c->saga_id, "shipped", "\x80",
                                   1);
-    return rc ? rc : s->kv_put(s, ek, "S", 1);
+    return rc ? rc : s->kv_put(s, l.key, "S", 1);
 }
 
 /* The stock service counts shipment notices: exactly one per shipment. */

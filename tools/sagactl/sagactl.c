@@ -446,6 +446,17 @@ int main(int argc, char **argv)
     o.actor = getenv("USER");
     o.wait_ms = 2000;
     const char *cmd = NULL;
+    /* The options that take a string value, and where it goes. */
+    const struct {
+        const char *name;
+        const char **slot;
+    } str_opts[] = {
+        {"--store", &o.store},   {"--actor", &o.actor},
+        {"--state", &o.state},   {"--definition", &o.definition},
+        {"--since", &o.since},   {"--reason", &o.reason},
+        {"--as", &o.as},         {"--format", &o.format},
+        {"--listen", &o.listen}, {"--token", &o.token},
+    };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         const char **slot = NULL;
@@ -457,26 +468,9 @@ int main(int argc, char **argv)
             o.json = 1;
             continue;
         }
-        if (opt_is(a, "--store"))
-            slot = &o.store;
-        else if (opt_is(a, "--actor"))
-            slot = &o.actor;
-        else if (opt_is(a, "--state"))
-            slot = &o.state;
-        else if (opt_is(a, "--definition"))
-            slot = &o.definition;
-        else if (opt_is(a, "--since"))
-            slot = &o.since;
-        else if (opt_is(a, "--reason"))
-            slot = &o.reason;
-        else if (opt_is(a, "--as"))
-            slot = &o.as;
-        else if (opt_is(a, "--format"))
-            slot = &o.format;
-        else if (opt_is(a, "--listen"))
-            slot = &o.listen;
-        else if (opt_is(a, "--token"))
-            slot = &o.token;
+        for (size_t k = 0; k < sizeof str_opts / sizeof *str_opts; k++)
+            if (opt_is(a, str_opts[k].name))
+                slot = str_opts[k].slot;
         if (slot != NULL) {
             if (take_value(argc, argv, &i, slot) != 0)
                 return die(SV_EXIT_USAGE, "%s needs a value", a, NULL);
