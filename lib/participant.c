@@ -40,6 +40,9 @@
  * crash. */
 #define DONE_DELAY_MS 200u
 #define DONE_BATCH 256u
+/* Messages whose claims and barrier reads go in one round trip
+ * (participant_pipe.c); the time budget is checked between chunks. */
+#define PF_CHUNK 64u
 /* ------------------------------------------------------------------------ */
 
 static void plog_event(void *p, saga_log_level lvl, const char *id, int step,
@@ -254,6 +257,7 @@ static void free_items(item *it)
 {
     while (it != NULL) {
         item *nx = it->next;
+        saga_free(it->pf_reply);
         saga_free(it->own);
         saga_free(it);
         it = nx;
@@ -297,13 +301,25 @@ static int run_items(saga_participant *p, int sp)
     int rc = SAGA_OK;
     uint64_t t0 = uv_hrtime();
     uint64_t budget = (uint64_t)p->opts.max_batch_ms * 1000000u;
+    size_t fetched = 0; /* items whose reads were made ahead */
     p->nbatch = 0;
     for (item *it = p->head; it && rc == SAGA_OK; it = it->next) {
         /* The rest waits for the next loop turn (batch_committed keeps
-         * it queued). */
-        if (p->nbatch >= p->opts.max_batch ||
-            (p->nbatch > 0 && uv_hrtime() - t0 >= budget))
+         * it queued). Items claimed ahead are in the batch whatever the
+         * time: their claims are in the transaction. */
+        if (p->nbatch >= fetched &&
+            (p->nbatch >= p->opts.max_batch ||
+             (p->nbatch > 0 && uv_hrtime() - t0 >= budget)))
             break;
+        if (p->nbatch >= fetched && saga__pb_on(p)) {
+            /* The next chunk's claims and barrier reads, one round trip. */
+            size_t n = p->opts.max_batch - p->nbatch;
+            if (n > PF_CHUNK)
+                n = PF_CHUNK;
+            if ((rc = saga__pb_prefetch(p, it, n, &n)) != SAGA_OK)
+                break;
+            fetched += n;
+        }
         p->nbatch++;
         saga__outmsg **txn_mark = p->txn_tail, **ev_mark = p->txn_ev_tail;
         saga__outmsg *rs_mark = p->resend;
@@ -350,7 +366,7 @@ static int batch_has_retry(const saga_participant *p)
  * (the other handlers of that batch are called again, their first writes
  * undone with the rollback), and the failed message is then retried under
  * savepoints, so one that keeps failing costs the others nothing more. */
-static int run_batch(saga_participant *p)
+static int run_batch_in(saga_participant *p)
 {
     saga_store *s = p->store;
     p->snap = p->stats;
@@ -359,6 +375,11 @@ static int run_batch(saga_participant *p)
     int rc = s->begin(s);
     if (rc != SAGA_OK)
         return rc;
+    /* Store version 9: reads made ahead, writes sent with the commit. */
+    if ((rc = saga__pb_start(p, sp)) != SAGA_OK) {
+        s->rollback(s);
+        return rc;
+    }
     rc = saga__pdefer_record(p);
     if (rc == SAGA_OK)
         rc = run_items(p, sp);
@@ -372,17 +393,17 @@ static int run_batch(saga_participant *p)
     for (saga__outmsg *m = p->ext; m && rc == SAGA_OK; m = m->next) {
         saga_message msg = {m->id,  m->topic, m->key,
                             m->buf, m->len,   m->created_ms};
-        rc = s->outbox_put(s, &msg);
+        rc = saga__poutbox_put(p, &msg);
     }
     for (saga__outmsg *m = p->txn_ev; m && rc == SAGA_OK; m = m->next) {
         saga_message msg = {m->id,  m->topic, m->key,
                             m->buf, m->len,   m->created_ms};
-        rc = s->outbox_put(s, &msg);
+        rc = saga__poutbox_put(p, &msg);
     }
     size_t ndone = p->ndone < p->opts.max_batch ? p->ndone : p->opts.max_batch;
     p->ndone_batch = ndone;
     for (size_t i = 0; i < ndone && rc == SAGA_OK; i++)
-        rc = s->outbox_done(s, p->done[i]);
+        rc = saga__poutbox_done(p, p->done[i]);
     if (rc == SAGA_OK && SAGA__BUG(SAGA__BUG_EARLY_REPLY)) {
         for (saga__outmsg *m = p->txn; m; m = m->next) {
             saga__outmsg *c = saga__outmsg_new(m->id, m->topic, m->key, m->buf,
@@ -393,8 +414,15 @@ static int run_batch(saga_participant *p)
         saga__relay_kick(p->relay);
     }
     if (rc == SAGA_OK)
-        return s->commit(s);
+        return saga__pb_commit(p);
     s->rollback(s);
+    return rc;
+}
+
+static int run_batch(saga_participant *p)
+{
+    int rc = run_batch_in(p);
+    saga__pb_end(p);
     return rc;
 }
 

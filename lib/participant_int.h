@@ -44,6 +44,12 @@ typedef struct item {
     unsigned tries; /* failed tries so far */
     uint64_t due;   /* parked until (uv_now) */
     char herr[256]; /* the error text it set with saga_reply_set() */
+    /* Its inbox claim, made ahead by the batch's part_read (store version
+     * 9, participant_pipe.c): pf set, pf_rc the claim's result, pf_reply
+     * the recorded reply of a duplicate (owned). */
+    int pf, pf_rc;
+    void *pf_reply;
+    size_t pf_len;
     struct item *next;
 } item;
 
@@ -118,6 +124,9 @@ struct saga_participant {
      * nbatch received messages and the first ndone_batch outbox deletions
      * are in the running batch; the rest wait for the next turn. */
     size_t nbatch, ndone_batch;
+    /* The running batch's reads made ahead and writes held for the commit
+     * (participant_pipe.c); NULL: the slots are called one by one. */
+    struct saga__pbatch *pb;
 };
 
 void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
@@ -176,5 +185,38 @@ void saga__pdefer_void(saga_participant *p, saga_deferred *d);
 int saga__pdefer_redrive(saga_participant *p);
 /* The participant is being freed: detach the app's handles. */
 void saga__pdefer_detach(saga_participant *p);
+
+/* participant_pipe.c: the batch in few round trips (store version 9:
+ * part_read, part_commit). While a batch runs with them, the inbox claims
+ * and barrier reads of its messages are made ahead in one round trip per
+ * chunk, and its writes are held and sent with the commit; reads of a
+ * barrier written in the batch see the held write. Without them (an older
+ * store, or a batch with savepoints) every call goes to its slot. */
+/* Start holding for this batch if the store can; SAGA_OK or SAGA_ENOMEM. */
+int saga__pb_start(saga_participant *p, int sp);
+/* Drop what the batch held (after its commit or rollback). */
+void saga__pb_end(saga_participant *p);
+/* Whether the batch holds (its reads are made ahead). */
+int saga__pb_on(const saga_participant *p);
+/* Make the claims and barrier reads of up to @p n items from @p from
+ * ahead; *@p done gets how many. */
+int saga__pb_prefetch(saga_participant *p, item *from, size_t n, size_t *done);
+/* The claim of @p it (made ahead, or inbox_claim now); as inbox_claim. */
+int saga__pinbox_claim(saga_participant *p, item *it, const char *id,
+                       saga_blob_cb cb, void *arg);
+/* The event claim id of @p it ("msg@topic/group"). */
+void saga__pevent_claim_id(const item *it, char *buf, size_t n);
+/* The store's slots, or held for the commit (in the batch). */
+int saga__pkv_get(saga_participant *p, const char *key, saga_blob_cb cb,
+                  void *arg);
+int saga__pkv_put(saga_participant *p, const char *key, const void *val,
+                  size_t len);
+int saga__pkv_del(saga_participant *p, const char *key);
+int saga__pinbox_reply(saga_participant *p, const char *id, const void *buf,
+                       size_t len);
+int saga__poutbox_put(saga_participant *p, const saga_message *m);
+int saga__poutbox_done(saga_participant *p, const char *id);
+/* Commit the batch: part_commit with what it held, or commit. */
+int saga__pb_commit(saga_participant *p);
 
 #endif /* SAGA_PARTICIPANT_INT_H */

@@ -62,11 +62,10 @@ static void bget_cb(const void *buf, size_t len, void *arg)
 int saga__pbar_get(saga_participant *p, const char *key, void **val,
                    size_t *len)
 {
-    saga_store *s = p->store;
     bget b = {0};
     *val = NULL;
     *len = 0;
-    int rc = s->kv_get(s, key, bget_cb, &b);
+    int rc = saga__pkv_get(p, key, bget_cb, &b);
     if (rc == SAGA_ENOTFOUND)
         return SAGA_OK;
     if (rc != SAGA_OK)
@@ -78,8 +77,9 @@ int saga__pbar_get(saga_participant *p, const char *key, void **val,
     return SAGA_OK;
 }
 
-static int put_at(saga_store *s, const char *key, const void *val, size_t len,
-                  int64_t at)
+/* @p p NULL: straight to the store's slot (housekeeping). */
+static int put_at(saga_participant *p, saga_store *s, const char *key,
+                  const void *val, size_t len, int64_t at)
 {
     unsigned char *v = saga_malloc(BAR_HDR + len);
     if (v == NULL)
@@ -90,7 +90,8 @@ static int put_at(saga_store *s, const char *key, const void *val, size_t len,
         v[i] = (unsigned char)t;
     if (len)
         memcpy(v + BAR_HDR, val, len);
-    int rc = s->kv_put(s, key, v, BAR_HDR + len);
+    int rc = p ? saga__pkv_put(p, key, v, BAR_HDR + len)
+               : s->kv_put(s, key, v, BAR_HDR + len);
     saga_free(v);
     return rc;
 }
@@ -101,10 +102,10 @@ int saga__pbar_put(saga_participant *p, const char *key, const void *val,
     saga_store *s = p->store;
     if (len == 0) {
         if (s->version >= 2 && s->kv_del != NULL)
-            return s->kv_del(s, key);
-        return s->kv_put(s, key, "", 0);
+            return saga__pkv_del(p, key);
+        return saga__pkv_put(p, key, "", 0);
     }
-    return put_at(s, key, val, len, saga__pnow(p));
+    return put_at(p, s, key, val, len, saga__pnow(p));
 }
 
 const void *saga__pbar_value(const void *val, size_t len, size_t *inner_len)
@@ -242,7 +243,7 @@ int saga_participant_housekeep(saga_participant *p)
             for (size_t i = 0; i < ndel && rc == SAGA_OK; i++)
                 rc = s->kv_del(s, a.del[i]);
             for (size_t i = 0; i < nstamp && rc == SAGA_OK; i++)
-                rc = put_at(s, a.stamp[i], a.sval[i], a.slen[i], now);
+                rc = put_at(NULL, s, a.stamp[i], a.sval[i], a.slen[i], now);
             if (rc == SAGA_OK)
                 rc = s->commit(s);
             else

@@ -59,7 +59,6 @@ static int reply_as(saga_participant *p, const saga_envelope *env,
                     const char *suffix, saga_outcome oc, const void *out,
                     size_t out_len, const char *error)
 {
-    saga_store *s = p->store;
     saga_envelope r;
     memset(&r, 0, sizeof r);
     r.v = SAGA_ENVELOPE_VERSION;
@@ -80,7 +79,7 @@ static int reply_as(saga_participant *p, const saga_envelope *env,
     int rc = saga__pencode(p, &r, env->reply_to, env->saga_id, &m);
     if (rc != SAGA_OK)
         return rc;
-    rc = s->inbox_reply(s, env->msg_id, m->buf, m->len);
+    rc = saga__pinbox_reply(p, env->msg_id, m->buf, m->len);
     if (rc == SAGA_ENOTFOUND)
         rc = SAGA_OK; /* a deferred answer whose claim was purged: send it */
     /* The reply to a received command needs no outbox row: its delivery is
@@ -96,7 +95,7 @@ static int reply_as(saga_participant *p, const saga_envelope *env,
     }
     saga_message msg = {m->id, m->topic, m->key, m->buf, m->len, m->created_ms};
     if (rc == SAGA_OK)
-        rc = s->outbox_put(s, &msg);
+        rc = saga__poutbox_put(p, &msg);
     if (rc == SAGA_EDUP)
         rc = SAGA_OK; /* the same reply queued before: fine */
     if (rc != SAGA_OK) {
@@ -306,7 +305,6 @@ int saga__pcommand(saga_participant *p, item *it)
 
 static int pcommand(saga_participant *p, item *it)
 {
-    saga_store *s = p->store;
     saga_envelope *env = &it->env;
     int redrive = it->own != NULL;
     int rc;
@@ -314,7 +312,7 @@ static int pcommand(saga_participant *p, item *it)
         blob rec = {0};
         rc = SAGA__BUG(SAGA__BUG_INBOX)
                  ? SAGA_OK
-                 : s->inbox_claim(s, env->msg_id, saga__pnow(p), blob_cb, &rec);
+                 : saga__pinbox_claim(p, it, env->msg_id, blob_cb, &rec);
         if (rc == SAGA_EDUP) {
             /* Seen before: answer again with the recorded reply (none
              * yet while it is pending: nothing to do). */
@@ -472,14 +470,12 @@ static int pcommand(saga_participant *p, item *it)
 
 int saga__pevent(saga_participant *p, item *it)
 {
-    saga_store *s = p->store;
     /* One claim per subscription: two subscriptions may both want it. */
     char claim[SAGA_NAME_MAX * 3 + 8];
-    snprintf(claim, sizeof claim, "%s@%s/%s", it->env.msg_id, it->ev->topic,
-             it->ev->group);
+    saga__pevent_claim_id(it, claim, sizeof claim);
     int rc = SAGA__BUG(SAGA__BUG_INBOX)
                  ? SAGA_OK
-                 : s->inbox_claim(s, claim, saga__pnow(p), NULL, NULL);
+                 : saga__pinbox_claim(p, it, claim, NULL, NULL);
     if (rc == SAGA_EDUP) {
         p->stats.duplicates++;
         return SAGA_OK;

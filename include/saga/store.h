@@ -129,7 +129,7 @@ typedef struct saga_batch_writes {
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 8
+#define SAGA_STORE_VERSION 9
 
 struct uv_loop_s;
 
@@ -160,6 +160,41 @@ typedef void (*saga_idem_got_cb)(void *arg, int rc, const char *saga_id);
 /** Completion of saga_get_submit(): @p rc SAGA_OK (@p rec borrowed for the
  * call), SAGA_ENOTFOUND or SAGA_ESTORE. Since: 0.2. */
 typedef void (*saga_record_got_cb)(void *arg, int rc, const saga_record *rec);
+
+/* Version 9 (below): a participant's batch in few round trips. */
+/** One received message of a participant batch, for part_read(): the
+ * inbox id to claim (NULL: none) and the key-value entry to read (its
+ * barrier; NULL: none). Since: 0.2. */
+typedef struct saga_part_read {
+    const char *claim_id;
+    const char *kv_key;
+} saga_part_read;
+/** part_read()'s answer for request @p i: @p claim_rc as inbox_claim()
+ * (SAGA_OK: new, now claimed; SAGA_EDUP: seen before, @p reply the
+ * recorded reply; SAGA_OK also when claim_id was NULL), @p kv_rc as
+ * kv_get() (SAGA_OK: @p val; SAGA_ENOTFOUND, also when kv_key was NULL).
+ * Everything is borrowed for the call. Since: 0.2. */
+typedef void (*saga_part_read_cb)(void *arg, size_t i, int claim_rc,
+                                  const void *reply, size_t reply_len,
+                                  int kv_rc, const void *val, size_t val_len);
+/** What one saga_part_write does (the slot it stands for). */
+typedef enum saga_part_op {
+    SAGA_PART_KV_PUT = 1,  /* kv_put(key, val, len) */
+    SAGA_PART_KV_DEL,      /* kv_del(key) */
+    SAGA_PART_INBOX_REPLY, /* inbox_reply(key, val, len); a missing claim
+                              is not an error */
+    SAGA_PART_OUTBOX_PUT,  /* outbox_put(msg); an existing id is not an
+                              error (the row is kept) */
+    SAGA_PART_OUTBOX_DONE  /* outbox_done(key) */
+} saga_part_op;
+/** One write of a participant batch, for part_commit(). Since: 0.2. */
+typedef struct saga_part_write {
+    saga_part_op op;
+    const char *key; /* the key, message id or outbox id */
+    const void *val; /* KV_PUT, INBOX_REPLY */
+    size_t len;
+    const saga_message *msg; /* OUTBOX_PUT */
+} saga_part_write;
 
 /**
  * The store vtable. A store embeds it first in its own state:
@@ -410,6 +445,30 @@ struct saga_store {
     /** saga_get() without blocking (committed data only). */
     int (*saga_get_submit)(saga_store *self, const char *id,
                            saga_record_got_cb done, void *arg);
+    /* version 9: optional, since 0.2: a participant's batch in few round
+     * trips (NULL: the participant calls inbox_claim, kv_get and the
+     * writing slots one by one, and commit). A store sets both or none. */
+    /**
+     * Inside the open transaction, as inbox_claim(r[i].claim_id, now_ms)
+     * then kv_get(r[i].kv_key) for each i in order would (a claim sees
+     * the claims before it), in as few round trips as the store can (one
+     * on PostgreSQL, pipelined); then @p cb once per request, in order.
+     * @return SAGA_OK; SAGA_EINVAL (NULL @p r with @p n > 0, or NULL
+     *   @p cb); SAGA_ESTORE (the transaction is lost: roll it back);
+     *   SAGA_ENOMEM.
+     */
+    int (*part_read)(saga_store *self, int64_t now_ms, const saga_part_read *r,
+                     size_t n, saga_part_read_cb cb, void *arg);
+    /**
+     * Apply the @p n writes @p w in order inside the open transaction, as
+     * the slots their op names would, and commit it, in as few round
+     * trips as the store can (one on PostgreSQL: the writes and the
+     * COMMIT pipelined). A write's failure is seen only here.
+     * @return SAGA_OK once durable; SAGA_EINVAL (a malformed write:
+     *   nothing is sent, the transaction stays open); SAGA_ESTORE (nothing
+     *   of the transaction remains); SAGA_ENOMEM.
+     */
+    int (*part_commit)(saga_store *self, const saga_part_write *w, size_t n);
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)

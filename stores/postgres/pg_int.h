@@ -80,6 +80,8 @@ enum pg_stmt {
     PG_OWN_FENCE,
     /* saga_scan of active states only (the partial index). */
     PG_SAGA_SCAN_ACTIVE,
+    /* A participant's inbox claim with the recorded reply (pg_part.c). */
+    PG_PART_CLAIM,
     PG__COUNT
 };
 
@@ -280,6 +282,12 @@ void saga__pg_close(saga_store *self);
 int saga__pg_savepoint(saga_store *self);
 int saga__pg_savepoint_rollback(saga_store *self);
 int saga__pg_savepoint_release(saga_store *self);
+
+/* pg_part.c: a participant's batch reads and commit (version 9). */
+int saga__pg_part_read(saga_store *self, int64_t now_ms,
+                       const saga_part_read *r, size_t n, saga_part_read_cb cb,
+                       void *arg);
+int saga__pg_part_commit(saga_store *self, const saga_part_write *w, size_t n);
 
 /* pg_ops.c */
 extern const saga_store saga__pg_ops;

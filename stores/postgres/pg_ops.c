@@ -293,6 +293,15 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_OWN_RELEASE] = {"UPDATE owners SET lease_until = 0 WHERE owner = $1 "
                         "AND epoch = $2",
                         {T_TEXT, T_INT8}},
+    /* A participant's claim that also answers what inbox_get would
+     * (pg_part.c): the count inserted (1: new), and the recorded reply of
+     * an existing entry (the subquery sees the snapshot before the
+     * insert: NULL for a new one). */
+    [PG_PART_CLAIM] = {"WITH ins AS (INSERT INTO inbox(msg_id, created_ms, "
+                       "reply) VALUES ($1, $2, '') ON CONFLICT (msg_id) DO "
+                       "NOTHING RETURNING 1) SELECT (SELECT count(*) FROM "
+                       "ins), (SELECT reply FROM inbox WHERE msg_id = $1)",
+                       {T_TEXT, T_INT8}},
 };
 
 #define SELF pg_store *s = (pg_store *)self
@@ -926,4 +935,6 @@ const saga_store saga__pg_ops = {
     .write_batch = saga__pg_write_batch,
     .attach = saga__pg_attach,
     .submit_batch = saga__pg_submit_batch,
+    .part_read = saga__pg_part_read,
+    .part_commit = saga__pg_part_commit,
 };
