@@ -7,7 +7,7 @@ PKGS=(
   libuv1-dev libsqlite3-dev sqlite3 libmsgpack-dev libcriterion-dev
   librdkafka-dev kcat libpq-dev postgresql
   libh2o-dev libssl-dev libjansson-dev
-  libcurl4-openssl-dev curl jq wrk hyperfine
+  libcurl4-openssl-dev curl jq wrk hyperfine python3
   clang clang-format libclang-rt-14-dev llvm
   chromium prometheus graphviz
 )
