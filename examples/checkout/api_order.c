@@ -278,7 +278,7 @@ typedef struct ck_fail {
 } ck_fail;
 
 static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
-                         int64_t *max_item, ck_fail *f)
+                         int64_t *min_item, int64_t *max_item, ck_fail *f)
 {
     ck_app *a = r->a;
     ck_stmt *st = ck_prep(a->cart_db, "SELECT user_id FROM carts WHERE "
@@ -309,10 +309,12 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
     ck_bind_text(st, 1, cart_id);
     json_t *items = json_array();
     *subtotal = 0;
-    *max_item = 0;
+    *min_item = *max_item = 0;
     while (ck_step(st) == CK_ROW) {
         int64_t q = ck_col_int(st, 2), p = ck_col_int(st, 3);
         *max_item = ck_col_int(st, 0);
+        if (*min_item == 0)
+            *min_item = *max_item;
         *subtotal += q * p;
         json_array_append_new(items,
                               json_pack("{s:s, s:I, s:I}", "product_id",
@@ -329,14 +331,22 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
     return items;
 }
 
-static int pending_order(ck_app *a, const char *cart_id, char *out, size_t size)
+/* The cart's order in progress: one not yet ended, or a COMPLETED one
+ * whose items the cart still holds (the cart service clears the items up
+ * to the order's cart_max_item when it hears of the completion, a moment
+ * later; cart item ids are never reused, so a cart whose smallest item id
+ * is at most that still holds items that order bought). */
+static int pending_order(ck_app *a, const char *cart_id, int64_t min_item,
+                         char *out, size_t size)
 {
     ck_stmt *st = ck_prep(a->order_db,
                           "SELECT order_id FROM orders WHERE cart_id = ? "
-                          "AND status NOT IN ('COMPLETED', 'CANCELLED')");
+                          "AND (status NOT IN ('COMPLETED', 'CANCELLED') OR "
+                          "(status = 'COMPLETED' AND cart_max_item >= ?))");
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, cart_id);
+    ck_bind_int(st, 2, min_item);
     int found = ck_step(st) == CK_ROW;
     if (found)
         snprintf(out, size, "%s", ck_col_text(st, 0));
@@ -351,7 +361,7 @@ typedef struct pend_order {
     char order_id[64];
     char *key, *request, *user_id, *cart_id, *addr, *type, *trace;
     json_t *items;
-    int64_t subtotal, max_item;
+    int64_t subtotal, min_item, max_item;
     int64_t created_ms; /* P_NEW: its created_at */
     void *data;
     size_t dlen;
@@ -517,7 +527,7 @@ static int group_one(ck_app *a, pend_order *p)
         free(prior);
         return 0;
     }
-    int pend = pending_order(a, p->cart_id, other, sizeof other);
+    int pend = pending_order(a, p->cart_id, p->min_item, other, sizeof other);
     if (pend < 0)
         return -1;
     if (pend) {
@@ -680,14 +690,15 @@ void ck_api_checkout(ck_req *r)
 
     char order_id[64];
     const char *cart_id = field_str(b, "cart_id");
-    int64_t subtotal, max_item;
+    int64_t subtotal, min_item, max_item;
     ck_fail fail;
     /* A new key is the common case: its cart is read first, and the key is
      * looked up in the group's transaction (group_one), once. Only when the
      * cart cannot check out (the same key again after the order cleared
      * it, another user's cart, ...) is the key looked up here: a known key
      * answers as its order did, whatever its cart holds now. */
-    json_t *items = load_cart(r, cart_id, &subtotal, &max_item, &fail);
+    json_t *items = load_cart(r, cart_id, &subtotal, &min_item, &max_item,
+                              &fail);
     if (items == NULL) {
         answer_refused(r, request, &fail);
         goto done;
@@ -740,6 +751,7 @@ void ck_api_checkout(ck_req *r)
         p->items = items;
         items = NULL;
         p->subtotal = subtotal;
+        p->min_item = min_item;
         p->max_item = max_item;
         p->dlen = dlen;
         p->data = malloc(dlen ? dlen : 1);

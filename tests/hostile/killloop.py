@@ -52,17 +52,33 @@ def fail(what):
     print("FAIL: " + what, flush=True)
 
 
-def freeport():
+def free_ports(n, avoid=()):
+    """n consecutive free ports below the kernel's ephemeral range
+    (32768-60999 by default): a port that bind(0) or an outgoing connection
+    can be handed would be taken by another test while a killed service is
+    down, and the restarted one could not listen again."""
     import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    pick = random.SystemRandom()  # not the replay seed: runs at once differ
+    while True:
+        first = 20000 + pick.randrange(12000 - n)
+        if any(first <= a < first + n for a in avoid):
+            continue
+        socks = []
+        try:
+            for p in range(first, first + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return first
+        except OSError:
+            pass
+        finally:
+            for s in socks:
+                s.close()
 
 
-HTTP = freeport()
-BASE = 20000 + rnd.randrange(20000)
+HTTP = free_ports(1)
+BASE = free_ports(10, avoid=(HTTP,))
 procs = {}  # name -> Popen
 ENV = dict(os.environ)
 
