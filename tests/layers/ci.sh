@@ -24,7 +24,7 @@ declare -A layer=(
 # Engine-layer and participant files: layer 4 (they may include anything
 # below; engine_int.h and participant_int.h are theirs).
 for f in engine commit verbs remote query admin metrics own trace testing \
-    participant participant_defer participant_keep participant_msg; do
+    participant participant_defer participant_keep participant_msg participant_pipe; do
     layer[$f]=4
 done
 
