@@ -3,7 +3,7 @@
  * many round trips to the server one batch of received commands costs,
  * and how often the participant's loop turns meanwhile on a slow server.
  *
- * A small TCP proxy in this file sits between the store and the server.
+ * A small TCP proxy (pg_proxy.h) sits between the store and the server.
  * It counts round trips (a burst of bytes from the client after the
  * server last spoke starts one) and can answer slowly (every answer held
  * delay_ms before it is passed on: a distant or loaded server).
@@ -29,147 +29,8 @@
 #include "saga/postgres.h"
 #include "saga/saga.h"
 
-/* ------------------------------------------------------------------------ */
-/* The proxy                                                                */
-
-typedef struct proxy {
-    int lfd, port, up_port;
-    pthread_t th;
-    atomic_int stop, delay_ms, cuts;
-    atomic_long rtt; /* client bursts that followed a server answer */
-    /* The answer to round trip number drop_at is swallowed, and the
-     * connection closed 200 ms later (a commit whose answer was lost). */
-    atomic_long drop_at;
-} proxy;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int connect_up(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static void *proxy_main(void *arg)
-{
-    proxy *p = arg;
-    int down[8], up[8], last[8], n = 0, dropping = -1;
-    int64_t cut_at = 0;
-    char buf[65536];
-    while (!atomic_load(&p->stop)) {
-        if (dropping >= 0 && now_ms() >= cut_at) {
-            close(down[dropping]);
-            close(up[dropping]);
-            down[dropping] = down[n - 1];
-            up[dropping] = up[n - 1];
-            last[dropping] = last[n - 1];
-            n--;
-            dropping = -1;
-            atomic_fetch_add(&p->cuts, 1);
-        }
-        struct pollfd pf[17];
-        pf[0] = (struct pollfd){p->lfd, POLLIN, 0};
-        for (int i = 0; i < n; i++) {
-            pf[1 + 2 * i] = (struct pollfd){down[i], POLLIN, 0};
-            pf[2 + 2 * i] = (struct pollfd){up[i], POLLIN, 0};
-        }
-        if (poll(pf, (nfds_t)(1 + 2 * n), 20) <= 0)
-            continue;
-        if ((pf[0].revents & POLLIN) && n < 8) {
-            int d = accept(p->lfd, NULL, NULL);
-            int u = d >= 0 ? connect_up(p->up_port) : -1;
-            if (u >= 0) {
-                down[n] = d;
-                last[n] = 1; /* the first bytes start a round trip */
-                up[n++] = u;
-            } else if (d >= 0) {
-                close(d);
-            }
-            continue;
-        }
-        for (int i = 0; i < n; i++) {
-            int dead = 0;
-            if (pf[1 + 2 * i].revents) {
-                ssize_t k = read(down[i], buf, sizeof buf);
-                if (k > 0 && last[i]) {
-                    long r = atomic_fetch_add(&p->rtt, 1) + 1;
-                    last[i] = 0;
-                    if (r == atomic_load(&p->drop_at) && dropping < 0) {
-                        dropping = i;
-                        cut_at = now_ms() + 200;
-                    }
-                }
-                dead = k <= 0 || write(up[i], buf, (size_t)k) != k;
-            }
-            if (!dead && pf[2 + 2 * i].revents) {
-                ssize_t k = read(up[i], buf, sizeof buf);
-                int ms = atomic_load(&p->delay_ms);
-                if (k > 0 && ms > 0)
-                    usleep((useconds_t)ms * 1000);
-                last[i] = 1;
-                dead = k <= 0 ||
-                       (i != dropping && write(down[i], buf, (size_t)k) != k);
-            }
-            if (dead) {
-                if (dropping == n - 1)
-                    dropping = i;
-                else if (dropping == i)
-                    dropping = -1;
-                close(down[i]);
-                close(up[i]);
-                down[i] = down[n - 1];
-                up[i] = up[n - 1];
-                last[i] = last[n - 1];
-                n--;
-                break;
-            }
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        close(down[i]);
-        close(up[i]);
-    }
-    return NULL;
-}
-
-static void proxy_start(proxy *p)
-{
-    memset(p, 0, sizeof *p);
-    const char *url = getenv("SAGA_PG_URL");
-    const char *at = url ? strstr(url, "127.0.0.1:") : NULL;
-    cr_assert_not_null(at, "SAGA_PG_URL names 127.0.0.1:PORT: %s", url);
-    p->up_port = atoi(at + strlen("127.0.0.1:"));
-    p->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(p->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    cr_assert_eq(listen(p->lfd, 8), 0);
-    socklen_t len = sizeof a;
-    getsockname(p->lfd, (struct sockaddr *)&a, &len);
-    p->port = ntohs(a.sin_port);
-    cr_assert_eq(pthread_create(&p->th, NULL, proxy_main, p), 0);
-}
-
-static void proxy_stop(proxy *p)
-{
-    atomic_store(&p->stop, 1);
-    pthread_join(p->th, NULL);
-    close(p->lfd);
-}
+/* The proxy: counts round trips, answers slowly, swallows an answer. */
+#include "pg_proxy.h"
 
 /* ------------------------------------------------------------------------ */
 /* A participant on the store behind the proxy                              */
