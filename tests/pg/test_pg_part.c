@@ -26,6 +26,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <libpq-fe.h>
+
 #include "saga/postgres.h"
 #include "saga/saga.h"
 
@@ -45,17 +47,62 @@ typedef struct world {
     saga_participant *P;
     uv_timer_t tick;
     int ticks, replies, handled, busy_ticks;
+    int silent_ticks; /* ticks while the proxy swallows answers */
     uint64_t last_ns, max_gap_ns; /* logged, not asserted */
     unsigned char answered[MAXCMD];
+    /* The application's SQL: handlers insert into app_t on the handle;
+     * app_sql runs a statement outside handlers at every tick while the
+     * server is silent (app_ok, app_bad count them). */
+    int handler_sql, app_sql, app_ok, app_bad, app_in_pipeline;
+    void *inside; /* the handle a handler got */
 } world;
 
 static int h_reserve(saga_participant *p, const saga_command *c, saga_reply *r,
                      void *arg)
 {
-    (void)p, (void)c, (void)r;
+    (void)r;
     world *w = arg;
     w->handled++;
+    if (w->handler_sql) {
+        PGconn *conn = saga_participant_store_handle(p);
+        w->inside = conn;
+        char sql[160];
+        snprintf(sql, sizeof sql, "INSERT INTO app_t (saga) VALUES ('%s')",
+                 c->saga_id);
+        PGresult *res = PQexec(conn, sql);
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!ok)
+            return SAGA_ESTORE;
+    }
     return SAGA_OK;
+}
+
+/* One statement on the application's connection (outside handlers):
+ * 1 if it worked. */
+static int app_exec(world *w, const char *sql)
+{
+    PGconn *conn = saga_participant_store_handle(w->P);
+    if (conn == NULL)
+        return 0;
+    if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
+        w->app_in_pipeline++;
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    PQclear(res);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* The rows of app_t, read outside handlers (-1 on failure). */
+static long app_rows(world *w)
+{
+    PGconn *conn = saga_participant_store_handle(w->P);
+    PGresult *res = PQexec(conn, "SELECT count(*) FROM app_t");
+    long n = PQresultStatus(res) == PGRES_TUPLES_OK
+                 ? atol(PQgetvalue(res, 0, 0))
+                 : -1;
+    PQclear(res);
+    return n;
 }
 
 static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
@@ -79,6 +126,16 @@ static void tick_cb(uv_timer_t *t)
 {
     world *w = t->data;
     w->ticks++;
+    if (atomic_load(&w->px.silent)) {
+        w->silent_ticks++;
+        /* Outside handlers, while the commit waits for its answer. */
+        if (w->app_sql && w->silent_ticks % 50 == 1) {
+            if (app_exec(w, "INSERT INTO app_log (at) VALUES (now())"))
+                w->app_ok++;
+            else
+                w->app_bad++;
+        }
+    }
     uint64_t now = uv_hrtime();
     if (w->last_ns && now - w->last_ns > w->max_gap_ns)
         w->max_gap_ns = now - w->last_ns;
@@ -102,9 +159,21 @@ static void send_cmd(world *w, int i)
     saga_free(b);
 }
 
-/* @p old: the store's version-9 slots taken away, so the participant
- * calls every slot one by one (the code before them), for the figures
- * before/after in one run. */
+/* How the participant commits: MODE_ASYNC with every slot of the store
+ * (the commit on the loop, version 11); MODE_SLOTS with the version-9
+ * slots taken away, so that it calls every slot one by one (the code
+ * before them); MODE_WAIT with part_read and part_commit, whose commit
+ * waits (the code before version 11). For the figures before/after in
+ * one run. */
+enum { MODE_ASYNC, MODE_SLOTS, MODE_WAIT };
+
+static const char *mode_name(int mode)
+{
+    return mode == MODE_SLOTS  ? "slot by slot"
+           : mode == MODE_WAIT ? "part_read/part_commit"
+                               : "part_read/part_commit_submit";
+}
+
 static void world_start(world *w, uint32_t max_batch, int old)
 {
     memset(w, 0, sizeof *w);
@@ -124,8 +193,13 @@ static void world_start(world *w, uint32_t max_batch, int old)
     cr_assert_geq(s->version, 9u);
     cr_assert_not_null(s->part_read);
     cr_assert_not_null(s->part_commit);
-    if (old)
+    cr_assert_geq(s->version, 11u);
+    cr_assert_not_null(s->part_commit_submit);
+    cr_assert_not_null(s->app_handle);
+    if (old == MODE_SLOTS)
         s->part_read = NULL, s->part_commit = NULL;
+    if (old != MODE_ASYNC)
+        s->part_commit_submit = NULL;
     uv_loop_init(&w->loop);
     cr_assert_eq(saga_inmem_bus_new(&w->bus, &w->loop), SAGA_OK);
     cr_assert_eq(saga_transport_inmem_new(&w->T, w->bus), SAGA_OK);
@@ -212,8 +286,7 @@ static long batch_round_trips(int old, long *batches)
     fprintf(stderr,
             "pg_part: %s: %d commands, %llu batch(es): %ld round trips "
             "(%.2f per command)\n",
-            old ? "slot by slot" : "part_read/part_commit", NBATCH,
-            (unsigned long long)nb, rtt, (double)rtt / NBATCH);
+            mode_name(old), NBATCH, (unsigned long long)nb, rtt, (double)rtt / NBATCH);
     cr_log_info("%s: %ld round trips for %d commands", old ? "old" : "new", rtt,
                 NBATCH);
     cr_assert_eq(w.handled, NBATCH + 4);
@@ -257,7 +330,7 @@ static void slow_ticks(int old)
             "pg_part: %s, slow server (2 ms per answer): %d commands in "
             "%.0f ms, %ld round trips, %d ticks of a 1 ms timer, longest "
             "gap %.0f ms\n",
-            old ? "slot by slot" : "part_read/part_commit", NBATCH, ms, rtt,
+            mode_name(old), NBATCH, ms, rtt,
             w.ticks, (double)w.max_gap_ns / 1e6);
     cr_log_info("slow server: %d ticks, longest gap %.0f ms", w.ticks,
                 (double)w.max_gap_ns / 1e6);
@@ -267,32 +340,47 @@ static void slow_ticks(int old)
 
 Test(pg_part, loop_ticks_during_a_batch_on_a_slow_server)
 {
-    slow_ticks(1);
-    slow_ticks(0);
+    slow_ticks(MODE_SLOTS);
+    slow_ticks(MODE_WAIT);
+    slow_ticks(MODE_ASYNC);
+}
+
+/* Run the loop until every command from @p start on is answered
+ * (bounded); 1 if a reply was released while the proxy still held the
+ * commit's answer. */
+static int run_until_answered(world *w, int start, int n)
+{
+    int early = 0;
+    for (int i = 0; i < 200000 && w->replies < start + n; i++) {
+        uv_run(&w->loop, UV_RUN_ONCE);
+        if (atomic_load(&w->px.cuts) == 0 && w->replies > start)
+            early = 1;
+    }
+    return early;
 }
 
 /* The answer to a batch's commit is lost (swallowed, then the connection
- * closed): no reply is released, no delivery acked. The commit did happen,
- * so the batch's retry finds every claim taken (read back from the inbox)
- * and sends the replies recorded there, without calling a handler again:
- * one reply per command, each handler called once. */
-Test(pg_part, a_commit_whose_answer_was_lost_releases_no_reply)
+ * closed): no reply is released, no delivery acked, until the commit is
+ * known. The commit did happen. On the loop (part_commit_submit) the
+ * store reconnects, reads its batch log back and answers the commit OK:
+ * the replies go out, nothing failed, no handler ran twice. With a commit
+ * that waits (part_commit) the commit fails, and the batch's retry finds
+ * every claim taken (read back from the inbox) and sends the replies
+ * recorded there, without calling a handler again. Either way one reply
+ * per command, each handler called once. */
+static void lost_answer(int mode)
 {
     world w;
-    world_start(&w, NBATCH, 0);
+    world_start(&w, NBATCH, mode);
     drain(&w, 4);
     for (int i = 0; i < 100; i++)
         uv_run(&w.loop, UV_RUN_NOWAIT);
     /* begin, the reads, then the commit: its answer is swallowed. */
     atomic_store(&w.px.drop_at, atomic_load(&w.px.rtt) + 3);
-    int start = w.replies, early = 0;
+    int start = w.replies;
     for (int i = start; i < start + NBATCH; i++)
         send_cmd(&w, i);
-    for (int i = 0; i < 200000 && w.replies < start + NBATCH; i++) {
-        uv_run(&w.loop, UV_RUN_ONCE);
-        if (atomic_load(&w.px.cuts) == 0 && w.replies > start)
-            early = 1;
-    }
+    int early = run_until_answered(&w, start, NBATCH);
     cr_assert_eq(atomic_load(&w.px.cuts), 1, "the answer was lost");
     cr_assert_eq(early, 0, "a reply was released before the commit was known");
     cr_assert_eq(w.replies, start + NBATCH);
@@ -304,7 +392,103 @@ Test(pg_part, a_commit_whose_answer_was_lost_releases_no_reply)
                  w.handled);
     saga_participant_counters c = SAGA_PARTICIPANT_COUNTERS_INIT;
     cr_assert_eq(saga_participant_stats(w.P, &c), SAGA_OK);
-    cr_assert_eq(c.duplicates, NBATCH, "the claims were read back");
-    cr_assert_geq(c.commit_failures, 1);
+    fprintf(stderr,
+            "pg_part: %s, a commit's answer lost: %llu commit failures, "
+            "%llu duplicates\n",
+            mode_name(mode), (unsigned long long)c.commit_failures,
+            (unsigned long long)c.duplicates);
+    if (mode == MODE_ASYNC) {
+        cr_assert_eq(c.commit_failures, 0, "read back from the batch log");
+        cr_assert_eq(c.duplicates, 0);
+    } else {
+        cr_assert_eq(c.duplicates, NBATCH, "the claims were read back");
+        cr_assert_geq(c.commit_failures, 1);
+    }
     world_stop(&w);
+}
+
+Test(pg_part, a_commit_whose_answer_was_lost_releases_no_reply)
+{
+    lost_answer(MODE_ASYNC);
+    lost_answer(MODE_WAIT);
+}
+
+/* The server goes silent while a batch's commit is in flight: for 1.5 s
+ * the commit's answer does not come (then the connection is cut). @return
+ * the ticks of a 1 ms timer on the participant's loop meanwhile. After
+ * the cut the store finds out whether the commit happened (the loop's
+ * reconnection reads its batch log back; a commit that waits fails and
+ * its retry reads the claims back), and the batch is released: one reply
+ * per command, each handler called once. With @p app_sql the handlers
+ * write a row each on the handle, and the application runs SQL on the
+ * handle outside handlers while the commit is in flight. */
+static int silent_commit(int mode, int app_sql)
+{
+    world w;
+    world_start(&w, NBATCH, mode);
+    if (app_sql) {
+        cr_assert(app_exec(&w, "CREATE TABLE app_t (saga text)"));
+        cr_assert(app_exec(&w, "CREATE TABLE app_log (at timestamptz)"));
+        w.handler_sql = 1;
+    }
+    drain(&w, 4);
+    for (int i = 0; i < 100; i++)
+        uv_run(&w.loop, UV_RUN_NOWAIT);
+    atomic_store(&w.px.drop_hold_ms, 1500);
+    /* begin, the reads, (the handlers' statements,) then the commit. */
+    atomic_store(&w.px.drop_at,
+                 atomic_load(&w.px.rtt) + 3 + (app_sql ? NBATCH : 0));
+    w.silent_ticks = 0;
+    w.app_sql = app_sql;
+    int start = w.replies;
+    for (int i = start; i < start + NBATCH; i++)
+        send_cmd(&w, i);
+    int early = run_until_answered(&w, start, NBATCH);
+    w.app_sql = 0;
+    fprintf(stderr,
+            "pg_part: %s, the server silent for 1.5 s during a commit: %d "
+            "ticks of a 1 ms timer meanwhile%s\n",
+            mode_name(mode), w.silent_ticks,
+            app_sql ? ", with the application's SQL" : "");
+    cr_assert_eq(atomic_load(&w.px.cuts), 1, "the server went silent");
+    cr_assert_eq(early, 0, "a reply was released before the commit was known");
+    cr_assert_eq(w.replies, start + NBATCH);
+    cr_assert_eq(w.handled, 4 + NBATCH, "each handler ran once (%d)",
+                 w.handled);
+    if (app_sql) {
+        /* Outside handlers the application has a connection of its own,
+         * never in pipeline mode, usable while the commit is in flight;
+         * inside, the handler's writes went with the batch. */
+        cr_assert_eq(w.app_bad, 0, "%d statements failed", w.app_bad);
+        cr_assert_geq(w.app_ok, 1, "the application ran SQL meanwhile");
+        cr_assert_eq(w.app_in_pipeline, 0);
+        cr_assert_neq(saga_participant_store_handle(w.P), w.inside);
+        cr_assert_eq(app_rows(&w), 4 + NBATCH, "one row per command");
+    }
+    int ticks = w.silent_ticks;
+    world_stop(&w);
+    return ticks;
+}
+
+/* The loop keeps turning while the commit is in flight: on the loop
+ * (part_commit_submit) a 1 ms timer ticks through the 1.5 s of silence;
+ * a commit that waits (part_commit, the code before store version 11)
+ * stands the loop still. Counted, not timed: a tenth of the ticks is
+ * plenty on a shared machine. */
+Test(pg_part, a_silent_server_during_the_commit_never_stops_the_loop)
+{
+    int before = silent_commit(MODE_WAIT, 0);
+    int after = silent_commit(MODE_ASYNC, 0);
+    cr_assert_geq(after, 150, "the loop ticked %d times", after);
+    cr_assert_leq(before, 5, "a commit that waits: %d ticks", before);
+}
+
+/* The application's SQL outside handlers works while a commit is in
+ * flight (the checkout's REST reads and writes do that): it has a
+ * connection of its own, and the handlers' writes on the handle commit
+ * with the batch. */
+Test(pg_part, application_sql_outside_handlers_during_a_commit_in_flight)
+{
+    int ticks = silent_commit(MODE_ASYNC, 1);
+    cr_assert_geq(ticks, 150, "the loop ticked %d times", ticks);
 }
