@@ -286,9 +286,11 @@ SAGA_EXTERN int saga_participant_publish(saga_participant *p, const char *topic,
  * - Outside handlers (an HTTP request, a timer): on a store with a
  *   connection for the application (store version 11, app_handle:
  *   PostgreSQL) that connection, which the participant never uses: its
- *   statements autocommit or run in the application's own transactions,
- *   see committed data only, and work while a batch's commit is in
- *   flight on the loop. Otherwise (SQLite) the same handle as inside.
+ *   statements autocommit or run in the application's own transactions
+ *   and see committed data only. Asking for it while a batch's commit is
+ *   in flight on the loop waits for that commit's answer, so that what
+ *   the handlers wrote is visible (as a deferred answer's timer expects).
+ *   Otherwise (SQLite) the same handle as inside.
  * Ask for it each time rather than keep it: inside and outside are two
  * connections on PostgreSQL, and a broken one is replaced.
  * @return the handle; NULL if the store has none (or, outside handlers on

@@ -495,8 +495,12 @@ struct saga_store {
      * The native handle for the application's own statements outside the
      * store's transactions: a connection of its own (PostgreSQL: a
      * PGconn * with the schema's search path), opened on the first call,
-     * which none of the store's slots uses, so that it is usable while a
-     * commit is in flight on the main connection. A broken one is opened
+     * which none of the store's slots uses, so that the application's
+     * transactions never mix with the store's. Before it returns, the
+     * batches in flight on the main connection are answered (it waits for
+     * them; their done callbacks run later, from the loop), so that the
+     * application sees what they committed: a participant's handlers
+     * wrote it. A broken one is opened
      * again on the next call (blocking, as a synchronous slot reconnects;
      * not while the store's own reconnection on the loop is under way or
      * backing off: the broken one is returned, and its statements fail).

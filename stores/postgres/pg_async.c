@@ -915,6 +915,37 @@ int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
     return SAGA_OK;
 }
 
+int saga__pg_settle(pg_store *s)
+{
+    if (s->lost || s->reconn)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "the connection was lost; reconnecting on the "
+                              "loop");
+    int64_t limit = mono_ms() + QUIESCE_LIMIT_MS;
+    while (s->q_head && !s->lost) {
+        if (mono_ms() > limit)
+            return saga__pg_failf(s, SAGA_ESTORE,
+                                  "the batches in flight were not answered "
+                                  "in %d s",
+                                  QUIESCE_LIMIT_MS / 1000);
+        struct pollfd pf = {
+            PQsocket(s->conn),
+            (short)(POLLIN | ((s->poll_events & UV_WRITABLE) ? POLLOUT : 0)),
+            0};
+        int r = poll(&pf, 1, 1000);
+        if (r < 0 && errno != EINTR)
+            return saga__pg_failf(s, SAGA_ESTORE, "poll: %s", strerror(errno));
+        if (r > 0)
+            pump(s, pf.revents & (POLLIN | POLLHUP | POLLERR),
+                 pf.revents & POLLOUT);
+    }
+    /* Answered: their callbacks run from the loop, not from inside this
+     * call (a lost connection: the loop's read-back answers them). */
+    if (s->f_head && !s->in_dispatch)
+        arm_timer(s, 0);
+    return s->lost ? SAGA_ESTORE : SAGA_OK;
+}
+
 int saga__pg_quiesce(pg_store *s)
 {
     int64_t limit = mono_ms() + QUIESCE_LIMIT_MS;

@@ -301,6 +301,12 @@ void *saga__pg_app_handle(saga_store *self);
  * answered like a batch (@p done; a lost answer read back from the batch
  * log). SAGA_OK (submitted: the transaction is no longer the slots'), or
  * the refusal (the transaction is rolled back; @p done never runs). */
+/** pg_async.c: wait until the batches in flight on the main connection
+ * are answered (blocking; their done callbacks run later, from the loop),
+ * staying in pipeline mode. SAGA_OK, or SAGA_ESTORE when the connection
+ * is lost (the loop's reconnection reads them back) or silent for a
+ * minute. */
+int saga__pg_settle(pg_store *s);
 int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
                         saga_store_done_cb done, void *arg);
 

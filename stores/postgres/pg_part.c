@@ -401,6 +401,14 @@ static PGconn *app_connect(pg_store *s)
 void *saga__pg_app_handle(saga_store *self)
 {
     pg_store *s = (pg_store *)self;
+    /* The application sees what was committed before it asked, the
+     * commits in flight included (a participant's handlers wrote them: a
+     * deferred answer's timer may update their rows), and its statements
+     * never wait for locks of a commit that is half sent: wait for their
+     * answers first. A connection lost meanwhile: the loop reads them
+     * back, and they stay unknown to the application until then. */
+    if (s->q_head != NULL)
+        saga__pg_settle(s);
     if (s->aconn != NULL && PQstatus(s->aconn) == CONNECTION_OK)
         return s->aconn;
     /* Connecting blocks: only while the server is known to be reachable

@@ -3,10 +3,12 @@
  * for the tests that lose answers, make the server silent or slow, or
  * count round trips (test_pg_async.c, test_pg_loop.c, test_pg_part.c).
  * Static: included by one test file each. The includer provides criterion, stdatomic, pthread, poll and the
- * socket headers.
+ * socket headers (netinet/tcp.h included here).
  */
 #ifndef SAGA_TEST_PG_PROXY_H
 #define SAGA_TEST_PG_PROXY_H
+
+#include <netinet/tcp.h>
 
 /* A TCP proxy between the store and the server. drop_answers: what the
  * server sends is swallowed; cut: every open connection is closed;
@@ -22,13 +24,16 @@
  * every answer that long before passing it on (a slow server). The
  * answers that follow round trip number drop_at are swallowed (silent
  * is set meanwhile) and that connection is closed drop_hold_ms later
- * (0: 200 ms; a commit whose answer was lost); cuts counts such closes. */
+ * (0: 200 ms; a commit whose answer was lost); cuts counts such closes.
+ * With drop_forward the swallowed answers (up to 64 KB) are passed on
+ * then instead, and the connection stays (a server that answers late);
+ * forwards counts those. */
 typedef struct proxy {
     int lfd;
     int port, up_port;
     pthread_t th;
     atomic_int drop_answers, cut, stop, hold_ms, holding, outages, freeze;
-    atomic_int delay_ms, drop_hold_ms, silent, cuts;
+    atomic_int delay_ms, drop_hold_ms, silent, cuts, drop_forward, forwards;
     atomic_long rtt, drop_at;
 } proxy;
 
@@ -37,6 +42,15 @@ static int64_t proxy_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Small answers are passed on at once (the server's own sockets do so):
+ * with Nagle's algorithm, a second small answer waited for the client's
+ * delayed ACK of the first, about 40 ms. */
+static void proxy_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 static int connect_up(int port)
@@ -50,6 +64,7 @@ static int connect_up(int port)
         close(fd);
         return -1;
     }
+    proxy_nodelay(fd);
     return fd;
 }
 
@@ -59,7 +74,19 @@ static void *proxy_main(void *arg)
     int down[8], up[8], last[8], n = 0, held[64], nheld = 0, dropping = -1;
     int64_t hold_until = 0, cut_at = 0;
     char buf[65536];
+    static char kept[65536];
+    size_t nkept = 0;
     while (!atomic_load(&p->stop)) {
+        if (dropping >= 0 && proxy_now_ms() >= cut_at &&
+            atomic_load(&p->drop_forward)) {
+            /* A failed write: the next read finds the connection dead. */
+            ssize_t wr = nkept > 0 ? write(down[dropping], kept, nkept) : 0;
+            (void)wr;
+            nkept = 0;
+            dropping = -1;
+            atomic_fetch_add(&p->forwards, 1);
+            atomic_store(&p->silent, 0);
+        }
         if (dropping >= 0 && proxy_now_ms() >= cut_at) {
             close(down[dropping]);
             close(up[dropping]);
@@ -126,6 +153,7 @@ static void *proxy_main(void *arg)
             int d = accept(p->lfd, NULL, NULL);
             int u = d >= 0 ? connect_up(p->up_port) : -1;
             if (u >= 0) {
+                proxy_nodelay(d);
                 down[n] = d;
                 last[n] = 1; /* the first bytes start a round trip */
                 up[n++] = u;
@@ -156,6 +184,11 @@ static void *proxy_main(void *arg)
                 if (k > 0 && ms > 0)
                     usleep((useconds_t)ms * 1000);
                 last[i] = 1;
+                if (k > 0 && i == dropping && atomic_load(&p->drop_forward) &&
+                    nkept + (size_t)k <= sizeof kept) {
+                    memcpy(kept + nkept, buf, (size_t)k);
+                    nkept += (size_t)k;
+                }
                 dead = k <= 0 ||
                        (!atomic_load(&p->drop_answers) && i != dropping &&
                         write(down[i], buf, (size_t)k) != k);

@@ -37,7 +37,7 @@
 /* ------------------------------------------------------------------------ */
 /* A participant on the store behind the proxy                              */
 
-#define MAXCMD 512
+#define MAXCMD 1024
 
 typedef struct world {
     uv_loop_t loop;
@@ -47,13 +47,14 @@ typedef struct world {
     saga_participant *P;
     uv_timer_t tick;
     int ticks, replies, handled, busy_ticks;
-    int silent_ticks; /* ticks while the proxy swallows answers */
+    int silent_ticks;             /* ticks while the proxy swallows answers */
     uint64_t last_ns, max_gap_ns; /* logged, not asserted */
     unsigned char answered[MAXCMD];
     /* The application's SQL: handlers insert into app_t on the handle;
      * app_sql runs a statement outside handlers at every tick while the
      * server is silent (app_ok, app_bad count them). */
     int handler_sql, app_sql, app_ok, app_bad, app_in_pipeline;
+    long app_saw; /* rows of app_t the application saw during the flight */
     void *inside; /* the handle a handler got */
 } world;
 
@@ -134,6 +135,9 @@ static void tick_cb(uv_timer_t *t)
                 w->app_ok++;
             else
                 w->app_bad++;
+            long n = app_rows(w);
+            if (n > w->app_saw)
+                w->app_saw = n;
         }
     }
     uint64_t now = uv_hrtime();
@@ -286,7 +290,8 @@ static long batch_round_trips(int old, long *batches)
     fprintf(stderr,
             "pg_part: %s: %d commands, %llu batch(es): %ld round trips "
             "(%.2f per command)\n",
-            mode_name(old), NBATCH, (unsigned long long)nb, rtt, (double)rtt / NBATCH);
+            mode_name(old), NBATCH, (unsigned long long)nb, rtt,
+            (double)rtt / NBATCH);
     cr_log_info("%s: %ld round trips for %d commands", old ? "old" : "new", rtt,
                 NBATCH);
     cr_assert_eq(w.handled, NBATCH + 4);
@@ -330,8 +335,8 @@ static void slow_ticks(int old)
             "pg_part: %s, slow server (2 ms per answer): %d commands in "
             "%.0f ms, %ld round trips, %d ticks of a 1 ms timer, longest "
             "gap %.0f ms\n",
-            mode_name(old), NBATCH, ms, rtt,
-            w.ticks, (double)w.max_gap_ns / 1e6);
+            mode_name(old), NBATCH, ms, rtt, w.ticks,
+            (double)w.max_gap_ns / 1e6);
     cr_log_info("slow server: %d ticks, longest gap %.0f ms", w.ticks,
                 (double)w.max_gap_ns / 1e6);
     atomic_store(&w.px.delay_ms, 0);
@@ -353,7 +358,7 @@ static int run_until_answered(world *w, int start, int n)
     int early = 0;
     for (int i = 0; i < 200000 && w->replies < start + n; i++) {
         uv_run(&w->loop, UV_RUN_ONCE);
-        if (atomic_load(&w->px.cuts) == 0 && w->replies > start)
+        if (atomic_load(&w->px.silent) && w->replies > start)
             early = 1;
     }
     return early;
@@ -414,7 +419,8 @@ Test(pg_part, a_commit_whose_answer_was_lost_releases_no_reply)
 }
 
 /* The server goes silent while a batch's commit is in flight: for 1.5 s
- * the commit's answer does not come (then the connection is cut). @return
+ * the commit's answer does not come (then the connection is cut; with
+ * @p app_sql it comes 300 ms late instead). @return
  * the ticks of a 1 ms timer on the participant's loop meanwhile. After
  * the cut the store finds out whether the commit happened (the loop's
  * reconnection reads its batch log back; a commit that waits fails and
@@ -434,7 +440,9 @@ static int silent_commit(int mode, int app_sql)
     drain(&w, 4);
     for (int i = 0; i < 100; i++)
         uv_run(&w.loop, UV_RUN_NOWAIT);
-    atomic_store(&w.px.drop_hold_ms, 1500);
+    atomic_store(&w.px.drop_hold_ms, app_sql ? 300 : 1500);
+    /* With the application's SQL the answer comes late instead of never. */
+    atomic_store(&w.px.drop_forward, app_sql);
     /* begin, the reads, (the handlers' statements,) then the commit. */
     atomic_store(&w.px.drop_at,
                  atomic_load(&w.px.rtt) + 3 + (app_sql ? NBATCH : 0));
@@ -450,7 +458,8 @@ static int silent_commit(int mode, int app_sql)
             "ticks of a 1 ms timer meanwhile%s\n",
             mode_name(mode), w.silent_ticks,
             app_sql ? ", with the application's SQL" : "");
-    cr_assert_eq(atomic_load(&w.px.cuts), 1, "the server went silent");
+    cr_assert_eq(atomic_load(&w.px.cuts) + atomic_load(&w.px.forwards), 1,
+                 "the server went silent");
     cr_assert_eq(early, 0, "a reply was released before the commit was known");
     cr_assert_eq(w.replies, start + NBATCH);
     cr_assert_eq(w.handled, 4 + NBATCH, "each handler ran once (%d)",
@@ -462,6 +471,9 @@ static int silent_commit(int mode, int app_sql)
         cr_assert_eq(w.app_bad, 0, "%d statements failed", w.app_bad);
         cr_assert_geq(w.app_ok, 1, "the application ran SQL meanwhile");
         cr_assert_eq(w.app_in_pipeline, 0);
+        /* It waited for the commit in flight: it saw the rows its
+         * handlers wrote, as a deferred answer's timer must. */
+        cr_assert_eq(w.app_saw, 4 + NBATCH, "saw %ld rows", w.app_saw);
         cr_assert_neq(saga_participant_store_handle(w.P), w.inside);
         cr_assert_eq(app_rows(&w), 4 + NBATCH, "one row per command");
     }
@@ -483,12 +495,45 @@ Test(pg_part, a_silent_server_during_the_commit_never_stops_the_loop)
     cr_assert_leq(before, 5, "a commit that waits: %d ticks", before);
 }
 
-/* The application's SQL outside handlers works while a commit is in
- * flight (the checkout's REST reads and writes do that): it has a
- * connection of its own, and the handlers' writes on the handle commit
- * with the batch. */
+/* The application's SQL outside handlers while a commit is in flight
+ * (the checkout's REST reads and writes, a deferred answer's timer): it
+ * has a connection of its own, never in pipeline mode, and asking for it
+ * waits for the commit in flight (here answered 300 ms late), so that it
+ * sees the rows the handlers wrote on the handle, committed with their
+ * batch. */
 Test(pg_part, application_sql_outside_handlers_during_a_commit_in_flight)
 {
-    int ticks = silent_commit(MODE_ASYNC, 1);
-    cr_assert_geq(ticks, 150, "the loop ticked %d times", ticks);
+    silent_commit(MODE_ASYNC, 1);
+}
+
+/* The figure before/after, on loopback (no delay): 8 batches of NBATCH
+ * commands, sent at once, with the commit that waits and with the commit
+ * on the loop, alternated three times in one run. Logged, not asserted
+ * (a shared machine); what is asserted is that every command is answered. */
+Test(pg_part, loopback_batches_before_and_after)
+{
+    double ms[2][3];
+    int ticks[2][3];
+    for (int round = 0; round < 3; round++)
+        for (int k = 0; k < 2; k++) {
+            int mode = k == 0 ? MODE_WAIT : MODE_ASYNC;
+            world w;
+            world_start(&w, NBATCH, mode);
+            drain(&w, 4);
+            for (int i = 0; i < 100; i++)
+                uv_run(&w.loop, UV_RUN_NOWAIT);
+            w.ticks = 0;
+            uint64_t t0 = uv_hrtime();
+            drain(&w, 8 * NBATCH);
+            ms[k][round] = (double)(uv_hrtime() - t0) / 1e6;
+            ticks[k][round] = w.ticks;
+            world_stop(&w);
+        }
+    for (int k = 0; k < 2; k++)
+        fprintf(stderr,
+                "pg_part: loopback, %s: %d commands in %.0f / %.0f / %.0f "
+                "ms, %d / %d / %d ticks of a 1 ms timer\n",
+                mode_name(k == 0 ? MODE_WAIT : MODE_ASYNC), 8 * NBATCH,
+                ms[k][0], ms[k][1], ms[k][2], ticks[k][0], ticks[k][1],
+                ticks[k][2]);
 }
