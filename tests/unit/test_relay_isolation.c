@@ -27,6 +27,8 @@
 
 #include <saga/saga.h>
 
+#include "fixture.h"
+
 static uv_loop_t loop;
 static saga_engine *E;
 static char logbuf[65536];
@@ -48,20 +50,7 @@ static void capture(saga_log_level l, const char *id, int step, const char *msg,
                  step, msg);
 }
 
-static int free_port(void)
-{
-    uv_tcp_t s;
-    struct sockaddr_in a;
-    uv_tcp_init(&loop, &s);
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    uv_tcp_bind(&s, (const struct sockaddr *)&a, 0);
-    struct sockaddr_in got;
-    int len = sizeof got;
-    uv_tcp_getsockname(&s, (struct sockaddr *)&got, &len);
-    uv_close((uv_handle_t *)&s, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return ntohs(got.sin_port);
-}
+static int free_port(void) { return fx_free_port(&loop); }
 
 /* A TCP endpoint named @p svc on @p port with peers name=port pairs. */
 static saga_transport *tcp_ep(const char *svc, int port, uint32_t max_msgs,

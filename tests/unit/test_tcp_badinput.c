@@ -17,6 +17,7 @@
 #include <criterion/criterion.h>
 #include <uv.h>
 
+#include "fixture.h"
 #include "saga/saga.h"
 #include "saga/tcp.h"
 
@@ -77,19 +78,7 @@ static saga_tcp_counters stats(void)
     return st;
 }
 
-static int client(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    /* The kernel completes the handshake from the listen backlog. */
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
+static int client(void) { return fx_raw_connect(port); }
 
 static void put(int fd, const void *buf, size_t len)
 {

@@ -22,6 +22,7 @@
 #include <criterion/criterion.h>
 #include <uv.h>
 
+#include "fixture.h"
 #include "saga/saga.h"
 #include "saga/tcp.h"
 
@@ -257,48 +258,16 @@ static size_t read_frame(int fd, unsigned char *out, size_t cap)
     return 0;
 }
 
-/* A listening socket on 127.0.0.1, its port in *port. */
-static int raw_listener(int *port)
-{
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(ls, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(ls, (struct sockaddr *)&sa, sizeof sa), 0);
-    cr_assert_eq(listen(ls, 4), 0);
-    socklen_t sl = sizeof sa;
-    cr_assert_eq(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
-    cr_assert_eq(fcntl(ls, F_SETFL, O_NONBLOCK), 0);
-    *port = ntohs(sa.sin_port);
-    return ls;
-}
-
-/* The endpoint's connection to @p ls, running the loop until it comes. */
-static int raw_accept(int ls)
-{
-    int fd = -1;
-    for (int i = 0; i < 20000 && fd < 0; i++) {
-        uv_run(&loop, UV_RUN_NOWAIT);
-        fd = accept(ls, NULL, NULL);
-        if (fd < 0)
-            uv_sleep(1);
-    }
-    cr_assert_geq(fd, 0);
-    return fd;
-}
-
 /* A new sender against a receiver that predates the limit answer: it
  * reads HELLO (still version 1) and DATA, acks the DATA and never sends a
  * limit. The sender goes by its own limit, as before. */
 Test(tcp_limits, old_style_receiver)
 {
-    int lport, ls = raw_listener(&lport);
+    int lport, ls = fx_raw_listen(&lport);
     saga_transport *a = endpoint("a", 8192, "b", lport);
     cr_assert_eq(send_tagged(a, '1', 3000), SAGA_OK);
     cr_assert_eq(send_tagged(a, '2', 10), SAGA_OK);
-    int fd = raw_accept(ls);
+    int fd = fx_raw_accept(&loop, ls);
     unsigned char *f = malloc(8192);
     cr_assert_not_null(f);
     size_t l = read_frame(fd, f, 8192);
@@ -337,19 +306,6 @@ Test(tcp_limits, old_style_receiver)
     close(ls);
 }
 
-static int raw_client(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
 /* A sender that predates the limit answer: what it reads back are ACK
  * frames only (the limit answer is one, for an id it never sent, which
  * such a sender ignores), and its message is delivered and acked. */
@@ -359,7 +315,7 @@ Test(tcp_limits, old_style_sender)
     cr_assert_eq(b->subscribe(b, "b", "b", on_recv, NULL), SAGA_OK);
     int port;
     cr_assert_eq(saga_transport_tcp_port(b, &port), SAGA_OK);
-    int fd = raw_client(port);
+    int fd = fx_raw_connect(port);
     unsigned char m[64];
     size_t n = 0;
     put_u32(m, 1 + 3), m[4] = 1, m[5] = 1, m[6] = 1, m[7] = 'a'; /* HELLO */
@@ -403,10 +359,10 @@ Test(tcp_limits, old_style_sender)
  * failing every message. */
 Test(tcp_limits, a_limit_answer_out_of_range_is_rejected)
 {
-    int lport, ls = raw_listener(&lport);
+    int lport, ls = fx_raw_listen(&lport);
     saga_transport *a = endpoint("a", 8192, "b", lport);
     cr_assert_eq(send_tagged(a, '1', 10), SAGA_OK);
-    int fd = raw_accept(ls);
+    int fd = fx_raw_accept(&loop, ls);
     unsigned char ans[13];
     put_u32(ans, 9);
     ans[4] = 3;
