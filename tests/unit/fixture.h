@@ -93,6 +93,22 @@ static inline saga_store *fx_memory_store(void)
     return s;
 }
 
+static inline int fx__count_row(const saga_message *m, void *arg)
+{
+    (void)m;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* The rows in @p p's outbox (at most @p max; 0: the store's default). */
+static inline int fx_outbox_rows(saga_participant *p, uint32_t max)
+{
+    saga_store *s = saga_participant_store(p);
+    int n = 0;
+    cr_assert_eq(s->outbox_scan(s, max, fx__count_row, &n), SAGA_OK);
+    return n;
+}
+
 /* ---- envelopes sent by hand ------------------------------------------------ */
 
 /* What the tests vary in an envelope; the rest is zero, attempt 1. */

@@ -34,20 +34,7 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
     t->ack(t, d);
 }
 
-static int count_cb(const saga_message *m, void *arg)
-{
-    (void)m;
-    (*(int *)arg)++;
-    return 0;
-}
-
-static int outbox_rows(void)
-{
-    saga_store *s = saga_participant_store(P);
-    int n = 0;
-    cr_assert_eq(s->outbox_scan(s, 1000, count_cb, &n), SAGA_OK);
-    return n;
-}
+static int outbox_rows(void) { return fx_outbox_rows(P, 1000); }
 
 static void send_cmd(int i)
 {

@@ -159,20 +159,7 @@ static saga_participant_counters stats(void)
     return st;
 }
 
-static int count_rows(const saga_message *m, void *arg)
-{
-    (void)m;
-    (*(int *)arg)++;
-    return 0;
-}
-
-static int outbox_rows(void)
-{
-    saga_store *s = saga_participant_store(P);
-    int n = 0;
-    cr_assert_eq(s->outbox_scan(s, 1000, count_rows, &n), SAGA_OK);
-    return n;
-}
+static int outbox_rows(void) { return fx_outbox_rows(P, 1000); }
 
 static void setup(void)
 {

@@ -122,20 +122,7 @@ static void start(int with_route)
 
 static void finish(void) { fx_inmem_close(&loop, P, T, bus, 50); }
 
-static int count_cb(const saga_message *m, void *arg)
-{
-    (void)m;
-    (*(int *)arg)++;
-    return 0;
-}
-
-static int outbox_rows(void)
-{
-    saga_store *s = saga_participant_store(P);
-    int n = 0;
-    cr_assert_eq(s->outbox_scan(s, 0, count_cb, &n), SAGA_OK);
-    return n;
-}
+static int outbox_rows(void) { return fx_outbox_rows(P, 0); }
 
 Test(participant_route, unroutable_reply_to_is_refused_on_arrival)
 {
