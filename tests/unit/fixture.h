@@ -200,11 +200,14 @@ static inline saga_transport *fx_tcp(uv_loop_t *loop, const char *svc, int port,
 /* ---- raw sockets ----------------------------------------------------------- */
 
 /* A blocking client socket connected to 127.0.0.1:@p port (the kernel
- * completes the handshake from the listen backlog). */
-static inline int fx_raw_connect(int port)
+ * completes the handshake from the listen backlog), with a receive buffer
+ * of @p rcvbuf bytes (0: the system's). */
+static inline int fx_raw_connect(int port, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     cr_assert_geq(fd, 0);
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;

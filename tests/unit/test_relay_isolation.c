@@ -211,9 +211,11 @@ static void count_states(int *completed, int *compensated)
     }
 }
 
-/* Item 1 (a): a typo in a definition's service name. */
-Test(relay_isolation, no_route_step_fails_at_once_others_complete,
-     .timeout = 60)
+/* A fresh loop and log, and two endpoints on loopback that know each
+ * other: "orders" (returned) and "inventory" (*ti), whose max_frame_size
+ * is @p inv_max_frame (0: the default). */
+static saga_transport *orders_and_inventory(saga_transport **ti,
+                                            uint32_t inv_max_frame)
 {
     logbuf[0] = 0;
     uv_loop_init(&loop);
@@ -223,7 +225,17 @@ Test(relay_isolation, no_route_step_fails_at_once_others_complete,
     saga_transport *to = tcp_ep("orders", po, 0, 1, onames, oports);
     const char *inames[] = {"orders"};
     const int iports[] = {po};
-    saga_transport *ti = tcp_ep("inventory", pi, 0, 1, inames, iports);
+    ep_max_frame = inv_max_frame;
+    *ti = tcp_ep("inventory", pi, 0, 1, inames, iports);
+    ep_max_frame = 0;
+    return to;
+}
+
+/* Item 1 (a): a typo in a definition's service name. */
+Test(relay_isolation, no_route_step_fails_at_once_others_complete,
+     .timeout = 60)
+{
+    saga_transport *ti, *to = orders_and_inventory(&ti, 0);
     E = engine(to);
     const char *bad_steps[] = {"inventory", "inventroy"};
     const char *good_steps[] = {"inventory", "inventory"};
@@ -420,17 +432,7 @@ Test(relay_isolation, participant_replies_isolated_per_destination,
 Test(relay_isolation, command_over_the_receivers_frame_limit_fails_alone,
      .timeout = 60)
 {
-    logbuf[0] = 0;
-    uv_loop_init(&loop);
-    int po = free_port(), pi = free_port();
-    const char *onames[] = {"inventory"};
-    const int oports[] = {pi};
-    saga_transport *to = tcp_ep("orders", po, 0, 1, onames, oports);
-    const char *inames[] = {"orders"};
-    const int iports[] = {po};
-    ep_max_frame = 1024;
-    saga_transport *ti = tcp_ep("inventory", pi, 0, 1, inames, iports);
-    ep_max_frame = 0;
+    saga_transport *ti, *to = orders_and_inventory(&ti, 1024);
     E = engine(to);
     const char *steps[] = {"inventory", "inventory"};
     define(E, "checkout", 2, steps);

@@ -78,7 +78,7 @@ static saga_tcp_counters stats(void)
     return st;
 }
 
-static int client(void) { return fx_raw_connect(port); }
+static int client(void) { return fx_raw_connect(port, 0); }
 
 static void put(int fd, const void *buf, size_t len)
 {

@@ -315,7 +315,7 @@ Test(tcp_limits, old_style_sender)
     cr_assert_eq(b->subscribe(b, "b", "b", on_recv, NULL), SAGA_OK);
     int port;
     cr_assert_eq(saga_transport_tcp_port(b, &port), SAGA_OK);
-    int fd = fx_raw_connect(port);
+    int fd = fx_raw_connect(port, 0);
     unsigned char m[64];
     size_t n = 0;
     put_u32(m, 1 + 3), m[4] = 1, m[5] = 1, m[6] = 1, m[7] = 'a'; /* HELLO */

@@ -29,6 +29,7 @@
 #include <criterion/criterion.h>
 #include <uv.h>
 
+#include "fixture.h"
 #include "saga/saga.h"
 #include "saga/tcp.h"
 
@@ -143,16 +144,7 @@ static double wall(void)
 
 static int client(int rcvbuf)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    if (rcvbuf > 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = fx_raw_connect(port, rcvbuf);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }
