@@ -427,7 +427,7 @@ static void on_ack(tcp_conn *c, uint64_t id)
 }
 
 /* The answer to a sender's HELLO: our max_frame_size, as an ACK with a
- * reserved id (tcp_int.h), which senders from before 0.3 ignore. Written at
+ * reserved id (tcp_int.h), which senders that predate it ignore. Written at
  * once, not at the end of the loop turn: a frame of that sender's already
  * on its way may be over our limit, and closing the link for it would drop
  * what is still queued here, this answer with it. */
