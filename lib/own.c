@@ -110,17 +110,21 @@ static void renew_submit(saga__own *o, int fresh);
 static void own_closed(uv_handle_t *h);
 static void own_tick(uv_timer_t *t);
 
-/* A version-8 answer came: 1 if the engine closed meanwhile (the state is
- * freed once nothing more is in flight; touch nothing more). */
-static int req_answered(saga__own *o)
+/* An answer came for a request counted in @p count (o->busy: renewals
+ * and claims; o->reqs: the version-8 requests). @return 1 if the engine
+ * closed meanwhile: the state is freed once nothing more is in flight and
+ * the timer is closed; touch nothing more. */
+static int answer_came(saga__own *o, int *count)
 {
-    o->reqs--;
+    --*count;
     if (!o->closed)
         return 0;
     if (o->timer_closed && o->busy == 0 && o->reqs == 0)
         saga_free(o);
     return 1;
 }
+
+static int req_answered(saga__own *o) { return answer_came(o, &o->reqs); }
 
 /* Commits may go on again: the held batch is written at once when
  * @p now (something left it), else after its backoff. */
@@ -458,17 +462,7 @@ static int claim(saga_engine *e)
 /* ------------------------------------------------------------------------ */
 /* On the loop: renew, then claim, each answered by the store later         */
 
-/* An answer came after the engine closed: free the state once the timer
- * is closed too. @return 1 if the engine is gone (touch nothing more). */
-static int answered(saga__own *o)
-{
-    o->busy--;
-    if (!o->closed)
-        return 0;
-    if (o->timer_closed && o->busy == 0 && o->reqs == 0)
-        saga_free(o);
-    return 1;
-}
+static int answered(saga__own *o) { return answer_came(o, &o->busy); }
 
 static int feed_scan(saga_engine *e, saga_record_cb cb, void *arg)
 {
