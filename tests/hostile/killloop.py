@@ -196,9 +196,21 @@ def kill(name):
                 break
 
 
+def revive_exited():
+    """A service restarted while the server was down cannot open its store
+    and exits (saga-checkout: cannot start ...): started again, as its
+    supervisor would."""
+    for name, p in list(procs.items()):
+        if not isinstance(p, int) and p.poll() is not None:
+            print("killloop: %.1f s: %s had exited (%d): started again" %
+                  (time.time() - T0, name, p.returncode), flush=True)
+            start(name)
+
+
 # -------------------------------------------------------------- clients
 lock = threading.Lock()
 answers = {}  # key -> set of order ids
+trail = []  # "time key status order" of every 2xx answer, for a failure
 accepted = set()  # order ids answered 202
 stop = threading.Event()
 
@@ -246,6 +258,8 @@ def client(n):
                                   user, key)
                     if st in (200, 202):
                         with lock:
+                            trail.append("%.3f %s %d %s" % (
+                                time.time() - T0, key, st, js["order_id"]))
                             answers.setdefault(key, set()).add(
                                 js["order_id"])
                             if st == 202:
@@ -282,6 +296,7 @@ def main():
             victims += ["pg-server"]
     for k in range(KILLS):
         time.sleep(rnd.uniform(0.2, 1.2))
+        revive_exited()
         v = rnd.choice(victims)
         print("killloop: %.1f s: %s" % (time.time() - T0, v), flush=True)
         if v == "pg-server":
@@ -298,6 +313,7 @@ def main():
         if v in ("serve", "order"):
             up()
     time.sleep(1.0)
+    revive_exited()
     stop.set()
     for t in ts:
         t.join(30)
@@ -435,7 +451,22 @@ def check_dbs():
             fail("COMPLETED order %s shows payment %s" % (oid, pay.get(oid)))
 
 
+def keep_evidence():
+    """With KILLLOOP_KEEP, a failed run leaves its answers and orders."""
+    with open(os.path.join(WORK, "answers.txt"), "w") as f:
+        f.write("\n".join(trail) + "\n")
+    try:
+        with open(os.path.join(WORK, "orders.txt"), "w") as f:
+            for row in q("order.db", "SELECT order_id, user_id, "
+                         "idempotency_key, status FROM orders"):
+                f.write(" ".join(str(v) for v in row) + "\n")
+    except Exception as e:  # evidence only
+        print("killloop: cannot dump the orders: %s" % e)
+
+
 def finish(rd):
+    if FAILS and os.environ.get("KILLLOOP_KEEP") is not None:
+        keep_evidence()
     for name, p in procs.items():
         try:
             os.kill(p if isinstance(p, int) else p.pid, signal.SIGTERM)
