@@ -458,7 +458,12 @@ def keep_evidence():
     try:
         with open(os.path.join(WORK, "orders.txt"), "w") as f:
             for row in q("order.db", "SELECT order_id, user_id, "
-                         "idempotency_key, status FROM orders"):
+                         "idempotency_key, status, payment_status "
+                         "FROM orders"):
+                f.write(" ".join(str(v) for v in row) + "\n")
+        with open(os.path.join(WORK, "payments.txt"), "w") as f:
+            for row in q("payment.db", "SELECT order_id, status, "
+                         "payment_id FROM payments"):
                 f.write(" ".join(str(v) for v in row) + "\n")
     except Exception as e:  # evidence only
         print("killloop: cannot dump the orders: %s" % e)
