@@ -47,7 +47,7 @@ typedef struct world {
     saga_participant *P;
     uv_timer_t tick;
     int ticks, replies, handled, busy_ticks;
-    int silent_ticks; /* ticks while the proxy swallows answers */
+    int silent_ticks;             /* ticks while the proxy swallows answers */
     uint64_t last_ns, max_gap_ns; /* logged, not asserted */
     unsigned char answered[MAXCMD];
     /* The application's SQL: handlers insert into app_t on the handle;
@@ -286,7 +286,8 @@ static long batch_round_trips(int old, long *batches)
     fprintf(stderr,
             "pg_part: %s: %d commands, %llu batch(es): %ld round trips "
             "(%.2f per command)\n",
-            mode_name(old), NBATCH, (unsigned long long)nb, rtt, (double)rtt / NBATCH);
+            mode_name(old), NBATCH, (unsigned long long)nb, rtt,
+            (double)rtt / NBATCH);
     cr_log_info("%s: %ld round trips for %d commands", old ? "old" : "new", rtt,
                 NBATCH);
     cr_assert_eq(w.handled, NBATCH + 4);
@@ -330,8 +331,8 @@ static void slow_ticks(int old)
             "pg_part: %s, slow server (2 ms per answer): %d commands in "
             "%.0f ms, %ld round trips, %d ticks of a 1 ms timer, longest "
             "gap %.0f ms\n",
-            mode_name(old), NBATCH, ms, rtt,
-            w.ticks, (double)w.max_gap_ns / 1e6);
+            mode_name(old), NBATCH, ms, rtt, w.ticks,
+            (double)w.max_gap_ns / 1e6);
     cr_log_info("slow server: %d ticks, longest gap %.0f ms", w.ticks,
                 (double)w.max_gap_ns / 1e6);
     atomic_store(&w.px.delay_ms, 0);
