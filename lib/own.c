@@ -74,6 +74,7 @@ struct saga__own {
     int notify;       /* the engine counts this timer's close (close_handles) */
     int rounds;       /* claim round trips this tick */
     uint64_t sent_ns; /* when the renewal in flight was sent */
+    uint64_t term;    /* epochs taken (the relay's gate, saga__own_term) */
     const saga_record *feed; /* the claimed sagas being resumed */
     size_t nfeed;
     struct saga__moved *moved; /* saga_on_done() waiters of moved sagas */
@@ -431,6 +432,7 @@ static int lose_lease(saga_engine *e)
         return rc;
     }
     o->lost = 0;
+    o->term++;
     o->lease_ms = lease;
     o->valid_until_ns = t0 + (uint64_t)lease * 1000000u;
     return SAGA_OK;
@@ -493,6 +495,8 @@ static void claimed_cb(void *arg, int rc, const saga_record *recs, size_t n)
         }
         if (n == CLAIM_LIMIT && ++o->rounds < CLAIM_ROUNDS && !o->lost)
             claim_submit(o);
+        else if (!o->lost)
+            saga__remote_owned(e); /* the outbox rows of what it owns now */
         return;
     }
     if (rc == SAGA_EFENCED) {
@@ -538,8 +542,10 @@ static void renewed_cb(void *arg, int rc, uint32_t lease)
         o->valid_until_ns = o->sent_ns + (uint64_t)lease * 1000000u;
         /* A renewal extends a live lease only: once the engine believed
          * it lost (it stopped acting), only a new epoch ends that. */
-        if (fresh)
+        if (fresh) {
             o->lost = 0;
+            o->term++;
+        }
         if (fresh && o->starting) {
             /* saga_engine_start()'s lease: what was started meanwhile
              * commits now, under this epoch. */
@@ -686,6 +692,7 @@ int saga__own_start(saga_engine *e)
     }
     o->valid_until_ns = t0 + (uint64_t)o->lease_ms * 1000000u;
     o->async = has_async(s);
+    o->term = 1;
     e->own = o;
     rc = claim(e);
     if (rc != SAGA_OK) {
@@ -1062,6 +1069,32 @@ static int resolve_fenced_submit(saga_engine *e)
     o->reqs++;
     o->resolving = 1;
     return 1;
+}
+
+uint64_t saga__own_term(const saga_engine *e)
+{
+    const saga__own *o = e->own;
+    if (o == NULL)
+        return 1;
+    if (o->lost || o->starting || uv_hrtime() >= o->valid_until_ns)
+        return 0;
+    return o->term;
+}
+
+int saga__own_async(const saga_engine *e)
+{
+    return e->own != NULL && e->own->async;
+}
+
+void saga__own_give_up(saga_engine *e)
+{
+    saga__own *o = e->own;
+    if (o == NULL || o->lost)
+        return;
+    o->lost = 1;
+    /* Handled on the timer (a new epoch), outside the caller. */
+    uv_timer_start(&o->timer, own_tick, 0,
+                   o->lease_ms / 4 ? o->lease_ms / 4 : 1);
 }
 
 int saga__own_hold(const saga_engine *e)
