@@ -143,6 +143,9 @@ int saga__remote_start(saga_engine *e);
 /* The outbox message that runs the current attempt of a remote step. */
 int saga__remote_command(saga_engine *e, saga__inst *in);
 void saga__remote_close(saga_engine *e);
+/* own.c: a claim round is over: take over the outbox rows of the sagas
+ * this epoch owns (store version 10). */
+void saga__remote_owned(saga_engine *e);
 
 /* verbs.c: the state machine (machine.c) staging into the open batch. */
 struct saga__machine saga__machine_of(saga_engine *e);
@@ -184,6 +187,15 @@ int saga__own_wait(saga_engine *e, const char *id, saga_done_cb cb, void *arg);
  * it fail (fenced, or an idempotency key taken by another engine). @return
  * 1 if it dropped any (write the rest at once), 0 if not. */
 int saga__own_resolve(saga_engine *e, int rc);
+/* The relay's gate (remote.c): 0 while the engine may not publish (its
+ * lease is not surely live, or not taken yet), else a number that changes
+ * with each new epoch; 1 without a shared store. */
+uint64_t saga__own_term(const saga_engine *e);
+/* Whether the lease's round trips go out on the loop (store version 6). */
+int saga__own_async(const saga_engine *e);
+/* Give the lease up (something of this epoch is unknown here, e.g. an
+ * outbox scan whose answer was lost): a new epoch is taken at once. */
+void saga__own_give_up(saga_engine *e);
 /* verbs.c: resume the sagas that @p scan visits, as recovery does. */
 typedef int (*saga__scan_fn)(saga_engine *e, saga_record_cb cb, void *arg);
 int saga__recover_from(saga_engine *e, saga__scan_fn scan);

@@ -74,6 +74,7 @@ struct saga__own {
     int notify;       /* the engine counts this timer's close (close_handles) */
     int rounds;       /* claim round trips this tick */
     uint64_t sent_ns; /* when the renewal in flight was sent */
+    uint64_t term;    /* epochs taken (the relay's gate, saga__own_term) */
     const saga_record *feed; /* the claimed sagas being resumed */
     size_t nfeed;
     struct saga__moved *moved; /* saga_on_done() waiters of moved sagas */
@@ -110,17 +111,21 @@ static void renew_submit(saga__own *o, int fresh);
 static void own_closed(uv_handle_t *h);
 static void own_tick(uv_timer_t *t);
 
-/* A version-8 answer came: 1 if the engine closed meanwhile (the state is
- * freed once nothing more is in flight; touch nothing more). */
-static int req_answered(saga__own *o)
+/* An answer came for a request counted in @p count (o->busy: renewals
+ * and claims; o->reqs: the version-8 requests). @return 1 if the engine
+ * closed meanwhile: the state is freed once nothing more is in flight and
+ * the timer is closed; touch nothing more. */
+static int answer_came(saga__own *o, int *count)
 {
-    o->reqs--;
+    --*count;
     if (!o->closed)
         return 0;
     if (o->timer_closed && o->busy == 0 && o->reqs == 0)
         saga_free(o);
     return 1;
 }
+
+static int req_answered(saga__own *o) { return answer_came(o, &o->reqs); }
 
 /* Commits may go on again: the held batch is written at once when
  * @p now (something left it), else after its backoff. */
@@ -427,6 +432,7 @@ static int lose_lease(saga_engine *e)
         return rc;
     }
     o->lost = 0;
+    o->term++;
     o->lease_ms = lease;
     o->valid_until_ns = t0 + (uint64_t)lease * 1000000u;
     return SAGA_OK;
@@ -458,17 +464,7 @@ static int claim(saga_engine *e)
 /* ------------------------------------------------------------------------ */
 /* On the loop: renew, then claim, each answered by the store later         */
 
-/* An answer came after the engine closed: free the state once the timer
- * is closed too. @return 1 if the engine is gone (touch nothing more). */
-static int answered(saga__own *o)
-{
-    o->busy--;
-    if (!o->closed)
-        return 0;
-    if (o->timer_closed && o->busy == 0 && o->reqs == 0)
-        saga_free(o);
-    return 1;
-}
+static int answered(saga__own *o) { return answer_came(o, &o->busy); }
 
 static int feed_scan(saga_engine *e, saga_record_cb cb, void *arg)
 {
@@ -499,6 +495,8 @@ static void claimed_cb(void *arg, int rc, const saga_record *recs, size_t n)
         }
         if (n == CLAIM_LIMIT && ++o->rounds < CLAIM_ROUNDS && !o->lost)
             claim_submit(o);
+        else if (!o->lost)
+            saga__remote_owned(e); /* the outbox rows of what it owns now */
         return;
     }
     if (rc == SAGA_EFENCED) {
@@ -544,13 +542,16 @@ static void renewed_cb(void *arg, int rc, uint32_t lease)
         o->valid_until_ns = o->sent_ns + (uint64_t)lease * 1000000u;
         /* A renewal extends a live lease only: once the engine believed
          * it lost (it stopped acting), only a new epoch ends that. */
-        if (fresh)
+        if (fresh) {
             o->lost = 0;
+            o->term++;
+        }
         if (fresh && o->starting) {
             /* saga_engine_start()'s lease: what was started meanwhile
              * commits now, under this epoch. */
             uint64_t every = lease / 4 ? lease / 4 : 1;
             o->starting = 0;
+            uv_unref((uv_handle_t *)&o->timer);
             uv_timer_start(&o->timer, own_tick, every, every);
             unhold(e, 1);
         }
@@ -657,8 +658,6 @@ int saga__own_start(saga_engine *e)
     o->e = e;
     uv_timer_init(e->loop, &o->timer);
     o->timer.data = o;
-    /* Like housekeeping, the lease alone does not keep a loop alive. */
-    uv_unref((uv_handle_t *)&o->timer);
     if (has_async(s)) {
         /* The first lease goes out on the loop too: start returns at
          * once, and until the lease is taken the engine acts on nothing
@@ -669,6 +668,10 @@ int saga__own_start(saga_engine *e)
         o->async = 1;
         o->lost = 1;
         o->starting = 1;
+        /* Until then the request keeps the loop alive (a saga started
+         * meanwhile waits for it: saga_engine_run(SAGA_RUN_DEFAULT) must
+         * not return before it ran); once taken, the lease alone does
+         * not (renewed_cb). */
         e->own = o;
         renew_submit(o, 1);
         /* The lease's length is known with the answer (renewed_cb then
@@ -677,6 +680,8 @@ int saga__own_start(saga_engine *e)
         uv_timer_start(&o->timer, own_tick, START_RETRY_MS, START_RETRY_MS);
         return SAGA_OK;
     }
+    /* Like housekeeping, the lease alone does not keep a loop alive. */
+    uv_unref((uv_handle_t *)&o->timer);
     uint64_t t0 = uv_hrtime();
     int rc = s->own_renew(s, 1, &o->lease_ms);
     if (rc != SAGA_OK || o->lease_ms == 0) {
@@ -687,6 +692,7 @@ int saga__own_start(saga_engine *e)
     }
     o->valid_until_ns = t0 + (uint64_t)o->lease_ms * 1000000u;
     o->async = has_async(s);
+    o->term = 1;
     e->own = o;
     rc = claim(e);
     if (rc != SAGA_OK) {
@@ -1063,6 +1069,32 @@ static int resolve_fenced_submit(saga_engine *e)
     o->reqs++;
     o->resolving = 1;
     return 1;
+}
+
+uint64_t saga__own_term(const saga_engine *e)
+{
+    const saga__own *o = e->own;
+    if (o == NULL)
+        return 1;
+    if (o->lost || o->starting || uv_hrtime() >= o->valid_until_ns)
+        return 0;
+    return o->term;
+}
+
+int saga__own_async(const saga_engine *e)
+{
+    return e->own != NULL && e->own->async;
+}
+
+void saga__own_give_up(saga_engine *e)
+{
+    saga__own *o = e->own;
+    if (o == NULL || o->lost)
+        return;
+    o->lost = 1;
+    /* Handled on the timer (a new epoch), outside the caller. */
+    uv_timer_start(&o->timer, own_tick, 0,
+                   o->lease_ms / 4 ? o->lease_ms / 4 : 1);
 }
 
 int saga__own_hold(const saga_engine *e)

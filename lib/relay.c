@@ -7,7 +7,8 @@
  * later backs off on its own timer while the others keep flowing. A message
  * that can never be delivered, because the transport knows no such
  * destination (route() or send() says SAGA_ENOROUTE) or refuses the message
- * itself (SAGA_EINVAL: too large), is taken out at once: its outbox row is
+ * itself (SAGA_EINVAL: too large, from send() or from its sent_cb), is
+ * taken out at once: its outbox row is
  * deleted and the owner is told why (the engine fails the step).
  */
 #include <stdio.h>
@@ -44,7 +45,23 @@ struct saga__relay {
     saga__relay_fail_fn fail;
     int closing, timer_closed, kicking;
     uint64_t published, undeliverable;
+    /* Several engines (saga__relay_gate): the owner's term when the queue
+     * was last checked. */
+    saga__relay_term_fn term_fn;
+    saga__relay_lost_fn lost_fn;
+    uint64_t term;
+    /* The outbox scan on the loop (saga__relay_scan_submit). */
+    saga_store *store;
+    int scanning;       /* a scan is in flight (its answer frees nothing) */
+    int scan_again;     /* another was asked for meanwhile */
+    int scan_retry;     /* a failed scan is tried again at scan_at */
+    uint64_t scan_at;   /* loop time */
+    uint64_t scan_term; /* the term the scan in flight was sent under */
+    uint32_t scan_backoff_ms;
+    uint64_t scans;
 };
+
+#define SCAN_LIMIT 512u
 
 /* One allocation: the struct, then the id, topic, key and bytes. */
 saga__outmsg *saga__outmsg_new(const char *id, const char *topic,
@@ -82,7 +99,7 @@ void saga__outmsg_free(saga__outmsg *m)
 
 static void maybe_free(saga__relay *r)
 {
-    if (r->closing && r->inflight == 0 && r->timer_closed)
+    if (r->closing && r->inflight == 0 && r->timer_closed && !r->scanning)
         saga_free(r);
 }
 
@@ -209,6 +226,51 @@ static void dest_backoff(saga__relay *r, rdest *d)
                                                      : d->backoff_ms * 2;
 }
 
+/* ---- several engines: publish only under a live lease ------------------ */
+
+/* Drop every queued message (not those in flight). */
+static size_t drop_queued(saga__relay *r)
+{
+    size_t n = r->queued;
+    while (r->dests != NULL) {
+        rdest *d = r->dests;
+        r->dests = d->next;
+        dest_free(r, d);
+    }
+    r->queued = 0;
+    r->last = NULL;
+    return n;
+}
+
+/* Whether the owner may publish now; drops the queue when it may not, or
+ * when it took a new epoch since the messages were queued (their rows are
+ * then another epoch's: whichever takes them over publishes them). */
+static int term_check(saga__relay *r)
+{
+    uint64_t t = r->term_fn(r->owner);
+    if (t != 0 && t == r->term)
+        return 1;
+    if (r->queued > 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "outbox: %zu queued messages dropped (%s); their rows are "
+                 "published by the epoch that takes their sagas over",
+                 drop_queued(r),
+                 t == 0 ? "the lease is not surely live" : "a new epoch");
+        r->log(r->owner, SAGA_LOG_INFO, msg);
+    }
+    r->term = t;
+    return t != 0;
+}
+
+void saga__relay_gate(saga__relay *r, saga__relay_term_fn term,
+                      saga__relay_lost_fn lost)
+{
+    r->term_fn = term;
+    r->lost_fn = lost;
+    r->term = term != NULL ? term(r->owner) : 0;
+}
+
 /* ---- publishing -------------------------------------------------------- */
 
 void saga__relay_push(saga__relay *r, saga__outmsg *m)
@@ -216,6 +278,11 @@ void saga__relay_push(saga__relay *r, saga__outmsg *m)
     if (r->closing) {
         /* The outbox row stays: the next start publishes it (a message
          * without a row: its command, unacked, is delivered again). */
+        saga__outmsg_free(m);
+        return;
+    }
+    if (r->term_fn != NULL && !term_check(r)) {
+        /* Not ours to publish now: its row is taken over with its saga. */
         saga__outmsg_free(m);
         return;
     }
@@ -246,6 +313,9 @@ static void arm_timer(saga__relay *r)
     for (rdest *d = r->dests; d != NULL; d = d->next)
         if (d->head != NULL && d->retry_at > now && d->retry_at < first)
             first = d->retry_at;
+    if (r->scan_retry && !r->scanning)
+        first = r->scan_at > now ? (r->scan_at < first ? r->scan_at : first)
+                                 : now + 1;
     if (first == UINT64_MAX) {
         uv_timer_stop(&r->timer);
         return;
@@ -341,6 +411,12 @@ void saga__relay_kick(saga__relay *r)
 {
     if (r->kicking || r->closing)
         return;
+    if (r->scan_retry && !r->scanning && uv_now(r->loop) >= r->scan_at) {
+        r->scan_retry = 0;
+        saga__relay_scan_submit(r, r->store);
+    }
+    if (r->term_fn != NULL && !term_check(r))
+        return;
     r->kicking = 1;
     saga__outmsg *failed = NULL, **ftail = &failed;
     uint64_t now = uv_now(r->loop);
@@ -384,8 +460,15 @@ static void sent_cb(saga_transport *t, int status, void *arg)
         saga__outmsg_free(m);
         return;
     }
-    if (status == SAGA_ENOROUTE) {
-        give_up(r, m, status, "no such destination");
+    if (status == SAGA_ENOROUTE || status == SAGA_EINVAL) {
+        /* Refused for good (the TCP transport learns a receiver's frame
+         * limit only once connected): sent again it would fail again, and
+         * hold up its destination while it backs off. */
+        give_up(r, m, status,
+                status == SAGA_ENOROUTE
+                    ? "no such destination"
+                    : "the transport refused it (larger than the receiver "
+                      "accepts)");
         saga__outmsg_free(m);
         return;
     }
@@ -443,6 +526,114 @@ int saga__relay_recover(saga__relay *r, saga_store *s)
     return rc;
 }
 
+/* ---- the outbox scan on the loop (store version 10) --------------------- */
+
+static void scan_failed(saga__relay *r, int rc)
+{
+    char msg[300];
+    saga_store *s = r->store;
+    if (r->term_fn != NULL) {
+        if (rc == SAGA_EFENCED)
+            return; /* the lease is lost: the owner takes a new one */
+        /* Rows may have been taken over and are unknown here. */
+        snprintf(msg, sizeof msg,
+                 "outbox scan failed (%s: %.200s): giving the lease up so "
+                 "that what it may have taken is taken again",
+                 saga_err_name(rc), s->errmsg(s));
+        r->log(r->owner, SAGA_LOG_WARN, msg);
+        if (r->lost_fn != NULL)
+            r->lost_fn(r->owner);
+        return;
+    }
+    /* Alone on the store: the same scan again, after a backoff. */
+    snprintf(msg, sizeof msg, "outbox scan failed (%s: %.200s); retrying",
+             saga_err_name(rc), s->errmsg(s));
+    r->log(r->owner, SAGA_LOG_WARN, msg);
+    r->scan_retry = 1;
+    r->scan_at = uv_now(r->loop) + r->scan_backoff_ms;
+    r->scan_backoff_ms = r->scan_backoff_ms * 2 > RETRY_MAX_MS
+                             ? RETRY_MAX_MS
+                             : r->scan_backoff_ms * 2;
+    arm_timer(r);
+}
+
+static void scan_cb(void *arg, int rc, const saga_message *msgs, size_t n)
+{
+    saga__relay *r = arg;
+    r->scanning = 0;
+    if (r->closing) {
+        maybe_free(r);
+        return;
+    }
+    r->scans++;
+    int again = r->scan_again;
+    r->scan_again = 0;
+    if (rc != SAGA_OK) {
+        scan_failed(r, rc);
+        return;
+    }
+    r->scan_backoff_ms = RETRY_MIN_MS;
+    if (r->term_fn != NULL && r->term_fn(r->owner) != r->scan_term) {
+        /* Taken under an epoch that ended meanwhile: taken over again by
+         * whichever epoch owns their sagas now. */
+        if (n > 0)
+            r->log(r->owner, SAGA_LOG_INFO,
+                   "outbox: the rows taken belong to an ended epoch now; "
+                   "not published");
+        if (again)
+            saga__relay_scan_submit(r, r->store);
+        return;
+    }
+    rec_ctx c = {r, SAGA_OK, 0};
+    for (size_t i = 0; i < n && c.rc == SAGA_OK; i++)
+        recover_cb(&msgs[i], &c);
+    if (c.n > 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "outbox: publishing %zu messages %s", c.n,
+                 r->term_fn != NULL ? "taken over" : "left by a past run");
+        r->log(r->owner, SAGA_LOG_INFO, msg);
+    }
+    if (c.rc != SAGA_OK && r->lost_fn != NULL)
+        r->lost_fn(r->owner); /* out of memory: known to nobody */
+    saga__relay_kick(r);
+    /* A full page: more may wait. */
+    if (again || (r->term_fn != NULL && n >= SCAN_LIMIT))
+        saga__relay_scan_submit(r, r->store);
+}
+
+int saga__relay_scan_submit(saga__relay *r, saga_store *s)
+{
+    if (s == NULL || s->version < 10 || s->outbox_scan_submit == NULL)
+        return SAGA_EINVAL;
+    if (r->closing)
+        return SAGA_OK;
+    r->store = s;
+    if (r->scanning) {
+        r->scan_again = 1;
+        return SAGA_OK;
+    }
+    if (r->scan_backoff_ms == 0)
+        r->scan_backoff_ms = RETRY_MIN_MS;
+    if (r->term_fn != NULL) {
+        r->scan_term = r->term_fn(r->owner);
+        if (r->scan_term == 0)
+            return SAGA_OK; /* not now: the next claim asks again */
+    }
+    r->scan_retry = 0;
+    int rc = s->outbox_scan_submit(s, r->term_fn != NULL ? SCAN_LIMIT : 0,
+                                   scan_cb, r);
+    if (rc == SAGA_OK) {
+        r->scanning = 1;
+        return SAGA_OK;
+    }
+    if (r->term_fn != NULL)
+        return SAGA_OK; /* refused, nothing taken: the next claim asks */
+    scan_failed(r, rc);
+    return SAGA_OK;
+}
+
+uint64_t saga__relay_scans(const saga__relay *r) { return r->scans; }
+
 void saga__relay_close(saga__relay *r)
 {
     if (r == NULL || r->closing)
@@ -454,6 +645,7 @@ void saga__relay_close(saga__relay *r)
         dest_free(r, d);
     }
     r->queued = 0;
+    r->scan_retry = 0;
     uv_close((uv_handle_t *)&r->timer, timer_closed);
 }
 

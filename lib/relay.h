@@ -67,6 +67,29 @@ void saga__relay_push(saga__relay *r, saga__outmsg *m);
 void saga__relay_kick(saga__relay *r);
 /* Queue everything the outbox still holds (start-up). */
 int saga__relay_recover(saga__relay *r, saga_store *s);
+
+/* Several engines on one store (the engine's relay): @p term says whether
+ * the owner may publish now: 0 if not (its lease is not surely live),
+ * else a number that changes whenever the owner took a new epoch. When it
+ * is 0 or changed, every queued message is dropped (its row belongs to
+ * whichever epoch takes it over, the owner's next one included); a
+ * message is sent only while it is not 0. Messages in flight are left to
+ * the transport. */
+typedef uint64_t (*saga__relay_term_fn)(void *owner);
+/* The relay's outbox scan on the loop failed with its answer lost: the
+ * rows it may have taken are the owner's epoch's and unknown (the engine
+ * gives its lease up). */
+typedef void (*saga__relay_lost_fn)(void *owner);
+void saga__relay_gate(saga__relay *r, saga__relay_term_fn term,
+                      saga__relay_lost_fn lost);
+/* Queue, on the loop, what the store hands to outbox_scan_submit (store
+ * version 10): every pending message without a lease (start-up), the
+ * messages taken over with the owner's sagas with one. Another scan asked
+ * for while one is in flight follows it. SAGA_OK, or SAGA_EINVAL if the
+ * store has no such slot. */
+int saga__relay_scan_submit(saga__relay *r, saga_store *s);
+/* Scans made on the loop and messages they handed over (tests, logs). */
+uint64_t saga__relay_scans(const saga__relay *r);
 /* Stop. The relay frees itself once the transport has called back for
  * every message in flight; call before closing the transport. */
 void saga__relay_close(saga__relay *r);

@@ -26,6 +26,12 @@ static void relay_log(void *owner, saga_log_level lvl, const char *msg)
     saga__log(owner, lvl, NULL, -1, "%s", msg);
 }
 
+/* Several engines: the relay publishes only while the lease is surely
+ * live, and forgets what it queued under an epoch that ended (own.c). */
+static uint64_t relay_term(void *owner) { return saga__own_term(owner); }
+
+static void relay_lost(void *owner) { saga__own_give_up(owner); }
+
 /* Whether a reply (or a failure) for (step, attempt, comp) is for the
  * current attempt of @p in, a remote step in flight. */
 static int is_current(const saga__inst *in, uint32_t step, uint32_t attempt,
@@ -184,11 +190,30 @@ int saga__remote_start(saga_engine *e)
     if (rc != SAGA_OK)
         return saga__err(e, SAGA_ETRANSPORT, "subscribing to '%s': %s",
                          e->opts.service, e->transport->errmsg(e->transport));
-    rc = saga__relay_recover(e->relay, e->store);
+    saga_store *s = e->store;
+    if (s->version >= 10 && s->outbox_scan_submit != NULL &&
+        (e->own == NULL || saga__own_async(e))) {
+        /* On the loop (store version 10). With a lease, the relay
+         * publishes only under it, and the outbox rows of the sagas this
+         * engine claims are taken over after each claim (saga__remote_
+         * owned), the first at start once the lease is taken; alone on the
+         * store, every pending row now. */
+        if (e->own != NULL)
+            saga__relay_gate(e->relay, relay_term, relay_lost);
+        else
+            saga__relay_scan_submit(e->relay, s);
+        return SAGA_OK;
+    }
+    rc = saga__relay_recover(e->relay, s);
     if (rc != SAGA_OK)
-        return saga__err(e, SAGA_ESTORE, "outbox recovery: %s",
-                         e->store->errmsg(e->store));
+        return saga__err(e, SAGA_ESTORE, "outbox recovery: %s", s->errmsg(s));
     return SAGA_OK;
+}
+
+void saga__remote_owned(saga_engine *e)
+{
+    if (e->relay != NULL && !e->closing)
+        saga__relay_scan_submit(e->relay, e->store);
 }
 
 void saga__remote_close(saga_engine *e)

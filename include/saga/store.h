@@ -196,6 +196,15 @@ typedef struct saga_part_write {
     const saga_message *msg; /* OUTBOX_PUT */
 } saga_part_write;
 
+/* Version 10 (below): the engine's start-up reads on the loop. */
+/** Completion of outbox_scan_submit(): @p rc SAGA_OK (then @p msgs holds
+ * @p n messages, oldest first, borrowed for the call: copy what you
+ * keep), SAGA_EFENCED (a store with a lease whose lease is not live:
+ * nothing taken) or SAGA_ESTORE (also when the answer was lost).
+ * Since: 0.2. */
+typedef void (*saga_outbox_got_cb)(void *arg, int rc, const saga_message *msgs,
+                                   size_t n);
+
 /**
  * The store vtable. A store embeds it first in its own state:
  * `struct my_store { saga_store base; ... };`
@@ -469,10 +478,37 @@ struct saga_store {
      *   of the transaction remains); SAGA_ENOMEM.
      */
     int (*part_commit)(saga_store *self, const saga_part_write *w, size_t n);
-    /* ---- version 11: optional, since 0.2: a participant's commit on the
-     * loop, and the application's own connection. RENUMBER ON MERGE: this
-     * block was written beside version 10 (the outbox tagging, another
-     * branch) and follows it. ---- */
+    /* version 10: optional, since 0.2: the relay's outbox scan on the loop
+     * (NULL: the engine calls outbox_scan at start, which waits for the
+     * server). Same rules as the version-8 slots: the request goes out at
+     * once, beside the batches in flight (in submission order with them,
+     * outside any transaction); done runs later on the loop thread,
+     * exactly once, never from inside the call, also with SAGA_ESTORE when
+     * the answer was lost or the store was closed first. */
+    /**
+     * The pending outbox messages this store's engine is to publish, up
+     * to @p limit (0: no limit), oldest first, handed to @p done.
+     * A store without the version-5 slots (one engine) hands every pending
+     * message, as outbox_scan. A store with them (several engines share
+     * it) gives each message an owner: the messages its batches write are
+     * its epoch's from their commit (the engine publishes them then), and
+     * only the owner's batches delete them (outbox_done of another's
+     * message changes nothing). This call takes over, in one statement,
+     * and hands the messages whose writer's lease is not live (expired,
+     * released, a dead epoch, or no owner) and whose saga (the message's
+     * key) this store's epoch owns or is not active, and not those it
+     * holds already: so each pending message is handed to one live engine
+     * at a time. Taken-over messages whose answer is lost (SAGA_ESTORE)
+     * are this epoch's and known to nobody: the engine gives its lease up
+     * (a new epoch makes them takeable again).
+     * @return SAGA_OK (submitted: @p done will run), or the refusal
+     *   (SAGA_ESTORE, SAGA_EFENCED: no lease taken yet, SAGA_EINVAL: NULL
+     *   @p done, SAGA_ENOMEM; @p done never runs).
+     */
+    int (*outbox_scan_submit)(saga_store *self, uint32_t limit,
+                              saga_outbox_got_cb done, void *arg);
+    /* version 11: optional, since 0.2: a participant's commit on the
+     * loop, and the application's own connection. */
     /**
      * part_commit() without waiting, on a store attached to a loop
      * (attach). The writes and the COMMIT go out at once; the open

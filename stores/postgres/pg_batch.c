@@ -611,12 +611,14 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
     for (size_t i = 0; i < w->noutbox; i++) {
         pg_params p = {0};
         saga__pg_outbox_params(&p, &w->outbox[i]);
+        saga__pg_own_params(s, &p);
         SEND(PG_OUTBOX_INSERT_X, &p);
     }
     for (size_t i = 0; i < w->ndone; i++) {
         pg_params p = {0};
         saga__pg_text(&p, w->done_ids[i]);
-        SEND(PG_OUTBOX_DONE, &p);
+        saga__pg_own_params(s, &p);
+        SEND(PG_OUTBOX_DONE_X, &p);
     }
     if (bulk) {
         /* Written above, in the saga rows and as loose rows. */

@@ -82,6 +82,11 @@ enum pg_stmt {
     PG_SAGA_SCAN_ACTIVE,
     /* A participant's inbox claim with the recorded reply (pg_part.c). */
     PG_PART_CLAIM,
+    /* Outbox rows with an owner (migration 6, pg_outbox.c): the delete of
+     * a published row by its owner, and the take-over of rows whose
+     * writer's lease is not live. */
+    PG_OUTBOX_DONE_X,
+    PG_OUTBOX_TAKE,
     PG__COUNT
 };
 
@@ -259,6 +264,8 @@ void saga__pg_connect_failed(pg_store *s);
 int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
                         const pg_params *p, int n, pg_fin_fn fin,
                         void (*cb)(void), void *arg, int64_t x);
+/** pg_outbox.c: the version-10 outbox_scan_submit slot (every store). */
+void saga__pg_outbox_init(pg_store *s);
 /** pg_own.c: the version-7 kv_get_submit slot (every store). */
 void saga__pg_kv_async_init(pg_store *s);
 /** Release the loop handles (close). */

@@ -179,6 +179,28 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                         "outbox ORDER BY seq LIMIT $1",
                         {T_INT8}},
     [PG_OUTBOX_DONE] = {"DELETE FROM outbox WHERE id = $1", {T_TEXT}},
+    /* A published row, deleted by its owner only (a row another engine
+     * took over meanwhile stays for it); without a lease, any row. */
+    [PG_OUTBOX_DONE_X] = {"DELETE FROM outbox WHERE id = $1 AND ($2::text "
+                          "IS NULL OR (owner = $2 AND epoch = $3))",
+                          {T_TEXT, OWN_TYPES}},
+    /* Rows that are now this epoch's to publish (pg_outbox.c): pending
+     * rows whose writer's lease is not live, of a saga this epoch owns or
+     * of no active saga, taken over in one statement (SKIP LOCKED: two
+     * engines taking at once split them), while this epoch's own lease is
+     * live. Rows it holds already (its lease is live) are not returned. */
+    [PG_OUTBOX_TAKE] = {"WITH c AS (SELECT o.seq FROM outbox o LEFT JOIN "
+                        "sagas s ON s.id = o.key WHERE (SELECT "
+                        "lease_live($1, $2)) AND NOT EXISTS (SELECT 1 FROM "
+                        "owners w WHERE w.owner = o.owner AND w.epoch = "
+                        "o.epoch AND w.lease_until > now_ms()) AND (s.id IS "
+                        "NULL OR s.state NOT IN (1, 2) OR (s.owner = $1 AND "
+                        "s.epoch = $2)) ORDER BY o.seq LIMIT $3 FOR UPDATE "
+                        "OF o SKIP LOCKED) UPDATE outbox o SET owner = $1, "
+                        "epoch = $2 FROM c WHERE o.seq = c.seq RETURNING "
+                        "o.id, o.topic, o.key, o.payload, o.created_ms, "
+                        "o.seq",
+                        {T_TEXT, T_INT8, T_INT8}},
     [PG_INBOX_INSERT] = {"INSERT INTO inbox(msg_id, created_ms, reply) "
                          "VALUES ($1, $2, '') ON CONFLICT (msg_id) DO "
                          "NOTHING",
@@ -224,9 +246,13 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_IDEM_INSERT_X] = {"INSERT INTO idem(key, saga_id, created_ms) "
                           "VALUES ($1, $2, $3)",
                           {T_TEXT, T_TEXT, T_INT8}},
+    /* The row's owner: the writer's fencing token (migration 6); the
+     * batch's lease check covers it. */
     [PG_OUTBOX_INSERT_X] = {"INSERT INTO outbox(id, topic, key, payload, "
-                            "created_ms) VALUES ($1, $2, $3, $4, $5)",
-                            {T_TEXT, T_TEXT, T_TEXT, T_BYTEA, T_INT8}},
+                            "created_ms, owner, epoch) VALUES ($1, $2, $3, "
+                            "$4, $5, $6, " EPOCH("$7") ")",
+                            {T_TEXT, T_TEXT, T_TEXT, T_BYTEA, T_INT8,
+                             OWN_TYPES}},
     [PG_JOURNAL_INSERT_X] = {"INSERT INTO journal_rows(" JOURNAL_COLS
                              ", owner, "
                              "epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
@@ -761,7 +787,8 @@ static int pg_outbox_done(saga_store *self, const char *msg_id)
         return rc;
     pg_params p = {0};
     saga__pg_text(&p, msg_id);
-    return write(s, PG_OUTBOX_DONE, &p, "outbox_done", NULL);
+    saga__pg_own_params(s, &p);
+    return write(s, PG_OUTBOX_DONE_X, &p, "outbox_done", NULL);
 }
 
 /* ------------------------------------------------------------------------ */

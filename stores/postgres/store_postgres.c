@@ -197,6 +197,16 @@ static const char *const migrations[] = {
     "DROP INDEX sagas_state;"
     "CREATE INDEX sagas_active ON sagas(state, created_ms, seq)"
     " WHERE state IN (1, 2);",
+    /* 5 -> 6: outbox rows have an owner (pg_outbox.c). A row written by a
+     * store with a lease carries its (owner, epoch); only that epoch's
+     * relay publishes and deletes it while its lease is live. A row whose
+     * writer's lease is not live (expired, released, a dead epoch, or no
+     * owner: rows written before this version or without a lease) is
+     * taken over by the engine that owns its saga, or by any live engine
+     * if its saga is not active. Existing rows keep their content and get
+     * no owner. */
+    "ALTER TABLE outbox ADD COLUMN owner text,"
+    " ADD COLUMN epoch bigint NOT NULL DEFAULT 0;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -828,6 +838,7 @@ int saga_store_postgres_open(saga_store **out, const char *conninfo,
         saga__pg_own_init(s);
     }
     saga__pg_kv_async_init(s);
+    saga__pg_outbox_init(s);
     size_t n = strlen(conninfo) + 1;
     s->conninfo = saga_malloc(n);
     if (s->conninfo == NULL) {
