@@ -244,6 +244,12 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
         if (old != NULL) {
             memcpy(found, old->id, SAGA_ID_SIZE);
             rc = SAGA_OK;
+        } else if (saga__keys_at_commit(e)) {
+            /* A store that answers on the loop: no lookup now (it would
+             * wait for the server, or fail while it reconnects). The saga
+             * is staged with its key; a key the store holds refuses the
+             * commit, and own.c answers @p cb with its saga instead. */
+            rc = SAGA_ENOTFOUND;
         } else {
             rc = stored_key(e, idem_key, found);
             if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
