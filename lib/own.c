@@ -545,6 +545,7 @@ static void renewed_cb(void *arg, int rc, uint32_t lease)
              * commits now, under this epoch. */
             uint64_t every = lease / 4 ? lease / 4 : 1;
             o->starting = 0;
+            uv_unref((uv_handle_t *)&o->timer);
             uv_timer_start(&o->timer, own_tick, every, every);
             unhold(e, 1);
         }
@@ -651,8 +652,6 @@ int saga__own_start(saga_engine *e)
     o->e = e;
     uv_timer_init(e->loop, &o->timer);
     o->timer.data = o;
-    /* Like housekeeping, the lease alone does not keep a loop alive. */
-    uv_unref((uv_handle_t *)&o->timer);
     if (has_async(s)) {
         /* The first lease goes out on the loop too: start returns at
          * once, and until the lease is taken the engine acts on nothing
@@ -663,6 +662,10 @@ int saga__own_start(saga_engine *e)
         o->async = 1;
         o->lost = 1;
         o->starting = 1;
+        /* Until then the request keeps the loop alive (a saga started
+         * meanwhile waits for it: saga_engine_run(SAGA_RUN_DEFAULT) must
+         * not return before it ran); once taken, the lease alone does
+         * not (renewed_cb). */
         e->own = o;
         renew_submit(o, 1);
         /* The lease's length is known with the answer (renewed_cb then
@@ -671,6 +674,8 @@ int saga__own_start(saga_engine *e)
         uv_timer_start(&o->timer, own_tick, START_RETRY_MS, START_RETRY_MS);
         return SAGA_OK;
     }
+    /* Like housekeeping, the lease alone does not keep a loop alive. */
+    uv_unref((uv_handle_t *)&o->timer);
     uint64_t t0 = uv_hrtime();
     int rc = s->own_renew(s, 1, &o->lease_ms);
     if (rc != SAGA_OK || o->lease_ms == 0) {
