@@ -52,6 +52,7 @@ struct saga_engine {
     saga__snapshot snap; /* write_batch/submit_batch arrays, reused */
     int hk_wanted;       /* a purge waits for the batch in flight */
     int keys_held;       /* own.c: a refused batch's keys are looked up */
+    int hk_inflight;     /* own.c: a purge is on its way (store v12) */
     int close_deferred;  /* closing waits for the batch in flight */
 
     uv_timer_t timer;    /* the heap's earliest */
@@ -186,6 +187,14 @@ int saga__own_wait(saga_engine *e, const char *id, saga_done_cb cb, void *arg);
  * refuses the batch, and saga__own_resolve answers the start with the
  * key's saga. */
 int saga__keys_at_commit(const saga_engine *e);
+/* Whether the engine reads a saga not in memory on the loop
+ * (saga_get_submit, store version 8 with submit_batch). */
+int saga__reads_on_loop(const saga_engine *e);
+/* The housekeeping purge of sagas updated before @p before_ms on the loop
+ * (purge_submit, store version 12): answered there. @return 1 if the store
+ * has no such slot (purge synchronously), SAGA_OK (submitted, or one is in
+ * flight), SAGA_ESTORE (refused). */
+int saga__purge_submit(saga_engine *e, int64_t before_ms);
 /* A commit failed with @p rc: drop from the open batch the sagas that made
  * it fail (fenced, or an idempotency key taken by another engine). @return
  * 1 if it dropped any (write the rest at once), 0 if not. */

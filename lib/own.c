@@ -911,11 +911,49 @@ typedef struct key_set {
     key_ent ents[];
 } key_set;
 
-int saga__keys_at_commit(const saga_engine *e)
+int saga__reads_on_loop(const saga_engine *e)
 {
     const saga_store *s = e->store;
-    return e->gc.async && s->version >= 8 && s->idem_get_submit != NULL &&
-           s->saga_get_submit != NULL;
+    return e->gc.async && s->version >= 8 && s->saga_get_submit != NULL;
+}
+
+int saga__keys_at_commit(const saga_engine *e)
+{
+    return saga__reads_on_loop(e) && e->store->idem_get_submit != NULL;
+}
+
+/* The housekeeping purge on the loop (store version 12). */
+static void purged_cb(void *arg, int rc, uint64_t n)
+{
+    saga_engine *e = arg;
+    e->hk_inflight = 0;
+    if (e->closing)
+        return; /* the store answers as it closes: the engine is still here */
+    if (rc != SAGA_OK) {
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "housekeeping failed: %s",
+                  e->store->errmsg(e->store));
+        return;
+    }
+    e->stats.purged += n;
+    if (n)
+        saga__log(e, SAGA_LOG_INFO, NULL, -1, "purged %llu ended sagas",
+                  (unsigned long long)n);
+}
+
+int saga__purge_submit(saga_engine *e, int64_t before_ms)
+{
+    saga_store *s = e->store;
+    if (!e->gc.async || s->version < 12 || s->purge_submit == NULL)
+        return 1;
+    if (e->hk_inflight)
+        return SAGA_OK; /* the one in flight does it */
+    if (s->purge_submit(s, before_ms, purged_cb, e) != SAGA_OK) {
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "housekeeping failed: %s",
+                  s->errmsg(s));
+        return saga__err(e, SAGA_ESTORE, "purge failed: %s", s->errmsg(s));
+    }
+    e->hk_inflight = 1;
+    return SAGA_OK;
 }
 
 static void key_set_free(key_set *ks)

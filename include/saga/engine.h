@@ -307,9 +307,15 @@ SAGA_EXTERN int saga_retry(saga_engine *e, const char *saga_id);
  * only on the engine that ends the saga. Waiters of a saga still active
  * elsewhere when this engine closes are not called (nor are those of the
  * sagas in memory at close).
+ * A saga not in memory on a store that reads on the loop (store interface
+ * version 8 with submit_batch, the PostgreSQL store; since 0.2) is not
+ * read before this returns: the read goes out on the loop and its answer
+ * decides, as above; an unknown id (or, without a lease, a saga active but
+ * not loaded, or a failed read) is logged and @p cb never runs.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ENOMEM, SAGA_EBUSY (active in the
  *   store but not loaded here, with no other engine that may own it: its
- *   definition is missing).
+ *   definition is missing); SAGA_ESTORE (a store that reads on the loop,
+ *   without a lease, refused the read at once: reconnecting).
  * Ownership: @p saga_id stays the caller's; @p arg is passed to @p cb
  *   untouched. Since: 0.1.
  */
