@@ -51,6 +51,8 @@ struct saga_engine {
     saga__gc gc;         /* the group-commit driver */
     saga__snapshot snap; /* write_batch/submit_batch arrays, reused */
     int hk_wanted;       /* a purge waits for the batch in flight */
+    int keys_held;       /* own.c: a refused batch's keys are looked up */
+    int hk_inflight;     /* own.c: a purge is on its way (store v12) */
     int close_deferred;  /* closing waits for the batch in flight */
 
     uv_timer_t timer;    /* the heap's earliest */
@@ -174,7 +176,7 @@ int saga__own_start(saga_engine *e);
  * saga__engine_handle_closed() once (the release answered or timed out). */
 int saga__own_close(saga_engine *e);
 /* Whether commits wait (the first lease, or the store's answer about a
- * refused batch, is in flight). */
+ * refused batch, is in flight; also without a lease for keys). */
 int saga__own_hold(const saga_engine *e);
 /* engine.c: a handle the close waits for (saga__own_close) is closed. */
 void saga__engine_handle_closed(saga_engine *e);
@@ -183,6 +185,19 @@ int saga__own_may_act(saga_engine *e);
 /* A saga_on_done() waiter for an active saga that another engine owns:
  * called once the store says it ended. SAGA_OK, SAGA_ENOMEM. */
 int saga__own_wait(saga_engine *e, const char *id, saga_done_cb cb, void *arg);
+/* Whether saga_start() leaves a key not in memory to the commit (a store
+ * that looks keys up on the loop, version 8): a key the store holds
+ * refuses the batch, and saga__own_resolve answers the start with the
+ * key's saga. */
+int saga__keys_at_commit(const saga_engine *e);
+/* Whether the engine reads a saga not in memory on the loop
+ * (saga_get_submit, store version 8 with submit_batch). */
+int saga__reads_on_loop(const saga_engine *e);
+/* The housekeeping purge of sagas updated before @p before_ms on the loop
+ * (purge_submit, store version 12): answered there. @return 1 if the store
+ * has no such slot (purge synchronously), SAGA_OK (submitted, or one is in
+ * flight), SAGA_ESTORE (refused). */
+int saga__purge_submit(saga_engine *e, int64_t before_ms);
 /* A commit failed with @p rc: drop from the open batch the sagas that made
  * it fail (fenced, or an idempotency key taken by another engine). @return
  * 1 if it dropped any (write the rest at once), 0 if not. */

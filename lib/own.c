@@ -67,7 +67,7 @@ struct saga__own {
     int closed;              /* the engine closed: the answer frees this */
     int timer_closed;
     int starting;     /* the first lease is not taken yet: commits wait */
-    int resolving;    /* a fenced or key-refused batch waits for the store */
+    int resolving;    /* a fenced batch waits for the store's answer */
     int reqs;         /* version-8 requests in flight (check, get, release) */
     int polling;      /* saga_get_submit requests of poll_moved in flight */
     int releasing;    /* the close waits for the release (or its bound) */
@@ -889,21 +889,79 @@ static int resolve_fenced(saga_engine *e)
 /* The same on the loop (version 8): the failed batch waits (commits are
  * held, see saga__own_hold) until the store answered, then what was
  * refused leaves it and the rest is written at once. The sagas are named
- * by id, as the lease may be lost (and memory emptied) meanwhile. */
+ * by id, as the lease may be lost (and memory emptied) meanwhile.
+ *
+ * Keys need no lease: with a store that answers on the loop, saga_start()
+ * stages a saga whose key is not in memory without looking the key up
+ * (saga__keys_at_commit), so every key already in the store, an ended
+ * saga's of this engine too, is found here, after the commit refused it
+ * (SAGA_EDUP). Each key of the batch is looked up, then its holder read:
+ * a holder that ended before the retention cut is purged first (the key
+ * then starts a new saga, as with the synchronous lookup), any other
+ * answers the start (existed = 1) and is pinned until that answer ran.
+ * The requests' answers find the engine alive: a closing engine's store
+ * answers what is in flight when it is closed, before the engine's memory
+ * goes (they then only free their state). */
 
 typedef struct key_ent {
     struct key_set *set;
     char *key;
     char saga_id[SAGA_ID_SIZE];
     char holder[SAGA_ID_SIZE];
-    int rc;
+    int rc;      /* SAGA_OK: held by holder; else free, or unknown */
+    int expired; /* the holder ended before the retention cut */
 } key_ent;
 
 typedef struct key_set {
-    saga__own *o;
+    saga_engine *e;
     size_t n, left;
     key_ent ents[];
 } key_set;
+
+int saga__reads_on_loop(const saga_engine *e)
+{
+    const saga_store *s = e->store;
+    return e->gc.async && s->version >= 8 && s->saga_get_submit != NULL;
+}
+
+int saga__keys_at_commit(const saga_engine *e)
+{
+    return saga__reads_on_loop(e) && e->store->idem_get_submit != NULL;
+}
+
+/* The housekeeping purge on the loop (store version 12). */
+static void purged_cb(void *arg, int rc, uint64_t n)
+{
+    saga_engine *e = arg;
+    e->hk_inflight = 0;
+    if (e->closing)
+        return; /* the store answers as it closes: the engine is still here */
+    if (rc != SAGA_OK) {
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "housekeeping failed: %s",
+                  e->store->errmsg(e->store));
+        return;
+    }
+    e->stats.purged += n;
+    if (n)
+        saga__log(e, SAGA_LOG_INFO, NULL, -1, "purged %llu ended sagas",
+                  (unsigned long long)n);
+}
+
+int saga__purge_submit(saga_engine *e, int64_t before_ms)
+{
+    saga_store *s = e->store;
+    if (!e->gc.async || s->version < 12 || s->purge_submit == NULL)
+        return 1;
+    if (e->hk_inflight)
+        return SAGA_OK; /* the one in flight does it */
+    if (s->purge_submit(s, before_ms, purged_cb, e) != SAGA_OK) {
+        saga__log(e, SAGA_LOG_ERROR, NULL, -1, "housekeeping failed: %s",
+                  s->errmsg(s));
+        return saga__err(e, SAGA_ESTORE, "purge failed: %s", s->errmsg(s));
+    }
+    e->hk_inflight = 1;
+    return SAGA_OK;
+}
 
 static void key_set_free(key_set *ks)
 {
@@ -912,23 +970,19 @@ static void key_set_free(key_set *ks)
     saga_free(ks);
 }
 
-static void key_got_cb(void *arg, int rc, const char *holder)
+/* Every key is answered: drop the sagas whose key is held, answering
+ * their starts with the holder; purge expired holders; let commits go. */
+static void keys_answered(key_set *ks)
 {
-    key_ent *k = arg;
-    key_set *ks = k->set;
-    k->rc = rc;
-    if (rc == SAGA_OK)
-        snprintf(k->holder, sizeof k->holder, "%s", holder);
-    int gone = req_answered(ks->o);
     if (--ks->left > 0)
         return;
-    if (gone) {
+    saga_engine *e = ks->e;
+    if (e->closing) {
         key_set_free(ks);
         return;
     }
-    saga__own *o = ks->o;
-    saga_engine *e = o->e;
-    int dropped = 0;
+    int dropped = 0, purge = 0;
+    int64_t cut = saga__now(e) - (int64_t)e->opts.retention_ms;
     for (size_t i = 0; i < ks->n; i++) {
         key_ent *x = &ks->ents[i];
         if (x->rc != SAGA_OK || strcmp(x->holder, x->saga_id) == 0)
@@ -937,31 +991,79 @@ static void key_got_cb(void *arg, int rc, const char *holder)
         if (in == NULL || !in->in_batch || in->in_commit ||
             !(in->put_flags & SAGA_PUT_INSERT))
             continue;
+        if (x->expired) {
+            purge = 1; /* then the key is free: the saga stays */
+            continue;
+        }
         saga__log(e, SAGA_LOG_INFO, in->id, -1,
-                  "idempotency key '%.64s' was taken by saga %s (another "
-                  "engine): answering with it",
+                  "idempotency key '%.64s' is taken by saga %s: answering "
+                  "with it",
                   x->key, x->holder);
         e->stats.started--;
+        /* The caller gets the holder's id: no purge removes it before
+         * that answer has run (the pin lasts until this batch's
+         * release). */
+        saga__pin(e, cut);
         drop(e, in, x->holder);
         dropped++;
     }
     key_set_free(ks);
-    o->resolving = 0;
+    e->keys_held = 0;
+    if (purge)
+        /* Goes out before the batch is written again (or waits for the
+         * batch in flight): the retried batch finds the key free. */
+        saga_engine_housekeep(e);
     unhold(e, dropped > 0);
 }
 
+static void holder_got_cb(void *arg, int rc, const saga_record *rec)
+{
+    key_ent *k = arg;
+    if (rc == SAGA_OK && !SAGA__IS_ACTIVE(rec->state) &&
+        rec->state != SAGA_STATE_FAILED) {
+        saga_engine *e = k->set->e;
+        int64_t cut = saga__now(e) - (int64_t)e->opts.retention_ms;
+        k->expired = rec->updated_ms < cut;
+    } else if (rc != SAGA_OK && rc != SAGA_ENOTFOUND) {
+        /* Unknown: the batch is written again and tells. (A key whose
+         * saga is missing answers with that id, as the synchronous lookup
+         * does.) */
+        k->rc = SAGA_ESTORE;
+    }
+    keys_answered(k->set);
+}
+
+static void key_got_cb(void *arg, int rc, const char *holder)
+{
+    key_ent *k = arg;
+    saga_engine *e = k->set->e;
+    k->rc = rc;
+    if (rc == SAGA_OK) {
+        snprintf(k->holder, sizeof k->holder, "%s", holder);
+        /* Another saga's: is it past its retention? (Same entry, so the
+         * set's count stays.) */
+        if (strcmp(k->holder, k->saga_id) != 0 && !e->closing &&
+            e->store->saga_get_submit(e->store, k->holder, holder_got_cb, k) ==
+                SAGA_OK)
+            return;
+        if (strcmp(k->holder, k->saga_id) != 0)
+            k->rc = SAGA_ESTORE; /* refused: the batch is retried */
+    }
+    keys_answered(k->set);
+}
+
 /* @return 1 if the lookups went out (the batch waits for them), 0 if not
- * (the synchronous path then runs). */
+ * (the synchronous path then runs, or the batch is retried after its
+ * backoff). */
 static int resolve_keys_submit(saga_engine *e)
 {
-    saga__own *o = e->own;
     saga__batch *b = &e->batch;
     size_t n = b->nidem;
     key_set *ks = saga_malloc(sizeof *ks + n * sizeof ks->ents[0]);
     if (ks == NULL)
         return 0;
     memset(ks, 0, sizeof *ks + n * sizeof ks->ents[0]);
-    ks->o = o;
+    ks->e = e;
     ks->n = n;
     for (size_t i = 0; i < n; i++) {
         key_ent *k = &ks->ents[i];
@@ -985,7 +1087,6 @@ static int resolve_keys_submit(saga_engine *e)
             SAGA_OK)
             break; /* the rest stay ESTORE: retried with the batch */
         ks->left++;
-        o->reqs++;
         sent++;
     }
     if (sent == 0) {
@@ -993,7 +1094,7 @@ static int resolve_keys_submit(saga_engine *e)
         return 0;
     }
     ks->left--;
-    o->resolving = 1;
+    e->keys_held = 1;
     return 1;
 }
 
@@ -1100,7 +1201,7 @@ void saga__own_give_up(saga_engine *e)
 int saga__own_hold(const saga_engine *e)
 {
     const saga__own *o = e->own;
-    return o != NULL && (o->starting || o->resolving);
+    return e->keys_held || (o != NULL && (o->starting || o->resolving));
 }
 
 int saga__own_resolve(saga_engine *e, int rc)
@@ -1110,7 +1211,7 @@ int saga__own_resolve(saga_engine *e, int rc)
     if (rc == SAGA_EDUP && e->batch.nidem > 0) {
         /* On the loop, a refused lookup is not made synchronously: the
          * batch is retried after its backoff and asks again. */
-        if (v8 && e->store->idem_get_submit != NULL)
+        if (saga__keys_at_commit(e))
             return resolve_keys_submit(e);
         return resolve_keys(e) > 0;
     }

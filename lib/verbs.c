@@ -244,6 +244,12 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
         if (old != NULL) {
             memcpy(found, old->id, SAGA_ID_SIZE);
             rc = SAGA_OK;
+        } else if (saga__keys_at_commit(e)) {
+            /* A store that answers on the loop: no lookup now (it would
+             * wait for the server, or fail while it reconnects). The saga
+             * is staged with its key; a key the store holds refuses the
+             * commit, and own.c answers @p cb with its saga instead. */
+            rc = SAGA_ENOTFOUND;
         } else {
             rc = stored_key(e, idem_key, found);
             if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
@@ -553,22 +559,105 @@ int saga_retry(saga_engine *e, const char *saga_id)
     return SAGA_OK;
 }
 
+static int add_done_cb(saga__inst *in, saga_done_cb cb, void *arg)
+{
+    saga__donecb *d = saga_malloc(sizeof *d);
+    if (d == NULL)
+        return SAGA_ENOMEM;
+    d->cb = cb;
+    d->arg = arg;
+    d->next = in->done_cbs;
+    in->done_cbs = d;
+    return SAGA_OK;
+}
+
+static int done_effect(saga_engine *e, const char *saga_id, saga_state st,
+                       saga_done_cb cb, void *arg)
+{
+    saga__effect f;
+    memset(&f, 0, sizeof f);
+    f.kind = EFF_DONE_CB;
+    snprintf(f.id, sizeof f.id, "%s", saga_id);
+    f.state = st;
+    f.done_cb = cb;
+    f.arg = arg;
+    return saga__push_effect(e, &f);
+}
+
+/* A saga_on_done() of a saga not in memory, asked of the store on the
+ * loop (saga_get_submit, store version 8). */
+typedef struct done_req {
+    saga_engine *e;
+    char id[SAGA_ID_SIZE];
+    saga_done_cb cb;
+    void *arg;
+} done_req;
+
+static void done_got_cb(void *arg, int rc, const saga_record *rec)
+{
+    done_req *q = arg;
+    saga_engine *e = q->e;
+    /* A closing engine's store answers what is in flight as it closes
+     * (the engine still there): nothing more is called then. */
+    if (e->closing) {
+        saga_free(q);
+        return;
+    }
+    saga__inst *in = saga__inst_find(e, q->id);
+    int ok = SAGA_OK;
+    if (in != NULL && IS_ACTIVE(in->state))
+        ok = add_done_cb(in, q->cb, q->arg); /* loaded meanwhile */
+    else if (in != NULL)
+        ok = done_effect(e, q->id, in->state, q->cb, q->arg);
+    else if (rc == SAGA_OK && !IS_ACTIVE(rec->state))
+        ok = done_effect(e, q->id, rec->state, q->cb, q->arg);
+    else if (rc != SAGA_ENOTFOUND && e->own != NULL)
+        /* Another engine's, or unknown (the server away): followed at the
+         * lease ticks (own.c). */
+        ok = saga__own_wait(e, q->id, q->cb, q->arg);
+    else
+        saga__log(e, rc == SAGA_ENOTFOUND ? SAGA_LOG_WARN : SAGA_LOG_ERROR,
+                  q->id, -1, "saga_on_done(): %s: the waiter is not called",
+                  rc == SAGA_ENOTFOUND ? "no such saga"
+                  : rc == SAGA_OK      ? "the saga is active but not loaded "
+                                         "(its definition is missing)"
+                                       : e->store->errmsg(e->store));
+    if (ok != SAGA_OK)
+        saga__log(e, SAGA_LOG_ERROR, q->id, -1,
+                  "out of memory: a saga_on_done() waiter is dropped");
+    saga_free(q);
+}
+
+/* @return SAGA_OK (asked: the answer decides), or the refusal. */
+static int on_done_submit(saga_engine *e, const char *saga_id, saga_done_cb cb,
+                          void *arg)
+{
+    done_req *q = saga_malloc(sizeof *q);
+    if (q == NULL)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
+    q->e = e;
+    snprintf(q->id, sizeof q->id, "%s", saga_id);
+    q->cb = cb;
+    q->arg = arg;
+    saga_store *s = e->store;
+    if (s->saga_get_submit(s, saga_id, done_got_cb, q) == SAGA_OK)
+        return SAGA_OK;
+    saga_free(q);
+    if (e->own != NULL) /* the store is away: asked at the lease ticks */
+        return saga__own_wait(e, saga_id, cb, arg);
+    return saga__err(e, SAGA_ESTORE, "saga_on_done(): %s", s->errmsg(s));
+}
+
 int saga_on_done(saga_engine *e, const char *saga_id, saga_done_cb cb,
                  void *arg)
 {
     if (e == NULL || saga_id == NULL || cb == NULL)
         return SAGA_EINVAL;
     saga__inst *in = saga__inst_find(e, saga_id);
-    if (in != NULL && IS_ACTIVE(in->state)) {
-        saga__donecb *d = saga_malloc(sizeof *d);
-        if (d == NULL)
-            return SAGA_ENOMEM;
-        d->cb = cb;
-        d->arg = arg;
-        d->next = in->done_cbs;
-        in->done_cbs = d;
-        return SAGA_OK;
-    }
+    if (in != NULL && IS_ACTIVE(in->state))
+        return add_done_cb(in, cb, arg);
+    if (in == NULL && saga__reads_on_loop(e))
+        return on_done_submit(e, saga_id, cb, arg);
     saga_state st;
     if (in != NULL)
         st = in->state;
@@ -584,14 +673,7 @@ int saga_on_done(saga_engine *e, const char *saga_id, saga_done_cb cb,
                          "saga %s is not loaded (its "
                          "definition is missing)",
                          saga_id);
-    saga__effect f;
-    memset(&f, 0, sizeof f);
-    f.kind = EFF_DONE_CB;
-    snprintf(f.id, sizeof f.id, "%s", saga_id);
-    f.state = st;
-    f.done_cb = cb;
-    f.arg = arg;
-    return saga__push_effect(e, &f);
+    return done_effect(e, saga_id, st, cb, arg);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -228,13 +228,26 @@ SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
  *   with it returns the first saga's id and starts nothing. That saga is not
  *   purged before @p cb has run (the end of the loop turn); one past its
  *   retention is purged first and the key starts a new saga.
+ *   With a store that looks keys up on the loop (store interface version
+ *   8 with submit_batch: the PostgreSQL store; since 0.2), a key that is
+ *   not in memory (no active saga of this engine has it) is not looked up
+ *   before saga_start() returns, so that the call never waits for the
+ *   server nor fails while it reconnects: the saga is staged with its key
+ *   and the commit decides. If the store holds the key already (an ended
+ *   saga's, or another engine's), that saga is dropped before it commits
+ *   and @p cb gets the key's saga with existed = 1 (one past its
+ *   retention is purged first, and the new saga commits). With such a
+ *   store take the id from @p cb: @p id_out may name the dropped saga.
+ *   Other stores (SQLite, memory) look the key up before returning.
  * @param data a msgpack map (or NULL / 0 for an empty one); copied.
- * @param id_out receives the saga id.
- * @param cb NULL, or called once the start is durable.
+ * @param id_out receives the saga id (with a key: its saga's id, or with
+ *   a store that looks keys up on the loop, the id the new saga gets if
+ *   the key is free; see @p idem_key).
+ * @param cb NULL, or called once the start is durable, with the saga's id.
  * @return SAGA_OK; SAGA_EINVAL (bad key, data not a map, data larger than
  *   max_data_size); SAGA_ENOTFOUND (no such definition); SAGA_ECLOSED;
- *   SAGA_ESTORE (the key lookup failed); SAGA_ENOMEM. On an error @p cb is
- *   not called.
+ *   SAGA_ESTORE (the key lookup failed; never with a store that looks keys
+ *   up on the loop); SAGA_ENOMEM. On an error @p cb is not called.
  * Ownership: @p def_name, @p idem_key and @p data stay the caller's (the engine
  *   copies them); @p id_out is caller memory. Since: 0.1.
  */
@@ -294,9 +307,15 @@ SAGA_EXTERN int saga_retry(saga_engine *e, const char *saga_id);
  * only on the engine that ends the saga. Waiters of a saga still active
  * elsewhere when this engine closes are not called (nor are those of the
  * sagas in memory at close).
+ * A saga not in memory on a store that reads on the loop (store interface
+ * version 8 with submit_batch, the PostgreSQL store; since 0.2) is not
+ * read before this returns: the read goes out on the loop and its answer
+ * decides, as above; an unknown id (or, without a lease, a saga active but
+ * not loaded, or a failed read) is logged and @p cb never runs.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_ENOMEM, SAGA_EBUSY (active in the
  *   store but not loaded here, with no other engine that may own it: its
- *   definition is missing).
+ *   definition is missing); SAGA_ESTORE (a store that reads on the loop,
+ *   without a lease, refused the read at once: reconnecting).
  * Ownership: @p saga_id stays the caller's; @p arg is passed to @p cb
  *   untouched. Since: 0.1.
  */

@@ -129,7 +129,7 @@ typedef struct saga_batch_writes {
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 11
+#define SAGA_STORE_VERSION 12
 
 struct uv_loop_s;
 
@@ -160,6 +160,9 @@ typedef void (*saga_idem_got_cb)(void *arg, int rc, const char *saga_id);
 /** Completion of saga_get_submit(): @p rc SAGA_OK (@p rec borrowed for the
  * call), SAGA_ENOTFOUND or SAGA_ESTORE. Since: 0.2. */
 typedef void (*saga_record_got_cb)(void *arg, int rc, const saga_record *rec);
+/** Completion of purge_submit() (version 12): @p rc as purge() would
+ * return, and on SAGA_OK the number of sagas deleted. Since: 0.2. */
+typedef void (*saga_purged_cb)(void *arg, int rc, uint64_t purged);
 
 /* Version 9 (below): a participant's batch in few round trips. */
 /** One received message of a participant batch, for part_read(): the
@@ -546,6 +549,22 @@ struct saga_store {
      *   now).
      */
     void *(*app_handle)(saga_store *self);
+    /* version 12: optional, since 0.2: the housekeeping purge on the
+     * loop. */
+    /**
+     * purge() without waiting, in a transaction of its own, on a store
+     * attached to a loop: the statements go out at once, beside the
+     * batches in flight (in submission order with them), and @p done runs
+     * later on the loop thread, exactly once, never from inside this call,
+     * with purge()'s result and the number of sagas deleted (SAGA_ESTORE
+     * also when the answer was lost, the purge may then have committed, or
+     * the store was closed first). NULL: the engine calls begin, purge
+     * and commit, which wait for the server.
+     * @return SAGA_OK (submitted: @p done will run), or the refusal
+     *   (SAGA_ESTORE, SAGA_EINVAL, SAGA_ENOMEM; @p done never runs).
+     */
+    int (*purge_submit)(saga_store *self, int64_t before_ms,
+                        saga_purged_cb done, void *arg);
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)

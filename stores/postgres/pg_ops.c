@@ -166,8 +166,11 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
                           {T_INT8}},
     [PG_PURGE_IDEM] = {"DELETE FROM idem WHERE saga_id IN (" PURGE_VICTIMS ")",
                        {T_INT8}},
-    [PG_PURGE_SAGAS] = {"DELETE FROM sagas WHERE state IN (3, 4) AND "
-                        "updated_ms < $1",
+    /* A row with the count, so that the purge on the loop reads it
+     * (purge_submit keeps results with rows only). */
+    [PG_PURGE_SAGAS] = {"WITH d AS (DELETE FROM sagas WHERE state IN (3, 4) "
+                        "AND updated_ms < $1 RETURNING 1) SELECT count(*) "
+                        "FROM d",
                         {T_INT8}},
     [PG_PURGE_INBOX] = {"DELETE FROM inbox WHERE created_ms < $1", {T_INT8}},
     [PG_OUTBOX_INSERT] = {"INSERT INTO outbox(id, topic, key, payload, "
@@ -707,7 +710,7 @@ static int pg_purge(saga_store *self, int64_t before_ms, uint64_t *out)
         PGresult *res;
         rc = saga__pg_run(s, PG_PURGE_SAGAS, &p, &res, "purge");
         if (rc == SAGA_OK) {
-            n = strtoull(PQcmdTuples(res), NULL, 10);
+            n = (uint64_t)saga__pg_col_int(res, 0, 0);
             PQclear(res);
         }
     }

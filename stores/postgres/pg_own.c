@@ -526,11 +526,43 @@ static int pg_saga_get_submit(saga_store *self, const char *id,
                        (void (*)(void))done, arg, "saga_get");
 }
 
+/* ------------------------------------------------------------------------ */
+/* The purge on the loop (version 12)                                       */
+
+static void purge_fin(pg_store *s, pg_abatch *b)
+{
+    saga_purged_cb done = (saga_purged_cb)b->cb;
+    int rc = answer_rc(s, b, 1, "purge");
+    uint64_t n = 0;
+    if (rc == SAGA_OK && PQntuples(b->res[0]) == 1)
+        n = (uint64_t)saga__pg_col_int(b->res[0], 0, 0);
+    done(b->arg, rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE, n);
+}
+
+static int pg_purge_submit(saga_store *self, int64_t before_ms,
+                           saga_purged_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "purge: NULL done");
+    /* The statements of pg_purge, between two syncs: one implicit
+     * transaction, rolled back whole if one fails. Journals and keys
+     * first: they find their sagas through the sagas table. */
+    pg_params p[4] = {{0}, {0}, {0}, {0}};
+    for (int i = 0; i < 4; i++)
+        saga__pg_int(&p[i], before_ms);
+    enum pg_stmt which[4] = {PG_PURGE_JOURNAL, PG_PURGE_IDEM, PG_PURGE_SAGAS,
+                             PG_PURGE_INBOX};
+    return saga__pg_submit_own(s, which, p, 4, purge_fin, (void (*)(void))done,
+                               arg, 0);
+}
+
 void saga__pg_kv_async_init(pg_store *s)
 {
     s->base.kv_get_submit = pg_kv_get_submit;
     s->base.idem_get_submit = pg_idem_get_submit;
     s->base.saga_get_submit = pg_saga_get_submit;
+    s->base.purge_submit = pg_purge_submit;
 }
 
 void saga__pg_own_init(pg_store *s)
