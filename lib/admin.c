@@ -75,6 +75,34 @@ static void pack_str(msgpack_packer *pk, const char *s)
 
 static void pack_key(msgpack_packer *pk, const char *k) { pack_str(pk, k); }
 
+/* A map entry: the key @p k and a string or integer value. */
+static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+    pack_key(pk, k);
+    pack_str(pk, v);
+}
+static void pack_kv_int(msgpack_packer *pk, const char *k, int64_t v)
+{
+    pack_key(pk, k);
+    msgpack_pack_int64(pk, v);
+}
+
+/* Pack a value with @p pack(@p arg) and kv_put it under @p key (in the
+ * open transaction). @return kv_put's result, or SAGA_ENOMEM. */
+typedef void (*pack_fn)(msgpack_packer *pk, const void *arg);
+static int kv_put_packed(saga_store *s, const char *key, pack_fn pack,
+                         const void *arg)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack(&pk, arg);
+    int rc = sb.data ? s->kv_put(s, key, sb.data, sb.size) : SAGA_ENOMEM;
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
 /* Copy a STR item into @p out (truncated to @p size - 1). */
 static void item_str(const saga__mp_item *it, char *out, size_t size)
 {
@@ -114,8 +142,9 @@ static void def_key(char *out, size_t size, const char *name, uint32_t v)
     snprintf(out, size, "saga.def/%s/%u", name, v);
 }
 
-static void pack_shape(msgpack_packer *pk, const saga_def *d)
+static void pack_shape(msgpack_packer *pk, const void *arg)
 {
+    const saga_def *d = arg;
     msgpack_pack_map(pk, 4);
     pack_key(pk, "name");
     pack_str(pk, d->name);
@@ -156,6 +185,22 @@ typedef struct def_ref {
     char name[SAGA_NAME_MAX + 1];
     uint32_t version;
 } def_ref;
+
+typedef struct def_refs {
+    const def_ref *refs;
+    long n;
+} def_refs;
+
+static void pack_defs(msgpack_packer *pk, const void *arg)
+{
+    const def_refs *d = arg;
+    msgpack_pack_array(pk, (uint32_t)d->n);
+    for (long k = 0; k < d->n; k++) {
+        msgpack_pack_array(pk, 2);
+        pack_str(pk, d->refs[k].name);
+        msgpack_pack_uint32(pk, d->refs[k].version);
+    }
+}
 
 /* Parse saga.defs into @p out (up to @p max). @return count or -1. */
 static long parse_defs(const blob *b, def_ref *out, size_t max)
@@ -204,15 +249,9 @@ static int record_shapes(saga_engine *e)
     if (n < 0)
         n = 0; /* a malformed index is rebuilt from what runs now */
     for (saga__defent *d = e->defs; d && rc == SAGA_OK; d = d->next) {
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        pack_shape(&pk, d->def);
         char key[SAGA_NAME_MAX + 32];
         def_key(key, sizeof key, d->def->name, d->def->version);
-        rc = sb.data ? s->kv_put(s, key, sb.data, sb.size) : SAGA_ENOMEM;
-        msgpack_sbuffer_destroy(&sb);
+        rc = kv_put_packed(s, key, pack_shape, d->def);
         long k = 0;
         while (k < n && !(refs[k].version == d->def->version &&
                           strcmp(refs[k].name, d->def->name) == 0))
@@ -224,18 +263,8 @@ static int record_shapes(saga_engine *e)
         }
     }
     if (rc == SAGA_OK) {
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, (uint32_t)n);
-        for (long k = 0; k < n; k++) {
-            msgpack_pack_array(&pk, 2);
-            pack_str(&pk, refs[k].name);
-            msgpack_pack_uint32(&pk, refs[k].version);
-        }
-        rc = sb.data ? s->kv_put(s, KEY_DEFS, sb.data, sb.size) : SAGA_ENOMEM;
-        msgpack_sbuffer_destroy(&sb);
+        def_refs all = {refs, n};
+        rc = kv_put_packed(s, KEY_DEFS, pack_defs, &all);
     }
     saga_free(refs);
     if (rc == SAGA_OK)
@@ -629,33 +658,43 @@ static long parse_list(const blob *b, ctl_req *qs, ctl_res *rs, size_t max)
     return (long)n;
 }
 
+typedef struct req_list {
+    const ctl_req *qs;
+    const ctl_res *rs;
+    size_t n;
+} req_list;
+
+/* The queue (@p arg's qs) or the results (its rs) as a msgpack array. */
+static void pack_list(msgpack_packer *pk, const void *arg)
+{
+    const req_list *l = arg;
+    msgpack_pack_array(pk, (uint32_t)l->n);
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->qs != NULL) {
+            const ctl_req *q = &l->qs[i];
+            msgpack_pack_map(pk, 7);
+            pack_kv_str(pk, "id", q->id);
+            pack_kv_int(pk, "op", q->op);
+            pack_kv_int(pk, "as", q->as);
+            pack_kv_str(pk, "saga", q->saga);
+            pack_kv_str(pk, "reason", q->reason);
+            pack_kv_str(pk, "actor", q->actor);
+            pack_kv_int(pk, "at", q->at);
+        } else {
+            const ctl_res *r = &l->rs[i];
+            msgpack_pack_map(pk, 3);
+            pack_kv_str(pk, "id", r->id);
+            pack_kv_int(pk, "rc", r->rc);
+            pack_kv_str(pk, "msg", r->msg);
+        }
+    }
+}
+
 static int write_reqs(saga_store *s, const ctl_req *qs, size_t n)
 {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, (uint32_t)n);
-    for (size_t i = 0; i < n; i++) {
-        msgpack_pack_map(&pk, 7);
-        pack_key(&pk, "id");
-        pack_str(&pk, qs[i].id);
-        pack_key(&pk, "op");
-        msgpack_pack_int(&pk, qs[i].op);
-        pack_key(&pk, "as");
-        msgpack_pack_int(&pk, qs[i].as);
-        pack_key(&pk, "saga");
-        pack_str(&pk, qs[i].saga);
-        pack_key(&pk, "reason");
-        pack_str(&pk, qs[i].reason);
-        pack_key(&pk, "actor");
-        pack_str(&pk, qs[i].actor);
-        pack_key(&pk, "at");
-        msgpack_pack_int64(&pk, qs[i].at);
-    }
-    int rc = sb.data ? s->kv_put(s, KEY_QUEUE, sb.data, sb.size) : SAGA_ENOMEM;
-    msgpack_sbuffer_destroy(&sb);
-    return rc;
+    static const ctl_req none[1];
+    req_list l = {qs != NULL ? qs : none, NULL, n};
+    return kv_put_packed(s, KEY_QUEUE, pack_list, &l);
 }
 
 /* Append answers to saga.ctl.results (keeping the last RESULTS_MAX), in
@@ -675,23 +714,8 @@ static int append_results(saga_store *s, const ctl_res *add, size_t nadd)
     size_t total = (size_t)n + nadd;
     size_t first = total > RESULTS_MAX ? total - RESULTS_MAX : 0;
     if (rc == SAGA_OK) {
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        msgpack_pack_array(&pk, (uint32_t)(total - first));
-        for (size_t i = first; i < total; i++) {
-            msgpack_pack_map(&pk, 3);
-            pack_key(&pk, "id");
-            pack_str(&pk, rs[i].id);
-            pack_key(&pk, "rc");
-            msgpack_pack_int(&pk, rs[i].rc);
-            pack_key(&pk, "msg");
-            pack_str(&pk, rs[i].msg);
-        }
-        rc = sb.data ? s->kv_put(s, KEY_RESULTS, sb.data, sb.size)
-                     : SAGA_ENOMEM;
-        msgpack_sbuffer_destroy(&sb);
+        req_list l = {NULL, rs + first, total - first};
+        rc = kv_put_packed(s, KEY_RESULTS, pack_list, &l);
     }
     saga_free(rs);
     return rc;

@@ -83,6 +83,8 @@ static void done_cb(void *arg, int rc)
         saga__gc_schedule(g);
 }
 
+void saga__gc_done(saga__gc *g, int rc) { done_cb(g, rc); }
+
 /* Take the staged batch and submit it; releases at once a batch of effects
  * only. Returns with g->inflight set if a batch went to the store. */
 static void submit(saga__gc *g)
@@ -137,6 +139,15 @@ static void flush_rounds(saga__gc *g)
             g->latency_us = (int64_t)((uv_hrtime() - t0) / 1000);
             if (rc == SAGA__GC_AGAIN) {
                 /* The check handle stays active: the next loop turn. */
+                g->busy = 0;
+                return;
+            }
+            if (rc == SAGA__GC_SUBMITTED) {
+                /* In flight: saga__gc_done() releases it, and nothing
+                 * more is committed meanwhile. */
+                g->inflight = 1;
+                g->t0 = t0;
+                stop(g);
                 g->busy = 0;
                 return;
             }

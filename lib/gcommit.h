@@ -11,7 +11,9 @@
  * after an exponential backoff.
  *
  * Two ways to commit:
- * - synchronous: ops->write() writes the batch on the loop and returns;
+ * - synchronous: ops->write() writes the batch on the loop and returns (or
+ *   submits it itself and says so: SAGA__GC_SUBMITTED, then
+ *   saga__gc_done());
  * - asynchronous, when the store has submit_batch (version 4) and the owner
  *   can describe its batch as saga_batch_writes (ops->writes): the batch is
  *   submitted, the owner goes on staging the next one, and the batch is
@@ -27,6 +29,10 @@
 /* ops->write(): not committed and not failed (the owner dropped part of
  * it): commit again on the next loop turn, without backoff. */
 #define SAGA__GC_AGAIN 1
+/* ops->write(): the owner submitted the batch to the store on its own (a
+ * participant's commit, store version 11): it is in flight, and the owner
+ * calls saga__gc_done() with its result later, from the loop. */
+#define SAGA__GC_SUBMITTED 2
 
 typedef struct saga__gc_ops {
     /** Whether anything is staged (writes or effects alone). */
@@ -82,6 +88,9 @@ void saga__gc_init(saga__gc *g, uv_loop_t *loop, saga_store *store,
  * before a failed commit's retry, nor while a batch is in flight: its
  * completion schedules the next). */
 void saga__gc_schedule(saga__gc *g);
+/** The batch that ops->write() submitted (SAGA__GC_SUBMITTED) is done
+ * with @p rc: released or failed as a submitted batch is. */
+void saga__gc_done(saga__gc *g, int rc);
 /** Commit what is staged now (synchronously, or submit it). */
 void saga__gc_flush(saga__gc *g);
 /** Stop committing: nothing more is scheduled or submitted. A batch in

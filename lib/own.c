@@ -110,17 +110,21 @@ static void renew_submit(saga__own *o, int fresh);
 static void own_closed(uv_handle_t *h);
 static void own_tick(uv_timer_t *t);
 
-/* A version-8 answer came: 1 if the engine closed meanwhile (the state is
- * freed once nothing more is in flight; touch nothing more). */
-static int req_answered(saga__own *o)
+/* An answer came for a request counted in @p count (o->busy: renewals
+ * and claims; o->reqs: the version-8 requests). @return 1 if the engine
+ * closed meanwhile: the state is freed once nothing more is in flight and
+ * the timer is closed; touch nothing more. */
+static int answer_came(saga__own *o, int *count)
 {
-    o->reqs--;
+    --*count;
     if (!o->closed)
         return 0;
     if (o->timer_closed && o->busy == 0 && o->reqs == 0)
         saga_free(o);
     return 1;
 }
+
+static int req_answered(saga__own *o) { return answer_came(o, &o->reqs); }
 
 /* Commits may go on again: the held batch is written at once when
  * @p now (something left it), else after its backoff. */
@@ -458,17 +462,7 @@ static int claim(saga_engine *e)
 /* ------------------------------------------------------------------------ */
 /* On the loop: renew, then claim, each answered by the store later         */
 
-/* An answer came after the engine closed: free the state once the timer
- * is closed too. @return 1 if the engine is gone (touch nothing more). */
-static int answered(saga__own *o)
-{
-    o->busy--;
-    if (!o->closed)
-        return 0;
-    if (o->timer_closed && o->busy == 0 && o->reqs == 0)
-        saga_free(o);
-    return 1;
-}
+static int answered(saga__own *o) { return answer_came(o, &o->busy); }
 
 static int feed_scan(saga_engine *e, saga_record_cb cb, void *arg)
 {
@@ -551,6 +545,7 @@ static void renewed_cb(void *arg, int rc, uint32_t lease)
              * commits now, under this epoch. */
             uint64_t every = lease / 4 ? lease / 4 : 1;
             o->starting = 0;
+            uv_unref((uv_handle_t *)&o->timer);
             uv_timer_start(&o->timer, own_tick, every, every);
             unhold(e, 1);
         }
@@ -657,8 +652,6 @@ int saga__own_start(saga_engine *e)
     o->e = e;
     uv_timer_init(e->loop, &o->timer);
     o->timer.data = o;
-    /* Like housekeeping, the lease alone does not keep a loop alive. */
-    uv_unref((uv_handle_t *)&o->timer);
     if (has_async(s)) {
         /* The first lease goes out on the loop too: start returns at
          * once, and until the lease is taken the engine acts on nothing
@@ -669,6 +662,10 @@ int saga__own_start(saga_engine *e)
         o->async = 1;
         o->lost = 1;
         o->starting = 1;
+        /* Until then the request keeps the loop alive (a saga started
+         * meanwhile waits for it: saga_engine_run(SAGA_RUN_DEFAULT) must
+         * not return before it ran); once taken, the lease alone does
+         * not (renewed_cb). */
         e->own = o;
         renew_submit(o, 1);
         /* The lease's length is known with the answer (renewed_cb then
@@ -677,6 +674,8 @@ int saga__own_start(saga_engine *e)
         uv_timer_start(&o->timer, own_tick, START_RETRY_MS, START_RETRY_MS);
         return SAGA_OK;
     }
+    /* Like housekeeping, the lease alone does not keep a loop alive. */
+    uv_unref((uv_handle_t *)&o->timer);
     uint64_t t0 = uv_hrtime();
     int rc = s->own_renew(s, 1, &o->lease_ms);
     if (rc != SAGA_OK || o->lease_ms == 0) {

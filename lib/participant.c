@@ -40,6 +40,8 @@
  * crash. */
 #define DONE_DELAY_MS 200u
 #define DONE_BATCH 256u
+/* How long saga_participant_close() waits for a commit in flight. */
+#define CLOSE_WAIT_MS 2000u
 /* Messages whose claims and barrier reads go in one round trip
  * (participant_pipe.c); the time budget is checked between chunks. */
 #define PF_CHUNK 64u
@@ -79,9 +81,15 @@ const char *saga_participant_errmsg(saga_participant *p)
 }
 void *saga_participant_store_handle(saga_participant *p)
 {
-    if (p == NULL || p->store->native_handle == NULL)
+    if (p == NULL)
         return NULL;
-    return p->store->native_handle(p->store);
+    saga_store *s = p->store;
+    /* Outside a handler the application's own connection, if the store
+     * has one (version 11): the batch's connection may have a commit in
+     * flight. Inside, the batch's transaction. */
+    if (!p->in_handler && s->version >= 11 && s->app_handle != NULL)
+        return s->app_handle(s);
+    return s->native_handle ? s->native_handle(s) : NULL;
 }
 saga_store *saga_participant_store(saga_participant *p)
 {
@@ -395,6 +403,13 @@ static int run_batch_in(saga_participant *p)
                             m->buf, m->len,   m->created_ms};
         rc = saga__poutbox_put(p, &msg);
     }
+    if (rc == SAGA_OK && p->ext != NULL) {
+        /* In the batch now: what is published while its commit is in
+         * flight goes with the next one (batch_failed puts them back). */
+        p->fl_ext = p->ext;
+        p->ext = NULL;
+        p->ext_tail = &p->ext;
+    }
     for (saga__outmsg *m = p->txn_ev; m && rc == SAGA_OK; m = m->next) {
         saga_message msg = {m->id,  m->topic, m->key,
                             m->buf, m->len,   m->created_ms};
@@ -541,12 +556,36 @@ static int batch_write(void *owner)
     return rc;
 }
 
+/* The events the failed batch wrote for saga_participant_publish() go
+ * first into the next one. */
+static void ext_back(saga_participant *p)
+{
+    if (p->fl_ext == NULL)
+        return;
+    saga__outmsg *last = p->fl_ext;
+    while (last->next != NULL)
+        last = last->next;
+    last->next = p->ext;
+    if (p->ext == NULL)
+        p->ext_tail = &last->next;
+    p->ext = p->fl_ext;
+    p->fl_ext = NULL;
+}
+
 static void batch_failed(void *owner, int rc)
 {
     saga_participant *p = owner;
-    /* Nothing of it remains: handlers run again on the retry. */
+    /* Nothing of it remains: handlers run again on the retry. What was
+     * counted outside the batch (on receipt, by housekeeping: also while
+     * its commit was in flight) stays. */
+    uint64_t rejected = p->stats.rejected, unroutable = p->stats.unroutable;
+    uint64_t purged = p->stats.barriers_purged;
     p->stats = p->snap;
+    p->stats.rejected = rejected;
+    p->stats.unroutable = unroutable;
+    p->stats.barriers_purged = purged;
     p->stats.commit_failures++;
+    ext_back(p);
     saga__pdefer_rolled_back(p);
     for (item *it = p->head; it; it = it->next)
         it->hfail = 0;
@@ -591,9 +630,10 @@ static void batch_committed(void *owner)
         else if (it->d != NULL)
             p->transport->ack(p->transport, it->d);
     free_items(done);
-    saga__outmsg *lists[4] = {p->ext, p->txn, p->txn_ev, p->resend};
-    p->ext = p->txn = p->txn_ev = p->resend = NULL;
-    p->ext_tail = &p->ext;
+    /* Nothing is staged into txn, txn_ev and resend while a commit is in
+     * flight (no batch runs); ext was moved aside when written. */
+    saga__outmsg *lists[4] = {p->fl_ext, p->txn, p->txn_ev, p->resend};
+    p->fl_ext = p->txn = p->txn_ev = p->resend = NULL;
     p->txn_tail = &p->txn;
     p->txn_ev_tail = &p->txn_ev;
     for (int l = 0; l < 4; l++)
@@ -605,12 +645,28 @@ static void batch_committed(void *owner)
     saga__relay_kick(p->relay);
 }
 
-/* Synchronous only: the handlers run inside the transaction. */
+static void close_asked_cb(uv_timer_t *t);
+
+/* Closing, and the commit in flight is done (from the store's callback:
+ * the rest of the close runs from a timer, as the store must not be freed
+ * from inside its callback). */
+static void batch_drained(void *owner)
+{
+    saga_participant *p = owner;
+    if (!p->close_wait)
+        return;
+    uv_timer_start(&p->done_timer, close_asked_cb, 0, 0);
+}
+
+/* The handlers run inside the transaction (write); its commit may go out
+ * on the loop (part_commit_submit: write returns SAGA__GC_SUBMITTED and
+ * the store's callback answers through saga__gc_done). */
 static const saga__gc_ops participant_gc_ops = {
     .pending = batch_pending,
     .write = batch_write,
     .committed = batch_committed,
     .failed = batch_failed,
+    .drained = batch_drained,
 };
 
 static void schedule(saga_participant *p)
@@ -692,7 +748,18 @@ static void on_event(saga_transport *t, saga_delivery *d, const char *topic,
     on_message(t, d, topic, key, buf, len, h->ev_owner, h);
 }
 
-static void hk_timer_cb(uv_timer_t *t) { saga_participant_housekeep(t->data); }
+static void hk_timer_cb(uv_timer_t *t)
+{
+    saga_participant *p = t->data;
+    if (p->gc.inflight) {
+        /* Its transactions would wait for the commit in flight: a little
+         * later, then at the interval again. */
+        uv_timer_start(&p->hk_timer, hk_timer_cb, 50,
+                       p->opts.housekeeping_interval_ms);
+        return;
+    }
+    saga_participant_housekeep(p);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Life-cycle                                                               */
@@ -778,6 +845,13 @@ int saga_participant_new(saga_participant **out, struct uv_loop_s *loop,
     }
     saga__gc_init(&p->gc, loop, store, &participant_gc_ops, p,
                   p->opts.store_retry_ms, MAX_RETRY_MS, 1);
+    /* Store version 11: the batch's commit goes out on this loop (the
+     * store watches its socket there); the application's SQL outside
+     * handlers has a connection of its own (app_handle). */
+    p->async = store->version >= 11 && store->part_read != NULL &&
+               store->part_commit != NULL &&
+               store->part_commit_submit != NULL && store->app_handle != NULL &&
+               store->attach != NULL && store->attach(store, loop) == SAGA_OK;
     p->gc.linger = 1;
     uv_timer_init(loop, &p->done_timer);
     uv_timer_init(loop, &p->park_timer);
@@ -890,6 +964,8 @@ static void destroy(saga_participant *p)
     saga__pdefer_detach(p);
     free_items(p->head);
     free_list(&p->ext, &p->ext_tail);
+    saga__outmsg **ft = &p->fl_ext;
+    free_list(&p->fl_ext, &ft);
     free_list(&p->txn, &p->txn_tail);
     free_list(&p->txn_ev, &p->txn_ev_tail);
     saga__outmsg **rt = &p->resend;
@@ -915,6 +991,14 @@ static void close_now(saga_participant *p);
 
 static void close_asked_cb(uv_timer_t *t) { close_now(t->data); }
 
+/* The commit in flight was not answered in time: close without it. */
+static void close_wait_cb(uv_timer_t *t)
+{
+    saga_participant *p = t->data;
+    p->close_gave_up = 1;
+    close_now(p);
+}
+
 void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
                             void *arg)
 {
@@ -939,9 +1023,25 @@ void saga_participant_close(saga_participant *p, void (*cb)(void *arg),
 
 static void close_now(saga_participant *p)
 {
-    /* Commit what is pending if the store lets us; otherwise the
-     * deliveries stay unacked and come again. */
-    for (int i = 0; i < 64; i++) {
+    if (p->gc.inflight && !p->close_gave_up) {
+        /* A commit is in flight on the loop (part_commit_submit): its
+         * answer releases the batch first (batch_drained then closes), or
+         * after CLOSE_WAIT_MS the close goes on without it: the store
+         * drops it unanswered, its deliveries stay unacked and come again
+         * (the inbox then answers them from what committed). */
+        p->closing = 1;
+        p->close_wait = 1;
+        saga__gc_stop(&p->gc);
+        uv_ref((uv_handle_t *)&p->done_timer);
+        uv_timer_start(&p->done_timer, close_wait_cb, CLOSE_WAIT_MS, 0);
+        return;
+    }
+    p->close_wait = 0;
+    p->closing = 1;
+    /* Commit what is pending if the store lets us (synchronously: closing,
+     * the participant waits for each commit); otherwise the deliveries
+     * stay unacked and come again. */
+    for (int i = 0; i < 64 && !p->gc.inflight; i++) {
         if (p->head == NULL && p->ext == NULL && !p->ndone && !p->answers)
             break;
         uint64_t commits = p->stats.commits;

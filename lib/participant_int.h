@@ -127,6 +127,16 @@ struct saga_participant {
     /* The running batch's reads made ahead and writes held for the commit
      * (participant_pipe.c); NULL: the slots are called one by one. */
     struct saga__pbatch *pb;
+    /* The batch's commit goes out on the loop (store version 11,
+     * part_commit_submit; the store is attached to it): the group commit
+     * holds it in flight and begins no other batch until its answer. */
+    int async;
+    /* Events published outside a handler that the running batch wrote
+     * (moved aside from ext: what is published during a commit in flight
+     * waits for the next batch). */
+    saga__outmsg *fl_ext;
+    int close_wait;    /* the close waits for the commit in flight */
+    int close_gave_up; /* ... no longer: it closes without its answer */
 };
 
 void saga__plog(saga_participant *p, saga_log_level lvl, const char *id,
@@ -187,7 +197,7 @@ int saga__pdefer_redrive(saga_participant *p);
 void saga__pdefer_detach(saga_participant *p);
 
 /* participant_pipe.c: the batch in few round trips (store version 9:
- * part_read, part_commit). While a batch runs with them, the inbox claims
+ * part_read, part_commit; version 11: part_commit_submit). While a batch runs with them, the inbox claims
  * and barrier reads of its messages are made ahead in one round trip per
  * chunk, and its writes are held and sent with the commit; reads of a
  * barrier written in the batch see the held write. Without them (an older
@@ -216,7 +226,9 @@ int saga__pinbox_reply(saga_participant *p, const char *id, const void *buf,
                        size_t len);
 int saga__poutbox_put(saga_participant *p, const saga_message *m);
 int saga__poutbox_done(saga_participant *p, const char *id);
-/* Commit the batch: part_commit with what it held, or commit. */
+/* Commit the batch: part_commit_submit with what it held (the commit goes
+ * out on the loop: SAGA__GC_SUBMITTED, and the group commit gets its
+ * answer from the store's callback), part_commit, or commit. */
 int saga__pb_commit(saga_participant *p);
 
 #endif /* SAGA_PARTICIPANT_INT_H */

@@ -1,6 +1,7 @@
 /*
  * participant_pipe.c — a participant's batch in few round trips (store
- * interface version 9: part_read, part_commit; issue 10).
+ * interface version 9: part_read, part_commit; version 11:
+ * part_commit_submit; issue 10).
  *
  * On a network store every slot call is a round trip: a batch of n
  * commands cost 5n + 2 of them (begin, per command the claim, the barrier
@@ -16,7 +17,12 @@
  *     later message of the same (saga, step) sees it, as it would have
  *     seen the row;
  * i.e. begin, one read per chunk and one commit, whatever n is, plus what
- * the handlers run themselves on the native handle. A batch with
+ * the handlers run themselves on the native handle. With version 11
+ * (part_commit_submit, the store attached to the participant's loop) the
+ * commit goes out without waiting: the group commit holds the batch in
+ * flight (SAGA__GC_SUBMITTED), begins no other, and the replies and acks
+ * are released from the store's callback, once durable (a lost answer is
+ * read back by the store). A batch with
  * savepoints (the retry of a failed handler) keeps the slot-by-slot path:
  * a held write could not be undone by savepoint_rollback.
  *
@@ -365,6 +371,14 @@ int saga__poutbox_done(saga_participant *p, const char *id)
                                                            : SAGA_ENOMEM;
 }
 
+static void part_done(void *arg, int rc)
+{
+    saga_participant *p = arg;
+    /* A close that stopped waiting for it has let the batch go. */
+    if (!p->close_gave_up)
+        saga__gc_done(&p->gc, rc);
+}
+
 int saga__pb_commit(saga_participant *p)
 {
     saga_store *s = p->store;
@@ -381,7 +395,15 @@ int saga__pb_commit(saga_participant *p)
         if (w[i].op == SAGA_PART_OUTBOX_PUT)
             w[i].msg = &b->w[i].m;
     }
-    int rc = s->part_commit(s, w, b->nw);
+    int rc;
+    if (p->async && !p->closing) {
+        /* On the loop: the replies and acks wait for its answer. */
+        rc = s->part_commit_submit(s, w, b->nw, part_done, p);
+        if (rc == SAGA_OK)
+            rc = SAGA__GC_SUBMITTED;
+    } else {
+        rc = s->part_commit(s, w, b->nw);
+    }
     saga_free(w);
     if (rc == SAGA_EINVAL)
         s->rollback(s);

@@ -7,7 +7,8 @@
  * later backs off on its own timer while the others keep flowing. A message
  * that can never be delivered, because the transport knows no such
  * destination (route() or send() says SAGA_ENOROUTE) or refuses the message
- * itself (SAGA_EINVAL: too large), is taken out at once: its outbox row is
+ * itself (SAGA_EINVAL: too large, from send() or from its sent_cb), is
+ * taken out at once: its outbox row is
  * deleted and the owner is told why (the engine fails the step).
  */
 #include <stdio.h>
@@ -384,8 +385,15 @@ static void sent_cb(saga_transport *t, int status, void *arg)
         saga__outmsg_free(m);
         return;
     }
-    if (status == SAGA_ENOROUTE) {
-        give_up(r, m, status, "no such destination");
+    if (status == SAGA_ENOROUTE || status == SAGA_EINVAL) {
+        /* Refused for good (the TCP transport learns a receiver's frame
+         * limit only once connected): sent again it would fail again, and
+         * hold up its destination while it backs off. */
+        give_up(r, m, status,
+                status == SAGA_ENOROUTE
+                    ? "no such destination"
+                    : "the transport refused it (larger than the receiver "
+                      "accepts)");
         saga__outmsg_free(m);
         return;
     }

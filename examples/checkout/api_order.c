@@ -287,10 +287,17 @@ static json_t *load_cart(ck_req *r, const char *cart_id, int64_t *subtotal,
     if (st == NULL)
         return NULL;
     ck_bind_text(st, 1, cart_id);
-    if (ck_step(st) != CK_ROW) {
+    int rc = ck_step(st);
+    if (rc != CK_ROW) {
         ck_done(st);
-        *f = (ck_fail){404, "cart_not_found", ""};
-        snprintf(f->msg, sizeof f->msg, "no cart %.120s", cart_id);
+        if (rc == CK_DONE) {
+            *f = (ck_fail){404, "cart_not_found", ""};
+            snprintf(f->msg, sizeof f->msg, "no cart %.120s", cart_id);
+        } else { /* a failed read is not "no cart": retry the same key */
+            *f = (ck_fail){503, "unavailable",
+                           "cart database unavailable: retry with the same "
+                           "key"};
+        }
         return NULL;
     }
     int mine = strcmp(ck_col_text(st, 0), r->user_id) == 0;

@@ -117,9 +117,15 @@ void ck_api_order_get(ck_req *r, const char *order_id)
         return;
     }
     ck_bind_text(st, 1, order_id);
-    if (ck_step(st) != CK_ROW) {
+    int rc = ck_step(st);
+    if (rc != CK_ROW) {
         ck_done(st);
-        ck_error(r, 404, "order_not_found", "no order %s", order_id);
+        if (rc == CK_DONE)
+            ck_error(r, 404, "order_not_found", "no order %s", order_id);
+        else /* a failed read is not "no order" */
+            ck_error(r, 503, "unavailable",
+                     "order database unavailable: "
+                     "retry");
         return;
     }
 #define COL(i) (ck_col_text(st, i))

@@ -98,7 +98,7 @@ void ck_gateway_forget(ck_gateway *g, void *req)
         unlink_req(req);
 }
 
-/* The state of @p key; 0 found, 1 none. */
+/* The state of @p key; 0 found, 1 none, -1 the books could not be read. */
 static int lookup(ck_gateway *g, const char *key, char state[16], char txn[64],
                   int *attempts, int64_t *amount)
 {
@@ -108,20 +108,22 @@ static int lookup(ck_gateway *g, const char *key, char state[16], char txn[64],
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, key);
-    int rc = 1;
-    if (ck_step(st) == CK_ROW) {
-        snprintf(state, 16, "%s", ck_col_text(st, 0));
-        snprintf(txn, 64, "%s", ck_col_text(st, 1));
-        *attempts = ck_col_int(st, 2);
-        *amount = ck_col_int(st, 3);
-        rc = 0;
+    int rc = ck_step(st);
+    if (rc != CK_ROW) {
+        ck_done(st);
+        return rc == CK_DONE ? 1 : -1;
     }
+    snprintf(state, 16, "%s", ck_col_text(st, 0));
+    snprintf(txn, 64, "%s", ck_col_text(st, 1));
+    *attempts = ck_col_int(st, 2);
+    *amount = ck_col_int(st, 3);
     ck_done(st);
-    return rc;
+    return 0;
 }
 
-static void put(ck_gateway *g, const gw_req *r, const char *state, int attempts,
-                const char *txn)
+/* @return 0, or -1 when the books could not be written. */
+static int put(ck_gateway *g, const gw_req *r, const char *state, int attempts,
+               const char *txn)
 {
     int64_t now = ck_now_ms();
     ck_stmt *st = ck_prep(
@@ -130,7 +132,7 @@ static void put(ck_gateway *g, const gw_req *r, const char *state, int attempts,
                "?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) ON CONFLICT(key) DO UPDATE SET "
                "state = ?5, attempts = ?6, txn_id = ?7, updated_at = ?8");
     if (st == NULL)
-        return;
+        return -1;
     ck_bind_text(st, 1, r->key);
     ck_bind_text(st, 2, r->order_id);
     ck_bind_text(st, 3, r->token);
@@ -140,8 +142,9 @@ static void put(ck_gateway *g, const gw_req *r, const char *state, int attempts,
     if (txn)
         ck_bind_text(st, 7, txn);
     ck_bind_int(st, 8, now);
-    ck_step(st);
+    int rc = ck_step(st) == CK_DONE ? 0 : -1;
     ck_done(st);
+    return rc;
 }
 
 /* The gateway decides (at the moment the request "arrives"). */
@@ -152,6 +155,12 @@ static ck_gw_result decide(ck_gateway *g, const gw_req *r, char txn[64])
     int64_t amount = 0;
     txn[0] = '\0';
     int rc = lookup(g, r->key, state, txn, &attempts, &amount);
+    /* A gateway whose books cannot be read or written decides nothing: it
+     * is unavailable (a charge it answered but did not record was found
+     * by the PostgreSQL kill loop: a COMPLETED order the bank knows
+     * nothing of, after the server restarted). */
+    if (rc < 0)
+        return CK_GW_TRANSIENT;
     if (rc == 0) {
         if (strcmp(state, "CHARGED") == 0 || strcmp(state, "REFUNDED") == 0)
             return CK_GW_CHARGED;
@@ -161,16 +170,18 @@ static ck_gw_result decide(ck_gateway *g, const gw_req *r, char txn[64])
             return CK_GW_DECLINED;
     }
     attempts++;
-    if (strcmp(r->token, "tok_decline") == 0) {
-        put(g, r, "DECLINED", attempts, NULL);
-        return CK_GW_DECLINED;
-    }
+    if (strcmp(r->token, "tok_decline") == 0)
+        return put(g, r, "DECLINED", attempts, NULL) == 0 ? CK_GW_DECLINED
+                                                          : CK_GW_TRANSIENT;
     if (strcmp(r->token, "tok_flaky") == 0 && attempts <= 2) {
         put(g, r, "FAILED_TRANSIENT", attempts, NULL);
         return CK_GW_TRANSIENT;
     }
     ck_random_id("txn_", txn, 64);
-    put(g, r, "CHARGED", attempts, txn);
+    if (put(g, r, "CHARGED", attempts, txn) != 0) {
+        txn[0] = '\0';
+        return CK_GW_TRANSIENT;
+    }
     return CK_GW_CHARGED;
 }
 
@@ -279,7 +290,10 @@ int ck_gateway_void(ck_gateway *g, const char *key, char txn[64])
     char state[16] = "";
     int attempts = 0;
     int64_t amount = 0;
-    if (lookup(g, key, state, txn, &attempts, &amount) == 0 &&
+    int found = lookup(g, key, state, txn, &attempts, &amount);
+    if (found < 0)
+        return -1; /* unread books: a charge there must not be voided */
+    if (found == 0 &&
         (strcmp(state, "CHARGED") == 0 || strcmp(state, "REFUNDED") == 0))
         return 1; /* too late: it charged */
     ck_stmt *st = ck_prep(
@@ -300,7 +314,10 @@ int ck_gateway_refund(ck_gateway *g, const char *key, int64_t *amount)
     char state[16] = "", txn[64];
     int attempts = 0;
     *amount = 0;
-    if (lookup(g, key, state, txn, &attempts, amount) != 0)
+    int found = lookup(g, key, state, txn, &attempts, amount);
+    if (found < 0)
+        return -1; /* the books could not be read: try again */
+    if (found != 0)
         return 1;
     if (strcmp(state, "REFUNDED") == 0)
         return 0;

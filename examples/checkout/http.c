@@ -80,7 +80,17 @@ typedef struct ck_http {
     h2o_accept_ctx_t accept_ctx;
     uv_tcp_t listener;
     int listening;
+    size_t conns_open; /* connections accepted and not yet closed */
+    size_t conns_max;  /* CK_MAX_CONNECTIONS; more are closed at once */
 } ck_http;
+
+/* An accepted connection: h2o keeps its socket in the handle's data, so
+ * the front it counts against rides along (the handle first, so that the
+ * handle's address is the allocation's). */
+typedef struct ck_conn {
+    uv_tcp_t tcp;
+    ck_http *h;
+} ck_conn;
 
 struct ck_wait {
     ck_req *r; /* NULL once the request is gone */
@@ -517,14 +527,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-/* One HTTP front per process, on one loop: plain counters suffice. */
-static size_t ck_conns_open;
-static size_t ck_conns_max = CK_MAX_CONNS_DEFAULT;
-
 static void on_conn_closed(uv_handle_t *handle)
 {
-    ck_conns_open--;
-    free(handle);
+    ck_conn *c = (ck_conn *)handle;
+    c->h->conns_open--;
+    free(c);
 }
 
 static void on_accept(uv_stream_t *listener, int status)
@@ -532,15 +539,16 @@ static void on_accept(uv_stream_t *listener, int status)
     ck_http *h = listener->data;
     if (status != 0)
         return;
-    uv_tcp_t *conn = h2o_mem_alloc(sizeof *conn);
-    uv_tcp_init(listener->loop, conn);
-    if (uv_accept(listener, (uv_stream_t *)conn) != 0 ||
-        ck_conns_open >= ck_conns_max) {
-        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+    ck_conn *c = h2o_mem_alloc(sizeof *c);
+    c->h = h;
+    uv_tcp_init(listener->loop, &c->tcp);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 ||
+        h->conns_open >= h->conns_max) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
-    ck_conns_open++;
-    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)conn,
+    h->conns_open++;
+    h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp,
                                               on_conn_closed);
     h2o_accept(&h->accept_ctx, sock);
 }
@@ -563,8 +571,8 @@ int ck_http_start(ck_app *a, const char *listen, char *bound, size_t bsize)
         return -1;
     h->a = a;
     const char *mc = getenv("CK_MAX_CONNECTIONS");
-    if (mc != NULL && atoi(mc) > 0)
-        ck_conns_max = (size_t)atoi(mc);
+    h->conns_max = mc != NULL && atoi(mc) > 0 ? (size_t)atoi(mc)
+                                              : CK_MAX_CONNS_DEFAULT;
     h2o_config_init(&h->config);
     h->config.max_request_entity_size = CK_H2O_BODY_MAX;
     h->config.http1.upgrade_to_http2 = 0;

@@ -144,7 +144,12 @@ static int cart_owner(ck_app *a, const char *cart_id, char *owner, size_t size,
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, cart_id);
-    int found = ck_step(st) == CK_ROW;
+    int rc = ck_step(st);
+    if (rc != CK_ROW && rc != CK_DONE) { /* a failed read is not "none" */
+        ck_done(st);
+        return -1;
+    }
+    int found = rc == CK_ROW;
     if (found) {
         snprintf(owner, size, "%s", ck_col_text(st, 0));
         *updated = ck_col_int(st, 1);
@@ -196,10 +201,16 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
         return;
     }
     ck_bind_text(st, 1, json_string_value(pid));
-    if (ck_step(st) != CK_ROW) {
+    int rc = ck_step(st);
+    if (rc != CK_ROW) {
         ck_done(st);
-        ck_error(r, 404, "product_not_found", "no product %s",
-                 json_string_value(pid));
+        if (rc == CK_DONE)
+            ck_error(r, 404, "product_not_found", "no product %s",
+                     json_string_value(pid));
+        else /* the database failed: the product may well exist */
+            ck_error(r, 503, "unavailable",
+                     "cart database unavailable: "
+                     "retry");
         return;
     }
     int64_t price = ck_col_int(st, 0);
@@ -350,7 +361,7 @@ void ck_api_cart(ck_req *r)
     int64_t updated = 0;
     int found = cart_owner(a, cart_id, owner, sizeof owner, &updated);
     if (found < 0) {
-        ck_error(r, 500, "internal", "cart database unavailable");
+        ck_error(r, 503, "unavailable", "cart database unavailable: retry");
         return;
     }
     if (found && strcmp(owner, r->user_id) != 0) {

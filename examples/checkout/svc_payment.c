@@ -200,8 +200,9 @@ static int refund(ck_app *a, saga_participant *p, const saga_command *c)
     if (rc == 1) {
         /* Never charged: make sure a late request cannot charge either. */
         char txn[64];
-        if (ck_gateway_void(a->gateway, ch.key, txn) == 1 &&
-            ck_gateway_refund(a->gateway, ch.key, &amount) != 0)
+        int v = ck_gateway_void(a->gateway, ch.key, txn);
+        if (v < 0 ||
+            (v == 1 && ck_gateway_refund(a->gateway, ch.key, &amount) != 0))
             return SAGA_ESTORE;
         if (amount == 0)
             return SAGA_OK;
@@ -339,6 +340,12 @@ static void gw_timeout(uv_timer_t *t)
     ch->gw_req = NULL;
     char txn[64] = "";
     int v = ck_gateway_void(ch->a->gateway, ch->key, txn);
+    if (v < 0) {
+        /* The books could not be read or written: whether it charged is
+         * unknown, so nothing is answered yet; asked again shortly. */
+        uv_timer_start(t, gw_timeout, 200, 0);
+        return;
+    }
     charge_finish(ch, v == 1 ? CK_GW_CHARGED : CK_GW_VOIDED, txn);
 }
 

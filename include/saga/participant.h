@@ -15,11 +15,13 @@
  *   - writes the reply through its own outbox.
  * The service's business tables live in the same store, so "apply the
  * effect + mark the inbox" is one transaction: a handler writes them through
- * saga_participant_store_handle() (the sqlite3 * of a SQLite store).
+ * saga_participant_store_handle() (the sqlite3 * of a SQLite store; outside
+ * handlers a PostgreSQL store gives a connection of its own).
  *
  * Commands that arrive in one loop turn share one transaction (group
  * commit). Deliveries are acked, and replies published, only after it
- * commits. A handler must not do non-transactional side effects it cannot
+ * commits (on PostgreSQL the commit goes out on the loop without waiting;
+ * the next batch begins once it is answered). A handler must not do non-transactional side effects it cannot
  * repeat: a failed commit runs it again.
  *
  * Events: saga_participant_publish() queues a domain event through the same
@@ -276,10 +278,23 @@ SAGA_EXTERN int saga_participant_publish(saga_participant *p, const char *topic,
                                          const char *key, const char *name,
                                          const void *payload, size_t len);
 
-/** The store's native handle (sqlite3 *), for the service's own tables in
- * the handler's transaction; NULL if the store has none.
+/** The store's native handle, for the service's own tables.
+ * - Inside a handler: the connection of the handler's transaction (the
+ *   sqlite3 * of a SQLite store, the PGconn * of a PostgreSQL store), so
+ *   that the handler's writes commit atomically with the inbox claim and
+ *   its reply; leave the transaction open (no COMMIT or ROLLBACK).
+ * - Outside handlers (an HTTP request, a timer): on a store with a
+ *   connection for the application (store version 11, app_handle:
+ *   PostgreSQL) that connection, which the participant never uses: its
+ *   statements autocommit or run in the application's own transactions,
+ *   see committed data only, and work while a batch's commit is in
+ *   flight on the loop. Otherwise (SQLite) the same handle as inside.
+ * Ask for it each time rather than keep it: inside and outside are two
+ * connections on PostgreSQL, and a broken one is replaced.
+ * @return the handle; NULL if the store has none (or, outside handlers on
+ *   PostgreSQL, cannot connect now).
  * Ownership: the store's, valid while the participant lives; do not close it.
- *   Since: 0.1. */
+ *   Since: 0.1 (the connection outside handlers since 0.2). */
 SAGA_EXTERN void *saga_participant_store_handle(saga_participant *p);
 
 /** The participant's store (borrowed).

@@ -129,7 +129,7 @@ typedef struct saga_batch_writes {
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 9
+#define SAGA_STORE_VERSION 11
 
 struct uv_loop_s;
 
@@ -469,6 +469,43 @@ struct saga_store {
      *   of the transaction remains); SAGA_ENOMEM.
      */
     int (*part_commit)(saga_store *self, const saga_part_write *w, size_t n);
+    /* ---- version 11: optional, since 0.2: a participant's commit on the
+     * loop, and the application's own connection. RENUMBER ON MERGE: this
+     * block was written beside version 10 (the outbox tagging, another
+     * branch) and follows it. ---- */
+    /**
+     * part_commit() without waiting, on a store attached to a loop
+     * (attach). The writes and the COMMIT go out at once; the open
+     * transaction is the store's from then on, and @p done runs later on
+     * the loop thread, exactly once, never from inside this call:
+     * SAGA_OK once durable, also when the answer was lost and reading
+     * back shows that the commit happened; SAGA_ESTORE when it did not
+     * or cannot be known. The store copies what it needs of @p w before
+     * it returns. While it is in flight the caller begins no transaction
+     * on the store. NULL: the participant calls part_commit, which waits.
+     * A store that sets it sets part_read, part_commit and app_handle too.
+     * @return SAGA_OK (submitted: @p done will run); SAGA_EINVAL (a
+     *   malformed write: nothing sent, the transaction stays open); or
+     *   the refusal (SAGA_ESTORE, SAGA_ENOMEM: nothing of the transaction
+     *   remains; @p done never runs).
+     */
+    int (*part_commit_submit)(saga_store *self, const saga_part_write *w,
+                              size_t n, saga_store_done_cb done, void *arg);
+    /**
+     * The native handle for the application's own statements outside the
+     * store's transactions: a connection of its own (PostgreSQL: a
+     * PGconn * with the schema's search path), opened on the first call,
+     * which none of the store's slots uses, so that it is usable while a
+     * commit is in flight on the main connection. A broken one is opened
+     * again on the next call (blocking, as a synchronous slot reconnects;
+     * not while the store's own reconnection on the loop is under way or
+     * backing off: the broken one is returned, and its statements fail).
+     * NULL slot: native_handle serves both. saga_participant_store_handle()
+     * gives it outside handlers.
+     * @return the handle, or NULL (never connected, and cannot connect
+     *   now).
+     */
+    void *(*app_handle)(saga_store *self);
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)

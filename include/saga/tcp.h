@@ -16,9 +16,13 @@
  *   HELLO     version byte, service name length byte, service name
  *   DATA      8-byte id, 2-byte topic length, topic, 2-byte key length
  *             (0xffff: no key), key, payload
- *   ACK       8-byte id of a DATA frame
+ *   ACK       8-byte id of a DATA frame; or, with the top bit set, the
+ *             limit answer: 2^63 + the receiver's max_frame_size
  *   HEARTBEAT empty
- * A connecting endpoint sends HELLO first. DATA ids count up per (sender,
+ * A connecting endpoint sends HELLO first; the accepting endpoint answers
+ * it with the limit answer (an endpoint that predates the limit answer
+ * ignores it, as an ACK for a frame it does not hold, and one that does
+ * not send it leaves the sender checking its own limit only). DATA ids count up per (sender,
  * peer) across reconnects. The receiver acks a DATA frame when the
  * application has acked every delivery made from it; only then does the
  * sender's saga_sent_cb run with SAGA_OK. Frames not acked when a
@@ -70,7 +74,12 @@ typedef struct saga_tcp_options {
     const saga_tcp_peer *peers;
     size_t npeers;
     /** Largest frame accepted or sent; default 4 MiB. A larger send is
-     * SAGA_EINVAL. */
+     * SAGA_EINVAL. Endpoints may differ: each tells its senders its own
+     * limit (the limit answer to HELLO), and a message over the receiving
+     * peer's limit fails alone with SAGA_EINVAL, from send() once the
+     * limit is known, else from its saga_sent_cb (counted in oversized);
+     * the messages behind it keep flowing. Since: 0.1 (per peer since
+     * 0.2). */
     uint32_t max_frame_size;
     /** Per peer, unacknowledged bytes and messages before send returns
      * SAGA_EFULL; and per inbound connection, received bytes and messages
@@ -150,7 +159,7 @@ SAGA_EXTERN int saga_transport_tcp_new(saga_transport **out,
  * Ownership: @p port is caller memory. Since: 0.1. */
 SAGA_EXTERN int saga_transport_tcp_port(saga_transport *t, int *port);
 
-#define SAGA_TCP_COUNTERS_VERSION 2
+#define SAGA_TCP_COUNTERS_VERSION 3
 
 /** Counters since the transport was made. */
 typedef struct saga_tcp_counters {
@@ -168,6 +177,8 @@ typedef struct saga_tcp_counters {
     uint64_t slow_frames;     /* closed: a frame not whole in time */
     uint64_t over_budget;     /* closed: receive buffers over budget */
     uint64_t write_stalls;    /* reading stopped: write queue over bound */
+    /* version 3 (Since: 0.2) */
+    uint64_t oversized; /* sends failed: over the peer's max_frame_size */
 } saga_tcp_counters;
 
 /** Copy the counters into @p out (up to out->version). @return SAGA_OK,

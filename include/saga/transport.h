@@ -27,7 +27,10 @@ SAGA_BEGIN_DECL
 typedef struct saga_delivery saga_delivery;
 
 /** Called once when a send is confirmed (status SAGA_OK) or has failed
- * (SAGA_ETRANSPORT, SAGA_ECLOSED, SAGA_ETIMEDOUT). */
+ * (SAGA_ETRANSPORT, SAGA_ECLOSED, SAGA_ETIMEDOUT: it may be sent again;
+ * SAGA_EINVAL: the message can never be delivered as it is, e.g. it is
+ * larger than the receiver accepts, so it must not be sent again;
+ * SAGA_ENOROUTE: no such destination). */
 typedef void (*saga_sent_cb)(saga_transport *t, int status, void *arg);
 
 /**

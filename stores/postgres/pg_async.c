@@ -32,6 +32,10 @@
  * Only the first connect, in saga_store_postgres_open, blocks (and a host
  * name, not an address, is resolved with a blocking lookup by libpq).
  *
+ * A participant's commit (part_commit_submit, store version 11) goes the
+ * same way: its open transaction's writes and batch-log row, a sync, then
+ * COMMIT and a sync (saga__pg_submit_txn), answered at the second sync.
+ *
  * Reading slots called while batches are in flight use a second, lazily
  * opened connection and see committed data only. A synchronous write slot
  * (begin, purge, kv_put, write_batch...) called meanwhile first waits for
@@ -578,8 +582,22 @@ static int pump(pg_store *s, int readable, int writable)
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_PIPELINE_SYNC) {
             /* The server answers the sync after the implicit transaction
-             * committed, or rolled back after a failed statement. */
-            push_finished(s, pop_queued(s));
+             * committed, or rolled back after a failed statement. A
+             * participant's commit ends at its second sync (after the
+             * COMMIT). */
+            if (b->xsyncs > 0)
+                b->xsyncs--;
+            else
+                push_finished(s, pop_queued(s));
+        } else if (st == PGRES_COMMAND_OK &&
+                   strcmp(PQcmdStatus(r), "ROLLBACK") == 0) {
+            /* A COMMIT of a transaction that failed answers ROLLBACK. */
+            if (b->rc == SAGA_OK) {
+                b->rc = saga__pg_failf(s, SAGA_ESTORE,
+                                       "part_commit_submit: the transaction "
+                                       "was rolled back");
+                b->definite = 1;
+            }
         } else if (st == PGRES_FATAL_ERROR) {
             if (b->rc == SAGA_OK) {
                 b->rc = saga__pg_map_state(
@@ -831,6 +849,66 @@ int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
     if (f < 0) {
         /* Whatever reached the server, the read-back decides. */
         conn_lost(s, "submit_batch");
+        return SAGA_OK;
+    }
+    set_poll(s, f == 1);
+    return SAGA_OK;
+}
+
+int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
+                        saga_store_done_cb done, void *arg)
+{
+    int rc = SAGA_OK;
+    if (s->loop == NULL)
+        rc = saga__pg_failf(s, SAGA_ESTORE,
+                            "part_commit_submit: the store is not attached "
+                            "to a loop");
+    else if (!s->in_txn)
+        rc = saga__pg_failf(s, SAGA_ESTORE,
+                            "part_commit_submit: no open transaction");
+    else if (s->q_head || s->lost || s->reconn)
+        rc = saga__pg_failf(s, SAGA_ESTORE,
+                            "part_commit_submit: a batch is in flight");
+    else if ((rc = saga__pg_check_txn(s)) == SAGA_OK)
+        rc = enter_pipeline(s);
+    if (rc != SAGA_OK) {
+        saga__pg_rollback(&s->base);
+        return rc == SAGA_ENOMEM ? rc : SAGA_ESTORE;
+    }
+    pg_abatch *b = saga_malloc(sizeof *b);
+    if (b == NULL) {
+        leave_pipeline(s);
+        saga__pg_rollback(&s->base);
+        return saga__pg_failf(s, SAGA_ENOMEM,
+                              "part_commit_submit: out of memory");
+    }
+    memset(b, 0, sizeof *b);
+    b->seq = ++s->batch_seq;
+    b->done = done;
+    b->arg = arg;
+    b->xsyncs = 1;
+    enqueue(s, b);
+    /* The transaction goes with the pipeline: the COMMIT after the first
+     * sync ends it either way (committed, or, after a failed statement,
+     * rolled back: the connection is idle again at the second sync). */
+    s->in_txn = 0;
+    s->aborted = 0;
+    s->in_sp = 0;
+    pg_params p = {0};
+    saga__pg_text(&p, s->log_writer);
+    saga__pg_int(&p, b->seq);
+    saga__pg_int(&p, saga__pg_wall_ms());
+    char name[16];
+    snprintf(name, sizeof name, "s%d", (int)PG_BATCH_LOG);
+    int ok = PQsendQueryPrepared(s->conn, name, p.n, p.val, p.len, p.fmt, 1) &&
+             send(s, ctx) && PQpipelineSync(s->conn) &&
+             PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL,
+                               0) &&
+             PQpipelineSync(s->conn);
+    int f = ok ? PQflush(s->conn) : -1;
+    if (f < 0) {
+        /* Whatever reached the server, the read-back decides. */
+        conn_lost(s, "part_commit_submit");
         return SAGA_OK;
     }
     set_poll(s, f == 1);

@@ -106,9 +106,10 @@ typedef struct pg_store {
     saga_store base;
     PGconn *conn;
     /* Asynchronous commit (pg_async.c). */
-    struct uv_loop_s *loop;   /* set by attach */
-    PGconn *rconn;            /* reads while a batch is in flight */
-    struct uv_poll_s *poll;   /* conn's socket while in pipeline mode */
+    struct uv_loop_s *loop; /* set by attach */
+    PGconn *rconn;          /* reads while a batch is in flight */
+    PGconn *aconn;          /* the application's own (app_handle, pg_part.c) */
+    struct uv_poll_s *poll; /* conn's socket while in pipeline mode */
     struct uv_timer_s *timer; /* reconnect backoff, deferred completions */
     int pipeline;             /* conn is in pipeline mode */
     int poll_events;          /* what poll watches now */
@@ -157,6 +158,8 @@ typedef struct pg_abatch {
     saga_store_done_cb done;
     void *arg;
     int rc;       /* first failure seen */
+    int xsyncs;   /* sync results to come before its last (a participant's
+                     commit: the writes, a sync, COMMIT, a sync) */
     int definite; /* rc came from a statement: the batch cannot commit */
     pg_fin_fn fin;
     void (*cb)(void); /* the caller's callback, for fin */
@@ -288,6 +291,18 @@ int saga__pg_part_read(saga_store *self, int64_t now_ms,
                        const saga_part_read *r, size_t n, saga_part_read_cb cb,
                        void *arg);
 int saga__pg_part_commit(saga_store *self, const saga_part_write *w, size_t n);
+/* Version 11: the commit on the loop, the application's connection. */
+int saga__pg_part_commit_submit(saga_store *self, const saga_part_write *w,
+                                size_t n, saga_store_done_cb done, void *arg);
+void *saga__pg_app_handle(saga_store *self);
+/** pg_async.c: commit the open transaction on the loop: pipeline mode,
+ * the batch-log row and what @p send queues, a sync, then COMMIT and a
+ * sync (so that the connection leaves the transaction whatever failed),
+ * answered like a batch (@p done; a lost answer read back from the batch
+ * log). SAGA_OK (submitted: the transaction is no longer the slots'), or
+ * the refusal (the transaction is rolled back; @p done never runs). */
+int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
+                        saga_store_done_cb done, void *arg);
 
 /* pg_ops.c */
 extern const saga_store saga__pg_ops;

@@ -937,4 +937,7 @@ const saga_store saga__pg_ops = {
     .submit_batch = saga__pg_submit_batch,
     .part_read = saga__pg_part_read,
     .part_commit = saga__pg_part_commit,
+    /* version 11 */
+    .part_commit_submit = saga__pg_part_commit_submit,
+    .app_handle = saga__pg_app_handle,
 };

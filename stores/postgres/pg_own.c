@@ -231,14 +231,22 @@ static int pg_own_release(saga_store *self)
 /* ------------------------------------------------------------------------ */
 /* The same round trips on the loop (version 6)                             */
 
+/* A request's result: the first failure, or SAGA_ESTORE if fewer than
+ * the @p nres results with rows it asked for came back. */
+static int answer_rc(pg_store *s, const pg_abatch *b, int nres,
+                     const char *what)
+{
+    if (b->rc == SAGA_OK && b->nres != nres)
+        return saga__pg_failf(s, SAGA_ESTORE, "%s: no answer", what);
+    return b->rc;
+}
+
 static void renew_fin(pg_store *s, pg_abatch *b)
 {
     saga_own_renewed_cb done = (saga_own_renewed_cb)b->cb;
-    int fresh = b->x != 0, rc = b->rc;
+    int fresh = b->x != 0, rc = answer_rc(s, b, 1, "own_renew");
     if (fresh)
         s->epoch_pending = 0;
-    if (rc == SAGA_OK && b->nres != 1)
-        rc = saga__pg_failf(s, SAGA_ESTORE, "own_renew: no answer");
     if (rc == SAGA_OK && fresh) {
         int64_t epoch = PQntuples(b->res[0]) == 1
                             ? saga__pg_col_int(b->res[0], 0, 0)
@@ -284,9 +292,7 @@ static int pg_own_renew_submit(saga_store *self, int fresh,
 static void claim_fin(pg_store *s, pg_abatch *b)
 {
     saga_own_claimed_cb done = (saga_own_claimed_cb)b->cb;
-    int rc = b->rc;
-    if (rc == SAGA_OK && b->nres != 2)
-        rc = saga__pg_failf(s, SAGA_ESTORE, "own_claim: no answer");
+    int rc = answer_rc(s, b, 2, "own_claim");
     if (rc != SAGA_OK) {
         done(b->arg, rc == SAGA_EFENCED ? rc : SAGA_ESTORE, NULL, 0);
         return;
@@ -340,38 +346,45 @@ static int pg_own_claim_submit(saga_store *self, uint32_t limit,
 }
 
 /* ------------------------------------------------------------------------ */
-/* kv_get on the loop (version 7): the engine's control-queue poll          */
+/* Reads on the loop: kv_get (version 7), idem_get and saga_get (version 8) */
+
+/* The answer of a one-statement read: SAGA_OK (a row), SAGA_ENOTFOUND (no
+ * row) or SAGA_ESTORE (failed, or no answer). */
+static int read_answer(pg_store *s, const pg_abatch *b, const char *what)
+{
+    if (answer_rc(s, b, 1, what) != SAGA_OK)
+        return SAGA_ESTORE;
+    return PQntuples(b->res[0]) == 0 ? SAGA_ENOTFOUND : SAGA_OK;
+}
+
+/* Send the read @p which, whose one parameter is the text @p key, on the
+ * loop; @p fin turns its result into @p done's answer. */
+static int submit_read(pg_store *s, enum pg_stmt which, const char *key,
+                       pg_fin_fn fin, void (*done)(void), void *arg,
+                       const char *what)
+{
+    if (key == NULL || done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "%s: NULL argument", what);
+    pg_params p = {0};
+    saga__pg_text(&p, key);
+    return saga__pg_submit_own(s, &which, &p, 1, fin, done, arg, 0);
+}
 
 static void kv_fin(pg_store *s, pg_abatch *b)
 {
     saga_kv_got_cb done = (saga_kv_got_cb)b->cb;
-    int rc = b->rc;
-    if (rc == SAGA_OK && b->nres != 1)
-        rc = saga__pg_failf(s, SAGA_ESTORE, "kv_get: no answer");
-    if (rc != SAGA_OK) {
-        done(b->arg, SAGA_ESTORE, NULL, 0);
-        return;
-    }
-    if (PQntuples(b->res[0]) == 0) {
-        done(b->arg, SAGA_ENOTFOUND, NULL, 0);
-        return;
-    }
-    size_t len;
-    const void *v = saga__pg_col_blob(b->res[0], 0, 0, &len);
-    done(b->arg, SAGA_OK, v, len);
+    int rc = read_answer(s, b, "kv_get");
+    size_t len = 0;
+    const void *v = rc == SAGA_OK ? saga__pg_col_blob(b->res[0], 0, 0, &len)
+                                  : NULL;
+    done(b->arg, rc, v, len);
 }
 
 static int pg_kv_get_submit(saga_store *self, const char *key,
                             saga_kv_got_cb done, void *arg)
 {
-    pg_store *s = (pg_store *)self;
-    if (key == NULL || done == NULL)
-        return saga__pg_failf(s, SAGA_EINVAL, "kv_get: NULL argument");
-    pg_params p = {0};
-    saga__pg_text(&p, key);
-    enum pg_stmt which = PG_KV_GET;
-    return saga__pg_submit_own(s, &which, &p, 1, kv_fin, (void (*)(void))done,
-                               arg, 0);
+    return submit_read((pg_store *)self, PG_KV_GET, key, kv_fin,
+                       (void (*)(void))done, arg, "kv_get");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -390,11 +403,9 @@ typedef struct pg_check_req {
 static void check_fin(pg_store *s, pg_abatch *b)
 {
     pg_check_req *q = b->arg;
-    int rc = b->rc;
+    int rc = answer_rc(s, b, 2, "own_check");
     for (size_t i = 0; i < q->n; i++)
         q->lost[i] = 1;
-    if (rc == SAGA_OK && b->nres != 2)
-        rc = saga__pg_failf(s, SAGA_ESTORE, "own_check: no answer");
     if (rc == SAGA_OK) {
         int live = PQntuples(b->res[0]) == 1 &&
                    saga__pg_col_int(b->res[0], 0, 0) != 0;
@@ -482,69 +493,37 @@ static int pg_own_release_submit(saga_store *self, saga_store_done_cb done,
 static void idem_fin(pg_store *s, pg_abatch *b)
 {
     saga_idem_got_cb done = (saga_idem_got_cb)b->cb;
-    int rc = b->rc;
-    if (rc == SAGA_OK && b->nres != 1)
-        rc = saga__pg_failf(s, SAGA_ESTORE, "idem_get: no answer");
-    if (rc != SAGA_OK) {
-        done(b->arg, SAGA_ESTORE, NULL);
-        return;
-    }
-    if (PQntuples(b->res[0]) == 0) {
-        done(b->arg, SAGA_ENOTFOUND, NULL);
-        return;
-    }
-    const char *id = saga__pg_col_text(b->res[0], 0, 0);
-    if (id == NULL || strlen(id) > SAGA_ID_LEN) {
+    int rc = read_answer(s, b, "idem_get");
+    const char *id = rc == SAGA_OK ? saga__pg_col_text(b->res[0], 0, 0) : NULL;
+    if (rc == SAGA_OK && (id == NULL || strlen(id) > SAGA_ID_LEN)) {
         saga__pg_failf(s, SAGA_ECORRUPT, "idem_get: bad saga id");
-        done(b->arg, SAGA_ESTORE, NULL);
-        return;
+        rc = SAGA_ESTORE;
     }
-    done(b->arg, SAGA_OK, id);
+    done(b->arg, rc, rc == SAGA_OK ? id : NULL);
 }
 
 static int pg_idem_get_submit(saga_store *self, const char *key,
                               saga_idem_got_cb done, void *arg)
 {
-    pg_store *s = (pg_store *)self;
-    if (key == NULL || done == NULL)
-        return saga__pg_failf(s, SAGA_EINVAL, "idem_get: NULL argument");
-    pg_params p = {0};
-    saga__pg_text(&p, key);
-    enum pg_stmt which = PG_IDEM_GET;
-    return saga__pg_submit_own(s, &which, &p, 1, idem_fin, (void (*)(void))done,
-                               arg, 0);
+    return submit_read((pg_store *)self, PG_IDEM_GET, key, idem_fin,
+                       (void (*)(void))done, arg, "idem_get");
 }
 
 static void get_fin(pg_store *s, pg_abatch *b)
 {
     saga_record_got_cb done = (saga_record_got_cb)b->cb;
-    int rc = b->rc;
-    if (rc == SAGA_OK && b->nres != 1)
-        rc = saga__pg_failf(s, SAGA_ESTORE, "saga_get: no answer");
-    if (rc != SAGA_OK) {
-        done(b->arg, SAGA_ESTORE, NULL);
-        return;
-    }
-    if (PQntuples(b->res[0]) == 0) {
-        done(b->arg, SAGA_ENOTFOUND, NULL);
-        return;
-    }
+    int rc = read_answer(s, b, "saga_get");
     saga_record r;
-    saga__pg_read_record(b->res[0], 0, &r);
-    done(b->arg, SAGA_OK, &r);
+    if (rc == SAGA_OK)
+        saga__pg_read_record(b->res[0], 0, &r);
+    done(b->arg, rc, rc == SAGA_OK ? &r : NULL);
 }
 
 static int pg_saga_get_submit(saga_store *self, const char *id,
                               saga_record_got_cb done, void *arg)
 {
-    pg_store *s = (pg_store *)self;
-    if (id == NULL || done == NULL)
-        return saga__pg_failf(s, SAGA_EINVAL, "saga_get: NULL argument");
-    pg_params p = {0};
-    saga__pg_text(&p, id);
-    enum pg_stmt which = PG_SAGA_GET;
-    return saga__pg_submit_own(s, &which, &p, 1, get_fin, (void (*)(void))done,
-                               arg, 0);
+    return submit_read((pg_store *)self, PG_SAGA_GET, id, get_fin,
+                       (void (*)(void))done, arg, "saga_get");
 }
 
 void saga__pg_kv_async_init(pg_store *s)

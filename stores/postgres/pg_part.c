@@ -6,8 +6,15 @@
  * transaction (BEGIN was sent by begin), with one sync: one round trip
  * each instead of one per statement.
  *
- * Both wait for their answer (poll on the socket): they are synchronous
- * slots, called inside the participant's transaction, which its handlers'
+ * part_commit_submit (version 11) sends the same writes and the COMMIT
+ * on the loop without waiting (pg_async.c, saga__pg_submit_txn). The
+ * participant's handlers run inside the transaction, on the main
+ * connection; the application's SQL outside them goes to a connection of
+ * its own (app_handle), so that a commit in flight never collides with
+ * it.
+ *
+ * part_read and part_commit wait for their answer (poll on the socket):
+ * they are synchronous slots, called inside the participant's transaction, which its handlers'
  * own SQL shares (a plain PQexec on the native handle), so the connection
  * leaves pipeline mode before they return. A sync inside an explicit
  * transaction commits nothing; a failed statement aborts the rest of the
@@ -244,31 +251,17 @@ static int check_write(const saga_part_write *w)
     return 0;
 }
 
-int saga__pg_part_commit(saga_store *self, const saga_part_write *w, size_t n)
+typedef struct wctx {
+    const saga_part_write *w;
+    size_t n;
+} wctx;
+
+/* Queue the statements of the writes; 0 if libpq refused one. */
+static int send_writes(pg_store *s, void *arg)
 {
-    pg_store *s = (pg_store *)self;
-    if (w == NULL && n > 0)
-        return saga__pg_failf(s, SAGA_EINVAL, "part_commit: NULL writes");
-    if (n > 1000000)
-        return saga__pg_failf(s, SAGA_EINVAL, "part_commit: %zu writes", n);
-    for (size_t i = 0; i < n; i++)
-        if (!check_write(&w[i]))
-            return saga__pg_failf(s, SAGA_EINVAL,
-                                  "part_commit: write %zu is malformed", i);
-    int rc = enter(s, "part_commit");
-    if (rc) {
-        saga__pg_rollback(self);
-        return rc == SAGA_ENOMEM ? rc : SAGA_ESTORE;
-    }
-    int nres = (int)n + 1;
-    PGresult **res = saga_malloc((size_t)nres * sizeof *res);
-    if (res == NULL) {
-        PQexitPipelineMode(s->conn);
-        PQsetnonblocking(s->conn, 0);
-        saga__pg_rollback(self);
-        return saga__pg_failf(s, SAGA_ENOMEM, "part_commit: out of memory");
-    }
-    memset(res, 0, (size_t)nres * sizeof *res);
+    const wctx *c = arg;
+    const saga_part_write *w = c->w;
+    size_t n = c->n;
     int ok = 1;
     for (size_t i = 0; ok && i < n; i++) {
         pg_params p = {0};
@@ -299,6 +292,46 @@ int saga__pg_part_commit(saga_store *self, const saga_part_write *w, size_t n)
         }
         ok = send_stmt(s, which, &p);
     }
+    return ok;
+}
+
+/* SAGA_OK, or SAGA_EINVAL with errmsg set for malformed writes. */
+static int check_writes(pg_store *s, const saga_part_write *w, size_t n,
+                        const char *what)
+{
+    if (w == NULL && n > 0)
+        return saga__pg_failf(s, SAGA_EINVAL, "%s: NULL writes", what);
+    if (n > 1000000)
+        return saga__pg_failf(s, SAGA_EINVAL, "%s: %zu writes", what, n);
+    for (size_t i = 0; i < n; i++)
+        if (!check_write(&w[i]))
+            return saga__pg_failf(s, SAGA_EINVAL, "%s: write %zu is malformed",
+                                  what, i);
+    return SAGA_OK;
+}
+
+int saga__pg_part_commit(saga_store *self, const saga_part_write *w, size_t n)
+{
+    pg_store *s = (pg_store *)self;
+    int rc = check_writes(s, w, n, "part_commit");
+    if (rc)
+        return rc;
+    rc = enter(s, "part_commit");
+    if (rc) {
+        saga__pg_rollback(self);
+        return rc == SAGA_ENOMEM ? rc : SAGA_ESTORE;
+    }
+    int nres = (int)n + 1;
+    PGresult **res = saga_malloc((size_t)nres * sizeof *res);
+    if (res == NULL) {
+        PQexitPipelineMode(s->conn);
+        PQsetnonblocking(s->conn, 0);
+        saga__pg_rollback(self);
+        return saga__pg_failf(s, SAGA_ENOMEM, "part_commit: out of memory");
+    }
+    memset(res, 0, (size_t)nres * sizeof *res);
+    wctx c = {w, n};
+    int ok = send_writes(s, &c);
     ok = ok &&
          PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
     rc = ok ? exchange(s, res, nres, "part_commit")
@@ -319,4 +352,68 @@ int saga__pg_part_commit(saga_store *self, const saga_part_write *w, size_t n)
     s->aborted = 0;
     s->in_sp = 0;
     return rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE;
+}
+
+int saga__pg_part_commit_submit(saga_store *self, const saga_part_write *w,
+                                size_t n, saga_store_done_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "part_commit_submit: NULL done");
+    int rc = check_writes(s, w, n, "part_commit_submit");
+    if (rc)
+        return rc;
+    wctx c = {w, n};
+    return saga__pg_submit_txn(s, send_writes, &c, done, arg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The application's connection (app_handle)                                */
+
+static PGconn *app_connect(pg_store *s)
+{
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", s->connect_timeout_s);
+    const char *keys[] = {"dbname", "connect_timeout", "application_name",
+                          NULL};
+    const char *vals[] = {s->conninfo, timeout, "libsaga-app", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        saga__pg_failf(s, SAGA_ESTORE, "app_handle: connect: %s",
+                       c ? PQerrorMessage(c) : "out of memory");
+        PQfinish(c);
+        return NULL;
+    }
+    char sql[128];
+    snprintf(sql, sizeof sql, "SET search_path TO \"%s\"", s->schema);
+    PGresult *res = PQexec(c, sql);
+    int ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (!ok) {
+        saga__pg_failf(s, SAGA_ESTORE, "app_handle: set search_path: %s",
+                       PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+void *saga__pg_app_handle(saga_store *self)
+{
+    pg_store *s = (pg_store *)self;
+    if (s->aconn != NULL && PQstatus(s->aconn) == CONNECTION_OK)
+        return s->aconn;
+    /* Connecting blocks: only while the server is known to be reachable
+     * (no reconnection of the store's own under way or backing off). */
+    if (saga__pg_no_connect(s) != SAGA_OK)
+        return s->aconn;
+    PGconn *c = app_connect(s);
+    if (c == NULL) {
+        saga__pg_connect_failed(s);
+        return s->aconn;
+    }
+    if (s->aconn != NULL)
+        PQfinish(s->aconn);
+    s->aconn = c;
+    return c;
 }

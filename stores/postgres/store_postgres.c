@@ -702,6 +702,8 @@ void saga__pg_close(saga_store *self)
         PQfinish(s->conn); /* an open transaction is rolled back */
     if (s->rconn)
         PQfinish(s->rconn);
+    if (s->aconn)
+        PQfinish(s->aconn);
     saga_free(s->conninfo);
     s->conninfo = NULL;
     if (s->close_pending)

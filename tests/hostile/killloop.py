@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
 """SIGKILL loop against the checkout, checked from its databases.
 
-    killloop.py serve|distributed SAGA_CHECKOUT RUN_DISTRIBUTED KILLS
+    killloop.py serve|distributed|serve-pg|distributed-pg SAGA_CHECKOUT
+                RUN_DISTRIBUTED KILLS
+
+The -pg modes keep every service's tables in its own schema of the
+PostgreSQL server that tests/pg/with-pg.sh started (run under it with
+SAGA_PG_RESTARTABLE=1) and attack the server too: besides the SIGKILLs of
+the services, some rounds stop the server at once (pg_ctl stop -m
+immediate: every backend dies, nothing is flushed but the WAL) and start it
+again, and some cut every client connection (pg_terminate_backend); the
+databases are then checked from the schemas with psql.
 
 Clients check out carts without pause (every card token, a product that
 cannot be picked, a product that runs out); the server (serve) or the
@@ -32,6 +41,15 @@ import time
 
 MODE, BIN, RUNDIST, KILLS = sys.argv[1], sys.argv[2], sys.argv[3], \
     int(sys.argv[4])
+PG = MODE.endswith("-pg")
+MODE = MODE[:-3] if PG else MODE
+if PG:
+    PG_URL = os.environ["SAGA_PG_URL"]
+    PG_CTL = os.environ["SAGA_PG_CTL"].split()
+    PG_OPTS = os.environ["SAGA_PG_OPTS"]
+    PG_PREFIX = "kl_%d" % os.getpid()
+    STORE = PG_URL + ("&" if "?" in PG_URL else "?") + \
+        "schema=" + PG_PREFIX
 SEED = int(os.environ.get("KILLLOOP_SEED", str(int(time.time()))))
 rnd = random.Random(SEED)
 WORK = tempfile.mkdtemp(prefix="killloop.")
@@ -89,6 +107,8 @@ def start(name):
         cmd = [BIN, "serve", "--data", DATA, "--listen",
                "127.0.0.1:%d" % HTTP, "--catalog",
                os.path.join(WORK, "catalog.json")]
+        if PG:
+            cmd += ["--store", STORE]
     else:
         cmd = [BIN, "service", name, "--data", DATA, "--config",
                os.path.join(DATA, "config.json")]
@@ -118,6 +138,8 @@ def boot():
     # the ones we kill ourselves with the same command line
     e = dict(ENV, SAGA_CHECKOUT=BIN,
              CATALOG=os.path.join(WORK, "catalog.json"))
+    if PG:
+        e["STORE"] = STORE
     rd = subprocess.Popen(["bash", RUNDIST, DATA, str(HTTP), str(BASE)],
                           stdout=open(os.path.join(WORK, "rd.out"), "wb"),
                           stderr=subprocess.STDOUT, env=e,
@@ -130,6 +152,30 @@ def boot():
               "warehouse", "notification"):
         procs[s] = int(open(os.path.join(DATA, s + ".pid")).read())
     return rd
+
+
+def pg_server(action):
+    """Stops the PostgreSQL server at once (every backend killed, as a
+    crash) or starts it again on the same port and data."""
+    log = open(os.path.join(WORK, "pg_ctl.log"), "ab")
+    if action == "stop":
+        rc = subprocess.call(PG_CTL + ["-m", "immediate", "stop"],
+                             stdout=log, stderr=log)
+    else:
+        rc = subprocess.call(PG_CTL + ["-w", "-t", "60", "-o", PG_OPTS,
+                                       "start"], stdout=log, stderr=log)
+    if rc != 0:
+        fail("pg_ctl %s: exit %d" % (action, rc))
+
+
+def pg_cut():
+    """Cuts every client connection of the services (not this one)."""
+    try:
+        psql("postgres", "SELECT count(pg_terminate_backend(pid)) FROM "
+             "pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+             "backend_type = 'client backend'")
+    except subprocess.CalledProcessError as e:
+        fail("pg_terminate_backend: %s" % e)
 
 
 def kill(name):
@@ -150,9 +196,21 @@ def kill(name):
                 break
 
 
+def revive_exited():
+    """A service restarted while the server was down cannot open its store
+    and exits (saga-checkout: cannot start ...): started again, as its
+    supervisor would."""
+    for name, p in list(procs.items()):
+        if not isinstance(p, int) and p.poll() is not None:
+            print("killloop: %.1f s: %s had exited (%d): started again" %
+                  (time.time() - T0, name, p.returncode), flush=True)
+            start(name)
+
+
 # -------------------------------------------------------------- clients
 lock = threading.Lock()
 answers = {}  # key -> set of order ids
+trail = []  # "time key status order" of every 2xx answer, for a failure
 accepted = set()  # order ids answered 202
 stop = threading.Event()
 
@@ -200,6 +258,8 @@ def client(n):
                                   user, key)
                     if st in (200, 202):
                         with lock:
+                            trail.append("%.3f %s %d %s" % (
+                                time.time() - T0, key, st, js["order_id"]))
                             answers.setdefault(key, set()).add(
                                 js["order_id"])
                             if st == 202:
@@ -214,6 +274,9 @@ def client(n):
         # a cut add-item may have been applied: the next cart is new anyway
 
 
+T0 = time.time()
+
+
 def main():
     rd = boot()
     if not up():
@@ -224,15 +287,33 @@ def main():
         t.start()
     victims = ["serve"] if MODE == "serve" else ["order", "payment",
                                                  "inventory"]
+    if PG:
+        victims += ["pg-cut"]
+        # KILLLOOP_PG_SERVER=1: the server itself is stopped at once and
+        # started again among the kills (see the redteam report: the
+        # services do not all come back from it yet)
+        if os.environ.get("KILLLOOP_PG_SERVER") == "1":
+            victims += ["pg-server"]
     for k in range(KILLS):
         time.sleep(rnd.uniform(0.2, 1.2))
+        revive_exited()
         v = rnd.choice(victims)
+        print("killloop: %.1f s: %s" % (time.time() - T0, v), flush=True)
+        if v == "pg-server":
+            pg_server("stop")
+            time.sleep(rnd.uniform(0, 1.0))
+            pg_server("start")
+            continue
+        if v == "pg-cut":
+            pg_cut()
+            continue
         kill(v)
         time.sleep(rnd.uniform(0, 0.3))
         start(v)
         if v in ("serve", "order"):
             up()
     time.sleep(1.0)
+    revive_exited()
     stop.set()
     for t in ts:
         t.join(30)
@@ -241,7 +322,41 @@ def main():
     return finish(rd)
 
 
+def psql(schema, sql):
+    """Rows of SQL in SCHEMA of the PostgreSQL server, each a list of
+    values (integers where the text is one)."""
+    out = subprocess.run(
+        ["psql", PG_URL, "-X", "-q", "-A", "-t", "-F", "\x1f",
+         "-v", "ON_ERROR_STOP=1", "-c", "SET search_path TO " + schema,
+         "-c", sql], check=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, timeout=60).stdout.decode()
+    rows = []
+    for line in out.split("\n"):
+        if not line:
+            continue
+        row = []
+        for v in line.split("\x1f"):
+            try:
+                row.append(int(v))
+            except ValueError:
+                row.append(v)
+        rows.append(tuple(row))
+    return rows
+
+
 def q(name, sql):
+    if PG:
+        # order.db -> schema PREFIX_order, order-saga.db -> PREFIX_order_saga
+        schema = PG_PREFIX + "_" + name[:-3].replace("-", "_")
+        for _ in range(50):  # the server may be starting again
+            try:
+                return psql(schema, sql)
+            except subprocess.CalledProcessError as e:
+                err = e.stderr.decode()
+                if "does not exist" in err:
+                    raise
+                time.sleep(0.2)
+        return psql(schema, sql)
     c = sqlite3.connect("file:%s/%s?mode=ro" % (DATA, name), uri=True,
                         timeout=10)
     try:
@@ -336,7 +451,27 @@ def check_dbs():
             fail("COMPLETED order %s shows payment %s" % (oid, pay.get(oid)))
 
 
+def keep_evidence():
+    """With KILLLOOP_KEEP, a failed run leaves its answers and orders."""
+    with open(os.path.join(WORK, "answers.txt"), "w") as f:
+        f.write("\n".join(trail) + "\n")
+    try:
+        with open(os.path.join(WORK, "orders.txt"), "w") as f:
+            for row in q("order.db", "SELECT order_id, user_id, "
+                         "idempotency_key, status, payment_status "
+                         "FROM orders"):
+                f.write(" ".join(str(v) for v in row) + "\n")
+        with open(os.path.join(WORK, "payments.txt"), "w") as f:
+            for row in q("payment.db", "SELECT order_id, status, "
+                         "payment_id FROM payments"):
+                f.write(" ".join(str(v) for v in row) + "\n")
+    except Exception as e:  # evidence only
+        print("killloop: cannot dump the orders: %s" % e)
+
+
 def finish(rd):
+    if FAILS and os.environ.get("KILLLOOP_KEEP") is not None:
+        keep_evidence()
     for name, p in procs.items():
         try:
             os.kill(p if isinstance(p, int) else p.pid, signal.SIGTERM)
@@ -354,8 +489,8 @@ def finish(rd):
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
-    print("killloop: %s, %d failed (work dir %s)" %
-          (MODE, len(FAILS), WORK), flush=True)
+    print("killloop: %s%s, %d failed (work dir %s)" %
+          (MODE, "-pg" if PG else "", len(FAILS), WORK), flush=True)
     if not FAILS or os.environ.get("KILLLOOP_KEEP") is None:
         subprocess.call(["rm", "-rf", WORK])
     return 1 if FAILS else 0

@@ -22,6 +22,8 @@
 
 #include <saga/saga.h>
 
+#include "unit/fixture.h"
+
 #define NSAGAS 20
 #define NFLOOD 200
 
@@ -61,53 +63,24 @@ static void quiet(saga_log_level l, const char *id, int step, const char *msg,
     plogs++;
 }
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    socklen_t l = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
-}
+static int free_port(void) { return fx_free_port(&loop); }
 
 static saga_transport *tcp(const char *svc, int port, const char *peer,
                            int peer_port)
 {
-    char listen[32], addr[32];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", peer_port);
-    saga_tcp_peer peers[] = {{peer, addr}};
     saga_tcp_options o = SAGA_TCP_OPTIONS_INIT;
-    o.service = svc;
-    o.listen = listen;
-    o.peers = peers;
-    o.npeers = 1;
     o.reconnect_min_ms = 5;
     o.reconnect_max_ms = 50;
     o.heartbeat_ms = 100;
     o.frame_deadline_ms = 300; /* half frames are cut within the test */
-    saga_transport *t;
-    cr_assert_eq(saga_transport_tcp_new(&t, &loop, &o), SAGA_OK);
-    return t;
+    return fx_tcp(&loop, svc, port, peer, peer_port, &o);
 }
 
 /* --- a raw hostile peer --------------------------------------------------- */
 
 static int raw(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = fx_raw_connect(port, 0);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     return fd;
 }

@@ -1,8 +1,8 @@
 /*
  * pg_proxy.h — a TCP proxy between a PostgreSQL store and the test server,
- * for the tests that lose answers or make the server silent
- * (test_pg_async.c, test_pg_loop.c). Static: included by one test file
- * each. The includer provides criterion, stdatomic, pthread, poll and the
+ * for the tests that lose answers, make the server silent or slow, or
+ * count round trips (test_pg_async.c, test_pg_loop.c, test_pg_part.c).
+ * Static: included by one test file each. The includer provides criterion, stdatomic, pthread, poll and the
  * socket headers.
  */
 #ifndef SAGA_TEST_PG_PROXY_H
@@ -15,12 +15,21 @@
  * byte either way (a server that does not answer), until the outage ends
  * and they are closed; holding is set meanwhile, outages counts the ended
  * ones. With freeze, the open connections are held too instead of closed
- * at the outage's start (a silent partition). */
+ * at the outage's start (a silent partition).
+ *
+ * Round trips: rtt counts the client's bursts that follow an answer of
+ * the server (the first bytes of a connection start one). delay_ms holds
+ * every answer that long before passing it on (a slow server). The
+ * answers that follow round trip number drop_at are swallowed (silent
+ * is set meanwhile) and that connection is closed drop_hold_ms later
+ * (0: 200 ms; a commit whose answer was lost); cuts counts such closes. */
 typedef struct proxy {
     int lfd;
     int port, up_port;
     pthread_t th;
     atomic_int drop_answers, cut, stop, hold_ms, holding, outages, freeze;
+    atomic_int delay_ms, drop_hold_ms, silent, cuts;
+    atomic_long rtt, drop_at;
 } proxy;
 
 static int64_t proxy_now_ms(void)
@@ -47,10 +56,21 @@ static int connect_up(int port)
 static void *proxy_main(void *arg)
 {
     proxy *p = arg;
-    int down[8], up[8], n = 0, held[64], nheld = 0;
-    int64_t hold_until = 0;
+    int down[8], up[8], last[8], n = 0, held[64], nheld = 0, dropping = -1;
+    int64_t hold_until = 0, cut_at = 0;
     char buf[65536];
     while (!atomic_load(&p->stop)) {
+        if (dropping >= 0 && proxy_now_ms() >= cut_at) {
+            close(down[dropping]);
+            close(up[dropping]);
+            down[dropping] = down[n - 1];
+            up[dropping] = up[n - 1];
+            last[dropping] = last[n - 1];
+            n--;
+            dropping = -1;
+            atomic_fetch_add(&p->cuts, 1);
+            atomic_store(&p->silent, 0);
+        }
         int hold = atomic_exchange(&p->hold_ms, 0);
         if (hold > 0) {
             hold_until = proxy_now_ms() + hold;
@@ -63,6 +83,8 @@ static void *proxy_main(void *arg)
                     held[nheld++] = up[i];
                 }
                 n = 0;
+                dropping = -1;
+                atomic_store(&p->silent, 0);
             } else {
                 atomic_store(&p->cut, 1);
             }
@@ -80,6 +102,8 @@ static void *proxy_main(void *arg)
                 close(up[i]);
             }
             n = 0;
+            dropping = -1;
+            atomic_store(&p->silent, 0);
         }
         struct pollfd pf[17];
         pf[0].fd = p->lfd;
@@ -103,6 +127,7 @@ static void *proxy_main(void *arg)
             int u = d >= 0 ? connect_up(p->up_port) : -1;
             if (u >= 0) {
                 down[n] = d;
+                last[n] = 1; /* the first bytes start a round trip */
                 up[n++] = u;
             } else if (d >= 0) {
                 close(d);
@@ -113,18 +138,40 @@ static void *proxy_main(void *arg)
             int dead = 0;
             if (pf[1 + 2 * i].revents) {
                 ssize_t k = read(down[i], buf, sizeof buf);
+                if (k > 0 && last[i]) {
+                    long r = atomic_fetch_add(&p->rtt, 1) + 1;
+                    last[i] = 0;
+                    if (r == atomic_load(&p->drop_at) && dropping < 0) {
+                        int ms = atomic_load(&p->drop_hold_ms);
+                        dropping = i;
+                        cut_at = proxy_now_ms() + (ms > 0 ? ms : 200);
+                        atomic_store(&p->silent, 1);
+                    }
+                }
                 dead = k <= 0 || write(up[i], buf, (size_t)k) != k;
             }
             if (!dead && pf[2 + 2 * i].revents) {
                 ssize_t k = read(up[i], buf, sizeof buf);
-                dead = k <= 0 || (!atomic_load(&p->drop_answers) &&
-                                  write(down[i], buf, (size_t)k) != k);
+                int ms = atomic_load(&p->delay_ms);
+                if (k > 0 && ms > 0)
+                    usleep((useconds_t)ms * 1000);
+                last[i] = 1;
+                dead = k <= 0 ||
+                       (!atomic_load(&p->drop_answers) && i != dropping &&
+                        write(down[i], buf, (size_t)k) != k);
             }
             if (dead) {
+                if (dropping == i) {
+                    dropping = -1;
+                    atomic_store(&p->silent, 0);
+                } else if (dropping == n - 1) {
+                    dropping = i;
+                }
                 close(down[i]);
                 close(up[i]);
                 down[i] = down[n - 1];
                 up[i] = up[n - 1];
+                last[i] = last[n - 1];
                 n--;
                 break; /* the poll set changed */
             }

@@ -135,34 +135,32 @@ static int h_saga_get_submit(saga_store *s, const char *id,
 
 enum hook { H_RENEW, H_CHECK, H_RELEASE, H_IDEM, H_GET };
 
+/* The synchronous slot and, when the store has it, its submit form. */
+#define HOOK(sync, sub)                                                        \
+    do {                                                                       \
+        s->sync = h_##sync;                                                    \
+        if (s->sub != NULL)                                                    \
+            s->sub = h_##sub;                                                  \
+    } while (0)
+
 static void hook(saga_store *s, enum hook which)
 {
     g_orig = *s;
     switch (which) {
     case H_RENEW:
-        s->own_renew = h_own_renew;
-        if (s->own_renew_submit)
-            s->own_renew_submit = h_own_renew_submit;
+        HOOK(own_renew, own_renew_submit);
         break;
     case H_CHECK:
-        s->own_check = h_own_check;
-        if (s->version >= 8 && s->own_check_submit)
-            s->own_check_submit = h_own_check_submit;
+        HOOK(own_check, own_check_submit);
         break;
     case H_RELEASE:
-        s->own_release = h_own_release;
-        if (s->version >= 8 && s->own_release_submit)
-            s->own_release_submit = h_own_release_submit;
+        HOOK(own_release, own_release_submit);
         break;
     case H_IDEM:
-        s->idem_get = h_idem_get;
-        if (s->version >= 8 && s->idem_get_submit)
-            s->idem_get_submit = h_idem_get_submit;
+        HOOK(idem_get, idem_get_submit);
         break;
     case H_GET:
-        s->saga_get = h_saga_get;
-        if (s->version >= 8 && s->saga_get_submit)
-            s->saga_get_submit = h_saga_get_submit;
+        HOOK(saga_get, saga_get_submit);
         break;
     }
 }
@@ -190,6 +188,7 @@ typedef struct rig {
     ticker k;
     int nheld;
     saga_step_ref held[16];
+    int rc; /* a trigger's result */
 } rig;
 
 static void act_ok(saga_engine *e, const saga_step_ref *ref, const void *d,
@@ -275,6 +274,19 @@ static void assert_ticked(rig *r)
                   r->k.held_ticks, r->k.ticks);
 }
 
+/* The outage: arm the hook (the next hooked request makes the server
+ * silent for 1.5 s), run @p trigger (NULL: the engine's own timers send
+ * the request), run the loop until @p until holds and the outage is over,
+ * and assert that the loop ticked through it. */
+static void outage(rig *r, void (*trigger)(rig *r), int (*until)(rig *r))
+{
+    atomic_store(&g_armed, 1);
+    if (trigger != NULL)
+        trigger(r);
+    run_until(r, until);
+    assert_ticked(r);
+}
+
 static void rig_close(rig *r)
 {
     uv_timer_stop(&r->k.t);
@@ -301,23 +313,25 @@ static void start_cb(saga_engine *e, int rc, const char *id, int existed,
 }
 static int all_started(rig *r) { return started_all == 5 && none_active(r); }
 
+/* The server goes silent as the lease request goes out: start returns at
+ * once, and sagas started meanwhile wait for the lease. */
+static void start_five(rig *r)
+{
+    r->rc = saga_engine_start(r->e);
+    for (int i = 0; r->rc == SAGA_OK && i < 5; i++) {
+        char id[SAGA_ID_SIZE];
+        cr_assert_eq(saga_start(r->e, "own", NULL, NULL, 0, id, start_cb, NULL),
+                     SAGA_OK, "%s", saga_engine_errmsg(r->e));
+    }
+}
+
 Test(pg_loop, the_first_lease_at_start_never_stops_the_loop)
 {
     rig r;
     rig_open(&r, "start", 0, H_RENEW);
     started_all = 0;
-    atomic_store(&g_armed, 1);
-    /* The server goes silent as the lease request goes out: start returns
-     * at once, and sagas started meanwhile wait for the lease. */
-    int rc = saga_engine_start(r.e);
-    for (int i = 0; rc == SAGA_OK && i < 5; i++) {
-        char id[SAGA_ID_SIZE];
-        cr_assert_eq(saga_start(r.e, "own", NULL, NULL, 0, id, start_cb, NULL),
-                     SAGA_OK, "%s", saga_engine_errmsg(r.e));
-    }
-    run_until(&r, all_started);
-    assert_ticked(&r);
-    cr_assert_eq(rc, SAGA_OK, "start: %s", saga_engine_errmsg(r.e));
+    outage(&r, start_five, all_started);
+    cr_assert_eq(r.rc, SAGA_OK, "start: %s", saga_engine_errmsg(r.e));
     cr_assert_eq(started_all, 5, "the sagas started during the outage ran");
     cr_assert_eq(active(r.e), 0);
     rig_close(&r);
@@ -327,6 +341,13 @@ Test(pg_loop, the_first_lease_at_start_never_stops_the_loop)
 /* 2. own_check after a fenced commit                                       */
 
 static int one_left(rig *r) { return active(r->e) == 2; }
+
+static void complete_first(rig *r)
+{
+    cr_assert_eq(saga_step_complete(r->e, &r->held[0], SAGA_OUTCOME_OK, NULL, 0,
+                                    NULL),
+                 SAGA_OK);
+}
 
 Test(pg_loop, the_check_after_a_fenced_commit_never_stops_the_loop)
 {
@@ -350,12 +371,7 @@ Test(pg_loop, the_check_after_a_fenced_commit_never_stops_the_loop)
              r.held[0].saga_id);
     exec_ok(c, sql);
     PQfinish(c);
-    atomic_store(&g_armed, 1);
-    cr_assert_eq(saga_step_complete(r.e, &r.held[0], SAGA_OUTCOME_OK, NULL, 0,
-                                    NULL),
-                 SAGA_OK);
-    run_until(&r, one_left);
-    assert_ticked(&r);
+    outage(&r, complete_first, one_left);
     cr_assert_eq(active(r.e), 2, "the fenced saga left the engine");
     rig_close(&r);
 }
@@ -374,6 +390,7 @@ static int is_closed(rig *r)
     (void)r;
     return closed;
 }
+static void close_engine(rig *r) { saga_engine_close(r->e, close_cb, NULL); }
 
 Test(pg_loop, the_release_at_close_never_stops_the_loop)
 {
@@ -388,10 +405,7 @@ Test(pg_loop, the_release_at_close_never_stops_the_loop)
     for (int i = 0; i < 300 && active(r.e) > 0; i++)
         uv_run(&r.loop, UV_RUN_ONCE);
     cr_assert_eq(active(r.e), 0);
-    atomic_store(&g_armed, 1);
-    saga_engine_close(r.e, close_cb, NULL);
-    run_until(&r, is_closed);
-    assert_ticked(&r);
+    outage(&r, close_engine, is_closed);
     cr_assert_eq(closed, 1, "the close ended (without the release's answer)");
     r.e = NULL; /* closed and freed */
     rig_close(&r);
@@ -436,9 +450,7 @@ Test(pg_loop, a_key_taken_by_another_engine_never_stops_the_loop)
     PGconn *c = admin();
     exec_ok(c, "INSERT INTO idem VALUES ('k1', 'the-other-saga', 0)");
     PQfinish(c);
-    atomic_store(&g_armed, 1);
-    run_until(&r, key_answered);
-    assert_ticked(&r);
+    outage(&r, NULL, key_answered);
     cr_assert_str_eq(answered_id, "the-other-saga");
     cr_assert_eq(answered_existed, 1);
     rig_close(&r);
@@ -509,9 +521,7 @@ Test(pg_loop, a_waiter_of_a_moved_saga_never_stops_the_loop)
     uv_timer_init(&r.loop, &ender);
     ender.data = id;
     uv_timer_start(&ender, end_saga_after_outage, 5, 5);
-    atomic_store(&g_armed, 1); /* the next lease tick's saga_get */
-    run_until(&r, waiter_called);
-    assert_ticked(&r);
+    outage(&r, NULL, waiter_called); /* the next lease tick's saga_get */
     cr_assert_eq(waited_calls, 1);
     cr_assert_eq(waited_st, SAGA_STATE_COMPLETED);
     uv_close((uv_handle_t *)&ender, NULL);

@@ -8,6 +8,13 @@
 # cluster belongs to the unprivileged user "postgres" (created by Debian's
 # package) or SAGA_PG_USER. Installs postgresql from Debian if missing.
 # Extra server settings: SAGA_PG_CONF="name=value name=value".
+# SAGA_PG_RESTARTABLE=1: a test that stops and starts the server itself
+# (tests/hostile/killloop.py): the port is drawn below the kernel's
+# ephemeral range (one bind(0) hands out could be taken while the server is
+# down), and SAGA_PG_CTL is exported: a command line (words separated by
+# spaces) that runs pg_ctl as the server's user with -D and -l set, to
+# which the test appends "stop -m immediate" or "-w -o "$SAGA_PG_OPTS"
+# start".
 set -euo pipefail
 
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
@@ -45,7 +52,23 @@ trap 'exit 130' INT TERM
 # A free port: ask the kernel for one, then hand it to the server. Another
 # process could take it in between; then the start fails and we try again.
 for try in 1 2 3 4 5; do
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    if [ "${SAGA_PG_RESTARTABLE:-0}" = 1 ]; then
+        port=$(python3 -c 'import random, socket
+r = random.SystemRandom()
+while True:
+    p = 20000 + r.randrange(12000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        print(p)
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()')
+    else
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    fi
     opts="-p $port -k $dir -c listen_addresses=127.0.0.1"
     for kv in ${SAGA_PG_CONF:-}; do opts="$opts -c $kv"; done
     if "${as_user[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" \
@@ -56,5 +79,9 @@ for try in 1 2 3 4 5; do
 done
 
 export SAGA_PG_URL="postgresql://saga@127.0.0.1:$port/postgres"
+if [ "${SAGA_PG_RESTARTABLE:-0}" = 1 ]; then
+    export SAGA_PG_CTL="${as_user[*]} $bindir/pg_ctl -D $dir/data -l $dir/server.log"
+    export SAGA_PG_OPTS="$opts"
+fi
 echo "with-pg: server on $SAGA_PG_URL (data in $dir)" >&2
 "$@"

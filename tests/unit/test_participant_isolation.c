@@ -14,6 +14,7 @@
 #include <saga/saga.h>
 
 #include "fakes/fault_store.h"
+#include "fixture.h"
 
 #define MAXR 512
 
@@ -92,21 +93,15 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
 static void send_env(const char *topic, saga_msg_kind kind, const char *saga,
                      unsigned step)
 {
-    saga_envelope e;
-    memset(&e, 0, sizeof e);
-    e.kind = kind;
-    e.step = step;
-    e.attempt = 1;
-    snprintf(e.msg_id, sizeof e.msg_id, "%s.%u.%d", saga, step, (int)kind);
-    snprintf(e.saga_id, sizeof e.saga_id, "%s", saga);
-    strcpy(e.name, kind == SAGA_MSG_EVENT ? "price-changed" : "reserve");
-    if (kind == SAGA_MSG_COMMAND)
-        strcpy(e.reply_to, "tester");
-    void *b;
-    size_t n;
-    cr_assert_eq(saga_envelope_encode(&e, &b, &n), SAGA_OK);
-    cr_assert_eq(T->send(T, topic, e.saga_id, b, n, NULL, NULL), 0);
-    saga_free(b);
+    char id[96];
+    snprintf(id, sizeof id, "%s.%u.%d", saga, step, (int)kind);
+    fx_send(T, topic,
+            &(fx_msg){.kind = kind,
+                      .saga = saga,
+                      .msg_id = id,
+                      .name = kind == SAGA_MSG_EVENT ? "price-changed"
+                                                     : "reserve",
+                      .step = step});
 }
 
 static void start(saga_store *s, uint32_t max_tries)
@@ -114,13 +109,9 @@ static void start(saga_store *s, uint32_t max_tries)
     nreplies = nok = nfail = poison_calls = event_calls = 0;
     poison_event_calls = audits = late_calls = 0;
     logbuf[0] = fail_error[0] = '\0';
-    uv_loop_init(&loop);
-    cr_assert_eq(saga_inmem_bus_new(&bus, &loop), SAGA_OK);
-    cr_assert_eq(saga_transport_inmem_new(&T, bus), SAGA_OK);
-    cr_assert_eq(T->subscribe(T, "tester", "tester", on_reply, NULL), 0);
-    cr_assert_eq(T->subscribe(T, "audit", "tester", on_reply, NULL), 0);
     saga_transport *pt;
-    cr_assert_eq(saga_transport_inmem_new(&pt, bus), SAGA_OK);
+    fx_inmem_open(&loop, &bus, &T, "tester", on_reply, &pt);
+    cr_assert_eq(T->subscribe(T, "audit", "tester", on_reply, NULL), 0);
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "inventory";
     o.store_retry_ms = 1;
@@ -134,16 +125,7 @@ static void start(saga_store *s, uint32_t max_tries)
     cr_assert_eq(saga_participant_start(P), SAGA_OK);
 }
 
-static void finish(void)
-{
-    saga_participant_close(P, NULL, NULL);
-    saga_transport_free(T);
-    for (int i = 0; i < 20; i++)
-        uv_run(&loop, UV_RUN_NOWAIT);
-    saga_inmem_bus_free(bus);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cr_expect_eq(uv_loop_close(&loop), 0, "loop has open handles");
-}
+static void finish(void) { fx_inmem_close(&loop, P, T, bus, 20); }
 
 /* Run until @p n replies came, bounded (the backoff is 1 ms, capped). */
 static void run_until(int n)

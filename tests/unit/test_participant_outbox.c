@@ -12,6 +12,8 @@
 
 #include <saga/saga.h>
 
+#include "fixture.h"
+
 static uv_loop_t loop;
 static saga_participant *P;
 static saga_transport *T, *S; /* T gets the replies, S sends commands */
@@ -32,50 +34,20 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
     t->ack(t, d);
 }
 
-static int count_cb(const saga_message *m, void *arg)
-{
-    (void)m;
-    (*(int *)arg)++;
-    return 0;
-}
-
-static int outbox_rows(void)
-{
-    saga_store *s = saga_participant_store(P);
-    int n = 0;
-    cr_assert_eq(s->outbox_scan(s, 1000, count_cb, &n), SAGA_OK);
-    return n;
-}
+static int outbox_rows(void) { return fx_outbox_rows(P, 1000); }
 
 static void send_cmd(int i)
 {
-    saga_envelope e;
-    memset(&e, 0, sizeof e);
-    e.kind = SAGA_MSG_COMMAND;
-    e.attempt = 1;
-    snprintf(e.msg_id, sizeof e.msg_id, "m-%d", i);
-    snprintf(e.saga_id, sizeof e.saga_id, "%032d", i);
-    strcpy(e.name, "reserve");
-    strcpy(e.reply_to, "tester");
-    void *b;
-    size_t n;
-    cr_assert_eq(saga_envelope_encode(&e, &b, &n), SAGA_OK);
-    cr_assert_eq(S->send(S, "inventory", e.saga_id, b, n, NULL, NULL), 0);
-    saga_free(b);
+    char id[32], saga[40];
+    snprintf(id, sizeof id, "m-%d", i);
+    snprintf(saga, sizeof saga, "%032d", i);
+    fx_send(S, "inventory", &(fx_msg){.saga = saga, .msg_id = id});
 }
 
 static saga_transport *tcp(const char *svc, const char *peer, int port)
 {
-    char addr[32];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    saga_tcp_peer pr = {peer, addr};
-    saga_tcp_options o = SAGA_TCP_OPTIONS_INIT;
-    o.service = svc;
-    o.peers = peer ? &pr : NULL;
-    o.npeers = peer ? 1 : 0;
-    saga_transport *t;
-    cr_assert_eq(saga_transport_tcp_new(&t, &loop, &o), SAGA_OK);
-    return t;
+    return fx_tcp(&loop, svc, 0, peer, port,
+                  &(saga_tcp_options)SAGA_TCP_OPTIONS_INIT);
 }
 
 static int port_of(saga_transport *t)
@@ -96,13 +68,9 @@ static void setup(void)
     cr_assert_eq(T->subscribe(T, "tester", "tester", on_reply, NULL), 0);
     saga_transport *pt = tcp("inventory", "tester", port_of(T));
     S = tcp("orders", "inventory", port_of(pt));
-    saga_store *s;
-    cr_assert_eq(saga_store_memory_new(&s), SAGA_OK);
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "inventory";
-    cr_assert_eq(saga_participant_new(&P, &loop, s, pt, &o), SAGA_OK);
-    cr_assert_eq(saga_participant_on_command(P, "reserve", h_ok, NULL), 0);
-    cr_assert_eq(saga_participant_start(P), SAGA_OK);
+    P = fx_participant(&loop, fx_memory_store(), pt, &o, "reserve", h_ok);
 }
 
 static void closed(void *arg) { (void)arg; }

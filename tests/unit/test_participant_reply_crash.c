@@ -16,6 +16,7 @@
 #include <saga/saga.h>
 
 #include "fakes/tmpdir.h"
+#include "fixture.h"
 
 static uv_loop_t loop;
 static saga_inmem_bus *bus;
@@ -129,38 +130,18 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
     t->ack(t, d);
 }
 
-static void pump(void)
-{
-    for (int i = 0; i < 50; i++)
-        uv_run(&loop, UV_RUN_NOWAIT);
-}
+static void pump(void) { fx_pump(&loop, 50); }
 
 static void send_cmd(const char *saga)
 {
-    saga_envelope e;
-    memset(&e, 0, sizeof e);
-    e.kind = SAGA_MSG_COMMAND;
-    e.step = 0;
-    e.attempt = 1;
-    snprintf(e.msg_id, sizeof e.msg_id, "%s.0.1.a", saga);
-    snprintf(e.saga_id, sizeof e.saga_id, "%s", saga);
-    strcpy(e.name, "reserve");
-    strcpy(e.reply_to, "orch");
-    void *b;
-    size_t n;
-    cr_assert_eq(saga_envelope_encode(&e, &b, &n), SAGA_OK);
-    cr_assert_eq(T->send(T, "inventory", e.saga_id, b, n, NULL, NULL), 0);
-    saga_free(b);
+    fx_send(T, "inventory", &(fx_msg){.saga = saga, .reply_to = "orch"});
 }
 
 static void start_participant(saga_store *s, saga_transport *t)
 {
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "inventory";
-    cr_assert_eq(saga_participant_new(&P, &loop, s, t, &o), SAGA_OK);
-    cr_assert_eq(saga_participant_on_command(P, "reserve", h_reserve, NULL), 0);
-    cr_assert_eq(saga_participant_start(P), SAGA_OK, "%s",
-                 saga_participant_errmsg(P));
+    P = fx_participant(&loop, s, t, &o, "reserve", h_reserve);
 }
 
 static void close_participant(void)
@@ -178,40 +159,20 @@ static saga_participant_counters stats(void)
     return st;
 }
 
-static int count_rows(const saga_message *m, void *arg)
-{
-    (void)m;
-    (*(int *)arg)++;
-    return 0;
-}
-
-static int outbox_rows(void)
-{
-    saga_store *s = saga_participant_store(P);
-    int n = 0;
-    cr_assert_eq(s->outbox_scan(s, 1000, count_rows, &n), SAGA_OK);
-    return n;
-}
+static int outbox_rows(void) { return fx_outbox_rows(P, 1000); }
 
 static void setup(void)
 {
     calls = nreplies = 0;
     last_id[0] = '\0';
     P = NULL;
-    uv_loop_init(&loop);
-    cr_assert_eq(saga_inmem_bus_new(&bus, &loop), SAGA_OK);
-    cr_assert_eq(saga_transport_inmem_new(&T, bus), SAGA_OK);
-    cr_assert_eq(T->subscribe(T, "orch", "orch", on_reply, NULL), 0);
+    fx_inmem_open(&loop, &bus, &T, "orch", on_reply, NULL);
 }
 
 static void teardown(void)
 {
     close_participant();
-    saga_transport_free(T);
-    pump();
-    saga_inmem_bus_free(bus);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cr_expect_eq(uv_loop_close(&loop), 0, "loop has open handles");
+    fx_inmem_close(&loop, NULL, T, bus, 50);
 }
 
 TestSuite(participant_reply_crash, .init = setup, .fini = teardown);

@@ -23,6 +23,7 @@
 #include <saga/saga.h>
 
 #include "fakes/failalloc.h"
+#include "fixture.h"
 
 #define MAX_RUNS 2000
 
@@ -109,35 +110,21 @@ static void up(void)
     calls = nreplies = 0;
     last_id[0] = '\0';
     last_len = 0;
-    cr_assert_eq(uv_loop_init(&loop), 0);
-    cr_assert_eq(saga_inmem_bus_new(&bus, &loop), SAGA_OK);
-    cr_assert_eq(saga_transport_inmem_new(&T, bus), SAGA_OK);
-    cr_assert_eq(T->subscribe(T, "tester", "tester", on_reply, NULL), 0);
-    saga_store *s;
-    cr_assert_eq(saga_store_memory_new(&s), SAGA_OK);
     saga_transport *pt;
-    cr_assert_eq(saga_transport_inmem_new(&pt, bus), SAGA_OK);
+    fx_inmem_open(&loop, &bus, &T, "tester", on_reply, &pt);
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "payment";
     o.store_retry_ms = 1;
     o.log = on_log;
-    cr_assert_eq(saga_participant_new(&P, &loop, s, pt, &o), SAGA_OK);
-    cr_assert_eq(saga_participant_on_command(P, "pay", h_pay, NULL), 0);
-    cr_assert_eq(saga_participant_start(P), SAGA_OK);
+    P = fx_participant(&loop, fx_memory_store(), pt, &o, "pay", h_pay);
 }
 
 static void down(void)
 {
     saga_participant_close(P, NULL, NULL);
     P = NULL;
-    for (int i = 0; i < 50; i++)
-        uv_run(&loop, UV_RUN_NOWAIT);
-    saga_transport_free(T);
-    for (int i = 0; i < 50; i++)
-        uv_run(&loop, UV_RUN_NOWAIT);
-    saga_inmem_bus_free(bus);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cr_assert_eq(uv_loop_close(&loop), 0, "loop has open handles");
+    fx_pump(&loop, 50);
+    fx_inmem_close(&loop, NULL, T, bus, 50);
 }
 
 Test(participant_resend_oom, the_reply_is_resent_after_each_failure,

@@ -11,6 +11,8 @@
 
 #include <saga/saga.h>
 
+#include "fixture.h"
+
 #define HOUR (3600LL * 1000)
 
 static uv_loop_t loop;
@@ -44,28 +46,11 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
     t->ack(t, d);
 }
 
-static void pump(void)
-{
-    for (int i = 0; i < 50; i++)
-        uv_run(&loop, UV_RUN_NOWAIT);
-}
+static void pump(void) { fx_pump(&loop, 50); }
 
 static void send_cmd(const char *saga, int comp)
 {
-    saga_envelope e;
-    memset(&e, 0, sizeof e);
-    e.kind = SAGA_MSG_COMMAND;
-    e.attempt = 1;
-    e.comp = comp;
-    snprintf(e.msg_id, sizeof e.msg_id, "%s.0.1.%c", saga, comp ? 'c' : 'a');
-    snprintf(e.saga_id, sizeof e.saga_id, "%s", saga);
-    strcpy(e.name, "reserve");
-    strcpy(e.reply_to, "tester");
-    void *b;
-    size_t n;
-    cr_assert_eq(saga_envelope_encode(&e, &b, &n), SAGA_OK);
-    cr_assert_eq(T->send(T, "inventory", e.saga_id, b, n, NULL, NULL), 0);
-    saga_free(b);
+    fx_send(T, "inventory", &(fx_msg){.saga = saga, .comp = comp});
 }
 
 static void setup(void)
@@ -73,32 +58,19 @@ static void setup(void)
     now_ms = 1700000000000LL;
     nreplies = 0;
     held = NULL;
-    uv_loop_init(&loop);
-    cr_assert_eq(saga_inmem_bus_new(&bus, &loop), SAGA_OK);
-    cr_assert_eq(saga_transport_inmem_new(&T, bus), SAGA_OK);
-    cr_assert_eq(T->subscribe(T, "tester", "tester", on_reply, NULL), 0);
     saga_transport *pt;
-    cr_assert_eq(saga_transport_inmem_new(&pt, bus), SAGA_OK);
-    saga_store *s;
-    cr_assert_eq(saga_store_memory_new(&s), SAGA_OK);
+    fx_inmem_open(&loop, &bus, &T, "tester", on_reply, &pt);
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "inventory";
     o.clock = fake_clock;
     o.housekeeping_interval_ms = 1; /* real ms; ages come from the clock */
-    cr_assert_eq(saga_participant_new(&P, &loop, s, pt, &o), SAGA_OK);
-    cr_assert_eq(saga_participant_on_command(P, "reserve", h_cmd, NULL), 0);
-    cr_assert_eq(saga_participant_start(P), SAGA_OK);
+    P = fx_participant(&loop, fx_memory_store(), pt, &o, "reserve", h_cmd);
 }
 
 static void teardown(void)
 {
     saga_deferred_abandon(held);
-    saga_participant_close(P, NULL, NULL);
-    saga_transport_free(T);
-    pump();
-    saga_inmem_bus_free(bus);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cr_expect_eq(uv_loop_close(&loop), 0, "loop has open handles");
+    fx_inmem_close(&loop, P, T, bus, 50);
 }
 
 TestSuite(participant_retention, .init = setup, .fini = teardown);

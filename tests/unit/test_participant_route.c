@@ -10,6 +10,8 @@
 
 #include <saga/saga.h>
 
+#include "fixture.h"
+
 /* The in-memory transport, with a route() that knows no "nowhere". */
 typedef struct wrap {
     saga_transport base;
@@ -98,75 +100,29 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
     t->ack(t, d);
 }
 
-static void pump(void)
-{
-    for (int i = 0; i < 50; i++)
-        uv_run(&loop, UV_RUN_NOWAIT);
-}
+static void pump(void) { fx_pump(&loop, 50); }
 
 static void send_cmd(const char *saga, const char *reply_to)
 {
-    saga_envelope e;
-    memset(&e, 0, sizeof e);
-    e.kind = SAGA_MSG_COMMAND;
-    e.attempt = 1;
-    snprintf(e.msg_id, sizeof e.msg_id, "%s.0.1.a", saga);
-    snprintf(e.saga_id, sizeof e.saga_id, "%s", saga);
-    strcpy(e.name, "reserve");
-    snprintf(e.reply_to, sizeof e.reply_to, "%s", reply_to);
-    void *b;
-    size_t n;
-    cr_assert_eq(saga_envelope_encode(&e, &b, &n), SAGA_OK);
-    cr_assert_eq(T->send(T, "inventory", e.saga_id, b, n, NULL, NULL), 0);
-    saga_free(b);
+    fx_send(T, "inventory", &(fx_msg){.saga = saga, .reply_to = reply_to});
 }
 
 static void start(int with_route)
 {
     calls = nreplies = 0;
     logbuf[0] = '\0';
-    uv_loop_init(&loop);
-    cr_assert_eq(saga_inmem_bus_new(&bus, &loop), SAGA_OK);
-    cr_assert_eq(saga_transport_inmem_new(&T, bus), SAGA_OK);
-    cr_assert_eq(T->subscribe(T, "tester", "tester", on_reply, NULL), 0);
     saga_transport *in;
-    cr_assert_eq(saga_transport_inmem_new(&in, bus), SAGA_OK);
-    saga_store *s;
-    cr_assert_eq(saga_store_memory_new(&s), SAGA_OK);
+    fx_inmem_open(&loop, &bus, &T, "tester", on_reply, &in);
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "inventory";
     o.log = on_log;
-    cr_assert_eq(saga_participant_new(&P, &loop, s, wrapped(in, with_route),
-                                      &o),
-                 SAGA_OK);
-    cr_assert_eq(saga_participant_on_command(P, "reserve", h_cmd, NULL), 0);
-    cr_assert_eq(saga_participant_start(P), SAGA_OK);
+    P = fx_participant(&loop, fx_memory_store(), wrapped(in, with_route), &o,
+                       "reserve", h_cmd);
 }
 
-static void finish(void)
-{
-    saga_participant_close(P, NULL, NULL);
-    saga_transport_free(T);
-    pump();
-    saga_inmem_bus_free(bus);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cr_expect_eq(uv_loop_close(&loop), 0, "loop has open handles");
-}
+static void finish(void) { fx_inmem_close(&loop, P, T, bus, 50); }
 
-static int count_cb(const saga_message *m, void *arg)
-{
-    (void)m;
-    (*(int *)arg)++;
-    return 0;
-}
-
-static int outbox_rows(void)
-{
-    saga_store *s = saga_participant_store(P);
-    int n = 0;
-    cr_assert_eq(s->outbox_scan(s, 0, count_cb, &n), SAGA_OK);
-    return n;
-}
+static int outbox_rows(void) { return fx_outbox_rows(P, 0); }
 
 Test(participant_route, unroutable_reply_to_is_refused_on_arrival)
 {

@@ -23,6 +23,7 @@
 #include <saga/saga.h>
 
 #include "fakes/fault_store.h"
+#include "fixture.h"
 
 #define NCMD 3000
 
@@ -81,19 +82,10 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
 
 static void send_cmd(int i)
 {
-    saga_envelope e;
-    memset(&e, 0, sizeof e);
-    e.kind = SAGA_MSG_COMMAND;
-    e.attempt = 1;
-    snprintf(e.saga_id, sizeof e.saga_id, "s-%d", i);
-    snprintf(e.msg_id, sizeof e.msg_id, "s-%d.0.cmd", i);
-    strcpy(e.name, "reserve");
-    strcpy(e.reply_to, "tester");
-    void *b;
-    size_t n;
-    cr_assert_eq(saga_envelope_encode(&e, &b, &n), SAGA_OK);
-    cr_assert_eq(T->send(T, "inventory", e.saga_id, b, n, NULL, NULL), 0);
-    saga_free(b);
+    char saga[32], id[48];
+    snprintf(saga, sizeof saga, "s-%d", i);
+    snprintf(id, sizeof id, "s-%d.0.cmd", i);
+    fx_send(T, "inventory", &(fx_msg){.saga = saga, .msg_id = id});
 }
 
 static void start(saga_store *s, uint32_t max_batch, uint32_t max_batch_ms,
@@ -104,20 +96,14 @@ static void start(saga_store *s, uint32_t max_batch, uint32_t max_batch_ms,
     memset(answered, 0, sizeof answered);
     memset(called, 0, sizeof called);
     handler_sleep_us = sleep_us;
-    uv_loop_init(&loop);
-    cr_assert_eq(saga_inmem_bus_new(&bus, &loop), SAGA_OK);
-    cr_assert_eq(saga_transport_inmem_new(&T, bus), SAGA_OK);
-    cr_assert_eq(T->subscribe(T, "tester", "tester", on_reply, NULL), 0);
     saga_transport *pt;
-    cr_assert_eq(saga_transport_inmem_new(&pt, bus), SAGA_OK);
+    fx_inmem_open(&loop, &bus, &T, "tester", on_reply, &pt);
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "inventory";
     o.store_retry_ms = 1;
     o.max_batch = max_batch;
     o.max_batch_ms = max_batch_ms;
-    cr_assert_eq(saga_participant_new(&P, &loop, s, pt, &o), SAGA_OK);
-    cr_assert_eq(saga_participant_on_command(P, "reserve", h_reserve, NULL), 0);
-    cr_assert_eq(saga_participant_start(P), SAGA_OK);
+    P = fx_participant(&loop, s, pt, &o, "reserve", h_reserve);
     /* Every millisecond: due after every batch (each lasts longer). */
     uv_timer_init(&loop, &tick);
     uv_timer_start(&tick, tick_cb, 1, 1);
@@ -135,13 +121,7 @@ static void drain(void)
 static void finish(void)
 {
     uv_close((uv_handle_t *)&tick, NULL);
-    saga_participant_close(P, NULL, NULL);
-    saga_transport_free(T);
-    for (int i = 0; i < 20; i++)
-        uv_run(&loop, UV_RUN_NOWAIT);
-    saga_inmem_bus_free(bus);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    cr_expect_eq(uv_loop_close(&loop), 0, "loop has open handles");
+    fx_inmem_close(&loop, P, T, bus, 20);
 }
 
 static void assert_all_answered_once(void)
@@ -155,12 +135,7 @@ static void assert_all_answered_once(void)
                      answered[i]);
 }
 
-static saga_store *mem(void)
-{
-    saga_store *s;
-    cr_assert_eq(saga_store_memory_new(&s), SAGA_OK);
-    return s;
-}
+static saga_store *mem(void) { return fx_memory_store(); }
 
 /* The default cap: 3000 queued commands are handled in batches of at most
  * 256, and the timer fires between them. The time budget is set high here

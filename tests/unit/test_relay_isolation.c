@@ -9,7 +9,10 @@
  *   holds only its own commands: sagas to another participant complete,
  *   and the held ones go out once it is up;
  * - a participant whose replies to one orchestrator cannot go out (that
- *   peer is down, or was never configured) still answers the others.
+ *   peer is down, or was never configured) still answers the others;
+ * - a command larger than its participant's max_frame_size (finding F3)
+ *   fails its step with SAGA_EINVAL, once, instead of holding up the
+ *   participant's link, and the sagas behind it complete.
  *
  * The engine's clock is frozen, so no step ever times out: whatever
  * completes here completed because its messages flowed, and a blocked
@@ -24,9 +27,12 @@
 
 #include <saga/saga.h>
 
+#include "fixture.h"
+
 static uv_loop_t loop;
 static saga_engine *E;
 static char logbuf[65536];
+static uint32_t ep_max_frame; /* tcp_ep's max_frame_size; 0: the default */
 
 static int64_t frozen_clock(void *a)
 {
@@ -44,20 +50,7 @@ static void capture(saga_log_level l, const char *id, int step, const char *msg,
                  step, msg);
 }
 
-static int free_port(void)
-{
-    uv_tcp_t s;
-    struct sockaddr_in a;
-    uv_tcp_init(&loop, &s);
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    uv_tcp_bind(&s, (const struct sockaddr *)&a, 0);
-    struct sockaddr_in got;
-    int len = sizeof got;
-    uv_tcp_getsockname(&s, (struct sockaddr *)&got, &len);
-    uv_close((uv_handle_t *)&s, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return ntohs(got.sin_port);
-}
+static int free_port(void) { return fx_free_port(&loop); }
 
 /* A TCP endpoint named @p svc on @p port with peers name=port pairs. */
 static saga_transport *tcp_ep(const char *svc, int port, uint32_t max_msgs,
@@ -81,6 +74,7 @@ static saga_transport *tcp_ep(const char *svc, int port, uint32_t max_msgs,
     o.max_queue_msgs = max_msgs;
     o.reconnect_min_ms = 5;
     o.reconnect_max_ms = 20;
+    o.max_frame_size = ep_max_frame;
     saga_transport *t;
     cr_assert_eq(saga_transport_tcp_new(&t, &loop, &o), SAGA_OK);
     return t;
@@ -217,9 +211,11 @@ static void count_states(int *completed, int *compensated)
     }
 }
 
-/* Item 1 (a): a typo in a definition's service name. */
-Test(relay_isolation, no_route_step_fails_at_once_others_complete,
-     .timeout = 60)
+/* A fresh loop and log, and two endpoints on loopback that know each
+ * other: "orders" (returned) and "inventory" (*ti), whose max_frame_size
+ * is @p inv_max_frame (0: the default). */
+static saga_transport *orders_and_inventory(saga_transport **ti,
+                                            uint32_t inv_max_frame)
 {
     logbuf[0] = 0;
     uv_loop_init(&loop);
@@ -229,7 +225,17 @@ Test(relay_isolation, no_route_step_fails_at_once_others_complete,
     saga_transport *to = tcp_ep("orders", po, 0, 1, onames, oports);
     const char *inames[] = {"orders"};
     const int iports[] = {po};
-    saga_transport *ti = tcp_ep("inventory", pi, 0, 1, inames, iports);
+    ep_max_frame = inv_max_frame;
+    *ti = tcp_ep("inventory", pi, 0, 1, inames, iports);
+    ep_max_frame = 0;
+    return to;
+}
+
+/* Item 1 (a): a typo in a definition's service name. */
+Test(relay_isolation, no_route_step_fails_at_once_others_complete,
+     .timeout = 60)
+{
+    saga_transport *ti, *to = orders_and_inventory(&ti, 0);
     E = engine(to);
     const char *bad_steps[] = {"inventory", "inventroy"};
     const char *good_steps[] = {"inventory", "inventory"};
@@ -416,4 +422,61 @@ Test(relay_isolation, participant_replies_isolated_per_destination,
     tb->close(tb);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_expect_eq(uv_loop_close(&loop), 0, "loop has open handles");
+}
+
+/* F3: the participant's endpoint takes frames of 1 KiB at most, the
+ * engine's 4 MiB. A saga whose command is larger fails that step at once
+ * (the relay drops the outbox row, logs it, and the engine fails the step
+ * naming SAGA_EINVAL), instead of the command being sent again first on
+ * every reconnect while nothing behind it flows. */
+Test(relay_isolation, command_over_the_receivers_frame_limit_fails_alone,
+     .timeout = 60)
+{
+    saga_transport *ti, *to = orders_and_inventory(&ti, 1024);
+    E = engine(to);
+    const char *steps[] = {"inventory", "inventory"};
+    define(E, "checkout", 2, steps);
+    cr_assert_eq(saga_engine_start(E), SAGA_OK, "%s", saga_engine_errmsg(E));
+    saga_participant *inv = participant("inventory", ti);
+    cr_assert_eq(saga_participant_start(inv), SAGA_OK);
+
+    saga_map *m;
+    cr_assert_eq(saga_map_new(&m), SAGA_OK);
+    static unsigned char blob[2000];
+    cr_assert_eq(saga_map_set_bin(m, "blob", blob, sizeof blob), SAGA_OK);
+    const void *data;
+    size_t len;
+    cr_assert_eq(saga_map_encode(m, &data, &len), SAGA_OK);
+    char big[2][SAGA_ID_SIZE];
+    /* One before the engine knows the limit (its send fails in the
+     * confirmation), then the healthy ones, then one after. */
+    cr_assert_eq(saga_start(E, "checkout", NULL, data, len, big[0], NULL, NULL),
+                 SAGA_OK);
+    for (int i = 0; i < NGOOD; i++)
+        cr_assert_eq(saga_start(E, "checkout", NULL, NULL, 0, good[i], NULL,
+                                NULL),
+                     SAGA_OK);
+    cr_assert(run_until(all_good_done, NULL, 20),
+              "healthy sagas were held behind the oversized command:\n%s",
+              logbuf);
+    cr_assert_eq(saga_start(E, "checkout", NULL, data, len, big[1], NULL, NULL),
+                 SAGA_OK);
+    saga_map_free(m);
+    for (int i = 0; i < 2; i++) {
+        cr_assert(run_until(ended, big[i], 20), "%s", logbuf);
+        char err[512];
+        saga_state st = state_of(big[i], err, sizeof err);
+        cr_expect(st == SAGA_STATE_FAILED || st == SAGA_STATE_COMPENSATED,
+                  "state %s", saga_state_name(st));
+        cr_expect(strstr(err, "SAGA_EINVAL") != NULL,
+                  "error does not say why: '%s'", err);
+    }
+    cr_expect(strstr(logbuf, "cannot be delivered") != NULL, "%s", logbuf);
+    /* Dropped when its confirmation failed, not queued to be sent again. */
+    cr_expect(strstr(logbuf, "(SAGA_EINVAL); resending") == NULL, "%s", logbuf);
+    int completed, compensated;
+    count_states(&completed, &compensated);
+    cr_expect_eq(completed, NGOOD);
+    saga_participant *ps[] = {inv};
+    close_all(ps, 1);
 }

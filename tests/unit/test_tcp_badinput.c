@@ -17,6 +17,7 @@
 #include <criterion/criterion.h>
 #include <uv.h>
 
+#include "fixture.h"
 #include "saga/saga.h"
 #include "saga/tcp.h"
 
@@ -77,19 +78,7 @@ static saga_tcp_counters stats(void)
     return st;
 }
 
-static int client(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    /* The kernel completes the handshake from the listen backlog. */
-    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
+static int client(void) { return fx_raw_connect(port, 0); }
 
 static void put(int fd, const void *buf, size_t len)
 {
@@ -264,9 +253,12 @@ Test(tcp_badinput, others_keep_working)
     cr_assert_eq(srv->ack(srv, last_d), SAGA_OK);
     for (int i = 0; i < 10; i++)
         uv_run(&loop, UV_RUN_NOWAIT);
-    /* The ACK frame for id 42 comes back (after any heartbeats). */
+    /* The ACK frame for id 42 comes back (after any heartbeats), after
+     * the limit answer to the HELLO: an ACK of 2^63 + max_frame_size. */
     unsigned char want[13] = {0, 0, 0, 9, 3, 0, 0, 0, 0, 0, 0, 0, 42};
+    unsigned char limit[13] = {0, 0, 0, 9, 3, 0x80, 0, 0, 0, 0, 0, 0x10, 0};
     unsigned char got[13];
+    int limits = 0;
     for (;;) {
         struct pollfd p = {.fd = good, .events = POLLIN};
         cr_assert_eq(poll(&p, 1, 5000), 1);
@@ -274,8 +266,14 @@ Test(tcp_badinput, others_keep_working)
         if (got[4] == 4) /* HEARTBEAT: length 1, no body */
             continue;
         cr_assert_eq(read(good, got + 5, 8), 8);
+        if (got[5] & 0x80) {
+            cr_assert_eq(memcmp(got, limit, sizeof limit), 0);
+            limits++;
+            continue;
+        }
         break;
     }
+    cr_assert_eq(limits, 1, "one limit answer, before the ACK");
     cr_assert_eq(memcmp(got, want, sizeof want), 0);
     saga_tcp_counters st = stats();
     cr_assert_eq(st.rejected_frames, 1);

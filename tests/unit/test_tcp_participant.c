@@ -13,6 +13,8 @@
 
 #include <saga/saga.h>
 
+#include "fixture.h"
+
 static uv_loop_t loop;
 static char logbuf[8192];
 static int replies;
@@ -27,38 +29,12 @@ static void capture(saga_log_level l, const char *id, int step, const char *msg,
         snprintf(logbuf + n, sizeof logbuf - n, "%s\n", msg);
 }
 
-static int free_port(void)
-{
-    uv_tcp_t s;
-    struct sockaddr_in a;
-    uv_tcp_init(&loop, &s);
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    uv_tcp_bind(&s, (const struct sockaddr *)&a, 0);
-    struct sockaddr_in got;
-    int len = sizeof got;
-    uv_tcp_getsockname(&s, (struct sockaddr *)&got, &len);
-    uv_close((uv_handle_t *)&s, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    return ntohs(got.sin_port);
-}
+static int free_port(void) { return fx_free_port(&loop); }
 
 static saga_transport *tcp(const char *svc, int port, const char *peer,
                            int peer_port)
 {
-    char listen[32], addr[32];
-    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", peer_port);
-    saga_tcp_peer peers[] = {{peer, addr}};
-    saga_tcp_options o = SAGA_TCP_OPTIONS_INIT;
-    o.service = svc;
-    o.listen = listen;
-    o.peers = peers;
-    o.npeers = 1;
-    o.reconnect_min_ms = 5;
-    o.reconnect_max_ms = 50;
-    saga_transport *t;
-    cr_assert_eq(saga_transport_tcp_new(&t, &loop, &o), SAGA_OK);
-    return t;
+    return fx_tcp(&loop, svc, port, peer, peer_port, NULL);
 }
 
 static int h_reserve(saga_participant *p, const saga_command *c, saga_reply *r,
@@ -122,11 +98,8 @@ Test(tcp_participant, wrong_version_and_garbage_rejected_then_served,
     saga_participant_options o = SAGA_PARTICIPANT_OPTIONS_INIT;
     o.service = "inventory";
     o.log = capture;
-    saga_participant *p;
-    cr_assert_eq(saga_participant_new(&p, &loop, s, ti, &o), SAGA_OK);
-    cr_assert_eq(saga_participant_on_command(p, "reserve", h_reserve, NULL),
-                 SAGA_OK);
-    cr_assert_eq(saga_participant_start(p), SAGA_OK);
+    saga_participant *p = fx_participant(&loop, s, ti, &o, "reserve",
+                                         h_reserve);
     cr_assert_eq(tt->subscribe(tt, "tester", "tester", on_reply, NULL), 0);
 
     void *b;

@@ -13,8 +13,8 @@
 #define DEF_SERVICE "orchestrator"
 #define DEF_LISTEN "127.0.0.1:0"
 #define DEF_MAX_FRAME (4u << 20)
-#define MIN_MAX_FRAME 64u
-#define MAX_MAX_FRAME (1u << 30)
+#define MIN_MAX_FRAME SAGA__TCP_MIN_FRAME
+#define MAX_MAX_FRAME SAGA__TCP_MAX_FRAME
 #define DEF_QUEUE_BYTES ((size_t)64 << 20)
 #define DEF_QUEUE_MSGS 65536u
 #define DEF_HEARTBEAT_MS 1000u
@@ -32,6 +32,7 @@
 /* The bytes of each options / stats version a caller may pass. */
 #define OPTIONS_V1_SIZE offsetof(saga_tcp_options, max_backlog_bytes)
 #define STATS_V1_SIZE offsetof(saga_tcp_counters, unrouted_frames)
+#define STATS_V2_SIZE offsetof(saga_tcp_counters, oversized)
 
 static int tcp_send(saga_transport *self, const char *topic, const char *key,
                     const void *buf, size_t len, saga_sent_cb cb, void *arg);
@@ -136,6 +137,16 @@ static int tcp_send(saga_transport *self, const char *topic, const char *key,
                        "send: no peer for topic '%.255s' and no local "
                        "subscriber",
                        topic);
+    /* The receiver's own limit, once its limit answer told us: a frame
+     * over it would be refused there and sent again on every reconnect,
+     * holding up everything behind it. */
+    if (p->peer_max != 0 && flen - 4 > p->peer_max) {
+        t->st.oversized++;
+        return set_err(t, SAGA_EINVAL,
+                       "send: a %zu-byte frame exceeds the max_frame_size "
+                       "%u of peer '%.64s'",
+                       flen - 4, (unsigned)p->peer_max, p->service);
+    }
     if (p->qmsgs + 1 > t->o.max_queue_msgs ||
         p->qbytes + flen > t->o.max_queue_bytes)
         return set_err(t, SAGA_EFULL,
@@ -616,7 +627,10 @@ int saga_transport_tcp_stats(saga_transport *self, saga_tcp_counters *out)
         return SAGA_EVERSION;
     unsigned int v = out->version;
     /* Write only what the caller's version has room for. */
-    memcpy(out, &t->st, v == 1 ? STATS_V1_SIZE : sizeof t->st);
+    memcpy(out, &t->st,
+           v == 1   ? STATS_V1_SIZE
+           : v == 2 ? STATS_V2_SIZE
+                    : sizeof t->st);
     out->version = v;
     return SAGA_OK;
 }

@@ -22,6 +22,15 @@ enum {
 };
 
 #define SAGA__TCP_PROTO_VERSION 1
+/* The limit answer: an ACK frame whose id is this tag plus the receiving
+ * endpoint's max_frame_size, sent on an inbound link right after its HELLO.
+ * DATA ids count up from 1 and never reach the tag, so an endpoint that
+ * predates it takes it for the ACK of a frame it does not hold and ignores
+ * it (docs/transports.md, "Frame limits"). */
+#define SAGA__TCP_LIMIT_TAG ((uint64_t)1 << 63)
+/* Smallest and largest max_frame_size an endpoint accepts or announces. */
+#define SAGA__TCP_MIN_FRAME 64u
+#define SAGA__TCP_MAX_FRAME (1u << 30)
 /* 4-byte length, then the kind byte. */
 #define SAGA__TCP_HDR 5
 #define SAGA__TCP_NOKEY 0xffffu
@@ -32,6 +41,7 @@ enum {
 typedef struct saga__tcp_frame {
     int kind;
     uint64_t id;      /* DATA, ACK */
+    uint32_t limit;   /* ACK: a limit answer's max_frame_size; 0: an ACK */
     const char *name; /* HELLO */
     size_t name_len;
     const char *topic; /* DATA */
@@ -134,6 +144,7 @@ struct tcp_peer {
     size_t qbytes;
     uint32_t qmsgs;
     uint64_t next_id;
+    uint32_t peer_max; /* its max_frame_size (limit answer); 0: unknown */
 };
 
 typedef struct rx_msg {

@@ -426,6 +426,55 @@ static void on_ack(tcp_conn *c, uint64_t id)
     /* An ACK for a frame already acked (sent twice): harmless. */
 }
 
+/* The answer to a sender's HELLO: our max_frame_size, as an ACK with a
+ * reserved id (tcp_int.h), which senders that predate it ignore. Written at
+ * once, not at the end of the loop turn: a frame of that sender's already
+ * on its way may be over our limit, and closing the link for it would drop
+ * what is still queued here, this answer with it. */
+static void write_limit(tcp_conn *c)
+{
+    unsigned char b[8];
+    saga__tcp_put_u64(b, SAGA__TCP_LIMIT_TAG | c->t->o.max_frame_size);
+    conn_write_ctl(c, SAGA__TCP_ACK, b, sizeof b);
+    if (!c->closing && c->nwq > 0)
+        conn_flush(c);
+}
+
+/* The peer's limit answer: a message queued for it whose frame is over
+ * that limit would be refused there, and sent again first after every
+ * reconnect, holding up everything behind it. It fails alone, with
+ * SAGA_EINVAL; the rest keep flowing. A frame already written on this
+ * link still makes the peer close it; the reconnect goes on without it. */
+static void on_limit(tcp_conn *c, uint32_t limit)
+{
+    tcp_peer *p = c->peer;
+    tcp_t *t = c->t;
+    p->peer_max = limit;
+    saga__list *n = p->queue.next;
+    while (n != &p->queue) {
+        out_msg *m = SAGA__CONTAINER(n, out_msg, node);
+        n = n->next;
+        if (m->flen - 4 <= limit)
+            continue;
+        saga__list_remove(&m->node);
+        p->qbytes -= m->flen;
+        p->qmsgs--;
+        m->status = SAGA_EINVAL;
+        t->st.oversized++;
+        snprintf(t->err, sizeof t->err,
+                 "send: a %zu-byte frame exceeds the max_frame_size %u of "
+                 "peer '%.64s'",
+                 m->flen - 4, (unsigned)limit, p->service);
+        saga__tcp_log(t, SAGA_LOG_WARN,
+                      "tcp: message %llu to %s failed (SAGA_EINVAL): its "
+                      "%zu-byte frame exceeds the peer's max_frame_size %u",
+                      (unsigned long long)m->id, p->service, m->flen - 4,
+                      (unsigned)limit);
+        saga__list_push_back(&t->completed, &m->node);
+        saga__tcp_pump_kick(t);
+    }
+}
+
 /* Handle one frame. @return 0, or -1 after closing the connection. */
 static int conn_frame(tcp_conn *c, int kind, const unsigned char *body,
                       size_t len)
@@ -445,6 +494,7 @@ static int conn_frame(tcp_conn *c, int kind, const unsigned char *body,
         memcpy(c->name, f.name, f.name_len);
         c->name[f.name_len] = '\0';
         c->hello = 1;
+        write_limit(c);
         break;
     case SAGA__TCP_DATA:
         if (!inbound || !c->hello) {
@@ -475,7 +525,10 @@ static int conn_frame(tcp_conn *c, int kind, const unsigned char *body,
             why = "ACK on an inbound link";
             goto reject;
         }
-        on_ack(c, f.id);
+        if (f.limit != 0)
+            on_limit(c, f.limit);
+        else
+            on_ack(c, f.id);
         break;
     default: /* HEARTBEAT: last_rx is already updated */
         break;

@@ -112,6 +112,14 @@ int saga__tcp_frame_decode(int kind, const unsigned char *body, size_t len,
             return SAGA_ECORRUPT;
         }
         f->id = get_u64(body);
+        if (f->id & SAGA__TCP_LIMIT_TAG) {
+            uint64_t lim = f->id & ~SAGA__TCP_LIMIT_TAG;
+            if (lim < SAGA__TCP_MIN_FRAME || lim > SAGA__TCP_MAX_FRAME) {
+                *why = "ACK: limit answer out of range";
+                return SAGA_ECORRUPT;
+            }
+            f->limit = (uint32_t)lim;
+        }
         return SAGA_OK;
     case SAGA__TCP_HEARTBEAT:
         if (len != 0) {
