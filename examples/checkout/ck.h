@@ -107,11 +107,12 @@ typedef struct ck_app {
 int64_t ck_now_ms(void);
 int ck_synchronous(void); /* saga_sqlite_options.synchronous */
 /* ckpt.c (serve --threads > 1): the main loop's WAL checkpoints run on a
- * worker loop. init on the worker's thread before its loop runs; attach a
- * main-loop connection (0, or -1: it keeps SQLite's own checkpoints);
- * close on the worker's thread when it stops. */
+ * thread of their own, not on a participants' loop. init starts it (0 or
+ * -1); attach a main-loop connection (0, or -1: it keeps SQLite's own
+ * checkpoints); close (any thread) once the main loop's services are
+ * closed: stops and joins it. */
 struct sqlite3;
-int ck_ckpt_init(uv_loop_t *worker);
+int ck_ckpt_init(void);
 int ck_ckpt_attach(struct sqlite3 *conn);
 void ck_ckpt_close(void);
 void ck_iso8601(int64_t ms, char out[32]);

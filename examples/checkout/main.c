@@ -100,9 +100,6 @@ static void worker_run(void *arg)
         w->stop.data = w;
         w->app.loop = &w->loop;
         w->rc = start_services(&w->app, w->mask);
-        /* The first worker also checkpoints the main loop's files. */
-        if (w->rc == 0 && w == &workers[0] && ck_ckpt_init(&w->loop) != 0)
-            w->rc = -1;
     }
     uv_sem_post(&w->ready);
     if (w->rc == 0)
@@ -220,9 +217,10 @@ static int run(ck_app *a, int only, const char *listen, int threads)
         }
         if (start_services(a, 1u << CK_SVC_ORDER) != 0)
             return 1;
-        if (a->store == NULL) {
+        if (a->store == NULL && ck_ckpt_init() == 0) {
             /* The order participant's and the engine's SQLite files:
-             * their checkpoints on the first worker (ckpt.c). */
+             * their checkpoints on a thread of their own (ckpt.c); without
+             * it SQLite's own, on the main loop. */
             saga_store *es = saga_engine_store(a->engine);
             ck_ckpt_attach(saga_participant_store_handle(a->svc[CK_SVC_ORDER]));
             ck_ckpt_attach(es != NULL && es->native_handle != NULL
