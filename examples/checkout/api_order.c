@@ -664,6 +664,15 @@ static void answer_refused(ck_req *r, const char *request, const ck_fail *f)
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
+/* Whether the order service runs max_pending sagas or more (0: no cap). */
+static int overloaded(ck_app *a)
+{
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
+    return a->timing.max_pending > 0 && a->engine != NULL &&
+           saga_engine_stats(a->engine, &st) == SAGA_OK &&
+           st.active >= a->timing.max_pending;
+}
+
 void ck_api_checkout(ck_req *r)
 {
     ck_app *a = r->a;
@@ -708,6 +717,20 @@ void ck_api_checkout(ck_req *r)
                               &fail);
     if (items == NULL) {
         answer_refused(r, request, &fail);
+        goto done;
+    }
+    /* Load shedding before anything is written: a new order while the
+     * order service already runs max_pending sagas gets 503 overloaded
+     * (retry later with the same key). A key already used is answered
+     * above (answer_refused) or in the group's transaction as before. */
+    if (overloaded(a)) {
+        ck_reply_hdr(r, 503,
+                     json_pack("{s:{s:s, s:s}}", "error", "code", "overloaded",
+                               "message",
+                               "too many checkouts in progress; retry later "
+                               "with the same Idempotency-Key"),
+                     "retry-after", "1");
+        json_decref(items);
         goto done;
     }
     /* A pending order of this cart is looked for in the group's

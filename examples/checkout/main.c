@@ -276,6 +276,13 @@ static void app_init(ck_app *a)
     const char *ttl = getenv("CK_RESERVATION_TTL_MS");
     if (ttl != NULL && atoll(ttl) > 0)
         a->timing.reservation_ttl_ms = atoll(ttl);
+    /* Load shedding: a backlog past about one payment timeout's worth of
+     * sagas would make their steps time out and retry, which only adds
+     * work (docs/checkout-api.md, "Overload"). */
+    a->timing.max_pending = 1024;
+    const char *mp = getenv("CK_MAX_PENDING");
+    if (mp != NULL && *mp != '\0' && atoll(mp) >= 0)
+        a->timing.max_pending = (uint64_t)atoll(mp);
 }
 
 static int set_dir(ck_app *a, const char *dir)

@@ -236,10 +236,11 @@ co_checkout_body() {
     printf '{"cart_id":"%s","shipping_address":{"street":"123 Main St","city":"San Francisco","state":"CA","zip":"94102","country":"USA"},"payment_method":{"type":"credit_card","card_token":"%s"}}' "$1" "$2"
 }
 
-# co_checkout CART TOKEN KEY: POSTs a checkout; sets ST, BODY and OID.
+# co_checkout CART TOKEN KEY [curl args...]: POSTs a checkout; sets ST,
+# BODY and OID.
 co_checkout() {
     req POST /api/v1/orders/checkout "$(co_checkout_body "$1" "$2")" \
-        -H "Idempotency-Key: $3"
+        -H "Idempotency-Key: $3" "${@:4}"
     OID=$(jq -r '.order_id // empty' <<< "$BODY" 2>/dev/null)
 }
 
