@@ -915,6 +915,29 @@ int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
     return SAGA_OK;
 }
 
+/* One wait of at most a second for the batches in flight (the slots that
+ * must wait: settle, quiesce): their answers are read as they come.
+ * @return SAGA_OK, or SAGA_ESTORE past @p limit or when poll fails. */
+static int wait_answers(pg_store *s, int64_t limit)
+{
+    if (mono_ms() > limit)
+        return saga__pg_failf(s, SAGA_ESTORE,
+                              "the batches in flight were not answered "
+                              "in %d s",
+                              QUIESCE_LIMIT_MS / 1000);
+    struct pollfd pf = {PQsocket(s->conn),
+                        (short)(POLLIN |
+                                ((s->poll_events & UV_WRITABLE) ? POLLOUT : 0)),
+                        0};
+    int r = poll(&pf, 1, 1000);
+    if (r < 0 && errno != EINTR)
+        return saga__pg_failf(s, SAGA_ESTORE, "poll: %s", strerror(errno));
+    if (r > 0)
+        pump(s, pf.revents & (POLLIN | POLLHUP | POLLERR),
+             pf.revents & POLLOUT);
+    return SAGA_OK;
+}
+
 int saga__pg_settle(pg_store *s)
 {
     if (s->lost || s->reconn)
@@ -923,21 +946,9 @@ int saga__pg_settle(pg_store *s)
                               "loop");
     int64_t limit = mono_ms() + QUIESCE_LIMIT_MS;
     while (s->q_head && !s->lost) {
-        if (mono_ms() > limit)
-            return saga__pg_failf(s, SAGA_ESTORE,
-                                  "the batches in flight were not answered "
-                                  "in %d s",
-                                  QUIESCE_LIMIT_MS / 1000);
-        struct pollfd pf = {
-            PQsocket(s->conn),
-            (short)(POLLIN | ((s->poll_events & UV_WRITABLE) ? POLLOUT : 0)),
-            0};
-        int r = poll(&pf, 1, 1000);
-        if (r < 0 && errno != EINTR)
-            return saga__pg_failf(s, SAGA_ESTORE, "poll: %s", strerror(errno));
-        if (r > 0)
-            pump(s, pf.revents & (POLLIN | POLLHUP | POLLERR),
-                 pf.revents & POLLOUT);
+        int rc = wait_answers(s, limit);
+        if (rc != SAGA_OK)
+            return rc;
     }
     /* Answered: their callbacks run from the loop, not from inside this
      * call (a lost connection: the loop's read-back answers them). */
@@ -963,21 +974,9 @@ int saga__pg_quiesce(pg_store *s)
                 return SAGA_ESTORE;
             continue;
         }
-        if (mono_ms() > limit)
-            return saga__pg_failf(s, SAGA_ESTORE,
-                                  "the batches in flight were not answered "
-                                  "in %d s",
-                                  QUIESCE_LIMIT_MS / 1000);
-        struct pollfd pf = {
-            PQsocket(s->conn),
-            (short)(POLLIN | ((s->poll_events & UV_WRITABLE) ? POLLOUT : 0)),
-            0};
-        int r = poll(&pf, 1, 1000);
-        if (r < 0 && errno != EINTR)
-            return saga__pg_failf(s, SAGA_ESTORE, "poll: %s", strerror(errno));
-        if (r > 0)
-            pump(s, pf.revents & (POLLIN | POLLHUP | POLLERR),
-                 pf.revents & POLLOUT);
+        int rc = wait_answers(s, limit);
+        if (rc != SAGA_OK)
+            return rc;
     }
     leave_pipeline(s);
     /* The answered batches' callbacks run from the loop, not from inside
