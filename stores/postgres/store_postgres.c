@@ -205,8 +205,8 @@ static const char *const migrations[] = {
      * taken over by the engine that owns its saga, or by any live engine
      * if its saga is not active. Existing rows keep their content and get
      * no owner. */
-    "ALTER TABLE outbox ADD COLUMN owner text,"
-    " ADD COLUMN epoch bigint NOT NULL DEFAULT 0;",
+    ("ALTER TABLE outbox ADD COLUMN owner text,"
+     " ADD COLUMN epoch bigint NOT NULL DEFAULT 0;"),
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
