@@ -435,7 +435,7 @@ static int define(saga_def **out, const ck_timing *t)
                          t->payment_step_timeout_ms, 4);
     rc = rc ? rc
             : add_remote(d, "fulfill_order", "warehouse", "warehouse.fulfill",
-                         NULL, SAGA_STEP_PIVOT, 10000, 3);
+                         NULL, SAGA_STEP_PIVOT, 10000, SAGA_RETRY_FOREVER);
     rc = rc ? rc
             : add_remote(d, "commit_inventory", "inventory", "inventory.commit",
                          NULL, SAGA_STEP_RETRIABLE, 5000, 0);
