@@ -773,6 +773,20 @@ static void enqueue(pg_store *s, pg_abatch *b)
     s->q_tail = b;
 }
 
+/* The end of a submission: flush what @p ok says was queued. A failure
+ * loses the connection; whatever reached the server, the read-back on the
+ * reconnection decides, and the requests are answered then. */
+static int sent(pg_store *s, int ok, const char *what)
+{
+    int f = ok ? PQflush(s->conn) : -1;
+    if (f < 0) {
+        conn_lost(s, what);
+        return SAGA_OK;
+    }
+    set_poll(s, f == 1);
+    return SAGA_OK;
+}
+
 int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
                         const pg_params *p, int n, pg_fin_fn fin,
                         void (*cb)(void), void *arg, int64_t x)
@@ -797,13 +811,7 @@ int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
                                  p[i].fmt, 1);
     }
     ok = ok && PQpipelineSync(s->conn);
-    int f = ok ? PQflush(s->conn) : -1;
-    if (f < 0) {
-        conn_lost(s, "ownership");
-        return SAGA_OK; /* answered SAGA_ESTORE after the reconnection */
-    }
-    set_poll(s, f == 1);
-    return SAGA_OK;
+    return sent(s, ok, "ownership");
 }
 
 int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
@@ -845,14 +853,7 @@ int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
     int ok = PQsendQueryPrepared(s->conn, name, p.n, p.val, p.len, p.fmt, 1) &&
              saga__pg_send_writes(s, w, NULL, NULL, &n) == 0 &&
              PQpipelineSync(s->conn);
-    int f = ok ? PQflush(s->conn) : -1;
-    if (f < 0) {
-        /* Whatever reached the server, the read-back decides. */
-        conn_lost(s, "submit_batch");
-        return SAGA_OK;
-    }
-    set_poll(s, f == 1);
-    return SAGA_OK;
+    return sent(s, ok, "submit_batch");
 }
 
 int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
@@ -905,14 +906,7 @@ int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
              PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL,
                                0) &&
              PQpipelineSync(s->conn);
-    int f = ok ? PQflush(s->conn) : -1;
-    if (f < 0) {
-        /* Whatever reached the server, the read-back decides. */
-        conn_lost(s, "part_commit_submit");
-        return SAGA_OK;
-    }
-    set_poll(s, f == 1);
-    return SAGA_OK;
+    return sent(s, ok, "part_commit_submit");
 }
 
 /* One wait of at most a second for the batches in flight (the slots that
