@@ -64,6 +64,15 @@ static json_t *accepted_body(ck_db *db, const char *order_id)
 }
 
 static void queue_saga_id(ck_app *a, const char *order_id, const char *saga_id);
+static void start_later(ck_app *a);
+
+/* The 503 of a checkout past the admission limit (max_active). */
+static json_t *overloaded_body(void)
+{
+    return json_pack("{s:{s:s, s:s}}", "error", "code", "overloaded", "message",
+                     "too many checkouts in progress; retry later with the "
+                     "same Idempotency-Key");
+}
 
 static void started(saga_engine *e, int status, const char *saga_id,
                     int existed, void *arg)
@@ -112,6 +121,19 @@ static int start_saga_mem(ck_app *a, const char *order_id, const char *key,
     /* A request's W3C traceparent: the saga and its steps join its trace. */
     int rc = saga_start_traced(a->engine, "checkout", order_id, data, dlen,
                                trace, id, started, c);
+    if (rc == SAGA_EFULL) {
+        /* The engine runs max_active sagas: this order is recorded (the
+         * check before it was written counted the sagas running and the
+         * orders of the group, so only sagas brought back meanwhile, or
+         * more resumed at a restart than max_active, get here). It starts
+         * once there is room (start_later); a retry with the same key
+         * answers it then. */
+        start_later(a);
+        if (c->w != NULL)
+            ck_wait_reply(c->w, 503, overloaded_body(), "retry-after", "1");
+        free(c);
+        return 0;
+    }
     if (rc != SAGA_OK) {
         ck_log(a, "saga start of %s: %s", order_id, saga_strerror(rc));
         if (c->w != NULL)
@@ -161,6 +183,35 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r, int created)
 }
 
 int ck_order_restart_pending(ck_app *a);
+
+/* Orders whose start the engine refused (SAGA_EFULL) are started again by
+ * their key, every second until none is refused. */
+static struct {
+    uv_timer_t timer;
+    int init;
+    uint64_t refused; /* starts refused so far */
+} L;
+
+static void start_later_cb(uv_timer_t *t)
+{
+    ck_app *a = t->data;
+    if (!a->closing)
+        ck_order_restart_pending(a);
+}
+
+static void start_later(ck_app *a)
+{
+    L.refused++;
+    if (!L.init) {
+        uv_timer_init(a->loop, &L.timer);
+        uv_unref((uv_handle_t *)&L.timer);
+        L.timer.data = a;
+        L.init = 1;
+    }
+    if (!uv_is_active((uv_handle_t *)&L.timer))
+        uv_timer_start(&L.timer, start_later_cb, 1000, 0);
+}
+
 int ck_order_restart_pending(ck_app *a)
 {
     ck_stmt *st = ck_prep(a->order_db, "SELECT order_id FROM orders "
@@ -168,6 +219,7 @@ int ck_order_restart_pending(ck_app *a)
     if (st == NULL)
         return -1;
     int n = 0;
+    uint64_t refused = L.refused;
     while (ck_step(st) == CK_ROW) {
         char id[64];
         snprintf(id, sizeof id, "%s", ck_col_text(st, 0));
@@ -175,8 +227,12 @@ int ck_order_restart_pending(ck_app *a)
             n++;
     }
     ck_done(st);
+    n -= (int)(L.refused - refused);
     if (n > 0)
         ck_log(a, "re-started %d order saga(s) accepted before a restart", n);
+    if (L.refused > refused)
+        ck_log(a, "%d order saga(s) wait for room (max_active)",
+               (int)(L.refused - refused));
     return 0;
 }
 
@@ -474,6 +530,7 @@ static struct {
     uv_timer_t timer;
     int init;
     pend_order *head, **tail;
+    size_t n; /* orders in head (overloaded() counts them) */
     pend_sid *sids;
 } G;
 
@@ -608,6 +665,7 @@ static void flush_orders(uv_timer_t *t)
     pend_sid *sids = G.sids;
     G.head = NULL;
     G.tail = &G.head;
+    G.n = 0;
     G.sids = NULL;
     ck_db *db = a->order_db;
     int ok = !a->closing && ck_begin(db) == CK_OK;
@@ -664,13 +722,17 @@ static void answer_refused(ck_req *r, const char *request, const ck_fail *f)
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
-/* Whether the order service runs max_pending sagas or more (0: no cap). */
+/* Whether a new order would find no room in the engine: the sagas it runs
+ * (saga_engine_counters.active, which its max_active bounds) and the
+ * orders of this loop turn's group, whose sagas start after the group
+ * commits, reach max_pending (0: no cap). Checked before anything is
+ * written, so that a refused checkout records nothing. */
 static int overloaded(ck_app *a)
 {
     saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
     return a->timing.max_pending > 0 && a->engine != NULL &&
            saga_engine_stats(a->engine, &st) == SAGA_OK &&
-           st.active >= a->timing.max_pending;
+           st.active + G.n >= a->timing.max_pending;
 }
 
 void ck_api_checkout(ck_req *r)
@@ -724,12 +786,7 @@ void ck_api_checkout(ck_req *r)
      * (retry later with the same key). A key already used is answered
      * above (answer_refused) or in the group's transaction as before. */
     if (overloaded(a)) {
-        ck_reply_hdr(r, 503,
-                     json_pack("{s:{s:s, s:s}}", "error", "code", "overloaded",
-                               "message",
-                               "too many checkouts in progress; retry later "
-                               "with the same Idempotency-Key"),
-                     "retry-after", "1");
+        ck_reply_hdr(r, 503, overloaded_body(), "retry-after", "1");
         json_decref(items);
         goto done;
     }
@@ -803,6 +860,7 @@ void ck_api_checkout(ck_req *r)
     schedule_flush(a);
     *G.tail = p;
     G.tail = &p->next;
+    G.n++;
 done:
     free(request);
     json_decref(b);
