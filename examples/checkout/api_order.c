@@ -16,6 +16,20 @@
 #include "http.h"
 
 #define CHECKOUT_WAIT_MS 10000
+
+/* How long a checkout waits for its answer before it gets 503 timeout:
+ * CHECKOUT_WAIT_MS, or CK_CHECKOUT_WAIT_MS (tests: answers that come after
+ * the timeout, tests/checkout_http/latewait.sh). */
+static uint32_t checkout_wait_ms(void)
+{
+    static uint32_t ms;
+    if (ms == 0) {
+        const char *v = getenv("CK_CHECKOUT_WAIT_MS");
+        long n = v != NULL ? strtol(v, NULL, 10) : 0;
+        ms = n > 0 && n <= 600000 ? (uint32_t)n : CHECKOUT_WAIT_MS;
+    }
+    return ms;
+}
 /* The saga data of one order (ids, items, address, card token) at its
  * start. The engine refuses data over its max_data_size (1 MiB), and the
  * steps' outputs are merged into it later: an order over this bound would
@@ -151,7 +165,7 @@ static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
 static int start_saga(ck_app *a, const char *order_id, ck_req *r, int created)
 {
     ck_wait *w = NULL;
-    if (r != NULL && (w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL)
+    if (r != NULL && (w = ck_defer(r, checkout_wait_ms())) == NULL)
         return -1;
     int rc = start_saga_w(a, order_id, w, r != NULL ? r->traceparent : NULL,
                           created);
@@ -794,7 +808,7 @@ void ck_api_checkout(ck_req *r)
     json_decref(items);
     if (p == NULL || p->key == NULL || p->request == NULL ||
         p->user_id == NULL || p->cart_id == NULL || p->data == NULL ||
-        (p->w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL) {
+        (p->w = ck_defer(r, checkout_wait_ms())) == NULL) {
         if (p != NULL)
             pend_free(p);
         ck_error(r, 503, "unavailable", "the order could not be recorded");
