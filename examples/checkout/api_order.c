@@ -260,8 +260,10 @@ static int existing_order(ck_app *a, const char *key, char *order_id,
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, key);
-    int found = 0;
-    if (ck_step(st) == CK_ROW) {
+    int found = 0, rc = ck_step(st);
+    if (rc != CK_ROW && rc != CK_DONE)
+        found = -1; /* a failed read is not "no such key" */
+    if (rc == CK_ROW) {
         found = 1;
         snprintf(order_id, size, "%s", ck_col_text(st, 0));
         *request = strdup(ck_col_text(st, 1));
@@ -665,7 +667,11 @@ static void answer_refused(ck_req *r, const char *request, const ck_fail *f)
     int has_saga = 0;
     int found = existing_order(r->a, r->idem_key, order_id, sizeof order_id,
                                &prior, &has_saga);
-    if (found == 1 && strcmp(prior, request) != 0)
+    if (found < 0)
+        ck_error(r, 503, "unavailable",
+                 "the order database is unavailable: retry with the same "
+                 "key");
+    else if (found == 1 && strcmp(prior, request) != 0)
         ck_error(r, 422, "idempotency_key_reused",
                  "Idempotency-Key %s was used with a different request",
                  r->idem_key);
