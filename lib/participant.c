@@ -632,14 +632,20 @@ static void batch_committed(void *owner)
         memmove(p->done, p->done + ndone, (p->ndone - ndone) * sizeof *p->done);
     p->ndone -= ndone;
     /* Durable: ack what was received, publish what was queued. What was
-     * left out of the batch stays queued for the next loop turn. */
-    item *done = p->head, **cut = &p->head;
-    for (size_t i = 0; i < nb; i++)
-        cut = &(*cut)->next;
-    p->head = *cut;
-    *cut = NULL;
-    if (p->head == NULL)
-        p->tail = &p->head;
+     * left out of the batch stays queued for the next loop turn, and so
+     * does what arrived while its commit was in flight (part_commit_submit):
+     * a batch of no message (the outbox only) acks nothing. */
+    item *done = NULL;
+    if (nb > 0) {
+        item **cut = &p->head;
+        for (size_t i = 0; i < nb; i++)
+            cut = &(*cut)->next;
+        done = p->head;
+        p->head = *cut;
+        *cut = NULL;
+        if (p->head == NULL)
+            p->tail = &p->head;
+    }
     for (item *it = done; it; it = it->next)
         if (it->reply != NULL)
             it->reply->ack = it->d; /* acked when the reply is confirmed */

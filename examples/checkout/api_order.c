@@ -16,6 +16,20 @@
 #include "http.h"
 
 #define CHECKOUT_WAIT_MS 10000
+
+/* How long a checkout waits for its answer before it gets 503 timeout:
+ * CHECKOUT_WAIT_MS, or CK_CHECKOUT_WAIT_MS (tests: answers that come after
+ * the timeout, tests/checkout_http/latewait.sh). */
+static uint32_t checkout_wait_ms(void)
+{
+    static uint32_t ms;
+    if (ms == 0) {
+        const char *v = getenv("CK_CHECKOUT_WAIT_MS");
+        long n = v != NULL ? strtol(v, NULL, 10) : 0;
+        ms = n > 0 && n <= 600000 ? (uint32_t)n : CHECKOUT_WAIT_MS;
+    }
+    return ms;
+}
 /* The saga data of one order (ids, items, address, card token) at its
  * start. The engine refuses data over its max_data_size (1 MiB), and the
  * steps' outputs are merged into it later: an order over this bound would
@@ -173,7 +187,7 @@ static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
 static int start_saga(ck_app *a, const char *order_id, ck_req *r, int created)
 {
     ck_wait *w = NULL;
-    if (r != NULL && (w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL)
+    if (r != NULL && (w = ck_defer(r, checkout_wait_ms())) == NULL)
         return -1;
     int rc = start_saga_w(a, order_id, w, r != NULL ? r->traceparent : NULL,
                           created);
@@ -302,8 +316,10 @@ static int existing_order(ck_app *a, const char *key, char *order_id,
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, key);
-    int found = 0;
-    if (ck_step(st) == CK_ROW) {
+    int found = 0, rc = ck_step(st);
+    if (rc != CK_ROW && rc != CK_DONE)
+        found = -1; /* a failed read is not "no such key" */
+    if (rc == CK_ROW) {
         found = 1;
         snprintf(order_id, size, "%s", ck_col_text(st, 0));
         *request = strdup(ck_col_text(st, 1));
@@ -735,7 +751,11 @@ static void answer_refused(ck_req *r, const char *request, const ck_fail *f)
     int has_saga = 0;
     int found = existing_order(r->a, r->idem_key, order_id, sizeof order_id,
                                &prior, &has_saga);
-    if (found == 1 && strcmp(prior, request) != 0)
+    if (found < 0)
+        ck_error(r, 503, "unavailable",
+                 "the order database is unavailable: retry with the same "
+                 "key");
+    else if (found == 1 && strcmp(prior, request) != 0)
         ck_error(r, 422, "idempotency_key_reused",
                  "Idempotency-Key %s was used with a different request",
                  r->idem_key);
@@ -858,7 +878,7 @@ void ck_api_checkout(ck_req *r)
     json_decref(items);
     if (p == NULL || p->key == NULL || p->request == NULL ||
         p->user_id == NULL || p->cart_id == NULL || p->data == NULL ||
-        (p->w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL) {
+        (p->w = ck_defer(r, checkout_wait_ms())) == NULL) {
         if (p != NULL)
             pend_free(p);
         ck_error(r, 503, "unavailable", "the order could not be recorded");
