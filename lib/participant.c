@@ -617,11 +617,20 @@ static void batch_committed(void *owner)
     p->ndone -= ndone;
     /* Durable: ack what was received, publish what was queued. What was
      * left out of the batch stays queued for the next loop turn. */
-    item *done = p->head, **cut = &p->head;
-    for (size_t i = 0; i < nb; i++)
-        cut = &(*cut)->next;
-    p->head = *cut;
-    *cut = NULL;
+    /* A batch that received nothing (deferred answers, outbox deletions,
+     * events published outside handlers) takes nothing: what arrived
+     * while its commit was in flight stays queued. (With nb = 0, cut is
+     * &p->head itself, and *cut = NULL emptied the queue into done:
+     * those messages were acked unhandled.) */
+    item *done = NULL;
+    if (nb > 0) {
+        item **cut = &p->head;
+        for (size_t i = 0; i < nb; i++)
+            cut = &(*cut)->next;
+        done = p->head;
+        p->head = *cut;
+        *cut = NULL;
+    }
     if (p->head == NULL)
         p->tail = &p->head;
     for (item *it = done; it; it = it->next)
