@@ -265,6 +265,7 @@ static void free_items(item *it)
 {
     while (it != NULL) {
         item *nx = it->next;
+        saga__pdefer_unlink_item(it);
         saga_free(it->pf_reply);
         saga_free(it->own);
         saga_free(it);
@@ -324,6 +325,9 @@ static int run_items(saga_participant *p, int sp)
             size_t n = p->opts.max_batch - p->nbatch;
             if (n > PF_CHUNK)
                 n = PF_CHUNK;
+            /* pb_end clears the marks of these items, however many the
+             * read marked before it failed. */
+            p->pf_upto = p->nbatch + n;
             if ((rc = saga__pb_prefetch(p, it, n, &n)) != SAGA_OK)
                 break;
             fetched += n;
@@ -335,13 +339,14 @@ static int run_items(saga_participant *p, int sp)
         if (sp && (rc = s->savepoint(s)) != SAGA_OK)
             break;
         it->hfail = 0;
-        it->dfr = NULL;
+        saga__pdefer_unlink_item(it);
         rc = it->ev ? saga__pevent(p, it) : saga__pcommand(p, it);
         if (!it->hfail) {
             if (sp && rc == SAGA_OK)
                 rc = s->savepoint_release(s);
             continue;
         }
+        p->nhfail++;
         undo_item(p, it, txn_mark, ev_mark, rs_mark, &st);
         if (!sp)
             return rc;
@@ -355,11 +360,15 @@ static int run_items(saga_participant *p, int sp)
  * again without it. */
 #define HANDLER_FAILED (-1000)
 
-/* Whether the batch holds a message whose handler failed before (its
- * retry, or its FAIL answer). */
+/* Whether the batch (the first max_batch queued messages: run_items
+ * takes no more) holds a message whose handler failed before (its retry,
+ * or its FAIL answer). Only the batch is looked at, never the whole queue
+ * (issue 8: a backlog of thousands made every batch walk them all). */
 static int batch_has_retry(const saga_participant *p)
 {
-    for (const item *it = p->head; it; it = it->next)
+    size_t n = 0;
+    for (const item *it = p->head; it && n < p->opts.max_batch;
+         it = it->next, n++)
         if (it->tries > 0)
             return 1;
     return 0;
@@ -378,6 +387,10 @@ static int run_batch_in(saga_participant *p)
 {
     saga_store *s = p->store;
     p->snap = p->stats;
+    /* Nothing of the batch has run yet: no item in it failed, none was
+     * read ahead (pb_end and park_failed look at these many). */
+    p->nbatch = 0;
+    p->nhfail = 0;
     int sp = s->version >= 2 && s->savepoint && s->savepoint_rollback &&
              s->savepoint_release && batch_has_retry(p);
     int rc = s->begin(s);
@@ -391,10 +404,7 @@ static int run_batch_in(saga_participant *p)
     rc = saga__pdefer_record(p);
     if (rc == SAGA_OK)
         rc = run_items(p, sp);
-    int hfailed = 0;
-    for (item *it = p->head; it; it = it->next)
-        hfailed |= it->hfail;
-    if (rc != SAGA_OK && hfailed && !sp) {
+    if (rc != SAGA_OK && p->nhfail > 0 && !sp) {
         s->rollback(s);
         return HANDLER_FAILED;
     }
@@ -478,21 +488,26 @@ static void park_cb(uv_timer_t *t)
 }
 
 /* Take the items whose handler failed out of the batch and park them.
+ * Only the batch's first nbatch items can have failed: the walk stops
+ * there (or at the last failed one), not at the end of the queue.
  * @return how many. */
 static size_t park_failed(saga_participant *p)
 {
-    size_t n = 0;
+    size_t n = 0, seen = 0, left = p->nhfail;
     item **pp = &p->head;
-    p->tail = &p->head;
     uint32_t max = p->opts.handler_max_tries;
-    while (*pp != NULL) {
+    p->nhfail = 0;
+    while (*pp != NULL && left > 0 && seen < p->nbatch) {
         item *it = *pp;
+        seen++;
         if (!it->hfail) {
-            p->tail = &it->next;
             pp = &it->next;
             continue;
         }
+        left--;
         *pp = it->next;
+        if (*pp == NULL)
+            p->tail = pp; /* it was the last queued */
         it->hfail = 0;
         it->tries++;
         uint64_t delay = p->opts.store_retry_ms;
@@ -541,9 +556,7 @@ static int batch_write(void *owner)
     if (rc == HANDLER_FAILED) {
         /* Without savepoints: run the batch again without it. */
         p->stats = p->snap;
-        for (item *it = p->head; it; it = it->next)
-            if (it->hfail)
-                p->stats.handler_failures++;
+        p->stats.handler_failures += p->nhfail;
         saga__pdefer_rolled_back(p);
         free_list(&p->txn, &p->txn_tail);
         free_list(&p->txn_ev, &p->txn_ev_tail);
@@ -587,8 +600,11 @@ static void batch_failed(void *owner, int rc)
     p->stats.commit_failures++;
     ext_back(p);
     saga__pdefer_rolled_back(p);
-    for (item *it = p->head; it; it = it->next)
+    /* Only the batch's items ran (and may have failed). */
+    size_t n = 0;
+    for (item *it = p->head; it && n < p->nbatch; it = it->next, n++)
         it->hfail = 0;
+    p->nhfail = 0;
     saga__plog(p, SAGA_LOG_ERROR, NULL, -1,
                "commit of %s failed (%s): %s; retrying in %u ms",
                p->head ? "received messages" : "the outbox", saga_err_name(rc),
@@ -961,8 +977,8 @@ static void destroy(saga_participant *p)
         saga_free(h->group);
         saga_free(h);
     }
+    free_items(p->head); /* (close_now freed them already) */
     saga__pdefer_detach(p);
-    free_items(p->head);
     free_list(&p->ext, &p->ext_tail);
     saga__outmsg **ft = &p->fl_ext;
     free_list(&p->fl_ext, &ft);

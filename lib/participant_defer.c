@@ -74,8 +74,26 @@ int saga__pbarrier_split(const void *val, size_t len, const void **prev,
 /* ------------------------------------------------------------------------ */
 /* Handles                                                                  */
 
+/* Take @p d out of the running batch's fresh list (a short list: the
+ * handles its handlers made). */
+static void unfresh(saga_participant *p, saga_deferred *d)
+{
+    if (!d->infresh)
+        return;
+    d->infresh = 0;
+    if (p == NULL)
+        return;
+    for (saga_deferred **pp = &p->fresh; *pp; pp = &(*pp)->nnext)
+        if (*pp == d) {
+            *pp = d->nnext;
+            break;
+        }
+    d->nnext = NULL;
+}
+
 static void unlink_def(saga_participant *p, saga_deferred *d)
 {
+    unfresh(p, d);
     if (d->prev)
         d->prev->next = d->next;
     else if (p != NULL && p->defs == d)
@@ -134,8 +152,12 @@ int saga_reply_defer(saga_reply *reply, saga_deferred **out)
     if (p->defs)
         p->defs->prev = d;
     p->defs = d;
+    d->nnext = p->fresh;
+    d->infresh = 1;
+    p->fresh = d;
     reply->deferred = d;
     reply->it->dfr = d;
+    d->it = reply->it;
     *out = d;
     return SAGA_OK;
 }
@@ -145,12 +167,21 @@ const saga_command *saga_deferred_command(const saga_deferred *d)
     return d ? &d->cmd : NULL;
 }
 
-/* Forget the item that made @p d (the item goes away after its batch). */
+/* Forget the item that made @p d (the item goes away after its batch):
+ * through the handle's own link, not a walk of the queue (issue 8). */
 static void forget_item(saga_participant *p, saga_deferred *d)
 {
-    for (item *it = p->head; it; it = it->next)
-        if (it->dfr == d)
-            it->dfr = NULL;
+    (void)p;
+    if (d->it != NULL && d->it->dfr == d)
+        d->it->dfr = NULL;
+    d->it = NULL;
+}
+
+void saga__pdefer_unlink_item(item *it)
+{
+    if (it->dfr != NULL && it->dfr->it == it)
+        it->dfr->it = NULL;
+    it->dfr = NULL;
 }
 
 int saga_deferred_reply(saga_deferred *d, saga_outcome outcome, const void *out,
@@ -276,7 +307,13 @@ void saga__pdefer_committed(saga_participant *p)
         unlink_def(p, d);
         free_def(d);
     }
-    for (saga_deferred *d = p->defs; d; d = d->next) {
+    /* Only the handles this batch made can be D_NEW. */
+    saga_deferred *fresh = p->fresh;
+    p->fresh = NULL;
+    for (saga_deferred *d = fresh, *nx; d; d = nx) {
+        nx = d->nnext;
+        d->nnext = NULL;
+        d->infresh = 0;
         if (d->state != D_NEW)
             continue;
         d->state = D_PENDING;
@@ -313,9 +350,13 @@ void saga__pdefer_rolled_back(saga_participant *p)
         p->answers = p->answering;
         p->answering = NULL;
     }
-    saga_deferred *d = p->defs;
+    /* Only the handles this batch made can be D_NEW. */
+    saga_deferred *d = p->fresh;
+    p->fresh = NULL;
     while (d != NULL) {
-        saga_deferred *nx = d->next;
+        saga_deferred *nx = d->nnext;
+        d->nnext = NULL;
+        d->infresh = 0;
         if (d->state == D_NEW)
             saga__pdefer_void(p, d);
         d = nx;
@@ -327,14 +368,16 @@ void saga__pdefer_detach(saga_participant *p)
     saga_deferred *d = p->defs;
     while (d != NULL) {
         saga_deferred *nx = d->next;
-        d->prev = d->next = NULL;
+        d->prev = d->next = d->nnext = NULL;
+        d->infresh = 0;
+        d->it = NULL;
         if (d->answered)
             free_def(d);
         else
             d->p = NULL;
         d = nx;
     }
-    p->defs = p->answers = p->answering = NULL;
+    p->defs = p->answers = p->answering = p->fresh = NULL;
     p->answers_tail = &p->answers;
 }
 

@@ -84,6 +84,14 @@ struct saga_deferred {
     char *error;
     struct saga_deferred *prev, *next; /* every handle of the participant */
     struct saga_deferred *anext;       /* the answer queue */
+    /* The queued item whose handler made it (that item's dfr is this
+     * handle) while it is queued; NULL once the item is freed. */
+    struct item *it;
+    /* Made in the running batch (D_NEW; participant's fresh list): the
+     * batch's commit or rollback looks at these only, not at every live
+     * handle (those waiting for their answer can be thousands). */
+    struct saga_deferred *nnext;
+    int infresh;
 };
 
 struct saga_participant {
@@ -104,6 +112,7 @@ struct saga_participant {
     saga_deferred *defs;                    /* every live deferred handle */
     saga_deferred *answers, **answers_tail; /* answered, to record */
     saga_deferred *answering;               /* recorded in the running batch */
+    saga_deferred *fresh; /* made in the running batch (nnext) */
     int in_handler, started, closing, nclosing;
     int close_asked;       /* saga_participant_close() ran (maybe deferred) */
     int rerun;             /* the batch is run again without a failed handler */
@@ -124,6 +133,11 @@ struct saga_participant {
      * nbatch received messages and the first ndone_batch outbox deletions
      * are in the running batch; the rest wait for the next turn. */
     size_t nbatch, ndone_batch;
+    /* Of those nbatch: how many handlers failed (hfail set), and how many
+     * items from the head the batch's reads ahead may have marked (pf).
+     * Every walk of the queue stops there (issue 8): a batch's work is
+     * O(batch), however long the queue behind it. */
+    size_t nhfail, pf_upto;
     /* The running batch's reads made ahead and writes held for the commit
      * (participant_pipe.c); NULL: the slots are called one by one. */
     struct saga__pbatch *pb;
@@ -191,6 +205,9 @@ void saga__pdefer_committed(saga_participant *p);
 void saga__pdefer_rolled_back(saga_participant *p);
 /* A handle @p d made in a command whose writes were undone. */
 void saga__pdefer_void(saga_participant *p, saga_deferred *d);
+/* @p it is run again or freed: it and the handle its handler deferred
+ * (it->dfr) forget each other. */
+void saga__pdefer_unlink_item(item *it);
 /* Queue the pending commands found in the store to be driven again. */
 int saga__pdefer_redrive(saga_participant *p);
 /* The participant is being freed: detach the app's handles. */

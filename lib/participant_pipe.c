@@ -83,11 +83,14 @@ static void free_write(pheld *x)
 
 void saga__pb_end(saga_participant *p)
 {
-    for (item *it = p->head; it; it = it->next) {
+    /* Only the items read ahead (pf_upto from the head) carry marks. */
+    size_t n = 0;
+    for (item *it = p->head; it && n < p->pf_upto; it = it->next, n++) {
         saga_free(it->pf_reply);
         it->pf_reply = NULL;
         it->pf = 0;
     }
+    p->pf_upto = 0;
     struct saga__pbatch *b = p->pb;
     if (b == NULL)
         return;

@@ -42,7 +42,7 @@ static int h_reserve(saga_participant *p, const saga_command *c, saga_reply *r,
                      void *arg)
 {
     (void)p, (void)arg;
-    if (strcmp(c->saga_id, "poison") == 0) {
+    if (strncmp(c->saga_id, "poison", 6) == 0) {
         poison_calls++;
         saga_reply_set(r, SAGA_OUTCOME_FAIL, NULL, 0,
                        "ledger row locked by another process");
@@ -83,7 +83,7 @@ static void on_reply(saga_transport *t, saga_delivery *d, const char *topic,
             nok++;
         else {
             nfail++;
-            cr_assert_str_eq(e.saga_id, "poison");
+            cr_assert(strncmp(e.saga_id, "poison", 6) == 0, "%s", e.saga_id);
             snprintf(fail_error, sizeof fail_error, "%s", e.error);
         }
     }
@@ -104,6 +104,8 @@ static void send_env(const char *topic, saga_msg_kind kind, const char *saga,
                       .step = step});
 }
 
+static uint32_t max_batch; /* 0: the default */
+
 static void start(saga_store *s, uint32_t max_tries)
 {
     nreplies = nok = nfail = poison_calls = event_calls = 0;
@@ -116,6 +118,7 @@ static void start(saga_store *s, uint32_t max_tries)
     o.service = "inventory";
     o.store_retry_ms = 1;
     o.handler_max_tries = max_tries;
+    o.max_batch = max_batch;
     o.log = on_log;
     cr_assert_eq(saga_participant_new(&P, &loop, s, pt, &o), SAGA_OK);
     cr_assert_eq(saga_participant_on_command(P, "reserve", h_reserve, NULL), 0);
@@ -243,4 +246,61 @@ Test(participant_isolation, poisoned_event_does_not_block_others)
     cr_assert_eq(late_calls, 4, "each late event called once");
     cr_assert_eq(audits, 6, "each good event committed once");
     finish();
+}
+
+/* Issue 8: a batch looks only at its own items, not at the whole queue
+ * (failed handlers, savepoints, reads ahead). Batches of 8 in a queue of
+ * 41: one poisoned command in the first batch, one the last queued (the
+ * queue's tail moves when it is parked), more sent while both are retried
+ * behind the queue. Every command is answered once, each poisoned one
+ * FAIL after its tries, and the queue loses nothing. */
+static void poisoned_in_long_queue(saga_store *s)
+{
+    max_batch = 8;
+    start(s, 3);
+    max_batch = 0;
+    char id[32];
+    for (int i = 0; i < 40; i++) {
+        snprintf(id, sizeof id, "saga-%02d", i);
+        send_env("inventory", SAGA_MSG_COMMAND, id, 0);
+        if (i == 2)
+            send_env("inventory", SAGA_MSG_COMMAND, "poison-a", 0);
+    }
+    send_env("inventory", SAGA_MSG_COMMAND, "poison-z", 0);
+    for (int i = 0; i < 200 && nok < 40; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(nok, 40, "the other commands were held by the poisoned ones");
+    for (int i = 40; i < 60; i++) {
+        snprintf(id, sizeof id, "saga-%02d", i);
+        send_env("inventory", SAGA_MSG_COMMAND, id, 0);
+    }
+    run_until(62);
+    cr_assert_eq(nok, 60);
+    cr_assert_eq(nfail, 2, "each poisoned command is answered FAIL");
+    cr_assert_eq(poison_calls, 6, "each tried handler_max_tries times");
+    saga_participant_counters st = SAGA_PARTICIPANT_COUNTERS_INIT;
+    cr_assert_eq(saga_participant_stats(P, &st), SAGA_OK);
+    cr_assert_eq(st.handler_failures, 6);
+    cr_assert_eq(st.handler_gave_up, 2);
+    cr_assert_eq(st.commit_failures, 0);
+    /* The queue's tail is intact: one more is received and answered. */
+    send_env("inventory", SAGA_MSG_COMMAND, "saga-last", 0);
+    run_until(63);
+    cr_assert_eq(nok, 61);
+    finish();
+}
+
+Test(participant_isolation, poisoned_commands_in_a_long_queue)
+{
+    poisoned_in_long_queue(mem());
+}
+
+Test(participant_isolation, poisoned_commands_in_a_long_queue_no_savepoints)
+{
+    saga_store *s;
+    cr_assert_eq(fault_store_new(&s, mem(), NULL), SAGA_OK);
+    s->savepoint = NULL;
+    s->savepoint_rollback = NULL;
+    s->savepoint_release = NULL;
+    poisoned_in_long_queue(s);
 }
