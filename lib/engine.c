@@ -278,10 +278,12 @@ int saga_engine_new(saga_engine **out, saga_store *store,
         return SAGA_ENOMEM;
     memset(e, 0, sizeof *e);
     if (opts != NULL)
-        /* A version-1 caller's struct ends before the version-2 fields. */
+        /* An older caller's struct ends before the newer fields (version
+         * 1: before log_event; version 2: before max_active). */
         memcpy(&e->opts, opts,
-               opts->version >= 2 ? sizeof *opts
-                                  : offsetof(saga_engine_options, log_event));
+               opts->version >= 3   ? sizeof *opts
+               : opts->version == 2 ? offsetof(saga_engine_options, max_active)
+                                    : offsetof(saga_engine_options, log_event));
     else
         saga_engine_options_init(&e->opts, SAGA_ENGINE_OPTIONS_VERSION);
     saga_engine_options *o = &e->opts;
@@ -419,10 +421,25 @@ int saga_engine_stats(saga_engine *e, saga_engine_counters *out)
     if (e == NULL || out == NULL)
         return SAGA_EINVAL;
     SAGA__CHECK_VERSION(out, SAGA_ENGINE_COUNTERS_VERSION);
-    *out = e->stats;
-    out->version = SAGA_ENGINE_COUNTERS_VERSION;
-    out->active = e->idx.ninst;
+    unsigned int v = out->version;
+    saga_engine_counters c = e->stats;
+    c.active = e->idx.ninst;
+    /* Write only what the caller's version has room for. */
+    memcpy(out, &c,
+           v == 1 ? offsetof(saga_engine_counters, starts_refused) : sizeof c);
+    out->version = v;
     return SAGA_OK;
+}
+
+int saga__admit(saga_engine *e)
+{
+    size_t max = e->opts.max_active;
+    if (max == 0 || e->idx.ninst < max)
+        return SAGA_OK;
+    e->stats.starts_refused++;
+    return saga__err(e, SAGA_EFULL,
+                     "%zu sagas run, max_active is %zu: retry later",
+                     e->idx.ninst, max);
 }
 
 static void engine_destroy(saga_engine *e)

@@ -91,6 +91,9 @@ void saga__log(saga_engine *e, saga_log_level lvl, const char *saga_id,
 #define saga__err(e, code, ...)                                                \
     saga__errf((e)->errmsg, sizeof(e)->errmsg, (code), __VA_ARGS__)
 int64_t saga__now(saga_engine *e);
+/* Admission (saga_engine_options.max_active): SAGA_OK if a new saga may
+ * start now, else SAGA_EFULL (counted, errmsg set). */
+int saga__admit(saga_engine *e);
 uint64_t saga__rand(saga_engine *e);
 const saga_def *saga__def_find(saga_engine *e, const char *name,
                                uint32_t version);

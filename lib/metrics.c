@@ -337,6 +337,9 @@ int saga_engine_metrics(saga_engine *e, saga_metric_cb cb, void *arg)
     } flat[] = {
         {"saga_sagas_active", "Sagas RUNNING or COMPENSATING in memory.",
          SAGA_METRIC_GAUGE, (double)e->idx.ninst},
+        {"saga_starts_refused_total",
+         "New sagas refused by the admission limit (max_active).",
+         SAGA_METRIC_COUNTER, (double)e->stats.starts_refused},
         {"saga_retries_total",
          "Attempts scheduled again after RETRY, FAIL "
          "of a compensation, or a timeout.",

@@ -260,6 +260,11 @@ int saga_start(saga_engine *e, const char *def_name, const char *idem_key,
             return started_effect(e, found, 1, cb, arg);
         }
     }
+    /* A new saga: past max_active it is refused before anything is
+     * staged (a known key was answered above). */
+    rc = saga__admit(e);
+    if (rc != SAGA_OK)
+        return rc;
     saga__inst *in = saga__inst_new(def, idem_key, data, len, saga__now(e));
     if (in == NULL)
         return SAGA_ENOMEM;

@@ -477,7 +477,7 @@ static struct {
     pend_sid *sids;
 } G;
 
-enum { P_NEW, P_JOIN, P_REUSED, P_PENDING, P_CONFLICT };
+enum { P_NEW, P_JOIN, P_REUSED, P_PENDING, P_CONFLICT, P_OVERLOADED };
 
 static void flush_orders(uv_timer_t *t);
 
@@ -519,10 +519,20 @@ static void pend_free(pend_order *p)
     free(p);
 }
 
+/* Whether the order service runs max_pending sagas or more (0: no cap),
+ * counting @p news orders this group has already added. */
+static int overloaded(ck_app *a, uint64_t news)
+{
+    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
+    return a->timing.max_pending > 0 && a->engine != NULL &&
+           saga_engine_stats(a->engine, &st) == SAGA_OK &&
+           st.active + news >= a->timing.max_pending;
+}
+
 /* Decide and write one order inside the group's transaction: the checks
  * of the request (the key, the cart's pending order) again, since an order
  * of the same group may have taken them. -1 on a database error. */
-static int group_one(ck_app *a, pend_order *p)
+static int group_one(ck_app *a, pend_order *p, uint64_t *news)
 {
     char *prior = NULL, other[64];
     int found = existing_order(a, p->key, p->known, sizeof p->known, &prior,
@@ -542,7 +552,17 @@ static int group_one(ck_app *a, pend_order *p)
         snprintf(p->known, sizeof p->known, "%s", other);
         return 0;
     }
+    /* Load shedding, once the request is known to create an order: a key
+     * already used, and a cart with a pending order, are answered above
+     * as when the shop is idle (a client retrying a lost 202 gets its
+     * order, not 503). Nothing is written for a refused one. */
+    if (overloaded(a, *news)) {
+        p->state = P_OVERLOADED;
+        return 0;
+    }
     int rc = insert_order(a, p);
+    if (rc == 0)
+        (*news)++;
     if (rc == 1 && !ck_db_is_pg(a->order_db)) {
         /* SQLite undid that statement alone; PostgreSQL aborted the
          * transaction: then the whole group is answered 503. */
@@ -586,6 +606,14 @@ static void answer_group(ck_app *a, pend_order *p, int ok)
                  p->key);
         ck_wait_error(p->w, 422, "idempotency_key_reused", msg);
         return;
+    case P_OVERLOADED:
+        ck_wait_reply(p->w, 503,
+                      json_pack("{s:{s:s, s:s}}", "error", "code", "overloaded",
+                                "message",
+                                "too many checkouts in progress; retry later "
+                                "with the same Idempotency-Key"),
+                      "retry-after", "1");
+        return;
     case P_PENDING:
         snprintf(msg, sizeof msg,
                  "cart %.120s has a checkout in progress (order %s)",
@@ -624,8 +652,9 @@ static void flush_orders(uv_timer_t *t)
         ok = ck_step(st) == CK_DONE;
         ck_done(st);
     }
+    uint64_t news = 0;
     for (pend_order *p = list; p != NULL && ok; p = p->next)
-        ok = group_one(a, p) == 0;
+        ok = group_one(a, p, &news) == 0;
     if (ok)
         ok = ck_commit(db) == CK_OK;
     if (!ok && begun)
@@ -663,15 +692,6 @@ static void answer_refused(ck_req *r, const char *request, const ck_fail *f)
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
-
-/* Whether the order service runs max_pending sagas or more (0: no cap). */
-static int overloaded(ck_app *a)
-{
-    saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
-    return a->timing.max_pending > 0 && a->engine != NULL &&
-           saga_engine_stats(a->engine, &st) == SAGA_OK &&
-           st.active >= a->timing.max_pending;
-}
 
 void ck_api_checkout(ck_req *r)
 {
@@ -719,20 +739,9 @@ void ck_api_checkout(ck_req *r)
         answer_refused(r, request, &fail);
         goto done;
     }
-    /* Load shedding before anything is written: a new order while the
-     * order service already runs max_pending sagas gets 503 overloaded
-     * (retry later with the same key). A key already used is answered
-     * above (answer_refused) or in the group's transaction as before. */
-    if (overloaded(a)) {
-        ck_reply_hdr(r, 503,
-                     json_pack("{s:{s:s, s:s}}", "error", "code", "overloaded",
-                               "message",
-                               "too many checkouts in progress; retry later "
-                               "with the same Idempotency-Key"),
-                     "retry-after", "1");
-        json_decref(items);
-        goto done;
-    }
+    /* Load shedding (CK_MAX_PENDING) is decided in the group's transaction
+     * too (group_one), once the key and the cart are known not to answer
+     * otherwise. */
     /* A pending order of this cart is looked for in the group's
      * transaction (group_one): 409 from there. */
     order_id_new(order_id, sizeof order_id);

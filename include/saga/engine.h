@@ -48,7 +48,7 @@ typedef void (*saga_start_cb)(saga_engine *e, int status, const char *saga_id,
 /** saga_engine_close() finished; the engine's memory is gone. */
 typedef void (*saga_close_cb)(void *arg);
 
-#define SAGA_ENGINE_OPTIONS_VERSION 2
+#define SAGA_ENGINE_OPTIONS_VERSION 3
 #define SAGA_ENGINE_OPTIONS_INIT SAGA_INIT_VERSION(SAGA_ENGINE_OPTIONS_VERSION)
 
 /** Engine options. Zero (or NULL) in any field selects its default. */
@@ -90,6 +90,22 @@ typedef struct saga_engine_options {
      * filters. Since: 0.2. */
     saga_log_event_fn log_event;
     void *log_event_arg;
+    /* version 3 */
+    /** Admission limit: the most sagas this engine runs at once. A saga
+     * counts from its saga_start() (staged, not yet committed, included)
+     * until its end is committed: saga_engine_counters.active. While that
+     * many run, saga_start() of a new saga returns SAGA_EFULL and stages
+     * nothing; a start whose idempotency key names a saga known before the
+     * call returns (see saga_start()) is still answered. Sagas resumed by
+     * recovery, claimed from another engine or brought back by an operator
+     * (saga_retry(), the control verbs) are never refused and may exceed
+     * the limit: new starts are then refused until fewer than
+     * @c max_active run. 0: no limit, the default, since the right number
+     * is the application's (about what its services finish within one step
+     * timeout: a larger backlog times out and retries, adding work) and an
+     * older program does not expect SAGA_EFULL from saga_start().
+     * Since: 0.2. */
+    size_t max_active;
 } saga_engine_options;
 
 /**
@@ -245,9 +261,15 @@ SAGA_EXTERN int64_t saga_engine_now(saga_engine *e);
  *   the key is free; see @p idem_key).
  * @param cb NULL, or called once the start is durable, with the saga's id.
  * @return SAGA_OK; SAGA_EINVAL (bad key, data not a map, data larger than
- *   max_data_size); SAGA_ENOTFOUND (no such definition); SAGA_ECLOSED;
- *   SAGA_ESTORE (the key lookup failed; never with a store that looks keys
- *   up on the loop); SAGA_ENOMEM. On an error @p cb is not called.
+ *   max_data_size); SAGA_ENOTFOUND (no such definition); SAGA_EFULL (a
+ *   new saga while saga_engine_options.max_active sagas run: nothing is
+ *   staged or recorded, retry later; a key found in memory, or in the
+ *   store by a store that looks keys up before returning, is answered
+ *   instead; with a store that looks keys up on the loop a key not in
+ *   memory is refused like a new saga, and answered once there is room;
+ *   since 0.2); SAGA_ECLOSED; SAGA_ESTORE (the key lookup failed; never
+ *   with a store that looks keys up on the loop); SAGA_ENOMEM. On an
+ *   error @p cb is not called.
  * Ownership: @p def_name, @p idem_key and @p data stay the caller's (the engine
  *   copies them); @p id_out is caller memory. Since: 0.1.
  */
@@ -394,11 +416,14 @@ typedef int (*saga_list_cb)(const char *saga_id, saga_state state,
 SAGA_EXTERN int saga_list(saga_engine *e, unsigned int state_mask,
                           saga_list_cb cb, void *arg);
 
-#define SAGA_ENGINE_COUNTERS_VERSION 1
+#define SAGA_ENGINE_COUNTERS_VERSION 2
 #define SAGA_ENGINE_COUNTERS_INIT                                              \
     SAGA_INIT_VERSION(SAGA_ENGINE_COUNTERS_VERSION)
 
-/** Counters since the engine started (docs/api/README.md, "Counters"). */
+/** Counters since the engine started (docs/api/README.md, "Counters").
+ * @c active counts the sagas in memory: from saga_start() (also before its
+ * commit) until their end is committed, and those resumed or claimed; it is
+ * what saga_engine_options.max_active bounds. */
 typedef struct saga_engine_counters {
     unsigned int version; /* set by the caller: SAGA_ENGINE_COUNTERS_VERSION */
     uint64_t started, completed, compensated, failed;
@@ -407,6 +432,8 @@ typedef struct saga_engine_counters {
     uint64_t commits, commit_failures, transitions;
     uint64_t purged;
     uint64_t active; /* sagas currently RUNNING or COMPENSATING */
+    /* version 2 (Since: 0.2) */
+    uint64_t starts_refused; /* saga_start() refused: max_active (EFULL) */
 } saga_engine_counters;
 
 /**

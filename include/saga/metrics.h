@@ -12,7 +12,7 @@
  * saga_sagas_compensated_total, saga_sagas_failed_total,
  * saga_operator_actions_total, saga_step_attempts_total,
  * saga_step_latency_seconds, saga_step_attempts_until_ok,
- * saga_sagas_active, saga_retries_total, saga_timeouts_total,
+ * saga_sagas_active, saga_starts_refused_total, saga_retries_total, saga_timeouts_total,
  * saga_stale_completions_total, saga_replies_rejected_total,
  * saga_commits_total, saga_commit_failures_total, saga_purged_total,
  * saga_commit_latency_seconds, saga_commit_batch_size, saga_outbox_depth,

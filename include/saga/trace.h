@@ -41,8 +41,9 @@ SAGA_EXTERN int saga_traceparent_valid(const char *tp);
  * @param traceparent the incoming header value; NULL, or one that is not
  *   valid, starts the saga without it (a new trace, as W3C asks).
  * @param cb a saga_start_cb (engine.h), or NULL.
- * @return as saga_start(); also SAGA_EINVAL when @p data already holds
- *   SAGA_TRACE_KEY with another value. Since: 0.2.
+ * @return as saga_start() (SAGA_EFULL included: max_active); also
+ *   SAGA_EINVAL when @p data already holds SAGA_TRACE_KEY with another
+ *   value. Since: 0.2.
  * Ownership: as saga_start(); @p traceparent stays the caller's (copied into
  *   the saga data).
  */

@@ -29,6 +29,7 @@
  *   - at quiescence every saga is terminal (COMPLETED or COMPENSATED),
  *     every process is up and every message was acked.
  */
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -682,6 +683,7 @@ static void proc_up(world *w, proc *pr)
         o.on_done = on_done;
         o.on_done_arg = w;
         o.housekeeping_interval_ms = 7ull * 24 * 3600 * 1000;
+        o.max_active = sim_max_active;
         rc = saga_engine_new(&pr->e, &pr->dk->base, &pr->ep->base, &o);
         if (rc == SAGA_OK)
             rc = saga_engine_register(pr->e, make_def(w));
@@ -822,9 +824,26 @@ static void do_start(world *w, int idx)
     startarg *sa = malloc(sizeof *sa);
     sa->w = w;
     sa->order = idx;
+    saga_engine_counters before = SAGA_ENGINE_COUNTERS_INIT, after = before;
+    saga_engine_stats(pr->e, &before);
     int rc = saga_start(pr->e, "order", o->key[0] ? o->key : NULL, data, len,
                         id, start_cb, sa);
     saga_map_free(m);
+    saga_engine_stats(pr->e, &after);
+    /* Admission (--max-active): refused only at the limit; a start that
+     * added a saga found room for it. */
+    if (rc == SAGA_EFULL &&
+        (sim_max_active == 0 || before.active < sim_max_active))
+        violation(w,
+                  "admission: start refused with %" PRIu64 " active, "
+                  "limit %zu",
+                  before.active, sim_max_active);
+    if (rc == SAGA_OK && sim_max_active > 0 && after.active > before.active &&
+        before.active >= sim_max_active)
+        violation(w,
+                  "admission: a new saga started with %" PRIu64
+                  " active, limit %zu",
+                  before.active, sim_max_active);
     if (rc != SAGA_OK) {
         free(sa);
         tracef(w, "start o%d key=%s: %s", idx, o->key, saga_err_name(rc));

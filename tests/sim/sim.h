@@ -29,6 +29,12 @@ int sim_chance(uint64_t *s, int permille);
 /* ---- bugs (the SAGA_SIM_BUGS build only) -------------------------------- */
 extern int saga__sim_bug; /* read by lib/ in that build; 0: none */
 
+/* ---- options --------------------------------------------------------------- */
+/* --max-active N: the orchestrator's admission limit (engine options
+ * max_active; 0, the default: none). With a limit, a start refused with
+ * SAGA_EFULL is asked again later, and every start is checked against it. */
+extern size_t sim_max_active;
+
 /* ---- a run --------------------------------------------------------------- */
 typedef struct sim_result {
     int ok;

@@ -6,6 +6,7 @@
  *   saga-sim ... --twice               run each seed twice, compare traces
  *   saga-sim ... --bug NAME            (saga-sim-bugs only) inject a bug
  *   saga-sim ... --expect-fail         succeed iff some seed fails
+ *   saga-sim ... --max-active N        the orchestrator's admission limit
  *
  * Exit status: 0 when every seed held its invariants (or, with
  * --expect-fail, when one did not), 1 otherwise, 2 on a usage error.
@@ -19,6 +20,7 @@
 
 /* Which injected bug is on (lib/ reads it in the saga-sim-bugs build). */
 int saga__sim_bug;
+size_t sim_max_active;
 
 static const char *const bug_names[] = {
     NULL, "inbox", /* 1: the inbox claim is skipped: a redelivered command
@@ -37,6 +39,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: saga-sim [--seed S | --seeds N [--start S]] [--trace]\n"
             "                [--twice] [--bug NAME] [--expect-fail]\n"
+            "                [--max-active N]\n"
             "bugs (saga-sim-bugs only): inbox comp-never early-reply "
             "no-hanging fail-not-final retry-same-id\n");
 }
@@ -58,6 +61,9 @@ int main(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--start") == 0 && v) {
             start = strtoull(v, NULL, 0);
+            i++;
+        } else if (strcmp(a, "--max-active") == 0 && v) {
+            sim_max_active = (size_t)strtoull(v, NULL, 0);
             i++;
         } else if (strcmp(a, "--trace") == 0) {
             trace = 1;

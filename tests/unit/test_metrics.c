@@ -101,6 +101,7 @@ Test(metrics, values_after_a_known_run)
                    "step=\"s0\",le=\"2\"} 2");
     expect_line(t, "saga_retries_total 2");
     expect_line(t, "saga_sagas_active 0");
+    expect_line(t, "saga_starts_refused_total 0");
     expect_line(t, "saga_outbox_depth 0");
     expect_line(t, "# TYPE saga_step_latency_seconds histogram");
     expect_line(t, "# TYPE saga_sagas_started_total counter");
