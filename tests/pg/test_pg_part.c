@@ -265,11 +265,20 @@ static void drain(world *w, int n)
                  n);
 }
 
+static void closed_cb(void *arg) { *(int *)arg = 1; }
+
 static void world_stop(world *w)
 {
     uv_close((uv_handle_t *)&w->tick, NULL);
-    saga_participant_close(w->P, NULL, NULL);
+    /* The close may wait for a commit in flight (an outbox deletion's):
+     * the bus, which frees the participant's endpoint, goes after it. */
+    int closed = 0;
+    saga_participant_close(w->P, closed_cb, &closed);
     saga_transport_free(w->T);
+    for (int i = 0; i < 100000 && !closed; i++)
+        if (uv_run(&w->loop, UV_RUN_ONCE) == 0 && !closed)
+            break;
+    cr_assert(closed, "the participant closed");
     for (int i = 0; i < 50; i++)
         uv_run(&w->loop, UV_RUN_NOWAIT);
     saga_inmem_bus_free(w->bus);
