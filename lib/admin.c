@@ -103,6 +103,17 @@ static int kv_put_packed(saga_store *s, const char *key, pack_fn pack,
     return rc;
 }
 
+/* Pack a value with @p pack(@p arg) into @p sb (initialised here; the
+ * caller destroys it). @return SAGA_OK or SAGA_ENOMEM. */
+static int pack_into(msgpack_sbuffer *sb, pack_fn pack, const void *arg)
+{
+    msgpack_packer pk;
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    pack(&pk, arg);
+    return sb->data ? SAGA_OK : SAGA_ENOMEM;
+}
+
 /* Copy a STR item into @p out (truncated to @p size - 1). */
 static void item_str(const saga__mp_item *it, char *out, size_t size)
 {
@@ -270,6 +281,183 @@ static int record_shapes(saga_engine *e)
     if (rc == SAGA_OK)
         return s->commit(s);
     s->rollback(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Key-value writes on the loop (store interface version 13)                */
+
+/* Whether the engine writes its keys (shapes, the control queue) on the
+ * loop: read with kv_get_submit, written as a batch of key-value writes
+ * only (submit_batch), each read-modify-write checked with SAGA_KV_EXPECT
+ * against the value read. */
+static int kv_on_loop(const saga_engine *e)
+{
+    const saga_store *s = e->store;
+    return e->gc.async && s->version >= 13 && s->kv_get_submit != NULL;
+}
+
+/* A request in flight on the loop. Linked into the engine until it ends:
+ * a batch in flight when the store closes is dropped without its
+ * callback, so saga__admin_fini() frees what is left. */
+typedef struct saga__kvop {
+    saga__list link;
+    saga_engine *e;
+    int tries; /* reads again after SAGA_EBUSY (another writer) */
+    void (*release)(struct saga__kvop *k); /* frees it */
+} kvop;
+
+#define KV_TRIES 8
+
+static void kvop_link(saga_engine *e, kvop *k, void (*release)(kvop *k))
+{
+    k->e = e;
+    k->tries = 0;
+    k->release = release;
+    if (e->kvops.next == NULL)
+        saga__list_init(&e->kvops);
+    saga__list_push_back(&e->kvops, &k->link);
+}
+
+static void kvop_unlink(kvop *k) { saga__list_remove(&k->link); }
+
+/* Submit the @p n key-value writes @p kv as a batch of their own. */
+static int kv_submit(saga_engine *e, const saga_kv_write *kv, size_t n,
+                     saga_store_done_cb done, void *arg)
+{
+    saga_batch_writes w;
+    memset(&w, 0, sizeof w);
+    w.kv = kv;
+    w.nkv = n;
+    return e->store->submit_batch(e->store, &w, done, arg);
+}
+
+/* The shapes: the index read, merged with the engine's definitions, and
+ * written with every shape, the index expected to be as read. */
+typedef struct shapes_op {
+    kvop k; /* first */
+} shapes_op;
+
+static void shapes_got(void *arg, int rc, const void *val, size_t len);
+
+static void shapes_release(kvop *k) { saga_free(k); }
+
+static void shapes_end(shapes_op *op, int rc)
+{
+    saga_engine *e = op->k.e;
+    if (rc == SAGA_ESTORE && !e->closing) {
+        /* The server away (refused, or the answer lost): tried again at
+         * the control-queue polls. */
+        e->shapes_due = 1;
+        saga__log(e, SAGA_LOG_DEBUG, NULL, -1,
+                  "definition shapes not recorded yet: %s",
+                  e->store->errmsg(e->store));
+    } else if (rc != SAGA_OK && !e->closing)
+        saga__log(e, SAGA_LOG_WARN, NULL, -1,
+                  "cannot record definition shapes (%s): %s", saga_err_name(rc),
+                  e->store->errmsg(e->store));
+    kvop_unlink(&op->k);
+    shapes_release(&op->k);
+}
+
+static int shapes_read(shapes_op *op)
+{
+    saga_store *s = op->k.e->store;
+    return s->kv_get_submit(s, KEY_DEFS, shapes_got, op);
+}
+
+static void shapes_done(void *arg, int rc)
+{
+    shapes_op *op = arg;
+    if (rc == SAGA_EBUSY && !op->k.e->closing && ++op->k.tries < KV_TRIES &&
+        (rc = shapes_read(op)) == SAGA_OK)
+        return; /* another engine wrote the index meanwhile: read again */
+    shapes_end(op, rc);
+}
+
+static int shapes_write(shapes_op *op, const blob *b)
+{
+    saga_engine *e = op->k.e;
+    size_t ndefs = 0;
+    for (saga__defent *d = e->defs; d; d = d->next)
+        ndefs++;
+    def_ref *refs = saga_malloc(DEFS_MAX * sizeof *refs);
+    saga_kv_write *kv = saga_malloc((ndefs + 1) * sizeof *kv);
+    msgpack_sbuffer *sb = saga_malloc((ndefs + 1) * sizeof *sb);
+    char(*keys)[SAGA_NAME_MAX + 32] = saga_malloc(ndefs ? ndefs * sizeof *keys
+                                                        : 1);
+    int rc = refs && kv && sb && keys ? SAGA_OK : SAGA_ENOMEM;
+    size_t npacked = 0;
+    long n = rc == SAGA_OK ? parse_defs(b, refs, DEFS_MAX) : 0;
+    if (n < 0)
+        n = 0; /* a malformed index is rebuilt from what runs now */
+    size_t i = 0;
+    for (saga__defent *d = e->defs; d && rc == SAGA_OK; d = d->next, i++) {
+        def_key(keys[i], sizeof keys[i], d->def->name, d->def->version);
+        rc = pack_into(&sb[i], pack_shape, d->def);
+        npacked++;
+        saga_kv_write w = {keys[i], sb[i].data, sb[i].size, 0, NULL, 0};
+        kv[i] = w;
+        long k = 0;
+        while (k < n && !(refs[k].version == d->def->version &&
+                          strcmp(refs[k].name, d->def->name) == 0))
+            k++;
+        if (k == n && n < DEFS_MAX) {
+            snprintf(refs[n].name, sizeof refs[n].name, "%s", d->def->name);
+            refs[n].version = d->def->version;
+            n++;
+        }
+    }
+    if (rc == SAGA_OK) {
+        def_refs all = {refs, n};
+        rc = pack_into(&sb[ndefs], pack_defs, &all);
+        npacked++;
+        saga_kv_write w = {
+            KEY_DEFS,       sb[ndefs].data,         sb[ndefs].size,
+            SAGA_KV_EXPECT, b->found ? b->p : NULL, b->found ? b->len : 0};
+        kv[ndefs] = w;
+    }
+    if (rc == SAGA_OK)
+        rc = kv_submit(e, kv, ndefs + 1, shapes_done, op);
+    for (size_t j = 0; j < npacked; j++)
+        msgpack_sbuffer_destroy(&sb[j]);
+    saga_free(refs);
+    saga_free(kv);
+    saga_free(sb);
+    saga_free(keys);
+    return rc;
+}
+
+static void shapes_got(void *arg, int rc, const void *val, size_t len)
+{
+    shapes_op *op = arg;
+    if (op->k.e->closing) {
+        shapes_end(op, SAGA_ECLOSED);
+        return;
+    }
+    if (rc != SAGA_OK && rc != SAGA_ENOTFOUND) {
+        shapes_end(op, rc);
+        return;
+    }
+    blob b = {(void *)val, len, rc == SAGA_OK};
+    rc = shapes_write(op, &b);
+    if (rc != SAGA_OK)
+        shapes_end(op, rc);
+}
+
+/* @return SAGA_OK (on its way), or the refusal. */
+static int record_shapes_on_loop(saga_engine *e)
+{
+    shapes_op *op = saga_malloc(sizeof *op);
+    if (op == NULL)
+        return SAGA_ENOMEM;
+    memset(op, 0, sizeof *op);
+    kvop_link(e, &op->k, shapes_release);
+    int rc = shapes_read(op);
+    if (rc != SAGA_OK) {
+        kvop_unlink(&op->k);
+        saga_free(op);
+    }
     return rc;
 }
 
@@ -510,8 +698,40 @@ static void op_why(char *out, size_t size, const char *reason,
              reason && *reason ? reason : "no reason given");
 }
 
-int saga_retry_op(saga_engine *e, const char *saga_id, const char *reason,
-                  const char *actor)
+/* Apply operator action @p op to saga @p id, found as @p in (NULL: not in
+ * memory, and not FAILED in the store) in state @p st. */
+static int op_apply(saga_engine *e, saga_op_kind op, const char *id,
+                    saga__inst *in, saga_state st, saga_state as,
+                    const char *reason, const char *actor)
+{
+    int ok = in != NULL &&
+             (op == SAGA_OP_COMPENSATE ? saga__op_can_compensate(in)
+                                       : in->state == SAGA_STATE_FAILED);
+    if (!ok && op == SAGA_OP_COMPENSATE)
+        return saga__err(e, SAGA_EBUSY, "saga %s is %s%s", id,
+                         saga_state_name(st),
+                         st == SAGA_STATE_RUNNING ? " past its pivot" : "");
+    if (!ok)
+        return saga__err(e, SAGA_EBUSY, "saga %s is %s, not FAILED", id,
+                         saga_state_name(st));
+    char why[TEXT_MAX];
+    op_why(why, sizeof why, reason, actor);
+    switch (op) {
+    case SAGA_OP_RETRY:
+        saga__op_retry(e, in, why);
+        break;
+    case SAGA_OP_COMPENSATE:
+        saga__op_compensate(e, in, why);
+        break;
+    case SAGA_OP_RESOLVE:
+        saga__op_resolve(e, in, as, why);
+        break;
+    }
+    return SAGA_OK;
+}
+
+static int op_run(saga_engine *e, saga_op_kind op, const char *saga_id,
+                  saga_state as, const char *reason, const char *actor)
 {
     if (e == NULL || saga_id == NULL)
         return SAGA_EINVAL;
@@ -520,53 +740,87 @@ int saga_retry_op(saga_engine *e, const char *saga_id, const char *reason,
     int rc = saga__op_find(e, saga_id, &in, &st);
     if (rc != SAGA_OK)
         return rc;
-    if (in == NULL || in->state != SAGA_STATE_FAILED)
-        return saga__err(e, SAGA_EBUSY, "saga %s is %s, not FAILED", saga_id,
-                         saga_state_name(st));
-    char why[TEXT_MAX];
-    op_why(why, sizeof why, reason, actor);
-    saga__op_retry(e, in, why);
-    return SAGA_OK;
+    return op_apply(e, op, saga_id, in, st, as, reason, actor);
+}
+
+int saga_retry_op(saga_engine *e, const char *saga_id, const char *reason,
+                  const char *actor)
+{
+    return op_run(e, SAGA_OP_RETRY, saga_id, SAGA_STATE_FAILED, reason, actor);
 }
 
 int saga_compensate(saga_engine *e, const char *saga_id, const char *reason,
                     const char *actor)
 {
-    if (e == NULL || saga_id == NULL)
-        return SAGA_EINVAL;
-    saga__inst *in;
-    saga_state st;
-    int rc = saga__op_find(e, saga_id, &in, &st);
-    if (rc != SAGA_OK)
-        return rc;
-    if (in == NULL || !saga__op_can_compensate(in))
-        return saga__err(e, SAGA_EBUSY, "saga %s is %s%s", saga_id,
-                         saga_state_name(st),
-                         st == SAGA_STATE_RUNNING ? " past its pivot" : "");
-    char why[TEXT_MAX];
-    op_why(why, sizeof why, reason, actor);
-    saga__op_compensate(e, in, why);
-    return SAGA_OK;
+    return op_run(e, SAGA_OP_COMPENSATE, saga_id, SAGA_STATE_FAILED, reason,
+                  actor);
 }
 
 int saga_resolve(saga_engine *e, const char *saga_id, saga_state as,
                  const char *reason, const char *actor)
 {
-    if (e == NULL || saga_id == NULL ||
-        (as != SAGA_STATE_COMPLETED && as != SAGA_STATE_COMPENSATED))
+    if (as != SAGA_STATE_COMPLETED && as != SAGA_STATE_COMPENSATED)
         return SAGA_EINVAL;
-    saga__inst *in;
-    saga_state st;
-    int rc = saga__op_find(e, saga_id, &in, &st);
+    return op_run(e, SAGA_OP_RESOLVE, saga_id, as, reason, actor);
+}
+
+/* saga_op_async(): the saga read on the loop (loaded if FAILED), then the
+ * action applied as saga_retry_op() and the others would. */
+typedef struct op_async {
+    saga_op_kind op;
+    saga_state as;
+    char id[SAGA_ID_SIZE];
+    char reason[TEXT_MAX];
+    char actor[128];
+    saga_op_cb cb;
+    void *arg;
+} op_async;
+
+static void op_loaded(saga_engine *e, int rc, saga__inst *in, saga_state st,
+                      void *arg)
+{
+    op_async *q = arg;
+    if (rc == SAGA_OK && e->closing)
+        rc = saga__err(e, SAGA_ECLOSED, "the engine is closing");
+    if (rc == SAGA_OK)
+        rc = op_apply(e, q->op, q->id, in, st, q->as, q->reason, q->actor);
+    q->cb(e, rc, q->id, q->arg);
+    saga_free(q);
+}
+
+int saga_op_async(saga_engine *e, const saga_op_request *req, saga_op_cb cb,
+                  void *arg)
+{
+    if (e == NULL || req == NULL || req->saga_id == NULL || cb == NULL ||
+        (req->op != SAGA_OP_RETRY && req->op != SAGA_OP_COMPENSATE &&
+         req->op != SAGA_OP_RESOLVE) ||
+        (req->op == SAGA_OP_RESOLVE && req->as != SAGA_STATE_COMPLETED &&
+         req->as != SAGA_STATE_COMPENSATED))
+        return SAGA_EINVAL;
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
+    if (!saga__loads_on_loop(e))
+        return saga__err(e, SAGA_EINVAL,
+                         "saga_op_async(): the store does not read on the "
+                         "loop (store interface version 13): use "
+                         "saga_retry_op(), saga_compensate(), saga_resolve()");
+    if (strnlen(req->saga_id, SAGA_ID_SIZE) > SAGA_ID_LEN)
+        return saga__err(e, SAGA_ENOTFOUND, "no saga %.40s", req->saga_id);
+    op_async *q = saga_malloc(sizeof *q);
+    if (q == NULL)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
+    memset(q, 0, sizeof *q);
+    q->op = req->op;
+    q->as = req->as;
+    snprintf(q->id, sizeof q->id, "%s", req->saga_id);
+    snprintf(q->reason, sizeof q->reason, "%s", req->reason ? req->reason : "");
+    snprintf(q->actor, sizeof q->actor, "%s", req->actor ? req->actor : "");
+    q->cb = cb;
+    q->arg = arg;
+    int rc = saga__load_submit(e, q->id, op_loaded, q);
     if (rc != SAGA_OK)
-        return rc;
-    if (in == NULL || in->state != SAGA_STATE_FAILED)
-        return saga__err(e, SAGA_EBUSY, "saga %s is %s, not FAILED", saga_id,
-                         saga_state_name(st));
-    char why[TEXT_MAX];
-    op_why(why, sizeof why, reason, actor);
-    saga__op_resolve(e, in, as, why);
-    return SAGA_OK;
+        saga_free(q);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -752,9 +1006,10 @@ static long take_all(saga_store *s, ctl_req *qs, size_t max)
 
 typedef struct saga__admin {
     uv_timer_t timer;
-    saga_engine *e;   /* NULL once the engine closed */
-    int busy;         /* a kv_get_submit() read is in flight */
-    int timer_closed; /* the last of the two frees this */
+    saga_engine *e;     /* NULL once the engine closed */
+    int busy;           /* a kv_get_submit() read is in flight */
+    struct ctl_op *ctl; /* requests being taken and applied on the loop */
+    int timer_closed;   /* the last of the two frees this */
 } saga__admin;
 
 static int apply_on_engine(saga_engine *e, const ctl_req *q)
@@ -811,12 +1066,302 @@ static void control_poll(saga_engine *e)
     saga_free(rs);
 }
 
+/* The control queue on the loop (store version 13). The queue read by the
+ * poll is taken with a batch that empties it, expecting it as read (an
+ * operator's request queued meanwhile fails the take: the next poll reads
+ * again); each request is then read (and loaded, if FAILED) on the loop
+ * and applied; once the batch with their transitions committed (an effect
+ * of the engine's open batch), the answers are added to the results with
+ * a batch that expects them as read (reading again if another engine
+ * wrote them meanwhile). */
+typedef struct ctl_op {
+    kvop k;      /* first */
+    void *queue; /* the queue as read: what the take expects */
+    size_t qlen;
+    ctl_req *qs;
+    ctl_res *rs;
+    long n, i;
+    struct ctl_check *cks; /* one per request: the reads back */
+    long checks;           /* reads back not answered yet */
+} ctl_op;
+
+static void ctl_release(kvop *k)
+{
+    ctl_op *op = (ctl_op *)k;
+    saga_free(op->queue);
+    saga_free(op->qs);
+    saga_free(op->rs);
+    saga_free(op->cks);
+    saga_free(op);
+}
+
+static void ctl_end(ctl_op *op, int rc, const char *what)
+{
+    saga_engine *e = op->k.e;
+    if (rc != SAGA_OK && !e->closing)
+        saga__log(e, rc == SAGA_EBUSY ? SAGA_LOG_DEBUG : SAGA_LOG_WARN, NULL,
+                  -1, "%s: %s", what,
+                  rc == SAGA_EBUSY ? "changed meanwhile, next poll"
+                                   : e->store->errmsg(e->store));
+    if (e->admin != NULL)
+        e->admin->ctl = NULL;
+    kvop_unlink(&op->k);
+    ctl_release(&op->k);
+}
+
+static void ctl_results_got(void *arg, int rc, const void *val, size_t len);
+
+static int ctl_results_read(ctl_op *op)
+{
+    saga_store *s = op->k.e->store;
+    return s->kv_get_submit(s, KEY_RESULTS, ctl_results_got, op);
+}
+
+static void ctl_results_done(void *arg, int rc)
+{
+    ctl_op *op = arg;
+    if (rc == SAGA_EBUSY && !op->k.e->closing && ++op->k.tries < KV_TRIES &&
+        (rc = ctl_results_read(op)) == SAGA_OK)
+        return;
+    ctl_end(op, rc, "writing operator results");
+}
+
+static void ctl_results_got(void *arg, int rc, const void *val, size_t len)
+{
+    ctl_op *op = arg;
+    saga_engine *e = op->k.e;
+    if (e->closing || (rc != SAGA_OK && rc != SAGA_ENOTFOUND)) {
+        ctl_end(op, e->closing ? SAGA_ECLOSED : rc, "reading operator results");
+        return;
+    }
+    blob b = {(void *)val, len, rc == SAGA_OK};
+    ctl_res *rs = saga_malloc((RESULTS_MAX + (size_t)op->n) * sizeof *rs);
+    if (rs == NULL) {
+        ctl_end(op, SAGA_ENOMEM, "writing operator results");
+        return;
+    }
+    long n = parse_list(&b, NULL, rs, RESULTS_MAX);
+    if (n < 0)
+        n = 0;
+    memcpy(rs + n, op->rs, (size_t)op->n * sizeof *rs);
+    size_t total = (size_t)n + (size_t)op->n;
+    size_t first = total > RESULTS_MAX ? total - RESULTS_MAX : 0;
+    req_list l = {NULL, rs + first, total - first};
+    msgpack_sbuffer sb;
+    rc = pack_into(&sb, pack_list, &l);
+    if (rc == SAGA_OK) {
+        saga_kv_write w = {
+            KEY_RESULTS,          sb.data,          sb.size, SAGA_KV_EXPECT,
+            b.found ? val : NULL, b.found ? len : 0};
+        rc = kv_submit(e, &w, 1, ctl_results_done, op);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    saga_free(rs);
+    if (rc != SAGA_OK)
+        ctl_end(op, rc, "writing operator results");
+}
+
+/* One applied request's saga read back after the commit. */
+typedef struct ctl_check {
+    ctl_op *op;
+    long i;
+} ctl_check;
+
+static void ctl_checked(void *arg, int rc, const saga_record *rec)
+{
+    ctl_check *c = arg;
+    ctl_op *op = c->op;
+    saga_engine *e = op->k.e;
+    ctl_res *r = &op->rs[c->i];
+    if (rc == SAGA_OK && rec->state == SAGA_STATE_FAILED) {
+        /* Dropped with the batch (this engine lost its lease meanwhile,
+         * and the saga with it): not applied. */
+        r->rc = SAGA_ESTORE;
+        snprintf(r->msg, sizeof r->msg,
+                 "not applied: the engine lost saga %s before its commit; "
+                 "ask again",
+                 rec->id);
+    } else if (rc != SAGA_OK && rc != SAGA_ENOTFOUND) {
+        r->rc = SAGA_ESTORE;
+        snprintf(r->msg, sizeof r->msg,
+                 "applied, but its commit could not be confirmed: %s",
+                 e->store->errmsg(e->store));
+    }
+    if (--op->checks > 0)
+        return;
+    rc = e->closing ? SAGA_ECLOSED : ctl_results_read(op);
+    if (rc != SAGA_OK)
+        ctl_end(op, rc, "writing operator results");
+}
+
+/* The engine's batch with the requests' transitions was released: each
+ * applied request's saga is read back (a saga that the engine lost with
+ * its lease was dropped from that batch, and is still FAILED), then the
+ * answers are written. */
+static void ctl_durable(saga_engine *e, const char *id, saga_state st,
+                        void *arg)
+{
+    (void)id, (void)st;
+    ctl_op *op = arg;
+    if (e->closing) {
+        ctl_end(op, SAGA_ECLOSED, "writing operator results");
+        return;
+    }
+    op->checks = 1; /* held until every read went out */
+    saga_store *s = e->store;
+    for (long i = 0; i < op->n; i++) {
+        if (op->rs[i].rc != SAGA_OK)
+            continue;
+        op->cks[i].op = op;
+        op->cks[i].i = i;
+        if (s->saga_get_submit(s, op->qs[i].saga, ctl_checked, &op->cks[i]) ==
+            SAGA_OK) {
+            op->checks++;
+        } else {
+            op->rs[i].rc = SAGA_ESTORE;
+            snprintf(op->rs[i].msg, sizeof op->rs[i].msg,
+                     "applied, but its commit could not be confirmed: %s",
+                     s->errmsg(s));
+        }
+    }
+    if (--op->checks > 0)
+        return;
+    int rc = ctl_results_read(op);
+    if (rc != SAGA_OK)
+        ctl_end(op, rc, "writing operator results");
+}
+
+static void ctl_next(ctl_op *op);
+
+static void ctl_record(ctl_op *op, int rc)
+{
+    saga_engine *e = op->k.e;
+    const ctl_req *q = &op->qs[op->i];
+    ctl_res *r = &op->rs[op->i];
+    memcpy(r->id, q->id, SAGA_ID_SIZE);
+    r->rc = rc;
+    snprintf(r->msg, sizeof r->msg, "%s", rc == SAGA_OK ? "" : e->errmsg);
+    saga__log(e, rc == SAGA_OK ? SAGA_LOG_INFO : SAGA_LOG_WARN, q->saga, -1,
+              "operator %s by %s (%s): %s", saga_op_name((saga_op_kind)q->op),
+              q->actor[0] ? q->actor : "operator", q->reason,
+              rc == SAGA_OK ? "applied" : e->errmsg);
+    op->i++;
+}
+
+static void ctl_loaded(saga_engine *e, int rc, saga__inst *in, saga_state st,
+                       void *arg)
+{
+    ctl_op *op = arg;
+    if (e->closing) {
+        ctl_end(op, SAGA_ECLOSED, "operator request");
+        return;
+    }
+    const ctl_req *q = &op->qs[op->i];
+    if (rc == SAGA_OK)
+        rc = op_apply(e, (saga_op_kind)q->op, q->saga, in, st,
+                      (saga_state)q->as, q->reason, q->actor);
+    ctl_record(op, rc);
+    ctl_next(op);
+}
+
+/* Apply the requests one by one (each read on the loop), then answer once
+ * their transitions are durable. */
+static void ctl_next(ctl_op *op)
+{
+    saga_engine *e = op->k.e;
+    while (op->i < op->n) {
+        const ctl_req *q = &op->qs[op->i];
+        e->errmsg[0] = '\0';
+        int rc;
+        if (q->op != SAGA_OP_RETRY && q->op != SAGA_OP_COMPENSATE &&
+            q->op != SAGA_OP_RESOLVE)
+            rc = saga__err(e, SAGA_EINVAL, "unknown operator action %d", q->op);
+        else if (q->op == SAGA_OP_RESOLVE && q->as != SAGA_STATE_COMPLETED &&
+                 q->as != SAGA_STATE_COMPENSATED)
+            rc = saga__err(e, SAGA_EINVAL, "bad resolve state %d", q->as);
+        else if ((rc = saga__load_submit(e, q->saga, ctl_loaded, op)) ==
+                 SAGA_OK)
+            return; /* ctl_loaded goes on */
+        ctl_record(op, rc);
+    }
+    saga__effect f;
+    memset(&f, 0, sizeof f);
+    f.kind = EFF_DONE_CB;
+    f.done_cb = ctl_durable;
+    f.arg = op;
+    if (saga__push_effect(e, &f) != SAGA_OK)
+        ctl_end(op, SAGA_ENOMEM, "writing operator results");
+}
+
+static void ctl_taken(void *arg, int rc)
+{
+    ctl_op *op = arg;
+    saga_engine *e = op->k.e;
+    if (rc != SAGA_OK || e->closing) {
+        ctl_end(op, e->closing ? SAGA_ECLOSED : rc, "taking operator requests");
+        return;
+    }
+    blob b = {op->queue, op->qlen, 1};
+    op->n = parse_list(&b, op->qs, NULL, QUEUE_MAX);
+    if (op->n < 0)
+        op->n = 0; /* a malformed queue is dropped, not retried forever */
+    ctl_next(op);
+}
+
+/* Take the queue @p val as read by the poll. */
+static void control_take_on_loop(saga_engine *e, const void *val, size_t len)
+{
+    ctl_op *op = saga_malloc(sizeof *op);
+    if (op == NULL)
+        return;
+    memset(op, 0, sizeof *op);
+    op->queue = saga_malloc(len);
+    op->qs = saga_malloc(QUEUE_MAX * sizeof *op->qs);
+    op->rs = saga_malloc(QUEUE_MAX * sizeof *op->rs);
+    op->cks = saga_malloc(QUEUE_MAX * sizeof *op->cks);
+    kvop_link(e, &op->k, ctl_release);
+    if (e->admin != NULL)
+        e->admin->ctl = op;
+    if (op->queue == NULL || op->qs == NULL || op->rs == NULL ||
+        op->cks == NULL) {
+        ctl_end(op, SAGA_ENOMEM, "taking operator requests");
+        return;
+    }
+    memcpy(op->queue, val, len);
+    op->qlen = len;
+    msgpack_sbuffer sb;
+    static const ctl_req none[1];
+    req_list l = {none, NULL, 0};
+    int rc = pack_into(&sb, pack_list, &l);
+    if (rc == SAGA_OK) {
+        saga_kv_write w = {KEY_QUEUE,      sb.data,   sb.size,
+                           SAGA_KV_EXPECT, op->queue, op->qlen};
+        rc = kv_submit(e, &w, 1, ctl_taken, op);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    if (rc != SAGA_OK)
+        ctl_end(op, rc, "taking operator requests");
+}
+
+/* After the store closed: the requests whose batch it dropped. */
+void saga__admin_fini(saga_engine *e)
+{
+    if (e->kvops.next == NULL)
+        return;
+    while (e->kvops.next != &e->kvops) {
+        kvop *k = SAGA__CONTAINER(e->kvops.next, kvop, link);
+        kvop_unlink(k);
+        k->release(k);
+    }
+}
+
 /* The read of the queue on the loop came back: only a queue that holds
- * requests (an operator acted: rare) is taken, with the synchronous
- * slots. An empty one, the common case, never waited for the server. */
+ * requests (an operator acted: rare) is taken, on the loop when the store
+ * takes key-value writes in a batch (version 13), else with the
+ * synchronous slots. An empty one, the common case, never waited for the
+ * server. */
 static void control_got(void *arg, int rc, const void *val, size_t len)
 {
-    (void)val;
     saga__admin *a = arg;
     a->busy = 0;
     if (a->e == NULL) {
@@ -825,9 +1370,12 @@ static void control_got(void *arg, int rc, const void *val, size_t len)
         return;
     }
     saga_engine *e = a->e;
-    if (rc == SAGA_OK && len > 1 && !e->closing) /* 0x90: the empty array */
-        control_poll(e);
-    else if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
+    if (rc == SAGA_OK && len > 1 && !e->closing) { /* 0x90: empty array */
+        if (kv_on_loop(e))
+            control_take_on_loop(e, val, len);
+        else
+            control_poll(e);
+    } else if (rc != SAGA_OK && rc != SAGA_ENOTFOUND)
         saga__log(e, SAGA_LOG_DEBUG, NULL, -1,
                   "reading the control queue failed: %s",
                   e->store->errmsg(e->store));
@@ -837,7 +1385,14 @@ static void control_timer_cb(uv_timer_t *t)
 {
     saga__admin *a = t->data;
     saga_engine *e = a->e;
-    if (e->closing || a->busy)
+    if (e->closing)
+        return;
+    if (e->shapes_due) {
+        e->shapes_due = 0;
+        if (record_shapes_on_loop(e) != SAGA_OK)
+            e->shapes_due = 1;
+    }
+    if (a->busy || a->ctl != NULL)
         return;
     saga_store *s = e->store;
     if (s->version >= 7 && s->kv_get_submit != NULL) {
@@ -859,7 +1414,11 @@ static void admin_closed(uv_handle_t *h)
 
 void saga__admin_shapes(saga_engine *e)
 {
-    int rc = record_shapes(e);
+    int rc = kv_on_loop(e) ? record_shapes_on_loop(e) : record_shapes(e);
+    if (rc == SAGA_ESTORE && kv_on_loop(e)) {
+        e->shapes_due = 1; /* refused (reconnecting): the polls try again */
+        return;
+    }
     if (rc != SAGA_OK)
         saga__log(e, SAGA_LOG_WARN, NULL, -1,
                   "cannot record definition shapes (%s): %s", saga_err_name(rc),

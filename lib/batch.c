@@ -336,12 +336,11 @@ int saga__batch_arrays(saga__batch *b, saga__snapshot *sn, saga_batch_writes *w)
         j->e.error = j->error;
         sn->jes[i] = j->e;
     }
-    saga_batch_writes bw = {sn->recs,   sn->flags,
-                            b->ninst,   sn->idem,
-                            b->nidem,   sn->msgs,
-                            nout,       (const char *const *)b->done_ids,
-                            b->ndone,   sn->jes,
-                            b->njournal};
+    saga_batch_writes bw = {
+        sn->recs, sn->flags, b->ninst,    sn->idem,
+        b->nidem, sn->msgs,  nout,        (const char *const *)b->done_ids,
+        b->ndone, sn->jes,   b->njournal, NULL,
+        0};
     *w = bw;
     return SAGA_OK;
 }

@@ -456,6 +456,7 @@ static void engine_destroy(saga_engine *e)
         saga_free(d);
     }
     saga_store_free(e->store);
+    saga__admin_fini(e);
     if (e->destroyed != NULL)
         *e->destroyed = 1;
     saga_free(e);

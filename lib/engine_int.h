@@ -76,7 +76,9 @@ struct saga_engine {
     uint64_t replies_rejected;
 
     saga_engine_counters stats;
-    struct saga__admin *admin;     /* admin.c */
+    struct saga__admin *admin; /* admin.c */
+    saga__list kvops;          /* admin.c: key-value requests in flight */
+    int shapes_due; /* admin.c: the shapes' write failed: tried again */
     struct saga__metrics *metrics; /* metrics.c */
     struct saga__own *own;         /* own.c: NULL unless the store is shared */
     uint32_t control_poll_ms;      /* 0: off; set before start */
@@ -214,6 +216,22 @@ int saga__own_async(const saga_engine *e);
 /* Give the lease up (something of this epoch is unknown here, e.g. an
  * outbox scan whose answer was lost): a new epoch is taken at once. */
 void saga__own_give_up(saga_engine *e);
+/* verbs.c: a saga not in memory read on the loop (store version 13:
+ * saga_get_submit and journal_scan_submit, with submit_batch). */
+int saga__loads_on_loop(const saga_engine *e);
+/* Answer of saga__load_submit: @p rc SAGA_OK with the saga's state @p st
+ * and, for a FAILED saga, @p in loaded into memory (or the one already
+ * there; NULL for a saga that ended otherwise); SAGA_ENOTFOUND,
+ * SAGA_ESTORE, SAGA_EINVAL (its definition is not registered),
+ * SAGA_ENOMEM, SAGA_ECLOSED (the engine is closing); the engine's errmsg
+ * says why. */
+typedef void (*saga__loaded_cb)(saga_engine *e, int rc, saga__inst *in,
+                                saga_state st, void *arg);
+/* Read saga @p id on the loop as saga__op_find would, and load it if it
+ * is FAILED; @p cb runs once, later, on the loop. @return SAGA_OK, or the
+ * refusal (SAGA_ESTORE, SAGA_ENOMEM: @p cb never runs). */
+int saga__load_submit(saga_engine *e, const char *id, saga__loaded_cb cb,
+                      void *arg);
 /* verbs.c: resume the sagas that @p scan visits, as recovery does. */
 typedef int (*saga__scan_fn)(saga_engine *e, saga_record_cb cb, void *arg);
 int saga__recover_from(saga_engine *e, saga__scan_fn scan);
@@ -225,6 +243,8 @@ struct saga__admin;
 void saga__admin_shapes(saga_engine *e);
 void saga__admin_start(saga_engine *e);
 void saga__admin_close(saga_engine *e);
+/* Free the key-value requests still linked (after the store closed). */
+void saga__admin_fini(saga_engine *e);
 /* trace.c: a log line as a structured event (attempt, trace id). */
 void saga__log_event(void *engine, saga_log_level lvl, const char *saga_id,
                      int step, const char *msg);

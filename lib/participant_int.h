@@ -138,6 +138,10 @@ struct saga_participant {
      * Every walk of the queue stops there (issue 8): a batch's work is
      * O(batch), however long the queue behind it. */
     size_t nhfail, pf_upto;
+    /* Items of committed batches kept for the next messages (participant.c
+     * new_item; at most SPARE_MAX). */
+    item *spare;
+    size_t nspare;
     /* The running batch's reads made ahead and writes held for the commit
      * (participant_pipe.c); NULL: the slots are called one by one. */
     struct saga__pbatch *pb;

@@ -119,3 +119,75 @@ int saga__plugins_check(const saga_store *s, const saga_transport *t,
     }
     return SAGA_OK;
 }
+
+/* ------------------------------------------------------------------------ */
+/* write_batch by slots (store version 13)                                  */
+
+typedef struct kv_cmp {
+    const void *expect;
+    size_t len;
+    int equal;
+} kv_cmp;
+
+static void kv_cmp_cb(const void *buf, size_t len, void *arg)
+{
+    kv_cmp *c = arg;
+    c->equal = c->expect != NULL && len == c->len &&
+               (len == 0 || memcmp(buf, c->expect, len) == 0);
+}
+
+/* SAGA_OK if the key holds what @p k expects, SAGA_EBUSY if not. */
+static int kv_expect(saga_store *s, const saga_kv_write *k)
+{
+    kv_cmp c = {k->expect, k->expect_len, 0};
+    int rc = s->kv_get(s, k->key, kv_cmp_cb, &c);
+    if (rc == SAGA_ENOTFOUND)
+        return k->expect == NULL ? SAGA_OK : SAGA_EBUSY;
+    if (rc != SAGA_OK)
+        return rc;
+    return c.equal ? SAGA_OK : SAGA_EBUSY;
+}
+
+static int kv_write(saga_store *s, const saga_kv_write *k)
+{
+    if (k->key == NULL || (k->val == NULL && k->len > 0) ||
+        (k->expect == NULL && k->expect_len > 0))
+        return SAGA_EINVAL;
+    int rc = (k->flags & SAGA_KV_EXPECT) ? kv_expect(s, k) : SAGA_OK;
+    if (rc != SAGA_OK)
+        return rc;
+    if (k->val != NULL)
+        return s->kv_put(s, k->key, k->val, k->len);
+    if (s->version >= 2 && s->kv_del != NULL)
+        return s->kv_del(s, k->key);
+    return SAGA_EINVAL;
+}
+
+int saga__store_write_by_slots(saga_store *s, const saga_batch_writes *w)
+{
+    if (w == NULL || (w->nsagas && (!w->sagas || !w->put_flags)) ||
+        (w->nidem && !w->idem) || (w->noutbox && !w->outbox) ||
+        (w->ndone && !w->done_ids) || (w->njournal && !w->journal) ||
+        (w->nkv && !w->kv))
+        return SAGA_EINVAL;
+    int rc = s->begin(s);
+    if (rc != SAGA_OK)
+        return rc;
+    for (size_t i = 0; i < w->nsagas && rc == SAGA_OK; i++)
+        rc = s->saga_put(s, &w->sagas[i], w->put_flags[i]);
+    for (size_t i = 0; i < w->nidem && rc == SAGA_OK; i++)
+        rc = s->idem_put(s, w->idem[i].key, w->idem[i].saga_id,
+                         w->idem[i].created_ms);
+    for (size_t i = 0; i < w->noutbox && rc == SAGA_OK; i++)
+        rc = s->outbox_put(s, &w->outbox[i]);
+    for (size_t i = 0; i < w->ndone && rc == SAGA_OK; i++)
+        rc = s->outbox_done(s, w->done_ids[i]);
+    for (size_t i = 0; i < w->njournal && rc == SAGA_OK; i++)
+        rc = s->journal_append(s, &w->journal[i]);
+    for (size_t i = 0; i < w->nkv && rc == SAGA_OK; i++)
+        rc = kv_write(s, &w->kv[i]);
+    if (rc == SAGA_OK)
+        return s->commit(s);
+    s->rollback(s);
+    return rc;
+}

@@ -74,6 +74,30 @@ static int info_journal_cb(const saga_journal_entry *j, void *arg)
     return 0;
 }
 
+/* The step's name and the entries' saga ids, once @p i is read. */
+static int info_finish(saga_engine *e, saga_info *i)
+{
+    const saga_def *def = saga__def_find(e, i->def_name, i->def_version);
+    if (def && i->step >= 0 && (size_t)i->step < def->nsteps) {
+        i->step_name = saga__strdup(def->steps[i->step].name);
+        if (i->step_name == NULL)
+            return SAGA_ENOMEM;
+    }
+    for (size_t k = 0; k < i->njournal; k++)
+        i->journal[k].saga_id = i->id;
+    return SAGA_OK;
+}
+
+/* A failed read of saga @p id as saga_get() reports it. */
+static int info_err(saga_engine *e, int rc, const char *id)
+{
+    if (rc == SAGA_ENOTFOUND)
+        return saga__err(e, rc, "no saga %.40s", id);
+    if (rc == SAGA_ENOMEM)
+        return rc;
+    return saga__err(e, SAGA_ESTORE, "%s", e->store->errmsg(e->store));
+}
+
 int saga_get(saga_engine *e, const char *saga_id, saga_info **out)
 {
     if (e == NULL || saga_id == NULL || out == NULL)
@@ -90,25 +114,107 @@ int saga_get(saga_engine *e, const char *saga_id, saga_info **out)
         rc = e->store->journal_scan(e->store, saga_id, info_journal_cb, i);
     if (rc == SAGA_OK)
         rc = i->rc;
-    if (rc == SAGA_OK) {
-        const saga_def *def = saga__def_find(e, i->def_name, i->def_version);
-        if (def && i->step >= 0 && (size_t)i->step < def->nsteps) {
-            i->step_name = saga__strdup(def->steps[i->step].name);
-            if (i->step_name == NULL)
-                rc = SAGA_ENOMEM;
-        }
-        for (size_t k = 0; k < i->njournal; k++)
-            i->journal[k].saga_id = i->id;
-    }
+    if (rc == SAGA_OK)
+        rc = info_finish(e, i);
     if (rc != SAGA_OK) {
         saga_info_free(i);
-        if (rc == SAGA_ENOTFOUND)
-            return saga__err(e, rc, "no saga %.40s", saga_id);
-        if (rc == SAGA_ENOMEM)
-            return rc;
-        return saga__err(e, SAGA_ESTORE, "%s", e->store->errmsg(e->store));
+        return info_err(e, rc, saga_id);
     }
     *out = i;
+    return SAGA_OK;
+}
+
+/* saga_get() on the loop (store version 13): the record and the journal
+ * go out at once, answered in that order; the journal's answer finishes. */
+typedef struct info_req {
+    saga_engine *e;
+    char id[SAGA_ID_SIZE];
+    saga_info *i;
+    saga_info_cb cb;
+    void *arg;
+    int rc;     /* the record's answer */
+    int orphan; /* the journal's request was refused: free on the first */
+} info_req;
+
+static void info_got_rec(void *arg, int rc, const saga_record *r)
+{
+    info_req *q = arg;
+    if (q->orphan) {
+        saga_info_free(q->i);
+        saga_free(q);
+        return;
+    }
+    q->rc = rc == SAGA_OK || rc == SAGA_ENOTFOUND ? rc : SAGA_ESTORE;
+    if (rc == SAGA_OK) {
+        info_rec_cb(r, q->i);
+        q->rc = q->i->rc;
+    }
+}
+
+static void info_got_journal(void *arg, int rc, const saga_journal_entry *es,
+                             size_t n)
+{
+    info_req *q = arg;
+    saga_engine *e = q->e;
+    saga_info *i = q->i;
+    int r = q->rc;
+    if (r == SAGA_OK && rc != SAGA_OK)
+        r = SAGA_ESTORE;
+    for (size_t k = 0; k < n && r == SAGA_OK; k++)
+        if (info_journal_cb(&es[k], i) != 0)
+            r = i->rc;
+    if (r == SAGA_OK)
+        r = info_finish(e, i);
+    if (r != SAGA_OK) {
+        saga_info_free(i);
+        i = NULL;
+        info_err(e, r, q->id);
+    }
+    saga_info_cb cb = q->cb;
+    void *cb_arg = q->arg;
+    saga_free(q);
+    cb(e,
+       r == SAGA_OK || r == SAGA_ENOTFOUND || r == SAGA_ENOMEM ? r
+                                                               : SAGA_ESTORE,
+       i, cb_arg);
+}
+
+int saga_get_async(saga_engine *e, const char *saga_id, saga_info_cb cb,
+                   void *arg)
+{
+    if (e == NULL || saga_id == NULL || cb == NULL)
+        return SAGA_EINVAL;
+    if (e->closing)
+        return saga__err(e, SAGA_ECLOSED, "the engine is closing");
+    if (!saga__loads_on_loop(e))
+        return saga__err(e, SAGA_EINVAL,
+                         "saga_get_async(): the store does not read on the "
+                         "loop (store interface version 13): use saga_get()");
+    info_req *q = saga_malloc(sizeof *q);
+    saga_info *i = saga_malloc(sizeof *i);
+    if (q == NULL || i == NULL) {
+        saga_free(q);
+        saga_free(i);
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
+    }
+    memset(q, 0, sizeof *q);
+    memset(i, 0, sizeof *i);
+    snprintf(q->id, sizeof q->id, "%s", saga_id);
+    q->e = e;
+    q->i = i;
+    q->cb = cb;
+    q->arg = arg;
+    q->rc = SAGA_ESTORE;
+    saga_store *s = e->store;
+    if (s->saga_get_submit(s, q->id, info_got_rec, q) != SAGA_OK) {
+        saga_free(q);
+        saga_free(i);
+        return saga__err(e, SAGA_ESTORE, "%s", s->errmsg(s));
+    }
+    if (s->journal_scan_submit(s, q->id, info_got_journal, q) != SAGA_OK) {
+        q->orphan = 1; /* the record's answer frees it */
+        return saga__err(e, SAGA_ESTORE, "%s", s->errmsg(s));
+    }
     return SAGA_OK;
 }
 

@@ -222,4 +222,14 @@ void saga__vlog(saga_log_level min, saga_log_level level, const char *saga_id,
                 void *log_arg, const char *who, const char *fmt, va_list ap)
     __attribute__((format(printf, 10, 0)));
 
+/* write_batch by a store's own slots (store version 13: the in-memory and
+ * SQLite stores' write_batch; lib/plugins.c): begin, then saga_put, idem_put, outbox_put,
+ * outbox_done, journal_append of each entry, then the key-value writes
+ * (SAGA_KV_EXPECT checked with kv_get: SAGA_EBUSY), then commit; rolled
+ * back on any failure. Called outside a transaction. */
+struct saga_store;
+struct saga_batch_writes;
+int saga__store_write_by_slots(struct saga_store *s,
+                               const struct saga_batch_writes *w);
+
 #endif /* SAGA_UTIL_H */

@@ -322,6 +322,15 @@ int saga_step_complete(saga_engine *e, const saga_step_ref *ref,
     if (strnlen(ref->saga_id, SAGA_ID_SIZE) != SAGA_ID_LEN)
         return saga__err(e, SAGA_EINVAL, "malformed saga id");
     saga__inst *in = saga__inst_find(e, ref->saga_id);
+    if (in == NULL && saga__reads_on_loop(e)) {
+        /* A store that reads on the loop is not asked (the answer would
+         * wait for the server): the completion is ignored either way. */
+        e->stats.stale_completions++;
+        saga__log(e, SAGA_LOG_INFO, ref->saga_id, (int)ref->step,
+                  "ignored a completion: the saga is not in this engine's "
+                  "memory (ended, or another engine's)");
+        return SAGA_ESTALE;
+    }
     if (in == NULL) {
         saga_state st;
         if (stored_state(e, ref->saga_id, &st) != SAGA_OK)
@@ -386,6 +395,13 @@ int saga_cancel(saga_engine *e, const char *saga_id, const char *reason)
     if (e->closing)
         return saga__err(e, SAGA_ECLOSED, "the engine is closing");
     saga__inst *in = saga__inst_find(e, saga_id);
+    if (in == NULL && saga__reads_on_loop(e))
+        /* Not asked of a store that reads on the loop: nothing to cancel
+         * here either way (saga_get_async() tells the state). */
+        return saga__err(e, SAGA_EBUSY,
+                         "saga %.40s is not in this engine's memory (ended, "
+                         "another engine's, or unknown)",
+                         saga_id);
     if (in == NULL) {
         saga_state st;
         if (stored_state(e, saga_id, &st) == SAGA_OK)
@@ -531,6 +547,126 @@ static int load_one(saga_engine *e, const char *id, saga__inst **out)
         *out = c.list[0];
     saga_free(c.list);
     return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading a saga on the loop (saga_get_submit, journal_scan_submit: store
+ * version 13), for the operator actions of a saga not in memory.           */
+
+int saga__loads_on_loop(const saga_engine *e)
+{
+    const saga_store *s = e->store;
+    return saga__reads_on_loop(e) && s->version >= 13 &&
+           s->journal_scan_submit != NULL;
+}
+
+typedef struct load_req {
+    saga_engine *e;
+    char id[SAGA_ID_SIZE];
+    saga__loaded_cb cb;
+    void *arg;
+    int rc;         /* the record's answer */
+    saga_state st;  /* its state (SAGA_OK) */
+    saga__inst *in; /* built from it (a FAILED saga with its definition) */
+} load_req;
+
+static void load_rec_cb(void *arg, int rc, const saga_record *rec)
+{
+    load_req *q = arg;
+    saga_engine *e = q->e;
+    if (q->cb == NULL) { /* the journal's request was refused */
+        saga_free(q);
+        return;
+    }
+    q->rc = rc == SAGA_OK || rc == SAGA_ENOTFOUND ? rc : SAGA_ESTORE;
+    if (rc != SAGA_OK)
+        return;
+    q->st = rec->state;
+    if (rec->state != SAGA_STATE_FAILED || e->closing)
+        return; /* ended (or owned elsewhere): nothing to load */
+    load_ctx c = {e, NULL, 0, 0, 0, SAGA_OK};
+    load_cb(rec, &c);
+    if (c.rc != SAGA_OK)
+        q->rc = c.rc;
+    else if (c.n == 0)
+        q->rc = saga__err(e, SAGA_EINVAL,
+                          "saga %s: its definition is not registered", q->id);
+    else
+        q->in = c.list[0];
+    saga_free(c.list);
+}
+
+static void load_journal_cb(void *arg, int rc, const saga_journal_entry *es,
+                            size_t n)
+{
+    load_req *q = arg;
+    saga_engine *e = q->e;
+    saga__inst *in = q->in;
+    int r = q->rc;
+    if (r == SAGA_OK && in != NULL && rc != SAGA_OK)
+        r = SAGA_ESTORE;
+    if (e->closing)
+        r = SAGA_ECLOSED;
+    if (r == SAGA_ESTORE)
+        saga__err(e, SAGA_ESTORE, "%s", e->store->errmsg(e->store));
+    else if (r == SAGA_ENOTFOUND)
+        saga__err(e, r, "no saga %.40s", q->id);
+    saga__inst *here = saga__inst_find(e, q->id);
+    if (r == SAGA_OK && in != NULL) {
+        if (here != NULL) {
+            /* Loaded meanwhile (another request): that one it is. */
+            saga__inst_free(NULL, in);
+            in = here;
+        } else {
+            for (size_t i = 0; i < n; i++)
+                if (es[i].seq > in->jseq)
+                    in->jseq = es[i].seq;
+            r = saga__inst_add(e, in);
+            if (r != SAGA_OK) {
+                saga__inst_free(NULL, in);
+                in = NULL;
+            }
+        }
+    } else {
+        if (in != NULL)
+            saga__inst_free(NULL, in);
+        in = r == SAGA_OK ? here : NULL;
+    }
+    saga__loaded_cb cb = q->cb;
+    void *cb_arg = q->arg;
+    saga_state st = in != NULL ? in->state : q->st;
+    saga_free(q);
+    cb(e, r, in, st, cb_arg);
+}
+
+int saga__load_submit(saga_engine *e, const char *id, saga__loaded_cb cb,
+                      void *arg)
+{
+    load_req *q = saga_malloc(sizeof *q);
+    if (q == NULL)
+        return saga__err(e, SAGA_ENOMEM, "out of memory");
+    memset(q, 0, sizeof *q);
+    q->e = e;
+    snprintf(q->id, sizeof q->id, "%s", id);
+    q->cb = cb;
+    q->arg = arg;
+    q->rc = SAGA_ESTORE;
+    saga_store *s = e->store;
+    /* Both go out at once and are answered in that order: the journal's
+     * answer finishes the load. */
+    int rc = s->saga_get_submit(s, q->id, load_rec_cb, q);
+    if (rc != SAGA_OK) {
+        saga_free(q);
+        return saga__err(e, SAGA_ESTORE, "%s", s->errmsg(s));
+    }
+    rc = s->journal_scan_submit(s, q->id, load_journal_cb, q);
+    if (rc != SAGA_OK) {
+        /* The record's answer will come and find nobody: keep q for it
+         * and let it go when it comes (q->cb NULL). */
+        q->cb = NULL;
+        return saga__err(e, SAGA_ESTORE, "%s", s->errmsg(s));
+    }
+    return SAGA_OK;
 }
 
 int saga_retry(saga_engine *e, const char *saga_id)

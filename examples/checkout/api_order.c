@@ -16,6 +16,20 @@
 #include "http.h"
 
 #define CHECKOUT_WAIT_MS 10000
+
+/* How long a checkout waits for its answer before it gets 503 timeout:
+ * CHECKOUT_WAIT_MS, or CK_CHECKOUT_WAIT_MS (tests: answers that come after
+ * the timeout, tests/checkout_http/latewait.sh). */
+static uint32_t checkout_wait_ms(void)
+{
+    static uint32_t ms;
+    if (ms == 0) {
+        const char *v = getenv("CK_CHECKOUT_WAIT_MS");
+        long n = v != NULL ? strtol(v, NULL, 10) : 0;
+        ms = n > 0 && n <= 600000 ? (uint32_t)n : CHECKOUT_WAIT_MS;
+    }
+    return ms;
+}
 /* The saga data of one order (ids, items, address, card token) at its
  * start. The engine refuses data over its max_data_size (1 MiB), and the
  * steps' outputs are merged into it later: an order over this bound would
@@ -64,6 +78,15 @@ static json_t *accepted_body(ck_db *db, const char *order_id)
 }
 
 static void queue_saga_id(ck_app *a, const char *order_id, const char *saga_id);
+static void start_later(ck_app *a);
+
+/* The 503 of a checkout past the admission limit (max_active). */
+static json_t *overloaded_body(void)
+{
+    return json_pack("{s:{s:s, s:s}}", "error", "code", "overloaded", "message",
+                     "too many checkouts in progress; retry later with the "
+                     "same Idempotency-Key");
+}
 
 static void started(saga_engine *e, int status, const char *saga_id,
                     int existed, void *arg)
@@ -112,6 +135,19 @@ static int start_saga_mem(ck_app *a, const char *order_id, const char *key,
     /* A request's W3C traceparent: the saga and its steps join its trace. */
     int rc = saga_start_traced(a->engine, "checkout", order_id, data, dlen,
                                trace, id, started, c);
+    if (rc == SAGA_EFULL) {
+        /* The engine runs max_active sagas: this order is recorded (the
+         * check before it was written counted the sagas running and the
+         * orders of the group, so only sagas brought back meanwhile, or
+         * more resumed at a restart than max_active, get here). It starts
+         * once there is room (start_later); a retry with the same key
+         * answers it then. */
+        start_later(a);
+        if (c->w != NULL)
+            ck_wait_reply(c->w, 503, overloaded_body(), "retry-after", "1");
+        free(c);
+        return 0;
+    }
     if (rc != SAGA_OK) {
         ck_log(a, "saga start of %s: %s", order_id, saga_strerror(rc));
         if (c->w != NULL)
@@ -151,7 +187,7 @@ static int start_saga_w(ck_app *a, const char *order_id, ck_wait *w,
 static int start_saga(ck_app *a, const char *order_id, ck_req *r, int created)
 {
     ck_wait *w = NULL;
-    if (r != NULL && (w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL)
+    if (r != NULL && (w = ck_defer(r, checkout_wait_ms())) == NULL)
         return -1;
     int rc = start_saga_w(a, order_id, w, r != NULL ? r->traceparent : NULL,
                           created);
@@ -161,6 +197,35 @@ static int start_saga(ck_app *a, const char *order_id, ck_req *r, int created)
 }
 
 int ck_order_restart_pending(ck_app *a);
+
+/* Orders whose start the engine refused (SAGA_EFULL) are started again by
+ * their key, every second until none is refused. */
+static struct {
+    uv_timer_t timer;
+    int init;
+    uint64_t refused; /* starts refused so far */
+} L;
+
+static void start_later_cb(uv_timer_t *t)
+{
+    ck_app *a = t->data;
+    if (!a->closing)
+        ck_order_restart_pending(a);
+}
+
+static void start_later(ck_app *a)
+{
+    L.refused++;
+    if (!L.init) {
+        uv_timer_init(a->loop, &L.timer);
+        uv_unref((uv_handle_t *)&L.timer);
+        L.timer.data = a;
+        L.init = 1;
+    }
+    if (!uv_is_active((uv_handle_t *)&L.timer))
+        uv_timer_start(&L.timer, start_later_cb, 1000, 0);
+}
+
 int ck_order_restart_pending(ck_app *a)
 {
     ck_stmt *st = ck_prep(a->order_db, "SELECT order_id FROM orders "
@@ -168,6 +233,7 @@ int ck_order_restart_pending(ck_app *a)
     if (st == NULL)
         return -1;
     int n = 0;
+    uint64_t refused = L.refused;
     while (ck_step(st) == CK_ROW) {
         char id[64];
         snprintf(id, sizeof id, "%s", ck_col_text(st, 0));
@@ -175,8 +241,12 @@ int ck_order_restart_pending(ck_app *a)
             n++;
     }
     ck_done(st);
+    n -= (int)(L.refused - refused);
     if (n > 0)
         ck_log(a, "re-started %d order saga(s) accepted before a restart", n);
+    if (L.refused > refused)
+        ck_log(a, "%d order saga(s) wait for room (max_active)",
+               (int)(L.refused - refused));
     return 0;
 }
 
@@ -246,8 +316,10 @@ static int existing_order(ck_app *a, const char *key, char *order_id,
     if (st == NULL)
         return -1;
     ck_bind_text(st, 1, key);
-    int found = 0;
-    if (ck_step(st) == CK_ROW) {
+    int found = 0, rc = ck_step(st);
+    if (rc != CK_ROW && rc != CK_DONE)
+        found = -1; /* a failed read is not "no such key" */
+    if (rc == CK_ROW) {
         found = 1;
         snprintf(order_id, size, "%s", ck_col_text(st, 0));
         *request = strdup(ck_col_text(st, 1));
@@ -519,8 +591,12 @@ static void pend_free(pend_order *p)
     free(p);
 }
 
-/* Whether the order service runs max_pending sagas or more (0: no cap),
- * counting @p news orders this group has already added. */
+/* Whether a new order would find no room in the order engine: the sagas
+ * it runs (saga_engine_counters.active, which its max_active, set to
+ * max_pending, bounds) and the @p news orders this group has already
+ * added, whose sagas start once the group commits, reach max_pending (0:
+ * no cap). Decided before the order is written, so that a refused
+ * checkout records nothing and the engine does not refuse its start. */
 static int overloaded(ck_app *a, uint64_t news)
 {
     saga_engine_counters st = SAGA_ENGINE_COUNTERS_INIT;
@@ -607,12 +683,7 @@ static void answer_group(ck_app *a, pend_order *p, int ok)
         ck_wait_error(p->w, 422, "idempotency_key_reused", msg);
         return;
     case P_OVERLOADED:
-        ck_wait_reply(p->w, 503,
-                      json_pack("{s:{s:s, s:s}}", "error", "code", "overloaded",
-                                "message",
-                                "too many checkouts in progress; retry later "
-                                "with the same Idempotency-Key"),
-                      "retry-after", "1");
+        ck_wait_reply(p->w, 503, overloaded_body(), "retry-after", "1");
         return;
     case P_PENDING:
         snprintf(msg, sizeof msg,
@@ -680,7 +751,11 @@ static void answer_refused(ck_req *r, const char *request, const ck_fail *f)
     int has_saga = 0;
     int found = existing_order(r->a, r->idem_key, order_id, sizeof order_id,
                                &prior, &has_saga);
-    if (found == 1 && strcmp(prior, request) != 0)
+    if (found < 0)
+        ck_error(r, 503, "unavailable",
+                 "the order database is unavailable: retry with the same "
+                 "key");
+    else if (found == 1 && strcmp(prior, request) != 0)
         ck_error(r, 422, "idempotency_key_reused",
                  "Idempotency-Key %s was used with a different request",
                  r->idem_key);
@@ -803,7 +878,7 @@ void ck_api_checkout(ck_req *r)
     json_decref(items);
     if (p == NULL || p->key == NULL || p->request == NULL ||
         p->user_id == NULL || p->cart_id == NULL || p->data == NULL ||
-        (p->w = ck_defer(r, CHECKOUT_WAIT_MS)) == NULL) {
+        (p->w = ck_defer(r, checkout_wait_ms())) == NULL) {
         if (p != NULL)
             pend_free(p);
         ck_error(r, 503, "unavailable", "the order could not be recorded");

@@ -59,8 +59,9 @@ typedef struct ck_timing {
     uint32_t gateway_slow_ms;    /* tok_slow answers after this */
     uint32_t gateway_latency_ms; /* every other gateway answer */
     uint32_t pick_ms;            /* warehouse picking time */
-    /* CK_MAX_PENDING: new checkouts are refused (503 overloaded) while the
-     * order service has this many sagas running (0: no cap). */
+    /* CK_MAX_PENDING: the order engine's max_active (engine options
+     * version 3): new checkouts are refused (503 overloaded) while it runs
+     * this many sagas (0: no cap). */
     uint64_t max_pending;
 } ck_timing;
 

@@ -22,6 +22,7 @@ struct ck_db {
     int own_lite;           /* lite is ours to close */
     int64_t changes;        /* PostgreSQL: rows of the last command */
     char schema[64];        /* PostgreSQL: the service's schema */
+    int txn, txn_pid;       /* PostgreSQL: ck_begin()'s, on that backend */
 };
 
 struct ck_stmt {
@@ -153,8 +154,12 @@ static void ignore_blob(const void *buf, size_t len, void *arg)
  * key nobody writes; inside a transaction it fails and changes nothing),
  * a connection of our own is reset here. The next statement then runs on
  * a new backend, where it is prepared again. */
+static PGconn *txn_conn(ck_db *db, const char *sql);
+
 static PGconn *conn_of(ck_db *db)
 {
+    if (db->txn)
+        return txn_conn(db, NULL);
     if (db->own == NULL) {
         PGconn *c = saga_participant_store_handle(db->part);
         if (c == NULL || PQstatus(c) == CONNECTION_BAD) {
@@ -175,6 +180,75 @@ static PGconn *conn_of(ck_db *db)
         PQclear(res);
     }
     return db->own;
+}
+
+/* Inside ck_begin()'s transaction: its connection, or NULL (logged
+ * unless @p sql is NULL) if that connection was lost. Its statements then
+ * fail until ck_rollback(), instead of running on a new connection, each
+ * committed on its own, and the COMMIT of nothing answering "no
+ * transaction in progress" with success: an item added to a new cart was
+ * answered 201 while its cart row was lost with the transaction (the
+ * UPDATE after the INSERTs had failed), and the checkout then got 404
+ * cart_not_found (hostile_killloop_distributed_pg). */
+static PGconn *txn_conn(ck_db *db, const char *sql)
+{
+    PGconn *c = db->own != NULL ? db->own
+                                : saga_participant_store_handle(db->part);
+    if (c != NULL && PQstatus(c) == CONNECTION_OK &&
+        PQbackendPID(c) == db->txn_pid) {
+        PGTransactionStatusType t = PQtransactionStatus(c);
+        if (t == PQTRANS_INTRANS || t == PQTRANS_INERROR)
+            return c;
+    }
+    if (sql != NULL)
+        log_err("sql", "the transaction was lost with its connection", sql);
+    return NULL;
+}
+
+static int pg_exec(ck_db *db, const char *sql);
+
+static int pg_begin(ck_db *db)
+{
+    db->txn = 0;
+    int rc = pg_exec(db, "BEGIN");
+    PGconn *c = rc == CK_OK ? conn_of(db) : NULL;
+    if (c == NULL || PQtransactionStatus(c) != PQTRANS_INTRANS)
+        return CK_ERR;
+    db->txn = 1;
+    db->txn_pid = PQbackendPID(c);
+    return CK_OK;
+}
+
+/* COMMIT on the transaction's own connection; a transaction that failed
+ * earlier answers COMMIT with ROLLBACK (and success): not committed. */
+static int pg_commit(ck_db *db)
+{
+    PGconn *c = db->txn ? txn_conn(db, "COMMIT") : NULL;
+    db->txn = 0;
+    if (c == NULL)
+        return CK_ERR;
+    PGresult *res = PQexec(c, "COMMIT");
+    int ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK &&
+             strcmp(PQcmdStatus(res), "COMMIT") == 0;
+    if (!ok)
+        log_err("commit",
+                res && PQresultStatus(res) == PGRES_COMMAND_OK
+                    ? "the transaction had failed: rolled back"
+                    : PQerrorMessage(c),
+                "COMMIT");
+    PQclear(res);
+    return ok ? CK_OK : CK_ERR;
+}
+
+static int pg_rollback(ck_db *db)
+{
+    PGconn *c = db->txn ? txn_conn(db, NULL) : NULL;
+    db->txn = 0;
+    if (c != NULL) {
+        PGresult *res = PQexec(c, "ROLLBACK");
+        PQclear(res);
+    }
+    return CK_OK;
 }
 
 /* Prepared statements: one slot per (connection, SQL text); a slot whose
@@ -603,12 +677,30 @@ int ck_schema(ck_db *db, const char *ddl)
 
 int ck_begin(ck_db *db)
 {
-    return ck_exec(db, db->pg ? "BEGIN" : "BEGIN IMMEDIATE");
+#ifdef CK_WITH_PG
+    if (db->pg)
+        return pg_begin(db);
+#endif
+    return ck_exec(db, "BEGIN IMMEDIATE");
 }
 
-int ck_commit(ck_db *db) { return ck_exec(db, "COMMIT"); }
+int ck_commit(ck_db *db)
+{
+#ifdef CK_WITH_PG
+    if (db->pg)
+        return pg_commit(db);
+#endif
+    return ck_exec(db, "COMMIT");
+}
 
-int ck_rollback(ck_db *db) { return ck_exec(db, "ROLLBACK"); }
+int ck_rollback(ck_db *db)
+{
+#ifdef CK_WITH_PG
+    if (db->pg)
+        return pg_rollback(db);
+#endif
+    return ck_exec(db, "ROLLBACK");
+}
 
 ck_stmt *ck_prep(ck_db *db, const char *sql)
 {

@@ -212,14 +212,24 @@ static void wait_done(ck_wait *w)
     uv_close((uv_handle_t *)&w->timer, wait_free);
 }
 
+/* The request is answered 503 and let go; @p w stays its owner's until
+ * ck_wait_reply(), whose answer then goes nowhere. Freed here, a later
+ * ck_wait_reply() wrote into freed memory, or into the ck_wait of another
+ * request allocated there since: that request got this one's answer
+ * (hostile_killloop_distributed_pg with the server restarted: user u2's
+ * checkout answered with user u0's order, its saga start answered after
+ * the timeout). */
 static void wait_timeout(uv_timer_t *t)
 {
     ck_wait *w = t->data;
-    if (w->r != NULL)
-        ck_error(w->r, 503, "timeout",
-                 "the request could not be completed in time; retry it with "
-                 "the same Idempotency-Key");
-    wait_done(w);
+    ck_req *r = w->r;
+    if (r == NULL)
+        return;
+    r->wait = NULL;
+    w->r = NULL;
+    ck_error(r, 503, "timeout",
+             "the request could not be completed in time; retry it with "
+             "the same Idempotency-Key");
 }
 
 ck_wait *ck_defer(ck_req *r, uint32_t timeout_ms)

@@ -27,7 +27,8 @@ typedef struct ck_req {
     struct ck_wait *wait; /* when deferred */
 } ck_req;
 
-/* A deferred answer: valid until ck_wait_reply() (which frees it). */
+/* A deferred answer: valid until ck_wait_reply() (which frees it), also
+ * after its timeout or the client's going away (the answer is dropped). */
 typedef struct ck_wait ck_wait;
 
 /* Answer now; @p body is stolen (NULL: no body). */

@@ -280,10 +280,11 @@ static void add_item(ck_req *r, const char *cart_id, json_t *b, int exists)
     if (ok) {
         st = ck_prep(db, "UPDATE carts SET updated_at = ? WHERE "
                          "cart_id = ?");
+        ok = st != NULL;
         if (st) {
             ck_bind_int(st, 1, now);
             ck_bind_text(st, 2, cart_id);
-            ck_step(st);
+            ok = ck_step(st) == CK_DONE;
             ck_done(st);
         }
     }

@@ -500,6 +500,10 @@ int ck_order_open(ck_app *a)
     o.log_event = ck_log_sink(a);
     o.log_event_arg = stderr;
     o.log_level = a->log_json ? SAGA_LOG_INFO : 0;
+    /* CK_MAX_PENDING: the engine refuses new sagas (SAGA_EFULL) past this
+     * many; the checkout checks the same count before it records an order
+     * (api_order.c, overloaded()) and answers 503 overloaded. */
+    o.max_active = (size_t)a->timing.max_pending;
     saga_def *d;
     if (saga_engine_new(&a->engine, s, t, &o) != SAGA_OK) {
         saga_store_free(s);

@@ -101,6 +101,10 @@ SAGA_EXTERN int saga_shape_list(saga_store *store, saga_shape_list_cb cb,
 
 /* ------------------------------------------------------------------------ */
 /* Operator actions on a running engine                                     */
+/* The three calls below read a saga that is not in memory (a FAILED saga
+ * has left it) with the store's synchronous slots: on a store whose reads
+ * go out on the loop (the PostgreSQL store) they wait for the server.
+ * There, on the loop, use saga_op_async() (below), which does not. */
 
 /**
  * Resume a FAILED saga where it failed, with a fresh retry budget (as
@@ -168,6 +172,36 @@ typedef struct saga_op_request {
     const char *reason; /* may be NULL */
     const char *actor;  /* may be NULL */
 } saga_op_request;
+
+/** Completion of saga_op_async(): @p status as saga_retry_op(),
+ * saga_compensate() or saga_resolve() would return it (SAGA_OK: the action
+ * is staged, durable with the engine's next commit), also SAGA_ECLOSED
+ * (the engine closed first); saga_engine_errmsg() says why.
+ * Ownership: @p saga_id is borrowed for the call. Since: 0.2. */
+typedef void (*saga_op_cb)(saga_engine *e, int status, const char *saga_id,
+                           void *arg);
+
+/**
+ * An operator action on a running engine without waiting for its store:
+ * saga_retry_op(), saga_compensate() or saga_resolve() (by @p req->op),
+ * for a saga in memory or not. The saga is read on the engine's loop
+ * (store interface version 13: saga_get_submit and journal_scan_submit,
+ * with submit_batch; the PostgreSQL store), loaded if FAILED, and the
+ * action applied there; @p cb runs later on the loop thread, exactly
+ * once, never from inside this call. saga_retry() of a saga not in
+ * memory is SAGA_OP_RETRY here (with an actor and a reason).
+ * @return SAGA_OK (@p cb will run); SAGA_EINVAL (a NULL argument, an
+ *   unknown op, a bad @p req->as for SAGA_OP_RESOLVE, or a store without
+ *   those slots: SQLite and in-memory stores read locally, use the
+ *   synchronous calls); SAGA_ENOTFOUND (a malformed id); SAGA_ECLOSED;
+ *   SAGA_ESTORE (refused at once: the store is reconnecting);
+ *   SAGA_ENOMEM. On an error @p cb never runs.
+ * Ownership: @p req and its strings stay the caller's (copied); @p arg
+ *   is passed to @p cb untouched.
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_op_async(saga_engine *e, const saga_op_request *req,
+                              saga_op_cb cb, void *arg);
 
 /** Who applied a request (saga_op_run()'s @p by_out). */
 typedef enum saga_op_by {

@@ -290,7 +290,11 @@ SAGA_EXTERN int saga_start(saga_engine *e, const char *def_name,
  *   out, the saga was cancelled, or it was reported already; logged and
  *   ignored); SAGA_ENOTFOUND; SAGA_EINVAL (bad outcome, @p out NULL with a
  *   non-zero @p out_len, output not a map or too large); SAGA_ECLOSED
- *   (after saga_engine_close(): nothing is recorded).
+ *   (after saga_engine_close(): nothing is recorded). A saga not in
+ *   memory on a store that reads on the loop (store interface version 8
+ *   with submit_batch, the PostgreSQL store; since 0.2) is not read, so
+ *   that this never waits for the server: SAGA_ESTALE (ended, another
+ *   engine's, or unknown), where other stores tell SAGA_ENOTFOUND apart.
  * Ownership: @p ref, @p out and @p error stay the caller's (the engine copies
  *   what it keeps). Since: 0.1.
  */
@@ -303,14 +307,22 @@ SAGA_EXTERN int saga_step_complete(saga_engine *e,
  * Force compensation of a RUNNING saga before its pivot. A step in flight
  * counts as one that may have run, and is compensated too.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not RUNNING, or past the
- *   pivot), SAGA_ECLOSED.
+ *   pivot), SAGA_ECLOSED. A saga not in memory on a store that reads on
+ *   the loop (store interface version 8 with submit_batch, the PostgreSQL
+ *   store; since 0.2) is not read, so that this never waits for the
+ *   server: SAGA_EBUSY (ended, another engine's, or unknown;
+ *   saga_get_async() tells which).
  * Ownership: @p saga_id and @p reason stay the caller's (copied). Since: 0.1.
  */
 SAGA_EXTERN int saga_cancel(saga_engine *e, const char *saga_id,
                             const char *reason);
 
 /**
- * Resume a FAILED saga where it failed, with a fresh retry budget.
+ * Resume a FAILED saga where it failed, with a fresh retry budget. A saga
+ * not in memory (a FAILED saga has left memory) is read and loaded with
+ * the store's synchronous slots: on a store whose reads go out on the
+ * loop (the PostgreSQL store) that waits for the server; there use
+ * saga_op_async() with SAGA_OP_RETRY (saga/admin.h), which does not.
  * @return SAGA_OK, SAGA_ENOTFOUND, SAGA_EBUSY (not FAILED), SAGA_ECLOSED.
  * Ownership: @p saga_id stays the caller's. Since: 0.1.
  */
@@ -356,6 +368,32 @@ typedef struct saga_info saga_info;
  * Since: 0.1.
  */
 SAGA_EXTERN int saga_get(saga_engine *e, const char *saga_id, saga_info **out);
+/** Completion of saga_get_async(): @p status SAGA_OK with @p info, or
+ * SAGA_ENOTFOUND, SAGA_ESTORE (the read failed or its answer was lost),
+ * SAGA_ENOMEM with @p info NULL; saga_engine_errmsg() says why.
+ * Ownership: @p info is the callee's: free it with saga_info_free().
+ * Since: 0.2. */
+typedef void (*saga_info_cb)(saga_engine *e, int status, saga_info *info,
+                             void *arg);
+
+/**
+ * saga_get() without waiting for the store: the saga's record and journal
+ * are read on the engine's loop (store interface version 13:
+ * saga_get_submit and journal_scan_submit, with submit_batch; the
+ * PostgreSQL store), and @p cb runs later on the loop thread, exactly
+ * once, never from inside this call, with the snapshot of what was
+ * committed when the reads ran (also while the engine closes: the store
+ * answers what is in flight, SAGA_ESTORE if it closed first).
+ * @return SAGA_OK (@p cb will run); SAGA_EINVAL (a NULL argument, or a
+ *   store without those slots: SQLite and in-memory stores read locally,
+ *   use saga_get()); SAGA_ECLOSED; SAGA_ESTORE (refused at once: the
+ *   store is reconnecting); SAGA_ENOMEM. On an error @p cb never runs.
+ * Ownership: @p saga_id stays the caller's; @p arg is passed to @p cb
+ *   untouched.
+ * Since: 0.2.
+ */
+SAGA_EXTERN int saga_get_async(saga_engine *e, const char *saga_id,
+                               saga_info_cb cb, void *arg);
 /** Free a snapshot from saga_get(); NULL is a no-op. Ownership: @p info is
  * freed, with every string and entry borrowed from it. Since: 0.1. */
 SAGA_EXTERN void saga_info_free(saga_info *info);

@@ -109,6 +109,24 @@ typedef struct saga_idem_entry {
     int64_t created_ms;
 } saga_idem_entry;
 
+/* ---- version 13 (since 0.2): key-value writes in a batch ---------------- */
+/* saga_kv_write.flags: write only if the key holds saga_kv_write.expect now
+ * (expect NULL: only if the key is absent); otherwise the whole batch
+ * fails with SAGA_EBUSY and nothing of it remains. */
+#define SAGA_KV_EXPECT 0x01u
+
+/** One key-value write of a batch (saga_batch_writes.kv, store version 13):
+ * kv_put(key, val, len), or kv_del(key) when @p val is NULL. Since: 0.2. */
+typedef struct saga_kv_write {
+    const char *key;
+    const void *val; /* NULL: delete the key */
+    size_t len;
+    unsigned int flags; /* SAGA_KV_* */
+    const void *expect; /* with SAGA_KV_EXPECT; NULL: the key is absent */
+    size_t expect_len;
+} saga_kv_write;
+/* ---- end of version 13 ------------------------------------------------- */
+
 /** Everything one engine batch writes, in the order the slots would write
  * it (see write_batch). */
 typedef struct saga_batch_writes {
@@ -123,13 +141,20 @@ typedef struct saga_batch_writes {
     size_t ndone;
     const saga_journal_entry *journal; /* journal_append of each */
     size_t njournal;
+    /* ---- version 13 (since 0.2): read only by a store whose version is
+     * 13 or more; the engine sets them only for such a store (an older one
+     * is never handed a batch with key-value writes). Written last, in
+     * order. */
+    const saga_kv_write *kv;
+    size_t nkv;
+    /* ---- end of version 13 */
 } saga_batch_writes;
 
 /* Flags for saga_put. */
 #define SAGA_PUT_INSERT 0x01u /* a new saga: insert (SAGA_EDUP if it exists) */
 #define SAGA_PUT_DATA 0x02u   /* the data changed: write it too */
 
-#define SAGA_STORE_VERSION 12
+#define SAGA_STORE_VERSION 13
 
 struct uv_loop_s;
 
@@ -163,6 +188,11 @@ typedef void (*saga_record_got_cb)(void *arg, int rc, const saga_record *rec);
 /** Completion of purge_submit() (version 12): @p rc as purge() would
  * return, and on SAGA_OK the number of sagas deleted. Since: 0.2. */
 typedef void (*saga_purged_cb)(void *arg, int rc, uint64_t purged);
+/** Completion of journal_scan_submit() (version 13): @p rc SAGA_OK with
+ * the @p n entries @p e in seq order (borrowed for the call), or
+ * SAGA_ESTORE. Since: 0.2. */
+typedef void (*saga_journal_got_cb)(void *arg, int rc,
+                                    const saga_journal_entry *e, size_t n);
 
 /* Version 9 (below): a participant's batch in few round trips. */
 /** One received message of a participant batch, for part_read(): the
@@ -565,6 +595,26 @@ struct saga_store {
      */
     int (*purge_submit)(saga_store *self, int64_t before_ms,
                         saga_purged_cb done, void *arg);
+    /* ---- version 13, since 0.2 --------------------------------------- */
+    /* A store of version 13 or more that has write_batch or submit_batch
+     * writes saga_batch_writes.kv (after the journal, in order), with
+     * SAGA_KV_EXPECT checked in the batch's transaction. With submit_batch,
+     * a batch of key-value writes only may be submitted while another
+     * batch is in flight (they commit in submission order): the engine
+     * sends the definitions' shapes and its control queue's writes so. */
+    /**
+     * journal_scan() without blocking (committed data only), as the
+     * version-8 slots: @p done gets every entry of @p saga_id in seq
+     * order (none, n = 0, for a saga without entries or an unknown one),
+     * borrowed for the call; SAGA_ESTORE when the answer was lost or the
+     * store was closed first. NULL: saga_get_async() is refused with
+     * SAGA_EINVAL on this store (saga_get() answers at once).
+     * @return SAGA_OK (submitted: @p done will run), or the refusal
+     *   (SAGA_ESTORE, SAGA_EINVAL, SAGA_ENOMEM; @p done never runs).
+     */
+    int (*journal_scan_submit)(saga_store *self, const char *saga_id,
+                               saga_journal_got_cb done, void *arg);
+    /* ---- end of version 13 ------------------------------------------- */
 };
 
 #define SAGA_STORE_INIT SAGA_INIT_VERSION(SAGA_STORE_VERSION)

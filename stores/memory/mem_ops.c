@@ -5,6 +5,7 @@
  */
 #include <string.h>
 
+#include "util.h"
 #include "saga/saga.h"
 #include "mem_store.h"
 
@@ -501,6 +502,13 @@ static int mem_kv_del(saga_store *self, const char *key)
     return old ? saga__mem_put_node(s, &s->kv, old, NULL) : SAGA_OK;
 }
 
+/* Version 3, with the version-13 key-value part: by this store's own
+ * slots, in one transaction (lib/plugins.c). */
+static int mem_write_batch(saga_store *self, const saga_batch_writes *w)
+{
+    return saga__store_write_by_slots(self, w);
+}
+
 /* The memory store's vtable: one constant table, copied into each store
  * (SQLite's sqlite3_io_methods, nng's ops tables). */
 const saga_store saga__mem_store_ops = {
@@ -533,4 +541,6 @@ const saga_store saga__mem_store_ops = {
     .savepoint = saga__mem_savepoint,
     .savepoint_rollback = saga__mem_savepoint_rollback,
     .savepoint_release = saga__mem_savepoint_release,
+    /* version 3 */
+    .write_batch = mem_write_batch,
 };

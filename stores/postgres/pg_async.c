@@ -827,7 +827,7 @@ int saga__pg_submit_batch(saga_store *self, const saga_batch_writes *w,
         return saga__pg_failf(s, SAGA_ESTORE,
                               "submit_batch: the store is not attached to "
                               "a loop");
-    if (s->epoch_pending)
+    if (s->epoch_pending && !saga__pg_kv_only(w))
         return saga__pg_failf(s, SAGA_ESTORE,
                               "submit_batch: a new lease is being taken");
     if ((rc = ready(s, "submit_batch")) != SAGA_OK)

@@ -38,6 +38,8 @@ int saga__pg_map_state(const char *st)
         return SAGA_ENOTFOUND; /* the strict update found no row */
     if (strcmp(st, PG_SQLSTATE_FENCED) == 0)
         return SAGA_EFENCED; /* an owned write failed its fencing check */
+    if (strcmp(st, PG_SQLSTATE_KV_CHANGED) == 0)
+        return SAGA_EBUSY; /* a key-value write's expectation failed */
     return SAGA_ESTORE;
 }
 
@@ -546,7 +548,7 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
     /* With a lease: the batch is fenced unless the lease is live (checked
      * once per batch, pg_own.c). */
     pg_params fence = {0};
-    if (saga__pg_fence_params(s, &fence))
+    if (!saga__pg_kv_only(w) && saga__pg_fence_params(s, &fence))
         SEND(PG_OWN_FENCE, &fence);
     size_t nk[3] = {0, 0, 0}; /* inserts, updates, updates with data */
     for (size_t i = 0; i < w->nsagas; i++) {
@@ -634,6 +636,26 @@ int saga__pg_send_writes(pg_store *s, const saga_batch_writes *w,
             SEND(PG_JOURNAL_INSERT_X, &p);
         }
     }
+    /* Version 13: the key-value writes, last, in order. */
+    for (size_t i = 0; i < w->nkv; i++) {
+        const saga_kv_write *k = &w->kv[i];
+        pg_params p = {0};
+        saga__pg_text(&p, k->key);
+        if (k->flags & SAGA_KV_EXPECT) {
+            pg_params e = p;
+            if (k->expect != NULL)
+                saga__pg_blob(&e, k->expect, k->expect_len);
+            else
+                saga__pg_text(&e, NULL);
+            SEND(PG_KV_EXPECT, &e);
+        }
+        if (k->val != NULL) {
+            saga__pg_blob(&p, k->val, k->len);
+            SEND(PG_KV_PUT, &p);
+        } else {
+            SEND(PG_KV_DEL, &p);
+        }
+    }
 #undef SEND
 #undef SENT_ONE
     return 0;
@@ -659,13 +681,19 @@ static int send_all(pipe_state *ps, const saga_batch_writes *w)
     return flush(ps);
 }
 
+int saga__pg_kv_only(const saga_batch_writes *w)
+{
+    return w->nkv > 0 && !w->nsagas && !w->nidem && !w->noutbox && !w->ndone &&
+           !w->njournal;
+}
+
 int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w)
 {
     if (w == NULL ||
         (w->nsagas && (w->sagas == NULL || w->put_flags == NULL)) ||
         (w->nidem && w->idem == NULL) || (w->noutbox && w->outbox == NULL) ||
         (w->ndone && w->done_ids == NULL) ||
-        (w->njournal && w->journal == NULL))
+        (w->njournal && w->journal == NULL) || (w->nkv && w->kv == NULL))
         return saga__pg_failf(s, SAGA_EINVAL, "write_batch: bad arguments");
     for (size_t i = 0; i < w->nsagas; i++) {
         const saga_record *r = &w->sagas[i];
@@ -683,6 +711,13 @@ int saga__pg_check_writes(pg_store *s, const saga_batch_writes *w)
         if (w->journal[i].saga_id == NULL)
             return saga__pg_failf(s, SAGA_EINVAL,
                                   "write_batch: bad journal entry");
+    for (size_t i = 0; i < w->nkv; i++) {
+        const saga_kv_write *k = &w->kv[i];
+        if (k->key == NULL || (k->val == NULL && k->len > 0) ||
+            (k->expect == NULL && k->expect_len > 0))
+            return saga__pg_failf(s, SAGA_EINVAL,
+                                  "write_batch: bad key-value write");
+    }
     return SAGA_OK;
 }
 

@@ -87,6 +87,14 @@ enum pg_stmt {
      * writer's lease is not live. */
     PG_OUTBOX_DONE_X,
     PG_OUTBOX_TAKE,
+    /* A batch's key-value write with SAGA_KV_EXPECT (migration 7, store
+     * version 13): locks the key's row and raises SG002 unless it holds
+     * the value expected (NULL: absent). */
+    PG_KV_EXPECT,
+    /* kv_get inside a transaction: the row locked until it ends, so that a
+     * read-modify-write (a tool queueing or taking back an operator
+     * request) and a batch's expectation on that key serialize. */
+    PG_KV_GET_LOCK,
     PG__COUNT
 };
 
@@ -264,6 +272,33 @@ void saga__pg_connect_failed(pg_store *s);
 int saga__pg_submit_own(pg_store *s, const enum pg_stmt *which,
                         const pg_params *p, int n, pg_fin_fn fin,
                         void (*cb)(void), void *arg, int64_t x);
+/** A read (or a take) on the loop, as saga__pg_submit_own sends it: the
+ * @p n statements @p which with their parameters @p p, then @p fin turns
+ * the results into the caller's answer (@p done, @p arg; @p x is fin's
+ * own). @p what names the slot in messages. */
+typedef struct pg_read {
+    const enum pg_stmt *which;
+    const pg_params *p;
+    int n;
+    pg_fin_fn fin;
+    void (*done)(void);
+    void *arg;
+    int64_t x;
+    const char *what;
+} pg_read;
+/** Submit @p r (pg_own.c): SAGA_EINVAL (NULL done), else as
+ * saga__pg_submit_own. */
+int saga__pg_submit_read(pg_store *s, const pg_read *r);
+/** Whether @p w holds key-value writes only (store version 13): such a
+ * batch writes nothing a lease owns, so it carries no lease check and is
+ * not held back while a new lease is taken (pg_batch.c). */
+int saga__pg_kv_only(const saga_batch_writes *w);
+/** The journal entries of @p saga_id in a PG_JOURNAL_SCAN result, in seq
+ * order, into *@p out (saga_malloc'd; strings point into @p res).
+ * SAGA_OK, SAGA_ECORRUPT, SAGA_ENOMEM (pg_ops.c). */
+int saga__pg_journal_entries(pg_store *s, const PGresult *res,
+                             const char *saga_id, saga_journal_entry **out,
+                             size_t *n);
 /** pg_outbox.c: the version-10 outbox_scan_submit slot (every store). */
 void saga__pg_outbox_init(pg_store *s);
 /** pg_own.c: the version-7 kv_get_submit slot (every store). */
@@ -335,5 +370,7 @@ int saga__pg_fence_params(const pg_store *s, pg_params *p);
 /** Set the version-5 slots on a store with a lease. */
 void saga__pg_own_init(pg_store *s);
 #define PG_SQLSTATE_FENCED "SG001"
+/* A key-value write whose expectation failed (kv_changed(), migration 7). */
+#define PG_SQLSTATE_KV_CHANGED "SG002"
 
 #endif /* SAGA_PG_INT_H */

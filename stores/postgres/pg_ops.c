@@ -218,6 +218,12 @@ const pg_stmt_def saga__pg_stmts[PG__COUNT] = {
     [PG_KV_SCAN] = {"SELECT key, val FROM kv WHERE starts_with(key, $1)",
                     {T_TEXT}},
     [PG_KV_DEL] = {"DELETE FROM kv WHERE key = $1", {T_TEXT}},
+    [PG_KV_GET_LOCK] = {"SELECT val FROM kv WHERE key = $1 FOR UPDATE",
+                        {T_TEXT}},
+    [PG_KV_EXPECT] = {"WITH c AS (SELECT val FROM kv WHERE key = $1 FOR "
+                      "UPDATE) SELECT CASE WHEN (SELECT val FROM c) IS NOT "
+                      "DISTINCT FROM $2 THEN 0 ELSE kv_changed($1) END",
+                      {T_TEXT, T_BYTEA}},
     /* The strict writes of a batch (and of saga_put with a lease). Each
      * takes the fencing token (owner, epoch) as its last two parameters:
      * NULL for a store without a lease, which then writes no owner and
@@ -577,20 +583,13 @@ static int cmp_seq(const void *x, const void *y)
     return (a->seq > b->seq) - (a->seq < b->seq);
 }
 
-static int pg_journal_scan(saga_store *self, const char *saga_id,
-                           saga_journal_cb cb, void *arg)
+int saga__pg_journal_entries(pg_store *s, const PGresult *res,
+                             const char *saga_id, saga_journal_entry **out,
+                             size_t *nout)
 {
-    SELF;
-    if (saga_id == NULL || cb == NULL)
-        return saga__pg_failf(s, SAGA_EINVAL, "journal_scan: NULL argument");
-    pg_params p = {0};
-    saga__pg_text(&p, saga_id);
-    PGresult *res;
-    int rc = saga__pg_run(s, PG_JOURNAL_SCAN, &p, &res, "journal_scan");
-    if (rc)
-        return rc;
     /* The rows, then the packed entries of the saga's row: all of them
      * into one array, ordered by seq. */
+    int rc = SAGA_OK;
     size_t n = 0, cap = 0;
     saga_journal_entry *es = NULL;
     for (int i = 0, nr = PQntuples(res); i < nr && rc == SAGA_OK; i++) {
@@ -623,12 +622,35 @@ static int pg_journal_scan(saga_store *self, const char *saga_id,
                 n++;
         }
     }
-    if (rc == SAGA_OK && n > 0) {
-        qsort(es, n, sizeof *es, cmp_seq);
-        for (size_t i = 0; i < n; i++)
-            if (cb(&es[i], arg) != 0)
-                break;
+    if (rc != SAGA_OK) {
+        saga_free(es);
+        return rc;
     }
+    if (n > 0)
+        qsort(es, n, sizeof *es, cmp_seq);
+    *out = es;
+    *nout = n;
+    return SAGA_OK;
+}
+
+static int pg_journal_scan(saga_store *self, const char *saga_id,
+                           saga_journal_cb cb, void *arg)
+{
+    SELF;
+    if (saga_id == NULL || cb == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "journal_scan: NULL argument");
+    pg_params p = {0};
+    saga__pg_text(&p, saga_id);
+    PGresult *res;
+    int rc = saga__pg_run(s, PG_JOURNAL_SCAN, &p, &res, "journal_scan");
+    if (rc)
+        return rc;
+    saga_journal_entry *es = NULL;
+    size_t n = 0;
+    rc = saga__pg_journal_entries(s, res, saga_id, &es, &n);
+    for (size_t i = 0; rc == SAGA_OK && i < n; i++)
+        if (cb(&es[i], arg) != 0)
+            break;
     saga_free(es);
     PQclear(res);
     return rc;
@@ -871,7 +893,8 @@ static int pg_kv_get(saga_store *self, const char *key, saga_blob_cb cb,
     SELF;
     if (key == NULL)
         return saga__pg_failf(s, SAGA_EINVAL, "kv_get: NULL key");
-    return get_blob(s, PG_KV_GET, key, cb, arg, "kv_get");
+    return get_blob(s, s->in_txn ? PG_KV_GET_LOCK : PG_KV_GET, key, cb, arg,
+                    "kv_get");
 }
 
 static int pg_kv_put(saga_store *self, const char *key, const void *val,

@@ -95,33 +95,29 @@ static int pg_outbox_scan_submit(saga_store *self, uint32_t limit,
                                  saga_outbox_got_cb done, void *arg)
 {
     pg_store *s = (pg_store *)self;
-    if (done == NULL)
-        return saga__pg_failf(s, SAGA_EINVAL, "outbox_scan: NULL done");
     pg_params p[2] = {{0}, {0}};
-    if (!s->lease_ms) {
-        enum pg_stmt which = PG_OUTBOX_SCAN;
-        if (limit)
-            saga__pg_int(&p[0], limit);
-        else
-            saga__pg_text(&p[0], NULL); /* LIMIT NULL: no limit */
-        return saga__pg_submit_own(s, &which, p, 1, scan_fin,
-                                   (void (*)(void))done, arg, 0);
+    enum pg_stmt which[2] = {PG_OUTBOX_SCAN, PG_OWN_LIVE};
+    pg_read r = {which,        p, 1, scan_fin, (void (*)(void))done, arg, 0,
+                 "outbox_scan"};
+    if (s->lease_ms) {
+        if (s->epoch == 0 || s->epoch_pending)
+            return saga__pg_failf(s, SAGA_EFENCED,
+                                  "outbox_scan: no lease taken");
+        /* The take, then whether the lease is live (to tell "nothing to
+         * take" from "not ours to take"), in one round trip. */
+        which[0] = PG_OUTBOX_TAKE;
+        r.n = 2;
+        r.x = 1;
+        saga__pg_text(&p[0], s->owner);
+        saga__pg_int(&p[0], s->epoch);
+        saga__pg_text(&p[1], s->owner);
+        saga__pg_int(&p[1], s->epoch);
     }
-    if (s->epoch == 0 || s->epoch_pending)
-        return saga__pg_failf(s, SAGA_EFENCED, "outbox_scan: no lease taken");
-    /* The take, then whether the lease is live (to tell "nothing to
-     * take" from "not ours to take"), in one round trip. */
-    saga__pg_text(&p[0], s->owner);
-    saga__pg_int(&p[0], s->epoch);
     if (limit)
         saga__pg_int(&p[0], limit);
     else
-        saga__pg_text(&p[0], NULL);
-    saga__pg_text(&p[1], s->owner);
-    saga__pg_int(&p[1], s->epoch);
-    enum pg_stmt which[2] = {PG_OUTBOX_TAKE, PG_OWN_LIVE};
-    return saga__pg_submit_own(s, which, p, 2, scan_fin, (void (*)(void))done,
-                               arg, 1);
+        saga__pg_text(&p[0], NULL); /* LIMIT NULL: no limit */
+    return saga__pg_submit_read(s, &r);
 }
 
 void saga__pg_outbox_init(pg_store *s)

@@ -357,17 +357,26 @@ static int read_answer(pg_store *s, const pg_abatch *b, const char *what)
     return PQntuples(b->res[0]) == 0 ? SAGA_ENOTFOUND : SAGA_OK;
 }
 
+int saga__pg_submit_read(pg_store *s, const pg_read *r)
+{
+    if (r->done == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "%s: NULL done", r->what);
+    return saga__pg_submit_own(s, r->which, r->p, r->n, r->fin, r->done, r->arg,
+                               r->x);
+}
+
 /* Send the read @p which, whose one parameter is the text @p key, on the
  * loop; @p fin turns its result into @p done's answer. */
-static int submit_read(pg_store *s, enum pg_stmt which, const char *key,
-                       pg_fin_fn fin, void (*done)(void), void *arg,
-                       const char *what)
+static int submit_key_read(pg_store *s, enum pg_stmt which, const char *key,
+                           pg_fin_fn fin, void (*done)(void), void *arg,
+                           const char *what)
 {
-    if (key == NULL || done == NULL)
-        return saga__pg_failf(s, SAGA_EINVAL, "%s: NULL argument", what);
+    if (key == NULL)
+        return saga__pg_failf(s, SAGA_EINVAL, "%s: NULL key", what);
     pg_params p = {0};
     saga__pg_text(&p, key);
-    return saga__pg_submit_own(s, &which, &p, 1, fin, done, arg, 0);
+    pg_read r = {&which, &p, 1, fin, done, arg, 0, what};
+    return saga__pg_submit_read(s, &r);
 }
 
 static void kv_fin(pg_store *s, pg_abatch *b)
@@ -383,8 +392,8 @@ static void kv_fin(pg_store *s, pg_abatch *b)
 static int pg_kv_get_submit(saga_store *self, const char *key,
                             saga_kv_got_cb done, void *arg)
 {
-    return submit_read((pg_store *)self, PG_KV_GET, key, kv_fin,
-                       (void (*)(void))done, arg, "kv_get");
+    return submit_key_read((pg_store *)self, PG_KV_GET, key, kv_fin,
+                           (void (*)(void))done, arg, "kv_get");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -505,8 +514,8 @@ static void idem_fin(pg_store *s, pg_abatch *b)
 static int pg_idem_get_submit(saga_store *self, const char *key,
                               saga_idem_got_cb done, void *arg)
 {
-    return submit_read((pg_store *)self, PG_IDEM_GET, key, idem_fin,
-                       (void (*)(void))done, arg, "idem_get");
+    return submit_key_read((pg_store *)self, PG_IDEM_GET, key, idem_fin,
+                           (void (*)(void))done, arg, "idem_get");
 }
 
 static void get_fin(pg_store *s, pg_abatch *b)
@@ -522,8 +531,56 @@ static void get_fin(pg_store *s, pg_abatch *b)
 static int pg_saga_get_submit(saga_store *self, const char *id,
                               saga_record_got_cb done, void *arg)
 {
-    return submit_read((pg_store *)self, PG_SAGA_GET, id, get_fin,
-                       (void (*)(void))done, arg, "saga_get");
+    return submit_key_read((pg_store *)self, PG_SAGA_GET, id, get_fin,
+                           (void (*)(void))done, arg, "saga_get");
+}
+
+/* ------------------------------------------------------------------------ */
+/* A saga's journal on the loop (version 13)                                */
+
+/* What a journal_scan_submit needs back: the caller's callback and the
+ * saga id the entries point at. Freed by jscan_fin, which runs once. */
+typedef struct pg_jscan_req {
+    saga_journal_got_cb done;
+    void *arg;
+    char id[SAGA_ID_SIZE];
+} pg_jscan_req;
+
+static void jscan_fin(pg_store *s, pg_abatch *b)
+{
+    pg_jscan_req *q = b->arg;
+    saga_journal_entry *es = NULL;
+    size_t n = 0;
+    int rc = answer_rc(s, b, 1, "journal_scan");
+    if (rc == SAGA_OK)
+        rc = saga__pg_journal_entries(s, b->res[0], q->id, &es, &n);
+    q->done(q->arg, rc == SAGA_OK ? SAGA_OK : SAGA_ESTORE, es, n);
+    saga_free(es);
+    saga_free(q);
+}
+
+static void jscan_unused(void) {}
+
+static int pg_journal_scan_submit(saga_store *self, const char *saga_id,
+                                  saga_journal_got_cb done, void *arg)
+{
+    pg_store *s = (pg_store *)self;
+    if (saga_id == NULL || done == NULL || strlen(saga_id) > SAGA_ID_LEN)
+        return saga__pg_failf(s, SAGA_EINVAL, "journal_scan: bad argument");
+    pg_jscan_req *q = saga_malloc(sizeof *q);
+    if (q == NULL)
+        return saga__pg_failf(s, SAGA_ENOMEM, "journal_scan: out of memory");
+    q->done = done;
+    q->arg = arg;
+    memcpy(q->id, saga_id, strlen(saga_id) + 1);
+    enum pg_stmt which = PG_JOURNAL_SCAN;
+    pg_params p = {0};
+    saga__pg_text(&p, q->id);
+    pg_read r = {&which, &p, 1, jscan_fin, jscan_unused, q, 0, "journal_scan"};
+    int rc = saga__pg_submit_read(s, &r);
+    if (rc != SAGA_OK)
+        saga_free(q);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -563,6 +620,7 @@ void saga__pg_kv_async_init(pg_store *s)
     s->base.idem_get_submit = pg_idem_get_submit;
     s->base.saga_get_submit = pg_saga_get_submit;
     s->base.purge_submit = pg_purge_submit;
+    s->base.journal_scan_submit = pg_journal_scan_submit;
 }
 
 void saga__pg_own_init(pg_store *s)

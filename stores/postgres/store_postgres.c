@@ -207,6 +207,14 @@ static const char *const migrations[] = {
      * no owner. */
     ("ALTER TABLE outbox ADD COLUMN owner text,"
      " ADD COLUMN epoch bigint NOT NULL DEFAULT 0;"),
+    /* 6 -> 7: a batch's key-value write that expects the key's value
+     * (store interface version 13, SAGA_KV_EXPECT) raises SG002 when the
+     * key holds something else, aborting the batch (SAGA_EBUSY). */
+    ("CREATE FUNCTION kv_changed(k text) RETURNS int"
+     " LANGUAGE plpgsql VOLATILE AS $$ BEGIN"
+     " RAISE EXCEPTION 'key % does not hold the value expected', k"
+     " USING ERRCODE = 'SG002';"
+     " END $$;"),
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -9,6 +9,7 @@
  */
 #include <string.h>
 
+#include "util.h"
 #include "saga/saga.h"
 #include "sqlite_int.h"
 
@@ -638,6 +639,13 @@ static int sq_savepoint_release(saga_store *self)
     return sq_savepoint_end(self, 0);
 }
 
+/* Version 3, with the version-13 key-value part: by this store's own
+ * slots, in one transaction (lib/plugins.c). */
+static int sq_write_batch(saga_store *self, const saga_batch_writes *w)
+{
+    return saga__store_write_by_slots(self, w);
+}
+
 /* The SQLite store's vtable: one constant table, copied into each store
  * (SQLite's own sqlite3_io_methods, nng's ops tables). */
 const saga_store saga__sq_store_ops = {
@@ -670,4 +678,6 @@ const saga_store saga__sq_store_ops = {
     .savepoint = sq_savepoint,
     .savepoint_rollback = sq_savepoint_rollback,
     .savepoint_release = sq_savepoint_release,
+    /* version 3 */
+    .write_batch = sq_write_batch,
 };

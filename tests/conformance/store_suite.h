@@ -257,6 +257,7 @@ static void ssc_dump(saga_store *s, ssc_text *t)
     T(name, kv_scan_prefix_and_del)                                            \
     T(name, savepoint_rollback_and_release)                                    \
     T(name, write_batch_whole_or_nothing)                                      \
+    T(name, write_batch_kv)                                                    \
     T(name, txn_commit_persists)                                               \
     T(name, txn_reads_own_writes)                                              \
     T(name, txn_rollback_undoes_everything)                                    \

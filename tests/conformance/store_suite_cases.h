@@ -449,7 +449,8 @@ static void ssc_write_batch_whole_or_nothing(saga_store *s)
     saga_idem_entry idem = {"key-new", "new", 2};
     saga_message msg = {"m1", "topic", "new", "p", 1, 2};
     saga_journal_entry je = {"new", 1, SAGA_JOURNAL_STARTED, -1, 0, 0, 2, NULL};
-    saga_batch_writes w = {recs, flags, 2, &idem, 1, &msg, 1, NULL, 0, &je, 1};
+    saga_batch_writes w = {recs, flags, 2,   &idem, 1,    &msg, 1,
+                           NULL, 0,     &je, 1,     NULL, 0};
     cr_assert_eq(s->write_batch(s, &w), SAGA_OK, "%s", s->errmsg(s));
     ssc_copy c;
     cr_assert_eq(ssc_get(s, "new", &c), SAGA_OK);
@@ -472,7 +473,8 @@ static void ssc_write_batch_whole_or_nothing(saga_store *s)
     const char *done[] = {"m1"};
     saga_journal_entry j2 = {"other", 1,   SAGA_JOURNAL_STARTED, -1, 0, 0,
                              3,       NULL};
-    saga_batch_writes w2 = {&r2, &f2, 1, &dup, 1, &m2, 1, done, 1, &j2, 1};
+    saga_batch_writes w2 = {&r2,  &f2, 1,   &dup, 1,    &m2, 1,
+                            done, 1,   &j2, 1,    NULL, 0};
     cr_assert_eq(s->write_batch(s, &w2), SAGA_EDUP);
     cr_assert_eq(ssc_get(s, "other", &c), SAGA_ENOTFOUND);
     cr_assert_str_eq(ssc_oscan(s, 0, &t), "m1:topic:new:p:2 ",
@@ -481,13 +483,89 @@ static void ssc_write_batch_whole_or_nothing(saga_store *s)
     /* An update of a missing saga: SAGA_ENOTFOUND, nothing written. */
     saga_record r3 = ssc_rec("ghost", SAGA_STATE_RUNNING, 4);
     unsigned int f3 = 0;
-    w2 = (saga_batch_writes){&r3, &f3, 1, NULL, 0, NULL, 0, done, 1, NULL, 0};
+    w2 = (saga_batch_writes){&r3,  &f3, 1,    NULL, 0,    NULL, 0,
+                             done, 1,   NULL, 0,    NULL, 0};
     cr_assert_eq(s->write_batch(s, &w2), SAGA_ENOTFOUND);
     cr_assert_str_eq(ssc_oscan(s, 0, &t), "m1:topic:new:p:2 ");
     /* The store is usable afterwards, and done ids remove messages. */
-    w2 = (saga_batch_writes){NULL, NULL, 0, NULL, 0, NULL, 0, done, 1, NULL, 0};
+    w2 = (saga_batch_writes){NULL, NULL, 0,    NULL, 0,    NULL, 0,
+                             done, 1,    NULL, 0,    NULL, 0};
     cr_assert_eq(s->write_batch(s, &w2), SAGA_OK, "%s", s->errmsg(s));
     cr_assert_str_eq(ssc_oscan(s, 0, &t), "");
+}
+
+/* The value of @p key as text ("<none>" when absent). */
+static const char *ssc_kv_text(saga_store *s, const char *key, ssc_text *t)
+{
+    memset(t, 0, sizeof *t);
+    int rc = s->kv_get(s, key, ssc_blob_cb, t);
+    if (rc == SAGA_ENOTFOUND)
+        ssc_cat(t, "<none>");
+    else
+        cr_assert_eq(rc, SAGA_OK, "%s", s->errmsg(s));
+    return t->buf;
+}
+
+/* Version 13: a batch's key-value writes (put, delete, expectations),
+ * all or nothing with the rest of the batch. */
+static void ssc_write_batch_kv(saga_store *s)
+{
+    if (s->version < 13 || s->write_batch == NULL)
+        return; /* optional */
+    ssc_text t;
+    saga_record r = ssc_rec("kv1", SAGA_STATE_RUNNING, 1);
+    unsigned int f = SAGA_PUT_INSERT;
+    saga_kv_write kv[2] = {{"a", "1", 1, 0, NULL, 0},
+                           {"b", "2", 1, 0, NULL, 0}};
+    saga_batch_writes w = {&r,   &f, 1,    NULL, 0,  NULL, 0,
+                           NULL, 0,  NULL, 0,    kv, 2};
+    cr_assert_eq(s->write_batch(s, &w), SAGA_OK, "%s", s->errmsg(s));
+    cr_assert_str_eq(ssc_kv_text(s, "a", &t), "1");
+    cr_assert_str_eq(ssc_kv_text(s, "b", &t), "2");
+
+    /* A delete (val NULL), and a put expected to find the key absent. */
+    saga_kv_write k2[2] = {{"b", NULL, 0, 0, NULL, 0},
+                           {"c", "3", 1, SAGA_KV_EXPECT, NULL, 0}};
+    w = (saga_batch_writes){NULL, NULL, 0,    NULL, 0,  NULL, 0,
+                            NULL, 0,    NULL, 0,    k2, 2};
+    cr_assert_eq(s->write_batch(s, &w), SAGA_OK, "%s", s->errmsg(s));
+    cr_assert_str_eq(ssc_kv_text(s, "b", &t), "<none>");
+    cr_assert_str_eq(ssc_kv_text(s, "c", &t), "3");
+
+    /* An expectation not met fails the whole batch: the saga, the other
+     * key-value writes, nothing remains. */
+    saga_record r2 = ssc_rec("kv2", SAGA_STATE_RUNNING, 2);
+    saga_kv_write k3[3] = {{"d", "4", 1, 0, NULL, 0},
+                           {"a", "5", 1, SAGA_KV_EXPECT, "9", 1},
+                           {"c", NULL, 0, 0, NULL, 0}};
+    w = (saga_batch_writes){&r2,  &f, 1,    NULL, 0,  NULL, 0,
+                            NULL, 0,  NULL, 0,    k3, 3};
+    cr_assert_eq(s->write_batch(s, &w), SAGA_EBUSY);
+    ssc_copy c;
+    cr_assert_eq(ssc_get(s, "kv2", &c), SAGA_ENOTFOUND,
+                 "nothing of it remains");
+    cr_assert_str_eq(ssc_kv_text(s, "a", &t), "1");
+    cr_assert_str_eq(ssc_kv_text(s, "c", &t), "3");
+    cr_assert_str_eq(ssc_kv_text(s, "d", &t), "<none>");
+    /* Expecting absence of a key that exists fails too. */
+    saga_kv_write k4 = {"a", "6", 1, SAGA_KV_EXPECT, NULL, 0};
+    w = (saga_batch_writes){NULL, NULL, 0,    NULL, 0,   NULL, 0,
+                            NULL, 0,    NULL, 0,    &k4, 1};
+    cr_assert_eq(s->write_batch(s, &w), SAGA_EBUSY);
+    cr_assert_str_eq(ssc_kv_text(s, "a", &t), "1");
+
+    /* The expectation met: written. */
+    saga_kv_write k5 = {"a", "7", 1, SAGA_KV_EXPECT, "1", 1};
+    w = (saga_batch_writes){NULL, NULL, 0,    NULL, 0,   NULL, 0,
+                            NULL, 0,    NULL, 0,    &k5, 1};
+    cr_assert_eq(s->write_batch(s, &w), SAGA_OK, "%s", s->errmsg(s));
+    cr_assert_str_eq(ssc_kv_text(s, "a", &t), "7");
+    /* A malformed write: SAGA_EINVAL, nothing written. */
+    saga_kv_write k6 = {NULL, "8", 1, 0, NULL, 0};
+    w = (saga_batch_writes){NULL, NULL, 0,    NULL, 0,   NULL, 0,
+                            NULL, 0,    NULL, 0,    &k6, 1};
+    cr_assert_eq(s->write_batch(s, &w), SAGA_EINVAL);
+    cr_assert_str_eq(ssc_kv_text(s, "a", &t), "7");
 }
 
 #endif /* SAGA_TESTS_STORE_SUITE_CASES_H */

@@ -20,6 +20,7 @@ typedef struct abatch {
     saga_message *msgs;
     char **done;
     saga_journal_entry *jes;
+    saga_kv_write *kv;
     void **owned;
     size_t nowned, cowned;
     saga_store_done_cb cb;
@@ -105,12 +106,21 @@ static abatch *copy(const saga_batch_writes *w)
         b->jes[i].saga_id = str(b, b->jes[i].saga_id);
         b->jes[i].error = str(b, b->jes[i].error);
     }
-    saga_batch_writes c = {b->recs,    b->flags,
-                           w->nsagas,  b->idem,
-                           w->nidem,   b->msgs,
-                           w->noutbox, (const char *const *)b->done,
-                           w->ndone,   b->jes,
-                           w->njournal};
+    /* Version 13: the key-value writes. */
+    b->kv = arr(b, w->kv, w->nkv, sizeof *w->kv);
+    for (size_t i = 0; i < w->nkv; i++) {
+        saga_kv_write *k = &b->kv[i];
+        k->key = str(b, k->key);
+        k->val = own(b, k->val, k->len);
+        k->expect = own(b, k->expect, k->expect_len);
+    }
+    saga_batch_writes c = {b->recs,     b->flags,
+                           w->nsagas,   b->idem,
+                           w->nidem,    b->msgs,
+                           w->noutbox,  (const char *const *)b->done,
+                           w->ndone,    b->jes,
+                           w->njournal, b->kv,
+                           w->nkv};
     b->w = c;
     return b;
 }

@@ -39,14 +39,15 @@ import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True  # nothing written into the source tree
+from ckboot import free_ports, pg_server as pg_ctl, run_distributed  # noqa
+
 MODE, BIN, RUNDIST, KILLS = sys.argv[1], sys.argv[2], sys.argv[3], \
     int(sys.argv[4])
 PG = MODE.endswith("-pg")
 MODE = MODE[:-3] if PG else MODE
 if PG:
     PG_URL = os.environ["SAGA_PG_URL"]
-    PG_CTL = os.environ["SAGA_PG_CTL"].split()
-    PG_OPTS = os.environ["SAGA_PG_OPTS"]
     PG_PREFIX = "kl_%d" % os.getpid()
     STORE = PG_URL + ("&" if "?" in PG_URL else "?") + \
         "schema=" + PG_PREFIX
@@ -68,31 +69,6 @@ TOKENS = ["tok_ok"] * 6 + ["tok_decline", "tok_slow", "tok_flaky",
 def fail(what):
     FAILS.append(what)
     print("FAIL: " + what, flush=True)
-
-
-def free_ports(n, avoid=()):
-    """n consecutive free ports below the kernel's ephemeral range
-    (32768-60999 by default): a port that bind(0) or an outgoing connection
-    can be handed would be taken by another test while a killed service is
-    down, and the restarted one could not listen again."""
-    import socket
-    pick = random.SystemRandom()  # not the replay seed: runs at once differ
-    while True:
-        first = 20000 + pick.randrange(12000 - n)
-        if any(first <= a < first + n for a in avoid):
-            continue
-        socks = []
-        try:
-            for p in range(first, first + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return first
-        except OSError:
-            pass
-        finally:
-            for s in socks:
-                s.close()
 
 
 HTTP = free_ports(1)
@@ -136,18 +112,8 @@ def boot():
         return None
     # run-distributed.sh writes the config and starts the seven; we restart
     # the ones we kill ourselves with the same command line
-    e = dict(ENV, SAGA_CHECKOUT=BIN,
-             CATALOG=os.path.join(WORK, "catalog.json"))
-    if PG:
-        e["STORE"] = STORE
-    rd = subprocess.Popen(["bash", RUNDIST, DATA, str(HTTP), str(BASE)],
-                          stdout=open(os.path.join(WORK, "rd.out"), "wb"),
-                          stderr=subprocess.STDOUT, env=e,
-                          start_new_session=True)
-    end = time.time() + 60
-    while time.time() < end and b"listening on" not in open(
-            os.path.join(WORK, "rd.out"), "rb").read():
-        time.sleep(0.05)
+    rd, _ = run_distributed(RUNDIST, BIN, WORK, DATA, HTTP, BASE,
+                            STORE if PG else None)
     for s in ("order", "payment", "inventory", "cart", "shipping",
               "warehouse", "notification"):
         procs[s] = int(open(os.path.join(DATA, s + ".pid")).read())
@@ -157,13 +123,7 @@ def boot():
 def pg_server(action):
     """Stops the PostgreSQL server at once (every backend killed, as a
     crash) or starts it again on the same port and data."""
-    log = open(os.path.join(WORK, "pg_ctl.log"), "ab")
-    if action == "stop":
-        rc = subprocess.call(PG_CTL + ["-m", "immediate", "stop"],
-                             stdout=log, stderr=log)
-    else:
-        rc = subprocess.call(PG_CTL + ["-w", "-t", "60", "-o", PG_OPTS,
-                                       "start"], stdout=log, stderr=log)
+    rc = pg_ctl(action, os.path.join(WORK, "pg_ctl.log"))
     if rc != 0:
         fail("pg_ctl %s: exit %d" % (action, rc))
 
@@ -377,10 +337,16 @@ def check_dbs():
         sagas = q("order-saga.db", "SELECT id, state FROM sagas")
         mails = q("notification.db", "SELECT order_id, subject FROM emails")
         mailed = set(m[0] for m in mails)
+        # a payment event may still be on its way (its relay backing off
+        # after a kill): waited for too, within the bound
+        unpaid = q("order.db", "SELECT count(*) FROM orders WHERE status = "
+                   "'COMPLETED' AND (payment_status IS NULL OR "
+                   "payment_status <> 'COMPLETED')")[0][0]
         if len(mails) != last:
             last, since = len(mails), time.time()
-        if not open_ and (len(mailed) >= len(orders) or
-                          time.time() - since > 3) or time.time() > end:
+        if not open_ and not unpaid and (len(mailed) >= len(orders) or
+                                         time.time() - since > 3) or \
+                time.time() > end:
             break
         time.sleep(0.2)
     if open_:
@@ -467,6 +433,11 @@ def keep_evidence():
                 f.write(" ".join(str(v) for v in row) + "\n")
     except Exception as e:  # evidence only
         print("killloop: cannot dump the orders: %s" % e)
+    if PG:
+        # every table of the run's schemas (journal, inboxes, outboxes,
+        # batch logs): the server goes away with the run
+        subprocess.call(["pg_dump", PG_URL, "-n", PG_PREFIX + "_*", "-f",
+                         os.path.join(WORK, "dump.sql")])
 
 
 def finish(rd):

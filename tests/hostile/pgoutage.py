@@ -19,18 +19,18 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True  # nothing written into the source tree
+from ckboot import free_ports, pg_server, run_distributed  # noqa: E402
+
 BIN, RUNDIST = sys.argv[1], sys.argv[2]
 RESTARTS = int(sys.argv[3]) if len(sys.argv) > 3 else 4
 PG_URL = os.environ["SAGA_PG_URL"]
-PG_CTL = os.environ["SAGA_PG_CTL"].split()
-PG_OPTS = os.environ["SAGA_PG_OPTS"]
 WORK = tempfile.mkdtemp(prefix="pgoutage.")
 FAILS = []
 pick = random.SystemRandom()
@@ -39,24 +39,6 @@ pick = random.SystemRandom()
 def fail(what):
     FAILS.append(what)
     print("FAIL: " + what, flush=True)
-
-
-def free_ports(n):
-    """n consecutive free ports below the kernel's ephemeral range."""
-    while True:
-        first = 20000 + pick.randrange(12000 - n)
-        socks = []
-        try:
-            for p in range(first, first + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return first
-        except OSError:
-            pass
-        finally:
-            for s in socks:
-                s.close()
 
 
 PORT = free_ports(11)
@@ -77,10 +59,7 @@ def call(method, path, body=None, user="u"):
 
 
 def pg(action):
-    log = open(os.path.join(WORK, "pg_ctl.log"), "ab")
-    args = ["-m", "immediate", "stop"] if action == "stop" else \
-        ["-w", "-t", "60", "-o", PG_OPTS, "start"]
-    if subprocess.call(PG_CTL + args, stdout=log, stderr=log) != 0:
+    if pg_server(action, os.path.join(WORK, "pg_ctl.log")) != 0:
         fail("pg_ctl %s failed" % action)
 
 
@@ -122,21 +101,12 @@ def client(n):
 
 
 def main():
-    env = dict(os.environ, SAGA_CHECKOUT=BIN,
-               CATALOG=os.path.join(WORK, "catalog.json"),
-               STORE=PG_URL + ("&" if "?" in PG_URL else "?") +
-               "schema=po_%d" % os.getpid())
-    data = os.path.join(WORK, "data")
-    rd = subprocess.Popen(["bash", RUNDIST, data, str(HTTP), str(BASE)],
-                          stdout=open(os.path.join(WORK, "rd.out"), "wb"),
-                          stderr=subprocess.STDOUT, env=env,
-                          start_new_session=True)
+    store = PG_URL + ("&" if "?" in PG_URL else "?") + \
+        "schema=po_%d" % os.getpid()
+    rd, ok = run_distributed(RUNDIST, BIN, WORK, os.path.join(WORK, "data"),
+                             HTTP, BASE, store)
     try:
-        end = time.time() + 90
-        while time.time() < end and b"listening on" not in open(
-                os.path.join(WORK, "rd.out"), "rb").read():
-            time.sleep(0.05)
-        if rd.poll() is not None or time.time() >= end:
+        if not ok:
             fail("the services did not start")
             return
         ts = [threading.Thread(target=client, args=(n,), daemon=True)

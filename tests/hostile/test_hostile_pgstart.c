@@ -180,19 +180,36 @@ static int is_closed(void) { return g_n.closed > 0; }
 /* ------------------------------------------------------------------------ */
 /* 1. The server refuses every connection from before the start             */
 
+/* The setup of the cases below: an engine on a server that refuses every
+ * connection, started, with @p n unkeyed starts accepted (start_cb gets
+ * 0..n-1). */
+static void start_gone(rig *r, const char *tag, int own_loop, int n)
+{
+    rig_open(r, tag, own_loop);
+    server_gone();
+    cr_assert_eq(saga_engine_start(r->e), SAGA_OK, "%s",
+                 saga_engine_errmsg(r->e));
+    char id[SAGA_ID_SIZE];
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(saga_start(r->e, "hs", NULL, NULL, 0, id, start_cb,
+                                (void *)(intptr_t)i),
+                     SAGA_OK, "%s", saga_engine_errmsg(r->e));
+}
+
+/* Run @p l without waiting for @p ms (lease requests fail meanwhile). */
+static void spin(uv_loop_t *l, int ms)
+{
+    int64_t end = proxy_now_ms() + ms;
+    while (proxy_now_ms() < end)
+        uv_run(l, UV_RUN_NOWAIT), usleep(2000);
+}
+
 Test(hostile_pgstart, free_before_the_lease_with_the_server_gone)
 {
     rig r;
-    rig_open(&r, "free", 1);
-    server_gone();
-    cr_assert_eq(saga_engine_start(r.e), SAGA_OK, "%s",
-                 saga_engine_errmsg(r.e));
+    start_gone(&r, "free", 1, 4);
     cr_assert_eq(saga_engine_start(r.e), SAGA_EBUSY);
     char id[SAGA_ID_SIZE], id2[SAGA_ID_SIZE];
-    for (int i = 0; i < 4; i++)
-        cr_assert_eq(saga_start(r.e, "hs", NULL, NULL, 0, id, start_cb,
-                                (void *)(intptr_t)i),
-                     SAGA_OK, "%s", saga_engine_errmsg(r.e));
     /* A keyed start: nothing in memory, the store unreachable. Either it
      * is refused (ESTORE, its callback never runs) or it waits too. */
     int krc = saga_start(r.e, "hs", "k1", NULL, 0, id, start_cb, (void *)4);
@@ -204,10 +221,7 @@ Test(hostile_pgstart, free_before_the_lease_with_the_server_gone)
         cr_assert_str_eq(id, id2, "one key, one saga while it waits");
     }
     /* Let a few lease requests fail (every 250 ms). */
-    uv_loop_t *l = saga_engine_loop(r.e);
-    int64_t end = proxy_now_ms() + 700;
-    while (proxy_now_ms() < end)
-        uv_run(l, UV_RUN_NOWAIT), usleep(2000);
+    spin(saga_engine_loop(r.e), 700);
     cr_assert_eq(g_n.started_ok, 0, "nothing is durable without a lease");
     saga_engine_free(r.e);
     cr_assert_eq(g_n.started_ok, 0,
@@ -221,12 +235,8 @@ Test(hostile_pgstart, free_before_the_lease_with_the_server_gone)
 Test(hostile_pgstart, close_then_free_before_the_lease_with_the_server_gone)
 {
     rig r;
-    rig_open(&r, "clfree", 1);
-    server_gone();
-    cr_assert_eq(saga_engine_start(r.e), SAGA_OK);
+    start_gone(&r, "clfree", 1, 1);
     char id[SAGA_ID_SIZE];
-    cr_assert_eq(saga_start(r.e, "hs", NULL, NULL, 0, id, start_cb, (void *)0),
-                 SAGA_OK);
     saga_engine_close(r.e, closed_cb, NULL);
     cr_assert_eq(saga_start(r.e, "hs", NULL, NULL, 0, id, start_cb, (void *)1),
                  SAGA_ECLOSED, "a verb after close");
@@ -239,18 +249,9 @@ Test(hostile_pgstart, close_then_free_before_the_lease_with_the_server_gone)
 Test(hostile_pgstart, close_on_the_callers_loop_before_the_lease)
 {
     rig r;
-    rig_open(&r, "clloop", 0);
-    server_gone();
-    cr_assert_eq(saga_engine_start(r.e), SAGA_OK);
-    char id[SAGA_ID_SIZE];
-    for (int i = 0; i < 3; i++)
-        cr_assert_eq(saga_start(r.e, "hs", NULL, NULL, 0, id, start_cb,
-                                (void *)(intptr_t)i),
-                     SAGA_OK);
+    start_gone(&r, "clloop", 0, 3);
     /* a failed lease request or two, then the close */
-    int64_t end = proxy_now_ms() + 400;
-    while (proxy_now_ms() < end)
-        uv_run(&r.loop, UV_RUN_NOWAIT), usleep(2000);
+    spin(&r.loop, 400);
     saga_engine_close(r.e, closed_cb, NULL);
     run_until(&r, is_closed, 10000);
     cr_assert_eq(g_n.closed, 1, "the close ended without the server");
@@ -321,9 +322,7 @@ Test(hostile_pgstart, close_while_the_first_lease_request_is_unanswered)
     char id[SAGA_ID_SIZE];
     cr_assert_eq(saga_start(r.e, "hs", NULL, NULL, 0, id, start_cb, (void *)0),
                  SAGA_OK, "%s", saga_engine_errmsg(r.e));
-    int64_t end = proxy_now_ms() + 300;
-    while (proxy_now_ms() < end)
-        uv_run(&r.loop, UV_RUN_NOWAIT), usleep(2000);
+    spin(&r.loop, 300);
     int64_t t0 = proxy_now_ms();
     saga_engine_close(r.e, closed_cb, NULL);
     run_until(&r, is_closed, 12000);

@@ -28,10 +28,11 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "saga/admin.h"
 #include "saga/engine.h"
 #include "saga/postgres.h"
 
-#include "pg_proxy.h"
+#include "pg_outage.h"
 
 static char g_schema[64];
 
@@ -60,92 +61,99 @@ static void exec_ok(PGconn *c, const char *sql)
  * slot. Both the synchronous slot and its version-8 (or 6) submit form are
  * hooked, so the same test runs against either engine.                     */
 
-static proxy g_px;
-static atomic_int g_armed;
-static int g_partitions;
-
-static void partition(void)
-{
-    if (!atomic_exchange(&g_armed, 0))
-        return;
-    g_partitions++;
-    atomic_store(&g_px.hold_ms, 1500);
-    while (!atomic_load(&g_px.holding))
-        usleep(1000);
-}
-
 static saga_store g_orig; /* the store's slots before hooking */
 
 static int h_own_renew(saga_store *s, int fresh, uint32_t *out)
 {
-    partition();
+    pg_partition();
     return g_orig.own_renew(s, fresh, out);
 }
 static int h_own_renew_submit(saga_store *s, int fresh, saga_own_renewed_cb d,
                               void *a)
 {
-    partition();
+    pg_partition();
     return g_orig.own_renew_submit(s, fresh, d, a);
 }
 static int h_own_check(saga_store *s, const char *const *ids, size_t n,
                        unsigned char *lost)
 {
-    partition();
+    pg_partition();
     return g_orig.own_check(s, ids, n, lost);
 }
 static int h_own_check_submit(saga_store *s, const char *const *ids, size_t n,
                               saga_own_checked_cb d, void *a)
 {
-    partition();
+    pg_partition();
     return g_orig.own_check_submit(s, ids, n, d, a);
 }
 static int h_own_release(saga_store *s)
 {
-    partition();
+    pg_partition();
     return g_orig.own_release(s);
 }
 static int h_own_release_submit(saga_store *s, saga_store_done_cb d, void *a)
 {
-    partition();
+    pg_partition();
     return g_orig.own_release_submit(s, d, a);
 }
 static int h_idem_get(saga_store *s, const char *key, char out[SAGA_ID_SIZE])
 {
-    partition();
+    pg_partition();
     return g_orig.idem_get(s, key, out);
 }
 static int h_idem_get_submit(saga_store *s, const char *key, saga_idem_got_cb d,
                              void *a)
 {
-    partition();
+    pg_partition();
     return g_orig.idem_get_submit(s, key, d, a);
 }
 static int h_saga_get(saga_store *s, const char *id, saga_record_cb cb,
                       void *arg)
 {
-    partition();
+    pg_partition();
     return g_orig.saga_get(s, id, cb, arg);
 }
 static int h_saga_get_submit(saga_store *s, const char *id,
                              saga_record_got_cb d, void *a)
 {
-    partition();
+    pg_partition();
     return g_orig.saga_get_submit(s, id, d, a);
 }
 
 static int h_purge(saga_store *s, int64_t before, uint64_t *out)
 {
-    partition();
+    pg_partition();
     return g_orig.purge(s, before, out);
 }
 static int h_purge_submit(saga_store *s, int64_t before, saga_purged_cb d,
                           void *a)
 {
-    partition();
+    pg_partition();
     return g_orig.purge_submit(s, before, d, a);
 }
 
-enum hook { H_RENEW, H_CHECK, H_RELEASE, H_IDEM, H_GET, H_PURGE };
+/* Key-value writes (store version 13): the synchronous path's first
+ * calls (begin, kv_get), and a batch of key-value writes only (the other
+ * batches pass). */
+static int h_begin(saga_store *s)
+{
+    pg_partition();
+    return g_orig.begin(s);
+}
+static int h_kv_get(saga_store *s, const char *key, saga_blob_cb cb, void *a)
+{
+    pg_partition();
+    return g_orig.kv_get(s, key, cb, a);
+}
+static int h_submit_batch(saga_store *s, const saga_batch_writes *w,
+                          saga_store_done_cb d, void *a)
+{
+    if (w->nkv > 0)
+        pg_partition();
+    return g_orig.submit_batch(s, w, d, a);
+}
+
+enum hook { H_RENEW, H_CHECK, H_RELEASE, H_IDEM, H_GET, H_PURGE, H_KV };
 
 /* The synchronous slot and, when the store has it, its submit form. */
 #define HOOK(sync, sub)                                                        \
@@ -177,24 +185,16 @@ static void hook(saga_store *s, enum hook which)
     case H_PURGE:
         HOOK(purge, purge_submit);
         break;
+    case H_KV:
+        s->begin = h_begin;
+        s->kv_get = h_kv_get;
+        s->submit_batch = h_submit_batch;
+        break;
     }
 }
 
 /* ------------------------------------------------------------------------ */
 /* An engine on a store through the proxy, and a 5 ms ticker                */
-
-typedef struct ticker {
-    uv_timer_t t;
-    int ticks, held_ticks;
-} ticker;
-
-static void tick_cb(uv_timer_t *t)
-{
-    ticker *k = t->data;
-    k->ticks++;
-    if (atomic_load(&g_px.holding))
-        k->held_ticks++;
-}
 
 typedef struct rig {
     uv_loop_t loop;
@@ -223,14 +223,12 @@ static void act_hold(saga_engine *e, const saga_step_ref *ref, const void *d,
 }
 
 static uint64_t g_retention_ms;
+static uint32_t g_lease_ms; /* 0: 1000 */
 
 static void rig_open(rig *r, const char *tag, int holding, enum hook which)
 {
     memset(r, 0, sizeof *r);
-    proxy_start(&g_px);
-    atomic_store(&g_px.freeze, 1);
-    atomic_store(&g_armed, 0);
-    g_partitions = 0;
+    pg_outage_proxy_start();
     char url[128];
     snprintf(url, sizeof url, "postgresql://saga@127.0.0.1:%d/postgres",
              g_px.port);
@@ -238,7 +236,7 @@ static void rig_open(rig *r, const char *tag, int holding, enum hook which)
     saga_pg_options so = SAGA_PG_OPTIONS_INIT;
     so.schema = g_schema;
     so.connect_timeout_s = 5; /* longer than the outage */
-    so.lease_ms = 1000;
+    so.lease_ms = g_lease_ms ? g_lease_ms : 1000;
     so.owner_id = "loop";
     cr_assert_eq(saga_store_postgres_open(&r->s, url, &so), SAGA_OK, "%s",
                  saga_store_postgres_open_errmsg());
@@ -257,9 +255,7 @@ static void rig_open(rig *r, const char *tag, int holding, enum hook which)
                                    &sto, r),
                  SAGA_OK);
     cr_assert_eq(saga_engine_register(r->e, d), SAGA_OK);
-    uv_timer_init(&r->loop, &r->k.t);
-    r->k.t.data = &r->k;
-    uv_timer_start(&r->k.t, tick_cb, 5, 5);
+    ticker_start(&r->k, &r->loop);
 }
 
 static int active(saga_engine *e)
@@ -269,46 +265,32 @@ static int active(saga_engine *e)
     return (int)st.active;
 }
 
-/* Run the loop until @p until(r) holds and the outage is over (bounded:
- * 3000 ticks, 15 s). */
+/* The rig's form of pg_outage() (pg_outage.h). */
+static void (*g_trigger)(rig *r);
+static int (*g_until)(rig *r);
+static void rig_trigger(void *arg)
+{
+    if (g_trigger != NULL)
+        g_trigger(arg);
+}
+static int rig_until(void *arg) { return g_until(arg); }
+
 static void run_until(rig *r, int (*until)(rig *r))
 {
-    while (r->k.ticks < 3000 &&
-           !(until(r) && atomic_load(&g_px.outages) >= g_partitions))
-        uv_run(&r->loop, UV_RUN_ONCE);
+    g_until = until;
+    pg_run_until(&r->loop, &r->k, rig_until, r);
 }
 
-/* The loop ticked through the outage: 1.5 s of 5 ms ticks is 300; a loop
- * blocked in a synchronous slot gets none (the machine is shared: 40% is
- * plenty). */
-static void assert_ticked(rig *r)
-{
-    cr_assert_eq(g_partitions, 1, "the hooked request was sent");
-    cr_assert_eq(atomic_load(&g_px.outages), 1, "the outage happened");
-    cr_log_info("%d ticks during the outage, %d in all", r->k.held_ticks,
-                r->k.ticks);
-    cr_assert_geq(r->k.held_ticks, 120,
-                  "the loop ticked %d times during the outage (%d in all)",
-                  r->k.held_ticks, r->k.ticks);
-}
-
-/* The outage: arm the hook (the next hooked request makes the server
- * silent for 1.5 s), run @p trigger (NULL: the engine's own timers send
- * the request), run the loop until @p until holds and the outage is over,
- * and assert that the loop ticked through it. */
 static void outage(rig *r, void (*trigger)(rig *r), int (*until)(rig *r))
 {
-    atomic_store(&g_armed, 1);
-    if (trigger != NULL)
-        trigger(r);
-    run_until(r, until);
-    assert_ticked(r);
+    g_trigger = trigger;
+    g_until = until;
+    pg_outage(&r->loop, &r->k, rig_trigger, rig_until, r);
 }
 
 static void rig_close(rig *r)
 {
-    uv_timer_stop(&r->k.t);
-    uv_close((uv_handle_t *)&r->k.t, NULL);
+    ticker_stop(&r->k);
     if (r->e != NULL)
         saga_engine_free(r->e);
     uv_run(&r->loop, UV_RUN_DEFAULT);
@@ -665,7 +647,7 @@ Test(pg_loop, a_keyed_start_during_a_reconnect_gets_its_saga)
                             &g_fresh),
                  SAGA_OK, "a new key: %s", saga_engine_errmsg(r.e));
     run_until(&r, both_answered);
-    assert_ticked(&r);
+    pg_assert_ticked(&r.k);
     cr_assert_eq(g_again.status, SAGA_OK);
     cr_assert_str_eq(g_again.id, g_first.id, "the key's saga");
     cr_assert_eq(g_again.existed, 1);
@@ -741,5 +723,317 @@ Test(pg_loop, the_housekeeping_purge_never_stops_the_loop)
     }
     cr_assert_eq(purged(r.e), 1);
     cr_assert_eq(sagas_in_store(), 0, "the ended saga is purged");
+    rig_close(&r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8. Store interface version 13: the definitions' shapes at start, a
+ *    saga_get_async() snapshot, an operator action and the control queue
+ *    of a saga not in memory                                              */
+
+static long count_rows(const char *sql)
+{
+    PGconn *c = admin();
+    PGresult *res = PQexec(c, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(c));
+    long n = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    PQfinish(c);
+    return n;
+}
+
+static void engine_start(rig *r) { r->rc = saga_engine_start(r->e); }
+static int shapes_recorded(rig *r)
+{
+    (void)r;
+    /* Asked of the server (a blocking query of the test's own) only once
+     * the outage is over: the loop's ticks meanwhile are what counts. */
+    if (atomic_load(&g_px.holding) || atomic_load(&g_px.outages) < g_partitions)
+        return 0;
+    return count_rows("SELECT count(*) FROM kv WHERE key IN ('saga.defs', "
+                      "'saga.def/own/1')") == 2;
+}
+
+/* Before version 13 the shapes were one synchronous transaction in
+ * saga_engine_start(), which waited for the silent server. */
+Test(pg_loop, the_definitions_shapes_at_start_never_stop_the_loop)
+{
+    rig r;
+    rig_open(&r, "shapes", 0, H_KV);
+    outage(&r, engine_start, shapes_recorded);
+    cr_assert_eq(r.rc, SAGA_OK, "%s", saga_engine_errmsg(r.e));
+    saga_shape *sh = NULL;
+    cr_assert_eq(saga_shape_load(&sh, r.s, "own", 1), SAGA_OK);
+    cr_assert_eq(saga_shape_step_count(sh), 1);
+    saga_shape_free(sh);
+    rig_close(&r);
+}
+
+static char g_listed[256];
+static int list_cb(const char *name, uint32_t version, void *arg)
+{
+    (void)arg;
+    size_t n = strlen(g_listed);
+    snprintf(g_listed + n, sizeof g_listed - n, "%s/%u ", name, version);
+    return 0;
+}
+
+/* A second engine's definitions join the index written by the first (the
+ * index is written expecting what was read). */
+Test(pg_loop, the_shapes_index_keeps_every_engines_definitions)
+{
+    rig r;
+    rig_open(&r, "shapes2", 0, H_KV);
+    engine_start(&r);
+    for (int i = 0; i < 600 && !shapes_recorded(&r); i++)
+        uv_run(&r.loop, UV_RUN_ONCE);
+    cr_assert(shapes_recorded(&r));
+    PGconn *c = admin();
+    /* As if another engine had recorded another definition meanwhile. */
+    exec_ok(c, "UPDATE kv SET val = '\\x9292a36f776e0192a56f7468657201'::bytea "
+               "WHERE key = 'saga.defs'");
+    PQfinish(c);
+    saga_engine *e2;
+    saga_engine_options o = SAGA_ENGINE_OPTIONS_INIT;
+    o.loop = &r.loop;
+    o.log_level = SAGA_LOG_ERROR;
+    saga_store *s2;
+    char url[128];
+    snprintf(url, sizeof url, "postgresql://saga@127.0.0.1:%d/postgres",
+             g_px.port);
+    saga_pg_options so = SAGA_PG_OPTIONS_INIT;
+    so.schema = g_schema;
+    cr_assert_eq(saga_store_postgres_open(&s2, url, &so), SAGA_OK);
+    cr_assert_eq(saga_engine_new(&e2, s2, NULL, &o), SAGA_OK);
+    saga_def *d;
+    saga_step_options sto = SAGA_STEP_OPTIONS_INIT;
+    cr_assert_eq(saga_def_new(&d, "own", 2), SAGA_OK);
+    cr_assert_eq(saga_def_add_step(d, "one", act_ok, NULL, &sto, NULL),
+                 SAGA_OK);
+    cr_assert_eq(saga_engine_register(e2, d), SAGA_OK);
+    cr_assert_eq(saga_engine_start(e2), SAGA_OK);
+    for (int i = 0; i < 600 && count_rows("SELECT count(*) FROM kv WHERE key = "
+                                          "'saga.def/own/2'") == 0;
+         i++)
+        uv_run(&r.loop, UV_RUN_ONCE);
+    /* The index names the other one's definition and both of ours. */
+    g_listed[0] = '\0';
+    cr_assert_eq(saga_shape_list(r.s, list_cb, NULL), SAGA_OK);
+    cr_assert_str_eq(g_listed, "own/1 other/1 own/2 ");
+    saga_engine_free(e2);
+    rig_close(&r);
+}
+
+/* A saga that ran to its end here (so it left memory). */
+static void run_one_saga(rig *r, char id[SAGA_ID_SIZE])
+{
+    cr_assert_eq(saga_engine_start(r->e), SAGA_OK);
+    cr_assert_eq(saga_start(r->e, "own", NULL, NULL, 0, id, NULL, NULL),
+                 SAGA_OK);
+    for (int i = 0; i < 600 && active(r->e) > 0; i++)
+        uv_run(&r->loop, UV_RUN_ONCE);
+    cr_assert_eq(active(r->e), 0, "the saga ended and left memory");
+}
+
+static char g_id[SAGA_ID_SIZE];
+static int g_info_calls, g_info_rc;
+static saga_state g_info_state;
+static size_t g_info_journal;
+static void info_cb(saga_engine *e, int rc, saga_info *info, void *arg)
+{
+    (void)e, (void)arg;
+    g_info_calls++;
+    g_info_rc = rc;
+    if (info != NULL) {
+        g_info_state = saga_info_state(info);
+        g_info_journal = saga_info_journal_count(info);
+        cr_assert_str_eq(saga_info_id(info), g_id);
+        cr_assert_str_eq(saga_info_step_name(info) ? saga_info_step_name(info)
+                                                   : "one",
+                         "one");
+    }
+    saga_info_free(info);
+}
+static void get_async(rig *r)
+{
+    g_info_calls = 0;
+    r->rc = saga_get_async(r->e, g_id, info_cb, NULL);
+}
+static int info_answered(rig *r)
+{
+    (void)r;
+    return g_info_calls > 0;
+}
+
+/* Its old path: saga_get(), which waited for the silent server. The
+ * read in flight is lost with the partition's connections: its callback
+ * says SAGA_ESTORE; asked again, it answers. */
+Test(pg_loop, a_saga_get_async_never_stops_the_loop)
+{
+    rig r;
+    rig_open(&r, "getasync", 0, H_GET);
+    run_one_saga(&r, g_id);
+    outage(&r, get_async, info_answered);
+    cr_assert_eq(r.rc, SAGA_OK, "%s", saga_engine_errmsg(r.e));
+    cr_assert_eq(g_info_calls, 1);
+    cr_assert(g_info_rc == SAGA_OK || g_info_rc == SAGA_ESTORE, "%d",
+              g_info_rc);
+    get_async(&r);
+    cr_assert_eq(r.rc, SAGA_OK, "%s", saga_engine_errmsg(r.e));
+    for (int i = 0; i < 600 && g_info_calls == 0; i++)
+        uv_run(&r.loop, UV_RUN_ONCE);
+    cr_assert_eq(g_info_calls, 1);
+    cr_assert_eq(g_info_rc, SAGA_OK, "%s", saga_engine_errmsg(r.e));
+    cr_assert_eq(g_info_state, SAGA_STATE_COMPLETED);
+    cr_assert_geq(g_info_journal, 3, "started, step ok, completed");
+    /* An unknown saga: SAGA_ENOTFOUND through the callback. */
+    g_info_calls = 0;
+    cr_assert_eq(saga_get_async(r.e, "no-such-saga", info_cb, NULL), SAGA_OK);
+    for (int i = 0; i < 600 && g_info_calls == 0; i++)
+        uv_run(&r.loop, UV_RUN_ONCE);
+    cr_assert_eq(g_info_rc, SAGA_ENOTFOUND);
+    rig_close(&r);
+}
+
+/* The saga made FAILED in the store, as an exhausted compensation leaves
+ * it (FAILED sagas belong to no engine). */
+static void make_failed(const char *id)
+{
+    PGconn *c = admin();
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE sagas SET state = 5, owner = NULL, epoch = 0 WHERE id = "
+             "'%s'",
+             id);
+    exec_ok(c, sql);
+    PQfinish(c);
+}
+
+static saga_state stored_state_of(const char *id)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT state FROM sagas WHERE id = '%s'", id);
+    return (saga_state)count_rows(sql);
+}
+
+static int g_op_calls, g_op_rc;
+static void op_cb(saga_engine *e, int rc, const char *id, void *arg)
+{
+    (void)e, (void)arg;
+    cr_assert_str_eq(id, g_id);
+    g_op_calls++;
+    g_op_rc = rc;
+}
+static void resolve_async(rig *r)
+{
+    saga_op_request q = {SAGA_OP_RESOLVE, g_id, SAGA_STATE_COMPLETED,
+                         "fixed by hand", "test"};
+    g_op_calls = 0;
+    r->rc = saga_op_async(r->e, &q, op_cb, NULL);
+}
+static int op_answered(rig *r)
+{
+    (void)r;
+    return g_op_calls > 0;
+}
+
+/* Its old path: saga_resolve() of a saga not in memory, which read and
+ * loaded it with the synchronous slots. */
+Test(pg_loop, an_operator_action_on_a_saga_not_in_memory_never_stops_the_loop)
+{
+    rig r;
+    g_lease_ms = 5000; /* outlives the outage: no saga is lost with it */
+    rig_open(&r, "opasync", 0, H_GET);
+    g_lease_ms = 0;
+    run_one_saga(&r, g_id);
+    make_failed(g_id);
+    outage(&r, resolve_async, op_answered);
+    cr_assert_eq(r.rc, SAGA_OK, "%s", saga_engine_errmsg(r.e));
+    cr_assert_eq(g_op_calls, 1);
+    /* The read in flight was lost with the partition's connections. */
+    if (g_op_rc == SAGA_ESTORE) {
+        resolve_async(&r);
+        cr_assert_eq(r.rc, SAGA_OK, "%s", saga_engine_errmsg(r.e));
+        for (int i = 0; i < 600 && g_op_calls == 0; i++)
+            uv_run(&r.loop, UV_RUN_ONCE);
+    }
+    cr_assert_eq(g_op_rc, SAGA_OK, "%s", saga_engine_errmsg(r.e));
+    for (int i = 0; i < 600 && stored_state_of(g_id) != SAGA_STATE_COMPLETED;
+         i++)
+        uv_run(&r.loop, UV_RUN_ONCE);
+    cr_assert_eq(stored_state_of(g_id), SAGA_STATE_COMPLETED);
+    /* A second one finds it COMPLETED: SAGA_EBUSY through the callback. */
+    resolve_async(&r);
+    cr_assert_eq(r.rc, SAGA_OK);
+    for (int i = 0; i < 600 && g_op_calls == 0; i++)
+        uv_run(&r.loop, UV_RUN_ONCE);
+    cr_assert_eq(g_op_rc, SAGA_EBUSY);
+    /* Completions and cancels of a saga not in memory ask nothing. */
+    saga_step_ref ref;
+    memset(&ref, 0, sizeof ref);
+    snprintf(ref.saga_id, sizeof ref.saga_id, "%s", g_id);
+    cr_assert_eq(saga_step_complete(r.e, &ref, SAGA_OUTCOME_OK, NULL, 0, NULL),
+                 SAGA_ESTALE);
+    cr_assert_eq(saga_cancel(r.e, g_id, "late"), SAGA_EBUSY);
+    rig_close(&r);
+}
+
+/* The control queue: an operator's request through saga_op_run() from
+ * another thread (as sagactl does from another process). */
+typedef struct op_thread {
+    pthread_t th;
+    atomic_int done;
+    int rc;
+    saga_op_by by;
+    char msg[256];
+} op_thread;
+static op_thread g_opt;
+
+static void *op_run_main(void *arg)
+{
+    op_thread *t = arg;
+    saga_store *s;
+    saga_pg_options so = SAGA_PG_OPTIONS_INIT;
+    so.schema = g_schema;
+    cr_assert_eq(saga_store_postgres_open(&s, getenv("SAGA_PG_URL"), &so),
+                 SAGA_OK);
+    saga_op_request q = {SAGA_OP_RESOLVE, g_id, SAGA_STATE_COMPENSATED,
+                         "refunded by hand", "ops"};
+    t->rc = saga_op_run(s, &q, 10000, 1, t->msg, sizeof t->msg, &t->by);
+    saga_store_free(s);
+    atomic_store(&t->done, 1);
+    return NULL;
+}
+static void queue_request(rig *r)
+{
+    (void)r;
+    memset(&g_opt, 0, sizeof g_opt);
+    cr_assert_eq(pthread_create(&g_opt.th, NULL, op_run_main, &g_opt), 0);
+}
+static int request_answered(rig *r)
+{
+    (void)r;
+    return atomic_load(&g_opt.done) != 0;
+}
+
+/* Its old path: the queue taken, applied and answered with the synchronous
+ * slots (begin, kv_get, kv_put, commit) once the poll found a request. */
+Test(pg_loop, the_control_queue_never_stops_the_loop)
+{
+    rig r;
+    g_lease_ms = 5000; /* outlives the outage: no saga is lost with it */
+    rig_open(&r, "ctlq", 0, H_KV);
+    g_lease_ms = 0;
+    run_one_saga(&r, g_id);
+    make_failed(g_id);
+    cr_assert_eq(saga_engine_set_control_poll(r.e, 50), SAGA_OK);
+    outage(&r, queue_request, request_answered);
+    pthread_join(g_opt.th, NULL);
+    cr_assert_eq(g_opt.rc, SAGA_OK, "%s", g_opt.msg);
+    cr_assert_eq(g_opt.by, SAGA_OP_BY_ENGINE, "the engine took it");
+    cr_assert_eq(stored_state_of(g_id), SAGA_STATE_COMPENSATED);
+    cr_assert_eq(count_rows("SELECT length(val) FROM kv WHERE key = "
+                            "'saga.ctl.queue'"),
+                 1, "the queue is empty again");
     rig_close(&r);
 }

@@ -33,7 +33,7 @@
 #include "saga/engine.h"
 #include "saga/postgres.h"
 
-#include "pg_proxy.h"
+#include "pg_outage.h"
 
 static char schema[64];
 
@@ -584,52 +584,34 @@ Test(pg_outbox, a_version_5_database_migrates_to_6_with_its_rows)
 /* ------------------------------------------------------------------------ */
 /* The start's outbox scan through a silent server: the loop keeps ticking */
 
-static proxy g_px;
-static atomic_int g_armed;
-static int g_partitions;
-
-static void partition(void)
-{
-    if (!atomic_exchange(&g_armed, 0))
-        return;
-    g_partitions++;
-    atomic_store(&g_px.hold_ms, 1500);
-    while (!atomic_load(&g_px.holding))
-        usleep(1000);
-}
-
 static int h_silent_scan_submit(saga_store *s, uint32_t limit,
                                 saga_outbox_got_cb d, void *a)
 {
-    partition();
+    pg_partition();
     return orig.outbox_scan_submit(s, limit, d, a);
 }
 static int h_silent_scan(saga_store *s, uint32_t limit, saga_message_cb cb,
                          void *a)
 {
-    partition();
+    pg_partition();
     return orig.outbox_scan(s, limit, cb, a);
 }
 
-typedef struct ticker {
-    uv_timer_t t;
-    int ticks, held_ticks;
-} ticker;
-
-static void tick_cb(uv_timer_t *t)
+static rtrans *g_silent_t;
+static int scan_published(void *arg)
 {
-    ticker *k = t->data;
-    k->ticks++;
-    if (atomic_load(&g_px.holding))
-        k->held_ticks++;
+    (void)arg;
+    return g_silent_t->sent == 1 && g_partitions == 1;
+}
+static void start_engine(void *arg)
+{
+    saga_engine *e = arg;
+    cr_assert_eq(saga_engine_start(e), SAGA_OK, "%s", saga_engine_errmsg(e));
 }
 
 static void silent_scan_at_start(const char *tag, uint32_t lease_ms)
 {
-    proxy_start(&g_px);
-    atomic_store(&g_px.freeze, 1);
-    atomic_store(&g_armed, 0);
-    g_partitions = 0;
+    pg_outage_proxy_start();
     new_schema(tag);
     /* A row left by a past run, for the scan to find. */
     saga_store *s0 = open_owner("past");
@@ -659,25 +641,12 @@ static void silent_scan_at_start(const char *tag, uint32_t lease_ms)
     o.log_level = SAGA_LOG_ERROR;
     saga_engine *e;
     cr_assert_eq(saga_engine_new(&e, s, &t->base, &o), SAGA_OK);
-    ticker k = {0};
-    uv_timer_init(&loop, &k.t);
-    k.t.data = &k;
-    uv_timer_start(&k.t, tick_cb, 5, 5);
-    atomic_store(&g_armed, 1);
-    cr_assert_eq(saga_engine_start(e), SAGA_OK, "%s", saga_engine_errmsg(e));
-    while (k.ticks < 3000 &&
-           !(t->sent == 1 && atomic_load(&g_px.outages) >= g_partitions &&
-             g_partitions == 1))
-        uv_run(&loop, UV_RUN_ONCE);
-    cr_assert_eq(g_partitions, 1, "the scan went out");
-    cr_assert_eq(atomic_load(&g_px.outages), 1, "the outage happened");
+    ticker k;
+    ticker_start(&k, &loop);
+    g_silent_t = t;
+    pg_outage(&loop, &k, start_engine, scan_published, e);
     cr_assert_eq(t->sent, 1, "the row left was published after the outage");
-    /* 1.5 s of 5 ms ticks is 300; a loop blocked in the scan gets none. */
-    cr_assert_geq(k.held_ticks, 120,
-                  "the loop ticked %d times during the outage (%d in all)",
-                  k.held_ticks, k.ticks);
-    uv_timer_stop(&k.t);
-    uv_close((uv_handle_t *)&k.t, NULL);
+    ticker_stop(&k);
     saga_engine_free(e);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0);
