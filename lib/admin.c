@@ -240,6 +240,22 @@ static long parse_defs(const blob *b, def_ref *out, size_t max)
     return (long)n;
 }
 
+/* Add @p def to the @p n entries of the index @p refs unless it is there.
+ * @return the new count. */
+static long add_ref(def_ref *refs, long n, const saga_def *def)
+{
+    long k = 0;
+    while (k < n && !(refs[k].version == def->version &&
+                      strcmp(refs[k].name, def->name) == 0))
+        k++;
+    if (k == n && n < DEFS_MAX) {
+        snprintf(refs[n].name, sizeof refs[n].name, "%s", def->name);
+        refs[n].version = def->version;
+        n++;
+    }
+    return n;
+}
+
 /* Record the shapes of the registered definitions (at engine start). A
  * failure is logged: shapes serve the tools, never the engine itself. */
 static int record_shapes(saga_engine *e)
@@ -263,15 +279,7 @@ static int record_shapes(saga_engine *e)
         char key[SAGA_NAME_MAX + 32];
         def_key(key, sizeof key, d->def->name, d->def->version);
         rc = kv_put_packed(s, key, pack_shape, d->def);
-        long k = 0;
-        while (k < n && !(refs[k].version == d->def->version &&
-                          strcmp(refs[k].name, d->def->name) == 0))
-            k++;
-        if (k == n && n < DEFS_MAX) {
-            snprintf(refs[n].name, sizeof refs[n].name, "%s", d->def->name);
-            refs[n].version = d->def->version;
-            n++;
-        }
+        n = add_ref(refs, n, d->def);
     }
     if (rc == SAGA_OK) {
         def_refs all = {refs, n};
@@ -398,15 +406,7 @@ static int shapes_write(shapes_op *op, const blob *b)
         npacked++;
         saga_kv_write w = {keys[i], sb[i].data, sb[i].size, 0, NULL, 0};
         kv[i] = w;
-        long k = 0;
-        while (k < n && !(refs[k].version == d->def->version &&
-                          strcmp(refs[k].name, d->def->name) == 0))
-            k++;
-        if (k == n && n < DEFS_MAX) {
-            snprintf(refs[n].name, sizeof refs[n].name, "%s", d->def->name);
-            refs[n].version = d->def->version;
-            n++;
-        }
+        n = add_ref(refs, n, d->def);
     }
     if (rc == SAGA_OK) {
         def_refs all = {refs, n};
@@ -1412,9 +1412,11 @@ static void admin_closed(uv_handle_t *h)
         saga_free(a);
 }
 
-void saga__admin_shapes(saga_engine *e)
+void saga__admin_shapes(saga_engine *e, int after_lease)
 {
-    int rc = kv_on_loop(e) ? record_shapes_on_loop(e) : record_shapes(e);
+    if (after_lease != kv_on_loop(e))
+        return;
+    int rc = after_lease ? record_shapes_on_loop(e) : record_shapes(e);
     if (rc == SAGA_ESTORE && kv_on_loop(e)) {
         e->shapes_due = 1; /* refused (reconnecting): the polls try again */
         return;

@@ -360,9 +360,12 @@ int saga_engine_start(saga_engine *e)
         return SAGA_ECLOSED;
     /* The definitions' shapes first: a synchronous transaction, which
      * would otherwise wait behind the first lease request in flight. */
-    saga__admin_shapes(e);
+    saga__admin_shapes(e, 0);
     /* A store shared by several engines: resume the sagas claimed. */
     int rc = saga__own_start(e);
+    /* On the loop (store version 13): after the first lease request, so
+     * that the claim does not wait behind the shapes' batch. */
+    saga__admin_shapes(e, 1);
     if (rc > 0)
         rc = saga__recover(e);
     if (rc == SAGA_OK && e->transport != NULL)

@@ -239,8 +239,10 @@ int saga__recover_from(saga_engine *e, saga__scan_fn scan);
 /* admin.c: shapes recorded and the control queue polled from start; its
  * timer closed with the engine. */
 struct saga__admin;
-/* Record the definitions' shapes (saga_engine_start, before the lease). */
-void saga__admin_shapes(saga_engine *e);
+/* Record the definitions' shapes (saga_engine_start): synchronously
+ * before the first lease request (@p after_lease 0), or on the loop after
+ * it (1, store version 13); each call does its own kind only. */
+void saga__admin_shapes(saga_engine *e, int after_lease);
 void saga__admin_start(saga_engine *e);
 void saga__admin_close(saga_engine *e);
 /* Free the key-value requests still linked (after the store closed). */

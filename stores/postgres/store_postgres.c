@@ -210,7 +210,7 @@ static const char *const migrations[] = {
     /* 6 -> 7: a batch's key-value write that expects the key's value
      * (store interface version 13, SAGA_KV_EXPECT) raises SG002 when the
      * key holds something else, aborting the batch (SAGA_EBUSY). */
-    ("CREATE FUNCTION kv_changed(k text) RETURNS int"
+    ("CREATE OR REPLACE FUNCTION kv_changed(k text) RETURNS int"
      " LANGUAGE plpgsql VOLATILE AS $$ BEGIN"
      " RAISE EXCEPTION 'key % does not hold the value expected', k"
      " USING ERRCODE = 'SG002';"

@@ -555,7 +555,7 @@ Test(pg_outbox, a_version_5_database_migrates_to_6_with_its_rows)
        "('m1', 'svc', 'S1', '\\x01', 1), ('m2', 'svc', NULL, '\\x02', 2)");
     /* Opened by this library: migrated in place, rows kept, no owner. */
     s = open_owner("a");
-    cr_assert_eq(q1("SELECT v FROM schema_version"), 6);
+    cr_assert_geq(q1("SELECT v FROM schema_version"), 6);
     cr_assert_eq(q1("SELECT count(*) FROM outbox WHERE owner IS NULL AND "
                     "epoch = 0"),
                  2);
