@@ -289,12 +289,15 @@ SAGA_EXTERN int saga_participant_publish(saga_participant *p, const char *topic,
  *   statements autocommit or run in the application's own transactions
  *   and see committed data only. Asking for it while a batch's commit is
  *   in flight on the loop waits for that commit's answer, so that what
- *   the handlers wrote is visible (as a deferred answer's timer expects).
+ *   the handlers wrote is visible (as a deferred answer's timer expects),
+ *   for at most 1 s: a slower or silent server gets NULL (try again
+ *   later) rather than the loop standing still.
  *   Otherwise (SQLite) the same handle as inside.
  * Ask for it each time rather than keep it: inside and outside are two
  * connections on PostgreSQL, and a broken one is replaced.
  * @return the handle; NULL if the store has none (or, outside handlers on
- *   PostgreSQL, cannot connect now).
+ *   PostgreSQL, cannot connect now or a commit in flight was not answered
+ *   within 1 s).
  * Ownership: the store's, valid while the participant lives; do not close it.
  *   Since: 0.1 (the connection outside handlers since 0.2). */
 SAGA_EXTERN void *saga_participant_store_handle(saga_participant *p);

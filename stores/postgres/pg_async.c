@@ -367,8 +367,8 @@ static void start_reconnect(pg_store *s)
 {
     if (s->reconn || s->loop == NULL)
         return;
-    const char *keys[] = {"dbname", "application_name", NULL};
-    const char *vals[] = {s->conninfo, "libsaga", NULL};
+    const char *keys[] = {PG_TCP_KEYS, "dbname", "application_name", NULL};
+    const char *vals[] = {PG_TCP_VALS, s->conninfo, "libsaga", NULL};
     s->nconn = PQconnectStartParams(keys, vals, 1);
     s->reconn = 1;
     s->reconn_deadline_ms = mono_ms() + (int64_t)s->connect_timeout_s * 1000;
@@ -914,16 +914,16 @@ int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
  * @return SAGA_OK, or SAGA_ESTORE past @p limit or when poll fails. */
 static int wait_answers(pg_store *s, int64_t limit)
 {
-    if (mono_ms() > limit)
+    int64_t left = limit - mono_ms();
+    if (left < 0)
         return saga__pg_failf(s, SAGA_ESTORE,
                               "the batches in flight were not answered "
-                              "in %d s",
-                              QUIESCE_LIMIT_MS / 1000);
+                              "in time");
     struct pollfd pf = {PQsocket(s->conn),
                         (short)(POLLIN |
                                 ((s->poll_events & UV_WRITABLE) ? POLLOUT : 0)),
                         0};
-    int r = poll(&pf, 1, 1000);
+    int r = poll(&pf, 1, left < 1000 ? (int)left + 1 : 1000);
     if (r < 0 && errno != EINTR)
         return saga__pg_failf(s, SAGA_ESTORE, "poll: %s", strerror(errno));
     if (r > 0)
@@ -932,13 +932,13 @@ static int wait_answers(pg_store *s, int64_t limit)
     return SAGA_OK;
 }
 
-int saga__pg_settle(pg_store *s)
+int saga__pg_settle(pg_store *s, int64_t limit_ms)
 {
     if (s->lost || s->reconn)
         return saga__pg_failf(s, SAGA_ESTORE,
                               "the connection was lost; reconnecting on the "
                               "loop");
-    int64_t limit = mono_ms() + QUIESCE_LIMIT_MS;
+    int64_t limit = mono_ms() + limit_ms;
     while (s->q_head && !s->lost) {
         int rc = wait_answers(s, limit);
         if (rc != SAGA_OK)

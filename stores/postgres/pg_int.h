@@ -310,6 +310,15 @@ int saga__pg_stmt_types(int i, unsigned int types[PG_MAXP]);
 /** Open a connection with the schema's search path and every statement
  * prepared; @p migrate also brings the schema up to date. */
 int saga__pg_open_conn(pg_store *s, PGconn **out, int migrate);
+/* Every connection's first parameters: TCP keepalives and a user timeout,
+ * so that a silent partition (a peer gone without a reset) breaks the
+ * connection in about 20 s, and the store reconnects, instead of after the
+ * kernel's retransmissions (about 15 min). They come before "dbname": the
+ * connection string's own values win. */
+#define PG_TCP_KEYS                                                            \
+    "keepalives", "keepalives_idle", "keepalives_interval",                    \
+        "keepalives_count", "tcp_user_timeout"
+#define PG_TCP_VALS "1", "10", "3", "3", "20000"
 
 /* Parameters of the data statements, shared by the slots and the batch. */
 void saga__pg_saga_params(pg_params *p, const saga_record *r,
@@ -346,9 +355,9 @@ void *saga__pg_app_handle(saga_store *self);
 /** pg_async.c: wait until the batches in flight on the main connection
  * are answered (blocking; their done callbacks run later, from the loop),
  * staying in pipeline mode. SAGA_OK, or SAGA_ESTORE when the connection
- * is lost (the loop's reconnection reads them back) or silent for a
- * minute. */
-int saga__pg_settle(pg_store *s);
+ * is lost (the loop's reconnection reads them back) or not answered
+ * within @p limit_ms. */
+int saga__pg_settle(pg_store *s, int64_t limit_ms);
 int saga__pg_submit_txn(pg_store *s, int (*send)(pg_store *, void *), void *ctx,
                         saga_store_done_cb done, void *arg);
 

@@ -374,9 +374,10 @@ static PGconn *app_connect(pg_store *s)
 {
     char timeout[16];
     snprintf(timeout, sizeof timeout, "%d", s->connect_timeout_s);
-    const char *keys[] = {"dbname", "connect_timeout", "application_name",
+    const char *keys[] = {PG_TCP_KEYS, "dbname", "connect_timeout",
+                          "application_name", NULL};
+    const char *vals[] = {PG_TCP_VALS, s->conninfo, timeout, "libsaga-app",
                           NULL};
-    const char *vals[] = {s->conninfo, timeout, "libsaga-app", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c == NULL || PQstatus(c) != CONNECTION_OK) {
         saga__pg_failf(s, SAGA_ESTORE, "app_handle: connect: %s",
@@ -398,6 +399,10 @@ static PGconn *app_connect(pg_store *s)
     return c;
 }
 
+/* How long asking for the application's connection waits for a commit in
+ * flight (saga_participant_store_handle() outside handlers). */
+#define APP_WAIT_MS 1000
+
 void *saga__pg_app_handle(saga_store *self)
 {
     pg_store *s = (pg_store *)self;
@@ -405,10 +410,14 @@ void *saga__pg_app_handle(saga_store *self)
      * commits in flight included (a participant's handlers wrote them: a
      * deferred answer's timer may update their rows), and its statements
      * never wait for locks of a commit that is half sent: wait for their
-     * answers first. A connection lost meanwhile: the loop reads them
-     * back, and they stay unknown to the application until then. */
-    if (s->q_head != NULL)
-        saga__pg_settle(s);
+     * answers first, for at most APP_WAIT_MS: a server slower than that
+     * (or silent: a partition) gets the application no handle (NULL, as
+     * when it cannot connect; try again later) rather than the loop
+     * standing still for it. A connection lost meanwhile: the loop reads
+     * them back, and they stay unknown to the application until then. */
+    if (s->q_head != NULL && saga__pg_settle(s, APP_WAIT_MS) != SAGA_OK &&
+        s->q_head != NULL && !s->lost && !s->reconn)
+        return NULL;
     if (s->aconn != NULL && PQstatus(s->aconn) == CONNECTION_OK)
         return s->aconn;
     /* Connecting blocks: only while the server is known to be reachable

@@ -661,9 +661,9 @@ int saga__pg_open_conn(pg_store *s, PGconn **out, int migrate)
     *out = NULL;
     char timeout[16];
     snprintf(timeout, sizeof timeout, "%d", s->connect_timeout_s);
-    const char *keys[] = {"dbname", "connect_timeout", "application_name",
-                          NULL};
-    const char *vals[] = {s->conninfo, timeout, "libsaga", NULL};
+    const char *keys[] = {PG_TCP_KEYS, "dbname", "connect_timeout",
+                          "application_name", NULL};
+    const char *vals[] = {PG_TCP_VALS, s->conninfo, timeout, "libsaga", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (c == NULL)
         return saga__pg_failf(s, SAGA_ENOMEM, "connect: out of memory");

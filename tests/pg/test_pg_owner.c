@@ -444,9 +444,14 @@ Test(pg_owner, an_engine_fenced_out_drops_the_saga_and_the_new_owner_ends_it)
     expire("a");
     new_engine(&b, &loop, "b", hold);
     /* B's first lease and claim go out on the loop (store version 8):
-     * start returned at once. */
-    for (int i = 0; i < 100 && b.nheld == 0; i++)
+     * start returned at once. A stays stalled until B has the saga: A and
+     * B share this loop, and A, finding its lease gone, takes a new epoch
+     * and may claim its own saga back first (a race the test does not
+     * mean to decide). */
+    for (int i = 0; i < 100 && b.nheld == 0; i++) {
+        expire("a");
         spin(&loop, 1);
+    }
     cr_assert_eq(b.nheld, 1, "B resumed the claimed saga");
     cr_assert_str_eq(b.held[0].saga_id, id);
     /* A's late completion is fenced: A drops the saga, writes the rest of
@@ -642,9 +647,14 @@ Test(pg_owner, on_done_follows_a_saga_that_moved_to_another_engine)
     expire("a");
     new_engine(&b, &loop, "b", hold);
     /* B's first lease and claim go out on the loop (store version 8):
-     * start returned at once. */
-    for (int i = 0; i < 100 && b.nheld == 0; i++)
+     * start returned at once. A stays stalled until B has the saga: A and
+     * B share this loop, and A, finding its lease gone, takes a new epoch
+     * and may claim its own saga back first (a race the test does not
+     * mean to decide). */
+    for (int i = 0; i < 100 && b.nheld == 0; i++) {
+        expire("a");
         spin(&loop, 1);
+    }
     cr_assert_eq(b.nheld, 1, "B resumed the claimed saga");
     /* A's next tick finds its lease gone and drops the saga; the waiter
      * stays with the store. */

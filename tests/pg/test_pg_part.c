@@ -336,7 +336,9 @@ Test(pg_part, round_trips_per_batch)
     long before = batch_round_trips(1, &nb0);
     long after = batch_round_trips(0, &nb1);
     cr_assert_geq(before, 4 * NBATCH, "%ld", before);
-    cr_assert_leq(after, 3 * nb1, "%ld round trips for %d commands in %ld",
+    /* One more than three: on a loaded machine a batch's writes can
+     * reach the proxy in two pieces, which it counts as two. */
+    cr_assert_leq(after, 3 * nb1 + 1, "%ld round trips for %d commands in %ld",
                   after, NBATCH, nb1);
 }
 
@@ -465,7 +467,11 @@ static int silent_commit(int mode, int app_sql)
     drain(&w, 4);
     for (int i = 0; i < 100; i++)
         uv_run(&w.loop, UV_RUN_NOWAIT);
-    atomic_store(&w.px.drop_hold_ms, app_sql ? 300 : 1500);
+    /* app_sql 2: the answer comes later than the application waits for
+     * it (the store's bound, 1 s). */
+    atomic_store(&w.px.drop_hold_ms, app_sql == 2 ? 2500
+                                     : app_sql    ? 300
+                                                  : 1500);
     /* With the application's SQL the answer comes late instead of never. */
     atomic_store(&w.px.drop_forward, app_sql);
     /* begin, the reads, (the handlers' statements,) then the commit. */
@@ -489,7 +495,14 @@ static int silent_commit(int mode, int app_sql)
     cr_assert_eq(w.replies, start + NBATCH);
     cr_assert_eq(w.handled, 4 + NBATCH, "each handler ran once (%d)",
                  w.handled);
-    if (app_sql) {
+    if (app_sql == 2) {
+        /* Past the bound the application got no handle (NULL, try again
+         * later) instead of the loop standing still until the answer;
+         * once the commit is known it sees every row. */
+        cr_assert_geq(w.app_bad, 1, "a handle was refused during the wait");
+        cr_assert_eq(w.app_in_pipeline, 0);
+        cr_assert_eq(app_rows(&w), 4 + NBATCH, "one row per command");
+    } else if (app_sql) {
         /* Outside handlers the application has a connection of its own,
          * never in pipeline mode, usable while the commit is in flight;
          * inside, the handler's writes went with the batch. */
@@ -529,6 +542,15 @@ Test(pg_part, a_silent_server_during_the_commit_never_stops_the_loop)
 Test(pg_part, application_sql_outside_handlers_during_a_commit_in_flight)
 {
     silent_commit(MODE_ASYNC, 1);
+}
+
+/* The commit's answer comes 2.5 s late: asking for the application's
+ * connection waits at most 1 s for it and then answers NULL (as when the
+ * store cannot connect), instead of standing the loop still until the
+ * server speaks (before: up to a minute in a silent partition). */
+Test(pg_part, the_application_handle_waits_for_a_commit_at_most_a_second)
+{
+    silent_commit(MODE_ASYNC, 2);
 }
 
 /* An event to the participant's "stock" subscription. */
