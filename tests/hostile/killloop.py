@@ -373,11 +373,15 @@ def check_dbs():
             "gateway_charges WHERE key LIKE 'pay_%'"):
         if state in ("CHARGED", "REFUNDED"):
             net[oid] = net.get(oid, 0) + amount - refunded
+    told = 0
     for oid, (s, total) in orders.items():
         want = total if s == "COMPLETED" else 0
         if net.get(oid, 0) != want:
             fail("money of %s %s: gateway net %d, want %d" %
                  (s, oid, net.get(oid, 0), want))
+            if told < 3:  # a ctest run keeps no files: say what we know
+                told += 1
+                money_evidence(oid)
     for oid in net:
         if oid not in orders:
             fail("charge for an unknown order %s" % oid)
@@ -415,6 +419,70 @@ def check_dbs():
             fail("no email for %s order %s" % (s, oid))
         if s == "COMPLETED" and pay.get(oid) != "COMPLETED":
             fail("COMPLETED order %s shows payment %s" % (oid, pay.get(oid)))
+
+
+JOURNAL_EVENTS = {1: "STARTED", 2: "STEP_OK", 3: "STEP_FAIL", 4: "STEP_RETRY",
+                  5: "STEP_TIMEOUT", 6: "COMP_OK", 7: "COMP_FAIL",
+                  8: "COMP_TIMEOUT", 9: "COMPLETED", 10: "COMPENSATING",
+                  11: "COMPENSATED", 12: "FAILED"}
+
+
+def money_evidence(oid):
+    """Prints (bounded) what the databases say of order OID's money: the
+    gateway's rows, the payments rows, every saga started with the order's
+    key and its journal, the payment participant's barrier of each saga's
+    payment step, and the services' log lines naming those sagas. A run
+    from ctest keeps no files; this goes to its output."""
+    def show(what, fn):
+        try:
+            for row in fn():
+                print("  %s: %s" % (what, row), flush=True)
+        except Exception as e:  # evidence only
+            print("  %s: cannot read: %s" % (what, e), flush=True)
+    show("gateway", lambda: q(
+        "payment.db", "SELECT key, state, amount, refunded, attempts, "
+        "created_at, updated_at FROM gateway_charges WHERE order_id = '%s'"
+        % oid)[:12])
+    show("payment", lambda: q(
+        "payment.db", "SELECT idempotency_key, status, error_code, "
+        "refunded_amount, created_at, updated_at FROM payments WHERE "
+        "order_id = '%s'" % oid))
+    show("order", lambda: q(
+        "order.db", "SELECT status, payment_status, saga_id, created_at, "
+        "updated_at FROM orders WHERE order_id = '%s'" % oid))
+    sagas = []
+    try:
+        sagas = [r[0] for r in q("order-saga.db", "SELECT id FROM sagas "
+                                 "WHERE idem_key = '%s'" % oid)]
+    except Exception as e:
+        print("  sagas: cannot read: %s" % e, flush=True)
+    print("  sagas with the order's key: %s" % sagas, flush=True)
+    for sid in sagas[:3]:
+        show("journal " + sid[:12], lambda: [
+            (seq, JOURNAL_EVENTS.get(ev, ev), step, att, at, err)
+            for seq, ev, step, att, at, err in q(
+                "order-saga.db", "SELECT seq, event, step, attempt, at_ms, "
+                "error FROM journal WHERE saga_id = '%s' ORDER BY seq" %
+                sid)][:40])
+        show("gateway " + sid[:12], lambda: q(
+            "payment.db", "SELECT key, state, amount, refunded, attempts, "
+            "created_at, updated_at FROM gateway_charges WHERE key LIKE "
+            "'pay_%s_%%' AND order_id IS NULL" % sid))
+        # the state byte after the row's 9-byte header (participant_keep.c)
+        show("barrier " + sid[:12], lambda: q(
+            "payment.db", "SELECT key, chr(get_byte(val, 9)), length(val) "
+            "FROM kv WHERE key LIKE 'b/%s/%%'" % sid if PG else
+            "SELECT key, substr(val, 10, 1), length(val) FROM kv WHERE key "
+            "LIKE 'b/%s/%%'" % sid))
+        for name in ("payment", "order"):
+            try:
+                lines = [ln.rstrip() for ln in open(
+                    os.path.join(WORK, name + ".log"), errors="replace")
+                    if sid in ln]
+            except OSError:
+                lines = []
+            for ln in lines[:25]:
+                print("  %s.log: %s" % (name, ln[:300]), flush=True)
 
 
 def keep_evidence():
