@@ -133,29 +133,12 @@ static void batch_free(abatch *b)
     free(b);
 }
 
-/* Write @p w to the inner store in one transaction. */
+/* Write @p w to the inner store in one transaction: its own write_batch
+ * (every built-in store has one since store version 13, the key-value
+ * part included; async_store_new requires it). */
 static int apply(saga_store *s, const saga_batch_writes *w)
 {
-    if (s->version >= 3 && s->write_batch != NULL)
-        return s->write_batch(s, w);
-    int rc = s->begin(s);
-    if (rc != SAGA_OK)
-        return rc;
-    for (size_t i = 0; i < w->nsagas && rc == SAGA_OK; i++)
-        rc = s->saga_put(s, &w->sagas[i], w->put_flags[i]);
-    for (size_t i = 0; i < w->nidem && rc == SAGA_OK; i++)
-        rc = s->idem_put(s, w->idem[i].key, w->idem[i].saga_id,
-                         w->idem[i].created_ms);
-    for (size_t i = 0; i < w->noutbox && rc == SAGA_OK; i++)
-        rc = s->outbox_put(s, &w->outbox[i]);
-    for (size_t i = 0; i < w->ndone && rc == SAGA_OK; i++)
-        rc = s->outbox_done(s, w->done_ids[i]);
-    for (size_t i = 0; i < w->njournal && rc == SAGA_OK; i++)
-        rc = s->journal_append(s, &w->journal[i]);
-    if (rc == SAGA_OK)
-        return s->commit(s);
-    s->rollback(s);
-    return rc;
+    return s->write_batch(s, w);
 }
 
 int async_store_complete(async_store *as, int rc)
@@ -322,7 +305,8 @@ static void *a_native(saga_store *self)
 
 int async_store_new(saga_store **out, saga_store *inner, async_store **handle)
 {
-    if (out == NULL || inner == NULL)
+    if (out == NULL || inner == NULL || inner->version < 3 ||
+        inner->write_batch == NULL)
         return SAGA_EINVAL;
     async_store *as = calloc(1, sizeof *as);
     if (as == NULL)

@@ -35,7 +35,8 @@ typedef struct async_store_stats {
     int attached;
 } async_store_stats;
 
-/** Wrap @p inner (taken on SAGA_OK). @p handle may be NULL. */
+/** Wrap @p inner (taken on SAGA_OK; it must have write_batch, store
+ * version 3 or later: SAGA_EINVAL otherwise). @p handle may be NULL. */
 int async_store_new(saga_store **out, saga_store *inner, async_store **handle);
 /** While @p on, queued batches wait for async_store_complete(). */
 void async_store_hold(async_store *as, int on);
